@@ -1,0 +1,30 @@
+//! neo-commons: the SDK multi-tenant backend services compose.
+//!
+//! This facade re-exports each crate under a short module name behind an additive feature,
+//! so a service depends on one crate and turns on what it uses:
+//!
+//! ```toml
+//! [dependencies]
+//! neo-commons = { version = "0.1", features = ["sqlx", "env"] }
+//! ```
+//!
+//! | feature | module | crate |
+//! |---|---|---|
+//! | `core` (default) | [`core`] | `neo-core`: ids, value objects, errors, pagination, clock |
+//! | `sqlx` | — | Postgres encodings for `neo-core` types |
+//! | `env` | [`core::config`] | config from `NEO_*` environment variables |
+//! | `full` | all of the above | |
+//!
+//! Crates land here as they are built: `db`, `cache`, `batch`, `queue`, `events`, `orgs`.
+//!
+//! ```
+//! use neo_commons::core::{OrganizationId, Slug};
+//! let id = OrganizationId::new();
+//! let slug = Slug::parse("acme")?;
+//! # let _ = (id, slug);
+//! # Ok::<(), neo_commons::core::Error>(())
+//! ```
+
+#[cfg(feature = "core")]
+#[doc(inline)]
+pub use neo_core as core;

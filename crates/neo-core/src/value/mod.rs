@@ -1,0 +1,106 @@
+//! Validated value objects: a value that exists is valid.
+//!
+//! Each type validates in its constructor (`parse`, `FromStr`, `TryFrom`, serde), keeps its
+//! field private, and says in its error what was wrong.
+
+mod country;
+mod domain;
+mod email;
+mod metadata;
+mod slug;
+mod url;
+
+pub use country::CountryCode;
+pub use domain::DomainName;
+pub use email::EmailAddress;
+pub use metadata::{Metadata, MetadataLimits};
+pub use slug::Slug;
+pub use url::HttpsUrl;
+
+/// Implements `Display`, `FromStr`, `AsRef<str>`, serde (as a string) and `TryFrom<&str>`/`TryFrom<String>`
+/// for a string-backed value object with `fn parse(&str) -> Result<Self>` and `fn as_str(&self) -> &str`.
+macro_rules! string_value_impls {
+    ($ty:ty) => {
+        impl ::core::fmt::Display for $ty {
+            fn fmt(&self, f: &mut ::core::fmt::Formatter<'_>) -> ::core::fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+        impl ::core::str::FromStr for $ty {
+            type Err = $crate::Error;
+            fn from_str(s: &str) -> ::core::result::Result<Self, Self::Err> {
+                Self::parse(s)
+            }
+        }
+        impl ::core::convert::TryFrom<&str> for $ty {
+            type Error = $crate::Error;
+            fn try_from(s: &str) -> ::core::result::Result<Self, Self::Error> {
+                Self::parse(s)
+            }
+        }
+        impl ::core::convert::TryFrom<String> for $ty {
+            type Error = $crate::Error;
+            fn try_from(s: String) -> ::core::result::Result<Self, Self::Error> {
+                Self::parse(&s)
+            }
+        }
+        impl AsRef<str> for $ty {
+            fn as_ref(&self) -> &str {
+                self.as_str()
+            }
+        }
+        impl ::serde::Serialize for $ty {
+            fn serialize<S: ::serde::Serializer>(
+                &self,
+                s: S,
+            ) -> ::core::result::Result<S::Ok, S::Error> {
+                s.serialize_str(self.as_str())
+            }
+        }
+        impl<'de> ::serde::Deserialize<'de> for $ty {
+            fn deserialize<D: ::serde::Deserializer<'de>>(
+                d: D,
+            ) -> ::core::result::Result<Self, D::Error> {
+                let text = <::std::borrow::Cow<'de, str> as ::serde::Deserialize>::deserialize(d)?;
+                Self::parse(&text).map_err(<D::Error as ::serde::de::Error>::custom)
+            }
+        }
+        #[cfg(feature = "sqlx")]
+        impl ::sqlx::Type<::sqlx::Postgres> for $ty {
+            fn type_info() -> ::sqlx::postgres::PgTypeInfo {
+                <&str as ::sqlx::Type<::sqlx::Postgres>>::type_info()
+            }
+            fn compatible(ty: &::sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as ::sqlx::Type<::sqlx::Postgres>>::compatible(ty)
+            }
+        }
+        #[cfg(feature = "sqlx")]
+        impl ::sqlx::postgres::PgHasArrayType for $ty {
+            fn array_type_info() -> ::sqlx::postgres::PgTypeInfo {
+                <&str as ::sqlx::postgres::PgHasArrayType>::array_type_info()
+            }
+            fn array_compatible(ty: &::sqlx::postgres::PgTypeInfo) -> bool {
+                <&str as ::sqlx::postgres::PgHasArrayType>::array_compatible(ty)
+            }
+        }
+        #[cfg(feature = "sqlx")]
+        impl<'q> ::sqlx::Encode<'q, ::sqlx::Postgres> for $ty {
+            fn encode_by_ref(
+                &self,
+                buf: &mut ::sqlx::postgres::PgArgumentBuffer,
+            ) -> ::core::result::Result<::sqlx::encode::IsNull, ::sqlx::error::BoxDynError> {
+                <&str as ::sqlx::Encode<'q, ::sqlx::Postgres>>::encode(self.as_str(), buf)
+            }
+        }
+        #[cfg(feature = "sqlx")]
+        impl<'r> ::sqlx::Decode<'r, ::sqlx::Postgres> for $ty {
+            fn decode(
+                value: ::sqlx::postgres::PgValueRef<'r>,
+            ) -> ::core::result::Result<Self, ::sqlx::error::BoxDynError> {
+                let text = <&str as ::sqlx::Decode<'r, ::sqlx::Postgres>>::decode(value)?;
+                Ok(Self::parse(text)?)
+            }
+        }
+    };
+}
+pub(crate) use string_value_impls;

@@ -1,0 +1,178 @@
+use crate::{Error, Result};
+
+const WHAT: &str = "slug";
+
+/// A URL-safe identifier: lowercase `[a-z0-9-]`, 3–64 characters, no leading, trailing or
+/// double hyphen, and not a reserved word.
+///
+/// # Example
+/// ```
+/// use neo_core::Slug;
+/// let slug = Slug::parse("acme-corp")?;
+/// assert_eq!(slug.as_str(), "acme-corp");
+/// assert!(Slug::parse("Acme").is_err());
+/// assert!(Slug::parse("admin").is_err()); // reserved
+/// assert_eq!(Slug::slugify("  Ácme  Corp & Co. ")?.as_str(), "acme-corp-co");
+/// # Ok::<(), neo_core::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Slug(String);
+
+impl Slug {
+    /// Shortest accepted slug.
+    pub const MIN_LEN: usize = 3;
+    /// Longest accepted slug.
+    pub const MAX_LEN: usize = 64;
+    /// Words refused by [`Slug::parse`] because they collide with routes or mean something else.
+    pub const RESERVED: &'static [&'static str] = &[
+        "about",
+        "admin",
+        "api",
+        "app",
+        "assets",
+        "auth",
+        "billing",
+        "blog",
+        "dashboard",
+        "docs",
+        "help",
+        "login",
+        "logout",
+        "me",
+        "new",
+        "null",
+        "oauth",
+        "org",
+        "orgs",
+        "register",
+        "root",
+        "settings",
+        "signin",
+        "signup",
+        "static",
+        "status",
+        "support",
+        "system",
+        "undefined",
+        "www",
+    ];
+
+    /// Parses a slug, refusing the words in [`Slug::RESERVED`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the first rule the text breaks.
+    pub fn parse(text: &str) -> Result<Self> {
+        Self::parse_with_reserved(text, Self::RESERVED)
+    }
+
+    /// Parses a slug with the host's own reserved words instead of the defaults.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the first rule the text breaks.
+    pub fn parse_with_reserved(text: &str, reserved: &[&str]) -> Result<Self> {
+        let len = text.len();
+        if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
+            return Err(Error::invalid(
+                WHAT,
+                format!(
+                    "must be {}-{} characters, got {}",
+                    Self::MIN_LEN,
+                    Self::MAX_LEN,
+                    text.chars().count()
+                ),
+            ));
+        }
+        let mut previous_hyphen = false;
+        for (index, c) in text.char_indices() {
+            match c {
+                'a'..='z' | '0'..='9' => previous_hyphen = false,
+                '-' if index == 0 => {
+                    return Err(Error::invalid(WHAT, "must not start with a hyphen"));
+                }
+                '-' if previous_hyphen => {
+                    return Err(Error::invalid(
+                        WHAT,
+                        "must not contain two hyphens in a row",
+                    ));
+                }
+                '-' => previous_hyphen = true,
+                'A'..='Z' => {
+                    return Err(Error::invalid(WHAT, "must be lowercase"));
+                }
+                other => {
+                    return Err(Error::invalid(
+                        WHAT,
+                        format!(
+                            "character {other:?} at position {index} is not one of a-z, 0-9 or '-'"
+                        ),
+                    ));
+                }
+            }
+        }
+        if previous_hyphen {
+            return Err(Error::invalid(WHAT, "must not end with a hyphen"));
+        }
+        if reserved.contains(&text) {
+            return Err(Error::invalid(WHAT, format!("{text:?} is a reserved word")));
+        }
+        Ok(Slug(text.to_owned()))
+    }
+
+    /// Derives a slug from free text (a name): ASCII-folds common Latin letters, lowercases,
+    /// turns every run of other characters into one hyphen and trims to [`Slug::MAX_LEN`].
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when what is left is too short or reserved.
+    pub fn slugify(text: &str) -> Result<Self> {
+        let mut out = String::with_capacity(text.len().min(Self::MAX_LEN));
+        let mut pending_hyphen = false;
+        for c in text.chars().flat_map(fold_latin) {
+            let c = c.to_ascii_lowercase();
+            if c.is_ascii_lowercase() || c.is_ascii_digit() {
+                if pending_hyphen && !out.is_empty() {
+                    out.push('-');
+                }
+                pending_hyphen = false;
+                out.push(c);
+                if out.len() >= Self::MAX_LEN {
+                    break;
+                }
+            } else {
+                pending_hyphen = true;
+            }
+        }
+        let trimmed = out.trim_end_matches('-');
+        Self::parse(trimmed)
+    }
+
+    /// The slug text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// Unwraps the text.
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Folds accented Latin letters onto ASCII; everything else passes through.
+fn fold_latin(c: char) -> impl Iterator<Item = char> {
+    let folded: &str = match c {
+        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => "a",
+        'æ' | 'Æ' => "ae",
+        'ç' | 'Ç' => "c",
+        'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => "e",
+        'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => "i",
+        'ñ' | 'Ñ' => "n",
+        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' => "o",
+        'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => "u",
+        'ý' | 'ÿ' | 'Ý' => "y",
+        'ß' => "ss",
+        _ => "",
+    };
+    let single = folded.is_empty().then_some(c);
+    folded.chars().chain(single)
+}
+
+super::string_value_impls!(Slug);
