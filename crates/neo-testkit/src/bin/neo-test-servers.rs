@@ -1,0 +1,79 @@
+//! Starts one PostgreSQL and one Redis server for a whole test run and writes their URLs as
+//! `NEO_TEST_DATABASE_URL=...` / `NEO_TEST_REDIS_URL=...` lines to the file given with
+//! `--env-file`. Runs until SIGTERM or SIGINT, or until the process given with
+//! `--parent-pid` exits, then stops both servers and deletes their data.
+//!
+//! Used by `scripts/test` and `scripts/demo`.
+
+use neo_testkit::{DATABASE_URL_VAR, PgServer, REDIS_URL_VAR, RedisServer};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[allow(clippy::print_stderr, reason = "a command-line tool reports on stderr")]
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("neo-test-servers: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<(), String> {
+    let mut env_file: Option<PathBuf> = None;
+    let mut parent: Option<u32> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--env-file" => env_file = args.next().map(PathBuf::from),
+            "--parent-pid" => parent = args.next().and_then(|p| p.parse().ok()),
+            "-h" | "--help" => {
+                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID]".into());
+            }
+            other => return Err(format!("unknown argument {other:?} (try --help)")),
+        }
+    }
+    let env_file = env_file.ok_or("--env-file PATH is required")?;
+    let pg = PgServer::start().map_err(|e| e.to_string())?;
+    let redis = RedisServer::start().map_err(|e| e.to_string())?;
+    let contents = format!(
+        "{DATABASE_URL_VAR}={}\n{REDIS_URL_VAR}={}\n",
+        pg.url(),
+        redis.url()
+    );
+    // Write then rename, so a reader never sees half a file.
+    let partial = env_file.with_extension("partial");
+    std::fs::write(&partial, contents)
+        .map_err(|e| format!("writing {}: {e}", partial.display()))?;
+    std::fs::rename(&partial, &env_file)
+        .map_err(|e| format!("writing {}: {e}", env_file.display()))?;
+
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| e.to_string())?;
+        let parent_gone = async {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if parent.is_some_and(|pid| !std::path::Path::new(&format!("/proc/{pid}")).exists())
+                {
+                    return;
+                }
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+            () = parent_gone => {}
+        }
+        Ok::<(), String>(())
+    })?;
+    drop(redis);
+    drop(pg);
+    Ok(())
+}

@@ -1,0 +1,111 @@
+//! Test support for neo-commons and the services built on it: real PostgreSQL and Redis
+//! servers started from locally installed binaries, a database of its own for every test,
+//! fault injection (stop, kill, restart a server), and a scripted HTTP receiver.
+//!
+//! **Use it as a dev-dependency only.**
+//!
+//! ```no_run
+//! # async fn demo() {
+//! // One server per test binary (or the ones named by NEO_TEST_DATABASE_URL /
+//! // NEO_TEST_REDIS_URL), a fresh database per call.
+//! let db = neo_testkit::postgres().await;
+//! let pool = db.pool().await.unwrap();
+//! let redis = neo_testkit::redis().await;
+//! # let _ = (pool, redis);
+//! # }
+//! ```
+//!
+//! # Where the servers come from
+//! - `NEO_TEST_DATABASE_URL` / `NEO_TEST_REDIS_URL`, when set, name servers you run; the
+//!   role needs `CREATEDB`. `scripts/test` starts one pair for the whole run this way.
+//! - Otherwise the first test of a process starts a server from the installed binaries
+//!   (PostgreSQL 15+ from `/usr/lib/postgresql/*/bin` or `PATH`, run as the `postgres`
+//!   account when we are root; `redis-server` 7+) on a free loopback port, with a throwaway
+//!   data directory. It is shut down when the process exits.
+//! - When a binary is missing the test **fails** with the command that installs it
+//!   (`apt-get install -y postgresql redis-server`). Nothing is ever skipped.
+//!
+//! Tests that inject faults start servers of their own with [`PgServer::start`] and
+//! [`RedisServer::start`], which they can stop, kill and restart.
+
+mod error;
+mod postgres;
+mod process;
+mod receiver;
+mod redis;
+
+pub use error::{Error, Result};
+pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase};
+pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
+pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
+
+/// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
+///
+/// # Panics
+/// When no server can be had; the message says how to get one (install command or
+/// `NEO_TEST_DATABASE_URL`). Use [`try_postgres`] to handle that yourself.
+pub async fn postgres() -> TestDatabase {
+    try_postgres()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no PostgreSQL for this test: {e}"))
+}
+
+/// Like [`postgres`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Client`], each saying what to do.
+pub async fn try_postgres() -> Result<TestDatabase> {
+    postgres::create_database().await
+}
+
+/// A flushed logical database on the shared Redis server, with a key prefix unique to the test.
+///
+/// # Panics
+/// When no server can be had; the message says how to get one (install command or
+/// `NEO_TEST_REDIS_URL`). Use [`try_redis`] to handle that yourself.
+pub async fn redis() -> TestRedis {
+    try_redis()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no Redis for this test: {e}"))
+}
+
+/// Like [`redis`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Client`], each saying what to do.
+pub async fn try_redis() -> Result<TestRedis> {
+    redis::create_database().await
+}
+
+/// The URL of the shared PostgreSQL server, starting it if needed (blocking).
+///
+/// # Errors
+/// As [`try_postgres`].
+pub fn shared_postgres_url() -> Result<String> {
+    postgres::shared_url()
+}
+
+/// The URL of the shared Redis server, starting it if needed (blocking).
+///
+/// # Errors
+/// As [`try_redis`].
+pub fn shared_redis_url() -> Result<String> {
+    redis::shared_url()
+}
+
+/// Replaces the password of a URL with `***` for messages and `Debug`.
+///
+/// # Example
+/// ```
+/// assert_eq!(neo_testkit::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+/// ```
+pub fn redact_url(text: &str) -> String {
+    match url::Url::parse(text) {
+        Ok(mut url) if url.password().is_some() => {
+            let _ = url.set_password(Some("***"));
+            url.into()
+        }
+        Ok(url) => url.into(),
+        Err(_) => "(unparseable url)".to_owned(),
+    }
+}

@@ -1,0 +1,96 @@
+use sqlx::Row as _;
+
+#[tokio::test]
+async fn each_test_gets_its_own_database_on_a_real_server() {
+    let a = neo_testkit::postgres().await;
+    let b = neo_testkit::postgres().await;
+    assert_ne!(a.name(), b.name());
+    let pool_a = a.pool().await.unwrap();
+    let pool_b = b.pool().await.unwrap();
+    sqlx::query("CREATE TABLE items (id int primary key)")
+        .execute(&pool_a)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO items VALUES (1), (2)")
+        .execute(&pool_a)
+        .await
+        .unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM items")
+        .fetch_one(&pool_a)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+    let missing = sqlx::query("SELECT * FROM items")
+        .fetch_all(&pool_b)
+        .await
+        .unwrap_err();
+    assert!(missing.to_string().contains("does not exist"), "{missing}");
+    let version: i32 = sqlx::query_scalar("SELECT current_setting('server_version_num')::int")
+        .fetch_one(&pool_a)
+        .await
+        .unwrap();
+    assert!(version >= 150_000, "PostgreSQL 15+ required, got {version}");
+}
+
+#[tokio::test]
+async fn a_dropped_test_database_is_removed() {
+    let db = neo_testkit::postgres().await;
+    let name = db.name().to_owned();
+    let admin = sqlx::PgPool::connect(&neo_testkit::shared_postgres_url().unwrap())
+        .await
+        .unwrap();
+    let exists = |name: String| {
+        let admin = admin.clone();
+        async move {
+            sqlx::query("SELECT 1 FROM pg_database WHERE datname = $1")
+                .bind(name)
+                .fetch_optional(&admin)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    let pool = db.pool().await.unwrap();
+    assert!(exists(name.clone()).await);
+    drop(db); // with the pool still connected: dropped WITH (FORCE)
+    assert!(!exists(name).await);
+    drop(pool);
+}
+
+#[tokio::test]
+async fn concurrent_databases_do_not_collide() {
+    let dbs = futures_join_all((0..8).map(|_| neo_testkit::postgres())).await;
+    let mut names: Vec<_> = dbs.iter().map(|d| d.name().to_owned()).collect();
+    names.sort();
+    names.dedup();
+    assert_eq!(names.len(), 8);
+    let row = sqlx::query("SELECT current_database() AS db")
+        .fetch_one(&dbs[3].pool().await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(row.get::<String, _>("db"), dbs[3].name());
+}
+
+async fn futures_join_all<F: std::future::Future>(
+    futures: impl IntoIterator<Item = F>,
+) -> Vec<F::Output> {
+    let mut out = Vec::new();
+    let handles: Vec<_> = futures.into_iter().collect();
+    for f in handles {
+        out.push(f.await);
+    }
+    out
+}
+
+#[test]
+fn debug_output_hides_passwords() {
+    assert_eq!(
+        neo_testkit::redact_url("postgres://a:hunter2@h:5/d"),
+        "postgres://a:***@h:5/d"
+    );
+    assert_eq!(
+        neo_testkit::redact_url("redis://h:6379/0"),
+        "redis://h:6379/0"
+    );
+    assert_eq!(neo_testkit::redact_url("::"), "(unparseable url)");
+}

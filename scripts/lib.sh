@@ -1,0 +1,95 @@
+# Helpers shared by scripts/test and scripts/demo. Source it; do not run it.
+# shellcheck shell=bash
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# Runs a command as root: directly when we are root, through sudo otherwise.
+as_root() {
+    if [[ $(id -u) -eq 0 ]]; then
+        "$@"
+    elif command -v sudo >/dev/null 2>&1; then
+        sudo "$@"
+    else
+        die "need root to run '$*' (install PostgreSQL 15+ and Redis 7+ yourself, or run as root)"
+    fi
+}
+
+postgres_installed() {
+    local dir major
+    for dir in /usr/lib/postgresql/*/bin; do
+        major=$(basename "$(dirname "$dir")")
+        [[ $major =~ ^[0-9]+$ ]] && ((major >= 15)) && [[ -x $dir/initdb && -x $dir/pg_ctl ]] && return 0
+    done
+    command -v initdb >/dev/null 2>&1 && command -v pg_ctl >/dev/null 2>&1
+}
+
+redis_installed() {
+    command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]]
+}
+
+# Installs PostgreSQL and Redis from Debian's packages when either is missing.
+ensure_servers_installed() {
+    local packages=()
+    postgres_installed || packages+=(postgresql)
+    redis_installed || packages+=(redis-server)
+    if ((${#packages[@]} == 0)); then
+        log "PostgreSQL and Redis are installed"
+        return
+    fi
+    command -v apt-get >/dev/null 2>&1 ||
+        die "missing ${packages[*]} and no apt-get here: install PostgreSQL 15+ and Redis 7+ yourself"
+    log "installing ${packages[*]} from Debian's packages"
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
+    postgres_installed || die "PostgreSQL 15+ is still missing after installing it"
+    redis_installed || die "Redis is still missing after installing it"
+}
+
+# Installs cargo-deny when missing (compiled from crates.io: a few minutes the first time).
+ensure_cargo_deny() {
+    if ! cargo deny --version >/dev/null 2>&1; then
+        log "installing cargo-deny (first run only)"
+        cargo install --locked cargo-deny@0.20.2
+    fi
+}
+
+# Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
+# NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
+start_test_servers() {
+    if [[ -n ${NEO_TEST_DATABASE_URL:-} && -n ${NEO_TEST_REDIS_URL:-} ]]; then
+        log "using NEO_TEST_DATABASE_URL and NEO_TEST_REDIS_URL from the environment"
+        return
+    fi
+    cargo build --locked -q -p neo-testkit --bin neo-test-servers
+    local state_dir
+    state_dir=$(mktemp -d)
+    target/debug/neo-test-servers --env-file "$state_dir/servers.env" --parent-pid $$ \
+        >"$state_dir/servers.log" 2>&1 &
+    NEO_SERVERS_PID=$!
+    NEO_SERVERS_DIR=$state_dir
+    trap stop_test_servers EXIT
+    local waited=0
+    until [[ -f $state_dir/servers.env ]]; do
+        if ! kill -0 "$NEO_SERVERS_PID" 2>/dev/null; then
+            cat "$state_dir/servers.log" >&2
+            die "the test servers did not start (see above)"
+        fi
+        ((waited++ < 600)) || die "the test servers did not start within 60 s"
+        sleep 0.1
+    done
+    set -a
+    # shellcheck disable=SC1091
+    source "$state_dir/servers.env"
+    set +a
+    log "PostgreSQL at $NEO_TEST_DATABASE_URL, Redis at $NEO_TEST_REDIS_URL"
+}
+
+stop_test_servers() {
+    if [[ -n ${NEO_SERVERS_PID:-} ]]; then
+        kill "$NEO_SERVERS_PID" 2>/dev/null || true
+        wait "$NEO_SERVERS_PID" 2>/dev/null || true
+        rm -rf "$NEO_SERVERS_DIR"
+        NEO_SERVERS_PID=
+    fi
+}
