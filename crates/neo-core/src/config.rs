@@ -1,7 +1,8 @@
 //! Loading configuration structs from `NEO_*` environment variables.
 //!
-//! Every neo-commons config struct implements `Default`, `Serialize` and `Deserialize`.
-//! [`from_env`] starts from the defaults and overrides each field whose variable is set:
+//! Every neo-commons config struct implements `Default` and `Deserialize` with
+//! `#[serde(default)]`, so [`from_env`] starts from the defaults and overrides each field
+//! whose variable is set:
 //! `NEO_DB_MAX_CONNECTIONS=20` sets `max_connections` of a struct loaded with prefix
 //! `NEO_DB_`; nested fields use a double underscore (`NEO_CACHE_L1__CAPACITY`). Durations are
 //! written the way the struct's serde attributes say (neo-commons uses `humantime`: `"5s"`,
@@ -9,21 +10,23 @@
 
 use crate::{Error, Result};
 use figment::Figment;
-use figment::providers::{Env, Serialized};
-use serde::Serialize;
+use figment::providers::Env;
 use serde::de::DeserializeOwned;
 
 /// The prefix every neo-commons variable starts with.
 pub const ENV_PREFIX: &str = "NEO_";
 
-/// Loads `T` from its defaults overridden by environment variables starting with `prefix`.
+/// Loads `T` from environment variables starting with `prefix`; fields whose variable is
+/// unset keep their `#[serde(default)]` value. Secrets (`SecretString` fields) load like any
+/// other string and never reach `Debug`.
 ///
 /// # Errors
-/// [`Error::Config`] naming the variable that could not be parsed.
+/// [`Error::Config`] naming the variable that could not be parsed, or the field that is
+/// missing when `T` has no `#[serde(default)]`.
 ///
 /// # Example
 /// ```
-/// #[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+/// #[derive(Debug, Default, serde::Deserialize)]
 /// #[serde(default)]
 /// struct PoolConfig { max_connections: u32 }
 ///
@@ -33,9 +36,9 @@ pub const ENV_PREFIX: &str = "NEO_";
 /// ```
 pub fn from_env<T>(prefix: &str) -> Result<T>
 where
-    T: Default + Serialize + DeserializeOwned,
+    T: DeserializeOwned,
 {
-    Figment::from(Serialized::defaults(T::default()))
+    Figment::new()
         .merge(Env::prefixed(prefix).split("__"))
         .extract()
         .map_err(|e| Error::Config(format!("from environment variables {prefix}*: {e}")))

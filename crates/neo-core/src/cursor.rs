@@ -145,7 +145,7 @@ impl std::fmt::Debug for CursorCodec {
 
 fn new_mac(key: &[u8]) -> HmacSha256 {
     // HMAC accepts keys of any length, so this never fails.
-    <HmacSha256 as Mac>::new_from_slice(key)
+    <HmacSha256 as hmac::KeyInit>::new_from_slice(key)
         .unwrap_or_else(|_| unreachable!("hmac takes any key length"))
 }
 

@@ -58,8 +58,11 @@ pub(crate) fn unprivileged_user() -> Result<Option<RunAs>> {
     for wanted in ["postgres", "nobody"] {
         for line in passwd.lines() {
             let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() >= 4 && fields[0] == wanted {
-                if let (Ok(uid), Ok(gid)) = (fields[2].parse(), fields[3].parse()) {
+            if fields.len() >= 4
+                && fields[0] == wanted
+                && let (Ok(uid), Ok(gid)) = (fields[2].parse(), fields[3].parse())
+            {
+                {
                     return Ok(Some(RunAs {
                         name: wanted.to_owned(),
                         uid,

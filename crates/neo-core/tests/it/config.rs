@@ -1,7 +1,12 @@
+#![allow(
+    clippy::result_large_err,
+    reason = "figment::Jail's closure signature is not ours"
+)]
+
 use neo_core::config::from_env;
 use std::time::Duration;
 
-#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, PartialEq, serde::Deserialize)]
 #[serde(default)]
 struct Sample {
     max_connections: u32,
@@ -10,7 +15,7 @@ struct Sample {
     nested: Nested,
 }
 
-#[derive(Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, PartialEq, Default, serde::Deserialize)]
 #[serde(default)]
 struct Nested {
     capacity: u64,
@@ -56,6 +61,23 @@ fn a_bad_variable_is_a_configuration_error_naming_it() {
             neo_core::HasErrorKind::kind(&err),
             neo_core::ErrorKind::Configuration
         );
+        Ok(())
+    });
+}
+
+#[test]
+fn secrets_load_from_env_and_stay_out_of_debug() {
+    #[derive(Debug, Default, serde::Deserialize)]
+    #[serde(default)]
+    struct WithSecret {
+        password: Option<neo_core::SecretString>,
+    }
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("NEO_SECRET_PASSWORD", "hunter2");
+        let config: WithSecret = from_env("NEO_SECRET_").unwrap();
+        let exposed = neo_core::ExposeSecret::expose_secret(config.password.as_ref().unwrap());
+        assert_eq!(exposed, "hunter2");
+        assert!(!format!("{config:?}").contains("hunter2"));
         Ok(())
     });
 }

@@ -3,7 +3,7 @@ use neo_core::{
 };
 use serde_json::json;
 
-fn reason(err: Error) -> String {
+fn reason(err: &Error) -> String {
     err.to_string()
 }
 
@@ -23,7 +23,7 @@ fn slug_accepts_valid_and_says_what_is_wrong() {
         ("émile", "character 'é'"),
     ];
     for (input, expected) in cases {
-        let msg = reason(Slug::parse(input).unwrap_err());
+        let msg = reason(&Slug::parse(input).unwrap_err());
         assert!(msg.starts_with("invalid slug: "), "{msg}");
         assert!(msg.contains(expected), "{input:?}: {msg}");
     }
@@ -65,12 +65,12 @@ fn email_normalises_domain_and_refuses_bad_parts() {
         ("a@-x.com", "starts or ends with a hyphen"),
     ];
     for (input, expected) in cases {
-        let msg = reason(EmailAddress::parse(input).unwrap_err());
+        let msg = reason(&EmailAddress::parse(input).unwrap_err());
         assert!(msg.starts_with("invalid email address: "), "{msg}");
         assert!(msg.contains(expected), "{input:?}: {msg}");
     }
     let long_local = format!("{}@example.com", "a".repeat(65));
-    assert!(reason(EmailAddress::parse(&long_local).unwrap_err()).contains("at most 64"));
+    assert!(reason(&EmailAddress::parse(&long_local).unwrap_err()).contains("at most 64"));
 }
 
 #[test]
@@ -95,13 +95,13 @@ fn domain_names_are_idna_aware() {
         ("192.168.0.1", "IP addresses"),
         ("under_score.com", "character '_'"),
     ] {
-        let msg = reason(DomainName::parse(input).unwrap_err());
+        let msg = reason(&DomainName::parse(input).unwrap_err());
         assert!(msg.contains(expected), "{input:?}: {msg}");
     }
     let long_label = format!("{}.com", "a".repeat(64));
-    assert!(reason(DomainName::parse(&long_label).unwrap_err()).contains("exceeds 63"));
+    assert!(reason(&DomainName::parse(&long_label).unwrap_err()).contains("exceeds 63"));
     let long_name = vec!["abcdefghij"; 30].join(".");
-    assert!(reason(DomainName::parse(&long_name).unwrap_err()).contains("at most 253"));
+    assert!(reason(&DomainName::parse(&long_name).unwrap_err()).contains("at most 253"));
     let parent = DomainName::parse("example.com").unwrap();
     assert!(
         DomainName::parse("a.example.com")
@@ -127,8 +127,8 @@ fn country_codes_are_the_assigned_ones() {
         format!("{:?}", CountryCode::parse("US").unwrap()),
         "CountryCode(US)"
     );
-    assert!(reason(CountryCode::parse("XX").unwrap_err()).contains("not an assigned"));
-    assert!(reason(CountryCode::parse("DEU").unwrap_err()).contains("two letters"));
+    assert!(reason(&CountryCode::parse("XX").unwrap_err()).contains("not an assigned"));
+    assert!(reason(&CountryCode::parse("DEU").unwrap_err()).contains("two letters"));
     assert!(CountryCode::parse("D1").is_err());
 }
 
@@ -147,7 +147,7 @@ fn https_urls_refuse_other_schemes_and_credentials() {
         ("https://example.com/#frag", "fragment"),
         ("not a url", "not a URL"),
     ] {
-        let msg = reason(HttpsUrl::parse(input).unwrap_err());
+        let msg = reason(&HttpsUrl::parse(input).unwrap_err());
         assert!(msg.contains(expected), "{input:?}: {msg}");
         assert!(!msg.contains("u:p"), "credentials echoed: {msg}");
     }

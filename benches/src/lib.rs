@@ -1,0 +1,41 @@
+//! Bench pairs: each hot path of neo-commons next to the raw driver (or hand-written code)
+//! doing the same work, measured in the same process so the ratio holds on a noisy machine.
+//!
+//! A [`Pair`] is registered once and used twice: by the criterion benches in `benches/` and
+//! by the `compare` binary, which prints `name  ours  raw  ratio  target`.
+//!
+//! # Adding rows
+//! Write a module with a `pub fn pairs() -> Vec<Pair>` (see [`core`]) and add it to
+//! [`all_pairs`]. For async work, build the runtime and fixtures outside the closures and
+//! `block_on` inside them; keep setup out of the measured closure.
+
+pub mod core;
+mod measure;
+
+pub use measure::{Measurement, Settings, compare};
+
+/// A measured operation: ours and the raw baseline doing the same work.
+pub struct Pair {
+    /// Row name, `area/operation`.
+    pub name: &'static str,
+    /// The largest acceptable `ours / raw` ratio, when an issue sets one.
+    pub target: Option<f64>,
+    /// One iteration of our implementation.
+    pub ours: Box<dyn FnMut()>,
+    /// One iteration of the baseline.
+    pub raw: Box<dyn FnMut()>,
+}
+
+impl std::fmt::Debug for Pair {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pair")
+            .field("name", &self.name)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Every registered pair.
+pub fn all_pairs() -> Vec<Pair> {
+    core::pairs()
+}

@@ -1,0 +1,110 @@
+//! A small, honest timing loop for the `compare` report.
+
+use crate::Pair;
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+/// How long to measure.
+#[derive(Debug, Clone, Copy)]
+pub struct Settings {
+    /// Target duration of one sample.
+    pub sample_time: Duration,
+    /// Samples per side; the median is reported.
+    pub samples: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            sample_time: Duration::from_millis(20),
+            samples: 21,
+        }
+    }
+}
+
+impl Settings {
+    /// Fewer, shorter samples: for smoke runs.
+    pub fn quick() -> Self {
+        Settings {
+            sample_time: Duration::from_millis(5),
+            samples: 7,
+        }
+    }
+}
+
+/// The result for one pair.
+#[derive(Debug, Clone)]
+pub struct Measurement {
+    /// Row name.
+    pub name: &'static str,
+    /// Median nanoseconds per iteration of ours.
+    pub ours_ns: f64,
+    /// Median nanoseconds per iteration of the baseline.
+    pub raw_ns: f64,
+    /// The acceptable ratio, if any.
+    pub target: Option<f64>,
+}
+
+impl Measurement {
+    /// `ours / raw`.
+    pub fn ratio(&self) -> f64 {
+        self.ours_ns / self.raw_ns.max(f64::MIN_POSITIVE)
+    }
+
+    /// Whether the ratio meets its target; `None` when there is none.
+    pub fn passed(&self) -> Option<bool> {
+        self.target.map(|t| self.ratio() <= t)
+    }
+}
+
+/// Measures a pair: calibrates an iteration count per side, then takes interleaved samples
+/// (ours, raw, ours, ...) so drift on a shared machine hits both sides alike.
+pub fn compare(pair: &mut Pair, settings: Settings) -> Measurement {
+    let ours_iters = calibrate(&mut pair.ours, settings.sample_time);
+    let raw_iters = calibrate(&mut pair.raw, settings.sample_time);
+    let mut ours = Vec::with_capacity(settings.samples);
+    let mut raw = Vec::with_capacity(settings.samples);
+    for _ in 0..settings.samples {
+        ours.push(sample(&mut pair.ours, ours_iters));
+        raw.push(sample(&mut pair.raw, raw_iters));
+    }
+    Measurement {
+        name: pair.name,
+        ours_ns: median(ours),
+        raw_ns: median(raw),
+        target: pair.target,
+    }
+}
+
+fn calibrate(f: &mut Box<dyn FnMut()>, sample_time: Duration) -> u64 {
+    // Warm up, then grow the count until one sample takes long enough to time reliably.
+    let mut iters = 1_u64;
+    loop {
+        let start = Instant::now();
+        for _ in 0..iters {
+            f();
+            black_box(());
+        }
+        let elapsed = start.elapsed();
+        if elapsed >= sample_time / 2 || iters >= 1 << 30 {
+            let per_iter = elapsed.as_secs_f64() / iters as f64;
+            return ((sample_time.as_secs_f64() / per_iter.max(1e-12)) as u64).max(1);
+        }
+        iters *= 2;
+    }
+}
+
+/// Nanoseconds per iteration over one sample.
+fn sample(f: &mut Box<dyn FnMut()>, iters: u64) -> f64 {
+    let start = Instant::now();
+    for _ in 0..iters {
+        f();
+        black_box(());
+    }
+    start.elapsed().as_secs_f64() * 1e9 / iters as f64
+}
+
+fn median(mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
