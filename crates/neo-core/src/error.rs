@@ -207,6 +207,11 @@ impl Error {
             reason: reason.into(),
         }
     }
+
+    /// `what` is longer than `max` characters.
+    pub(crate) fn too_long(what: &'static str, max: usize, got: usize) -> Self {
+        Error::invalid(what, format!("must be at most {max} characters, got {got}"))
+    }
 }
 
 impl HasErrorKind for Error {

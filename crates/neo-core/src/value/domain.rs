@@ -59,14 +59,7 @@ impl DomainName {
             return Err(Error::invalid(WHAT, "must not be empty"));
         }
         if ascii.len() > Self::MAX_LEN {
-            return Err(Error::invalid(
-                WHAT,
-                format!(
-                    "must be at most {} characters, got {}",
-                    Self::MAX_LEN,
-                    ascii.len()
-                ),
-            ));
+            return Err(Error::too_long(WHAT, Self::MAX_LEN, ascii.len()));
         }
         let mut labels = 0;
         let mut last = "";

@@ -52,14 +52,7 @@ impl EmailAddress {
         })?;
         let text = format!("{local}@{}", domain.as_str());
         if text.len() > Self::MAX_LEN {
-            return Err(Error::invalid(
-                WHAT,
-                format!(
-                    "must be at most {} characters, got {}",
-                    Self::MAX_LEN,
-                    text.len()
-                ),
-            ));
+            return Err(Error::too_long(WHAT, Self::MAX_LEN, text.len()));
         }
         Ok(EmailAddress {
             at: local.len(),

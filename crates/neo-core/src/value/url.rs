@@ -31,14 +31,7 @@ impl HttpsUrl {
     /// may carry a token.
     pub fn parse(text: &str) -> Result<Self> {
         if text.len() > Self::MAX_LEN {
-            return Err(Error::invalid(
-                WHAT,
-                format!(
-                    "must be at most {} characters, got {}",
-                    Self::MAX_LEN,
-                    text.len()
-                ),
-            ));
+            return Err(Error::too_long(WHAT, Self::MAX_LEN, text.len()));
         }
         let url =
             url::Url::parse(text).map_err(|e| Error::invalid(WHAT, format!("not a URL ({e})")))?;
@@ -69,10 +62,7 @@ impl HttpsUrl {
             return Err(Error::invalid(WHAT, "must not have a #fragment"));
         }
         if url.as_str().len() > Self::MAX_LEN {
-            return Err(Error::invalid(
-                WHAT,
-                format!("must be at most {} characters", Self::MAX_LEN),
-            ));
+            return Err(Error::too_long(WHAT, Self::MAX_LEN, url.as_str().len()));
         }
         Ok(HttpsUrl(url))
     }
