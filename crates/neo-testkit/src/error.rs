@@ -60,9 +60,14 @@ impl Error {
         move |source| Error::Io { context, source }
     }
 
-    pub(crate) fn client(context: impl Into<String>) -> impl FnOnce(String) -> Error {
+    pub(crate) fn client<E: std::fmt::Display>(
+        context: impl Into<String>,
+    ) -> impl FnOnce(E) -> Error {
         let context = context.into();
-        move |detail| Error::Client { context, detail }
+        move |e| Error::Client {
+            context,
+            detail: e.to_string(),
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 use crate::process::{self, RunAs};
 use crate::{Error, Result};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -67,7 +67,8 @@ pub struct PgServer {
     user: Option<RunAs>,
     options: PgServerOptions,
     running: bool,
-    watchdog: Option<Child>,
+    /// Declared last so it is dropped after `Drop::drop` has stopped the server.
+    watchdog: Option<process::Watchdog>,
 }
 
 impl PgServer {
@@ -104,18 +105,14 @@ impl PgServer {
             watchdog: None,
         };
         server.initdb()?;
-        server.watchdog = Some(process::spawn_watchdog(&server.cleanup_script())?);
+        server.watchdog = Some(process::Watchdog::spawn(&server.cleanup_script())?);
         // A port found free can be taken before the server binds it; try a few.
-        let mut last_error = None;
-        for _ in 0..3 {
+        process::retry(3, Duration::ZERO, || {
             server.port = process::free_port()?;
             server.write_port()?;
-            match server.pg_ctl_start() {
-                Ok(()) => return Ok(server),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| server.startup_error("no attempt made")))
+            server.pg_ctl_start()
+        })?;
+        Ok(server)
     }
 
     /// The connection URL of the `postgres` database (superuser `postgres`, no password).
@@ -291,10 +288,6 @@ impl Drop for PgServer {
             // Best effort: the watchdog would do it anyway once the process exits.
             let _ = self.pg_ctl_stop("immediate");
         }
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
     }
 }
 
@@ -416,9 +409,10 @@ impl TestDatabase {
             .max_connections(5)
             .connect(&self.url)
             .await
-            .map_err(|e| {
-                Error::client(format!("connecting to test database {}", self.name))(e.to_string())
-            })
+            .map_err(Error::client(format!(
+                "connecting to test database {}",
+                self.name
+            )))
     }
 }
 
@@ -481,25 +475,25 @@ pub(crate) async fn create_database() -> Result<TestDatabase> {
     use sqlx::Connection as _;
     let admin_url = tokio::task::spawn_blocking(shared_url)
         .await
-        .map_err(|e| Error::client("starting the shared PostgreSQL")(e.to_string()))??;
+        .map_err(Error::client("starting the shared PostgreSQL"))??;
     let name = format!("neo_test_{}", uuid::Uuid::now_v7().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin_url).await.map_err(|e| {
-        Error::client(format!("connecting to {}", crate::redact_url(&admin_url)))(e.to_string())
-    })?;
+    let mut conn = sqlx::PgConnection::connect(&admin_url)
+        .await
+        .map_err(Error::client(format!(
+            "connecting to {}",
+            crate::redact_url(&admin_url)
+        )))?;
     // `name` is generated above from hex digits only.
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "CREATE DATABASE \"{name}\" TEMPLATE template0"
     )))
     .execute(&mut conn)
     .await
-    .map_err(|e| {
-        Error::client(format!(
-            "creating database {name} (the role needs CREATEDB)"
-        ))(e.to_string())
-    })?;
+    .map_err(Error::client(format!(
+        "creating database {name} (the role needs CREATEDB)"
+    )))?;
     let _ = conn.close().await;
-    let mut url = url::Url::parse(&admin_url)
-        .map_err(|e| Error::client("parsing the database URL")(e.to_string()))?;
+    let mut url = url::Url::parse(&admin_url).map_err(Error::client("parsing the database URL"))?;
     url.set_path(&name);
     Ok(TestDatabase {
         name,

@@ -114,22 +114,55 @@ pub(crate) fn chown_tree(path: &Path, user: &RunAs) -> Result<()> {
     Ok(())
 }
 
-/// Starts a detached shell that waits for this process to exit, then runs `cleanup`.
+/// A detached shell that waits for this process to exit, then runs a cleanup command.
 ///
 /// This is what tears servers down when a test binary exits without running destructors
-/// (statics are never dropped; a killed test runs nothing at all).
-pub(crate) fn spawn_watchdog(cleanup: &str) -> Result<Child> {
-    let parent = std::process::id();
-    let script = format!("while [ -d /proc/{parent} ]; do sleep 1; done; {cleanup}");
-    Command::new("setsid")
-        .arg("sh")
-        .arg("-c")
-        .arg(script)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(Error::io("starting the cleanup watchdog (setsid sh)"))
+/// (statics are never dropped; a killed test runs nothing at all). Dropping the `Watchdog`
+/// cancels it: the owner has cleaned up itself.
+#[derive(Debug)]
+pub(crate) struct Watchdog(Child);
+
+impl Watchdog {
+    pub(crate) fn spawn(cleanup: &str) -> Result<Self> {
+        let parent = std::process::id();
+        let script = format!("while [ -d /proc/{parent} ]; do sleep 1; done; {cleanup}");
+        Command::new("setsid")
+            .arg("sh")
+            .arg("-c")
+            .arg(script)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map(Watchdog)
+            .map_err(Error::io("starting the cleanup watchdog (setsid sh)"))
+    }
+}
+
+impl Drop for Watchdog {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs `attempt` up to `attempts` times (at least once), pausing between tries, and
+/// returns the first success or the last error.
+pub(crate) fn retry<T>(
+    attempts: u32,
+    pause: Duration,
+    mut attempt: impl FnMut() -> Result<T>,
+) -> Result<T> {
+    let mut tries = 1;
+    loop {
+        match attempt() {
+            Err(_) if tries < attempts => {
+                tries += 1;
+                std::thread::sleep(pause);
+            }
+            outcome => return outcome,
+        }
+    }
 }
 
 /// The last `lines` lines of a log file, for error messages.

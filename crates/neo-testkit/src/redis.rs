@@ -58,7 +58,8 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     options: RedisServerOptions,
-    watchdog: Option<Child>,
+    /// Declared last so it is dropped after `Drop::drop` has killed the server.
+    watchdog: Option<process::Watchdog>,
 }
 
 impl RedisServer {
@@ -89,16 +90,13 @@ impl RedisServer {
             options,
             watchdog: None,
         };
-        server.watchdog = Some(process::spawn_watchdog(&server.cleanup_script())?);
-        let mut last_error = None;
-        for _ in 0..3 {
+        server.watchdog = Some(process::Watchdog::spawn(&server.cleanup_script())?);
+        // A port found free can be taken before the server binds it; try a few.
+        process::retry(3, Duration::ZERO, || {
             server.port = process::free_port()?;
-            match server.spawn() {
-                Ok(()) => return Ok(server),
-                Err(e) => last_error = Some(e),
-            }
-        }
-        Err(last_error.unwrap_or_else(|| server.startup_error("no attempt made")))
+            server.spawn()
+        })?;
+        Ok(server)
     }
 
     /// The connection URL (database 0).
@@ -156,15 +154,7 @@ impl RedisServer {
     pub fn restart(&mut self) -> Result<()> {
         self.stop()?;
         // The old socket may linger for a moment; retry binding the same port.
-        let mut last_error = None;
-        for _ in 0..20 {
-            match self.spawn() {
-                Ok(()) => return Ok(()),
-                Err(e) => last_error = Some(e),
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        Err(last_error.unwrap_or_else(|| self.startup_error("no attempt made")))
+        process::retry(20, Duration::from_millis(100), || self.spawn())
     }
 
     fn log_path(&self) -> PathBuf {
@@ -238,10 +228,6 @@ impl RedisServer {
 impl Drop for RedisServer {
     fn drop(&mut self) {
         let _ = self.kill();
-        if let Some(mut watchdog) = self.watchdog.take() {
-            let _ = watchdog.kill();
-            let _ = watchdog.wait();
-        }
     }
 }
 
@@ -358,11 +344,11 @@ impl std::fmt::Debug for TestRedis {
 
 async fn connect(url: &str) -> Result<redis::aio::MultiplexedConnection> {
     let context = || format!("connecting to {}", crate::redact_url(url));
-    let client = redis::Client::open(url).map_err(|e| Error::client(context())(e.to_string()))?;
+    let client = redis::Client::open(url).map_err(Error::client(context()))?;
     client
         .get_multiplexed_async_connection()
         .await
-        .map_err(|e| Error::client(context())(e.to_string()))
+        .map_err(Error::client(context()))
 }
 
 enum SharedRedis {
@@ -390,15 +376,14 @@ pub(crate) fn shared_url() -> Result<String> {
 pub(crate) async fn create_database() -> Result<TestRedis> {
     let base = tokio::task::spawn_blocking(shared_url)
         .await
-        .map_err(|e| Error::client("starting the shared Redis")(e.to_string()))??;
+        .map_err(Error::client("starting the shared Redis"))??;
     let mut conn = connect(&base).await?;
-    let fail = |what: &'static str| move |e: redis::RedisError| Error::client(what)(e.to_string());
     // A counter on the server itself, so separate test processes (nextest) get distinct databases.
     let n: u64 = redis::cmd("INCR")
         .arg("neo-testkit:next-database")
         .query_async(&mut conn)
         .await
-        .map_err(fail("allocating a test database (INCR)"))?;
+        .map_err(Error::client("allocating a test database (INCR)"))?;
     let databases = redis::cmd("CONFIG")
         .arg("GET")
         .arg("databases")
@@ -407,8 +392,7 @@ pub(crate) async fn create_database() -> Result<TestRedis> {
         .ok()
         .and_then(|reply| reply.get(1)?.parse::<u64>().ok())
         .unwrap_or(1);
-    let mut url = url::Url::parse(&base)
-        .map_err(|e| Error::client("parsing the Redis URL")(e.to_string()))?;
+    let mut url = url::Url::parse(&base).map_err(Error::client("parsing the Redis URL"))?;
     let database = if databases > 1 {
         // Database 0 holds the counter; tests get 1..databases.
         u32::try_from(1 + (n - 1) % (databases - 1)).unwrap_or(1)
@@ -426,7 +410,7 @@ pub(crate) async fn create_database() -> Result<TestRedis> {
         redis::cmd("FLUSHDB")
             .query_async::<()>(&mut own)
             .await
-            .map_err(fail("flushing the test database"))?;
+            .map_err(Error::client("flushing the test database"))?;
     }
     Ok(test)
 }
