@@ -22,6 +22,7 @@ pub fn pairs() -> Vec<Pair> {
         Pair {
             name: "core/slug_parse",
             target: None,
+            per_iteration: None,
             ours: Box::new(|| {
                 black_box(Slug::parse(black_box(SLUG)).is_ok());
             }),
@@ -32,6 +33,7 @@ pub fn pairs() -> Vec<Pair> {
         Pair {
             name: "core/email_parse",
             target: None,
+            per_iteration: None,
             ours: Box::new(|| {
                 black_box(EmailAddress::parse(black_box(EMAIL)).is_ok());
             }),
@@ -42,6 +44,7 @@ pub fn pairs() -> Vec<Pair> {
         Pair {
             name: "core/id_parse",
             target: None,
+            per_iteration: None,
             ours: Box::new(move || {
                 black_box(OrganizationId::parse(black_box(&id_text)).is_ok());
             }),
@@ -52,6 +55,7 @@ pub fn pairs() -> Vec<Pair> {
         Pair {
             name: "core/id_new",
             target: None,
+            per_iteration: None,
             ours: Box::new(|| {
                 black_box(OrganizationId::new());
             }),
@@ -62,6 +66,7 @@ pub fn pairs() -> Vec<Pair> {
         Pair {
             name: "core/cursor_round_trip",
             target: None,
+            per_iteration: None,
             ours: Box::new(move || {
                 let token = codec.encode(black_box(&position)).unwrap_or_default();
                 black_box(codec.decode::<(String, i64)>(&token).is_ok());

@@ -10,6 +10,7 @@
 //! `block_on` inside them; keep setup out of the measured closure.
 
 pub mod core;
+pub mod db;
 mod measure;
 
 pub use measure::{Measurement, Settings, compare};
@@ -20,6 +21,8 @@ pub struct Pair {
     pub name: &'static str,
     /// The largest acceptable `ours / raw` ratio, when an issue sets one.
     pub target: Option<f64>,
+    /// Rows (or items) one iteration handles, when throughput is worth printing.
+    pub per_iteration: Option<u64>,
     /// One iteration of our implementation.
     pub ours: Box<dyn FnMut()>,
     /// One iteration of the baseline.
@@ -35,7 +38,30 @@ impl std::fmt::Debug for Pair {
     }
 }
 
+/// A module's pairs, built only when asked for (some need a server).
+#[derive(Debug, Clone, Copy)]
+pub struct Group {
+    /// The prefix of the group's pair names (`core`, `db`).
+    pub name: &'static str,
+    /// Builds the pairs (starting what they need).
+    pub build: fn() -> Vec<Pair>,
+}
+
+/// Every group, in report order.
+pub fn groups() -> Vec<Group> {
+    vec![
+        Group {
+            name: "core",
+            build: core::pairs,
+        },
+        Group {
+            name: "db",
+            build: db::pairs,
+        },
+    ]
+}
+
 /// Every registered pair.
 pub fn all_pairs() -> Vec<Pair> {
-    core::pairs()
+    groups().into_iter().flat_map(|g| (g.build)()).collect()
 }

@@ -3,7 +3,7 @@
 //! `cargo run --release -p neo-benches --bin compare [-- --quick] [FILTER]`
 #![allow(clippy::print_stdout, reason = "a report prints")]
 
-use neo_benches::{Settings, all_pairs, compare};
+use neo_benches::{Settings, compare, groups};
 
 fn main() {
     let mut settings = Settings::default();
@@ -15,25 +15,39 @@ fn main() {
         }
     }
     println!(
-        "{:<28} {:>12} {:>12} {:>8} {:>8}  result",
-        "name", "ours", "raw", "ratio", "target"
+        "{:<34} {:>12} {:>12} {:>8} {:>8}  {:<6} {:>14}",
+        "name", "ours", "raw", "ratio", "target", "result", "ours rows/s"
     );
     let mut failed = 0;
-    for mut pair in all_pairs() {
-        if filter.as_deref().is_some_and(|f| !pair.name.contains(f)) {
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let pairs = groups()
+        .into_iter()
+        // Build a group (and start its servers) only when one of its pairs can match.
+        .filter(|g| {
+            filter
+                .as_deref()
+                .is_none_or(|f| f.starts_with(g.name) || g.name.starts_with(f) || !f.contains('/'))
+        })
+        .flat_map(|g| (g.build)());
+    for mut pair in pairs {
+        if !wanted(pair.name) {
             continue;
         }
         let m = compare(&mut pair, settings);
         let (target, result) = match (m.target, m.passed()) {
-            (Some(t), Some(true)) => (format!("{t:.2}"), "pass"),
+            (Some(t), Some(true)) => (format!("{t:.3}"), "pass"),
             (Some(t), _) => {
                 failed += 1;
-                (format!("{t:.2}"), "FAIL")
+                (format!("{t:.3}"), "FAIL")
             }
             (None, _) => ("-".to_owned(), "-"),
         };
+        let throughput = pair
+            .per_iteration
+            .map(|n| format!("{:.0}", n as f64 / (m.ours_ns / 1e9)))
+            .unwrap_or_else(|| "-".to_owned());
         println!(
-            "{:<28} {:>12} {:>12} {:>8.2} {:>8}  {result}",
+            "{:<34} {:>12} {:>12} {:>8.3} {:>8}  {result:<6} {throughput:>14}",
             m.name,
             human(m.ours_ns),
             human(m.raw_ns),

@@ -13,9 +13,10 @@
 //! | `core` (default) | [`core`] | `neo-core`: ids, value objects, errors, pagination, clock |
 //! | `sqlx` | — | Postgres encodings for `neo-core` types |
 //! | `env` | [`core::config`] | config from `NEO_*` environment variables |
+//! | `db` | [`db`] | `neo-db`: pool, batch repositories, COPY, pagination, migrations |
 //! | `full` | all of the above | |
 //!
-//! Crates land here as they are built: `db`, `cache`, `batch`, `queue`, `events`, `orgs`.
+//! Crates land here as they are built: `cache`, `batch`, `queue`, `events`, `orgs` are next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};
@@ -28,3 +29,7 @@
 #[cfg(feature = "core")]
 #[doc(inline)]
 pub use neo_core as core;
+
+#[cfg(feature = "db")]
+#[doc(inline)]
+pub use neo_db as db;

@@ -214,7 +214,8 @@ impl PgServer {
             "\n# neo-testkit\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{socket}'\n\
              max_connections = {max}\nshared_buffers = '128MB'\nfsync = {durable}\n\
              synchronous_commit = on\nfull_page_writes = {durable}\n\
-             log_min_messages = warning\nlog_min_error_statement = panic\n",
+             log_min_messages = warning\nlog_min_error_statement = panic\n\
+             shared_preload_libraries = 'pg_stat_statements'\n",
             socket = self.dir.path().display(),
             max = self.options.max_connections,
         );

@@ -1,0 +1,144 @@
+//! Configuration of the pool, telemetry thresholds, batching and COPY.
+
+use neo_core::SecretString;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How a [`Db`](crate::Db) connects and behaves. Every field has a default; load it from
+/// `NEO_DB_*` variables with [`DbConfig::from_env`] (feature `env`), e.g. `NEO_DB_URL`,
+/// `NEO_DB_MAX_CONNECTIONS=20`, `NEO_DB_STATEMENT_TIMEOUT=5s`, `NEO_DB_COPY__FLUSH_ROWS=50000`.
+///
+/// The URL is a secret: `Debug` shows `[REDACTED]` in its place.
+///
+/// # Example
+/// ```
+/// use neo_db::DbConfig;
+/// use std::time::Duration;
+/// let config = DbConfig {
+///     max_connections: 20,
+///     statement_timeout: Some(Duration::from_secs(5)),
+///     ..DbConfig::with_url("postgres://app:secret@localhost:5432/app")
+/// };
+/// assert!(!format!("{config:?}").contains("secret"));
+/// ```
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default)]
+pub struct DbConfig {
+    /// `postgres://user:password@host:port/database`. Required.
+    pub url: SecretString,
+    /// Connections kept open even when idle.
+    pub min_connections: u32,
+    /// Most connections open at once.
+    pub max_connections: u32,
+    /// How long a caller waits for a connection before getting a `Timeout` error.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Idle connections above `min_connections` are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Option<Duration>,
+    /// Connections are replaced after this long, whatever their state.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Option<Duration>,
+    /// PostgreSQL's `statement_timeout` for every connection (`None`: the server's default).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Option<Duration>,
+    /// `application_name`, shown in `pg_stat_activity`.
+    pub application_name: String,
+    /// Ping a connection before handing it out (one extra round trip; finds connections a
+    /// server restart killed before a query does).
+    pub test_before_acquire: bool,
+    /// Prepared statements cached per connection.
+    pub statement_cache_capacity: usize,
+    /// Queries slower than this are logged at WARN and counted.
+    #[serde(with = "humantime_serde")]
+    pub slow_query_threshold: Duration,
+    /// A connection or transaction held longer than this is logged at WARN when released
+    /// (leak detection) and counted.
+    #[serde(with = "humantime_serde")]
+    pub held_too_long_threshold: Duration,
+    /// Time limit of [`Db::health`](crate::Db::health).
+    #[serde(with = "humantime_serde")]
+    pub health_check_timeout: Duration,
+    /// Batch operations split their input into statements of at most this many rows.
+    pub max_rows_per_statement: usize,
+    /// COPY bulk insert settings.
+    pub copy: CopyConfig,
+}
+
+impl Default for DbConfig {
+    fn default() -> Self {
+        DbConfig {
+            url: SecretString::from(""),
+            min_connections: 0,
+            max_connections: 10,
+            acquire_timeout: Duration::from_secs(5),
+            idle_timeout: Some(Duration::from_secs(600)),
+            max_lifetime: Some(Duration::from_secs(1800)),
+            statement_timeout: Some(Duration::from_secs(30)),
+            application_name: "neo-commons".to_owned(),
+            test_before_acquire: true,
+            statement_cache_capacity: 100,
+            slow_query_threshold: Duration::from_millis(500),
+            held_too_long_threshold: Duration::from_secs(5),
+            health_check_timeout: Duration::from_secs(2),
+            max_rows_per_statement: 10_000,
+            copy: CopyConfig::default(),
+        }
+    }
+}
+
+impl DbConfig {
+    /// The defaults with `url` set.
+    pub fn with_url(url: impl Into<String>) -> Self {
+        DbConfig {
+            url: SecretString::from(url.into()),
+            ..DbConfig::default()
+        }
+    }
+
+    /// Loads the configuration from `NEO_DB_*` environment variables over the defaults.
+    ///
+    /// # Errors
+    /// [`Error::Config`](crate::Error::Config) naming the variable that could not be parsed.
+    #[cfg(feature = "env")]
+    pub fn from_env() -> crate::Result<Self> {
+        Ok(neo_core::config::from_env("NEO_DB_")?)
+    }
+}
+
+/// The data format of a COPY.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CopyFormat {
+    /// PostgreSQL's binary format: no parsing on the server, exact types. The default.
+    #[default]
+    Binary,
+    /// The text format (tab-separated, `\N` for NULL).
+    Text,
+}
+
+/// Buffering of the COPY writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct CopyConfig {
+    /// Data format sent to the server.
+    pub format: CopyFormat,
+    /// Flush when this many rows are buffered.
+    pub flush_rows: usize,
+    /// Flush when the buffer reaches this many bytes.
+    pub flush_bytes: usize,
+    /// Flush when the oldest buffered row has waited this long.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+}
+
+impl Default for CopyConfig {
+    fn default() -> Self {
+        CopyConfig {
+            format: CopyFormat::Binary,
+            flush_rows: 100_000,
+            flush_bytes: 16 * 1024 * 1024,
+            flush_interval: Duration::from_secs(1),
+        }
+    }
+}

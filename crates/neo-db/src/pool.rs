@@ -1,0 +1,426 @@
+//! The pool handle [`Db`], tracked connections and the unit of work.
+
+use crate::telemetry::{PoolStats, Telemetry};
+use crate::{DbConfig, Error, Result, Schema};
+use futures_core::future::BoxFuture;
+use neo_core::ExposeSecret;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Acquire, PgConnection, PgPool, Postgres, Transaction};
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A PostgreSQL pool with telemetry: the handle a service keeps and clones.
+///
+/// Repository methods take any [`sqlx::Acquire`]: pass `&db` to run on the pool (autocommit,
+/// or one internal transaction when a batch needs several statements), or `&mut *uow` of a
+/// [`UnitOfWork`] so several calls commit or roll back together.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> neo_db::Result<()> {
+/// use neo_db::{Db, DbConfig};
+/// let db = Db::connect(&DbConfig::with_url("postgres://app@localhost/app")).await?;
+/// let health = db.health().await?;
+/// println!("postgres answered in {:?}", health.latency);
+/// db.close().await;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Db {
+    pool: PgPool,
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) telemetry: Telemetry,
+    pub(crate) config: DbConfig,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("size", &self.pool.size())
+            .field("idle", &self.pool.num_idle())
+            .field("closed", &self.pool.is_closed())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The answer of [`Db::health`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Health {
+    /// Round trip of `SELECT 1`, including the wait for a connection.
+    pub latency: Duration,
+    /// The pool at that moment.
+    pub pool: PoolStats,
+}
+
+impl Db {
+    /// Builds the pool and opens one connection to check the URL and credentials.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a missing or malformed URL or inconsistent limits;
+    /// [`Error::Database`] (kind `Unavailable`, `Timeout` or `Unauthorized`) when the server
+    /// cannot be reached in `acquire_timeout`.
+    pub async fn connect(config: &DbConfig) -> Result<Db> {
+        let (options, connect) = Self::options(config)?;
+        match options.connect_with(connect.clone()).await {
+            Ok(pool) => Ok(Self::from_pool(pool, config)),
+            Err(sqlx::Error::PoolTimedOut) => {
+                // The pool retried until `acquire_timeout` and kept the cause to itself; one
+                // direct attempt tells the caller what is wrong (refused, auth, unknown db).
+                let attempt = sqlx::ConnectOptions::connect(&connect);
+                match tokio::time::timeout(config.acquire_timeout, attempt).await {
+                    Ok(Err(cause)) => Err(cause.into()),
+                    _ => Err(sqlx::Error::PoolTimedOut.into()),
+                }
+            }
+            Err(other) => Err(other.into()),
+        }
+    }
+
+    /// Builds the pool without connecting; the first query opens the first connection.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a missing or malformed URL or inconsistent limits.
+    pub fn connect_lazy(config: &DbConfig) -> Result<Db> {
+        let (options, connect) = Self::options(config)?;
+        Ok(Self::from_pool(options.connect_lazy_with(connect), config))
+    }
+
+    /// Wraps a pool built elsewhere; `config` supplies the telemetry and batch settings.
+    pub fn from_pool(pool: PgPool, config: &DbConfig) -> Db {
+        Db {
+            pool,
+            shared: Arc::new(Shared {
+                telemetry: Telemetry::new(
+                    config.slow_query_threshold,
+                    config.held_too_long_threshold,
+                ),
+                config: config.clone(),
+            }),
+        }
+    }
+
+    fn options(config: &DbConfig) -> Result<(PgPoolOptions, PgConnectOptions)> {
+        let url = config.url.expose_secret();
+        if url.is_empty() {
+            return Err(Error::Config(
+                "the database URL is empty: set NEO_DB_URL (postgres://user:password@host:port/db)"
+                    .into(),
+            ));
+        }
+        if config.max_connections == 0 || config.min_connections > config.max_connections {
+            return Err(Error::Config(format!(
+                "min_connections ({}) must not exceed max_connections ({}), which must be at least 1",
+                config.min_connections, config.max_connections
+            )));
+        }
+        if config.max_rows_per_statement == 0 {
+            return Err(Error::Config(
+                "max_rows_per_statement must be at least 1".into(),
+            ));
+        }
+        // The driver's message can quote the URL; say what is wrong without it.
+        let mut connect = PgConnectOptions::from_str(url).map_err(|_| {
+            Error::Config(
+                "the database URL is not a valid postgres:// URL (its text is not shown: it may hold a password)"
+                    .into(),
+            )
+        })?;
+        connect = connect
+            .application_name(&config.application_name)
+            .statement_cache_capacity(config.statement_cache_capacity);
+        if let Some(timeout) = config.statement_timeout {
+            connect = connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]);
+        }
+        // neo-db records its own spans and slow-query warnings.
+        let connect = sqlx::ConnectOptions::disable_statement_logging(connect);
+        let options = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(config.min_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .idle_timeout(config.idle_timeout)
+            .max_lifetime(config.max_lifetime)
+            .test_before_acquire(config.test_before_acquire);
+        Ok((options, connect))
+    }
+
+    /// The underlying sqlx pool, for queries neo-db does not wrap.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// The configuration the pool was built with.
+    pub fn config(&self) -> &DbConfig {
+        &self.shared.config
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Takes a connection; released (and checked for being held too long) on drop.
+    ///
+    /// # Errors
+    /// Kind `Timeout` after `acquire_timeout`, `Unavailable` when the server is down or the
+    /// pool closed.
+    pub async fn acquire(&self) -> Result<DbConnection> {
+        Ok(self.acquire_tracked().await?)
+    }
+
+    async fn acquire_tracked(&self) -> Result<DbConnection, sqlx::Error> {
+        let started = Instant::now();
+        let result = self.pool.acquire().await;
+        self.shared.telemetry.record_acquire(
+            started.elapsed(),
+            matches!(result, Err(sqlx::Error::PoolTimedOut)),
+        );
+        Ok(DbConnection {
+            conn: result?,
+            acquired_at: Instant::now(),
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Starts a unit of work: a transaction that commits only on [`UnitOfWork::commit`] and
+    /// rolls back when dropped.
+    ///
+    /// # Errors
+    /// As [`Db::acquire`].
+    pub async fn begin(&self) -> Result<UnitOfWork> {
+        let started = Instant::now();
+        let result = self.pool.begin().await;
+        self.shared.telemetry.record_acquire(
+            started.elapsed(),
+            matches!(result, Err(sqlx::Error::PoolTimedOut)),
+        );
+        Ok(UnitOfWork {
+            tx: Some(result?),
+            started_at: Instant::now(),
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Starts a unit of work whose unqualified table names resolve in `schema` first
+    /// (`SET LOCAL search_path`, undone at commit or rollback).
+    ///
+    /// # Errors
+    /// As [`Db::begin`].
+    pub async fn begin_in_schema(&self, schema: &Schema) -> Result<UnitOfWork> {
+        let mut uow = self.begin().await?;
+        uow.set_search_path(schema).await?;
+        Ok(uow)
+    }
+
+    /// `SELECT 1` within `health_check_timeout`, with the pool's figures.
+    ///
+    /// # Errors
+    /// Kind `Timeout` when the server does not answer in time, `Unavailable` when it is down.
+    pub async fn health(&self) -> Result<Health> {
+        let started = Instant::now();
+        let timeout = self.shared.config.health_check_timeout;
+        let ping = async {
+            let mut conn = self.acquire_tracked().await?;
+            sqlx::query("SELECT 1").execute(&mut *conn).await
+        };
+        match tokio::time::timeout(timeout, ping).await {
+            Ok(result) => {
+                result?;
+            }
+            Err(_) => return Err(Error::from(sqlx::Error::PoolTimedOut)),
+        }
+        Ok(Health {
+            latency: started.elapsed(),
+            pool: self.stats(),
+        })
+    }
+
+    /// Pool size, idle connections and the telemetry counters.
+    pub fn stats(&self) -> PoolStats {
+        self.shared.telemetry.snapshot(
+            self.pool.size(),
+            u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            self.shared.config.max_connections,
+        )
+    }
+
+    /// Closes the pool gracefully: new acquires fail at once, and this waits until every
+    /// connection in use has been returned and closed.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Whether [`Db::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.pool.is_closed()
+    }
+}
+
+// For every borrow and every `'a`, as sqlx does for `&Pool`: the futures own a clone of the
+// handle, so callers' futures stay `Send` for any lifetime (`tokio::spawn` works).
+impl<'a> Acquire<'a> for &'_ Db {
+    type Database = Postgres;
+    type Connection = DbConnection;
+
+    fn acquire(self) -> BoxFuture<'static, Result<DbConnection, sqlx::Error>> {
+        let db = self.clone();
+        Box::pin(async move { db.acquire_tracked().await })
+    }
+
+    fn begin(self) -> BoxFuture<'static, Result<Transaction<'a, Postgres>, sqlx::Error>> {
+        let db = self.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = db.pool.begin().await;
+            db.shared.telemetry.record_acquire(
+                started.elapsed(),
+                matches!(result, Err(sqlx::Error::PoolTimedOut)),
+            );
+            result
+        })
+    }
+}
+
+/// A pooled connection that reports being held past `held_too_long_threshold` when dropped.
+pub struct DbConnection {
+    conn: PoolConnection<Postgres>,
+    acquired_at: Instant,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for DbConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DbConnection")
+            .field("held", &self.acquired_at.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl DbConnection {
+    /// Closes the connection when dropped instead of returning it to the pool (for a
+    /// connection whose protocol state is unknown, e.g. a COPY cut short).
+    pub fn close_on_drop(&mut self) {
+        self.conn.close_on_drop();
+    }
+}
+
+impl Deref for DbConnection {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        &self.conn
+    }
+}
+
+impl DerefMut for DbConnection {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        &mut self.conn
+    }
+}
+
+impl Drop for DbConnection {
+    fn drop(&mut self) {
+        self.shared
+            .telemetry
+            .record_release("connection", self.acquired_at.elapsed());
+    }
+}
+
+/// A transaction spanning several repository calls: pass `&mut *uow` to each, then
+/// [`commit`](UnitOfWork::commit). Dropping it without committing rolls back.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(db: neo_db::Db) -> neo_db::Result<()> {
+/// let mut uow = db.begin().await?;
+/// sqlx::query("UPDATE accounts SET balance = balance - 10 WHERE id = 1")
+///     .execute(&mut **uow)
+///     .await?;
+/// sqlx::query("UPDATE accounts SET balance = balance + 10 WHERE id = 2")
+///     .execute(&mut **uow)
+///     .await?;
+/// uow.commit().await?;
+/// # Ok(()) }
+/// ```
+pub struct UnitOfWork {
+    tx: Option<Transaction<'static, Postgres>>,
+    started_at: Instant,
+    shared: Arc<Shared>,
+}
+
+impl std::fmt::Debug for UnitOfWork {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UnitOfWork")
+            .field("open_for", &self.started_at.elapsed())
+            .finish_non_exhaustive()
+    }
+}
+
+impl UnitOfWork {
+    /// Commits every statement run through this unit of work.
+    ///
+    /// # Errors
+    /// The commit's database error (a serialization failure is kind `Conflict`).
+    pub async fn commit(mut self) -> Result<()> {
+        match self.tx.take() {
+            Some(tx) => Ok(tx.commit().await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Rolls back explicitly (dropping does the same without waiting).
+    ///
+    /// # Errors
+    /// The rollback's database error.
+    pub async fn rollback(mut self) -> Result<()> {
+        match self.tx.take() {
+            Some(tx) => Ok(tx.rollback().await?),
+            None => Ok(()),
+        }
+    }
+
+    /// Makes unqualified names resolve in `schema` (then `public`) until the transaction
+    /// ends. The schema name is validated by [`Schema`] and passed as a bind parameter.
+    ///
+    /// # Errors
+    /// The database error, if any.
+    pub async fn set_search_path(&mut self, schema: &Schema) -> Result<()> {
+        sqlx::query("SELECT set_config('search_path', $1 || ', public', true)")
+            .bind(schema.ident().quoted())
+            .execute(&mut ***self)
+            .await?;
+        Ok(())
+    }
+}
+
+impl Deref for UnitOfWork {
+    type Target = Transaction<'static, Postgres>;
+    fn deref(&self) -> &Self::Target {
+        self.tx.as_ref().unwrap_or_else(|| unreachable_tx())
+    }
+}
+
+impl DerefMut for UnitOfWork {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.tx.as_mut().unwrap_or_else(|| unreachable_tx())
+    }
+}
+
+#[track_caller]
+fn unreachable_tx() -> ! {
+    // `tx` is only taken by `commit`/`rollback`, which consume the unit of work.
+    unreachable!("UnitOfWork used after commit or rollback")
+}
+
+impl Drop for UnitOfWork {
+    fn drop(&mut self) {
+        self.shared
+            .telemetry
+            .record_release("transaction", self.started_at.elapsed());
+    }
+}

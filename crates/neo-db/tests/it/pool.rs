@@ -1,0 +1,170 @@
+use crate::{PRODUCTS, Product, products, setup, setup_with};
+use neo_core::{ErrorKind, HasErrorKind};
+use neo_db::{BatchRepository, DbConfig, OnConflict};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// Collects formatted tracing output for the current thread.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    (captured, tracing::subscriber::set_default(subscriber))
+}
+
+#[tokio::test]
+async fn health_stats_and_graceful_close() {
+    let (_t, db) = setup_with(&[], |c| DbConfig {
+        max_connections: 3,
+        ..c
+    })
+    .await;
+    let health = db.health().await.unwrap();
+    assert!(health.latency < Duration::from_secs(2));
+    assert_eq!(health.pool.max_size, 3);
+    assert!(health.pool.size >= 1);
+
+    let held = db.acquire().await.unwrap();
+    let stats = db.stats();
+    assert!(stats.acquired >= 2, "{stats:?}");
+    assert_eq!(
+        stats.acquire_wait.iter().map(|b| b.1).sum::<u64>(),
+        stats.acquired
+    );
+    drop(held);
+
+    db.close().await;
+    assert!(db.is_closed());
+    let err = db.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+}
+
+#[tokio::test]
+async fn an_exhausted_pool_times_out_and_counts_it() {
+    let (_t, db) = setup_with(&[], |c| DbConfig {
+        max_connections: 1,
+        acquire_timeout: Duration::from_millis(100),
+        ..c
+    })
+    .await;
+    let held = db.acquire().await.unwrap();
+    let err = db.acquire().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    assert_eq!(db.stats().acquire_timeouts, 1);
+    drop(held);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(db.acquire().await.is_ok());
+}
+
+#[tokio::test]
+async fn queries_get_spans_slow_ones_and_long_holds_are_logged() {
+    let (_t, db) = setup_with(&[PRODUCTS], |c| DbConfig {
+        slow_query_threshold: Duration::from_millis(30),
+        held_too_long_threshold: Duration::from_millis(50),
+        ..c
+    })
+    .await;
+    let repo = BatchRepository::<Product>::new(&db, "products").unwrap();
+    let (captured, _guard) = capture();
+
+    repo.save_batch(&db, &products(3), OnConflict::Error)
+        .await
+        .unwrap();
+    assert_eq!(db.stats().slow_queries, 0);
+    // A slow statement through the repository: lock the table so the insert waits.
+    let mut blocker = db.begin().await.unwrap();
+    sqlx::query("LOCK TABLE products")
+        .execute(&mut **blocker)
+        .await
+        .unwrap();
+    let slow = {
+        let repo = repo.clone();
+        let db = db.clone();
+        tokio::spawn(async move {
+            repo.save_batch(&db, &[Product::new(100)], OnConflict::Ignore)
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    blocker.commit().await.unwrap(); // held 80 ms > 50 ms: a held-too-long warning
+    slow.await.unwrap().unwrap();
+
+    let stats = db.stats();
+    assert_eq!(stats.slow_queries, 1, "{stats:?}");
+    // The locking transaction and the connection of the blocked insert, both held ~80 ms.
+    assert_eq!(stats.held_too_long, 2, "{stats:?}");
+    let log = captured.text();
+    assert!(log.contains("slow query"), "{log}");
+    assert!(
+        log.contains("db.query{db.statement=\"save_batch\" db.table=\"products\""),
+        "{log}"
+    );
+    assert!(
+        log.contains("transaction held longer than the threshold"),
+        "{log}"
+    );
+}
+
+#[cfg(feature = "env")]
+#[test]
+#[allow(clippy::result_large_err, reason = "figment's Jail API")]
+fn config_loads_from_neo_db_variables_and_hides_the_url() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("NEO_DB_URL", "postgres://app:hunter2@db:5432/app");
+        jail.set_env("NEO_DB_MAX_CONNECTIONS", "42");
+        jail.set_env("NEO_DB_STATEMENT_TIMEOUT", "1500ms");
+        jail.set_env("NEO_DB_COPY__FLUSH_ROWS", "5000");
+        jail.set_env("NEO_DB_COPY__FORMAT", "text");
+        let config = DbConfig::from_env().unwrap();
+        assert_eq!(config.max_connections, 42);
+        assert_eq!(config.statement_timeout, Some(Duration::from_millis(1500)));
+        assert_eq!(config.copy.flush_rows, 5000);
+        assert_eq!(config.copy.format, neo_db::CopyFormat::Text);
+        assert_eq!(config.acquire_timeout, DbConfig::default().acquire_timeout);
+        assert!(!format!("{config:?}").contains("hunter2"));
+        jail.set_env("NEO_DB_MAX_CONNECTIONS", "many");
+        let err = DbConfig::from_env().unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        assert!(
+            err.to_string().contains("NEO_DB_") && err.to_string().contains("MAX_CONNECTIONS"),
+            "{err}"
+        );
+        Ok(())
+    });
+}
+
+#[tokio::test]
+async fn statement_timeout_and_application_name_reach_the_server() {
+    let (_t, db) = setup(&[]).await;
+    let (timeout, name): (String, String) = sqlx::query_as(
+        "SELECT current_setting('statement_timeout'), current_setting('application_name')",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!((timeout.as_str(), name.as_str()), ("30s", "neo-commons"));
+}
