@@ -1,8 +1,9 @@
 //! neo-db against raw sqlx doing the same work on the same server, in the same run.
 //!
 //! The server is a durable throwaway PostgreSQL from neo-testkit (fsync on, the defaults), or
-//! the one at `NEO_BENCH_DATABASE_URL`. Each side writes its own table of the same shape
-//! (`uuid, text, int8, jsonb, version`) so index growth hits both alike.
+//! the one at `NEO_BENCH_DATABASE_URL`. Each pair has its own two tables of the same shape
+//! (`uuid, text, int8, jsonb, version`), one per side, so neither side's table is grown or
+//! bloated by another pair's writes.
 
 use crate::Pair;
 use neo_db::{
@@ -19,13 +20,14 @@ use uuid::Uuid;
 /// Environment variable naming an existing server to bench against.
 pub const DATABASE_URL_VAR: &str = "NEO_BENCH_DATABASE_URL";
 
-const TABLES: &str = "
-DROP TABLE IF EXISTS ours_items, raw_items, ours_copy, raw_copy;
-CREATE TABLE ours_items (id uuid PRIMARY KEY, name text NOT NULL, qty int8 NOT NULL, data jsonb NOT NULL, version int8 NOT NULL DEFAULT 1);
-CREATE TABLE raw_items (LIKE ours_items INCLUDING ALL);
+const COPY_TABLES: &str = "
+DROP TABLE IF EXISTS ours_copy, raw_copy;
 CREATE TABLE ours_copy (id uuid PRIMARY KEY, name text NOT NULL, qty int8 NOT NULL, data jsonb NOT NULL);
 CREATE TABLE raw_copy (LIKE ours_copy INCLUDING ALL);
 ";
+
+/// The pairs that write `Item` tables, by table suffix.
+const ITEM_PAIRS: [&str; 4] = ["save", "single", "load", "update"];
 
 /// The row both sides write.
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -87,29 +89,34 @@ fn items(n: usize) -> Vec<Item> {
 
 /// What a hand-written UNNEST insert binds: one array per column.
 fn raw_unnest_insert(
-    table: &'static str,
+    table: &str,
     rows: &[Item],
 ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    let sql: &'static str = match table {
-        "raw_items" => {
-            "INSERT INTO raw_items (id, name, qty, data, version) \
-             SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::jsonb[], $5::int8[])"
-        }
-        _ => unreachable!("only raw_items"),
-    };
-    sqlx::query(sql)
-        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.qty).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {table} (id, name, qty, data, version) \
+         SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::jsonb[], $5::int8[])"
+    )))
+    .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.name.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.qty).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.data.clone()).collect::<Vec<_>>())
+    .bind(rows.iter().map(|r| r.version).collect::<Vec<_>>())
 }
 
 struct Fixture {
     rt: Rc<Runtime>,
     db: Db,
-    repo: BatchRepository<Item>,
     copy_rows: Rc<Vec<Item>>,
+}
+
+impl Fixture {
+    /// The repository on `ours_<suffix>`.
+    fn repo(&self, suffix: &str) -> BatchRepository<Item> {
+        check(BatchRepository::<Item>::new(
+            &self.db,
+            &format!("ours_{suffix}"),
+        ))
+    }
 }
 
 fn block_on<F: Future>(rt: &Runtime, f: F) -> F::Output {
@@ -128,12 +135,23 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
             .build(),
     ));
     let db = check(block_on(&rt, Db::connect(&DbConfig::with_url(url))));
-    check(block_on(&rt, sqlx::raw_sql(TABLES).execute(db.pool())));
-    let repo = check(BatchRepository::<Item>::new(&db, "ours_items"));
+    let mut ddl = COPY_TABLES.to_owned();
+    for suffix in ITEM_PAIRS {
+        let _ = write!(
+            ddl,
+            "DROP TABLE IF EXISTS ours_{suffix}, raw_{suffix};
+             CREATE TABLE ours_{suffix} (id uuid PRIMARY KEY, name text NOT NULL, qty int8 NOT NULL,
+                                         data jsonb NOT NULL, version int8 NOT NULL DEFAULT 1);
+             CREATE TABLE raw_{suffix} (LIKE ours_{suffix} INCLUDING ALL);"
+        );
+    }
+    check(block_on(
+        &rt,
+        sqlx::raw_sql(sqlx::AssertSqlSafe(ddl)).execute(db.pool()),
+    ));
     let fixture = Fixture {
         rt,
         db,
-        repo,
         copy_rows: Rc::new(items(100_000)),
     };
     let mut pairs = vec![save_batch(&fixture, 1.2), save_vs_single_inserts(&fixture)];
@@ -162,7 +180,7 @@ pub fn pairs() -> Vec<Pair> {
 }
 
 fn save_batch(f: &Fixture, target: f64) -> Pair {
-    let (rt, db, repo) = (Rc::clone(&f.rt), f.db.clone(), f.repo.clone());
+    let (rt, db, repo) = (Rc::clone(&f.rt), f.db.clone(), f.repo("save"));
     let (rt2, db2) = (Rc::clone(&f.rt), f.db.clone());
     Pair {
         name: "db/save_batch_100",
@@ -179,7 +197,7 @@ fn save_batch(f: &Fixture, target: f64) -> Pair {
             let rows = items(100);
             let done = check(block_on(
                 &rt2,
-                raw_unnest_insert("raw_items", &rows).execute(db2.pool()),
+                raw_unnest_insert("raw_save", &rows).execute(db2.pool()),
             ));
             black_box(done.rows_affected());
         }),
@@ -187,7 +205,7 @@ fn save_batch(f: &Fixture, target: f64) -> Pair {
 }
 
 fn save_vs_single_inserts(f: &Fixture) -> Pair {
-    let (rt, db, repo) = (Rc::clone(&f.rt), f.db.clone(), f.repo.clone());
+    let (rt, db, repo) = (Rc::clone(&f.rt), f.db.clone(), f.repo("single"));
     let (rt2, db2) = (Rc::clone(&f.rt), f.db.clone());
     Pair {
         name: "db/save_batch_100_vs_100_inserts",
@@ -207,7 +225,7 @@ fn save_vs_single_inserts(f: &Fixture) -> Pair {
                 for r in &rows {
                     check(
                         sqlx::query(
-                            "INSERT INTO raw_items (id, name, qty, data, version) VALUES ($1, $2, $3, $4, $5)",
+                            "INSERT INTO raw_single (id, name, qty, data, version) VALUES ($1, $2, $3, $4, $5)",
                         )
                         .bind(r.id)
                         .bind(r.name.as_str())
@@ -225,21 +243,17 @@ fn save_vs_single_inserts(f: &Fixture) -> Pair {
 
 fn load_batch(f: &Fixture) -> Pair {
     let rows = items(1000);
+    let repo = f.repo("load");
     check(block_on(
         &f.rt,
-        f.repo.save_batch(&f.db, &rows, OnConflict::Error),
+        repo.save_batch(&f.db, &rows, OnConflict::Error),
     ));
     check(block_on(
         &f.rt,
-        raw_unnest_insert("raw_items", &rows).execute(f.db.pool()),
+        raw_unnest_insert("raw_load", &rows).execute(f.db.pool()),
     ));
     let ids: Rc<Vec<Uuid>> = Rc::new(rows.iter().map(|r| r.id).collect());
-    let (rt, db, repo, ours_ids) = (
-        Rc::clone(&f.rt),
-        f.db.clone(),
-        f.repo.clone(),
-        Rc::clone(&ids),
-    );
+    let (rt, db, ours_ids) = (Rc::clone(&f.rt), f.db.clone(), Rc::clone(&ids));
     let (rt2, db2) = (Rc::clone(&f.rt), f.db.clone());
     Pair {
         name: "db/load_batch_1000",
@@ -253,7 +267,7 @@ fn load_batch(f: &Fixture) -> Pair {
         raw: Box::new(move || {
             let loaded: Vec<Item> = check(block_on(
                 &rt2,
-                sqlx::query_as("SELECT * FROM raw_items WHERE id = ANY($1)")
+                sqlx::query_as("SELECT * FROM raw_load WHERE id = ANY($1)")
                     .bind(&ids[..])
                     .fetch_all(db2.pool()),
             ));
@@ -266,17 +280,18 @@ fn load_batch(f: &Fixture) -> Pair {
 fn update_batch(f: &Fixture) -> Pair {
     let ours_rows = items(1000);
     let raw_rows = items(1000);
+    let repo = f.repo("update");
     check(block_on(
         &f.rt,
-        f.repo.save_batch(&f.db, &ours_rows, OnConflict::Error),
+        repo.save_batch(&f.db, &ours_rows, OnConflict::Error),
     ));
     check(block_on(
         &f.rt,
-        raw_unnest_insert("raw_items", &raw_rows).execute(f.db.pool()),
+        raw_unnest_insert("raw_update", &raw_rows).execute(f.db.pool()),
     ));
     let ours_rows = RefCell::new(ours_rows);
     let raw_rows = RefCell::new(raw_rows);
-    let (rt, db, repo) = (Rc::clone(&f.rt), f.db.clone(), f.repo.clone());
+    let (rt, db) = (Rc::clone(&f.rt), f.db.clone());
     let (rt2, db2) = (Rc::clone(&f.rt), f.db.clone());
     Pair {
         name: "db/update_batch_1000",
@@ -293,7 +308,7 @@ fn update_batch(f: &Fixture) -> Pair {
             let updated: Vec<Item> = check(block_on(
                 &rt2,
                 sqlx::query_as(
-                    "UPDATE raw_items AS t SET name = u.name, qty = u.qty, data = u.data, version = t.version + 1 \
+                    "UPDATE raw_update AS t SET name = u.name, qty = u.qty, data = u.data, version = t.version + 1 \
                      FROM UNNEST($1::uuid[], $2::text[], $3::int8[], $4::jsonb[], $5::int8[]) AS u(id, name, qty, data, version) \
                      WHERE t.id = u.id AND t.version = u.version RETURNING t.*",
                 )
@@ -392,9 +407,15 @@ mod tests {
         for pair in &mut pairs {
             (pair.ours)();
             (pair.raw)();
-            assert_eq!(count("ours_items"), count("raw_items"), "{}", pair.name);
-            assert_eq!(count("ours_copy"), count("raw_copy"), "{}", pair.name);
         }
+        for suffix in ITEM_PAIRS {
+            assert_eq!(
+                count(&format!("ours_{suffix}")),
+                count(&format!("raw_{suffix}")),
+                "{suffix}"
+            );
+        }
+        assert_eq!(count("ours_copy"), count("raw_copy"));
         assert_eq!(count("ours_copy"), 100_000);
     }
 }
