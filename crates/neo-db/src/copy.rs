@@ -25,6 +25,8 @@ use uuid::Uuid;
 
 const BINARY_HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
 const BINARY_TRAILER: &[u8] = &[0xff, 0xff];
+/// The temporary table an upserting writer copies into (dropped at commit).
+const STAGE_TABLE: &str = "\"_neo_copy_stage\"";
 
 /// A value that can be written into a COPY stream, in both formats.
 ///
@@ -139,7 +141,7 @@ pub struct CopyWriter<R: CopyRow> {
 }
 
 struct Upsert {
-    stage: String,
+    create_stage: String,
     insert: String,
 }
 
@@ -205,11 +207,11 @@ impl<R: CopyRow> CopyWriter<R> {
             ));
         }
         self.config = config;
-        self.copy_statement = self.statement_into(&self.table.to_string())?;
-        if let Some(upsert) = &self.upsert {
-            let stage = upsert.stage.clone();
-            self.copy_statement = self.statement_into(&stage)?;
-        }
+        let target = match self.upsert {
+            Some(_) => STAGE_TABLE.to_owned(),
+            None => self.table.to_string(),
+        };
+        self.copy_statement = self.statement_into(&target)?;
         Ok(self)
     }
 
@@ -241,17 +243,16 @@ impl<R: CopyRow> CopyWriter<R> {
         } else {
             format!("DO UPDATE SET {}", assignments.join(", "))
         };
-        let stage = "\"_neo_copy_stage\"".to_owned();
-        let table = &self.table;
+        let (stage, table) = (STAGE_TABLE, &self.table);
         self.upsert = Some(Upsert {
-            stage: format!(
+            create_stage: format!(
                 "CREATE TEMPORARY TABLE {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DROP"
             ),
             insert: format!(
                 "INSERT INTO {table} ({columns}) SELECT {columns} FROM {stage} ON CONFLICT ({target}) {action}"
             ),
         });
-        self.copy_statement = self.statement_into(&stage)?;
+        self.copy_statement = self.statement_into(stage)?;
         Ok(self)
     }
 
@@ -401,7 +402,7 @@ impl<R: CopyRow> CopyWriter<R> {
             }
             Some(upsert) => {
                 let mut tx = sqlx::Acquire::begin(&mut *guard.conn).await?;
-                sqlx::query(crate::batch::sql(upsert.stage.clone()))
+                sqlx::query(crate::batch::sql(upsert.create_stage.clone()))
                     .execute(&mut *tx)
                     .await?;
                 copy_in(&mut tx, &self.copy_statement, self.config.format, data).await?;

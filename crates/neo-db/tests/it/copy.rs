@@ -191,13 +191,16 @@ async fn a_duplicate_key_is_already_exists_and_upsert_goes_through_staging() {
         e.amount += 1000;
     }
     events.push(event(99));
+    // Settings changed after choosing upsert still copy into the staging table.
     let mut upsert = CopyWriter::<Event>::new(&db, "events")
         .unwrap()
         .upsert_on(&["id"])
+        .unwrap()
+        .with_config(config(CopyFormat::Text, 8))
         .unwrap();
     upsert.write_all(&events).await.unwrap();
     let report = upsert.finish().await.unwrap();
-    assert_eq!(report.rows, 21);
+    assert_eq!((report.rows, report.flushes), (21, 3));
     assert_eq!(count(&db, "events").await, 21);
     let small: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE amount < 900")
         .fetch_one(db.pool())
