@@ -14,9 +14,10 @@
 //! | `sqlx` | — | Postgres encodings for `neo-core` types |
 //! | `env` | [`core::config`] | config from `NEO_*` environment variables |
 //! | `db` | [`db`] | `neo-db`: pool, batch repositories, COPY, pagination, migrations |
+//! | `cache` | [`cache`] | `neo-cache`: moka L1 + Redis L2, single-flight, fail-safe, tags, backplane |
 //! | `full` | all of the above | |
 //!
-//! Crates land here as they are built: `cache`, `batch`, `queue`, `events`, `orgs` are next.
+//! Crates land here as they are built: `batch`, `queue`, `events`, `orgs` are next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};
@@ -33,3 +34,7 @@ pub use neo_core as core;
 #[cfg(feature = "db")]
 #[doc(inline)]
 pub use neo_db as db;
+
+#[cfg(feature = "cache")]
+#[doc(inline)]
+pub use neo_cache as cache;

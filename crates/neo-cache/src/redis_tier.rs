@@ -1,0 +1,201 @@
+//! The Redis tier: a deadpool-redis pool, every call bounded by `l2.timeout`.
+
+use crate::config::CacheConfig;
+use crate::{Error, Result};
+use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use redis::AsyncCommands;
+use std::time::Duration;
+
+/// Releases a lock only when it still holds our token.
+const UNLOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
+
+#[derive(Clone)]
+pub(crate) struct RedisTier {
+    pool: Pool,
+    timeout: Duration,
+    scan_count: usize,
+}
+
+impl std::fmt::Debug for RedisTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisTier")
+            .field("pool", &self.pool.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One entry to write: key, framed bytes, lifetime, tag set keys.
+pub(crate) struct Write {
+    pub(crate) key: String,
+    pub(crate) bytes: Vec<u8>,
+    pub(crate) ttl: Duration,
+    pub(crate) tag_keys: Vec<String>,
+}
+
+impl RedisTier {
+    pub(crate) fn connect(url: &str, config: &CacheConfig) -> Result<Self> {
+        let mut pool_config = deadpool_redis::Config::from_url(url);
+        let mut limits = PoolConfig::new(config.l2.pool_size.max(1));
+        limits.timeouts = Timeouts {
+            wait: Some(config.l2.timeout),
+            create: Some(config.l2.timeout),
+            recycle: Some(config.l2.timeout),
+        };
+        pool_config.pool = Some(limits);
+        let pool = pool_config
+            .create_pool(Some(Runtime::Tokio1))
+            .map_err(|_| {
+                Error::Config("the Redis URL is not valid (its text is not shown)".into())
+            })?;
+        Ok(RedisTier {
+            pool,
+            timeout: config.l2.timeout,
+            scan_count: config.l2.scan_count.max(1),
+        })
+    }
+
+    async fn run<T>(
+        &self,
+        op: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let call = async {
+            let mut conn = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            op(&mut conn).await.map_err(|e| Error::redis(&e))
+        };
+        match tokio::time::timeout(self.timeout, call).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::Unavailable(format!(
+                "no answer within {:?}",
+                self.timeout
+            ))),
+        }
+    }
+
+    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        self.run(async |c| c.get(key).await).await
+    }
+
+    pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.run(async |c| redis::cmd("MGET").arg(keys).query_async(c).await)
+            .await
+    }
+
+    /// Writes every entry, its tag memberships and an optional publish, in one round trip.
+    pub(crate) async fn write(
+        &self,
+        writes: &[Write],
+        publish: Option<(&str, &str)>,
+    ) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for w in writes {
+            let ms = u64::try_from(w.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+            pipe.cmd("SET")
+                .arg(&w.key)
+                .arg(&w.bytes)
+                .arg("PX")
+                .arg(ms)
+                .ignore();
+            for tag in &w.tag_keys {
+                pipe.cmd("SADD").arg(tag).arg(&w.key).ignore();
+                pipe.cmd("PEXPIRE").arg(tag).arg(ms).arg("NX").ignore();
+                pipe.cmd("PEXPIRE").arg(tag).arg(ms).arg("GT").ignore();
+            }
+        }
+        if let Some((channel, message)) = publish {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
+        self.run(async |c| pipe.query_async::<()>(c).await).await
+    }
+
+    pub(crate) async fn delete(
+        &self,
+        keys: &[String],
+        publish: Option<(&str, &str)>,
+    ) -> Result<u64> {
+        let mut pipe = redis::pipe();
+        if !keys.is_empty() {
+            pipe.cmd("DEL").arg(keys);
+        }
+        if let Some((channel, message)) = publish {
+            pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
+        }
+        if keys.is_empty() {
+            self.run(async |c| pipe.query_async::<()>(c).await).await?;
+            return Ok(0);
+        }
+        let (deleted,): (u64,) = self.run(async |c| pipe.query_async(c).await).await?;
+        Ok(deleted)
+    }
+
+    pub(crate) async fn members(&self, set: &str) -> Result<Vec<String>> {
+        self.run(async |c| c.smembers(set).await).await
+    }
+
+    /// SCAN (never KEYS) for `pattern`, deleting each page; returns the keys deleted.
+    pub(crate) async fn scan_delete(&self, pattern: &str) -> Result<u64> {
+        let mut cursor: u64 = 0;
+        let mut deleted = 0;
+        loop {
+            let (next, keys): (u64, Vec<String>) = self
+                .run(async |c| {
+                    redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(pattern)
+                        .arg("COUNT")
+                        .arg(self.scan_count)
+                        .query_async(c)
+                        .await
+                })
+                .await?;
+            if !keys.is_empty() {
+                deleted += self.delete(&keys, None).await?;
+            }
+            if next == 0 {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+    }
+
+    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<()> {
+        self.run(async |c| c.publish::<_, _, ()>(channel, message).await)
+            .await
+    }
+
+    pub(crate) async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
+        let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
+        let set: Option<String> = self
+            .run(async |c| {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(token)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ms)
+                    .query_async(c)
+                    .await
+            })
+            .await?;
+        Ok(set.is_some())
+    }
+
+    pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<()> {
+        self.run(async |c| {
+            redis::Script::new(UNLOCK)
+                .key(key)
+                .arg(token)
+                .invoke_async::<i64>(c)
+                .await
+                .map(|_| ())
+        })
+        .await
+    }
+}

@@ -1,0 +1,236 @@
+//! Counters of one named cache, mirrored to the `metrics` facade.
+//!
+//! Metric names: `neo_cache_hits_total{cache,tier}`, `neo_cache_misses_total{cache,tier}`,
+//! `neo_cache_stale_served_total{cache}`, `neo_cache_coalesced_total{cache}`,
+//! `neo_cache_loads_total{cache,outcome}`, `neo_cache_load_seconds{cache}`,
+//! `neo_cache_l2_errors_total{cache}`, `neo_cache_evictions_total{cache}`,
+//! `neo_cache_invalidations_total{cache,origin}`.
+
+use metrics::{Counter, Histogram};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// A snapshot of one cache's counters since it was built.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+#[non_exhaustive]
+pub struct CacheStats {
+    /// Fresh values found in process.
+    pub l1_hits: u64,
+    /// Lookups that found nothing fresh in process.
+    pub l1_misses: u64,
+    /// Fresh values found in Redis.
+    pub l2_hits: u64,
+    /// Lookups that found nothing fresh in Redis.
+    pub l2_misses: u64,
+    /// Redis calls that failed or timed out.
+    pub l2_errors: u64,
+    /// Expired values served because loading or Redis failed.
+    pub stale_served: u64,
+    /// Callers that waited on another caller's load of the same key instead of loading.
+    pub coalesced: u64,
+    /// Loader calls (a batch loader call counts once).
+    pub loads: u64,
+    /// Loader calls that failed or timed out.
+    pub load_errors: u64,
+    /// Total time spent in loaders.
+    pub load_time: Duration,
+    /// Entries evicted from L1 for capacity.
+    pub evictions: u64,
+    /// Invalidations applied (removes, tags, patterns, clears), local and from the backplane.
+    pub invalidations: u64,
+    /// Of those, received from other instances.
+    pub remote_invalidations: u64,
+    /// Bytes before compression of values written to Redis.
+    pub bytes_encoded: u64,
+    /// Bytes actually written (framed, compressed).
+    pub bytes_stored: u64,
+}
+
+impl CacheStats {
+    /// `bytes_stored / bytes_encoded`: below 1.0 when compression pays.
+    pub fn compression_ratio(&self) -> f64 {
+        if self.bytes_encoded == 0 {
+            1.0
+        } else {
+            self.bytes_stored as f64 / self.bytes_encoded as f64
+        }
+    }
+}
+
+/// Metric handles, registered once per cache so recording never allocates. Install the
+/// `metrics` recorder before building caches.
+#[derive(Debug)]
+struct Exported {
+    l1_hits: Counter,
+    l1_misses: Counter,
+    l2_hits: Counter,
+    l2_misses: Counter,
+    l2_errors: Counter,
+    stale_served: Counter,
+    coalesced: Counter,
+    loads_ok: Counter,
+    loads_failed: Counter,
+    load_seconds: Histogram,
+    evictions: Counter,
+    invalidations_local: Counter,
+    invalidations_remote: Counter,
+}
+
+#[derive(Debug)]
+pub(crate) struct Stats {
+    l1_hits: AtomicU64,
+    l1_misses: AtomicU64,
+    l2_hits: AtomicU64,
+    l2_misses: AtomicU64,
+    l2_errors: AtomicU64,
+    stale_served: AtomicU64,
+    coalesced: AtomicU64,
+    loads: AtomicU64,
+    load_errors: AtomicU64,
+    load_nanos: AtomicU64,
+    evictions: AtomicU64,
+    invalidations: AtomicU64,
+    remote_invalidations: AtomicU64,
+    bytes_encoded: AtomicU64,
+    bytes_stored: AtomicU64,
+    exported: Exported,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+impl Stats {
+    pub(crate) fn new(name: &str) -> Self {
+        let cache = name.to_owned();
+        let tier = |metric: &'static str, tier: &'static str| metrics::counter!(metric, "cache" => cache.clone(), "tier" => tier);
+        let outcome = |outcome: &'static str| metrics::counter!("neo_cache_loads_total", "cache" => cache.clone(), "outcome" => outcome);
+        let origin = |origin: &'static str| metrics::counter!("neo_cache_invalidations_total", "cache" => cache.clone(), "origin" => origin);
+        let exported = Exported {
+            l1_hits: tier("neo_cache_hits_total", "l1"),
+            l1_misses: tier("neo_cache_misses_total", "l1"),
+            l2_hits: tier("neo_cache_hits_total", "l2"),
+            l2_misses: tier("neo_cache_misses_total", "l2"),
+            l2_errors: metrics::counter!("neo_cache_l2_errors_total", "cache" => cache.clone()),
+            stale_served: metrics::counter!("neo_cache_stale_served_total", "cache" => cache.clone()),
+            coalesced: metrics::counter!("neo_cache_coalesced_total", "cache" => cache.clone()),
+            loads_ok: outcome("ok"),
+            loads_failed: outcome("error"),
+            load_seconds: metrics::histogram!("neo_cache_load_seconds", "cache" => cache.clone()),
+            evictions: metrics::counter!("neo_cache_evictions_total", "cache" => cache.clone()),
+            invalidations_local: origin("local"),
+            invalidations_remote: origin("remote"),
+        };
+        Stats {
+            l1_hits: AtomicU64::new(0),
+            l1_misses: AtomicU64::new(0),
+            l2_hits: AtomicU64::new(0),
+            l2_misses: AtomicU64::new(0),
+            l2_errors: AtomicU64::new(0),
+            stale_served: AtomicU64::new(0),
+            coalesced: AtomicU64::new(0),
+            loads: AtomicU64::new(0),
+            load_errors: AtomicU64::new(0),
+            load_nanos: AtomicU64::new(0),
+            evictions: AtomicU64::new(0),
+            invalidations: AtomicU64::new(0),
+            remote_invalidations: AtomicU64::new(0),
+            bytes_encoded: AtomicU64::new(0),
+            bytes_stored: AtomicU64::new(0),
+            exported,
+        }
+    }
+
+    pub(crate) fn l1(&self, hit: bool) {
+        if hit {
+            bump(&self.l1_hits);
+            self.exported.l1_hits.increment(1);
+        } else {
+            bump(&self.l1_misses);
+            self.exported.l1_misses.increment(1);
+        }
+    }
+
+    pub(crate) fn l2(&self, hit: bool) {
+        if hit {
+            bump(&self.l2_hits);
+            self.exported.l2_hits.increment(1);
+        } else {
+            bump(&self.l2_misses);
+            self.exported.l2_misses.increment(1);
+        }
+    }
+
+    pub(crate) fn l2_error(&self) {
+        bump(&self.l2_errors);
+        self.exported.l2_errors.increment(1);
+    }
+
+    pub(crate) fn stale_served(&self) {
+        bump(&self.stale_served);
+        self.exported.stale_served.increment(1);
+    }
+
+    pub(crate) fn coalesced(&self) {
+        bump(&self.coalesced);
+        self.exported.coalesced.increment(1);
+    }
+
+    pub(crate) fn load(&self, took: Duration, ok: bool) {
+        bump(&self.loads);
+        if ok {
+            self.exported.loads_ok.increment(1);
+        } else {
+            bump(&self.load_errors);
+            self.exported.loads_failed.increment(1);
+        }
+        self.load_nanos.fetch_add(
+            u64::try_from(took.as_nanos()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        self.exported.load_seconds.record(took.as_secs_f64());
+    }
+
+    pub(crate) fn eviction(&self) {
+        bump(&self.evictions);
+        self.exported.evictions.increment(1);
+    }
+
+    pub(crate) fn invalidation(&self, remote: bool) {
+        bump(&self.invalidations);
+        if remote {
+            bump(&self.remote_invalidations);
+            self.exported.invalidations_remote.increment(1);
+        } else {
+            self.exported.invalidations_local.increment(1);
+        }
+    }
+
+    pub(crate) fn stored(&self, encoded: usize, stored: usize) {
+        self.bytes_encoded
+            .fetch_add(encoded as u64, Ordering::Relaxed);
+        self.bytes_stored
+            .fetch_add(stored as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn snapshot(&self) -> CacheStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        CacheStats {
+            l1_hits: get(&self.l1_hits),
+            l1_misses: get(&self.l1_misses),
+            l2_hits: get(&self.l2_hits),
+            l2_misses: get(&self.l2_misses),
+            l2_errors: get(&self.l2_errors),
+            stale_served: get(&self.stale_served),
+            coalesced: get(&self.coalesced),
+            loads: get(&self.loads),
+            load_errors: get(&self.load_errors),
+            load_time: Duration::from_nanos(get(&self.load_nanos)),
+            evictions: get(&self.evictions),
+            invalidations: get(&self.invalidations),
+            remote_invalidations: get(&self.remote_invalidations),
+            bytes_encoded: get(&self.bytes_encoded),
+            bytes_stored: get(&self.bytes_stored),
+        }
+    }
+}

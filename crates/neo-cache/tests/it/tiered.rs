@@ -1,0 +1,253 @@
+//! What only the Redis-backed configurations do, and time-dependent behaviour.
+
+use crate::{Harness, Kind, Org, org};
+use neo_cache::{
+    Cache, CacheConfig, Compression, DistributedLockConfig, EntryOptions, Error, HybridCache,
+};
+use neo_core::{Clock, ErrorKind, HasErrorKind, ManualClock};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+#[tokio::test]
+async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
+    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let other = h.sibling().await;
+    h.cache
+        .set("org:1", org(1), &EntryOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(other.get("org:1").await.unwrap(), Some(org(1)));
+    assert_eq!(other.get("org:1").await.unwrap(), Some(org(1)));
+    let stats = other.stats();
+    assert_eq!(
+        (stats.l2_hits, stats.l1_hits, stats.l1_misses),
+        (1, 1, 1),
+        "{stats:?}"
+    );
+}
+
+#[tokio::test]
+async fn an_invalidation_in_one_instance_reaches_the_others_l1_within_50_ms() {
+    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let b = h.sibling().await;
+    h.cache
+        .set("org:1", org(1), &EntryOptions::default())
+        .await
+        .unwrap();
+    h.cache
+        .set("org:2", org(2), &EntryOptions::default().tag("t"))
+        .await
+        .unwrap();
+    assert_eq!(b.get("org:1").await.unwrap(), Some(org(1))); // now in b's L1
+    assert_eq!(b.get("org:2").await.unwrap(), Some(org(2)));
+
+    let mut renamed = org(1);
+    renamed.name = "renamed".into();
+    let started = Instant::now();
+    h.cache
+        .set("org:1", renamed.clone(), &EntryOptions::default())
+        .await
+        .unwrap();
+    loop {
+        if b.get("org:1").await.unwrap() == Some(renamed.clone()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "b still serves the old value"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let seen_after = started.elapsed();
+
+    let started = Instant::now();
+    h.cache.invalidate_tag("t").await.unwrap();
+    while b.get("org:2").await.unwrap().is_some() {
+        assert!(
+            started.elapsed() < Duration::from_millis(50),
+            "tag invalidation not applied in b"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(seen_after < Duration::from_millis(50));
+    assert!(b.stats().remote_invalidations >= 2, "{:?}", b.stats());
+    // An instance ignores its own messages.
+    assert_eq!(h.cache.stats().remote_invalidations, 0);
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn large_values_are_compressed_and_oversized_ones_refused() {
+    #[derive(Clone, serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+    struct Blob(String);
+    let redis = neo_testkit::redis().await;
+    let mut algorithms = vec![Compression::Lz4];
+    if cfg!(feature = "zstd") {
+        algorithms.push(Compression::Zstd);
+    }
+    for compression in algorithms {
+        let config = CacheConfig {
+            key_prefix: redis.key_prefix().to_owned(),
+            compression,
+            compression_threshold: 512,
+            max_payload_bytes: 64 * 1024,
+            ..CacheConfig::named(format!("blobs_{compression:?}").to_lowercase())
+        };
+        let cache = HybridCache::<Blob>::redis(config, redis.url()).unwrap();
+        let big = Blob("neo-commons ".repeat(2000));
+        cache
+            .set("big", big.clone(), &EntryOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(cache.get("big").await.unwrap(), Some(big));
+        assert!(
+            cache.stats().compression_ratio() < 0.2,
+            "{compression:?}: {:?}",
+            cache.stats()
+        );
+
+        // xorshift: text lz4 cannot shrink below the limit.
+        let mut state = 0x2545_f491_4f6c_dd1d_u64;
+        let random: String = (0..200_000)
+            .map(|_| {
+                state ^= state << 13;
+                state ^= state >> 7;
+                state ^= state << 17;
+                char::from(b'a' + (state % 26) as u8)
+            })
+            .collect();
+        let err = cache
+            .set("huge", Blob(random), &EntryOptions::default())
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, Error::PayloadTooLarge { max: 65536, .. }),
+            "{err}"
+        );
+        assert_eq!(err.kind(), ErrorKind::Validation);
+        assert_eq!(cache.get("huge").await.unwrap(), None);
+    }
+}
+
+#[tokio::test]
+async fn a_slow_load_returns_the_stale_value_after_the_soft_timeout_and_finishes_later() {
+    let h = Harness::new(Kind::Tiered, |c| CacheConfig {
+        soft_timeout: Some(Duration::from_millis(50)),
+        ..c
+    })
+    .await;
+    h.cache
+        .set(
+            "org:1",
+            org(1),
+            &EntryOptions::default().ttl(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(80)).await;
+    let started = Instant::now();
+    let v = h
+        .cache
+        .get_or_load("org:1", || async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            Ok::<_, std::io::Error>(Some(Org {
+                id: 1,
+                name: "fresh".into(),
+            }))
+        })
+        .await
+        .unwrap();
+    assert_eq!(v, Some(org(1)));
+    assert!(
+        started.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        started.elapsed()
+    );
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(h.cache.get("org:1").await.unwrap().unwrap().name, "fresh");
+}
+
+#[tokio::test]
+async fn the_distributed_lock_makes_one_instance_load_for_all() {
+    let h = Harness::new(Kind::Tiered, |c| CacheConfig {
+        distributed_lock: DistributedLockConfig {
+            enabled: true,
+            ..DistributedLockConfig::default()
+        },
+        ..c
+    })
+    .await;
+    let others = [h.sibling().await, h.sibling().await];
+    let calls = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for cache in [h.cache.clone(), others[0].clone(), others[1].clone()] {
+        let calls = Arc::clone(&calls);
+        tasks.push(tokio::spawn(async move {
+            cache
+                .get_or_load("org:1", move || async move {
+                    calls.fetch_add(1, Ordering::SeqCst);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    Ok::<_, std::io::Error>(Some(org(1)))
+                })
+                .await
+        }));
+    }
+    for task in tasks {
+        assert_eq!(task.await.unwrap().unwrap(), Some(org(1)));
+    }
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn hot_keys_are_refreshed_before_they_expire() {
+    let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
+    let dyn_clock: Arc<dyn Clock> = clock.clone();
+    let cache = HybridCache::<Org>::in_memory(
+        CacheConfig {
+            ttl: Duration::from_secs(100),
+            ttl_jitter: 0.0,
+            eager_refresh: 0.2,
+            ..CacheConfig::named("orgs")
+        },
+        dyn_clock,
+    )
+    .unwrap();
+    let load = |name: &'static str| {
+        move || async move {
+            Ok::<_, std::io::Error>(Some(Org {
+                id: 1,
+                name: name.into(),
+            }))
+        }
+    };
+    cache.get_or_load("org:1", load("first")).await.unwrap();
+    clock.advance(Duration::from_secs(50));
+    assert_eq!(
+        cache
+            .get_or_load("org:1", load("second"))
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "first"
+    );
+    clock.advance(Duration::from_secs(35)); // 15 s left of 100: inside the last 20 %
+    assert_eq!(
+        cache
+            .get_or_load("org:1", load("third"))
+            .await
+            .unwrap()
+            .unwrap()
+            .name,
+        "first"
+    );
+    for _ in 0..100 {
+        if cache.get("org:1").await.unwrap().unwrap().name == "third" {
+            break;
+        }
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(cache.get("org:1").await.unwrap().unwrap().name, "third");
+    assert_eq!(cache.stats().loads, 2);
+}
