@@ -9,6 +9,7 @@
 //! [`all_pairs`]. For async work, build the runtime and fixtures outside the closures and
 //! `block_on` inside them; keep setup out of the measured closure.
 
+pub mod cache;
 pub mod core;
 pub mod db;
 mod measure;
@@ -57,6 +58,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "db",
             build: db::pairs,
+        },
+        Group {
+            name: "cache",
+            build: cache::pairs,
         },
     ]
 }

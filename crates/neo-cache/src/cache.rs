@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use tokio::sync::{OnceCell, watch};
 use tokio::task::JoinHandle;
 
@@ -127,31 +127,40 @@ pub trait Cache<V>: Send + Sync {
     fn stats(&self) -> CacheStats;
 }
 
-/// One cached entry, shared by L1 readers.
-#[derive(Debug)]
+/// One cached entry. Cloned on every L1 read, so everything but the value is `Copy` or
+/// shared: an untagged hit costs the value's clone and nothing else.
+#[derive(Debug, Clone)]
 struct Entry<V> {
     value: Option<V>,
     fresh_until_ms: u64,
     stale_until_ms: u64,
     ttl_ms: u64,
-    tags: Box<[String]>,
+    tags: Option<Arc<[String]>>,
     epoch: u64,
 }
 
+impl<V> Entry<V> {
+    fn has_tag(&self, tag: &str) -> bool {
+        self.tags
+            .as_ref()
+            .is_some_and(|t| t.iter().any(|x| x == tag))
+    }
+}
+
 enum L1<V> {
-    Moka(moka::sync::Cache<String, Arc<Entry<V>>>),
-    Manual(Mutex<HashMap<String, Arc<Entry<V>>>>),
+    Moka(moka::sync::Cache<String, Entry<V>>),
+    Manual(Mutex<HashMap<String, Entry<V>>>),
 }
 
 impl<V: Clone + Send + Sync + 'static> L1<V> {
-    fn get(&self, key: &str) -> Option<Arc<Entry<V>>> {
+    fn get(&self, key: &str) -> Option<Entry<V>> {
         match self {
             L1::Moka(cache) => cache.get(key),
             L1::Manual(map) => lock(map).get(key).cloned(),
         }
     }
 
-    fn insert(&self, key: String, entry: Arc<Entry<V>>) {
+    fn insert(&self, key: String, entry: Entry<V>) {
         match self {
             L1::Moka(cache) => cache.insert(key, entry),
             L1::Manual(map) => {
@@ -171,9 +180,14 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
 
     fn remove_if(&self, predicate: impl Fn(&str, &Entry<V>) -> bool + Send + Sync + 'static) {
         match self {
+            // A scan instead of moka's invalidation closures, which would tax every read;
+            // tag and pattern invalidations are rare next to hits.
             L1::Moka(cache) => {
-                // Built with `support_invalidation_closures`, so this cannot fail.
-                let _ = cache.invalidate_entries_if(move |k, e| predicate(k, e));
+                for (key, entry) in cache.iter() {
+                    if predicate(&key, &entry) {
+                        cache.invalidate(key.as_str());
+                    }
+                }
             }
             L1::Manual(map) => lock(map).retain(|k, e| !predicate(k, e)),
         }
@@ -193,36 +207,21 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Expires moka entries at their hard limit (freshness plus the fail-safe's stale age).
-struct HardExpiry;
-
-impl<V> moka::Expiry<String, Arc<Entry<V>>> for HardExpiry {
-    fn expire_after_create(
-        &self,
-        _key: &String,
-        entry: &Arc<Entry<V>>,
-        _now: std::time::Instant,
-    ) -> Option<Duration> {
-        Some(Duration::from_millis(
-            entry.stale_until_ms.saturating_sub(system_now_ms()),
-        ))
-    }
-
-    fn expire_after_update(
-        &self,
-        key: &String,
-        entry: &Arc<Entry<V>>,
-        now: std::time::Instant,
-        _current: Option<Duration>,
-    ) -> Option<Duration> {
-        self.expire_after_create(key, entry, now)
-    }
-}
-
+/// Unix milliseconds from the kernel's coarse monotonic clock (a few ms of resolution, a few
+/// ns to read), anchored to the wall clock once per process: precise enough for cache
+/// freshness, cheap enough for the L1 hit path.
 fn system_now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    static ANCHOR: std::sync::OnceLock<(coarsetime::Instant, u64)> = std::sync::OnceLock::new();
+    let (start, unix_ms) = ANCHOR.get_or_init(|| {
+        let unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        (coarsetime::Instant::now(), unix_ms)
+    });
+    unix_ms
+        + coarsetime::Instant::now()
+            .duration_since(*start)
+            .as_millis()
 }
 
 type Flight<V> = Arc<OnceCell<Result<Option<V>>>>;
@@ -372,6 +371,18 @@ where
             Some((_, url)) if with_l1 && config.backplane.enabled => Some((*url).to_owned()),
             _ => None,
         };
+        // moka drops entries after the longest any can live (freshness plus stale age, with
+        // the jitter); the engine checks each entry's own limits on read, which keeps moka's
+        // read path free of per-entry expiry bookkeeping.
+        let l1_lifetime = config
+            .ttl
+            .max(config.negative_ttl)
+            .mul_f64(1.0 + config.ttl_jitter.clamp(0.0, 1.0))
+            + if config.fail_safe.enabled {
+                config.fail_safe.max_stale_age
+            } else {
+                Duration::ZERO
+            };
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<V>>| {
             let l1 = l1.or_else(|| {
                 with_l1.then(|| {
@@ -379,8 +390,7 @@ where
                     L1::Moka(
                         moka::sync::Cache::builder()
                             .max_capacity(config.l1.capacity)
-                            .expire_after(HardExpiry)
-                            .support_invalidation_closures()
+                            .time_to_live(l1_lifetime)
                             .eviction_listener(move |_key, _value, cause| {
                                 if cause == moka::notification::RemovalCause::Size
                                     && let Some(inner) = listener_cache.upgrade()
@@ -525,6 +535,65 @@ where
         )
     }
 
+    /// The L1 hit path, synchronous so callers do not build the (large) lookup future for
+    /// it: a fresh, current-epoch entry and whether it is due for an eager refresh.
+    fn l1_fresh(&self, key: &str) -> Option<(Option<V>, bool)> {
+        let entry = self.inner.l1.as_ref()?.get(key)?;
+        let now = self.now_ms();
+        if entry.epoch != self.inner.epoch.load(Ordering::Relaxed) || now >= entry.fresh_until_ms {
+            return None;
+        }
+        self.inner.stats.l1(true);
+        let eager = self.inner.config.eager_refresh;
+        let refresh_due =
+            eager > 0.0 && ((entry.fresh_until_ms - now) as f64) < eager * entry.ttl_ms as f64;
+        Some((entry.value, refresh_due))
+    }
+
+    async fn get_slow(&self, key: &str) -> Result<Option<V>> {
+        match self.lookup(key).await? {
+            Lookup::Fresh { value, .. } => Ok(value),
+            Lookup::Miss { stale: Some(value) }
+                if self.inner.l2.is_some() && self.l2_available().is_none() =>
+            {
+                // Redis is down: the last known value beats nothing.
+                self.inner.stats.stale_served();
+                Ok(value)
+            }
+            Lookup::Miss { .. } => Ok(None),
+        }
+    }
+
+    fn refresh_in_background<F, Fut, E>(&self, key: &str, loader: F, current: Option<V>)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        let cache = self.clone();
+        let key = key.to_owned();
+        tokio::spawn(async move {
+            let _ = cache.load_once(&key, loader, Some(current)).await;
+        });
+    }
+
+    async fn get_or_load_slow<F, Fut, E>(&self, key: &str, loader: F) -> Result<Option<V>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
+        E: Into<BoxError> + Send + 'static,
+    {
+        match self.lookup(key).await? {
+            Lookup::Fresh { value, refresh_due } => {
+                if refresh_due {
+                    self.refresh_in_background(key, loader, value.clone());
+                }
+                Ok(value)
+            }
+            Lookup::Miss { stale } => self.load_once(key, loader, stale).await,
+        }
+    }
+
     async fn lookup(&self, key: &str) -> Result<Lookup<V>> {
         let now = self.now_ms();
         let mut stale: Option<Option<V>> = None;
@@ -554,7 +623,7 @@ where
                 Ok(Some(bytes)) => match self.decode(&bytes) {
                     Ok((fresh_until, value)) if now < fresh_until => {
                         self.inner.stats.l2(true);
-                        self.fill_l1(key, value.clone(), fresh_until, now, Box::default());
+                        self.fill_l1(key, value.clone(), fresh_until, now, None);
                         return Ok(Lookup::Fresh {
                             value,
                             refresh_due: false,
@@ -607,7 +676,7 @@ where
         value: Option<V>,
         fresh_until: u64,
         now: u64,
-        tags: Box<[String]>,
+        tags: Option<Arc<[String]>>,
     ) {
         let Some(l1) = &self.inner.l1 else { return };
         let l1_fresh = match self.inner.config.l1.ttl {
@@ -616,14 +685,14 @@ where
         };
         l1.insert(
             key.to_owned(),
-            Arc::new(Entry {
+            Entry {
                 value,
                 fresh_until_ms: l1_fresh,
                 stale_until_ms: self.stale_until(fresh_until),
                 ttl_ms: l1_fresh.saturating_sub(now).max(1),
                 tags,
                 epoch: self.inner.epoch.load(Ordering::Relaxed),
-            }),
+            },
         );
     }
 
@@ -644,7 +713,8 @@ where
     /// Writes entries to L2 (one round trip, with one backplane message) and L1.
     async fn store(&self, entries: Vec<(String, Option<V>)>, options: &EntryOptions) -> Result<()> {
         let now = self.now_ms();
-        let tags: Box<[String]> = options.tags.clone().into_boxed_slice();
+        let tags: Option<Arc<[String]>> =
+            (!options.tags.is_empty()).then(|| Arc::from(options.tags.as_slice()));
         let mut writes = Vec::with_capacity(entries.len());
         let mut prepared = Vec::with_capacity(entries.len());
         for (key, value) in entries {
@@ -673,7 +743,7 @@ where
                     key: self.redis_key(&key),
                     bytes,
                     ttl: Duration::from_millis(self.stale_until(fresh_until) - now),
-                    tag_keys: tags.iter().map(|t| self.tag_key(t)).collect(),
+                    tag_keys: options.tags.iter().map(|t| self.tag_key(t)).collect(),
                 });
             }
             prepared.push((key, value, fresh_until));
@@ -903,7 +973,7 @@ where
             "m" => payload.split('\n').for_each(|k| l1.remove(k)),
             "t" => {
                 let tag = payload.to_owned();
-                l1.remove_if(move |_, e| e.tags.contains(&tag));
+                l1.remove_if(move |_, e| e.has_tag(&tag));
             }
             "p" => {
                 let pattern = payload.to_owned();
@@ -937,18 +1007,14 @@ impl<V> Cache<V> for HybridCache<V>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    async fn get(&self, key: &str) -> Result<Option<V>> {
-        validate_key(key)?;
-        match self.lookup(key).await? {
-            Lookup::Fresh { value, .. } => Ok(value),
-            Lookup::Miss { stale: Some(value) }
-                if self.inner.l2.is_some() && self.l2_available().is_none() =>
-            {
-                // Redis is down: the last known value beats nothing.
-                self.inner.stats.stale_served();
-                Ok(value)
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<V>>> + Send {
+        let fast = validate_key(key).map(|()| self.l1_fresh(key));
+        async move {
+            match fast? {
+                Some((value, _)) => Ok(value),
+                // Boxed: the miss path's future is large, the hit path should not move it.
+                None => Box::pin(self.get_slow(key)).await,
             }
-            Lookup::Miss { .. } => Ok(None),
         }
     }
 
@@ -980,26 +1046,27 @@ where
         Ok(())
     }
 
-    async fn get_or_load<F, Fut, E>(&self, key: &str, loader: F) -> Result<Option<V>>
+    fn get_or_load<F, Fut, E>(
+        &self,
+        key: &str,
+        loader: F,
+    ) -> impl Future<Output = Result<Option<V>>> + Send
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Into<BoxError> + Send + 'static,
     {
-        validate_key(key)?;
-        match self.lookup(key).await? {
-            Lookup::Fresh { value, refresh_due } => {
-                if refresh_due {
-                    let cache = self.clone();
-                    let key = key.to_owned();
-                    let stale = Some(value.clone());
-                    tokio::spawn(async move {
-                        let _ = cache.load_once(&key, loader, stale).await;
-                    });
+        let fast = validate_key(key).map(|()| self.l1_fresh(key));
+        async move {
+            match fast? {
+                Some((value, refresh_due)) => {
+                    if refresh_due {
+                        self.refresh_in_background(key, loader, value.clone());
+                    }
+                    Ok(value)
                 }
-                Ok(value)
+                None => Box::pin(self.get_or_load_slow(key, loader)).await,
             }
-            Lookup::Miss { stale } => self.load_once(key, loader, stale).await,
         }
     }
 
@@ -1055,7 +1122,7 @@ where
                         match bytes.map(|b| self.decode(&b)) {
                             Some(Ok((fresh_until, value))) if now < fresh_until => {
                                 self.inner.stats.l2(true);
-                                self.fill_l1(key, value.clone(), fresh_until, now, Box::default());
+                                self.fill_l1(key, value.clone(), fresh_until, now, None);
                                 fill(&mut results, keys, key, &Ok(value));
                             }
                             Some(Ok((_, value))) => {
@@ -1140,7 +1207,7 @@ where
         validate_name("tag", tag)?;
         if let Some(l1) = &self.inner.l1 {
             let owned = tag.to_owned();
-            l1.remove_if(move |_, e| e.tags.contains(&owned));
+            l1.remove_if(move |_, e| e.has_tag(&owned));
         }
         self.inner.stats.invalidation(false);
         let mut removed = 0;
@@ -1345,7 +1412,7 @@ fn validate_key(key: &str) -> Result<()> {
             format!("{} bytes, at most {MAX_KEY_LEN}", key.len()),
         ));
     }
-    if key.chars().any(char::is_control) {
+    if key.bytes().any(|b| b.is_ascii_control()) {
         return Err(Error::invalid("key", "control characters are not allowed"));
     }
     Ok(())

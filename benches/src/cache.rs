@@ -1,0 +1,196 @@
+//! neo-cache against raw moka and raw deadpool-redis doing the same reads, in the same run.
+//!
+//! Redis is a throwaway server from neo-testkit, or the one at `NEO_BENCH_REDIS_URL`.
+
+use crate::Pair;
+use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+use std::hint::black_box;
+use std::pin::pin;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+use tokio::runtime::Runtime;
+
+/// Environment variable naming an existing Redis to bench against.
+pub const REDIS_URL_VAR: &str = "NEO_BENCH_REDIS_URL";
+
+/// The cached value: a small record, as a service would cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Org {
+    id: u64,
+    name: String,
+    slug: String,
+    active: bool,
+}
+
+fn org(id: u64) -> Org {
+    Org {
+        id,
+        name: format!("Organization number {id}"),
+        slug: format!("org-{id}"),
+        active: true,
+    }
+}
+
+fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| panic!("bench setup failed: {e}"))
+}
+
+/// Polls a future that completes without waiting (an L1 hit) without an executor.
+fn now_or_never<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        Poll::Ready(output) => output,
+        Poll::Pending => panic!("an L1 hit should not wait"),
+    }
+}
+
+/// The pairs of this module on the Redis at `url`.
+pub fn pairs_on(url: &str) -> Vec<Pair> {
+    let rt = Rc::new(check(
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+    ));
+    let prefix = format!("bench{}:", std::process::id());
+    let config = |name: &str| CacheConfig {
+        key_prefix: prefix.clone(),
+        ttl_jitter: 0.0,
+        ..CacheConfig::named(name)
+    };
+    vec![
+        l1_hit(&rt, url, config("l1")),
+        l2_hit(&rt, url, config("l2")),
+        many_from_l2(&rt, url, config("many")),
+    ]
+}
+
+/// The pairs of this module, on `NEO_BENCH_REDIS_URL` or a throwaway server.
+pub fn pairs() -> Vec<Pair> {
+    if let Ok(url) = std::env::var(REDIS_URL_VAR) {
+        return pairs_on(&url);
+    }
+    let server = check(neo_testkit::RedisServer::start());
+    let pairs = pairs_on(&server.url());
+    // The server lives as long as the process; its watchdog removes it afterwards.
+    std::mem::forget(server);
+    pairs
+}
+
+fn l1_hit(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
+    let _guard = rt.enter();
+    let cache = check(HybridCache::<Org>::tiered(config, url));
+    check(rt.block_on(cache.set("org:1", org(1), &EntryOptions::default())));
+    let raw: moka::sync::Cache<String, Org> =
+        moka::sync::Cache::builder().max_capacity(10_000).build();
+    raw.insert("org:1".to_owned(), org(1));
+    let keep_runtime = Rc::clone(rt);
+    Pair {
+        name: "cache/l1_hit_tiered",
+        target: Some(1.15),
+        per_iteration: None,
+        ours: Box::new(move || {
+            let _runtime = &keep_runtime;
+            let value = check(now_or_never(cache.get(black_box("org:1"))));
+            black_box(value);
+        }),
+        raw: Box::new(move || {
+            black_box(raw.get(black_box("org:1")));
+        }),
+    }
+}
+
+fn raw_pool(url: &str) -> deadpool_redis::Pool {
+    check(deadpool_redis::Config::from_url(url).create_pool(Some(deadpool_redis::Runtime::Tokio1)))
+}
+
+fn l2_hit(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
+    let _guard = rt.enter();
+    let stored_key = format!("{}{}:org:1", config.key_prefix, config.name);
+    let cache = check(HybridCache::<Org>::redis(config, url));
+    check(rt.block_on(cache.set("org:1", org(1), &EntryOptions::default())));
+    let pool = raw_pool(url);
+    let (rt_ours, rt_raw) = (Rc::clone(rt), Rc::clone(rt));
+    Pair {
+        name: "cache/l2_hit",
+        target: Some(1.1),
+        per_iteration: None,
+        ours: Box::new(move || {
+            let value = check(rt_ours.block_on(cache.get("org:1")));
+            assert!(value.is_some());
+            black_box(value);
+        }),
+        raw: Box::new(move || {
+            let bytes: Option<Vec<u8>> = rt_raw.block_on(async {
+                let mut conn = check(pool.get().await);
+                check(
+                    redis::cmd("GET")
+                        .arg(&stored_key)
+                        .query_async(&mut conn)
+                        .await,
+                )
+            });
+            assert!(bytes.is_some());
+            black_box(bytes);
+        }),
+    }
+}
+
+fn many_from_l2(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
+    let _guard = rt.enter();
+    let keys: Vec<String> = (0..100).map(|i| format!("org:{i}")).collect();
+    let stored: Vec<String> = keys
+        .iter()
+        .map(|k| format!("{}{}:{k}", config.key_prefix, config.name))
+        .collect();
+    let cache = check(HybridCache::<Org>::redis(config, url));
+    for (i, key) in keys.iter().enumerate() {
+        check(rt.block_on(cache.set(key, org(i as u64), &EntryOptions::default())));
+    }
+    let pool = raw_pool(url);
+    let (rt_ours, rt_raw) = (Rc::clone(rt), Rc::clone(rt));
+    Pair {
+        name: "cache/get_or_load_many_100_from_l2",
+        target: Some(1.2),
+        per_iteration: Some(100),
+        ours: Box::new(move || {
+            let results = rt_ours.block_on(cache.get_or_load_many(&keys, |_| async {
+                Err::<HashMap<String, Org>, _>(std::io::Error::other("everything is in L2"))
+            }));
+            assert!(results.iter().all(|r| matches!(r, Ok(Some(_)))));
+            black_box(results);
+        }),
+        raw: Box::new(move || {
+            let values: Vec<Option<Vec<u8>>> = rt_raw.block_on(async {
+                let mut conn = check(pool.get().await);
+                check(redis::cmd("MGET").arg(&stored).query_async(&mut conn).await)
+            });
+            assert!(values.iter().all(Option::is_some));
+            black_box(values);
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every pair runs on the test Redis, and each side reads what the other reads.
+    #[test]
+    fn pairs_run_on_a_real_redis() {
+        let rt = check(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build(),
+        );
+        let redis = rt.block_on(neo_testkit::redis());
+        for mut pair in pairs_on(redis.url()) {
+            (pair.ours)();
+            (pair.raw)();
+        }
+    }
+}
