@@ -39,7 +39,9 @@ pub struct EntryOptions {
 }
 
 impl EntryOptions {
-    /// Freshness of this entry instead of the cache's `ttl`.
+    /// Freshness of this entry instead of the cache's `ttl`. In process (L1) an entry is
+    /// kept at most `ttl × (1 + ttl_jitter) + max_stale_age` of the cache's configuration,
+    /// so a longer TTL here is honoured by Redis and re-read from it.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);

@@ -9,6 +9,7 @@ use crate::config::Compression;
 use crate::{Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::borrow::Cow;
 use std::fmt;
 
 const FORMAT_VERSION: u8 = 1;
@@ -51,12 +52,12 @@ impl<V: Serialize + DeserializeOwned> Codec<V> for JsonCodec {
     }
 }
 
-/// A decoded frame.
+/// A decoded frame; an uncompressed payload borrows the stored bytes.
 #[derive(Debug)]
-pub(crate) struct Frame {
+pub(crate) struct Frame<'a> {
     pub(crate) fresh_until_ms: u64,
     /// `None` for a remembered "not found".
-    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) payload: Option<Cow<'a, [u8]>>,
 }
 
 /// Sizes seen while framing, for the compression-ratio statistics.
@@ -123,7 +124,7 @@ fn compress(payload: &[u8], compression: Compression) -> Result<Option<(u8, Vec<
     }
 }
 
-pub(crate) fn unframe(bytes: &[u8], max_payload: usize) -> Result<Frame> {
+pub(crate) fn unframe(bytes: &[u8], max_payload: usize) -> Result<Frame<'_>> {
     if bytes.len() < HEADER_LEN || bytes[0] != FORMAT_VERSION {
         return Err(Error::Codec(format!(
             "not a neo-cache frame (version byte {:?}, {} bytes)",
@@ -143,7 +144,7 @@ pub(crate) fn unframe(bytes: &[u8], max_payload: usize) -> Result<Frame> {
     }
     let body = &bytes[HEADER_LEN..];
     let payload = match flags & COMPRESSION_MASK {
-        0 => body.to_vec(),
+        0 => Cow::Borrowed(body),
         1 => {
             // The prepended size is checked before allocating.
             if body.len() >= 4 {
@@ -152,12 +153,16 @@ pub(crate) fn unframe(bytes: &[u8], max_payload: usize) -> Result<Frame> {
                     return Err(Error::Codec(format!("lz4 frame claims {size} bytes")));
                 }
             }
-            lz4_flex::decompress_size_prepended(body)
-                .map_err(|e| Error::Codec(format!("lz4: {e}")))?
+            Cow::Owned(
+                lz4_flex::decompress_size_prepended(body)
+                    .map_err(|e| Error::Codec(format!("lz4: {e}")))?,
+            )
         }
         #[cfg(feature = "zstd")]
-        2 => zstd::bulk::decompress(body, max_payload.saturating_mul(4).max(1))
-            .map_err(|e| Error::Codec(format!("zstd: {e}")))?,
+        2 => Cow::Owned(
+            zstd::bulk::decompress(body, max_payload.saturating_mul(4).max(1))
+                .map_err(|e| Error::Codec(format!("zstd: {e}")))?,
+        ),
         other => {
             return Err(Error::Codec(format!(
                 "compression code {other} is not supported by this build"
