@@ -793,7 +793,8 @@ where
     {
         let cache = self.clone();
         let key = key.to_owned();
-        tokio::spawn(async move {
+        let span = tracing::debug_span!("cache.load", cache.name = %self.inner.config.name, cache.key = %key);
+        let task = async move {
             let started = Instant::now();
             let loaded = loader().await;
             cache.inner.stats.load(started.elapsed(), loaded.is_ok());
@@ -812,7 +813,8 @@ where
                     source: Arc::new(error.into()),
                 }),
             }
-        })
+        };
+        tokio::spawn(tracing::Instrument::instrument(task, span))
     }
 
     async fn load<F, Fut, E>(

@@ -5,6 +5,7 @@ use crate::{Error, Result};
 use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::AsyncCommands;
 use std::time::Duration;
+use tracing::Instrument;
 
 /// Releases a lock only when it still holds our token.
 const UNLOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
@@ -54,8 +55,10 @@ impl RedisTier {
         })
     }
 
+    /// Runs one Redis exchange in a `cache.l2` span (field `cache.op`), bounded by the timeout.
     async fn run<T>(
         &self,
+        name: &'static str,
         op: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let call = async {
@@ -66,7 +69,8 @@ impl RedisTier {
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
             op(&mut conn).await.map_err(|e| Error::redis(&e))
         };
-        match tokio::time::timeout(self.timeout, call).await {
+        let span = tracing::debug_span!("cache.l2", cache.op = name);
+        match tokio::time::timeout(self.timeout, call.instrument(span)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Unavailable(format!(
                 "no answer within {:?}",
@@ -76,15 +80,17 @@ impl RedisTier {
     }
 
     pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.run(async |c| c.get(key).await).await
+        self.run("get", async |c| c.get(key).await).await
     }
 
     pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.run(async |c| redis::cmd("MGET").arg(keys).query_async(c).await)
-            .await
+        self.run("mget", async |c| {
+            redis::cmd("MGET").arg(keys).query_async(c).await
+        })
+        .await
     }
 
     /// Writes every entry, its tag memberships and an optional publish, in one round trip.
@@ -111,7 +117,8 @@ impl RedisTier {
         if let Some((channel, message)) = publish {
             pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
         }
-        self.run(async |c| pipe.query_async::<()>(c).await).await
+        self.run("write", async |c| pipe.query_async::<()>(c).await)
+            .await
     }
 
     pub(crate) async fn delete(
@@ -127,15 +134,18 @@ impl RedisTier {
             pipe.cmd("PUBLISH").arg(channel).arg(message).ignore();
         }
         if keys.is_empty() {
-            self.run(async |c| pipe.query_async::<()>(c).await).await?;
+            self.run("delete", async |c| pipe.query_async::<()>(c).await)
+                .await?;
             return Ok(0);
         }
-        let (deleted,): (u64,) = self.run(async |c| pipe.query_async(c).await).await?;
+        let (deleted,): (u64,) = self
+            .run("delete", async |c| pipe.query_async(c).await)
+            .await?;
         Ok(deleted)
     }
 
     pub(crate) async fn members(&self, set: &str) -> Result<Vec<String>> {
-        self.run(async |c| c.smembers(set).await).await
+        self.run("smembers", async |c| c.smembers(set).await).await
     }
 
     /// SCAN (never KEYS) for `pattern`, deleting each page; returns the keys deleted.
@@ -144,7 +154,7 @@ impl RedisTier {
         let mut deleted = 0;
         loop {
             let (next, keys): (u64, Vec<String>) = self
-                .run(async |c| {
+                .run("scan", async |c| {
                     redis::cmd("SCAN")
                         .arg(cursor)
                         .arg("MATCH")
@@ -166,14 +176,16 @@ impl RedisTier {
     }
 
     pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<()> {
-        self.run(async |c| c.publish::<_, _, ()>(channel, message).await)
-            .await
+        self.run("publish", async |c| {
+            c.publish::<_, _, ()>(channel, message).await
+        })
+        .await
     }
 
     pub(crate) async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let set: Option<String> = self
-            .run(async |c| {
+            .run("lock", async |c| {
                 redis::cmd("SET")
                     .arg(key)
                     .arg(token)
@@ -188,7 +200,7 @@ impl RedisTier {
     }
 
     pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<()> {
-        self.run(async |c| {
+        self.run("unlock", async |c| {
             redis::Script::new(UNLOCK)
                 .key(key)
                 .arg(token)
