@@ -10,7 +10,7 @@ use neo_core::Clock;
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -1110,11 +1110,18 @@ where
                 }
             }
         }
+        // Where each missing key goes in the output (a key may be asked for twice).
         let mut missing: Vec<&str> = Vec::new();
-        let mut seen = HashSet::new();
+        let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
         for (i, key) in keys.iter().enumerate() {
-            if results[i].is_none() && seen.insert(key.as_str()) {
-                missing.push(key);
+            if results[i].is_none() {
+                positions
+                    .entry(key.as_str())
+                    .or_insert_with(|| {
+                        missing.push(key);
+                        Vec::with_capacity(1)
+                    })
+                    .push(i);
             }
         }
         if let (Some(l2), false) = (self.l2_available(), missing.is_empty()) {
@@ -1127,7 +1134,7 @@ where
                             Some(Ok((fresh_until, value))) if now < fresh_until => {
                                 self.inner.stats.l2(true);
                                 self.fill_l1(key, value.clone(), fresh_until, now, None);
-                                fill(&mut results, keys, key, &Ok(value));
+                                fill(&mut results, &positions, key, Ok(value));
                             }
                             Some(Ok((_, value))) => {
                                 self.inner.stats.l2(false);
@@ -1147,7 +1154,7 @@ where
                 Err(error) => {
                     if let Err(error) = self.l2_failed(error) {
                         for key in &missing {
-                            fill(&mut results, keys, key, &Err(error.clone()));
+                            fill(&mut results, &positions, key, Err(error.clone()));
                         }
                         missing.clear();
                     }
@@ -1174,7 +1181,7 @@ where
                         tracing::warn!(cache = %self.inner.config.name, extra = found.len(), "batch loader returned keys that were not asked for; ignored");
                     }
                     for (key, value) in &entries {
-                        fill(&mut results, keys, key, &Ok(value.clone()));
+                        fill(&mut results, &positions, key, Ok(value.clone()));
                     }
                     if let Err(error) = self.store(entries, &EntryOptions::default()).await {
                         tracing::warn!(cache = %self.inner.config.name, %error, "loaded values not cached");
@@ -1199,7 +1206,7 @@ where
                             }
                             None => Err(error.clone()),
                         };
-                        fill(&mut results, keys, key, &outcome);
+                        fill(&mut results, &positions, key, outcome);
                     }
                 }
             }
@@ -1287,15 +1294,17 @@ where
 
 fn fill<V: Clone>(
     results: &mut [Option<Result<Option<V>>>],
-    keys: &[String],
+    positions: &HashMap<&str, Vec<usize>>,
     key: &str,
-    outcome: &Result<Option<V>>,
+    outcome: Result<Option<V>>,
 ) {
-    for (slot, k) in results.iter_mut().zip(keys) {
-        if k == key && slot.is_none() {
-            *slot = Some(outcome.clone());
-        }
+    let Some((last, others)) = positions.get(key).and_then(|p| p.split_last()) else {
+        return;
+    };
+    for &i in others {
+        results[i] = Some(outcome.clone());
     }
+    results[*last] = Some(outcome);
 }
 
 /// Subscribes to the cache's channel and applies other instances' invalidations; on every
