@@ -39,9 +39,7 @@ pub struct EntryOptions {
 }
 
 impl EntryOptions {
-    /// Freshness of this entry instead of the cache's `ttl`. In process (L1) an entry is
-    /// kept at most `ttl × (1 + ttl_jitter) + max_stale_age` of the cache's configuration,
-    /// so a longer TTL here is honoured by Redis and re-read from it.
+    /// Freshness of this entry instead of the cache's `ttl`.
     #[must_use]
     pub fn ttl(mut self, ttl: Duration) -> Self {
         self.ttl = Some(ttl);
@@ -373,18 +371,8 @@ where
             Some((_, url)) if with_l1 && config.backplane.enabled => Some((*url).to_owned()),
             _ => None,
         };
-        // moka drops entries after the longest any can live (freshness plus stale age, with
-        // the jitter); the engine checks each entry's own limits on read, which keeps moka's
-        // read path free of per-entry expiry bookkeeping.
-        let l1_lifetime = config
-            .ttl
-            .max(config.negative_ttl)
-            .mul_f64(1.0 + config.ttl_jitter.clamp(0.0, 1.0))
-            + if config.fail_safe.enabled {
-                config.fail_safe.max_stale_age
-            } else {
-                Duration::ZERO
-            };
+        // No moka TTL: each entry's own freshness and hard limit are checked on read (one
+        // clock read instead of two on the hit path), and `l1.capacity` bounds what lingers.
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<V>>| {
             let l1 = l1.or_else(|| {
                 with_l1.then(|| {
@@ -392,7 +380,6 @@ where
                     L1::Moka(
                         moka::sync::Cache::builder()
                             .max_capacity(config.l1.capacity)
-                            .time_to_live(l1_lifetime)
                             .eviction_listener(move |_key, _value, cause| {
                                 if cause == moka::notification::RemovalCause::Size
                                     && let Some(inner) = listener_cache.upgrade()

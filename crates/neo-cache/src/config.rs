@@ -111,7 +111,8 @@ impl CacheConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct L1Config {
-    /// Most entries kept; the least useful are evicted beyond it.
+    /// Most entries kept; the least useful are evicted beyond it. Expired entries are not
+    /// swept on a timer: they stay (unserved past their hard limit) until evicted or replaced.
     pub capacity: u64,
     /// Freshness in L1 when shorter than the entry's TTL (`None`: the entry's TTL), so
     /// instances re-read Redis sooner than Redis expires.
