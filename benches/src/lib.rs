@@ -13,6 +13,7 @@ pub mod cache;
 pub mod core;
 pub mod db;
 mod measure;
+pub mod resilience;
 
 pub use measure::{Measurement, Settings, compare};
 
@@ -62,6 +63,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "cache",
             build: cache::pairs,
+        },
+        Group {
+            name: "resilience",
+            build: resilience::pairs,
         },
     ]
 }

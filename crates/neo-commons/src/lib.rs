@@ -15,6 +15,7 @@
 //! | `env` | [`core::config`] | config from `NEO_*` environment variables |
 //! | `db` | [`db`] | `neo-db`: pool, batch repositories, COPY, pagination, migrations |
 //! | `cache` | [`cache`] | `neo-cache`: moka L1 + Redis L2, single-flight, fail-safe, tags, backplane |
+//! | `resilience` | [`resilience`] | `neo-resilience`: retry, circuit breaker, rate limits, bulkhead, timeouts |
 //! | `full` | all of the above | |
 //!
 //! Crates land here as they are built: `batch`, `queue`, `events`, `orgs` are next.
@@ -38,3 +39,7 @@ pub use neo_db as db;
 #[cfg(feature = "cache")]
 #[doc(inline)]
 pub use neo_cache as cache;
+
+#[cfg(feature = "resilience")]
+#[doc(inline)]
+pub use neo_resilience as resilience;
