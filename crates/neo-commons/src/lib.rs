@@ -16,9 +16,10 @@
 //! | `db` | [`db`] | `neo-db`: pool, batch repositories, COPY, pagination, migrations |
 //! | `cache` | [`cache`] | `neo-cache`: moka L1 + Redis L2, single-flight, fail-safe, tags, backplane |
 //! | `resilience` | [`resilience`] | `neo-resilience`: retry, circuit breaker, rate limits, bulkhead, timeouts |
+//! | `batch` | [`batch`] | `neo-batch`: data loader, write batcher, AIMD sizing, chunked streams |
 //! | `full` | all of the above | |
 //!
-//! Crates land here as they are built: `batch`, `queue`, `events`, `orgs` are next.
+//! Crates land here as they are built: `queue`, `events`, `orgs` are next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};
@@ -43,3 +44,7 @@ pub use neo_cache as cache;
 #[cfg(feature = "resilience")]
 #[doc(inline)]
 pub use neo_resilience as resilience;
+
+#[cfg(feature = "batch")]
+#[doc(inline)]
+pub use neo_batch as batch;

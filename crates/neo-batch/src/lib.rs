@@ -1,0 +1,27 @@
+//! In-process batching: fewer round trips without changing how callers write code.
+//!
+//! - [`DataLoader`]: concurrent `load(key)` calls within a short window (or up to a batch
+//!   size) become one call of your batch function; duplicates are loaded once; each caller
+//!   gets its own value or its batch's error; an optional cache lives as long as the loader
+//!   (one request), so tenants never share it by accident.
+//! - [`WriteBatcher`]: `submit(item)` resolves when the item's batch is flushed; flushes on
+//!   size or linger, bounded queue with backpressure, flush on shutdown, a failed flush fails
+//!   only its own items, optional retry through neo-resilience, optional [`AimdController`]
+//!   sizing.
+//! - [`process_chunks`]: a stream processed in chunks with bounded concurrency and memory,
+//!   results streamed out, a progress callback and per-chunk retry.
+//!
+//! Metrics: `neo_batch_loader_batches_total`, `neo_batch_loader_batch_size`,
+//! `neo_batch_writer_batches_total{outcome}`, `neo_batch_writer_batch_size`,
+//! `neo_batch_writer_linger_seconds`, `neo_batch_writer_items_total`,
+//! `neo_batch_writer_round_trips_saved_total`.
+
+mod chunks;
+mod error;
+mod loader;
+mod writer;
+
+pub use chunks::{ChunkConfig, Progress, process_chunks};
+pub use error::{BoxError, Error};
+pub use loader::{DataLoader, LoaderConfig};
+pub use writer::{AimdConfig, AimdController, BatcherConfig, WriteBatcher};

@@ -1,0 +1,243 @@
+//! The data loader: concurrent single loads become one batch call.
+
+use crate::{BoxError, Error};
+use futures_util::future::BoxFuture;
+use neo_core::HasErrorKind;
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::hash::Hash;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::oneshot;
+
+/// Data loader settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct LoaderConfig {
+    /// How long the first `load` of a batch waits for others to join it. Zero: the batch
+    /// goes on the scheduler's next turn, once every load already started has joined (the
+    /// lowest latency, for loads issued together such as a `join_all`).
+    #[serde(with = "humantime_serde")]
+    pub window: Duration,
+    /// A batch is sent at once when it reaches this many distinct keys.
+    pub max_batch: usize,
+    /// Remember loaded values for the loader's lifetime (one request), so a key is loaded
+    /// at most once per loader.
+    pub cache: bool,
+}
+
+impl Default for LoaderConfig {
+    fn default() -> Self {
+        LoaderConfig {
+            window: Duration::ZERO,
+            max_batch: 500,
+            cache: true,
+        }
+    }
+}
+
+type Reply<V> = oneshot::Sender<Result<Option<V>, Error>>;
+type BatchFn<K, V> =
+    dyn Fn(Vec<K>) -> BoxFuture<'static, Result<HashMap<K, V>, Error>> + Send + Sync;
+
+struct Pending<K, V> {
+    keys: Vec<K>,
+    waiters: HashMap<K, Vec<Reply<V>>>,
+    /// Bumped every time a batch is taken, so a window timer only sends its own batch.
+    generation: u64,
+}
+
+struct Inner<K, V> {
+    config: LoaderConfig,
+    batch: Arc<BatchFn<K, V>>,
+    pending: Mutex<Pending<K, V>>,
+    cache: Mutex<HashMap<K, Option<V>>>,
+}
+
+/// Coalesces concurrent `load(key)` calls into one call of a batch function.
+///
+/// Make one loader per request (or per tenant and request): its cache lives and dies with it,
+/// so two tenants never read each other's values through it.
+///
+/// # Example
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use neo_batch::{DataLoader, LoaderConfig};
+/// use std::collections::HashMap;
+///
+/// let loader = DataLoader::new(LoaderConfig::default(), |ids: Vec<u32>| async move {
+///     // One query for every id asked for in the window: SELECT ... WHERE id = ANY($1)
+///     Ok::<_, neo_core::Error>(ids.into_iter().map(|id| (id, format!("user {id}"))).collect::<HashMap<_, _>>())
+/// })
+/// .unwrap();
+/// let (a, b) = tokio::join!(loader.load(1), loader.load(2)); // one batch call
+/// assert_eq!(a.unwrap().as_deref(), Some("user 1"));
+/// assert_eq!(b.unwrap().as_deref(), Some("user 2"));
+/// # }
+/// ```
+pub struct DataLoader<K, V> {
+    inner: Arc<Inner<K, V>>,
+}
+
+impl<K, V> Clone for DataLoader<K, V> {
+    fn clone(&self) -> Self {
+        DataLoader {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, V> std::fmt::Debug for DataLoader<K, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataLoader")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl<K, V> DataLoader<K, V>
+where
+    K: Hash + Eq + Clone + Send + Sync + 'static,
+    V: Clone + Send + Sync + 'static,
+{
+    /// A loader calling `batch` with the distinct keys of each window. Keys the batch leaves
+    /// out load as `None`; keys it adds are ignored.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a zero `max_batch`.
+    pub fn new<F, Fut, E>(config: LoaderConfig, batch: F) -> Result<Self, Error>
+    where
+        F: Fn(Vec<K>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<HashMap<K, V>, E>> + Send + 'static,
+        E: Into<BoxError> + HasErrorKind + Send + 'static,
+    {
+        if config.max_batch == 0 {
+            return Err(Error::Config("loader.max_batch must be at least 1".into()));
+        }
+        let batch: Arc<BatchFn<K, V>> = Arc::new(move |keys: Vec<K>| {
+            let size = keys.len();
+            let call = batch(keys);
+            Box::pin(async move { call.await.map_err(|e| Error::batch(size, e)) })
+        });
+        Ok(DataLoader {
+            inner: Arc::new(Inner {
+                config,
+                batch,
+                pending: Mutex::new(Pending {
+                    keys: Vec::new(),
+                    waiters: HashMap::new(),
+                    generation: 0,
+                }),
+                cache: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The value for `key` (`None` when the batch function did not return it).
+    ///
+    /// # Errors
+    /// [`Error::Batch`] when the batch holding `key` failed (every caller of that batch gets
+    /// it), [`Error::Shutdown`] when the runtime dropped the batch.
+    pub async fn load(&self, key: K) -> Result<Option<V>, Error> {
+        if self.inner.config.cache
+            && let Some(value) = lock(&self.inner.cache).get(&key)
+        {
+            return Ok(value.clone());
+        }
+        let (reply, answer) = oneshot::channel();
+        let mut send_now = None;
+        {
+            let mut pending = lock(&self.inner.pending);
+            let first = pending.keys.is_empty();
+            let waiters = pending.waiters.entry(key.clone()).or_default();
+            let new_key = waiters.is_empty();
+            waiters.push(reply);
+            if new_key {
+                pending.keys.push(key);
+            }
+            if pending.keys.len() >= self.inner.config.max_batch {
+                send_now = Some(take(&mut pending));
+            } else if first {
+                let loader = self.clone();
+                let generation = pending.generation;
+                let window = self.inner.config.window;
+                tokio::spawn(async move {
+                    if window.is_zero() {
+                        tokio::task::yield_now().await;
+                    } else {
+                        tokio::time::sleep(window).await;
+                    }
+                    let batch = {
+                        let mut pending = lock(&loader.inner.pending);
+                        (pending.generation == generation && !pending.keys.is_empty())
+                            .then(|| take(&mut pending))
+                    };
+                    if let Some(batch) = batch {
+                        loader.dispatch(batch).await;
+                    }
+                });
+            }
+        }
+        if let Some(batch) = send_now {
+            let loader = self.clone();
+            tokio::spawn(async move { loader.dispatch(batch).await });
+        }
+        answer.await.unwrap_or(Err(Error::Shutdown))
+    }
+
+    /// Loads several keys (coalesced with any other concurrent loads), in order.
+    ///
+    /// # Errors
+    /// As [`Self::load`], per key.
+    pub async fn load_many(&self, keys: Vec<K>) -> Vec<Result<Option<V>, Error>> {
+        futures_util::future::join_all(keys.into_iter().map(|k| self.load(k))).await
+    }
+
+    /// Forgets cached values (e.g. after a write in the same request).
+    pub fn clear_cache(&self) {
+        lock(&self.inner.cache).clear();
+    }
+
+    async fn dispatch(&self, (keys, mut waiters): (Vec<K>, HashMap<K, Vec<Reply<V>>>)) {
+        let size = keys.len();
+        metrics::counter!("neo_batch_loader_batches_total").increment(1);
+        metrics::histogram!("neo_batch_loader_batch_size").record(size as f64);
+        let result = (self.inner.batch)(keys.clone()).await;
+        match result {
+            Ok(mut values) => {
+                if self.inner.config.cache {
+                    let mut cache = lock(&self.inner.cache);
+                    for key in &keys {
+                        cache.insert(key.clone(), values.get(key).cloned());
+                    }
+                }
+                for key in keys {
+                    let value = values.remove(&key);
+                    for reply in waiters.remove(&key).unwrap_or_default() {
+                        let _ = reply.send(Ok(value.clone()));
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::warn!(size, %error, "data loader batch failed");
+                for reply in waiters.into_values().flatten() {
+                    let _ = reply.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn take<K, V>(pending: &mut Pending<K, V>) -> (Vec<K>, HashMap<K, Vec<Reply<V>>>) {
+    pending.generation += 1;
+    (
+        std::mem::take(&mut pending.keys),
+        std::mem::take(&mut pending.waiters),
+    )
+}

@@ -1,0 +1,236 @@
+use crate::Failure;
+use neo_batch::{AimdConfig, AimdController, BatcherConfig, Error, WriteBatcher};
+use neo_core::{ErrorKind, HasErrorKind};
+use neo_resilience::{Jitter, RetryConfig};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::time::Instant;
+
+type Flushed = Arc<Mutex<Vec<(Instant, Vec<u32>)>>>;
+
+fn batcher(config: BatcherConfig, flushed: &Flushed, fail_first: u32) -> WriteBatcher<u32> {
+    let flushed = Arc::clone(flushed);
+    let failures = Arc::new(AtomicU32::new(fail_first));
+    WriteBatcher::new(config, move |items: Vec<u32>| {
+        let flushed = Arc::clone(&flushed);
+        let failures = Arc::clone(&failures);
+        async move {
+            if items.contains(&13) {
+                return Err(Failure(ErrorKind::Validation));
+            }
+            if failures
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err(Failure(ErrorKind::Unavailable));
+            }
+            flushed.lock().unwrap().push((Instant::now(), items));
+            Ok(())
+        }
+    })
+    .unwrap()
+}
+
+#[tokio::test(start_paused = true)]
+async fn flushes_on_size_and_on_linger_from_the_first_item() {
+    let flushed = Flushed::default();
+    let b = batcher(
+        BatcherConfig {
+            max_batch: 3,
+            linger: Duration::from_millis(50),
+            concurrency: 1,
+            ..BatcherConfig::default()
+        },
+        &flushed,
+        0,
+    );
+    let started = Instant::now();
+    let results = futures_util::future::join_all((0..4).map(|i| b.submit(i))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let flushed = flushed.lock().unwrap();
+    assert_eq!(flushed.len(), 2);
+    assert_eq!(flushed[0].1, vec![0, 1, 2]);
+    assert_eq!(
+        flushed[0].0 - started,
+        Duration::ZERO,
+        "a full batch goes at once"
+    );
+    assert_eq!(flushed[1].1, vec![3]);
+    assert_eq!(
+        flushed[1].0 - started,
+        Duration::from_millis(50),
+        "the rest after the linger"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_flush_fails_only_its_items_and_retries_deliver_the_rest() {
+    let flushed = Flushed::default();
+    let b = batcher(
+        BatcherConfig {
+            max_batch: 2,
+            concurrency: 1,
+            ..BatcherConfig::default()
+        },
+        &flushed,
+        0,
+    );
+    let results = futures_util::future::join_all([12, 13, 14, 15].map(|i| b.submit(i))).await;
+    assert!(
+        results[0].is_err() && results[1].is_err(),
+        "12 and 13 shared a batch"
+    );
+    assert!(matches!(&results[1], Err(Error::Batch { size: 2, .. })));
+    assert_eq!(
+        results[1].as_ref().unwrap_err().kind(),
+        ErrorKind::Validation
+    );
+    assert!(results[2].is_ok() && results[3].is_ok());
+
+    // A flush that fails once is retried: every acknowledged item is delivered.
+    let flushed = Flushed::default();
+    let retry = RetryConfig {
+        max_attempts: 3,
+        jitter: Jitter::None,
+        ..RetryConfig::default()
+    };
+    let b = batcher(
+        BatcherConfig {
+            max_batch: 10,
+            retry: Some(retry),
+            ..BatcherConfig::default()
+        },
+        &flushed,
+        1,
+    );
+    let results = futures_util::future::join_all((0..10).map(|i| b.submit(i))).await;
+    assert!(results.iter().all(Result::is_ok));
+    let delivered: Vec<u32> = flushed
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(delivered, (0..10).collect::<Vec<_>>());
+}
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_flushes_what_is_queued_and_refuses_more() {
+    let flushed = Flushed::default();
+    let b = batcher(
+        BatcherConfig {
+            max_batch: 100,
+            linger: Duration::from_secs(3600),
+            ..BatcherConfig::default()
+        },
+        &flushed,
+        0,
+    );
+    let pending: Vec<_> = (0..5)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(i).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    b.shutdown().await;
+    for p in pending {
+        p.await.unwrap().unwrap();
+    }
+    assert_eq!(flushed.lock().unwrap()[0].1.len(), 5);
+    assert!(matches!(b.submit(99).await, Err(Error::Shutdown)));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_full_queue_makes_submit_wait() {
+    let flushed = Flushed::default();
+    let b = batcher(
+        BatcherConfig {
+            max_batch: 1,
+            queue_capacity: 1,
+            concurrency: 1,
+            ..BatcherConfig::default()
+        },
+        &flushed,
+        0,
+    );
+    let results = futures_util::future::join_all((20..40).map(|i| b.submit(i))).await;
+    assert!(results.iter().all(Result::is_ok));
+    assert_eq!(flushed.lock().unwrap().len(), 20);
+}
+
+#[tokio::test]
+async fn invalid_settings_are_refused() {
+    let flushed = Flushed::default();
+    for bad in [
+        BatcherConfig {
+            max_batch: 0,
+            ..BatcherConfig::default()
+        },
+        BatcherConfig {
+            linger: Duration::ZERO,
+            ..BatcherConfig::default()
+        },
+        BatcherConfig {
+            queue_capacity: 0,
+            ..BatcherConfig::default()
+        },
+        BatcherConfig {
+            adaptive: Some(AimdConfig {
+                min: 0,
+                ..AimdConfig::default()
+            }),
+            ..BatcherConfig::default()
+        },
+    ] {
+        let flushed = Arc::clone(&flushed);
+        let err = WriteBatcher::new(bad, move |items: Vec<u32>| {
+            flushed.lock().unwrap().push((Instant::now(), items));
+            async { Ok::<(), Failure>(()) }
+        })
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+    }
+}
+
+#[test]
+fn aimd_grows_while_fast_and_shrinks_when_slow_or_failing_within_bounds() {
+    let aimd = AimdController::new(AimdConfig {
+        min: 10,
+        max: 200,
+        initial: 100,
+        target_latency: Duration::from_millis(10),
+        increase: 40,
+        decrease: 0.5,
+    })
+    .unwrap();
+    assert_eq!(aimd.record(Duration::from_millis(1), true), 140);
+    assert_eq!(aimd.record(Duration::from_millis(1), true), 180);
+    assert_eq!(
+        aimd.record(Duration::from_millis(1), true),
+        200,
+        "capped at max"
+    );
+    assert_eq!(
+        aimd.record(Duration::from_millis(50), true),
+        100,
+        "slow halves"
+    );
+    assert_eq!(
+        aimd.record(Duration::from_millis(1), false),
+        50,
+        "failure halves"
+    );
+    for _ in 0..10 {
+        aimd.record(Duration::from_secs(1), false);
+    }
+    assert_eq!(aimd.current(), 10, "floored at min");
+    assert!(
+        AimdController::new(AimdConfig {
+            decrease: 1.0,
+            ..AimdConfig::default()
+        })
+        .is_err()
+    );
+}
