@@ -164,19 +164,28 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
 
 /// The pairs of this module, on `NEO_BENCH_DATABASE_URL` or a durable throwaway server.
 pub fn pairs() -> Vec<Pair> {
-    if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
-        return pairs_on(&url);
-    }
-    let server = check(neo_testkit::PgServer::start_with(
-        neo_testkit::PgServerOptions {
-            durable: true,
-            ..neo_testkit::PgServerOptions::default()
-        },
-    ));
-    let pairs = pairs_on(&server.url());
-    // The server lives as long as the process; its watchdog removes it afterwards.
-    std::mem::forget(server);
-    pairs
+    pairs_on(&bench_database_url())
+}
+
+/// `NEO_BENCH_DATABASE_URL`, or a durable throwaway server started once per process.
+pub fn bench_database_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var(DATABASE_URL_VAR) {
+            return url;
+        }
+        let server = check(neo_testkit::PgServer::start_with(
+            neo_testkit::PgServerOptions {
+                durable: true,
+                ..neo_testkit::PgServerOptions::default()
+            },
+        ));
+        let url = server.url();
+        // The server lives as long as the process; its watchdog removes it afterwards.
+        std::mem::forget(server);
+        url
+    })
+    .clone()
 }
 
 fn save_batch(f: &Fixture, target: f64) -> Pair {

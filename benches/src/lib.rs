@@ -9,6 +9,7 @@
 //! [`all_pairs`]. For async work, build the runtime and fixtures outside the closures and
 //! `block_on` inside them; keep setup out of the measured closure.
 
+pub mod batch;
 pub mod cache;
 pub mod core;
 pub mod db;
@@ -67,6 +68,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "resilience",
             build: resilience::pairs,
+        },
+        Group {
+            name: "batch",
+            build: batch::pairs,
         },
     ]
 }

@@ -37,6 +37,7 @@ impl Default for LoaderConfig {
 }
 
 type Reply<V> = oneshot::Sender<Result<Option<V>, Error>>;
+type Batch<K, V> = (Vec<K>, HashMap<K, Vec<Reply<V>>>);
 type BatchFn<K, V> =
     dyn Fn(Vec<K>) -> BoxFuture<'static, Result<HashMap<K, V>, Error>> + Send + Sync;
 
@@ -151,52 +152,89 @@ where
             return Ok(value.clone());
         }
         let (reply, answer) = oneshot::channel();
-        let mut send_now = None;
-        {
+        let full = {
             let mut pending = lock(&self.inner.pending);
-            let first = pending.keys.is_empty();
-            let waiters = pending.waiters.entry(key.clone()).or_default();
-            let new_key = waiters.is_empty();
-            waiters.push(reply);
-            if new_key {
-                pending.keys.push(key);
-            }
-            if pending.keys.len() >= self.inner.config.max_batch {
-                send_now = Some(take(&mut pending));
-            } else if first {
-                let loader = self.clone();
-                let generation = pending.generation;
-                let window = self.inner.config.window;
-                tokio::spawn(async move {
-                    if window.is_zero() {
-                        tokio::task::yield_now().await;
-                    } else {
-                        tokio::time::sleep(window).await;
-                    }
-                    let batch = {
-                        let mut pending = lock(&loader.inner.pending);
-                        (pending.generation == generation && !pending.keys.is_empty())
-                            .then(|| take(&mut pending))
-                    };
-                    if let Some(batch) = batch {
-                        loader.dispatch(batch).await;
-                    }
-                });
-            }
-        }
-        if let Some(batch) = send_now {
-            let loader = self.clone();
-            tokio::spawn(async move { loader.dispatch(batch).await });
+            self.enqueue(&mut pending, key, reply)
+        };
+        if let Some(batch) = full {
+            self.spawn_dispatch(batch);
         }
         answer.await.unwrap_or(Err(Error::Shutdown))
     }
 
-    /// Loads several keys (coalesced with any other concurrent loads), in order.
+    /// Loads several keys, in order: the same as concurrent `load`s (coalesced with any
+    /// other loads of the window), registered under one lock.
     ///
     /// # Errors
     /// As [`Self::load`], per key.
     pub async fn load_many(&self, keys: Vec<K>) -> Vec<Result<Option<V>, Error>> {
-        futures_util::future::join_all(keys.into_iter().map(|k| self.load(k))).await
+        let mut results: Vec<Option<Result<Option<V>, Error>>> = vec![None; keys.len()];
+        let mut answers = Vec::with_capacity(keys.len());
+        let mut full = Vec::new();
+        {
+            let cache = self.inner.config.cache.then(|| lock(&self.inner.cache));
+            let mut pending = lock(&self.inner.pending);
+            for (i, key) in keys.into_iter().enumerate() {
+                if let Some(value) = cache.as_ref().and_then(|c| c.get(&key)) {
+                    results[i] = Some(Ok(value.clone()));
+                    continue;
+                }
+                let (reply, answer) = oneshot::channel();
+                answers.push((i, answer));
+                full.extend(self.enqueue(&mut pending, key, reply));
+            }
+        }
+        for batch in full {
+            self.spawn_dispatch(batch);
+        }
+        for (i, answer) in answers {
+            results[i] = Some(answer.await.unwrap_or(Err(Error::Shutdown)));
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(Error::Shutdown)))
+            .collect()
+    }
+
+    /// Adds a waiter; starts the window with the batch's first key; returns the batch when
+    /// it reached `max_batch` (to be sent at once, outside the lock).
+    fn enqueue(&self, pending: &mut Pending<K, V>, key: K, reply: Reply<V>) -> Option<Batch<K, V>> {
+        let first = pending.keys.is_empty();
+        let waiters = pending.waiters.entry(key.clone()).or_default();
+        let new_key = waiters.is_empty();
+        waiters.push(reply);
+        if new_key {
+            pending.keys.push(key);
+        }
+        if pending.keys.len() >= self.inner.config.max_batch {
+            return Some(take(pending));
+        }
+        if first {
+            let loader = self.clone();
+            let generation = pending.generation;
+            let window = self.inner.config.window;
+            tokio::spawn(async move {
+                if window.is_zero() {
+                    tokio::task::yield_now().await;
+                } else {
+                    tokio::time::sleep(window).await;
+                }
+                let batch = {
+                    let mut pending = lock(&loader.inner.pending);
+                    (pending.generation == generation && !pending.keys.is_empty())
+                        .then(|| take(&mut pending))
+                };
+                if let Some(batch) = batch {
+                    loader.dispatch(batch).await;
+                }
+            });
+        }
+        None
+    }
+
+    fn spawn_dispatch(&self, batch: Batch<K, V>) {
+        let loader = self.clone();
+        tokio::spawn(async move { loader.dispatch(batch).await });
     }
 
     /// Forgets cached values (e.g. after a write in the same request).
@@ -204,23 +242,25 @@ where
         lock(&self.inner.cache).clear();
     }
 
-    async fn dispatch(&self, (keys, mut waiters): (Vec<K>, HashMap<K, Vec<Reply<V>>>)) {
+    async fn dispatch(&self, (keys, waiters): Batch<K, V>) {
         let size = keys.len();
         metrics::counter!("neo_batch_loader_batches_total").increment(1);
         metrics::histogram!("neo_batch_loader_batch_size").record(size as f64);
-        let result = (self.inner.batch)(keys.clone()).await;
+        let result = (self.inner.batch)(keys).await;
         match result {
             Ok(mut values) => {
-                if self.inner.config.cache {
-                    let mut cache = lock(&self.inner.cache);
-                    for key in &keys {
-                        cache.insert(key.clone(), values.get(key).cloned());
-                    }
-                }
-                for key in keys {
+                let mut cache = self.inner.config.cache.then(|| lock(&self.inner.cache));
+                for (key, mut replies) in waiters {
                     let value = values.remove(&key);
-                    for reply in waiters.remove(&key).unwrap_or_default() {
+                    let last = replies.pop();
+                    for reply in replies {
                         let _ = reply.send(Ok(value.clone()));
+                    }
+                    if let Some(cache) = cache.as_mut() {
+                        cache.insert(key, value.clone());
+                    }
+                    if let Some(reply) = last {
+                        let _ = reply.send(Ok(value));
                     }
                 }
             }
@@ -234,7 +274,7 @@ where
     }
 }
 
-fn take<K, V>(pending: &mut Pending<K, V>) -> (Vec<K>, HashMap<K, Vec<Reply<V>>>) {
+fn take<K, V>(pending: &mut Pending<K, V>) -> Batch<K, V> {
     pending.generation += 1;
     (
         std::mem::take(&mut pending.keys),

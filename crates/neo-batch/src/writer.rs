@@ -306,13 +306,24 @@ async fn run<T: Send + 'static>(
         let deadline = opened + config.linger;
         let mut batch = Vec::with_capacity(size);
         batch.push(first);
+        // One timer per batch; items already queued are taken without touching it.
+        let linger = tokio::time::sleep_until(deadline);
+        tokio::pin!(linger);
         while batch.len() < size {
+            match receiver.try_recv() {
+                Ok(item) => {
+                    batch.push(item);
+                    continue;
+                }
+                Err(mpsc::error::TryRecvError::Disconnected) => break,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
             tokio::select! {
                 item = receiver.recv() => match item {
                     Some(item) => batch.push(item),
                     None => break,
                 },
-                () = tokio::time::sleep_until(deadline) => break,
+                () = &mut linger => break,
             }
         }
         let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
