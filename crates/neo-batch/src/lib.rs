@@ -16,6 +16,28 @@
 //! `neo_batch_writer_linger_seconds`, `neo_batch_writer_items_total`,
 //! `neo_batch_writer_round_trips_saved_total`.
 
+/// Loads a neo-batch config struct from environment variables with `prefix` over its
+/// defaults (feature `env`): [`LoaderConfig`] from `NEO_BATCH_LOADER_*`, [`BatcherConfig`]
+/// from `NEO_BATCH_WRITER_*` (e.g. `NEO_BATCH_WRITER_LINGER=10ms`,
+/// `NEO_BATCH_WRITER_RETRY__MAX_ATTEMPTS=3`), [`ChunkConfig`] from `NEO_BATCH_CHUNKS_*`.
+///
+/// # Errors
+/// [`Error::Config`] naming the variable that could not be parsed.
+#[cfg(feature = "env")]
+pub fn config_from_env<T: serde::de::DeserializeOwned>(prefix: &str) -> Result<T, Error> {
+    neo_core::config::from_env(prefix).map_err(|e| Error::Config(e.to_string()))
+}
+
+/// The documented prefixes of [`config_from_env`].
+pub mod env_prefix {
+    /// [`LoaderConfig`](crate::LoaderConfig)
+    pub const LOADER: &str = "NEO_BATCH_LOADER_";
+    /// [`BatcherConfig`](crate::BatcherConfig)
+    pub const WRITER: &str = "NEO_BATCH_WRITER_";
+    /// [`ChunkConfig`](crate::ChunkConfig)
+    pub const CHUNKS: &str = "NEO_BATCH_CHUNKS_";
+}
+
 mod chunks;
 mod error;
 mod loader;

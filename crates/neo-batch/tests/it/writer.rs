@@ -234,3 +234,30 @@ fn aimd_grows_while_fast_and_shrinks_when_slow_or_failing_within_bounds() {
         .is_err()
     );
 }
+
+#[cfg(feature = "env")]
+#[test]
+#[allow(clippy::result_large_err, reason = "figment's Jail API")]
+fn the_batcher_config_loads_from_neo_batch_writer_variables() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("NEO_BATCH_WRITER_MAX_BATCH", "250");
+        jail.set_env("NEO_BATCH_WRITER_LINGER", "10ms");
+        jail.set_env("NEO_BATCH_WRITER_RETRY__MAX_ATTEMPTS", "4");
+        let config: BatcherConfig =
+            neo_batch::config_from_env(neo_batch::env_prefix::WRITER).unwrap();
+        assert_eq!(
+            (config.max_batch, config.linger),
+            (250, Duration::from_millis(10))
+        );
+        assert_eq!(config.retry.unwrap().max_attempts, 4);
+        assert_eq!(
+            config.queue_capacity,
+            BatcherConfig::default().queue_capacity
+        );
+        jail.set_env("NEO_BATCH_WRITER_MAX_BATCH", "lots");
+        let err =
+            neo_batch::config_from_env::<BatcherConfig>(neo_batch::env_prefix::WRITER).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        Ok(())
+    });
+}
