@@ -177,7 +177,7 @@ fn many_from_l2(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
 }
 
 /// The same batch read against hand-written glue that also turns the bytes into values
-/// (frame header skipped, JSON decoded): what a service would otherwise write.
+/// (frame header skipped, MessagePack decoded): what a service would otherwise write.
 fn many_decoded(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
     let mut pair = many_from_l2(rt, url, config);
     pair.name = "cache/get_or_load_many_100_vs_mget_and_decode";
@@ -199,7 +199,7 @@ fn many_decoded(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
             .map(|v| {
                 let bytes = v.as_deref().unwrap_or_default();
                 // 10-byte neo-cache frame header; these values are below the compression threshold.
-                check(serde_json::from_slice(bytes.get(10..).unwrap_or_default()))
+                check(rmp_serde::from_slice(bytes.get(10..).unwrap_or_default()))
             })
             .collect();
         black_box(decoded);

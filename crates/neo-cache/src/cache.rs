@@ -1,6 +1,6 @@
 //! The engine behind every configuration: L1, L2, loading, fail-safe, invalidation.
 
-use crate::codec::{Codec, JsonCodec, frame, unframe};
+use crate::codec::{Codec, MessagePackCodec, frame, unframe};
 use crate::config::CacheConfig;
 use crate::redis_tier::{RedisTier, Write};
 use crate::stats::{CacheStats, Stats};
@@ -339,7 +339,10 @@ where
         Self::build(config, None, Some(clock), true)
     }
 
-    /// Uses `codec` instead of JSON for values stored in Redis.
+    /// Uses `codec` instead of MessagePack for values stored in Redis (e.g. [`JsonCodec`]
+    /// to read them in `redis-cli`).
+    ///
+    /// [`JsonCodec`]: crate::JsonCodec
     ///
     /// # Errors
     /// [`Error::Config`] when the cache is already shared (cloned) or in use.
@@ -396,7 +399,7 @@ where
                 channel,
                 l1,
                 l2: l2.map(|(tier, _)| tier),
-                codec: Arc::new(JsonCodec),
+                codec: Arc::new(MessagePackCodec),
                 clock,
                 flights: Mutex::new(HashMap::new()),
                 stats,
@@ -1099,21 +1102,22 @@ where
         }
         // Where each missing key goes in the output (a key may be asked for twice).
         let mut missing: Vec<&str> = Vec::new();
-        let mut positions: HashMap<&str, Vec<usize>> = HashMap::new();
+        let mut positions: Positions<'_> = HashMap::with_capacity(keys.len());
         for (i, key) in keys.iter().enumerate() {
             if results[i].is_none() {
-                positions
-                    .entry(key.as_str())
-                    .or_insert_with(|| {
+                match positions.entry(key.as_str()) {
+                    std::collections::hash_map::Entry::Occupied(mut seen) => {
+                        seen.get_mut().1.push(i)
+                    }
+                    std::collections::hash_map::Entry::Vacant(slot) => {
                         missing.push(key);
-                        Vec::with_capacity(1)
-                    })
-                    .push(i);
+                        slot.insert((i, Vec::new()));
+                    }
+                }
             }
         }
         if let (Some(l2), false) = (self.l2_available(), missing.is_empty()) {
-            let redis_keys: Vec<String> = missing.iter().map(|k| self.redis_key(k)).collect();
-            match l2.mget(&redis_keys).await {
+            match l2.mget(&self.inner.namespace, &missing).await {
                 Ok(values) => {
                     let mut still = Vec::new();
                     for (key, bytes) in missing.iter().zip(values) {
@@ -1279,19 +1283,23 @@ where
     }
 }
 
+/// Where each requested key goes in the output: its first position, and any repeats (which
+/// need no allocation in the usual case of none).
+type Positions<'a> = HashMap<&'a str, (usize, Vec<usize>)>;
+
 fn fill<V: Clone>(
     results: &mut [Option<Result<Option<V>>>],
-    positions: &HashMap<&str, Vec<usize>>,
+    positions: &Positions<'_>,
     key: &str,
     outcome: Result<Option<V>>,
 ) {
-    let Some((last, others)) = positions.get(key).and_then(|p| p.split_last()) else {
+    let Some((first, repeats)) = positions.get(key) else {
         return;
     };
-    for &i in others {
+    for &i in repeats {
         results[i] = Some(outcome.clone());
     }
-    results[*last] = Some(outcome);
+    results[*first] = Some(outcome);
 }
 
 /// Subscribes to the cache's channel and applies other instances' invalidations; on every

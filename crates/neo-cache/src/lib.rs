@@ -16,8 +16,9 @@
 //!   value and finishes in the background; `hard_timeout` bounds every load.
 //! - `get_or_load_many`: L1, then one MGET, then one batch loader call for the rest.
 //! - Tags, SCAN-based pattern invalidation, `clear()` per named cache.
-//! - Values are framed with a version byte and compressed (lz4; zstd with the feature) above
-//!   a threshold; `max_payload_bytes` refuses oversized values.
+//! - Values are encoded with MessagePack by default (JSON or your own [`Codec`] on request),
+//!   framed with a version byte and compressed (lz4; zstd with the feature) above a
+//!   threshold; `max_payload_bytes` refuses oversized values.
 //! - [`CacheStats`] and the `metrics` facade count hits and misses per tier, stale values
 //!   served, coalesced callers, loads, evictions, invalidations and the compression ratio.
 //!
@@ -57,7 +58,7 @@ mod redis_tier;
 mod stats;
 
 pub use cache::{Cache, EntryOptions, HybridCache, MAX_KEY_LEN, WarmReport};
-pub use codec::{Codec, JsonCodec};
+pub use codec::{Codec, JsonCodec, MessagePackCodec};
 pub use config::{
     BackplaneConfig, CacheConfig, Compression, DistributedLockConfig, FailSafeConfig, L1Config,
     L2Config,

@@ -10,6 +10,17 @@ use tracing::Instrument;
 /// Releases a lock only when it still holds our token.
 const UNLOCK: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) else return 0 end";
 
+/// A key argument `namespace + key`, without an intermediate `String`.
+struct Namespaced<'a>(&'a str, &'a str);
+
+impl redis::ToRedisArgs for Namespaced<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        let mut writer = out.writer_for_next_arg();
+        std::io::Write::write_all(&mut writer, self.0.as_bytes()).unwrap_or(());
+        std::io::Write::write_all(&mut writer, self.1.as_bytes()).unwrap_or(());
+    }
+}
+
 #[derive(Clone)]
 pub(crate) struct RedisTier {
     pool: Pool,
@@ -83,14 +94,20 @@ impl RedisTier {
         self.run("get", async |c| c.get(key).await).await
     }
 
-    pub(crate) async fn mget(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+    /// MGET of `namespace + key` for each key, written straight into the command.
+    pub(crate) async fn mget(
+        &self,
+        namespace: &str,
+        keys: &[&str],
+    ) -> Result<Vec<Option<Vec<u8>>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        self.run("mget", async |c| {
-            redis::cmd("MGET").arg(keys).query_async(c).await
-        })
-        .await
+        let mut cmd = redis::cmd("MGET");
+        for key in keys {
+            cmd.arg(Namespaced(namespace, key));
+        }
+        self.run("mget", async |c| cmd.query_async(c).await).await
     }
 
     /// Writes every entry, its tag memberships and an optional publish, in one round trip.
