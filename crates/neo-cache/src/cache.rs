@@ -1107,7 +1107,7 @@ where
             if results[i].is_none() {
                 match positions.entry(key.as_str()) {
                     std::collections::hash_map::Entry::Occupied(mut seen) => {
-                        seen.get_mut().1.push(i)
+                        seen.get_mut().1.push(i);
                     }
                     std::collections::hash_map::Entry::Vacant(slot) => {
                         missing.push(key);
