@@ -2,14 +2,12 @@
 //!
 //! Redis is a throwaway server from neo-testkit, or the one at `NEO_BENCH_REDIS_URL`.
 
-use crate::Pair;
+use crate::{Pair, now_or_never};
 use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::hint::black_box;
-use std::pin::pin;
 use std::rc::Rc;
-use std::task::{Context, Poll, Waker};
 use tokio::runtime::Runtime;
 
 /// Environment variable naming an existing Redis to bench against.
@@ -35,18 +33,6 @@ fn org(id: u64) -> Org {
 
 fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
     result.unwrap_or_else(|e| panic!("bench setup failed: {e}"))
-}
-
-/// Polls a future that completes without waiting (an L1 hit) without an executor.
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("an L1 hit should not wait"),
-    }
 }
 
 /// The pairs of this module on the Redis at `url`.

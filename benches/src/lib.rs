@@ -41,6 +41,22 @@ impl std::fmt::Debug for Pair {
     }
 }
 
+/// Polls a future that completes without waiting (an L1 hit, a no-op call) without an
+/// executor, so a synchronous baseline is not charged for a runtime.
+///
+/// # Panics
+/// When the future would wait.
+pub fn now_or_never<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    match future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()))
+    {
+        std::task::Poll::Ready(output) => output,
+        std::task::Poll::Pending => panic!("the measured future should complete without waiting"),
+    }
+}
+
 /// A module's pairs, built only when asked for (some need a server).
 #[derive(Debug, Clone, Copy)]
 pub struct Group {

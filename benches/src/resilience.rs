@@ -1,23 +1,9 @@
 //! neo-resilience's overhead: a policy (closed breaker + retry) around a call that does nothing,
 //! next to the bare call.
 
-use crate::Pair;
+use crate::{Pair, now_or_never};
 use neo_resilience::{Policy, ResilienceConfig};
 use std::hint::black_box;
-use std::pin::pin;
-use std::task::{Context, Poll, Waker};
-
-/// Polls a future that completes without waiting.
-fn now_or_never<F: Future>(future: F) -> F::Output {
-    let mut future = pin!(future);
-    match future
-        .as_mut()
-        .poll(&mut Context::from_waker(Waker::noop()))
-    {
-        Poll::Ready(output) => output,
-        Poll::Pending => panic!("a no-op call should not wait"),
-    }
-}
 
 async fn no_op() -> Result<u64, neo_core::Error> {
     Ok(black_box(1))

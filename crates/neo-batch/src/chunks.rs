@@ -3,7 +3,7 @@
 use crate::{BoxError, Error};
 use futures_util::{Stream, StreamExt};
 use neo_core::HasErrorKind;
-use neo_resilience::{Policy, ResilienceConfig, RetryConfig};
+use neo_resilience::RetryConfig;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -85,16 +85,7 @@ where
             "chunks.chunk_size and concurrency must be at least 1".into(),
         ));
     }
-    let policy = Policy::new(&ResilienceConfig {
-        retry: Some(config.retry.unwrap_or(RetryConfig {
-            max_attempts: 1,
-            ..RetryConfig::default()
-        })),
-        breaker: None,
-        timeout: None,
-        ..ResilienceConfig::named("chunks")
-    })
-    .map_err(|e| Error::Config(e.to_string()))?;
+    let policy = crate::error::retry_only(config.retry, "chunks")?;
     let process = Arc::new(process);
     let (chunks, items) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let stream = input

@@ -59,6 +59,24 @@ impl Error {
     }
 }
 
+/// A policy that only retries (no breaker, limiter, bulkhead or timeout): how batch calls are
+/// retried. `None` runs each call once.
+pub(crate) fn retry_only(
+    retry: Option<neo_resilience::RetryConfig>,
+    name: &str,
+) -> Result<neo_resilience::Policy, Error> {
+    neo_resilience::Policy::new(&neo_resilience::ResilienceConfig {
+        retry: Some(retry.unwrap_or(neo_resilience::RetryConfig {
+            max_attempts: 1,
+            ..neo_resilience::RetryConfig::default()
+        })),
+        breaker: None,
+        timeout: None,
+        ..neo_resilience::ResilienceConfig::named(name)
+    })
+    .map_err(|e| Error::Config(e.to_string()))
+}
+
 impl HasErrorKind for Error {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -3,7 +3,7 @@
 use crate::{BoxError, Error};
 use futures_util::future::BoxFuture;
 use neo_core::HasErrorKind;
-use neo_resilience::{Policy, ResilienceConfig, RetryConfig};
+use neo_resilience::RetryConfig;
 use serde::Deserialize;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -215,16 +215,7 @@ impl<T: Clone + Send + Sync + 'static> WriteBatcher<T> {
                 })
             })
             .transpose()?;
-        let policy = Policy::new(&ResilienceConfig {
-            retry: Some(config.retry.unwrap_or(RetryConfig {
-                max_attempts: 1,
-                ..RetryConfig::default()
-            })),
-            breaker: None,
-            timeout: None,
-            ..ResilienceConfig::named("write-batcher")
-        })
-        .map_err(|e| Error::Config(e.to_string()))?;
+        let policy = crate::error::retry_only(config.retry, "write-batcher")?;
         let flush = Arc::new(flush);
         let flush: Arc<FlushFn<T>> = Arc::new(move |items: Vec<T>| {
             let (flush, policy, size) = (Arc::clone(&flush), policy.clone(), items.len());
