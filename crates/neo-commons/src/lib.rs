@@ -17,9 +17,10 @@
 //! | `cache` | [`cache`] | `neo-cache`: moka L1 + Redis L2, single-flight, fail-safe, tags, backplane |
 //! | `resilience` | [`resilience`] | `neo-resilience`: retry, circuit breaker, rate limits, bulkhead, timeouts |
 //! | `batch` | [`batch`] | `neo-batch`: data loader, write batcher, AIMD sizing, chunked streams |
+//! | `queue` | [`queue`] | `neo-queue`: durable PostgreSQL job queue and worker pool |
 //! | `full` | all of the above | |
 //!
-//! Crates land here as they are built: `queue`, `events`, `orgs` are next.
+//! Crates land here as they are built: `coord`, `events`, `orgs` are next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};
@@ -48,3 +49,7 @@ pub use neo_resilience as resilience;
 #[cfg(feature = "batch")]
 #[doc(inline)]
 pub use neo_batch as batch;
+
+#[cfg(feature = "queue")]
+#[doc(inline)]
+pub use neo_queue as queue;

@@ -1,0 +1,96 @@
+//! Queue and worker settings.
+
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How a [`Queue`](crate::Queue) stores and retries jobs. Load from `NEO_QUEUE_*` with
+/// [`QueueConfig::from_env`] (feature `env`).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct QueueConfig {
+    /// Schema of the jobs table (created by [`Queue::migrate`](crate::Queue::migrate)).
+    pub schema: String,
+    /// LISTEN/NOTIFY channel that wakes workers when jobs are enqueued.
+    pub channel: String,
+    /// Attempts of a job whose enqueuer does not say.
+    pub default_max_attempts: i32,
+    /// How long a claim owns its jobs before they may be rescued and redelivered.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Retry delay after the first failure...
+    #[serde(with = "humantime_serde")]
+    pub retry_initial: Duration,
+    /// ...multiplied by this per further attempt...
+    pub retry_multiplier: f64,
+    /// ...capped here, then jittered by ±50 %.
+    #[serde(with = "humantime_serde")]
+    pub retry_max: Duration,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        QueueConfig {
+            schema: "neo_queue".to_owned(),
+            channel: "neo_queue_jobs".to_owned(),
+            default_max_attempts: 8,
+            lease: Duration::from_secs(60),
+            retry_initial: Duration::from_secs(1),
+            retry_multiplier: 4.0,
+            retry_max: Duration::from_secs(3600),
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Loads the configuration from `NEO_QUEUE_*` environment variables over the defaults.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`](crate::Error::Invalid) naming the variable that could not be parsed.
+    #[cfg(feature = "env")]
+    pub fn from_env() -> crate::Result<Self> {
+        neo_core::config::from_env("NEO_QUEUE_")
+            .map_err(|e| crate::Error::invalid("configuration", e.to_string()))
+    }
+}
+
+/// How a [`Worker`](crate::Worker) runs jobs.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct WorkerConfig {
+    /// A name for this worker in leases and logs (made unique per process).
+    pub name: String,
+    /// Jobs running at once.
+    pub concurrency: usize,
+    /// Most jobs claimed per round trip.
+    pub claim_batch: usize,
+    /// Check for jobs this often when no notification arrives (scheduled jobs, missed
+    /// notifications).
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Acks and nacks are written in batches of up to this many...
+    pub complete_batch: usize,
+    /// ...or after this long.
+    #[serde(with = "humantime_serde")]
+    pub complete_linger: Duration,
+    /// How long `shutdown` waits for running jobs before releasing them back to the queue.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Claim only kinds this worker has handlers for. Off by default: a job of an unknown kind
+    /// goes to the dead letters with the reason, instead of waiting forever.
+    pub only_known_kinds: bool,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            name: "worker".to_owned(),
+            concurrency: 16,
+            claim_batch: 100,
+            poll_interval: Duration::from_secs(1),
+            complete_batch: 200,
+            complete_linger: Duration::from_millis(2),
+            shutdown_grace: Duration::from_secs(30),
+            only_known_kinds: false,
+        }
+    }
+}

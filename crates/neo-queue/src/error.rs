@@ -1,0 +1,72 @@
+//! The crate's error type.
+
+use neo_core::{ErrorKind, HasErrorKind};
+
+/// Everything that can go wrong in neo-queue.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A job or setting was rejected before anything was written.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was checked.
+        what: &'static str,
+        /// Why it was rejected.
+        reason: String,
+    },
+
+    /// The worker's lease on these jobs expired (or the jobs were finished elsewhere): its
+    /// ack, nack or heartbeat was refused. Another worker may be running them now.
+    #[error("lease lost on {} job(s); another claim owns them now: {ids:?}", .ids.len())]
+    LeaseLost {
+        /// The refused jobs.
+        ids: Vec<neo_core::JobId>,
+    },
+
+    /// A job with the same unique key is already pending or running.
+    #[error("a job with unique key {key:?} is already queued")]
+    Duplicate {
+        /// The unique key.
+        key: String,
+    },
+
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] neo_db::Error),
+}
+
+impl Error {
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        Error::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        Error::Db(error.into())
+    }
+}
+
+impl HasErrorKind for Error {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            Error::Invalid { .. } => ErrorKind::Validation,
+            Error::LeaseLost { .. } => ErrorKind::Conflict,
+            Error::Duplicate { .. } => ErrorKind::AlreadyExists,
+            Error::Db(e) => e.kind(),
+        }
+    }
+
+    fn is_retryable(&self) -> bool {
+        match self {
+            Error::Db(e) => e.is_retryable(),
+            other => other.kind().is_retryable(),
+        }
+    }
+}
+
+/// Result alias for neo-queue.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,27 @@
+//! A durable PostgreSQL job queue: no Redis in the delivery path.
+//!
+//! - [`Queue::enqueue_many`] writes a batch in one statement, inside the caller's transaction
+//!   if given one (a job exists only if the business write committed), with scheduled jobs,
+//!   priorities and unique keys ([`OnDuplicate`]).
+//! - [`Queue::claim`] takes due jobs with `FOR UPDATE SKIP LOCKED` under a lease and a
+//!   fencing token; [`Queue::ack_many`] / [`Queue::nack_many`] finish a batch in one
+//!   statement each, and refuse claims whose lease was lost.
+//! - Failed jobs retry with jittered exponential backoff, then go to the dead letters
+//!   ([`Queue::dead_letters`], [`Queue::requeue`]); expired leases are rescued.
+//! - [`Worker`] runs handlers per job kind with bounded concurrency, wakes on LISTEN/NOTIFY
+//!   with a poll fallback, heartbeats leases, and shuts down gracefully.
+//!
+//! Metrics: `neo_queue_enqueued_total`, `neo_queue_claimed_total`, `neo_queue_acked_total`,
+//! `neo_queue_nacked_total`, `neo_queue_rescued_total`, `neo_queue_depth{state}`.
+
+mod config;
+mod error;
+mod queue;
+mod worker;
+
+pub use config::{QueueConfig, WorkerConfig};
+pub use error::{Error, Result};
+pub use queue::{
+    Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Queue, Receipt,
+};
+pub use worker::{JobError, Worker, WorkerReport};

@@ -1,0 +1,331 @@
+//! The worker pool: claims jobs, runs a handler per kind with bounded concurrency, and
+//! acknowledges in batches.
+
+use crate::queue::{Failure, Job, Queue, Receipt, channel, lease};
+use crate::{Result, WorkerConfig};
+use std::collections::{HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::time::Instant;
+
+/// Why a job failed, as its handler reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobError {
+    /// Try again later (with backoff), until the attempts run out.
+    Retry(String),
+    /// Never retry (bad payload, impossible request): straight to the dead letters.
+    Permanent(String),
+}
+
+impl JobError {
+    /// A retryable failure from any displayable error.
+    pub fn retry(error: impl std::fmt::Display) -> Self {
+        JobError::Retry(error.to_string())
+    }
+
+    /// A permanent failure from any displayable error.
+    pub fn permanent(error: impl std::fmt::Display) -> Self {
+        JobError::Permanent(error.to_string())
+    }
+}
+
+type Handler =
+    Arc<dyn Fn(Job) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>> + Send + Sync>;
+
+/// What a [`Worker::run`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct WorkerReport {
+    /// Jobs whose handler succeeded and whose ack was accepted.
+    pub succeeded: u64,
+    /// Jobs reported failed (retried later or dead-lettered).
+    pub failed: u64,
+    /// Acks or nacks refused because the lease was lost.
+    pub lease_lost: u64,
+    /// Jobs handed back unfinished at shutdown.
+    pub released: u64,
+}
+
+/// Runs jobs from a [`Queue`] with one handler per job kind.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(queue: neo_queue::Queue) -> neo_queue::Result<()> {
+/// use neo_queue::{JobError, Worker, WorkerConfig};
+/// let worker = Worker::new(queue, WorkerConfig::default()).handle("email.send", |job| async move {
+///     let to: String = serde_json::from_value(job.payload).map_err(JobError::permanent)?;
+///     // send the email to `to` ...
+///     # let _ = to;
+///     Ok(())
+/// });
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// # drop(stop);
+/// let report = worker.run(async { let _ = stopped.await; }).await?;
+/// # let _ = report; Ok(()) }
+/// ```
+pub struct Worker {
+    queue: Queue,
+    config: WorkerConfig,
+    handlers: HashMap<String, Handler>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("config", &self.config)
+            .field("kinds", &self.handlers.keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+static WORKERS: AtomicU64 = AtomicU64::new(0);
+
+/// Aborts its task when dropped, so a worker whose `run` future is dropped (its process part
+/// going away) stops heartbeating and stops its handlers: its leases then expire as they must.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl Worker {
+    /// A worker with no handlers yet.
+    pub fn new(queue: Queue, mut config: WorkerConfig) -> Self {
+        config.concurrency = config.concurrency.max(1);
+        config.claim_batch = config.claim_batch.max(1);
+        config.complete_batch = config.complete_batch.max(1);
+        config.name = format!(
+            "{}:{}:{}",
+            config.name,
+            std::process::id(),
+            WORKERS.fetch_add(1, Ordering::Relaxed)
+        );
+        Worker {
+            queue,
+            config,
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Runs `handler` for jobs of `kind`.
+    #[must_use]
+    pub fn handle<F, Fut>(mut self, kind: &str, handler: F) -> Self
+    where
+        F: Fn(Job) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), JobError>> + Send + 'static,
+    {
+        self.handlers
+            .insert(kind.to_owned(), Arc::new(move |job| Box::pin(handler(job))));
+        self
+    }
+
+    /// The name this worker claims under.
+    pub fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    /// Claims and runs jobs until `shutdown` completes, then stops claiming, waits up to
+    /// `shutdown_grace` for running jobs and hands back the rest.
+    ///
+    /// # Errors
+    /// A database error that prevents listening; errors of single claims or acks are logged
+    /// and retried on the next round.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<WorkerReport> {
+        let Worker {
+            queue,
+            config,
+            handlers,
+        } = self;
+        let kinds: Vec<String> = handlers.keys().cloned().collect();
+        let handlers = Arc::new(handlers);
+        let mut listener = sqlx::postgres::PgListener::connect_with(queue.db().pool()).await?;
+        listener.listen(channel(&queue)).await?;
+
+        let slots = Arc::new(Semaphore::new(config.concurrency));
+        let running: Arc<Mutex<HashSet<Receipt>>> = Arc::default();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<(Receipt, Result<(), JobError>)>();
+        let mut completer = AbortOnDrop(tokio::spawn(complete(
+            queue.clone(),
+            config.clone(),
+            Arc::clone(&running),
+            done_rx,
+        )));
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(queue.clone(), Arc::clone(&running))));
+        let mut tasks = tokio::task::JoinSet::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut next_rescue = Instant::now();
+
+        loop {
+            if Instant::now() >= next_rescue {
+                if let Err(error) = queue.rescue_expired().await {
+                    tracing::warn!(%error, "rescuing expired leases failed");
+                }
+                next_rescue = Instant::now() + config.poll_interval;
+            }
+            let free = slots.available_permits().min(config.claim_batch);
+            let mut claimed = 0;
+            if free > 0 {
+                let only = config.only_known_kinds.then_some(kinds.as_slice());
+                match queue.claim(&config.name, free, only).await {
+                    Ok(jobs) => {
+                        claimed = jobs.len();
+                        for job in jobs {
+                            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                                break;
+                            };
+                            let receipt = job.receipt();
+                            crate::queue::lock(&running).insert(receipt);
+                            let handler = handlers.get(&job.kind).cloned();
+                            let done = done_tx.clone();
+                            tasks.spawn(async move {
+                                let _slot = slot;
+                                let outcome = match handler {
+                                    Some(handler) => {
+                                        let kind = job.kind.clone();
+                                        // Its own task, so a panic is caught; aborted
+                                        // with this one.
+                                        let mut handle = AbortOnDrop(tokio::spawn(handler(job)));
+                                        match (&mut handle.0).await {
+                                            Ok(outcome) => outcome,
+                                            Err(panic) => Err(JobError::Retry(format!(
+                                                "the {kind} handler panicked: {panic}"
+                                            ))),
+                                        }
+                                    }
+                                    None => Err(JobError::Permanent(format!(
+                                        "no handler for job kind {:?}",
+                                        job.kind
+                                    ))),
+                                };
+                                let _ = done.send((receipt, outcome));
+                            });
+                        }
+                    }
+                    Err(error) => tracing::warn!(%error, "claiming jobs failed; retrying"),
+                }
+            }
+            while tasks.try_join_next().is_some() {}
+            if claimed == free && free > 0 {
+                // A full claim: there may be more right away.
+                tokio::task::yield_now().await;
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => break,
+                _ = listener.recv() => {}
+                () = tokio::time::sleep(config.poll_interval) => {}
+                _ = tasks.join_next(), if !tasks.is_empty() => {}
+            }
+        }
+
+        // Shutdown: no new claims; let running jobs finish within the grace period.
+        let grace = tokio::time::timeout(config.shutdown_grace, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if grace.is_err() {
+            tasks.abort_all();
+            while tasks.join_next().await.is_some() {}
+        }
+        drop(done_tx);
+        let mut report = (&mut completer.0).await.unwrap_or_default();
+        let unfinished: Vec<Receipt> = crate::queue::lock(&running).drain().collect();
+        if !unfinished.is_empty() {
+            match queue.release(&unfinished).await {
+                Ok(refused) => report.released = (unfinished.len() - refused.len()) as u64,
+                Err(error) => {
+                    tracing::warn!(%error, "handing back unfinished jobs failed; their leases will expire");
+                }
+            }
+        }
+        let _ = lease(&queue);
+        Ok(report)
+    }
+}
+
+/// Writes outcomes in batches: one ack and one nack statement per batch.
+async fn complete(
+    queue: Queue,
+    config: WorkerConfig,
+    running: Arc<Mutex<HashSet<Receipt>>>,
+    mut done: mpsc::UnboundedReceiver<(Receipt, Result<(), JobError>)>,
+) -> WorkerReport {
+    let mut report = WorkerReport::default();
+    while let Some(first) = done.recv().await {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + config.complete_linger;
+        while batch.len() < config.complete_batch {
+            match tokio::time::timeout_at(deadline, done.recv()).await {
+                Ok(Some(item)) => batch.push(item),
+                _ => break,
+            }
+        }
+        let mut acks = Vec::new();
+        let mut failures = Vec::new();
+        for (receipt, outcome) in batch {
+            match outcome {
+                Ok(()) => acks.push(receipt),
+                Err(JobError::Retry(error)) => failures.push(Failure {
+                    receipt,
+                    error,
+                    permanent: false,
+                }),
+                Err(JobError::Permanent(error)) => failures.push(Failure {
+                    receipt,
+                    error,
+                    permanent: true,
+                }),
+            }
+        }
+        for attempt in 0..3 {
+            let acked = queue.ack_many(&acks).await;
+            let nacked = queue.nack_many(&failures).await;
+            match (acked, nacked) {
+                (Ok(refused_acks), Ok(refused_nacks)) => {
+                    report.succeeded += (acks.len() - refused_acks.len()) as u64;
+                    report.failed += (failures.len() - refused_nacks.len()) as u64;
+                    report.lease_lost += (refused_acks.len() + refused_nacks.len()) as u64;
+                    if !refused_acks.is_empty() || !refused_nacks.is_empty() {
+                        tracing::warn!(
+                            acks = refused_acks.len(),
+                            nacks = refused_nacks.len(),
+                            "results refused: leases lost"
+                        );
+                    }
+                    break;
+                }
+                (a, n) => {
+                    // Acks are idempotent by fence: a retry cannot ack twice.
+                    tracing::warn!(attempt, ack_error = ?a.err(), nack_error = ?n.err(), "writing job results failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                }
+            }
+        }
+        let mut running = crate::queue::lock(&running);
+        for receipt in acks.iter().chain(failures.iter().map(|f| &f.receipt)) {
+            running.remove(receipt);
+        }
+    }
+    report
+}
+
+/// Extends the leases of running jobs every third of the lease.
+async fn heartbeat(queue: Queue, running: Arc<Mutex<HashSet<Receipt>>>) {
+    let every = lease(&queue) / 3;
+    loop {
+        tokio::time::sleep(every).await;
+        let receipts: Vec<Receipt> = crate::queue::lock(&running).iter().copied().collect();
+        if receipts.is_empty() {
+            continue;
+        }
+        if let Err(error) = queue.heartbeat(&receipts).await {
+            tracing::warn!(%error, "heartbeat refused or failed");
+        }
+    }
+}

@@ -1,0 +1,258 @@
+use crate::setup;
+use chrono::Utc;
+use neo_core::{ErrorKind, HasErrorKind};
+use neo_queue::{Error, Failure, NewJob, OnDuplicate, QueueConfig};
+use serde_json::json;
+use std::time::Duration;
+
+fn job(kind: &str, n: i64) -> NewJob {
+    NewJob::new(kind, &json!({ "n": n })).unwrap()
+}
+
+#[tokio::test]
+async fn claims_by_priority_then_age_and_not_before_run_at() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let later = Utc::now() + chrono::Duration::seconds(3600);
+    let ids = queue
+        .enqueue_many(
+            &db,
+            vec![
+                job("a", 1),
+                job("a", 2).priority(5),
+                job("a", 3).run_at(later),
+                job("a", 4),
+            ],
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    assert!(ids.iter().all(Option::is_some));
+    let claimed = queue.claim("w", 10, None).await.unwrap();
+    let order: Vec<i64> = claimed
+        .iter()
+        .map(|j| j.payload["n"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        order,
+        vec![2, 1, 4],
+        "priority first, the scheduled job not yet"
+    );
+    assert!(claimed.iter().all(|j| j.attempt == 1 && j.fence == 1));
+    assert!(
+        queue.claim("w2", 10, None).await.unwrap().is_empty(),
+        "claimed jobs are not handed out twice"
+    );
+
+    let receipts: Vec<_> = claimed.iter().map(|j| j.receipt()).collect();
+    assert!(queue.ack_many(&receipts).await.unwrap().is_empty());
+    assert!(
+        queue.get(claimed[0].id).await.unwrap().is_none(),
+        "acked jobs are gone"
+    );
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.available, depth.running, depth.dead), (1, 0, 0));
+}
+
+#[tokio::test]
+async fn a_job_exists_only_if_the_enqueuing_transaction_commits() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let mut uow = db.begin().await.unwrap();
+    let id = queue
+        .enqueue(&mut *uow, job("a", 1), OnDuplicate::Skip)
+        .await
+        .unwrap()
+        .unwrap();
+    uow.rollback().await.unwrap();
+    assert!(queue.get(id).await.unwrap().is_none());
+
+    let mut uow = db.begin().await.unwrap();
+    let id = queue
+        .enqueue(&mut *uow, job("a", 2), OnDuplicate::Skip)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        queue.claim("w", 1, None).await.unwrap().is_empty(),
+        "not visible before commit"
+    );
+    uow.commit().await.unwrap();
+    assert_eq!(queue.claim("w", 1, None).await.unwrap()[0].id, id);
+}
+
+#[tokio::test]
+async fn unique_keys_skip_or_refuse_duplicates_while_pending() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let first = queue
+        .enqueue(&db, job("a", 1).unique_key("k1"), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    assert!(first.is_some());
+    let skipped = queue
+        .enqueue_many(
+            &db,
+            vec![
+                job("a", 2).unique_key("k1"),
+                job("a", 3).unique_key("k2"),
+                job("a", 4).unique_key("k2"),
+            ],
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        skipped.iter().map(Option::is_some).collect::<Vec<_>>(),
+        vec![false, true, false]
+    );
+
+    let err = queue
+        .enqueue(&db, job("a", 5).unique_key("k1"), OnDuplicate::Error)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&err, Error::Duplicate { key } if key == "k1"),
+        "{err}"
+    );
+    assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+
+    // Once the job is done, its key is free again.
+    let claimed = queue.claim("w", 10, None).await.unwrap();
+    for j in &claimed {
+        queue.ack(j.receipt()).await.unwrap();
+    }
+    assert!(
+        queue
+            .enqueue(&db, job("a", 6).unique_key("k1"), OnDuplicate::Error)
+            .await
+            .unwrap()
+            .is_some()
+    );
+}
+
+#[tokio::test]
+async fn an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence() {
+    let (_t, db, queue) = setup(|c| QueueConfig {
+        lease: Duration::from_millis(300),
+        ..c
+    })
+    .await;
+    queue
+        .enqueue(&db, job("a", 1), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let stale = queue.claim("worker-a", 1, None).await.unwrap().remove(0);
+    queue.heartbeat(&[stale.receipt()]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+
+    // Expired: refused even before anyone else claims it.
+    let err = queue.ack(stale.receipt()).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Conflict, "{err}");
+    assert!(matches!(
+        queue.heartbeat(&[stale.receipt()]).await,
+        Err(Error::LeaseLost { .. })
+    ));
+
+    assert_eq!(queue.rescue_expired().await.unwrap(), 1);
+    let fresh = queue.claim("worker-b", 1, None).await.unwrap().remove(0);
+    assert_eq!(fresh.id, stale.id);
+    assert_eq!((fresh.attempt, fresh.fence), (2, 2));
+    assert!(
+        fresh
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("lease expired")
+    );
+    assert!(matches!(
+        queue.ack(stale.receipt()).await,
+        Err(Error::LeaseLost { .. })
+    ));
+    queue.ack(fresh.receipt()).await.unwrap();
+}
+
+#[tokio::test]
+async fn failures_retry_with_backoff_then_go_to_the_dead_letters() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let id = queue
+        .enqueue(&db, job("a", 1).max_attempts(2), OnDuplicate::Skip)
+        .await
+        .unwrap()
+        .unwrap();
+    let permanent = queue
+        .enqueue(&db, job("a", 2), OnDuplicate::Skip)
+        .await
+        .unwrap()
+        .unwrap();
+
+    let claimed = queue.claim("w", 10, None).await.unwrap();
+    let failures: Vec<Failure> = claimed
+        .iter()
+        .map(|j| Failure {
+            receipt: j.receipt(),
+            error: format!("boom {}", j.payload["n"]),
+            permanent: j.id == permanent,
+        })
+        .collect();
+    assert!(queue.nack_many(&failures).await.unwrap().is_empty());
+
+    // Retried after the backoff (200 ms ± 50 %), not before.
+    assert!(queue.claim("w", 10, None).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let again = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!((again[0].id, again[0].attempt), (id, 2));
+    assert_eq!(again[0].last_error.as_deref(), Some("boom 1"));
+    queue
+        .nack_many(&[Failure {
+            receipt: again[0].receipt(),
+            error: "still broken".into(),
+            permanent: false,
+        }])
+        .await
+        .unwrap();
+
+    let dead = queue.dead_letters(10).await.unwrap();
+    let reasons: Vec<(&str, i32)> = dead
+        .iter()
+        .map(|d| (d.last_error.as_deref().unwrap(), d.attempts))
+        .collect();
+    assert_eq!(reasons, vec![("boom 2", 1), ("still broken", 2)]);
+    assert_eq!(queue.depth().await.unwrap().dead, 2);
+
+    assert_eq!(queue.requeue(&[id]).await.unwrap(), vec![id]);
+    let back = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!((back[0].id, back[0].attempt), (id, 1));
+}
+
+#[tokio::test]
+async fn bad_jobs_and_settings_are_refused_before_writing() {
+    let (_t, db, queue) = setup(|c| c).await;
+    for kind in ["", "Upper", "has space", &"k".repeat(200)] {
+        let err = NewJob::new(kind, &1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Validation, "{kind:?}");
+    }
+    let err = queue
+        .enqueue(&db, job("a", 1).max_attempts(0), OnDuplicate::Skip)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Validation);
+    assert_eq!(queue.depth().await.unwrap().available, 0);
+    for bad in [
+        QueueConfig {
+            schema: "pg_catalog".into(),
+            ..QueueConfig::default()
+        },
+        QueueConfig {
+            channel: "no spaces".into(),
+            ..QueueConfig::default()
+        },
+        QueueConfig {
+            default_max_attempts: 0,
+            ..QueueConfig::default()
+        },
+    ] {
+        assert_eq!(
+            neo_queue::Queue::new(&db, bad).unwrap_err().kind(),
+            ErrorKind::Validation
+        );
+    }
+}

@@ -1,0 +1,232 @@
+use crate::setup;
+use neo_queue::{JobError, NewJob, OnDuplicate, QueueConfig, Worker, WorkerConfig};
+use serde_json::json;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, oneshot};
+
+#[tokio::test]
+async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let jobs: Vec<NewJob> = (0..300)
+        .map(|n| NewJob::new("count", &json!({ "n": n })).unwrap())
+        .collect();
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    queue
+        .enqueue(
+            &db,
+            NewJob::new("no.such.kind", &1).unwrap(),
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    queue
+        .enqueue(
+            &db,
+            NewJob::new("bad.payload", &"oops").unwrap(),
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+
+    let seen = Arc::new(AtomicUsize::new(0));
+    let all_done = Arc::new(Notify::new());
+    let (counter, done) = (Arc::clone(&seen), Arc::clone(&all_done));
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 8,
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("count", move |_job| {
+        let (counter, done) = (Arc::clone(&counter), Arc::clone(&done));
+        async move {
+            if counter.fetch_add(1, Ordering::SeqCst) + 1 == 300 {
+                done.notify_one();
+            }
+            Ok(())
+        }
+    })
+    .handle("bad.payload", |job| async move {
+        let parsed: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_value(job.payload).map_err(JobError::permanent)?;
+        let _ = parsed;
+        Ok(())
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(20), all_done.notified())
+        .await
+        .unwrap();
+    // Let the last acks land, then stop.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(seen.load(Ordering::SeqCst), 300, "every job once");
+    assert_eq!(report.succeeded, 300);
+    assert_eq!(report.failed, 2);
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.available, depth.running, depth.dead), (0, 0, 2));
+    let reasons: Vec<String> = queue
+        .dead_letters(10)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|d| d.last_error)
+        .collect();
+    assert!(
+        reasons
+            .iter()
+            .any(|r| r.contains("no handler for job kind \"no.such.kind\"")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("invalid type")),
+        "{reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_notification_wakes_an_idle_worker_long_before_its_poll() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let started = Arc::new(Notify::new());
+    let signal = Arc::clone(&started);
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            poll_interval: Duration::from_secs(30),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("ping", move |_job| {
+        let signal = Arc::clone(&signal);
+        async move {
+            signal.notify_one();
+            Ok(())
+        }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(300)).await; // idle, listening
+    let enqueued = Instant::now();
+    queue
+        .enqueue(&db, NewJob::new("ping", &1).unwrap(), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), started.notified())
+        .await
+        .unwrap();
+    let latency = enqueued.elapsed();
+    assert!(latency < Duration::from_secs(1), "woken after {latency:?}");
+    stop.send(()).unwrap();
+    run.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere() {
+    let (_t, db, queue) = setup(|c| QueueConfig {
+        lease: Duration::from_millis(500),
+        ..c
+    })
+    .await;
+    queue
+        .enqueue(&db, NewJob::new("slow", &1).unwrap(), OnDuplicate::Skip)
+        .await
+        .unwrap();
+
+    // Worker A takes the job and hangs; then it disappears (its task is dropped).
+    let taken = Arc::new(Notify::new());
+    let signal = Arc::clone(&taken);
+    let a = Worker::new(queue.clone(), WorkerConfig::default()).handle("slow", move |_job| {
+        let signal = Arc::clone(&signal);
+        async move {
+            signal.notify_one();
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let a_run = tokio::spawn(a.run(std::future::pending()));
+    tokio::time::timeout(Duration::from_secs(5), taken.notified())
+        .await
+        .unwrap();
+    a_run.abort();
+    let _ = a_run.await;
+
+    // Worker B rescues it after the lease and runs it.
+    let done = Arc::new(Notify::new());
+    let signal = Arc::clone(&done);
+    let b = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            poll_interval: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("slow", move |job| {
+        let signal = Arc::clone(&signal);
+        async move {
+            assert_eq!(job.attempt, 2);
+            signal.notify_one();
+            Ok(())
+        }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let b_run = tokio::spawn(b.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(10), done.notified())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let report = b_run.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 1);
+    assert_eq!(queue.depth().await.unwrap().running, 0);
+}
+
+#[tokio::test]
+async fn shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period() {
+    let (_t, db, queue) = setup(|c| c).await;
+    queue
+        .enqueue(&db, NewJob::new("stuck", &1).unwrap(), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let taken = Arc::new(Notify::new());
+    let signal = Arc::clone(&taken);
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            shutdown_grace: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("stuck", move |_job| {
+        let signal = Arc::clone(&signal);
+        async move {
+            signal.notify_one();
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(5), taken.notified())
+        .await
+        .unwrap();
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.released, 1);
+    let back = queue.claim("w", 1, None).await.unwrap();
+    assert_eq!(back[0].attempt, 1, "a released job keeps its attempt");
+}
