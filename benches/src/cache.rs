@@ -80,6 +80,7 @@ fn l1_hit(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
         name: "cache/l1_hit_tiered",
         target: Some(1.15),
         per_iteration: None,
+        raw_per_iteration: None,
         ours: Box::new(move || {
             let _runtime = &keep_runtime;
             let value = check(now_or_never(cache.get(black_box("org:1"))));
@@ -106,6 +107,7 @@ fn l2_hit(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
         name: "cache/l2_hit",
         target: Some(1.1),
         per_iteration: None,
+        raw_per_iteration: None,
         ours: Box::new(move || {
             let value = check(rt_ours.block_on(cache.get("org:1")));
             assert!(value.is_some());
@@ -144,6 +146,7 @@ fn many_from_l2(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
         name: "cache/get_or_load_many_100_from_l2",
         target: Some(1.2),
         per_iteration: Some(100),
+        raw_per_iteration: None,
         ours: Box::new(move || {
             let results = rt_ours.block_on(cache.get_or_load_many(&keys, |_| async {
                 Err::<HashMap<String, Org>, _>(std::io::Error::other("everything is in L2"))

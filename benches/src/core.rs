@@ -23,6 +23,7 @@ pub fn pairs() -> Vec<Pair> {
             name: "core/slug_parse",
             target: None,
             per_iteration: None,
+            raw_per_iteration: None,
             ours: Box::new(|| {
                 black_box(Slug::parse(black_box(SLUG)).is_ok());
             }),
@@ -34,6 +35,7 @@ pub fn pairs() -> Vec<Pair> {
             name: "core/email_parse",
             target: None,
             per_iteration: None,
+            raw_per_iteration: None,
             ours: Box::new(|| {
                 black_box(EmailAddress::parse(black_box(EMAIL)).is_ok());
             }),
@@ -45,6 +47,7 @@ pub fn pairs() -> Vec<Pair> {
             name: "core/id_parse",
             target: None,
             per_iteration: None,
+            raw_per_iteration: None,
             ours: Box::new(move || {
                 black_box(OrganizationId::parse(black_box(&id_text)).is_ok());
             }),
@@ -56,6 +59,7 @@ pub fn pairs() -> Vec<Pair> {
             name: "core/id_new",
             target: None,
             per_iteration: None,
+            raw_per_iteration: None,
             ours: Box::new(|| {
                 black_box(OrganizationId::new());
             }),
@@ -67,6 +71,7 @@ pub fn pairs() -> Vec<Pair> {
             name: "core/cursor_round_trip",
             target: None,
             per_iteration: None,
+            raw_per_iteration: None,
             ours: Box::new(move || {
                 let token = codec.encode(black_box(&position)).unwrap_or_default();
                 black_box(codec.decode::<(String, i64)>(&token).is_ok());

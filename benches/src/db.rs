@@ -195,6 +195,7 @@ fn save_batch(f: &Fixture, target: f64) -> Pair {
         name: "db/save_batch_100",
         target: Some(target),
         per_iteration: Some(100),
+        raw_per_iteration: None,
         ours: Box::new(move || {
             let rows = items(100);
             black_box(check(block_on(
@@ -221,6 +222,7 @@ fn save_vs_single_inserts(f: &Fixture) -> Pair {
         // At least 15 times faster than one autocommit INSERT per row.
         target: Some(1.0 / 15.0),
         per_iteration: Some(100),
+        raw_per_iteration: None,
         ours: Box::new(move || {
             let rows = items(100);
             black_box(check(block_on(
@@ -268,6 +270,7 @@ fn load_batch(f: &Fixture) -> Pair {
         name: "db/load_batch_1000",
         target: Some(1.2),
         per_iteration: Some(1000),
+        raw_per_iteration: None,
         ours: Box::new(move || {
             let loaded = check(block_on(&rt, repo.load_batch(&db, &ours_ids)));
             assert_eq!(loaded.len(), 1000);
@@ -306,6 +309,7 @@ fn update_batch(f: &Fixture) -> Pair {
         name: "db/update_batch_1000",
         target: Some(1.3),
         per_iteration: Some(1000),
+        raw_per_iteration: None,
         ours: Box::new(move || {
             let mut rows = ours_rows.borrow_mut();
             rows.iter_mut().for_each(|r| r.qty += 1);
@@ -360,6 +364,7 @@ fn copy(f: &Fixture, format: CopyFormat) -> Pair {
         // At least 0.9 times raw COPY's throughput.
         target: Some(1.0 / 0.9),
         per_iteration: Some(100_000),
+        raw_per_iteration: None,
         ours: Box::new(move || {
             block_on(&rt, async {
                 check(sqlx::query("TRUNCATE ours_copy").execute(db.pool()).await);

@@ -14,6 +14,7 @@ pub mod cache;
 pub mod core;
 pub mod db;
 mod measure;
+pub mod queue;
 pub mod resilience;
 
 pub use measure::{Measurement, Settings, compare};
@@ -24,8 +25,11 @@ pub struct Pair {
     pub name: &'static str,
     /// The largest acceptable `ours / raw` ratio, when an issue sets one.
     pub target: Option<f64>,
-    /// Rows (or items) one iteration handles, when throughput is worth printing.
+    /// Rows (or items) one iteration of `ours` handles, when throughput is worth printing.
     pub per_iteration: Option<u64>,
+    /// Items one iteration of `raw` handles, when it differs from `ours` (a slow baseline run
+    /// on fewer items): the ratio is then per item.
+    pub raw_per_iteration: Option<u64>,
     /// One iteration of our implementation.
     pub ours: Box<dyn FnMut()>,
     /// One iteration of the baseline.
@@ -88,6 +92,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "batch",
             build: batch::pairs,
+        },
+        Group {
+            name: "queue",
+            build: queue::pairs,
         },
     ]
 }

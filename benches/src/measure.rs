@@ -43,6 +43,8 @@ pub struct Measurement {
     pub raw_ns: f64,
     /// The acceptable ratio, if any.
     pub target: Option<f64>,
+    /// Whether the times are per item rather than per iteration.
+    pub per_item: bool,
 }
 
 impl Measurement {
@@ -68,11 +70,20 @@ pub fn compare(pair: &mut Pair, settings: Settings) -> Measurement {
         ours.push(sample(&mut pair.ours, ours_iters));
         raw.push(sample(&mut pair.raw, raw_iters));
     }
+    // A baseline measured on a different number of items is compared per item.
+    let (ours_ns, raw_ns) = match (pair.per_iteration, pair.raw_per_iteration) {
+        (Some(ours_items), Some(raw_items)) => (
+            median(ours) / ours_items as f64,
+            median(raw) / raw_items as f64,
+        ),
+        _ => (median(ours), median(raw)),
+    };
     Measurement {
         name: pair.name,
-        ours_ns: median(ours),
-        raw_ns: median(raw),
+        ours_ns,
+        raw_ns,
         target: pair.target,
+        per_item: pair.raw_per_iteration.is_some(),
     }
 }
 

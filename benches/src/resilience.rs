@@ -22,6 +22,7 @@ pub fn pairs() -> Vec<Pair> {
         // The bound is absolute (under 1 µs), read from the `ours` column.
         target: None,
         per_iteration: None,
+        raw_per_iteration: None,
         ours: Box::new(move || {
             black_box(now_or_never(policy.call(no_op)).is_ok());
         }),

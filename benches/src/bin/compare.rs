@@ -42,10 +42,11 @@ fn main() {
             }
             (None, _) => ("-".to_owned(), "-"),
         };
-        let throughput = pair
-            .per_iteration
-            .map(|n| format!("{:.0}", n as f64 / (m.ours_ns / 1e9)))
-            .unwrap_or_else(|| "-".to_owned());
+        let throughput = match (m.per_item, pair.per_iteration) {
+            (true, _) => format!("{:.0}", 1e9 / m.ours_ns),
+            (false, Some(n)) => format!("{:.0}", n as f64 / (m.ours_ns / 1e9)),
+            (false, None) => "-".to_owned(),
+        };
         println!(
             "{:<34} {:>12} {:>12} {:>8.3} {:>8}  {result:<6} {throughput:>14}",
             m.name,
