@@ -207,7 +207,10 @@ impl Worker {
                             });
                         }
                     }
-                    Err(error) => tracing::warn!(%error, "claiming jobs failed; retrying"),
+                    Err(error) => {
+                        tracing::warn!(%error, "claiming jobs failed; retrying");
+                        tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))).await;
+                    }
                 }
             }
             while tasks.try_join_next().is_some() {}
@@ -218,7 +221,12 @@ impl Worker {
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                _ = listener.recv() => {}
+                notified = listener.recv() => {
+                    if notified.is_err() {
+                        // The listener reconnects on its next call; do not spin meanwhile.
+                        tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))).await;
+                    }
+                }
                 () = tokio::time::sleep(config.poll_interval) => {}
                 _ = tasks.join_next(), if !tasks.is_empty() => {}
             }
@@ -244,7 +252,6 @@ impl Worker {
                 }
             }
         }
-        let _ = lease(&queue);
         Ok(report)
     }
 }
@@ -283,29 +290,37 @@ async fn complete(
                 }),
             }
         }
-        for attempt in 0..3 {
-            let acked = queue.ack_many(&acks).await;
-            let nacked = queue.nack_many(&failures).await;
-            match (acked, nacked) {
-                (Ok(refused_acks), Ok(refused_nacks)) => {
-                    report.succeeded += (acks.len() - refused_acks.len()) as u64;
-                    report.failed += (failures.len() - refused_nacks.len()) as u64;
-                    report.lease_lost += (refused_acks.len() + refused_nacks.len()) as u64;
-                    if !refused_acks.is_empty() || !refused_nacks.is_empty() {
-                        tracing::warn!(
-                            acks = refused_acks.len(),
-                            nacks = refused_nacks.len(),
-                            "results refused: leases lost"
-                        );
+        // Keep trying for about half a lease: past that, the claims are lost anyway. Each
+        // part is retried on its own, and a retried ack cannot ack twice (fencing).
+        let give_up = Instant::now() + lease(&queue) / 2;
+        let (mut acked, mut nacked) = (acks.is_empty(), failures.is_empty());
+        for attempt in 0_u32.. {
+            if !acked {
+                match queue.ack_many(&acks).await {
+                    Ok(refused) => {
+                        report.succeeded += (acks.len() - refused.len()) as u64;
+                        report.lease_lost += refused.len() as u64;
+                        acked = true;
                     }
-                    break;
-                }
-                (a, n) => {
-                    // Acks are idempotent by fence: a retry cannot ack twice.
-                    tracing::warn!(attempt, ack_error = ?a.err(), nack_error = ?n.err(), "writing job results failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100 << attempt)).await;
+                    Err(error) => tracing::warn!(attempt, %error, "writing acks failed; retrying"),
                 }
             }
+            if !nacked {
+                match queue.nack_many(&failures).await {
+                    Ok(refused) => {
+                        report.failed += (failures.len() - refused.len()) as u64;
+                        report.lease_lost += refused.len() as u64;
+                        nacked = true;
+                    }
+                    Err(error) => {
+                        tracing::warn!(attempt, %error, "writing failures failed; retrying")
+                    }
+                }
+            }
+            if (acked && nacked) || Instant::now() >= give_up {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
         }
         let mut running = crate::queue::lock(&running);
         for receipt in acks.iter().chain(failures.iter().map(|f| &f.receipt)) {

@@ -230,3 +230,100 @@ async fn shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period() {
     let back = queue.claim("w", 1, None).await.unwrap();
     assert_eq!(back[0].attempt, 1, "a released job keeps its attempt");
 }
+
+#[tokio::test]
+async fn workers_resume_after_a_postgres_restart_and_nothing_acknowledged_is_lost() {
+    use neo_db::{Db, DbConfig};
+    use neo_queue::Queue;
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+
+    let mut server = tokio::task::spawn_blocking(neo_testkit::PgServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let db = Db::connect(&DbConfig {
+        acquire_timeout: Duration::from_secs(10),
+        ..DbConfig::with_url(server.url())
+    })
+    .await
+    .unwrap();
+    let queue = Queue::new(
+        &db,
+        QueueConfig {
+            lease: Duration::from_secs(3),
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap();
+    queue.migrate().await.unwrap();
+    let first: Vec<NewJob> = (0..200).map(|n| NewJob::new("work", &n).unwrap()).collect();
+    let mut ids: Vec<_> = first.iter().map(NewJob::id).collect();
+    queue
+        .enqueue_many(&db, first, OnDuplicate::Skip)
+        .await
+        .unwrap();
+
+    let runs: Arc<Mutex<HashMap<neo_core::JobId, usize>>> = Arc::default();
+    let seen = Arc::clone(&runs);
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 4,
+            poll_interval: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("work", move |job| {
+        let seen = Arc::clone(&seen);
+        async move {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+            *seen.lock().unwrap().entry(job.id).or_default() += 1;
+            Ok(())
+        }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    // Restart the server while jobs are being worked.
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    server = tokio::task::spawn_blocking(move || {
+        server.restart().unwrap();
+        server
+    })
+    .await
+    .unwrap();
+    // Jobs enqueued after the restart are picked up too.
+    let second: Vec<NewJob> = (200..250)
+        .map(|n| NewJob::new("work", &n).unwrap())
+        .collect();
+    ids.extend(second.iter().map(NewJob::id));
+    queue
+        .enqueue_many(&db, second, OnDuplicate::Skip)
+        .await
+        .unwrap();
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let depth = queue.depth().await.unwrap();
+        if depth.available == 0 && depth.running == 0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs left: {depth:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    let all_ran = {
+        let runs = runs.lock().unwrap();
+        ids.iter().all(|id| runs.contains_key(id))
+    };
+    assert!(all_ran, "every job ran");
+    assert_eq!(
+        report.succeeded, 250,
+        "every job acknowledged exactly once: {report:?}"
+    );
+    assert_eq!(queue.depth().await.unwrap().dead, 0);
+    drop(server);
+}
