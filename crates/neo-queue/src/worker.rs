@@ -313,7 +313,7 @@ async fn complete(
                         nacked = true;
                     }
                     Err(error) => {
-                        tracing::warn!(attempt, %error, "writing failures failed; retrying")
+                        tracing::warn!(attempt, %error, "writing failures failed; retrying");
                     }
                 }
             }
