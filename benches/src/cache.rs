@@ -58,14 +58,23 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
 
 /// The pairs of this module, on `NEO_BENCH_REDIS_URL` or a throwaway server.
 pub fn pairs() -> Vec<Pair> {
-    if let Ok(url) = std::env::var(REDIS_URL_VAR) {
-        return pairs_on(&url);
-    }
-    let server = check(neo_testkit::RedisServer::start());
-    let pairs = pairs_on(&server.url());
-    // The server lives as long as the process; its watchdog removes it afterwards.
-    std::mem::forget(server);
-    pairs
+    pairs_on(&bench_redis_url())
+}
+
+/// `NEO_BENCH_REDIS_URL`, or a throwaway server started once per process.
+pub fn bench_redis_url() -> String {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        if let Ok(url) = std::env::var(REDIS_URL_VAR) {
+            return url;
+        }
+        let server = check(neo_testkit::RedisServer::start());
+        let url = server.url();
+        // The server lives as long as the process; its watchdog removes it afterwards.
+        std::mem::forget(server);
+        url
+    })
+    .clone()
 }
 
 fn l1_hit(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {

@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod coord;
 pub mod core;
 pub mod db;
 mod measure;
@@ -96,6 +97,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "queue",
             build: queue::pairs,
+        },
+        Group {
+            name: "coord",
+            build: coord::pairs,
         },
     ]
 }

@@ -18,9 +18,10 @@
 //! | `resilience` | [`resilience`] | `neo-resilience`: retry, circuit breaker, rate limits, bulkhead, timeouts |
 //! | `batch` | [`batch`] | `neo-batch`: data loader, write batcher, AIMD sizing, chunked streams |
 //! | `queue` | [`queue`] | `neo-queue`: durable PostgreSQL job queue and worker pool |
+//! | `coord` | [`coord`] | `neo-coord`: Redis locks with fencing, leader election, rate limits |
 //! | `full` | all of the above | |
 //!
-//! Crates land here as they are built: `coord`, `events`, `orgs` are next.
+//! Crates land here as they are built: `events` and `orgs` are next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};
@@ -53,3 +54,7 @@ pub use neo_batch as batch;
 #[cfg(feature = "queue")]
 #[doc(inline)]
 pub use neo_queue as queue;
+
+#[cfg(feature = "coord")]
+#[doc(inline)]
+pub use neo_coord as coord;
