@@ -9,8 +9,8 @@
 //!   when leadership is won or lost, and [`Leadership::resign`] steps down.
 //! - [`Coordinator::rate_limiter`]: a GCRA rate limit in one Lua script, per key (tenant, user).
 //!
-//! PostgreSQL lock diagnostics (who blocks whom, from `pg_locks`) are `neo_db::diagnostics`;
-//! this crate needs only Redis.
+//! - [`postgres`]: PostgreSQL lock diagnostics, who blocks whom (from `pg_locks` and
+//!   `pg_stat_activity`).
 //!
 //! # Example
 //! ```no_run
@@ -22,6 +22,11 @@
 //! guard.release().await?;
 //! # Ok(()) }
 //! ```
+
+/// PostgreSQL lock diagnostics (re-exported from `neo-db`).
+pub mod postgres {
+    pub use neo_db::diagnostics::{LockWait, lock_waits};
+}
 
 mod error;
 mod leader;

@@ -62,6 +62,27 @@ impl LockGuard {
         self.held.load(Ordering::SeqCst)
     }
 
+    /// Extends the lock to a full `lock_ttl` from now (the guard also does this by itself).
+    ///
+    /// # Errors
+    /// [`Error::Lost`] when it already expired or was taken over; [`Error::Unavailable`].
+    pub async fn extend(&self) -> Result<()> {
+        let ttl = millis(self.coord.shared.config.lock_ttl);
+        let extended: i64 = self
+            .coord
+            .script(&EXTEND, &[&self.key], &[&self.token, &ttl])
+            .await?;
+        if extended == 1 {
+            Ok(())
+        } else {
+            self.held.store(false, Ordering::SeqCst);
+            Err(Error::Lost {
+                what: "lock",
+                name: self.name.clone(),
+            })
+        }
+    }
+
     /// Stops the automatic extension and keeps the lock until its TTL runs out (for tests
     /// of what happens when a holder freezes, and for holders that extend it themselves).
     #[must_use]

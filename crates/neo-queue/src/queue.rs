@@ -324,7 +324,7 @@ impl Queue {
                         * (0.5 + random()) * interval '1 millisecond' END, \
                  lease_owner = NULL, lease_expires_at = NULL, last_error = u.error \
                  FROM UNNEST($1::uuid[], $2::int8[], $6::text[], $7::bool[]) AS u(id, fence, error, permanent) \
-                 WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id"
+                 WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id, j.state"
             ),
             release: format!(
                 "UPDATE {t} AS j SET state = 'available', attempts = j.attempts - 1, run_at = now(), \
@@ -571,7 +571,7 @@ impl Queue {
         let fences: Vec<i64> = failures.iter().map(|f| f.receipt.fence).collect();
         let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
         let permanent: Vec<bool> = failures.iter().map(|f| f.permanent).collect();
-        let done: Vec<JobId> = sqlx::query_scalar(Self::sql(&self.sql.nack))
+        let done: Vec<(JobId, String)> = sqlx::query_as(Self::sql(&self.sql.nack))
             .bind(&ids)
             .bind(&fences)
             .bind(self.config.retry_initial.as_secs_f64() * 1e3)
@@ -581,7 +581,11 @@ impl Queue {
             .bind(&permanent)
             .fetch_all(self.db.pool())
             .await?;
+        let dead = done.iter().filter(|(_, state)| state == "dead").count() as u64;
         metrics::counter!("neo_queue_nacked_total").increment(done.len() as u64);
+        metrics::counter!("neo_queue_retries_total").increment(done.len() as u64 - dead);
+        metrics::counter!("neo_queue_dead_lettered_total").increment(dead);
+        let done: Vec<JobId> = done.into_iter().map(|(id, _)| id).collect();
         let receipts: Vec<Receipt> = failures.iter().map(|f| f.receipt).collect();
         Ok(refused(&receipts, &done))
     }

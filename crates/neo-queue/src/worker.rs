@@ -33,6 +33,9 @@ impl JobError {
     }
 }
 
+/// A finished job: its claim, its outcome and when it was claimed.
+type Outcome = (Receipt, Result<(), JobError>, Instant);
+
 type Handler =
     Arc<dyn Fn(Job) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>> + Send + Sync>;
 
@@ -149,7 +152,7 @@ impl Worker {
 
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let running: Arc<Mutex<HashSet<Receipt>>> = Arc::default();
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<(Receipt, Result<(), JobError>)>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Outcome>();
         let mut completer = AbortOnDrop(tokio::spawn(complete(
             queue.clone(),
             config.clone(),
@@ -180,6 +183,7 @@ impl Worker {
                                 break;
                             };
                             let receipt = job.receipt();
+                            let claimed_at = Instant::now();
                             crate::queue::lock(&running).insert(receipt);
                             let handler = handlers.get(&job.kind).cloned();
                             let done = done_tx.clone();
@@ -203,7 +207,7 @@ impl Worker {
                                         job.kind
                                     ))),
                                 };
-                                let _ = done.send((receipt, outcome));
+                                let _ = done.send((receipt, outcome, claimed_at));
                             });
                         }
                     }
@@ -261,7 +265,7 @@ async fn complete(
     queue: Queue,
     config: WorkerConfig,
     running: Arc<Mutex<HashSet<Receipt>>>,
-    mut done: mpsc::UnboundedReceiver<(Receipt, Result<(), JobError>)>,
+    mut done: mpsc::UnboundedReceiver<Outcome>,
 ) -> WorkerReport {
     let mut report = WorkerReport::default();
     while let Some(first) = done.recv().await {
@@ -275,7 +279,9 @@ async fn complete(
         }
         let mut acks = Vec::new();
         let mut failures = Vec::new();
-        for (receipt, outcome) in batch {
+        let mut claimed = Vec::with_capacity(batch.len());
+        for (receipt, outcome, claimed_at) in batch {
+            claimed.push(claimed_at);
             match outcome {
                 Ok(()) => acks.push(receipt),
                 Err(JobError::Retry(error)) => failures.push(Failure {
@@ -318,6 +324,10 @@ async fn complete(
                 }
             }
             if (acked && nacked) || Instant::now() >= give_up {
+                let latency = metrics::histogram!("neo_queue_claim_to_complete_seconds");
+                for at in &claimed {
+                    latency.record(at.elapsed().as_secs_f64());
+                }
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;

@@ -29,6 +29,7 @@ async fn the_guard_extends_its_lock_while_it_lives() {
     let (redis, a) = coord(|c| c).await;
     let b = sibling(&redis, &a);
     let guard = a.lock("long").await.unwrap();
+    guard.extend().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await; // 2.5 TTLs
     assert!(guard.is_held());
     assert!(b.try_lock("long").await.unwrap().is_none());
@@ -54,6 +55,7 @@ async fn a_lock_whose_owner_vanished_expires_and_the_late_owner_cannot_release_i
     tokio::time::sleep(Duration::from_millis(700)).await;
     let newer = b.lock("job").await.unwrap();
     assert!(newer.fence() > stale.1);
+    assert!(matches!(stale.0.extend().await, Err(Error::Lost { .. })));
     let err = stale.0.release().await.unwrap_err();
     assert!(matches!(err, Error::Lost { .. }), "{err}");
     assert!(newer.is_held());
