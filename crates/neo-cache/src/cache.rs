@@ -6,6 +6,7 @@ use crate::redis_tier::{RedisTier, Write};
 use crate::stats::{CacheStats, Stats};
 use crate::{BoxError, Error, Result};
 use futures_util::StreamExt;
+use futures_util::future::Either;
 use neo_core::Clock;
 use rand::Rng;
 use serde::Serialize;
@@ -1002,13 +1003,15 @@ where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<V>>> + Send {
-        let fast = validate_key(key).map(|()| self.l1_fresh(key));
-        async move {
-            match fast? {
-                Some((value, _)) => Ok(value),
-                // Boxed: the miss path's future is large, the hit path should not move it.
-                None => Box::pin(self.get_slow(key)).await,
-            }
+        // L1 only ever holds valid keys (every write validates), so a hit needs no check and
+        // no state machine; a miss validates before anything reaches Redis. Boxed: the miss
+        // path's future is large, and the hit path should not carry it.
+        match self.l1_fresh(key) {
+            Some((value, _)) => Either::Left(std::future::ready(Ok(value))),
+            None => Either::Right(Box::pin(async move {
+                validate_key(key)?;
+                self.get_slow(key).await
+            })),
         }
     }
 
