@@ -19,6 +19,7 @@
 //! | `batch` | [`batch`] | `neo-batch`: data loader, write batcher, AIMD sizing, chunked streams |
 //! | `queue` | [`queue`] | `neo-queue`: durable PostgreSQL job queue and worker pool |
 //! | `coord` | [`coord`] | `neo-coord`: Redis locks with fencing, leader election, rate limits |
+//! | `events` | [`events`] | `neo-events`: Standard Webhooks signatures (outbox and delivery next) |
 //! | `full` | all of the above | |
 //!
 //! Crates land here as they are built: `events` and `orgs` are next.
@@ -58,3 +59,7 @@ pub use neo_queue as queue;
 #[cfg(feature = "coord")]
 #[doc(inline)]
 pub use neo_coord as coord;
+
+#[cfg(feature = "events")]
+#[doc(inline)]
+pub use neo_events as events;
