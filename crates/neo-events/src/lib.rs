@@ -1,15 +1,60 @@
 //! Domain events, the transactional outbox and webhook delivery for neo-commons.
 //!
-//! This first part holds what senders and receivers share: [Standard Webhooks v1]
-//! signatures ([`sign`], [`WebhookSecret`] with `whsec_` secrets and rotation) and the
-//! receiver's [`Verifier`] (±5 minutes by default), checked against the Python reference
-//! implementation in the tests. The outbox, dispatcher and delivery follow.
+//! - [`DomainEvent`]: id (UUIDv7), validated event and aggregate types, tenant, payload,
+//!   metadata, correlation and causation ids, schema version.
+//! - [`Outbox`]: `publish` / `publish_many` in the caller's transaction (the event exists if
+//!   and only if the business write committed); [`Outbox::dispatch_once`] / [`Outbox::run`]
+//!   hand committed events to a handler with `FOR UPDATE SKIP LOCKED` (several dispatchers in
+//!   parallel) and mark them processed in the same transaction, waking on LISTEN/NOTIFY;
+//!   [`Outbox::archive`] moves old processed events in bounded batches; [`EventBus`] for
+//!   in-process subscribers.
+//! - [Standard Webhooks v1] signatures ([`sign`], [`WebhookSecret`] with `whsec_` secrets
+//!   and rotation) and the receiver's [`Verifier`] (±5 minutes by default), checked against
+//!   the Python reference implementation in the tests.
+//!
+//! Webhook endpoints, subscriptions and delivery (on neo-queue) are next.
 //!
 //! [Standard Webhooks v1]: https://www.standardwebhooks.com/
 
+mod event;
+mod outbox;
 mod signature;
+
+pub use event::{DomainEvent, MAX_TYPE_LEN};
+pub use outbox::{EventBus, Outbox, OutboxConfig};
 
 pub use signature::{
     DEFAULT_TOLERANCE_SECS, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignatureError,
     SignedHeaders, Verifier, WebhookSecret, sign,
 };
+
+/// Everything that can go wrong with events and the outbox (signatures have
+/// [`SignatureError`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// An event, name or setting was rejected before anything was written.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was checked.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A dispatch handler failed; its events stay pending.
+    #[error("event handler failed: {0}")]
+    Handler(String),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] neo_db::Error),
+}
+
+impl neo_core::HasErrorKind for EventError {
+    fn kind(&self) -> neo_core::ErrorKind {
+        match self {
+            EventError::Invalid { .. } => neo_core::ErrorKind::Validation,
+            EventError::Handler(_) => neo_core::ErrorKind::Internal,
+            EventError::Db(e) => e.kind(),
+        }
+    }
+}

@@ -72,7 +72,7 @@ impl neo_core::HasErrorKind for SignatureError {
 /// let secret = WebhookSecret::generate();
 /// assert!(secret.expose().starts_with("whsec_"));
 /// assert_eq!(format!("{secret:?}"), "WebhookSecret(whsec_[REDACTED])");
-/// let parsed = WebhookSecret::parse(secret.expose())?;
+/// let parsed = WebhookSecret::parse(&secret.expose())?;
 /// # let _ = parsed;
 /// # Ok::<(), neo_events::SignatureError>(())
 /// ```

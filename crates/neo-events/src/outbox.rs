@@ -1,0 +1,367 @@
+//! The transactional outbox and its dispatcher.
+
+use crate::{DomainEvent, EventError};
+use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName, quote_identifier};
+use serde::Deserialize;
+use sqlx::{Acquire, AssertSqlSafe, Postgres};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// Outbox settings. Load with `neo_core::config::from_env("NEO_EVENTS_OUTBOX_")`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct OutboxConfig {
+    /// Schema of the outbox tables.
+    pub schema: String,
+    /// LISTEN/NOTIFY channel that wakes dispatchers.
+    pub channel: String,
+    /// Events handed to the handler at once.
+    pub batch_size: usize,
+    /// Look for events this often when no notification arrives.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// Rows moved to the archive per statement.
+    pub archive_batch: usize,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            schema: "neo_events".to_owned(),
+            channel: "neo_events_outbox".to_owned(),
+            batch_size: 500,
+            poll_interval: Duration::from_secs(1),
+            archive_batch: 1_000,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Sql {
+    insert: String,
+    claim: String,
+    mark: String,
+    archive: String,
+    pending: String,
+}
+
+/// Writes events in the caller's transaction and dispatches them after commit; cheap to
+/// clone.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(db: neo_db::Db) -> Result<(), neo_events::EventError> {
+/// use neo_events::{DomainEvent, Outbox, OutboxConfig};
+/// let outbox = Outbox::new(&db, OutboxConfig::default())?;
+/// outbox.migrate().await?;
+///
+/// let mut uow = db.begin().await?;
+/// // ... the business write on &mut **uow ...
+/// let event = DomainEvent::new("organization.created", "organization", "org_42", &42)?;
+/// outbox.publish(&mut *uow, &event).await?; // exists if and only if the write commits
+/// uow.commit().await?;
+///
+/// // Elsewhere: hand committed events to handlers, then mark them processed.
+/// outbox.dispatch_once(|events: Vec<DomainEvent>| async move {
+///     println!("{} events", events.len());
+///     Ok::<(), std::io::Error>(())
+/// }).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Outbox {
+    db: Db,
+    config: Arc<OutboxConfig>,
+    schema: Schema,
+    sql: Arc<Sql>,
+}
+
+const COLUMNS: &str = "id, event_type, aggregate_type, aggregate_id, tenant_id, payload, metadata, occurred_at, correlation_id, causation_id, schema_version";
+
+impl Outbox {
+    /// An outbox in `config.schema`.
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] for a bad schema or channel name or zero batch sizes.
+    pub fn new(db: &Db, config: OutboxConfig) -> Result<Self, EventError> {
+        let schema = Schema::new(&config.schema)?;
+        quote_identifier(&config.channel)?;
+        if config.batch_size == 0 || config.archive_batch == 0 {
+            return Err(EventError::Invalid {
+                what: "outbox configuration",
+                reason: "batch_size and archive_batch must be at least 1".into(),
+            });
+        }
+        let t = TableName::new("outbox")?.in_schema(&schema);
+        let archive = TableName::new("outbox_archive")?.in_schema(&schema);
+        let sql = Sql {
+            insert: format!(
+                "WITH ins AS (INSERT INTO {t} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
+                 $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::uuid[], $10::uuid[], $11::int4[]) \
+                 RETURNING id) SELECT count(*) FROM ins, (SELECT pg_notify($12, '')) AS woken"
+            ),
+            claim: format!(
+                "SELECT {COLUMNS} FROM {t} WHERE processed_at IS NULL ORDER BY recorded_at, id \
+                 LIMIT $1 FOR UPDATE SKIP LOCKED"
+            ),
+            mark: format!("UPDATE {t} SET processed_at = now() WHERE id = ANY($1)"),
+            archive: format!(
+                "WITH moved AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE processed_at < now() - $1 * interval '1 millisecond' \
+                 ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *) \
+                 INSERT INTO {archive} SELECT * FROM moved"
+            ),
+            pending: format!("SELECT count(*) FROM {t} WHERE processed_at IS NULL"),
+        };
+        Ok(Outbox {
+            db: db.clone(),
+            config: Arc::new(config),
+            schema,
+            sql: Arc::new(sql),
+        })
+    }
+
+    /// The outbox's own migrations.
+    ///
+    /// # Errors
+    /// Never; fallible for symmetry with other crates' sets.
+    pub fn migrations() -> Result<MigrationSet, EventError> {
+        Ok(MigrationSet::new("neo_events")?.with(
+            1,
+            "outbox",
+            include_str!("../migrations/1_outbox.sql"),
+        ))
+    }
+
+    /// Creates or upgrades the outbox tables in `config.schema`.
+    ///
+    /// # Errors
+    /// A migration error.
+    pub async fn migrate(&self) -> Result<MigrationReport, EventError> {
+        Ok(Self::migrations()?
+            .run_in_schema(&self.db, &self.schema)
+            .await?)
+    }
+
+    /// Records one event; pass `&mut *uow` so it exists only if the transaction commits.
+    ///
+    /// # Errors
+    /// A database error (a repeated event id is kind `AlreadyExists`).
+    pub async fn publish<'c, A>(&self, exec: A, event: &DomainEvent) -> Result<(), EventError>
+    where
+        A: Acquire<'c, Database = Postgres>,
+    {
+        self.publish_many(exec, std::slice::from_ref(event)).await
+    }
+
+    /// Records events in one statement (and wakes dispatchers at commit).
+    ///
+    /// # Errors
+    /// A database error; nothing is recorded then.
+    pub async fn publish_many<'c, A>(
+        &self,
+        exec: A,
+        events: &[DomainEvent],
+    ) -> Result<(), EventError>
+    where
+        A: Acquire<'c, Database = Postgres>,
+    {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let column =
+            |f: fn(&DomainEvent) -> serde_json::Value| events.iter().map(f).collect::<Vec<_>>();
+        let mut conn = exec.acquire().await.map_err(neo_db::Error::from)?;
+        let _: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
+            .bind(events.iter().map(DomainEvent::id).collect::<Vec<_>>())
+            .bind(events.iter().map(|e| e.event_type()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.aggregate_type())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(|e| e.aggregate_id()).collect::<Vec<_>>())
+            .bind(
+                events
+                    .iter()
+                    .map(DomainEvent::tenant_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(column(|e| e.payload().clone()))
+            .bind(column(|e| e.metadata().clone()))
+            .bind(
+                events
+                    .iter()
+                    .map(DomainEvent::occurred_at)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(DomainEvent::correlation_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                events
+                    .iter()
+                    .map(DomainEvent::causation_id)
+                    .collect::<Vec<_>>(),
+            )
+            .bind(events.iter().map(DomainEvent::version).collect::<Vec<_>>())
+            .bind(&self.config.channel)
+            .fetch_one(&mut *conn)
+            .await
+            .map_err(neo_db::Error::from)?;
+        metrics::counter!("neo_events_published_total").increment(events.len() as u64);
+        Ok(())
+    }
+
+    /// Takes up to `batch_size` committed, unprocessed events (oldest first, skipping rows
+    /// another dispatcher holds), hands them to `handler`, and marks them processed in the
+    /// same transaction: a failing handler leaves them pending for the next round
+    /// (at-least-once). Returns how many were processed.
+    ///
+    /// # Errors
+    /// [`EventError::Handler`] with the handler's error, or a database error.
+    pub async fn dispatch_once<F, Fut, E>(&self, handler: F) -> Result<usize, EventError>
+    where
+        F: FnOnce(Vec<DomainEvent>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut tx = self.db.begin().await?;
+        let rows = sqlx::query(AssertSqlSafe(self.sql.claim.clone()))
+            .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(neo_db::Error::from)?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let events = rows
+            .iter()
+            .map(DomainEvent::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(neo_db::Error::from)?;
+        let ids: Vec<_> = events.iter().map(DomainEvent::id).collect();
+        if let Err(error) = handler(events).await {
+            tx.rollback().await?;
+            return Err(EventError::Handler(error.to_string()));
+        }
+        sqlx::query(AssertSqlSafe(self.sql.mark.clone()))
+            .bind(&ids)
+            .execute(&mut **tx)
+            .await
+            .map_err(neo_db::Error::from)?;
+        tx.commit().await?;
+        metrics::counter!("neo_events_dispatched_total").increment(ids.len() as u64);
+        Ok(ids.len())
+    }
+
+    /// Dispatches until `shutdown` completes, waking on LISTEN/NOTIFY with a poll fallback.
+    /// Handler failures are logged and retried on the next round.
+    ///
+    /// # Errors
+    /// A database error that prevents listening.
+    pub async fn run<F, Fut, E>(
+        &self,
+        mut handler: F,
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<u64, EventError>
+    where
+        F: FnMut(Vec<DomainEvent>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: std::fmt::Display,
+    {
+        let mut listener = sqlx::postgres::PgListener::connect_with(self.db.pool())
+            .await
+            .map_err(neo_db::Error::from)?;
+        listener
+            .listen(&self.config.channel)
+            .await
+            .map_err(neo_db::Error::from)?;
+        let mut shutdown = std::pin::pin!(shutdown);
+        let mut total = 0_u64;
+        loop {
+            match self.dispatch_once(&mut handler).await {
+                Ok(n) if n == self.config.batch_size => {
+                    total += n as u64;
+                    continue;
+                }
+                Ok(n) => total += n as u64,
+                Err(error) => tracing::warn!(%error, "outbox dispatch failed; retrying"),
+            }
+            tokio::select! {
+                () = &mut shutdown => return Ok(total),
+                notified = listener.recv() => {
+                    if notified.is_err() {
+                        tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(1))).await;
+                    }
+                }
+                () = tokio::time::sleep(self.config.poll_interval) => {}
+            }
+        }
+    }
+
+    /// Moves events processed more than `older_than` ago to the archive table, in statements
+    /// of `archive_batch` rows; returns how many moved.
+    ///
+    /// # Errors
+    /// A database error (rows moved by earlier statements stay moved).
+    pub async fn archive(&self, older_than: Duration) -> Result<u64, EventError> {
+        let mut moved = 0;
+        loop {
+            let done = sqlx::query(AssertSqlSafe(self.sql.archive.clone()))
+                .bind(older_than.as_secs_f64() * 1e3)
+                .bind(i64::try_from(self.config.archive_batch).unwrap_or(i64::MAX))
+                .execute(self.db.pool())
+                .await
+                .map_err(neo_db::Error::from)?;
+            moved += done.rows_affected();
+            if done.rows_affected() < self.config.archive_batch as u64 {
+                return Ok(moved);
+            }
+        }
+    }
+
+    /// Events recorded and not yet processed.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn pending(&self) -> Result<i64, EventError> {
+        Ok(sqlx::query_scalar(AssertSqlSafe(self.sql.pending.clone()))
+            .fetch_one(self.db.pool())
+            .await
+            .map_err(neo_db::Error::from)?)
+    }
+}
+
+/// In-process subscribers of dispatched events: use [`EventBus::publish`] as (part of) an
+/// outbox handler, so they run only for committed events.
+#[derive(Debug, Clone)]
+pub struct EventBus {
+    sender: broadcast::Sender<Arc<DomainEvent>>,
+}
+
+impl EventBus {
+    /// A bus keeping up to `capacity` events for slow subscribers (slower ones skip ahead).
+    pub fn new(capacity: usize) -> Self {
+        EventBus {
+            sender: broadcast::channel(capacity.max(1)).0,
+        }
+    }
+
+    /// Receives every event published from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<DomainEvent>> {
+        self.sender.subscribe()
+    }
+
+    /// Hands events to the subscribers; returns how many subscribers there are.
+    pub fn publish(&self, events: &[DomainEvent]) -> usize {
+        for event in events {
+            let _ = self.sender.send(Arc::new(event.clone()));
+        }
+        self.sender.receiver_count()
+    }
+}

@@ -1,0 +1,237 @@
+use neo_core::{ErrorKind, HasErrorKind};
+use neo_db::{Db, DbConfig};
+use neo_events::{DomainEvent, EventBus, Outbox, OutboxConfig};
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
+fn ok(_: Vec<DomainEvent>) -> std::future::Ready<Result<(), String>> {
+    std::future::ready(Ok(()))
+}
+use std::time::{Duration, Instant};
+
+async fn setup() -> (neo_testkit::TestDatabase, Db, Outbox) {
+    let test_db = neo_testkit::postgres().await;
+    let db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let outbox = Outbox::new(
+        &db,
+        OutboxConfig {
+            batch_size: 50,
+            ..OutboxConfig::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1]);
+    (test_db, db, outbox)
+}
+
+fn event(n: u32) -> DomainEvent {
+    DomainEvent::new(
+        "organization.created",
+        "organization",
+        &format!("org_{n}"),
+        &serde_json::json!({ "n": n }),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn an_event_exists_if_and_only_if_its_transaction_commits() {
+    let (_t, db, outbox) = setup().await;
+    let mut uow = db.begin().await.unwrap();
+    outbox.publish(&mut *uow, &event(1)).await.unwrap();
+    uow.rollback().await.unwrap();
+    assert_eq!(outbox.pending().await.unwrap(), 0);
+
+    let mut uow = db.begin().await.unwrap();
+    outbox
+        .publish_many(&mut *uow, &[event(2), event(3)])
+        .await
+        .unwrap();
+    assert_eq!(
+        outbox.dispatch_once(ok).await.unwrap(),
+        0,
+        "uncommitted events are not dispatched"
+    );
+    uow.commit().await.unwrap();
+    assert_eq!(outbox.pending().await.unwrap(), 2);
+}
+
+#[tokio::test]
+async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending() {
+    let (_t, db, outbox) = setup().await;
+    let events: Vec<DomainEvent> = (0..5).map(event).collect();
+    outbox.publish_many(&db, &events).await.unwrap();
+
+    let err = outbox
+        .dispatch_once(|_| async { Err::<(), _>("downstream is down") })
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Internal);
+    assert_eq!(
+        outbox.pending().await.unwrap(),
+        5,
+        "nothing marked after a failure"
+    );
+
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    let n = outbox
+        .dispatch_once(move |batch: Vec<DomainEvent>| async move {
+            sink.lock().unwrap().extend(batch);
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    assert_eq!(n, 5);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(
+        seen, events,
+        "the same events, oldest first, with every field"
+    );
+    assert_eq!(outbox.pending().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn parallel_dispatchers_never_take_the_same_event() {
+    let (_t, db, outbox) = setup().await;
+    let events: Vec<DomainEvent> = (0..300).map(event).collect();
+    outbox.publish_many(&db, &events).await.unwrap();
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let outbox = outbox.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            loop {
+                let got = Arc::new(Mutex::new(Vec::new()));
+                let sink = Arc::clone(&got);
+                let n = outbox
+                    .dispatch_once(move |batch: Vec<DomainEvent>| async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        sink.lock()
+                            .unwrap()
+                            .extend(batch.iter().map(DomainEvent::id));
+                        Ok::<(), String>(())
+                    })
+                    .await
+                    .unwrap();
+                mine.extend(got.lock().unwrap().drain(..));
+                if n == 0 {
+                    return mine;
+                }
+            }
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 300, "each event dispatched once");
+    assert_eq!(unique.len(), 300);
+}
+
+#[tokio::test]
+async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus() {
+    let (_t, db, outbox) = setup().await;
+    let slow_poll = Outbox::new(
+        &db,
+        OutboxConfig {
+            poll_interval: Duration::from_secs(30),
+            ..OutboxConfig::default()
+        },
+    )
+    .unwrap();
+    let bus = EventBus::new(16);
+    let mut subscriber = bus.subscribe();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let dispatcher = {
+        let bus = bus.clone();
+        tokio::spawn(async move {
+            slow_poll
+                .run(
+                    move |events: Vec<DomainEvent>| {
+                        bus.publish(&events);
+                        std::future::ready(Ok::<(), String>(()))
+                    },
+                    async {
+                        let _ = stopped.await;
+                    },
+                )
+                .await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let published = Instant::now();
+    let e = event(7);
+    outbox.publish(&db, &e).await.unwrap();
+    let received = tokio::time::timeout(Duration::from_secs(5), subscriber.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(received.id(), e.id());
+    assert!(
+        published.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        published.elapsed()
+    );
+    stop.send(()).unwrap();
+    assert_eq!(dispatcher.await.unwrap().unwrap(), 1);
+}
+
+#[tokio::test]
+async fn archival_moves_old_processed_events_in_batches() {
+    let (_t, db, _outbox) = setup().await;
+    let small = Outbox::new(
+        &db,
+        OutboxConfig {
+            archive_batch: 7,
+            batch_size: 100,
+            ..OutboxConfig::default()
+        },
+    )
+    .unwrap();
+    small
+        .publish_many(&db, &(0..20).map(event).collect::<Vec<_>>())
+        .await
+        .unwrap();
+    small.dispatch_once(ok).await.unwrap();
+    small.publish(&db, &event(99)).await.unwrap(); // still pending: never archived
+    assert_eq!(
+        small.archive(Duration::from_secs(3600)).await.unwrap(),
+        0,
+        "not old enough"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(small.archive(Duration::from_millis(1)).await.unwrap(), 20);
+    assert_eq!(small.pending().await.unwrap(), 1);
+    let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_events.outbox_archive")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(archived, 20);
+}
+
+#[test]
+fn event_types_and_ids_are_validated() {
+    for bad in [
+        "created",
+        "Organization.created",
+        "organization..created",
+        "organization.",
+        "organization.9x",
+        "",
+    ] {
+        let err = DomainEvent::new(bad, "organization", "org_1", &1).unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Validation, "{bad:?}");
+    }
+    assert!(DomainEvent::new("organization.created", "Organization", "org_1", &1).is_err());
+    assert!(DomainEvent::new("organization.created", "organization", "", &1).is_err());
+    assert!(event(1).with_metadata(serde_json::json!([1])).is_err());
+    let e = event(1)
+        .correlated_with(uuid::Uuid::now_v7())
+        .schema_version(2);
+    assert_eq!(e.version(), 2);
+    assert!(e.correlation_id().is_some());
+}
