@@ -64,4 +64,5 @@ pub use config::{
     L2Config,
 };
 pub use error::{BoxError, Error, Result};
+pub use redis_tier::redis_pool;
 pub use stats::CacheStats;

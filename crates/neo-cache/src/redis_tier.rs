@@ -44,23 +44,29 @@ pub(crate) struct Write {
     pub(crate) tag_keys: Vec<String>,
 }
 
+/// A deadpool-redis pool of `size` connections whose waits, connects and recycles each give
+/// up after `timeout`: the pool neo-cache and neo-coord share the recipe of.
+///
+/// # Errors
+/// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
+pub fn redis_pool(url: &str, size: usize, timeout: Duration) -> Result<Pool> {
+    let mut pool_config = deadpool_redis::Config::from_url(url);
+    let mut limits = PoolConfig::new(size.max(1));
+    limits.timeouts = Timeouts {
+        wait: Some(timeout),
+        create: Some(timeout),
+        recycle: Some(timeout),
+    };
+    pool_config.pool = Some(limits);
+    pool_config
+        .create_pool(Some(Runtime::Tokio1))
+        .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))
+}
+
 impl RedisTier {
     pub(crate) fn connect(url: &str, config: &CacheConfig) -> Result<Self> {
-        let mut pool_config = deadpool_redis::Config::from_url(url);
-        let mut limits = PoolConfig::new(config.l2.pool_size.max(1));
-        limits.timeouts = Timeouts {
-            wait: Some(config.l2.timeout),
-            create: Some(config.l2.timeout),
-            recycle: Some(config.l2.timeout),
-        };
-        pool_config.pool = Some(limits);
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|_| {
-                Error::Config("the Redis URL is not valid (its text is not shown)".into())
-            })?;
         Ok(RedisTier {
-            pool,
+            pool: redis_pool(url, config.l2.pool_size, config.l2.timeout)?,
             timeout: config.l2.timeout,
             scan_count: config.l2.scan_count.max(1),
         })

@@ -38,7 +38,7 @@ pub use leader::{Leadership, Role};
 pub use lock::LockGuard;
 pub use rate::DistributedRateLimiter;
 
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
+use deadpool_redis::Pool;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -135,17 +135,8 @@ impl Coordinator {
         {
             return Err(Error::Config("key_prefix may not hold whitespace".into()));
         }
-        let mut pool_config = deadpool_redis::Config::from_url(redis_url);
-        let mut limits = PoolConfig::new(config.pool_size.max(1));
-        limits.timeouts = Timeouts {
-            wait: Some(config.timeout),
-            create: Some(config.timeout),
-            recycle: Some(config.timeout),
-        };
-        pool_config.pool = Some(limits);
-        let pool = pool_config
-            .create_pool(Some(Runtime::Tokio1))
-            .map_err(|_| {
+        let pool =
+            neo_cache::redis_pool(redis_url, config.pool_size, config.timeout).map_err(|_| {
                 Error::Config("the Redis URL is not valid (its text is not shown)".into())
             })?;
         Ok(Coordinator {
