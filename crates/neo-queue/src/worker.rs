@@ -219,9 +219,12 @@ impl Worker {
             }
             while tasks.try_join_next().is_some() {}
             if claimed == free && free > 0 {
-                // A full claim: there may be more right away.
-                tokio::task::yield_now().await;
-                continue;
+                // A full claim: there may be more right away, unless we are asked to stop.
+                tokio::select! {
+                    biased;
+                    () = &mut shutdown => break,
+                    () = tokio::task::yield_now() => continue,
+                }
             }
             tokio::select! {
                 () = &mut shutdown => break,

@@ -327,3 +327,51 @@ async fn workers_resume_after_a_postgres_restart_and_nothing_acknowledged_is_los
     assert_eq!(queue.depth().await.unwrap().dead, 0);
     drop(server);
 }
+
+#[tokio::test]
+async fn a_busy_worker_still_stops_when_asked() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let jobs: Vec<NewJob> = (0..3000)
+        .map(|n| NewJob::new("busy", &n).unwrap())
+        .collect();
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 4,
+            claim_batch: 4,
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("busy", |_job| async {
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        Ok(())
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let asked = Instant::now();
+    stop.send(()).unwrap();
+    let report = tokio::time::timeout(Duration::from_secs(10), run)
+        .await
+        .expect("the worker stopped")
+        .unwrap()
+        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        asked.elapsed()
+    );
+    assert!(
+        report.succeeded > 0 && report.succeeded < 3000,
+        "{report:?}"
+    );
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(depth.running, 0, "nothing left claimed: {depth:?}");
+    assert_eq!(depth.available as u64 + report.succeeded, 3000);
+}
