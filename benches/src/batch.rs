@@ -1,8 +1,8 @@
 //! neo-batch on PostgreSQL: the data loader against one raw `= ANY` query and against N+1
 //! selects, and the write batcher feeding neo-db's `save_batch` against pre-built batches.
 
-use crate::Pair;
 use crate::db::bench_database_url;
+use crate::{Pair, check};
 use neo_batch::{BatcherConfig, DataLoader, LoaderConfig, WriteBatcher};
 use neo_db::{BatchRepository, Column, ColumnBinder, Db, DbConfig, OnConflict, Record};
 use std::collections::HashMap;
@@ -35,10 +35,6 @@ impl Record for User {
         b.column("id", |u| u.id)?;
         b.column("name", |u| u.name.as_str())
     }
-}
-
-fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
-    result.unwrap_or_else(|e| panic!("bench step failed: {e}"))
 }
 
 fn users(n: usize) -> Vec<User> {

@@ -2,7 +2,7 @@
 //!
 //! Redis is a throwaway server from neo-testkit, or the one at `NEO_BENCH_REDIS_URL`.
 
-use crate::{Pair, now_or_never};
+use crate::{Pair, check, now_or_never};
 use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -29,10 +29,6 @@ fn org(id: u64) -> Org {
         slug: format!("org-{id}"),
         active: true,
     }
-}
-
-fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
-    result.unwrap_or_else(|e| panic!("bench setup failed: {e}"))
 }
 
 /// The pairs of this module on the Redis at `url`.

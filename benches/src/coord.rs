@@ -1,13 +1,9 @@
 //! neo-coord's lock against the raw Redis round trip it is built on.
 
-use crate::Pair;
+use crate::{Pair, check};
 use neo_coord::{CoordConfig, Coordinator};
 use std::hint::black_box;
 use std::rc::Rc;
-
-fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
-    result.unwrap_or_else(|e| panic!("bench step failed: {e}"))
-}
 
 /// The pairs of this module on the Redis at `url`.
 pub fn pairs_on(url: &str) -> Vec<Pair> {

@@ -5,7 +5,7 @@
 //! (`uuid, text, int8, jsonb, version`), one per side, so neither side's table is grown or
 //! bloated by another pair's writes.
 
-use crate::Pair;
+use crate::{Pair, check};
 use neo_db::{
     BatchRepository, Column, ColumnBinder, CopyConfig, CopyFormat, CopyRow, CopyWriter, Db,
     DbConfig, OnConflict, Record, RowWriter,
@@ -121,10 +121,6 @@ impl Fixture {
 
 fn block_on<F: Future>(rt: &Runtime, f: F) -> F::Output {
     rt.block_on(f)
-}
-
-fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
-    result.unwrap_or_else(|e| panic!("bench query failed: {e}"))
 }
 
 /// The pairs of this module on the server at `url` (tables are dropped and re-created).

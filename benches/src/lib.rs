@@ -46,6 +46,15 @@ impl std::fmt::Debug for Pair {
     }
 }
 
+/// Unwraps a bench step's result, panicking with its error: a bench that cannot set up or
+/// run its work must stop, not report a figure.
+///
+/// # Panics
+/// When `result` is an error.
+pub fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
+    result.unwrap_or_else(|e| panic!("bench step failed: {e}"))
+}
+
 /// Polls a future that completes without waiting (an L1 hit, a no-op call) without an
 /// executor, so a synchronous baseline is not charged for a runtime.
 ///

@@ -1,8 +1,8 @@
 //! neo-queue end to end: enqueue a batch, let a worker pool claim, run no-op handlers and ack
 //! in batches; next to the unbatched way (one enqueue, one claim, one ack per job).
 
-use crate::Pair;
 use crate::db::bench_database_url;
+use crate::{Pair, check};
 use neo_db::{Db, DbConfig};
 use neo_queue::{NewJob, OnDuplicate, Queue, QueueConfig, Worker, WorkerConfig};
 use std::rc::Rc;
@@ -16,10 +16,6 @@ use tokio::sync::{Notify, oneshot};
 pub const JOBS: usize = 10_000;
 /// Jobs per iteration of the unbatched baseline (slower; the ratio is per job).
 const UNBATCHED_JOBS: usize = 200;
-
-fn check<T, E: std::fmt::Display>(result: Result<T, E>) -> T {
-    result.unwrap_or_else(|e| panic!("bench step failed: {e}"))
-}
 
 fn jobs(n: usize) -> Vec<NewJob> {
     (0..n).map(|i| check(NewJob::new("noop", &i))).collect()
