@@ -16,8 +16,8 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
-            sample_time: Duration::from_millis(20),
-            samples: 21,
+            sample_time: Duration::from_millis(10),
+            samples: 41,
         }
     }
 }
@@ -41,6 +41,9 @@ pub struct Measurement {
     pub ours_ns: f64,
     /// Median nanoseconds per iteration of the baseline.
     pub raw_ns: f64,
+    /// Median of the per-round ratios `ours / raw` (each round samples both sides back to
+    /// back, so drift on a shared machine cancels out).
+    pub paired_ratio: f64,
     /// The acceptable ratio, if any.
     pub target: Option<f64>,
     /// Whether the times are per item rather than per iteration.
@@ -48,9 +51,9 @@ pub struct Measurement {
 }
 
 impl Measurement {
-    /// `ours / raw`.
+    /// `ours / raw`: the median of the per-round ratios.
     pub fn ratio(&self) -> f64 {
-        self.ours_ns / self.raw_ns.max(f64::MIN_POSITIVE)
+        self.paired_ratio
     }
 
     /// Whether the ratio meets its target; `None` when there is none.
@@ -66,22 +69,32 @@ pub fn compare(pair: &mut Pair, settings: Settings) -> Measurement {
     let raw_iters = calibrate(&mut pair.raw, settings.sample_time);
     let mut ours = Vec::with_capacity(settings.samples);
     let mut raw = Vec::with_capacity(settings.samples);
-    for _ in 0..settings.samples {
-        ours.push(sample(&mut pair.ours, ours_iters));
-        raw.push(sample(&mut pair.raw, raw_iters));
+    for round in 0..settings.samples {
+        // Alternate which side goes first, so neither always follows the other's cache state.
+        if round % 2 == 0 {
+            ours.push(sample(&mut pair.ours, ours_iters));
+            raw.push(sample(&mut pair.raw, raw_iters));
+        } else {
+            raw.push(sample(&mut pair.raw, raw_iters));
+            ours.push(sample(&mut pair.ours, ours_iters));
+        }
     }
     // A baseline measured on a different number of items is compared per item.
-    let (ours_ns, raw_ns) = match (pair.per_iteration, pair.raw_per_iteration) {
-        (Some(ours_items), Some(raw_items)) => (
-            median(ours) / ours_items as f64,
-            median(raw) / raw_items as f64,
-        ),
-        _ => (median(ours), median(raw)),
+    let (ours_scale, raw_scale) = match (pair.per_iteration, pair.raw_per_iteration) {
+        (Some(ours_items), Some(raw_items)) => (ours_items as f64, raw_items as f64),
+        _ => (1.0, 1.0),
     };
+    let ratios = ours
+        .iter()
+        .zip(&raw)
+        .map(|(o, r)| (o / ours_scale) / (r / raw_scale).max(f64::MIN_POSITIVE))
+        .collect();
+    let (ours_ns, raw_ns) = (median(ours) / ours_scale, median(raw) / raw_scale);
     Measurement {
         name: pair.name,
         ours_ns,
         raw_ns,
+        paired_ratio: median(ratios),
         target: pair.target,
         per_item: pair.raw_per_iteration.is_some(),
     }

@@ -6,12 +6,12 @@ use crate::redis_tier::{RedisTier, Write};
 use crate::stats::{CacheStats, Stats};
 use crate::{BoxError, Error, Result};
 use futures_util::StreamExt;
-use futures_util::future::Either;
 use neo_core::Clock;
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
@@ -154,6 +154,7 @@ enum L1<V> {
 }
 
 impl<V: Clone + Send + Sync + 'static> L1<V> {
+    #[inline]
     fn get(&self, key: &str) -> Option<Entry<V>> {
         match self {
             L1::Moka(cache) => cache.get(key),
@@ -208,21 +209,75 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-/// Unix milliseconds from the kernel's coarse monotonic clock (a few ms of resolution, a few
-/// ns to read), anchored to the wall clock once per process: precise enough for cache
-/// freshness, cheap enough for the L1 hit path.
+/// How often the `neo-cache-clock` thread refreshes the time that freshness checks read.
+const CLOCK_TICK: std::time::Duration = std::time::Duration::from_millis(2);
+
+/// Unix milliseconds as of the last tick of the `neo-cache-clock` thread: one atomic load on
+/// the L1 hit path instead of a clock read, at most [`CLOCK_TICK`] (plus scheduling delay) old,
+/// which is precise enough for cache freshness. The thread starts with the first read and
+/// lives as long as the process; if it cannot start, every read asks the clock itself.
+#[inline]
 fn system_now_ms() -> u64 {
-    static ANCHOR: std::sync::OnceLock<(coarsetime::Instant, u64)> = std::sync::OnceLock::new();
+    static RECENT_MS: AtomicU64 = AtomicU64::new(0);
+    static TICKER: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    let recent = RECENT_MS.load(Ordering::Relaxed);
+    if recent != 0 {
+        return recent;
+    }
+    TICKER.get_or_init(|| {
+        let spawned = std::thread::Builder::new()
+            .name("neo-cache-clock".to_owned())
+            .spawn(|| {
+                loop {
+                    RECENT_MS.store(precise_now_ms(), Ordering::Relaxed);
+                    std::thread::sleep(CLOCK_TICK);
+                }
+            });
+        if let Err(error) = spawned {
+            tracing::warn!(%error, "could not start the neo-cache-clock thread; reading the clock on every lookup");
+        }
+    });
+    precise_now_ms()
+}
+
+/// Unix milliseconds from a monotonic clock anchored to the wall clock once per process, so
+/// freshness never moves backwards when the wall clock is adjusted.
+fn precise_now_ms() -> u64 {
+    static ANCHOR: std::sync::OnceLock<(std::time::Instant, u64)> = std::sync::OnceLock::new();
     let (start, unix_ms) = ANCHOR.get_or_init(|| {
         let unix_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        (coarsetime::Instant::now(), unix_ms)
+        (std::time::Instant::now(), unix_ms)
     });
-    unix_ms
-        + coarsetime::Instant::now()
-            .duration_since(*start)
-            .as_millis()
+    unix_ms + u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// The future `get` returns: a hit is ready without a state machine; a miss boxes the
+/// (large) lookup future so the hit path does not carry it.
+enum GetFuture<V, F> {
+    Hit(Option<Option<V>>),
+    Miss(Pin<Box<F>>),
+}
+
+// Never pinned structurally: the hit value is moved out and the miss future is boxed.
+impl<V, F> Unpin for GetFuture<V, F> {}
+
+impl<V, F: Future<Output = Result<Option<V>>>> Future for GetFuture<V, F> {
+    type Output = Result<Option<V>>;
+
+    #[inline]
+    fn poll(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        match self.get_mut() {
+            GetFuture::Hit(value) => std::task::Poll::Ready(Ok(value
+                .take()
+                .expect("GetFuture polled after it completed"))),
+            GetFuture::Miss(future) => future.as_mut().poll(cx),
+        }
+    }
 }
 
 type Flight<V> = Arc<OnceCell<Result<Option<V>>>>;
@@ -479,6 +534,7 @@ where
         }
     }
 
+    #[inline]
     fn now_ms(&self) -> u64 {
         match &self.inner.clock {
             None => system_now_ms(),
@@ -528,8 +584,23 @@ where
         )
     }
 
+    /// [`l1_fresh`](Self::l1_fresh) for `get`, which never refreshes: the value alone, so the
+    /// hit path moves as little as possible.
+    #[inline]
+    fn l1_hit(&self, key: &str) -> Option<Option<V>> {
+        let entry = self.inner.l1.as_ref()?.get(key)?;
+        if entry.epoch != self.inner.epoch.load(Ordering::Relaxed)
+            || self.now_ms() >= entry.fresh_until_ms
+        {
+            return None;
+        }
+        self.inner.stats.l1(true);
+        Some(entry.value)
+    }
+
     /// The L1 hit path, synchronous so callers do not build the (large) lookup future for
     /// it: a fresh, current-epoch entry and whether it is due for an eager refresh.
+    #[inline]
     fn l1_fresh(&self, key: &str) -> Option<(Option<V>, bool)> {
         let entry = self.inner.l1.as_ref()?.get(key)?;
         let now = self.now_ms();
@@ -1006,9 +1077,9 @@ where
         // L1 only ever holds valid keys (every write validates), so a hit needs no check and
         // no state machine; a miss validates before anything reaches Redis. Boxed: the miss
         // path's future is large, and the hit path should not carry it.
-        match self.l1_fresh(key) {
-            Some((value, _)) => Either::Left(std::future::ready(Ok(value))),
-            None => Either::Right(Box::pin(async move {
+        match self.l1_hit(key) {
+            Some(value) => GetFuture::Hit(Some(value)),
+            None => GetFuture::Miss(Box::pin(async move {
                 validate_key(key)?;
                 self.get_slow(key).await
             })),
