@@ -33,7 +33,11 @@ pub struct DomainEvent {
     schema_version: i32,
 }
 
-fn validate_type(what: &'static str, name: &str, dotted: bool) -> Result<(), EventError> {
+pub(crate) fn validate_type(
+    what: &'static str,
+    name: &str,
+    dotted: bool,
+) -> Result<(), EventError> {
     let segment_ok = |s: &str| {
         s.as_bytes().first().is_some_and(u8::is_ascii_lowercase)
             && s.bytes()

@@ -12,16 +12,29 @@
 //!   and rotation) and the receiver's [`Verifier`] (±5 minutes by default), checked against
 //!   the Python reference implementation in the tests.
 //!
-//! Webhook endpoints, subscriptions and delivery (on neo-queue) are next.
+//! - [`Webhooks`]: event types, endpoints (per tenant, rate limit, headers, secret rotation)
+//!   and subscriptions in PostgreSQL; [`Webhooks::fan_out`] turns dispatched events into
+//!   deliveries and neo-queue jobs in one transaction; [`Webhooks::handle`] registers the
+//!   delivery handler on a neo-queue worker: signed POSTs over a pooled reqwest client (no
+//!   redirects, capped answers, SSRF guard), a Svix-like retry schedule that honours
+//!   `Retry-After`, `410 Gone` disabling the endpoint, per-endpoint circuit breaker and rate
+//!   limit, dead letters with replay, and [`OperationalEvent`]s.
 //!
 //! [Standard Webhooks v1]: https://www.standardwebhooks.com/
 
 mod event;
 mod outbox;
 mod signature;
+mod ssrf;
+mod webhook;
 
 pub use event::{DomainEvent, MAX_TYPE_LEN};
 pub use outbox::{EventBus, Outbox, OutboxConfig};
+pub use ssrf::AddressPolicy;
+pub use webhook::{
+    Delivery, DeliveryStatus, Endpoint, EventTypeInfo, NewEndpoint, OperationalEvent,
+    WebhookConfig, Webhooks,
+};
 
 pub use signature::{
     DEFAULT_TOLERANCE_SECS, HEADER_ID, HEADER_SIGNATURE, HEADER_TIMESTAMP, SignatureError,
@@ -44,6 +57,17 @@ pub enum EventError {
     /// A dispatch handler failed; its events stay pending.
     #[error("event handler failed: {0}")]
     Handler(String),
+    /// Nothing with this id exists.
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The job queue failed.
+    #[error(transparent)]
+    Queue(#[from] neo_queue::Error),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] neo_db::Error),
@@ -54,6 +78,8 @@ impl neo_core::HasErrorKind for EventError {
         match self {
             EventError::Invalid { .. } => neo_core::ErrorKind::Validation,
             EventError::Handler(_) => neo_core::ErrorKind::Internal,
+            EventError::NotFound { .. } => neo_core::ErrorKind::NotFound,
+            EventError::Queue(e) => e.kind(),
             EventError::Db(e) => e.kind(),
         }
     }

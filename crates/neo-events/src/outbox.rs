@@ -220,14 +220,15 @@ impl Outbox {
     /// Takes up to `batch_size` committed, unprocessed events (oldest first, skipping rows
     /// another dispatcher holds), hands them to `handler`, and marks them processed in the
     /// same transaction: a failing handler leaves them pending for the next round
-    /// (at-least-once). Returns how many were processed.
+    /// (at-least-once). What a succeeding handler returns is ignored. Returns how many were
+    /// processed.
     ///
     /// # Errors
     /// [`EventError::Handler`] with the handler's error, or a database error.
-    pub async fn dispatch_once<F, Fut, E>(&self, handler: F) -> Result<usize, EventError>
+    pub async fn dispatch_once<F, Fut, T, E>(&self, handler: F) -> Result<usize, EventError>
     where
         F: FnOnce(Vec<DomainEvent>) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
+        Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
         let mut tx = self.db.begin().await?;
@@ -264,14 +265,14 @@ impl Outbox {
     ///
     /// # Errors
     /// A database error that prevents listening.
-    pub async fn run<F, Fut, E>(
+    pub async fn run<F, Fut, T, E>(
         &self,
         mut handler: F,
         shutdown: impl Future<Output = ()>,
     ) -> Result<u64, EventError>
     where
         F: FnMut(Vec<DomainEvent>) -> Fut,
-        Fut: Future<Output = Result<(), E>>,
+        Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
         let mut listener = sqlx::postgres::PgListener::connect_with(self.db.pool())

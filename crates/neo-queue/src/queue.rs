@@ -170,6 +170,17 @@ pub struct Receipt {
 }
 
 /// A failed attempt to report.
+///
+/// # Example
+/// ```
+/// # fn demo(job: &neo_queue::Job) {
+/// use neo_queue::Failure;
+/// use std::time::Duration;
+/// let later = Failure::retry(job.receipt(), "503 from the partner API").retry_in(Duration::from_secs(30));
+/// let never = Failure::permanent(job.receipt(), "payload is not an invoice");
+/// let paused = Failure::snooze(job.receipt(), Duration::from_secs(5)); // the attempt is not spent
+/// # let _ = (later, never, paused); }
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Failure {
     /// The claim.
@@ -178,6 +189,49 @@ pub struct Failure {
     pub error: String,
     /// Do not retry: straight to the dead letters (bad payload, unknown kind).
     pub permanent: bool,
+    /// Retry after this long instead of the queue's backoff (a `Retry-After`, the handler's own
+    /// schedule). Ignored when the job is dead-lettered.
+    pub retry_in: Option<Duration>,
+    /// Hand the job back to run after `retry_in` (zero when unset) without spending the
+    /// attempt and without touching `last_error`: a rate limit or an open breaker, not a failure.
+    pub snooze: bool,
+}
+
+impl Failure {
+    /// A retryable failure, retried after the queue's backoff.
+    pub fn retry(receipt: Receipt, error: impl Into<String>) -> Self {
+        Failure {
+            receipt,
+            error: error.into(),
+            permanent: false,
+            retry_in: None,
+            snooze: false,
+        }
+    }
+
+    /// A failure that goes straight to the dead letters.
+    pub fn permanent(receipt: Receipt, error: impl Into<String>) -> Self {
+        Failure {
+            permanent: true,
+            ..Self::retry(receipt, error)
+        }
+    }
+
+    /// Gives the job back to run again after `after`, without spending the attempt.
+    pub fn snooze(receipt: Receipt, after: Duration) -> Self {
+        Failure {
+            snooze: true,
+            retry_in: Some(after),
+            ..Self::retry(receipt, String::new())
+        }
+    }
+
+    /// Retries after `after` instead of the queue's backoff.
+    #[must_use]
+    pub fn retry_in(mut self, after: Duration) -> Self {
+        self.retry_in = Some(after);
+        self
+    }
 }
 
 /// A job as stored, for inspection (dead letters).
@@ -315,15 +369,21 @@ impl Queue {
                 "DELETE FROM {t} AS j USING UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
                  WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id"
             ),
+            // A snooze hands the claim back without spending the attempt; an explicit retry
+            // delay (Retry-After, a handler's own schedule) replaces the backoff.
             nack: format!(
                 "UPDATE {t} AS j SET \
-                 state = CASE WHEN u.permanent OR j.attempts >= j.max_attempts THEN 'dead' ELSE 'available' END, \
-                 dead_at = CASE WHEN u.permanent OR j.attempts >= j.max_attempts THEN now() END, \
-                 run_at = CASE WHEN u.permanent OR j.attempts >= j.max_attempts THEN j.run_at \
+                 attempts = CASE WHEN u.snooze THEN j.attempts - 1 ELSE j.attempts END, \
+                 state = CASE WHEN NOT u.snooze AND (u.permanent OR j.attempts >= j.max_attempts) THEN 'dead' ELSE 'available' END, \
+                 dead_at = CASE WHEN NOT u.snooze AND (u.permanent OR j.attempts >= j.max_attempts) THEN now() END, \
+                 run_at = CASE WHEN NOT u.snooze AND (u.permanent OR j.attempts >= j.max_attempts) THEN j.run_at \
+                   WHEN u.retry_in_ms IS NOT NULL THEN now() + u.retry_in_ms * interval '1 millisecond' \
                    ELSE now() + least($5::float8, $3::float8 * power($4::float8, j.attempts - 1)) \
                         * (0.5 + random()) * interval '1 millisecond' END, \
-                 lease_owner = NULL, lease_expires_at = NULL, last_error = u.error \
-                 FROM UNNEST($1::uuid[], $2::int8[], $6::text[], $7::bool[]) AS u(id, fence, error, permanent) \
+                 lease_owner = NULL, lease_expires_at = NULL, \
+                 last_error = CASE WHEN u.snooze THEN j.last_error ELSE u.error END \
+                 FROM UNNEST($1::uuid[], $2::int8[], $6::text[], $7::bool[], $8::float8[], $9::bool[]) \
+                   AS u(id, fence, error, permanent, retry_in_ms, snooze) \
                  WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id, j.state"
             ),
             release: format!(
@@ -436,6 +496,25 @@ impl Queue {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        let mut conn = exec.acquire().await?;
+        self.enqueue_on(&mut conn, jobs, on_duplicate).await
+    }
+
+    /// [`enqueue_many`](Self::enqueue_many) on a connection or transaction you hold
+    /// (`&mut **uow`). Not generic over `Acquire`, so the future it returns is `Send` inside
+    /// other generic futures, where rustc cannot always prove that for `enqueue_many`.
+    ///
+    /// # Errors
+    /// As [`enqueue_many`](Self::enqueue_many).
+    pub async fn enqueue_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        jobs: Vec<NewJob>,
+        on_duplicate: OnDuplicate,
+    ) -> Result<Vec<Option<JobId>>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
         let default_attempts = self.config.default_max_attempts;
         let mut columns = Columns::with_capacity(jobs.len());
         for job in &jobs {
@@ -448,7 +527,6 @@ impl Queue {
             OnDuplicate::Skip => &self.sql.insert_skip,
             OnDuplicate::Error => &self.sql.insert_strict,
         };
-        let mut conn = exec.acquire().await?;
         let inserted: Vec<JobId> = sqlx::query_scalar(Self::sql(statement))
             .bind(&columns.ids)
             .bind(&columns.kinds)
@@ -571,6 +649,11 @@ impl Queue {
         let fences: Vec<i64> = failures.iter().map(|f| f.receipt.fence).collect();
         let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
         let permanent: Vec<bool> = failures.iter().map(|f| f.permanent).collect();
+        let retry_in: Vec<Option<f64>> = failures
+            .iter()
+            .map(|f| f.retry_in.map(|d| d.as_secs_f64() * 1e3))
+            .collect();
+        let snooze: Vec<bool> = failures.iter().map(|f| f.snooze).collect();
         let done: Vec<(JobId, String)> = sqlx::query_as(Self::sql(&self.sql.nack))
             .bind(&ids)
             .bind(&fences)
@@ -579,6 +662,8 @@ impl Queue {
             .bind(self.config.retry_max.as_secs_f64() * 1e3)
             .bind(&errors)
             .bind(&permanent)
+            .bind(&retry_in)
+            .bind(&snooze)
             .fetch_all(self.db.pool())
             .await?;
         let dead = done.iter().filter(|(_, state)| state == "dead").count() as u64;

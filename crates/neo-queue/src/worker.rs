@@ -14,11 +14,18 @@ use tokio::time::Instant;
 
 /// Why a job failed, as its handler reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum JobError {
     /// Try again later (with backoff), until the attempts run out.
     Retry(String),
+    /// Try again after this long (a `Retry-After`, the handler's own schedule), until the
+    /// attempts run out.
+    RetryIn(String, Duration),
     /// Never retry (bad payload, impossible request): straight to the dead letters.
     Permanent(String),
+    /// Not a failure: run the job again after this long without spending the attempt (a rate
+    /// limit, an open circuit breaker).
+    Snooze(Duration),
 }
 
 impl JobError {
@@ -30,6 +37,21 @@ impl JobError {
     /// A permanent failure from any displayable error.
     pub fn permanent(error: impl std::fmt::Display) -> Self {
         JobError::Permanent(error.to_string())
+    }
+
+    /// A retryable failure, retried after `after` instead of the queue's backoff.
+    pub fn retry_in(error: impl std::fmt::Display, after: Duration) -> Self {
+        JobError::RetryIn(error.to_string(), after)
+    }
+
+    /// What the queue records for this outcome of the claim `receipt`.
+    fn into_failure(self, receipt: Receipt) -> Failure {
+        match self {
+            JobError::Retry(error) => Failure::retry(receipt, error),
+            JobError::RetryIn(error, after) => Failure::retry(receipt, error).retry_in(after),
+            JobError::Permanent(error) => Failure::permanent(receipt, error),
+            JobError::Snooze(after) => Failure::snooze(receipt, after),
+        }
     }
 }
 
@@ -45,7 +67,7 @@ type Handler =
 pub struct WorkerReport {
     /// Jobs whose handler succeeded and whose ack was accepted.
     pub succeeded: u64,
-    /// Jobs reported failed (retried later or dead-lettered).
+    /// Jobs reported failed (retried later or dead-lettered) or snoozed.
     pub failed: u64,
     /// Acks or nacks refused because the lease was lost.
     pub lease_lost: u64,
@@ -287,16 +309,7 @@ async fn complete(
             claimed.push(claimed_at);
             match outcome {
                 Ok(()) => acks.push(receipt),
-                Err(JobError::Retry(error)) => failures.push(Failure {
-                    receipt,
-                    error,
-                    permanent: false,
-                }),
-                Err(JobError::Permanent(error)) => failures.push(Failure {
-                    receipt,
-                    error,
-                    permanent: true,
-                }),
+                Err(error) => failures.push(error.into_failure(receipt)),
             }
         }
         // Keep trying for about half a lease: past that, the claims are lost anyway. Each

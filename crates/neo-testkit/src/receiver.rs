@@ -27,6 +27,7 @@ pub struct ScriptedResponse {
     retry_after: Option<Duration>,
     body: String,
     headers: Vec<(String, String)>,
+    drop_connection: bool,
 }
 
 impl ScriptedResponse {
@@ -43,6 +44,7 @@ impl ScriptedResponse {
             retry_after: None,
             body: String::new(),
             headers: Vec::new(),
+            drop_connection: false,
         }
     }
 
@@ -67,6 +69,15 @@ impl ScriptedResponse {
         self
     }
 
+    /// Closes the connection instead of answering: the client sees a broken response (the
+    /// request is recorded with `answered == 0`).
+    pub fn drop_connection() -> Self {
+        ScriptedResponse {
+            drop_connection: true,
+            ..Self::status(0)
+        }
+    }
+
     /// Adds a response header.
     #[must_use]
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -86,7 +97,8 @@ pub struct ReceivedRequest {
     pub headers: HeaderMap,
     /// The raw body.
     pub body: Bytes,
-    /// The status it was answered with.
+    /// The status it is answered with (0: the connection is dropped); a delayed answer may
+    /// never reach a client that gave up.
     pub answered: u16,
     /// When it arrived.
     pub at: Instant,
@@ -257,9 +269,8 @@ async fn answer(
             .or_else(|| state.default.clone())
             .unwrap_or_else(ScriptedResponse::ok)
     };
-    if !scripted.delay.is_zero() {
-        tokio::time::sleep(scripted.delay).await;
-    }
+    // Recorded on arrival: a client that gives up during the delay closes the connection,
+    // and the server drops this handler without finishing it.
     {
         let mut state = shared.lock();
         state.received.push(ReceivedRequest {
@@ -272,6 +283,16 @@ async fn answer(
         });
     }
     shared.arrived.notify_waiters();
+    if !scripted.delay.is_zero() {
+        tokio::time::sleep(scripted.delay).await;
+    }
+    if scripted.drop_connection {
+        // Headers go out, then the body fails: the server aborts the connection mid-response.
+        let broken = futures_util::stream::once(async {
+            Err::<Bytes, std::io::Error>(std::io::Error::other("scripted connection drop"))
+        });
+        return (StatusCode::OK, axum::body::Body::from_stream(broken)).into_response();
+    }
     let status = StatusCode::from_u16(scripted.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, scripted.body).into_response();
     if let Some(after) = scripted.retry_after {

@@ -3,3 +3,4 @@
 
 mod outbox;
 mod signatures;
+mod webhooks;

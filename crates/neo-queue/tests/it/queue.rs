@@ -186,10 +186,13 @@ async fn failures_retry_with_backoff_then_go_to_the_dead_letters() {
     let claimed = queue.claim("w", 10, None).await.unwrap();
     let failures: Vec<Failure> = claimed
         .iter()
-        .map(|j| Failure {
-            receipt: j.receipt(),
-            error: format!("boom {}", j.payload["n"]),
-            permanent: j.id == permanent,
+        .map(|j| {
+            let error = format!("boom {}", j.payload["n"]);
+            if j.id == permanent {
+                Failure::permanent(j.receipt(), error)
+            } else {
+                Failure::retry(j.receipt(), error)
+            }
         })
         .collect();
     assert!(queue.nack_many(&failures).await.unwrap().is_empty());
@@ -202,11 +205,7 @@ async fn failures_retry_with_backoff_then_go_to_the_dead_letters() {
     assert_eq!((again[0].id, again[0].attempt), (id, 2));
     assert_eq!(again[0].last_error.as_deref(), Some("boom 1"));
     queue
-        .nack_many(&[Failure {
-            receipt: again[0].receipt(),
-            error: "still broken".into(),
-            permanent: false,
-        }])
+        .nack_many(&[Failure::retry(again[0].receipt(), "still broken")])
         .await
         .unwrap();
 
@@ -255,4 +254,45 @@ async fn bad_jobs_and_settings_are_refused_before_writing() {
             ErrorKind::Validation
         );
     }
+}
+
+#[tokio::test]
+async fn a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt() {
+    // A backoff of an hour: only an explicit delay can bring these jobs back within the test.
+    let (_t, db, queue) = setup(|c| QueueConfig {
+        retry_initial: Duration::from_secs(3600),
+        ..c
+    })
+    .await;
+    let ids = queue
+        .enqueue_many(
+            &db,
+            vec![job("a", 1).max_attempts(1), job("a", 2).max_attempts(5)],
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    let (snoozed, retried) = (ids[0].unwrap(), ids[1].unwrap());
+    let claimed = queue.claim("w", 10, None).await.unwrap();
+    let failures: Vec<Failure> = claimed
+        .iter()
+        .map(|j| {
+            if j.id == snoozed {
+                Failure::snooze(j.receipt(), Duration::from_millis(100))
+            } else {
+                Failure::retry(j.receipt(), "429").retry_in(Duration::from_millis(100))
+            }
+        })
+        .collect();
+    assert!(queue.nack_many(&failures).await.unwrap().is_empty());
+    assert!(queue.claim("w", 10, None).await.unwrap().is_empty());
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let again = queue.claim("w", 10, None).await.unwrap();
+    let by_id = |id| again.iter().find(|j| j.id == id).unwrap();
+    // The snoozed job had one attempt and did not spend it, so it is not dead.
+    assert_eq!(by_id(snoozed).attempt, 1);
+    assert_eq!(by_id(snoozed).last_error, None);
+    assert_eq!(by_id(retried).attempt, 2);
+    assert_eq!(by_id(retried).last_error.as_deref(), Some("429"));
+    assert_eq!(queue.depth().await.unwrap().dead, 0);
 }

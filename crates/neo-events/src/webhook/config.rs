@@ -1,0 +1,195 @@
+//! Webhook settings.
+
+use crate::{AddressPolicy, EventError};
+use neo_batch::BatcherConfig;
+use neo_resilience::BreakerConfig;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// How webhooks are stored, signed and delivered. Load with
+/// `neo_core::config::from_env("NEO_EVENTS_WEBHOOKS_")`.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct WebhookConfig {
+    /// Schema of the webhook tables (may be the outbox's).
+    pub schema: String,
+    /// The neo-queue job kind of one delivery.
+    pub job_kind: String,
+    /// Longest wait for a connection to an endpoint.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Longest wait for an endpoint's whole answer.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// Bytes of an endpoint's answer kept with the delivery; the rest is not read.
+    pub max_response_body: usize,
+    /// Largest message body sent; a larger event fails fan-out with a typed error.
+    pub max_payload_bytes: usize,
+    /// Delay before each retry: the first entry after the first failed attempt, and so on;
+    /// its length + 1 is the number of attempts. The default follows Svix: 5 s, 5 min, 30 min,
+    /// 2 h, 5 h, 10 h, 10 h (8 attempts over about a day).
+    /// From the environment: `5s,5m,30m`.
+    #[serde(deserialize_with = "durations")]
+    pub retry_schedule: Vec<Duration>,
+    /// Each retry delay is moved by up to this fraction either way.
+    pub retry_jitter: f64,
+    /// `Retry-After` (on 429 and 503) is honoured up to this long.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
+    /// Which addresses endpoints may resolve to.
+    pub addresses: AddressPolicy,
+    /// Refuse `http://` endpoint URLs.
+    pub require_https: bool,
+    /// `User-Agent` of delivery requests.
+    pub user_agent: String,
+    /// How long an old secret keeps signing after [`rotate_secret`](crate::Webhooks::rotate_secret).
+    #[serde(with = "humantime_serde")]
+    pub secret_overlap: Duration,
+    /// Per-endpoint circuit breaker (in each process).
+    pub breaker: BreakerConfig,
+    /// Delivery status updates are written in batches.
+    pub status_writes: BatcherConfig,
+    /// Most idle connections kept per endpoint host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl Default for WebhookConfig {
+    fn default() -> Self {
+        let minutes = |m: u64| Duration::from_secs(60 * m);
+        WebhookConfig {
+            schema: "neo_events".to_owned(),
+            job_kind: "neo.webhook.deliver".to_owned(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(15),
+            max_response_body: 4 * 1024,
+            max_payload_bytes: 256 * 1024,
+            retry_schedule: vec![
+                Duration::from_secs(5),
+                minutes(5),
+                minutes(30),
+                minutes(120),
+                minutes(300),
+                minutes(600),
+                minutes(600),
+            ],
+            retry_jitter: 0.2,
+            max_retry_after: minutes(60),
+            addresses: AddressPolicy::default(),
+            require_https: true,
+            user_agent: concat!("neo-events/", env!("CARGO_PKG_VERSION")).to_owned(),
+            secret_overlap: minutes(24 * 60),
+            breaker: BreakerConfig {
+                minimum_calls: 20,
+                open_for: Duration::from_secs(30),
+                ..BreakerConfig::default()
+            },
+            status_writes: BatcherConfig {
+                max_batch: 500,
+                linger: Duration::from_millis(2),
+                ..BatcherConfig::default()
+            },
+            pool_max_idle_per_host: 32,
+        }
+    }
+}
+
+impl WebhookConfig {
+    /// Attempts per delivery: the first one plus one per retry delay.
+    pub fn max_attempts(&self) -> i32 {
+        i32::try_from(self.retry_schedule.len() + 1).unwrap_or(i32::MAX)
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), EventError> {
+        let invalid = |reason: &str| EventError::Invalid {
+            what: "webhook configuration",
+            reason: reason.to_owned(),
+        };
+        if self.request_timeout.is_zero() || self.connect_timeout.is_zero() {
+            return Err(invalid(
+                "connect_timeout and request_timeout must be positive",
+            ));
+        }
+        if !(0.0..1.0).contains(&self.retry_jitter) {
+            return Err(invalid("retry_jitter must be in [0, 1)"));
+        }
+        if self.max_payload_bytes == 0 {
+            return Err(invalid("max_payload_bytes must be at least 1"));
+        }
+        self.breaker
+            .validate()
+            .map_err(|e| invalid(&e.to_string()))?;
+        Ok(())
+    }
+
+    /// The delay after failed attempt number `attempt` (1-based), jittered; `None` when it was
+    /// the last attempt.
+    pub(crate) fn retry_delay(&self, attempt: i32) -> Option<Duration> {
+        let index = usize::try_from(attempt - 1).ok()?;
+        let base = *self.retry_schedule.get(index)?;
+        let spread = self.retry_jitter * (2.0 * rand::random::<f64>() - 1.0);
+        Some(base.mul_f64(1.0 + spread))
+    }
+}
+
+/// A list of durations, as a sequence (`["5s", "5m"]`) or one comma-separated text (`5s,5m`,
+/// as environment variables give it).
+fn durations<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Vec<Duration>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        List(Vec<humantime_serde::Serde<Duration>>),
+        Text(String),
+    }
+    match Form::deserialize(deserializer)? {
+        Form::List(list) => Ok(list
+            .into_iter()
+            .map(humantime_serde::Serde::into_inner)
+            .collect()),
+        Form::Text(text) => text
+            .split(',')
+            .map(str::trim)
+            .filter(|part| !part.is_empty())
+            .map(|part| {
+                humantime_serde::re::humantime::parse_duration(part)
+                    .map_err(|e| serde::de::Error::custom(format!("retry_schedule {part:?}: {e}")))
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_schedule_reads_as_a_list_or_as_text() {
+        let from_list: WebhookConfig =
+            serde_json::from_value(serde_json::json!({ "retry_schedule": ["1s", "2m"] })).unwrap();
+        let from_text: WebhookConfig =
+            serde_json::from_value(serde_json::json!({ "retry_schedule": "1s, 2m" })).unwrap();
+        let expected = vec![Duration::from_secs(1), Duration::from_secs(120)];
+        assert_eq!(from_list.retry_schedule, expected);
+        assert_eq!(from_text.retry_schedule, expected);
+        assert_eq!(from_text.max_attempts(), 3);
+        assert!(
+            serde_json::from_value::<WebhookConfig>(
+                serde_json::json!({ "retry_schedule": "soon" })
+            )
+            .is_err()
+        );
+    }
+
+    #[test]
+    fn retry_delays_follow_the_schedule_within_the_jitter() {
+        let config = WebhookConfig::default();
+        for _ in 0..100 {
+            let delay = config.retry_delay(1).unwrap();
+            assert!(
+                delay >= Duration::from_secs(4) && delay <= Duration::from_secs(6),
+                "{delay:?}"
+            );
+        }
+        assert!(config.retry_delay(8).is_none(), "8 attempts in all");
+        assert_eq!(config.max_attempts(), 8);
+    }
+}

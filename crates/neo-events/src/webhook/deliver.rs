@@ -1,0 +1,470 @@
+//! Sending one delivery: gates (endpoint enabled, rate limit, breaker), the signed request,
+//! and what its answer means for the delivery, the endpoint and the job.
+
+use super::store::Webhooks;
+use super::{OperationalEvent, WebhookConfig};
+use crate::ssrf::GuardedResolver;
+use crate::{EventError, WebhookSecret, sign};
+use chrono::{DateTime, Utc};
+use neo_queue::{Job, JobError, Worker};
+use neo_resilience::{BreakerState, CircuitBreaker, RateLimitConfig, RateLimiter};
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The pooled client: no redirects, the configured timeouts, and the SSRF-guarding resolver.
+pub(super) fn build_client(config: &WebhookConfig) -> Result<reqwest::Client, EventError> {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .connect_timeout(config.connect_timeout)
+        .timeout(config.request_timeout)
+        .pool_max_idle_per_host(config.pool_max_idle_per_host)
+        .user_agent(config.user_agent.clone())
+        .dns_resolver(Arc::new(GuardedResolver(config.addresses)))
+        .build()
+        .map_err(|e| EventError::Invalid {
+            what: "webhook HTTP client",
+            reason: e.to_string(),
+        })
+}
+
+/// One row of the batched status write.
+#[derive(Debug, Clone)]
+pub(crate) struct StatusUpdate {
+    id: i64,
+    status: &'static str,
+    /// 1 when this update reports an attempt, 0 when it only changes the status.
+    attempted: i32,
+    response_status: Option<i32>,
+    response_body: Option<String>,
+    duration_ms: Option<i32>,
+    error: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+}
+
+/// What one attempt produced.
+struct Answer {
+    status: Option<u16>,
+    body: Option<String>,
+    retry_after: Option<Duration>,
+    error: Option<String>,
+    took: Duration,
+}
+
+impl Answer {
+    fn delivered(&self) -> bool {
+        self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+}
+
+/// What the delivery needs from its rows.
+struct Target {
+    status: String,
+    message_id: Uuid,
+    body: String,
+    endpoint_id: Uuid,
+    url: String,
+    secrets: Vec<String>,
+    overlapping: bool,
+    enabled: bool,
+    rate: Option<i32>,
+    headers: BTreeMap<String, String>,
+}
+
+impl Webhooks {
+    /// Registers the delivery handler (kind `config.job_kind`) on a neo-queue worker. The
+    /// worker's `concurrency` bounds deliveries in flight across all endpoints.
+    #[must_use]
+    pub fn handle(&self, worker: Worker) -> Worker {
+        let webhooks = self.clone();
+        let kind = self.inner.config.job_kind.clone();
+        worker.handle(&kind, move |job| {
+            let webhooks = webhooks.clone();
+            async move { webhooks.deliver(job).await }
+        })
+    }
+
+    async fn deliver(&self, job: Job) -> Result<(), JobError> {
+        let id = job
+            .payload
+            .get("delivery")
+            .and_then(serde_json::Value::as_i64)
+            .ok_or_else(|| JobError::permanent("the job names no delivery"))?;
+        let Some(target) = self.target(id).await.map_err(JobError::retry)? else {
+            // The endpoint (and its deliveries) were deleted.
+            return Ok(());
+        };
+        if target.status != "pending" {
+            return Ok(()); // delivered or dead already: a duplicate job
+        }
+        if !target.enabled {
+            self.record(dead(id, 0, "the endpoint is disabled")).await?;
+            return Ok(());
+        }
+        if let Some(wait) = self.rate_limited(target.endpoint_id, target.rate) {
+            return Err(JobError::Snooze(wait));
+        }
+        let breaker = self.breaker(target.endpoint_id);
+        let permit = match breaker.try_acquire() {
+            Ok(permit) => permit,
+            Err(refusal) => {
+                let wait = refusal
+                    .retry_after()
+                    .unwrap_or(self.inner.config.breaker.open_for);
+                return Err(JobError::Snooze(wait));
+            }
+        };
+        let answer = self.send(&target).await;
+        let was_open = breaker.state() == BreakerState::Open;
+        permit.record(answer.delivered());
+        if !was_open && breaker.state() == BreakerState::Open {
+            self.announce(OperationalEvent::EndpointFailing {
+                endpoint_id: target.endpoint_id,
+                last_error: describe(&answer),
+            });
+        }
+        metrics::histogram!("neo_webhooks_attempt_seconds").record(answer.took.as_secs_f64());
+        self.conclude(id, &job, &target, answer).await
+    }
+
+    /// Records the attempt and decides the job's fate.
+    async fn conclude(
+        &self,
+        id: i64,
+        job: &Job,
+        target: &Target,
+        answer: Answer,
+    ) -> Result<(), JobError> {
+        let mut update = StatusUpdate {
+            id,
+            status: "pending",
+            attempted: 1,
+            response_status: answer.status.map(i32::from),
+            response_body: answer.body.clone(),
+            duration_ms: Some(i32::try_from(answer.took.as_millis()).unwrap_or(i32::MAX)),
+            error: answer.error.clone(),
+            next_attempt_at: None,
+        };
+        if answer.delivered() {
+            update.status = "delivered";
+            self.record(update).await?;
+            metrics::counter!("neo_webhooks_delivered_total").increment(1);
+            return Ok(());
+        }
+        let reason = describe(&answer);
+        if answer.status == Some(410) {
+            let why = "the endpoint answered 410 Gone";
+            sqlx::query(AssertSqlSafe(self.inner.sql.set_enabled.clone()))
+                .bind(target.endpoint_id)
+                .bind(false)
+                .bind(Some(why))
+                .execute(self.inner.db.pool())
+                .await
+                .map_err(JobError::retry)?;
+            update.status = "dead";
+            update.error = Some(why.to_owned());
+            self.record(update).await?;
+            self.announce(OperationalEvent::EndpointDisabled {
+                endpoint_id: target.endpoint_id,
+                reason: why.to_owned(),
+            });
+            return Ok(());
+        }
+        let Some(scheduled) = self.inner.config.retry_delay(job.attempt) else {
+            update.status = "dead";
+            update.error = Some(reason.clone());
+            self.record(update).await?;
+            metrics::counter!("neo_webhooks_dead_total").increment(1);
+            self.announce(OperationalEvent::DeliveryExhausted {
+                delivery_id: id,
+                endpoint_id: target.endpoint_id,
+                message_id: target.message_id,
+                last_error: reason,
+            });
+            return Ok(());
+        };
+        // A server that says when to come back is believed, within bounds.
+        let delay = match answer.retry_after {
+            Some(after) if matches!(answer.status, Some(429 | 503)) => {
+                after.min(self.inner.config.max_retry_after)
+            }
+            _ => scheduled,
+        };
+        update.next_attempt_at = chrono::Duration::from_std(delay)
+            .ok()
+            .map(|d| Utc::now() + d);
+        self.record(update).await?;
+        metrics::counter!("neo_webhooks_retries_total").increment(1);
+        Err(JobError::RetryIn(reason, delay))
+    }
+
+    async fn target(&self, id: i64) -> Result<Option<Target>, EventError> {
+        let row = sqlx::query(AssertSqlSafe(self.inner.sql.load_for_send.clone()))
+            .bind(id)
+            .fetch_optional(self.inner.db.pool())
+            .await
+            .map_err(|e| EventError::Db(neo_db::Error::from(e)))?;
+        let Some(row) = row else { return Ok(None) };
+        let read = || -> Result<Target, sqlx::Error> {
+            let headers: sqlx::types::Json<BTreeMap<String, String>> = row.try_get(9)?;
+            Ok(Target {
+                status: row.try_get(0)?,
+                message_id: row.try_get(1)?,
+                body: row.try_get(2)?,
+                endpoint_id: row.try_get(3)?,
+                url: row.try_get(4)?,
+                secrets: row.try_get(5)?,
+                overlapping: row.try_get::<Option<bool>, _>(6)?.unwrap_or(false),
+                enabled: row.try_get(7)?,
+                rate: row.try_get(8)?,
+                headers: headers.0,
+            })
+        };
+        read()
+            .map(Some)
+            .map_err(|e| EventError::Db(neo_db::Error::from(e)))
+    }
+
+    /// Some(wait) when the endpoint's rate limit has no slot now.
+    fn rate_limited(&self, endpoint: Uuid, rate: Option<i32>) -> Option<Duration> {
+        let per_second = u32::try_from(rate?).ok().filter(|r| *r > 0)?;
+        let limiter = {
+            let mut limiters = lock(&self.inner.limiters);
+            match limiters.get(&endpoint) {
+                Some((r, limiter)) if *r == per_second => limiter.clone(),
+                _ => {
+                    let config = RateLimitConfig {
+                        per_second,
+                        burst: per_second,
+                        max_wait: Duration::ZERO,
+                    };
+                    let limiter = RateLimiter::new(config).ok()?;
+                    limiters.insert(endpoint, (per_second, limiter.clone()));
+                    limiter
+                }
+            }
+        };
+        limiter.try_acquire().err().map(|refusal| {
+            refusal
+                .retry_after()
+                .unwrap_or(Duration::from_millis(100))
+                .max(Duration::from_millis(1))
+        })
+    }
+
+    fn breaker(&self, endpoint: Uuid) -> CircuitBreaker {
+        let mut breakers = lock(&self.inner.breakers);
+        breakers
+            .entry(endpoint)
+            .or_insert_with(|| {
+                CircuitBreaker::new(
+                    format!("webhook-endpoint-{endpoint}"),
+                    self.inner.config.breaker,
+                )
+                .unwrap_or_else(|_| {
+                    unreachable!("the breaker settings were validated in Webhooks::new")
+                })
+            })
+            .clone()
+    }
+
+    /// One signed POST; never fails, the answer says what happened.
+    async fn send(&self, target: &Target) -> Answer {
+        let started = Instant::now();
+        let failed = |error: String| Answer {
+            status: None,
+            body: None,
+            retry_after: None,
+            error: Some(error),
+            took: started.elapsed(),
+        };
+        let url = match reqwest::Url::parse(&target.url) {
+            Ok(url) => url,
+            Err(e) => return failed(format!("stored URL does not parse: {e}")),
+        };
+        if let Err(error) = self.inner.config.addresses.check_url(&url) {
+            return failed(error.to_string());
+        }
+        let take = if target.overlapping { 2 } else { 1 };
+        let secrets: Vec<WebhookSecret> = target
+            .secrets
+            .iter()
+            .take(take)
+            .filter_map(|s| WebhookSecret::parse(s).ok())
+            .collect();
+        let refs: Vec<&WebhookSecret> = secrets.iter().collect();
+        let signed = sign(
+            &refs,
+            &target.message_id.to_string(),
+            Utc::now().timestamp(),
+            target.body.as_bytes(),
+        );
+        let mut request = self
+            .inner
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json");
+        for (name, value) in &target.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        for (name, value) in signed.pairs() {
+            request = request.header(name, value);
+        }
+        let response = match request.body(target.body.clone()).send().await {
+            Ok(response) => response,
+            Err(error) => return failed(transport_error(&error)),
+        };
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        match read_capped(response, self.inner.config.max_response_body).await {
+            Ok(body) => Answer {
+                status: Some(status),
+                body: Some(body),
+                retry_after,
+                error: None,
+                took: started.elapsed(),
+            },
+            Err(error) => Answer {
+                status: Some(status),
+                retry_after,
+                ..failed(format!(
+                    "reading the answer failed: {}",
+                    transport_error(&error)
+                ))
+            },
+        }
+    }
+
+    /// Writes a status update through the batched writer (built on first use, inside the
+    /// runtime).
+    async fn record(&self, update: StatusUpdate) -> Result<(), JobError> {
+        let writer = self
+            .inner
+            .status
+            .get_or_try_init(|| async {
+                let db = self.inner.db.clone();
+                let sql = self.inner.sql.update_status.clone();
+                neo_batch::WriteBatcher::new(
+                    self.inner.config.status_writes,
+                    move |batch: Vec<StatusUpdate>| write_statuses(db.clone(), sql.clone(), batch),
+                )
+            })
+            .await
+            .map_err(JobError::retry)?;
+        writer.submit(update).await.map_err(JobError::retry)
+    }
+}
+
+async fn write_statuses(
+    db: neo_db::Db,
+    sql: String,
+    batch: Vec<StatusUpdate>,
+) -> Result<(), neo_db::Error> {
+    let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(AssertSqlSafe(sql))
+        .bind(batch.iter().map(|u| u.id).collect::<Vec<_>>())
+        .bind(batch.iter().map(|u| u.status).collect::<Vec<_>>())
+        .bind(batch.iter().map(|u| u.attempted).collect::<Vec<_>>())
+        .bind(batch.iter().map(|u| u.response_status).collect::<Vec<_>>())
+        .bind(column(|u| u.response_body.clone()))
+        .bind(batch.iter().map(|u| u.duration_ms).collect::<Vec<_>>())
+        .bind(column(|u| u.error.clone()))
+        .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>())
+        .execute(db.pool())
+        .await?;
+    Ok(())
+}
+
+fn dead(id: i64, attempted: i32, why: &str) -> StatusUpdate {
+    StatusUpdate {
+        id,
+        status: "dead",
+        attempted,
+        response_status: None,
+        response_body: None,
+        duration_ms: None,
+        error: Some(why.to_owned()),
+        next_attempt_at: None,
+    }
+}
+
+/// Up to `max` bytes of the body, as text (lossy); the rest is not read.
+async fn read_capped(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<String, reqwest::Error> {
+    let mut body = Vec::new();
+    while body.len() < max {
+        match response.chunk().await? {
+            Some(chunk) => {
+                let room = max - body.len();
+                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
+            None => break,
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
+}
+
+/// `Retry-After` as seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    if let Ok(secs) = value.trim().parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
+    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
+}
+
+fn transport_error(error: &reqwest::Error) -> String {
+    let what = if error.is_timeout() {
+        "timed out"
+    } else if error.is_connect() {
+        "could not connect"
+    } else if error.is_body() || error.is_decode() {
+        "the answer broke off"
+    } else {
+        "request failed"
+    };
+    // reqwest's own text names the URL (which may carry a token in its query): only the
+    // causes are kept.
+    let mut text = what.to_owned();
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn describe(answer: &Answer) -> String {
+    match (&answer.error, answer.status) {
+        (Some(error), _) => error.clone(),
+        (None, Some(status)) => format!("the endpoint answered {status}"),
+        (None, None) => "no answer".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_reads_seconds_and_dates() {
+        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
+        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
+        let parsed = parse_retry_after(&later).unwrap();
+        assert!(parsed > Duration::from_secs(80) && parsed <= Duration::from_secs(90));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}

@@ -1,0 +1,670 @@
+use neo_core::{ErrorKind, HasErrorKind};
+use neo_db::{Db, DbConfig};
+use neo_events::{
+    AddressPolicy, DeliveryStatus, DomainEvent, EventError, EventTypeInfo, NewEndpoint,
+    OperationalEvent, Outbox, OutboxConfig, SignedHeaders, Verifier, WebhookConfig, Webhooks,
+};
+use neo_queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use neo_testkit::{HttpReceiver, ReceivedRequest, ScriptedResponse};
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+struct Setup {
+    _test_db: neo_testkit::TestDatabase,
+    db: Db,
+    queue: Queue,
+    outbox: Outbox,
+    webhooks: Webhooks,
+}
+
+/// A config for loopback receivers, with a fast retry schedule.
+fn config(schedule_ms: &[u64]) -> WebhookConfig {
+    WebhookConfig {
+        addresses: AddressPolicy {
+            allow_loopback: true,
+            allow_private: false,
+        },
+        require_https: false,
+        request_timeout: Duration::from_millis(500),
+        retry_schedule: schedule_ms
+            .iter()
+            .map(|ms| Duration::from_millis(*ms))
+            .collect(),
+        retry_jitter: 0.0,
+        ..WebhookConfig::default()
+    }
+}
+
+async fn setup(config: WebhookConfig) -> Setup {
+    let test_db = neo_testkit::postgres().await;
+    let db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let queue = Queue::new(
+        &db,
+        QueueConfig {
+            lease: Duration::from_secs(2),
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap();
+    queue.migrate().await.unwrap();
+    let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
+    outbox.migrate().await.unwrap();
+    let webhooks = Webhooks::new(&db, queue.clone(), config).unwrap();
+    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1]);
+    Setup {
+        _test_db: test_db,
+        db,
+        queue,
+        outbox,
+        webhooks,
+    }
+}
+
+/// The outbox dispatcher (fanning out to webhooks) and a delivery worker, until dropped.
+struct Running {
+    stop: Vec<oneshot::Sender<()>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    fn start(s: &Setup) -> Self {
+        let mut running = Running {
+            stop: Vec::new(),
+            tasks: Vec::new(),
+        };
+        running.dispatcher(s);
+        running.worker(s);
+        running
+    }
+
+    fn dispatcher(&mut self, s: &Setup) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let (outbox, webhooks) = (s.outbox.clone(), s.webhooks.clone());
+        self.stop.push(stop);
+        self.tasks.push(tokio::spawn(async move {
+            let fan_out = move |events: Vec<DomainEvent>| {
+                let webhooks = webhooks.clone();
+                async move { webhooks.fan_out(&events).await }
+            };
+            outbox
+                .run(fan_out, async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        }));
+    }
+
+    fn worker(&mut self, s: &Setup) {
+        let (stop, stopped) = oneshot::channel::<()>();
+        let worker = s.webhooks.handle(Worker::new(
+            s.queue.clone(),
+            WorkerConfig {
+                concurrency: 64,
+                poll_interval: Duration::from_millis(50),
+                shutdown_grace: Duration::from_millis(100),
+                ..WorkerConfig::default()
+            },
+        ));
+        self.stop.push(stop);
+        self.tasks.push(tokio::spawn(async move {
+            worker
+                .run(async {
+                    let _ = stopped.await;
+                })
+                .await
+                .unwrap();
+        }));
+    }
+
+    async fn stop(self) {
+        for stop in self.stop {
+            let _ = stop.send(());
+        }
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
+fn event(event_type: &str, n: u32) -> DomainEvent {
+    DomainEvent::new(
+        event_type,
+        "organization",
+        &format!("org_{n}"),
+        &serde_json::json!({ "n": n }),
+    )
+    .unwrap()
+}
+
+async fn publish(s: &Setup, events: &[DomainEvent]) {
+    let mut uow = s.db.begin().await.unwrap();
+    s.outbox.publish_many(&mut *uow, events).await.unwrap();
+    uow.commit().await.unwrap();
+}
+
+fn headers(request: &ReceivedRequest) -> SignedHeaders {
+    SignedHeaders {
+        id: request.header("webhook-id").unwrap().to_owned(),
+        timestamp: request
+            .header("webhook-timestamp")
+            .unwrap()
+            .parse()
+            .unwrap(),
+        signature: request.header("webhook-signature").unwrap().to_owned(),
+    }
+}
+
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn invalid<T: std::fmt::Debug>(result: Result<T, EventError>) -> String {
+    let error = result.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Validation, "{error}");
+    error.to_string()
+}
+
+#[tokio::test]
+async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug() {
+    let s = setup(config(&[100])).await;
+    let w = &s.webhooks;
+    for url in [
+        "ftp://example.com/hook",
+        "https://user:pw@example.com/hook",
+        "not a url",
+        &format!("https://example.com/{}", "a".repeat(3000)),
+    ] {
+        invalid(w.create_endpoint(NewEndpoint::new(url)).await);
+    }
+    invalid(
+        w.create_endpoint(NewEndpoint::new("http://example.com/h").subscribe("Organization"))
+            .await,
+    );
+    let reserved = invalid(
+        w.create_endpoint(NewEndpoint::new("http://example.com/h").header("webhook-id", "x"))
+            .await,
+    );
+    assert!(reserved.contains("set by the library"), "{reserved}");
+    invalid(
+        w.create_endpoint(NewEndpoint::new("http://example.com/h").rate_limit(0))
+            .await,
+    );
+    invalid(
+        w.register_event_type(&EventTypeInfo {
+            name: "nodots".into(),
+            description: String::new(),
+            schema: None,
+        })
+        .await,
+    );
+
+    // Private addresses need allow_private, even with loopback allowed.
+    let private = invalid(
+        w.create_endpoint(NewEndpoint::new("http://10.0.0.7/hook"))
+            .await,
+    );
+    assert!(private.contains("allow_private"), "{private}");
+    let strict = Webhooks::new(
+        &s.db,
+        s.queue.clone(),
+        WebhookConfig {
+            require_https: false,
+            ..WebhookConfig::default()
+        },
+    )
+    .unwrap();
+    invalid(
+        strict
+            .create_endpoint(NewEndpoint::new("http://127.0.0.1:9/hook"))
+            .await,
+    );
+    invalid(
+        strict
+            .create_endpoint(NewEndpoint::new("http://[::1]:9/hook"))
+            .await,
+    );
+
+    let endpoint = w
+        .create_endpoint(
+            NewEndpoint::new("http://example.com/hook")
+                .subscribe("organization.*")
+                .header("x-team", "billing")
+                .rate_limit(20)
+                .description("billing"),
+        )
+        .await
+        .unwrap();
+    let shown = format!("{endpoint:?}");
+    assert!(!shown.contains(&endpoint.secret().expose()), "{shown}");
+    assert_eq!(w.endpoint(endpoint.id).await.unwrap(), endpoint);
+    assert_eq!(w.endpoints(None).await.unwrap(), vec![endpoint.clone()]);
+    assert!(w.unsubscribe(endpoint.id, "organization.*").await.unwrap());
+    assert!(!w.unsubscribe(endpoint.id, "organization.*").await.unwrap());
+    let missing = uuid::Uuid::now_v7();
+    assert_eq!(
+        w.endpoint(missing).await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        w.subscribe(missing, "*").await.unwrap_err().kind(),
+        ErrorKind::NotFound
+    );
+    assert_eq!(
+        w.set_enabled(missing, false, None)
+            .await
+            .unwrap_err()
+            .kind(),
+        ErrorKind::NotFound
+    );
+
+    let big = DomainEvent::new(
+        "organization.created",
+        "organization",
+        "org_1",
+        &"x".repeat(300 * 1024),
+    )
+    .unwrap();
+    invalid(w.validate_event(&big));
+    // Fan-out skips it rather than blocking the outbox.
+    assert_eq!(w.fan_out(&[big]).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
+    let s = setup(config(&[100])).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    let tenant_id = neo_core::TenantId::new();
+    let tenant: uuid::Uuid = tenant_id.into();
+    let orgs = s
+        .webhooks
+        .create_endpoint(
+            NewEndpoint::new(receiver.url("/orgs"))
+                .subscribe("organization.*")
+                .header("x-team", "platform"),
+        )
+        .await
+        .unwrap();
+    let billing = s
+        .webhooks
+        .create_endpoint(
+            NewEndpoint::new(receiver.url("/billing")).subscribe("billing.invoice_paid"),
+        )
+        .await
+        .unwrap();
+    let tenant_only = s
+        .webhooks
+        .create_endpoint(
+            NewEndpoint::new(receiver.url("/tenant"))
+                .tenant(tenant)
+                .subscribe("*"),
+        )
+        .await
+        .unwrap();
+    let running = Running::start(&s);
+
+    let created = event("organization.created", 1);
+    let paid = event("billing.invoice_paid", 2);
+    let for_tenant = event("organization.renamed", 3).tenant(tenant_id);
+    publish(&s, &[created.clone(), paid.clone(), for_tenant.clone()]).await;
+    // A rolled-back event is never sent.
+    let mut uow = s.db.begin().await.unwrap();
+    s.outbox
+        .publish(&mut *uow, &event("organization.deleted", 4))
+        .await
+        .unwrap();
+    uow.rollback().await.unwrap();
+
+    // orgs: created + renamed; billing: paid; tenant: renamed.
+    let requests = receiver.wait_for(4, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let requests_after = receiver.requests();
+    assert_eq!(requests_after.len(), 4, "exactly four deliveries");
+    let mut seen: HashMap<String, HashSet<String>> = HashMap::new();
+    for request in &requests {
+        let path = request.uri.path().to_owned();
+        let secret = match path.as_str() {
+            "/orgs" => orgs.secret(),
+            "/billing" => billing.secret(),
+            _ => tenant_only.secret(),
+        };
+        let headers = headers(request);
+        Verifier::new(vec![secret.clone()])
+            .verify_headers(
+                Some(&headers.id),
+                Some(&headers.timestamp.to_string()),
+                Some(&headers.signature),
+                &request.body,
+            )
+            .unwrap();
+        assert_eq!(request.header("content-type"), Some("application/json"));
+        let body: serde_json::Value = serde_json::from_slice(&request.body).unwrap();
+        seen.entry(path.clone())
+            .or_default()
+            .insert(body["type"].as_str().unwrap().to_owned());
+        if path == "/orgs" {
+            assert_eq!(request.header("x-team"), Some("platform"));
+        }
+        let expected_id = match body["type"].as_str().unwrap() {
+            "organization.created" => created.id(),
+            "billing.invoice_paid" => paid.id(),
+            _ => for_tenant.id(),
+        };
+        assert_eq!(
+            headers.id,
+            expected_id.to_string(),
+            "webhook-id is the event id"
+        );
+        assert_eq!(
+            body["data"]["n"],
+            serde_json::json!(body["data"]["n"].as_u64().unwrap())
+        );
+    }
+    let names = |v: &[&str]| v.iter().map(|s| (*s).to_owned()).collect::<HashSet<_>>();
+    assert_eq!(
+        seen["/orgs"],
+        names(&["organization.created", "organization.renamed"])
+    );
+    assert_eq!(seen["/billing"], names(&["billing.invoice_paid"]));
+    assert_eq!(seen["/tenant"], names(&["organization.renamed"]));
+
+    wait_until("deliveries recorded", Duration::from_secs(5), || async {
+        let d = s
+            .webhooks
+            .deliveries(orgs.id, Some(DeliveryStatus::Delivered), 10)
+            .await
+            .unwrap();
+        d.len() == 2
+    })
+    .await;
+    let delivered = s.webhooks.deliveries(orgs.id, None, 10).await.unwrap();
+    assert!(
+        delivered
+            .iter()
+            .all(|d| d.attempts == 1 && d.response_status == Some(200) && d.delivered_at.is_some())
+    );
+    // Handing the same events over again (an at-least-once dispatcher) creates nothing.
+    assert_eq!(
+        s.webhooks
+            .fan_out(&[created.clone(), paid.clone(), for_tenant.clone()])
+            .await
+            .unwrap(),
+        0
+    );
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
+async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id() {
+    let s = setup(config(&[100, 200])).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    let endpoint = s
+        .webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+        .await
+        .unwrap();
+    let mut operational = s.webhooks.operational_events();
+    receiver.push(ScriptedResponse::status(500).body("x".repeat(10_000)));
+    receiver.push(ScriptedResponse::drop_connection());
+    // Longer than the 500 ms request timeout.
+    receiver.push(ScriptedResponse::ok().delay(Duration::from_millis(800)));
+    let running = Running::start(&s);
+    let e = event("organization.created", 1);
+    publish(&s, std::slice::from_ref(&e)).await;
+
+    let requests = receiver.wait_for(3, Duration::from_secs(10)).await;
+    assert_eq!(requests.len(), 3);
+    let gaps: Vec<Duration> = requests.windows(2).map(|w| w[1].at - w[0].at).collect();
+    assert!(gaps[0] >= Duration::from_millis(100), "{gaps:?}");
+    // The third attempt waited 200 ms after the second one's failure.
+    assert!(gaps[1] >= Duration::from_millis(200), "{gaps:?}");
+    let dead = loop {
+        let d = s
+            .webhooks
+            .deliveries(endpoint.id, Some(DeliveryStatus::Dead), 10)
+            .await
+            .unwrap();
+        if let Some(d) = d.into_iter().next() {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(dead.attempts, 3);
+    assert!(
+        dead.last_error.as_deref().unwrap().contains("timed out"),
+        "{dead:?}"
+    );
+    let exhausted = tokio::time::timeout(Duration::from_secs(5), operational.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(matches!(
+        exhausted,
+        OperationalEvent::DeliveryExhausted { delivery_id, .. } if delivery_id == dead.id
+    ));
+    // Nothing more is sent for it.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert_eq!(receiver.requests().len(), 3);
+
+    assert!(s.webhooks.replay(dead.id).await.unwrap());
+    assert!(
+        !s.webhooks.replay(dead.id).await.unwrap(),
+        "already pending"
+    );
+    let requests = receiver.wait_for(4, Duration::from_secs(10)).await;
+    let ids: HashSet<&str> = requests
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap())
+        .collect();
+    assert_eq!(ids, HashSet::from([e.id().to_string().as_str()]));
+    wait_until(
+        "the replay to be delivered",
+        Duration::from_secs(5),
+        || async {
+            s.webhooks.delivery(dead.id).await.unwrap().status == DeliveryStatus::Delivered
+        },
+    )
+    .await;
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_gone_disables_the_endpoint() {
+    let s = setup(config(&[50, 50])).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    let endpoint = s
+        .webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+        .await
+        .unwrap();
+    let mut operational = s.webhooks.operational_events();
+    receiver.push(ScriptedResponse::status(429).retry_after(Duration::from_secs(1)));
+    receiver.push(ScriptedResponse::ok());
+    let running = Running::start(&s);
+    publish(&s, &[event("organization.created", 1)]).await;
+    let requests = receiver.wait_for(2, Duration::from_secs(10)).await;
+    let gap = requests[1].at - requests[0].at;
+    assert!(
+        gap >= Duration::from_millis(950),
+        "Retry-After: 1 was not honoured: {gap:?}"
+    );
+
+    receiver.push(ScriptedResponse::status(410).body("g".repeat(10_000)));
+    publish(&s, &[event("organization.created", 2)]).await;
+    let disabled = tokio::time::timeout(Duration::from_secs(10), operational.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(disabled, OperationalEvent::EndpointDisabled { endpoint_id, .. } if endpoint_id == endpoint.id)
+    );
+    let stored = s.webhooks.endpoint(endpoint.id).await.unwrap();
+    assert!(!stored.enabled);
+    assert!(stored.disabled_reason.unwrap().contains("410"));
+    // A disabled endpoint gets no new deliveries.
+    publish(&s, &[event("organization.created", 3)]).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.requests().len(), 3);
+    let statuses: Vec<DeliveryStatus> = s
+        .webhooks
+        .deliveries(endpoint.id, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.status)
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![DeliveryStatus::Delivered, DeliveryStatus::Dead]
+    );
+    let gone = &s
+        .webhooks
+        .deliveries(endpoint.id, Some(DeliveryStatus::Dead), 1)
+        .await
+        .unwrap()[0];
+    assert_eq!(gone.response_status, Some(410));
+    assert_eq!(
+        gone.response_body.as_ref().map(String::len),
+        Some(4 * 1024),
+        "stored capped"
+    );
+
+    // Re-enabled and replayed from the dead letters.
+    s.webhooks
+        .set_enabled(endpoint.id, true, None)
+        .await
+        .unwrap();
+    let since = chrono::Utc::now() - chrono::Duration::minutes(5);
+    assert_eq!(
+        s.webhooks.replay_since(endpoint.id, since).await.unwrap(),
+        1
+    );
+    receiver.wait_for(4, Duration::from_secs(10)).await;
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback() {
+    let s = setup(WebhookConfig {
+        require_https: false,
+        retry_schedule: vec![Duration::from_secs(60)],
+        ..WebhookConfig::default()
+    })
+    .await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    // The name passes creation (it is not an IP literal) but resolves to 127.0.0.1.
+    let url = format!("http://localhost:{}/hook", receiver.addr().port());
+    let endpoint = s
+        .webhooks
+        .create_endpoint(NewEndpoint::new(url).subscribe("*"))
+        .await
+        .unwrap();
+    let running = Running::start(&s);
+    publish(&s, &[event("organization.created", 1)]).await;
+    let mut failed = None;
+    for _ in 0..250 {
+        let d = s.webhooks.deliveries(endpoint.id, None, 1).await.unwrap();
+        if let Some(d) = d.into_iter().find(|d| d.attempts > 0) {
+            failed = Some(d);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let failed = failed.expect("an attempt was recorded");
+    assert_eq!(failed.status, DeliveryStatus::Pending);
+    assert!(
+        failed
+            .last_error
+            .as_deref()
+            .unwrap()
+            .contains("internal address"),
+        "{failed:?}"
+    );
+    assert!(
+        receiver.requests().is_empty(),
+        "nothing reached the loopback receiver"
+    );
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap() {
+    let s = setup(config(&[100])).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    let endpoint = s
+        .webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+        .await
+        .unwrap();
+    let old = endpoint.secret().clone();
+    let new = s.webhooks.rotate_secret(endpoint.id).await.unwrap();
+    assert_eq!(
+        s.webhooks.endpoint(endpoint.id).await.unwrap().secret(),
+        &new
+    );
+    let running = Running::start(&s);
+    publish(&s, &[event("organization.created", 1)]).await;
+    let request = receiver
+        .wait_for(1, Duration::from_secs(10))
+        .await
+        .remove(0);
+    let headers = headers(&request);
+    assert_eq!(headers.signature.split(' ').count(), 2);
+    for secret in [old, new] {
+        Verifier::new(vec![secret])
+            .verify_headers(
+                Some(&headers.id),
+                Some(&headers.timestamp.to_string()),
+                Some(&headers.signature),
+                &request.body,
+            )
+            .unwrap();
+    }
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_endpoint_rate_limit_spreads_deliveries() {
+    let s = setup(config(&[100])).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    s.webhooks
+        .create_endpoint(
+            NewEndpoint::new(receiver.url("/hook"))
+                .subscribe("*")
+                .rate_limit(10),
+        )
+        .await
+        .unwrap();
+    let running = Running::start(&s);
+    let events: Vec<DomainEvent> = (0..25).map(|n| event("organization.created", n)).collect();
+    publish(&s, &events).await;
+    let requests = receiver.wait_for(25, Duration::from_secs(20)).await;
+    assert_eq!(requests.len(), 25);
+    // A burst of 10, then 10 per second: the last of 25 comes at least ~1.5 s after the first.
+    let spread = requests[24].at - requests[0].at;
+    assert!(spread >= Duration::from_millis(1400), "{spread:?}");
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
