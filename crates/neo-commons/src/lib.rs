@@ -19,10 +19,10 @@
 //! | `batch` | [`batch`] | `neo-batch`: data loader, write batcher, AIMD sizing, chunked streams |
 //! | `queue` | [`queue`] | `neo-queue`: durable PostgreSQL job queue and worker pool |
 //! | `coord` | [`coord`] | `neo-coord`: Redis locks with fencing, leader election, rate limits |
-//! | `events` | [`events`] | `neo-events`: Standard Webhooks signatures (outbox and delivery next) |
+//! | `events` | [`events`] | `neo-events`: domain events, transactional outbox, webhooks (Standard Webhooks signatures, delivery on neo-queue) |
 //! | `full` | all of the above | |
 //!
-//! Crates land here as they are built: `events` and `orgs` are next.
+//! Crates land here as they are built: `orgs` is next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};

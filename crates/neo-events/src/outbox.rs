@@ -147,31 +147,52 @@ impl Outbox {
     ///
     /// # Errors
     /// A database error (a repeated event id is kind `AlreadyExists`).
-    pub async fn publish<'c, A>(&self, exec: A, event: &DomainEvent) -> Result<(), EventError>
+    pub fn publish<'a, 'c, A>(
+        &'a self,
+        exec: A,
+        event: &'a DomainEvent,
+    ) -> impl Future<Output = Result<(), EventError>> + Send + 'a
     where
-        A: Acquire<'c, Database = Postgres>,
+        A: Acquire<'c, Database = Postgres> + Send + 'a,
     {
-        self.publish_many(exec, std::slice::from_ref(event)).await
+        self.publish_many(exec, std::slice::from_ref(event))
     }
 
     /// Records events in one statement (and wakes dispatchers at commit).
     ///
     /// # Errors
     /// A database error; nothing is recorded then.
-    pub async fn publish_many<'c, A>(
-        &self,
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "the explicit `+ Send` is the point: see the comment inside"
+    )]
+    pub fn publish_many<'a, 'c, A>(
+        &'a self,
         exec: A,
-        events: &[DomainEvent],
-    ) -> Result<(), EventError>
+        events: &'a [DomainEvent],
+    ) -> impl Future<Output = Result<(), EventError>> + Send + 'a
     where
-        A: Acquire<'c, Database = Postgres>,
+        A: Acquire<'c, Database = Postgres> + Send + 'a,
     {
-        if events.is_empty() {
-            return Ok(());
+        // `+ Send` is stated here, where it can be proven for any `A`, so callers can spawn
+        // futures that publish (rustc cannot prove it at the call site for generic lifetimes).
+        async move {
+            if events.is_empty() {
+                return Ok(());
+            }
+            let mut conn = exec.acquire().await.map_err(neo_db::Error::from)?;
+            self.publish_on(&mut conn, events).await
         }
+    }
+
+    /// [`publish_many`](Self::publish_many) on a connection or transaction you hold.
+    async fn publish_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        events: &[DomainEvent],
+    ) -> Result<(), EventError> {
         let column =
             |f: fn(&DomainEvent) -> serde_json::Value| events.iter().map(f).collect::<Vec<_>>();
-        let mut conn = exec.acquire().await.map_err(neo_db::Error::from)?;
         let _: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
             .bind(events.iter().map(DomainEvent::id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.event_type()).collect::<Vec<_>>())

@@ -462,20 +462,17 @@ impl Queue {
     ///
     /// # Errors
     /// [`Error::Duplicate`] with [`OnDuplicate::Error`], or a database error.
-    pub async fn enqueue<'c, A>(
-        &self,
+    pub fn enqueue<'a, 'c, A>(
+        &'a self,
         exec: A,
         job: NewJob,
         on_duplicate: OnDuplicate,
-    ) -> Result<Option<JobId>>
+    ) -> impl Future<Output = Result<Option<JobId>>> + Send + 'a
     where
-        A: Acquire<'c, Database = Postgres>,
+        A: Acquire<'c, Database = Postgres> + Send + 'a,
     {
-        Ok(self
-            .enqueue_many(exec, vec![job], on_duplicate)
-            .await?
-            .pop()
-            .flatten())
+        let many = self.enqueue_many(exec, vec![job], on_duplicate);
+        async move { Ok(many.await?.pop().flatten()) }
     }
 
     /// Enqueues every job in one statement; one entry per job, `None` for skipped
@@ -484,25 +481,32 @@ impl Queue {
     /// # Errors
     /// [`Error::Duplicate`] with [`OnDuplicate::Error`] (nothing is enqueued), or a database
     /// error.
-    pub async fn enqueue_many<'c, A>(
-        &self,
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "the explicit `+ Send` is the point: see the comment inside"
+    )]
+    pub fn enqueue_many<'a, 'c, A>(
+        &'a self,
         exec: A,
         jobs: Vec<NewJob>,
         on_duplicate: OnDuplicate,
-    ) -> Result<Vec<Option<JobId>>>
+    ) -> impl Future<Output = Result<Vec<Option<JobId>>>> + Send + 'a
     where
-        A: Acquire<'c, Database = Postgres>,
+        A: Acquire<'c, Database = Postgres> + Send + 'a,
     {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
+        // `+ Send` is stated here, where it can be proven for any `A`, so callers can spawn
+        // futures that enqueue (rustc cannot prove it at the call site for generic lifetimes).
+        async move {
+            if jobs.is_empty() {
+                return Ok(Vec::new());
+            }
+            let mut conn = exec.acquire().await?;
+            self.enqueue_on(&mut conn, jobs, on_duplicate).await
         }
-        let mut conn = exec.acquire().await?;
-        self.enqueue_on(&mut conn, jobs, on_duplicate).await
     }
 
     /// [`enqueue_many`](Self::enqueue_many) on a connection or transaction you hold
-    /// (`&mut **uow`). Not generic over `Acquire`, so the future it returns is `Send` inside
-    /// other generic futures, where rustc cannot always prove that for `enqueue_many`.
+    /// (`&mut **uow`).
     ///
     /// # Errors
     /// As [`enqueue_many`](Self::enqueue_many).

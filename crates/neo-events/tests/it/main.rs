@@ -3,4 +3,5 @@
 
 mod outbox;
 mod signatures;
+mod webhook_faults;
 mod webhooks;

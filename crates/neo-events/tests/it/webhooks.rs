@@ -10,16 +10,16 @@ use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
-struct Setup {
+pub(crate) struct Setup {
     _test_db: neo_testkit::TestDatabase,
-    db: Db,
-    queue: Queue,
-    outbox: Outbox,
-    webhooks: Webhooks,
+    pub(crate) db: Db,
+    pub(crate) queue: Queue,
+    pub(crate) outbox: Outbox,
+    pub(crate) webhooks: Webhooks,
 }
 
 /// A config for loopback receivers, with a fast retry schedule.
-fn config(schedule_ms: &[u64]) -> WebhookConfig {
+pub(crate) fn config(schedule_ms: &[u64]) -> WebhookConfig {
     WebhookConfig {
         addresses: AddressPolicy {
             allow_loopback: true,
@@ -36,7 +36,7 @@ fn config(schedule_ms: &[u64]) -> WebhookConfig {
     }
 }
 
-async fn setup(config: WebhookConfig) -> Setup {
+pub(crate) async fn setup(config: WebhookConfig) -> Setup {
     let test_db = neo_testkit::postgres().await;
     let db = Db::connect(&DbConfig::with_url(test_db.url()))
         .await
@@ -64,23 +64,21 @@ async fn setup(config: WebhookConfig) -> Setup {
 }
 
 /// The outbox dispatcher (fanning out to webhooks) and a delivery worker, until dropped.
-struct Running {
+#[derive(Default)]
+pub(crate) struct Running {
     stop: Vec<oneshot::Sender<()>>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    fn start(s: &Setup) -> Self {
-        let mut running = Running {
-            stop: Vec::new(),
-            tasks: Vec::new(),
-        };
+    pub(crate) fn start(s: &Setup) -> Self {
+        let mut running = Running::default();
         running.dispatcher(s);
         running.worker(s);
         running
     }
 
-    fn dispatcher(&mut self, s: &Setup) {
+    pub(crate) fn dispatcher(&mut self, s: &Setup) {
         let (stop, stopped) = oneshot::channel::<()>();
         let (outbox, webhooks) = (s.outbox.clone(), s.webhooks.clone());
         self.stop.push(stop);
@@ -98,7 +96,7 @@ impl Running {
         }));
     }
 
-    fn worker(&mut self, s: &Setup) {
+    pub(crate) fn worker(&mut self, s: &Setup) {
         let (stop, stopped) = oneshot::channel::<()>();
         let worker = s.webhooks.handle(Worker::new(
             s.queue.clone(),
@@ -120,7 +118,14 @@ impl Running {
         }));
     }
 
-    async fn stop(self) {
+    /// Kills the tasks where they are, as a crashed process would stop.
+    pub(crate) fn abort(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+    }
+
+    pub(crate) async fn stop(self) {
         for stop in self.stop {
             let _ = stop.send(());
         }
@@ -130,7 +135,7 @@ impl Running {
     }
 }
 
-fn event(event_type: &str, n: u32) -> DomainEvent {
+pub(crate) fn event(event_type: &str, n: u32) -> DomainEvent {
     DomainEvent::new(
         event_type,
         "organization",
@@ -140,7 +145,7 @@ fn event(event_type: &str, n: u32) -> DomainEvent {
     .unwrap()
 }
 
-async fn publish(s: &Setup, events: &[DomainEvent]) {
+pub(crate) async fn publish(s: &Setup, events: &[DomainEvent]) {
     let mut uow = s.db.begin().await.unwrap();
     s.outbox.publish_many(&mut *uow, events).await.unwrap();
     uow.commit().await.unwrap();
