@@ -14,6 +14,7 @@ pub mod cache;
 pub mod coord;
 pub mod core;
 pub mod db;
+pub mod events;
 mod measure;
 pub mod queue;
 pub mod resilience;
@@ -110,6 +111,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "coord",
             build: coord::pairs,
+        },
+        Group {
+            name: "events",
+            build: events::pairs,
         },
     ]
 }

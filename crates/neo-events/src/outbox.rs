@@ -40,6 +40,8 @@ impl Default for OutboxConfig {
 #[derive(Debug)]
 struct Sql {
     insert: String,
+    /// `{table} ({COLUMNS})`, for the publish CTE.
+    table: String,
     claim: String,
     mark: String,
     archive: String,
@@ -96,6 +98,7 @@ impl Outbox {
         let t = TableName::new("outbox")?.in_schema(&schema);
         let archive = TableName::new("outbox_archive")?.in_schema(&schema);
         let sql = Sql {
+            table: t.to_string(),
             insert: format!(
                 "WITH ins AS (INSERT INTO {t} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
                  $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::uuid[], $10::uuid[], $11::int4[]) \
@@ -236,6 +239,54 @@ impl Outbox {
             .map_err(neo_db::Error::from)?;
         metrics::counter!("neo_events_published_total").increment(events.len() as u64);
         Ok(())
+    }
+
+    /// A `WITH` item that records events in the same statement as your business write, so
+    /// publishing costs no extra round trip: bind [`publish_params`](Self::publish_params) at
+    /// `$first_param` and `$first_param + 1`. A data-modifying `WITH` item always runs, whether
+    /// or not the statement reads it.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(db: neo_db::Db, outbox: neo_events::Outbox) -> Result<(), neo_events::EventError> {
+    /// use neo_events::DomainEvent;
+    /// let event = DomainEvent::new("organization.created", "organization", "org_42", &42)?;
+    /// let sql = format!(
+    ///     "WITH {} INSERT INTO organizations (id, name) VALUES ($1, $2)",
+    ///     outbox.publish_cte(3)
+    /// );
+    /// let (events, channel) = outbox.publish_params(&[event]);
+    /// let mut uow = db.begin().await?;
+    /// sqlx::query(sqlx::AssertSqlSafe(sql))
+    ///     .bind(uuid::Uuid::now_v7())
+    ///     .bind("Acme")
+    ///     .bind(events)
+    ///     .bind(channel)
+    ///     .execute(&mut **uow)
+    ///     .await
+    ///     .map_err(neo_db::Error::from)?;
+    /// uow.commit().await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn publish_cte(&self, first_param: usize) -> String {
+        let (events, channel) = (first_param, first_param + 1);
+        format!(
+            "neo_published AS (INSERT INTO {table} ({COLUMNS}) \
+             SELECT {COLUMNS} FROM jsonb_to_recordset(${events}::jsonb) AS e(id uuid, event_type text, \
+             aggregate_type text, aggregate_id text, tenant_id uuid, payload jsonb, metadata jsonb, \
+             occurred_at timestamptz, correlation_id uuid, causation_id uuid, schema_version int4) \
+             CROSS JOIN (SELECT pg_notify(${channel}, '')) AS woken RETURNING 1)",
+            table = self.sql.table
+        )
+    }
+
+    /// The two values [`publish_cte`](Self::publish_cte) expects: the events as JSON and the
+    /// channel that wakes dispatchers.
+    pub fn publish_params<'e>(
+        &self,
+        events: &'e [DomainEvent],
+    ) -> (sqlx::types::Json<&'e [DomainEvent]>, String) {
+        (sqlx::types::Json(events), self.config.channel.clone())
     }
 
     /// Takes up to `batch_size` committed, unprocessed events (oldest first, skipping rows

@@ -1,7 +1,7 @@
 //! Webhook settings.
 
 use crate::{AddressPolicy, EventError};
-use neo_batch::BatcherConfig;
+use neo_batch::{BatcherConfig, LoaderConfig};
 use neo_resilience::BreakerConfig;
 use serde::Deserialize;
 use std::time::Duration;
@@ -49,6 +49,8 @@ pub struct WebhookConfig {
     pub breaker: BreakerConfig,
     /// Delivery status updates are written in batches.
     pub status_writes: BatcherConfig,
+    /// Deliveries starting together are read in one query (`cache` is always off).
+    pub target_reads: LoaderConfig,
     /// Most idle connections kept per endpoint host.
     pub pool_max_idle_per_host: usize,
 }
@@ -87,6 +89,11 @@ impl Default for WebhookConfig {
                 max_batch: 500,
                 linger: Duration::from_millis(2),
                 ..BatcherConfig::default()
+            },
+            target_reads: LoaderConfig {
+                window: Duration::ZERO,
+                max_batch: 500,
+                cache: false,
             },
             pool_max_idle_per_host: 32,
         }

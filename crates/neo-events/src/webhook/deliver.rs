@@ -9,7 +9,7 @@ use chrono::{DateTime, Utc};
 use neo_queue::{Job, JobError, Worker};
 use neo_resilience::{BreakerState, CircuitBreaker, RateLimitConfig, RateLimiter};
 use sqlx::{AssertSqlSafe, Row};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -32,6 +32,53 @@ pub(super) fn build_client(config: &WebhookConfig) -> Result<reqwest::Client, Ev
             what: "webhook HTTP client",
             reason: e.to_string(),
         })
+}
+
+/// Reads the rows of the deliveries starting together in one query (no cache: a status
+/// read must be current).
+pub(super) fn target_loader(
+    db: &neo_db::Db,
+    sql: String,
+    config: &WebhookConfig,
+) -> Result<neo_batch::DataLoader<i64, Target>, EventError> {
+    let db = db.clone();
+    let loader_config = neo_batch::LoaderConfig {
+        cache: false,
+        ..config.target_reads
+    };
+    neo_batch::DataLoader::new(loader_config, move |ids: Vec<i64>| {
+        let (db, sql) = (db.clone(), sql.clone());
+        async move {
+            let rows = sqlx::query(AssertSqlSafe(sql))
+                .bind(&ids)
+                .fetch_all(db.pool())
+                .await?;
+            rows.iter()
+                .map(|row| Ok((row.try_get::<i64, _>(10)?, target_from_row(row)?)))
+                .collect::<Result<HashMap<i64, Target>, sqlx::Error>>()
+                .map_err(neo_db::Error::from)
+        }
+    })
+    .map_err(|e| EventError::Invalid {
+        what: "webhook configuration",
+        reason: e.to_string(),
+    })
+}
+
+fn target_from_row(row: &sqlx::postgres::PgRow) -> Result<Target, sqlx::Error> {
+    let headers: sqlx::types::Json<BTreeMap<String, String>> = row.try_get(9)?;
+    Ok(Target {
+        status: row.try_get(0)?,
+        message_id: row.try_get(1)?,
+        body: row.try_get(2)?,
+        endpoint_id: row.try_get(3)?,
+        url: row.try_get(4)?,
+        secrets: row.try_get(5)?,
+        overlapping: row.try_get::<Option<bool>, _>(6)?.unwrap_or(false),
+        enabled: row.try_get(7)?,
+        rate: row.try_get(8)?,
+        headers: headers.0,
+    })
 }
 
 /// One row of the batched status write.
@@ -64,7 +111,8 @@ impl Answer {
 }
 
 /// What the delivery needs from its rows.
-struct Target {
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
     status: String,
     message_id: Uuid,
     body: String,
@@ -205,30 +253,11 @@ impl Webhooks {
     }
 
     async fn target(&self, id: i64) -> Result<Option<Target>, EventError> {
-        let row = sqlx::query(AssertSqlSafe(self.inner.sql.load_for_send.clone()))
-            .bind(id)
-            .fetch_optional(self.inner.db.pool())
+        self.inner
+            .targets
+            .load(id)
             .await
-            .map_err(|e| EventError::Db(neo_db::Error::from(e)))?;
-        let Some(row) = row else { return Ok(None) };
-        let read = || -> Result<Target, sqlx::Error> {
-            let headers: sqlx::types::Json<BTreeMap<String, String>> = row.try_get(9)?;
-            Ok(Target {
-                status: row.try_get(0)?,
-                message_id: row.try_get(1)?,
-                body: row.try_get(2)?,
-                endpoint_id: row.try_get(3)?,
-                url: row.try_get(4)?,
-                secrets: row.try_get(5)?,
-                overlapping: row.try_get::<Option<bool>, _>(6)?.unwrap_or(false),
-                enabled: row.try_get(7)?,
-                rate: row.try_get(8)?,
-                headers: headers.0,
-            })
-        };
-        read()
-            .map(Some)
-            .map_err(|e| EventError::Db(neo_db::Error::from(e)))
+            .map_err(|e| EventError::Handler(e.to_string()))
     }
 
     /// Some(wait) when the endpoint's rate limit has no slot now.

@@ -118,9 +118,9 @@ impl Sql {
             ),
             load_for_send: format!(
                 "SELECT d.status, d.message_id, m.body, e.id, e.url, e.secrets, \
-                 e.secrets_overlap_until > now(), e.enabled, e.rate_limit_per_second, e.headers \
+                 e.secrets_overlap_until > now(), e.enabled, e.rate_limit_per_second, e.headers, d.id \
                  FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id \
-                 JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = $1"
+                 JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = ANY($1)"
             ),
             update_status: format!(
                 "UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
@@ -160,6 +160,7 @@ pub(super) struct Inner {
     pub(super) limiters: Mutex<HashMap<Uuid, (u32, RateLimiter)>>,
     pub(super) operational: broadcast::Sender<OperationalEvent>,
     pub(super) status: OnceCell<WriteBatcher<StatusUpdate>>,
+    pub(super) targets: neo_batch::DataLoader<i64, super::deliver::Target>,
     schema: Schema,
 }
 
@@ -228,6 +229,7 @@ impl Webhooks {
         let schema = Schema::new(&config.schema)?;
         let sql = Sql::new(&schema)?;
         let client = build_client(&config)?;
+        let targets = super::deliver::target_loader(db, sql.load_for_send.clone(), &config)?;
         Ok(Webhooks {
             inner: Arc::new(Inner {
                 db: db.clone(),
@@ -238,6 +240,7 @@ impl Webhooks {
                 limiters: Mutex::new(HashMap::new()),
                 operational: broadcast::channel(1024).0,
                 status: OnceCell::new(),
+                targets,
                 schema,
                 config,
             }),

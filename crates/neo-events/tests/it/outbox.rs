@@ -235,3 +235,51 @@ fn event_types_and_ids_are_validated() {
     assert_eq!(e.version(), 2);
     assert!(e.correlation_id().is_some());
 }
+
+#[tokio::test]
+async fn the_publish_cte_records_events_in_the_business_statement() {
+    let (_t, db, outbox) = setup().await;
+    sqlx::query("CREATE TABLE orgs (id uuid PRIMARY KEY, name text NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let insert = format!(
+        "WITH {} INSERT INTO orgs (id, name) VALUES ($1, $2)",
+        outbox.publish_cte(3)
+    );
+    let events = [event(1).correlated_with(uuid::Uuid::now_v7()), event(2)];
+    for commit in [false, true] {
+        let mut uow = db.begin().await.unwrap();
+        let (json, channel) = outbox.publish_params(&events);
+        sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+            .bind(uuid::Uuid::now_v7())
+            .bind("Acme")
+            .bind(json)
+            .bind(channel)
+            .execute(&mut **uow)
+            .await
+            .unwrap();
+        if commit {
+            uow.commit().await.unwrap();
+        } else {
+            uow.rollback().await.unwrap();
+            assert_eq!(
+                outbox.pending().await.unwrap(),
+                0,
+                "rolled back with the business row"
+            );
+        }
+    }
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    outbox
+        .dispatch_once(|batch: Vec<DomainEvent>| async move {
+            sink.lock().unwrap().extend(batch);
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort_by_key(|e| e.aggregate_id().to_owned());
+    assert_eq!(seen, events.to_vec(), "read back exactly as written");
+}

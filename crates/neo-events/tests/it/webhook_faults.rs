@@ -1,5 +1,8 @@
 //! Webhook delivery under faults: every event is accounted for.
-#![allow(clippy::print_stdout, reason = "the fault tests print what they measured")]
+#![allow(
+    clippy::print_stdout,
+    reason = "the fault tests print what they measured"
+)]
 
 use crate::webhooks::{Running, event, publish, setup};
 use neo_events::{DeliveryStatus, DomainEvent, WebhookConfig};

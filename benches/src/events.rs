@@ -1,0 +1,457 @@
+//! neo-events: publishing in the caller's transaction next to the same transaction without
+//! it, and webhook delivery end to end (outbox → fan-out → neo-queue → signed POST to a local
+//! receiver) next to the same POSTs sent straight with reqwest.
+
+use crate::db::bench_database_url;
+use crate::{Pair, check};
+use neo_db::{Db, DbConfig};
+use neo_events::{
+    AddressPolicy, DomainEvent, NewEndpoint, Outbox, OutboxConfig, WebhookConfig, Webhooks,
+};
+use neo_queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use neo_testkit::HttpReceiver;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+use tokio::sync::{Semaphore, oneshot};
+
+/// Events per iteration of the delivery pair.
+pub const DELIVERIES: usize = 2_000;
+/// Requests in flight at once (the worker's concurrency, and the raw baseline's).
+const IN_FLIGHT: usize = 256;
+
+/// Everything a webhook pipeline needs, in its own schemas on the server at `url`.
+#[derive(Debug)]
+pub struct Pipeline {
+    /// The pool.
+    pub db: Db,
+    /// The outbox.
+    pub outbox: Outbox,
+    /// The webhooks.
+    pub webhooks: Webhooks,
+    /// The receiver every delivery goes to.
+    pub receiver: HttpReceiver,
+    stop: Vec<oneshot::Sender<()>>,
+}
+
+fn runtime() -> Runtime {
+    check(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    )
+}
+
+fn event(n: usize) -> DomainEvent {
+    check(DomainEvent::new(
+        "organization.updated",
+        "organization",
+        &format!("org_{n}"),
+        &serde_json::json!({ "n": n, "name": "Organization number n", "plan": "growth" }),
+    ))
+}
+
+impl Pipeline {
+    /// Migrates the tables into schema `prefix` (queue in `prefix_q`), starts a receiver with
+    /// one endpoint subscribed to everything, an outbox dispatcher and a delivery worker.
+    pub async fn start(url: &str, prefix: &str) -> Pipeline {
+        let db = check(
+            Db::connect(&DbConfig {
+                max_connections: 16,
+                ..DbConfig::with_url(url)
+            })
+            .await,
+        );
+        let queue = check(Queue::new(
+            &db,
+            QueueConfig {
+                schema: format!("{prefix}_q"),
+                channel: format!("{prefix}_jobs"),
+                ..QueueConfig::default()
+            },
+        ));
+        check(queue.migrate().await);
+        let outbox = check(Outbox::new(
+            &db,
+            OutboxConfig {
+                schema: prefix.to_owned(),
+                channel: format!("{prefix}_outbox"),
+                ..OutboxConfig::default()
+            },
+        ));
+        check(outbox.migrate().await);
+        let webhooks = check(Webhooks::new(
+            &db,
+            queue.clone(),
+            WebhookConfig {
+                schema: prefix.to_owned(),
+                addresses: AddressPolicy {
+                    allow_loopback: true,
+                    allow_private: false,
+                },
+                require_https: false,
+                ..WebhookConfig::default()
+            },
+        ));
+        check(webhooks.migrate().await);
+        let receiver = check(HttpReceiver::start().await);
+        check(
+            webhooks
+                .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+                .await,
+        );
+        let mut stop = Vec::new();
+        let (stop_dispatcher, stopped) = oneshot::channel::<()>();
+        stop.push(stop_dispatcher);
+        let (o, w) = (outbox.clone(), webhooks.clone());
+        tokio::spawn(async move {
+            let fan_out = move |events: Vec<DomainEvent>| {
+                let w = w.clone();
+                async move { w.fan_out(&events).await }
+            };
+            check(
+                o.run(fan_out, async {
+                    let _ = stopped.await;
+                })
+                .await,
+            );
+        });
+        let worker = webhooks.handle(Worker::new(
+            queue,
+            WorkerConfig {
+                concurrency: IN_FLIGHT,
+                claim_batch: IN_FLIGHT,
+                complete_batch: 1_000,
+                ..WorkerConfig::default()
+            },
+        ));
+        let (stop_worker, stopped) = oneshot::channel::<()>();
+        stop.push(stop_worker);
+        tokio::spawn(async move {
+            check(
+                worker
+                    .run(async {
+                        let _ = stopped.await;
+                    })
+                    .await,
+            );
+        });
+        Pipeline {
+            db,
+            outbox,
+            webhooks,
+            receiver,
+            stop,
+        }
+    }
+
+    /// Publishes `n` events in one transaction and waits until the receiver has them all.
+    pub async fn deliver(&self, n: usize) {
+        let before = self.receiver.requests().len();
+        let events: Vec<DomainEvent> = (0..n).map(event).collect();
+        let mut uow = check(self.db.begin().await);
+        check(self.outbox.publish_many(&mut *uow, &events).await);
+        check(uow.commit().await);
+        let got = self
+            .receiver
+            .wait_for(before + n, Duration::from_secs(120))
+            .await;
+        assert!(got.len() >= before + n, "deliveries did not arrive in time");
+    }
+
+    /// Stops the dispatcher and the worker.
+    pub async fn stop(self) {
+        for stop in self.stop {
+            let _ = stop.send(());
+        }
+        self.webhooks.shutdown().await;
+    }
+}
+
+/// Publish inside a transaction against the same transaction without it.
+fn publish_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
+    let (db, outbox) = rt.block_on(async {
+        let db = check(Db::connect(&DbConfig::with_url(url)).await);
+        check(
+            sqlx::query(
+                "CREATE TABLE IF NOT EXISTS bench_events_orgs (id uuid PRIMARY KEY, slug text NOT NULL UNIQUE, \
+                 name text NOT NULL, metadata jsonb NOT NULL DEFAULT '{}', created_at timestamptz NOT NULL DEFAULT now(), \
+                 updated_at timestamptz NOT NULL DEFAULT now(), version integer NOT NULL DEFAULT 1)",
+            )
+            .execute(db.pool())
+            .await,
+        );
+        let outbox = check(Outbox::new(
+            &db,
+            OutboxConfig {
+                schema: "bench_events_publish".to_owned(),
+                channel: "bench_events_publish".to_owned(),
+                ..OutboxConfig::default()
+            },
+        ));
+        check(outbox.migrate().await);
+        (db, outbox)
+    });
+    // The business write: creating an organization (the row neo-orgs writes), whose
+    // `organization.created` event ours publishes in the same transaction.
+    let business = |db: Db| async move {
+        let mut uow = check(db.begin().await);
+        let id = uuid::Uuid::now_v7();
+        check(
+            sqlx::query(
+                "INSERT INTO bench_events_orgs (id, slug, name, metadata) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(id)
+            .bind(format!("acme-{}", id.simple()))
+            .bind("Acme")
+            .bind(serde_json::json!({ "plan": "growth" }))
+            .execute(&mut **uow)
+            .await,
+        );
+        uow
+    };
+    let (rt_ours, rt_raw, raw_db) = (Rc::clone(rt), Rc::clone(rt), db.clone());
+    Pair {
+        name: "events/publish_as_own_statement",
+        // One more statement (and round trip) in the transaction: reported, no target; the
+        // target applies to publishing in the business statement (next row).
+        target: None,
+        per_iteration: None,
+        raw_per_iteration: None,
+        ours: Box::new(move || {
+            rt_ours.block_on(async {
+                let mut uow = business(db.clone()).await;
+                let created = check(DomainEvent::new(
+                    "organization.created",
+                    "organization",
+                    "org_1",
+                    &serde_json::json!({ "name": "Acme", "plan": "growth" }),
+                ));
+                check(outbox.publish(&mut *uow, &created).await);
+                check(uow.commit().await);
+            });
+        }),
+        raw: Box::new(move || {
+            rt_raw.block_on(async {
+                check(business(raw_db.clone()).await.commit().await);
+            });
+        }),
+    }
+}
+
+/// The business insert with a `WITH` item that publishes its event (`Outbox::publish_cte`),
+/// against the same insert alone.
+fn publish_cte_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
+    let db = rt.block_on(async { check(Db::connect(&DbConfig::with_url(url)).await) });
+    // The table and outbox made by `publish_pair`, which runs first.
+    let outbox = check(Outbox::new(
+        &db,
+        OutboxConfig {
+            schema: "bench_events_publish".to_owned(),
+            channel: "bench_events_publish".to_owned(),
+            ..OutboxConfig::default()
+        },
+    ));
+    const INSERT: &str =
+        "INSERT INTO bench_events_orgs (id, slug, name, metadata) VALUES ($1, $2, $3, $4)";
+    let with_event = format!("WITH {} {INSERT}", outbox.publish_cte(5));
+    let (rt_ours, rt_raw, raw_db) = (Rc::clone(rt), Rc::clone(rt), db.clone());
+    let org = || {
+        let id = uuid::Uuid::now_v7();
+        (id, format!("acme-{}", id.simple()))
+    };
+    Pair {
+        name: "events/publish_in_business_statement",
+        target: Some(1.3),
+        per_iteration: None,
+        raw_per_iteration: None,
+        ours: Box::new(move || {
+            rt_ours.block_on(async {
+                let created = [check(DomainEvent::new(
+                    "organization.created",
+                    "organization",
+                    "org_1",
+                    &serde_json::json!({ "name": "Acme", "plan": "growth" }),
+                ))];
+                let (events, channel) = outbox.publish_params(&created);
+                let (id, slug) = org();
+                let mut uow = check(db.begin().await);
+                check(
+                    sqlx::query(sqlx::AssertSqlSafe(with_event.clone()))
+                        .bind(id)
+                        .bind(slug)
+                        .bind("Acme")
+                        .bind(serde_json::json!({ "plan": "growth" }))
+                        .bind(events)
+                        .bind(channel)
+                        .execute(&mut **uow)
+                        .await,
+                );
+                check(uow.commit().await);
+            });
+        }),
+        raw: Box::new(move || {
+            rt_raw.block_on(async {
+                let (id, slug) = org();
+                let mut uow = check(raw_db.begin().await);
+                check(
+                    sqlx::query(INSERT)
+                        .bind(id)
+                        .bind(slug)
+                        .bind("Acme")
+                        .bind(serde_json::json!({ "plan": "growth" }))
+                        .execute(&mut **uow)
+                        .await,
+                );
+                check(uow.commit().await);
+            });
+        }),
+    }
+}
+
+/// Webhook delivery end to end against the same POSTs sent straight with reqwest.
+fn delivery_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
+    let pipeline = rt.block_on(Pipeline::start(url, "bench_events_delivery"));
+    let target = pipeline.receiver.url("/raw");
+    let client = reqwest::Client::new();
+    let body = serde_json::to_string(&serde_json::json!({
+        "type": "organization.updated",
+        "timestamp": chrono::Utc::now(),
+        "data": { "n": 1, "name": "Organization number n", "plan": "growth" },
+    }))
+    .unwrap_or_default();
+    let (rt_ours, rt_raw) = (Rc::clone(rt), Rc::clone(rt));
+    Pair {
+        name: "events/webhook_delivery_vs_raw_post",
+        // Reported per delivery: the pipeline's rate (target ≥ 5,000/s) and its ratio to
+        // POSTing the same bodies straight from memory with the same concurrency.
+        target: None,
+        per_iteration: Some(DELIVERIES as u64),
+        raw_per_iteration: Some(DELIVERIES as u64),
+        ours: Box::new(move || {
+            rt_ours.block_on(pipeline.deliver(DELIVERIES));
+        }),
+        raw: Box::new(move || {
+            rt_raw.block_on(async {
+                let slots = Arc::new(Semaphore::new(IN_FLIGHT));
+                let mut sent = tokio::task::JoinSet::new();
+                for _ in 0..DELIVERIES {
+                    let permit = check(Arc::clone(&slots).acquire_owned().await);
+                    let (client, target, body) = (client.clone(), target.clone(), body.clone());
+                    sent.spawn(async move {
+                        let response = check(
+                            client
+                                .post(target)
+                                .header("content-type", "application/json")
+                                .body(body)
+                                .send()
+                                .await,
+                        );
+                        assert!(response.status().is_success());
+                        drop(permit);
+                    });
+                }
+                while let Some(done) = sent.join_next().await {
+                    check(done);
+                }
+            });
+        }),
+    }
+}
+
+/// The pairs of this module on the server at `url`.
+pub fn pairs_on(url: &str) -> Vec<Pair> {
+    let rt = Rc::new(runtime());
+    vec![
+        publish_pair(&rt, url),
+        publish_cte_pair(&rt, url),
+        delivery_pair(&rt, url),
+    ]
+}
+
+/// The pairs of this module, on the bench PostgreSQL.
+pub fn pairs() -> Vec<Pair> {
+    pairs_on(&bench_database_url())
+}
+
+/// What [`measure_delivery`] saw.
+#[derive(Debug, Clone)]
+pub struct DeliveryFigures {
+    /// Commit → arrival at the receiver, one event at a time, sorted.
+    pub latencies: Vec<Duration>,
+    /// Events in the sustained run.
+    pub sustained_events: usize,
+    /// How long the sustained run took, from the first commit to the last arrival.
+    pub sustained: Duration,
+}
+
+/// Publish → delivered latency (`samples` events one at a time) and sustained throughput
+/// (`sustained_events` published in transactions of 500) through the whole pipeline.
+pub fn measure_delivery(url: &str, samples: usize, sustained_events: usize) -> DeliveryFigures {
+    let rt = runtime();
+    rt.block_on(async {
+        let pipeline = Pipeline::start(url, "bench_events_latency").await;
+        pipeline.deliver(50).await; // warm up connections
+        let mut latencies = Vec::with_capacity(samples);
+        for n in 0..samples {
+            let before = pipeline.receiver.requests().len();
+            let mut uow = check(pipeline.db.begin().await);
+            check(pipeline.outbox.publish(&mut *uow, &event(n)).await);
+            check(uow.commit().await);
+            let committed = Instant::now();
+            let got = pipeline
+                .receiver
+                .wait_for(before + 1, Duration::from_secs(10))
+                .await;
+            let arrived = got.last().map_or(Instant::now(), |r| r.at);
+            latencies.push(arrived.saturating_duration_since(committed));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        latencies.sort();
+        let before = pipeline.receiver.requests().len();
+        let started = Instant::now();
+        for first in (0..sustained_events).step_by(500) {
+            let events: Vec<DomainEvent> = (first..(first + 500).min(sustained_events))
+                .map(event)
+                .collect();
+            let mut uow = check(pipeline.db.begin().await);
+            check(pipeline.outbox.publish_many(&mut *uow, &events).await);
+            check(uow.commit().await);
+        }
+        let got = pipeline
+            .receiver
+            .wait_for(before + sustained_events, Duration::from_secs(300))
+            .await;
+        let sustained = got.last().map_or(started.elapsed(), |r| {
+            r.at.saturating_duration_since(started)
+        });
+        pipeline.stop().await;
+        DeliveryFigures {
+            latencies,
+            sustained_events,
+            sustained,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pairs and the latency probe run against the test PostgreSQL.
+    #[test]
+    fn the_events_pairs_and_delivery_probe_run() {
+        let rt = runtime();
+        let test_db = rt.block_on(neo_testkit::postgres());
+        for mut pair in pairs_on(test_db.url()) {
+            (pair.ours)();
+            (pair.raw)();
+        }
+        let figures = measure_delivery(test_db.url(), 5, 1_000);
+        assert_eq!(figures.latencies.len(), 5);
+        assert!(figures.latencies[4] < Duration::from_secs(5), "{figures:?}");
+        assert!(figures.sustained > Duration::ZERO);
+    }
+}
