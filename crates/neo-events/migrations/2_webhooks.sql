@@ -45,6 +45,8 @@ CREATE TABLE webhook_deliveries (
     endpoint_id uuid NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
     -- pending, delivered, dead
     status text NOT NULL DEFAULT 'pending',
+    -- A delivery job exists for it (FIFO endpoints queue only their oldest pending delivery).
+    queued boolean NOT NULL DEFAULT false,
     attempts integer NOT NULL DEFAULT 0,
     response_status integer,
     response_body text,
@@ -57,3 +59,4 @@ CREATE TABLE webhook_deliveries (
     UNIQUE (message_id, endpoint_id)
 );
 CREATE INDEX webhook_deliveries_endpoint ON webhook_deliveries (endpoint_id, status, updated_at);
+CREATE INDEX webhook_deliveries_fifo_head ON webhook_deliveries (endpoint_id, id) WHERE status = 'pending';

@@ -78,6 +78,7 @@ fn target_from_row(row: &sqlx::postgres::PgRow) -> Result<Target, sqlx::Error> {
         enabled: row.try_get(7)?,
         rate: row.try_get(8)?,
         headers: headers.0,
+        fifo: row.try_get(11)?,
     })
 }
 
@@ -123,6 +124,7 @@ pub(crate) struct Target {
     enabled: bool,
     rate: Option<i32>,
     headers: BTreeMap<String, String>,
+    fifo: bool,
 }
 
 impl Webhooks {
@@ -152,8 +154,9 @@ impl Webhooks {
             return Ok(()); // delivered or dead already: a duplicate job
         }
         if !target.enabled {
-            self.record(dead(id, 0, "the endpoint is disabled")).await?;
-            return Ok(());
+            return self
+                .finish(&target, dead(id, 0, "the endpoint is disabled"))
+                .await;
         }
         if let Some(wait) = self.rate_limited(target.endpoint_id, target.rate) {
             return Err(JobError::Snooze(wait));
@@ -201,7 +204,7 @@ impl Webhooks {
         };
         if answer.delivered() {
             update.status = "delivered";
-            self.record(update).await?;
+            self.finish(target, update).await?;
             metrics::counter!("neo_webhooks_delivered_total").increment(1);
             return Ok(());
         }
@@ -217,7 +220,7 @@ impl Webhooks {
                 .map_err(JobError::retry)?;
             update.status = "dead";
             update.error = Some(why.to_owned());
-            self.record(update).await?;
+            self.finish(target, update).await?;
             self.announce(OperationalEvent::EndpointDisabled {
                 endpoint_id: target.endpoint_id,
                 reason: why.to_owned(),
@@ -227,7 +230,7 @@ impl Webhooks {
         let Some(scheduled) = self.inner.config.retry_delay(job.attempt) else {
             update.status = "dead";
             update.error = Some(reason.clone());
-            self.record(update).await?;
+            self.finish(target, update).await?;
             metrics::counter!("neo_webhooks_dead_total").increment(1);
             self.announce(OperationalEvent::DeliveryExhausted {
                 delivery_id: id,
@@ -374,6 +377,22 @@ impl Webhooks {
         }
     }
 
+    /// Writes an update; when a FIFO endpoint's delivery is done, in one transaction with
+    /// queueing the endpoint's next delivery, so exactly one is in flight.
+    async fn finish(&self, target: &Target, update: StatusUpdate) -> Result<(), JobError> {
+        if !target.fifo || update.status == "pending" {
+            return self.record(update).await;
+        }
+        let advance = async {
+            let mut tx = self.inner.db.begin().await?;
+            write_statuses(&mut tx, &self.inner.sql.update_status, &[update]).await?;
+            self.advance_fifo(&mut tx, target.endpoint_id).await?;
+            tx.commit().await?;
+            Ok::<(), EventError>(())
+        };
+        advance.await.map_err(JobError::retry)
+    }
+
     /// Writes a status update through the batched writer (built on first use, inside the
     /// runtime).
     async fn record(&self, update: StatusUpdate) -> Result<(), JobError> {
@@ -385,7 +404,14 @@ impl Webhooks {
                 let sql = self.inner.sql.update_status.clone();
                 neo_batch::WriteBatcher::new(
                     self.inner.config.status_writes,
-                    move |batch: Vec<StatusUpdate>| write_statuses(db.clone(), sql.clone(), batch),
+                    move |batch: Vec<StatusUpdate>| {
+                        let (db, sql) = (db.clone(), sql.clone());
+                        async move {
+                            let mut conn =
+                                db.pool().acquire().await.map_err(neo_db::Error::from)?;
+                            write_statuses(&mut conn, &sql, &batch).await
+                        }
+                    },
                 )
             })
             .await
@@ -395,12 +421,12 @@ impl Webhooks {
 }
 
 async fn write_statuses(
-    db: neo_db::Db,
-    sql: String,
-    batch: Vec<StatusUpdate>,
+    conn: &mut sqlx::PgConnection,
+    sql: &str,
+    batch: &[StatusUpdate],
 ) -> Result<(), neo_db::Error> {
     let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(AssertSqlSafe(sql))
+    sqlx::query(AssertSqlSafe(sql.to_owned()))
         .bind(batch.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.status).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.attempted).collect::<Vec<_>>())
@@ -409,7 +435,7 @@ async fn write_statuses(
         .bind(batch.iter().map(|u| u.duration_ms).collect::<Vec<_>>())
         .bind(column(|u| u.error.clone()))
         .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>())
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await?;
     Ok(())
 }

@@ -53,6 +53,9 @@ pub struct NewEndpoint {
     pub rate_limit_per_second: Option<u32>,
     /// Free text.
     pub description: String,
+    /// Deliver one message at a time, in the order deliveries were created; a failing message
+    /// holds back the ones after it until it is delivered or dead-lettered.
+    pub fifo: bool,
 }
 
 impl NewEndpoint {
@@ -66,7 +69,15 @@ impl NewEndpoint {
             headers: BTreeMap::new(),
             rate_limit_per_second: None,
             description: String::new(),
+            fifo: false,
         }
+    }
+
+    /// Delivers in order, one at a time.
+    #[must_use]
+    pub fn fifo(mut self, fifo: bool) -> Self {
+        self.fifo = fifo;
+        self
     }
 
     /// Receives only this tenant's events.
@@ -132,6 +143,8 @@ pub struct Endpoint {
     pub headers: BTreeMap<String, String>,
     /// Free text.
     pub description: String,
+    /// Delivers in order, one at a time.
+    pub fifo: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
     secret: WebhookSecret,

@@ -53,10 +53,12 @@ pub(super) struct Sql {
     deliveries: String,
     replay_one: String,
     replay_since: String,
+    lock_endpoint: String,
+    fifo_head: String,
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
-     rate_limit_per_second, headers, description, created_at";
+     rate_limit_per_second, headers, description, created_at, fifo";
 const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.endpoint_id, m.event_type, d.status, d.attempts, \
      d.response_status, d.response_body, d.duration_ms, d.last_error, d.next_attempt_at, \
      d.created_at, d.delivered_at";
@@ -80,8 +82,8 @@ impl Sql {
             ),
             event_types: format!("SELECT name, description, schema FROM {types} ORDER BY name"),
             insert_endpoint: format!(
-                "INSERT INTO {endpoints} (id, tenant_id, url, secrets, rate_limit_per_second, headers, description) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {ENDPOINT_COLUMNS}"
+                "INSERT INTO {endpoints} (id, tenant_id, url, secrets, rate_limit_per_second, headers, description, fifo) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ENDPOINT_COLUMNS}"
             ),
             insert_subscriptions: format!(
                 "INSERT INTO {subs} (endpoint_id, filter) SELECT $1, f FROM UNNEST($2::text[]) AS f \
@@ -104,24 +106,27 @@ impl Sql {
             delete_endpoint: format!("DELETE FROM {endpoints} WHERE id = $1"),
             // One statement per batch: store the messages, then one delivery per matching
             // enabled endpoint (its tenant's events, or every event for an endpoint without
-            // one). A batch handed over twice creates nothing twice.
+            // one), numbered in event order (FIFO endpoints deliver in that order). A batch
+            // handed over twice creates nothing twice.
             fan_out: format!(
-                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) AS e(id, event_type, tenant_id, body)), \
+                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, ord)), \
                  msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
                          ON CONFLICT (id) DO NOTHING) \
-                 INSERT INTO {deliveries} (message_id, endpoint_id) \
-                 SELECT DISTINCT ev.id, en.id FROM ev \
+                 INSERT INTO {deliveries} (message_id, endpoint_id, queued) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo FROM ev \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id"
+                 ORDER BY ev.ord, en.id \
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id"
             ),
             load_for_send: format!(
                 "SELECT d.status, d.message_id, m.body, e.id, e.url, e.secrets, \
-                 e.secrets_overlap_until > now(), e.enabled, e.rate_limit_per_second, e.headers, d.id \
+                 e.secrets_overlap_until > now(), e.enabled, e.rate_limit_per_second, e.headers, d.id, e.fifo \
                  FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id \
                  JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = ANY($1)"
             ),
+            // The same statement, one row, inside a FIFO endpoint's transaction.
             update_status: format!(
                 "UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
                  response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
@@ -139,12 +144,22 @@ impl Sql {
                  WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) ORDER BY d.id LIMIT $3"
             ),
             replay_one: format!(
-                "UPDATE {deliveries} SET status = 'pending', next_attempt_at = NULL, updated_at = now() \
-                 WHERE id = $1 AND status = 'dead' RETURNING id"
+                "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
+                 queued = NOT e.fifo FROM {endpoints} e \
+                 WHERE d.id = $1 AND d.status = 'dead' AND e.id = d.endpoint_id RETURNING d.id, d.queued, d.endpoint_id"
             ),
             replay_since: format!(
-                "UPDATE {deliveries} SET status = 'pending', next_attempt_at = NULL, updated_at = now() \
-                 WHERE endpoint_id = $1 AND status = 'dead' AND updated_at >= $2 RETURNING id"
+                "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
+                 queued = NOT e.fifo FROM {endpoints} e \
+                 WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
+                 RETURNING d.id, d.queued, d.endpoint_id"
+            ),
+            lock_endpoint: format!("SELECT id FROM {endpoints} WHERE id = $1 FOR UPDATE"),
+            // The oldest pending delivery of a FIFO endpoint gets the endpoint's one job.
+            fifo_head: format!(
+                "UPDATE {deliveries} SET queued = true WHERE id = \
+                 (SELECT id FROM {deliveries} WHERE endpoint_id = $1 AND status = 'pending' ORDER BY id LIMIT 1) \
+                 AND NOT queued RETURNING id"
             ),
         })
     }
@@ -403,6 +418,7 @@ impl Webhooks {
             .bind(rate)
             .bind(sqlx::types::Json(&new.headers))
             .bind(&new.description)
+            .bind(new.fifo)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
@@ -573,18 +589,57 @@ impl Webhooks {
             return Ok(0);
         }
         let mut tx = self.inner.db.begin().await?;
-        let created: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.fan_out.clone()))
-            .bind(&ids)
-            .bind(&types)
-            .bind(&tenants)
-            .bind(&bodies)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        self.enqueue(&mut tx, &created).await?;
+        let created: Vec<(i64, bool, Uuid)> =
+            sqlx::query_as(AssertSqlSafe(self.inner.sql.fan_out.clone()))
+                .bind(&ids)
+                .bind(&types)
+                .bind(&tenants)
+                .bind(&bodies)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        self.enqueue_created(&mut tx, &created).await?;
         tx.commit().await?;
         metrics::counter!("neo_webhooks_deliveries_created_total").increment(created.len() as u64);
         Ok(created.len())
+    }
+
+    /// Enqueues jobs for `(delivery, queued, endpoint)` rows just made pending: the queued
+    /// ones directly, and the head of each FIFO endpoint among the others.
+    async fn enqueue_created(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        rows: &[(i64, bool, Uuid)],
+    ) -> Result<(), EventError> {
+        let queued: Vec<i64> = rows.iter().filter(|r| r.1).map(|r| r.0).collect();
+        self.enqueue(tx, &queued).await?;
+        let mut fifo: Vec<Uuid> = rows.iter().filter(|r| !r.1).map(|r| r.2).collect();
+        fifo.sort_unstable();
+        fifo.dedup();
+        for endpoint in fifo {
+            self.advance_fifo(tx, endpoint).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives a FIFO endpoint's oldest pending delivery its job, unless it has one; the
+    /// endpoint row lock serializes this per endpoint.
+    pub(super) async fn advance_fifo(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        endpoint: Uuid,
+    ) -> Result<(), EventError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.lock_endpoint.clone()))
+            .bind(endpoint)
+            .execute(&mut ***tx)
+            .await
+            .map_err(db_error)?;
+        let head: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
+            .bind(endpoint)
+            .fetch_all(&mut ***tx)
+            .await
+            .map_err(db_error)?;
+        self.enqueue(tx, &head).await
     }
 
     async fn enqueue(
@@ -651,14 +706,15 @@ impl Webhooks {
     /// A database or queue error.
     pub async fn replay(&self, delivery: i64) -> Result<bool, EventError> {
         let mut tx = self.inner.db.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.replay_one.clone()))
-            .bind(delivery)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        self.enqueue(&mut tx, &ids).await?;
+        let replayed: Vec<(i64, bool, Uuid)> =
+            sqlx::query_as(AssertSqlSafe(self.inner.sql.replay_one.clone()))
+                .bind(delivery)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        self.enqueue_created(&mut tx, &replayed).await?;
         tx.commit().await?;
-        Ok(!ids.is_empty())
+        Ok(!replayed.is_empty())
     }
 
     /// Sends again every delivery of `endpoint` that went dead since `since`; returns how many.
@@ -671,15 +727,16 @@ impl Webhooks {
         since: DateTime<Utc>,
     ) -> Result<usize, EventError> {
         let mut tx = self.inner.db.begin().await?;
-        let ids: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.replay_since.clone()))
-            .bind(endpoint)
-            .bind(since)
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(db_error)?;
-        self.enqueue(&mut tx, &ids).await?;
+        let replayed: Vec<(i64, bool, Uuid)> =
+            sqlx::query_as(AssertSqlSafe(self.inner.sql.replay_since.clone()))
+                .bind(endpoint)
+                .bind(since)
+                .fetch_all(&mut **tx)
+                .await
+                .map_err(db_error)?;
+        self.enqueue_created(&mut tx, &replayed).await?;
         tx.commit().await?;
-        Ok(ids.len())
+        Ok(replayed.len())
     }
 
     /// Writes the pending delivery status updates and stops the status writer.
@@ -769,6 +826,7 @@ fn endpoint_from_row(row: &PgRow) -> Result<Endpoint, EventError> {
         headers: headers.0,
         description: row.try_get(8).map_err(db_error)?,
         created_at: row.try_get(9).map_err(db_error)?,
+        fifo: row.try_get(10).map_err(db_error)?,
         secret,
     })
 }

@@ -673,3 +673,48 @@ async fn an_endpoint_rate_limit_spreads_deliveries() {
     s.webhooks.shutdown().await;
     receiver.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
+    let s = setup(config(&[100, 100, 100])).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    // Slow answers would let a non-FIFO endpoint receive several at once.
+    receiver.set_default(ScriptedResponse::ok().delay(Duration::from_millis(20)));
+    receiver.push(ScriptedResponse::status(500));
+    receiver.push(ScriptedResponse::status(503));
+    let endpoint = s
+        .webhooks
+        .create_endpoint(
+            NewEndpoint::new(receiver.url("/hook"))
+                .subscribe("*")
+                .fifo(true),
+        )
+        .await
+        .unwrap();
+    assert!(endpoint.fifo);
+    let running = Running::start(&s);
+    let events: Vec<DomainEvent> = (0..8).map(|n| event("organization.created", n)).collect();
+    publish(&s, &events).await;
+    let requests = receiver.wait_for(10, Duration::from_secs(20)).await;
+    assert_eq!(requests.len(), 10);
+    let order: Vec<String> = requests
+        .iter()
+        .map(|r| r.header("webhook-id").unwrap().to_owned())
+        .collect();
+    let mut expected = vec![events[0].id().to_string(); 3];
+    expected.extend(events[1..].iter().map(|e| e.id().to_string()));
+    assert_eq!(
+        order, expected,
+        "the failing first message held back the rest"
+    );
+    // Never two at once: each request arrived after the previous one was answered.
+    for pair in requests.windows(2) {
+        assert!(
+            pair[1].at >= pair[0].at + Duration::from_millis(15),
+            "overlapping deliveries"
+        );
+    }
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
