@@ -255,7 +255,8 @@ impl Outbox {
     ///     "WITH {} INSERT INTO organizations (id, name) VALUES ($1, $2)",
     ///     outbox.publish_cte(3)
     /// );
-    /// let (events, channel) = outbox.publish_params(&[event]);
+    /// let events = [event];
+    /// let (events, channel) = outbox.publish_params(&events);
     /// let mut uow = db.begin().await?;
     /// sqlx::query(sqlx::AssertSqlSafe(sql))
     ///     .bind(uuid::Uuid::now_v7())
