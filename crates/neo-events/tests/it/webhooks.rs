@@ -718,3 +718,58 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
     s.webhooks.shutdown().await;
     receiver.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
+    let s = setup(WebhookConfig {
+        breaker: neo_resilience::BreakerConfig {
+            minimum_calls: 3,
+            window_calls: 3,
+            open_for: Duration::from_millis(300),
+            half_open_probes: 1,
+            ..neo_resilience::BreakerConfig::default()
+        },
+        ..config(&[50, 50, 50, 50, 50])
+    })
+    .await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    receiver.set_default(ScriptedResponse::status(500));
+    let endpoint = s
+        .webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+        .await
+        .unwrap();
+    let mut operational = s.webhooks.operational_events();
+    let running = Running::start(&s);
+    publish(&s, &[event("organization.created", 1)]).await;
+    let failing = tokio::time::timeout(Duration::from_secs(10), operational.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(
+            failing,
+            OperationalEvent::EndpointFailing { endpoint_id, ref last_error } if endpoint_id == endpoint.id && last_error.contains("500")
+        ),
+        "{failing:?}"
+    );
+    // While open, attempts are held back (snoozed), not spent: the endpoint recovers and the
+    // delivery still arrives.
+    receiver.set_default(ScriptedResponse::ok());
+    wait_until(
+        "the delivery after recovery",
+        Duration::from_secs(10),
+        || async {
+            s.webhooks
+                .deliveries(endpoint.id, Some(DeliveryStatus::Delivered), 1)
+                .await
+                .unwrap()
+                .len()
+                == 1
+        },
+    )
+    .await;
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
