@@ -147,13 +147,18 @@ impl Pipeline {
         }
     }
 
+    /// Publishes events in one committed transaction.
+    pub async fn publish(&self, events: &[DomainEvent]) {
+        let mut uow = check(self.db.begin().await);
+        check(self.outbox.publish_many(&mut *uow, events).await);
+        check(uow.commit().await);
+    }
+
     /// Publishes `n` events in one transaction and waits until the receiver has them all.
     pub async fn deliver(&self, n: usize) {
         let before = self.receiver.requests().len();
         let events: Vec<DomainEvent> = (0..n).map(event).collect();
-        let mut uow = check(self.db.begin().await);
-        check(self.outbox.publish_many(&mut *uow, &events).await);
-        check(uow.commit().await);
+        self.publish(&events).await;
         let got = self
             .receiver
             .wait_for(before + n, Duration::from_secs(120))
@@ -397,9 +402,7 @@ pub fn measure_delivery(url: &str, samples: usize, sustained_events: usize) -> D
         let mut latencies = Vec::with_capacity(samples);
         for n in 0..samples {
             let before = pipeline.receiver.requests().len();
-            let mut uow = check(pipeline.db.begin().await);
-            check(pipeline.outbox.publish(&mut *uow, &event(n)).await);
-            check(uow.commit().await);
+            pipeline.publish(&[event(n)]).await;
             let committed = Instant::now();
             let got = pipeline
                 .receiver
@@ -416,9 +419,7 @@ pub fn measure_delivery(url: &str, samples: usize, sustained_events: usize) -> D
             let events: Vec<DomainEvent> = (first..(first + 500).min(sustained_events))
                 .map(event)
                 .collect();
-            let mut uow = check(pipeline.db.begin().await);
-            check(pipeline.outbox.publish_many(&mut *uow, &events).await);
-            check(uow.commit().await);
+            pipeline.publish(&events).await;
         }
         let got = pipeline
             .receiver

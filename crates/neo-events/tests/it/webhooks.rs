@@ -151,6 +151,29 @@ pub(crate) async fn publish(s: &Setup, events: &[DomainEvent]) {
     uow.commit().await.unwrap();
 }
 
+/// A receiver and an endpoint pointing at it, subscribed to everything.
+pub(crate) async fn receiver_and_endpoint(
+    s: &Setup,
+    configure: impl FnOnce(NewEndpoint) -> NewEndpoint,
+) -> (HttpReceiver, neo_events::Endpoint) {
+    let receiver = HttpReceiver::start().await.unwrap();
+    let endpoint = s
+        .webhooks
+        .create_endpoint(configure(
+            NewEndpoint::new(receiver.url("/hook")).subscribe("*"),
+        ))
+        .await
+        .unwrap();
+    (receiver, endpoint)
+}
+
+/// Stops the pipeline, flushes the status writer and stops the receiver.
+pub(crate) async fn finish(running: Running, s: &Setup, receiver: HttpReceiver) {
+    running.stop().await;
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
+}
+
 fn headers(request: &ReceivedRequest) -> SignedHeaders {
     SignedHeaders {
         id: request.header("webhook-id").unwrap().to_owned(),
@@ -407,20 +430,14 @@ async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
             .unwrap(),
         0
     );
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
 
 #[tokio::test]
 async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id() {
     let s = setup(config(&[100, 200])).await;
-    let receiver = HttpReceiver::start().await.unwrap();
-    let endpoint = s
-        .webhooks
-        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
-        .await
-        .unwrap();
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
+
     let mut operational = s.webhooks.operational_events();
     receiver.push(ScriptedResponse::status(500).body("x".repeat(10_000)));
     receiver.push(ScriptedResponse::drop_connection());
@@ -483,20 +500,14 @@ async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webh
         },
     )
     .await;
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
 
 #[tokio::test]
 async fn retry_after_is_honoured_and_gone_disables_the_endpoint() {
     let s = setup(config(&[50, 50])).await;
-    let receiver = HttpReceiver::start().await.unwrap();
-    let endpoint = s
-        .webhooks
-        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
-        .await
-        .unwrap();
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
+
     let mut operational = s.webhooks.operational_events();
     receiver.push(ScriptedResponse::status(429).retry_after(Duration::from_secs(1)));
     receiver.push(ScriptedResponse::ok());
@@ -560,9 +571,7 @@ async fn retry_after_is_honoured_and_gone_disables_the_endpoint() {
         1
     );
     receiver.wait_for(4, Duration::from_secs(10)).await;
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
 
 #[tokio::test]
@@ -606,20 +615,14 @@ async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback() {
         receiver.requests().is_empty(),
         "nothing reached the loopback receiver"
     );
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
 
 #[tokio::test]
 async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap() {
     let s = setup(config(&[100])).await;
-    let receiver = HttpReceiver::start().await.unwrap();
-    let endpoint = s
-        .webhooks
-        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
-        .await
-        .unwrap();
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
+
     let old = endpoint.secret().clone();
     let new = s.webhooks.rotate_secret(endpoint.id).await.unwrap();
     assert_eq!(
@@ -644,9 +647,7 @@ async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap() {
             )
             .unwrap();
     }
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
 
 #[tokio::test]
@@ -669,9 +670,7 @@ async fn an_endpoint_rate_limit_spreads_deliveries() {
     // A burst of 10, then 10 per second: the last of 25 comes at least ~1.5 s after the first.
     let spread = requests[24].at - requests[0].at;
     assert!(spread >= Duration::from_millis(1400), "{spread:?}");
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
 
 #[tokio::test]
@@ -714,9 +713,7 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
             "overlapping deliveries"
         );
     }
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
 
 #[tokio::test]
@@ -732,13 +729,8 @@ async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
         ..config(&[50, 50, 50, 50, 50])
     })
     .await;
-    let receiver = HttpReceiver::start().await.unwrap();
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     receiver.set_default(ScriptedResponse::status(500));
-    let endpoint = s
-        .webhooks
-        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
-        .await
-        .unwrap();
     let mut operational = s.webhooks.operational_events();
     let running = Running::start(&s);
     publish(&s, &[event("organization.created", 1)]).await;
@@ -769,7 +761,5 @@ async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
         },
     )
     .await;
-    running.stop().await;
-    s.webhooks.shutdown().await;
-    receiver.shutdown().await;
+    finish(running, &s, receiver).await;
 }
