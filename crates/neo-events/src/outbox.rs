@@ -132,7 +132,7 @@ impl Outbox {
         Ok(MigrationSet::new("neo_events")?.with(
             1,
             "outbox",
-            include_str!("../migrations/1_outbox.sql"),
+            include_str!("../migrations/outbox/1_outbox.sql"),
         ))
     }
 

@@ -270,7 +270,7 @@ impl Webhooks {
         Ok(MigrationSet::new("neo_webhooks")?.with(
             1,
             "webhooks",
-            include_str!("../../migrations/2_webhooks.sql"),
+            include_str!("../../migrations/webhooks/1_webhooks.sql"),
         ))
     }
 
