@@ -20,9 +20,10 @@
 //! | `queue` | [`queue`] | `neo-queue`: durable PostgreSQL job queue and worker pool |
 //! | `coord` | [`coord`] | `neo-coord`: Redis locks with fencing, leader election, rate limits |
 //! | `events` | [`events`] | `neo-events`: domain events, transactional outbox, webhooks (Standard Webhooks signatures, delivery on neo-queue) |
+//! | `orgs` | [`orgs`] | `neo-orgs`: the organization entity and its service (cache, outbox events, audit, search) |
 //! | `full` | all of the above | |
 //!
-//! Crates land here as they are built: `orgs` is next.
+//! Crates land here as they are built: the `orgs` HTTP router and the example service are next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};
@@ -59,6 +60,10 @@ pub use neo_queue as queue;
 #[cfg(feature = "coord")]
 #[doc(inline)]
 pub use neo_coord as coord;
+
+#[cfg(feature = "orgs")]
+#[doc(inline)]
+pub use neo_orgs as orgs;
 
 #[cfg(feature = "events")]
 #[doc(inline)]

@@ -1,0 +1,116 @@
+//! Organizations for neo-commons: the entity with its business rules, and a service on
+//! PostgreSQL that writes every change with its audit record and domain events (through the
+//! neo-events outbox) in one transaction, caches reads in neo-cache, reads many without N+1
+//! and searches with a trigram index and keyset pages.
+//!
+//! - [`Organization`]: validated fields (slug, domains, country, URLs, colors, metadata within
+//!   limits), a status lifecycle (`pending_verification` → `active` ⇄ `suspended` →
+//!   `archived`), domain claims verified by token; every change records a [`DomainEvent`].
+//! - [`OrganizationService`]: create and batch create, get (cache first), get by slug,
+//!   `get_many` (cache, then one query for the misses), save with an optimistic version, soft
+//!   delete and restore, search, summaries with domain and member counts in one query, the
+//!   audit trail.
+//!
+//! [`DomainEvent`]: neo_events::DomainEvent
+
+mod model;
+mod service;
+
+pub use model::{
+    Branding, Color, Legal, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewOrganization, OrgDomain,
+    OrgStatus, Organization, Verification,
+};
+pub use service::{AuditEntry, OrgConfig, OrganizationService, OrganizationSummary, SearchPage};
+
+use neo_core::{ErrorKind, HasErrorKind};
+
+/// Everything that can go wrong with organizations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrgError {
+    /// A value was rejected before anything was written.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was checked.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The status does not allow the change.
+    #[error("cannot {action} while {status}")]
+    Transition {
+        /// The current status.
+        status: &'static str,
+        /// What was attempted.
+        action: String,
+    },
+    /// Nothing with this id exists.
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// Someone saved the organization since it was read.
+    #[error(
+        "organization {id} was changed meanwhile: read version {expected}, stored version {actual}"
+    )]
+    Conflict {
+        /// The organization.
+        id: String,
+        /// The version the caller read.
+        expected: i64,
+        /// The version stored now.
+        actual: i64,
+    },
+    /// A core value was rejected.
+    #[error(transparent)]
+    Core(#[from] neo_core::Error),
+    /// The database failed (a duplicate slug or domain is kind `AlreadyExists`).
+    #[error(transparent)]
+    Db(#[from] neo_db::Error),
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(#[from] neo_cache::Error),
+    /// Publishing the events failed.
+    #[error(transparent)]
+    Events(#[from] neo_events::EventError),
+}
+
+impl OrgError {
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        OrgError::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn transition(status: OrgStatus, action: &str) -> Self {
+        OrgError::Transition {
+            status: status.as_str(),
+            action: action.to_owned(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, id: impl std::fmt::Display) -> Self {
+        OrgError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl HasErrorKind for OrgError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            OrgError::Invalid { .. } | OrgError::Transition { .. } => ErrorKind::Validation,
+            OrgError::NotFound { .. } => ErrorKind::NotFound,
+            OrgError::Conflict { .. } => ErrorKind::Conflict,
+            OrgError::Core(e) => e.kind(),
+            OrgError::Db(e) => e.kind(),
+            OrgError::Cache(e) => e.kind(),
+            OrgError::Events(e) => e.kind(),
+        }
+    }
+}

@@ -1,0 +1,866 @@
+//! The organization service on PostgreSQL, with the tiered cache, the outbox and the audit
+//! trail.
+
+use crate::model::{Branding, Legal, OrgDomain, OrgStatus, Organization, Verification, now};
+use crate::{NewOrganization, OrgError};
+use chrono::{DateTime, Utc};
+use neo_cache::{Cache, HybridCache};
+use neo_core::{Metadata, OrganizationId, Slug};
+use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
+use neo_events::Outbox;
+use serde::Deserialize;
+use sqlx::postgres::PgRow;
+use sqlx::{AssertSqlSafe, Row};
+use std::collections::HashMap;
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Service settings. Load with `neo_core::config::from_env("NEO_ORGS_")`. The cache's TTL
+/// and key prefix are the [`HybridCache`]'s own settings.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default)]
+pub struct OrgConfig {
+    /// Schema of the organization tables.
+    pub schema: String,
+    /// Limits on `metadata`.
+    pub metadata_limits: neo_core::MetadataLimits,
+    /// Most results of one search page.
+    pub max_page: u32,
+}
+
+impl Default for OrgConfig {
+    fn default() -> Self {
+        OrgConfig {
+            schema: "neo_orgs".to_owned(),
+            metadata_limits: neo_core::MetadataLimits::default(),
+            max_page: 100,
+        }
+    }
+}
+
+/// One audit record: who did what, with the organization before and after.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct AuditEntry {
+    /// Who.
+    pub actor: String,
+    /// What (`create`, `update`, `delete`, `restore`).
+    pub action: String,
+    /// The stored organization before, as JSON.
+    pub before: Option<serde_json::Value>,
+    /// After.
+    pub after: Option<serde_json::Value>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// An organization with the sizes of its related sets, read in one query.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct OrganizationSummary {
+    /// The organization.
+    pub organization: Organization,
+    /// How many domains it claims.
+    pub domains: i64,
+    /// How many members it has.
+    pub members: i64,
+}
+
+/// One page of search results, with the cursor of the next page.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct SearchPage {
+    /// The organizations, by name then id.
+    pub items: Vec<Organization>,
+    /// Pass back to get the next page; `None` on the last.
+    pub next_cursor: Option<String>,
+    /// The number of matches, when asked for.
+    pub total: Option<i64>,
+}
+
+#[derive(Debug)]
+struct Sql {
+    insert: String,
+    by_id: String,
+    by_ids: String,
+    by_slug: String,
+    lock: String,
+    update: String,
+    delete_domains: String,
+    insert_domains: String,
+    audit: String,
+    audit_list: String,
+    search: String,
+    search_count: String,
+    summaries: String,
+    add_member: String,
+}
+
+const COLUMNS: &str = "id, name, slug, display_name, description, status, suspension_reason, verification, \
+     primary_contact, legal, branding, website, metadata, created_at, updated_at, deleted_at, version";
+
+impl Sql {
+    fn new(schema: &Schema) -> Result<Self, OrgError> {
+        let table = |name: &str| -> Result<String, OrgError> {
+            Ok(TableName::new(name)?.in_schema(schema).to_string())
+        };
+        let (orgs, domains, members, audit) = (
+            table("organizations")?,
+            table("organization_domains")?,
+            table("organization_members")?,
+            table("organization_audit")?,
+        );
+        // Every read brings the domains along in the same query (no N+1).
+        let select = format!(
+            "SELECT o.id, o.name, o.slug, o.display_name, o.description, o.status, o.suspension_reason, \
+             o.verification, o.primary_contact, o.legal, o.branding, o.website, o.metadata, o.created_at, \
+             o.updated_at, o.deleted_at, o.version, \
+             COALESCE((SELECT jsonb_agg(jsonb_build_object('domain', d.domain, 'verification_token', \
+                 d.verification_token, 'verified_at', d.verified_at) ORDER BY d.domain) \
+                 FROM {domains} d WHERE d.organization_id = o.id), '[]') AS domains \
+             FROM {orgs} o"
+        );
+        Ok(Sql {
+            insert: format!(
+                "INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
+                 $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::uuid[], $10::jsonb[], \
+                 $11::jsonb[], $12::text[], $13::jsonb[], $14::timestamptz[], $15::timestamptz[], \
+                 $16::timestamptz[], $17::int8[])"
+            ),
+            by_id: format!("{select} WHERE o.id = $1 AND (o.deleted_at IS NULL OR $2)"),
+            by_ids: format!("{select} WHERE o.id = ANY($1) AND o.deleted_at IS NULL"),
+            by_slug: format!("{select} WHERE o.slug = $1 AND o.deleted_at IS NULL"),
+            lock: format!("{select} WHERE o.id = $1 FOR UPDATE OF o"),
+            update: format!(
+                "UPDATE {orgs} SET name = $2, display_name = $3, description = $4, status = $5, \
+                 suspension_reason = $6, verification = $7, primary_contact = $8, legal = $9, branding = $10, \
+                 website = $11, metadata = $12, updated_at = $13, deleted_at = $14, version = version + 1 \
+                 WHERE id = $1 AND version = $15 RETURNING version"
+            ),
+            delete_domains: format!("DELETE FROM {domains} WHERE organization_id = $1"),
+            insert_domains: format!(
+                "INSERT INTO {domains} (organization_id, domain, verification_token, verified_at) \
+                 SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[])"
+            ),
+            audit: format!(
+                "INSERT INTO {audit} (organization_id, actor, action, before, after) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[])"
+            ),
+            audit_list: format!(
+                "SELECT actor, action, before, after, at FROM {audit} WHERE organization_id = $1 ORDER BY id"
+            ),
+            // Trigram match on name and slug (GIN index), or an exact claimed domain; keyset
+            // on (name, id).
+            search: format!(
+                "{select} WHERE o.deleted_at IS NULL \
+                 AND ($1::text IS NULL OR (o.name || ' ' || o.slug) ILIKE '%' || $1 || '%' \
+                      OR EXISTS (SELECT 1 FROM {domains} d WHERE d.organization_id = o.id AND d.domain = lower($1))) \
+                 AND ($2::text IS NULL OR (o.name, o.id) > ($2, $3::uuid)) \
+                 ORDER BY o.name, o.id LIMIT $4"
+            ),
+            search_count: format!(
+                "SELECT count(*) FROM {orgs} o WHERE o.deleted_at IS NULL \
+                 AND ($1::text IS NULL OR (o.name || ' ' || o.slug) ILIKE '%' || $1 || '%' \
+                      OR EXISTS (SELECT 1 FROM {domains} d WHERE d.organization_id = o.id AND d.domain = lower($1)))"
+            ),
+            summaries: format!(
+                "SELECT s.*, \
+                 (SELECT count(*) FROM {domains} d WHERE d.organization_id = s.id) AS domain_count, \
+                 (SELECT count(*) FROM {members} m WHERE m.organization_id = s.id) AS member_count \
+                 FROM ({select} WHERE o.id = ANY($1) AND o.deleted_at IS NULL) s"
+            ),
+            add_member: format!(
+                "INSERT INTO {members} (organization_id, user_id, role) VALUES ($1, $2, $3) \
+                 ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role"
+            ),
+        })
+    }
+}
+
+/// Organizations in PostgreSQL: every change writes the row, its audit record and its domain
+/// events (through the [`Outbox`]) in one transaction, and keeps the cache current. Cheap to
+/// clone.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(db: neo_db::Db, outbox: neo_events::Outbox) -> Result<(), neo_orgs::OrgError> {
+/// use neo_core::Slug;
+/// use neo_orgs::{NewOrganization, OrgConfig, OrganizationService};
+/// let orgs = OrganizationService::new(&db, outbox, None, OrgConfig::default())?;
+/// orgs.migrate().await?;
+/// let acme = orgs.create("admin@example.com", NewOrganization::new("Acme", Slug::parse("acme")?)).await?;
+/// let mut loaded = orgs.get(acme.id()).await?;
+/// loaded.verify(vec!["kyc-1".into()])?;
+/// let saved = orgs.save("admin@example.com", loaded).await?; // optimistic: fails on a stale version
+/// assert_eq!(saved.version(), 2);
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct OrganizationService {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    outbox: Outbox,
+    cache: Option<HybridCache<Organization>>,
+    config: OrgConfig,
+    schema: Schema,
+    sql: Sql,
+}
+
+impl std::fmt::Debug for OrganizationService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrganizationService")
+            .field("config", &self.inner.config)
+            .field("cached", &self.inner.cache.is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+fn db(error: sqlx::Error) -> OrgError {
+    OrgError::Db(neo_db::Error::from(error))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, OrgError> {
+    serde_json::to_value(value).map_err(|e| OrgError::invalid("organization", e.to_string()))
+}
+
+impl OrganizationService {
+    /// A service on `db`, publishing through `outbox`, caching in `cache` when given.
+    ///
+    /// # Errors
+    /// [`OrgError::Invalid`] for a bad schema name.
+    pub fn new(
+        db: &Db,
+        outbox: Outbox,
+        cache: Option<HybridCache<Organization>>,
+        config: OrgConfig,
+    ) -> Result<Self, OrgError> {
+        let schema = Schema::new(&config.schema)?;
+        let sql = Sql::new(&schema)?;
+        Ok(OrganizationService {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                outbox,
+                cache,
+                config,
+                schema,
+                sql,
+            }),
+        })
+    }
+
+    /// The organization tables' migrations.
+    ///
+    /// # Errors
+    /// Never; fallible for symmetry with other crates' sets.
+    pub fn migrations() -> Result<MigrationSet, OrgError> {
+        Ok(MigrationSet::new("neo_orgs")?.with(
+            1,
+            "organizations",
+            include_str!("../migrations/1_organizations.sql"),
+        ))
+    }
+
+    /// Creates or upgrades the tables in `config.schema` (and the outbox's own).
+    ///
+    /// # Errors
+    /// A migration error.
+    pub async fn migrate(&self) -> Result<MigrationReport, OrgError> {
+        self.inner.outbox.migrate().await?;
+        Ok(Self::migrations()?
+            .run_in_schema(&self.inner.db, &self.inner.schema)
+            .await?)
+    }
+
+    fn cache_key(id: OrganizationId) -> String {
+        format!("org:{id}")
+    }
+
+    /// Creates an organization; a taken slug is an error of kind `AlreadyExists`.
+    ///
+    /// # Errors
+    /// Validation, duplicate slug, or a database error; nothing is written then.
+    pub async fn create(
+        &self,
+        actor: &str,
+        new: NewOrganization,
+    ) -> Result<Organization, OrgError> {
+        let mut created = self.batch_create(actor, vec![new]).await?;
+        created
+            .pop()
+            .ok_or_else(|| OrgError::invalid("organization", "nothing created"))
+    }
+
+    /// Creates many organizations in one transaction (one statement for the rows, one for
+    /// the audit, one for the events): all or nothing.
+    ///
+    /// # Errors
+    /// As [`create`](Self::create), for the first bad one; nothing is written then.
+    pub async fn batch_create(
+        &self,
+        actor: &str,
+        news: Vec<NewOrganization>,
+    ) -> Result<Vec<Organization>, OrgError> {
+        let limits = self.inner.config.metadata_limits;
+        let mut orgs = Vec::with_capacity(news.len());
+        for new in news {
+            // Metadata is checked against this service's limits, not only the defaults.
+            Metadata::new(new.metadata.clone().into_value(), &limits)?;
+            orgs.push(Organization::create(new)?);
+        }
+        let mut events = Vec::new();
+        for org in &mut orgs {
+            events.extend(org.take_events());
+        }
+        let mut tx = self.inner.db.begin().await?;
+        self.insert_rows(&mut tx, &orgs).await?;
+        let afters = orgs
+            .iter()
+            .map(|o| json(o).map(Some))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.audit(
+            &mut tx,
+            &orgs,
+            actor,
+            "create",
+            vec![None; orgs.len()],
+            afters,
+        )
+        .await?;
+        self.inner.outbox.publish_many(&mut *tx, &events).await?;
+        tx.commit().await?;
+        Ok(orgs)
+    }
+
+    async fn insert_rows(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        orgs: &[Organization],
+    ) -> Result<(), OrgError> {
+        let col = |f: fn(&Organization) -> Result<serde_json::Value, OrgError>| {
+            orgs.iter().map(f).collect::<Result<Vec<_>, _>>()
+        };
+        sqlx::query(AssertSqlSafe(self.inner.sql.insert.clone()))
+            .bind(orgs.iter().map(|o| Uuid::from(o.id)).collect::<Vec<_>>())
+            .bind(orgs.iter().map(|o| o.name.clone()).collect::<Vec<_>>())
+            .bind(
+                orgs.iter()
+                    .map(|o| o.slug.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                orgs.iter()
+                    .map(|o| o.display_name.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                orgs.iter()
+                    .map(|o| o.description.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(orgs.iter().map(|o| o.status.as_str()).collect::<Vec<_>>())
+            .bind(
+                orgs.iter()
+                    .map(|o| o.suspension_reason.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(col(|o| json(&o.verification))?)
+            .bind(
+                orgs.iter()
+                    .map(|o| o.primary_contact.map(Uuid::from))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(col(|o| json(&o.legal))?)
+            .bind(col(|o| json(&o.branding))?)
+            .bind(
+                orgs.iter()
+                    .map(|o| o.website.as_ref().map(|w| w.as_str().to_owned()))
+                    .collect::<Vec<_>>(),
+            )
+            .bind(col(|o| json(&o.metadata))?)
+            .bind(orgs.iter().map(|o| o.created_at).collect::<Vec<_>>())
+            .bind(orgs.iter().map(|o| o.updated_at).collect::<Vec<_>>())
+            .bind(orgs.iter().map(|o| o.deleted_at).collect::<Vec<_>>())
+            .bind(orgs.iter().map(|o| o.version).collect::<Vec<_>>())
+            .execute(&mut ***tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        orgs: &[Organization],
+        actor: &str,
+        action: &str,
+        befores: Vec<Option<serde_json::Value>>,
+        afters: Vec<Option<serde_json::Value>>,
+    ) -> Result<(), OrgError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.audit.clone()))
+            .bind(orgs.iter().map(|o| Uuid::from(o.id)).collect::<Vec<_>>())
+            .bind(vec![actor; orgs.len()])
+            .bind(vec![action; orgs.len()])
+            .bind(befores)
+            .bind(afters)
+            .execute(&mut ***tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    /// An organization by id, from the cache when it holds it.
+    ///
+    /// # Errors
+    /// [`OrgError::NotFound`] (also for a deleted one); a database error.
+    pub async fn get(&self, id: OrganizationId) -> Result<Organization, OrgError> {
+        let Some(cache) = &self.inner.cache else {
+            return self
+                .load(id, false)
+                .await?
+                .ok_or_else(|| OrgError::not_found("organization", id));
+        };
+        let service = self.clone();
+        cache
+            .get_or_load(&Self::cache_key(id), move || async move {
+                service.load(id, false).await
+            })
+            .await?
+            .ok_or_else(|| OrgError::not_found("organization", id))
+    }
+
+    async fn load(
+        &self,
+        id: OrganizationId,
+        deleted_too: bool,
+    ) -> Result<Option<Organization>, OrgError> {
+        let row = sqlx::query(AssertSqlSafe(self.inner.sql.by_id.clone()))
+            .bind(Uuid::from(id))
+            .bind(deleted_too)
+            .fetch_optional(self.inner.db.pool())
+            .await
+            .map_err(db)?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    /// An organization by slug.
+    ///
+    /// # Errors
+    /// [`OrgError::NotFound`]; a database error.
+    pub async fn get_by_slug(&self, slug: &Slug) -> Result<Organization, OrgError> {
+        let row = sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone()))
+            .bind(slug.as_str())
+            .fetch_optional(self.inner.db.pool())
+            .await
+            .map_err(db)?;
+        row.as_ref()
+            .map(from_row)
+            .transpose()?
+            .ok_or_else(|| OrgError::not_found("organization", slug.as_str()))
+    }
+
+    /// Organizations by id, aligned with `ids` (`None` for a missing or deleted one): the
+    /// cache first, then one query for the misses.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn get_many(
+        &self,
+        ids: &[OrganizationId],
+    ) -> Result<Vec<Option<Organization>>, OrgError> {
+        let Some(cache) = &self.inner.cache else {
+            let mut found = self.load_many(ids.to_vec()).await?;
+            return Ok(ids
+                .iter()
+                .map(|id| found.remove(&Self::cache_key(*id)))
+                .collect());
+        };
+        let keys: Vec<String> = ids.iter().map(|id| Self::cache_key(*id)).collect();
+        let service = self.clone();
+        let by_key: HashMap<String, OrganizationId> =
+            keys.iter().cloned().zip(ids.iter().copied()).collect();
+        let results = cache
+            .get_or_load_many(&keys, move |missing: Vec<String>| async move {
+                let ids = missing
+                    .iter()
+                    .filter_map(|k| by_key.get(k).copied())
+                    .collect();
+                service.load_many(ids).await
+            })
+            .await;
+        results
+            .into_iter()
+            .map(|r| r.map_err(OrgError::from))
+            .collect()
+    }
+
+    async fn load_many(
+        &self,
+        ids: Vec<OrganizationId>,
+    ) -> Result<HashMap<String, Organization>, OrgError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.by_ids.clone()))
+            .bind(ids.into_iter().map(Uuid::from).collect::<Vec<_>>())
+            .fetch_all(self.inner.db.pool())
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| from_row(row).map(|org| (Self::cache_key(org.id), org)))
+            .collect()
+    }
+
+    /// Saves an organization changed through its methods, if nobody saved it since it was
+    /// read (its version); writes the audit record and its events in the same transaction.
+    /// Returns it with its new version.
+    ///
+    /// # Errors
+    /// [`OrgError::Conflict`] for a stale version; [`OrgError::NotFound`]; a duplicate domain
+    /// is an error of kind `AlreadyExists`; a database error. Nothing is written then.
+    pub async fn save(&self, actor: &str, mut org: Organization) -> Result<Organization, OrgError> {
+        let events = org.take_events();
+        let mut tx = self.inner.db.begin().await?;
+        let before = sqlx::query(AssertSqlSafe(self.inner.sql.lock.clone()))
+            .bind(Uuid::from(org.id))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?
+            .ok_or_else(|| OrgError::not_found("organization", org.id))?;
+        let before = from_row(&before)?;
+        if before.version != org.version {
+            return Err(OrgError::Conflict {
+                id: org.id.to_string(),
+                expected: org.version,
+                actual: before.version,
+            });
+        }
+        org.updated_at = now();
+        let version: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.update.clone()))
+            .bind(Uuid::from(org.id))
+            .bind(&org.name)
+            .bind(&org.display_name)
+            .bind(&org.description)
+            .bind(org.status.as_str())
+            .bind(&org.suspension_reason)
+            .bind(json(&org.verification)?)
+            .bind(org.primary_contact.map(Uuid::from))
+            .bind(json(&org.legal)?)
+            .bind(json(&org.branding)?)
+            .bind(org.website.as_ref().map(|w| w.as_str().to_owned()))
+            .bind(json(&org.metadata)?)
+            .bind(org.updated_at)
+            .bind(org.deleted_at)
+            .bind(org.version)
+            .fetch_one(&mut **tx)
+            .await
+            .map_err(db)?;
+        if before.domains != org.domains {
+            sqlx::query(AssertSqlSafe(self.inner.sql.delete_domains.clone()))
+                .bind(Uuid::from(org.id))
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+            sqlx::query(AssertSqlSafe(self.inner.sql.insert_domains.clone()))
+                .bind(Uuid::from(org.id))
+                .bind(
+                    org.domains
+                        .iter()
+                        .map(|d| d.domain.as_str().to_owned())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    org.domains
+                        .iter()
+                        .map(|d| d.verification_token.clone())
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    org.domains
+                        .iter()
+                        .map(|d| d.verified_at)
+                        .collect::<Vec<_>>(),
+                )
+                .execute(&mut **tx)
+                .await
+                .map_err(db)?;
+        }
+        org.version = version;
+        let action = match (before.deleted_at, org.deleted_at) {
+            (None, Some(_)) => "delete",
+            (Some(_), None) => "restore",
+            _ => "update",
+        };
+        let (before_json, after_json) = (json(&before)?, json(&org)?);
+        self.audit(
+            &mut tx,
+            std::slice::from_ref(&org),
+            actor,
+            action,
+            vec![Some(before_json)],
+            vec![Some(after_json)],
+        )
+        .await?;
+        self.inner.outbox.publish_many(&mut *tx, &events).await?;
+        tx.commit().await?;
+        self.forget(org.id).await;
+        Ok(org)
+    }
+
+    async fn forget(&self, id: OrganizationId) {
+        if let Some(cache) = &self.inner.cache
+            && let Err(error) = cache.remove(&Self::cache_key(id)).await
+        {
+            tracing::warn!(%id, %error, "could not evict the organization from the cache");
+        }
+    }
+
+    /// Soft-deletes an organization (its slug stays reserved).
+    ///
+    /// # Errors
+    /// As [`save`](Self::save); [`OrgError::Transition`] when already deleted.
+    pub async fn delete(
+        &self,
+        actor: &str,
+        id: OrganizationId,
+        version: i64,
+    ) -> Result<Organization, OrgError> {
+        let mut org = self
+            .load(id, true)
+            .await?
+            .ok_or_else(|| OrgError::not_found("organization", id))?;
+        org.version = version;
+        org.mark_deleted()?;
+        self.save(actor, org).await
+    }
+
+    /// Restores a soft-deleted organization.
+    ///
+    /// # Errors
+    /// As [`save`](Self::save); [`OrgError::Transition`] when not deleted.
+    pub async fn restore(
+        &self,
+        actor: &str,
+        id: OrganizationId,
+        version: i64,
+    ) -> Result<Organization, OrgError> {
+        let mut org = self
+            .load(id, true)
+            .await?
+            .ok_or_else(|| OrgError::not_found("organization", id))?;
+        org.version = version;
+        org.mark_restored()?;
+        self.save(actor, org).await
+    }
+
+    /// Organizations whose name or slug contains `text` (trigram index), or that claim the
+    /// domain `text`; by name, `limit` per page, after `cursor`. Counts the matches only when
+    /// `count` is set.
+    ///
+    /// # Errors
+    /// [`OrgError::Invalid`] for a cursor this service did not make or a zero limit; a
+    /// database error.
+    pub async fn search(
+        &self,
+        text: Option<&str>,
+        limit: u32,
+        cursor: Option<&str>,
+        count: bool,
+    ) -> Result<SearchPage, OrgError> {
+        if limit == 0 {
+            return Err(OrgError::invalid("limit", "must be at least 1"));
+        }
+        let limit = limit.min(self.inner.config.max_page);
+        let text = text.map(str::trim).filter(|t| !t.is_empty());
+        if let Some(t) = text
+            && t.chars().count() > 200
+        {
+            return Err(OrgError::invalid(
+                "search text",
+                "longer than 200 characters",
+            ));
+        }
+        // ILIKE wildcards in the text are matched literally.
+        let pattern = text.map(|t| {
+            t.replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        });
+        let after = cursor.map(decode_cursor).transpose()?;
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.search.clone()))
+            .bind(&pattern)
+            .bind(after.as_ref().map(|(name, _)| name.clone()))
+            .bind(after.as_ref().map(|(_, id)| *id))
+            .bind(i64::from(limit) + 1)
+            .fetch_all(self.inner.db.pool())
+            .await
+            .map_err(db)?;
+        let mut items = rows.iter().map(from_row).collect::<Result<Vec<_>, _>>()?;
+        let next_cursor = if items.len() > limit as usize {
+            items.truncate(limit as usize);
+            items.last().map(|o| encode_cursor(&o.name, o.id))
+        } else {
+            None
+        };
+        let total = if count {
+            Some(
+                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.search_count.clone()))
+                    .bind(&pattern)
+                    .fetch_one(self.inner.db.pool())
+                    .await
+                    .map_err(db)?,
+            )
+        } else {
+            None
+        };
+        Ok(SearchPage {
+            items,
+            next_cursor,
+            total,
+        })
+    }
+
+    /// Organizations with the number of their domains and members, in one query.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn summaries(
+        &self,
+        ids: &[OrganizationId],
+    ) -> Result<Vec<OrganizationSummary>, OrgError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.summaries.clone()))
+            .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>())
+            .fetch_all(self.inner.db.pool())
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|row| {
+                Ok(OrganizationSummary {
+                    organization: from_row(row)?,
+                    domains: row.try_get("domain_count").map_err(db)?,
+                    members: row.try_get("member_count").map_err(db)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Adds a member (or changes their role).
+    ///
+    /// # Errors
+    /// [`OrgError::Invalid`] for an empty role; [`OrgError::NotFound`]; a database error.
+    pub async fn add_member(
+        &self,
+        org: OrganizationId,
+        user: neo_core::UserId,
+        role: &str,
+    ) -> Result<(), OrgError> {
+        if role.trim().is_empty() || role.len() > 64 {
+            return Err(OrgError::invalid("role", "1 to 64 characters"));
+        }
+        sqlx::query(AssertSqlSafe(self.inner.sql.add_member.clone()))
+            .bind(Uuid::from(org))
+            .bind(Uuid::from(user))
+            .bind(role.trim())
+            .execute(self.inner.db.pool())
+            .await
+            .map_err(|e| match neo_db::Error::from(e) {
+                error
+                    if neo_core::HasErrorKind::kind(&error) == neo_core::ErrorKind::Validation =>
+                {
+                    OrgError::not_found("organization", org)
+                }
+                error => OrgError::Db(error),
+            })?;
+        Ok(())
+    }
+
+    /// The audit trail of an organization, oldest first.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn audit_trail(&self, id: OrganizationId) -> Result<Vec<AuditEntry>, OrgError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.audit_list.clone()))
+            .bind(Uuid::from(id))
+            .fetch_all(self.inner.db.pool())
+            .await
+            .map_err(db)?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    actor: r.try_get(0)?,
+                    action: r.try_get(1)?,
+                    before: r.try_get(2)?,
+                    after: r.try_get(3)?,
+                    at: r.try_get(4)?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db)
+    }
+
+    /// The cache, when the service has one.
+    pub fn cache(&self) -> Option<&HybridCache<Organization>> {
+        self.inner.cache.as_ref()
+    }
+}
+
+fn encode_cursor(name: &str, id: OrganizationId) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(serde_json::json!([name, id]).to_string())
+}
+
+fn decode_cursor(cursor: &str) -> Result<(String, Uuid), OrgError> {
+    use base64::Engine;
+    let bad = || OrgError::invalid("cursor", "not a cursor from this service's search");
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .map_err(|_| bad())?;
+    let (name, id): (String, Uuid) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    Ok((name, id))
+}
+
+fn parse<T: serde::de::DeserializeOwned>(
+    what: &'static str,
+    value: serde_json::Value,
+) -> Result<T, OrgError> {
+    serde_json::from_value(value).map_err(|e| OrgError::invalid(what, e.to_string()))
+}
+
+fn from_row(row: &PgRow) -> Result<Organization, OrgError> {
+    let get_json =
+        |index: usize| -> Result<serde_json::Value, OrgError> { row.try_get(index).map_err(db) };
+    let id: Uuid = row.try_get(0).map_err(db)?;
+    let slug: String = row.try_get(2).map_err(db)?;
+    let status: String = row.try_get(5).map_err(db)?;
+    let contact: Option<Uuid> = row.try_get(8).map_err(db)?;
+    let website: Option<String> = row.try_get(11).map_err(db)?;
+    let verification: Verification = parse("stored verification", get_json(7)?)?;
+    let legal: Legal = parse("stored legal", get_json(9)?)?;
+    let branding: Branding = parse("stored branding", get_json(10)?)?;
+    let metadata: Metadata = parse("stored metadata", get_json(12)?)?;
+    let domains: Vec<OrgDomain> = parse("stored domains", row.try_get("domains").map_err(db)?)?;
+    Ok(Organization {
+        id: OrganizationId::from_uuid(id)?,
+        name: row.try_get(1).map_err(db)?,
+        slug: Slug::parse(&slug)?,
+        display_name: row.try_get(3).map_err(db)?,
+        description: row.try_get(4).map_err(db)?,
+        status: OrgStatus::parse(&status)?,
+        suspension_reason: row.try_get(6).map_err(db)?,
+        verification,
+        primary_contact: contact.map(neo_core::UserId::from_uuid).transpose()?,
+        legal,
+        branding,
+        website: website
+            .as_deref()
+            .map(neo_core::HttpsUrl::parse)
+            .transpose()?,
+        domains,
+        metadata,
+        created_at: row.try_get(13).map_err(db)?,
+        updated_at: row.try_get(14).map_err(db)?,
+        deleted_at: row.try_get(15).map_err(db)?,
+        version: row.try_get(16).map_err(db)?,
+        events: Vec::new(),
+    })
+}

@@ -1,0 +1,4 @@
+//! neo-orgs against real PostgreSQL and Redis.
+#![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+
+mod service;
