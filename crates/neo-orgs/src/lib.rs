@@ -10,9 +10,13 @@
 //!   `get_many` (cache, then one query for the misses), save with an optimistic version, soft
 //!   delete and restore, search, summaries with domain and member counts in one query, the
 //!   audit trail.
+//! - [`http::router`] (feature `http`): the service as JSON endpoints with problem-details
+//!   errors.
 //!
 //! [`DomainEvent`]: neo_events::DomainEvent
 
+#[cfg(feature = "http")]
+pub mod http;
 mod model;
 mod service;
 

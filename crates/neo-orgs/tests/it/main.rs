@@ -1,4 +1,6 @@
 //! neo-orgs against real PostgreSQL and Redis.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+#[cfg(feature = "http")]
+mod http;
 mod service;

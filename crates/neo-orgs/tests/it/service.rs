@@ -7,15 +7,15 @@ use neo_orgs::{
 };
 use std::sync::{Arc, Mutex};
 
-struct Setup {
+pub(crate) struct Setup {
     _db: neo_testkit::TestDatabase,
     _redis: neo_testkit::TestRedis,
-    db: Db,
-    outbox: Outbox,
-    orgs: OrganizationService,
+    pub(crate) db: Db,
+    pub(crate) outbox: Outbox,
+    pub(crate) orgs: OrganizationService,
 }
 
-async fn setup() -> Setup {
+pub(crate) async fn setup() -> Setup {
     let test_db = neo_testkit::postgres().await;
     let redis = neo_testkit::redis().await;
     let db = Db::connect(&DbConfig::with_url(test_db.url()))
