@@ -16,6 +16,7 @@ pub mod core;
 pub mod db;
 pub mod events;
 mod measure;
+pub mod orgs;
 pub mod queue;
 pub mod resilience;
 
@@ -115,6 +116,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "events",
             build: events::pairs,
+        },
+        Group {
+            name: "orgs",
+            build: orgs::pairs,
         },
     ]
 }

@@ -1,0 +1,329 @@
+//! neo-orgs: the service's hot paths next to the bare SQL a hand-written service would run,
+//! and the absolute figures the organizations issue sets goals for (`orgs-figures`).
+
+use crate::db::bench_database_url;
+use crate::{Pair, check};
+use neo_cache::{CacheConfig, HybridCache};
+use neo_core::{OrganizationId, Slug};
+use neo_db::{Db, DbConfig};
+use neo_events::{Outbox, OutboxConfig};
+use neo_orgs::{NewOrganization, OrgConfig, Organization, OrganizationService};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use tokio::runtime::Runtime;
+
+fn runtime() -> Runtime {
+    check(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    )
+}
+
+/// A service in schema `schema` (outbox in `{schema}_events`), with a memory cache when
+/// `cached`.
+pub async fn service(url: &str, schema: &str, cached: bool) -> (Db, OrganizationService) {
+    let db = check(
+        Db::connect(&DbConfig {
+            max_connections: 32,
+            ..DbConfig::with_url(url)
+        })
+        .await,
+    );
+    let outbox = check(Outbox::new(
+        &db,
+        OutboxConfig {
+            schema: format!("{schema}_events"),
+            channel: format!("{schema}_events"),
+            ..OutboxConfig::default()
+        },
+    ));
+    let cache = cached.then(|| {
+        check(HybridCache::<Organization>::memory(CacheConfig {
+            l1: neo_cache::L1Config {
+                capacity: 200_000,
+                ..neo_cache::L1Config::default()
+            },
+            ..CacheConfig::named(schema)
+        }))
+    });
+    let orgs = check(OrganizationService::new(
+        &db,
+        outbox,
+        cache,
+        OrgConfig {
+            schema: schema.to_owned(),
+            ..OrgConfig::default()
+        },
+    ));
+    check(orgs.migrate().await);
+    (db, orgs)
+}
+
+fn new_org(prefix: &str, n: usize) -> NewOrganization {
+    let name = format!("{prefix} Widget Works {n}");
+    NewOrganization::new(&name, check(Slug::slugify(&name)))
+}
+
+/// Creates `n` organizations in batches of 1,000; returns their ids.
+pub async fn seed(orgs: &OrganizationService, prefix: &str, n: usize) -> Vec<OrganizationId> {
+    let mut ids = Vec::with_capacity(n);
+    for first in (0..n).step_by(1_000) {
+        let batch = (first..(first + 1_000).min(n))
+            .map(|i| new_org(prefix, i))
+            .collect();
+        ids.extend(
+            check(orgs.batch_create("seed", batch).await)
+                .iter()
+                .map(Organization::id),
+        );
+    }
+    ids
+}
+
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}{}-{}",
+        std::process::id(),
+        RUN.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The pairs of this module on the server at `url`.
+pub fn pairs_on(url: &str) -> Vec<Pair> {
+    let rt = Rc::new(runtime());
+    let (db, orgs) = rt.block_on(service(url, "bench_orgs_pairs", false));
+    let ids = rt.block_on(seed(&orgs, &unique("p"), 1_000));
+    let (rt1, rt2, rt3, rt4) = (
+        Rc::clone(&rt),
+        Rc::clone(&rt),
+        Rc::clone(&rt),
+        Rc::clone(&rt),
+    );
+    let (orgs2, db2, ids2) = (orgs.clone(), db.clone(), ids.clone());
+    let table = "bench_orgs_pairs.organizations";
+    vec![
+        Pair {
+            name: "orgs/get_many_1000_uncached_vs_one_any",
+            // Ours decodes full organizations (domains included, one statement); the baseline
+            // only fetches the rows. Reported, no target.
+            target: None,
+            per_iteration: Some(1_000),
+            raw_per_iteration: None,
+            ours: Box::new(move || {
+                let got = check(rt1.block_on(orgs.get_many(&ids)));
+                assert!(got.iter().all(Option::is_some));
+            }),
+            raw: Box::new(move || {
+                let raw_ids: Vec<uuid::Uuid> =
+                    ids2.iter().map(|id| uuid::Uuid::from(*id)).collect();
+                let rows = check(
+                    rt2.block_on(
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "SELECT * FROM {table} WHERE id = ANY($1)"
+                        )))
+                        .bind(raw_ids)
+                        .fetch_all(db.pool()),
+                    ),
+                );
+                assert_eq!(rows.len(), 1_000);
+            }),
+        },
+        Pair {
+            name: "orgs/create_with_audit_and_event_vs_bare_insert",
+            // Ours writes the row, the audit record and the event in one transaction; the
+            // baseline inserts the row alone. Reported, no target (the goal is absolute).
+            target: None,
+            per_iteration: None,
+            raw_per_iteration: None,
+            ours: Box::new(move || {
+                check(rt3.block_on(orgs2.create("bench", new_org(&unique("c"), 0))));
+            }),
+            raw: Box::new(move || {
+                rt4.block_on(async {
+                    let name = unique("Raw Widget ");
+                    check(
+                        sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "INSERT INTO {table} (id, name, slug, status, created_at, updated_at, version) \
+                             VALUES ($1, $2, $3, 'pending_verification', now(), now(), 1)"
+                        )))
+                        .bind(uuid::Uuid::now_v7())
+                        .bind(&name)
+                        .bind(name.to_lowercase().replace(' ', "-"))
+                        .execute(db2.pool())
+                        .await,
+                    );
+                });
+            }),
+        },
+    ]
+}
+
+/// The pairs of this module, on the bench PostgreSQL.
+pub fn pairs() -> Vec<Pair> {
+    pairs_on(&bench_database_url())
+}
+
+/// The figures the organizations issue sets goals for.
+#[derive(Debug, Clone)]
+pub struct Figures {
+    /// `get` served from L1, median.
+    pub cached_get: Duration,
+    /// `get` from PostgreSQL, median.
+    pub uncached_get: Duration,
+    /// `create` with its audit record and event, median.
+    pub create: Duration,
+    /// Organizations searched.
+    pub search_rows: usize,
+    /// Search p95 over them.
+    pub search_p95: Duration,
+    /// `get_many` of 1,000 ids, cold cache.
+    pub get_many_cold: Duration,
+    /// `batch_create` of 1,000.
+    pub batch_1000: Duration,
+    /// Optimistic saves per second on distinct organizations, 64 at a time.
+    pub updates_per_second: f64,
+}
+
+async fn time(work: impl Future<Output = ()>) -> Duration {
+    let started = Instant::now();
+    work.await;
+    started.elapsed()
+}
+
+fn median(mut samples: Vec<Duration>) -> Duration {
+    samples.sort();
+    samples[samples.len() / 2]
+}
+
+/// Measures every figure on the server at `url`, searching over `search_rows` organizations.
+pub fn measure(url: &str, search_rows: usize) -> Figures {
+    let rt = runtime();
+    rt.block_on(async {
+        let run = unique("f");
+        let schema = format!("bench_orgs_{}", run.replace('-', "_"));
+        let (_db, cached) = service(url, &schema, true).await;
+        let (_db2, uncached) = service(url, &schema, false).await;
+        let ids = seed(&cached, &run, search_rows).await;
+        let mut cached_gets = Vec::new();
+        check(cached.get(ids[0]).await);
+        for _ in 0..2_000 {
+            cached_gets.push(
+                time(async {
+                    check(cached.get(ids[0]).await);
+                })
+                .await,
+            );
+        }
+        let mut uncached_gets = Vec::new();
+        for id in ids.iter().take(500) {
+            uncached_gets.push(
+                time(async {
+                    check(uncached.get(*id).await);
+                })
+                .await,
+            );
+        }
+        let mut creates = Vec::new();
+        for n in 0..300 {
+            let new = new_org(&format!("{run}-new"), n);
+            creates.push(
+                time(async {
+                    check(uncached.create("bench", new).await);
+                })
+                .await,
+            );
+        }
+        let mut searches = Vec::new();
+        for n in 0..200 {
+            let text = format!("works {}", (n * 7_919) % search_rows.max(1));
+            searches.push(
+                time(async {
+                    check(uncached.search(Some(&text), 20, None, false).await);
+                })
+                .await,
+            );
+        }
+        searches.sort();
+        let search_p95 = searches[searches.len() * 95 / 100];
+        let cold: Vec<OrganizationId> = ids.iter().rev().take(1_000).copied().collect();
+        let get_many_cold = time(async {
+            let got = check(cached.get_many(&cold).await);
+            assert!(got.iter().all(Option::is_some));
+        })
+        .await;
+        let batch: Vec<NewOrganization> = (0..1_000)
+            .map(|n| new_org(&format!("{run}-batch"), n))
+            .collect();
+        let batch_1000 = time(async {
+            check(uncached.batch_create("bench", batch).await);
+        })
+        .await;
+
+        // Optimistic updates: 64 workers, each renaming its own organizations for 3 s.
+        let saves = Arc::new(AtomicU64::new(0));
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut workers = tokio::task::JoinSet::new();
+        for worker in 0..64 {
+            let (service, saves) = (uncached.clone(), Arc::clone(&saves));
+            let mine: Vec<OrganizationId> = ids
+                .iter()
+                .skip(worker)
+                .step_by(64)
+                .take(50)
+                .copied()
+                .collect();
+            workers.spawn(async move {
+                let mut round = 0;
+                while Instant::now() < deadline {
+                    let id = mine[round % mine.len()];
+                    let mut org = check(service.get(id).await);
+                    check(org.rename(&format!("Renamed {worker} {round}"), None));
+                    check(service.save("bench", org).await);
+                    saves.fetch_add(1, Ordering::Relaxed);
+                    round += 1;
+                }
+            });
+        }
+        let started = Instant::now();
+        while let Some(done) = workers.join_next().await {
+            check(done);
+        }
+        let updates_per_second =
+            saves.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+        Figures {
+            cached_get: median(cached_gets),
+            uncached_get: median(uncached_gets),
+            create: median(creates),
+            search_rows,
+            search_p95,
+            get_many_cold,
+            batch_1000,
+            updates_per_second,
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The pairs and the figures run against the test PostgreSQL.
+    #[test]
+    fn the_orgs_pairs_and_figures_run() {
+        let rt = runtime();
+        let test_db = rt.block_on(neo_testkit::postgres());
+        for mut pair in pairs_on(test_db.url()) {
+            (pair.ours)();
+            (pair.raw)();
+        }
+        let figures = measure(test_db.url(), 2_000);
+        assert!(figures.cached_get < figures.uncached_get, "{figures:?}");
+        assert!(figures.updates_per_second > 0.0);
+    }
+}
