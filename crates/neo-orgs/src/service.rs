@@ -90,8 +90,10 @@ struct Sql {
     insert_domains: String,
     audit: String,
     audit_list: String,
-    search: String,
-    search_count: String,
+    search_text: String,
+    search_all: String,
+    count_text: String,
+    count_all: String,
     summaries: String,
     add_member: String,
 }
@@ -151,17 +153,27 @@ impl Sql {
             ),
             // Trigram match on name and slug (GIN index), or an exact claimed domain; keyset
             // on (name, id).
-            search: format!(
-                "{select} WHERE o.deleted_at IS NULL \
-                 AND ($1::text IS NULL OR (o.name || ' ' || o.slug) ILIKE '%' || $1 || '%' \
-                      OR EXISTS (SELECT 1 FROM {domains} d WHERE d.organization_id = o.id AND d.domain = lower($1))) \
-                 AND ($2::text IS NULL OR (o.name, o.id) > ($2, $3::uuid)) \
-                 ORDER BY o.name, o.id LIMIT $4"
+            // Matches come from two indexed lookups (trigram on name and slug, the unique
+            // domain), never an OR the planner cannot split; keyset on (name, id) from ('', nil)
+            // for the first page.
+            search_text: format!(
+                "{select} WHERE o.deleted_at IS NULL AND o.id IN ( \
+                   SELECT m.id FROM {orgs} m WHERE m.deleted_at IS NULL AND (m.name || ' ' || m.slug) ILIKE '%' || $1 || '%' \
+                   UNION SELECT d.organization_id FROM {domains} d WHERE d.domain = lower($1)) \
+                 AND (o.name, o.id) > ($2, $3::uuid) ORDER BY o.name, o.id LIMIT $4"
             ),
-            search_count: format!(
-                "SELECT count(*) FROM {orgs} o WHERE o.deleted_at IS NULL \
-                 AND ($1::text IS NULL OR (o.name || ' ' || o.slug) ILIKE '%' || $1 || '%' \
-                      OR EXISTS (SELECT 1 FROM {domains} d WHERE d.organization_id = o.id AND d.domain = lower($1)))"
+            search_all: format!(
+                "{select} WHERE o.deleted_at IS NULL AND (o.name, o.id) > ($2, $3::uuid) \
+                 AND $1::text IS NULL ORDER BY o.name, o.id LIMIT $4"
+            ),
+            count_text: format!(
+                "SELECT count(*) FROM ( \
+                   SELECT m.id FROM {orgs} m WHERE m.deleted_at IS NULL AND (m.name || ' ' || m.slug) ILIKE '%' || $1 || '%' \
+                   UNION SELECT d.organization_id FROM {domains} d JOIN {orgs} o ON o.id = d.organization_id \
+                     WHERE d.domain = lower($1) AND o.deleted_at IS NULL) matches"
+            ),
+            count_all: format!(
+                "SELECT count(*) FROM {orgs} o WHERE o.deleted_at IS NULL AND $1::text IS NULL"
             ),
             summaries: format!(
                 "SELECT s.*, \
@@ -686,10 +698,16 @@ impl OrganizationService {
                 .replace('_', "\\_")
         });
         let after = cursor.map(decode_cursor).transpose()?;
-        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.search.clone()))
+        let sql = &self.inner.sql;
+        let (search, count_sql) = match pattern {
+            Some(_) => (&sql.search_text, &sql.count_text),
+            None => (&sql.search_all, &sql.count_all),
+        };
+        let (after_name, after_id) = after.unwrap_or((String::new(), Uuid::nil()));
+        let rows = sqlx::query(AssertSqlSafe(search.clone()))
             .bind(&pattern)
-            .bind(after.as_ref().map(|(name, _)| name.clone()))
-            .bind(after.as_ref().map(|(_, id)| *id))
+            .bind(after_name)
+            .bind(after_id)
             .bind(i64::from(limit) + 1)
             .fetch_all(self.inner.db.pool())
             .await
@@ -703,7 +721,7 @@ impl OrganizationService {
         };
         let total = if count {
             Some(
-                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.search_count.clone()))
+                sqlx::query_scalar(AssertSqlSafe(count_sql.clone()))
                     .bind(&pattern)
                     .fetch_one(self.inner.db.pool())
                     .await
