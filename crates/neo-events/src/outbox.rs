@@ -270,13 +270,22 @@ impl Outbox {
     /// # Ok(()) }
     /// ```
     pub fn publish_cte(&self, first_param: usize) -> String {
+        self.publish_cte_when(first_param, "true")
+    }
+
+    /// [`publish_cte`](Self::publish_cte) that records the events only when `condition` (SQL
+    /// of the same statement, such as `EXISTS (SELECT 1 FROM updated)`) holds: for a write
+    /// that may change nothing, like an optimistic update whose version no longer matches.
+    /// `condition` is your code's SQL, never user input.
+    pub fn publish_cte_when(&self, first_param: usize, condition: &str) -> String {
         let (events, channel) = (first_param, first_param + 1);
         format!(
             "neo_published AS (INSERT INTO {table} ({COLUMNS}) \
-             SELECT {COLUMNS} FROM jsonb_to_recordset(${events}::jsonb) AS e(id uuid, event_type text, \
+             SELECT {COLUMNS} FROM jsonb_to_recordset(CASE WHEN {condition} THEN ${events}::jsonb ELSE '[]'::jsonb END) \
+             AS e(id uuid, event_type text, \
              aggregate_type text, aggregate_id text, tenant_id uuid, payload jsonb, metadata jsonb, \
              occurred_at timestamptz, correlation_id uuid, causation_id uuid, schema_version int4) \
-             CROSS JOIN (SELECT pg_notify(${channel}, '')) AS woken RETURNING 1)",
+             CROSS JOIN (SELECT pg_notify(${channel}, '') WHERE {condition}) AS woken RETURNING 1)",
             table = self.sql.table
         )
     }

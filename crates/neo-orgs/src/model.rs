@@ -213,6 +213,9 @@ pub struct Organization {
     pub(crate) version: i64,
     #[serde(skip)]
     pub(crate) events: Vec<DomainEvent>,
+    /// The domains changed since it was read: saving rewrites them.
+    #[serde(skip)]
+    pub(crate) domains_changed: bool,
 }
 
 fn truncate(text: &str, chars: usize) -> String {
@@ -270,6 +273,7 @@ impl Organization {
             deleted_at: None,
             version: 1,
             events: Vec::new(),
+            domains_changed: false,
         };
         let payload = serde_json::json!({ "name": org.name, "slug": org.slug });
         org.record("organization.created", &payload)?;
@@ -441,6 +445,7 @@ impl Organization {
             verification_token: token.clone(),
             verified_at: None,
         });
+        self.domains_changed = true;
         self.record("organization.domain_added", &payload)?;
         Ok(token)
     }
@@ -464,6 +469,7 @@ impl Organization {
             ));
         }
         claimed.verified_at = Some(now());
+        self.domains_changed = true;
         self.record(
             "organization.domain_verified",
             &serde_json::json!({ "domain": domain }),

@@ -10,6 +10,7 @@ use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
 use neo_events::Outbox;
 use serde::Deserialize;
 use sqlx::postgres::PgRow;
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -84,11 +85,9 @@ struct Sql {
     by_id: String,
     by_ids: String,
     by_slug: String,
-    lock: String,
     update: String,
     delete_domains: String,
     insert_domains: String,
-    audit: String,
     audit_list: String,
     search_text: String,
     search_all: String,
@@ -102,7 +101,7 @@ const COLUMNS: &str = "id, name, slug, display_name, description, status, suspen
      primary_contact, legal, branding, website, metadata, created_at, updated_at, deleted_at, version";
 
 impl Sql {
-    fn new(schema: &Schema) -> Result<Self, OrgError> {
+    fn new(schema: &Schema, outbox: &Outbox) -> Result<Self, OrgError> {
         let table = |name: &str| -> Result<String, OrgError> {
             Ok(TableName::new(name)?.in_schema(schema).to_string())
         };
@@ -123,30 +122,39 @@ impl Sql {
              FROM {orgs} o"
         );
         Ok(Sql {
+            // One statement (one round trip, atomic without BEGIN): the rows, their audit
+            // records and their events.
             insert: format!(
-                "INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
+                "WITH ins AS (INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
                  $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::uuid[], $10::jsonb[], \
                  $11::jsonb[], $12::text[], $13::jsonb[], $14::timestamptz[], $15::timestamptz[], \
-                 $16::timestamptz[], $17::int8[])"
+                 $16::timestamptz[], $17::int8[]) RETURNING *), \
+                 audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
+                   SELECT ins.id, $18, 'create', NULL, to_jsonb(ins) FROM ins), \
+                 {published} SELECT count(*) FROM ins",
+                published = outbox.publish_cte(19)
             ),
             by_id: format!("{select} WHERE o.id = $1 AND (o.deleted_at IS NULL OR $2)"),
             by_ids: format!("{select} WHERE o.id = ANY($1) AND o.deleted_at IS NULL"),
             by_slug: format!("{select} WHERE o.slug = $1 AND o.deleted_at IS NULL"),
-            lock: format!("{select} WHERE o.id = $1 FOR UPDATE OF o"),
+            // One statement: lock the row, update it if the caller's version is current, audit
+            // the change (rows before and after) and publish its events, all only if it updated.
+            // Returns the stored version and the new one (NULL when the version was stale).
             update: format!(
-                "UPDATE {orgs} SET name = $2, display_name = $3, description = $4, status = $5, \
-                 suspension_reason = $6, verification = $7, primary_contact = $8, legal = $9, branding = $10, \
-                 website = $11, metadata = $12, updated_at = $13, deleted_at = $14, version = version + 1 \
-                 WHERE id = $1 AND version = $15 RETURNING version"
+                "WITH prior AS (SELECT o.* FROM {orgs} o WHERE o.id = $1 FOR UPDATE), \
+                 updated AS (UPDATE {orgs} o SET name = $2, display_name = $3, description = $4, status = $5, \
+                   suspension_reason = $6, verification = $7, primary_contact = $8, legal = $9, branding = $10, \
+                   website = $11, metadata = $12, updated_at = $13, deleted_at = $14, version = o.version + 1 \
+                   FROM prior p WHERE o.id = p.id AND p.version = $15 RETURNING o.*), \
+                 audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
+                   SELECT u.id, $16, $17, to_jsonb(p), to_jsonb(u) FROM updated u CROSS JOIN prior p), \
+                 {published} SELECT p.version, (SELECT u.version FROM updated u) FROM prior p",
+                published = outbox.publish_cte_when(18, "EXISTS (SELECT 1 FROM updated)")
             ),
             delete_domains: format!("DELETE FROM {domains} WHERE organization_id = $1"),
             insert_domains: format!(
                 "INSERT INTO {domains} (organization_id, domain, verification_token, verified_at) \
                  SELECT $1, * FROM UNNEST($2::text[], $3::text[], $4::timestamptz[])"
-            ),
-            audit: format!(
-                "INSERT INTO {audit} (organization_id, actor, action, before, after) \
-                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::jsonb[], $5::jsonb[])"
             ),
             audit_list: format!(
                 "SELECT actor, action, before, after, at FROM {audit} WHERE organization_id = $1 ORDER BY id"
@@ -250,7 +258,7 @@ impl OrganizationService {
         config: OrgConfig,
     ) -> Result<Self, OrgError> {
         let schema = Schema::new(&config.schema)?;
-        let sql = Sql::new(&schema)?;
+        let sql = Sql::new(&schema, &outbox)?;
         Ok(OrganizationService {
             inner: Arc::new(Inner {
                 db: db.clone(),
@@ -326,31 +334,17 @@ impl OrganizationService {
         for org in &mut orgs {
             events.extend(org.take_events());
         }
-        let mut tx = self.inner.db.begin().await?;
-        self.insert_rows(&mut tx, &orgs).await?;
-        let afters = orgs
-            .iter()
-            .map(|o| json(o).map(Some))
-            .collect::<Result<Vec<_>, _>>()?;
-        self.audit(
-            &mut tx,
-            &orgs,
-            actor,
-            "create",
-            vec![None; orgs.len()],
-            afters,
-        )
-        .await?;
-        self.inner.outbox.publish_many(&mut *tx, &events).await?;
-        tx.commit().await?;
+        self.insert_rows(&orgs, actor, &events).await?;
         Ok(orgs)
     }
 
     async fn insert_rows(
         &self,
-        tx: &mut neo_db::UnitOfWork,
         orgs: &[Organization],
+        actor: &str,
+        events: &[neo_events::DomainEvent],
     ) -> Result<(), OrgError> {
+        let (events, channel) = self.inner.outbox.publish_params(events);
         let col = |f: fn(&Organization) -> Result<serde_json::Value, OrgError>| {
             orgs.iter().map(f).collect::<Result<Vec<_>, _>>()
         };
@@ -396,28 +390,10 @@ impl OrganizationService {
             .bind(orgs.iter().map(|o| o.updated_at).collect::<Vec<_>>())
             .bind(orgs.iter().map(|o| o.deleted_at).collect::<Vec<_>>())
             .bind(orgs.iter().map(|o| o.version).collect::<Vec<_>>())
-            .execute(&mut ***tx)
-            .await
-            .map_err(db)?;
-        Ok(())
-    }
-
-    async fn audit(
-        &self,
-        tx: &mut neo_db::UnitOfWork,
-        orgs: &[Organization],
-        actor: &str,
-        action: &str,
-        befores: Vec<Option<serde_json::Value>>,
-        afters: Vec<Option<serde_json::Value>>,
-    ) -> Result<(), OrgError> {
-        sqlx::query(AssertSqlSafe(self.inner.sql.audit.clone()))
-            .bind(orgs.iter().map(|o| Uuid::from(o.id)).collect::<Vec<_>>())
-            .bind(vec![actor; orgs.len()])
-            .bind(vec![action; orgs.len()])
-            .bind(befores)
-            .bind(afters)
-            .execute(&mut ***tx)
+            .bind(actor)
+            .bind(events)
+            .bind(channel)
+            .execute(self.inner.db.pool())
             .await
             .map_err(db)?;
         Ok(())
@@ -529,93 +505,100 @@ impl OrganizationService {
     /// # Errors
     /// [`OrgError::Conflict`] for a stale version; [`OrgError::NotFound`]; a duplicate domain
     /// is an error of kind `AlreadyExists`; a database error. Nothing is written then.
-    pub async fn save(&self, actor: &str, mut org: Organization) -> Result<Organization, OrgError> {
+    pub async fn save(&self, actor: &str, org: Organization) -> Result<Organization, OrgError> {
+        self.write(actor, org, "update").await
+    }
+
+    /// The row, its audit record and its events in one statement; the domains, when they
+    /// changed, in the same transaction.
+    async fn write(
+        &self,
+        actor: &str,
+        mut org: Organization,
+        action: &str,
+    ) -> Result<Organization, OrgError> {
         let events = org.take_events();
-        let mut tx = self.inner.db.begin().await?;
-        let before = sqlx::query(AssertSqlSafe(self.inner.sql.lock.clone()))
-            .bind(Uuid::from(org.id))
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?
-            .ok_or_else(|| OrgError::not_found("organization", org.id))?;
-        let before = from_row(&before)?;
-        if before.version != org.version {
-            return Err(OrgError::Conflict {
-                id: org.id.to_string(),
-                expected: org.version,
-                actual: before.version,
-            });
-        }
         org.updated_at = now();
-        let version: i64 = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.update.clone()))
-            .bind(Uuid::from(org.id))
-            .bind(&org.name)
-            .bind(&org.display_name)
-            .bind(&org.description)
-            .bind(org.status.as_str())
-            .bind(&org.suspension_reason)
-            .bind(json(&org.verification)?)
-            .bind(org.primary_contact.map(Uuid::from))
-            .bind(json(&org.legal)?)
-            .bind(json(&org.branding)?)
-            .bind(org.website.as_ref().map(|w| w.as_str().to_owned()))
-            .bind(json(&org.metadata)?)
-            .bind(org.updated_at)
-            .bind(org.deleted_at)
-            .bind(org.version)
-            .fetch_one(&mut **tx)
-            .await
-            .map_err(db)?;
-        if before.domains != org.domains {
-            sqlx::query(AssertSqlSafe(self.inner.sql.delete_domains.clone()))
+        let (events, channel) = self.inner.outbox.publish_params(&events);
+        let statement =
+            sqlx::query_as::<_, (i64, Option<i64>)>(AssertSqlSafe(self.inner.sql.update.clone()))
                 .bind(Uuid::from(org.id))
-                .execute(&mut **tx)
+                .bind(&org.name)
+                .bind(&org.display_name)
+                .bind(&org.description)
+                .bind(org.status.as_str())
+                .bind(&org.suspension_reason)
+                .bind(json(&org.verification)?)
+                .bind(org.primary_contact.map(Uuid::from))
+                .bind(json(&org.legal)?)
+                .bind(json(&org.branding)?)
+                .bind(org.website.as_ref().map(|w| w.as_str().to_owned()))
+                .bind(json(&org.metadata)?)
+                .bind(org.updated_at)
+                .bind(org.deleted_at)
+                .bind(org.version)
+                .bind(actor)
+                .bind(action)
+                .bind(events)
+                .bind(channel);
+        let (outcome, tx) = if org.domains_changed {
+            let mut tx = self.inner.db.begin().await?;
+            let outcome = statement.fetch_optional(&mut **tx).await.map_err(db)?;
+            (outcome, Some(tx))
+        } else {
+            let outcome = statement
+                .fetch_optional(self.inner.db.pool())
                 .await
                 .map_err(db)?;
-            sqlx::query(AssertSqlSafe(self.inner.sql.insert_domains.clone()))
-                .bind(Uuid::from(org.id))
-                .bind(
-                    org.domains
-                        .iter()
-                        .map(|d| d.domain.as_str().to_owned())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    org.domains
-                        .iter()
-                        .map(|d| d.verification_token.clone())
-                        .collect::<Vec<_>>(),
-                )
-                .bind(
-                    org.domains
-                        .iter()
-                        .map(|d| d.verified_at)
-                        .collect::<Vec<_>>(),
-                )
-                .execute(&mut **tx)
-                .await
-                .map_err(db)?;
-        }
-        org.version = version;
-        let action = match (before.deleted_at, org.deleted_at) {
-            (None, Some(_)) => "delete",
-            (Some(_), None) => "restore",
-            _ => "update",
+            (outcome, None)
         };
-        let (before_json, after_json) = (json(&before)?, json(&org)?);
-        self.audit(
-            &mut tx,
-            std::slice::from_ref(&org),
-            actor,
-            action,
-            vec![Some(before_json)],
-            vec![Some(after_json)],
-        )
-        .await?;
-        self.inner.outbox.publish_many(&mut *tx, &events).await?;
-        tx.commit().await?;
+        let (stored, new_version) =
+            outcome.ok_or_else(|| OrgError::not_found("organization", org.id))?;
+        let new_version = new_version.ok_or_else(|| OrgError::Conflict {
+            id: org.id.to_string(),
+            expected: org.version,
+            actual: stored,
+        })?;
+        if let Some(mut tx) = tx {
+            self.replace_domains(&mut tx, &org).await?;
+            tx.commit().await?;
+        }
+        org.version = new_version;
+        org.domains_changed = false;
         self.forget(org.id).await;
         Ok(org)
+    }
+
+    async fn replace_domains(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        org: &Organization,
+    ) -> Result<(), OrgError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.delete_domains.clone()))
+            .bind(Uuid::from(org.id))
+            .execute(&mut ***tx)
+            .await
+            .map_err(db)?;
+        let domains = &org.domains;
+        sqlx::query(AssertSqlSafe(self.inner.sql.insert_domains.clone()))
+            .bind(Uuid::from(org.id))
+            .bind(
+                domains
+                    .iter()
+                    .map(|d| d.domain.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                domains
+                    .iter()
+                    .map(|d| d.verification_token.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(domains.iter().map(|d| d.verified_at).collect::<Vec<_>>())
+            .execute(&mut ***tx)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn forget(&self, id: OrganizationId) {
@@ -642,7 +625,7 @@ impl OrganizationService {
             .ok_or_else(|| OrgError::not_found("organization", id))?;
         org.version = version;
         org.mark_deleted()?;
-        self.save(actor, org).await
+        self.write(actor, org, "delete").await
     }
 
     /// Restores a soft-deleted organization.
@@ -661,7 +644,7 @@ impl OrganizationService {
             .ok_or_else(|| OrgError::not_found("organization", id))?;
         org.version = version;
         org.mark_restored()?;
-        self.save(actor, org).await
+        self.write(actor, org, "restore").await
     }
 
     /// Organizations whose name or slug contains `text` (trigram index), or that claim the
@@ -837,26 +820,18 @@ fn decode_cursor(cursor: &str) -> Result<(String, Uuid), OrgError> {
     Ok((name, id))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(
-    what: &'static str,
-    value: serde_json::Value,
-) -> Result<T, OrgError> {
-    serde_json::from_value(value).map_err(|e| OrgError::invalid(what, e.to_string()))
-}
-
 fn from_row(row: &PgRow) -> Result<Organization, OrgError> {
-    let get_json =
-        |index: usize| -> Result<serde_json::Value, OrgError> { row.try_get(index).map_err(db) };
     let id: Uuid = row.try_get(0).map_err(db)?;
     let slug: String = row.try_get(2).map_err(db)?;
     let status: String = row.try_get(5).map_err(db)?;
     let contact: Option<Uuid> = row.try_get(8).map_err(db)?;
     let website: Option<String> = row.try_get(11).map_err(db)?;
-    let verification: Verification = parse("stored verification", get_json(7)?)?;
-    let legal: Legal = parse("stored legal", get_json(9)?)?;
-    let branding: Branding = parse("stored branding", get_json(10)?)?;
-    let metadata: Metadata = parse("stored metadata", get_json(12)?)?;
-    let domains: Vec<OrgDomain> = parse("stored domains", row.try_get("domains").map_err(db)?)?;
+    // jsonb straight into the typed parts, without an intermediate `serde_json::Value`.
+    let Json(verification): Json<Verification> = row.try_get(7).map_err(db)?;
+    let Json(legal): Json<Legal> = row.try_get(9).map_err(db)?;
+    let Json(branding): Json<Branding> = row.try_get(10).map_err(db)?;
+    let Json(metadata): Json<Metadata> = row.try_get(12).map_err(db)?;
+    let Json(domains): Json<Vec<OrgDomain>> = row.try_get(17).map_err(db)?;
     Ok(Organization {
         id: OrganizationId::from_uuid(id)?,
         name: row.try_get(1).map_err(db)?,
@@ -880,5 +855,6 @@ fn from_row(row: &PgRow) -> Result<Organization, OrgError> {
         deleted_at: row.try_get(15).map_err(db)?,
         version: row.try_get(16).map_err(db)?,
         events: Vec::new(),
+        domains_changed: false,
     })
 }
