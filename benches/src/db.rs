@@ -163,6 +163,17 @@ pub fn pairs() -> Vec<Pair> {
     pairs_on(&bench_database_url())
 }
 
+/// A pool of up to `max_connections` on the server at `url`.
+pub async fn connect(url: &str, max_connections: u32) -> neo_db::Db {
+    crate::check(
+        neo_db::Db::connect(&neo_db::DbConfig {
+            max_connections,
+            ..neo_db::DbConfig::with_url(url)
+        })
+        .await,
+    )
+}
+
 /// `NEO_BENCH_DATABASE_URL`, or a durable throwaway server started once per process.
 pub fn bench_database_url() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();

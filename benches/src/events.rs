@@ -57,13 +57,7 @@ impl Pipeline {
     /// Migrates the tables into schema `prefix` (queue in `prefix_q`), starts a receiver with
     /// one endpoint subscribed to everything, an outbox dispatcher and a delivery worker.
     pub async fn start(url: &str, prefix: &str) -> Pipeline {
-        let db = check(
-            Db::connect(&DbConfig {
-                max_connections: 16,
-                ..DbConfig::with_url(url)
-            })
-            .await,
-        );
+        let db = crate::db::connect(url, 16).await;
         let queue = check(Queue::new(
             &db,
             QueueConfig {

@@ -5,7 +5,7 @@ use crate::db::bench_database_url;
 use crate::{Pair, check};
 use neo_cache::{CacheConfig, HybridCache};
 use neo_core::{OrganizationId, Slug};
-use neo_db::{Db, DbConfig};
+use neo_db::Db;
 use neo_events::{Outbox, OutboxConfig};
 use neo_orgs::{NewOrganization, OrgConfig, Organization, OrganizationService};
 use std::rc::Rc;
@@ -26,13 +26,7 @@ fn runtime() -> Runtime {
 /// A service in schema `schema` (outbox in `{schema}_events`), with a memory cache when
 /// `cached`.
 pub async fn service(url: &str, schema: &str, cached: bool) -> (Db, OrganizationService) {
-    let db = check(
-        Db::connect(&DbConfig {
-            max_connections: 32,
-            ..DbConfig::with_url(url)
-        })
-        .await,
-    );
+    let db = crate::db::connect(url, 32).await;
     let outbox = check(Outbox::new(
         &db,
         OutboxConfig {

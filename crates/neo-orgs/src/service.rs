@@ -619,13 +619,8 @@ impl OrganizationService {
         id: OrganizationId,
         version: i64,
     ) -> Result<Organization, OrgError> {
-        let mut org = self
-            .load(id, true)
-            .await?
-            .ok_or_else(|| OrgError::not_found("organization", id))?;
-        org.version = version;
-        org.mark_deleted()?;
-        self.write(actor, org, "delete").await
+        self.lifecycle(actor, id, version, "delete", Organization::mark_deleted)
+            .await
     }
 
     /// Restores a soft-deleted organization.
@@ -638,13 +633,27 @@ impl OrganizationService {
         id: OrganizationId,
         version: i64,
     ) -> Result<Organization, OrgError> {
+        self.lifecycle(actor, id, version, "restore", Organization::mark_restored)
+            .await
+    }
+
+    /// Loads an organization (deleted too), applies `change` at the caller's `version` and
+    /// writes it.
+    async fn lifecycle(
+        &self,
+        actor: &str,
+        id: OrganizationId,
+        version: i64,
+        action: &str,
+        change: fn(&mut Organization) -> Result<(), OrgError>,
+    ) -> Result<Organization, OrgError> {
         let mut org = self
             .load(id, true)
             .await?
             .ok_or_else(|| OrgError::not_found("organization", id))?;
         org.version = version;
-        org.mark_restored()?;
-        self.write(actor, org, "restore").await
+        change(&mut org)?;
+        self.write(actor, org, action).await
     }
 
     /// Organizations whose name or slug contains `text` (trigram index), or that claim the
