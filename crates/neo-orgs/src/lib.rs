@@ -19,12 +19,14 @@
 pub mod http;
 mod model;
 mod service;
+mod validate;
 
 pub use model::{
     Branding, Color, Legal, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewOrganization, OrgDomain,
     OrgStatus, Organization, Verification,
 };
 pub use service::{AuditEntry, OrgConfig, OrganizationService, OrganizationSummary, SearchPage};
+pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};
 
 use neo_core::{ErrorKind, HasErrorKind};
 
@@ -68,6 +70,9 @@ pub enum OrgError {
         /// The version stored now.
         actual: i64,
     },
+    /// A dependency (the tax id check) failed, timed out or is held off by its breaker.
+    #[error("{0}")]
+    Unavailable(String),
     /// A core value was rejected.
     #[error(transparent)]
     Core(#[from] neo_core::Error),
@@ -111,6 +116,7 @@ impl HasErrorKind for OrgError {
             OrgError::Invalid { .. } | OrgError::Transition { .. } => ErrorKind::Validation,
             OrgError::NotFound { .. } => ErrorKind::NotFound,
             OrgError::Conflict { .. } => ErrorKind::Conflict,
+            OrgError::Unavailable(_) => ErrorKind::Unavailable,
             OrgError::Core(e) => e.kind(),
             OrgError::Db(e) => e.kind(),
             OrgError::Cache(e) => e.kind(),

@@ -27,6 +27,8 @@ pub struct OrgConfig {
     pub metadata_limits: neo_core::MetadataLimits,
     /// Most results of one search page.
     pub max_page: u32,
+    /// How the tax id check is called (timeout, breaker).
+    pub tax_id_check: neo_resilience::ResilienceConfig,
 }
 
 impl Default for OrgConfig {
@@ -35,6 +37,11 @@ impl Default for OrgConfig {
             schema: "neo_orgs".to_owned(),
             metadata_limits: neo_core::MetadataLimits::default(),
             max_page: 100,
+            tax_id_check: neo_resilience::ResilienceConfig {
+                timeout: Some(std::time::Duration::from_secs(2)),
+                breaker: Some(neo_resilience::BreakerConfig::default()),
+                ..neo_resilience::ResilienceConfig::named("tax-id-check")
+            },
         }
     }
 }
@@ -79,7 +86,7 @@ pub struct SearchPage {
     pub total: Option<i64>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Sql {
     insert: String,
     by_id: String,
@@ -220,7 +227,10 @@ pub struct OrganizationService {
     inner: Arc<Inner>,
 }
 
+#[derive(Clone)]
 struct Inner {
+    tax_ids: Arc<dyn crate::TaxIdValidator>,
+    tax_id_policy: neo_resilience::Policy,
     db: Db,
     outbox: Outbox,
     cache: Option<HybridCache<Organization>>,
@@ -259,8 +269,12 @@ impl OrganizationService {
     ) -> Result<Self, OrgError> {
         let schema = Schema::new(&config.schema)?;
         let sql = Sql::new(&schema, &outbox)?;
+        let tax_id_policy = neo_resilience::Policy::new(&config.tax_id_check)
+            .map_err(|e| OrgError::invalid("tax_id_check configuration", e.to_string()))?;
         Ok(OrganizationService {
             inner: Arc::new(Inner {
+                tax_ids: Arc::new(crate::TaxIdFormat),
+                tax_id_policy,
                 db: db.clone(),
                 outbox,
                 cache,
@@ -269,6 +283,16 @@ impl OrganizationService {
                 sql,
             }),
         })
+    }
+
+    /// Checks tax ids with `validator` (a registry lookup) instead of [`TaxIdFormat`](crate::TaxIdFormat).
+    #[must_use]
+    pub fn with_tax_id_validator(self, validator: impl crate::TaxIdValidator) -> Self {
+        let mut inner = Arc::unwrap_or_clone(self.inner);
+        inner.tax_ids = Arc::new(validator);
+        OrganizationService {
+            inner: Arc::new(inner),
+        }
     }
 
     /// The organization tables' migrations.
@@ -328,6 +352,15 @@ impl OrganizationService {
         for new in news {
             // Metadata is checked against this service's limits, not only the defaults.
             Metadata::new(new.metadata.clone().into_value(), &limits)?;
+            if let Some(tax_id) = &new.legal.tax_id {
+                crate::validate::check_tax_id(
+                    self.inner.tax_ids.as_ref(),
+                    &self.inner.tax_id_policy,
+                    new.legal.country.as_ref(),
+                    tax_id,
+                )
+                .await?;
+            }
             orgs.push(Organization::create(new)?);
         }
         let mut events = Vec::new();

@@ -364,3 +364,71 @@ async fn soft_delete_hides_and_restore_brings_back() {
             .is_some()
     );
 }
+
+struct SlowRegistry;
+
+impl neo_orgs::TaxIdValidator for SlowRegistry {
+    fn check<'a>(
+        &'a self,
+        _country: Option<&'a neo_core::CountryCode>,
+        tax_id: &'a str,
+    ) -> neo_orgs::TaxIdFuture<'a> {
+        Box::pin(async move {
+            if tax_id.starts_with("SLOW") {
+                tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+            }
+            Ok(!tax_id.ends_with("000"))
+        })
+    }
+}
+
+#[tokio::test]
+async fn tax_ids_are_checked_through_a_timeout_and_nothing_is_written_on_refusal() {
+    let s = setup().await;
+    let with_tax_id = |name: &str, tax_id: &str| {
+        let mut new = new_org(name);
+        new.legal.country = Some(neo_core::CountryCode::parse("DE").unwrap());
+        new.legal.tax_id = Some(tax_id.to_owned());
+        new
+    };
+    // The default format check.
+    s.orgs
+        .create("a", with_tax_id("Good Gmbh", "DE123456789"))
+        .await
+        .unwrap();
+    let bad = s
+        .orgs
+        .create("a", with_tax_id("Bad Gmbh", "FR123"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.kind(), ErrorKind::Validation, "{bad}");
+    // A host's registry, behind a 100 ms timeout.
+    let registry = OrganizationService::new(
+        &s.db,
+        s.outbox.clone(),
+        None,
+        OrgConfig {
+            tax_id_check: neo_resilience::ResilienceConfig {
+                timeout: Some(std::time::Duration::from_millis(100)),
+                ..OrgConfig::default().tax_id_check
+            },
+            ..OrgConfig::default()
+        },
+    )
+    .unwrap()
+    .with_tax_id_validator(SlowRegistry);
+    let refused = registry
+        .create("a", with_tax_id("Zero Gmbh", "DE000"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Validation);
+    let started = std::time::Instant::now();
+    let slow = registry
+        .create("a", with_tax_id("Slow Gmbh", "SLOW1"))
+        .await
+        .unwrap_err();
+    assert_eq!(slow.kind(), ErrorKind::Unavailable, "{slow}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(2));
+    let found = s.orgs.search(Some("gmbh"), 10, None, true).await.unwrap();
+    assert_eq!(found.total, Some(1), "only the valid one was written");
+}
