@@ -49,6 +49,12 @@ fn main() {
         ms(f.get_many_cold) < 20.0,
     );
     line(
+        "get_many of 1,000 ids, service without cache",
+        format!("{:.2} ms", ms(f.get_many_uncached)),
+        "(reference)",
+        true,
+    );
+    line(
         "batch_create of 1,000",
         format!("{:.2} ms", ms(f.batch_1000)),
         "< 50 ms",
