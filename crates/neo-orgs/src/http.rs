@@ -20,9 +20,7 @@ use axum::extract::{FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use neo_core::{
-    CountryCode, HasErrorKind, HttpsUrl, Metadata, MetadataLimits, OrganizationId, Slug,
-};
+use neo_core::{CountryCode, HasErrorKind, HttpsUrl, Metadata, OrganizationId, Slug};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -193,7 +191,7 @@ async fn create(
     new.legal.tax_id = body.tax_id;
     if let Some(metadata) = body.metadata {
         new.metadata =
-            Metadata::new(metadata, &MetadataLimits::default()).map_err(OrgError::from)?;
+            Metadata::new(metadata, &service.config().metadata_limits).map_err(OrgError::from)?;
     }
     let org = service.create(&actor(&headers), new).await?;
     Ok(created(&org))
@@ -299,7 +297,7 @@ async fn update(
         })?;
     }
     if let Some(patch) = &body.metadata {
-        org.merge_metadata(patch, &MetadataLimits::default())?;
+        org.merge_metadata(patch, &service.config().metadata_limits)?;
     }
     Ok(Json(service.save(&actor(&headers), org).await?))
 }

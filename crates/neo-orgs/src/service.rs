@@ -840,6 +840,11 @@ impl OrganizationService {
             .map_err(db)
     }
 
+    /// The settings.
+    pub fn config(&self) -> &OrgConfig {
+        &self.inner.config
+    }
+
     /// The cache, when the service has one.
     pub fn cache(&self) -> Option<&HybridCache<Organization>> {
         self.inner.cache.as_ref()
