@@ -55,6 +55,8 @@ pub(super) struct Sql {
     replay_since: String,
     lock_endpoint: String,
     fifo_head: String,
+    purge_deliveries: String,
+    purge_messages: String,
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
@@ -153,6 +155,17 @@ impl Sql {
                  queued = NOT e.fifo FROM {endpoints} e \
                  WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
                  RETURNING d.id, d.queued, d.endpoint_id"
+            ),
+            // Finished deliveries older than the cutoff, in bounded batches; then messages no
+            // delivery refers to any more.
+            purge_deliveries: format!(
+                "DELETE FROM {deliveries} WHERE id IN (SELECT id FROM {deliveries} \
+                 WHERE status IN ('delivered', 'dead') AND updated_at < now() - $1 * interval '1 millisecond' \
+                 LIMIT $2)"
+            ),
+            purge_messages: format!(
+                "DELETE FROM {messages} m WHERE m.created_at < now() - $1 * interval '1 millisecond' \
+                 AND NOT EXISTS (SELECT 1 FROM {deliveries} d WHERE d.message_id = m.id)"
             ),
             lock_endpoint: format!("SELECT id FROM {endpoints} WHERE id = $1 FOR UPDATE"),
             // The oldest pending delivery of a FIFO endpoint gets the endpoint's one job.
@@ -737,6 +750,46 @@ impl Webhooks {
         self.enqueue_created(&mut tx, &replayed).await?;
         tx.commit().await?;
         Ok(replayed.len())
+    }
+
+    /// Deletes delivered and dead deliveries last changed more than `older_than` ago, `batch`
+    /// rows per statement, then the messages left without deliveries; returns how many
+    /// deliveries went. Pending deliveries are never touched.
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] for a zero batch; a database error (rows deleted by earlier
+    /// statements stay deleted).
+    pub async fn purge(
+        &self,
+        older_than: std::time::Duration,
+        batch: u32,
+    ) -> Result<u64, EventError> {
+        if batch == 0 {
+            return Err(EventError::Invalid {
+                what: "purge batch",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let age_ms = older_than.as_secs_f64() * 1e3;
+        let mut purged = 0;
+        loop {
+            let done = sqlx::query(AssertSqlSafe(self.inner.sql.purge_deliveries.clone()))
+                .bind(age_ms)
+                .bind(i64::from(batch))
+                .execute(self.inner.db.pool())
+                .await
+                .map_err(db_error)?;
+            purged += done.rows_affected();
+            if done.rows_affected() < u64::from(batch) {
+                break;
+            }
+        }
+        sqlx::query(AssertSqlSafe(self.inner.sql.purge_messages.clone()))
+            .bind(age_ms)
+            .execute(self.inner.db.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(purged)
     }
 
     /// Writes the pending delivery status updates and stops the status writer.

@@ -763,3 +763,35 @@ async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
     .await;
     finish(running, &s, receiver).await;
 }
+
+#[tokio::test]
+async fn purge_removes_finished_deliveries_and_keeps_pending_ones() {
+    let s = setup(config(&[60_000])).await;
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
+    receiver.push(ScriptedResponse::ok());
+    receiver.push(ScriptedResponse::status(500)); // stays pending (next attempt in a minute)
+    let running = Running::start(&s);
+    publish(&s, &[event("organization.created", 1)]).await;
+    receiver.wait_for(1, Duration::from_secs(10)).await;
+    publish(&s, &[event("organization.created", 2)]).await;
+    receiver.wait_for(2, Duration::from_secs(10)).await;
+    wait_until("both attempts recorded", Duration::from_secs(5), || async {
+        let d = s.webhooks.deliveries(endpoint.id, None, 10).await.unwrap();
+        d.len() == 2 && d.iter().all(|d| d.attempts == 1)
+    })
+    .await;
+    assert!(s.webhooks.purge(Duration::ZERO, 0).await.is_err());
+    assert_eq!(
+        s.webhooks
+            .purge(Duration::from_secs(3600), 100)
+            .await
+            .unwrap(),
+        0,
+        "too recent"
+    );
+    assert_eq!(s.webhooks.purge(Duration::ZERO, 1).await.unwrap(), 1);
+    let left = s.webhooks.deliveries(endpoint.id, None, 10).await.unwrap();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].status, DeliveryStatus::Pending);
+    finish(running, &s, receiver).await;
+}
