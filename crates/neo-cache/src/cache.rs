@@ -1501,17 +1501,12 @@ fn validate_key(key: &str) -> Result<()> {
 }
 
 fn validate_name(what: &'static str, name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 256
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
-    if ok {
+    if neo_core::is_resource_name(name) {
         Ok(())
     } else {
         Err(Error::invalid(
             what,
-            format!("{name:?}: use 1-256 of a-z A-Z 0-9 _ - : ."),
+            format!("{name:?}: {}", neo_core::RESOURCE_NAME_RULE),
         ))
     }
 }

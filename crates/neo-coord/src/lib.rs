@@ -191,17 +191,12 @@ impl Coordinator {
 }
 
 fn validate_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 256
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | ':' | '.'));
-    if ok {
+    if neo_core::is_resource_name(name) {
         Ok(())
     } else {
         Err(Error::Invalid {
             what: "name",
-            reason: format!("{name:?}: use 1-256 of a-z A-Z 0-9 _ - : ."),
+            reason: format!("{name:?}: {}", neo_core::RESOURCE_NAME_RULE),
         })
     }
 }

@@ -36,7 +36,10 @@ pub use error::{CursorErrorReason, Error, ErrorKind, HasErrorKind, Result};
 pub use id::{DeliveryId, EndpointId, EventId, JobId, OrganizationId, TenantId, UserId};
 pub use pagination::{CountMode, CursorPage, CursorRequest, Page, PageRequest, PaginationConfig};
 pub use secrecy::{ExposeSecret, SecretString};
-pub use value::{CountryCode, DomainName, EmailAddress, HttpsUrl, Metadata, MetadataLimits, Slug};
+pub use value::{
+    CountryCode, DomainName, EmailAddress, HttpsUrl, MAX_RESOURCE_NAME_LEN, Metadata,
+    MetadataLimits, RESOURCE_NAME_RULE, Slug, is_resource_name,
+};
 
 #[doc(hidden)]
 pub mod __private {

@@ -7,6 +7,7 @@ mod country;
 mod domain;
 mod email;
 mod metadata;
+mod name;
 mod slug;
 mod url;
 
@@ -14,6 +15,7 @@ pub use country::CountryCode;
 pub use domain::DomainName;
 pub use email::EmailAddress;
 pub use metadata::{Metadata, MetadataLimits};
+pub use name::{MAX_RESOURCE_NAME_LEN, RESOURCE_NAME_RULE, is_resource_name};
 pub use slug::Slug;
 pub use url::HttpsUrl;
 
