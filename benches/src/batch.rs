@@ -220,9 +220,6 @@ mod tests {
                 .build(),
         );
         let test_db = rt.block_on(neo_testkit::postgres());
-        for mut pair in pairs_on(test_db.url()) {
-            (pair.ours)();
-            (pair.raw)();
-        }
+        crate::run_each_once(pairs_on(test_db.url()));
     }
 }

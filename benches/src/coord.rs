@@ -75,9 +75,6 @@ mod tests {
                 .build(),
         );
         let redis = rt.block_on(neo_testkit::redis());
-        for mut pair in pairs_on(redis.url()) {
-            (pair.ours)();
-            (pair.raw)();
-        }
+        crate::run_each_once(pairs_on(redis.url()));
     }
 }

@@ -35,15 +35,6 @@ pub struct Pipeline {
     stop: Vec<oneshot::Sender<()>>,
 }
 
-fn runtime() -> Runtime {
-    check(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-    )
-}
-
 fn event(n: usize) -> DomainEvent {
     check(DomainEvent::new(
         "organization.updated",
@@ -362,7 +353,7 @@ fn delivery_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
 
 /// The pairs of this module on the server at `url`.
 pub fn pairs_on(url: &str) -> Vec<Pair> {
-    let rt = Rc::new(runtime());
+    let rt = Rc::new(crate::runtime());
     vec![
         publish_pair(&rt, url),
         publish_cte_pair(&rt, url),
@@ -389,7 +380,7 @@ pub struct DeliveryFigures {
 /// Publish → delivered latency (`samples` events one at a time) and sustained throughput
 /// (`sustained_events` published in transactions of 500) through the whole pipeline.
 pub fn measure_delivery(url: &str, samples: usize, sustained_events: usize) -> DeliveryFigures {
-    let rt = runtime();
+    let rt = crate::runtime();
     rt.block_on(async {
         let pipeline = Pipeline::start(url, "bench_events_latency").await;
         pipeline.deliver(50).await; // warm up connections
@@ -438,12 +429,9 @@ mod tests {
     /// The pairs and the latency probe run against the test PostgreSQL.
     #[test]
     fn the_events_pairs_and_delivery_probe_run() {
-        let rt = runtime();
+        let rt = crate::runtime();
         let test_db = rt.block_on(neo_testkit::postgres());
-        for mut pair in pairs_on(test_db.url()) {
-            (pair.ours)();
-            (pair.raw)();
-        }
+        crate::run_each_once(pairs_on(test_db.url()));
         let figures = measure_delivery(test_db.url(), 5, 1_000);
         assert_eq!(figures.latencies.len(), 5);
         assert!(figures.latencies[4] < Duration::from_secs(5), "{figures:?}");

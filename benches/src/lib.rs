@@ -73,6 +73,26 @@ pub fn now_or_never<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// The runtime of the async pairs and probes: multi-threaded, two workers (this machine has
+/// two cores).
+pub fn runtime() -> tokio::runtime::Runtime {
+    check(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    )
+}
+
+/// Runs each side of each pair once: the modules' tests, which check that every pair works
+/// against a real server.
+pub fn run_each_once(pairs: impl IntoIterator<Item = Pair>) {
+    for mut pair in pairs {
+        (pair.ours)();
+        (pair.raw)();
+    }
+}
+
 /// A module's pairs, built only when asked for (some need a server).
 #[derive(Debug, Clone, Copy)]
 pub struct Group {

@@ -12,16 +12,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use tokio::runtime::Runtime;
-
-fn runtime() -> Runtime {
-    check(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-    )
-}
 
 /// A service in schema `schema` (outbox in `{schema}_events`), with a memory cache when
 /// `cached`.
@@ -90,7 +80,7 @@ fn unique(prefix: &str) -> String {
 
 /// The pairs of this module on the server at `url`.
 pub fn pairs_on(url: &str) -> Vec<Pair> {
-    let rt = Rc::new(runtime());
+    let rt = Rc::new(crate::runtime());
     let (db, orgs) = rt.block_on(service(url, "bench_orgs_pairs", false));
     let ids = rt.block_on(seed(&orgs, &unique("p"), 1_000));
     let (rt1, rt2, rt3, rt4) = (
@@ -199,7 +189,7 @@ fn median(mut samples: Vec<Duration>) -> Duration {
 
 /// Measures every figure on the server at `url`, searching over `search_rows` organizations.
 pub fn measure(url: &str, search_rows: usize) -> Figures {
-    let rt = runtime();
+    let rt = crate::runtime();
     rt.block_on(async {
         let run = unique("f");
         let schema = format!("bench_orgs_{}", run.replace('-', "_"));
@@ -339,12 +329,9 @@ mod tests {
     /// The pairs and the figures run against the test PostgreSQL.
     #[test]
     fn the_orgs_pairs_and_figures_run() {
-        let rt = runtime();
+        let rt = crate::runtime();
         let test_db = rt.block_on(neo_testkit::postgres());
-        for mut pair in pairs_on(test_db.url()) {
-            (pair.ours)();
-            (pair.raw)();
-        }
+        crate::run_each_once(pairs_on(test_db.url()));
         let figures = measure(test_db.url(), 2_000);
         assert!(figures.cached_get < figures.uncached_get, "{figures:?}");
         assert!(figures.updates_per_second > 0.0);

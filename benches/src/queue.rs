@@ -76,12 +76,7 @@ pub async fn run_batched(db: &Db, queue: &Queue, n: usize) {
 
 /// The pairs of this module on the server at `url`.
 pub fn pairs_on(url: &str) -> Vec<Pair> {
-    let rt = Rc::new(check(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-    ));
+    let rt = Rc::new(crate::runtime());
     let (db, queue) = queue_on(&rt, url, "bench_queue_batched");
     let (raw_db, raw_queue) = queue_on(&rt, url, "bench_queue_single");
     let rt_raw = Rc::clone(&rt);
@@ -117,12 +112,7 @@ pub fn pairs() -> Vec<Pair> {
 /// Enqueue → handler start latency with LISTEN/NOTIFY, one job at a time, `samples` times:
 /// returns the sorted latencies.
 pub fn start_latencies(url: &str, samples: usize) -> Vec<Duration> {
-    let rt = check(
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build(),
-    );
+    let rt = crate::runtime();
     let (db, queue) = queue_on(&rt, url, "bench_queue_latency");
     rt.block_on(async {
         let started = Arc::new(Notify::new());
@@ -178,12 +168,7 @@ mod tests {
                 .build(),
         );
         let test_db = rt.block_on(neo_testkit::postgres());
-        let rt2 = check(
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build(),
-        );
+        let rt2 = crate::runtime();
         let (db, queue) = queue_on(&rt2, test_db.url(), "probe");
         rt2.block_on(run_batched(&db, &queue, 500));
         let latencies = start_latencies(test_db.url(), 5);
