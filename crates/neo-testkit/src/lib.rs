@@ -29,12 +29,14 @@
 //! [`RedisServer::start`], which they can stop, kill and restart.
 
 mod error;
+mod failure;
 mod postgres;
 mod process;
 mod receiver;
 mod redis;
 
 pub use error::{Error, Result};
+pub use failure::Failure;
 pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase};
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
