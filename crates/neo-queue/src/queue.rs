@@ -505,12 +505,8 @@ impl Queue {
         }
     }
 
-    /// [`enqueue_many`](Self::enqueue_many) on a connection or transaction you hold
-    /// (`&mut **uow`).
-    ///
-    /// # Errors
-    /// As [`enqueue_many`](Self::enqueue_many).
-    pub async fn enqueue_on(
+    /// The body of [`enqueue_many`](Self::enqueue_many), on the acquired connection.
+    async fn enqueue_on(
         &self,
         conn: &mut sqlx::PgConnection,
         jobs: Vec<NewJob>,

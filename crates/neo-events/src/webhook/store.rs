@@ -673,7 +673,7 @@ impl Webhooks {
             .collect::<Result<Vec<_>, neo_queue::Error>>()?;
         self.inner
             .queue
-            .enqueue_on(tx, jobs, OnDuplicate::Skip)
+            .enqueue_many(&mut ***tx, jobs, OnDuplicate::Skip)
             .await?;
         Ok(())
     }
