@@ -512,9 +512,6 @@ impl Queue {
         jobs: Vec<NewJob>,
         on_duplicate: OnDuplicate,
     ) -> Result<Vec<Option<JobId>>> {
-        if jobs.is_empty() {
-            return Ok(Vec::new());
-        }
         let default_attempts = self.config.default_max_attempts;
         let mut columns = Columns::with_capacity(jobs.len());
         for job in &jobs {
