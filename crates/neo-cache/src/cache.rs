@@ -507,6 +507,49 @@ where
         }
     }
 
+    /// Removes `keys` from both tiers in one Redis round trip, and from every other
+    /// instance's L1 with one backplane message.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad key (nothing is removed then); a Redis error only when
+    /// the cache is configured to surface them.
+    ///
+    /// # Example
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> neo_cache::Result<()> {
+    /// use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
+    /// let cache = HybridCache::<u32>::memory(CacheConfig::named("counts"))?;
+    /// cache.set("a", 1, &EntryOptions::default()).await?;
+    /// cache.set("b", 2, &EntryOptions::default()).await?;
+    /// cache.remove_many(&["a", "b"]).await?;
+    /// assert_eq!(cache.get("a").await?, None);
+    /// # Ok(()) }
+    /// ```
+    pub async fn remove_many<K: AsRef<str> + Sync>(&self, keys: &[K]) -> Result<()> {
+        keys.iter().try_for_each(|key| validate_key(key.as_ref()))?;
+        if keys.is_empty() {
+            return Ok(());
+        }
+        for key in keys {
+            if let Some(l1) = &self.inner.l1 {
+                l1.remove(key.as_ref());
+            }
+            self.inner.stats.invalidation(false);
+        }
+        if let Some(l2) = self.l2_available() {
+            let names: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
+            let message = self.message('m', &names.join("\n"));
+            let publish = self
+                .publishes()
+                .then_some((self.inner.channel.as_str(), message.as_str()));
+            let stored: Vec<String> = names.iter().map(|key| self.redis_key(key)).collect();
+            if let Err(error) = l2.delete(&stored, publish).await {
+                self.l2_failed(error)?;
+            }
+        }
+        Ok(())
+    }
+
     /// Loads every key not already fresh, at most `warm_concurrency` at a time.
     pub async fn warm<F, Fut, E>(&self, keys: Vec<String>, loader: F) -> WarmReport
     where
@@ -1097,21 +1140,7 @@ where
     }
 
     async fn remove(&self, key: &str) -> Result<()> {
-        validate_key(key)?;
-        if let Some(l1) = &self.inner.l1 {
-            l1.remove(key);
-        }
-        self.inner.stats.invalidation(false);
-        if let Some(l2) = self.l2_available() {
-            let message = self.message('k', key);
-            let publish = self
-                .publishes()
-                .then_some((self.inner.channel.as_str(), message.as_str()));
-            if let Err(error) = l2.delete(&[self.redis_key(key)], publish).await {
-                self.l2_failed(error)?;
-            }
-        }
-        Ok(())
+        self.remove_many(std::slice::from_ref(&key)).await
     }
 
     fn get_or_load<F, Fut, E>(

@@ -138,7 +138,9 @@ impl MigrationSet {
                 .await?;
         }
         let applied_before = applied_versions(&mut conn, &table).await?;
-        let outcome = migrator.run(&mut *conn).await;
+        // `run_direct` rather than `run`: `run`'s `Acquire` bound makes the future unprovably
+        // `Send` in generic callers (sqlx documents `run_direct` as the way around it).
+        let outcome = migrator.run_direct(None, &mut *conn, false).await;
         if outcome.is_err() {
             // sqlx returns early without releasing its advisory lock; release it, and never
             // reuse a connection whose state is in doubt.

@@ -80,6 +80,10 @@ pub struct Outbox {
 }
 
 const COLUMNS: &str = "id, event_type, aggregate_type, aggregate_id, tenant_id, payload, metadata, occurred_at, correlation_id, causation_id, schema_version";
+/// The event JSON's fields as `jsonb_to_recordset` reads them.
+const RECORD: &str = "id uuid, event_type text, aggregate_type text, aggregate_id text, tenant_id uuid, \
+     payload jsonb, metadata jsonb, occurred_at timestamptz, correlation_id uuid, causation_id uuid, \
+     schema_version int4";
 
 impl Outbox {
     /// An outbox in `config.schema`.
@@ -282,10 +286,24 @@ impl Outbox {
         format!(
             "neo_published AS (INSERT INTO {table} ({COLUMNS}) \
              SELECT {COLUMNS} FROM jsonb_to_recordset(CASE WHEN {condition} THEN ${events}::jsonb ELSE '[]'::jsonb END) \
-             AS e(id uuid, event_type text, \
-             aggregate_type text, aggregate_id text, tenant_id uuid, payload jsonb, metadata jsonb, \
-             occurred_at timestamptz, correlation_id uuid, causation_id uuid, schema_version int4) \
-             CROSS JOIN (SELECT pg_notify(${channel}, '') WHERE {condition}) AS woken RETURNING 1)",
+             AS e({RECORD}) CROSS JOIN (SELECT pg_notify(${channel}, '') WHERE {condition}) AS woken RETURNING 1)",
+            table = self.sql.table
+        )
+    }
+
+    /// [`publish_cte`](Self::publish_cte) that records only the events for which `condition`
+    /// holds, with `e` naming the event (`e.aggregate_id`, `e.event_type`, ...): for a
+    /// statement that writes many rows and may skip some, such as a batch of optimistic
+    /// updates (`e.aggregate_id IN (SELECT id::text FROM updated)`). Dispatchers are woken
+    /// only when one is recorded. `condition` is your code's SQL, never user input.
+    pub fn publish_cte_matching(&self, first_param: usize, condition: &str) -> String {
+        let (events, channel) = (first_param, first_param + 1);
+        format!(
+            "neo_published AS (INSERT INTO {table} ({COLUMNS}) \
+             SELECT {COLUMNS} FROM jsonb_to_recordset(${events}::jsonb) AS e({RECORD}) \
+             CROSS JOIN (SELECT pg_notify(${channel}, '') WHERE EXISTS ( \
+               SELECT 1 FROM jsonb_to_recordset(${events}::jsonb) AS e({RECORD}) WHERE {condition})) AS woken \
+             WHERE {condition} RETURNING 1)",
             table = self.sql.table
         )
     }
