@@ -7,9 +7,14 @@
 //!   limits), a status lifecycle (`pending_verification` → `active` ⇄ `suspended` →
 //!   `archived`), domain claims verified by token; every change records a [`DomainEvent`].
 //! - [`OrganizationService`]: create and batch create, get (cache first), get by slug,
-//!   `get_many` (cache, then one query for the misses), save with an optimistic version, soft
-//!   delete and restore, search, summaries with domain and member counts in one query, the
-//!   audit trail.
+//!   `get_many` (cache, then one query for the misses), save and batch save with an
+//!   optimistic version (concurrent saves share one statement), soft delete and restore,
+//!   search, summaries with domain and member counts in one query, the audit trail.
+//! - Parts a host can replace, each with a real default: the [`OrganizationStore`]
+//!   ([`PgOrganizationStore`], schema per tenant configurable; [`InMemoryOrganizationStore`]
+//!   for unit tests, passing the same contract tests), the cache, the [`SettingsResolver`]
+//!   ([`ConfiguredSettings`]), the [`Notifier`] ([`WebhookNotifier`]) and the
+//!   [`TaxIdValidator`] ([`TaxIdFormat`], called through a breaker and a timeout).
 //! - [`http::router`] (feature `http`): the service as JSON endpoints with problem-details
 //!   errors.
 //!
@@ -18,14 +23,25 @@
 #[cfg(feature = "http")]
 pub mod http;
 mod model;
+mod notify;
 mod service;
+mod settings;
+pub mod store;
 mod validate;
 
 pub use model::{
     Branding, Color, Legal, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewOrganization, OrgDomain,
     OrgStatus, Organization, Verification,
 };
-pub use service::{AuditEntry, OrgConfig, OrganizationService, OrganizationSummary, SearchPage};
+pub use notify::{Notifier, WebhookNotifier};
+pub use service::{OrgConfig, OrganizationService, SaveConfig, SearchPage};
+pub use settings::{
+    ConfiguredSettings, MAX_DOMAINS, OrgSettings, SettingsFuture, SettingsResolver,
+};
+pub use store::{
+    AuditEntry, InMemoryOrganizationStore, OrganizationStore, OrganizationSummary,
+    PgOrganizationStore,
+};
 pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};
 
 use neo_core::{ErrorKind, HasErrorKind};
@@ -70,6 +86,14 @@ pub enum OrgError {
         /// The version stored now.
         actual: i64,
     },
+    /// The slug, domain or id is taken.
+    #[error("{what} {value} already exists")]
+    AlreadyExists {
+        /// What is taken.
+        what: &'static str,
+        /// The taken value.
+        value: String,
+    },
     /// A dependency (the tax id check) failed, timed out or is held off by its breaker.
     #[error("{0}")]
     Unavailable(String),
@@ -102,6 +126,13 @@ impl OrgError {
         }
     }
 
+    pub(crate) fn already_exists(what: &'static str, value: impl std::fmt::Display) -> Self {
+        OrgError::AlreadyExists {
+            what,
+            value: value.to_string(),
+        }
+    }
+
     pub(crate) fn not_found(what: &'static str, id: impl std::fmt::Display) -> Self {
         OrgError::NotFound {
             what,
@@ -116,6 +147,7 @@ impl HasErrorKind for OrgError {
             OrgError::Invalid { .. } | OrgError::Transition { .. } => ErrorKind::Validation,
             OrgError::NotFound { .. } => ErrorKind::NotFound,
             OrgError::Conflict { .. } => ErrorKind::Conflict,
+            OrgError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             OrgError::Unavailable(_) => ErrorKind::Unavailable,
             OrgError::Core(e) => e.kind(),
             OrgError::Db(e) => e.kind(),

@@ -206,6 +206,7 @@ pub struct Organization {
     pub(crate) branding: Branding,
     pub(crate) website: Option<HttpsUrl>,
     pub(crate) domains: Vec<OrgDomain>,
+    #[serde(deserialize_with = "stored_metadata")]
     pub(crate) metadata: Metadata,
     pub(crate) created_at: DateTime<Utc>,
     pub(crate) updated_at: DateTime<Utc>,
@@ -216,6 +217,30 @@ pub struct Organization {
     /// The domains changed since it was read: saving rewrites them.
     #[serde(skip)]
     pub(crate) domains_changed: bool,
+    /// The legal details changed since it was read: saving checks the tax id.
+    #[serde(skip)]
+    pub(crate) legal_changed: bool,
+}
+
+/// Limits for metadata read back from storage or a cache: it was checked against the
+/// service's configured limits when written, which may exceed the defaults that `Metadata`'s
+/// own `Deserialize` applies; only the nesting stays bounded (serde_json's own recursion
+/// limit is 128).
+const STORED_METADATA: MetadataLimits = MetadataLimits {
+    max_bytes: usize::MAX,
+    max_depth: 128,
+    max_keys: usize::MAX,
+    max_key_len: usize::MAX,
+};
+
+/// Metadata from storage, as written (see [`STORED_METADATA`]).
+pub(crate) fn metadata_from_storage(value: serde_json::Value) -> Result<Metadata, OrgError> {
+    Ok(Metadata::new(value, &STORED_METADATA)?)
+}
+
+fn stored_metadata<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Metadata, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    Metadata::new(value, &STORED_METADATA).map_err(serde::de::Error::custom)
 }
 
 fn truncate(text: &str, chars: usize) -> String {
@@ -274,6 +299,7 @@ impl Organization {
             version: 1,
             events: Vec::new(),
             domains_changed: false,
+            legal_changed: false,
         };
         let payload = serde_json::json!({ "name": org.name, "slug": org.slug });
         org.record("organization.created", &payload)?;
@@ -401,6 +427,18 @@ impl Organization {
         self.record("organization.branding_updated", &serde_json::json!({}))
     }
 
+    /// Replaces the legal details (country, tax id); saving checks the tax id with the
+    /// service's validator.
+    ///
+    /// # Errors
+    /// [`OrgError::Transition`] when archived or deleted.
+    pub fn update_legal(&mut self, legal: Legal) -> Result<(), OrgError> {
+        self.writable()?;
+        self.legal = legal;
+        self.legal_changed = true;
+        self.record("organization.legal_updated", &serde_json::json!({}))
+    }
+
     /// Merges a JSON patch (RFC 7386) into the metadata, within `limits`.
     ///
     /// # Errors
@@ -419,7 +457,7 @@ impl Organization {
     /// Claims a domain; returns the token to publish for its verification.
     ///
     /// # Errors
-    /// [`OrgError::Invalid`] when already claimed here or over 50 domains;
+    /// [`OrgError::Invalid`] when already claimed here or over [`MAX_DOMAINS`](crate::MAX_DOMAINS) domains;
     /// [`OrgError::Transition`] when archived or deleted.
     pub fn add_domain(&mut self, domain: DomainName) -> Result<String, OrgError> {
         self.writable()?;
@@ -432,10 +470,10 @@ impl Organization {
                 ),
             ));
         }
-        if self.domains.len() >= 50 {
+        if self.domains.len() >= crate::MAX_DOMAINS as usize {
             return Err(OrgError::invalid(
                 "domain",
-                "at most 50 domains per organization",
+                format!("at most {} domains per organization", crate::MAX_DOMAINS),
             ));
         }
         let token = format!("neo-verify={}", uuid::Uuid::new_v4().simple());

@@ -3,65 +3,159 @@ use neo_core::{DomainName, ErrorKind, HasErrorKind, Metadata, MetadataLimits, Sl
 use neo_db::{Db, DbConfig};
 use neo_events::{DomainEvent, Outbox, OutboxConfig};
 use neo_orgs::{
-    NewOrganization, OrgConfig, OrgError, OrgStatus, Organization, OrganizationService,
+    ConfiguredSettings, InMemoryOrganizationStore, Legal, NewOrganization, Notifier, OrgConfig,
+    OrgError, OrgSettings, OrgStatus, Organization, OrganizationService,
 };
 use std::sync::{Arc, Mutex};
 
+/// Where a contract test runs: the PostgreSQL store with the tiered cache, or the in-memory
+/// store with an in-process cache. Every test below runs on both.
+#[derive(Clone)]
+enum Backend {
+    Postgres { db: Db, outbox: Outbox },
+    Memory(InMemoryOrganizationStore),
+}
+
 pub(crate) struct Setup {
-    _db: neo_testkit::TestDatabase,
-    _redis: neo_testkit::TestRedis,
-    pub(crate) db: Db,
-    pub(crate) outbox: Outbox,
+    _servers: Option<(neo_testkit::TestDatabase, neo_testkit::TestRedis)>,
+    backend: Backend,
     pub(crate) orgs: OrganizationService,
 }
 
+/// The PostgreSQL setup (the HTTP tests use it too).
 pub(crate) async fn setup() -> Setup {
-    let test_db = neo_testkit::postgres().await;
-    let redis = neo_testkit::redis().await;
-    let db = Db::connect(&DbConfig::with_url(test_db.url()))
-        .await
+    Setup::postgres().await
+}
+
+impl Setup {
+    async fn postgres() -> Setup {
+        let test_db = neo_testkit::postgres().await;
+        let redis = neo_testkit::redis().await;
+        let db = Db::connect(&DbConfig::with_url(test_db.url()))
+            .await
+            .unwrap();
+        let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
+        let cache = HybridCache::<Organization>::tiered(
+            CacheConfig {
+                key_prefix: redis.key_prefix().to_owned(),
+                ..CacheConfig::named("orgs")
+            },
+            redis.url(),
+        )
         .unwrap();
-    let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
-    let cache = HybridCache::<Organization>::tiered(
-        CacheConfig {
-            key_prefix: redis.key_prefix().to_owned(),
-            ..CacheConfig::named("orgs")
-        },
-        redis.url(),
-    )
-    .unwrap();
-    let orgs =
-        OrganizationService::new(&db, outbox.clone(), Some(cache), OrgConfig::default()).unwrap();
-    assert_eq!(orgs.migrate().await.unwrap().applied, vec![1]);
-    Setup {
-        _db: test_db,
-        _redis: redis,
-        db,
-        outbox,
-        orgs,
+        let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache), OrgConfig::default())
+            .unwrap();
+        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1]);
+        Setup {
+            _servers: Some((test_db, redis)),
+            backend: Backend::Postgres { db, outbox },
+            orgs,
+        }
+    }
+
+    async fn memory() -> Setup {
+        let store = InMemoryOrganizationStore::new();
+        let cache = HybridCache::<Organization>::memory(CacheConfig::named("orgs")).unwrap();
+        let orgs =
+            OrganizationService::with_store(store.clone(), Some(cache), OrgConfig::default())
+                .unwrap();
+        orgs.migrate().await.unwrap();
+        Setup {
+            _servers: None,
+            backend: Backend::Memory(store),
+            orgs,
+        }
+    }
+
+    /// Another service (no cache) on the same data, with `config`.
+    fn service(&self, config: OrgConfig) -> OrganizationService {
+        match &self.backend {
+            Backend::Postgres { db, outbox } => {
+                OrganizationService::new(db, outbox.clone(), None, config).unwrap()
+            }
+            Backend::Memory(store) => {
+                OrganizationService::with_store(store.clone(), None, config).unwrap()
+            }
+        }
+    }
+
+    /// Another service with its own cache (sharing Redis with the others for PostgreSQL), on
+    /// the same data, with `config`.
+    fn cached_service(&self, config: OrgConfig) -> OrganizationService {
+        let cache_config = CacheConfig::named("orgs-own");
+        match (&self.backend, &self._servers) {
+            (Backend::Postgres { db, outbox }, Some((_, redis))) => {
+                let cache = HybridCache::<Organization>::tiered(
+                    CacheConfig {
+                        key_prefix: redis.key_prefix().to_owned(),
+                        ..cache_config
+                    },
+                    redis.url(),
+                )
+                .unwrap();
+                OrganizationService::new(db, outbox.clone(), Some(cache), config).unwrap()
+            }
+            (Backend::Memory(store), _) => {
+                let cache = HybridCache::<Organization>::memory(cache_config).unwrap();
+                OrganizationService::with_store(store.clone(), Some(cache), config).unwrap()
+            }
+            (Backend::Postgres { .. }, None) => unreachable!("a PostgreSQL setup has servers"),
+        }
+    }
+
+    /// The events written (for PostgreSQL, dispatched from the outbox, so each call returns
+    /// those since the last one).
+    async fn published(&self) -> Vec<DomainEvent> {
+        match &self.backend {
+            Backend::Postgres { outbox, .. } => {
+                let seen = Arc::new(Mutex::new(Vec::new()));
+                let sink = Arc::clone(&seen);
+                outbox
+                    .dispatch_once(|batch: Vec<DomainEvent>| async move {
+                        sink.lock().unwrap().extend(batch);
+                        Ok::<(), String>(())
+                    })
+                    .await
+                    .unwrap();
+                seen.lock().unwrap().clone()
+            }
+            Backend::Memory(store) => store.take_events(),
+        }
     }
 }
+
+/// Each contract test, once per backend.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(#[tokio::test] async fn $name() { super::$name(super::Setup::postgres().await).await })*
+        }
+        mod memory {
+            $(#[tokio::test] async fn $name() { super::$name(super::Setup::memory().await).await })*
+        }
+    };
+}
+
+contract!(
+    create_get_and_save_write_the_row_the_audit_and_the_events_together,
+    bad_input_is_refused_and_nothing_is_written,
+    many_reads_and_writes_take_one_query_not_one_per_organization,
+    search_pages_by_name_with_keyset_cursors_and_finds_domains,
+    soft_delete_hides_and_restore_brings_back,
+    tax_ids_are_checked_through_a_timeout_and_nothing_is_written_on_refusal,
+    batch_save_writes_each_against_its_own_version,
+    concurrent_saves_share_statements_and_each_gets_its_own_answer,
+    settings_limit_domains_and_members_per_organization,
+    a_duplicate_domain_fails_only_its_own_save,
+    the_notifier_chooses_what_is_published,
+    metadata_within_configured_limits_above_the_defaults_reads_back,
+);
 
 fn new_org(name: &str) -> NewOrganization {
     NewOrganization::new(name, Slug::slugify(name).unwrap())
 }
 
-async fn published(outbox: &Outbox) -> Vec<DomainEvent> {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    outbox
-        .dispatch_once(|batch: Vec<DomainEvent>| async move {
-            sink.lock().unwrap().extend(batch);
-            Ok::<(), String>(())
-        })
-        .await
-        .unwrap();
-    seen.lock().unwrap().clone()
-}
-
-#[tokio::test]
-async fn create_get_and_save_write_the_row_the_audit_and_the_events_together() {
-    let s = setup().await;
+async fn create_get_and_save_write_the_row_the_audit_and_the_events_together(s: Setup) {
     let acme = s.orgs.create("alice", new_org("Acme Corp")).await.unwrap();
     assert_eq!(acme.status(), OrgStatus::PendingVerification);
     assert_eq!(acme.version(), 1);
@@ -106,7 +200,8 @@ async fn create_get_and_save_write_the_row_the_audit_and_the_events_together() {
     );
     assert_eq!(trail[1].after.as_ref().unwrap()["status"], "active");
 
-    let types: Vec<String> = published(&s.outbox)
+    let types: Vec<String> = s
+        .published()
         .await
         .iter()
         .map(|e| e.event_type().to_owned())
@@ -122,27 +217,19 @@ async fn create_get_and_save_write_the_row_the_audit_and_the_events_together() {
     );
 }
 
-#[tokio::test]
-async fn bad_input_is_refused_and_nothing_is_written() {
-    let s = setup().await;
+async fn bad_input_is_refused_and_nothing_is_written(s: Setup) {
     let acme = s.orgs.create("alice", new_org("Acme")).await.unwrap();
     // A taken slug.
     let duplicate = s.orgs.create("alice", new_org("Acme")).await.unwrap_err();
     assert_eq!(duplicate.kind(), ErrorKind::AlreadyExists, "{duplicate}");
     // Metadata over this service's limits.
-    let tight = OrganizationService::new(
-        &s.db,
-        s.outbox.clone(),
-        None,
-        OrgConfig {
-            metadata_limits: MetadataLimits {
-                max_keys: 1,
-                ..MetadataLimits::default()
-            },
-            ..OrgConfig::default()
+    let tight = s.service(OrgConfig {
+        metadata_limits: MetadataLimits {
+            max_keys: 1,
+            ..MetadataLimits::default()
         },
-    )
-    .unwrap();
+        ..OrgConfig::default()
+    });
     let mut wide = new_org("Wide");
     wide.metadata = Metadata::new(
         serde_json::json!({ "a": 1, "b": 2 }),
@@ -201,9 +288,7 @@ async fn bad_input_is_refused_and_nothing_is_written() {
     );
 }
 
-#[tokio::test]
-async fn many_reads_and_writes_take_one_query_not_one_per_organization() {
-    let s = setup().await;
+async fn many_reads_and_writes_take_one_query_not_one_per_organization(s: Setup) {
     let news: Vec<NewOrganization> = (0..50)
         .map(|n| new_org(&format!("Batch Org {n:02}")))
         .collect();
@@ -249,9 +334,7 @@ async fn many_reads_and_writes_take_one_query_not_one_per_organization() {
     );
 }
 
-#[tokio::test]
-async fn search_pages_by_name_with_keyset_cursors_and_finds_domains() {
-    let s = setup().await;
+async fn search_pages_by_name_with_keyset_cursors_and_finds_domains(s: Setup) {
     let news: Vec<NewOrganization> = (0..25)
         .map(|n| new_org(&format!("Searchable {n:02}")))
         .collect();
@@ -303,9 +386,7 @@ async fn search_pages_by_name_with_keyset_cursors_and_finds_domains() {
     assert_eq!(found.items.len(), 1);
 }
 
-#[tokio::test]
-async fn soft_delete_hides_and_restore_brings_back() {
-    let s = setup().await;
+async fn soft_delete_hides_and_restore_brings_back(s: Setup) {
     let acme = s.orgs.create("alice", new_org("Gone Soon")).await.unwrap();
     s.orgs.get(acme.id()).await.unwrap(); // cached
     let deleted = s
@@ -382,9 +463,7 @@ impl neo_orgs::TaxIdValidator for SlowRegistry {
     }
 }
 
-#[tokio::test]
-async fn tax_ids_are_checked_through_a_timeout_and_nothing_is_written_on_refusal() {
-    let s = setup().await;
+async fn tax_ids_are_checked_through_a_timeout_and_nothing_is_written_on_refusal(s: Setup) {
     let with_tax_id = |name: &str, tax_id: &str| {
         let mut new = new_org(name);
         new.legal.country = Some(neo_core::CountryCode::parse("DE").unwrap());
@@ -403,20 +482,15 @@ async fn tax_ids_are_checked_through_a_timeout_and_nothing_is_written_on_refusal
         .unwrap_err();
     assert_eq!(bad.kind(), ErrorKind::Validation, "{bad}");
     // A host's registry, behind a 100 ms timeout.
-    let registry = OrganizationService::new(
-        &s.db,
-        s.outbox.clone(),
-        None,
-        OrgConfig {
+    let registry = s
+        .service(OrgConfig {
             tax_id_check: neo_resilience::ResilienceConfig {
                 timeout: Some(std::time::Duration::from_millis(100)),
                 ..OrgConfig::default().tax_id_check
             },
             ..OrgConfig::default()
-        },
-    )
-    .unwrap()
-    .with_tax_id_validator(SlowRegistry);
+        })
+        .with_tax_id_validator(SlowRegistry);
     let refused = registry
         .create("a", with_tax_id("Zero Gmbh", "DE000"))
         .await
@@ -431,4 +505,287 @@ async fn tax_ids_are_checked_through_a_timeout_and_nothing_is_written_on_refusal
     assert!(started.elapsed() < std::time::Duration::from_secs(2));
     let found = s.orgs.search(Some("gmbh"), 10, None, true).await.unwrap();
     assert_eq!(found.total, Some(1), "only the valid one was written");
+    // A changed tax id is checked on save too.
+    let mut good = found.items[0].clone();
+    good.update_legal(Legal {
+        tax_id: Some("FR1".to_owned()),
+        country: good.legal().country,
+    })
+    .unwrap();
+    let refused = s.orgs.save("a", good.clone()).await.unwrap_err();
+    assert_eq!(refused.kind(), ErrorKind::Validation, "{refused}");
+    let stored = s.orgs.get(good.id()).await.unwrap();
+    assert_eq!(stored.legal().tax_id.as_deref(), Some("DE123456789"));
+    assert_eq!(stored.version(), 1, "nothing was written");
+}
+
+async fn batch_save_writes_each_against_its_own_version(s: Setup) {
+    let news = (0..5)
+        .map(|n| new_org(&format!("Batch Save {n}")))
+        .collect();
+    let created = s.orgs.batch_create("seed", news).await.unwrap();
+    s.published().await;
+    // The third was saved by someone else meanwhile: its version is stale.
+    let mut meanwhile = created[2].clone();
+    meanwhile.rename("Renamed Meanwhile", None).unwrap();
+    s.orgs.save("carol", meanwhile).await.unwrap();
+    s.published().await;
+    let mut changed: Vec<Organization> = created.clone();
+    for (n, org) in changed.iter_mut().enumerate() {
+        org.rename(&format!("Batch Saved {n}"), None).unwrap();
+    }
+    changed.push(changed[0].clone()); // the same organization twice
+    let results = s.orgs.batch_save("dave", changed).await;
+    assert_eq!(results.len(), 6);
+    for n in [0, 1, 3, 4] {
+        let saved = results[n].as_ref().unwrap();
+        assert_eq!(
+            (saved.version(), saved.name()),
+            (2, format!("Batch Saved {n}").as_str())
+        );
+    }
+    assert!(
+        matches!(
+            results[2],
+            Err(OrgError::Conflict {
+                expected: 1,
+                actual: 2,
+                ..
+            })
+        ),
+        "{:?}",
+        results[2]
+    );
+    assert_eq!(
+        results[5].as_ref().unwrap_err().kind(),
+        ErrorKind::Validation
+    );
+    // Stored, cached copies evicted, and only the saved ones audited and published.
+    assert_eq!(
+        s.orgs.get(created[0].id()).await.unwrap().name(),
+        "Batch Saved 0"
+    );
+    assert_eq!(
+        s.orgs.get(created[2].id()).await.unwrap().name(),
+        "Renamed Meanwhile"
+    );
+    let renamed: Vec<String> = s
+        .published()
+        .await
+        .iter()
+        .filter(|e| e.event_type() == "organization.renamed")
+        .map(|e| e.aggregate_id().to_owned())
+        .collect();
+    let mut expected: Vec<String> = [0, 1, 3, 4]
+        .iter()
+        .map(|n| created[*n].id().to_string())
+        .collect();
+    let mut renamed_sorted = renamed.clone();
+    renamed_sorted.sort();
+    expected.sort();
+    assert_eq!(renamed_sorted, expected);
+    let trail = s.orgs.audit_trail(created[2].id()).await.unwrap();
+    assert_eq!(trail.len(), 2, "create and carol's rename only");
+}
+
+async fn concurrent_saves_share_statements_and_each_gets_its_own_answer(s: Setup) {
+    let news = (0..200)
+        .map(|n| new_org(&format!("Concurrent {n:03}")))
+        .collect();
+    let created = s.orgs.batch_create("seed", news).await.unwrap();
+    let saves = created.iter().cloned().map(|mut org| {
+        let orgs = s.orgs.clone();
+        tokio::spawn(async move {
+            org.merge_metadata(
+                &serde_json::json!({ "touched": true }),
+                &MetadataLimits::default(),
+            )
+            .unwrap();
+            orgs.save("load", org).await
+        })
+    });
+    let saved: Vec<Organization> = futures_join(saves).await;
+    assert!(saved.iter().all(|o| o.version() == 2));
+    // Many saves of one organization at once: exactly one wins, the rest see a conflict.
+    let target = s.orgs.get(created[0].id()).await.unwrap();
+    let racers = (0..20).map(|n| {
+        let (orgs, mut org) = (s.orgs.clone(), target.clone());
+        tokio::spawn(async move {
+            org.rename(&format!("Racer {n}"), None).unwrap();
+            orgs.save("race", org).await
+        })
+    });
+    let mut outcomes = Vec::new();
+    for racer in racers.collect::<Vec<_>>() {
+        outcomes.push(racer.await.unwrap());
+    }
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 1);
+    assert!(
+        outcomes
+            .iter()
+            .filter_map(|o| o.as_ref().err())
+            .all(|e| e.kind() == ErrorKind::Conflict)
+    );
+    assert_eq!(s.orgs.get(created[0].id()).await.unwrap().version(), 3);
+    assert_eq!(s.orgs.audit_trail(created[0].id()).await.unwrap().len(), 3);
+}
+
+async fn futures_join(
+    tasks: impl Iterator<Item = tokio::task::JoinHandle<Result<Organization, OrgError>>>,
+) -> Vec<Organization> {
+    let tasks: Vec<_> = tasks.collect();
+    let mut done = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        done.push(task.await.unwrap().unwrap());
+    }
+    done
+}
+
+async fn settings_limit_domains_and_members_per_organization(s: Setup) {
+    let small = s.orgs.create("seed", new_org("Small Plan")).await.unwrap();
+    let big = s.orgs.create("seed", new_org("Big Plan")).await.unwrap();
+    let mut settings = ConfiguredSettings {
+        defaults: OrgSettings::new(1, 2),
+        ..ConfiguredSettings::default()
+    };
+    settings
+        .overrides
+        .insert("big-plan".to_owned(), OrgSettings::new(3, 5));
+    let orgs = s.service(OrgConfig {
+        settings,
+        ..OrgConfig::default()
+    });
+    let mut small = orgs.get(small.id()).await.unwrap();
+    small
+        .add_domain(DomainName::parse("one.small.example").unwrap())
+        .unwrap();
+    small
+        .add_domain(DomainName::parse("two.small.example").unwrap())
+        .unwrap();
+    let over = orgs.save("seed", small).await.unwrap_err();
+    assert_eq!(over.kind(), ErrorKind::Validation, "{over}");
+    let mut big = orgs.get(big.id()).await.unwrap();
+    big.add_domain(DomainName::parse("one.big.example").unwrap())
+        .unwrap();
+    big.add_domain(DomainName::parse("two.big.example").unwrap())
+        .unwrap();
+    assert_eq!(orgs.save("seed", big).await.unwrap().domains().len(), 2);
+    let small_id = orgs
+        .get_by_slug(&Slug::parse("small-plan").unwrap())
+        .await
+        .unwrap();
+    assert!(
+        small_id.domains().is_empty(),
+        "the refused save wrote nothing"
+    );
+    let (first, second) = (UserId::new(), UserId::new());
+    orgs.add_member(small_id.id(), first, "owner")
+        .await
+        .unwrap();
+    orgs.add_member(small_id.id(), second, "admin")
+        .await
+        .unwrap();
+    let full = orgs
+        .add_member(small_id.id(), UserId::new(), "viewer")
+        .await
+        .unwrap_err();
+    assert_eq!(full.kind(), ErrorKind::Validation, "{full}");
+    // Changing an existing member's role is not a new member.
+    orgs.add_member(small_id.id(), second, "viewer")
+        .await
+        .unwrap();
+    let summary = orgs.summaries(&[small_id.id()]).await.unwrap();
+    assert_eq!(summary[0].members, 2);
+}
+
+async fn a_duplicate_domain_fails_only_its_own_save(s: Setup) {
+    let news = (0..3)
+        .map(|n| new_org(&format!("Domain Owner {n}")))
+        .collect();
+    let created = s.orgs.batch_create("seed", news).await.unwrap();
+    let shared = DomainName::parse("shared.example").unwrap();
+    let mut first = created[0].clone();
+    first.add_domain(shared.clone()).unwrap();
+    s.orgs.save("seed", first).await.unwrap();
+    // Alone, and in a batch with a good save.
+    let mut thief = created[1].clone();
+    thief.add_domain(shared.clone()).unwrap();
+    let taken = s.orgs.save("seed", thief.clone()).await.unwrap_err();
+    assert_eq!(taken.kind(), ErrorKind::AlreadyExists, "{taken}");
+    let mut innocent = created[2].clone();
+    innocent.rename("Innocent", None).unwrap();
+    let results = s.orgs.batch_save("seed", vec![thief, innocent]).await;
+    assert_eq!(
+        results[0].as_ref().unwrap_err().kind(),
+        ErrorKind::AlreadyExists
+    );
+    assert_eq!(results[1].as_ref().unwrap().name(), "Innocent");
+    let thief = s.orgs.get(created[1].id()).await.unwrap();
+    assert!(thief.domains().is_empty());
+    assert_eq!(thief.version(), 1);
+}
+
+/// Keeps metadata edits internal.
+struct PublicOnly;
+
+impl Notifier for PublicOnly {
+    fn notifications(&self, _org: &Organization, events: Vec<DomainEvent>) -> Vec<DomainEvent> {
+        events
+            .into_iter()
+            .filter(|e| e.event_type() != "organization.metadata_updated")
+            .collect()
+    }
+}
+
+async fn the_notifier_chooses_what_is_published(s: Setup) {
+    let orgs = s.service(OrgConfig::default()).with_notifier(PublicOnly);
+    let mut org = orgs.create("seed", new_org("Quiet One")).await.unwrap();
+    org.merge_metadata(
+        &serde_json::json!({ "internal": 1 }),
+        &MetadataLimits::default(),
+    )
+    .unwrap();
+    org.rename("Quiet Two", None).unwrap();
+    orgs.save("seed", org).await.unwrap();
+    let types: Vec<String> = s
+        .published()
+        .await
+        .iter()
+        .map(|e| e.event_type().to_owned())
+        .collect();
+    assert_eq!(types, ["organization.created", "organization.renamed"]);
+}
+
+async fn metadata_within_configured_limits_above_the_defaults_reads_back(s: Setup) {
+    let wide = MetadataLimits {
+        max_keys: 1_000,
+        max_bytes: 64 * 1024,
+        ..MetadataLimits::default()
+    };
+    let config = OrgConfig {
+        metadata_limits: wide,
+        ..OrgConfig::default()
+    };
+    let keys: serde_json::Map<String, serde_json::Value> = (0..300)
+        .map(|n| (format!("key{n}"), serde_json::json!(n)))
+        .collect();
+    let mut new = new_org("Wide Metadata");
+    new.metadata = Metadata::new(serde_json::Value::Object(keys), &wide).unwrap();
+    let writer = s.cached_service(config.clone());
+    let created = writer.create("seed", new).await.unwrap();
+    // From the store, from this cache, and from the shared tier by a second instance.
+    assert_eq!(writer.get(created.id()).await.unwrap(), created);
+    assert_eq!(writer.get(created.id()).await.unwrap(), created);
+    let reader = s.cached_service(config);
+    assert_eq!(reader.get(created.id()).await.unwrap(), created);
+    assert_eq!(
+        reader
+            .get(created.id())
+            .await
+            .unwrap()
+            .metadata()
+            .as_map()
+            .len(),
+        300
+    );
 }

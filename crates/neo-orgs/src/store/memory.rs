@@ -1,0 +1,350 @@
+//! The in-memory store, for users' unit tests: the same rules as PostgreSQL (unique slugs and
+//! domains, optimistic versions, all-or-nothing writes, audit records, events), no server.
+
+use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
+use crate::{OrgError, Organization, OrganizationStore};
+use neo_core::{OrganizationId, Slug, UserId};
+use neo_db::MigrationReport;
+use neo_events::DomainEvent;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Organizations in process memory, for unit tests of code that uses
+/// [`OrganizationService`](crate::OrganizationService): it passes the same contract tests as
+/// [`PgOrganizationStore`](crate::PgOrganizationStore), and keeps the events it would have
+/// written to the outbox for tests to read. Search sorts names by their bytes (PostgreSQL
+/// uses the database's collation). Cheap to clone; clones share the data.
+///
+/// # Example
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), neo_orgs::OrgError> {
+/// use neo_orgs::{InMemoryOrganizationStore, NewOrganization, OrgConfig, OrganizationService};
+/// let store = InMemoryOrganizationStore::new();
+/// let orgs = OrganizationService::with_store(store.clone(), None, OrgConfig::default())?;
+/// let acme = orgs.create("alice", NewOrganization::new("Acme", neo_core::Slug::parse("acme")?)).await?;
+/// assert_eq!(orgs.get(acme.id()).await?.name(), "Acme");
+/// assert_eq!(store.events()[0].event_type(), "organization.created");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct InMemoryOrganizationStore {
+    state: Arc<Mutex<State>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    organizations: HashMap<OrganizationId, Organization>,
+    members: HashMap<OrganizationId, HashMap<UserId, String>>,
+    audit: Vec<(OrganizationId, AuditEntry)>,
+    events: Vec<DomainEvent>,
+}
+
+impl State {
+    fn slug_taken(&self, slug: &Slug, except: Option<OrganizationId>) -> bool {
+        self.organizations
+            .values()
+            .any(|o| &o.slug == slug && Some(o.id) != except)
+    }
+
+    fn domain_owner(&self, domain: &str) -> Option<OrganizationId> {
+        self.organizations
+            .values()
+            .find(|o| o.domains.iter().any(|d| d.domain.as_str() == domain))
+            .map(|o| o.id)
+    }
+
+    fn audit(
+        &mut self,
+        actor: &str,
+        action: &str,
+        before: Option<&Organization>,
+        after: &Organization,
+    ) {
+        let json = |o: &Organization| serde_json::to_value(o).ok();
+        self.audit.push((
+            after.id,
+            AuditEntry::new(
+                actor,
+                action,
+                before.and_then(json),
+                json(after),
+                crate::model::now(),
+            ),
+        ));
+    }
+}
+
+fn visible(org: &Organization) -> bool {
+    org.deleted_at.is_none()
+}
+
+impl InMemoryOrganizationStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        InMemoryOrganizationStore::default()
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        // A panicking test thread must not hide the data from the others.
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The events written so far (what the outbox would hold), oldest first.
+    pub fn events(&self) -> Vec<DomainEvent> {
+        self.state().events.clone()
+    }
+
+    /// The events written since the last call, oldest first, as a dispatcher would take them.
+    pub fn take_events(&self) -> Vec<DomainEvent> {
+        std::mem::take(&mut self.state().events)
+    }
+
+    fn insert_now(
+        &self,
+        actor: &str,
+        organizations: &[Organization],
+        events: &[DomainEvent],
+    ) -> Result<(), OrgError> {
+        let mut state = self.state();
+        for (n, org) in organizations.iter().enumerate() {
+            let repeated = organizations[..n].iter().any(|o| o.slug == org.slug);
+            if repeated || state.slug_taken(&org.slug, None) {
+                return Err(OrgError::already_exists("slug", org.slug.as_str()));
+            }
+            if state.organizations.contains_key(&org.id) {
+                return Err(OrgError::already_exists("organization", org.id));
+            }
+        }
+        for org in organizations {
+            let mut stored = org.clone();
+            stored.events.clear();
+            stored.domains_changed = false;
+            state.audit(actor, "create", None, &stored);
+            state.organizations.insert(stored.id, stored);
+        }
+        state.events.extend_from_slice(events);
+        Ok(())
+    }
+
+    fn update_now(&self, writes: &[Write<'_>]) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
+        let mut state = self.state();
+        let outcomes: Vec<Result<i64, OrgError>> = writes
+            .iter()
+            .map(|w| {
+                let org = w.organization;
+                match state.organizations.get(&org.id) {
+                    None => Err(OrgError::not_found("organization", org.id)),
+                    Some(stored) if stored.version != org.version => Err(OrgError::Conflict {
+                        id: org.id.to_string(),
+                        expected: org.version,
+                        actual: stored.version,
+                    }),
+                    Some(stored) => Ok(stored.version + 1),
+                }
+            })
+            .collect();
+        // Domains are unique across organizations: check before writing anything.
+        for (write, outcome) in writes.iter().zip(&outcomes) {
+            if outcome.is_ok() && write.domains_changed() {
+                for claim in &write.organization.domains {
+                    let owner = state.domain_owner(claim.domain.as_str());
+                    let moving_away = |id: OrganizationId| {
+                        writes.iter().zip(&outcomes).any(|(w, o)| {
+                            w.organization.id == id
+                                && o.is_ok()
+                                && !w
+                                    .organization
+                                    .domains
+                                    .iter()
+                                    .any(|d| d.domain == claim.domain)
+                        })
+                    };
+                    if owner.is_some_and(|id| id != write.organization.id && !moving_away(id)) {
+                        return Err(OrgError::already_exists("domain", claim.domain.as_str()));
+                    }
+                }
+            }
+        }
+        for (write, outcome) in writes.iter().zip(&outcomes) {
+            let Ok(version) = outcome else { continue };
+            let before = state.organizations.get(&write.organization.id).cloned();
+            let mut stored = write.organization.clone();
+            stored.version = *version;
+            stored.events.clear();
+            stored.domains_changed = false;
+            if !write.domains_changed()
+                && let Some(before) = &before
+            {
+                stored.domains.clone_from(&before.domains);
+            }
+            state.audit(write.actor, write.action, before.as_ref(), &stored);
+            state.events.extend_from_slice(write.events);
+            state.organizations.insert(stored.id, stored);
+        }
+        Ok(outcomes)
+    }
+
+    fn search_now(&self, query: &SearchQuery) -> Vec<Organization> {
+        let state = self.state();
+        let text = query.text.as_deref().map(str::to_lowercase);
+        let mut found: Vec<&Organization> = state
+            .organizations
+            .values()
+            .filter(|o| visible(o) && matches(o, text.as_deref()))
+            .filter(|o| {
+                query.after.as_ref().is_none_or(|(name, id)| {
+                    (o.name.as_str(), uuid::Uuid::from(o.id))
+                        > (name.as_str(), uuid::Uuid::from(*id))
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| {
+            (&a.name, uuid::Uuid::from(a.id)).cmp(&(&b.name, uuid::Uuid::from(b.id)))
+        });
+        found
+            .into_iter()
+            .take(query.limit as usize)
+            .cloned()
+            .collect()
+    }
+}
+
+/// The search rule: name or slug containing the (lowercased) text, or a claimed domain equal
+/// to it.
+fn matches(org: &Organization, text: Option<&str>) -> bool {
+    text.is_none_or(|text| {
+        format!("{} {}", org.name, org.slug.as_str())
+            .to_lowercase()
+            .contains(text)
+            || org.domains.iter().any(|d| d.domain.as_str() == text)
+    })
+}
+
+fn ready<'a, T: Send + 'a>(result: Result<T, OrgError>) -> StoreFuture<'a, T> {
+    Box::pin(std::future::ready(result))
+}
+
+impl OrganizationStore for InMemoryOrganizationStore {
+    fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
+        ready(Ok(MigrationReport::default()))
+    }
+
+    fn insert<'a>(
+        &'a self,
+        actor: &'a str,
+        organizations: &'a [Organization],
+        events: &'a [DomainEvent],
+    ) -> StoreFuture<'a, ()> {
+        ready(self.insert_now(actor, organizations, events))
+    }
+
+    fn update<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+    ) -> StoreFuture<'a, Vec<Result<i64, OrgError>>> {
+        ready(self.update_now(writes))
+    }
+
+    fn find(
+        &self,
+        id: OrganizationId,
+        include_deleted: bool,
+    ) -> StoreFuture<'_, Option<Organization>> {
+        let found = self
+            .state()
+            .organizations
+            .get(&id)
+            .filter(|o| include_deleted || visible(o))
+            .cloned();
+        ready(Ok(found))
+    }
+
+    fn find_by_slug<'a>(&'a self, slug: &'a Slug) -> StoreFuture<'a, Option<Organization>> {
+        let found = self
+            .state()
+            .organizations
+            .values()
+            .find(|o| &o.slug == slug && visible(o))
+            .cloned();
+        ready(Ok(found))
+    }
+
+    fn find_many<'a>(&'a self, ids: &'a [OrganizationId]) -> StoreFuture<'a, Vec<Organization>> {
+        let state = self.state();
+        let found = ids
+            .iter()
+            .filter_map(|id| state.organizations.get(id))
+            .filter(|o| visible(o))
+            .cloned()
+            .collect();
+        ready(Ok(found))
+    }
+
+    fn search<'a>(&'a self, query: &'a SearchQuery) -> StoreFuture<'a, Vec<Organization>> {
+        ready(Ok(self.search_now(query)))
+    }
+
+    fn count<'a>(&'a self, text: Option<&'a str>) -> StoreFuture<'a, i64> {
+        let text = text.map(str::to_lowercase);
+        let count = self
+            .state()
+            .organizations
+            .values()
+            .filter(|o| visible(o) && matches(o, text.as_deref()))
+            .count();
+        ready(Ok(i64::try_from(count).unwrap_or(i64::MAX)))
+    }
+
+    fn summaries<'a>(
+        &'a self,
+        ids: &'a [OrganizationId],
+    ) -> StoreFuture<'a, Vec<OrganizationSummary>> {
+        let state = self.state();
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        let found = ids
+            .iter()
+            .filter_map(|id| state.organizations.get(id))
+            .filter(|o| visible(o))
+            .map(|o| {
+                let members = state.members.get(&o.id).map_or(0, HashMap::len);
+                OrganizationSummary::new(o.clone(), count(o.domains.len()), count(members))
+            })
+            .collect();
+        ready(Ok(found))
+    }
+
+    fn add_member<'a>(
+        &'a self,
+        organization: OrganizationId,
+        user: UserId,
+        role: &'a str,
+        max_members: u32,
+    ) -> StoreFuture<'a, ()> {
+        let mut state = self.state();
+        if !state.organizations.get(&organization).is_some_and(visible) {
+            return ready(Err(OrgError::not_found("organization", organization)));
+        }
+        let members = state.members.entry(organization).or_default();
+        if !members.contains_key(&user) && members.len() >= max_members as usize {
+            return ready(Err(OrgError::invalid(
+                "member",
+                format!("the organization already has its {max_members} members"),
+            )));
+        }
+        members.insert(user, role.to_owned());
+        ready(Ok(()))
+    }
+
+    fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {
+        let trail = self
+            .state()
+            .audit
+            .iter()
+            .filter(|(org, _)| *org == id)
+            .map(|(_, entry)| entry.clone())
+            .collect();
+        ready(Ok(trail))
+    }
+}

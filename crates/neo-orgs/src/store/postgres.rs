@@ -1,0 +1,621 @@
+//! The PostgreSQL store: one schema (per tenant if you like), every write one statement with
+//! its audit rows and its outbox events.
+
+use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
+use crate::model::{Branding, Legal, OrgDomain, OrgStatus, Organization, Verification};
+use crate::{OrgError, OrganizationStore};
+use neo_core::{OrganizationId, Slug, UserId};
+use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
+use neo_events::{DomainEvent, Outbox};
+use sqlx::postgres::PgRow;
+use sqlx::types::Json;
+use sqlx::{AssertSqlSafe, Row};
+use uuid::Uuid;
+
+const COLUMNS: &str = "id, name, slug, display_name, description, status, suspension_reason, verification, \
+     primary_contact, legal, branding, website, metadata, created_at, updated_at, deleted_at, version";
+
+#[derive(Debug)]
+struct Sql {
+    insert: String,
+    by_id: String,
+    by_ids: String,
+    by_slug: String,
+    update: String,
+    delete_domains: String,
+    insert_domains: String,
+    audit_list: String,
+    search_text: String,
+    search_all: String,
+    count_text: String,
+    count_all: String,
+    summaries: String,
+    lock_org: String,
+    add_member: String,
+}
+
+impl Sql {
+    fn new(schema: &Schema, outbox: &Outbox) -> Result<Self, OrgError> {
+        let table = |name: &str| -> Result<String, OrgError> {
+            Ok(TableName::new(name)?.in_schema(schema).to_string())
+        };
+        let (orgs, domains, members, audit) = (
+            table("organizations")?,
+            table("organization_domains")?,
+            table("organization_members")?,
+            table("organization_audit")?,
+        );
+        // Every read brings the domains along in the same query (no N+1).
+        let select = format!(
+            "SELECT o.id, o.name, o.slug, o.display_name, o.description, o.status, o.suspension_reason, \
+             o.verification, o.primary_contact, o.legal, o.branding, o.website, o.metadata, o.created_at, \
+             o.updated_at, o.deleted_at, o.version, \
+             COALESCE((SELECT jsonb_agg(jsonb_build_object('domain', d.domain, 'verification_token', \
+                 d.verification_token, 'verified_at', d.verified_at) ORDER BY d.domain) \
+                 FROM {domains} d WHERE d.organization_id = o.id), '[]') AS domains \
+             FROM {orgs} o"
+        );
+        // Trigram match on name and slug (GIN index), or an exact claimed domain: two indexed
+        // lookups, never an OR the planner cannot split.
+        let matching = format!(
+            "SELECT m.id FROM {orgs} m WHERE m.deleted_at IS NULL AND (m.name || ' ' || m.slug) ILIKE '%' || $1 || '%' \
+             UNION SELECT d.organization_id FROM {domains} d JOIN {orgs} x ON x.id = d.organization_id \
+               WHERE d.domain = lower($1) AND x.deleted_at IS NULL"
+        );
+        Ok(Sql {
+            // One statement (one round trip, atomic without BEGIN): the rows, their audit
+            // records and their events.
+            insert: format!(
+                "WITH ins AS (INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
+                 $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::uuid[], $10::jsonb[], \
+                 $11::jsonb[], $12::text[], $13::jsonb[], $14::timestamptz[], $15::timestamptz[], \
+                 $16::timestamptz[], $17::int8[]) RETURNING *), \
+                 audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
+                   SELECT ins.id, $18, 'create', NULL, to_jsonb(ins) FROM ins), \
+                 {published} SELECT count(*) FROM ins",
+                published = outbox.publish_cte(19)
+            ),
+            by_id: format!("{select} WHERE o.id = $1 AND (o.deleted_at IS NULL OR $2)"),
+            by_ids: format!("{select} WHERE o.id = ANY($1) AND o.deleted_at IS NULL"),
+            by_slug: format!("{select} WHERE o.slug = $1 AND o.deleted_at IS NULL"),
+            // One statement for any number of writes: lock the rows (in id order, so batches
+            // never deadlock), update those whose version is the caller's, audit each change
+            // (rows before and after) and publish the events of the updated ones only.
+            // Returns, per input, the stored version (NULL: missing) and the new one (NULL:
+            // stale).
+            update: format!(
+                "WITH input AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
+                   $6::text[], $7::jsonb[], $8::uuid[], $9::jsonb[], $10::jsonb[], $11::text[], $12::jsonb[], \
+                   $13::timestamptz[], $14::timestamptz[], $15::int8[], $16::text[], $17::text[]) \
+                   AS i(id, name, display_name, description, status, suspension_reason, verification, \
+                   primary_contact, legal, branding, website, metadata, updated_at, deleted_at, expected, \
+                   actor, action)), \
+                 prior AS (SELECT o.* FROM {orgs} o WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE), \
+                 updated AS (UPDATE {orgs} o SET name = i.name, display_name = i.display_name, \
+                   description = i.description, status = i.status, suspension_reason = i.suspension_reason, \
+                   verification = i.verification, primary_contact = i.primary_contact, legal = i.legal, \
+                   branding = i.branding, website = i.website, metadata = i.metadata, \
+                   updated_at = i.updated_at, deleted_at = i.deleted_at, version = o.version + 1 \
+                   FROM input i, prior p WHERE o.id = i.id AND p.id = i.id AND p.version = i.expected \
+                   RETURNING o.*), \
+                 audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
+                   SELECT u.id, i.actor, i.action, to_jsonb(p), to_jsonb(u) \
+                   FROM updated u JOIN prior p ON p.id = u.id JOIN input i ON i.id = u.id), \
+                 {published} \
+                 SELECT i.id, p.version, u.version FROM input i \
+                   LEFT JOIN prior p ON p.id = i.id LEFT JOIN updated u ON u.id = i.id",
+                published = outbox
+                    .publish_cte_matching(18, "e.aggregate_id IN (SELECT id::text FROM updated)")
+            ),
+            delete_domains: format!("DELETE FROM {domains} WHERE organization_id = ANY($1)"),
+            insert_domains: format!(
+                "INSERT INTO {domains} (organization_id, domain, verification_token, verified_at) \
+                 SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])"
+            ),
+            audit_list: format!(
+                "SELECT actor, action, before, after, at FROM {audit} WHERE organization_id = $1 ORDER BY id"
+            ),
+            // Keyset on (name, id) from ('', nil) for the first page.
+            search_text: format!(
+                "{select} WHERE o.deleted_at IS NULL AND o.id IN ({matching}) \
+                 AND (o.name, o.id) > ($2, $3::uuid) ORDER BY o.name, o.id LIMIT $4"
+            ),
+            search_all: format!(
+                "{select} WHERE o.deleted_at IS NULL AND (o.name, o.id) > ($2, $3::uuid) \
+                 AND $1::text IS NULL ORDER BY o.name, o.id LIMIT $4"
+            ),
+            count_text: format!("SELECT count(*) FROM ({matching}) matches"),
+            count_all: format!(
+                "SELECT count(*) FROM {orgs} o WHERE o.deleted_at IS NULL AND $1::text IS NULL"
+            ),
+            summaries: format!(
+                "SELECT s.*, \
+                 (SELECT count(*) FROM {domains} d WHERE d.organization_id = s.id) AS domain_count, \
+                 (SELECT count(*) FROM {members} m WHERE m.organization_id = s.id) AS member_count \
+                 FROM ({select} WHERE o.id = ANY($1) AND o.deleted_at IS NULL) s"
+            ),
+            lock_org: format!(
+                "SELECT id FROM {orgs} WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"
+            ),
+            // Run after `lock_org`, so concurrent adds to one organization count each other.
+            add_member: format!(
+                "INSERT INTO {members} (organization_id, user_id, role) SELECT $1, $2, $3 \
+                 WHERE EXISTS (SELECT 1 FROM {members} WHERE organization_id = $1 AND user_id = $2) \
+                    OR (SELECT count(*) FROM {members} WHERE organization_id = $1) < $4 \
+                 ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role"
+            ),
+        })
+    }
+}
+
+/// Organizations in PostgreSQL tables in one schema (`OrgConfig::schema`; one per tenant if
+/// you like), with their events written through the neo-events [`Outbox`] in the same
+/// statement. The default store of
+/// [`OrganizationService::new`](crate::OrganizationService::new). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct PgOrganizationStore {
+    inner: std::sync::Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    db: Db,
+    outbox: Outbox,
+    schema: Schema,
+    sql: Sql,
+}
+
+fn db(error: sqlx::Error) -> OrgError {
+    OrgError::Db(neo_db::Error::from(error))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, OrgError> {
+    serde_json::to_value(value).map_err(|e| OrgError::invalid("organization", e.to_string()))
+}
+
+/// One column of many organizations, for `UNNEST`.
+fn column<T>(orgs: &[&Organization], field: impl Fn(&Organization) -> T) -> Vec<T> {
+    orgs.iter().map(|o| field(o)).collect()
+}
+
+fn json_column(
+    orgs: &[&Organization],
+    field: impl Fn(&Organization) -> Result<serde_json::Value, OrgError>,
+) -> Result<Vec<serde_json::Value>, OrgError> {
+    orgs.iter().map(|o| field(o)).collect()
+}
+
+impl PgOrganizationStore {
+    /// A store in `schema` on `db`, publishing through `outbox`.
+    ///
+    /// # Errors
+    /// [`OrgError::Core`] for a bad schema name.
+    pub fn new(db: &Db, outbox: Outbox, schema: &str) -> Result<Self, OrgError> {
+        let schema = Schema::new(schema)?;
+        let sql = Sql::new(&schema, &outbox)?;
+        Ok(PgOrganizationStore {
+            inner: std::sync::Arc::new(Inner {
+                db: db.clone(),
+                outbox,
+                schema,
+                sql,
+            }),
+        })
+    }
+
+    /// The organization tables' migrations.
+    ///
+    /// # Errors
+    /// Never; fallible for symmetry with other crates' sets.
+    pub fn migrations() -> Result<MigrationSet, OrgError> {
+        Ok(MigrationSet::new("neo_orgs")?.with(
+            1,
+            "organizations",
+            include_str!("../../migrations/1_organizations.sql"),
+        ))
+    }
+
+    async fn update_rows(
+        &self,
+        writes: &[Write<'_>],
+    ) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
+        let orgs: Vec<&Organization> = writes.iter().map(|w| w.organization).collect();
+        let events: Vec<DomainEvent> = writes
+            .iter()
+            .flat_map(|w| w.events.iter().cloned())
+            .collect();
+        let (events, channel) = self.inner.outbox.publish_params(&events);
+        let statement = sqlx::query_as::<_, (Uuid, Option<i64>, Option<i64>)>(AssertSqlSafe(
+            self.inner.sql.update.clone(),
+        ))
+        .bind(column(&orgs, |o| Uuid::from(o.id)))
+        .bind(column(&orgs, |o| o.name.clone()))
+        .bind(column(&orgs, |o| o.display_name.clone()))
+        .bind(column(&orgs, |o| o.description.clone()))
+        .bind(column(&orgs, |o| o.status.as_str()))
+        .bind(column(&orgs, |o| o.suspension_reason.clone()))
+        .bind(json_column(&orgs, |o| json(&o.verification))?)
+        .bind(column(&orgs, |o| o.primary_contact.map(Uuid::from)))
+        .bind(json_column(&orgs, |o| json(&o.legal))?)
+        .bind(json_column(&orgs, |o| json(&o.branding))?)
+        .bind(column(&orgs, |o| {
+            o.website.as_ref().map(|w| w.as_str().to_owned())
+        }))
+        .bind(json_column(&orgs, |o| json(&o.metadata))?)
+        .bind(column(&orgs, |o| o.updated_at))
+        .bind(column(&orgs, |o| o.deleted_at))
+        .bind(column(&orgs, |o| o.version))
+        .bind(writes.iter().map(|w| w.actor).collect::<Vec<_>>())
+        .bind(writes.iter().map(|w| w.action).collect::<Vec<_>>())
+        .bind(events)
+        .bind(channel);
+        let rows = if writes.iter().any(Write::domains_changed) {
+            // The rows and the domains they now claim, in one transaction.
+            let mut tx = self.inner.db.begin().await?;
+            let rows = statement.fetch_all(&mut **tx).await.map_err(db)?;
+            let updated: std::collections::HashSet<Uuid> = rows
+                .iter()
+                .filter_map(|(id, _, new)| new.map(|_| *id))
+                .collect();
+            let rewritten: Vec<&Organization> = orgs
+                .iter()
+                .copied()
+                .filter(|o| o.domains_changed && updated.contains(&Uuid::from(o.id)))
+                .collect();
+            if !rewritten.is_empty() {
+                self.replace_domains(&mut tx, &rewritten).await?;
+            }
+            tx.commit().await?;
+            rows
+        } else {
+            statement
+                .fetch_all(self.inner.db.pool())
+                .await
+                .map_err(db)?
+        };
+        let outcomes: std::collections::HashMap<Uuid, (Option<i64>, Option<i64>)> = rows
+            .into_iter()
+            .map(|(id, stored, new)| (id, (stored, new)))
+            .collect();
+        Ok(orgs
+            .iter()
+            .map(|org| {
+                let (stored, new) = outcomes
+                    .get(&Uuid::from(org.id))
+                    .copied()
+                    .unwrap_or((None, None));
+                match (stored, new) {
+                    (_, Some(new)) => Ok(new),
+                    (Some(stored), None) => Err(OrgError::Conflict {
+                        id: org.id.to_string(),
+                        expected: org.version,
+                        actual: stored,
+                    }),
+                    (None, None) => Err(OrgError::not_found("organization", org.id)),
+                }
+            })
+            .collect())
+    }
+
+    async fn replace_domains(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        orgs: &[&Organization],
+    ) -> Result<(), OrgError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.delete_domains.clone()))
+            .bind(column(orgs, |o| Uuid::from(o.id)))
+            .execute(&mut ***tx)
+            .await
+            .map_err(db)?;
+        let claims: Vec<(Uuid, &OrgDomain)> = orgs
+            .iter()
+            .flat_map(|o| o.domains.iter().map(|d| (Uuid::from(o.id), d)))
+            .collect();
+        sqlx::query(AssertSqlSafe(self.inner.sql.insert_domains.clone()))
+            .bind(claims.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+            .bind(
+                claims
+                    .iter()
+                    .map(|(_, d)| d.domain.as_str().to_owned())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                claims
+                    .iter()
+                    .map(|(_, d)| d.verification_token.clone())
+                    .collect::<Vec<_>>(),
+            )
+            .bind(
+                claims
+                    .iter()
+                    .map(|(_, d)| d.verified_at)
+                    .collect::<Vec<_>>(),
+            )
+            .execute(&mut ***tx)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn fetch_all(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Vec<Organization>, OrgError> {
+        let rows = query.fetch_all(self.inner.db.pool()).await.map_err(db)?;
+        rows.iter().map(from_row).collect()
+    }
+
+    async fn fetch_optional(
+        &self,
+        query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    ) -> Result<Option<Organization>, OrgError> {
+        let row = query
+            .fetch_optional(self.inner.db.pool())
+            .await
+            .map_err(db)?;
+        row.as_ref().map(from_row).transpose()
+    }
+
+    async fn add_member_locked(
+        &self,
+        organization: OrganizationId,
+        user: UserId,
+        role: &str,
+        max_members: u32,
+    ) -> Result<(), OrgError> {
+        let mut tx = self.inner.db.begin().await?;
+        let exists = sqlx::query(AssertSqlSafe(self.inner.sql.lock_org.clone()))
+            .bind(Uuid::from(organization))
+            .fetch_optional(&mut **tx)
+            .await
+            .map_err(db)?;
+        if exists.is_none() {
+            return Err(OrgError::not_found("organization", organization));
+        }
+        let added = sqlx::query(AssertSqlSafe(self.inner.sql.add_member.clone()))
+            .bind(Uuid::from(organization))
+            .bind(Uuid::from(user))
+            .bind(role)
+            .bind(i64::from(max_members))
+            .execute(&mut **tx)
+            .await
+            .map_err(db)?;
+        if added.rows_affected() == 0 {
+            return Err(OrgError::invalid(
+                "member",
+                format!("the organization already has its {max_members} members"),
+            ));
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// ILIKE wildcards in search text are matched literally.
+fn like_literal(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
+}
+
+impl OrganizationStore for PgOrganizationStore {
+    fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
+        Box::pin(async move {
+            self.inner.outbox.migrate().await?;
+            Ok(Self::migrations()?
+                .run_in_schema(&self.inner.db, &self.inner.schema)
+                .await?)
+        })
+    }
+
+    fn insert<'a>(
+        &'a self,
+        actor: &'a str,
+        organizations: &'a [Organization],
+        events: &'a [DomainEvent],
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let orgs: Vec<&Organization> = organizations.iter().collect();
+            let (events, channel) = self.inner.outbox.publish_params(events);
+            sqlx::query(AssertSqlSafe(self.inner.sql.insert.clone()))
+                .bind(column(&orgs, |o| Uuid::from(o.id)))
+                .bind(column(&orgs, |o| o.name.clone()))
+                .bind(column(&orgs, |o| o.slug.as_str().to_owned()))
+                .bind(column(&orgs, |o| o.display_name.clone()))
+                .bind(column(&orgs, |o| o.description.clone()))
+                .bind(column(&orgs, |o| o.status.as_str()))
+                .bind(column(&orgs, |o| o.suspension_reason.clone()))
+                .bind(json_column(&orgs, |o| json(&o.verification))?)
+                .bind(column(&orgs, |o| o.primary_contact.map(Uuid::from)))
+                .bind(json_column(&orgs, |o| json(&o.legal))?)
+                .bind(json_column(&orgs, |o| json(&o.branding))?)
+                .bind(column(&orgs, |o| {
+                    o.website.as_ref().map(|w| w.as_str().to_owned())
+                }))
+                .bind(json_column(&orgs, |o| json(&o.metadata))?)
+                .bind(column(&orgs, |o| o.created_at))
+                .bind(column(&orgs, |o| o.updated_at))
+                .bind(column(&orgs, |o| o.deleted_at))
+                .bind(column(&orgs, |o| o.version))
+                .bind(actor)
+                .bind(events)
+                .bind(channel)
+                .execute(self.inner.db.pool())
+                .await
+                .map_err(db)?;
+            Ok(())
+        })
+    }
+
+    fn update<'a>(
+        &'a self,
+        writes: &'a [Write<'a>],
+    ) -> StoreFuture<'a, Vec<Result<i64, OrgError>>> {
+        Box::pin(self.update_rows(writes))
+    }
+
+    fn find(
+        &self,
+        id: OrganizationId,
+        include_deleted: bool,
+    ) -> StoreFuture<'_, Option<Organization>> {
+        Box::pin(async move {
+            self.fetch_optional(
+                sqlx::query(AssertSqlSafe(self.inner.sql.by_id.clone()))
+                    .bind(Uuid::from(id))
+                    .bind(include_deleted),
+            )
+            .await
+        })
+    }
+
+    fn find_by_slug<'a>(&'a self, slug: &'a Slug) -> StoreFuture<'a, Option<Organization>> {
+        Box::pin(async move {
+            self.fetch_optional(
+                sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone())).bind(slug.as_str()),
+            )
+            .await
+        })
+    }
+
+    fn find_many<'a>(&'a self, ids: &'a [OrganizationId]) -> StoreFuture<'a, Vec<Organization>> {
+        Box::pin(async move {
+            self.fetch_all(
+                sqlx::query(AssertSqlSafe(self.inner.sql.by_ids.clone()))
+                    .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>()),
+            )
+            .await
+        })
+    }
+
+    fn search<'a>(&'a self, query: &'a SearchQuery) -> StoreFuture<'a, Vec<Organization>> {
+        Box::pin(async move {
+            let sql = match query.text {
+                Some(_) => &self.inner.sql.search_text,
+                None => &self.inner.sql.search_all,
+            };
+            let (after_name, after_id) = query
+                .after
+                .as_ref()
+                .map_or((String::new(), Uuid::nil()), |(name, id)| {
+                    (name.clone(), Uuid::from(*id))
+                });
+            self.fetch_all(
+                sqlx::query(AssertSqlSafe(sql.clone()))
+                    .bind(query.text.as_deref().map(like_literal))
+                    .bind(after_name)
+                    .bind(after_id)
+                    .bind(i64::from(query.limit)),
+            )
+            .await
+        })
+    }
+
+    fn count<'a>(&'a self, text: Option<&'a str>) -> StoreFuture<'a, i64> {
+        Box::pin(async move {
+            let sql = match text {
+                Some(_) => &self.inner.sql.count_text,
+                None => &self.inner.sql.count_all,
+            };
+            sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+                .bind(text.map(like_literal))
+                .fetch_one(self.inner.db.pool())
+                .await
+                .map_err(db)
+        })
+    }
+
+    fn summaries<'a>(
+        &'a self,
+        ids: &'a [OrganizationId],
+    ) -> StoreFuture<'a, Vec<OrganizationSummary>> {
+        Box::pin(async move {
+            let rows = sqlx::query(AssertSqlSafe(self.inner.sql.summaries.clone()))
+                .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>())
+                .fetch_all(self.inner.db.pool())
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|row| {
+                    Ok(OrganizationSummary::new(
+                        from_row(row)?,
+                        row.try_get("domain_count").map_err(db)?,
+                        row.try_get("member_count").map_err(db)?,
+                    ))
+                })
+                .collect()
+        })
+    }
+
+    fn add_member<'a>(
+        &'a self,
+        organization: OrganizationId,
+        user: UserId,
+        role: &'a str,
+        max_members: u32,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.add_member_locked(organization, user, role, max_members))
+    }
+
+    fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {
+        Box::pin(async move {
+            let rows = sqlx::query(AssertSqlSafe(self.inner.sql.audit_list.clone()))
+                .bind(Uuid::from(id))
+                .fetch_all(self.inner.db.pool())
+                .await
+                .map_err(db)?;
+            rows.iter()
+                .map(|r| {
+                    Ok(AuditEntry::new(
+                        r.try_get::<String, _>(0)?,
+                        r.try_get::<String, _>(1)?,
+                        r.try_get(2)?,
+                        r.try_get(3)?,
+                        r.try_get(4)?,
+                    ))
+                })
+                .collect::<Result<_, sqlx::Error>>()
+                .map_err(db)
+        })
+    }
+}
+
+fn from_row(row: &PgRow) -> Result<Organization, OrgError> {
+    let id: Uuid = row.try_get(0).map_err(db)?;
+    let slug: String = row.try_get(2).map_err(db)?;
+    let status: String = row.try_get(5).map_err(db)?;
+    let contact: Option<Uuid> = row.try_get(8).map_err(db)?;
+    let website: Option<String> = row.try_get(11).map_err(db)?;
+    // jsonb straight into the typed parts, without an intermediate `serde_json::Value`.
+    let Json(verification): Json<Verification> = row.try_get(7).map_err(db)?;
+    let Json(legal): Json<Legal> = row.try_get(9).map_err(db)?;
+    let Json(branding): Json<Branding> = row.try_get(10).map_err(db)?;
+    let Json(metadata): Json<serde_json::Value> = row.try_get(12).map_err(db)?;
+    let Json(domains): Json<Vec<OrgDomain>> = row.try_get(17).map_err(db)?;
+    Ok(Organization {
+        id: OrganizationId::from_uuid(id)?,
+        name: row.try_get(1).map_err(db)?,
+        slug: Slug::parse(&slug)?,
+        display_name: row.try_get(3).map_err(db)?,
+        description: row.try_get(4).map_err(db)?,
+        status: OrgStatus::parse(&status)?,
+        suspension_reason: row.try_get(6).map_err(db)?,
+        verification,
+        primary_contact: contact.map(neo_core::UserId::from_uuid).transpose()?,
+        legal,
+        branding,
+        website: website
+            .as_deref()
+            .map(neo_core::HttpsUrl::parse)
+            .transpose()?,
+        domains,
+        metadata: crate::model::metadata_from_storage(metadata)?,
+        created_at: row.try_get(13).map_err(db)?,
+        updated_at: row.try_get(14).map_err(db)?,
+        deleted_at: row.try_get(15).map_err(db)?,
+        version: row.try_get(16).map_err(db)?,
+        events: Vec::new(),
+        domains_changed: false,
+        legal_changed: false,
+    })
+}
