@@ -1,4 +1,6 @@
 //! Cross-crate scenarios: neo-commons crates together against real servers.
 #![allow(clippy::unwrap_used, reason = "a failing unwrap is how a test reports")]
+#![allow(clippy::print_stdout, reason = "each scenario prints what it saw")]
 
 mod core_on_postgres;
+mod service_under_faults;

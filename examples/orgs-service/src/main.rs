@@ -12,99 +12,11 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
-use neo_commons::cache::{CacheConfig, HybridCache};
-use neo_commons::db::{Db, DbConfig};
-use neo_commons::events::{
-    AddressPolicy, DomainEvent, NewEndpoint, Outbox, OutboxConfig, Verifier, WebhookConfig,
-    Webhooks,
-};
-use neo_commons::orgs::{OrgConfig, Organization, OrganizationService};
-use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use neo_commons::events::{AddressPolicy, NewEndpoint, Verifier};
+use orgs_service::{BoxError, Roles, Service, ServiceConfig};
 use serde_json::{Value, json};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
-
-type BoxError = Box<dyn std::error::Error + Send + Sync>;
-
-fn env(name: &str) -> Result<String, BoxError> {
-    std::env::var(name).map_err(|_| {
-        format!("{name} is not set; run scripts/demo, or point it at your server").into()
-    })
-}
-
-/// Everything the service runs, composed from its parts.
-struct Service {
-    orgs: OrganizationService,
-    webhooks: Webhooks,
-    outbox: Outbox,
-    queue: Queue,
-}
-
-impl Service {
-    async fn compose(webhook_addresses: AddressPolicy) -> Result<Service, BoxError> {
-        let db = Db::connect(&DbConfig::with_url(env("NEO_DATABASE_URL")?)).await?;
-        let queue = Queue::new(&db, QueueConfig::default())?;
-        queue.migrate().await?;
-        let outbox = Outbox::new(&db, OutboxConfig::default())?;
-        let webhooks = Webhooks::new(
-            &db,
-            queue.clone(),
-            WebhookConfig {
-                addresses: webhook_addresses,
-                require_https: !webhook_addresses.allow_loopback,
-                ..WebhookConfig::default()
-            },
-        )?;
-        let cache = HybridCache::<Organization>::tiered(
-            CacheConfig::named("organizations"),
-            &env("NEO_REDIS_URL")?,
-        )?;
-        let orgs =
-            OrganizationService::new(&db, outbox.clone(), Some(cache), OrgConfig::default())?;
-        orgs.migrate().await?; // the outbox's tables too
-        webhooks.migrate().await?;
-        Ok(Service {
-            orgs,
-            webhooks,
-            outbox,
-            queue,
-        })
-    }
-
-    /// Serves the API on `listener`, dispatches events and delivers webhooks until `stop`.
-    async fn run(
-        &self,
-        listener: tokio::net::TcpListener,
-        stop: watch::Receiver<bool>,
-    ) -> Result<(), BoxError> {
-        let stopped = |mut stop: watch::Receiver<bool>| async move {
-            let _ = stop.wait_for(|s| *s).await;
-        };
-        let webhooks = self.webhooks.clone();
-        let fan_out = move |events: Vec<DomainEvent>| {
-            let webhooks = webhooks.clone();
-            async move { webhooks.fan_out(&events).await }
-        };
-        let worker = self
-            .webhooks
-            .handle(Worker::new(self.queue.clone(), WorkerConfig::default()));
-        let api = neo_commons::orgs::http::router(self.orgs.clone());
-        let (dispatched, delivered, served) = tokio::join!(
-            self.outbox.run(fan_out, stopped(stop.clone())),
-            worker.run(stopped(stop.clone())),
-            async {
-                axum::serve(listener, api)
-                    .with_graceful_shutdown(stopped(stop.clone()))
-                    .await
-            },
-        );
-        dispatched?;
-        delivered?;
-        served?;
-        self.webhooks.shutdown().await;
-        Ok(())
-    }
-}
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
@@ -122,7 +34,7 @@ async fn main() -> Result<(), BoxError> {
 
 async fn serve() -> Result<(), BoxError> {
     let addr = std::env::var("NEO_ORGS_SERVICE_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
-    let service = Service::compose(AddressPolicy::default()).await?;
+    let service = Service::compose(ServiceConfig::from_env()?).await?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("organizations API on http://{addr}; Ctrl-C stops it");
     let (stop, stopped) = watch::channel(false);
@@ -130,7 +42,7 @@ async fn serve() -> Result<(), BoxError> {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
     });
-    service.run(listener, stopped).await
+    service.run(Roles::all(listener), stopped).await
 }
 
 /// A webhook receiver for the demo: records each delivery with its headers.
@@ -144,11 +56,14 @@ async fn receive(
 }
 
 async fn demo() -> Result<(), BoxError> {
-    let service = Service::compose(AddressPolicy {
+    let mut config = ServiceConfig::from_env()?;
+    // The demo's receiver listens on loopback, over plain HTTP.
+    config.webhooks.addresses = AddressPolicy {
         allow_loopback: true,
         allow_private: false,
-    })
-    .await?;
+    };
+    config.webhooks.require_https = false;
+    let service = Service::compose(config).await?;
 
     // 1. A receiver, and an endpoint subscribed to every organization event.
     let (sink, mut deliveries) = mpsc::unbounded_channel();
@@ -169,7 +84,7 @@ async fn demo() -> Result<(), BoxError> {
     let base = format!("http://{}", listener.local_addr()?);
     let (stop, stopped) = watch::channel(false);
     let cache = service.orgs.cache().cloned();
-    let running = tokio::spawn(async move { service.run(listener, stopped).await });
+    let running = tokio::spawn(async move { service.run(Roles::all(listener), stopped).await });
     println!("organizations API on {base}\n");
 
     // 3. The scenario, over HTTP.

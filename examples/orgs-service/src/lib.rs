@@ -1,0 +1,207 @@
+//! The example host service as a library: [`Service::compose`] builds the organizations API
+//! (PostgreSQL, tiered cache on Redis), the outbox dispatcher fanning events out to webhook
+//! endpoints and the neo-queue worker delivering them, from a [`ServiceConfig`];
+//! [`Service::run`] runs the [`Roles`] asked for until stopped. The `orgs-service` binary and
+//! the scenario suite (`tests/`) both use it.
+
+use neo_commons::cache::{CacheConfig, HybridCache};
+use neo_commons::db::{Db, DbConfig};
+use neo_commons::events::{DomainEvent, Outbox, OutboxConfig, WebhookConfig, Webhooks};
+use neo_commons::orgs::{OrgConfig, Organization, OrganizationService};
+use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use tokio::sync::watch;
+
+/// Errors of composing and running the service.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+fn env(name: &str) -> Result<String, BoxError> {
+    std::env::var(name).map_err(|_| {
+        format!("{name} is not set; run scripts/demo, or point it at your server").into()
+    })
+}
+
+/// What the service is built from.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServiceConfig {
+    /// PostgreSQL.
+    pub database_url: String,
+    /// Redis (the cache's shared tier and backplane).
+    pub redis_url: String,
+    /// The organization cache.
+    pub cache: CacheConfig,
+    /// Webhook delivery.
+    pub webhooks: WebhookConfig,
+    /// The job queue carrying deliveries.
+    pub queue: QueueConfig,
+    /// The delivery worker.
+    pub worker: WorkerConfig,
+    /// The organizations.
+    pub orgs: OrgConfig,
+}
+
+impl ServiceConfig {
+    /// Defaults on these servers.
+    pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
+        ServiceConfig {
+            database_url: database_url.into(),
+            redis_url: redis_url.into(),
+            cache: CacheConfig::named("organizations"),
+            webhooks: WebhookConfig::default(),
+            queue: QueueConfig::default(),
+            worker: WorkerConfig::default(),
+            orgs: OrgConfig::default(),
+        }
+    }
+
+    /// From the environment: `NEO_DATABASE_URL`, `NEO_REDIS_URL`, and the parts' settings
+    /// under `NEO_CACHE_`, `NEO_WEBHOOKS_`, `NEO_QUEUE_`, `NEO_WORKER_` and `NEO_ORGS_`
+    /// (nested fields with `__`, e.g. `NEO_WEBHOOKS_ADDRESSES__ALLOW_LOOPBACK=true`).
+    ///
+    /// # Errors
+    /// A missing URL or a setting that does not parse.
+    pub fn from_env() -> Result<Self, BoxError> {
+        use neo_commons::core::config::from_env;
+        let mut config = ServiceConfig::new(env("NEO_DATABASE_URL")?, env("NEO_REDIS_URL")?);
+        let cache: CacheConfig = from_env("NEO_CACHE_")?;
+        if cache.name != CacheConfig::default().name {
+            config.cache = cache;
+        }
+        config.webhooks = from_env("NEO_WEBHOOKS_")?;
+        config.queue = from_env("NEO_QUEUE_")?;
+        config.worker = from_env("NEO_WORKER_")?;
+        config.orgs = from_env("NEO_ORGS_")?;
+        Ok(config)
+    }
+}
+
+/// What one process of the service runs.
+#[derive(Debug, Default)]
+#[non_exhaustive]
+pub struct Roles {
+    /// Serve the API on this listener.
+    pub api: Option<tokio::net::TcpListener>,
+    /// Dispatch outbox events to webhook endpoints.
+    pub dispatch: bool,
+    /// Deliver webhooks (the neo-queue worker).
+    pub deliver: bool,
+}
+
+impl Roles {
+    /// Everything: the API on `listener`, dispatch and delivery.
+    pub fn all(listener: tokio::net::TcpListener) -> Self {
+        Roles {
+            api: Some(listener),
+            dispatch: true,
+            deliver: true,
+        }
+    }
+
+    /// Only these background roles, no API.
+    pub fn background(dispatch: bool, deliver: bool) -> Self {
+        Roles {
+            api: None,
+            dispatch,
+            deliver,
+        }
+    }
+}
+
+/// Everything the service runs, composed from its parts. Cheap to clone.
+#[derive(Clone)]
+#[non_exhaustive]
+pub struct Service {
+    /// The organizations.
+    pub orgs: OrganizationService,
+    /// Webhook endpoints and delivery.
+    pub webhooks: Webhooks,
+    /// The outbox the organization events are written to.
+    pub outbox: Outbox,
+    /// The queue carrying deliveries.
+    pub queue: Queue,
+    /// The database.
+    pub db: Db,
+    worker: WorkerConfig,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("orgs", &self.orgs)
+            .field("queue", &self.queue)
+            .field("outbox", &self.outbox)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// Connects to the servers, creates or upgrades every table, and builds the parts.
+    ///
+    /// # Errors
+    /// A server that cannot be reached, a failed migration, a bad setting.
+    pub async fn compose(config: ServiceConfig) -> Result<Service, BoxError> {
+        let db = Db::connect(&DbConfig::with_url(config.database_url)).await?;
+        let queue = Queue::new(&db, config.queue)?;
+        queue.migrate().await?;
+        let outbox = Outbox::new(&db, OutboxConfig::default())?;
+        let webhooks = Webhooks::new(&db, queue.clone(), config.webhooks)?;
+        let cache = HybridCache::<Organization>::tiered(config.cache, &config.redis_url)?;
+        let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache), config.orgs)?;
+        orgs.migrate().await?; // the outbox's tables too
+        webhooks.migrate().await?;
+        Ok(Service {
+            orgs,
+            webhooks,
+            outbox,
+            queue,
+            db,
+            worker: config.worker,
+        })
+    }
+
+    /// Runs `roles` until `stop` turns true, then finishes what is in flight.
+    ///
+    /// # Errors
+    /// A role that failed for good.
+    pub async fn run(&self, roles: Roles, stop: watch::Receiver<bool>) -> Result<(), BoxError> {
+        let stopped = |mut stop: watch::Receiver<bool>| async move {
+            let _ = stop.wait_for(|s| *s).await;
+        };
+        let webhooks = self.webhooks.clone();
+        let fan_out = move |events: Vec<DomainEvent>| {
+            let webhooks = webhooks.clone();
+            async move { webhooks.fan_out(&events).await }
+        };
+        let worker = self
+            .webhooks
+            .handle(Worker::new(self.queue.clone(), self.worker.clone()));
+        let api = neo_commons::orgs::http::router(self.orgs.clone());
+        let (dispatched, delivered, served) = tokio::join!(
+            async {
+                if roles.dispatch {
+                    self.outbox.run(fan_out, stopped(stop.clone())).await?;
+                }
+                Ok::<(), BoxError>(())
+            },
+            async {
+                if roles.deliver {
+                    worker.run(stopped(stop.clone())).await?;
+                }
+                Ok::<(), BoxError>(())
+            },
+            async {
+                if let Some(listener) = roles.api {
+                    axum::serve(listener, api)
+                        .with_graceful_shutdown(stopped(stop.clone()))
+                        .await?;
+                }
+                Ok::<(), BoxError>(())
+            },
+        );
+        dispatched?;
+        delivered?;
+        served?;
+        self.webhooks.shutdown().await;
+        Ok(())
+    }
+}
