@@ -18,6 +18,7 @@ pub mod events;
 mod measure;
 pub mod orgs;
 pub mod queue;
+pub mod report;
 pub mod resilience;
 
 pub use measure::{Measurement, Settings, compare};

@@ -8,14 +8,6 @@ fn main() {
         .nth(1)
         .and_then(|a| a.parse().ok())
         .unwrap_or(500);
-    let latencies =
-        neo_benches::queue::start_latencies(&neo_benches::db::bench_database_url(), samples);
-    let at = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q).round() as usize];
-    println!(
-        "queue enqueue→start over {} jobs: p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms (goal p50 < 10 ms)",
-        latencies.len(),
-        at(0.5).as_secs_f64() * 1e3,
-        at(0.99).as_secs_f64() * 1e3,
-        at(1.0).as_secs_f64() * 1e3
-    );
+    let rows = neo_benches::report::queue_rows(&neo_benches::db::bench_database_url(), samples);
+    print!("{}", neo_benches::report::text(&rows));
 }

@@ -1,0 +1,279 @@
+//! The performance report: one row per compared pair (ours against the raw driver in the same
+//! run) and per figure with a goal (latencies, rates, the organization service's timings),
+//! printed as text or written as the markdown table of `docs/PERFORMANCE.md`.
+
+use crate::measure::Measurement;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+/// One row of the report.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// What was measured.
+    pub operation: String,
+    /// Our figure.
+    pub ours: String,
+    /// The raw baseline's figure, or `-` for a figure without one.
+    pub raw: String,
+    /// `ours / raw`, for a pair.
+    pub ratio: Option<f64>,
+    /// The goal (`≤ 1.15×`, `< 10 ms`), or `-`.
+    pub target: String,
+    /// Whether the goal was met; `None` without a goal.
+    pub passed: Option<bool>,
+}
+
+impl Row {
+    /// A figure measured against a goal, without a raw baseline.
+    pub fn figure(operation: impl Into<String>, ours: String, target: &str, passed: bool) -> Row {
+        Row {
+            operation: operation.into(),
+            ours,
+            raw: "-".to_owned(),
+            ratio: None,
+            target: target.to_owned(),
+            passed: Some(passed),
+        }
+    }
+
+    /// A figure shown for reference, without a goal.
+    pub fn reference(operation: impl Into<String>, ours: String) -> Row {
+        Row {
+            passed: None,
+            target: "-".to_owned(),
+            ..Row::figure(operation, ours, "-", true)
+        }
+    }
+
+    /// The row of a compared pair.
+    pub fn pair(m: &Measurement) -> Row {
+        Row {
+            operation: m.name.to_owned(),
+            ours: human(m.ours_ns),
+            raw: human(m.raw_ns),
+            ratio: Some(m.ratio()),
+            target: m.target.map_or("-".to_owned(), |t| format!("≤ {t:.2}×")),
+            passed: m.passed(),
+        }
+    }
+
+    fn result(&self) -> &'static str {
+        match self.passed {
+            Some(true) => "pass",
+            Some(false) => "MISS",
+            None => "-",
+        }
+    }
+}
+
+/// Nanoseconds as ns, µs or ms.
+pub fn human(ns: f64) -> String {
+    if ns < 1_000.0 {
+        format!("{ns:.1} ns")
+    } else if ns < 1_000_000.0 {
+        format!("{:.2} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+/// The `q` quantile of sorted samples.
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
+}
+
+/// Enqueue → handler start of neo-queue (LISTEN/NOTIFY), over `samples` jobs.
+pub fn queue_rows(url: &str, samples: usize) -> Vec<Row> {
+    let latencies = crate::queue::start_latencies(url, samples);
+    let p50 = quantile(&latencies, 0.5);
+    vec![
+        Row::figure(
+            format!("queue enqueue→start p50 ({} jobs)", latencies.len()),
+            format!("{:.2} ms", ms(p50)),
+            "< 10 ms",
+            ms(p50) < 10.0,
+        ),
+        Row::reference(
+            "queue enqueue→start p99",
+            format!("{:.2} ms", ms(quantile(&latencies, 0.99))),
+        ),
+    ]
+}
+
+/// Webhook commit → delivered to a local receiver (p50, p99 over `samples`) and the
+/// sustained rate over `events`.
+pub fn webhook_rows(url: &str, samples: usize, events: usize) -> Vec<Row> {
+    let figures = crate::events::measure_delivery(url, samples, events);
+    let (p50, p99) = (
+        quantile(&figures.latencies, 0.5),
+        quantile(&figures.latencies, 0.99),
+    );
+    let rate = figures.sustained_events as f64 / figures.sustained.as_secs_f64();
+    vec![
+        Row::figure(
+            format!(
+                "webhook commit→delivered p50 ({} events)",
+                figures.latencies.len()
+            ),
+            format!("{:.2} ms", ms(p50)),
+            "< 10 ms",
+            ms(p50) < 10.0,
+        ),
+        Row::figure(
+            "webhook commit→delivered p99",
+            format!("{:.2} ms", ms(p99)),
+            "< 50 ms",
+            ms(p99) < 50.0,
+        ),
+        Row::figure(
+            format!(
+                "webhook deliveries sustained ({} events)",
+                figures.sustained_events
+            ),
+            format!("{rate:.0} /s"),
+            "≥ 5,000 /s",
+            rate >= 5_000.0,
+        ),
+    ]
+}
+
+/// The organization service's figures, searching over `search_rows` organizations.
+pub fn orgs_rows(url: &str, search_rows: usize) -> Vec<Row> {
+    let f = crate::orgs::measure(url, search_rows);
+    let timing = |what: &str, took: Duration, goal_ms: f64| {
+        let value = if took < Duration::from_millis(1) {
+            format!("{:.1} µs", took.as_secs_f64() * 1e6)
+        } else {
+            format!("{:.2} ms", ms(took))
+        };
+        let goal = if goal_ms < 1.0 {
+            format!("< {:.0} µs", goal_ms * 1e3)
+        } else {
+            format!("< {goal_ms:.0} ms")
+        };
+        Row::figure(format!("orgs {what}"), value, &goal, ms(took) < goal_ms)
+    };
+    vec![
+        timing("get_by_id, cached (L1), median", f.cached_get, 0.01),
+        timing("get_by_id, uncached, median", f.uncached_get, 1.0),
+        timing("create (row + audit + event), median", f.create, 5.0),
+        timing(
+            &format!("search over {} organizations, p95", f.search_rows),
+            f.search_p95,
+            10.0,
+        ),
+        timing("get_many of 1,000 ids, cold", f.get_many_cold, 20.0),
+        Row::reference(
+            "orgs get_many of 1,000 ids, no cache",
+            format!("{:.2} ms", ms(f.get_many_uncached)),
+        ),
+        timing("batch_create of 1,000", f.batch_1000, 50.0),
+        timing("batch_save of 1,000", f.batch_save_1000, 50.0),
+        Row::figure(
+            "orgs optimistic updates on distinct orgs",
+            format!("{:.0} /s", f.updates_per_second),
+            "≥ 10,000 /s",
+            f.updates_per_second >= 10_000.0,
+        ),
+        Row::reference(
+            "orgs optimistic updates, each read first",
+            format!("{:.0} /s", f.read_updates_per_second),
+        ),
+    ]
+}
+
+/// The header of [`text_line`]'s columns.
+pub fn text_header() -> String {
+    format!(
+        "{:<48} {:>12} {:>12} {:>8} {:>12}  result",
+        "operation", "ours", "raw", "ratio", "target"
+    )
+}
+
+/// One row as aligned text.
+pub fn text_line(row: &Row) -> String {
+    let ratio = row.ratio.map_or("-".to_owned(), |r| format!("{r:.3}"));
+    format!(
+        "{:<48} {:>12} {:>12} {:>8} {:>12}  {}",
+        row.operation,
+        row.ours,
+        row.raw,
+        ratio,
+        row.target,
+        row.result()
+    )
+}
+
+/// The rows as aligned text, with the header.
+pub fn text(rows: &[Row]) -> String {
+    let mut out = text_header();
+    for row in rows {
+        out.push('\n');
+        out.push_str(&text_line(row));
+    }
+    out.push('\n');
+    out
+}
+
+/// The rows as the markdown page `docs/PERFORMANCE.md`, with `context` (the machine, the
+/// date, the command) above the table.
+pub fn markdown(rows: &[Row], context: &str) -> String {
+    let missed = rows.iter().filter(|r| r.passed == Some(false)).count();
+    let checked = rows.iter().filter(|r| r.passed.is_some()).count();
+    let mut out = String::from("# Performance\n\n");
+    out.push_str(context);
+    let _ = writeln!(
+        out,
+        "\n{} of {checked} goals met{}.\n",
+        checked - missed,
+        if missed > 0 {
+            format!("; {missed} missed (MISS)")
+        } else {
+            String::new()
+        }
+    );
+    out.push_str("| operation | ours | raw baseline | ratio | target | result |\n");
+    out.push_str("|---|---:|---:|---:|---:|---|\n");
+    for row in rows {
+        let ratio = row.ratio.map_or("-".to_owned(), |r| format!("{r:.3}"));
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {ratio} | {} | {} |",
+            row.operation.replace('|', "\\|"),
+            row.ours,
+            row.raw,
+            row.target,
+            row.result()
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_markdown_counts_goals_and_escapes_cells() {
+        let rows = vec![
+            Row::figure("a|b", "1 ms".to_owned(), "< 2 ms", true),
+            Row::figure("c", "3 ms".to_owned(), "< 2 ms", false),
+            Row::reference("d", "4 ms".to_owned()),
+        ];
+        let page = markdown(&rows, "Measured here.\n");
+        assert!(
+            page.contains("1 of 2 goals met; 1 missed (MISS)."),
+            "{page}"
+        );
+        assert!(
+            page.contains("| a\\|b | 1 ms | - | - | < 2 ms | pass |"),
+            "{page}"
+        );
+        assert!(page.contains("| d | 4 ms | - | - | - | - |"), "{page}");
+        assert_eq!(text(&rows).lines().count(), 4);
+    }
+}
