@@ -46,8 +46,31 @@ pub fn router(service: OrganizationService) -> axum::Router {
         )
         .route("/organizations/by-slug/{slug}", get(get_by_slug))
         .route("/organizations/{id}/{action}", post(lifecycle))
+        .fallback(no_route)
+        .method_not_allowed_fallback(no_method)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(service)
+}
+
+/// A path no route matches, as a problem.
+async fn no_route(uri: axum::http::Uri) -> Problem {
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!(
+            "no endpoint at {}; see the table in neo_orgs::http",
+            uri.path().chars().take(200).collect::<String>()
+        ),
+    )
+}
+
+/// A method the path does not take, as a problem.
+async fn no_method(method: axum::http::Method) -> Problem {
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "validation",
+        format!("{method} is not an operation of this endpoint"),
+    )
 }
 
 /// An error as an RFC 9457 problem: `type`, `title`, `status`, `detail`, and the `kind`.

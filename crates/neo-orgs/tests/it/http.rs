@@ -1,7 +1,7 @@
 use crate::service::setup;
 use serde_json::{Value, json};
 
-async fn serve(s: &crate::service::Setup) -> String {
+pub(crate) async fn serve(s: &crate::service::Setup) -> String {
     let app = neo_orgs::http::router(s.orgs.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

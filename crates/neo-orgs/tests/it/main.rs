@@ -2,5 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 #[cfg(feature = "http")]
+mod fuzz;
+#[cfg(feature = "http")]
 mod http;
 mod service;

@@ -67,6 +67,18 @@ impl Setup {
         }
     }
 
+    /// The PostgreSQL parts (for checks that read the tables).
+    #[cfg_attr(
+        not(feature = "http"),
+        allow(dead_code, reason = "used by the HTTP sweep")
+    )]
+    pub(crate) fn pg_parts(&self) -> (&Db, &Outbox) {
+        match &self.backend {
+            Backend::Postgres { db, outbox } => (db, outbox),
+            Backend::Memory(_) => panic!("not a PostgreSQL setup"),
+        }
+    }
+
     /// Another service (no cache) on the same data, with `config`.
     fn service(&self, config: OrgConfig) -> OrganizationService {
         match &self.backend {
