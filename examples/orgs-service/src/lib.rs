@@ -63,10 +63,11 @@ impl ServiceConfig {
     pub fn from_env() -> Result<Self, BoxError> {
         use neo_commons::core::config::from_env;
         let mut config = ServiceConfig::new(env("NEO_DATABASE_URL")?, env("NEO_REDIS_URL")?);
-        let cache: CacheConfig = from_env("NEO_CACHE_")?;
-        if cache.name != CacheConfig::default().name {
-            config.cache = cache;
+        let mut cache: CacheConfig = from_env("NEO_CACHE_")?;
+        if std::env::var_os("NEO_CACHE_NAME").is_none() {
+            cache.name = config.cache.name;
         }
+        config.cache = cache;
         config.webhooks = from_env("NEO_WEBHOOKS_")?;
         config.queue = from_env("NEO_QUEUE_")?;
         config.worker = from_env("NEO_WORKER_")?;
