@@ -175,15 +175,31 @@ pub struct Figures {
     /// `batch_save` of 1,000 (each renamed).
     pub batch_save_1000: Duration,
     /// Optimistic saves per second on distinct organizations, 64 at a time, of organizations
-    /// in hand.
+    /// in hand, each merging a metadata key.
     pub updates_per_second: f64,
+    /// The same, each renaming (which also rewrites the name and trigram index entries).
+    pub rename_updates_per_second: f64,
     /// The same, reading each organization before changing it.
     pub read_updates_per_second: f64,
 }
 
-/// Saves per second by 64 workers, each renaming its own 50 organizations in turn for 3 s;
+/// What each update changes.
+#[derive(Debug, Clone, Copy)]
+enum Change {
+    /// Merges a metadata key.
+    Metadata,
+    /// Renames: the name index and the trigram search index change too.
+    Rename,
+}
+
+/// Saves per second by 64 workers, each changing its own 50 organizations in turn for 3 s;
 /// with `read_first`, each change starts with a `get`.
-async fn updates(service: &OrganizationService, ids: &[OrganizationId], read_first: bool) -> f64 {
+async fn updates(
+    service: &OrganizationService,
+    ids: &[OrganizationId],
+    change: Change,
+    read_first: bool,
+) -> f64 {
     let saves = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs(3);
     let mut workers = tokio::task::JoinSet::new();
@@ -209,7 +225,13 @@ async fn updates(service: &OrganizationService, ids: &[OrganizationId], read_fir
                 } else {
                     held[slot].clone()
                 };
-                check(org.rename(&format!("Renamed {worker} {round}"), None));
+                match change {
+                    Change::Metadata => check(org.merge_metadata(
+                        &serde_json::json!({ "round": round }),
+                        &neo_core::MetadataLimits::default(),
+                    )),
+                    Change::Rename => check(org.rename(&format!("Renamed {worker} {round}"), None)),
+                }
                 held[slot] = check(service.save("bench", org).await);
                 saves.fetch_add(1, Ordering::Relaxed);
                 round += 1;
@@ -336,8 +358,9 @@ pub fn measure(url: &str, search_rows: usize) -> Figures {
         // Optimistic updates: 64 workers, each changing its own 50 organizations in turn for
         // 3 s and saving each against its version, holding what `save` returns (as a caller
         // that already read it does); then the same with a read before every change.
-        let updates_per_second = updates(&uncached, &ids, false).await;
-        let read_updates_per_second = updates(&uncached, &ids, true).await;
+        let updates_per_second = updates(&uncached, &ids, Change::Metadata, false).await;
+        let rename_updates_per_second = updates(&uncached, &ids, Change::Rename, false).await;
+        let read_updates_per_second = updates(&uncached, &ids, Change::Metadata, true).await;
         Figures {
             cached_get: median(cached_gets),
             uncached_get: median(uncached_gets),
@@ -349,6 +372,7 @@ pub fn measure(url: &str, search_rows: usize) -> Figures {
             batch_1000,
             batch_save_1000,
             updates_per_second,
+            rename_updates_per_second,
             read_updates_per_second,
         }
     })
