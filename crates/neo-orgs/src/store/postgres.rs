@@ -7,13 +7,73 @@ use crate::{OrgError, OrganizationStore};
 use neo_core::{OrganizationId, Slug, UserId};
 use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
 use neo_events::{DomainEvent, Outbox};
-use sqlx::postgres::PgRow;
+use sqlx::Arguments;
+use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
 const COLUMNS: &str = "id, name, slug, display_name, description, status, suspension_reason, verification, \
      primary_contact, legal, branding, website, metadata, created_at, updated_at, deleted_at, version";
+
+/// [`COLUMNS`] as the update statement reads them: the version is the one the caller read.
+const COLUMNS_AS_READ: &str = "id, name, slug, display_name, description, status, suspension_reason, \
+     verification, primary_contact, legal, branding, website, metadata, created_at, updated_at, \
+     deleted_at, expected";
+
+/// `UNNEST` of the 17 organization arrays that [`organization_arguments`] binds as `$1` to
+/// `$17`, then `more` (the statement's own arrays, from `$18`).
+fn unnest_organizations(more: &str) -> String {
+    let more = if more.is_empty() {
+        String::new()
+    } else {
+        format!(", {more}")
+    };
+    format!(
+        "UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], \
+         $8::jsonb[], $9::uuid[], $10::jsonb[], $11::jsonb[], $12::text[], $13::jsonb[], \
+         $14::timestamptz[], $15::timestamptz[], $16::timestamptz[], $17::int8[]{more})"
+    )
+}
+
+/// Adds one argument (an encoding failure is the organization's: a value sqlx cannot send).
+fn add<'q, T>(args: &mut PgArguments, value: T) -> Result<(), OrgError>
+where
+    T: sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+{
+    args.add(value)
+        .map_err(|e| OrgError::invalid("organization", e.to_string()))
+}
+
+/// The organizations as the 17 column arrays of [`unnest_organizations`], in [`COLUMNS`]
+/// order; statements add their own arguments after them.
+fn organization_arguments(orgs: &[&Organization]) -> Result<PgArguments, OrgError> {
+    let mut args = PgArguments::default();
+    add(&mut args, column(orgs, |o| Uuid::from(o.id)))?;
+    add(&mut args, column(orgs, |o| o.name.clone()))?;
+    add(&mut args, column(orgs, |o| o.slug.as_str().to_owned()))?;
+    add(&mut args, column(orgs, |o| o.display_name.clone()))?;
+    add(&mut args, column(orgs, |o| o.description.clone()))?;
+    add(&mut args, column(orgs, |o| o.status.as_str()))?;
+    add(&mut args, column(orgs, |o| o.suspension_reason.clone()))?;
+    add(&mut args, json_column(orgs, |o| json(&o.verification))?)?;
+    add(
+        &mut args,
+        column(orgs, |o| o.primary_contact.map(Uuid::from)),
+    )?;
+    add(&mut args, json_column(orgs, |o| json(&o.legal))?)?;
+    add(&mut args, json_column(orgs, |o| json(&o.branding))?)?;
+    add(
+        &mut args,
+        column(orgs, |o| o.website.as_ref().map(|w| w.as_str().to_owned())),
+    )?;
+    add(&mut args, json_column(orgs, |o| json(&o.metadata))?)?;
+    add(&mut args, column(orgs, |o| o.created_at))?;
+    add(&mut args, column(orgs, |o| o.updated_at))?;
+    add(&mut args, column(orgs, |o| o.deleted_at))?;
+    add(&mut args, column(orgs, |o| o.version))?;
+    Ok(args)
+}
 
 #[derive(Debug)]
 struct Sql {
@@ -66,13 +126,11 @@ impl Sql {
             // One statement (one round trip, atomic without BEGIN): the rows, their audit
             // records and their events.
             insert: format!(
-                "WITH ins AS (INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
-                 $4::text[], $5::text[], $6::text[], $7::text[], $8::jsonb[], $9::uuid[], $10::jsonb[], \
-                 $11::jsonb[], $12::text[], $13::jsonb[], $14::timestamptz[], $15::timestamptz[], \
-                 $16::timestamptz[], $17::int8[]) RETURNING *), \
+                "WITH ins AS (INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM {unnest} RETURNING *), \
                  audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
                    SELECT ins.id, $18, 'create', NULL, to_jsonb(ins) FROM ins), \
                  {published} SELECT count(*) FROM ins",
+                unnest = unnest_organizations(""),
                 published = outbox.publish_cte(19)
             ),
             by_id: format!("{select} WHERE o.id = $1 AND (o.deleted_at IS NULL OR $2)"),
@@ -84,12 +142,8 @@ impl Sql {
             // Returns, per input, the stored version (NULL: missing) and the new one (NULL:
             // stale).
             update: format!(
-                "WITH input AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::text[], $5::text[], \
-                   $6::text[], $7::jsonb[], $8::uuid[], $9::jsonb[], $10::jsonb[], $11::text[], $12::jsonb[], \
-                   $13::timestamptz[], $14::timestamptz[], $15::int8[], $16::text[], $17::text[]) \
-                   AS i(id, name, display_name, description, status, suspension_reason, verification, \
-                   primary_contact, legal, branding, website, metadata, updated_at, deleted_at, expected, \
-                   actor, action)), \
+                "WITH input AS (SELECT * FROM {unnest} \
+                   AS i({COLUMNS_AS_READ}, actor, action)), \
                  prior AS (SELECT o.* FROM {orgs} o WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE), \
                  updated AS (UPDATE {orgs} o SET name = i.name, display_name = i.display_name, \
                    description = i.description, status = i.status, suspension_reason = i.suspension_reason, \
@@ -104,8 +158,9 @@ impl Sql {
                  {published} \
                  SELECT i.id, p.version, u.version FROM input i \
                    LEFT JOIN prior p ON p.id = i.id LEFT JOIN updated u ON u.id = i.id",
+                unnest = unnest_organizations("$18::text[], $19::text[]"),
                 published = outbox
-                    .publish_cte_matching(18, "e.aggregate_id IN (SELECT id::text FROM updated)")
+                    .publish_cte_matching(20, "e.aggregate_id IN (SELECT id::text FROM updated)")
             ),
             delete_domains: format!("DELETE FROM {domains} WHERE organization_id = ANY($1)"),
             insert_domains: format!(
@@ -225,30 +280,21 @@ impl PgOrganizationStore {
             .flat_map(|w| w.events.iter().cloned())
             .collect();
         let (events, channel) = self.inner.outbox.publish_params(&events);
-        let statement = sqlx::query_as::<_, (Uuid, Option<i64>, Option<i64>)>(AssertSqlSafe(
-            self.inner.sql.update.clone(),
-        ))
-        .bind(column(&orgs, |o| Uuid::from(o.id)))
-        .bind(column(&orgs, |o| o.name.clone()))
-        .bind(column(&orgs, |o| o.display_name.clone()))
-        .bind(column(&orgs, |o| o.description.clone()))
-        .bind(column(&orgs, |o| o.status.as_str()))
-        .bind(column(&orgs, |o| o.suspension_reason.clone()))
-        .bind(json_column(&orgs, |o| json(&o.verification))?)
-        .bind(column(&orgs, |o| o.primary_contact.map(Uuid::from)))
-        .bind(json_column(&orgs, |o| json(&o.legal))?)
-        .bind(json_column(&orgs, |o| json(&o.branding))?)
-        .bind(column(&orgs, |o| {
-            o.website.as_ref().map(|w| w.as_str().to_owned())
-        }))
-        .bind(json_column(&orgs, |o| json(&o.metadata))?)
-        .bind(column(&orgs, |o| o.updated_at))
-        .bind(column(&orgs, |o| o.deleted_at))
-        .bind(column(&orgs, |o| o.version))
-        .bind(writes.iter().map(|w| w.actor).collect::<Vec<_>>())
-        .bind(writes.iter().map(|w| w.action).collect::<Vec<_>>())
-        .bind(events)
-        .bind(channel);
+        let mut args = organization_arguments(&orgs)?;
+        add(
+            &mut args,
+            writes.iter().map(|w| w.actor).collect::<Vec<_>>(),
+        )?;
+        add(
+            &mut args,
+            writes.iter().map(|w| w.action).collect::<Vec<_>>(),
+        )?;
+        add(&mut args, events)?;
+        add(&mut args, channel)?;
+        let statement = sqlx::query_as_with::<_, (Uuid, Option<i64>, Option<i64>), _>(
+            AssertSqlSafe(self.inner.sql.update.clone()),
+            args,
+        );
         let rows = if writes.iter().any(Write::domains_changed) {
             // The rows and the domains they now claim, in one transaction.
             let mut tx = self.inner.db.begin().await?;
@@ -417,29 +463,11 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(async move {
             let orgs: Vec<&Organization> = organizations.iter().collect();
             let (events, channel) = self.inner.outbox.publish_params(events);
-            sqlx::query(AssertSqlSafe(self.inner.sql.insert.clone()))
-                .bind(column(&orgs, |o| Uuid::from(o.id)))
-                .bind(column(&orgs, |o| o.name.clone()))
-                .bind(column(&orgs, |o| o.slug.as_str().to_owned()))
-                .bind(column(&orgs, |o| o.display_name.clone()))
-                .bind(column(&orgs, |o| o.description.clone()))
-                .bind(column(&orgs, |o| o.status.as_str()))
-                .bind(column(&orgs, |o| o.suspension_reason.clone()))
-                .bind(json_column(&orgs, |o| json(&o.verification))?)
-                .bind(column(&orgs, |o| o.primary_contact.map(Uuid::from)))
-                .bind(json_column(&orgs, |o| json(&o.legal))?)
-                .bind(json_column(&orgs, |o| json(&o.branding))?)
-                .bind(column(&orgs, |o| {
-                    o.website.as_ref().map(|w| w.as_str().to_owned())
-                }))
-                .bind(json_column(&orgs, |o| json(&o.metadata))?)
-                .bind(column(&orgs, |o| o.created_at))
-                .bind(column(&orgs, |o| o.updated_at))
-                .bind(column(&orgs, |o| o.deleted_at))
-                .bind(column(&orgs, |o| o.version))
-                .bind(actor)
-                .bind(events)
-                .bind(channel)
+            let mut args = organization_arguments(&orgs)?;
+            add(&mut args, actor)?;
+            add(&mut args, events)?;
+            add(&mut args, channel)?;
+            sqlx::query_with(AssertSqlSafe(self.inner.sql.insert.clone()), args)
                 .execute(self.inner.db.pool())
                 .await
                 .map_err(db)?;
