@@ -196,3 +196,34 @@ proptest! {
         prop_assert!(verifier.verify_at(&later, &body, NOW).is_err());
     }
 }
+
+proptest! {
+    /// Every parser of the crate takes any text: a value or a typed validation error, never a
+    /// panic; a receiver's verifier refuses any headers it did not sign.
+    #[test]
+    fn parsers_and_the_verifier_take_any_text(
+        text in any::<String>(),
+        id in proptest::option::of(any::<String>()),
+        timestamp in proptest::option::of(any::<String>()),
+        signature in proptest::option::of(any::<String>()),
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+    ) {
+        // A secret is configuration: a bad one is a configuration error.
+        if let Err(error) = WebhookSecret::parse(&text) {
+            prop_assert_eq!(error.kind(), ErrorKind::Configuration);
+        }
+        for result in [
+            neo_events::DomainEvent::new(&text, "organization", "id", &1).map(|_| ()),
+            neo_events::DomainEvent::new("organization.created", &text, "id", &1).map(|_| ()),
+            neo_events::DomainEvent::new("organization.created", "organization", &text, &1).map(|_| ()),
+        ] {
+            if let Err(error) = result {
+                prop_assert_eq!(error.kind(), ErrorKind::Validation);
+            }
+        }
+        let verifier = Verifier::new(vec![WebhookSecret::parse(SECRET).unwrap()]);
+        prop_assert!(verifier
+            .verify_headers(id.as_deref(), timestamp.as_deref(), signature.as_deref(), &body)
+            .is_err());
+    }
+}
