@@ -3,6 +3,7 @@
 
 mod contract;
 mod faults;
+mod keys;
 mod tiered;
 
 use neo_cache::{CacheConfig, HybridCache};
