@@ -27,7 +27,9 @@ pub struct AuditEntry {
     pub actor: String,
     /// What (`create`, `update`, `delete`, `restore`).
     pub action: String,
-    /// The stored organization before, as JSON.
+    /// The stored organization before, as JSON (`None` for a creation). The PostgreSQL store
+    /// keeps only `after` in each record and reads `before` from the previous record of the
+    /// same organization, which halves the audit's size and write cost.
     pub before: Option<serde_json::Value>,
     /// After.
     pub after: Option<serde_json::Value>,

@@ -153,8 +153,8 @@ impl Sql {
                    FROM input i, prior p WHERE o.id = i.id AND p.id = i.id AND p.version = i.expected \
                    RETURNING o.*), \
                  audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
-                   SELECT u.id, i.actor, i.action, to_jsonb(p), to_jsonb(u) \
-                   FROM updated u JOIN prior p ON p.id = u.id JOIN input i ON i.id = u.id), \
+                   SELECT u.id, i.actor, i.action, NULL, to_jsonb(u) \
+                   FROM updated u JOIN input i ON i.id = u.id), \
                  {published} \
                  SELECT i.id, p.version, u.version FROM input i \
                    LEFT JOIN prior p ON p.id = i.id LEFT JOIN updated u ON u.id = i.id",
@@ -168,7 +168,8 @@ impl Sql {
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])"
             ),
             audit_list: format!(
-                "SELECT actor, action, before, after, at FROM {audit} WHERE organization_id = $1 ORDER BY id"
+                "SELECT actor, action, COALESCE(before, lag(after) OVER (ORDER BY id)), after, at \
+                 FROM {audit} WHERE organization_id = $1 ORDER BY id"
             ),
             // Keyset on (name, id) from ('', nil) for the first page.
             search_text: format!(
