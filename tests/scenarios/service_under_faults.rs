@@ -329,6 +329,7 @@ async fn postgres_crashed_and_restarted_recovers_and_loses_no_acknowledged_event
     assert!(seen.served > 0);
     assert!(recovery < Duration::from_secs(5), "{recovery:?}");
     assert_eq!(statuses.get("dead"), None);
+    assert_eq!(duplicates, 0, "{duplicates} duplicate deliveries");
     world.stop().await;
 }
 
@@ -362,6 +363,7 @@ async fn a_failing_receiver_gets_everything_once_it_recovers() {
     assert!(failed > 0, "the receiver did fail");
     assert_eq!(duplicates, 0, "a failed attempt is not a delivery");
     assert_eq!(statuses.get("dead"), None);
+    assert!(recovery < Duration::from_secs(15), "{recovery:?}");
     world.stop().await;
 }
 
@@ -419,5 +421,13 @@ async fn a_worker_process_killed_mid_job_loses_nothing() {
     );
     assert_eq!(seen.errors, 0, "the API does not depend on the worker");
     assert_eq!(statuses.get("dead"), None);
+    // At least once: only what the killed worker held (claimed, not yet acknowledged) can
+    // arrive twice.
+    let held = world.config.worker.concurrency + world.config.worker.claim_batch;
+    assert!(
+        duplicates <= held,
+        "{duplicates} duplicates, at most {held} were held"
+    );
+    assert!(recovery < Duration::from_secs(15), "{recovery:?}");
     world.stop().await;
 }

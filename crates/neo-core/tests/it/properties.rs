@@ -18,6 +18,7 @@ proptest! {
         let _ = CountryCode::parse(&text);
         let _ = HttpsUrl::parse(&text);
         let _ = OrganizationId::parse(&text);
+        let _ = neo_core::is_resource_name(&text);
         let codec = CursorCodec::new(vec![7; 32]).unwrap();
         let _ = codec.decode::<serde_json::Value>(&text);
         let _ = serde_json::from_str::<serde_json::Value>(&text)
