@@ -424,7 +424,9 @@ impl OrganizationService {
 
     /// Saves an organization changed through its methods, if nobody saved it since it was
     /// read (its version); writes the audit record and its events in the same transaction.
-    /// Returns it with its new version. Saves running at the same time share one statement.
+    /// Returns it with its new version. Saves running at the same time share one statement
+    /// ([`SaveConfig`]); the first save starts the workers that write them, on the current
+    /// tokio runtime. A save whose caller stops waiting is still written.
     ///
     /// # Errors
     /// [`OrgError::Conflict`] for a stale version; [`OrgError::NotFound`]; a duplicate domain
