@@ -232,21 +232,29 @@ impl<T: Record> BatchRepository<T> {
                 .await?;
             Ok(u64::try_from(count).unwrap_or(0))
         };
-        let (total, total_is_estimate) = match request.count() {
-            CountMode::None => (None, false),
-            CountMode::Exact => (Some(exact(&mut conn).await?), false),
-            CountMode::Estimated => {
-                let estimate: Option<f32> = sqlx::query_scalar(
-                    "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
-                )
-                .bind(table.to_string())
-                .fetch_optional(&mut *conn)
-                .await?;
-                match estimate {
-                    Some(rows) if rows >= 0.0 => (Some(rows.round() as u64), true),
-                    _ => (Some(exact(&mut conn).await?), false),
+        let count = async {
+            Ok(match request.count() {
+                CountMode::None => (None, false),
+                CountMode::Exact => (Some(exact(&mut conn).await?), false),
+                CountMode::Estimated => {
+                    let estimate: Option<f32> = sqlx::query_scalar(
+                        "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
+                    )
+                    .bind(table.to_string())
+                    .fetch_optional(&mut *conn)
+                    .await?;
+                    match estimate {
+                        Some(rows) if rows >= 0.0 => (Some(rows.round() as u64), true),
+                        _ => (Some(exact(&mut conn).await?), false),
+                    }
                 }
-            }
+            })
+        };
+        // Counting is a statement of its own in the spans and metrics, and only when asked.
+        let (total, total_is_estimate) = if request.count() == CountMode::None {
+            (None, false)
+        } else {
+            self.observe("offset_page_count", |_| 1, count).await?
         };
         Ok(Page {
             items,
