@@ -329,7 +329,13 @@ async fn postgres_crashed_and_restarted_recovers_and_loses_no_acknowledged_event
     assert!(seen.served > 0);
     assert!(recovery < Duration::from_secs(5), "{recovery:?}");
     assert_eq!(statuses.get("dead"), None);
-    assert_eq!(duplicates, 0, "{duplicates} duplicate deliveries");
+    // At least once: a delivery made just before the crash whose status write was lost is
+    // sent again; only what the worker held can be.
+    let held = world.config.worker.concurrency + world.config.worker.claim_batch;
+    assert!(
+        duplicates <= held,
+        "{duplicates} duplicates, at most {held} were held"
+    );
     world.stop().await;
 }
 

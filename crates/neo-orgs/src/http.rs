@@ -4,7 +4,7 @@
 //! | Method and path | Does |
 //! |---|---|
 //! | `POST /organizations` | create (`{name, slug?, display_name?, description?, website?, country?, tax_id?, metadata?}`) → 201 |
-//! | `GET /organizations?q=&limit=&cursor=&count=` | search, keyset pages |
+//! | `GET /organizations?q=&limit=&cursor=&offset=&count=` | search, keyset (cursor) or offset pages |
 //! | `GET /organizations/{id}` | get (cached) |
 //! | `GET /organizations/by-slug/{slug}` | get by slug |
 //! | `PATCH /organizations/{id}` | rename, describe, brand, merge metadata (`{version, ...}`) |
@@ -240,6 +240,7 @@ struct SearchParams {
     q: Option<String>,
     limit: Option<u32>,
     cursor: Option<String>,
+    offset: Option<u64>,
     #[serde(default)]
     count: bool,
 }
@@ -250,17 +251,26 @@ async fn search(
 ) -> Result<Json<Value>, Problem> {
     let Query(params) =
         query.map_err(|e| Problem::new(StatusCode::BAD_REQUEST, "validation", e.body_text()))?;
-    let page = service
-        .search(
-            params.q.as_deref(),
-            params.limit.unwrap_or(20),
-            params.cursor.as_deref(),
-            params.count,
-        )
-        .await?;
+    let (text, limit) = (params.q.as_deref(), params.limit.unwrap_or(20));
+    let page = match (params.cursor.as_deref(), params.offset) {
+        (Some(_), Some(_)) => {
+            return Err(Problem::new(
+                StatusCode::BAD_REQUEST,
+                "validation",
+                "give a cursor or an offset, not both",
+            ));
+        }
+        (cursor, None) => service.search(text, limit, cursor, params.count).await?,
+        (None, Some(offset)) => {
+            service
+                .search_offset(text, offset, limit, params.count)
+                .await?
+        }
+    };
     Ok(Json(json!({
         "items": page.items,
         "next_cursor": page.next_cursor,
+        "next_offset": page.next_offset,
         "total": page.total,
     })))
 }

@@ -9,7 +9,8 @@
 //! - [`OrganizationService`]: create and batch create, get (cache first), get by slug,
 //!   `get_many` (cache, then one query for the misses), save and batch save with an
 //!   optimistic version (concurrent saves share one statement), soft delete and restore,
-//!   search, summaries with domain and member counts in one query, the audit trail.
+//!   search with keyset or offset pages, summaries with domain and member counts in one
+//!   query, the audit trail.
 //! - Parts a host can replace, each with a real default: the [`OrganizationStore`]
 //!   ([`PgOrganizationStore`], schema per tenant configurable; [`InMemoryOrganizationStore`]
 //!   for unit tests, passing the same contract tests), the cache, the [`SettingsResolver`]

@@ -83,8 +83,10 @@ impl Default for OrgConfig {
 pub struct SearchPage {
     /// The organizations, by name then id.
     pub items: Vec<Organization>,
-    /// Pass back to get the next page; `None` on the last.
+    /// Pass back to get the next page; `None` on the last (and for offset pages).
     pub next_cursor: Option<String>,
+    /// The offset of the next page, for offset pages; `None` on the last.
+    pub next_offset: Option<u64>,
     /// The number of matches, when asked for.
     pub total: Option<i64>,
 }
@@ -607,13 +609,42 @@ impl OrganizationService {
     /// `count` is set.
     ///
     /// # Errors
-    /// [`OrgError::Invalid`] for a cursor this service did not make or a zero limit; a
-    /// database error.
+    /// [`OrgError::Invalid`] for a cursor this service did not make, a zero limit or a text
+    /// over 200 characters; a database error.
     pub async fn search(
         &self,
         text: Option<&str>,
         limit: u32,
         cursor: Option<&str>,
+        count: bool,
+    ) -> Result<SearchPage, OrgError> {
+        let after = cursor.map(decode_cursor).transpose()?;
+        self.search_page(text, limit, Paging::After(after), count)
+            .await
+    }
+
+    /// [`search`](Self::search) by offset: skips `offset` matches. Keyset pages (cursors)
+    /// stay fast however deep they go; an offset page reads the rows it skips, so prefer
+    /// cursors for deep pages.
+    ///
+    /// # Errors
+    /// As [`search`](Self::search).
+    pub async fn search_offset(
+        &self,
+        text: Option<&str>,
+        offset: u64,
+        limit: u32,
+        count: bool,
+    ) -> Result<SearchPage, OrgError> {
+        self.search_page(text, limit, Paging::Offset(offset), count)
+            .await
+    }
+
+    async fn search_page(
+        &self,
+        text: Option<&str>,
+        limit: u32,
+        paging: Paging,
         count: bool,
     ) -> Result<SearchPage, OrgError> {
         if limit == 0 {
@@ -629,15 +660,19 @@ impl OrganizationService {
                 "longer than 200 characters",
             ));
         }
-        let after = cursor.map(decode_cursor).transpose()?;
-        let query = SearchQuery::new(text.map(str::to_owned), after, limit + 1);
-        let mut items = self.inner.store.search(&query).await?;
-        let next_cursor = if items.len() > limit as usize {
-            items.truncate(limit as usize);
-            items.last().map(|o| encode_cursor(&o.name, o.id))
-        } else {
-            None
+        let (after, offset, keyset) = match paging {
+            Paging::After(after) => (after, 0, true),
+            Paging::Offset(offset) => (None, offset, false),
         };
+        let query = SearchQuery::new(text.map(str::to_owned), after, limit + 1).with_offset(offset);
+        let mut items = self.inner.store.search(&query).await?;
+        let more = items.len() > limit as usize;
+        items.truncate(limit as usize);
+        let next_cursor = more
+            .then(|| items.last().map(|o| encode_cursor(&o.name, o.id)))
+            .flatten()
+            .filter(|_| keyset);
+        let next_offset = (more && !keyset).then(|| offset + u64::from(limit));
         let total = if count {
             Some(self.inner.store.count(text).await?)
         } else {
@@ -646,6 +681,7 @@ impl OrganizationService {
         Ok(SearchPage {
             items,
             next_cursor,
+            next_offset,
             total,
         })
     }
@@ -705,6 +741,14 @@ impl OrganizationService {
     pub fn cache(&self) -> Option<&HybridCache<Organization>> {
         self.inner.cache.as_ref()
     }
+}
+
+/// Where a search page starts.
+enum Paging {
+    /// After this `(name, id)` key (keyset), or at the start.
+    After(Option<(String, OrganizationId)>),
+    /// After skipping this many matches.
+    Offset(u64),
 }
 
 /// Writes `writes` with one store call; when the whole call fails (a duplicate domain, say),

@@ -205,6 +205,7 @@ impl InMemoryOrganizationStore {
         });
         found
             .into_iter()
+            .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
             .take(query.limit as usize)
             .cloned()
             .collect()

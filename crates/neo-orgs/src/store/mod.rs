@@ -117,7 +117,7 @@ impl<'a> Write<'a> {
 }
 
 /// A search: organizations not deleted whose name or slug contains `text` (any case), or that
-/// claim the domain `text`, by name then id, after a key, at most `limit`.
+/// claim the domain `text`, by name then id, after a key, skipping `offset`, at most `limit`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct SearchQuery {
@@ -127,12 +127,26 @@ pub struct SearchQuery {
     pub after: Option<(String, OrganizationId)>,
     /// Most rows to return.
     pub limit: u32,
+    /// Rows to skip first (offset pages; 0 for keyset pages).
+    pub offset: u64,
 }
 
 impl SearchQuery {
     /// A query (the service builds these; a custom store only reads them).
     pub fn new(text: Option<String>, after: Option<(String, OrganizationId)>, limit: u32) -> Self {
-        SearchQuery { text, after, limit }
+        SearchQuery {
+            text,
+            after,
+            limit,
+            offset: 0,
+        }
+    }
+
+    /// Skips `offset` rows first.
+    #[must_use]
+    pub fn with_offset(mut self, offset: u64) -> Self {
+        self.offset = offset;
+        self
     }
 }
 

@@ -174,11 +174,11 @@ impl Sql {
             // Keyset on (name, id) from ('', nil) for the first page.
             search_text: format!(
                 "{select} WHERE o.deleted_at IS NULL AND o.id IN ({matching}) \
-                 AND (o.name, o.id) > ($2, $3::uuid) ORDER BY o.name, o.id LIMIT $4"
+                 AND (o.name, o.id) > ($2, $3::uuid) ORDER BY o.name, o.id LIMIT $4 OFFSET $5"
             ),
             search_all: format!(
                 "{select} WHERE o.deleted_at IS NULL AND (o.name, o.id) > ($2, $3::uuid) \
-                 AND $1::text IS NULL ORDER BY o.name, o.id LIMIT $4"
+                 AND $1::text IS NULL ORDER BY o.name, o.id LIMIT $4 OFFSET $5"
             ),
             count_text: format!("SELECT count(*) FROM ({matching}) matches"),
             count_all: format!(
@@ -534,7 +534,10 @@ impl OrganizationStore for PgOrganizationStore {
                     .bind(query.text.as_deref().map(like_literal))
                     .bind(after_name)
                     .bind(after_id)
-                    .bind(i64::from(query.limit)),
+                    .bind(i64::from(query.limit))
+                    .bind(i64::try_from(query.offset).map_err(|_| {
+                        OrgError::invalid("offset", "larger than 9223372036854775807")
+                    })?),
             )
             .await
         })

@@ -109,6 +109,7 @@ fn call(known: String) -> impl Strategy<Value = Call> {
             Just("q".to_owned()),
             Just("limit".to_owned()),
             Just("cursor".to_owned()),
+            Just("offset".to_owned()),
             Just("count".to_owned()),
             Just("sort".to_owned()),
         ],

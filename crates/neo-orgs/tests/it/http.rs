@@ -109,6 +109,16 @@ async fn the_router_serves_the_lifecycle_with_proper_status_codes() {
         .await
         .unwrap();
     assert_eq!(found["total"], 1);
+    let by_offset: Value = http
+        .get(format!("{base}/organizations?q=widgets&offset=0&limit=5"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(by_offset["items"].as_array().unwrap().len(), 1);
+    assert_eq!(by_offset["next_offset"], Value::Null);
     let deleted = http
         .delete(format!("{base}{location}?version=4"))
         .send()
@@ -185,6 +195,14 @@ async fn bad_requests_get_problems_and_write_nothing() {
     .await;
     problem(
         http.get(format!("{base}/organizations?limit=abc"))
+            .send()
+            .await
+            .unwrap(),
+        400,
+    )
+    .await;
+    problem(
+        http.get(format!("{base}/organizations?cursor=abc&offset=10"))
             .send()
             .await
             .unwrap(),

@@ -371,6 +371,20 @@ async fn search_pages_by_name_with_keyset_cursors_and_finds_domains(s: Setup) {
     }
     let expected: Vec<String> = (0..25).map(|n| format!("Searchable {n:02}")).collect();
     assert_eq!(names, expected);
+    // Offset pages give the same rows.
+    let mut by_offset = Vec::new();
+    let mut offset = Some(0);
+    while let Some(at) = offset {
+        let page = s
+            .orgs
+            .search_offset(Some("searchable"), at, 10, false)
+            .await
+            .unwrap();
+        assert_eq!(page.next_cursor, None);
+        by_offset.extend(page.items.iter().map(|o| o.name().to_owned()));
+        offset = page.next_offset;
+    }
+    assert_eq!(by_offset, expected);
     // Wildcards are literal.
     assert!(
         s.orgs
