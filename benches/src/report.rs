@@ -66,6 +66,52 @@ impl Row {
     }
 }
 
+/// The goals earlier issues set as absolute figures of a pair's own side (a rate, a cost per
+/// call), as rows to show after the pair's; `per_iteration` is the pair's items per
+/// iteration.
+pub fn absolute_rows(m: &Measurement, per_iteration: Option<u64>) -> Vec<Row> {
+    // Items per second of a side that takes `ns` per iteration (or per item).
+    let rate = |ns: f64| {
+        let items = if m.per_item {
+            1.0
+        } else {
+            per_iteration.unwrap_or(1) as f64
+        };
+        items / (ns / 1e9)
+    };
+    match m.name {
+        "resilience/breaker_and_retry_no_op" => vec![Row::figure(
+            "resilience breaker + retry around a no-op call",
+            human(m.ours_ns),
+            "< 1 µs",
+            m.ours_ns < 1_000.0,
+        )],
+        "queue/end_to_end_batched_vs_unbatched" => vec![
+            Row::figure(
+                "queue jobs end to end, batched",
+                format!("{:.0} /s", rate(m.ours_ns)),
+                "≥ 30,000 /s",
+                rate(m.ours_ns) >= 30_000.0,
+            ),
+            Row::reference(
+                "queue jobs end to end, one at a time",
+                format!("{:.0} /s", 1e9 / m.raw_ns),
+            ),
+        ],
+        "batch/writer_10k_into_save_batch" => vec![Row::figure(
+            "batch writer into save_batch",
+            format!("{:.0} items/s", rate(m.ours_ns)),
+            "≥ 100,000 /s",
+            rate(m.ours_ns) >= 100_000.0,
+        )],
+        "db/copy_100k_binary" => vec![Row::reference(
+            "db COPY (binary) rows",
+            format!("{:.0} rows/s", rate(m.ours_ns)),
+        )],
+        _ => Vec::new(),
+    }
+}
+
 /// Nanoseconds as ns, µs or ms.
 pub fn human(ns: f64) -> String {
     if ns < 1_000.0 {

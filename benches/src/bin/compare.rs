@@ -37,9 +37,14 @@ fn main() {
         if !wanted(pair.name) {
             continue;
         }
-        let row = Row::pair(&compare(&mut pair, settings));
+        let measured = compare(&mut pair, settings);
+        let row = Row::pair(&measured);
         println!("{}", report::text_line(&row));
         rows.push(row);
+        for row in report::absolute_rows(&measured, pair.per_iteration) {
+            println!("{}", report::text_line(&row));
+            rows.push(row);
+        }
     }
     if let Some(path) = markdown {
         let url = neo_benches::db::bench_database_url();
