@@ -6,7 +6,7 @@ use crate::{OrgError, Organization, OrganizationStore};
 use neo_core::{OrganizationId, Slug, UserId};
 use neo_db::MigrationReport;
 use neo_events::DomainEvent;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// Organizations in process memory, for unit tests of code that uses
@@ -44,13 +44,6 @@ impl State {
         self.organizations
             .values()
             .any(|o| &o.slug == slug && Some(o.id) != except)
-    }
-
-    fn domain_owner(&self, domain: &str) -> Option<OrganizationId> {
-        self.organizations
-            .values()
-            .find(|o| o.domains.iter().any(|d| d.domain.as_str() == domain))
-            .map(|o| o.id)
     }
 
     fn audit(
@@ -145,23 +138,31 @@ impl InMemoryOrganizationStore {
                 }
             })
             .collect();
-        // Domains are unique across organizations: check before writing anything.
-        for (write, outcome) in writes.iter().zip(&outcomes) {
-            if outcome.is_ok() && write.domains_changed() {
+        // Domains are unique across organizations (as PostgreSQL's unique index has them):
+        // the claims as they will stand after this call, checked before anything is written.
+        {
+            let rewritten: HashSet<OrganizationId> = writes
+                .iter()
+                .zip(&outcomes)
+                .filter(|(w, o)| o.is_ok() && w.domains_changed())
+                .map(|(w, _)| w.organization.id)
+                .collect();
+            let mut owners: HashMap<&str, OrganizationId> = state
+                .organizations
+                .values()
+                .filter(|o| !rewritten.contains(&o.id))
+                .flat_map(|o| o.domains.iter().map(move |d| (d.domain.as_str(), o.id)))
+                .collect();
+            for write in writes
+                .iter()
+                .filter(|w| rewritten.contains(&w.organization.id))
+            {
+                let id = write.organization.id;
                 for claim in &write.organization.domains {
-                    let owner = state.domain_owner(claim.domain.as_str());
-                    let moving_away = |id: OrganizationId| {
-                        writes.iter().zip(&outcomes).any(|(w, o)| {
-                            w.organization.id == id
-                                && o.is_ok()
-                                && !w
-                                    .organization
-                                    .domains
-                                    .iter()
-                                    .any(|d| d.domain == claim.domain)
-                        })
-                    };
-                    if owner.is_some_and(|id| id != write.organization.id && !moving_away(id)) {
+                    if owners
+                        .insert(claim.domain.as_str(), id)
+                        .is_some_and(|owner| owner != id)
+                    {
                         return Err(OrgError::already_exists("domain", claim.domain.as_str()));
                     }
                 }

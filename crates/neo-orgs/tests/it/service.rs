@@ -749,6 +749,20 @@ async fn a_duplicate_domain_fails_only_its_own_save(s: Setup) {
     let thief = s.orgs.get(created[1].id()).await.unwrap();
     assert!(thief.domains().is_empty());
     assert_eq!(thief.version(), 1);
+    // Two saves of one batch claiming the same new domain: one gets it, the other is refused.
+    let fresh = DomainName::parse("fresh.example").unwrap();
+    let mut one = thief;
+    one.add_domain(fresh.clone()).unwrap();
+    let mut two = s.orgs.get(created[2].id()).await.unwrap();
+    two.add_domain(fresh.clone()).unwrap();
+    let results = s.orgs.batch_save("seed", vec![one, two]).await;
+    assert_eq!(
+        results.iter().filter(|r| r.is_ok()).count(),
+        1,
+        "{results:?}"
+    );
+    let refused = results.iter().find_map(|r| r.as_ref().err()).unwrap();
+    assert_eq!(refused.kind(), ErrorKind::AlreadyExists, "{refused}");
 }
 
 /// Keeps metadata edits internal.
