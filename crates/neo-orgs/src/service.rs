@@ -8,7 +8,7 @@ use crate::{
     PgOrganizationStore, SettingsResolver, WebhookNotifier,
 };
 use neo_cache::{Cache, HybridCache};
-use neo_core::{Metadata, OrganizationId, Slug};
+use neo_core::{OrganizationId, Slug};
 use neo_db::{Db, MigrationReport, MigrationSet};
 use neo_events::{DomainEvent, Outbox};
 use serde::Deserialize;
@@ -277,10 +277,8 @@ impl OrganizationService {
     /// What every write checks: metadata within this service's limits (not only the
     /// defaults), the tax id when it changed, the organization's settings.
     async fn check(&self, org: &Organization, new: bool) -> Result<(), OrgError> {
-        Metadata::new(
-            org.metadata.clone().into_value(),
-            &self.inner.config.metadata_limits,
-        )?;
+        org.metadata
+            .check_within(&self.inner.config.metadata_limits)?;
         if new || org.legal_changed {
             self.check_tax_id(org).await?;
         }

@@ -92,6 +92,23 @@ impl Metadata {
         Ok(Metadata(merged))
     }
 
+    /// Checks this metadata against other `limits` (a service's own, tighter or wider than
+    /// those it was built with), without copying it.
+    ///
+    /// # Errors
+    /// As [`Metadata::new`].
+    ///
+    /// # Example
+    /// ```
+    /// use neo_core::{Metadata, MetadataLimits};
+    /// let m = Metadata::new(serde_json::json!({ "a": 1, "b": 2 }), &MetadataLimits::default())?;
+    /// assert!(m.check_within(&MetadataLimits { max_keys: 1, ..MetadataLimits::default() }).is_err());
+    /// # Ok::<(), neo_core::Error>(())
+    /// ```
+    pub fn check_within(&self, limits: &MetadataLimits) -> Result<()> {
+        check(&self.0, limits)
+    }
+
     /// The value at a top-level key.
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.0.get(key)
