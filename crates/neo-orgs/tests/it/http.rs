@@ -185,38 +185,15 @@ async fn bad_requests_get_problems_and_write_nothing() {
         .await
         .unwrap();
     problem(no_type, 415).await;
-    problem(
-        http.get(format!("{base}/organizations/not-an-id"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    problem(
-        http.get(format!("{base}/organizations?limit=abc"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    problem(
-        http.get(format!("{base}/organizations?cursor=abc&offset=10"))
-            .send()
-            .await
-            .unwrap(),
-        400,
-    )
-    .await;
-    problem(
-        http.get(format!("{base}/organizations?q=x&cursor=%27%3B--"))
-            .send()
-            .await
-            .unwrap(),
-        422,
-    )
-    .await;
+    for (path, status) in [
+        ("/organizations/not-an-id", 400),
+        ("/organizations?limit=abc", 400),
+        ("/organizations?cursor=abc&offset=10", 400),
+        ("/organizations?q=x&cursor=%27%3B--", 422),
+    ] {
+        let response = http.get(format!("{base}{path}")).send().await.unwrap();
+        problem(response, status).await;
+    }
     // Injection in the search text is just text.
     let injected: Value = http
         .get(format!("{base}/organizations"))
