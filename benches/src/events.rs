@@ -173,14 +173,7 @@ fn publish_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
             .execute(db.pool())
             .await,
         );
-        let outbox = check(Outbox::new(
-            &db,
-            OutboxConfig {
-                schema: "bench_events_publish".to_owned(),
-                channel: "bench_events_publish".to_owned(),
-                ..OutboxConfig::default()
-            },
-        ));
+        let outbox = publish_outbox(&db);
         check(outbox.migrate().await);
         (db, outbox)
     });
@@ -231,19 +224,24 @@ fn publish_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
     }
 }
 
-/// The business insert with a `WITH` item that publishes its event (`Outbox::publish_cte`),
-/// against the same insert alone.
-fn publish_cte_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
-    let db = rt.block_on(async { check(Db::connect(&DbConfig::with_url(url)).await) });
-    // The table and outbox made by `publish_pair`, which runs first.
-    let outbox = check(Outbox::new(
-        &db,
+/// The outbox both publish pairs write to (in its own schema and channel).
+fn publish_outbox(db: &Db) -> Outbox {
+    check(Outbox::new(
+        db,
         OutboxConfig {
             schema: "bench_events_publish".to_owned(),
             channel: "bench_events_publish".to_owned(),
             ..OutboxConfig::default()
         },
-    ));
+    ))
+}
+
+/// The business insert with a `WITH` item that publishes its event (`Outbox::publish_cte`),
+/// against the same insert alone.
+fn publish_cte_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
+    let db = rt.block_on(async { check(Db::connect(&DbConfig::with_url(url)).await) });
+    // The table and outbox made by `publish_pair`, which runs first.
+    let outbox = publish_outbox(&db);
     const INSERT: &str =
         "INSERT INTO bench_events_orgs (id, slug, name, metadata) VALUES ($1, $2, $3, $4)";
     let with_event = format!("WITH {} {INSERT}", outbox.publish_cte(5));
