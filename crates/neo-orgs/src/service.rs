@@ -150,7 +150,8 @@ struct PendingSave {
     action: &'static str,
     organization: Organization,
     events: Vec<DomainEvent>,
-    reply: oneshot::Sender<Result<i64, OrgError>>,
+    /// Answered with the organization as saved (the same value, at its new version).
+    reply: oneshot::Sender<Result<Organization, OrgError>>,
 }
 
 impl OrganizationService {
@@ -477,13 +478,10 @@ impl OrganizationService {
         let outcomes = write_each_or_alone(self.inner.store.as_ref(), &writes).await;
         drop(writes);
         let mut saved_ids = Vec::new();
-        for ((slot, mut org, _), outcome) in ready.into_iter().zip(outcomes) {
+        for ((slot, org, _), outcome) in ready.into_iter().zip(outcomes) {
             results[slot] = Some(outcome.map(|version| {
                 saved_ids.push(org.id);
-                org.version = version;
-                org.domains_changed = false;
-                org.legal_changed = false;
-                org
+                saved(org, version)
             }));
         }
         self.forget(&saved_ids).await;
@@ -508,7 +506,7 @@ impl OrganizationService {
         let pending = PendingSave {
             actor: actor.to_owned(),
             action,
-            organization: org.clone(),
+            organization: org,
             events,
             reply,
         };
@@ -516,14 +514,11 @@ impl OrganizationService {
             .send(pending)
             .await
             .map_err(|_| OrgError::Unavailable("the save queue has stopped".to_owned()))?;
-        let version = answer
+        let saved = answer
             .await
             .map_err(|_| OrgError::Unavailable("the save was abandoned".to_owned()))??;
-        org.version = version;
-        org.domains_changed = false;
-        org.legal_changed = false;
-        self.forget(&[org.id]).await;
-        Ok(org)
+        self.forget(&[saved.id]).await;
+        Ok(saved)
     }
 
     fn save_queue(&self) -> &mpsc::Sender<PendingSave> {
@@ -741,6 +736,14 @@ impl OrganizationService {
     }
 }
 
+/// `org` as written at `version`: nothing left to rewrite on its next save.
+fn saved(mut org: Organization, version: i64) -> Organization {
+    org.version = version;
+    org.domains_changed = false;
+    org.legal_changed = false;
+    org
+}
+
 /// Where a search page starts.
 enum Paging {
     /// After this `(name, id)` key (keyset), or at the start.
@@ -827,8 +830,9 @@ async fn run_saves(
         let outcomes = write_each_or_alone(store.as_ref(), &writes).await;
         drop(writes);
         for (save, outcome) in batch.into_iter().zip(outcomes) {
+            let answer = outcome.map(|version| saved(save.organization, version));
             // A caller that stopped waiting no longer needs the answer.
-            let _ = save.reply.send(outcome);
+            let _ = save.reply.send(answer);
         }
     }
 }
