@@ -154,7 +154,7 @@ enum L1<V> {
 }
 
 impl<V: Clone + Send + Sync + 'static> L1<V> {
-    #[inline]
+    #[inline(always)]
     fn get(&self, key: &str) -> Option<Entry<V>> {
         match self {
             L1::Moka(cache) => cache.get(key),
@@ -253,17 +253,47 @@ fn precise_now_ms() -> u64 {
     unix_ms + u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The future `get` returns: a hit is ready without a state machine; a miss boxes the
-/// (large) lookup future so the hit path does not carry it.
-enum GetFuture<V, F> {
-    Hit(Option<Option<V>>),
-    Miss(Pin<Box<F>>),
+/// The future `get` returns. Its first poll reads L1 and, on a hit, hands the value straight
+/// to the caller: no state machine is built and the value is moved once. A miss starts the
+/// lookup `start_miss` makes, boxed so the hit path does not carry the (large) future; its
+/// Redis round trip dwarfs the allocation.
+struct GetFuture<'c, 'k, V, M, F> {
+    cache: &'c HybridCache<V>,
+    key: &'k str,
+    start_miss: Option<M>,
+    miss: Option<Pin<Box<F>>>,
 }
 
-// Never pinned structurally: the hit value is moved out and the miss future is boxed.
-impl<V, F> Unpin for GetFuture<V, F> {}
+// Never pinned structurally: the miss future is boxed.
+impl<V, M, F> Unpin for GetFuture<'_, '_, V, M, F> {}
 
-impl<V, F: Future<Output = Result<Option<V>>>> Future for GetFuture<V, F> {
+/// Builds and boxes the miss future outside `poll`, so the hit path's stack frame does not
+/// hold the (large) future while it is built.
+#[cold]
+#[inline(never)]
+fn box_miss<'c, 'k, V, M, F>(start_miss: M, cache: &'c HybridCache<V>, key: &'k str) -> Pin<Box<F>>
+where
+    M: FnOnce(&'c HybridCache<V>, &'k str) -> F,
+{
+    Box::pin(start_miss(cache, key))
+}
+
+/// Polls the miss future out of line: inlined, its state machine would grow the stack frame
+/// of every hit.
+#[inline(never)]
+fn poll_miss<F: Future>(
+    miss: Pin<&mut F>,
+    cx: &mut std::task::Context<'_>,
+) -> std::task::Poll<F::Output> {
+    miss.poll(cx)
+}
+
+impl<'c, 'k, V, M, F> Future for GetFuture<'c, 'k, V, M, F>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+    M: FnOnce(&'c HybridCache<V>, &'k str) -> F,
+    F: Future<Output = Result<Option<V>>>,
+{
     type Output = Result<Option<V>>;
 
     #[inline]
@@ -271,11 +301,16 @@ impl<V, F: Future<Output = Result<Option<V>>>> Future for GetFuture<V, F> {
         self: Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
-        match self.get_mut() {
-            GetFuture::Hit(value) => std::task::Poll::Ready(Ok(value
-                .take()
-                .expect("GetFuture polled after it completed"))),
-            GetFuture::Miss(future) => future.as_mut().poll(cx),
+        let this = self.get_mut();
+        if let Some(start_miss) = this.start_miss.take() {
+            if let Some(entry) = this.cache.l1_hit(this.key) {
+                return std::task::Poll::Ready(Ok(entry.value));
+            }
+            this.miss = Some(box_miss(start_miss, this.cache, this.key));
+        }
+        match &mut this.miss {
+            Some(miss) => poll_miss(miss.as_mut(), cx),
+            None => panic!("the future of HybridCache::get was polled after it completed"),
         }
     }
 }
@@ -627,18 +662,21 @@ where
         )
     }
 
-    /// [`l1_fresh`](Self::l1_fresh) for `get`, which never refreshes: the value alone, so the
-    /// hit path moves as little as possible.
-    #[inline]
-    fn l1_hit(&self, key: &str) -> Option<Option<V>> {
-        let entry = self.inner.l1.as_ref()?.get(key)?;
-        if entry.epoch != self.inner.epoch.load(Ordering::Relaxed)
-            || self.now_ms() >= entry.fresh_until_ms
-        {
-            return None;
+    /// [`l1_fresh`](Self::l1_fresh) for `get`, which never refreshes: the fresh entry as moka
+    /// returned it, so the hit path moves the value once, into the caller's result.
+    #[inline(always)]
+    fn l1_hit(&self, key: &str) -> Option<Entry<V>> {
+        let l1 = self.inner.l1.as_ref()?;
+        match l1.get(key) {
+            Some(entry)
+                if entry.epoch == self.inner.epoch.load(Ordering::Relaxed)
+                    && self.now_ms() < entry.fresh_until_ms =>
+            {
+                self.inner.stats.l1(true);
+                Some(entry)
+            }
+            _ => None,
         }
-        self.inner.stats.l1(true);
-        Some(entry.value)
     }
 
     /// The L1 hit path, synchronous so callers do not build the (large) lookup future for
@@ -655,6 +693,13 @@ where
         let refresh_due =
             eager > 0.0 && ((entry.fresh_until_ms - now) as f64) < eager * entry.ttl_ms as f64;
         Some((entry.value, refresh_due))
+    }
+
+    /// `get` after an L1 miss. L1 only ever holds valid keys (every write validates), so a
+    /// hit needs no check; a miss validates before anything reaches Redis.
+    async fn get_miss(&self, key: &str) -> Result<Option<V>> {
+        validate_key(key)?;
+        self.get_slow(key).await
     }
 
     async fn get_slow(&self, key: &str) -> Result<Option<V>> {
@@ -1117,15 +1162,11 @@ where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     fn get(&self, key: &str) -> impl Future<Output = Result<Option<V>>> + Send {
-        // L1 only ever holds valid keys (every write validates), so a hit needs no check and
-        // no state machine; a miss validates before anything reaches Redis. Boxed: the miss
-        // path's future is large, and the hit path should not carry it.
-        match self.l1_hit(key) {
-            Some(value) => GetFuture::Hit(Some(value)),
-            None => GetFuture::Miss(Box::pin(async move {
-                validate_key(key)?;
-                self.get_slow(key).await
-            })),
+        GetFuture {
+            cache: self,
+            key,
+            start_miss: Some(Self::get_miss),
+            miss: None,
         }
     }
 
