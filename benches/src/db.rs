@@ -174,6 +174,18 @@ pub async fn connect(url: &str, max_connections: u32) -> neo_db::Db {
     )
 }
 
+/// Drops `schemas` and everything in them, so a bench that migrates them starts from empty
+/// tables even on a server that earlier runs used (`NEO_BENCH_DATABASE_URL`).
+pub async fn drop_schemas(db: &neo_db::Db, schemas: &[&str]) {
+    for schema in schemas {
+        let sql = format!(
+            "DROP SCHEMA IF EXISTS {} CASCADE",
+            crate::check(neo_db::quote_identifier(schema))
+        );
+        crate::check(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(db.pool()).await);
+    }
+}
+
 /// `NEO_BENCH_DATABASE_URL`, or a durable throwaway server started once per process.
 pub fn bench_database_url() -> String {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
