@@ -182,7 +182,11 @@ pub async fn drop_schemas(db: &neo_db::Db, schemas: &[&str]) {
             "DROP SCHEMA IF EXISTS {} CASCADE",
             crate::check(neo_db::quote_identifier(schema))
         );
-        crate::check(sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(db.pool()).await);
+        crate::check(
+            sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+                .execute(db.pool())
+                .await,
+        );
     }
 }
 

@@ -105,7 +105,12 @@ impl Sql {
                 "UPDATE {endpoints} SET secrets = ARRAY[$2, secrets[1]], \
                  secrets_overlap_until = now() + $3 * interval '1 millisecond', updated_at = now() WHERE id = $1"
             ),
-            delete_endpoint: format!("DELETE FROM {endpoints} WHERE id = $1"),
+            // Its deliveries go with it (they hold no foreign key: see migration 2).
+            delete_endpoint: format!(
+                "WITH gone AS (DELETE FROM {endpoints} WHERE id = $1 RETURNING id), \
+                 deliveries AS (DELETE FROM {deliveries} WHERE endpoint_id IN (SELECT id FROM gone)) \
+                 SELECT count(*) FROM gone"
+            ),
             // One statement per batch: store the messages, then one delivery per matching
             // enabled endpoint (its tenant's events, or every event for an endpoint without
             // one), numbered in event order (FIFO endpoints deliver in that order). A batch
@@ -156,11 +161,13 @@ impl Sql {
                  WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
                  RETURNING d.id, d.queued, d.endpoint_id"
             ),
-            // Finished deliveries older than the cutoff, in bounded batches; then messages no
-            // delivery refers to any more.
+            // Finished deliveries older than the cutoff, and deliveries a fan-out recorded for
+            // an endpoint deleted while it ran, in bounded batches; then messages no delivery
+            // refers to any more.
             purge_deliveries: format!(
-                "DELETE FROM {deliveries} WHERE id IN (SELECT id FROM {deliveries} \
-                 WHERE status IN ('delivered', 'dead') AND updated_at < now() - $1 * interval '1 millisecond' \
+                "DELETE FROM {deliveries} WHERE id IN (SELECT id FROM {deliveries} d \
+                 WHERE (d.status IN ('delivered', 'dead') AND d.updated_at < now() - $1 * interval '1 millisecond') \
+                 OR NOT EXISTS (SELECT 1 FROM {endpoints} e WHERE e.id = d.endpoint_id) \
                  LIMIT $2)"
             ),
             purge_messages: format!(
@@ -280,11 +287,17 @@ impl Webhooks {
     /// # Errors
     /// Never; fallible for symmetry with other crates' sets.
     pub fn migrations() -> Result<MigrationSet, EventError> {
-        Ok(MigrationSet::new("neo_webhooks")?.with(
-            1,
-            "webhooks",
-            include_str!("../../migrations/webhooks/1_webhooks.sql"),
-        ))
+        Ok(MigrationSet::new("neo_webhooks")?
+            .with(
+                1,
+                "webhooks",
+                include_str!("../../migrations/webhooks/1_webhooks.sql"),
+            )
+            .with(
+                2,
+                "deliveries without foreign keys",
+                include_str!("../../migrations/webhooks/2_deliveries_without_foreign_keys.sql"),
+            ))
     }
 
     /// Creates or upgrades the webhook tables in `config.schema`.
@@ -556,13 +569,14 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn delete_endpoint(&self, endpoint: Uuid) -> Result<bool, EventError> {
-        let done = sqlx::query(AssertSqlSafe(self.inner.sql.delete_endpoint.clone()))
-            .bind(endpoint)
-            .execute(self.inner.db.pool())
-            .await
-            .map_err(db_error)?;
+        let deleted: i64 =
+            sqlx::query_scalar(AssertSqlSafe(self.inner.sql.delete_endpoint.clone()))
+                .bind(endpoint)
+                .fetch_one(self.inner.db.pool())
+                .await
+                .map_err(db_error)?;
         self.forget(endpoint);
-        Ok(done.rows_affected() > 0)
+        Ok(deleted > 0)
     }
 
     fn forget(&self, endpoint: Uuid) {
@@ -754,7 +768,8 @@ impl Webhooks {
 
     /// Deletes delivered and dead deliveries last changed more than `older_than` ago, `batch`
     /// rows per statement, then the messages left without deliveries; returns how many
-    /// deliveries went. Pending deliveries are never touched.
+    /// deliveries went. Pending deliveries are never touched, except those a fan-out recorded
+    /// for an endpoint that was deleted while it ran.
     ///
     /// # Errors
     /// [`EventError::Invalid`] for a zero batch; a database error (rows deleted by earlier

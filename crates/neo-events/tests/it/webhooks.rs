@@ -53,7 +53,7 @@ pub(crate) async fn setup(config: WebhookConfig) -> Setup {
     let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
     outbox.migrate().await.unwrap();
     let webhooks = Webhooks::new(&db, queue.clone(), config).unwrap();
-    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1]);
+    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2]);
     Setup {
         _test_db: test_db,
         db,
@@ -794,4 +794,45 @@ async fn purge_removes_finished_deliveries_and_keeps_pending_ones() {
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].status, DeliveryStatus::Pending);
     finish(running, &s, receiver).await;
+}
+
+#[tokio::test]
+async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans() {
+    let s = setup(config(&[60_000])).await;
+    let (_kept_receiver, kept) = receiver_and_endpoint(&s, |e| e).await;
+    let (_deleted_receiver, deleted) = receiver_and_endpoint(&s, |e| e).await;
+    let (_orphaned_receiver, orphaned) = receiver_and_endpoint(&s, |e| e).await;
+    let events = [
+        event("organization.created", 1),
+        event("organization.created", 2),
+    ];
+    assert_eq!(s.webhooks.fan_out(&events).await.unwrap(), 6);
+    let count = |endpoint: uuid::Uuid| {
+        let webhooks = s.webhooks.clone();
+        async move { webhooks.deliveries(endpoint, None, 10).await.unwrap().len() }
+    };
+
+    assert!(s.webhooks.delete_endpoint(deleted.id).await.unwrap());
+    assert!(!s.webhooks.delete_endpoint(deleted.id).await.unwrap());
+    assert_eq!(count(deleted.id).await, 0, "deleted with its endpoint");
+    assert_eq!(count(kept.id).await, 2);
+
+    // A fan-out that ran while its endpoint was deleted leaves deliveries without an
+    // endpoint (deliveries hold no foreign key); the endpoint row alone goes here.
+    sqlx::query("DELETE FROM neo_events.webhook_endpoints WHERE id = $1")
+        .bind(orphaned.id)
+        .execute(s.db.pool())
+        .await
+        .unwrap();
+    assert_eq!(count(orphaned.id).await, 2);
+    assert_eq!(
+        s.webhooks
+            .purge(Duration::from_secs(3600), 100)
+            .await
+            .unwrap(),
+        2,
+        "only the orphans: the kept endpoint's deliveries are pending and recent"
+    );
+    assert_eq!(count(orphaned.id).await, 0);
+    assert_eq!(count(kept.id).await, 2);
 }
