@@ -45,8 +45,9 @@ fn event(n: usize) -> DomainEvent {
 }
 
 impl Pipeline {
-    /// Migrates the tables into a fresh schema `prefix` (queue in `prefix_q`), starts a receiver with
-    /// one endpoint subscribed to everything, an outbox dispatcher and a delivery worker.
+    /// Migrates the tables into a fresh schema `prefix` (queue in `prefix_q`), starts a
+    /// receiver with one endpoint subscribed to everything, an outbox dispatcher and a
+    /// delivery worker.
     pub async fn start(url: &str, prefix: &str) -> Pipeline {
         let db = crate::db::connect(url, 16).await;
         // Endpoints and jobs left by an earlier run would take a share of every delivery.
