@@ -11,6 +11,11 @@ pub(crate) async fn serve(s: &crate::service::Setup) -> String {
     format!("http://{addr}")
 }
 
+/// The JSON body of a GET of `url`.
+async fn get_json(http: &reqwest::Client, url: String) -> Value {
+    http.get(url).send().await.unwrap().json().await.unwrap()
+}
+
 async fn problem(response: reqwest::Response, status: u16) -> Value {
     assert_eq!(response.status().as_u16(), status);
     assert_eq!(
@@ -49,14 +54,7 @@ async fn the_router_serves_the_lifecycle_with_proper_status_codes() {
         format!("/organizations/{}", org["id"].as_str().unwrap())
     );
 
-    let got: Value = http
-        .get(format!("{base}{location}"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let got: Value = get_json(&http, format!("{base}{location}")).await;
     assert_eq!(got, org);
     let by_slug = http
         .get(format!("{base}/organizations/by-slug/acme-widgets"))
@@ -100,23 +98,13 @@ async fn the_router_serves_the_lifecycle_with_proper_status_codes() {
         .await
         .unwrap();
     assert_eq!(suspended.status(), 200);
-    let found: Value = http
-        .get(format!("{base}/organizations?q=widgets&count=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let found: Value = get_json(&http, format!("{base}/organizations?q=widgets&count=true")).await;
     assert_eq!(found["total"], 1);
-    let by_offset: Value = http
-        .get(format!("{base}/organizations?q=widgets&offset=0&limit=5"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let by_offset: Value = get_json(
+        &http,
+        format!("{base}/organizations?q=widgets&offset=0&limit=5"),
+    )
+    .await;
     assert_eq!(by_offset["items"].as_array().unwrap().len(), 1);
     assert_eq!(by_offset["next_offset"], Value::Null);
     let deleted = http
@@ -206,14 +194,7 @@ async fn bad_requests_get_problems_and_write_nothing() {
         .unwrap();
     assert_eq!(injected["items"], json!([]));
     // Nothing was written by any of it.
-    let all: Value = http
-        .get(format!("{base}/organizations?count=true"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let all: Value = get_json(&http, format!("{base}/organizations?count=true")).await;
     assert_eq!(all["total"], 0);
     // A duplicate slug is a conflict.
     let first = post(r#"{"name": "Acme"}"#.into()).await.unwrap();
