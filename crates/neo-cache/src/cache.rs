@@ -149,7 +149,9 @@ impl<V> Entry<V> {
 }
 
 enum L1<V> {
-    Moka(moka::sync::Cache<String, Entry<V>>),
+    /// Keys hash with foldhash, seeded per process (hashbrown's default), not SipHash: the
+    /// hash is a good part of a hit, and namespaced keys give an attacker no seed to aim at.
+    Moka(moka::sync::Cache<String, Entry<V>, foldhash::fast::RandomState>),
     Manual(Mutex<HashMap<String, Entry<V>>>),
 }
 
@@ -158,7 +160,7 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
     fn get(&self, key: &str) -> Option<Entry<V>> {
         match self {
             L1::Moka(cache) => cache.get(key),
-            L1::Manual(map) => lock(map).get(key).cloned(),
+            L1::Manual(map) => manual_get(map, key),
         }
     }
 
@@ -203,6 +205,13 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
     }
 }
 
+/// The test-clock L1's read, out of line so the moka hit path stays small (inlined, the map
+/// lookup and its lock grew the hit's stack frame).
+#[inline(never)]
+fn manual_get<V: Clone>(map: &Mutex<HashMap<String, Entry<V>>>, key: &str) -> Option<Entry<V>> {
+    lock(map).get(key).cloned()
+}
+
 fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
@@ -240,6 +249,14 @@ fn system_now_ms() -> u64 {
     precise_now_ms()
 }
 
+/// Unix milliseconds of a test clock, out of line: the calendar arithmetic would otherwise
+/// sit in (and grow) every L1 hit.
+#[cold]
+#[inline(never)]
+fn clock_now_ms(clock: &dyn Clock) -> u64 {
+    u64::try_from(clock.now().timestamp_millis()).unwrap_or(0)
+}
+
 /// Unix milliseconds from a monotonic clock anchored to the wall clock once per process, so
 /// freshness never moves backwards when the wall clock is adjusted.
 fn precise_now_ms() -> u64 {
@@ -255,44 +272,33 @@ fn precise_now_ms() -> u64 {
 
 /// The future `get` returns. Its first poll reads L1 and, on a hit, hands the value straight
 /// to the caller: no state machine is built and the value is moved once. A miss starts the
-/// lookup `start_miss` makes, boxed so the hit path does not carry the (large) future; its
-/// Redis round trip dwarfs the allocation.
-struct GetFuture<'c, 'k, V, M, F> {
+/// lookup, boxed behind `dyn` (owning a handle and the key) so the hit path neither carries
+/// the (large) future nor calls its destructor; its Redis round trip dwarfs the allocations
+/// and the dynamic call.
+struct GetFuture<'c, 'k, V> {
     cache: &'c HybridCache<V>,
     key: &'k str,
-    start_miss: Option<M>,
-    miss: Option<Pin<Box<F>>>,
+    started: bool,
+    miss: Option<MissFuture<V>>,
 }
 
-// Never pinned structurally: the miss future is boxed.
-impl<V, M, F> Unpin for GetFuture<'_, '_, V, M, F> {}
+type MissFuture<V> = Pin<Box<dyn Future<Output = Result<Option<V>>> + Send>>;
 
 /// Builds and boxes the miss future outside `poll`, so the hit path's stack frame does not
 /// hold the (large) future while it is built.
 #[cold]
 #[inline(never)]
-fn box_miss<'c, 'k, V, M, F>(start_miss: M, cache: &'c HybridCache<V>, key: &'k str) -> Pin<Box<F>>
-where
-    M: FnOnce(&'c HybridCache<V>, &'k str) -> F,
-{
-    Box::pin(start_miss(cache, key))
-}
-
-/// Polls the miss future out of line: inlined, its state machine would grow the stack frame
-/// of every hit.
-#[inline(never)]
-fn poll_miss<F: Future>(
-    miss: Pin<&mut F>,
-    cx: &mut std::task::Context<'_>,
-) -> std::task::Poll<F::Output> {
-    miss.poll(cx)
-}
-
-impl<'c, 'k, V, M, F> Future for GetFuture<'c, 'k, V, M, F>
+fn start_miss<V>(cache: &HybridCache<V>, key: &str) -> MissFuture<V>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
-    M: FnOnce(&'c HybridCache<V>, &'k str) -> F,
-    F: Future<Output = Result<Option<V>>>,
+{
+    let (cache, key) = (cache.clone(), key.to_owned());
+    Box::pin(async move { cache.get_miss(&key).await })
+}
+
+impl<V> Future for GetFuture<'_, '_, V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     type Output = Result<Option<V>>;
 
@@ -302,14 +308,15 @@ where
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<Self::Output> {
         let this = self.get_mut();
-        if let Some(start_miss) = this.start_miss.take() {
+        if !this.started {
+            this.started = true;
             if let Some(entry) = this.cache.l1_hit(this.key) {
                 return std::task::Poll::Ready(Ok(entry.value));
             }
-            this.miss = Some(box_miss(start_miss, this.cache, this.key));
+            this.miss = Some(start_miss(this.cache, this.key));
         }
         match &mut this.miss {
-            Some(miss) => poll_miss(miss.as_mut(), cx),
+            Some(miss) => miss.as_mut().poll(cx),
             None => panic!("the future of HybridCache::get was polled after it completed"),
         }
     }
@@ -481,7 +488,7 @@ where
                                     inner.stats.eviction();
                                 }
                             })
-                            .build(),
+                            .build_with_hasher(foldhash::fast::RandomState::default()),
                     )
                 })
             });
@@ -616,7 +623,7 @@ where
     fn now_ms(&self) -> u64 {
         match &self.inner.clock {
             None => system_now_ms(),
-            Some(clock) => u64::try_from(clock.now().timestamp_millis()).unwrap_or(0),
+            Some(clock) => clock_now_ms(clock.as_ref()),
         }
     }
 
@@ -1165,7 +1172,7 @@ where
         GetFuture {
             cache: self,
             key,
-            start_miss: Some(Self::get_miss),
+            started: false,
             miss: None,
         }
     }
