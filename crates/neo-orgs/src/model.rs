@@ -217,9 +217,19 @@ pub struct Organization {
     /// The domains changed since it was read: saving rewrites them.
     #[serde(skip)]
     pub(crate) domains_changed: bool,
-    /// The legal details changed since it was read: saving checks the tax id.
+    /// Which stored JSON documents changed since it was read.
     #[serde(skip)]
-    pub(crate) legal_changed: bool,
+    pub(crate) changed: Changed,
+}
+
+/// The JSON documents of an [`Organization`] changed since it was read: saving sends only
+/// these (the stored ones stay for the rest) and checks the tax id when `legal` changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Changed {
+    pub(crate) verification: bool,
+    pub(crate) legal: bool,
+    pub(crate) branding: bool,
+    pub(crate) metadata: bool,
 }
 
 /// Limits for metadata read back from storage or a cache: it was checked against the
@@ -299,7 +309,7 @@ impl Organization {
             version: 1,
             events: Vec::new(),
             domains_changed: false,
-            legal_changed: false,
+            changed: Changed::default(),
         };
         let payload = serde_json::json!({ "name": org.name, "slug": org.slug });
         org.record("organization.created", &payload)?;
@@ -343,6 +353,7 @@ impl Organization {
         }
         self.verification.documents.extend(documents);
         self.verification.verified_at = Some(now());
+        self.changed.verification = true;
         self.status = OrgStatus::Active;
         self.record(
             "organization.verified",
@@ -424,6 +435,7 @@ impl Organization {
     pub fn update_branding(&mut self, branding: Branding) -> Result<(), OrgError> {
         self.writable()?;
         self.branding = branding;
+        self.changed.branding = true;
         self.record("organization.branding_updated", &serde_json::json!({}))
     }
 
@@ -435,7 +447,7 @@ impl Organization {
     pub fn update_legal(&mut self, legal: Legal) -> Result<(), OrgError> {
         self.writable()?;
         self.legal = legal;
-        self.legal_changed = true;
+        self.changed.legal = true;
         self.record("organization.legal_updated", &serde_json::json!({}))
     }
 
@@ -451,6 +463,7 @@ impl Organization {
     ) -> Result<(), OrgError> {
         self.writable()?;
         self.metadata = self.metadata.merge(patch, limits)?;
+        self.changed.metadata = true;
         self.record("organization.metadata_updated", &serde_json::json!({}))
     }
 

@@ -1,12 +1,13 @@
 //! The organization service: validation, settings, the tiered cache and notifications on top
 //! of an [`OrganizationStore`], with concurrent saves grouped into one statement.
 
-use crate::model::{Organization, now};
+use crate::model::{Changed, Organization, now};
 use crate::store::{AuditEntry, OrganizationSummary, SearchQuery, Write};
 use crate::{
     ConfiguredSettings, NewOrganization, Notifier, OrgError, OrganizationStore,
     PgOrganizationStore, SettingsResolver, WebhookNotifier,
 };
+use futures_util::StreamExt;
 use neo_cache::{Cache, HybridCache};
 use neo_core::{OrganizationId, Slug};
 use neo_db::{Db, MigrationReport, MigrationSet};
@@ -48,6 +49,10 @@ pub struct SaveConfig {
     pub concurrency: usize,
     /// Saves waiting beyond this make `save` wait (backpressure).
     pub queue_capacity: usize,
+    /// Most organizations one statement of [`batch_save`](OrganizationService::batch_save)
+    /// writes: a larger batch is split, in id order, into statements that run `concurrency`
+    /// at a time on separate connections (rows locked in id order never deadlock).
+    pub batch_rows: usize,
 }
 
 impl Default for SaveConfig {
@@ -56,6 +61,7 @@ impl Default for SaveConfig {
             max_batch: 64,
             concurrency: 4,
             queue_capacity: 4_096,
+            batch_rows: 500,
         }
     }
 }
@@ -184,10 +190,14 @@ impl OrganizationService {
         let tax_id_policy = neo_resilience::Policy::new(&config.tax_id_check)
             .map_err(|e| OrgError::invalid("tax_id_check configuration", e.to_string()))?;
         let saves = config.saves;
-        if saves.max_batch == 0 || saves.concurrency == 0 || saves.queue_capacity == 0 {
+        if saves.max_batch == 0
+            || saves.concurrency == 0
+            || saves.queue_capacity == 0
+            || saves.batch_rows == 0
+        {
             return Err(OrgError::invalid(
                 "saves configuration",
-                "max_batch, concurrency and queue_capacity must be at least 1",
+                "max_batch, concurrency, queue_capacity and batch_rows must be at least 1",
             ));
         }
         Ok(OrganizationService {
@@ -280,7 +290,7 @@ impl OrganizationService {
     async fn check(&self, org: &Organization, new: bool) -> Result<(), OrgError> {
         org.metadata
             .check_within(&self.inner.config.metadata_limits)?;
-        if new || org.legal_changed {
+        if new || org.changed.legal {
             self.check_tax_id(org).await?;
         }
         if new || org.domains_changed {
@@ -438,9 +448,11 @@ impl OrganizationService {
         self.write(actor, org, "update").await
     }
 
-    /// Saves many organizations with one statement, each against its own version: returns,
+    /// Saves many organizations, each against its own version, in one statement per
+    /// [`SaveConfig::batch_rows`] (larger batches run as several statements at once): returns,
     /// aligned with `orgs`, each saved with its new version or why it was not (a stale
-    /// version, a failed check, an id given twice).
+    /// version, a failed check, an id given twice). Each organization is saved or not on its
+    /// own; only the JSON documents its methods changed are sent.
     ///
     /// # Errors
     /// Per organization, as [`save`](Self::save).
@@ -475,7 +487,13 @@ impl OrganizationService {
             .iter()
             .map(|(_, org, events)| Write::new(actor, "update", org, events))
             .collect();
-        let outcomes = write_each_or_alone(self.inner.store.as_ref(), &writes).await;
+        let outcomes = write_in_parts(
+            self.inner.store.as_ref(),
+            &writes,
+            self.inner.config.saves.batch_rows,
+            self.inner.config.saves.concurrency,
+        )
+        .await;
         drop(writes);
         let mut saved_ids = Vec::new();
         for ((slot, org, _), outcome) in ready.into_iter().zip(outcomes) {
@@ -740,7 +758,7 @@ impl OrganizationService {
 fn saved(mut org: Organization, version: i64) -> Organization {
     org.version = version;
     org.domains_changed = false;
-    org.legal_changed = false;
+    org.changed = Changed::default();
     org
 }
 
@@ -754,6 +772,35 @@ enum Paging {
 
 /// Writes `writes` with one store call; when the whole call fails (a duplicate domain, say),
 /// writes each alone so that only the culprit fails.
+/// Writes in statements of at most `rows` organizations, split in id order and run
+/// `concurrency` at a time; returns the outcomes aligned with `writes`.
+async fn write_in_parts(
+    store: &dyn OrganizationStore,
+    writes: &[Write<'_>],
+    rows: usize,
+    concurrency: usize,
+) -> Vec<Result<i64, OrgError>> {
+    if writes.len() <= rows {
+        return write_each_or_alone(store, writes).await;
+    }
+    let mut order: Vec<usize> = (0..writes.len()).collect();
+    order.sort_by_key(|&i| writes[i].organization.id);
+    let sorted: Vec<Write<'_>> = order.iter().map(|&i| writes[i]).collect();
+    let parts: Vec<Vec<Result<i64, OrgError>>> = futures_util::stream::iter(sorted.chunks(rows))
+        .map(|part| write_each_or_alone(store, part))
+        .buffered(concurrency)
+        .collect()
+        .await;
+    let mut outcomes: Vec<Option<Result<i64, OrgError>>> = writes.iter().map(|_| None).collect();
+    for (i, outcome) in order.into_iter().zip(parts.into_iter().flatten()) {
+        outcomes[i] = Some(outcome);
+    }
+    outcomes
+        .into_iter()
+        .map(|o| o.unwrap_or_else(|| Err(OrgError::invalid("organization", "not saved"))))
+        .collect()
+}
+
 async fn write_each_or_alone(
     store: &dyn OrganizationStore,
     writes: &[Write<'_>],

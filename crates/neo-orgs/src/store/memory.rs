@@ -114,6 +114,7 @@ impl InMemoryOrganizationStore {
             let mut stored = org.clone();
             stored.events.clear();
             stored.domains_changed = false;
+            stored.changed = crate::model::Changed::default();
             state.audit(actor, "create", None, &stored);
             state.organizations.insert(stored.id, stored);
         }
@@ -175,6 +176,7 @@ impl InMemoryOrganizationStore {
             stored.version = *version;
             stored.events.clear();
             stored.domains_changed = false;
+            stored.changed = crate::model::Changed::default();
             if !write.domains_changed()
                 && let Some(before) = &before
             {

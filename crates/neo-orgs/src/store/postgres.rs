@@ -2,7 +2,7 @@
 //! its audit rows and its outbox events.
 
 use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
-use crate::model::{Branding, Legal, OrgDomain, OrgStatus, Organization, Verification};
+use crate::model::{Branding, Changed, Legal, OrgDomain, OrgStatus, Organization, Verification};
 use crate::{OrgError, OrganizationStore};
 use neo_core::{OrganizationId, Slug, UserId};
 use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
@@ -45,9 +45,24 @@ where
         .map_err(|e| OrgError::invalid("organization", e.to_string()))
 }
 
+/// Which of an organization's JSON documents a statement sends.
+#[derive(Clone, Copy)]
+enum Documents {
+    /// Every one (an insert).
+    All,
+    /// Those changed since it was read; NULL for the rest, which the update keeps.
+    Changed,
+}
+
 /// The organizations as the 17 column arrays of [`unnest_organizations`], in [`COLUMNS`]
 /// order; statements add their own arguments after them.
-fn organization_arguments(orgs: &[&Organization]) -> Result<PgArguments, OrgError> {
+fn organization_arguments(
+    orgs: &[&Organization],
+    documents: Documents,
+) -> Result<PgArguments, OrgError> {
+    let sent = |changed: fn(&Changed) -> bool| {
+        move |o: &Organization| matches!(documents, Documents::All) || changed(&o.changed)
+    };
     let mut args = PgArguments::default();
     add(&mut args, column(orgs, |o| Uuid::from(o.id)))?;
     add(&mut args, column(orgs, |o| o.name.clone()))?;
@@ -56,18 +71,30 @@ fn organization_arguments(orgs: &[&Organization]) -> Result<PgArguments, OrgErro
     add(&mut args, column(orgs, |o| o.description.clone()))?;
     add(&mut args, column(orgs, |o| o.status.as_str()))?;
     add(&mut args, column(orgs, |o| o.suspension_reason.clone()))?;
-    add(&mut args, json_column(orgs, |o| json(&o.verification))?)?;
+    add(
+        &mut args,
+        json_column(orgs, sent(|c| c.verification), |o| &o.verification),
+    )?;
     add(
         &mut args,
         column(orgs, |o| o.primary_contact.map(Uuid::from)),
     )?;
-    add(&mut args, json_column(orgs, |o| json(&o.legal))?)?;
-    add(&mut args, json_column(orgs, |o| json(&o.branding))?)?;
+    add(
+        &mut args,
+        json_column(orgs, sent(|c| c.legal), |o| &o.legal),
+    )?;
+    add(
+        &mut args,
+        json_column(orgs, sent(|c| c.branding), |o| &o.branding),
+    )?;
     add(
         &mut args,
         column(orgs, |o| o.website.as_ref().map(|w| w.as_str().to_owned())),
     )?;
-    add(&mut args, json_column(orgs, |o| json(&o.metadata))?)?;
+    add(
+        &mut args,
+        json_column(orgs, sent(|c| c.metadata), |o| &o.metadata),
+    )?;
     add(&mut args, column(orgs, |o| o.created_at))?;
     add(&mut args, column(orgs, |o| o.updated_at))?;
     add(&mut args, column(orgs, |o| o.deleted_at))?;
@@ -147,8 +174,9 @@ impl Sql {
                  prior AS (SELECT o.* FROM {orgs} o WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE), \
                  updated AS (UPDATE {orgs} o SET name = i.name, display_name = i.display_name, \
                    description = i.description, status = i.status, suspension_reason = i.suspension_reason, \
-                   verification = i.verification, primary_contact = i.primary_contact, legal = i.legal, \
-                   branding = i.branding, website = i.website, metadata = i.metadata, \
+                   verification = COALESCE(i.verification, o.verification), primary_contact = i.primary_contact, \
+                   legal = COALESCE(i.legal, o.legal), branding = COALESCE(i.branding, o.branding), \
+                   website = i.website, metadata = COALESCE(i.metadata, o.metadata), \
                    updated_at = i.updated_at, deleted_at = i.deleted_at, version = o.version + 1 \
                    FROM input i, prior p WHERE o.id = i.id AND p.id = i.id AND p.version = i.expected \
                    RETURNING o.*), \
@@ -225,20 +253,21 @@ fn db(error: sqlx::Error) -> OrgError {
     OrgError::Db(neo_db::Error::from(error))
 }
 
-fn json<T: serde::Serialize>(value: &T) -> Result<serde_json::Value, OrgError> {
-    serde_json::to_value(value).map_err(|e| OrgError::invalid("organization", e.to_string()))
-}
-
 /// One column of many organizations, for `UNNEST`.
 fn column<T>(orgs: &[&Organization], field: impl Fn(&Organization) -> T) -> Vec<T> {
     orgs.iter().map(|o| field(o)).collect()
 }
 
-fn json_column(
-    orgs: &[&Organization],
-    field: impl Fn(&Organization) -> Result<serde_json::Value, OrgError>,
-) -> Result<Vec<serde_json::Value>, OrgError> {
-    orgs.iter().map(|o| field(o)).collect()
+/// One JSON document of many organizations, encoded straight from the values (no
+/// intermediate `serde_json::Value`); NULL where `sent` says no.
+fn json_column<'o, T: serde::Serialize>(
+    orgs: &[&'o Organization],
+    sent: impl Fn(&Organization) -> bool,
+    field: impl Fn(&'o Organization) -> &'o T,
+) -> Vec<Option<Json<&'o T>>> {
+    orgs.iter()
+        .map(|o| sent(o).then(|| Json(field(o))))
+        .collect()
 }
 
 impl PgOrganizationStore {
@@ -281,7 +310,7 @@ impl PgOrganizationStore {
             .flat_map(|w| w.events.iter().cloned())
             .collect();
         let (events, channel) = self.inner.outbox.publish_params(&events);
-        let mut args = organization_arguments(&orgs)?;
+        let mut args = organization_arguments(&orgs, Documents::Changed)?;
         add(
             &mut args,
             writes.iter().map(|w| w.actor).collect::<Vec<_>>(),
@@ -464,7 +493,7 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(async move {
             let orgs: Vec<&Organization> = organizations.iter().collect();
             let (events, channel) = self.inner.outbox.publish_params(events);
-            let mut args = organization_arguments(&orgs)?;
+            let mut args = organization_arguments(&orgs, Documents::All)?;
             add(&mut args, actor)?;
             add(&mut args, events)?;
             add(&mut args, channel)?;
@@ -648,6 +677,6 @@ fn from_row(row: &PgRow) -> Result<Organization, OrgError> {
         version: row.try_get(16).map_err(db)?,
         events: Vec::new(),
         domains_changed: false,
-        legal_changed: false,
+        changed: crate::model::Changed::default(),
     })
 }

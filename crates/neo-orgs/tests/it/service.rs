@@ -3,8 +3,9 @@ use neo_core::{DomainName, ErrorKind, HasErrorKind, Metadata, MetadataLimits, Sl
 use neo_db::{Db, DbConfig};
 use neo_events::{DomainEvent, Outbox, OutboxConfig};
 use neo_orgs::{
-    ConfiguredSettings, InMemoryOrganizationStore, Legal, NewOrganization, Notifier, OrgConfig,
-    OrgError, OrgSettings, OrgStatus, Organization, OrganizationService,
+    Branding, Color, ConfiguredSettings, InMemoryOrganizationStore, Legal, NewOrganization,
+    Notifier, OrgConfig, OrgError, OrgSettings, OrgStatus, Organization, OrganizationService,
+    SaveConfig,
 };
 use std::sync::{Arc, Mutex};
 
@@ -161,6 +162,8 @@ contract!(
     a_duplicate_domain_fails_only_its_own_save,
     the_notifier_chooses_what_is_published,
     metadata_within_configured_limits_above_the_defaults_reads_back,
+    saves_write_the_documents_they_changed_and_keep_the_others,
+    a_large_batch_save_is_split_and_each_answer_stays_in_place,
 );
 
 fn new_org(name: &str) -> NewOrganization {
@@ -828,4 +831,154 @@ async fn metadata_within_configured_limits_above_the_defaults_reads_back(s: Setu
             .len(),
         300
     );
+}
+
+/// Saves send only the JSON documents that changed: each change reaches storage, and a save
+/// that changed none of them leaves them as stored.
+async fn saves_write_the_documents_they_changed_and_keep_the_others(s: Setup) {
+    let created = s
+        .orgs
+        .create("erin", new_org("Documents Kept"))
+        .await
+        .unwrap();
+    let uncached = s.service(OrgConfig::default());
+    let mut org = created.clone();
+    org.merge_metadata(
+        &serde_json::json!({ "plan": "growth" }),
+        &MetadataLimits::default(),
+    )
+    .unwrap();
+    org.update_branding(Branding {
+        primary_color: Some(Color::parse("#112233").unwrap()),
+        ..Branding::default()
+    })
+    .unwrap();
+    org.update_legal(Legal {
+        tax_id: None,
+        country: Some(neo_core::CountryCode::parse("FR").unwrap()),
+    })
+    .unwrap();
+    org.verify(vec!["kyc-7".to_owned()]).unwrap();
+    let saved = s.orgs.save("erin", org).await.unwrap();
+    let stored = uncached.get(created.id()).await.unwrap();
+    assert_eq!(stored.metadata(), saved.metadata());
+    assert_eq!(
+        stored.metadata().get("plan"),
+        Some(&serde_json::json!("growth"))
+    );
+    assert_eq!(
+        stored.branding().primary_color.as_ref().map(Color::as_str),
+        Some("#112233")
+    );
+    assert_eq!(
+        stored.legal().country.as_ref().map(|c| c.as_str()),
+        Some("FR")
+    );
+    assert_eq!(stored.verification().documents, vec!["kyc-7".to_owned()]);
+    assert!(stored.verification().verified_at.is_some());
+
+    // A rename changes no document: all four stay as stored.
+    let mut renamed = saved.clone();
+    renamed.rename("Documents Still Kept", None).unwrap();
+    s.orgs.save("erin", renamed).await.unwrap();
+    let after = uncached.get(created.id()).await.unwrap();
+    assert_eq!(after.name(), "Documents Still Kept");
+    assert_eq!(
+        (
+            after.metadata(),
+            after.branding(),
+            after.legal(),
+            after.verification()
+        ),
+        (
+            stored.metadata(),
+            stored.branding(),
+            stored.legal(),
+            stored.verification()
+        )
+    );
+    // The same through batch_save, with one document changed.
+    let mut merged = after.clone();
+    merged
+        .merge_metadata(
+            &serde_json::json!({ "seats": 5 }),
+            &MetadataLimits::default(),
+        )
+        .unwrap();
+    let results = s.orgs.batch_save("erin", vec![merged]).await;
+    assert!(results[0].is_ok(), "{:?}", results[0]);
+    let last = uncached.get(created.id()).await.unwrap();
+    assert_eq!(
+        last.metadata().get("plan"),
+        Some(&serde_json::json!("growth"))
+    );
+    assert_eq!(last.metadata().get("seats"), Some(&serde_json::json!(5)));
+    assert_eq!(last.branding(), stored.branding());
+}
+
+/// A batch larger than `batch_rows` runs as several statements; every answer still lands at
+/// its organization's position, stale and repeated ones included.
+async fn a_large_batch_save_is_split_and_each_answer_stays_in_place(s: Setup) {
+    let parts = s.service(OrgConfig {
+        saves: SaveConfig {
+            batch_rows: 3,
+            ..SaveConfig::default()
+        },
+        ..OrgConfig::default()
+    });
+    let news = (0..10).map(|n| new_org(&format!("Split {n}"))).collect();
+    let created = parts.batch_create("seed", news).await.unwrap();
+    let mut meanwhile = created[6].clone();
+    meanwhile.rename("Split Meanwhile", None).unwrap();
+    parts.save("carol", meanwhile).await.unwrap();
+    let mut changed = created.clone();
+    for (n, org) in changed.iter_mut().enumerate() {
+        org.rename(&format!("Split Saved {n}"), None).unwrap();
+    }
+    changed.push(changed[8].clone()); // the same organization twice, the second refused
+    let results = parts.batch_save("dave", changed.clone()).await;
+    assert_eq!(results.len(), 11);
+    for (position, org) in changed.iter().enumerate() {
+        match (position, &results[position]) {
+            (10, Err(error)) => assert_eq!(error.kind(), ErrorKind::Validation),
+            (6, Err(OrgError::Conflict { actual: 2, .. })) => {}
+            (6 | 10, other) => panic!("position {position}: {other:?}"),
+            (_, Ok(saved)) => {
+                assert_eq!((saved.id(), saved.name()), (org.id(), org.name()));
+                assert_eq!(saved.version(), 2);
+            }
+            (_, Err(error)) => panic!("position {position}: {error}"),
+        }
+    }
+    assert_eq!(
+        parts.get(created[6].id()).await.unwrap().name(),
+        "Split Meanwhile"
+    );
+    assert_eq!(
+        parts.get(created[9].id()).await.unwrap().name(),
+        "Split Saved 9"
+    );
+}
+
+#[test]
+fn a_saves_configuration_with_a_zero_is_refused() {
+    let zeroed: [fn(&mut SaveConfig); 4] = [
+        |c| c.max_batch = 0,
+        |c| c.concurrency = 0,
+        |c| c.queue_capacity = 0,
+        |c| c.batch_rows = 0,
+    ];
+    for zero in zeroed {
+        let mut saves = SaveConfig::default();
+        zero(&mut saves);
+        let config = OrgConfig {
+            saves,
+            ..OrgConfig::default()
+        };
+        let refused =
+            OrganizationService::with_store(InMemoryOrganizationStore::new(), None, config)
+                .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Validation, "{refused}");
+        assert!(refused.to_string().contains("batch_rows"), "{refused}");
+    }
 }
