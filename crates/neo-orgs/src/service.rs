@@ -770,8 +770,6 @@ enum Paging {
     Offset(u64),
 }
 
-/// Writes `writes` with one store call; when the whole call fails (a duplicate domain, say),
-/// writes each alone so that only the culprit fails.
 /// Writes in statements of at most `rows` organizations, split in id order and run
 /// `concurrency` at a time; returns the outcomes aligned with `writes`.
 async fn write_in_parts(
@@ -801,6 +799,8 @@ async fn write_in_parts(
         .collect()
 }
 
+/// Writes `writes` with one store call; when the whole call fails (a duplicate domain, say),
+/// writes each alone so that only the culprit fails.
 async fn write_each_or_alone(
     store: &dyn OrganizationStore,
     writes: &[Write<'_>],
