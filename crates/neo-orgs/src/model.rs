@@ -549,6 +549,13 @@ impl Organization {
         self.record("organization.restored", &serde_json::json!({}))
     }
 
+    /// Forgets what changed since it was read, once it is stored: its next save rewrites
+    /// neither its domains nor any JSON document until its methods change them again.
+    pub(crate) fn clear_changes(&mut self) {
+        self.domains_changed = false;
+        self.changed = Changed::default();
+    }
+
     /// The events recorded since the last call (the service takes them on save).
     pub fn take_events(&mut self) -> Vec<DomainEvent> {
         std::mem::take(&mut self.events)

@@ -1,7 +1,7 @@
 //! The organization service: validation, settings, the tiered cache and notifications on top
 //! of an [`OrganizationStore`], with concurrent saves grouped into one statement.
 
-use crate::model::{Changed, Organization, now};
+use crate::model::{Organization, now};
 use crate::store::{AuditEntry, OrganizationSummary, SearchQuery, Write};
 use crate::{
     ConfiguredSettings, NewOrganization, Notifier, OrgError, OrganizationStore,
@@ -757,8 +757,7 @@ impl OrganizationService {
 /// `org` as written at `version`: nothing left to rewrite on its next save.
 fn saved(mut org: Organization, version: i64) -> Organization {
     org.version = version;
-    org.domains_changed = false;
-    org.changed = Changed::default();
+    org.clear_changes();
     org
 }
 

@@ -113,8 +113,7 @@ impl InMemoryOrganizationStore {
         for org in organizations {
             let mut stored = org.clone();
             stored.events.clear();
-            stored.domains_changed = false;
-            stored.changed = crate::model::Changed::default();
+            stored.clear_changes();
             state.audit(actor, "create", None, &stored);
             state.organizations.insert(stored.id, stored);
         }
@@ -175,8 +174,7 @@ impl InMemoryOrganizationStore {
             let mut stored = write.organization.clone();
             stored.version = *version;
             stored.events.clear();
-            stored.domains_changed = false;
-            stored.changed = crate::model::Changed::default();
+            stored.clear_changes();
             if !write.domains_changed()
                 && let Some(before) = &before
             {
