@@ -141,6 +141,19 @@ struct Entry<V> {
 }
 
 impl<V> Entry<V> {
+    /// Fresh at `now` and written in the current `epoch` (entries of an older epoch may have
+    /// missed invalidations while the backplane was down).
+    #[inline(always)]
+    fn is_fresh(&self, now: u64, epoch: u64) -> bool {
+        self.epoch == epoch && now < self.fresh_until_ms
+    }
+
+    /// Within the last `eager` share of its TTL at `now`: a read should refresh it in the
+    /// background. Only for a fresh entry.
+    fn refresh_due(&self, now: u64, eager: f64) -> bool {
+        eager > 0.0 && ((self.fresh_until_ms - now) as f64) < eager * self.ttl_ms as f64
+    }
+
     fn has_tag(&self, tag: &str) -> bool {
         self.tags
             .as_ref()
@@ -676,8 +689,7 @@ where
         let l1 = self.inner.l1.as_ref()?;
         match l1.get(key) {
             Some(entry)
-                if entry.epoch == self.inner.epoch.load(Ordering::Relaxed)
-                    && self.now_ms() < entry.fresh_until_ms =>
+                if entry.is_fresh(self.now_ms(), self.inner.epoch.load(Ordering::Relaxed)) =>
             {
                 self.inner.stats.l1(true);
                 Some(entry)
@@ -692,13 +704,11 @@ where
     fn l1_fresh(&self, key: &str) -> Option<(Option<V>, bool)> {
         let entry = self.inner.l1.as_ref()?.get(key)?;
         let now = self.now_ms();
-        if entry.epoch != self.inner.epoch.load(Ordering::Relaxed) || now >= entry.fresh_until_ms {
+        if !entry.is_fresh(now, self.inner.epoch.load(Ordering::Relaxed)) {
             return None;
         }
         self.inner.stats.l1(true);
-        let eager = self.inner.config.eager_refresh;
-        let refresh_due =
-            eager > 0.0 && ((entry.fresh_until_ms - now) as f64) < eager * entry.ttl_ms as f64;
+        let refresh_due = entry.refresh_due(now, self.inner.config.eager_refresh);
         Some((entry.value, refresh_due))
     }
 
@@ -759,15 +769,11 @@ where
         let mut stale_fresh_until = 0;
         if let Some(l1) = &self.inner.l1 {
             if let Some(entry) = l1.get(key) {
-                let current = entry.epoch == self.inner.epoch.load(Ordering::Relaxed);
-                if current && now < entry.fresh_until_ms {
+                if entry.is_fresh(now, self.inner.epoch.load(Ordering::Relaxed)) {
                     self.inner.stats.l1(true);
-                    let eager = self.inner.config.eager_refresh;
-                    let refresh_due = eager > 0.0
-                        && ((entry.fresh_until_ms - now) as f64) < eager * entry.ttl_ms as f64;
                     return Ok(Lookup::Fresh {
                         value: entry.value.clone(),
-                        refresh_due,
+                        refresh_due: entry.refresh_due(now, self.inner.config.eager_refresh),
                     });
                 }
                 if now < entry.stale_until_ms {
@@ -1241,7 +1247,7 @@ where
                 }
                 continue;
             };
-            if entry.epoch == epoch && now < entry.fresh_until_ms {
+            if entry.is_fresh(now, epoch) {
                 self.inner.stats.l1(true);
                 results[i] = Some(Ok(entry.value.clone()));
             } else {
