@@ -788,7 +788,7 @@ where
                 Ok(Some(bytes)) => match self.decode(&bytes) {
                     Ok((fresh_until, value)) if now < fresh_until => {
                         self.inner.stats.l2(true);
-                        self.fill_l1(key, value.clone(), fresh_until, now, None);
+                        self.fill_l1_from(key, &value, fresh_until, now);
                         return Ok(Lookup::Fresh {
                             value,
                             refresh_due: false,
@@ -832,6 +832,13 @@ where
             )
         } else {
             fresh_until
+        }
+    }
+
+    /// [`fill_l1`](Self::fill_l1) with a copy of `value`, made only when there is an L1.
+    fn fill_l1_from(&self, key: &str, value: &Option<V>, fresh_until: u64, now: u64) {
+        if self.inner.l1.is_some() {
+            self.fill_l1(key, value.clone(), fresh_until, now, None);
         }
     }
 
@@ -1259,7 +1266,8 @@ where
         }
         // Where each missing key goes in the output (a key may be asked for twice).
         let mut missing: Vec<&str> = Vec::new();
-        let mut positions: Positions<'_> = HashMap::with_capacity(keys.len());
+        let mut positions: Positions<'_> =
+            HashMap::with_capacity_and_hasher(keys.len(), foldhash::fast::RandomState::default());
         for (i, key) in keys.iter().enumerate() {
             if results[i].is_none() {
                 match positions.entry(key.as_str()) {
@@ -1280,23 +1288,22 @@ where
                     for (key, bytes) in missing.iter().zip(values) {
                         match bytes.map(|b| self.decode(&b)) {
                             Some(Ok((fresh_until, value))) if now < fresh_until => {
-                                self.inner.stats.l2(true);
-                                self.fill_l1(key, value.clone(), fresh_until, now, None);
+                                self.fill_l1_from(key, &value, fresh_until, now);
                                 fill(&mut results, &positions, key, Ok(value));
                             }
                             Some(Ok((_, value))) => {
-                                self.inner.stats.l2(false);
                                 if fail_safe {
                                     stale.entry(key).or_insert(value);
                                 }
                                 still.push(*key);
                             }
-                            _ => {
-                                self.inner.stats.l2(false);
-                                still.push(*key);
-                            }
+                            _ => still.push(*key),
                         }
                     }
+                    let misses = still.len() as u64;
+                    self.inner
+                        .stats
+                        .l2_counts(missing.len() as u64 - misses, misses);
                     missing = still;
                 }
                 Err(error) => {
@@ -1442,7 +1449,8 @@ where
 
 /// Where each requested key goes in the output: its first position, and any repeats (which
 /// need no allocation in the usual case of none).
-type Positions<'a> = HashMap<&'a str, (usize, Vec<usize>)>;
+/// Where each key goes in a batch's output: its first place and any repeats.
+type Positions<'a> = HashMap<&'a str, (usize, Vec<usize>), foldhash::fast::RandomState>;
 
 fn fill<V: Clone>(
     results: &mut [Option<Result<Option<V>>>],

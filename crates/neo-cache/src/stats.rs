@@ -181,6 +181,14 @@ impl Stats {
         }
     }
 
+    /// A batch read's L2 hits and misses, counted once.
+    pub(crate) fn l2_counts(&self, hits: u64, misses: u64) {
+        self.l2_hits.fetch_add(hits, Ordering::Relaxed);
+        self.exported.l2_hits.increment(hits);
+        self.l2_misses.fetch_add(misses, Ordering::Relaxed);
+        self.exported.l2_misses.increment(misses);
+    }
+
     pub(crate) fn l2_error(&self) {
         bump(&self.l2_errors);
         self.exported.l2_errors.increment(1);

@@ -28,6 +28,31 @@ async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
 }
 
 #[tokio::test]
+async fn a_batch_read_counts_each_l2_hit_and_miss_and_fills_l1() {
+    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let other = h.sibling().await;
+    for i in 1..=2 {
+        h.cache
+            .set(&format!("org:{i}"), org(i), &EntryOptions::default())
+            .await
+            .unwrap();
+    }
+    let keys: Vec<String> = (1..=3).map(|i| format!("org:{i}")).collect();
+    let found = other
+        .get_or_load_many(&keys, |missing: Vec<String>| async move {
+            assert_eq!(missing, ["org:3"]);
+            Ok::<_, std::io::Error>([("org:3".to_owned(), org(3))].into())
+        })
+        .await;
+    let found: Vec<Option<Org>> = found.into_iter().map(Result::unwrap).collect();
+    assert_eq!(found, [Some(org(1)), Some(org(2)), Some(org(3))]);
+    let stats = other.stats();
+    assert_eq!((stats.l2_hits, stats.l2_misses), (2, 1), "{stats:?}");
+    assert_eq!(other.get("org:1").await.unwrap(), Some(org(1)));
+    assert_eq!(other.stats().l1_hits, 1, "the L2 hit was kept in L1");
+}
+
+#[tokio::test]
 async fn an_invalidation_in_one_instance_reaches_the_others_l1_within_50_ms() {
     let h = Harness::new(Kind::Tiered, |c| c).await;
     let b = h.sibling().await;
