@@ -155,7 +155,7 @@ impl Sql {
             insert: format!(
                 "WITH ins AS (INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM {unnest} RETURNING *), \
                  audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
-                   SELECT ins.id, $18, 'create', NULL, to_jsonb(ins) FROM ins), \
+                   SELECT ins.id, $18, 'create', NULL, row_to_json(ins) FROM ins), \
                  {published} SELECT count(*) FROM ins",
                 unnest = unnest_organizations(""),
                 published = outbox.publish_cte(19)
@@ -181,7 +181,7 @@ impl Sql {
                    FROM input i, prior p WHERE o.id = i.id AND p.id = i.id AND p.version = i.expected \
                    RETURNING o.*), \
                  audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
-                   SELECT u.id, i.actor, i.action, NULL, to_jsonb(u) \
+                   SELECT u.id, i.actor, i.action, NULL, row_to_json(u) \
                    FROM updated u JOIN input i ON i.id = u.id), \
                  {published} \
                  SELECT i.id, p.version, u.version FROM input i \
@@ -293,11 +293,17 @@ impl PgOrganizationStore {
     /// # Errors
     /// Never; fallible for symmetry with other crates' sets.
     pub fn migrations() -> Result<MigrationSet, OrgError> {
-        Ok(MigrationSet::new("neo_orgs")?.with(
-            1,
-            "organizations",
-            include_str!("../../migrations/1_organizations.sql"),
-        ))
+        Ok(MigrationSet::new("neo_orgs")?
+            .with(
+                1,
+                "organizations",
+                include_str!("../../migrations/1_organizations.sql"),
+            )
+            .with(
+                2,
+                "audit as json",
+                include_str!("../../migrations/2_audit_as_json.sql"),
+            ))
     }
 
     async fn update_rows(

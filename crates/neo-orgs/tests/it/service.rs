@@ -46,7 +46,7 @@ impl Setup {
         .unwrap();
         let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache), OrgConfig::default())
             .unwrap();
-        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1]);
+        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1, 2]);
         Setup {
             _servers: Some((test_db, redis)),
             backend: Backend::Postgres { db, outbox },
@@ -981,4 +981,65 @@ fn a_saves_configuration_with_a_zero_is_refused() {
         assert_eq!(refused.kind(), ErrorKind::Validation, "{refused}");
         assert!(refused.to_string().contains("batch_rows"), "{refused}");
     }
+}
+
+/// Audit records that the first release wrote as `jsonb` read back the same after migration 2
+/// turns the columns into `json`.
+#[tokio::test]
+async fn migration_2_keeps_the_audit_records_written_before_it() {
+    let test_db = neo_testkit::postgres().await;
+    let db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let config = OrgConfig {
+        schema: "orgs_upgraded".into(),
+        ..OrgConfig::default()
+    };
+    let schema = neo_db::Schema::new(&config.schema).unwrap();
+    neo_db::MigrationSet::new("neo_orgs")
+        .unwrap()
+        .with(
+            1,
+            "organizations",
+            include_str!("../../migrations/1_organizations.sql"),
+        )
+        .run_in_schema(&db, &schema)
+        .await
+        .unwrap();
+    let id = neo_core::OrganizationId::new();
+    let (created, renamed) = (
+        serde_json::json!({"name": "Acme", "version": 1, "metadata": {"tier": "gold"}}),
+        serde_json::json!({"name": "Acme Corp", "version": 2, "metadata": {"tier": "gold"}}),
+    );
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "INSERT INTO {schema}.organization_audit (organization_id, actor, action, before, after) \
+         VALUES ($1, 'alice', 'create', NULL, $2::jsonb), ($1, 'bob', 'update', NULL, $3::jsonb)"
+    )))
+    .bind(id)
+    .bind(&created)
+    .bind(&renamed)
+    .execute(db.pool())
+    .await
+    .unwrap();
+
+    let orgs = OrganizationService::new(
+        &db,
+        Outbox::new(&db, OutboxConfig::default()).unwrap(),
+        None,
+        config,
+    )
+    .unwrap();
+    assert_eq!(orgs.migrate().await.unwrap().applied, vec![2]);
+    let trail = orgs.audit_trail(id).await.unwrap();
+    let read: Vec<_> = trail
+        .iter()
+        .map(|e| (e.actor.as_str(), e.before.clone(), e.after.clone()))
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("alice", None, Some(created.clone())),
+            ("bob", Some(created), Some(renamed)),
+        ]
+    );
 }
