@@ -1449,7 +1449,6 @@ where
 
 /// Where each requested key goes in the output: its first position, and any repeats (which
 /// need no allocation in the usual case of none).
-/// Where each key goes in a batch's output: its first place and any repeats.
 type Positions<'a> = HashMap<&'a str, (usize, Vec<usize>), foldhash::fast::RandomState>;
 
 fn fill<V: Clone>(
