@@ -684,18 +684,14 @@ where
 
     /// [`l1_fresh`](Self::l1_fresh) for `get`, which never refreshes: the fresh entry as moka
     /// returned it, so the hit path moves the value once, into the caller's result.
+    /// The time and epoch are read before the lookup, so their loads overlap it.
     #[inline(always)]
     fn l1_hit(&self, key: &str) -> Option<Entry<V>> {
         let l1 = self.inner.l1.as_ref()?;
-        match l1.get(key) {
-            Some(entry)
-                if entry.is_fresh(self.now_ms(), self.inner.epoch.load(Ordering::Relaxed)) =>
-            {
-                self.inner.stats.l1(true);
-                Some(entry)
-            }
-            _ => None,
-        }
+        let (now, epoch) = (self.now_ms(), self.inner.epoch.load(Ordering::Relaxed));
+        let entry = l1.get(key).filter(|entry| entry.is_fresh(now, epoch))?;
+        self.inner.stats.l1(true);
+        Some(entry)
     }
 
     /// The L1 hit path, synchronous so callers do not build the (large) lookup future for
