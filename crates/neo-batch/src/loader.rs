@@ -5,6 +5,7 @@ use futures_util::future::BoxFuture;
 use neo_core::HasErrorKind;
 use serde::Deserialize;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::Hash;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,13 +38,23 @@ impl Default for LoaderConfig {
 }
 
 type Reply<V> = oneshot::Sender<Result<Option<V>, Error>>;
-type Batch<K, V> = (Vec<K>, HashMap<K, Vec<Reply<V>>>);
+/// The loader's own maps hash with foldhash (seeded per process), not SipHash: hashing is a
+/// good part of each key's cost in a batch.
+type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+type Batch<K, V> = (Vec<K>, Map<K, Waiters<V>>);
+
+/// Everyone waiting for one key: the first inline (the usual case, no allocation), any
+/// others after it.
+struct Waiters<V> {
+    first: Reply<V>,
+    more: Vec<Reply<V>>,
+}
 type BatchFn<K, V> =
     dyn Fn(Vec<K>) -> BoxFuture<'static, Result<HashMap<K, V>, Error>> + Send + Sync;
 
 struct Pending<K, V> {
     keys: Vec<K>,
-    waiters: HashMap<K, Vec<Reply<V>>>,
+    waiters: Map<K, Waiters<V>>,
     /// Bumped every time a batch is taken, so a window timer only sends its own batch.
     generation: u64,
 }
@@ -52,7 +63,7 @@ struct Inner<K, V> {
     config: LoaderConfig,
     batch: Arc<BatchFn<K, V>>,
     pending: Mutex<Pending<K, V>>,
-    cache: Mutex<HashMap<K, Option<V>>>,
+    cache: Mutex<Map<K, Option<V>>>,
 }
 
 /// Coalesces concurrent `load(key)` calls into one call of a batch function.
@@ -132,10 +143,10 @@ where
                 batch,
                 pending: Mutex::new(Pending {
                     keys: Vec::new(),
-                    waiters: HashMap::new(),
+                    waiters: Map::default(),
                     generation: 0,
                 }),
-                cache: Mutex::new(HashMap::new()),
+                cache: Mutex::new(Map::default()),
             }),
         })
     }
@@ -174,6 +185,8 @@ where
         {
             let cache = self.inner.config.cache.then(|| lock(&self.inner.cache));
             let mut pending = lock(&self.inner.pending);
+            pending.keys.reserve(keys.len());
+            pending.waiters.reserve(keys.len());
             for (i, key) in keys.into_iter().enumerate() {
                 if let Some(value) = cache.as_ref().and_then(|c| c.get(&key)) {
                     results[i] = Some(Ok(value.clone()));
@@ -200,11 +213,15 @@ where
     /// it reached `max_batch` (to be sent at once, outside the lock).
     fn enqueue(&self, pending: &mut Pending<K, V>, key: K, reply: Reply<V>) -> Option<Batch<K, V>> {
         let first = pending.keys.is_empty();
-        let waiters = pending.waiters.entry(key.clone()).or_default();
-        let new_key = waiters.is_empty();
-        waiters.push(reply);
-        if new_key {
-            pending.keys.push(key);
+        match pending.waiters.entry(key) {
+            Entry::Occupied(mut waiters) => waiters.get_mut().more.push(reply),
+            Entry::Vacant(slot) => {
+                pending.keys.push(slot.key().clone());
+                slot.insert(Waiters {
+                    first: reply,
+                    more: Vec::new(),
+                });
+            }
         }
         if pending.keys.len() >= self.inner.config.max_batch {
             return Some(take(pending));
@@ -250,24 +267,26 @@ where
         match result {
             Ok(mut values) => {
                 let mut cache = self.inner.config.cache.then(|| lock(&self.inner.cache));
-                for (key, mut replies) in waiters {
+                if let Some(cache) = cache.as_mut() {
+                    cache.reserve(waiters.len());
+                }
+                for (key, Waiters { first, more }) in waiters {
                     let value = values.remove(&key);
-                    let last = replies.pop();
-                    for reply in replies {
+                    for reply in more {
                         let _ = reply.send(Ok(value.clone()));
                     }
                     if let Some(cache) = cache.as_mut() {
                         cache.insert(key, value.clone());
                     }
-                    if let Some(reply) = last {
-                        let _ = reply.send(Ok(value));
-                    }
+                    let _ = first.send(Ok(value));
                 }
             }
             Err(error) => {
                 tracing::warn!(size, %error, "data loader batch failed");
-                for reply in waiters.into_values().flatten() {
-                    let _ = reply.send(Err(error.clone()));
+                for Waiters { first, more } in waiters.into_values() {
+                    for reply in std::iter::once(first).chain(more) {
+                        let _ = reply.send(Err(error.clone()));
+                    }
                 }
             }
         }

@@ -59,11 +59,16 @@ async fn missing_keys_are_none_and_a_failed_batch_fails_its_callers_only() {
     assert_eq!(results[0].as_ref().unwrap().as_deref(), Some("v1"));
     assert_eq!(results[1].as_ref().unwrap(), &None);
 
-    let (bad, also_bad) = tokio::join!(loader.load(666), loader.load(3));
+    let (bad, also_bad, bad_again) =
+        tokio::join!(loader.load(666), loader.load(3), loader.load(666));
     let err = bad.unwrap_err();
     assert!(matches!(err, Error::Batch { size: 2, .. }), "{err}");
     assert_eq!(err.kind(), ErrorKind::Unavailable);
     assert!(also_bad.is_err(), "3 shared 666's batch");
+    assert!(
+        bad_again.is_err(),
+        "every caller waiting for 666 hears of the failure"
+    );
     // The next batch is unaffected.
     assert_eq!(loader.load(3).await.unwrap().as_deref(), Some("v3"));
 }
