@@ -171,7 +171,7 @@ impl Sql {
             update: format!(
                 "WITH input AS (SELECT * FROM {unnest} \
                    AS i({COLUMNS_AS_READ}, actor, action)), \
-                 prior AS (SELECT o.* FROM {orgs} o WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE), \
+                 prior AS (SELECT o.id, o.version FROM {orgs} o WHERE o.id = ANY($1) ORDER BY o.id FOR UPDATE), \
                  updated AS (UPDATE {orgs} o SET name = i.name, display_name = i.display_name, \
                    description = i.description, status = i.status, suspension_reason = i.suspension_reason, \
                    verification = COALESCE(i.verification, o.verification), primary_contact = i.primary_contact, \
