@@ -303,6 +303,11 @@ impl PgOrganizationStore {
                 2,
                 "audit as json",
                 include_str!("../../migrations/2_audit_as_json.sql"),
+            )
+            .with(
+                3,
+                "organizations fillfactor",
+                include_str!("../../migrations/3_organizations_fillfactor.sql"),
             ))
     }
 

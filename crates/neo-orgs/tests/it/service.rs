@@ -46,7 +46,7 @@ impl Setup {
         .unwrap();
         let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache), OrgConfig::default())
             .unwrap();
-        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1, 2]);
+        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1, 2, 3]);
         Setup {
             _servers: Some((test_db, redis)),
             backend: Backend::Postgres { db, outbox },
@@ -1029,7 +1029,7 @@ async fn migration_2_keeps_the_audit_records_written_before_it() {
         config,
     )
     .unwrap();
-    assert_eq!(orgs.migrate().await.unwrap().applied, vec![2]);
+    assert_eq!(orgs.migrate().await.unwrap().applied, vec![2, 3]);
     let trail = orgs.audit_trail(id).await.unwrap();
     let read: Vec<_> = trail
         .iter()
