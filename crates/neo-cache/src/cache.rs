@@ -323,7 +323,7 @@ where
         let this = self.get_mut();
         if !this.started {
             this.started = true;
-            if let Some(entry) = this.cache.l1_hit(this.key) {
+            if let Some((entry, _)) = this.cache.l1_hit(this.key) {
                 return std::task::Poll::Ready(Ok(entry.value));
             }
             this.miss = Some(start_miss(this.cache, this.key));
@@ -682,28 +682,24 @@ where
         )
     }
 
-    /// [`l1_fresh`](Self::l1_fresh) for `get`, which never refreshes: the fresh entry as moka
-    /// returned it, so the hit path moves the value once, into the caller's result.
-    /// The time and epoch are read before the lookup, so their loads overlap it.
+    /// The L1 hit path, synchronous so callers do not build the (large) lookup future for
+    /// it: a fresh, current-epoch entry as moka returned it (so `get` moves the value once,
+    /// into the caller's result), counted as a hit, and the time it was judged fresh at. The
+    /// time and epoch are read before the lookup, so their loads overlap it.
     #[inline(always)]
-    fn l1_hit(&self, key: &str) -> Option<Entry<V>> {
+    fn l1_hit(&self, key: &str) -> Option<(Entry<V>, u64)> {
         let l1 = self.inner.l1.as_ref()?;
         let (now, epoch) = (self.now_ms(), self.inner.epoch.load(Ordering::Relaxed));
         let entry = l1.get(key).filter(|entry| entry.is_fresh(now, epoch))?;
         self.inner.stats.l1(true);
-        Some(entry)
+        Some((entry, now))
     }
 
-    /// The L1 hit path, synchronous so callers do not build the (large) lookup future for
-    /// it: a fresh, current-epoch entry and whether it is due for an eager refresh.
+    /// [`l1_hit`](Self::l1_hit) for `get_or_load`: the value and whether it is due for an
+    /// eager refresh.
     #[inline]
     fn l1_fresh(&self, key: &str) -> Option<(Option<V>, bool)> {
-        let entry = self.inner.l1.as_ref()?.get(key)?;
-        let now = self.now_ms();
-        if !entry.is_fresh(now, self.inner.epoch.load(Ordering::Relaxed)) {
-            return None;
-        }
-        self.inner.stats.l1(true);
+        let (entry, now) = self.l1_hit(key)?;
         let refresh_due = entry.refresh_due(now, self.inner.config.eager_refresh);
         Some((entry.value, refresh_due))
     }
