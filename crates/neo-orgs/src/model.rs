@@ -214,18 +214,17 @@ pub struct Organization {
     pub(crate) version: i64,
     #[serde(skip)]
     pub(crate) events: Vec<DomainEvent>,
-    /// The domains changed since it was read: saving rewrites them.
-    #[serde(skip)]
-    pub(crate) domains_changed: bool,
-    /// Which stored JSON documents changed since it was read.
+    /// What changed since it was read.
     #[serde(skip)]
     pub(crate) changed: Changed,
 }
 
-/// The JSON documents of an [`Organization`] changed since it was read: saving sends only
-/// these (the stored ones stay for the rest) and checks the tax id when `legal` changed.
+/// What of an [`Organization`] changed since it was read: saving rewrites its domains when
+/// `domains` is set, sends only the JSON documents marked here (the stored ones stay for the
+/// rest) and checks the tax id when `legal` changed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub(crate) struct Changed {
+    pub(crate) domains: bool,
     pub(crate) verification: bool,
     pub(crate) legal: bool,
     pub(crate) branding: bool,
@@ -308,7 +307,6 @@ impl Organization {
             deleted_at: None,
             version: 1,
             events: Vec::new(),
-            domains_changed: false,
             changed: Changed::default(),
         };
         let payload = serde_json::json!({ "name": org.name, "slug": org.slug });
@@ -496,7 +494,7 @@ impl Organization {
             verification_token: token.clone(),
             verified_at: None,
         });
-        self.domains_changed = true;
+        self.changed.domains = true;
         self.record("organization.domain_added", &payload)?;
         Ok(token)
     }
@@ -520,7 +518,7 @@ impl Organization {
             ));
         }
         claimed.verified_at = Some(now());
-        self.domains_changed = true;
+        self.changed.domains = true;
         self.record(
             "organization.domain_verified",
             &serde_json::json!({ "domain": domain }),
@@ -552,7 +550,6 @@ impl Organization {
     /// Forgets what changed since it was read, once it is stored: its next save rewrites
     /// neither its domains nor any JSON document until its methods change them again.
     pub(crate) fn clear_changes(&mut self) {
-        self.domains_changed = false;
         self.changed = Changed::default();
     }
 

@@ -293,7 +293,7 @@ impl OrganizationService {
         if new || org.changed.legal {
             self.check_tax_id(org).await?;
         }
-        if new || org.domains_changed {
+        if new || org.changed.domains {
             let settings = self.settings_of(org).await?;
             if org.domains.len() > settings.max_domains as usize {
                 return Err(OrgError::invalid(

@@ -112,7 +112,7 @@ impl<'a> Write<'a> {
 
     /// Whether the domains changed, so the store must rewrite them.
     pub fn domains_changed(&self) -> bool {
-        self.organization.domains_changed
+        self.organization.changed.domains
     }
 }
 

@@ -347,7 +347,7 @@ impl PgOrganizationStore {
             let rewritten: Vec<&Organization> = orgs
                 .iter()
                 .copied()
-                .filter(|o| o.domains_changed && updated.contains(&Uuid::from(o.id)))
+                .filter(|o| o.changed.domains && updated.contains(&Uuid::from(o.id)))
                 .collect();
             if !rewritten.is_empty() {
                 self.replace_domains(&mut tx, &rewritten).await?;
@@ -687,7 +687,6 @@ fn from_row(row: &PgRow) -> Result<Organization, OrgError> {
         deleted_at: row.try_get(15).map_err(db)?,
         version: row.try_get(16).map_err(db)?,
         events: Vec::new(),
-        domains_changed: false,
-        changed: crate::model::Changed::default(),
+        changed: Changed::default(),
     })
 }
