@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 #[tokio::test]
 async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
     let h = Harness::new(Kind::Tiered, |c| c).await;
-    let other = h.sibling().await;
     h.cache
         .set("org:1", org(1), &EntryOptions::default())
         .await
         .unwrap();
+    // Made after the write, so the write's backplane eviction (harmless, but it arrives when
+    // it arrives) cannot empty this instance's L1 between the reads below.
+    let other = h.sibling().await;
     assert_eq!(other.get("org:1").await.unwrap(), Some(org(1)));
     assert_eq!(other.get("org:1").await.unwrap(), Some(org(1)));
     let stats = other.stats();
@@ -30,13 +32,14 @@ async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
 #[tokio::test]
 async fn a_batch_read_counts_each_l2_hit_and_miss_and_fills_l1() {
     let h = Harness::new(Kind::Tiered, |c| c).await;
-    let other = h.sibling().await;
     for i in 1..=2 {
         h.cache
             .set(&format!("org:{i}"), org(i), &EntryOptions::default())
             .await
             .unwrap();
     }
+    // After the writes, as above: their evictions must not reach this instance's L1.
+    let other = h.sibling().await;
     let keys: Vec<String> = (1..=3).map(|i| format!("org:{i}")).collect();
     let found = other
         .get_or_load_many(&keys, |missing: Vec<String>| async move {
