@@ -128,15 +128,24 @@ pub trait Cache<V>: Send + Sync {
     fn stats(&self) -> CacheStats;
 }
 
+/// An entry's tags, behind one thin pointer (see [`Entry`]).
+type Tags = Arc<Box<[String]>>;
+
 /// One cached entry. Cloned on every L1 read, so everything but the value is `Copy` or
 /// shared: an untagged hit costs the value's clone and nothing else.
+///
+/// `repr(C)` keeps the value first, where moka's `get` writes it, so moving it out of a hit
+/// copies in the same chunks moka stored (a copy straddling those stores stalls on store
+/// forwarding); the tags are one thin pointer for the same reason. Measured: the L1 hit
+/// without these two went from 1.12-1.13x raw moka to 1.17-1.20x.
 #[derive(Debug, Clone)]
+#[repr(C)]
 struct Entry<V> {
     value: Option<V>,
     fresh_until_ms: u64,
     stale_until_ms: u64,
     ttl_ms: u64,
-    tags: Option<Arc<[String]>>,
+    tags: Option<Tags>,
     epoch: u64,
 }
 
@@ -323,8 +332,9 @@ where
         let this = self.get_mut();
         if !this.started {
             this.started = true;
-            if let Some((entry, _)) = this.cache.l1_hit(this.key) {
-                return std::task::Poll::Ready(Ok(entry.value));
+            let hit = this.cache.l1_poll(this.key);
+            if hit.is_ready() {
+                return hit;
             }
             this.miss = Some(start_miss(this.cache, this.key));
         }
@@ -695,6 +705,32 @@ where
         Some((entry, now))
     }
 
+    /// [`l1_hit`](Self::l1_hit) for `get`, shaped as `get`'s own poll result (`Pending`: no
+    /// fresh entry), so that a hit moves the value once, straight into the caller's result,
+    /// and the rest of the entry is never copied.
+    #[inline(always)]
+    fn l1_poll(&self, key: &str) -> std::task::Poll<Result<Option<V>>> {
+        use std::task::Poll;
+        let Some(l1) = self.inner.l1.as_ref() else {
+            return Poll::Pending;
+        };
+        let (now, epoch) = (self.now_ms(), self.inner.epoch.load(Ordering::Relaxed));
+        match l1.get(key) {
+            // `tags` stays bound, so it is dropped after the value has moved out.
+            Some(Entry {
+                value,
+                fresh_until_ms,
+                epoch: written_in,
+                tags: _tags,
+                ..
+            }) if written_in == epoch && now < fresh_until_ms => {
+                self.inner.stats.l1(true);
+                Poll::Ready(Ok(value))
+            }
+            _ => Poll::Pending,
+        }
+    }
+
     /// [`l1_hit`](Self::l1_hit) for `get_or_load`: the value and whether it is due for an
     /// eager refresh.
     #[inline]
@@ -834,14 +870,7 @@ where
         }
     }
 
-    fn fill_l1(
-        &self,
-        key: &str,
-        value: Option<V>,
-        fresh_until: u64,
-        now: u64,
-        tags: Option<Arc<[String]>>,
-    ) {
+    fn fill_l1(&self, key: &str, value: Option<V>, fresh_until: u64, now: u64, tags: Option<Tags>) {
         let Some(l1) = &self.inner.l1 else { return };
         let l1_fresh = match self.inner.config.l1.ttl {
             Some(ttl) => fresh_until.min(now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
@@ -877,8 +906,8 @@ where
     /// Writes entries to L2 (one round trip, with one backplane message) and L1.
     async fn store(&self, entries: Vec<(String, Option<V>)>, options: &EntryOptions) -> Result<()> {
         let now = self.now_ms();
-        let tags: Option<Arc<[String]>> =
-            (!options.tags.is_empty()).then(|| Arc::from(options.tags.as_slice()));
+        let tags: Option<Tags> =
+            (!options.tags.is_empty()).then(|| Arc::new(options.tags.clone().into_boxed_slice()));
         let mut writes = Vec::with_capacity(entries.len());
         let mut prepared = Vec::with_capacity(entries.len());
         for (key, value) in entries {

@@ -105,6 +105,7 @@ pub(crate) struct Stats {
 struct PerThreadCounter(thread_local::ThreadLocal<AtomicU64>);
 
 impl PerThreadCounter {
+    #[inline]
     fn bump(&self) {
         let slot = self.0.get_or_default();
         slot.store(slot.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
