@@ -10,7 +10,7 @@ use neo_core::Clock;
 use rand::Rng;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -1285,40 +1285,32 @@ where
                 }
             }
         }
-        // Where each missing key goes in the output (a key may be asked for twice).
-        let mut missing: Vec<&str> = Vec::new();
-        let mut positions: Positions<'_> =
-            HashMap::with_capacity_and_hasher(keys.len(), foldhash::fast::RandomState::default());
-        for (i, key) in keys.iter().enumerate() {
-            if results[i].is_none() {
-                match positions.entry(key.as_str()) {
-                    std::collections::hash_map::Entry::Occupied(mut seen) => {
-                        seen.get_mut().1.push(i);
-                    }
-                    std::collections::hash_map::Entry::Vacant(slot) => {
-                        missing.push(key);
-                        slot.insert((i, Vec::new()));
-                    }
-                }
-            }
-        }
+        // The positions still unresolved, in input order. A key asked for twice is read twice
+        // from Redis: cheaper than hashing every key to find the rare repeat.
+        let mut missing: Vec<(usize, &str)> = results
+            .iter()
+            .enumerate()
+            .filter(|(_, result)| result.is_none())
+            .map(|(i, _)| (i, keys[i].as_str()))
+            .collect();
         if let (Some(l2), false) = (self.l2_available(), missing.is_empty()) {
-            match l2.mget(&self.inner.namespace, &missing).await {
+            let names: Vec<&str> = missing.iter().map(|&(_, key)| key).collect();
+            match l2.mget(&self.inner.namespace, &names).await {
                 Ok(values) => {
                     let mut still = Vec::new();
-                    for (key, bytes) in missing.iter().zip(values) {
+                    for (&(i, key), bytes) in missing.iter().zip(values) {
                         match bytes.map(|b| self.decode(&b)) {
                             Some(Ok((fresh_until, value))) if now < fresh_until => {
                                 self.fill_l1_from(key, &value, fresh_until, now);
-                                fill(&mut results, &positions, key, Ok(value));
+                                results[i] = Some(Ok(value));
                             }
                             Some(Ok((_, value))) => {
                                 if fail_safe {
                                     stale.entry(key).or_insert(value);
                                 }
-                                still.push(*key);
+                                still.push((i, key));
                             }
-                            _ => still.push(*key),
+                            _ => still.push((i, key)),
                         }
                     }
                     let misses = still.len() as u64;
@@ -1329,8 +1321,8 @@ where
                 }
                 Err(error) => {
                     if let Err(error) = self.l2_failed(error) {
-                        for key in &missing {
-                            fill(&mut results, &positions, key, Err(error.clone()));
+                        for &(i, _) in &missing {
+                            results[i] = Some(Err(error.clone()));
                         }
                         missing.clear();
                     }
@@ -1338,7 +1330,17 @@ where
             }
         }
         if !missing.is_empty() {
-            let wanted: Vec<String> = missing.iter().map(|k| (*k).to_owned()).collect();
+            // The loader is asked for each key once.
+            let mut asked: HashSet<&str, foldhash::fast::RandomState> =
+                HashSet::with_capacity_and_hasher(
+                    missing.len(),
+                    foldhash::fast::RandomState::default(),
+                );
+            let wanted: Vec<String> = missing
+                .iter()
+                .filter(|&&(_, key)| asked.insert(key))
+                .map(|&(_, key)| key.to_owned())
+                .collect();
             let started = Instant::now();
             let loaded =
                 tokio::time::timeout(self.inner.config.hard_timeout, loader(wanted.clone())).await;
@@ -1356,8 +1358,16 @@ where
                     if !found.is_empty() {
                         tracing::warn!(cache = %self.inner.config.name, extra = found.len(), "batch loader returned keys that were not asked for; ignored");
                     }
-                    for (key, value) in &entries {
-                        fill(&mut results, &positions, key, Ok(value.clone()));
+                    {
+                        let loaded: HashMap<&str, &Option<V>, foldhash::fast::RandomState> =
+                            entries
+                                .iter()
+                                .map(|(key, value)| (key.as_str(), value))
+                                .collect();
+                        for &(i, key) in &missing {
+                            let value = loaded.get(key).and_then(|value| (*value).clone());
+                            results[i] = Some(Ok(value));
+                        }
                     }
                     if let Err(error) = self.store(entries, &EntryOptions::default()).await {
                         tracing::warn!(cache = %self.inner.config.name, %error, "loaded values not cached");
@@ -1374,7 +1384,7 @@ where
                             after: self.inner.config.hard_timeout,
                         },
                     };
-                    for key in &missing {
+                    for &(i, key) in &missing {
                         let outcome = match stale.get(key) {
                             Some(value) => {
                                 self.inner.stats.stale_served();
@@ -1382,7 +1392,7 @@ where
                             }
                             None => Err(error.clone()),
                         };
-                        fill(&mut results, &positions, key, outcome);
+                        results[i] = Some(outcome);
                     }
                 }
             }
@@ -1466,25 +1476,6 @@ where
     fn stats(&self) -> CacheStats {
         self.inner.stats.snapshot()
     }
-}
-
-/// Where each requested key goes in the output: its first position, and any repeats (which
-/// need no allocation in the usual case of none).
-type Positions<'a> = HashMap<&'a str, (usize, Vec<usize>), foldhash::fast::RandomState>;
-
-fn fill<V: Clone>(
-    results: &mut [Option<Result<Option<V>>>],
-    positions: &Positions<'_>,
-    key: &str,
-    outcome: Result<Option<V>>,
-) {
-    let Some((first, repeats)) = positions.get(key) else {
-        return;
-    };
-    for &i in repeats {
-        results[i] = Some(outcome.clone());
-    }
-    results[*first] = Some(outcome);
 }
 
 /// Subscribes to the cache's channel and applies other instances' invalidations; on every
