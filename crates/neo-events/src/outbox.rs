@@ -351,7 +351,10 @@ impl Outbox {
             tx.rollback().await?;
             return Err(EventError::Handler(error.to_string()));
         }
+        // Planned for each call's ids, not prepared: a generic plan made while the table was
+        // small keeps scanning all of it as it grows.
         sqlx::query(AssertSqlSafe(self.sql.mark.clone()))
+            .persistent(false)
             .bind(&ids)
             .execute(&mut **tx)
             .await
