@@ -154,7 +154,14 @@ impl<V> Entry<V> {
     /// missed invalidations while the backplane was down).
     #[inline(always)]
     fn is_fresh(&self, now: u64, epoch: u64) -> bool {
-        self.epoch == epoch && now < self.fresh_until_ms
+        Self::fresh(self.epoch, self.fresh_until_ms, now, epoch)
+    }
+
+    /// [`is_fresh`](Self::is_fresh) on the two fields it reads, for a caller that has moved
+    /// them out of the entry.
+    #[inline(always)]
+    fn fresh(written_in: u64, fresh_until_ms: u64, now: u64, epoch: u64) -> bool {
+        written_in == epoch && now < fresh_until_ms
     }
 
     /// Within the last `eager` share of its TTL at `now`: a read should refresh it in the
@@ -723,7 +730,7 @@ where
                 epoch: written_in,
                 tags: _tags,
                 ..
-            }) if written_in == epoch && now < fresh_until_ms => {
+            }) if Entry::<V>::fresh(written_in, fresh_until_ms, now, epoch) => {
                 self.inner.stats.l1(true);
                 Poll::Ready(Ok(value))
             }
