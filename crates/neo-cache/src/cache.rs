@@ -699,10 +699,11 @@ where
         )
     }
 
-    /// The L1 hit path, synchronous so callers do not build the (large) lookup future for
-    /// it: a fresh, current-epoch entry as moka returned it (so `get` moves the value once,
-    /// into the caller's result), counted as a hit, and the time it was judged fresh at. The
-    /// time and epoch are read before the lookup, so their loads overlap it.
+    /// The L1 hit path of `get_or_load` (through [`l1_fresh`](Self::l1_fresh)), synchronous
+    /// so callers do not build the (large) lookup future for it: a fresh, current-epoch entry,
+    /// counted as a hit, and the time it was judged fresh at. The time and epoch are read
+    /// before the lookup, so their loads overlap it. `get` has its own,
+    /// [`l1_poll`](Self::l1_poll).
     #[inline(always)]
     fn l1_hit(&self, key: &str) -> Option<(Entry<V>, u64)> {
         let l1 = self.inner.l1.as_ref()?;
@@ -712,9 +713,9 @@ where
         Some((entry, now))
     }
 
-    /// [`l1_hit`](Self::l1_hit) for `get`, shaped as `get`'s own poll result (`Pending`: no
-    /// fresh entry), so that a hit moves the value once, straight into the caller's result,
-    /// and the rest of the entry is never copied.
+    /// The L1 hit path of `get`: [`l1_hit`](Self::l1_hit) shaped as `get`'s own poll result
+    /// (`Pending`: no fresh entry), so that a hit moves the value once, straight into the
+    /// caller's result, and the rest of the entry is never copied.
     #[inline(always)]
     fn l1_poll(&self, key: &str) -> std::task::Poll<Result<Option<V>>> {
         use std::task::Poll;
@@ -1355,6 +1356,9 @@ where
             self.inner.stats.load(started.elapsed(), ok);
             match loaded {
                 Ok(Ok(mut found)) => {
+                    for &(i, key) in &missing {
+                        results[i] = Some(Ok(found.get(key).cloned()));
+                    }
                     let entries: Vec<(String, Option<V>)> = wanted
                         .into_iter()
                         .map(|key| {
@@ -1364,17 +1368,6 @@ where
                         .collect();
                     if !found.is_empty() {
                         tracing::warn!(cache = %self.inner.config.name, extra = found.len(), "batch loader returned keys that were not asked for; ignored");
-                    }
-                    {
-                        let loaded: HashMap<&str, &Option<V>, foldhash::fast::RandomState> =
-                            entries
-                                .iter()
-                                .map(|(key, value)| (key.as_str(), value))
-                                .collect();
-                        for &(i, key) in &missing {
-                            let value = loaded.get(key).and_then(|value| (*value).clone());
-                            results[i] = Some(Ok(value));
-                        }
                     }
                     if let Err(error) = self.store(entries, &EntryOptions::default()).await {
                         tracing::warn!(cache = %self.inner.config.name, %error, "loaded values not cached");
