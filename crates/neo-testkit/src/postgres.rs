@@ -25,6 +25,12 @@ pub struct PgServerOptions {
     /// production setup turn them on. `synchronous_commit` stays on either way, so a commit
     /// that was acknowledged survives [`PgServer::kill`] (without fsync it costs a `write`).
     pub durable: bool,
+    /// `max_wal_size` in megabytes; `None` keeps the server's default (1 GB). Write-heavy
+    /// benchmarks raise it, as a production server is sized, so their figures are not taken
+    /// across checkpoints forced every few seconds (PostgreSQL then logs "checkpoints are
+    /// occurring too frequently", and every page's first change after each one is logged
+    /// whole).
+    pub max_wal_size_mb: Option<u32>,
     /// `max_connections` of the server.
     pub max_connections: u32,
     /// How long `pg_ctl` may take to start or stop the server.
@@ -36,6 +42,7 @@ impl Default for PgServerOptions {
         PgServerOptions {
             bin_dir: None,
             durable: false,
+            max_wal_size_mb: None,
             max_connections: 300,
             startup_timeout: Duration::from_secs(60),
         }
@@ -210,12 +217,17 @@ impl PgServer {
             "initdb",
         )?;
         let durable = if self.options.durable { "on" } else { "off" };
+        let max_wal_size = self
+            .options
+            .max_wal_size_mb
+            .map(|mb| format!("max_wal_size = '{mb}MB'\n"))
+            .unwrap_or_default();
         let settings = format!(
             "\n# neo-testkit\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{socket}'\n\
              max_connections = {max}\nshared_buffers = '128MB'\nfsync = {durable}\n\
              synchronous_commit = on\nfull_page_writes = {durable}\n\
              log_min_messages = warning\nlog_min_error_statement = panic\n\
-             shared_preload_libraries = 'pg_stat_statements'\n",
+             shared_preload_libraries = 'pg_stat_statements'\n{max_wal_size}",
             socket = self.dir.path().display(),
             max = self.options.max_connections,
         );

@@ -94,3 +94,35 @@ fn debug_output_hides_passwords() {
     );
     assert_eq!(neo_testkit::redact_url("::"), "(unparseable url)");
 }
+
+#[tokio::test]
+async fn a_durable_server_applies_its_settings() {
+    let server = tokio::task::spawn_blocking(|| {
+        neo_testkit::PgServer::start_with(neo_testkit::PgServerOptions {
+            durable: true,
+            max_wal_size_mb: Some(2048),
+            ..neo_testkit::PgServerOptions::default()
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let pool = sqlx::PgPool::connect(&server.url()).await.unwrap();
+    let setting = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT current_setting($1)")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(setting("fsync").await, "on");
+    assert_eq!(setting("full_page_writes").await, "on");
+    assert_eq!(setting("max_wal_size").await, "2GB");
+    pool.close().await;
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
+}
