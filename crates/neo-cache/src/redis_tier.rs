@@ -87,7 +87,11 @@ impl RedisTier {
             op(&mut conn).await.map_err(|e| Error::redis(&e))
         };
         let span = tracing::debug_span!("cache.l2", cache.op = name);
-        match tokio::time::timeout(self.timeout, call.instrument(span)).await {
+        // Boxed: the pool's and the driver's futures are large, and every future that awaits
+        // this one (lookup, get's miss path) would otherwise hold and copy them on each move.
+        // One allocation instead: an L2 hit went from about 41,900 to 40,000 client
+        // instructions (callgrind; a raw GET is 33,500).
+        match tokio::time::timeout(self.timeout, Box::pin(call).instrument(span)).await {
             Ok(result) => result,
             Err(_) => Err(Error::Unavailable(format!(
                 "no answer within {:?}",
