@@ -142,7 +142,8 @@ pub struct L2Config {
     /// Return Redis errors to callers instead of carrying on with L1, stale values and the
     /// loader.
     pub fail_on_error: bool,
-    /// Connections in the pool.
+    /// Shared multiplexed connections, used round robin (each carries many calls at once; see
+    /// [`RedisConnections`](crate::RedisConnections)).
     pub pool_size: usize,
     /// Keys per SCAN/DEL round trip of pattern invalidation and `clear`.
     pub scan_count: usize,

@@ -64,5 +64,5 @@ pub use config::{
     L2Config,
 };
 pub use error::{BoxError, Error, Result};
-pub use redis_tier::redis_pool;
+pub use redis_tier::{RedisConnections, redis_connections};
 pub use stats::CacheStats;

@@ -1,9 +1,11 @@
-//! The Redis tier: a deadpool-redis pool, every call bounded by `l2.timeout`.
+//! The Redis tier: shared multiplexed connections, every call bounded by `l2.timeout`.
 
 use crate::config::CacheConfig;
 use crate::{Error, Result};
-use deadpool_redis::{Pool, PoolConfig, Runtime, Timeouts};
 use redis::AsyncCommands;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -21,18 +23,69 @@ impl redis::ToRedisArgs for Namespaced<'_> {
     }
 }
 
+/// Multiplexed Redis connections that every call shares, round robin: each carries any number
+/// of calls at once (pipelined on one socket), so a call never waits for a free connection
+/// and never pays a health-check round trip first. A pool of exclusive connections
+/// (deadpool-redis) sends `UNWATCH` + `PING` on every checkout, which doubled the round trips
+/// of a single `GET`.
+///
+/// Each connection is opened on first use (inside the caller's runtime) and reopened after a
+/// failure by the next call that needs it ([`ConnectionManager`]); connecting, each answer and
+/// the pause between reconnection attempts are bounded by the timeout given to
+/// [`redis_connections`]. Cheap to clone.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo() -> neo_cache::Result<()> {
+/// let redis = neo_cache::redis_connections("redis://127.0.0.1:6379", 4, std::time::Duration::from_millis(500))?;
+/// let mut conn = redis.get()?;
+/// let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+/// # let _ = pong; Ok(()) }
+/// ```
 #[derive(Clone)]
-pub(crate) struct RedisTier {
-    pool: Pool,
-    timeout: Duration,
-    scan_count: usize,
+pub struct RedisConnections {
+    inner: Arc<Connections>,
 }
 
-impl std::fmt::Debug for RedisTier {
+struct Connections {
+    client: redis::Client,
+    config: ConnectionManagerConfig,
+    slots: Box<[OnceLock<ConnectionManager>]>,
+    next: AtomicUsize,
+}
+
+impl std::fmt::Debug for RedisConnections {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisTier")
-            .field("pool", &self.pool.status())
+        let opened = self
+            .inner
+            .slots
+            .iter()
+            .filter(|s| s.get().is_some())
+            .count();
+        f.debug_struct("RedisConnections")
+            .field("size", &self.inner.slots.len())
+            .field("opened", &opened)
             .finish_non_exhaustive()
+    }
+}
+
+impl RedisConnections {
+    /// The next connection, round robin (a cheap handle onto it). Must be called inside a
+    /// Tokio runtime: a connection opened here runs its I/O task there.
+    ///
+    /// # Errors
+    /// [`Error::Unavailable`] when the connection cannot be set up.
+    pub fn get(&self) -> Result<ConnectionManager> {
+        let inner = &self.inner;
+        let slot = &inner.slots[inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len()];
+        if let Some(conn) = slot.get() {
+            return Ok(conn.clone());
+        }
+        // Lazy: nothing is sent until the first command, which connects.
+        let conn =
+            ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone())
+                .map_err(|e| Error::Unavailable(e.to_string()))?;
+        Ok(slot.get_or_init(|| conn).clone())
     }
 }
 
@@ -44,29 +97,44 @@ pub(crate) struct Write {
     pub(crate) tag_keys: Vec<String>,
 }
 
-/// A deadpool-redis pool of `size` connections whose waits, connects and recycles each give
-/// up after `timeout`: the pool neo-cache and neo-coord share the recipe of.
+/// `size` shared multiplexed connections to `url` (see [`RedisConnections`]) whose connects,
+/// answers and reconnection pauses each give up after `timeout`: the recipe neo-cache and
+/// neo-coord share. Nothing connects until the first call.
 ///
 /// # Errors
 /// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
-pub fn redis_pool(url: &str, size: usize, timeout: Duration) -> Result<Pool> {
-    let mut pool_config = deadpool_redis::Config::from_url(url);
-    let mut limits = PoolConfig::new(size.max(1));
-    limits.timeouts = Timeouts {
-        wait: Some(timeout),
-        create: Some(timeout),
-        recycle: Some(timeout),
-    };
-    pool_config.pool = Some(limits);
-    pool_config
-        .create_pool(Some(Runtime::Tokio1))
-        .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))
+pub fn redis_connections(url: &str, size: usize, timeout: Duration) -> Result<RedisConnections> {
+    let client = redis::Client::open(url)
+        .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))?;
+    // A failed reconnection is not retried in the background: the next call that needs the
+    // connection tries again, so a call fails fast while Redis is down, as it would on a fresh
+    // connect, and the first call after Redis returns reconnects.
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(timeout))
+        .set_response_timeout(Some(timeout))
+        .set_number_of_retries(0)
+        .set_max_delay(timeout);
+    Ok(RedisConnections {
+        inner: Arc::new(Connections {
+            client,
+            config,
+            slots: (0..size.max(1)).map(|_| OnceLock::new()).collect(),
+            next: AtomicUsize::new(0),
+        }),
+    })
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct RedisTier {
+    connections: RedisConnections,
+    timeout: Duration,
+    scan_count: usize,
 }
 
 impl RedisTier {
     pub(crate) fn connect(url: &str, config: &CacheConfig) -> Result<Self> {
         Ok(RedisTier {
-            pool: redis_pool(url, config.l2.pool_size, config.l2.timeout)?,
+            connections: redis_connections(url, config.l2.pool_size, config.l2.timeout)?,
             timeout: config.l2.timeout,
             scan_count: config.l2.scan_count.max(1),
         })
@@ -76,18 +144,14 @@ impl RedisTier {
     async fn run<T>(
         &self,
         name: &'static str,
-        op: impl AsyncFnOnce(&mut deadpool_redis::Connection) -> redis::RedisResult<T>,
+        op: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let call = async {
-            let mut conn = self
-                .pool
-                .get()
-                .await
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let mut conn = self.connections.get()?;
             op(&mut conn).await.map_err(|e| Error::redis(&e))
         };
         let span = tracing::debug_span!("cache.l2", cache.op = name);
-        // Boxed: the pool's and the driver's futures are large, and every future that awaits
+        // Boxed: the driver's futures are large, and every future that awaits
         // this one (lookup, get's miss path) would otherwise hold and copy them on each move.
         // One allocation instead: an L2 hit went from about 41,900 to 40,000 client
         // instructions (callgrind; a raw GET is 33,500).

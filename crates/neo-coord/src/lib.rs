@@ -38,7 +38,6 @@ pub use leader::{Leadership, Role};
 pub use lock::LockGuard;
 pub use rate::DistributedRateLimiter;
 
-use deadpool_redis::Pool;
 use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,7 +64,8 @@ pub struct CoordConfig {
     /// Lifetime of a leader's lease (renewed every third of it).
     #[serde(with = "humantime_serde")]
     pub leader_ttl: Duration,
-    /// Connections in the pool.
+    /// Shared multiplexed Redis connections, used round robin (each carries many calls at
+    /// once; see [`neo_cache::RedisConnections`]).
     pub pool_size: usize,
 }
 
@@ -96,7 +96,7 @@ impl CoordConfig {
 
 #[derive(Debug)]
 struct Shared {
-    pool: Pool,
+    redis: neo_cache::RedisConnections,
     config: CoordConfig,
 }
 
@@ -115,7 +115,7 @@ impl std::fmt::Debug for Coordinator {
 }
 
 impl Coordinator {
-    /// Builds the pool (connections open on first use).
+    /// Sets up the connections (they open on first use).
     ///
     /// # Errors
     /// [`Error::Config`] for an invalid URL or settings.
@@ -135,12 +135,12 @@ impl Coordinator {
         {
             return Err(Error::Config("key_prefix may not hold whitespace".into()));
         }
-        let pool =
-            neo_cache::redis_pool(redis_url, config.pool_size, config.timeout).map_err(|_| {
+        let redis = neo_cache::redis_connections(redis_url, config.pool_size, config.timeout)
+            .map_err(|_| {
                 Error::Config("the Redis URL is not valid (its text is not shown)".into())
             })?;
         Ok(Coordinator {
-            shared: Arc::new(Shared { pool, config }),
+            shared: Arc::new(Shared { redis, config }),
         })
     }
 
@@ -164,9 +164,8 @@ impl Coordinator {
         let call = async {
             let mut conn = self
                 .shared
-                .pool
+                .redis
                 .get()
-                .await
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
             let mut invocation = script.prepare_invoke();
             for key in keys {
