@@ -70,7 +70,7 @@ fn main() {
             if std::env::var_os(neo_benches::db::DATABASE_URL_VAR).is_some() {
                 "the server NEO_BENCH_DATABASE_URL names"
             } else {
-                "a throwaway server with fsync on, as in production"
+                "a throwaway server with fsync on and max_wal_size = 4GB, as in production"
             }
         );
         if let Err(error) = std::fs::write(&path, report::markdown(&rows, &context)) {

@@ -32,7 +32,9 @@ impl redis::ToRedisArgs for Namespaced<'_> {
 /// Each connection is opened on first use (inside the caller's runtime) and reopened after a
 /// failure by the next call that needs it ([`ConnectionManager`]); connecting, each answer and
 /// the pause between reconnection attempts are bounded by the timeout given to
-/// [`redis_connections`]. Cheap to clone.
+/// [`redis_connections`]. A connection's I/O runs on the runtime that opened it: if that
+/// runtime shuts down, the next call on the connection fails and the one after reopens it.
+/// Cheap to clone.
 ///
 /// # Example
 /// ```no_run
