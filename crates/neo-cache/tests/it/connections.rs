@@ -1,0 +1,83 @@
+//! How neo-cache talks to Redis, counted by a private server: one command per call, no
+//! health check in front of it.
+
+use crate::{Org, org};
+use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
+use neo_testkit::RedisServer;
+use std::collections::HashMap;
+
+/// `calls` of each command in the server's `INFO commandstats`.
+async fn command_calls(url: &str) -> HashMap<String, u64> {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    info.lines()
+        .filter_map(|line| {
+            let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
+            Some((name.to_owned(), calls))
+        })
+        .collect()
+}
+
+async fn reset_stats(url: &str) {
+    let client = redis::Client::open(url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn each_l2_read_is_one_command_without_a_health_check() {
+    let server = tokio::task::spawn_blocking(RedisServer::start)
+        .await
+        .unwrap()
+        .unwrap();
+    let url = server.url();
+    let cache = HybridCache::<Org>::redis(CacheConfig::named("orgs"), &url).unwrap();
+    for id in 0..10 {
+        cache
+            .set(&format!("org:{id}"), org(id), &EntryOptions::default())
+            .await
+            .unwrap();
+    }
+    reset_stats(&url).await;
+    for id in 0..20 {
+        assert_eq!(
+            cache.get(&format!("org:{}", id % 10)).await.unwrap(),
+            Some(org(id % 10))
+        );
+    }
+    let keys: Vec<String> = (0..10).map(|id| format!("org:{id}")).collect();
+    let many = cache
+        .get_or_load_many(&keys, |_| async {
+            Err::<HashMap<String, Org>, _>(std::io::Error::other("everything is in Redis"))
+        })
+        .await;
+    assert!(many.iter().all(|r| matches!(r, Ok(Some(_)))));
+    let calls = command_calls(&url).await;
+    assert_eq!(calls.get("get"), Some(&20), "{calls:?}");
+    assert_eq!(calls.get("mget"), Some(&1), "{calls:?}");
+    assert_eq!(
+        calls.get("ping"),
+        None,
+        "no health check per call: {calls:?}"
+    );
+    assert_eq!(calls.get("unwatch"), None, "{calls:?}");
+    drop(cache);
+    tokio::task::spawn_blocking(move || drop(server))
+        .await
+        .unwrap();
+}
