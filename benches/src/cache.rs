@@ -103,6 +103,19 @@ fn raw_pool(url: &str) -> deadpool_redis::Pool {
     check(deadpool_redis::Config::from_url(url).create_pool(Some(deadpool_redis::Runtime::Tokio1)))
 }
 
+/// One raw GET of `key` on `conn` (a pooled or a multiplexed connection).
+async fn raw_get(conn: &mut impl redis::aio::ConnectionLike, key: &str) -> Option<Vec<u8>> {
+    check(redis::cmd("GET").arg(key).query_async(conn).await)
+}
+
+/// One raw MGET of `keys` on `conn`.
+async fn raw_mget(
+    conn: &mut impl redis::aio::ConnectionLike,
+    keys: &[String],
+) -> Vec<Option<Vec<u8>>> {
+    check(redis::cmd("MGET").arg(keys).query_async(conn).await)
+}
+
 /// One multiplexed connection, the leanest glue: no pool, so no health check per call.
 pub(crate) fn raw_multiplexed(rt: &Runtime, url: &str) -> redis::aio::MultiplexedConnection {
     let client = check(redis::Client::open(url));
@@ -121,14 +134,7 @@ fn l2_hit_multiplexed(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair 
     let rt_raw = Rc::clone(rt);
     pair.raw = Box::new(move || {
         let mut conn = conn.clone();
-        let bytes: Option<Vec<u8>> = rt_raw.block_on(async {
-            check(
-                redis::cmd("GET")
-                    .arg(&stored_key)
-                    .query_async(&mut conn)
-                    .await,
-            )
-        });
+        let bytes = rt_raw.block_on(raw_get(&mut conn, &stored_key));
         assert!(bytes.is_some());
         black_box(bytes);
     });
@@ -153,14 +159,9 @@ fn l2_hit(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
             black_box(value);
         }),
         raw: Box::new(move || {
-            let bytes: Option<Vec<u8>> = rt_raw.block_on(async {
+            let bytes = rt_raw.block_on(async {
                 let mut conn = check(pool.get().await);
-                check(
-                    redis::cmd("GET")
-                        .arg(&stored_key)
-                        .query_async(&mut conn)
-                        .await,
-                )
+                raw_get(&mut conn, &stored_key).await
             });
             assert!(bytes.is_some());
             black_box(bytes);
@@ -196,7 +197,7 @@ fn many_from_l2(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
         raw: Box::new(move || {
             let values: Vec<Option<Vec<u8>>> = rt_raw.block_on(async {
                 let mut conn = check(pool.get().await);
-                check(redis::cmd("MGET").arg(&stored).query_async(&mut conn).await)
+                raw_mget(&mut conn, &stored).await
             });
             assert!(values.iter().all(Option::is_some));
             black_box(values);
@@ -216,9 +217,7 @@ fn many_multiplexed(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
     let rt_raw = Rc::clone(rt);
     pair.raw = Box::new(move || {
         let mut conn = conn.clone();
-        let values: Vec<Option<Vec<u8>>> = rt_raw.block_on(async {
-            check(redis::cmd("MGET").arg(&stored).query_async(&mut conn).await)
-        });
+        let values: Vec<Option<Vec<u8>>> = rt_raw.block_on(raw_mget(&mut conn, &stored));
         assert!(values.iter().all(Option::is_some));
         black_box(values);
     });
@@ -241,9 +240,7 @@ fn many_decoded(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
     let rt_raw = Rc::clone(rt);
     pair.raw = Box::new(move || {
         let mut conn = conn.clone();
-        let values: Vec<Option<Vec<u8>>> = rt_raw.block_on(async {
-            check(redis::cmd("MGET").arg(&stored).query_async(&mut conn).await)
-        });
+        let values: Vec<Option<Vec<u8>>> = rt_raw.block_on(raw_mget(&mut conn, &stored));
         let decoded: Vec<Org> = values
             .iter()
             .map(|v| {
