@@ -351,10 +351,7 @@ impl Outbox {
             tx.rollback().await?;
             return Err(EventError::Handler(error.to_string()));
         }
-        // Planned for each call's ids, not prepared: a generic plan made while the table was
-        // small keeps scanning all of it as it grows.
-        sqlx::query(AssertSqlSafe(self.sql.mark.clone()))
-            .persistent(false)
+        crate::planned_per_call(self.sql.mark.clone())
             .bind(&ids)
             .execute(&mut **tx)
             .await

@@ -49,10 +49,7 @@ pub(super) fn target_loader(
     neo_batch::DataLoader::new(loader_config, move |ids: Vec<i64>| {
         let (db, sql) = (db.clone(), sql.clone());
         async move {
-            // Planned for each call's ids, not prepared: a generic plan made while the table was
-            // small keeps scanning all of it as it grows.
-            let rows = sqlx::query(AssertSqlSafe(sql))
-                .persistent(false)
+            let rows = crate::planned_per_call(sql)
                 .bind(&ids)
                 .fetch_all(db.pool())
                 .await?;
@@ -429,10 +426,7 @@ async fn write_statuses(
     batch: &[StatusUpdate],
 ) -> Result<(), neo_db::Error> {
     let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
-    // Planned for each call's ids, not prepared: a generic plan made while the table was
-    // small keeps scanning all of it as it grows.
-    sqlx::query(AssertSqlSafe(sql.to_owned()))
-        .persistent(false)
+    crate::planned_per_call(sql.to_owned())
         .bind(batch.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.status).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.attempted).collect::<Vec<_>>())
