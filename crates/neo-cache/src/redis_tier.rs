@@ -31,14 +31,16 @@ impl redis::ToRedisArgs for Namespaced<'_> {
 ///
 /// Each connection is opened on first use (inside the caller's runtime) and reopened after a
 /// failure by the next call that needs it ([`ConnectionManager`]); connecting and each answer
-/// are bounded by the timeout given to [`redis_connections`]. A connection's I/O runs on the runtime that opened it: if that
-/// runtime shuts down, the next call on the connection fails and the one after reopens it.
-/// Cheap to clone.
+/// are bounded by the timeout given to [`redis_connections`]. A connection's I/O runs on the
+/// runtime that opened it: if that runtime shuts down, the next call on the connection fails
+/// and the one after reopens it. Cheap to clone.
 ///
 /// # Example
 /// ```no_run
 /// # async fn demo() -> neo_cache::Result<()> {
-/// let redis = neo_cache::redis_connections("redis://127.0.0.1:6379", 4, std::time::Duration::from_millis(500))?;
+/// use std::time::Duration;
+/// let timeout = Duration::from_millis(500);
+/// let redis = neo_cache::redis_connections("redis://127.0.0.1:6379", 4, timeout)?;
 /// let mut conn = redis.get()?;
 /// let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
 /// # let _ = pong; Ok(()) }
@@ -99,7 +101,8 @@ pub(crate) struct Write {
 }
 
 /// `size` shared multiplexed connections to `url` (see [`RedisConnections`]) whose connects
-/// and answers each give up after `timeout`: the recipe neo-cache and neo-coord share. Nothing connects until the first call.
+/// and answers each give up after `timeout`: the recipe neo-cache and neo-coord share.
+/// Nothing connects until the first call.
 ///
 /// # Errors
 /// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).

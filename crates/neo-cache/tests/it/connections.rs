@@ -4,15 +4,14 @@
 use crate::{Org, org};
 use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
 use neo_testkit::RedisServer;
+use redis::aio::MultiplexedConnection;
 use std::collections::HashMap;
 
 /// `calls` of each command in the server's `INFO commandstats`.
-async fn command_calls(url: &str) -> HashMap<String, u64> {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+async fn command_calls(admin: &mut MultiplexedConnection) -> HashMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
-        .query_async(&mut conn)
+        .query_async(admin)
         .await
         .unwrap();
     info.lines()
@@ -29,16 +28,6 @@ async fn command_calls(url: &str) -> HashMap<String, u64> {
         .collect()
 }
 
-async fn reset_stats(url: &str) {
-    let client = redis::Client::open(url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    let () = redis::cmd("CONFIG")
-        .arg("RESETSTAT")
-        .query_async(&mut conn)
-        .await
-        .unwrap();
-}
-
 #[tokio::test]
 async fn each_l2_read_is_one_command_without_a_health_check() {
     let server = tokio::task::spawn_blocking(RedisServer::start)
@@ -53,7 +42,16 @@ async fn each_l2_read_is_one_command_without_a_health_check() {
             .await
             .unwrap();
     }
-    reset_stats(&url).await;
+    let mut admin = redis::Client::open(url.as_str())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut admin)
+        .await
+        .unwrap();
     for id in 0..20 {
         assert_eq!(
             cache.get(&format!("org:{}", id % 10)).await.unwrap(),
@@ -67,7 +65,7 @@ async fn each_l2_read_is_one_command_without_a_health_check() {
         })
         .await;
     assert!(many.iter().all(|r| matches!(r, Ok(Some(_)))));
-    let calls = command_calls(&url).await;
+    let calls = command_calls(&mut admin).await;
     assert_eq!(calls.get("get"), Some(&20), "{calls:?}");
     assert_eq!(calls.get("mget"), Some(&1), "{calls:?}");
     assert_eq!(
