@@ -303,9 +303,14 @@ fn publish_cte_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
 }
 
 /// Webhook delivery end to end against the same POSTs sent straight with reqwest.
+///
+/// The pipeline starts on the pair's first iteration, not when the pairs are built: its
+/// dispatcher and worker LISTEN, and PostgreSQL wakes every listening backend of the database
+/// on each committed NOTIFY, so a pipeline started early would be woken by every transaction
+/// of the publish pairs measured before it and take CPU from them.
 fn delivery_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
-    let pipeline = rt.block_on(Pipeline::start(url, "bench_events_delivery"));
-    let target = pipeline.receiver.url("/raw");
+    let pipeline = Rc::new(tokio::sync::OnceCell::<Pipeline>::new());
+    let (raw_pipeline, url, raw_url) = (Rc::clone(&pipeline), url.to_owned(), url.to_owned());
     let client = reqwest::Client::new();
     let body = serde_json::to_string(&serde_json::json!({
         "type": "organization.updated",
@@ -322,10 +327,13 @@ fn delivery_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
         per_iteration: Some(DELIVERIES as u64),
         raw_per_iteration: Some(DELIVERIES as u64),
         ours: Box::new(move || {
-            rt_ours.block_on(pipeline.deliver(DELIVERIES));
+            rt_ours.block_on(async {
+                started(&pipeline, &url).await.deliver(DELIVERIES).await;
+            });
         }),
         raw: Box::new(move || {
             rt_raw.block_on(async {
+                let target = started(&raw_pipeline, &raw_url).await.receiver.url("/raw");
                 let slots = Arc::new(Semaphore::new(IN_FLIGHT));
                 let mut sent = tokio::task::JoinSet::new();
                 for _ in 0..DELIVERIES {
@@ -350,6 +358,13 @@ fn delivery_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
             });
         }),
     }
+}
+
+/// The delivery pair's pipeline, started by whichever side runs first.
+async fn started<'a>(pipeline: &'a tokio::sync::OnceCell<Pipeline>, url: &str) -> &'a Pipeline {
+    pipeline
+        .get_or_init(|| Pipeline::start(url, "bench_events_delivery"))
+        .await
 }
 
 /// The pairs of this module on the server at `url`.

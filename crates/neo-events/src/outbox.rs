@@ -42,8 +42,8 @@ struct Sql {
     insert: String,
     /// `{table} ({COLUMNS})`, for the publish CTE.
     table: String,
+    /// Locks the oldest pending events and marks them processed, in one statement.
     claim: String,
-    mark: String,
     archive: String,
     pending: String,
 }
@@ -108,11 +108,17 @@ impl Outbox {
                  $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::uuid[], $10::uuid[], $11::int4[]) \
                  RETURNING id) SELECT count(*) FROM ins, (SELECT pg_notify($12, '')) AS woken"
             ),
+            // The pending rows are locked (skipping those another dispatcher holds) and
+            // marked in the same statement: found again by `ctid`, which always plans as a TID
+            // scan, whatever plan the prepared statement cached while the table was small.
+            // Measured against a locking SELECT followed by an UPDATE of the same ids: one
+            // round trip and one lookup per event less.
             claim: format!(
-                "SELECT {COLUMNS} FROM {t} WHERE processed_at IS NULL ORDER BY recorded_at, id \
-                 LIMIT $1 FOR UPDATE SKIP LOCKED"
+                "WITH claimed AS (UPDATE {t} SET processed_at = now() WHERE ctid = ANY(ARRAY(\
+                 SELECT ctid FROM {t} WHERE processed_at IS NULL ORDER BY recorded_at, id \
+                 LIMIT $1 FOR UPDATE SKIP LOCKED)) RETURNING {COLUMNS}, recorded_at) \
+                 SELECT {COLUMNS} FROM claimed ORDER BY recorded_at, id"
             ),
-            mark: format!("UPDATE {t} SET processed_at = now() WHERE id = ANY($1)"),
             archive: format!(
                 "WITH moved AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE processed_at < now() - $1 * interval '1 millisecond' \
                  ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *) \
@@ -346,19 +352,15 @@ impl Outbox {
             .map(DomainEvent::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(neo_db::Error::from)?;
-        let ids: Vec<_> = events.iter().map(DomainEvent::id).collect();
+        let dispatched = events.len();
         if let Err(error) = handler(events).await {
+            // Rolling back un-marks them: they are claimed again on the next round.
             tx.rollback().await?;
             return Err(EventError::Handler(error.to_string()));
         }
-        crate::planned_per_call(self.sql.mark.clone())
-            .bind(&ids)
-            .execute(&mut **tx)
-            .await
-            .map_err(neo_db::Error::from)?;
         tx.commit().await?;
-        metrics::counter!("neo_events_dispatched_total").increment(ids.len() as u64);
-        Ok(ids.len())
+        metrics::counter!("neo_events_dispatched_total").increment(dispatched as u64);
+        Ok(dispatched)
     }
 
     /// Dispatches until `shutdown` completes, waking on LISTEN/NOTIFY with a poll fallback.
