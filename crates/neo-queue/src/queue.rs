@@ -397,7 +397,7 @@ impl Queue {
                  dead_at = CASE WHEN attempts >= max_attempts THEN now() END, \
                  lease_owner = NULL, lease_expires_at = NULL, \
                  last_error = 'lease expired: the worker stopped without finishing the job' \
-                 WHERE state = 'running' AND lease_expires_at <= now()"
+                 WHERE state = 'running' AND lease_owner IS NOT NULL AND lease_expires_at <= now()"
             ),
             list_dead: format!(
                 "SELECT id, kind, payload, state, attempts, max_attempts, last_error, tenant, dead_at \
@@ -426,11 +426,13 @@ impl Queue {
     /// # Errors
     /// Never; fallible for symmetry with other crates' sets.
     pub fn migrations() -> Result<MigrationSet> {
-        Ok(MigrationSet::new("neo_queue")?.with(
-            1,
-            "jobs",
-            include_str!("../migrations/1_jobs.sql"),
-        ))
+        Ok(MigrationSet::new("neo_queue")?
+            .with(1, "jobs", include_str!("../migrations/1_jobs.sql"))
+            .with(
+                2,
+                "lease index for rescue only",
+                include_str!("../migrations/2_lease_index_for_rescue_only.sql"),
+            ))
     }
 
     /// Creates or upgrades the jobs table in `config.schema`.
@@ -652,6 +654,7 @@ impl Queue {
             .collect();
         let snooze: Vec<bool> = failures.iter().map(|f| f.snooze).collect();
         let done: Vec<(JobId, String)> = sqlx::query_as(Self::sql(&self.sql.nack))
+            .persistent(RECEIPTS_PREPARED)
             .bind(&ids)
             .bind(&fences)
             .bind(self.config.retry_initial.as_secs_f64() * 1e3)
@@ -774,12 +777,19 @@ impl Queue {
         let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
         let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
         let query = sqlx::query_scalar(Self::sql(statement))
+            .persistent(RECEIPTS_PREPARED)
             .bind(ids)
             .bind(fences);
         let done: Vec<JobId> = extra(query).fetch_all(self.db.pool()).await?;
         Ok(refused(receipts, &done))
     }
 }
+
+/// Whether the statements over a batch of receipts (ack, nack, heartbeat, release) are
+/// prepared. They are not: each call is planned for its table. A generic plan made while the
+/// jobs table was small joins the receipts to a sequential scan of it, and keeps doing so as
+/// it grows; planned per call, they probe the primary key once per receipt.
+const RECEIPTS_PREPARED: bool = false;
 
 fn refused(receipts: &[Receipt], done: &[JobId]) -> Vec<Receipt> {
     let done: HashSet<&JobId> = done.iter().collect();

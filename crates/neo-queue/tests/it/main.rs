@@ -24,6 +24,6 @@ pub(crate) async fn setup(
         }),
     )
     .unwrap();
-    assert_eq!(queue.migrate().await.unwrap().applied, vec![1]);
+    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2]);
     (test_db, db, queue)
 }
