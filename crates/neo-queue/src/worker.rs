@@ -150,6 +150,11 @@ impl Worker {
         self
     }
 
+    /// How many jobs this worker runs at once.
+    pub fn concurrency(&self) -> usize {
+        self.config.concurrency
+    }
+
     /// The name this worker claims under.
     pub fn name(&self) -> &str {
         &self.config.name

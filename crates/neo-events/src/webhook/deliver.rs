@@ -132,6 +132,16 @@ impl Webhooks {
     /// worker's `concurrency` bounds deliveries in flight across all endpoints.
     #[must_use]
     pub fn handle(&self, worker: Worker) -> Worker {
+        let idle = self.inner.config.pool_max_idle_per_host;
+        if worker.concurrency() > idle {
+            tracing::warn!(
+                concurrency = worker.concurrency(),
+                pool_max_idle_per_host = idle,
+                "the worker runs more deliveries at once than the HTTP pool keeps connections \
+                 per host: raise pool_max_idle_per_host, or connections to busy endpoints are \
+                 closed and reopened"
+            );
+        }
         let webhooks = self.clone();
         let kind = self.inner.config.job_kind.clone();
         worker.handle(&kind, move |job| {
