@@ -217,7 +217,9 @@ pub fn orgs_rows(url: &str, search_rows: usize) -> Vec<Row> {
             "orgs get_many of 1,000 ids, no cache",
             format!("{:.2} ms", ms(f.get_many_uncached)),
         ),
-        timing("batch_create of 1,000", f.batch_1000, 50.0),
+        // The goals name `batch_save` (< 50 ms); for other batches its seed target
+        // stands (batch < 200 ms).
+        timing("batch_create of 1,000 (seed: batch)", f.batch_1000, 200.0),
         timing("batch_save of 1,000", f.batch_save_1000, 50.0),
         Row::figure(
             "orgs optimistic updates, distinct orgs, metadata",
