@@ -132,6 +132,15 @@ impl Sql {
             table("organization_members")?,
             table("organization_audit")?,
         );
+        // The composite type audit records keep rows as (migration 4), and a row of it.
+        let image_type = table("organization_image")?;
+        let image = |row: &str| -> String {
+            let fields: Vec<String> = COLUMNS
+                .split(", ")
+                .map(|column| format!("{row}.{column}"))
+                .collect();
+            format!("ROW({})::{image_type}", fields.join(", "))
+        };
         // Every read brings the domains along in the same query (no N+1).
         let select = format!(
             "SELECT o.id, o.name, o.slug, o.display_name, o.description, o.status, o.suspension_reason, \
@@ -154,10 +163,11 @@ impl Sql {
             // records and their events.
             insert: format!(
                 "WITH ins AS (INSERT INTO {orgs} ({COLUMNS}) SELECT * FROM {unnest} RETURNING *), \
-                 audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
-                   SELECT ins.id, $18, 'create', NULL, row_to_json(ins) FROM ins), \
+                 audited AS (INSERT INTO {audit} (organization_id, actor, action, image) \
+                   SELECT ins.id, $18, 'create', {created} FROM ins), \
                  {published} SELECT count(*) FROM ins",
                 unnest = unnest_organizations(""),
+                created = image("ins"),
                 published = outbox.publish_cte(19)
             ),
             by_id: format!("{select} WHERE o.id = $1 AND (o.deleted_at IS NULL OR $2)"),
@@ -180,13 +190,14 @@ impl Sql {
                    updated_at = i.updated_at, deleted_at = i.deleted_at, version = o.version + 1 \
                    FROM input i, prior p WHERE o.id = i.id AND p.id = i.id AND p.version = i.expected \
                    RETURNING o.*), \
-                 audited AS (INSERT INTO {audit} (organization_id, actor, action, before, after) \
-                   SELECT u.id, i.actor, i.action, NULL, row_to_json(u) \
+                 audited AS (INSERT INTO {audit} (organization_id, actor, action, image) \
+                   SELECT u.id, i.actor, i.action, {updated} \
                    FROM updated u JOIN input i ON i.id = u.id), \
                  {published} \
                  SELECT i.id, p.version, u.version FROM input i \
                    LEFT JOIN prior p ON p.id = i.id LEFT JOIN updated u ON u.id = i.id",
                 unnest = unnest_organizations("$18::text[], $19::text[]"),
+                updated = image("u"),
                 published = outbox
                     .publish_cte_matching(20, "e.aggregate_id IN (SELECT id::text FROM updated)")
             ),
@@ -195,9 +206,12 @@ impl Sql {
                 "INSERT INTO {domains} (organization_id, domain, verification_token, verified_at) \
                  SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], $4::timestamptz[])"
             ),
+            // Each record's `before` is the previous record's `after`; records written before
+            // migration 4 keep their JSON in `after`.
             audit_list: format!(
                 "SELECT actor, action, COALESCE(before, lag(after) OVER (ORDER BY id)), after, at \
-                 FROM {audit} WHERE organization_id = $1 ORDER BY id"
+                 FROM (SELECT id, actor, action, before, COALESCE(row_to_json(image), after) AS after, at \
+                   FROM {audit} WHERE organization_id = $1) records ORDER BY id"
             ),
             // Keyset on (name, id) from ('', nil) for the first page.
             search_text: format!(
@@ -308,6 +322,11 @@ impl PgOrganizationStore {
                 3,
                 "organizations fillfactor",
                 include_str!("../../migrations/3_organizations_fillfactor.sql"),
+            )
+            .with(
+                4,
+                "audit images",
+                include_str!("../../migrations/4_audit_images.sql"),
             ))
     }
 

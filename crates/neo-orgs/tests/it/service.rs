@@ -46,7 +46,7 @@ impl Setup {
         .unwrap();
         let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache), OrgConfig::default())
             .unwrap();
-        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1, 2, 3]);
+        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
         Setup {
             _servers: Some((test_db, redis)),
             backend: Backend::Postgres { db, outbox },
@@ -1029,7 +1029,7 @@ async fn migration_2_keeps_the_audit_records_written_before_it() {
         config,
     )
     .unwrap();
-    assert_eq!(orgs.migrate().await.unwrap().applied, vec![2, 3]);
+    assert_eq!(orgs.migrate().await.unwrap().applied, vec![2, 3, 4]);
     let trail = orgs.audit_trail(id).await.unwrap();
     let read: Vec<_> = trail
         .iter()
@@ -1042,4 +1042,68 @@ async fn migration_2_keeps_the_audit_records_written_before_it() {
             ("bob", Some(created), Some(renamed)),
         ]
     );
+}
+
+/// Records written before migration 4 (JSON in `after`) and the images written after it read
+/// back as one trail: the first image's `before` is the last JSON record's `after`, and images
+/// read as the same JSON the JSON records hold.
+#[tokio::test]
+async fn trails_join_json_records_and_images() {
+    let s = Setup::postgres().await;
+    let Backend::Postgres { db, .. } = &s.backend else {
+        unreachable!("a PostgreSQL setup")
+    };
+    let acme = s
+        .orgs
+        .create(
+            "alice",
+            NewOrganization::new("Acme", Slug::parse("acme").unwrap()),
+        )
+        .await
+        .unwrap();
+    let legacy = serde_json::json!({"name": "Acme Legacy", "version": 0});
+    // Audit ids come from a sequence: 0 sorts before every record the service wrote.
+    sqlx::query(
+        "INSERT INTO neo_orgs.organization_audit (id, organization_id, actor, action, after) \
+         VALUES (0, $1, 'import', 'create', $2::json)",
+    )
+    .bind(acme.id())
+    .bind(&legacy)
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let mut renamed = acme.clone();
+    renamed.rename("Acme Corp", None).unwrap();
+    s.orgs.save("bob", renamed).await.unwrap();
+
+    let trail = s.orgs.audit_trail(acme.id()).await.unwrap();
+    let read: Vec<_> = trail
+        .iter()
+        .map(|e| {
+            let name = |image: &Option<serde_json::Value>| {
+                image
+                    .as_ref()
+                    .map(|i| i["name"].as_str().unwrap().to_owned())
+            };
+            (e.actor.as_str(), name(&e.before), name(&e.after))
+        })
+        .collect();
+    assert_eq!(
+        read,
+        [
+            ("import", None, Some("Acme Legacy".to_owned())),
+            (
+                "alice",
+                Some("Acme Legacy".to_owned()),
+                Some("Acme".to_owned())
+            ),
+            ("bob", Some("Acme".to_owned()), Some("Acme Corp".to_owned())),
+        ]
+    );
+    let image = trail[2].after.as_ref().unwrap();
+    assert_eq!(image["id"], acme.id().to_string());
+    assert_eq!(image["version"], 2);
+    assert_eq!(image["status"], "pending_verification");
+    assert_eq!(image["metadata"], serde_json::json!({}));
+    assert!(image["created_at"].is_string() && image["deleted_at"].is_null());
 }
