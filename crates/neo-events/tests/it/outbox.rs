@@ -247,15 +247,23 @@ async fn the_publish_cte_records_events_in_the_business_statement() {
         "WITH {} INSERT INTO orgs (id, name) VALUES ($1, $2)",
         outbox.publish_cte(3)
     );
-    let events = [event(1).correlated_with(uuid::Uuid::now_v7()), event(2)];
+    // Every column set on one of them, to read each back.
+    let first = event(1).correlated_with(uuid::Uuid::now_v7());
+    let second = event(2)
+        .tenant(neo_core::TenantId::new())
+        .with_metadata(serde_json::json!({ "actor": "alice" }))
+        .unwrap()
+        .caused_by(first.id())
+        .schema_version(3);
+    let events = [first, second];
     for commit in [false, true] {
         let mut uow = db.begin().await.unwrap();
-        let (json, channel) = outbox.publish_params(&events);
-        sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+        let business = sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
             .bind(uuid::Uuid::now_v7())
-            .bind("Acme")
-            .bind(json)
-            .bind(channel)
+            .bind("Acme");
+        outbox
+            .publish_params(&events)
+            .bind(business)
             .execute(&mut **uow)
             .await
             .unwrap();
@@ -282,4 +290,76 @@ async fn the_publish_cte_records_events_in_the_business_statement() {
     let mut seen = seen.lock().unwrap().clone();
     seen.sort_by_key(|e| e.aggregate_id().to_owned());
     assert_eq!(seen, events.to_vec(), "read back exactly as written");
+}
+
+#[tokio::test]
+async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
+    let (_t, db, outbox) = setup().await;
+    sqlx::query("CREATE TABLE orgs (id text PRIMARY KEY, name text NOT NULL)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO orgs VALUES ('org_1', 'Acme'), ('org_2', 'Globex')")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    // Renames one organization when it exists; publishes only if a row changed.
+    let when = format!(
+        "WITH updated AS (UPDATE orgs SET name = $2 WHERE id = $1 RETURNING id), {} \
+         SELECT count(*) FROM updated",
+        outbox.publish_cte_when(3, "EXISTS (SELECT 1 FROM updated)")
+    );
+    for (id, changed) in [("org_9", 0_i64), ("org_1", 1)] {
+        let events = [event(1)];
+        let rename = sqlx::query(sqlx::AssertSqlSafe(when.clone()))
+            .bind(id)
+            .bind("Renamed");
+        let row = outbox
+            .publish_params(&events)
+            .bind(rename)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let count: i64 = sqlx::Row::get(&row, 0);
+        assert_eq!(count, changed);
+        assert_eq!(
+            outbox.pending().await.unwrap(),
+            changed,
+            "after renaming {id}"
+        );
+    }
+    // Renames both, but publishes only the events of the rows it changed.
+    let matching = format!(
+        "WITH updated AS (UPDATE orgs SET name = 'Both' WHERE id = ANY($1) RETURNING id), {} \
+         SELECT count(*) FROM updated",
+        outbox.publish_cte_matching(2, "e.aggregate_id IN (SELECT id FROM updated)")
+    );
+    let events = [event(2), event(3)];
+    let both = sqlx::query(sqlx::AssertSqlSafe(matching)).bind(vec!["org_2", "org_3"]);
+    outbox
+        .publish_params(&events)
+        .bind(both)
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    outbox
+        .dispatch_once(|batch: Vec<DomainEvent>| async move {
+            sink.lock().unwrap().extend(batch);
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    let ids: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|e| e.aggregate_id().to_owned())
+        .collect();
+    assert_eq!(
+        ids,
+        ["org_1", "org_2"],
+        "org_3 does not exist: its event is not recorded"
+    );
 }

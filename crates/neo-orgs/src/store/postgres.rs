@@ -335,11 +335,6 @@ impl PgOrganizationStore {
         writes: &[Write<'_>],
     ) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
         let orgs: Vec<&Organization> = writes.iter().map(|w| w.organization).collect();
-        let events: Vec<DomainEvent> = writes
-            .iter()
-            .flat_map(|w| w.events.iter().cloned())
-            .collect();
-        let (events, channel) = self.inner.outbox.publish_params(&events);
         let mut args = organization_arguments(&orgs, Documents::Changed)?;
         add(
             &mut args,
@@ -349,8 +344,10 @@ impl PgOrganizationStore {
             &mut args,
             writes.iter().map(|w| w.action).collect::<Vec<_>>(),
         )?;
-        add(&mut args, events)?;
-        add(&mut args, channel)?;
+        self.inner
+            .outbox
+            .publish_params(writes.iter().flat_map(|w| w.events))
+            .add_to(&mut args)?;
         let statement = sqlx::query_as_with::<_, (Uuid, Option<i64>, Option<i64>), _>(
             AssertSqlSafe(self.inner.sql.update.clone()),
             args,
@@ -522,11 +519,9 @@ impl OrganizationStore for PgOrganizationStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let orgs: Vec<&Organization> = organizations.iter().collect();
-            let (events, channel) = self.inner.outbox.publish_params(events);
             let mut args = organization_arguments(&orgs, Documents::All)?;
             add(&mut args, actor)?;
-            add(&mut args, events)?;
-            add(&mut args, channel)?;
+            self.inner.outbox.publish_params(events).add_to(&mut args)?;
             sqlx::query_with(AssertSqlSafe(self.inner.sql.insert.clone()), args)
                 .execute(self.inner.db.pool())
                 .await
