@@ -266,17 +266,17 @@ fn publish_cte_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
                     "org_1",
                     &serde_json::json!({ "name": "Acme", "plan": "growth" }),
                 ))];
+                let (events, channel) = outbox.publish_params(&created);
                 let (id, slug) = org();
                 let mut uow = check(db.begin().await);
-                let business = sqlx::query(sqlx::AssertSqlSafe(with_event.clone()))
-                    .bind(id)
-                    .bind(slug)
-                    .bind("Acme")
-                    .bind(serde_json::json!({ "plan": "growth" }));
                 check(
-                    outbox
-                        .publish_params(&created)
-                        .bind(business)
+                    sqlx::query(sqlx::AssertSqlSafe(with_event.clone()))
+                        .bind(id)
+                        .bind(slug)
+                        .bind("Acme")
+                        .bind(serde_json::json!({ "plan": "growth" }))
+                        .bind(events)
+                        .bind(channel)
                         .execute(&mut **uow)
                         .await,
                 );

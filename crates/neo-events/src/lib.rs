@@ -29,7 +29,7 @@ mod ssrf;
 mod webhook;
 
 pub use event::{DomainEvent, MAX_TYPE_LEN};
-pub use outbox::{EventBus, Outbox, OutboxConfig, PublishParams};
+pub use outbox::{EventBus, Outbox, OutboxConfig};
 pub use ssrf::AddressPolicy;
 pub use webhook::{
     Delivery, DeliveryStatus, Endpoint, EventTypeInfo, NewEndpoint, OperationalEvent,

@@ -258,12 +258,12 @@ async fn the_publish_cte_records_events_in_the_business_statement() {
     let events = [first, second];
     for commit in [false, true] {
         let mut uow = db.begin().await.unwrap();
-        let business = sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
+        let (json, channel) = outbox.publish_params(&events);
+        sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
             .bind(uuid::Uuid::now_v7())
-            .bind("Acme");
-        outbox
-            .publish_params(&events)
-            .bind(business)
+            .bind("Acme")
+            .bind(json)
+            .bind(channel)
             .execute(&mut **uow)
             .await
             .unwrap();
@@ -311,16 +311,15 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
     );
     for (id, changed) in [("org_9", 0_i64), ("org_1", 1)] {
         let events = [event(1)];
-        let rename = sqlx::query(sqlx::AssertSqlSafe(when.clone()))
+        let (json, channel) = outbox.publish_params(&events);
+        let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(when.clone()))
             .bind(id)
-            .bind("Renamed");
-        let row = outbox
-            .publish_params(&events)
-            .bind(rename)
+            .bind("Renamed")
+            .bind(json)
+            .bind(channel)
             .fetch_one(db.pool())
             .await
             .unwrap();
-        let count: i64 = sqlx::Row::get(&row, 0);
         assert_eq!(count, changed);
         assert_eq!(
             outbox.pending().await.unwrap(),
@@ -335,10 +334,11 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
         outbox.publish_cte_matching(2, "e.aggregate_id IN (SELECT id FROM updated)")
     );
     let events = [event(2), event(3)];
-    let both = sqlx::query(sqlx::AssertSqlSafe(matching)).bind(vec!["org_2", "org_3"]);
-    outbox
-        .publish_params(&events)
-        .bind(both)
+    let (json, channel) = outbox.publish_params(&events);
+    sqlx::query(sqlx::AssertSqlSafe(matching))
+        .bind(vec!["org_2", "org_3"])
+        .bind(json)
+        .bind(channel)
         .execute(db.pool())
         .await
         .unwrap();

@@ -335,6 +335,10 @@ impl PgOrganizationStore {
         writes: &[Write<'_>],
     ) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
         let orgs: Vec<&Organization> = writes.iter().map(|w| w.organization).collect();
+        let (events, channel) = self
+            .inner
+            .outbox
+            .publish_params(writes.iter().flat_map(|w| w.events));
         let mut args = organization_arguments(&orgs, Documents::Changed)?;
         add(
             &mut args,
@@ -344,10 +348,8 @@ impl PgOrganizationStore {
             &mut args,
             writes.iter().map(|w| w.action).collect::<Vec<_>>(),
         )?;
-        self.inner
-            .outbox
-            .publish_params(writes.iter().flat_map(|w| w.events))
-            .add_to(&mut args)?;
+        add(&mut args, events)?;
+        add(&mut args, channel)?;
         let statement = sqlx::query_as_with::<_, (Uuid, Option<i64>, Option<i64>), _>(
             AssertSqlSafe(self.inner.sql.update.clone()),
             args,
@@ -519,9 +521,11 @@ impl OrganizationStore for PgOrganizationStore {
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
             let orgs: Vec<&Organization> = organizations.iter().collect();
+            let (events, channel) = self.inner.outbox.publish_params(events);
             let mut args = organization_arguments(&orgs, Documents::All)?;
             add(&mut args, actor)?;
-            self.inner.outbox.publish_params(events).add_to(&mut args)?;
+            add(&mut args, events)?;
+            add(&mut args, channel)?;
             sqlx::query_with(AssertSqlSafe(self.inner.sql.insert.clone()), args)
                 .execute(self.inner.db.pool())
                 .await
