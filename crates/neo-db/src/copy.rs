@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use neo_core::ErrorKind;
 use sqlx::postgres::PgDatabaseError;
 use std::fmt;
+use std::fmt::Write as _;
 use std::marker::PhantomData;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -546,7 +547,8 @@ macro_rules! copy_number {
                 buf.$put(*self);
             }
             fn write_text(&self, buf: &mut BytesMut) {
-                buf.put_slice(self.to_string().as_bytes());
+                // Formatted in place: no string per value.
+                let _ = write!(buf, "{self}");
             }
         }
     )*};
@@ -608,8 +610,24 @@ impl CopyValue for serde_json::Value {
         buf[len_at..len_at + 4]
             .copy_from_slice(&i32::try_from(len).unwrap_or(i32::MAX).to_be_bytes());
     }
+    /// Serialized in place. JSON text never holds a raw tab, newline or carriage return
+    /// (serde_json escapes control characters), so only its backslashes need doubling, and
+    /// only a value that has one is copied again.
     fn write_text(&self, buf: &mut BytesMut) {
-        text_escaped(buf, &self.to_string());
+        let start = buf.len();
+        let mut writer = buf.writer();
+        // Writing a `Value` into memory cannot fail.
+        let _ = serde_json::to_writer(&mut writer, self);
+        let buf = writer.into_inner();
+        if buf[start..].contains(&b'\\') {
+            let json = buf.split_off(start);
+            for &b in json.iter() {
+                if b == b'\\' {
+                    buf.put_u8(b'\\');
+                }
+                buf.put_u8(b);
+            }
+        }
     }
 }
 
@@ -633,7 +651,7 @@ impl CopyValue for NaiveDate {
         buf.put_i32(i32::try_from((*self - epoch).num_days()).unwrap_or(i32::MAX));
     }
     fn write_text(&self, buf: &mut BytesMut) {
-        buf.put_slice(self.to_string().as_bytes());
+        let _ = write!(buf, "{self}");
     }
 }
 

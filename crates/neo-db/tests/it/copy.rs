@@ -56,7 +56,8 @@ fn event(n: u64) -> Event {
         // Characters the text format must escape.
         name: format!("event {n}\twith\\tab\nand newline"),
         amount: n as i64 - 5,
-        data: (!n.is_multiple_of(3)).then(|| serde_json::json!({ "n": n, "s": "q\"uote" })),
+        data: (!n.is_multiple_of(3))
+            .then(|| serde_json::json!({ "n": n, "s": "q\"uote\twith \\ and\nnewline" })),
         at: Utc
             .timestamp_opt(1_700_000_000 + n as i64, 123_000)
             .unwrap(),
