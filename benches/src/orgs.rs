@@ -184,10 +184,10 @@ pub struct Figures {
     pub read_updates_per_second: f64,
 }
 
-/// Measured rounds of `batch_create` and `batch_save`. About one 1,000-row write in eight
-/// also merges the trigram index's pending list into the index (tens of milliseconds, paid by
-/// the statement that fills the list); with seven rounds a median lands on such a merge only
-/// when four of them do, where with three, two were enough.
+/// Measured rounds of `batch_create` and `batch_save`. About one 1,000-row write in four
+/// also merges the trigram index's pending list into the index (30–60 ms more, paid by the
+/// statement that fills the list; 10 of 40 writes in a 20-round run); with seven rounds a
+/// median lands on such a merge only when four of them do, where with three, two were enough.
 const BATCH_ROUNDS: usize = 7;
 
 /// What each update changes.
