@@ -36,6 +36,20 @@ fn event(n: u32) -> DomainEvent {
     .unwrap()
 }
 
+/// Dispatches one batch; returns its events (oldest first).
+async fn dispatched(outbox: &Outbox) -> Vec<DomainEvent> {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    outbox
+        .dispatch_once(move |batch: Vec<DomainEvent>| async move {
+            sink.lock().unwrap().extend(batch);
+            Ok::<(), String>(())
+        })
+        .await
+        .unwrap();
+    seen.lock().unwrap().clone()
+}
+
 #[tokio::test]
 async fn an_event_exists_if_and_only_if_its_transaction_commits() {
     let (_t, db, outbox) = setup().await;
@@ -75,17 +89,8 @@ async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_p
         "nothing marked after a failure"
     );
 
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    let n = outbox
-        .dispatch_once(move |batch: Vec<DomainEvent>| async move {
-            sink.lock().unwrap().extend(batch);
-            Ok::<(), String>(())
-        })
-        .await
-        .unwrap();
-    assert_eq!(n, 5);
-    let seen = seen.lock().unwrap().clone();
+    let seen = dispatched(&outbox).await;
+    assert_eq!(seen.len(), 5);
     assert_eq!(
         seen, events,
         "the same events, oldest first, with every field"
@@ -278,16 +283,7 @@ async fn the_publish_cte_records_events_in_the_business_statement() {
             );
         }
     }
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    outbox
-        .dispatch_once(|batch: Vec<DomainEvent>| async move {
-            sink.lock().unwrap().extend(batch);
-            Ok::<(), String>(())
-        })
-        .await
-        .unwrap();
-    let mut seen = seen.lock().unwrap().clone();
+    let mut seen = dispatched(&outbox).await;
     seen.sort_by_key(|e| e.aggregate_id().to_owned());
     assert_eq!(seen, events.to_vec(), "read back exactly as written");
 }
@@ -342,18 +338,8 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
         .execute(db.pool())
         .await
         .unwrap();
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let sink = Arc::clone(&seen);
-    outbox
-        .dispatch_once(|batch: Vec<DomainEvent>| async move {
-            sink.lock().unwrap().extend(batch);
-            Ok::<(), String>(())
-        })
+    let ids: Vec<String> = dispatched(&outbox)
         .await
-        .unwrap();
-    let ids: Vec<String> = seen
-        .lock()
-        .unwrap()
         .iter()
         .map(|e| e.aggregate_id().to_owned())
         .collect();
