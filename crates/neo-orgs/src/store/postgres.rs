@@ -13,6 +13,8 @@ use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
 use uuid::Uuid;
 
+/// The table's columns in order; also the attributes of `organization_image` (migration 4),
+/// which audit records build from them by position.
 const COLUMNS: &str = "id, name, slug, display_name, description, status, suspension_reason, verification, \
      primary_contact, legal, branding, website, metadata, created_at, updated_at, deleted_at, version";
 

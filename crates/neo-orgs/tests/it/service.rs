@@ -1100,8 +1100,16 @@ async fn trails_join_json_records_and_images() {
             ("bob", Some("Acme".to_owned()), Some("Acme Corp".to_owned())),
         ]
     );
+    // The last image is the stored row, field for field.
+    let stored: serde_json::Value = sqlx::query_scalar(
+        "SELECT row_to_json(o)::jsonb FROM neo_orgs.organizations o WHERE o.id = $1",
+    )
+    .bind(acme.id())
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
     let image = trail[2].after.as_ref().unwrap();
-    assert_eq!(image["id"], acme.id().to_string());
+    assert_eq!(image, &stored);
     assert_eq!(image["version"], 2);
     assert_eq!(image["status"], "pending_verification");
     assert_eq!(image["metadata"], serde_json::json!({}));
