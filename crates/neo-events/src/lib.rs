@@ -85,9 +85,10 @@ impl neo_core::HasErrorKind for EventError {
     }
 }
 
-/// A statement over a batch of ids, planned for each call's ids instead of prepared once: a
-/// generic plan made while the tables were nearly empty keeps scanning them whole as they grow
-/// (measured: the delivery read went from 1.56 to 0.42 ms at 20,000 deliveries).
+/// A batch statement planned for each call instead of prepared once: a generic plan made
+/// while the tables were nearly empty keeps scanning them whole as they grow (measured at
+/// 20,000 deliveries: the delivery read went from 1.56 to 0.42 ms, the outbox claim from 5.3
+/// to 1.7 ms).
 pub(crate) fn planned_per_call<'q>(
     sql: String,
 ) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
