@@ -519,8 +519,9 @@ fn put_len(buf: &mut BytesMut, len: usize) {
     buf.put_i32(i32::try_from(len).unwrap_or(i32::MAX));
 }
 
-fn text_escaped(buf: &mut BytesMut, text: &str) {
-    let bytes = text.as_bytes();
+/// Appends `bytes` (UTF-8 text) in COPY text format: backslash, tab, newline and carriage
+/// return escaped.
+fn text_escaped(buf: &mut BytesMut, bytes: &[u8]) {
     if !bytes
         .iter()
         .any(|b| matches!(b, b'\\' | b'\t' | b'\n' | b'\r'))
@@ -572,7 +573,7 @@ impl CopyValue for str {
         buf.put_slice(self.as_bytes());
     }
     fn write_text(&self, buf: &mut BytesMut) {
-        text_escaped(buf, self);
+        text_escaped(buf, self.as_bytes());
     }
 }
 
@@ -610,9 +611,8 @@ impl CopyValue for serde_json::Value {
         buf[len_at..len_at + 4]
             .copy_from_slice(&i32::try_from(len).unwrap_or(i32::MAX).to_be_bytes());
     }
-    /// Serialized in place. JSON text never holds a raw tab, newline or carriage return
-    /// (serde_json escapes control characters), so only its backslashes need doubling, and
-    /// only a value that has one is copied again.
+    /// Serialized in place; only a value holding a character to escape (in JSON text, only
+    /// a backslash: serde_json escapes control characters) is copied again, escaped.
     fn write_text(&self, buf: &mut BytesMut) {
         let start = buf.len();
         let mut writer = buf.writer();
@@ -621,12 +621,7 @@ impl CopyValue for serde_json::Value {
         let buf = writer.into_inner();
         if buf[start..].contains(&b'\\') {
             let json = buf.split_off(start);
-            for &b in json.iter() {
-                if b == b'\\' {
-                    buf.put_u8(b'\\');
-                }
-                buf.put_u8(b);
-            }
+            text_escaped(buf, &json);
         }
     }
 }
