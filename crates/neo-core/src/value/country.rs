@@ -41,6 +41,7 @@ impl CountryCode {
     /// # Errors
     /// [`Error::Invalid`] when the text is not two ASCII letters or not an assigned code.
     pub fn parse(text: &str) -> Result<Self> {
+        super::refuse_surrounding_whitespace(WHAT, text)?;
         let bytes = text.as_bytes();
         if bytes.len() != 2 || !bytes.iter().all(u8::is_ascii_alphabetic) {
             return Err(Error::invalid(

@@ -36,6 +36,7 @@ impl DomainName {
         if text.is_empty() {
             return Err(Error::invalid(WHAT, "must not be empty"));
         }
+        super::refuse_surrounding_whitespace(WHAT, text)?;
         // Bound the work IDNA does on hostile input: no valid name is this long even in Unicode.
         if text.len() > Self::MAX_LEN * 4 {
             return Err(Error::invalid(

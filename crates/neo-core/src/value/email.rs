@@ -33,9 +33,10 @@ impl EmailAddress {
     /// Parses an email address.
     ///
     /// # Errors
-    /// [`Error::Invalid`] saying which part is wrong and why.
+    /// [`Error::Invalid`] saying which part is wrong and why, also for leading or trailing
+    /// whitespace (the text is not trimmed).
     pub fn parse(text: &str) -> Result<Self> {
-        let text = text.trim();
+        super::refuse_surrounding_whitespace(WHAT, text)?;
         if text.len() > Self::MAX_LEN * 4 {
             return Err(Error::invalid(
                 WHAT,

@@ -2,6 +2,13 @@
 //!
 //! Each type validates in its constructor (`parse`, `FromStr`, `TryFrom`, serde), keeps its
 //! field private, and says in its error what was wrong.
+//!
+//! **Whitespace rule.** Every string value object refuses text with leading or trailing
+//! whitespace instead of trimming it: `EmailAddress::parse("a@b.com ")` is an error that says
+//! so. A value object never changes what it was given beyond documented normalisation (case,
+//! IDNA); trimming user input is a decision of the edge that received it (a form handler), made
+//! once, where it is visible. Free-text fields of entities (an organization's name) are not
+//! value objects and trim themselves.
 
 mod country;
 mod domain;
@@ -18,6 +25,19 @@ pub use metadata::{Metadata, MetadataLimits};
 pub use name::{MAX_RESOURCE_NAME_LEN, RESOURCE_NAME_RULE, is_resource_name};
 pub use slug::Slug;
 pub use url::HttpsUrl;
+
+/// Refuses text with leading or trailing whitespace (see the module docs' whitespace rule).
+pub(crate) fn refuse_surrounding_whitespace(what: &'static str, text: &str) -> crate::Result<()> {
+    let first = text.chars().next();
+    let last = text.chars().next_back();
+    if first.is_some_and(char::is_whitespace) || last.is_some_and(char::is_whitespace) {
+        return Err(crate::Error::invalid(
+            what,
+            "has leading or trailing whitespace; trim the input before parsing",
+        ));
+    }
+    Ok(())
+}
 
 /// Implements `Display`, `FromStr`, `AsRef<str>`, serde (as a string) and `TryFrom<&str>`/`TryFrom<String>`
 /// for a string-backed value object with `fn parse(&str) -> Result<Self>` and `fn as_str(&self) -> &str`.

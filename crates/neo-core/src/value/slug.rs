@@ -70,6 +70,7 @@ impl Slug {
     /// # Errors
     /// [`Error::Invalid`] naming the first rule the text breaks.
     pub fn parse_with_reserved(text: &str, reserved: &[&str]) -> Result<Self> {
+        super::refuse_surrounding_whitespace(WHAT, text)?;
         let len = text.len();
         if !(Self::MIN_LEN..=Self::MAX_LEN).contains(&len) {
             return Err(Error::invalid(
@@ -118,18 +119,24 @@ impl Slug {
         Ok(Slug(text.to_owned()))
     }
 
-    /// Derives a slug from free text (a name): ASCII-folds common Latin letters, lowercases,
-    /// turns every run of other characters into one hyphen and trims to [`Slug::MAX_LEN`].
+    /// Derives a slug from free text (a name in any script): transliterates to ASCII with
+    /// [`deunicode`] (`Łódź` → `lodz`, `Dvořák` → `dvorak`, `北京` → `bei-jing`,
+    /// `Москва` → `moskva`), lowercases, turns every run of other characters into one hyphen
+    /// and cuts to [`Slug::MAX_LEN`].
     ///
     /// # Errors
     /// [`Error::Invalid`] when what is left is too short or reserved.
     pub fn slugify(text: &str) -> Result<Self> {
         let mut out = String::with_capacity(text.len().min(Self::MAX_LEN));
         let mut pending_hyphen = false;
-        for c in text.chars().flat_map(fold_latin) {
+        // Characters deunicode has no transliteration for become separators.
+        for c in deunicode::deunicode_with_tofu_cow(text, "-").chars() {
             let c = c.to_ascii_lowercase();
             if c.is_ascii_lowercase() || c.is_ascii_digit() {
                 if pending_hyphen && !out.is_empty() {
+                    if out.len() + 1 >= Self::MAX_LEN {
+                        break;
+                    }
                     out.push('-');
                 }
                 pending_hyphen = false;
@@ -141,8 +148,7 @@ impl Slug {
                 pending_hyphen = true;
             }
         }
-        let trimmed = out.trim_end_matches('-');
-        Self::parse(trimmed)
+        Self::parse(out.trim_end_matches('-'))
     }
 
     /// The slug text.
@@ -154,25 +160,6 @@ impl Slug {
     pub fn into_string(self) -> String {
         self.0
     }
-}
-
-/// Folds accented Latin letters onto ASCII; everything else passes through.
-fn fold_latin(c: char) -> impl Iterator<Item = char> {
-    let folded: &str = match c {
-        'à' | 'á' | 'â' | 'ã' | 'ä' | 'å' | 'À' | 'Á' | 'Â' | 'Ã' | 'Ä' | 'Å' => "a",
-        'æ' | 'Æ' => "ae",
-        'ç' | 'Ç' => "c",
-        'è' | 'é' | 'ê' | 'ë' | 'È' | 'É' | 'Ê' | 'Ë' => "e",
-        'ì' | 'í' | 'î' | 'ï' | 'Ì' | 'Í' | 'Î' | 'Ï' => "i",
-        'ñ' | 'Ñ' => "n",
-        'ò' | 'ó' | 'ô' | 'õ' | 'ö' | 'ø' | 'Ò' | 'Ó' | 'Ô' | 'Õ' | 'Ö' | 'Ø' => "o",
-        'ù' | 'ú' | 'û' | 'ü' | 'Ù' | 'Ú' | 'Û' | 'Ü' => "u",
-        'ý' | 'ÿ' | 'Ý' => "y",
-        'ß' => "ss",
-        _ => "",
-    };
-    let single = folded.is_empty().then_some(c);
-    folded.chars().chain(single)
 }
 
 super::string_value_impls!(Slug);

@@ -33,6 +33,8 @@ impl HttpsUrl {
         if text.len() > Self::MAX_LEN {
             return Err(Error::too_long(WHAT, Self::MAX_LEN, text.len()));
         }
+        // The URL parser itself strips surrounding spaces and control characters.
+        super::refuse_surrounding_whitespace(WHAT, text)?;
         let url =
             url::Url::parse(text).map_err(|e| Error::invalid(WHAT, format!("not a URL ({e})")))?;
         Self::from_url(url)

@@ -50,8 +50,66 @@ fn slugify_derives_a_valid_slug() {
 }
 
 #[test]
+fn slugify_transliterates_names_in_any_script() {
+    let cases = [
+        ("Łódź Software", "lodz-software"),                    // Polish
+        ("Dvořák & Co", "dvorak-co"),                          // Czech
+        ("Škoda Auto", "skoda-auto"),                          // Czech
+        ("Müller Straßenbau GmbH", "muller-strassenbau-gmbh"), // German
+        ("İstanbul Çiçek Ağacı", "istanbul-cicek-agaci"),      // Turkish
+        ("Αθήνα Λογισμικό", "athena-logismiko"),               // Greek
+        ("Москва Групп", "moskva-grupp"),                      // Cyrillic
+        ("北京", "bei-jing"),                                  // Chinese
+        ("東京テクノロジー", "dong-jing-tekunorozi"),          // Japanese (kanji + katakana)
+        ("さくら", "sakura"),                                  // Japanese hiragana
+    ];
+    for (name, expected) in cases {
+        let slug = Slug::slugify(name).unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        assert_eq!(slug.as_str(), expected, "{name:?}");
+        assert!(Slug::parse(slug.as_str()).is_ok());
+    }
+    // A cut at MAX_LEN never leaves a trailing hyphen, whatever the script.
+    let long = Slug::slugify(&"Łódź ".repeat(40)).unwrap();
+    assert!(long.as_str().len() <= Slug::MAX_LEN);
+    assert!(!long.as_str().ends_with('-'));
+    // Characters without a transliteration (private use) are separators.
+    assert_eq!(
+        Slug::slugify("\u{E000}Rocket\u{E001}Labs\u{E002}")
+            .unwrap()
+            .as_str(),
+        "rocket-labs"
+    );
+}
+
+#[test]
+fn string_values_refuse_surrounding_whitespace() {
+    type Parse = fn(&str) -> Result<(), Error>;
+    let inputs: [(&str, Parse); 5] = [
+        ("a@b.com", |t| EmailAddress::parse(t).map(drop)),
+        ("example.com", |t| DomainName::parse(t).map(drop)),
+        ("acme-corp", |t| Slug::parse(t).map(drop)),
+        ("DE", |t| CountryCode::parse(t).map(drop)),
+        ("https://example.com/hook", |t| HttpsUrl::parse(t).map(drop)),
+    ];
+    for (valid, parse) in inputs {
+        assert!(parse(valid).is_ok(), "{valid:?}");
+        for padded in [
+            format!("{valid} "),
+            format!(" {valid}"),
+            format!("\t{valid}\n"),
+        ] {
+            let msg = reason(&parse(&padded).unwrap_err());
+            assert!(
+                msg.contains("leading or trailing whitespace"),
+                "{padded:?}: {msg}"
+            );
+        }
+    }
+}
+
+#[test]
 fn email_normalises_domain_and_refuses_bad_parts() {
-    let e = EmailAddress::parse(" a.b+c@Sub.Example.ORG ").unwrap();
+    let e = EmailAddress::parse("a.b+c@Sub.Example.ORG").unwrap();
     assert_eq!(e.as_str(), "a.b+c@sub.example.org");
     let idn = EmailAddress::parse("info@bücher.de").unwrap();
     assert_eq!(idn.domain(), "xn--bcher-kva.de");
