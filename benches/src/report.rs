@@ -273,6 +273,19 @@ pub fn text(rows: &[Row]) -> String {
     out
 }
 
+/// The heading under which `docs/PERFORMANCE.md` keeps its hand-written measurement notes;
+/// [`keep_notes`] carries that part over when the table is written again.
+pub const NOTES_HEADING: &str = "## Measurement notes";
+
+/// The page `fresh` with the notes section of `previous` (from [`NOTES_HEADING`] to the end)
+/// appended, so regenerating the table never loses the measurement history.
+pub fn keep_notes(fresh: &str, previous: &str) -> String {
+    match previous.find(NOTES_HEADING) {
+        Some(start) => format!("{fresh}\n{}", &previous[start..]),
+        None => fresh.to_owned(),
+    }
+}
+
 /// The rows as the markdown page `docs/PERFORMANCE.md`, with `context` (the machine, the
 /// date, the command) above the table.
 pub fn markdown(rows: &[Row], context: &str) -> String {
@@ -329,5 +342,14 @@ mod tests {
         );
         assert!(page.contains("| d | 4 ms | - | - | - | - |"), "{page}");
         assert_eq!(text(&rows).lines().count(), 4);
+    }
+
+    #[test]
+    fn regenerating_the_page_keeps_its_notes() {
+        let previous = format!("# Performance\n\nold table\n\n{NOTES_HEADING}\n\n- a note\n");
+        let page = keep_notes("# Performance\n\nnew table\n", &previous);
+        assert!(page.contains("new table") && !page.contains("old table"), "{page}");
+        assert!(page.ends_with(&format!("{NOTES_HEADING}\n\n- a note\n")), "{page}");
+        assert_eq!(keep_notes("fresh\n", "no notes here"), "fresh\n");
     }
 }

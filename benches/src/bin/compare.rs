@@ -73,7 +73,9 @@ fn main() {
                 "a throwaway server with fsync on and max_wal_size = 4GB, as in production"
             }
         );
-        if let Err(error) = std::fs::write(&path, report::markdown(&rows, &context)) {
+        let previous = std::fs::read_to_string(&path).unwrap_or_default();
+        let page = report::keep_notes(&report::markdown(&rows, &context), &previous);
+        if let Err(error) = std::fs::write(&path, page) {
             println!("could not write {path}: {error}");
             std::process::exit(2);
         }
