@@ -54,20 +54,6 @@ ensure_cargo_deny() {
     fi
 }
 
-# A Python with the reference `standardwebhooks` package, in target/pyenv, for the test that
-# checks neo-events' signatures against an independent implementation. Exports
-# NEO_TEST_PYTHON.
-ensure_webhook_reference() {
-    local env_dir=target/pyenv
-    if [[ ! -x $env_dir/bin/python ]] || ! "$env_dir/bin/python" -c 'import standardwebhooks' 2>/dev/null; then
-        log "installing the standardwebhooks reference package into $env_dir (first run only)"
-        python3 -m venv "$env_dir"
-        "$env_dir/bin/pip" install -q 'standardwebhooks==1.1.0'
-    fi
-    NEO_TEST_PYTHON=$PWD/$env_dir/bin/python
-    export NEO_TEST_PYTHON
-}
-
 # Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
 # NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
 start_test_servers() {
