@@ -54,6 +54,28 @@ ensure_cargo_deny() {
     fi
 }
 
+# Checks the build's crates against the RustSec advisory database (`[advisories]` in deny.toml,
+# or the config named by $1). When the database can be fetched, any advisory for a crate in the
+# build fails (returns non-zero). When it cannot (no route to its git host), nothing is checked:
+# WARNING lines say so, with the fetch error, and it returns 0 so the rest of the suite runs.
+check_advisories() {
+    local config=${1:-deny.toml} fetch_log
+    fetch_log=$(mktemp)
+    if ! cargo deny --config "$config" fetch db >"$fetch_log" 2>&1; then
+        {
+            printf '\nWARNING: ********************************************************************\n'
+            printf 'WARNING: advisories NOT checked: the advisory database could not be fetched.\n'
+            grep -E 'ERROR|fatal' "$fetch_log" | sed 's/^/WARNING:   /' || true
+            printf 'WARNING: run `cargo deny check advisories` on a machine that reaches it.\n'
+            printf 'WARNING: ********************************************************************\n'
+        } >&2
+        rm -f "$fetch_log"
+        return 0
+    fi
+    rm -f "$fetch_log"
+    cargo deny --all-features --config "$config" check advisories
+}
+
 # Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
 # NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
 start_test_servers() {
