@@ -7,7 +7,7 @@ use crate::stats::{CacheStats, Stats};
 use crate::{BoxError, Error, Result};
 use futures_util::StreamExt;
 use neo_core::Clock;
-use rand::Rng;
+use rand::RngExt;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::{HashMap, HashSet};

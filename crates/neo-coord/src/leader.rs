@@ -2,7 +2,7 @@
 
 use crate::lock::{ACQUIRE, EXTEND, RELEASE};
 use crate::{Coordinator, Result, millis};
-use rand::Rng;
+use rand::RngExt;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;

@@ -1,7 +1,7 @@
 //! Locks with fencing tokens and automatic extension.
 
 use crate::{Coordinator, Error, Result, millis};
-use rand::Rng;
+use rand::RngExt;
 use std::sync::Arc;
 use std::sync::LazyLock;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -10,7 +10,7 @@
 //!   in-process subscribers.
 //! - [Standard Webhooks v1] signatures ([`sign`], [`WebhookSecret`] with `whsec_` secrets
 //!   and rotation) and the receiver's [`Verifier`] (±5 minutes by default), checked against
-//!   the Python reference implementation in the tests.
+//!   the reference `standardwebhooks` crate and published test vectors in the tests.
 //!
 //! - [`Webhooks`]: event types, endpoints (per tenant, rate limit, headers, secret rotation)
 //!   and subscriptions in PostgreSQL; [`Webhooks::fan_out`] turns dispatched events into

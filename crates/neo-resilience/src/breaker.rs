@@ -30,7 +30,11 @@ pub struct BreakerConfig {
     /// How long the breaker stays open before letting probes through.
     #[serde(with = "humantime_serde")]
     pub open_for: Duration,
-    /// Probes let through while half-open; all must succeed to close.
+    /// Probes let through while half-open. Their outcomes are judged like the closed window's,
+    /// as resilience4j judges `permittedNumberOfCallsInHalfOpenState`: once all have reported,
+    /// the breaker closes when the probes' failure rate (and slow-call rate, when speed is
+    /// judged) is below its threshold, and opens again otherwise. It opens as soon as the
+    /// probes reported so far already reach a threshold, since the rest cannot change that.
     pub half_open_probes: u32,
 }
 
@@ -119,7 +123,54 @@ struct State {
     window: VecDeque<(Instant, Outcome)>,
     opened_at: Instant,
     probes_in_flight: u32,
-    probes_passed: u32,
+    probes: ProbeCounts,
+}
+
+/// The outcomes of the probes reported in this half-open spell.
+#[derive(Debug, Clone, Copy, Default)]
+struct ProbeCounts {
+    recorded: u32,
+    failed: u32,
+    slow: u32,
+}
+
+/// What the half-open probes say so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProbeVerdict {
+    /// Not all probes have reported, and those that have do not settle it.
+    Pending,
+    /// The failure or slow-call rate reaches its threshold.
+    Open,
+    /// All probes reported, both rates below their thresholds.
+    Close,
+}
+
+impl ProbeCounts {
+    fn add(&mut self, outcome: Outcome) {
+        self.recorded += 1;
+        match outcome {
+            Outcome::Success => {}
+            Outcome::Slow => self.slow += 1,
+            Outcome::Failure => self.failed += 1,
+        }
+    }
+
+    /// The rates are over all `half_open_probes` probes, so a count that already reaches a
+    /// threshold settles the verdict before the last probe reports.
+    fn verdict(&self, config: &BreakerConfig) -> ProbeVerdict {
+        let probes = f64::from(config.half_open_probes);
+        let failures = f64::from(self.failed) / probes;
+        let slow = f64::from(self.slow) / probes;
+        if failures >= config.failure_rate
+            || (config.slow_call_threshold.is_some() && slow >= config.slow_call_rate)
+        {
+            ProbeVerdict::Open
+        } else if self.recorded >= config.half_open_probes {
+            ProbeVerdict::Close
+        } else {
+            ProbeVerdict::Pending
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -173,7 +224,7 @@ impl CircuitBreaker {
                     window: VecDeque::with_capacity(config.window_calls as usize),
                     opened_at: Instant::now(),
                     probes_in_flight: 0,
-                    probes_passed: 0,
+                    probes: ProbeCounts::default(),
                 }),
                 events,
             }),
@@ -212,7 +263,7 @@ impl CircuitBreaker {
         state.state = to;
         state.window.clear();
         state.probes_in_flight = 0;
-        state.probes_passed = 0;
+        state.probes = ProbeCounts::default();
         if to == BreakerState::Open {
             state.opened_at = Instant::now();
         }
@@ -248,7 +299,7 @@ impl CircuitBreaker {
                 return Err(self.open_error(retry_after));
             }
             BreakerState::HalfOpen => {
-                if state.probes_in_flight + state.probes_passed
+                if state.probes_in_flight + state.probes.recorded
                     >= self.shared.config.half_open_probes
                 {
                     return Err(self.open_error(Duration::from_millis(100)));
@@ -284,13 +335,11 @@ impl CircuitBreaker {
         let Some(outcome) = outcome else { return };
         match state.state {
             BreakerState::HalfOpen if probe => {
-                if outcome == Outcome::Success {
-                    state.probes_passed += 1;
-                    if state.probes_passed >= config.half_open_probes {
-                        self.transition(&mut state, BreakerState::Closed);
-                    }
-                } else {
-                    self.transition(&mut state, BreakerState::Open);
+                state.probes.add(outcome);
+                match state.probes.verdict(config) {
+                    ProbeVerdict::Pending => {}
+                    ProbeVerdict::Open => self.transition(&mut state, BreakerState::Open),
+                    ProbeVerdict::Close => self.transition(&mut state, BreakerState::Closed),
                 }
             }
             BreakerState::Closed => {

@@ -2,7 +2,7 @@
 
 use crate::{Error, Refusal};
 use neo_core::HasErrorKind;
-use rand::Rng;
+use rand::RngExt;
 use serde::Deserialize;
 use std::time::Duration;
 use tokio::time::Instant;

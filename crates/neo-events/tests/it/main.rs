@@ -1,4 +1,4 @@
-//! neo-events against real PostgreSQL, and its signatures against the reference implementation.
+//! neo-events against real PostgreSQL, and its signatures against the reference crate and test vectors.
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod outbox;

@@ -1,63 +1,99 @@
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_events::{SignatureError, Verifier, WebhookSecret, sign};
 use proptest::prelude::*;
-use std::process::Command;
+use reqwest::header::{HeaderMap, HeaderValue};
+use standardwebhooks::Webhook;
 
 const SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 const NOW: i64 = 1_700_000_000;
 
-/// The Python with `standardwebhooks` that `scripts/test` prepares (`NEO_TEST_PYTHON`).
-fn reference_python() -> String {
-    std::env::var("NEO_TEST_PYTHON").unwrap_or_else(|_| {
-        panic!(
-            "NEO_TEST_PYTHON is not set: run scripts/test, or `python3 -m venv target/pyenv && \
-             target/pyenv/bin/pip install standardwebhooks==1.1.0` and set \
-             NEO_TEST_PYTHON=target/pyenv/bin/python"
-        )
-    })
+/// Published test vectors of the Standard Webhooks project (github.com/standard-webhooks/
+/// standard-webhooks): (secret, webhook-id, webhook-timestamp, payload, webhook-signature).
+const VECTORS: [(&str, &str, i64, &str, &str); 2] = [
+    // libraries/go/webhook_test.go, TestWebhookSign.
+    (
+        "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw",
+        "msg_p5jXN8AQM9LWM0D4loKWxJek",
+        1_614_265_330,
+        r#"{"test": 2432232314}"#,
+        "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=",
+    ),
+    // libraries/rust/src/lib.rs, test_sign.
+    (
+        "whsec_C2FVsBQIhrscChlQIMV+b5sSYspob7oD",
+        "msg_27UH4WbU6Z5A5EzD8u03UvzRbpk",
+        1_649_367_553,
+        r#"{"email":"test@example.com","username":"test_user"}"#,
+        "v1,tZ1I4/hDygAJgO5TYxiSd6Sd0kDW6hPenDe+bTa3Kkw=",
+    ),
+];
+
+/// A signature from the same tests that matches none of their messages.
+const FOREIGN_SIGNATURE: &str = "v1,Ceo5qEr07ixe2NLpvHk3FH9bwy/WavXrAFQ/9tdO6mc=";
+
+fn unix_now() -> i64 {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    i64::try_from(secs).unwrap()
 }
 
-/// Runs the reference implementation: `sign ID TS BODY` prints its signature; `verify ID TS
-/// SIGNATURE BODY` prints ok or the error.
-fn reference(args: &[&str]) -> String {
-    let script = r#"
-import sys, datetime
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-secret = sys.argv[1]
-wh = Webhook(secret)
-if sys.argv[2] == "sign":
-    ts = datetime.datetime.fromtimestamp(int(sys.argv[4]), tz=datetime.timezone.utc)
-    print(wh.sign(sys.argv[3], ts, sys.argv[5]))
-else:
-    headers = {"webhook-id": sys.argv[3], "webhook-timestamp": sys.argv[4], "webhook-signature": sys.argv[5]}
-    try:
-        wh.verify(sys.argv[6], headers, json_parse=False)
-        print("ok")
-    except WebhookVerificationError as e:
-        print("refused:", e)
-"#;
-    let output = Command::new(reference_python())
-        .arg("-c")
-        .arg(script)
-        .arg(SECRET)
-        .args(args)
-        .output()
-        .expect("run the reference python");
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+/// The headers a receiver using the reference crate reads.
+fn header_map(id: &str, timestamp: i64, signature: &str) -> HeaderMap {
+    let mut headers = HeaderMap::new();
+    for (name, value) in [
+        (neo_events::HEADER_ID, id.to_owned()),
+        (neo_events::HEADER_TIMESTAMP, timestamp.to_string()),
+        (neo_events::HEADER_SIGNATURE, signature.to_owned()),
+    ] {
+        headers.insert(name, HeaderValue::from_str(&value).unwrap());
+    }
+    headers
 }
 
 #[test]
-fn signatures_match_the_reference_implementation_both_ways() {
+fn signatures_match_the_published_test_vectors() {
+    for (secret, id, timestamp, body, expected) in VECTORS {
+        let ours = WebhookSecret::parse(secret).unwrap();
+        assert_eq!(ours.sign(id, timestamp, body.as_bytes()), expected, "{id}");
+        assert_eq!(
+            Webhook::new(secret)
+                .unwrap()
+                .sign(id, timestamp, body.as_bytes())
+                .unwrap(),
+            expected,
+            "the reference crate agrees with its own vector"
+        );
+        let published = neo_events::SignedHeaders {
+            id: id.to_owned(),
+            timestamp,
+            signature: expected.to_owned(),
+        };
+        let verifier = Verifier::new(vec![ours]);
+        assert!(
+            verifier
+                .verify_at(&published, body.as_bytes(), timestamp)
+                .is_ok()
+        );
+        let foreign = neo_events::SignedHeaders {
+            signature: FOREIGN_SIGNATURE.to_owned(),
+            ..published
+        };
+        assert_eq!(
+            verifier.verify_at(&foreign, body.as_bytes(), timestamp),
+            Err(SignatureError::Mismatch)
+        );
+    }
+}
+
+#[test]
+fn signatures_match_the_reference_crate_both_ways() {
     let secret = WebhookSecret::parse(SECRET).unwrap();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64;
+    let reference = Webhook::new(SECRET).unwrap();
+    let verifier = Verifier::new(vec![secret.clone()]);
+    // The reference crate checks timestamps against the clock: sign with the current time.
+    let now = unix_now();
     for (id, body) in [
         ("msg_2KWPBgLlAfxdpx2AI54pPJ85f4W", r#"{"test": 2432232314}"#),
         (
@@ -67,27 +103,39 @@ fn signatures_match_the_reference_implementation_both_ways() {
         ("evt-with.dots", ""),
     ] {
         let ours = secret.sign(id, now, body.as_bytes());
-        let theirs = reference(&["sign", id, &now.to_string(), body]);
+        let theirs = reference.sign(id, now, body.as_bytes()).unwrap();
         assert_eq!(ours, theirs, "{id}");
-        // The reference accepts what we send...
+        // The reference accepts what we send, alone or among the signatures of a rotation...
         let headers = sign(&[&secret], id, now, body.as_bytes());
-        assert_eq!(
-            reference(&["verify", id, &now.to_string(), &headers.signature, body]),
-            "ok"
-        );
-        // ...and refuses what we refuse.
-        let tampered = reference(&[
-            "verify",
+        reference
+            .verify(body.as_bytes(), &header_map(id, now, &headers.signature))
+            .unwrap();
+        let rotating = sign(
+            &[&WebhookSecret::generate(), &secret],
             id,
-            &now.to_string(),
-            &headers.signature,
-            "tampered",
-        ]);
-        assert!(tampered.starts_with("refused"), "{tampered}");
+            now,
+            body.as_bytes(),
+        );
+        reference
+            .verify(body.as_bytes(), &header_map(id, now, &rotating.signature))
+            .unwrap();
+        // ...and refuses what we refuse.
+        let tampered = header_map(id, now, &headers.signature);
+        assert!(matches!(
+            reference.verify(b"tampered", &tampered),
+            Err(standardwebhooks::WebhookError::InvalidSignature)
+        ));
+        assert!(verifier.verify_at(&headers, b"tampered", now).is_err());
+        // We accept what the reference signs.
+        let signed_by_reference = neo_events::SignedHeaders {
+            id: id.to_owned(),
+            timestamp: now,
+            signature: theirs,
+        };
         assert!(
-            Verifier::new(vec![secret.clone()])
-                .verify_at(&headers, b"tampered", now)
-                .is_err()
+            verifier
+                .verify_at(&signed_by_reference, body.as_bytes(), now)
+                .is_ok()
         );
     }
 }

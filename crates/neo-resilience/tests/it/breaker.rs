@@ -162,3 +162,100 @@ fn invalid_breaker_settings_are_refused() {
         );
     }
 }
+
+/// Opens the breaker of `config()`-like settings with 3 probes, then lets `open_for` pass.
+async fn half_open_with_three_probes(failure_rate: f64) -> CircuitBreaker {
+    let breaker = CircuitBreaker::new(
+        "probes",
+        BreakerConfig {
+            failure_rate,
+            half_open_probes: 3,
+            ..config()
+        },
+    )
+    .unwrap();
+    for _ in 0..4 {
+        fail(&breaker).await.unwrap_err();
+    }
+    assert_eq!(breaker.state(), BreakerState::Open);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    breaker
+}
+
+// resilience4j: after `permittedNumberOfCallsInHalfOpenState` probes, the breaker closes when
+// their failure rate is below `failureRateThreshold` and opens again when it is equal or above.
+#[tokio::test(start_paused = true)]
+async fn probes_with_a_failure_rate_below_the_threshold_close_it() {
+    let breaker = half_open_with_three_probes(0.5).await;
+    fail(&breaker).await.unwrap_err();
+    assert_eq!(
+        breaker.state(),
+        BreakerState::HalfOpen,
+        "1 failure in 3 probes does not settle it yet"
+    );
+    succeed(&breaker).await.unwrap();
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    succeed(&breaker).await.unwrap();
+    assert_eq!(breaker.state(), BreakerState::Closed, "1 of 3 is below 0.5");
+}
+
+#[tokio::test(start_paused = true)]
+async fn probes_with_a_failure_rate_at_or_above_the_threshold_open_it_again() {
+    let breaker = half_open_with_three_probes(0.5).await;
+    succeed(&breaker).await.unwrap();
+    fail(&breaker).await.unwrap_err();
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    fail(&breaker).await.unwrap_err();
+    assert_eq!(breaker.state(), BreakerState::Open, "2 of 3 reach 0.5");
+
+    // At a threshold of 2/3 exactly, 2 failures of 3 also open it (equal or above).
+    let breaker = half_open_with_three_probes(2.0 / 3.0).await;
+    fail(&breaker).await.unwrap_err();
+    succeed(&breaker).await.unwrap();
+    fail(&breaker).await.unwrap_err();
+    assert_eq!(breaker.state(), BreakerState::Open);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flaky_dependency_failing_two_in_five_gets_the_breaker_closed() {
+    // The pattern from the review: 2 failures in every 5 calls. Every run of 3 probes holds at
+    // least one failure, so a breaker that wanted every probe to pass never closed.
+    let breaker = half_open_with_three_probes(0.5).await;
+    let pattern = [false, true, true, false, true];
+    for &ok in pattern.iter().take(3) {
+        if ok {
+            succeed(&breaker).await.unwrap();
+        } else {
+            fail(&breaker).await.unwrap_err();
+        }
+    }
+    assert_eq!(breaker.state(), BreakerState::Closed);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_probes_count_against_the_slow_call_rate() {
+    let breaker = CircuitBreaker::new(
+        "slow-probes",
+        BreakerConfig {
+            slow_call_threshold: Some(Duration::from_millis(100)),
+            slow_call_rate: 0.5,
+            half_open_probes: 3,
+            ..config()
+        },
+    )
+    .unwrap();
+    for _ in 0..4 {
+        fail(&breaker).await.unwrap_err();
+    }
+    tokio::time::advance(Duration::from_secs(30)).await;
+    let slow = || async {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        Ok::<_, Failure>(())
+    };
+    breaker.call(slow).await.unwrap();
+    succeed(&breaker).await.unwrap();
+    assert_eq!(breaker.state(), BreakerState::HalfOpen);
+    breaker.call(slow).await.unwrap();
+    assert_eq!(breaker.state(), BreakerState::Open, "2 of 3 probes slow");
+}
