@@ -291,13 +291,14 @@ where
         let fast = validate_key(key).map(|()| self.l1_fresh(key));
         async move {
             match fast? {
-                Some((value, refresh_due)) => {
+                Ok((value, refresh_due)) => {
                     if refresh_due {
                         self.refresh_in_background(key, loader, value.clone());
                     }
                     Ok(value)
                 }
-                None => Box::pin(self.get_or_load_slow(key, loader)).await,
+                // The lookup goes on from what the L1 read found, without reading L1 again.
+                Err(l1) => Box::pin(self.get_or_load_slow(key, loader, l1)).await,
             }
         }
     }

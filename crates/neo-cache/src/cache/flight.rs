@@ -1,7 +1,7 @@
 //! Single flight: one load per key at a time in this process (callers coalesce onto it),
 //! optionally one across instances behind a short Redis lock; eager refresh of hot keys.
 
-use super::get::Lookup;
+use super::get::{L1Stale, Lookup};
 use super::hybrid::HybridCache;
 use super::l1::lock;
 use crate::{BoxError, Result};
@@ -31,13 +31,14 @@ where
         &self,
         key: &str,
         loader: F,
+        l1: L1Stale<V>,
     ) -> Result<Option<V>>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Into<BoxError> + Send + 'static,
     {
-        match self.lookup(key).await? {
+        match self.lookup_after_l1(key, l1).await? {
             Lookup::Fresh { value, refresh_due } => {
                 if refresh_due {
                     self.refresh_in_background(key, loader, value.clone());

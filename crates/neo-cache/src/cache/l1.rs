@@ -116,6 +116,8 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
 /// lookup and its lock grew the hit's stack frame).
 #[inline(never)]
 fn manual_get<V: Clone>(map: &Mutex<HashMap<String, Entry<V>>>, key: &str) -> Option<Entry<V>> {
+    #[cfg(test)]
+    MANUAL_READS.with(|reads| reads.set(reads.get() + 1));
     lock(map).get(key).cloned()
 }
 
@@ -123,4 +125,10 @@ pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Reads of the test-clock L1 on this thread, for tests that count them.
+    pub(super) static MANUAL_READS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
