@@ -104,3 +104,13 @@ impl From<neo_core::Error> for Error {
         Error::Config(error.to_string())
     }
 }
+
+impl From<neo_redis::Error> for Error {
+    fn from(error: neo_redis::Error) -> Self {
+        match error {
+            neo_redis::Error::Config(reason) => Error::Config(reason),
+            neo_redis::Error::Unavailable(reason) => Error::Unavailable(reason),
+            other => Error::Unavailable(other.to_string()),
+        }
+    }
+}

@@ -62,5 +62,15 @@ impl HasErrorKind for Error {
     }
 }
 
+impl From<neo_redis::Error> for Error {
+    fn from(error: neo_redis::Error) -> Self {
+        match error {
+            neo_redis::Error::Config(reason) => Error::Config(reason),
+            neo_redis::Error::Unavailable(reason) => Error::Unavailable(reason),
+            other => Error::Unavailable(other.to_string()),
+        }
+    }
+}
+
 /// Result alias for neo-coord.
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,8 +1,8 @@
 //! L2, the Redis tier: every call bounded by `l2.timeout`, in a `cache.l2` span.
 
 use crate::config::CacheConfig;
-use crate::redis_tier::{RedisConnections, redis_connections};
 use crate::{Error, Result};
+use neo_redis::{RedisConnections, redis_connections};
 use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use std::time::Duration;

@@ -1,6 +1,6 @@
-//! Shared multiplexed Redis connections: the recipe neo-cache and neo-coord share.
+//! Shared multiplexed Redis connections.
 
-use crate::{Error, Result};
+use crate::{Error, RedisConfig, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -20,10 +20,10 @@ use std::time::Duration;
 ///
 /// # Example
 /// ```no_run
-/// # async fn demo() -> neo_cache::Result<()> {
+/// # async fn demo() -> neo_redis::Result<()> {
 /// use std::time::Duration;
 /// let timeout = Duration::from_millis(500);
-/// let redis = neo_cache::redis_connections("redis://127.0.0.1:6379", 4, timeout)?;
+/// let redis = neo_redis::redis_connections("redis://127.0.0.1:6379", 4, timeout)?;
 /// let mut conn = redis.get()?;
 /// let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
 /// # let _ = pong; Ok(()) }
@@ -72,6 +72,17 @@ impl RedisConnections {
             ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone())
                 .map_err(|e| Error::Unavailable(e.to_string()))?;
         Ok(slot.get_or_init(|| conn).clone())
+    }
+}
+
+impl RedisConnections {
+    /// The connections `config` describes (see [`redis_connections`]). Nothing connects until
+    /// the first call.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
+    pub fn connect(config: &RedisConfig) -> Result<Self> {
+        redis_connections(&config.url, config.pool_size, config.timeout)
     }
 }
 
