@@ -4,7 +4,8 @@ use crate::config::CacheConfig;
 use crate::{Error, Result};
 use neo_redis::{RedisConnections, redis_connections};
 use redis::AsyncCommands;
-use redis::aio::ConnectionManager;
+use redis::RedisFuture;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -30,9 +31,57 @@ pub(super) struct Write {
     pub(super) tag_keys: Vec<String>,
 }
 
+/// How the tier reaches Redis: one server (or a proxy) through shared multiplexed
+/// connections. A Redis Cluster connection becomes a second variant here and in
+/// [`L2Handle`]; nothing outside this module names the connection type.
+#[derive(Clone, Debug)]
+enum L2Connection {
+    Standalone(RedisConnections),
+}
+
+impl L2Connection {
+    /// A handle for one call.
+    fn handle(&self) -> Result<L2Handle> {
+        match self {
+            L2Connection::Standalone(connections) => Ok(L2Handle::Standalone(connections.get()?)),
+        }
+    }
+}
+
+/// One call's connection. redis-rs runs commands, pipelines and scripts on anything that is
+/// [`ConnectionLike`], so every call below is written once for all variants.
+enum L2Handle {
+    Standalone(ConnectionManager),
+}
+
+impl ConnectionLike for L2Handle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            L2Handle::Standalone(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            L2Handle::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            L2Handle::Standalone(conn) => conn.get_db(),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub(super) struct RedisTier {
-    connections: RedisConnections,
+    connection: L2Connection,
     timeout: Duration,
     scan_count: usize,
 }
@@ -40,7 +89,11 @@ pub(super) struct RedisTier {
 impl RedisTier {
     pub(super) fn connect(url: &str, config: &CacheConfig) -> Result<Self> {
         Ok(RedisTier {
-            connections: redis_connections(url, config.l2.pool_size, config.l2.timeout)?,
+            connection: L2Connection::Standalone(redis_connections(
+                url,
+                config.l2.pool_size,
+                config.l2.timeout,
+            )?),
             timeout: config.l2.timeout,
             scan_count: config.l2.scan_count.max(1),
         })
@@ -50,10 +103,10 @@ impl RedisTier {
     async fn run<T>(
         &self,
         name: &'static str,
-        op: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+        op: impl AsyncFnOnce(&mut L2Handle) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let call = async {
-            let mut conn = self.connections.get()?;
+            let mut conn = self.connection.handle()?;
             op(&mut conn).await.map_err(|e| Error::redis(&e))
         };
         let span = tracing::debug_span!("cache.l2", cache.op = name);
