@@ -80,6 +80,14 @@ impl Error {
         }
     }
 
+    /// neo-core's refusal of an input (a name, a tag) as this crate's [`Error::Invalid`].
+    pub(crate) fn rejected(error: neo_core::Error) -> Self {
+        match error {
+            neo_core::Error::Invalid { what, reason } => Error::Invalid { what, reason },
+            other => Error::invalid("input", other.to_string()),
+        }
+    }
+
     pub(crate) fn redis(error: &redis::RedisError) -> Self {
         Error::Unavailable(error.to_string())
     }

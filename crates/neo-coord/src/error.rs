@@ -50,6 +50,20 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// neo-core's refusal of an input (a lock, election or limit name) as this crate's
+    /// [`Error::Invalid`].
+    pub(crate) fn rejected(error: neo_core::Error) -> Self {
+        match error {
+            neo_core::Error::Invalid { what, reason } => Error::Invalid { what, reason },
+            other => Error::Invalid {
+                what: "input",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 impl HasErrorKind for Error {
     fn kind(&self) -> ErrorKind {
         match self {

@@ -186,14 +186,7 @@ impl Coordinator {
 }
 
 fn validate_name(name: &str) -> Result<()> {
-    if neo_core::is_resource_name(name) {
-        Ok(())
-    } else {
-        Err(Error::Invalid {
-            what: "name",
-            reason: format!("{name:?}: {}", neo_core::RESOURCE_NAME_RULE),
-        })
-    }
+    neo_core::validate_resource_name("name", name).map_err(Error::rejected)
 }
 
 fn millis(d: Duration) -> String {

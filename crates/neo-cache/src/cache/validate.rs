@@ -49,14 +49,7 @@ pub(super) fn validate_key(key: &str) -> Result<()> {
 }
 
 pub(super) fn validate_name(what: &'static str, name: &str) -> Result<()> {
-    if neo_core::is_resource_name(name) {
-        Ok(())
-    } else {
-        Err(Error::invalid(
-            what,
-            format!("{name:?}: {}", neo_core::RESOURCE_NAME_RULE),
-        ))
-    }
+    neo_core::validate_resource_name(what, name).map_err(Error::rejected)
 }
 
 pub(super) fn validate_pattern(pattern: &str) -> Result<()> {
