@@ -11,17 +11,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::task::JoinHandle;
 
+/// A load running in its own task.
+pub(super) type Loading<V> = JoinHandle<Result<Option<V>>>;
+
 impl<V> HybridCache<V>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     /// Runs the loader in its own task, so a caller that stops waiting (soft timeout) does
     /// not stop the load; the task stores what it loads.
-    pub(super) fn spawn_load<F, Fut, E>(
-        &self,
-        key: &str,
-        loader: F,
-    ) -> JoinHandle<Result<Option<V>>>
+    pub(super) fn spawn_load<F, Fut, E>(&self, key: &str, loader: F) -> Loading<V>
     where
         F: FnOnce() -> Fut + Send + 'static,
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
@@ -53,20 +52,16 @@ where
         tokio::spawn(tracing::Instrument::instrument(task, span))
     }
 
-    pub(super) async fn load_with_timeouts<F, Fut, E>(
+    /// Waits for the load `start` starts, within the soft and hard timeouts.
+    pub(super) async fn load_with_timeouts(
         &self,
         key: &str,
-        loader: F,
+        start: impl FnOnce() -> Loading<V>,
         stale: Option<Option<V>>,
-    ) -> Result<Option<V>>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
-        E: Into<BoxError> + Send + 'static,
-    {
+    ) -> Result<Option<V>> {
         let config = &self.inner.config;
         let started = Instant::now();
-        let mut task = self.spawn_load(key, loader);
+        let mut task = start();
         if let (Some(soft), Some(stale_value)) = (config.soft_timeout, &stale) {
             if let Ok(joined) = tokio::time::timeout(soft, &mut task).await {
                 return self.settle(key, joined, stale);

@@ -1,6 +1,7 @@
 //! Single flight: one load per key at a time in this process (callers coalesce onto it),
 //! optionally one across instances behind a short Redis lock; eager refresh of hot keys.
 
+use super::fail_safe::Loading;
 use super::get::{L1Stale, Lookup};
 use super::hybrid::HybridCache;
 use super::l1::lock;
@@ -23,7 +24,8 @@ where
         let cache = self.clone();
         let key = key.to_owned();
         tokio::spawn(async move {
-            let _ = cache.load_once(&key, loader, Some(current)).await;
+            let start = || cache.spawn_load(&key, loader);
+            let _ = cache.load_once(&key, start, Some(current)).await;
         });
     }
 
@@ -45,22 +47,21 @@ where
                 }
                 Ok(value)
             }
-            Lookup::Miss { stale } => self.load_once(key, loader, stale).await,
+            Lookup::Miss { stale } => {
+                self.load_once(key, || self.spawn_load(key, loader), stale)
+                    .await
+            }
         }
     }
 
-    /// One load per key at a time in this process; every caller gets its outcome.
-    pub(super) async fn load_once<F, Fut, E>(
+    /// One load per key at a time in this process; every caller gets its outcome. `start`
+    /// starts the load ([`spawn_load`](Self::spawn_load)) if this caller is the one to run it.
+    pub(super) async fn load_once(
         &self,
         key: &str,
-        loader: F,
+        start: impl FnOnce() -> Loading<V> + Send,
         stale: Option<Option<V>>,
-    ) -> Result<Option<V>>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
-        E: Into<BoxError> + Send + 'static,
-    {
+    ) -> Result<Option<V>> {
         let flight = {
             let mut flights = lock(&self.inner.flights);
             Arc::clone(flights.entry(key.to_owned()).or_default())
@@ -69,7 +70,7 @@ where
         let outcome = flight
             .get_or_init(|| {
                 ran = true;
-                self.load(key, loader, stale)
+                self.load(key, start, stale)
             })
             .await
             .clone();
@@ -84,17 +85,12 @@ where
         outcome
     }
 
-    pub(super) async fn load<F, Fut, E>(
+    pub(super) async fn load(
         &self,
         key: &str,
-        loader: F,
+        start: impl FnOnce() -> Loading<V> + Send,
         stale: Option<Option<V>>,
-    ) -> Result<Option<V>>
-    where
-        F: FnOnce() -> Fut + Send + 'static,
-        Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
-        E: Into<BoxError> + Send + 'static,
-    {
+    ) -> Result<Option<V>> {
         let config = &self.inner.config;
         let mut held_lock = None;
         if config.distributed_lock.enabled
@@ -115,7 +111,7 @@ where
                 Err(error) => self.l2_failed(error)?,
             }
         }
-        let result = self.load_with_timeouts(key, loader, stale).await;
+        let result = self.load_with_timeouts(key, start, stale).await;
         if let (Some((lock_key, token)), Some(l2)) = (held_lock, &self.inner.l2)
             && let Err(error) = l2.unlock(&lock_key, &token).await
         {
