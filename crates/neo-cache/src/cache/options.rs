@@ -28,7 +28,7 @@ impl EntryOptions {
         self
     }
 
-    /// Attaches a tag; [`Cache::invalidate_tag`] removes every entry carrying it.
+    /// Attaches a tag; [`Cache::invalidate_tag`](crate::Cache::invalidate_tag) removes every entry carrying it.
     #[must_use]
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
@@ -41,7 +41,7 @@ impl EntryOptions {
     }
 }
 
-/// What [`HybridCache::warm`] did.
+/// What [`HybridCache::warm`](crate::HybridCache::warm) did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub struct WarmReport {
