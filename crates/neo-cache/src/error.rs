@@ -80,6 +80,14 @@ impl Error {
         }
     }
 
+    /// neo-core's refusal of an input (a name, a tag) as this crate's [`Error::Invalid`].
+    pub(crate) fn rejected(error: neo_core::Error) -> Self {
+        match error {
+            neo_core::Error::Invalid { what, reason } => Error::Invalid { what, reason },
+            other => Error::invalid("input", other.to_string()),
+        }
+    }
+
     pub(crate) fn redis(error: &redis::RedisError) -> Self {
         Error::Unavailable(error.to_string())
     }
@@ -102,5 +110,15 @@ impl HasErrorKind for Error {
 impl From<neo_core::Error> for Error {
     fn from(error: neo_core::Error) -> Self {
         Error::Config(error.to_string())
+    }
+}
+
+impl From<neo_redis::Error> for Error {
+    fn from(error: neo_redis::Error) -> Self {
+        match error {
+            neo_redis::Error::Config(reason) => Error::Config(reason),
+            neo_redis::Error::Unavailable(reason) => Error::Unavailable(reason),
+            other => Error::Unavailable(other.to_string()),
+        }
     }
 }

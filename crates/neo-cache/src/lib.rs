@@ -54,7 +54,6 @@ mod cache;
 mod codec;
 mod config;
 mod error;
-mod redis_tier;
 mod stats;
 
 pub use cache::{Cache, EntryOptions, HybridCache, MAX_KEY_LEN, WarmReport};
@@ -64,5 +63,5 @@ pub use config::{
     L2Config,
 };
 pub use error::{BoxError, Error, Result};
-pub use redis_tier::{RedisConnections, redis_connections};
+pub use neo_redis::{RedisConnections, redis_connections};
 pub use stats::CacheStats;

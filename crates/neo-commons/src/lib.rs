@@ -15,6 +15,7 @@
 //! | `env` | [`core::config`] | config from `NEO_*` environment variables |
 //! | `db` | [`db`] | `neo-db`: pool, batch repositories, COPY, pagination, migrations |
 //! | `cache` | [`cache`] | `neo-cache`: moka L1 + Redis L2, single-flight, fail-safe, tags, backplane |
+//! | `redis` | [`redis`] | `neo-redis`: shared multiplexed Redis connections and their config |
 //! | `resilience` | [`resilience`] | `neo-resilience`: retry, circuit breaker, rate limits, bulkhead, timeouts |
 //! | `batch` | [`batch`] | `neo-batch`: data loader, write batcher, AIMD sizing, chunked streams |
 //! | `queue` | [`queue`] | `neo-queue`: durable PostgreSQL job queue and worker pool |
@@ -44,6 +45,10 @@ pub use neo_db as db;
 #[cfg(feature = "cache")]
 #[doc(inline)]
 pub use neo_cache as cache;
+
+#[cfg(feature = "redis")]
+#[doc(inline)]
+pub use neo_redis as redis;
 
 #[cfg(feature = "resilience")]
 #[doc(inline)]

@@ -50,6 +50,20 @@ pub enum Error {
     Config(String),
 }
 
+impl Error {
+    /// neo-core's refusal of an input (a lock, election or limit name) as this crate's
+    /// [`Error::Invalid`].
+    pub(crate) fn rejected(error: neo_core::Error) -> Self {
+        match error {
+            neo_core::Error::Invalid { what, reason } => Error::Invalid { what, reason },
+            other => Error::Invalid {
+                what: "input",
+                reason: other.to_string(),
+            },
+        }
+    }
+}
+
 impl HasErrorKind for Error {
     fn kind(&self) -> ErrorKind {
         match self {
@@ -58,6 +72,16 @@ impl HasErrorKind for Error {
             Error::RateLimited { .. } => ErrorKind::RateLimited,
             Error::Invalid { .. } => ErrorKind::Validation,
             Error::Config(_) => ErrorKind::Configuration,
+        }
+    }
+}
+
+impl From<neo_redis::Error> for Error {
+    fn from(error: neo_redis::Error) -> Self {
+        match error {
+            neo_redis::Error::Config(reason) => Error::Config(reason),
+            neo_redis::Error::Unavailable(reason) => Error::Unavailable(reason),
+            other => Error::Unavailable(other.to_string()),
         }
     }
 }

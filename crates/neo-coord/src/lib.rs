@@ -65,7 +65,7 @@ pub struct CoordConfig {
     #[serde(with = "humantime_serde")]
     pub leader_ttl: Duration,
     /// Shared multiplexed Redis connections, used round robin (each carries many calls at
-    /// once; see [`neo_cache::RedisConnections`]).
+    /// once; see [`neo_redis::RedisConnections`]).
     pub pool_size: usize,
 }
 
@@ -96,7 +96,7 @@ impl CoordConfig {
 
 #[derive(Debug)]
 struct Shared {
-    redis: neo_cache::RedisConnections,
+    redis: neo_redis::RedisConnections,
     config: CoordConfig,
 }
 
@@ -135,7 +135,7 @@ impl Coordinator {
         {
             return Err(Error::Config("key_prefix may not hold whitespace".into()));
         }
-        let redis = neo_cache::redis_connections(redis_url, config.pool_size, config.timeout)
+        let redis = neo_redis::redis_connections(redis_url, config.pool_size, config.timeout)
             .map_err(|_| {
                 Error::Config("the Redis URL is not valid (its text is not shown)".into())
             })?;
@@ -162,11 +162,7 @@ impl Coordinator {
         args: &[&str],
     ) -> Result<T> {
         let call = async {
-            let mut conn = self
-                .shared
-                .redis
-                .get()
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
+            let mut conn = self.shared.redis.get().map_err(Error::from)?;
             let mut invocation = script.prepare_invoke();
             for key in keys {
                 invocation.key(*key);
@@ -190,14 +186,7 @@ impl Coordinator {
 }
 
 fn validate_name(name: &str) -> Result<()> {
-    if neo_core::is_resource_name(name) {
-        Ok(())
-    } else {
-        Err(Error::Invalid {
-            what: "name",
-            reason: format!("{name:?}: {}", neo_core::RESOURCE_NAME_RULE),
-        })
-    }
+    neo_core::validate_resource_name("name", name).map_err(Error::rejected)
 }
 
 fn millis(d: Duration) -> String {

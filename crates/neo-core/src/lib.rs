@@ -38,7 +38,7 @@ pub use pagination::{CountMode, CursorPage, CursorRequest, Page, PageRequest, Pa
 pub use secrecy::{ExposeSecret, SecretString};
 pub use value::{
     CountryCode, DomainName, EmailAddress, HttpsUrl, MAX_RESOURCE_NAME_LEN, Metadata,
-    MetadataLimits, RESOURCE_NAME_RULE, Slug, is_resource_name,
+    MetadataLimits, RESOURCE_NAME_RULE, Slug, is_resource_name, validate_resource_name,
 };
 
 #[doc(hidden)]

@@ -22,7 +22,9 @@ pub use country::CountryCode;
 pub use domain::DomainName;
 pub use email::EmailAddress;
 pub use metadata::{Metadata, MetadataLimits};
-pub use name::{MAX_RESOURCE_NAME_LEN, RESOURCE_NAME_RULE, is_resource_name};
+pub use name::{
+    MAX_RESOURCE_NAME_LEN, RESOURCE_NAME_RULE, is_resource_name, validate_resource_name,
+};
 pub use slug::Slug;
 pub use url::HttpsUrl;
 

@@ -1,11 +1,11 @@
-//! The Redis tier: shared multiplexed connections, every call bounded by `l2.timeout`.
+//! L2, the Redis tier: every call bounded by `l2.timeout`, in a `cache.l2` span.
 
 use crate::config::CacheConfig;
 use crate::{Error, Result};
+use neo_redis::{RedisConnections, redis_connections};
 use redis::AsyncCommands;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use redis::RedisFuture;
+use redis::aio::{ConnectionLike, ConnectionManager};
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -23,120 +23,77 @@ impl redis::ToRedisArgs for Namespaced<'_> {
     }
 }
 
-/// Multiplexed Redis connections that every call shares, round robin: each carries any number
-/// of calls at once (pipelined on one socket), so a call never waits for a free connection
-/// and never pays a health-check round trip first. A pool of exclusive connections
-/// (deadpool-redis) sends `UNWATCH` + `PING` on every checkout, which doubled the round trips
-/// of a single `GET`.
-///
-/// Each connection is opened on first use (inside the caller's runtime) and reopened after a
-/// failure by the next call that needs it ([`ConnectionManager`]); connecting and each answer
-/// are bounded by the timeout given to [`redis_connections`]. A connection's I/O runs on the
-/// runtime that opened it: if that runtime shuts down, the next call on the connection fails
-/// and the one after reopens it. Cheap to clone.
-///
-/// # Example
-/// ```no_run
-/// # async fn demo() -> neo_cache::Result<()> {
-/// use std::time::Duration;
-/// let timeout = Duration::from_millis(500);
-/// let redis = neo_cache::redis_connections("redis://127.0.0.1:6379", 4, timeout)?;
-/// let mut conn = redis.get()?;
-/// let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
-/// # let _ = pong; Ok(()) }
-/// ```
-#[derive(Clone)]
-pub struct RedisConnections {
-    inner: Arc<Connections>,
-}
-
-struct Connections {
-    client: redis::Client,
-    config: ConnectionManagerConfig,
-    slots: Box<[OnceLock<ConnectionManager>]>,
-    next: AtomicUsize,
-}
-
-impl std::fmt::Debug for RedisConnections {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let opened = self
-            .inner
-            .slots
-            .iter()
-            .filter(|s| s.get().is_some())
-            .count();
-        f.debug_struct("RedisConnections")
-            .field("size", &self.inner.slots.len())
-            .field("opened", &opened)
-            .finish_non_exhaustive()
-    }
-}
-
-impl RedisConnections {
-    /// The next connection, round robin (a cheap handle onto it). Must be called inside a
-    /// Tokio runtime: a connection opened here runs its I/O task there.
-    ///
-    /// # Errors
-    /// [`Error::Unavailable`] when the connection cannot be set up.
-    pub fn get(&self) -> Result<ConnectionManager> {
-        let inner = &self.inner;
-        let slot = &inner.slots[inner.next.fetch_add(1, Ordering::Relaxed) % inner.slots.len()];
-        if let Some(conn) = slot.get() {
-            return Ok(conn.clone());
-        }
-        // Lazy: nothing is sent until the first command, which connects.
-        let conn =
-            ConnectionManager::new_lazy_with_config(inner.client.clone(), inner.config.clone())
-                .map_err(|e| Error::Unavailable(e.to_string()))?;
-        Ok(slot.get_or_init(|| conn).clone())
-    }
-}
-
 /// One entry to write: key, framed bytes, lifetime, tag set keys.
-pub(crate) struct Write {
-    pub(crate) key: String,
-    pub(crate) bytes: Vec<u8>,
-    pub(crate) ttl: Duration,
-    pub(crate) tag_keys: Vec<String>,
+pub(super) struct Write {
+    pub(super) key: String,
+    pub(super) bytes: Vec<u8>,
+    pub(super) ttl: Duration,
+    pub(super) tag_keys: Vec<String>,
 }
 
-/// `size` shared multiplexed connections to `url` (see [`RedisConnections`]) whose connects
-/// and answers each give up after `timeout`: the recipe neo-cache and neo-coord share.
-/// Nothing connects until the first call.
-///
-/// # Errors
-/// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
-pub fn redis_connections(url: &str, size: usize, timeout: Duration) -> Result<RedisConnections> {
-    let client = redis::Client::open(url)
-        .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))?;
-    // A failed reconnection is not retried in the background: the next call that needs the
-    // connection tries again, so a call fails fast while Redis is down, as it would on a fresh
-    // connect, and the first call after Redis returns reconnects.
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(timeout))
-        .set_response_timeout(Some(timeout))
-        .set_number_of_retries(0);
-    Ok(RedisConnections {
-        inner: Arc::new(Connections {
-            client,
-            config,
-            slots: (0..size.max(1)).map(|_| OnceLock::new()).collect(),
-            next: AtomicUsize::new(0),
-        }),
-    })
+/// How the tier reaches Redis: one server (or a proxy) through shared multiplexed
+/// connections. A Redis Cluster connection becomes a second variant here and in
+/// [`L2Handle`]; nothing outside this module names the connection type.
+#[derive(Clone, Debug)]
+enum L2Connection {
+    Standalone(RedisConnections),
+}
+
+impl L2Connection {
+    /// A handle for one call.
+    fn handle(&self) -> Result<L2Handle> {
+        match self {
+            L2Connection::Standalone(connections) => Ok(L2Handle::Standalone(connections.get()?)),
+        }
+    }
+}
+
+/// One call's connection. redis-rs runs commands, pipelines and scripts on anything that is
+/// [`ConnectionLike`], so every call below is written once for all variants.
+enum L2Handle {
+    Standalone(ConnectionManager),
+}
+
+impl ConnectionLike for L2Handle {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
+        match self {
+            L2Handle::Standalone(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a redis::Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<redis::Value>> {
+        match self {
+            L2Handle::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            L2Handle::Standalone(conn) => conn.get_db(),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct RedisTier {
-    connections: RedisConnections,
+pub(super) struct RedisTier {
+    connection: L2Connection,
     timeout: Duration,
     scan_count: usize,
 }
 
 impl RedisTier {
-    pub(crate) fn connect(url: &str, config: &CacheConfig) -> Result<Self> {
+    pub(super) fn connect(url: &str, config: &CacheConfig) -> Result<Self> {
         Ok(RedisTier {
-            connections: redis_connections(url, config.l2.pool_size, config.l2.timeout)?,
+            connection: L2Connection::Standalone(redis_connections(
+                url,
+                config.l2.pool_size,
+                config.l2.timeout,
+            )?),
             timeout: config.l2.timeout,
             scan_count: config.l2.scan_count.max(1),
         })
@@ -146,10 +103,10 @@ impl RedisTier {
     async fn run<T>(
         &self,
         name: &'static str,
-        op: impl AsyncFnOnce(&mut ConnectionManager) -> redis::RedisResult<T>,
+        op: impl AsyncFnOnce(&mut L2Handle) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let call = async {
-            let mut conn = self.connections.get()?;
+            let mut conn = self.connection.handle()?;
             op(&mut conn).await.map_err(|e| Error::redis(&e))
         };
         let span = tracing::debug_span!("cache.l2", cache.op = name);
@@ -166,12 +123,12 @@ impl RedisTier {
         }
     }
 
-    pub(crate) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
         self.run("get", async |c| c.get(key).await).await
     }
 
     /// MGET of `namespace + key` for each key, written straight into the command.
-    pub(crate) async fn mget(
+    pub(super) async fn mget(
         &self,
         namespace: &str,
         keys: &[&str],
@@ -187,7 +144,7 @@ impl RedisTier {
     }
 
     /// Writes every entry, its tag memberships and an optional publish, in one round trip.
-    pub(crate) async fn write(
+    pub(super) async fn write(
         &self,
         writes: &[Write],
         publish: Option<(&str, &str)>,
@@ -214,7 +171,7 @@ impl RedisTier {
             .await
     }
 
-    pub(crate) async fn delete(
+    pub(super) async fn delete(
         &self,
         keys: &[String],
         publish: Option<(&str, &str)>,
@@ -237,12 +194,12 @@ impl RedisTier {
         Ok(deleted)
     }
 
-    pub(crate) async fn members(&self, set: &str) -> Result<Vec<String>> {
+    pub(super) async fn members(&self, set: &str) -> Result<Vec<String>> {
         self.run("smembers", async |c| c.smembers(set).await).await
     }
 
     /// SCAN (never KEYS) for `pattern`, deleting each page; returns the keys deleted.
-    pub(crate) async fn scan_delete(&self, pattern: &str) -> Result<u64> {
+    pub(super) async fn scan_delete(&self, pattern: &str) -> Result<u64> {
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {
@@ -268,14 +225,14 @@ impl RedisTier {
         }
     }
 
-    pub(crate) async fn publish(&self, channel: &str, message: &str) -> Result<()> {
+    pub(super) async fn publish(&self, channel: &str, message: &str) -> Result<()> {
         self.run("publish", async |c| {
             c.publish::<_, _, ()>(channel, message).await
         })
         .await
     }
 
-    pub(crate) async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
+    pub(super) async fn try_lock(&self, key: &str, token: &str, ttl: Duration) -> Result<bool> {
         let ms = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1);
         let set: Option<String> = self
             .run("lock", async |c| {
@@ -292,7 +249,7 @@ impl RedisTier {
         Ok(set.is_some())
     }
 
-    pub(crate) async fn unlock(&self, key: &str, token: &str) -> Result<()> {
+    pub(super) async fn unlock(&self, key: &str, token: &str) -> Result<()> {
         self.run("unlock", async |c| {
             redis::Script::new(UNLOCK)
                 .key(key)

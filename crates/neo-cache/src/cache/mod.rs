@@ -1,0 +1,35 @@
+//! The engine behind every configuration, one module per concern:
+//!
+//! | module | holds |
+//! |---|---|
+//! | `api` | the [`Cache`] contract, [`HybridCache`]'s constructors and its implementation of it |
+//! | `hybrid` | [`HybridCache`]'s shared state and the helpers every part uses |
+//! | `get` | `get`'s own future (first poll reads L1), the L1 hit paths, the L1 → L2 lookup |
+//! | `many` | `get_or_load_many`: L1, one MGET, one loader call |
+//! | `store` | writes: encoding, TTLs, filling L1 |
+//! | `flight` | single flight (per process and across instances), eager refresh |
+//! | `fail_safe` | loads in their own task, soft and hard timeouts, serving stale values |
+//! | `invalidate` | removing keys, tags, patterns, everything |
+//! | `backplane` | the pub/sub task that applies other instances' invalidations |
+//! | `l1`, `l2` | the two tiers: moka entries, and Redis calls |
+//! | `clock`, `options`, `validate` | the time freshness reads, per-write options, input checks |
+
+mod api;
+mod backplane;
+mod clock;
+mod fail_safe;
+mod flight;
+mod get;
+mod hybrid;
+mod invalidate;
+mod l1;
+mod l2;
+mod many;
+mod options;
+mod store;
+mod validate;
+
+pub use api::Cache;
+pub use hybrid::HybridCache;
+pub use options::{EntryOptions, WarmReport};
+pub use validate::MAX_KEY_LEN;

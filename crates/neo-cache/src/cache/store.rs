@@ -1,0 +1,144 @@
+//! Writes: encoding and framing for Redis, TTLs with jitter, fail-safe lifetimes, filling L1.
+
+use super::hybrid::HybridCache;
+use super::l1::{Entry, Tags};
+use super::l2::Write;
+use super::options::EntryOptions;
+use crate::codec::frame;
+use crate::{Error, Result};
+use rand::RngExt;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+impl<V> HybridCache<V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    pub(super) fn stale_until(&self, fresh_until: u64) -> u64 {
+        let fail_safe = &self.inner.config.fail_safe;
+        if fail_safe.enabled {
+            fresh_until.saturating_add(
+                u64::try_from(fail_safe.max_stale_age.as_millis()).unwrap_or(u64::MAX),
+            )
+        } else {
+            fresh_until
+        }
+    }
+
+    /// [`fill_l1`](Self::fill_l1) with a copy of `value`, made only when there is an L1.
+    pub(super) fn fill_l1_from(&self, key: &str, value: &Option<V>, fresh_until: u64, now: u64) {
+        if self.inner.l1.is_some() {
+            self.fill_l1(key, value.clone(), fresh_until, now, None);
+        }
+    }
+
+    pub(super) fn fill_l1(
+        &self,
+        key: &str,
+        value: Option<V>,
+        fresh_until: u64,
+        now: u64,
+        tags: Option<Tags>,
+    ) {
+        let Some(l1) = &self.inner.l1 else { return };
+        let l1_fresh = match self.inner.config.l1.ttl {
+            Some(ttl) => fresh_until.min(now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
+            None => fresh_until,
+        };
+        l1.insert(
+            key.to_owned(),
+            Entry {
+                value,
+                fresh_until_ms: l1_fresh,
+                stale_until_ms: self.stale_until(fresh_until),
+                ttl_ms: l1_fresh.saturating_sub(now).max(1),
+                tags,
+                epoch: self.inner.epoch.load(Ordering::Relaxed),
+            },
+        );
+    }
+
+    pub(super) fn ttl_for(&self, value_present: bool, options: &EntryOptions) -> Duration {
+        let base = match (options.ttl, value_present) {
+            (Some(ttl), _) => ttl,
+            (None, true) => self.inner.config.ttl,
+            (None, false) => self.inner.config.negative_ttl,
+        };
+        let jitter = self.inner.config.ttl_jitter.clamp(0.0, 1.0);
+        if jitter > 0.0 {
+            base.mul_f64(1.0 + rand::rng().random_range(0.0..jitter))
+        } else {
+            base
+        }
+    }
+
+    /// Writes entries to L2 (one round trip, with one backplane message) and L1.
+    pub(super) async fn store(
+        &self,
+        entries: Vec<(String, Option<V>)>,
+        options: &EntryOptions,
+    ) -> Result<()> {
+        let now = self.now_ms();
+        let tags: Option<Tags> =
+            (!options.tags.is_empty()).then(|| Arc::new(options.tags.clone().into_boxed_slice()));
+        let mut writes = Vec::with_capacity(entries.len());
+        let mut prepared = Vec::with_capacity(entries.len());
+        for (key, value) in entries {
+            let ttl = self.ttl_for(value.is_some(), options);
+            let fresh_until = now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+            if self.inner.l2.is_some() {
+                let payload = value
+                    .as_ref()
+                    .map(|v| self.inner.codec.encode(v))
+                    .transpose()?;
+                let (bytes, sizes) = frame(
+                    payload.as_deref(),
+                    fresh_until,
+                    self.inner.config.compression,
+                    self.inner.config.compression_threshold,
+                )?;
+                if bytes.len() > self.inner.config.max_payload_bytes {
+                    return Err(Error::PayloadTooLarge {
+                        key,
+                        size: bytes.len(),
+                        max: self.inner.config.max_payload_bytes,
+                    });
+                }
+                self.inner.stats.stored(sizes.encoded, sizes.stored);
+                writes.push(Write {
+                    key: self.redis_key(&key),
+                    bytes,
+                    ttl: Duration::from_millis(self.stale_until(fresh_until) - now),
+                    tag_keys: options.tags.iter().map(|t| self.tag_key(t)).collect(),
+                });
+            }
+            prepared.push((key, value, fresh_until));
+        }
+        if let Some(l2) = self.l2_available() {
+            let message = match prepared.as_slice() {
+                [(key, _, _)] => self.message('k', key),
+                _ => self.message(
+                    'm',
+                    &prepared
+                        .iter()
+                        .map(|(k, _, _)| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                ),
+            };
+            let publish = self
+                .publishes()
+                .then_some((self.inner.channel.as_str(), message.as_str()));
+            if let Err(error) = l2.write(&writes, publish).await {
+                self.l2_failed(error)?;
+            }
+        }
+        for (key, value, fresh_until) in prepared {
+            self.fill_l1(&key, value, fresh_until, now, tags.clone());
+        }
+        Ok(())
+    }
+}

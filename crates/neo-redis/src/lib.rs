@@ -1,0 +1,27 @@
+//! Redis connections for neo-commons: the one layer through which neo-cache and neo-coord
+//! reach Redis.
+//!
+//! [`RedisConnections`] is a few multiplexed connections (redis-rs' `ConnectionManager`)
+//! shared round robin by every call: a call never waits for a free connection and never pays
+//! a health check first. Each opens on first use and is reopened by the next call after a
+//! failure; connecting and each answer give up after the configured timeout.
+//! [`RedisConfig`] says where Redis is and how many connections to keep; it is where Redis
+//! Cluster, Sentinel and TLS settings will go.
+//!
+//! # Example
+//! ```no_run
+//! # async fn demo() -> neo_redis::Result<()> {
+//! use neo_redis::{RedisConfig, RedisConnections};
+//! let redis = RedisConnections::connect(&RedisConfig::new("redis://127.0.0.1:6379"))?;
+//! let mut conn = redis.get()?;
+//! let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
+//! # let _ = pong; Ok(()) }
+//! ```
+
+mod config;
+mod connections;
+mod error;
+
+pub use config::RedisConfig;
+pub use connections::{RedisConnections, redis_connections};
+pub use error::{Error, Result};
