@@ -1,7 +1,8 @@
 //! The worker pool: claims jobs, runs a handler per kind with bounded concurrency, and
 //! acknowledges in batches.
 
-use crate::queue::{Failure, Job, Queue, Receipt, channel, lease};
+use crate::queue::{Queue, channel, lease};
+use crate::{Failure, Job, Receipt};
 use crate::{Result, WorkerConfig};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -211,7 +212,7 @@ impl Worker {
                             };
                             let receipt = job.receipt();
                             let claimed_at = Instant::now();
-                            crate::queue::lock(&running).insert(receipt);
+                            lock(&running).insert(receipt);
                             let handler = handlers.get(&job.kind).cloned();
                             let done = done_tx.clone();
                             tasks.spawn(async move {
@@ -277,7 +278,7 @@ impl Worker {
         }
         drop(done_tx);
         let mut report = (&mut completer.0).await.unwrap_or_default();
-        let unfinished: Vec<Receipt> = crate::queue::lock(&running).drain().collect();
+        let unfinished: Vec<Receipt> = lock(&running).drain().collect();
         if !unfinished.is_empty() {
             match queue.release(&unfinished).await {
                 Ok(refused) => report.released = (unfinished.len() - refused.len()) as u64,
@@ -353,7 +354,7 @@ async fn complete(
             }
             tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
         }
-        let mut running = crate::queue::lock(&running);
+        let mut running = lock(&running);
         for receipt in acks.iter().chain(failures.iter().map(|f| &f.receipt)) {
             running.remove(receipt);
         }
@@ -366,7 +367,7 @@ async fn heartbeat(queue: Queue, running: Arc<Mutex<HashSet<Receipt>>>) {
     let every = lease(&queue) / 3;
     loop {
         tokio::time::sleep(every).await;
-        let receipts: Vec<Receipt> = crate::queue::lock(&running).iter().copied().collect();
+        let receipts: Vec<Receipt> = lock(&running).iter().copied().collect();
         if receipts.is_empty() {
             continue;
         }
@@ -374,4 +375,10 @@ async fn heartbeat(queue: Queue, running: Arc<Mutex<HashSet<Receipt>>>) {
             tracing::warn!(%error, "heartbeat refused or failed");
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
