@@ -21,7 +21,7 @@ impl Queue {
         let lease = self.lease_ms();
         let rows = match kinds {
             None => {
-                sqlx::query(Self::sql(&self.sql.claim))
+                sqlx::query(self.sql.claim.clone())
                     .bind(n)
                     .bind(worker)
                     .bind(lease)
@@ -29,7 +29,7 @@ impl Queue {
                     .await?
             }
             Some(kinds) => {
-                sqlx::query(Self::sql(&self.sql.claim_kinds))
+                sqlx::query(self.sql.claim_kinds.clone())
                     .bind(n)
                     .bind(worker)
                     .bind(lease)

@@ -76,7 +76,7 @@ impl Queue {
             OnDuplicate::Skip => &self.sql.insert_skip,
             OnDuplicate::Error => &self.sql.insert_strict,
         };
-        let inserted: Vec<JobId> = sqlx::query_scalar(Self::sql(statement))
+        let inserted: Vec<JobId> = sqlx::query_scalar(statement.clone())
             .bind(&columns.ids)
             .bind(&columns.kinds)
             .bind(&columns.payloads)

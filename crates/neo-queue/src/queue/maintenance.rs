@@ -13,7 +13,7 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn rescue_expired(&self) -> Result<u64> {
-        let done = sqlx::query(Self::sql(&self.sql.rescue))
+        let done = sqlx::query(self.sql.rescue.clone())
             .execute(self.db.pool())
             .await?;
         if done.rows_affected() > 0 {
@@ -31,7 +31,7 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query(Self::sql(&self.sql.list_dead))
+        let rows = sqlx::query(self.sql.list_dead.clone())
             .bind(i64::from(limit))
             .fetch_all(self.db.pool())
             .await?;
@@ -46,7 +46,7 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(Self::sql(&self.sql.get))
+        let row = sqlx::query(self.sql.get.clone())
             .bind(id)
             .fetch_optional(self.db.pool())
             .await?;
@@ -58,7 +58,7 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn requeue(&self, ids: &[JobId]) -> Result<Vec<JobId>> {
-        Ok(sqlx::query_scalar(Self::sql(&self.sql.requeue))
+        Ok(sqlx::query_scalar(self.sql.requeue.clone())
             .bind(ids)
             .bind(&self.config.channel)
             .fetch_all(self.db.pool())
@@ -70,11 +70,13 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn depth(&self) -> Result<Depth> {
-        let rows: Vec<(String, i64)> = sqlx::query_as(Self::sql(&self.sql.depth))
+        let rows = sqlx::query(self.sql.depth.clone())
             .fetch_all(self.db.pool())
             .await?;
         let mut depth = Depth::default();
-        for (state, count) in rows {
+        for row in &rows {
+            let state: String = row.try_get("state")?;
+            let count: i64 = row.try_get("count")?;
             match state.as_str() {
                 "available" => depth.available = count,
                 "running" => depth.running = count,

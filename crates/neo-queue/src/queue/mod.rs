@@ -11,7 +11,6 @@ mod statements;
 
 use crate::{Error, QueueConfig, Result};
 use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName, quote_identifier};
-use sqlx::AssertSqlSafe;
 use statements::Statements;
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,10 +102,6 @@ impl Queue {
     /// The pool the queue uses.
     pub fn db(&self) -> &Db {
         &self.db
-    }
-
-    fn sql(text: &str) -> AssertSqlSafe<String> {
-        AssertSqlSafe(text.to_owned())
     }
 
     fn lease_ms(&self) -> f64 {

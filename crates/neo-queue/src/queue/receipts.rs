@@ -1,10 +1,18 @@
 //! Receipts: the statements over a batch of claims (ack, nack, heartbeat, release). Each
 //! matches `(id, fence)` and an unexpired lease, so a worker that lost its claim is refused.
+//!
+//! All four are planned per call ([`neo_db::planned_per_call`]), not prepared: a generic
+//! plan made while the jobs table was small joins the receipts to a sequential scan of it,
+//! and keeps doing so as it grows; planned per call, they probe the primary key once per
+//! receipt.
 
 use super::Queue;
 use crate::{Error, Failure, Receipt, Result};
 use neo_core::JobId;
-use sqlx::Postgres;
+use neo_db::planned_per_call;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row, SqlStr};
 use std::collections::HashSet;
 
 impl Queue {
@@ -58,8 +66,7 @@ impl Queue {
             .map(|f| f.retry_in.map(|d| d.as_secs_f64() * 1e3))
             .collect();
         let snooze: Vec<bool> = failures.iter().map(|f| f.snooze).collect();
-        let done: Vec<(JobId, String)> = sqlx::query_as(Self::sql(&self.sql.nack))
-            .persistent(RECEIPTS_PREPARED)
+        let rows = planned_per_call(self.sql.nack.clone())
             .bind(&ids)
             .bind(&fences)
             .bind(self.config.retry_initial.as_secs_f64() * 1e3)
@@ -71,6 +78,10 @@ impl Queue {
             .bind(&snooze)
             .fetch_all(self.db.pool())
             .await?;
+        let done = rows
+            .iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("state")?)))
+            .collect::<Result<Vec<(JobId, String)>, sqlx::Error>>()?;
         let dead = done.iter().filter(|(_, state)| state == "dead").count() as u64;
         metrics::counter!("neo_queue_nacked_total").increment(done.len() as u64);
         metrics::counter!("neo_queue_retries_total").increment(done.len() as u64 - dead);
@@ -88,34 +99,28 @@ impl Queue {
         self.run_receipts(&self.sql.release, receipts, |q| q).await
     }
 
-    async fn run_receipts<'q>(
+    /// Runs `statement` over the claims' `(id, fence)` pairs (bound as `$1`, `$2`; `extra`
+    /// binds the rest) and returns the claims it did not match.
+    async fn run_receipts(
         &self,
-        statement: &str,
+        statement: &SqlStr,
         receipts: &[Receipt],
-        extra: impl FnOnce(
-            sqlx::query::QueryScalar<'q, Postgres, JobId, sqlx::postgres::PgArguments>,
-        )
-            -> sqlx::query::QueryScalar<'q, Postgres, JobId, sqlx::postgres::PgArguments>,
+        extra: impl FnOnce(Query<'_, Postgres, PgArguments>) -> Query<'_, Postgres, PgArguments>,
     ) -> Result<Vec<Receipt>> {
         if receipts.is_empty() {
             return Ok(Vec::new());
         }
         let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
         let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
-        let query = sqlx::query_scalar(Self::sql(statement))
-            .persistent(RECEIPTS_PREPARED)
-            .bind(ids)
-            .bind(fences);
-        let done: Vec<JobId> = extra(query).fetch_all(self.db.pool()).await?;
+        let query = planned_per_call(statement.clone()).bind(ids).bind(fences);
+        let rows = extra(query).fetch_all(self.db.pool()).await?;
+        let done = rows
+            .iter()
+            .map(|row: &PgRow| row.try_get("id"))
+            .collect::<Result<Vec<JobId>, sqlx::Error>>()?;
         Ok(refused(receipts, &done))
     }
 }
-
-/// Whether the statements over a batch of receipts (ack, nack, heartbeat, release) are
-/// prepared. They are not: each call is planned for its table. A generic plan made while the
-/// jobs table was small joins the receipts to a sequential scan of it, and keeps doing so as
-/// it grows; planned per call, they probe the primary key once per receipt.
-const RECEIPTS_PREPARED: bool = false;
 
 fn refused(receipts: &[Receipt], done: &[JobId]) -> Vec<Receipt> {
     let done: HashSet<&JobId> = done.iter().collect();

@@ -1,23 +1,26 @@
 //! The queue's SQL, built once per queue for its schema's `jobs` table.
 
 use neo_db::TableName;
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+use std::sync::Arc;
 
-/// Every statement the queue runs, with the table name in place.
+/// Every statement the queue runs, with the table name in place. Each is shared text, so a
+/// call clones a pointer rather than the statement.
 #[derive(Debug)]
 pub(super) struct Statements {
-    pub(super) insert_skip: String,
-    pub(super) insert_strict: String,
-    pub(super) claim: String,
-    pub(super) claim_kinds: String,
-    pub(super) heartbeat: String,
-    pub(super) ack: String,
-    pub(super) nack: String,
-    pub(super) release: String,
-    pub(super) rescue: String,
-    pub(super) list_dead: String,
-    pub(super) requeue: String,
-    pub(super) get: String,
-    pub(super) depth: String,
+    pub(super) insert_skip: SqlStr,
+    pub(super) insert_strict: SqlStr,
+    pub(super) claim: SqlStr,
+    pub(super) claim_kinds: SqlStr,
+    pub(super) heartbeat: SqlStr,
+    pub(super) ack: SqlStr,
+    pub(super) nack: SqlStr,
+    pub(super) release: SqlStr,
+    pub(super) rescue: SqlStr,
+    pub(super) list_dead: SqlStr,
+    pub(super) requeue: SqlStr,
+    pub(super) get: SqlStr,
+    pub(super) depth: SqlStr,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence";
@@ -44,24 +47,24 @@ impl Statements {
         };
         let owned = "j.state = 'running' AND j.lease_expires_at > now()";
         Statements {
-            insert_skip: insert(
+            insert_skip: sql(insert(
                 "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running') DO NOTHING",
-            ),
-            insert_strict: insert(""),
-            claim: claim(""),
-            claim_kinds: claim("AND kind = ANY($4)"),
-            heartbeat: format!(
+            )),
+            insert_strict: sql(insert("")),
+            claim: sql(claim("")),
+            claim_kinds: sql(claim("AND kind = ANY($4)")),
+            heartbeat: sql(format!(
                 "UPDATE {t} AS j SET lease_expires_at = now() + $3 * interval '1 millisecond' \
                  FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
                  WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id"
-            ),
-            ack: format!(
+            )),
+            ack: sql(format!(
                 "DELETE FROM {t} AS j USING UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
                  WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id"
-            ),
+            )),
             // A snooze hands the claim back without spending the attempt; an explicit retry
             // delay (Retry-After, a handler's own schedule) replaces the backoff.
-            nack: format!(
+            nack: sql(format!(
                 "UPDATE {t} AS j SET \
                  attempts = CASE WHEN u.snooze THEN j.attempts - 1 ELSE j.attempts END, \
                  state = CASE WHEN NOT u.snooze AND (u.permanent OR j.attempts >= j.max_attempts) THEN 'dead' ELSE 'available' END, \
@@ -75,33 +78,39 @@ impl Statements {
                  FROM UNNEST($1::uuid[], $2::int8[], $6::text[], $7::bool[], $8::float8[], $9::bool[]) \
                    AS u(id, fence, error, permanent, retry_in_ms, snooze) \
                  WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id, j.state"
-            ),
-            release: format!(
+            )),
+            release: sql(format!(
                 "UPDATE {t} AS j SET state = 'available', attempts = j.attempts - 1, run_at = now(), \
                  lease_owner = NULL, lease_expires_at = NULL \
                  FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
                  WHERE j.id = u.id AND j.fence = u.fence AND {owned} RETURNING j.id"
-            ),
-            rescue: format!(
+            )),
+            rescue: sql(format!(
                 "UPDATE {t} SET state = CASE WHEN attempts >= max_attempts THEN 'dead' ELSE 'available' END, \
                  dead_at = CASE WHEN attempts >= max_attempts THEN now() END, \
                  lease_owner = NULL, lease_expires_at = NULL, \
                  last_error = 'lease expired: the worker stopped without finishing the job' \
                  WHERE state = 'running' AND lease_owner IS NOT NULL AND lease_expires_at <= now()"
-            ),
-            list_dead: format!(
+            )),
+            list_dead: sql(format!(
                 "SELECT id, kind, payload, state, attempts, max_attempts, last_error, tenant, dead_at \
                  FROM {t} WHERE state = 'dead' ORDER BY dead_at, id LIMIT $1"
-            ),
-            requeue: format!(
+            )),
+            requeue: sql(format!(
                 "WITH back AS (UPDATE {t} SET state = 'available', attempts = 0, run_at = now(), dead_at = NULL \
                  WHERE id = ANY($1) AND state = 'dead' RETURNING id) \
                  SELECT back.id FROM back, (SELECT pg_notify($2, '')) AS woken"
-            ),
-            get: format!(
+            )),
+            get: sql(format!(
                 "SELECT id, kind, payload, state, attempts, max_attempts, last_error, tenant, dead_at FROM {t} WHERE id = $1"
-            ),
-            depth: format!("SELECT state, count(*) FROM {t} GROUP BY state"),
+            )),
+            depth: sql(format!("SELECT state, count(*) FROM {t} GROUP BY state")),
         }
     }
+}
+
+/// Statement text assembled only from the validated table name and fixed keywords, shared so
+/// that each call clones a pointer.
+fn sql(text: String) -> SqlStr {
+    AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
 }
