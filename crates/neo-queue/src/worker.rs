@@ -324,26 +324,14 @@ async fn complete(
         let (mut acked, mut nacked) = (acks.is_empty(), failures.is_empty());
         for attempt in 0_u32.. {
             if !acked {
-                match queue.ack_many(&acks).await {
-                    Ok(refused) => {
-                        report.succeeded += (acks.len() - refused.len()) as u64;
-                        report.lease_lost += refused.len() as u64;
-                        acked = true;
-                    }
-                    Err(error) => tracing::warn!(attempt, %error, "writing acks failed; retrying"),
-                }
+                let written = queue.ack_many(&acks).await;
+                let (ok, lost) = (&mut report.succeeded, &mut report.lease_lost);
+                acked = tally(written, acks.len(), ok, lost, "acks", attempt);
             }
             if !nacked {
-                match queue.nack_many(&failures).await {
-                    Ok(refused) => {
-                        report.failed += (failures.len() - refused.len()) as u64;
-                        report.lease_lost += refused.len() as u64;
-                        nacked = true;
-                    }
-                    Err(error) => {
-                        tracing::warn!(attempt, %error, "writing failures failed; retrying");
-                    }
-                }
+                let written = queue.nack_many(&failures).await;
+                let (ok, lost) = (&mut report.failed, &mut report.lease_lost);
+                nacked = tally(written, failures.len(), ok, lost, "failures", attempt);
             }
             if (acked && nacked) || Instant::now() >= give_up {
                 let latency = metrics::histogram!("neo_queue_claim_to_complete_seconds");
@@ -360,6 +348,29 @@ async fn complete(
         }
     }
     report
+}
+
+/// Counts a batch write of `sent` outcomes into `ok` and `lease_lost` (the refused ones);
+/// false, after logging, when the write failed and is to be retried.
+fn tally(
+    written: Result<Vec<Receipt>>,
+    sent: usize,
+    ok: &mut u64,
+    lease_lost: &mut u64,
+    what: &str,
+    attempt: u32,
+) -> bool {
+    match written {
+        Ok(refused) => {
+            *ok += (sent - refused.len()) as u64;
+            *lease_lost += refused.len() as u64;
+            true
+        }
+        Err(error) => {
+            tracing::warn!(attempt, %error, "writing {what} failed; retrying");
+            false
+        }
+    }
 }
 
 /// Extends the leases of running jobs every third of the lease.

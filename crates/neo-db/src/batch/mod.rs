@@ -259,6 +259,19 @@ impl<T: Record> BatchRepository<T> {
             .observe(statement, &self.table, rows, query)
             .await
     }
+
+    /// [`Self::observe`] for a statement that returns rows: counts them, and turns the
+    /// driver's error into ours.
+    pub(crate) async fn observe_rows<R>(
+        &self,
+        statement: &'static str,
+        query: impl Future<Output = Result<Vec<R>, sqlx::Error>>,
+    ) -> Result<Vec<R>> {
+        self.observe(statement, |rows: &Vec<R>| rows.len() as u64, async {
+            Ok(query.await?)
+        })
+        .await
+    }
 }
 
 fn unique_ids<T: Record>(ids: &[T::Id]) -> Vec<T::Id> {

@@ -27,11 +27,7 @@ impl<T: Record> BatchRepository<T> {
             let query = sqlx::query_as::<_, T>(self.sql.select_by_ids.clone())
                 .bind(chunk)
                 .fetch_all(&mut *conn);
-            let rows = self
-                .observe("load_batch", |r: &Vec<T>| r.len() as u64, async {
-                    Ok(query.await?)
-                })
-                .await?;
+            let rows = self.observe_rows("load_batch", query).await?;
             found.extend(rows.into_iter().map(|row| (row.id().clone(), row)));
         }
         drop(conn);
@@ -59,12 +55,7 @@ impl<T: Record> BatchRepository<T> {
             let query = sqlx::query_scalar::<_, T::Id>(self.sql.exists_by_ids.clone())
                 .bind(chunk)
                 .fetch_all(&mut *conn);
-            present.extend(
-                self.observe("exists_batch", |r: &Vec<T::Id>| r.len() as u64, async {
-                    Ok(query.await?)
-                })
-                .await?,
-            );
+            present.extend(self.observe_rows("exists_batch", query).await?);
         }
         Ok(ids.iter().map(|id| present.contains(id)).collect())
     }

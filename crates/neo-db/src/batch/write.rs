@@ -71,12 +71,7 @@ impl<T: Record> BatchRepository<T> {
         for chunk in rows.chunks(self.max_rows) {
             let args = bind::<T>(chunk)?;
             let query = sqlx::query_as_with::<_, T, _>(sql.clone(), args).fetch_all(&mut *conn);
-            saved.extend(
-                self.observe("save_batch_returning", |r: &Vec<T>| r.len() as u64, async {
-                    Ok(query.await?)
-                })
-                .await?,
-            );
+            saved.extend(self.observe_rows("save_batch_returning", query).await?);
         }
         conn.finish().await?;
         Ok(saved)
@@ -101,12 +96,7 @@ impl<T: Record> BatchRepository<T> {
             let query = sqlx::query_scalar::<_, T::Id>(self.sql.delete_by_ids.clone())
                 .bind(chunk)
                 .fetch_all(&mut *conn);
-            deleted.extend(
-                self.observe("delete_batch", |r: &Vec<T::Id>| r.len() as u64, async {
-                    Ok(query.await?)
-                })
-                .await?,
-            );
+            deleted.extend(self.observe_rows("delete_batch", query).await?);
         }
         conn.finish().await?;
         Ok(deleted)
@@ -136,12 +126,7 @@ impl<T: Record> BatchRepository<T> {
             let args = bind::<T>(chunk)?;
             let query =
                 sqlx::query_as_with::<_, T, _>(self.sql.update.clone(), args).fetch_all(&mut *conn);
-            updated.extend(
-                self.observe("update_batch", |r: &Vec<T>| r.len() as u64, async {
-                    Ok(query.await?)
-                })
-                .await?,
-            );
+            updated.extend(self.observe_rows("update_batch", query).await?);
         }
         if updated.len() != rows.len() {
             let done: HashSet<&T::Id> = updated.iter().map(Record::id).collect();
