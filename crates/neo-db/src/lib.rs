@@ -9,6 +9,8 @@
 //!   `exists_batch`, `validate_batch`, chunking; keyset and offset pages.
 //! - [`CopyWriter`]: buffered binary/text COPY with auto-flush and upsert through staging.
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
+//! - [`planned_per_call`]: a statement planned with each call's parameters instead of
+//!   prepared once (for batch statements over tables that grow).
 //! - [`diagnostics`]: `pg_stat_statements` and lock waits.
 //! - Errors classified by SQLSTATE onto [`neo_core::ErrorKind`] ([`classify`]).
 //!
@@ -35,6 +37,7 @@ mod error;
 mod ident;
 mod migrate;
 mod page;
+mod planned;
 mod pool;
 mod telemetry;
 
@@ -45,6 +48,7 @@ pub use error::{Error, ItemError, Result, classify, classify_sqlstate};
 pub use ident::{Ident, MAX_IDENTIFIER_LEN, Schema, TableName, quote_identifier};
 pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
+pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 

@@ -168,11 +168,7 @@ impl<T: Record> BatchRepository<T> {
             .bind(fetch),
         };
         let fetched = query.fetch_all(&mut *conn);
-        let mut items = self
-            .observe("keyset_page", |r: &Vec<T>| r.len() as u64, async {
-                Ok(fetched.await?)
-            })
-            .await?;
+        let mut items = self.observe_rows("keyset_page", fetched).await?;
         let has_next = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next_cursor = match (has_next, items.last()) {
@@ -218,11 +214,7 @@ impl<T: Record> BatchRepository<T> {
         .bind(i64::from(limit) + 1)
         .bind(offset)
         .fetch_all(&mut *conn);
-        let mut items = self
-            .observe("offset_page", |r: &Vec<T>| r.len() as u64, async {
-                Ok(fetched.await?)
-            })
-            .await?;
+        let mut items = self.observe_rows("offset_page", fetched).await?;
         let has_next = items.len() > limit as usize;
         items.truncate(limit as usize);
 

@@ -84,13 +84,3 @@ impl neo_core::HasErrorKind for EventError {
         }
     }
 }
-
-/// A batch statement planned for each call instead of prepared once: a generic plan made
-/// while the tables were nearly empty keeps scanning them whole as they grow (measured at
-/// 20,000 deliveries: the delivery read went from 1.56 to 0.42 ms, the outbox claim from 5.3
-/// to 1.7 ms).
-pub(crate) fn planned_per_call<'q>(
-    sql: String,
-) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(sqlx::AssertSqlSafe(sql)).persistent(false)
-}

@@ -351,7 +351,7 @@ impl Outbox {
         E: std::fmt::Display,
     {
         let mut tx = self.db.begin().await?;
-        let rows = crate::planned_per_call(self.sql.claim.clone())
+        let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(self.sql.claim.clone()))
             .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
             .fetch_all(&mut **tx)
             .await

@@ -18,12 +18,12 @@
 
 mod config;
 mod error;
+mod job;
 mod queue;
 mod worker;
 
 pub use config::{QueueConfig, WorkerConfig};
 pub use error::{Error, Result};
-pub use queue::{
-    Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Queue, Receipt,
-};
+pub use job::{Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Receipt};
+pub use queue::Queue;
 pub use worker::{JobError, Worker, WorkerReport};

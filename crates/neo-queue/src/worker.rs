@@ -1,7 +1,8 @@
 //! The worker pool: claims jobs, runs a handler per kind with bounded concurrency, and
 //! acknowledges in batches.
 
-use crate::queue::{Failure, Job, Queue, Receipt, channel, lease};
+use crate::queue::{Queue, channel, lease};
+use crate::{Failure, Job, Receipt};
 use crate::{Result, WorkerConfig};
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
@@ -211,7 +212,7 @@ impl Worker {
                             };
                             let receipt = job.receipt();
                             let claimed_at = Instant::now();
-                            crate::queue::lock(&running).insert(receipt);
+                            lock(&running).insert(receipt);
                             let handler = handlers.get(&job.kind).cloned();
                             let done = done_tx.clone();
                             tasks.spawn(async move {
@@ -277,7 +278,7 @@ impl Worker {
         }
         drop(done_tx);
         let mut report = (&mut completer.0).await.unwrap_or_default();
-        let unfinished: Vec<Receipt> = crate::queue::lock(&running).drain().collect();
+        let unfinished: Vec<Receipt> = lock(&running).drain().collect();
         if !unfinished.is_empty() {
             match queue.release(&unfinished).await {
                 Ok(refused) => report.released = (unfinished.len() - refused.len()) as u64,
@@ -323,26 +324,14 @@ async fn complete(
         let (mut acked, mut nacked) = (acks.is_empty(), failures.is_empty());
         for attempt in 0_u32.. {
             if !acked {
-                match queue.ack_many(&acks).await {
-                    Ok(refused) => {
-                        report.succeeded += (acks.len() - refused.len()) as u64;
-                        report.lease_lost += refused.len() as u64;
-                        acked = true;
-                    }
-                    Err(error) => tracing::warn!(attempt, %error, "writing acks failed; retrying"),
-                }
+                let written = queue.ack_many(&acks).await;
+                let (ok, lost) = (&mut report.succeeded, &mut report.lease_lost);
+                acked = tally(written, acks.len(), ok, lost, "acks", attempt);
             }
             if !nacked {
-                match queue.nack_many(&failures).await {
-                    Ok(refused) => {
-                        report.failed += (failures.len() - refused.len()) as u64;
-                        report.lease_lost += refused.len() as u64;
-                        nacked = true;
-                    }
-                    Err(error) => {
-                        tracing::warn!(attempt, %error, "writing failures failed; retrying");
-                    }
-                }
+                let written = queue.nack_many(&failures).await;
+                let (ok, lost) = (&mut report.failed, &mut report.lease_lost);
+                nacked = tally(written, failures.len(), ok, lost, "failures", attempt);
             }
             if (acked && nacked) || Instant::now() >= give_up {
                 let latency = metrics::histogram!("neo_queue_claim_to_complete_seconds");
@@ -353,7 +342,7 @@ async fn complete(
             }
             tokio::time::sleep(Duration::from_millis(50 << attempt.min(4))).await;
         }
-        let mut running = crate::queue::lock(&running);
+        let mut running = lock(&running);
         for receipt in acks.iter().chain(failures.iter().map(|f| &f.receipt)) {
             running.remove(receipt);
         }
@@ -361,12 +350,35 @@ async fn complete(
     report
 }
 
+/// Counts a batch write of `sent` outcomes into `ok` and `lease_lost` (the refused ones);
+/// false, after logging, when the write failed and is to be retried.
+fn tally(
+    written: Result<Vec<Receipt>>,
+    sent: usize,
+    ok: &mut u64,
+    lease_lost: &mut u64,
+    what: &str,
+    attempt: u32,
+) -> bool {
+    match written {
+        Ok(refused) => {
+            *ok += (sent - refused.len()) as u64;
+            *lease_lost += refused.len() as u64;
+            true
+        }
+        Err(error) => {
+            tracing::warn!(attempt, %error, "writing {what} failed; retrying");
+            false
+        }
+    }
+}
+
 /// Extends the leases of running jobs every third of the lease.
 async fn heartbeat(queue: Queue, running: Arc<Mutex<HashSet<Receipt>>>) {
     let every = lease(&queue) / 3;
     loop {
         tokio::time::sleep(every).await;
-        let receipts: Vec<Receipt> = crate::queue::lock(&running).iter().copied().collect();
+        let receipts: Vec<Receipt> = lock(&running).iter().copied().collect();
         if receipts.is_empty() {
             continue;
         }
@@ -374,4 +386,10 @@ async fn heartbeat(queue: Queue, running: Arc<Mutex<HashSet<Receipt>>>) {
             tracing::warn!(%error, "heartbeat refused or failed");
         }
     }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }

@@ -77,15 +77,17 @@ fn config(format: CopyFormat, flush_rows: usize) -> CopyConfig {
     }
 }
 
-type Stored = (
-    Uuid,
-    String,
-    i64,
-    Option<serde_json::Value>,
-    DateTime<Utc>,
-    Option<Uuid>,
-    bool,
-);
+/// A row as stored, read back by column name.
+#[derive(Debug, sqlx::FromRow)]
+struct Stored {
+    id: Uuid,
+    name: String,
+    amount: i64,
+    data: Option<serde_json::Value>,
+    at: DateTime<Utc>,
+    org: Option<Uuid>,
+    flag: bool,
+}
 
 async fn stored(db: &neo_db::Db) -> Vec<Stored> {
     sqlx::query_as("SELECT id, name, amount, data, at, org, flag FROM events ORDER BY amount")
@@ -113,13 +115,13 @@ async fn binary_and_text_copy_store_every_type_exactly() {
         let rows = stored(&db).await;
         assert_eq!(rows.len(), 250);
         for (row, e) in rows.iter().zip(&events) {
-            assert_eq!(row.0, e.id);
-            assert_eq!(row.1, e.name, "{format:?}");
-            assert_eq!(row.2, e.amount);
-            assert_eq!(row.3, e.data);
-            assert_eq!(row.4, e.at);
-            assert_eq!(row.5, e.org.map(OrganizationId::into_uuid));
-            assert_eq!(row.6, e.flag);
+            assert_eq!(row.id, e.id);
+            assert_eq!(row.name, e.name, "{format:?}");
+            assert_eq!(row.amount, e.amount);
+            assert_eq!(row.data, e.data);
+            assert_eq!(row.at, e.at);
+            assert_eq!(row.org, e.org.map(OrganizationId::into_uuid));
+            assert_eq!(row.flag, e.flag);
         }
         let extra: (Option<chrono::NaiveDate>, Option<Vec<u8>>, Option<f64>) =
             sqlx::query_as("SELECT day, blob, ratio FROM events WHERE amount = -4")

@@ -49,7 +49,7 @@ pub(super) fn target_loader(
     neo_batch::DataLoader::new(loader_config, move |ids: Vec<i64>| {
         let (db, sql) = (db.clone(), sql.clone());
         async move {
-            let rows = crate::planned_per_call(sql)
+            let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql))
                 .bind(&ids)
                 .fetch_all(db.pool())
                 .await?;
@@ -436,7 +436,7 @@ async fn write_statuses(
     batch: &[StatusUpdate],
 ) -> Result<(), neo_db::Error> {
     let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
-    crate::planned_per_call(sql.to_owned())
+    neo_db::planned_per_call(sqlx::AssertSqlSafe(sql.to_owned()))
         .bind(batch.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.status).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.attempted).collect::<Vec<_>>())

@@ -1,0 +1,267 @@
+//! The values that go in and out of the queue: a job to enqueue, a claimed job and its
+//! receipt, a failure to report, a stored job and the depth per state.
+
+use crate::{Error, Result};
+use chrono::{DateTime, Utc};
+use neo_core::JobId;
+use serde::Serialize;
+use std::time::Duration;
+
+/// Longest job kind, in bytes.
+pub const MAX_KIND_LEN: usize = 128;
+
+/// A job to enqueue.
+///
+/// # Example
+/// ```
+/// use neo_queue::NewJob;
+/// let job = NewJob::new("email.send", &serde_json::json!({ "to": "jane@example.com" }))?
+///     .priority(10)
+///     .unique_key("welcome:jane")
+///     .max_attempts(5);
+/// # Ok::<(), neo_queue::Error>(())
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewJob {
+    pub(crate) id: JobId,
+    pub(crate) kind: String,
+    pub(crate) payload: serde_json::Value,
+    pub(crate) priority: i16,
+    pub(crate) run_at: Option<DateTime<Utc>>,
+    pub(crate) max_attempts: Option<i32>,
+    pub(crate) unique_key: Option<String>,
+    pub(crate) tenant: Option<String>,
+}
+
+impl NewJob {
+    /// A job of `kind` (`a-z 0-9 _ . : -`, at most 128 bytes) with a JSON payload.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a bad kind or a payload that does not serialize.
+    pub fn new(kind: &str, payload: &impl Serialize) -> Result<Self> {
+        validate_kind(kind)?;
+        let payload =
+            serde_json::to_value(payload).map_err(|e| Error::invalid("payload", e.to_string()))?;
+        Ok(NewJob {
+            id: JobId::new(),
+            kind: kind.to_owned(),
+            payload,
+            priority: 0,
+            run_at: None,
+            max_attempts: None,
+            unique_key: None,
+            tenant: None,
+        })
+    }
+
+    /// Higher runs first (default 0).
+    #[must_use]
+    pub fn priority(mut self, priority: i16) -> Self {
+        self.priority = priority;
+        self
+    }
+
+    /// Not before this time (a scheduled job).
+    #[must_use]
+    pub fn run_at(mut self, at: DateTime<Utc>) -> Self {
+        self.run_at = Some(at);
+        self
+    }
+
+    /// Attempts before the job goes to the dead letters (default: the queue's).
+    #[must_use]
+    pub fn max_attempts(mut self, attempts: i32) -> Self {
+        self.max_attempts = Some(attempts);
+        self
+    }
+
+    /// At most one pending or running job per key.
+    #[must_use]
+    pub fn unique_key(mut self, key: impl Into<String>) -> Self {
+        self.unique_key = Some(key.into());
+        self
+    }
+
+    /// The tenant the job belongs to (stored, and handed to the handler).
+    #[must_use]
+    pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
+    }
+
+    /// The id the job will have.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+}
+
+fn validate_kind(kind: &str) -> Result<()> {
+    let ok = !kind.is_empty()
+        && kind.len() <= MAX_KIND_LEN
+        && kind.bytes().all(|b| {
+            b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'_' | b'.' | b':' | b'-')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::invalid(
+            "job kind",
+            format!("{kind:?}: use 1-{MAX_KIND_LEN} of a-z 0-9 _ . : -"),
+        ))
+    }
+}
+
+/// What to do when a job's unique key is already pending or running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnDuplicate {
+    /// Enqueue nothing for it; its result is `None`.
+    #[default]
+    Skip,
+    /// Fail with [`Error::Duplicate`]; nothing of the call is enqueued.
+    Error,
+}
+
+/// A claimed job: run it, then ack or nack it with its [`Receipt`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// The job's id.
+    pub id: JobId,
+    /// What to run.
+    pub kind: String,
+    /// Its input.
+    pub payload: serde_json::Value,
+    /// Its priority.
+    pub priority: i16,
+    /// This is attempt number...
+    pub attempt: i32,
+    /// ...of at most.
+    pub max_attempts: i32,
+    /// Its tenant, if any.
+    pub tenant: Option<String>,
+    /// The previous attempt's error, if any.
+    pub last_error: Option<String>,
+    /// When it was enqueued.
+    pub created_at: DateTime<Utc>,
+    /// The fencing token of this claim.
+    pub fence: i64,
+}
+
+impl Job {
+    /// The proof of this claim that ack, nack and heartbeat require.
+    pub fn receipt(&self) -> Receipt {
+        Receipt {
+            id: self.id,
+            fence: self.fence,
+        }
+    }
+}
+
+/// A claim's identity: the job and the fencing token the claim received. A later claim of the
+/// same job gets a higher token, so an earlier worker's receipt no longer works.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Receipt {
+    /// The job.
+    pub id: JobId,
+    /// The fencing token.
+    pub fence: i64,
+}
+
+/// A failed attempt to report.
+///
+/// # Example
+/// ```
+/// # fn demo(job: &neo_queue::Job) {
+/// use neo_queue::Failure;
+/// use std::time::Duration;
+/// let later = Failure::retry(job.receipt(), "503 from the partner API").retry_in(Duration::from_secs(30));
+/// let never = Failure::permanent(job.receipt(), "payload is not an invoice");
+/// let paused = Failure::snooze(job.receipt(), Duration::from_secs(5)); // the attempt is not spent
+/// # let _ = (later, never, paused); }
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    /// The claim.
+    pub receipt: Receipt,
+    /// What went wrong (stored as `last_error`).
+    pub error: String,
+    /// Do not retry: straight to the dead letters (bad payload, unknown kind).
+    pub permanent: bool,
+    /// Retry after this long instead of the queue's backoff (a `Retry-After`, the handler's own
+    /// schedule). Ignored when the job is dead-lettered.
+    pub retry_in: Option<Duration>,
+    /// Hand the job back to run after `retry_in` (zero when unset) without spending the
+    /// attempt and without touching `last_error`: a rate limit or an open breaker, not a failure.
+    pub snooze: bool,
+}
+
+impl Failure {
+    /// A retryable failure, retried after the queue's backoff.
+    pub fn retry(receipt: Receipt, error: impl Into<String>) -> Self {
+        Failure {
+            receipt,
+            error: error.into(),
+            permanent: false,
+            retry_in: None,
+            snooze: false,
+        }
+    }
+
+    /// A failure that goes straight to the dead letters.
+    pub fn permanent(receipt: Receipt, error: impl Into<String>) -> Self {
+        Failure {
+            permanent: true,
+            ..Self::retry(receipt, error)
+        }
+    }
+
+    /// Gives the job back to run again after `after`, without spending the attempt.
+    pub fn snooze(receipt: Receipt, after: Duration) -> Self {
+        Failure {
+            snooze: true,
+            retry_in: Some(after),
+            ..Self::retry(receipt, String::new())
+        }
+    }
+
+    /// Retries after `after` instead of the queue's backoff.
+    #[must_use]
+    pub fn retry_in(mut self, after: Duration) -> Self {
+        self.retry_in = Some(after);
+        self
+    }
+}
+
+/// A job as stored, for inspection (dead letters).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JobRecord {
+    /// The job.
+    pub id: JobId,
+    /// Its kind.
+    pub kind: String,
+    /// Its input.
+    pub payload: serde_json::Value,
+    /// `available`, `running` or `dead`.
+    pub state: String,
+    /// Attempts made.
+    pub attempts: i32,
+    /// Attempts allowed.
+    pub max_attempts: i32,
+    /// The last error.
+    pub last_error: Option<String>,
+    /// Its tenant.
+    pub tenant: Option<String>,
+    /// When it went to the dead letters.
+    pub dead_at: Option<DateTime<Utc>>,
+}
+
+/// Jobs per state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct Depth {
+    /// Waiting (including scheduled).
+    pub available: i64,
+    /// Claimed and not finished.
+    pub running: i64,
+    /// In the dead letters.
+    pub dead: i64,
+}

@@ -1,0 +1,104 @@
+//! Maintenance: rescuing expired leases, the dead letters (list, requeue), one job as stored
+//! and the depth per state.
+
+use super::Queue;
+use crate::{Depth, Error, JobRecord, Result};
+use neo_core::JobId;
+use sqlx::Row;
+
+impl Queue {
+    /// Returns jobs whose lease expired to the queue (or to the dead letters after their last
+    /// attempt); returns how many.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn rescue_expired(&self) -> Result<u64> {
+        let done = sqlx::query(self.sql.rescue.clone())
+            .execute(self.db.pool())
+            .await?;
+        if done.rows_affected() > 0 {
+            tracing::warn!(
+                jobs = done.rows_affected(),
+                "rescued jobs whose lease expired"
+            );
+            metrics::counter!("neo_queue_rescued_total").increment(done.rows_affected());
+        }
+        Ok(done.rows_affected())
+    }
+
+    /// The oldest dead letters.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>> {
+        let rows = sqlx::query(self.sql.list_dead.clone())
+            .bind(i64::from(limit))
+            .fetch_all(self.db.pool())
+            .await?;
+        rows.iter()
+            .map(record)
+            .collect::<Result<_, _>>()
+            .map_err(Error::from)
+    }
+
+    /// One job as stored (`None` once acknowledged).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
+        let row = sqlx::query(self.sql.get.clone())
+            .bind(id)
+            .fetch_optional(self.db.pool())
+            .await?;
+        row.as_ref().map(record).transpose().map_err(Error::from)
+    }
+
+    /// Puts dead letters back in the queue with fresh attempts; returns those requeued.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn requeue(&self, ids: &[JobId]) -> Result<Vec<JobId>> {
+        Ok(sqlx::query_scalar(self.sql.requeue.clone())
+            .bind(ids)
+            .bind(&self.config.channel)
+            .fetch_all(self.db.pool())
+            .await?)
+    }
+
+    /// Jobs per state (also exported as the `neo_queue_depth{state}` gauge).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn depth(&self) -> Result<Depth> {
+        let rows = sqlx::query(self.sql.depth.clone())
+            .fetch_all(self.db.pool())
+            .await?;
+        let mut depth = Depth::default();
+        for row in &rows {
+            let state: String = row.try_get("state")?;
+            let count: i64 = row.try_get("count")?;
+            match state.as_str() {
+                "available" => depth.available = count,
+                "running" => depth.running = count,
+                "dead" => depth.dead = count,
+                _ => {}
+            }
+            metrics::gauge!("neo_queue_depth", "state" => state).set(count as f64);
+        }
+        Ok(depth)
+    }
+}
+
+fn record(r: &sqlx::postgres::PgRow) -> Result<JobRecord, sqlx::Error> {
+    Ok(JobRecord {
+        id: r.try_get("id")?,
+        kind: r.try_get("kind")?,
+        payload: r.try_get("payload")?,
+        state: r.try_get("state")?,
+        attempts: r.try_get("attempts")?,
+        max_attempts: r.try_get("max_attempts")?,
+        last_error: r.try_get("last_error")?,
+        tenant: r.try_get("tenant")?,
+        dead_at: r.try_get("dead_at")?,
+    })
+}

@@ -1,0 +1,142 @@
+//! Receipts: the statements over a batch of claims (ack, nack, heartbeat, release). Each
+//! matches `(id, fence)` and an unexpired lease, so a worker that lost its claim is refused.
+//!
+//! All four are planned per call ([`neo_db::planned_per_call`]), not prepared: a generic
+//! plan made while the jobs table was small joins the receipts to a sequential scan of it,
+//! and keeps doing so as it grows; planned per call, they probe the primary key once per
+//! receipt.
+
+use super::Queue;
+use crate::{Error, Failure, Receipt, Result};
+use neo_core::JobId;
+use neo_db::planned_per_call;
+use sqlx::postgres::{PgArguments, PgRow};
+use sqlx::query::Query;
+use sqlx::{Postgres, Row, SqlStr};
+use std::collections::HashSet;
+
+impl Queue {
+    /// Extends the leases of still-owned claims.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] naming the claims no longer owned (the others were extended).
+    pub async fn heartbeat(&self, receipts: &[Receipt]) -> Result<()> {
+        let refused = self
+            .run_receipts(&self.sql.heartbeat, receipts, |q| q.bind(self.lease_ms()))
+            .await?;
+        refused_to_result(&refused)
+    }
+
+    /// Finishes these claims (deletes the jobs); returns the receipts refused because their
+    /// lease was lost, which were not acknowledged.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn ack_many(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
+        let refused = self.run_receipts(&self.sql.ack, receipts, |q| q).await?;
+        metrics::counter!("neo_queue_acked_total")
+            .increment((receipts.len() - refused.len()) as u64);
+        Ok(refused)
+    }
+
+    /// Finishes one claim.
+    ///
+    /// # Errors
+    /// [`Error::LeaseLost`] when the lease expired (another worker may own the job now).
+    pub async fn ack(&self, receipt: Receipt) -> Result<()> {
+        refused_to_result(&self.ack_many(&[receipt]).await?)
+    }
+
+    /// Reports failed attempts: each job is retried after a jittered exponential backoff, or
+    /// goes to the dead letters after its last attempt (at once when `permanent`). Returns the
+    /// refused receipts (lease lost).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn nack_many(&self, failures: &[Failure]) -> Result<Vec<Receipt>> {
+        if failures.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<JobId> = failures.iter().map(|f| f.receipt.id).collect();
+        let fences: Vec<i64> = failures.iter().map(|f| f.receipt.fence).collect();
+        let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
+        let permanent: Vec<bool> = failures.iter().map(|f| f.permanent).collect();
+        let retry_in: Vec<Option<f64>> = failures
+            .iter()
+            .map(|f| f.retry_in.map(|d| d.as_secs_f64() * 1e3))
+            .collect();
+        let snooze: Vec<bool> = failures.iter().map(|f| f.snooze).collect();
+        let rows = planned_per_call(self.sql.nack.clone())
+            .bind(&ids)
+            .bind(&fences)
+            .bind(self.config.retry_initial.as_secs_f64() * 1e3)
+            .bind(self.config.retry_multiplier)
+            .bind(self.config.retry_max.as_secs_f64() * 1e3)
+            .bind(&errors)
+            .bind(&permanent)
+            .bind(&retry_in)
+            .bind(&snooze)
+            .fetch_all(self.db.pool())
+            .await?;
+        let done = rows
+            .iter()
+            .map(|row| Ok((row.try_get("id")?, row.try_get("state")?)))
+            .collect::<Result<Vec<(JobId, String)>, sqlx::Error>>()?;
+        let dead = done.iter().filter(|(_, state)| state == "dead").count() as u64;
+        metrics::counter!("neo_queue_nacked_total").increment(done.len() as u64);
+        metrics::counter!("neo_queue_retries_total").increment(done.len() as u64 - dead);
+        metrics::counter!("neo_queue_dead_lettered_total").increment(dead);
+        let done: Vec<JobId> = done.into_iter().map(|(id, _)| id).collect();
+        let receipts: Vec<Receipt> = failures.iter().map(|f| f.receipt).collect();
+        Ok(refused(&receipts, &done))
+    }
+
+    /// Hands claims back without counting the attempt (shutdown).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn release(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
+        self.run_receipts(&self.sql.release, receipts, |q| q).await
+    }
+
+    /// Runs `statement` over the claims' `(id, fence)` pairs (bound as `$1`, `$2`; `extra`
+    /// binds the rest) and returns the claims it did not match.
+    async fn run_receipts(
+        &self,
+        statement: &SqlStr,
+        receipts: &[Receipt],
+        extra: impl FnOnce(Query<'_, Postgres, PgArguments>) -> Query<'_, Postgres, PgArguments>,
+    ) -> Result<Vec<Receipt>> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
+        let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
+        let query = planned_per_call(statement.clone()).bind(ids).bind(fences);
+        let rows = extra(query).fetch_all(self.db.pool()).await?;
+        let done = rows
+            .iter()
+            .map(|row: &PgRow| row.try_get("id"))
+            .collect::<Result<Vec<JobId>, sqlx::Error>>()?;
+        Ok(refused(receipts, &done))
+    }
+}
+
+fn refused(receipts: &[Receipt], done: &[JobId]) -> Vec<Receipt> {
+    let done: HashSet<&JobId> = done.iter().collect();
+    receipts
+        .iter()
+        .filter(|r| !done.contains(&r.id))
+        .copied()
+        .collect()
+}
+
+fn refused_to_result(refused: &[Receipt]) -> Result<()> {
+    if refused.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::LeaseLost {
+            ids: refused.iter().map(|r| r.id).collect(),
+        })
+    }
+}
