@@ -1,6 +1,7 @@
 //! The webhook tables, their repositories, fan-out and replay.
 
-use super::deliver::{StatusUpdate, build_client};
+use super::http::build_client;
+use super::rows::{StatusUpdate, Target, target_loader};
 use super::{
     Delivery, DeliveryStatus, Endpoint, EventTypeInfo, NewEndpoint, OperationalEvent, WebhookConfig,
 };
@@ -195,7 +196,7 @@ pub(super) struct Inner {
     pub(super) limiters: Mutex<HashMap<Uuid, (u32, RateLimiter)>>,
     pub(super) operational: broadcast::Sender<OperationalEvent>,
     pub(super) status: OnceCell<WriteBatcher<StatusUpdate>>,
-    pub(super) targets: neo_batch::DataLoader<i64, super::deliver::Target>,
+    pub(super) targets: neo_batch::DataLoader<i64, Target>,
     schema: Schema,
 }
 
@@ -264,7 +265,7 @@ impl Webhooks {
         let schema = Schema::new(&config.schema)?;
         let sql = Sql::new(&schema)?;
         let client = build_client(&config)?;
-        let targets = super::deliver::target_loader(db, sql.load_for_send.clone(), &config)?;
+        let targets = target_loader(db, sql.load_for_send.clone(), &config)?;
         Ok(Webhooks {
             inner: Arc::new(Inner {
                 db: db.clone(),
@@ -580,8 +581,8 @@ impl Webhooks {
     }
 
     fn forget(&self, endpoint: Uuid) {
-        super::deliver::lock(&self.inner.breakers).remove(&endpoint);
-        super::deliver::lock(&self.inner.limiters).remove(&endpoint);
+        super::lock(&self.inner.breakers).remove(&endpoint);
+        super::lock(&self.inner.limiters).remove(&endpoint);
     }
 
     /// Records one delivery per subscribed, enabled endpoint for each event and enqueues a
