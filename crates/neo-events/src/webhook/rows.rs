@@ -5,13 +5,14 @@
 use super::WebhookConfig;
 use crate::EventError;
 use chrono::{DateTime, Utc};
-use sqlx::Row;
+use sqlx::FromRow;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
-/// What the delivery needs from its rows.
-#[derive(Debug, Clone)]
+/// What the delivery needs from its rows (decoded by column name from `load_for_send`).
+#[derive(Debug, Clone, sqlx::FromRow)]
 pub(super) struct Target {
+    pub(super) delivery_id: i64,
     pub(super) status: String,
     pub(super) message_id: Uuid,
     pub(super) body: String,
@@ -21,6 +22,7 @@ pub(super) struct Target {
     pub(super) overlapping: bool,
     pub(super) enabled: bool,
     pub(super) rate: Option<i32>,
+    #[sqlx(json)]
     pub(super) headers: BTreeMap<String, String>,
     pub(super) fifo: bool,
 }
@@ -45,7 +47,7 @@ pub(super) fn target_loader(
                 .fetch_all(db.pool())
                 .await?;
             rows.iter()
-                .map(|row| Ok((row.try_get::<i64, _>(10)?, target_from_row(row)?)))
+                .map(|row| Target::from_row(row).map(|target| (target.delivery_id, target)))
                 .collect::<Result<HashMap<i64, Target>, sqlx::Error>>()
                 .map_err(neo_db::Error::from)
         }
@@ -53,23 +55,6 @@ pub(super) fn target_loader(
     .map_err(|e| EventError::Invalid {
         what: "webhook configuration",
         reason: e.to_string(),
-    })
-}
-
-fn target_from_row(row: &sqlx::postgres::PgRow) -> Result<Target, sqlx::Error> {
-    let headers: sqlx::types::Json<BTreeMap<String, String>> = row.try_get(9)?;
-    Ok(Target {
-        status: row.try_get(0)?,
-        message_id: row.try_get(1)?,
-        body: row.try_get(2)?,
-        endpoint_id: row.try_get(3)?,
-        url: row.try_get(4)?,
-        secrets: row.try_get(5)?,
-        overlapping: row.try_get::<Option<bool>, _>(6)?.unwrap_or(false),
-        enabled: row.try_get(7)?,
-        rate: row.try_get(8)?,
-        headers: headers.0,
-        fifo: row.try_get(11)?,
     })
 }
 
