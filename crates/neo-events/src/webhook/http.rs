@@ -4,9 +4,8 @@
 use super::WebhookConfig;
 use crate::EventError;
 use crate::ssrf::GuardedResolver;
-use chrono::{DateTime, Utc};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 /// The pooled client: no redirects, the configured timeouts, and the SSRF-guarding resolver.
 pub(super) fn build_client(config: &WebhookConfig) -> Result<reqwest::Client, EventError> {
@@ -42,13 +41,16 @@ pub(super) async fn read_capped(
     Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
-/// `Retry-After` as seconds or an HTTP date.
+/// `Retry-After` as delta-seconds or an HTTP date in any of the three forms RFC 9110
+/// §5.6.7 makes recipients accept (IMF-fixdate, RFC 850, asctime); `None` for anything else
+/// and for a date already past.
 pub(super) fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
+    let at = httpdate::parse_http_date(value).ok()?;
+    at.duration_since(SystemTime::now()).ok()
 }
 
 pub(super) fn transport_error(error: &reqwest::Error) -> String {
@@ -76,13 +78,53 @@ pub(super) fn transport_error(error: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::Utc;
+
+    /// A whole second about 90 s from now, as `Retry-After` would name it.
+    fn in_ninety_seconds() -> chrono::DateTime<Utc> {
+        use chrono::SubsecRound;
+        (Utc::now() + chrono::Duration::seconds(90)).trunc_subsecs(0)
+    }
+
+    fn assert_about_ninety_seconds(value: &str) {
+        let parsed = parse_retry_after(value).unwrap_or_else(|| panic!("{value:?} not read"));
+        assert!(
+            parsed > Duration::from_secs(80) && parsed <= Duration::from_secs(90),
+            "{value:?} read as {parsed:?}"
+        );
+    }
 
     #[test]
-    fn retry_after_reads_seconds_and_dates() {
+    fn retry_after_reads_delta_seconds() {
         assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
-        let parsed = parse_retry_after(&later).unwrap();
-        assert!(parsed > Duration::from_secs(80) && parsed <= Duration::from_secs(90));
-        assert_eq!(parse_retry_after("soon"), None);
+        assert_eq!(parse_retry_after(" 0 "), Some(Duration::ZERO));
+    }
+
+    /// RFC 9110 §5.6.7: a recipient accepts all three date forms.
+    #[test]
+    fn retry_after_reads_the_three_http_date_forms() {
+        let at = in_ninety_seconds();
+        // IMF-fixdate: Sun, 06 Nov 1994 08:49:37 GMT
+        assert_about_ninety_seconds(&at.format("%a, %d %b %Y %H:%M:%S GMT").to_string());
+        // RFC 850: Sunday, 06-Nov-94 08:49:37 GMT
+        assert_about_ninety_seconds(&at.format("%A, %d-%b-%y %H:%M:%S GMT").to_string());
+        // asctime: Sun Nov  6 08:49:37 1994
+        assert_about_ninety_seconds(&at.format("%a %b %e %H:%M:%S %Y").to_string());
+    }
+
+    #[test]
+    fn retry_after_refuses_garbage() {
+        for value in [
+            "soon",
+            "",
+            "-5",
+            "1.5",
+            "Sun, 06 Nov 1994 08:49:37",
+            "Someday, 99-Foo-99 99:99:99 GMT",
+        ] {
+            assert_eq!(parse_retry_after(value), None, "{value:?}");
+        }
+        // A date already past gives no wait to honour: the schedule decides.
+        assert_eq!(parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"), None);
     }
 }
