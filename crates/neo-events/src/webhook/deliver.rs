@@ -20,11 +20,34 @@ struct Answer {
     retry_after: Option<Duration>,
     error: Option<String>,
     took: Duration,
+    /// The request went out (false when it was refused before sending: a stored URL that
+    /// does not parse, an address the policy refuses).
+    sent: bool,
 }
 
 impl Answer {
     fn delivered(&self) -> bool {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
+    }
+
+    /// What the attempt says about the endpoint's health, for its breaker: `Some(false)` for
+    /// a sign it may be down (no answer: refused, timed out, broken off; or 5xx, 408, 429),
+    /// `Some(true)` for an answer showing it is up (2xx, and 3xx/4xx: it answered on
+    /// purpose), `None` when nothing was sent.
+    fn endpoint_up(&self) -> Option<bool> {
+        if !self.sent {
+            return None;
+        }
+        if self.delivered() {
+            return Some(true);
+        }
+        Some(match self.status {
+            Some(status) if self.error.is_none() => {
+                !(status >= 500 || status == 408 || status == 429)
+            }
+            // No answer, or one that broke off.
+            _ => false,
+        })
     }
 }
 
@@ -87,7 +110,10 @@ impl Webhooks {
         };
         let answer = self.send(&target).await;
         let was_open = breaker.state() == BreakerState::Open;
-        permit.record(answer.delivered());
+        match answer.endpoint_up() {
+            Some(up) => permit.record(up),
+            None => drop(permit), // not counted
+        }
         if !was_open && breaker.state() == BreakerState::Open {
             self.announce(OperationalEvent::EndpointFailing {
                 endpoint_id: target.endpoint_id,
@@ -211,7 +237,7 @@ impl Webhooks {
             .or_insert_with(|| {
                 CircuitBreaker::new(
                     format!("webhook-endpoint-{endpoint}"),
-                    self.inner.config.breaker,
+                    self.inner.config.endpoint_breaker(),
                 )
                 .unwrap_or_else(|_| {
                     unreachable!("the breaker settings were validated in Webhooks::new")
@@ -229,6 +255,7 @@ impl Webhooks {
             retry_after: None,
             error: Some(error),
             took: started.elapsed(),
+            sent: false,
         };
         let url = match reqwest::Url::parse(&target.url) {
             Ok(url) => url,
@@ -264,7 +291,12 @@ impl Webhooks {
         }
         let response = match request.body(target.body.clone()).send().await {
             Ok(response) => response,
-            Err(error) => return failed(transport_error(&error)),
+            Err(error) => {
+                return Answer {
+                    sent: true,
+                    ..failed(transport_error(&error))
+                };
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -279,10 +311,12 @@ impl Webhooks {
                 retry_after,
                 error: None,
                 took: started.elapsed(),
+                sent: true,
             },
             Err(error) => Answer {
                 status: Some(status),
                 retry_after,
+                sent: true,
                 ..failed(format!(
                     "reading the answer failed: {}",
                     transport_error(&error)
@@ -339,5 +373,52 @@ fn describe(answer: &Answer) -> String {
         (Some(error), _) => error.clone(),
         (None, Some(status)) => format!("the endpoint answered {status}"),
         (None, None) => "no answer".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn answer(status: Option<u16>, error: Option<&str>, sent: bool) -> Answer {
+        Answer {
+            status,
+            body: None,
+            retry_after: None,
+            error: error.map(str::to_owned),
+            took: Duration::ZERO,
+            sent,
+        }
+    }
+
+    #[test]
+    fn only_signs_of_a_down_endpoint_count_against_its_breaker() {
+        let up = |status| answer(Some(status), None, true).endpoint_up();
+        assert_eq!(up(200), Some(true));
+        assert_eq!(up(204), Some(true));
+        // It answered on purpose: the receiver is up.
+        assert_eq!(up(301), Some(true));
+        assert_eq!(up(400), Some(true));
+        assert_eq!(up(401), Some(true));
+        assert_eq!(up(404), Some(true));
+        // Overloaded or failing.
+        assert_eq!(up(408), Some(false));
+        assert_eq!(up(429), Some(false));
+        assert_eq!(up(500), Some(false));
+        assert_eq!(up(503), Some(false));
+        // Refused, timed out, broken off.
+        assert_eq!(
+            answer(None, Some("could not connect"), true).endpoint_up(),
+            Some(false)
+        );
+        assert_eq!(
+            answer(Some(200), Some("the answer broke off"), true).endpoint_up(),
+            Some(false)
+        );
+        // Never sent (refused address): says nothing about the endpoint.
+        assert_eq!(
+            answer(None, Some("refused address"), false).endpoint_up(),
+            None
+        );
     }
 }
