@@ -49,7 +49,8 @@ pub struct WebhookConfig {
     /// looks **down**, not to one that is flaky: only attempts the receiver did not answer
     /// (connection refused, timeouts, a broken answer) and answers 5xx, 408 and 429 count as
     /// failures; other answers show the receiver is up. Its failure threshold is
-    /// [`down_failure_rate`](Self::down_failure_rate), not `breaker.failure_rate`.
+    /// [`down_failure_rate`](Self::down_failure_rate), not `breaker.failure_rate`, and it
+    /// judges at least [`MIN_JUDGED_ATTEMPTS`](Self::MIN_JUDGED_ATTEMPTS) attempts.
     pub breaker: BreakerConfig,
     /// The endpoint breaker opens when at least this fraction (0–1] of the attempts in its
     /// window failed. The default, 0.9, keeps a flaky receiver (one failing up to half its
@@ -118,6 +119,12 @@ impl Default for WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// The fewest attempts an endpoint breaker judges (its `minimum_calls` and
+    /// `window_calls` are raised to this): a verdict from fewer would open on a flaky
+    /// receiver's bad luck (failing half its requests at random, 9 of 10 attempts fail 1% of
+    /// the time; 18 of 20, 0.02%).
+    pub const MIN_JUDGED_ATTEMPTS: u32 = 20;
+
     /// Attempts per delivery: the first one plus one per retry delay.
     pub fn max_attempts(&self) -> i32 {
         i32::try_from(self.retry_schedule.len() + 1).unwrap_or(i32::MAX)
@@ -149,10 +156,12 @@ impl WebhookConfig {
     }
 
     /// The settings of each endpoint's breaker: `breaker` with `down_failure_rate` as its
-    /// threshold.
+    /// threshold, judging no fewer than [`MIN_JUDGED_ATTEMPTS`](Self::MIN_JUDGED_ATTEMPTS) attempts.
     pub(crate) fn endpoint_breaker(&self) -> BreakerConfig {
         BreakerConfig {
             failure_rate: self.down_failure_rate,
+            minimum_calls: self.breaker.minimum_calls.max(Self::MIN_JUDGED_ATTEMPTS),
+            window_calls: self.breaker.window_calls.max(Self::MIN_JUDGED_ATTEMPTS),
             ..self.breaker
         }
     }
@@ -207,6 +216,23 @@ mod tests {
             serde_json::from_value(serde_json::json!({ "breaker": { "open_for": "1s" } })).unwrap();
         assert_eq!(partial.endpoint_breaker().failure_rate, 0.9);
         assert_eq!(partial.endpoint_breaker().open_for, Duration::from_secs(1));
+        // Short windows are widened to a sample that can tell down from unlucky.
+        let short = WebhookConfig {
+            breaker: BreakerConfig {
+                minimum_calls: 5,
+                window_calls: 10,
+                ..BreakerConfig::default()
+            },
+            ..WebhookConfig::default()
+        };
+        assert_eq!(
+            short.endpoint_breaker().minimum_calls,
+            WebhookConfig::MIN_JUDGED_ATTEMPTS
+        );
+        assert_eq!(
+            short.endpoint_breaker().window_calls,
+            WebhookConfig::MIN_JUDGED_ATTEMPTS
+        );
         for bad in [0.0, 1.5, f64::NAN] {
             let config = WebhookConfig {
                 down_failure_rate: bad,
