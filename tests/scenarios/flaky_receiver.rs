@@ -12,11 +12,11 @@ const FEED: Duration = Duration::from_secs(2);
 async fn flaky_receiver_keeps_its_traffic(flakiness: Flakiness, tag: &str) {
     let test_db = neo_testkit::postgres().await;
     let url = test_db.url();
-    let baseline = run(&url, &format!("{tag}_off"), flakiness, Breaker::Off, FEED).await;
+    let baseline = run(url, &format!("{tag}_off"), flakiness, Breaker::Off, FEED).await;
     let mut seen: Vec<(Breaker, FlakyRun)> = vec![(Breaker::Off, baseline)];
     for breaker in [Breaker::Defaults, Breaker::Short] {
         let prefix = format!("{tag}_{breaker:?}").to_lowercase();
-        seen.push((breaker, run(&url, &prefix, flakiness, breaker, FEED).await));
+        seen.push((breaker, run(url, &prefix, flakiness, breaker, FEED).await));
     }
     for (breaker, figures) in &seen {
         println!(
