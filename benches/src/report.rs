@@ -187,6 +187,50 @@ pub fn webhook_rows(url: &str, samples: usize, events: usize) -> Vec<Row> {
     ]
 }
 
+/// Webhook delivery to a receiver failing 2 of every 5 requests (flaky, not down): the
+/// attempts per second a steady feed gets with the default endpoint breaker, against the same
+/// run without a breaker (the rate the retry schedule alone allows); the goal is at least 0.8
+/// of it, with every message delivered.
+pub fn flaky_rows(url: &str) -> Vec<Row> {
+    use crate::flaky::{Breaker, Flakiness, run};
+    let runtime = crate::check(
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build(),
+    );
+    let feed = Duration::from_secs(3);
+    let (ours, raw) = runtime.block_on(async {
+        let raw = run(
+            url,
+            "bench_flaky_off",
+            Flakiness::TwoOfFive,
+            Breaker::Off,
+            feed,
+        )
+        .await;
+        let ours = run(
+            url,
+            "bench_flaky",
+            Flakiness::TwoOfFive,
+            Breaker::Defaults,
+            feed,
+        )
+        .await;
+        (ours, raw)
+    });
+    let ratio = ours.attempts_per_second / raw.attempts_per_second;
+    let all_delivered = ours.delivered == ours.messages && raw.delivered == raw.messages;
+    vec![Row {
+        operation: "webhooks/flaky_receiver".to_owned(),
+        ours: format!("{:.0} attempts/s", ours.attempts_per_second),
+        raw: format!("{:.0} attempts/s", raw.attempts_per_second),
+        ratio: Some(ratio),
+        target: "≥ 0.80× of no breaker, all delivered".to_owned(),
+        passed: Some(ratio >= 0.8 && all_delivered),
+    }]
+}
+
 /// The organization service's figures, searching over `search_rows` organizations.
 pub fn orgs_rows(url: &str, search_rows: usize) -> Vec<Row> {
     let f = crate::orgs::measure(url, search_rows);
@@ -348,8 +392,14 @@ mod tests {
     fn regenerating_the_page_keeps_its_notes() {
         let previous = format!("# Performance\n\nold table\n\n{NOTES_HEADING}\n\n- a note\n");
         let page = keep_notes("# Performance\n\nnew table\n", &previous);
-        assert!(page.contains("new table") && !page.contains("old table"), "{page}");
-        assert!(page.ends_with(&format!("{NOTES_HEADING}\n\n- a note\n")), "{page}");
+        assert!(
+            page.contains("new table") && !page.contains("old table"),
+            "{page}"
+        );
+        assert!(
+            page.ends_with(&format!("{NOTES_HEADING}\n\n- a note\n")),
+            "{page}"
+        );
         assert_eq!(keep_notes("fresh\n", "no notes here"), "fresh\n");
     }
 }

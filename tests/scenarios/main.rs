@@ -3,4 +3,5 @@
 #![allow(clippy::print_stdout, reason = "each scenario prints what it saw")]
 
 mod core_on_postgres;
+mod flaky_receiver;
 mod service_under_faults;

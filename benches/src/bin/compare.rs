@@ -51,6 +51,7 @@ fn main() {
         let figures = [
             report::queue_rows(&url, 500),
             report::webhook_rows(&url, 300, 20_000),
+            report::flaky_rows(&url),
             report::orgs_rows(&url, 100_000),
         ]
         .concat();

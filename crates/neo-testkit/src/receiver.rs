@@ -111,11 +111,80 @@ impl ReceivedRequest {
     }
 }
 
-#[derive(Debug, Default)]
+/// How the receiver answers once the script is empty: always the default, or failing some
+/// requests.
+#[derive(Debug, Clone)]
+enum Failing {
+    /// Every answer is the default.
+    Never,
+    /// Request `n` (counted from when this was set) gets `pattern[n % len]`'s answer:
+    /// `true` the failure, `false` the default.
+    Pattern {
+        pattern: Vec<bool>,
+        failure: ScriptedResponse,
+        next: usize,
+    },
+    /// Each request fails with probability `fraction`, from a seeded generator (the same
+    /// seed gives the same sequence).
+    Random {
+        fraction: f64,
+        failure: ScriptedResponse,
+        state: u64,
+    },
+}
+
+impl Failing {
+    /// Whether the next request fails, with the failure to answer.
+    fn next(&mut self) -> Option<ScriptedResponse> {
+        match self {
+            Failing::Never => None,
+            Failing::Pattern {
+                pattern,
+                failure,
+                next,
+            } => {
+                let fails = pattern
+                    .get(*next % pattern.len().max(1))
+                    .copied()
+                    .unwrap_or(false);
+                *next += 1;
+                fails.then(|| failure.clone())
+            }
+            Failing::Random {
+                fraction,
+                failure,
+                state,
+            } => {
+                // splitmix64: small, seedable, good enough to draw fractions.
+                *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                let mut z = *state;
+                z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                z ^= z >> 31;
+                let draw = (z >> 11) as f64 / (1u64 << 53) as f64;
+                (draw < *fraction).then(|| failure.clone())
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
 struct State {
     script: VecDeque<ScriptedResponse>,
     default: Option<ScriptedResponse>,
+    failing: Failing,
     received: Vec<ReceivedRequest>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State {
+            script: VecDeque::new(),
+            default: None,
+            failing: Failing::Never,
+            received: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -131,8 +200,9 @@ impl Shared {
 }
 
 /// An HTTP server on a free loopback port that answers every request (any method, any path)
-/// with the next scripted response, or the default one (`200 OK`) when the script is empty,
-/// and records what it received.
+/// with the next scripted response, or when the script is empty the default one (`200 OK`)
+/// unless a failing rule ([`fail_pattern`](Self::fail_pattern),
+/// [`fail_fraction`](Self::fail_fraction)) picks the request, and records what it received.
 ///
 /// # Example
 /// ```no_run
@@ -211,6 +281,29 @@ impl HttpReceiver {
         self.shared.lock().default = Some(response);
     }
 
+    /// Once the script is empty, answers the requests `pattern` marks `true` with `failure`
+    /// and the others with the default, cycling through it: `[true, true, false, false,
+    /// false]` fails 2 of every 5 requests (a flaky receiver, not a down one). Replaces any
+    /// earlier failing rule; an empty pattern fails nothing.
+    pub fn fail_pattern(&self, pattern: Vec<bool>, failure: ScriptedResponse) {
+        self.shared.lock().failing = Failing::Pattern {
+            pattern,
+            failure,
+            next: 0,
+        };
+    }
+
+    /// Once the script is empty, answers each request with `failure` with probability
+    /// `fraction` (0–1) and with the default otherwise, drawing from a generator seeded with
+    /// `seed` (the same seed fails the same requests). Replaces any earlier failing rule.
+    pub fn fail_fraction(&self, fraction: f64, failure: ScriptedResponse, seed: u64) {
+        self.shared.lock().failing = Failing::Random {
+            fraction,
+            failure,
+            state: seed,
+        };
+    }
+
     /// Everything received so far.
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.shared.lock().received.clone()
@@ -263,11 +356,14 @@ async fn answer(
     let at = Instant::now();
     let scripted = {
         let mut state = shared.lock();
-        state
-            .script
-            .pop_front()
-            .or_else(|| state.default.clone())
-            .unwrap_or_else(ScriptedResponse::ok)
+        match state.script.pop_front() {
+            Some(scripted) => scripted,
+            None => state
+                .failing
+                .next()
+                .or_else(|| state.default.clone())
+                .unwrap_or_else(ScriptedResponse::ok),
+        }
     };
     // Recorded on arrival: a client that gives up during the delay closes the connection,
     // and the server drops this handler without finishing it.

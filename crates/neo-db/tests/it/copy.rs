@@ -262,7 +262,10 @@ async fn rows_are_flushed_by_age_and_a_dropped_flush_does_not_poison_the_connect
         flushed = big_writer.flush() => panic!("a COPY into a locked table finished: {flushed:?}"),
     }
     drop(big_writer);
-    sqlx::raw_sql("ROLLBACK").execute(&mut locker).await.unwrap();
+    sqlx::raw_sql("ROLLBACK")
+        .execute(&mut locker)
+        .await
+        .unwrap();
     assert_eq!(count(&db, "events").await, 3);
     assert!(db.health().await.is_ok());
 }

@@ -45,8 +45,19 @@ pub struct WebhookConfig {
     /// How long an old secret keeps signing after [`rotate_secret`](crate::Webhooks::rotate_secret).
     #[serde(with = "humantime_serde")]
     pub secret_overlap: Duration,
-    /// Per-endpoint circuit breaker (in each process).
+    /// Per-endpoint circuit breaker (in each process). It pauses sends to an endpoint that
+    /// looks **down**, not to one that is flaky: only attempts the receiver did not answer
+    /// (connection refused, timeouts, a broken answer) and answers 5xx, 408 and 429 count as
+    /// failures; other answers show the receiver is up. Its failure threshold is
+    /// [`down_failure_rate`](Self::down_failure_rate), not `breaker.failure_rate`, and it
+    /// judges at least [`MIN_JUDGED_ATTEMPTS`](Self::MIN_JUDGED_ATTEMPTS) attempts.
     pub breaker: BreakerConfig,
+    /// The endpoint breaker opens when at least this fraction (0–1] of the attempts in its
+    /// window failed. The default, 0.9, keeps a flaky receiver (one failing up to half its
+    /// requests, at random or in a pattern) getting traffic, each message retried on its own
+    /// schedule, as Svix does; a receiver that is down fails them all and is paused.
+    /// From the environment: `..._DOWN_FAILURE_RATE=0.9`.
+    pub down_failure_rate: f64,
     /// Delivery status updates are written in batches.
     pub status_writes: BatcherConfig,
     /// Deliveries starting together are read in one query (`cache` is always off).
@@ -85,10 +96,13 @@ impl Default for WebhookConfig {
             user_agent: concat!("neo-events/", env!("CARGO_PKG_VERSION")).to_owned(),
             secret_overlap: minutes(24 * 60),
             breaker: BreakerConfig {
+                failure_rate: 0.9,
                 minimum_calls: 20,
+                window_calls: 50,
                 open_for: Duration::from_secs(30),
                 ..BreakerConfig::default()
             },
+            down_failure_rate: 0.9,
             status_writes: BatcherConfig {
                 max_batch: 500,
                 linger: Duration::from_millis(2),
@@ -105,6 +119,12 @@ impl Default for WebhookConfig {
 }
 
 impl WebhookConfig {
+    /// The fewest attempts an endpoint breaker judges (its `minimum_calls` and
+    /// `window_calls` are raised to this): a verdict from fewer would open on a flaky
+    /// receiver's bad luck (failing half its requests at random, 9 of 10 attempts fail 1% of
+    /// the time; 18 of 20, 0.02%).
+    pub const MIN_JUDGED_ATTEMPTS: u32 = 20;
+
     /// Attempts per delivery: the first one plus one per retry delay.
     pub fn max_attempts(&self) -> i32 {
         i32::try_from(self.retry_schedule.len() + 1).unwrap_or(i32::MAX)
@@ -126,10 +146,24 @@ impl WebhookConfig {
         if self.max_payload_bytes == 0 {
             return Err(invalid("max_payload_bytes must be at least 1"));
         }
-        self.breaker
+        if !(self.down_failure_rate > 0.0 && self.down_failure_rate <= 1.0) {
+            return Err(invalid("down_failure_rate must be in (0, 1]"));
+        }
+        self.endpoint_breaker()
             .validate()
             .map_err(|e| invalid(&e.to_string()))?;
         Ok(())
+    }
+
+    /// The settings of each endpoint's breaker: `breaker` with `down_failure_rate` as its
+    /// threshold, judging no fewer than [`MIN_JUDGED_ATTEMPTS`](Self::MIN_JUDGED_ATTEMPTS) attempts.
+    pub(crate) fn endpoint_breaker(&self) -> BreakerConfig {
+        BreakerConfig {
+            failure_rate: self.down_failure_rate,
+            minimum_calls: self.breaker.minimum_calls.max(Self::MIN_JUDGED_ATTEMPTS),
+            window_calls: self.breaker.window_calls.max(Self::MIN_JUDGED_ATTEMPTS),
+            ..self.breaker
+        }
     }
 
     /// The delay after failed attempt number `attempt` (1-based), jittered; `None` when it was
@@ -173,6 +207,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_endpoint_breaker_judges_down_not_flaky() {
+        let config = WebhookConfig::default();
+        assert_eq!(config.endpoint_breaker().failure_rate, 0.9);
+        // Setting part of the breaker (its generic failure rate is 0.5) keeps the webhook
+        // threshold.
+        let partial: WebhookConfig =
+            serde_json::from_value(serde_json::json!({ "breaker": { "open_for": "1s" } })).unwrap();
+        assert_eq!(partial.endpoint_breaker().failure_rate, 0.9);
+        assert_eq!(partial.endpoint_breaker().open_for, Duration::from_secs(1));
+        // Short windows are widened to a sample that can tell down from unlucky.
+        let short = WebhookConfig {
+            breaker: BreakerConfig {
+                minimum_calls: 5,
+                window_calls: 10,
+                ..BreakerConfig::default()
+            },
+            ..WebhookConfig::default()
+        };
+        assert_eq!(
+            short.endpoint_breaker().minimum_calls,
+            WebhookConfig::MIN_JUDGED_ATTEMPTS
+        );
+        assert_eq!(
+            short.endpoint_breaker().window_calls,
+            WebhookConfig::MIN_JUDGED_ATTEMPTS
+        );
+        for bad in [0.0, 1.5, f64::NAN] {
+            let config = WebhookConfig {
+                down_failure_rate: bad,
+                ..WebhookConfig::default()
+            };
+            assert!(config.validate().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
     fn the_schedule_reads_as_a_list_or_as_text() {
         let from_list: WebhookConfig =
             serde_json::from_value(serde_json::json!({ "retry_schedule": ["1s", "2m"] })).unwrap();
@@ -182,6 +252,9 @@ mod tests {
         assert_eq!(from_list.retry_schedule, expected);
         assert_eq!(from_text.retry_schedule, expected);
         assert_eq!(from_text.max_attempts(), 3);
+        let rate: WebhookConfig =
+            serde_json::from_value(serde_json::json!({ "down_failure_rate": 0.75 })).unwrap();
+        assert_eq!(rate.endpoint_breaker().failure_rate, 0.75);
         assert!(
             serde_json::from_value::<WebhookConfig>(
                 serde_json::json!({ "retry_schedule": "soon" })

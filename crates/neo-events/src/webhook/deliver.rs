@@ -1,100 +1,17 @@
 //! Sending one delivery: gates (endpoint enabled, rate limit, breaker), the signed request,
 //! and what its answer means for the delivery, the endpoint and the job.
 
+use super::http::{parse_retry_after, read_capped, transport_error};
+use super::rows::{StatusUpdate, Target, write_statuses};
 use super::store::Webhooks;
-use super::{OperationalEvent, WebhookConfig};
-use crate::ssrf::GuardedResolver;
+use super::{OperationalEvent, lock};
 use crate::{EventError, WebhookSecret, sign};
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use neo_queue::{Job, JobError, Worker};
 use neo_resilience::{BreakerState, CircuitBreaker, RateLimitConfig, RateLimiter};
-use sqlx::{AssertSqlSafe, Row};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use sqlx::AssertSqlSafe;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
-
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-/// The pooled client: no redirects, the configured timeouts, and the SSRF-guarding resolver.
-pub(super) fn build_client(config: &WebhookConfig) -> Result<reqwest::Client, EventError> {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .connect_timeout(config.connect_timeout)
-        .timeout(config.request_timeout)
-        .pool_max_idle_per_host(config.pool_max_idle_per_host)
-        .user_agent(config.user_agent.clone())
-        .dns_resolver(Arc::new(GuardedResolver(config.addresses)))
-        .build()
-        .map_err(|e| EventError::Invalid {
-            what: "webhook HTTP client",
-            reason: e.to_string(),
-        })
-}
-
-/// Reads the rows of the deliveries starting together in one query (no cache: a status
-/// read must be current).
-pub(super) fn target_loader(
-    db: &neo_db::Db,
-    sql: String,
-    config: &WebhookConfig,
-) -> Result<neo_batch::DataLoader<i64, Target>, EventError> {
-    let db = db.clone();
-    let loader_config = neo_batch::LoaderConfig {
-        cache: false,
-        ..config.target_reads
-    };
-    neo_batch::DataLoader::new(loader_config, move |ids: Vec<i64>| {
-        let (db, sql) = (db.clone(), sql.clone());
-        async move {
-            let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql))
-                .bind(&ids)
-                .fetch_all(db.pool())
-                .await?;
-            rows.iter()
-                .map(|row| Ok((row.try_get::<i64, _>(10)?, target_from_row(row)?)))
-                .collect::<Result<HashMap<i64, Target>, sqlx::Error>>()
-                .map_err(neo_db::Error::from)
-        }
-    })
-    .map_err(|e| EventError::Invalid {
-        what: "webhook configuration",
-        reason: e.to_string(),
-    })
-}
-
-fn target_from_row(row: &sqlx::postgres::PgRow) -> Result<Target, sqlx::Error> {
-    let headers: sqlx::types::Json<BTreeMap<String, String>> = row.try_get(9)?;
-    Ok(Target {
-        status: row.try_get(0)?,
-        message_id: row.try_get(1)?,
-        body: row.try_get(2)?,
-        endpoint_id: row.try_get(3)?,
-        url: row.try_get(4)?,
-        secrets: row.try_get(5)?,
-        overlapping: row.try_get::<Option<bool>, _>(6)?.unwrap_or(false),
-        enabled: row.try_get(7)?,
-        rate: row.try_get(8)?,
-        headers: headers.0,
-        fifo: row.try_get(11)?,
-    })
-}
-
-/// One row of the batched status write.
-#[derive(Debug, Clone)]
-pub(crate) struct StatusUpdate {
-    id: i64,
-    status: &'static str,
-    /// 1 when this update reports an attempt, 0 when it only changes the status.
-    attempted: i32,
-    response_status: Option<i32>,
-    response_body: Option<String>,
-    duration_ms: Option<i32>,
-    error: Option<String>,
-    next_attempt_at: Option<DateTime<Utc>>,
-}
 
 /// What one attempt produced.
 struct Answer {
@@ -103,28 +20,35 @@ struct Answer {
     retry_after: Option<Duration>,
     error: Option<String>,
     took: Duration,
+    /// The request went out (false when it was refused before sending: a stored URL that
+    /// does not parse, an address the policy refuses).
+    sent: bool,
 }
 
 impl Answer {
     fn delivered(&self) -> bool {
         self.error.is_none() && self.status.is_some_and(|s| (200..300).contains(&s))
     }
-}
 
-/// What the delivery needs from its rows.
-#[derive(Debug, Clone)]
-pub(crate) struct Target {
-    status: String,
-    message_id: Uuid,
-    body: String,
-    endpoint_id: Uuid,
-    url: String,
-    secrets: Vec<String>,
-    overlapping: bool,
-    enabled: bool,
-    rate: Option<i32>,
-    headers: BTreeMap<String, String>,
-    fifo: bool,
+    /// What the attempt says about the endpoint's health, for its breaker: `Some(false)` for
+    /// a sign it may be down (no answer: refused, timed out, broken off; or 5xx, 408, 429),
+    /// `Some(true)` for an answer showing it is up (2xx, and 3xx/4xx: it answered on
+    /// purpose), `None` when nothing was sent.
+    fn endpoint_up(&self) -> Option<bool> {
+        if !self.sent {
+            return None;
+        }
+        if self.delivered() {
+            return Some(true);
+        }
+        Some(match self.status {
+            Some(status) if self.error.is_none() => {
+                !(status >= 500 || status == 408 || status == 429)
+            }
+            // No answer, or one that broke off.
+            _ => false,
+        })
+    }
 }
 
 impl Webhooks {
@@ -165,7 +89,10 @@ impl Webhooks {
         }
         if !target.enabled {
             return self
-                .finish(&target, dead(id, 0, "the endpoint is disabled"))
+                .finish(
+                    &target,
+                    StatusUpdate::dead(id, 0, "the endpoint is disabled"),
+                )
                 .await;
         }
         if let Some(wait) = self.rate_limited(target.endpoint_id, target.rate) {
@@ -183,7 +110,10 @@ impl Webhooks {
         };
         let answer = self.send(&target).await;
         let was_open = breaker.state() == BreakerState::Open;
-        permit.record(answer.delivered());
+        match answer.endpoint_up() {
+            Some(up) => permit.record(up),
+            None => drop(permit), // not counted
+        }
         if !was_open && breaker.state() == BreakerState::Open {
             self.announce(OperationalEvent::EndpointFailing {
                 endpoint_id: target.endpoint_id,
@@ -307,7 +237,7 @@ impl Webhooks {
             .or_insert_with(|| {
                 CircuitBreaker::new(
                     format!("webhook-endpoint-{endpoint}"),
-                    self.inner.config.breaker,
+                    self.inner.config.endpoint_breaker(),
                 )
                 .unwrap_or_else(|_| {
                     unreachable!("the breaker settings were validated in Webhooks::new")
@@ -325,6 +255,7 @@ impl Webhooks {
             retry_after: None,
             error: Some(error),
             took: started.elapsed(),
+            sent: false,
         };
         let url = match reqwest::Url::parse(&target.url) {
             Ok(url) => url,
@@ -360,7 +291,12 @@ impl Webhooks {
         }
         let response = match request.body(target.body.clone()).send().await {
             Ok(response) => response,
-            Err(error) => return failed(transport_error(&error)),
+            Err(error) => {
+                return Answer {
+                    sent: true,
+                    ..failed(transport_error(&error))
+                };
+            }
         };
         let status = response.status().as_u16();
         let retry_after = response
@@ -375,10 +311,12 @@ impl Webhooks {
                 retry_after,
                 error: None,
                 took: started.elapsed(),
+                sent: true,
             },
             Err(error) => Answer {
                 status: Some(status),
                 retry_after,
+                sent: true,
                 ..failed(format!(
                     "reading the answer failed: {}",
                     transport_error(&error)
@@ -430,88 +368,6 @@ impl Webhooks {
     }
 }
 
-async fn write_statuses(
-    conn: &mut sqlx::PgConnection,
-    sql: &str,
-    batch: &[StatusUpdate],
-) -> Result<(), neo_db::Error> {
-    let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
-    neo_db::planned_per_call(sqlx::AssertSqlSafe(sql.to_owned()))
-        .bind(batch.iter().map(|u| u.id).collect::<Vec<_>>())
-        .bind(batch.iter().map(|u| u.status).collect::<Vec<_>>())
-        .bind(batch.iter().map(|u| u.attempted).collect::<Vec<_>>())
-        .bind(batch.iter().map(|u| u.response_status).collect::<Vec<_>>())
-        .bind(column(|u| u.response_body.clone()))
-        .bind(batch.iter().map(|u| u.duration_ms).collect::<Vec<_>>())
-        .bind(column(|u| u.error.clone()))
-        .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
-}
-
-fn dead(id: i64, attempted: i32, why: &str) -> StatusUpdate {
-    StatusUpdate {
-        id,
-        status: "dead",
-        attempted,
-        response_status: None,
-        response_body: None,
-        duration_ms: None,
-        error: Some(why.to_owned()),
-        next_attempt_at: None,
-    }
-}
-
-/// Up to `max` bytes of the body, as text (lossy); the rest is not read.
-async fn read_capped(
-    mut response: reqwest::Response,
-    max: usize,
-) -> Result<String, reqwest::Error> {
-    let mut body = Vec::new();
-    while body.len() < max {
-        match response.chunk().await? {
-            Some(chunk) => {
-                let room = max - body.len();
-                body.extend_from_slice(&chunk[..chunk.len().min(room)]);
-            }
-            None => break,
-        }
-    }
-    Ok(String::from_utf8_lossy(&body).into_owned())
-}
-
-/// `Retry-After` as seconds or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    if let Ok(secs) = value.trim().parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value.trim()).ok()?;
-    (at.with_timezone(&Utc) - Utc::now()).to_std().ok()
-}
-
-fn transport_error(error: &reqwest::Error) -> String {
-    let what = if error.is_timeout() {
-        "timed out"
-    } else if error.is_connect() {
-        "could not connect"
-    } else if error.is_body() || error.is_decode() {
-        "the answer broke off"
-    } else {
-        "request failed"
-    };
-    // reqwest's own text names the URL (which may carry a token in its query): only the
-    // causes are kept.
-    let mut text = what.to_owned();
-    let mut source = std::error::Error::source(error);
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 fn describe(answer: &Answer) -> String {
     match (&answer.error, answer.status) {
         (Some(error), _) => error.clone(),
@@ -524,12 +380,45 @@ fn describe(answer: &Answer) -> String {
 mod tests {
     use super::*;
 
+    fn answer(status: Option<u16>, error: Option<&str>, sent: bool) -> Answer {
+        Answer {
+            status,
+            body: None,
+            retry_after: None,
+            error: error.map(str::to_owned),
+            took: Duration::ZERO,
+            sent,
+        }
+    }
+
     #[test]
-    fn retry_after_reads_seconds_and_dates() {
-        assert_eq!(parse_retry_after("120"), Some(Duration::from_secs(120)));
-        let later = (Utc::now() + chrono::Duration::seconds(90)).to_rfc2822();
-        let parsed = parse_retry_after(&later).unwrap();
-        assert!(parsed > Duration::from_secs(80) && parsed <= Duration::from_secs(90));
-        assert_eq!(parse_retry_after("soon"), None);
+    fn only_signs_of_a_down_endpoint_count_against_its_breaker() {
+        let up = |status| answer(Some(status), None, true).endpoint_up();
+        assert_eq!(up(200), Some(true));
+        assert_eq!(up(204), Some(true));
+        // It answered on purpose: the receiver is up.
+        assert_eq!(up(301), Some(true));
+        assert_eq!(up(400), Some(true));
+        assert_eq!(up(401), Some(true));
+        assert_eq!(up(404), Some(true));
+        // Overloaded or failing.
+        assert_eq!(up(408), Some(false));
+        assert_eq!(up(429), Some(false));
+        assert_eq!(up(500), Some(false));
+        assert_eq!(up(503), Some(false));
+        // Refused, timed out, broken off.
+        assert_eq!(
+            answer(None, Some("could not connect"), true).endpoint_up(),
+            Some(false)
+        );
+        assert_eq!(
+            answer(Some(200), Some("the answer broke off"), true).endpoint_up(),
+            Some(false)
+        );
+        // Never sent (refused address): says nothing about the endpoint.
+        assert_eq!(
+            answer(None, Some("refused address"), false).endpoint_up(),
+            None
+        );
     }
 }

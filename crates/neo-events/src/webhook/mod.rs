@@ -3,6 +3,8 @@
 
 mod config;
 mod deliver;
+mod http;
+mod rows;
 mod store;
 
 pub use config::WebhookConfig;
@@ -12,7 +14,14 @@ use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use uuid::Uuid;
+
+/// Locks a mutex, taking over the data of a holder that panicked (the maps it guards stay
+/// valid: each entry is written whole).
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// An event type endpoints can subscribe to, with an optional description and JSON schema for
 /// the people writing receivers.

@@ -3,5 +3,7 @@
 
 mod outbox;
 mod signatures;
+#[cfg(feature = "webhooks")]
 mod webhook_faults;
+#[cfg(feature = "webhooks")]
 mod webhooks;

@@ -733,7 +733,10 @@ async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
     receiver.set_default(ScriptedResponse::status(500));
     let mut operational = s.webhooks.operational_events();
     let running = Running::start(&s);
-    publish(&s, &[event("organization.created", 1)]).await;
+    // The breaker judges no fewer than MIN_JUDGED_ATTEMPTS (20) attempts: 5 messages of 6
+    // attempts each give it enough, with attempts left to deliver after recovery.
+    let events: Vec<DomainEvent> = (1..=5).map(|n| event("organization.created", n)).collect();
+    publish(&s, &events).await;
     let failing = tokio::time::timeout(Duration::from_secs(10), operational.recv())
         .await
         .unwrap()

@@ -64,3 +64,41 @@ async fn wait_for_returns_what_arrived_when_time_runs_out() {
     let got = receiver.wait_for(1, Duration::from_millis(100)).await;
     assert!(got.is_empty());
 }
+
+#[tokio::test]
+async fn a_flaky_receiver_fails_its_pattern_or_its_fraction() {
+    let receiver = HttpReceiver::start().await.unwrap();
+    let client = reqwest::Client::new();
+    let codes = |n: usize| {
+        let (client, url) = (client.clone(), receiver.url("/hook"));
+        async move {
+            let mut codes = Vec::new();
+            for _ in 0..n {
+                codes.push(client.post(&url).send().await.unwrap().status().as_u16());
+            }
+            codes
+        }
+    };
+    // The script still comes first.
+    receiver.push(ScriptedResponse::status(418));
+    receiver.fail_pattern(
+        vec![true, true, false, false, false],
+        ScriptedResponse::status(503),
+    );
+    assert_eq!(
+        codes(11).await,
+        [418, 503, 503, 200, 200, 200, 503, 503, 200, 200, 200]
+    );
+    receiver.fail_fraction(0.4, ScriptedResponse::status(500), 7);
+    let drawn = codes(500).await;
+    let failed = drawn.iter().filter(|c| **c == 500).count();
+    assert!((150..250).contains(&failed), "{failed} of 500 failed");
+    assert!(drawn.iter().all(|c| matches!(c, 200 | 500)));
+    receiver.fail_fraction(0.4, ScriptedResponse::status(500), 7);
+    assert_eq!(
+        codes(500).await,
+        drawn,
+        "the same seed fails the same requests"
+    );
+    receiver.shutdown().await;
+}

@@ -1,0 +1,47 @@
+//! The crate's error.
+
+/// Everything that can go wrong with events and the outbox (signatures have
+/// [`SignatureError`](crate::SignatureError)).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum EventError {
+    /// An event, name or setting was rejected before anything was written.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was checked.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// A dispatch handler failed; its events stay pending.
+    #[error("event handler failed: {0}")]
+    Handler(String),
+    /// Nothing with this id exists.
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// The job queue failed.
+    #[cfg(feature = "webhooks")]
+    #[error(transparent)]
+    Queue(#[from] neo_queue::Error),
+    /// The database failed.
+    #[error(transparent)]
+    Db(#[from] neo_db::Error),
+}
+
+impl neo_core::HasErrorKind for EventError {
+    fn kind(&self) -> neo_core::ErrorKind {
+        match self {
+            EventError::Invalid { .. } => neo_core::ErrorKind::Validation,
+            EventError::Handler(_) => neo_core::ErrorKind::Internal,
+            EventError::NotFound { .. } => neo_core::ErrorKind::NotFound,
+            #[cfg(feature = "webhooks")]
+            EventError::Queue(e) => e.kind(),
+            EventError::Db(e) => e.kind(),
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! Fan-out: dispatched events become messages, one delivery per subscribed endpoint and one
+//! neo-queue job per delivery, in one transaction; FIFO endpoints get one job at a time.
+
+use super::{Webhooks, db_error};
+use crate::{DomainEvent, EventError};
+use neo_queue::{NewJob, OnDuplicate};
+use sqlx::AssertSqlSafe;
+use uuid::Uuid;
+
+/// A delivery just made pending (by fan-out or replay): `RETURNING id, queued, endpoint_id`.
+#[derive(Debug, sqlx::FromRow)]
+pub(super) struct Pending {
+    /// The delivery.
+    pub(super) id: i64,
+    /// Whether it gets its job now (FIFO endpoints' deliveries wait for their turn).
+    pub(super) queued: bool,
+    /// Its endpoint.
+    pub(super) endpoint_id: Uuid,
+}
+
+impl Webhooks {
+    /// Checks an event before it is published, as fan-out will: its message must fit
+    /// `max_payload_bytes`.
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] for an oversized event.
+    pub fn validate_event(&self, event: &DomainEvent) -> Result<(), EventError> {
+        message_body(event, self.inner.config.max_payload_bytes).map(|_| ())
+    }
+
+    /// Records one delivery per subscribed, enabled endpoint for each event and enqueues a
+    /// delivery job for each, in one transaction; returns how many deliveries were created.
+    /// Handing the same events over again creates nothing new, so it is safe to use as an
+    /// at-least-once [`Outbox`](crate::Outbox) handler. Events too large for
+    /// `max_payload_bytes` are logged and skipped (check them first with
+    /// [`validate_event`](Self::validate_event)).
+    ///
+    /// # Errors
+    /// A database or queue error; nothing is recorded then.
+    pub async fn fan_out(&self, events: &[DomainEvent]) -> Result<usize, EventError> {
+        let mut ids = Vec::with_capacity(events.len());
+        let mut types = Vec::with_capacity(events.len());
+        let mut tenants = Vec::with_capacity(events.len());
+        let mut bodies = Vec::with_capacity(events.len());
+        for event in events {
+            match message_body(event, self.inner.config.max_payload_bytes) {
+                Ok(body) => {
+                    ids.push(Uuid::from(event.id()));
+                    types.push(event.event_type().to_owned());
+                    tenants.push(event.tenant_id().map(Uuid::from));
+                    bodies.push(body);
+                }
+                Err(error) => {
+                    metrics::counter!("neo_webhooks_refused_events_total").increment(1);
+                    tracing::error!(event_id = %event.id(), %error, "event not sent to webhooks");
+                }
+            }
+        }
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.inner.db.begin().await?;
+        let created: Vec<Pending> = sqlx::query_as(AssertSqlSafe(self.inner.sql.fan_out.clone()))
+            .bind(&ids)
+            .bind(&types)
+            .bind(&tenants)
+            .bind(&bodies)
+            .fetch_all(&mut **tx)
+            .await
+            .map_err(db_error)?;
+        self.enqueue_created(&mut tx, &created).await?;
+        tx.commit().await?;
+        metrics::counter!("neo_webhooks_deliveries_created_total").increment(created.len() as u64);
+        Ok(created.len())
+    }
+
+    /// Enqueues jobs for deliveries just made pending: the queued
+    /// ones directly, and the head of each FIFO endpoint among the others.
+    pub(super) async fn enqueue_created(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        rows: &[Pending],
+    ) -> Result<(), EventError> {
+        let queued: Vec<i64> = rows.iter().filter(|r| r.queued).map(|r| r.id).collect();
+        self.enqueue(tx, &queued).await?;
+        let mut fifo: Vec<Uuid> = rows
+            .iter()
+            .filter(|r| !r.queued)
+            .map(|r| r.endpoint_id)
+            .collect();
+        fifo.sort_unstable();
+        fifo.dedup();
+        for endpoint in fifo {
+            self.advance_fifo(tx, endpoint).await?;
+        }
+        Ok(())
+    }
+
+    /// Gives a FIFO endpoint's oldest pending delivery its job, unless it has one; the
+    /// endpoint row lock serializes this per endpoint.
+    pub(in crate::webhook) async fn advance_fifo(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        endpoint: Uuid,
+    ) -> Result<(), EventError> {
+        sqlx::query(AssertSqlSafe(self.inner.sql.lock_endpoint.clone()))
+            .bind(endpoint)
+            .execute(&mut ***tx)
+            .await
+            .map_err(db_error)?;
+        let head: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
+            .bind(endpoint)
+            .fetch_all(&mut ***tx)
+            .await
+            .map_err(db_error)?;
+        self.enqueue(tx, &head).await
+    }
+
+    async fn enqueue(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        deliveries: &[i64],
+    ) -> Result<(), EventError> {
+        let jobs = deliveries
+            .iter()
+            .map(|id| {
+                Ok(NewJob::new(
+                    &self.inner.config.job_kind,
+                    &serde_json::json!({ "delivery": id }),
+                )?
+                .max_attempts(self.inner.config.max_attempts())
+                .unique_key(format!("webhook-delivery:{id}")))
+            })
+            .collect::<Result<Vec<_>, neo_queue::Error>>()?;
+        self.inner
+            .queue
+            .enqueue_many(&mut ***tx, jobs, OnDuplicate::Skip)
+            .await?;
+        Ok(())
+    }
+}
+
+/// The message body: `{"type", "timestamp", "data"}`, as Standard Webhooks suggests.
+fn message_body(event: &DomainEvent, max: usize) -> Result<String, EventError> {
+    let body = serde_json::to_string(&serde_json::json!({
+        "type": event.event_type(),
+        "timestamp": event.occurred_at(),
+        "data": event.payload(),
+    }))
+    .map_err(|e| EventError::Invalid {
+        what: "event payload",
+        reason: e.to_string(),
+    })?;
+    if body.len() > max {
+        return Err(EventError::Invalid {
+            what: "event payload",
+            reason: format!(
+                "the webhook message is {} bytes, more than max_payload_bytes ({max})",
+                body.len()
+            ),
+        });
+    }
+    Ok(body)
+}

@@ -1,0 +1,179 @@
+//! The webhook tables and what is kept with them: [`Webhooks`] and its shared state here;
+//! the statements in [`sql`], endpoints and their secrets in [`endpoints`], event types and
+//! subscriptions in [`subscriptions`], fan-out into delivery jobs (and FIFO ordering) in
+//! [`fan_out`], reading, replaying and purging deliveries in [`deliveries`].
+
+mod deliveries;
+mod endpoints;
+mod fan_out;
+mod sql;
+mod subscriptions;
+
+use super::http::build_client;
+use super::rows::{StatusUpdate, Target, target_loader};
+use super::{OperationalEvent, WebhookConfig};
+use crate::EventError;
+use neo_batch::WriteBatcher;
+use neo_db::{Db, MigrationReport, MigrationSet, Schema};
+use neo_queue::Queue;
+use neo_resilience::{CircuitBreaker, RateLimiter};
+use sql::Sql;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::{OnceCell, broadcast};
+use uuid::Uuid;
+
+pub(in crate::webhook) struct Inner {
+    pub(in crate::webhook) db: Db,
+    pub(in crate::webhook) queue: Queue,
+    pub(in crate::webhook) config: WebhookConfig,
+    pub(in crate::webhook) sql: Sql,
+    pub(in crate::webhook) client: reqwest::Client,
+    pub(in crate::webhook) breakers: Mutex<HashMap<Uuid, CircuitBreaker>>,
+    pub(in crate::webhook) limiters: Mutex<HashMap<Uuid, (u32, RateLimiter)>>,
+    pub(in crate::webhook) operational: broadcast::Sender<OperationalEvent>,
+    pub(in crate::webhook) status: OnceCell<WriteBatcher<StatusUpdate>>,
+    pub(in crate::webhook) targets: neo_batch::DataLoader<i64, Target>,
+    schema: Schema,
+}
+
+/// Webhook endpoints, subscriptions and deliveries, and the delivery job handler; cheap to
+/// clone.
+///
+/// Events reach endpoints in three steps: the [`Outbox`](crate::Outbox) dispatcher hands
+/// committed events to [`fan_out`](Webhooks::fan_out), which records one delivery per
+/// subscribed endpoint and enqueues one neo-queue job per delivery in the same transaction;
+/// a neo-queue [`Worker`](neo_queue::Worker) set up with [`handle`](Webhooks::handle) sends
+/// them, signed per Standard Webhooks, retrying on the configured schedule.
+///
+/// # Example
+/// ```no_run
+/// # async fn demo(db: neo_db::Db, queue: neo_queue::Queue, outbox: neo_events::Outbox) -> Result<(), neo_events::EventError> {
+/// use neo_events::{NewEndpoint, WebhookConfig, Webhooks};
+/// let webhooks = Webhooks::new(&db, queue.clone(), WebhookConfig::default())?;
+/// webhooks.migrate().await?;
+/// let endpoint = webhooks
+///     .create_endpoint(NewEndpoint::new("https://hooks.example.com/neo").subscribe("organization.*"))
+///     .await?;
+/// println!("give the receiver {}", endpoint.secret().expose());
+///
+/// // The dispatcher fans committed events out; a worker delivers them.
+/// let fan_out = webhooks.clone();
+/// let dispatcher = outbox.run(
+///     move |events| { let w = fan_out.clone(); async move { w.fan_out(&events).await } },
+///     std::future::pending(),
+/// );
+/// let worker = webhooks.handle(neo_queue::Worker::new(queue, Default::default()));
+/// let _ = tokio::join!(dispatcher, worker.run(std::future::pending()));
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Webhooks {
+    pub(in crate::webhook) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Webhooks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Webhooks")
+            .field("config", &self.inner.config)
+            .field("schema", &self.inner.schema)
+            .finish_non_exhaustive()
+    }
+}
+
+pub(super) fn db_error(error: sqlx::Error) -> EventError {
+    EventError::Db(neo_db::Error::from(error))
+}
+
+pub(super) fn not_found(what: &'static str, id: impl std::fmt::Display) -> EventError {
+    EventError::NotFound {
+        what,
+        id: id.to_string(),
+    }
+}
+
+impl Webhooks {
+    /// Webhooks in `config.schema`, delivering through `queue`.
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] for a bad configuration or schema name.
+    pub fn new(db: &Db, queue: Queue, config: WebhookConfig) -> Result<Self, EventError> {
+        config.validate()?;
+        let schema = Schema::new(&config.schema)?;
+        let sql = Sql::new(&schema)?;
+        let client = build_client(&config)?;
+        let targets = target_loader(db, sql.load_for_send.clone(), &config)?;
+        Ok(Webhooks {
+            inner: Arc::new(Inner {
+                db: db.clone(),
+                queue,
+                sql,
+                client,
+                breakers: Mutex::new(HashMap::new()),
+                limiters: Mutex::new(HashMap::new()),
+                operational: broadcast::channel(1024).0,
+                status: OnceCell::new(),
+                targets,
+                schema,
+                config,
+            }),
+        })
+    }
+
+    /// The webhook tables' migrations.
+    ///
+    /// # Errors
+    /// Never; fallible for symmetry with other crates' sets.
+    pub fn migrations() -> Result<MigrationSet, EventError> {
+        Ok(MigrationSet::new("neo_webhooks")?
+            .with(
+                1,
+                "webhooks",
+                include_str!("../../../migrations/webhooks/1_webhooks.sql"),
+            )
+            .with(
+                2,
+                "deliveries without foreign keys",
+                include_str!("../../../migrations/webhooks/2_deliveries_without_foreign_keys.sql"),
+            ))
+    }
+
+    /// Creates or upgrades the webhook tables in `config.schema`.
+    ///
+    /// # Errors
+    /// A migration error.
+    pub async fn migrate(&self) -> Result<MigrationReport, EventError> {
+        Ok(Self::migrations()?
+            .run_in_schema(&self.inner.db, &self.inner.schema)
+            .await?)
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &WebhookConfig {
+        &self.inner.config
+    }
+
+    /// Operational events (endpoint failing or disabled, delivery exhausted) seen by this
+    /// process from now on. They are also logged at WARN.
+    pub fn operational_events(&self) -> broadcast::Receiver<OperationalEvent> {
+        self.inner.operational.subscribe()
+    }
+
+    pub(in crate::webhook) fn announce(&self, event: OperationalEvent) {
+        tracing::warn!(?event, "webhook operational event");
+        let kind = match &event {
+            OperationalEvent::EndpointFailing { .. } => "endpoint_failing",
+            OperationalEvent::EndpointDisabled { .. } => "endpoint_disabled",
+            OperationalEvent::DeliveryExhausted { .. } => "delivery_exhausted",
+        };
+        metrics::counter!("neo_webhooks_operational_events_total", "kind" => kind).increment(1);
+        let _ = self.inner.operational.send(event);
+    }
+
+    /// Writes the pending delivery status updates and stops the status writer.
+    pub async fn shutdown(&self) {
+        if let Some(writer) = self.inner.status.get() {
+            writer.shutdown().await;
+        }
+    }
+}

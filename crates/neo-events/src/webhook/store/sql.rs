@@ -1,0 +1,156 @@
+//! The statements of the webhook tables, built once per schema.
+
+use crate::EventError;
+use neo_db::{Schema, TableName};
+
+#[derive(Debug)]
+pub(in crate::webhook) struct Sql {
+    pub(in crate::webhook) upsert_event_type: String,
+    pub(in crate::webhook) event_types: String,
+    pub(in crate::webhook) insert_endpoint: String,
+    pub(in crate::webhook) insert_subscriptions: String,
+    pub(in crate::webhook) delete_subscription: String,
+    pub(in crate::webhook) endpoint: String,
+    pub(in crate::webhook) endpoints: String,
+    pub(in crate::webhook) set_enabled: String,
+    pub(in crate::webhook) rotate: String,
+    pub(in crate::webhook) delete_endpoint: String,
+    pub(in crate::webhook) fan_out: String,
+    pub(in crate::webhook) load_for_send: String,
+    pub(in crate::webhook) update_status: String,
+    pub(in crate::webhook) delivery: String,
+    pub(in crate::webhook) deliveries: String,
+    pub(in crate::webhook) replay_one: String,
+    pub(in crate::webhook) replay_since: String,
+    pub(in crate::webhook) lock_endpoint: String,
+    pub(in crate::webhook) fifo_head: String,
+    pub(in crate::webhook) purge_deliveries: String,
+    pub(in crate::webhook) purge_messages: String,
+}
+
+const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
+     rate_limit_per_second, headers, description, created_at, fifo";
+const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.endpoint_id, m.event_type, d.status, d.attempts, \
+     d.response_status, d.response_body, d.duration_ms, d.last_error, d.next_attempt_at, \
+     d.created_at, d.delivered_at";
+
+impl Sql {
+    pub(super) fn new(schema: &Schema) -> Result<Self, EventError> {
+        let table = |name: &str| -> Result<String, EventError> {
+            Ok(TableName::new(name)?.in_schema(schema).to_string())
+        };
+        let (types, endpoints, subs, messages, deliveries) = (
+            table("webhook_event_types")?,
+            table("webhook_endpoints")?,
+            table("webhook_subscriptions")?,
+            table("webhook_messages")?,
+            table("webhook_deliveries")?,
+        );
+        Ok(Sql {
+            upsert_event_type: format!(
+                "INSERT INTO {types} (name, description, schema) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, schema = EXCLUDED.schema"
+            ),
+            event_types: format!("SELECT name, description, schema FROM {types} ORDER BY name"),
+            insert_endpoint: format!(
+                "INSERT INTO {endpoints} (id, tenant_id, url, secrets, rate_limit_per_second, headers, description, fifo) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ENDPOINT_COLUMNS}"
+            ),
+            insert_subscriptions: format!(
+                "INSERT INTO {subs} (endpoint_id, filter) SELECT $1, f FROM UNNEST($2::text[]) AS f \
+                 ON CONFLICT DO NOTHING"
+            ),
+            delete_subscription: format!(
+                "DELETE FROM {subs} WHERE endpoint_id = $1 AND filter = $2"
+            ),
+            endpoint: format!("SELECT {ENDPOINT_COLUMNS} FROM {endpoints} WHERE id = $1"),
+            endpoints: format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM {endpoints} WHERE tenant_id IS NOT DISTINCT FROM $1 ORDER BY created_at, id"
+            ),
+            set_enabled: format!(
+                "UPDATE {endpoints} SET enabled = $2, disabled_reason = $3, updated_at = now() WHERE id = $1"
+            ),
+            rotate: format!(
+                "UPDATE {endpoints} SET secrets = ARRAY[$2, secrets[1]], \
+                 secrets_overlap_until = now() + $3 * interval '1 millisecond', updated_at = now() WHERE id = $1"
+            ),
+            // Its deliveries go with it (they hold no foreign key: see migration 2).
+            delete_endpoint: format!(
+                "WITH gone AS (DELETE FROM {endpoints} WHERE id = $1 RETURNING id), \
+                 deliveries AS (DELETE FROM {deliveries} WHERE endpoint_id IN (SELECT id FROM gone)) \
+                 SELECT count(*) FROM gone"
+            ),
+            // One statement per batch: store the messages, then one delivery per matching
+            // enabled endpoint (its tenant's events, or every event for an endpoint without
+            // one), numbered in event order (FIFO endpoints deliver in that order). A batch
+            // handed over twice creates nothing twice.
+            fan_out: format!(
+                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, ord)), \
+                 msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
+                         ON CONFLICT (id) DO NOTHING) \
+                 INSERT INTO {deliveries} (message_id, endpoint_id, queued) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo FROM ev \
+                 JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
+                 JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
+                      OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
+                 ORDER BY ev.ord, en.id \
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id"
+            ),
+            load_for_send: format!(
+                "SELECT d.id AS delivery_id, d.status, d.message_id, m.body, e.id AS endpoint_id, e.url, e.secrets, \
+                 coalesce(e.secrets_overlap_until > now(), false) AS overlapping, e.enabled, \
+                 e.rate_limit_per_second AS rate, e.headers, e.fifo \
+                 FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id \
+                 JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = ANY($1)"
+            ),
+            // The same statement, one row, inside a FIFO endpoint's transaction.
+            update_status: format!(
+                "UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
+                 response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
+                 next_attempt_at = u.next, updated_at = now(), \
+                 delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE d.delivered_at END \
+                 FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], $7::text[], $8::timestamptz[]) \
+                   AS u(id, status, attempted, code, body, ms, error, next) \
+                 WHERE d.id = u.id"
+            ),
+            delivery: format!(
+                "SELECT {DELIVERY_COLUMNS} FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id WHERE d.id = $1"
+            ),
+            deliveries: format!(
+                "SELECT {DELIVERY_COLUMNS} FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id \
+                 WHERE d.endpoint_id = $1 AND ($2::text IS NULL OR d.status = $2) ORDER BY d.id LIMIT $3"
+            ),
+            replay_one: format!(
+                "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
+                 queued = NOT e.fifo FROM {endpoints} e \
+                 WHERE d.id = $1 AND d.status = 'dead' AND e.id = d.endpoint_id RETURNING d.id, d.queued, d.endpoint_id"
+            ),
+            replay_since: format!(
+                "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
+                 queued = NOT e.fifo FROM {endpoints} e \
+                 WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
+                 RETURNING d.id, d.queued, d.endpoint_id"
+            ),
+            // Finished deliveries older than the cutoff, and deliveries a fan-out recorded for
+            // an endpoint deleted while it ran, in bounded batches; then messages no delivery
+            // refers to any more.
+            purge_deliveries: format!(
+                "DELETE FROM {deliveries} WHERE id IN (SELECT id FROM {deliveries} d \
+                 WHERE (d.status IN ('delivered', 'dead') AND d.updated_at < now() - $1 * interval '1 millisecond') \
+                 OR NOT EXISTS (SELECT 1 FROM {endpoints} e WHERE e.id = d.endpoint_id) \
+                 LIMIT $2)"
+            ),
+            purge_messages: format!(
+                "DELETE FROM {messages} m WHERE m.created_at < now() - $1 * interval '1 millisecond' \
+                 AND NOT EXISTS (SELECT 1 FROM {deliveries} d WHERE d.message_id = m.id)"
+            ),
+            lock_endpoint: format!("SELECT id FROM {endpoints} WHERE id = $1 FOR UPDATE"),
+            // The oldest pending delivery of a FIFO endpoint gets the endpoint's one job.
+            fifo_head: format!(
+                "UPDATE {deliveries} SET queued = true WHERE id = \
+                 (SELECT id FROM {deliveries} WHERE endpoint_id = $1 AND status = 'pending' ORDER BY id LIMIT 1) \
+                 AND NOT queued RETURNING id"
+            ),
+        })
+    }
+}

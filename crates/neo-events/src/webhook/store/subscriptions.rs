@@ -1,0 +1,92 @@
+//! Event types and the subscriptions that route them to endpoints.
+
+use super::{Webhooks, db_error, not_found};
+use crate::EventError;
+use crate::event::validate_type;
+use crate::webhook::EventTypeInfo;
+use neo_core::HasErrorKind;
+use sqlx::{AssertSqlSafe, Row};
+use uuid::Uuid;
+
+impl Webhooks {
+    /// Registers (or updates) an event type.
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] for a bad name; a database error.
+    pub async fn register_event_type(&self, info: &EventTypeInfo) -> Result<(), EventError> {
+        validate_type("event type", &info.name, true)?;
+        sqlx::query(AssertSqlSafe(self.inner.sql.upsert_event_type.clone()))
+            .bind(&info.name)
+            .bind(&info.description)
+            .bind(&info.schema)
+            .execute(self.inner.db.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(())
+    }
+
+    /// Every registered event type, by name.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn event_types(&self) -> Result<Vec<EventTypeInfo>, EventError> {
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.event_types.clone()))
+            .fetch_all(self.inner.db.pool())
+            .await
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|r| {
+                Ok(EventTypeInfo {
+                    name: r.try_get("name")?,
+                    description: r.try_get("description")?,
+                    schema: r.try_get("schema")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(db_error)
+    }
+
+    /// Adds a subscription (a type, a `prefix.*` or `*`).
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] for a bad filter; [`EventError::NotFound`]; a database error.
+    pub async fn subscribe(&self, endpoint: Uuid, filter: &str) -> Result<(), EventError> {
+        validate_filter(filter)?;
+        sqlx::query(AssertSqlSafe(self.inner.sql.insert_subscriptions.clone()))
+            .bind(endpoint)
+            .bind(vec![filter])
+            .execute(self.inner.db.pool())
+            .await
+            .map_err(|e| match neo_db::Error::from(e) {
+                db if db.kind() == neo_core::ErrorKind::Validation => {
+                    not_found("endpoint", endpoint)
+                }
+                db => EventError::Db(db),
+            })?;
+        Ok(())
+    }
+
+    /// Removes a subscription; returns whether it existed.
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn unsubscribe(&self, endpoint: Uuid, filter: &str) -> Result<bool, EventError> {
+        let done = sqlx::query(AssertSqlSafe(self.inner.sql.delete_subscription.clone()))
+            .bind(endpoint)
+            .bind(filter)
+            .execute(self.inner.db.pool())
+            .await
+            .map_err(db_error)?;
+        Ok(done.rows_affected() > 0)
+    }
+}
+
+pub(super) fn validate_filter(filter: &str) -> Result<(), EventError> {
+    if filter == "*" {
+        return Ok(());
+    }
+    match filter.strip_suffix(".*") {
+        Some(prefix) => validate_type("subscription filter", prefix, false),
+        None => validate_type("subscription filter", filter, true),
+    }
+}
