@@ -142,11 +142,13 @@ mod tests {
         o.archive().unwrap();
         assert!(o.rename("New", None).is_err());
         assert!(o.archive().is_err());
-        let types: Vec<String> = o
-            .take_events()
-            .iter()
-            .map(|e| e.event_type().to_owned())
-            .collect();
+        let events = o.take_events();
+        let tenant = neo_core::TenantId::from_uuid(o.id().into_uuid()).unwrap();
+        assert!(
+            events.iter().all(|e| e.tenant_id() == Some(tenant)),
+            "every event names the organization as its tenant"
+        );
+        let types: Vec<String> = events.iter().map(|e| e.event_type().to_owned()).collect();
         assert_eq!(
             types,
             [
