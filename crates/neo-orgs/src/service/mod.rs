@@ -20,9 +20,8 @@ use neo_cache::HybridCache;
 use neo_core::OrganizationId;
 use neo_db::{Db, MigrationReport, MigrationSet};
 use neo_events::{DomainEvent, Outbox};
-use save_queue::PendingSave;
+use save_queue::SaveQueue;
 use std::sync::{Arc, OnceLock};
-use tokio::sync::mpsc;
 
 /// Organizations with their rules: every change writes the row, its audit record and its
 /// domain events (through the store, in one transaction), after checking the tax id (through
@@ -65,7 +64,7 @@ struct Inner {
     cache: Option<HybridCache<Organization>>,
     config: OrgConfig,
     /// Started by the first save (it needs a runtime); closed when the service is dropped.
-    saves: Arc<OnceLock<mpsc::Sender<PendingSave>>>,
+    saves: Arc<OnceLock<SaveQueue>>,
 }
 
 impl std::fmt::Debug for OrganizationService {

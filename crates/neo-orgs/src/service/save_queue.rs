@@ -1,5 +1,5 @@
-//! The save queue: concurrent saves grouped into one statement, and batches written in
-//! parts.
+//! The save queue: concurrent saves grouped into one statement (through neo-batch's
+//! `WriteBatcher`), and batches written in parts.
 
 use super::OrganizationService;
 use super::write::saved;
@@ -7,21 +7,27 @@ use crate::model::now;
 use crate::store::Write;
 use crate::{OrgError, Organization, OrganizationStore};
 use futures_util::StreamExt;
+use neo_batch::{BatcherConfig, WriteBatcher};
 use neo_core::OrganizationId;
 use neo_events::DomainEvent;
 use std::collections::HashSet;
 use std::sync::Arc;
-use tokio::sync::{Mutex as AsyncMutex, mpsc, oneshot};
+use std::time::Duration;
 
-/// A save waiting for its group's statement.
-pub(super) struct PendingSave {
+/// A save queued for its group's statement.
+#[derive(Clone)]
+pub(super) struct QueuedSave {
     actor: String,
     action: &'static str,
     organization: Organization,
     events: Vec<DomainEvent>,
-    /// Answered with the organization as saved (the same value, at its new version).
-    reply: oneshot::Sender<Result<Organization, OrgError>>,
 }
+
+/// Concurrent saves grouped into one statement by neo-batch's [`WriteBatcher`]: with a zero
+/// linger a group is taken, when one of `concurrency` statements is free, from the saves
+/// queued then, so groups grow with load and an idle save waits for nothing; each save gets
+/// its own answer (the organization at its new version, or why it was not saved).
+pub(super) type SaveQueue = WriteBatcher<QueuedSave, Result<Organization, OrgError>>;
 
 impl OrganizationService {
     /// Checks, then writes through the save queue: the row, its audit record and its
@@ -35,40 +41,79 @@ impl OrganizationService {
         self.check(&org, false).await?;
         let events = self.notifications(&mut org);
         org.updated_at = now();
-        let (reply, answer) = oneshot::channel();
-        let pending = PendingSave {
+        let queued = QueuedSave {
             actor: actor.to_owned(),
             action,
             organization: org,
             events,
-            reply,
         };
-        self.save_queue()
-            .send(pending)
+        let saved = self
+            .save_queue()?
+            .submit(queued)
             .await
-            .map_err(|_| OrgError::Unavailable("the save queue has stopped".to_owned()))?;
-        let saved = answer
-            .await
-            .map_err(|_| OrgError::Unavailable("the save was abandoned".to_owned()))??;
+            .map_err(|e| match e {
+                neo_batch::Error::Shutdown => {
+                    OrgError::Unavailable("the save queue has stopped".to_owned())
+                }
+                other => OrgError::Unavailable(format!("the save was abandoned: {other}")),
+            })??;
         self.forget(&[saved.id]).await;
         Ok(saved)
     }
 
-    fn save_queue(&self) -> &mpsc::Sender<PendingSave> {
-        self.inner.saves.get_or_init(|| {
-            let config = self.inner.config.saves;
-            let (sender, receiver) = mpsc::channel(config.queue_capacity);
-            let receiver = Arc::new(AsyncMutex::new(receiver));
-            for _ in 0..config.concurrency {
-                tokio::spawn(run_saves(
-                    Arc::clone(&self.inner.store),
-                    Arc::clone(&receiver),
-                    config.max_batch,
-                ));
-            }
-            sender
+    /// The save queue, started by the first save (it needs a tokio runtime).
+    fn save_queue(&self) -> Result<&SaveQueue, OrgError> {
+        if let Some(queue) = self.inner.saves.get() {
+            return Ok(queue);
+        }
+        let config = self.inner.config.saves;
+        let store = Arc::clone(&self.inner.store);
+        let batcher = BatcherConfig {
+            max_batch: config.max_batch,
+            linger: Duration::ZERO,
+            queue_capacity: config.queue_capacity,
+            concurrency: config.concurrency,
+            ..BatcherConfig::default()
+        };
+        let queue = WriteBatcher::with_results(batcher, move |saves: Vec<QueuedSave>| {
+            write_group(Arc::clone(&store), saves)
         })
+        .map_err(|e| OrgError::invalid("saves configuration", e.to_string()))?;
+        // Two first saves at once may both start a queue: one is kept, the other stops.
+        Ok(self.inner.saves.get_or_init(|| queue))
     }
+}
+
+/// Writes one group of queued saves with one statement and answers each, in order. The
+/// same organization twice in a group: its later saves go into following statements, each
+/// checked against its own version.
+async fn write_group(
+    store: Arc<dyn OrganizationStore>,
+    saves: Vec<QueuedSave>,
+) -> Result<Vec<Result<Organization, OrgError>>, OrgError> {
+    let mut answers: Vec<Option<Result<Organization, OrgError>>> =
+        saves.iter().map(|_| None).collect();
+    let mut pending: Vec<(usize, QueuedSave)> = saves.into_iter().enumerate().collect();
+    while !pending.is_empty() {
+        let mut ids: HashSet<OrganizationId> = HashSet::with_capacity(pending.len());
+        let (round, later): (Vec<_>, Vec<_>) = pending
+            .into_iter()
+            .partition(|(_, save)| ids.insert(save.organization.id));
+        let writes: Vec<Write<'_>> = round
+            .iter()
+            .map(|(_, s)| Write::new(&s.actor, s.action, &s.organization, &s.events))
+            .collect();
+        let outcomes = write_each_or_alone(store.as_ref(), &writes).await;
+        drop(writes);
+        for ((slot, save), outcome) in round.into_iter().zip(outcomes) {
+            answers[slot] = Some(outcome.map(|version| saved(save.organization, version)));
+        }
+        pending = later;
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(OrgError::invalid("organization", "not saved"))))
+        .collect())
 }
 
 /// Writes in statements of at most `rows` organizations, split in id order and run
@@ -126,66 +171,6 @@ async fn write_each_or_alone(
                 });
             }
             outcomes
-        }
-    }
-}
-
-/// One save worker: takes the saves waiting (up to `max_batch`, each organization once),
-/// writes them with one statement, answers each. Ends when the service is dropped.
-async fn run_saves(
-    store: Arc<dyn OrganizationStore>,
-    receiver: Arc<AsyncMutex<mpsc::Receiver<PendingSave>>>,
-    max_batch: usize,
-) {
-    let mut held: Option<PendingSave> = None;
-    loop {
-        let mut batch = Vec::with_capacity(max_batch);
-        // A save held over from the last round goes first, without waiting for the queue:
-        // another worker may be waiting on it, holding the lock, for a save that never comes.
-        let mut queue = match held.take() {
-            Some(save) => {
-                batch.push(save);
-                receiver.try_lock().ok()
-            }
-            None => {
-                let mut queue = receiver.lock().await;
-                let Some(save) = queue.recv().await else {
-                    return;
-                };
-                batch.push(save);
-                // Let the callers that are runnable now (those the last statement just
-                // answered, mostly) queue their next saves before this batch is taken: no
-                // timer, and when nothing else runs, no wait. In the bench's 64-caller
-                // updates, batches grow from about 18 rows to 26 and saves per second by 10%.
-                tokio::task::yield_now().await;
-                Some(queue)
-            }
-        };
-        if let Some(queue) = queue.as_mut() {
-            let mut ids: HashSet<OrganizationId> =
-                batch.iter().map(|s| s.organization.id).collect();
-            while batch.len() < max_batch {
-                let Ok(save) = queue.try_recv() else { break };
-                if ids.insert(save.organization.id) {
-                    batch.push(save);
-                } else {
-                    // The same organization twice: the second goes into the next statement.
-                    held = Some(save);
-                    break;
-                }
-            }
-        }
-        drop(queue);
-        let writes: Vec<Write<'_>> = batch
-            .iter()
-            .map(|s| Write::new(&s.actor, s.action, &s.organization, &s.events))
-            .collect();
-        let outcomes = write_each_or_alone(store.as_ref(), &writes).await;
-        drop(writes);
-        for (save, outcome) in batch.into_iter().zip(outcomes) {
-            let answer = outcome.map(|version| saved(save.organization, version));
-            // A caller that stopped waiting no longer needs the answer.
-            let _ = save.reply.send(answer);
         }
     }
 }
