@@ -26,7 +26,7 @@ pub enum Error {
     #[error("the batcher was shut down")]
     Shutdown,
 
-    /// The settings are inconsistent (zero sizes, zero linger, ...).
+    /// The settings are inconsistent (zero sizes, ...).
     #[error("batch configuration: {0}")]
     Config(String),
 }

@@ -5,9 +5,11 @@
 //!   gets its own value or its batch's error; an optional cache lives as long as the loader
 //!   (one request), so tenants never share it by accident.
 //! - [`WriteBatcher`]: `submit(item)` resolves when the item's batch is flushed; flushes on
-//!   size or linger, bounded queue with backpressure, flush on shutdown, a failed flush fails
-//!   only its own items, optional retry through neo-resilience, optional [`AimdController`]
-//!   sizing.
+//!   size or linger (or, with a zero linger, at once with what is queued), a batch taken
+//!   only when a flush slot is free, bounded queue with backpressure, flush on shutdown, a
+//!   failed flush fails only its own items, per-item results
+//!   ([`WriteBatcher::with_results`]), optional retry through neo-resilience, optional
+//!   [`AimdController`] sizing.
 //! - [`process_chunks`]: a stream processed in chunks with bounded concurrency and memory,
 //!   results streamed out, a progress callback and per-chunk retry.
 //!

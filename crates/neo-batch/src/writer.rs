@@ -111,12 +111,17 @@ impl AimdController {
 pub struct BatcherConfig {
     /// Flush when a batch holds this many items (the ceiling when `adaptive` is set).
     pub max_batch: usize,
-    /// Flush this long after the first item of a batch arrived, full or not.
+    /// Flush this long after the first item of a batch arrived, full or not. Zero: never
+    /// wait; a batch takes the items queued when it opens (after one yield, so tasks that are
+    /// ready to run can queue theirs) and goes at once, so batches grow with load and an idle
+    /// caller waits for nothing.
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     /// Items waiting beyond this make `submit` wait (backpressure).
     pub queue_capacity: usize,
-    /// Batches being flushed at once.
+    /// Batches being flushed at once. A batch is taken only when one of these flush slots is
+    /// free, so items that arrive while every slot is busy join the next batch instead of
+    /// waiting in a small one.
     pub concurrency: usize,
     /// Retry a failed flush (the whole batch) with backoff.
     pub retry: Option<RetryConfig>,
@@ -137,14 +142,18 @@ impl Default for BatcherConfig {
     }
 }
 
-type Reply = oneshot::Sender<Result<(), Error>>;
-type FlushFn<T> = dyn Fn(Vec<T>) -> BoxFuture<'static, Result<(), Error>> + Send + Sync;
+type Reply<R> = oneshot::Sender<Result<R, Error>>;
+type FlushFn<T, R> = dyn Fn(Vec<T>) -> BoxFuture<'static, Result<Vec<R>, Error>> + Send + Sync;
 
 /// Collects submitted items into batches and flushes each with one call.
 ///
 /// `submit` resolves when the item's batch is flushed (or failed). A batch is flushed when it
 /// reaches its size or `linger` after its first item, and on [`shutdown`](Self::shutdown).
 /// A failed flush fails only its own items. Cheap to clone.
+///
+/// [`new`](Self::new) flushes with a function that succeeds or fails for the whole batch;
+/// [`with_results`](Self::with_results) with one that answers each item on its own (`R`),
+/// e.g. a row's new version or why that row was refused.
 ///
 /// # Example
 /// ```
@@ -160,13 +169,13 @@ type FlushFn<T> = dyn Fn(Vec<T>) -> BoxFuture<'static, Result<(), Error>> + Send
 /// batcher.shutdown().await;
 /// # }
 /// ```
-pub struct WriteBatcher<T> {
-    sender: mpsc::Sender<(T, Reply)>,
+pub struct WriteBatcher<T, R = ()> {
+    sender: mpsc::Sender<(T, Reply<R>)>,
     shutdown: watch::Sender<bool>,
     worker: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
 
-impl<T> Clone for WriteBatcher<T> {
+impl<T, R> Clone for WriteBatcher<T, R> {
     fn clone(&self) -> Self {
         WriteBatcher {
             sender: self.sender.clone(),
@@ -176,7 +185,7 @@ impl<T> Clone for WriteBatcher<T> {
     }
 }
 
-impl<T> std::fmt::Debug for WriteBatcher<T> {
+impl<T, R> std::fmt::Debug for WriteBatcher<T, R> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("WriteBatcher")
             .field(
@@ -191,20 +200,53 @@ impl<T: Clone + Send + Sync + 'static> WriteBatcher<T> {
     /// Starts the batcher's task (call inside a tokio runtime).
     ///
     /// # Errors
-    /// [`Error::Config`] for zero sizes, a zero linger, or invalid retry/AIMD settings.
+    /// [`Error::Config`] for zero sizes or invalid retry/AIMD settings.
     pub fn new<F, Fut, E>(config: BatcherConfig, flush: F) -> Result<Self, Error>
     where
         F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Into<BoxError> + HasErrorKind + Send + 'static,
     {
+        Self::with_results(config, move |items: Vec<T>| {
+            let count = items.len();
+            let flushed = flush(items);
+            async move { flushed.await.map(|()| vec![(); count]) }
+        })
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static, R: Send + 'static> WriteBatcher<T, R> {
+    /// Starts a batcher whose flush answers each item on its own: `Ok` holds one result per
+    /// item, in the order of the items (a missing one fails its item with [`Error::Batch`]
+    /// of kind `Internal`), and each caller's [`submit`](Self::submit) returns its own; `Err`
+    /// fails the whole batch as with [`new`](Self::new). Call inside a tokio runtime.
+    ///
+    /// # Example
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use neo_batch::{BatcherConfig, WriteBatcher};
+    /// // Each row gets its own answer: here, refused when odd.
+    /// let batcher = WriteBatcher::with_results(BatcherConfig::default(), |rows: Vec<u64>| async move {
+    ///     Ok::<_, neo_core::Error>(rows.into_iter().map(|n| if n % 2 == 0 { Ok(n / 2) } else { Err(n) }).collect())
+    /// })
+    /// .unwrap();
+    /// let (a, b) = tokio::join!(batcher.submit(4), batcher.submit(3)); // one flush
+    /// assert_eq!((a.unwrap(), b.unwrap()), (Ok(2), Err(3)));
+    /// # }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Config`] for zero sizes or invalid retry/AIMD settings.
+    pub fn with_results<F, Fut, E>(config: BatcherConfig, flush: F) -> Result<Self, Error>
+    where
+        F: Fn(Vec<T>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<Vec<R>, E>> + Send + 'static,
+        E: Into<BoxError> + HasErrorKind + Send + 'static,
+    {
         if config.max_batch == 0 || config.queue_capacity == 0 || config.concurrency == 0 {
             return Err(Error::Config(
                 "batcher.max_batch, queue_capacity and concurrency must be at least 1".into(),
             ));
-        }
-        if config.linger.is_zero() {
-            return Err(Error::Config("batcher.linger must be positive".into()));
         }
         let aimd = config
             .adaptive
@@ -216,12 +258,18 @@ impl<T: Clone + Send + Sync + 'static> WriteBatcher<T> {
             })
             .transpose()?;
         let policy = crate::error::retry_only(config.retry, "write-batcher")?;
+        let retried = config.retry.is_some();
         let flush = Arc::new(flush);
-        let flush: Arc<FlushFn<T>> = Arc::new(move |items: Vec<T>| {
+        let flush: Arc<FlushFn<T, R>> = Arc::new(move |items: Vec<T>| {
             let (flush, policy, size) = (Arc::clone(&flush), policy.clone(), items.len());
             Box::pin(async move {
+                // Items are copied for each attempt only when a failed flush can be retried.
+                let mut items = Some(items);
                 policy
-                    .call(|| flush(items.clone()))
+                    .call(|| {
+                        let attempt = if retried { items.clone() } else { items.take() };
+                        flush(attempt.unwrap_or_default())
+                    })
                     .await
                     .map_err(|e| Error::from_policy(size, e))
             })
@@ -240,12 +288,13 @@ impl<T: Clone + Send + Sync + 'static> WriteBatcher<T> {
         })
     }
 
-    /// Queues `item` (waiting while the queue is full) and resolves when its batch is flushed.
+    /// Queues `item` (waiting while the queue is full) and resolves when its batch is flushed,
+    /// with the item's own result (`()` for a batcher made by [`new`](WriteBatcher::new)).
     ///
     /// # Errors
     /// [`Error::Batch`] when its batch failed (after retries), [`Error::Shutdown`] when the
     /// batcher was shut down before taking it.
-    pub async fn submit(&self, item: T) -> Result<(), Error> {
+    pub async fn submit(&self, item: T) -> Result<R, Error> {
         let (reply, done) = oneshot::channel();
         self.sender
             .send((item, reply))
@@ -268,16 +317,20 @@ impl<T: Clone + Send + Sync + 'static> WriteBatcher<T> {
     }
 }
 
-async fn run<T: Send + 'static>(
+async fn run<T: Send + 'static, R: Send + 'static>(
     config: BatcherConfig,
-    flush: Arc<FlushFn<T>>,
+    flush: Arc<FlushFn<T, R>>,
     aimd: Option<Arc<AimdController>>,
-    mut receiver: mpsc::Receiver<(T, Reply)>,
+    mut receiver: mpsc::Receiver<(T, Reply<R>)>,
     mut stop: watch::Receiver<bool>,
 ) {
     let slots = Arc::new(Semaphore::new(config.concurrency));
     let mut stopping = false;
     loop {
+        // A batch is taken when a flush slot is free: what arrives meanwhile joins it.
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            break;
+        };
         let first = if stopping {
             receiver.recv().await
         } else {
@@ -294,36 +347,42 @@ async fn run<T: Send + 'static>(
         let Some(first) = first else { break };
         let size = aimd.as_ref().map_or(config.max_batch, |a| a.current());
         let opened = Instant::now();
-        let deadline = opened + config.linger;
         let mut batch = Vec::with_capacity(size);
         batch.push(first);
-        // One timer per batch; items already queued are taken without touching it.
-        let linger = tokio::time::sleep_until(deadline);
-        tokio::pin!(linger);
-        while batch.len() < size {
-            match receiver.try_recv() {
-                Ok(item) => {
-                    batch.push(item);
-                    continue;
-                }
-                Err(mpsc::error::TryRecvError::Disconnected) => break,
-                Err(mpsc::error::TryRecvError::Empty) => {}
+        if config.linger.is_zero() {
+            // No timer: let the tasks that are ready to run queue their items, then take
+            // what is queued.
+            tokio::task::yield_now().await;
+            while batch.len() < size {
+                let Ok(item) = receiver.try_recv() else { break };
+                batch.push(item);
             }
-            tokio::select! {
-                item = receiver.recv() => match item {
-                    Some(item) => batch.push(item),
-                    None => break,
-                },
-                () = &mut linger => break,
+        } else {
+            // One timer per batch; items already queued are taken without touching it.
+            let linger = tokio::time::sleep_until(opened + config.linger);
+            tokio::pin!(linger);
+            while batch.len() < size {
+                match receiver.try_recv() {
+                    Ok(item) => {
+                        batch.push(item);
+                        continue;
+                    }
+                    Err(mpsc::error::TryRecvError::Disconnected) => break,
+                    Err(mpsc::error::TryRecvError::Empty) => {}
+                }
+                tokio::select! {
+                    item = receiver.recv() => match item {
+                        Some(item) => batch.push(item),
+                        None => break,
+                    },
+                    () = &mut linger => break,
+                }
             }
         }
-        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
-            break;
-        };
         let (flush, aimd) = (Arc::clone(&flush), aimd.clone());
         tokio::spawn(async move {
             let _slot = slot;
-            let (items, replies): (Vec<T>, Vec<Reply>) = batch.into_iter().unzip();
+            let (items, replies): (Vec<T>, Vec<Reply<R>>) = batch.into_iter().unzip();
             let count = items.len();
             metrics::histogram!("neo_batch_writer_linger_seconds")
                 .record(opened.elapsed().as_secs_f64());
@@ -342,8 +401,25 @@ async fn run<T: Send + 'static>(
             if let Err(error) = &outcome {
                 tracing::warn!(items = count, %error, "write batch failed");
             }
-            for reply in replies {
-                let _ = reply.send(outcome.clone());
+            match outcome {
+                Ok(results) => {
+                    let mut results = results.into_iter();
+                    for reply in replies {
+                        let answer = results.next().ok_or_else(|| Error::Batch {
+                            size: count,
+                            source: Arc::new(
+                                "the flush returned fewer results than it was given items".into(),
+                            ),
+                            kind: neo_core::ErrorKind::Internal,
+                        });
+                        let _ = reply.send(answer);
+                    }
+                }
+                Err(error) => {
+                    for reply in replies {
+                        let _ = reply.send(Err(error.clone()));
+                    }
+                }
             }
         });
     }

@@ -27,9 +27,10 @@ pub trait Notifier: Send + Sync + 'static {
     fn notifications(&self, org: &Organization, events: Vec<DomainEvent>) -> Vec<DomainEvent>;
 }
 
-/// The default: every domain event is published as recorded (webhook endpoints without a
-/// tenant receive them all; tag events with a tenant in your own notifier to route them to
-/// that tenant's endpoints).
+/// The default: every domain event is published as recorded, naming the organization as its
+/// tenant (webhook endpoints without a tenant receive every organization's events; an
+/// endpoint registered for the tenant with an organization's id receives only that
+/// organization's).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct WebhookNotifier;
 

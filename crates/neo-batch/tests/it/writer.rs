@@ -169,7 +169,7 @@ async fn invalid_settings_are_refused() {
             ..BatcherConfig::default()
         },
         BatcherConfig {
-            linger: Duration::ZERO,
+            concurrency: 0,
             ..BatcherConfig::default()
         },
         BatcherConfig {
@@ -260,4 +260,145 @@ fn the_batcher_config_loads_from_neo_batch_writer_variables() {
         assert_eq!(err.kind(), ErrorKind::Configuration);
         Ok(())
     });
+}
+
+#[tokio::test]
+async fn each_item_gets_its_own_result_from_a_shared_flush() {
+    let batches = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&batches);
+    let b = WriteBatcher::with_results(
+        BatcherConfig {
+            max_batch: 10,
+            concurrency: 1,
+            linger: Duration::from_millis(20),
+            ..BatcherConfig::default()
+        },
+        move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.clone());
+            async move {
+                if items.contains(&13) {
+                    return Err(Failure(ErrorKind::Unavailable));
+                }
+                // Odd items are refused on their own; the last item gets no result.
+                let mut results: Vec<Result<u32, String>> = items
+                    .iter()
+                    .map(|&i| {
+                        if i % 2 == 0 {
+                            Ok(i * 10)
+                        } else {
+                            Err(format!("{i} is odd"))
+                        }
+                    })
+                    .collect();
+                if items.contains(&99) {
+                    results.pop();
+                }
+                Ok(results)
+            }
+        },
+    )
+    .unwrap();
+    let results = futures_util::future::join_all([2, 3, 4].map(|i| b.submit(i))).await;
+    let answers: Vec<Result<u32, String>> = results.into_iter().map(Result::unwrap).collect();
+    assert_eq!(answers, [Ok(20), Err("3 is odd".into()), Ok(40)]);
+    assert_eq!(batches.lock().unwrap().len(), 1, "one flush for the three");
+
+    // A flush that fails fails each item of its batch with the batch error.
+    let (a, b13) = tokio::join!(b.submit(6), b.submit(13));
+    assert!(matches!(a, Err(Error::Batch { size: 2, .. })));
+    assert_eq!(b13.unwrap_err().kind(), ErrorKind::Unavailable);
+
+    // Fewer results than items: the item without one gets an internal error, not a hang.
+    let (a, missing) = tokio::join!(b.submit(8), b.submit(99));
+    assert_eq!(a.unwrap(), Ok(80));
+    assert_eq!(missing.unwrap_err().kind(), ErrorKind::Internal);
+    b.shutdown().await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_zero_linger_takes_what_is_queued_without_waiting() {
+    let flushed = Flushed::default();
+    let b = batcher(
+        BatcherConfig {
+            max_batch: 3,
+            linger: Duration::ZERO,
+            concurrency: 1,
+            ..BatcherConfig::default()
+        },
+        &flushed,
+        0,
+    );
+    let started = Instant::now();
+    // Submitted together: taken as queued, in batches of at most three, without a timer.
+    let results = futures_util::future::join_all((0..5).map(|i| b.submit(i))).await;
+    assert!(results.iter().all(Result::is_ok));
+    {
+        let flushed = flushed.lock().unwrap();
+        let batches: Vec<Vec<u32>> = flushed.iter().map(|(_, v)| v.clone()).collect();
+        assert_eq!(batches, [vec![0, 1, 2], vec![3, 4]]);
+        assert!(
+            flushed.iter().all(|(at, _)| *at == started),
+            "no batch waited"
+        );
+    }
+    // Alone, an item goes at once.
+    b.submit(7).await.unwrap();
+    assert_eq!(flushed.lock().unwrap().last().unwrap().0, started);
+}
+
+#[tokio::test]
+async fn items_that_arrive_while_every_slot_is_busy_join_one_batch() {
+    let flushed = Flushed::default();
+    let gate = Arc::new(tokio::sync::Semaphore::new(0));
+    let sink = Arc::clone(&flushed);
+    let held = Arc::clone(&gate);
+    let b = WriteBatcher::new(
+        BatcherConfig {
+            max_batch: 100,
+            linger: Duration::ZERO,
+            concurrency: 1,
+            ..BatcherConfig::default()
+        },
+        move |items: Vec<u32>| {
+            let (sink, held) = (Arc::clone(&sink), Arc::clone(&held));
+            async move {
+                // The first flush waits for the gate.
+                if items.contains(&0) {
+                    held.acquire().await.unwrap().forget();
+                }
+                sink.lock().unwrap().push((Instant::now(), items));
+                Ok::<(), Failure>(())
+            }
+        },
+    )
+    .unwrap();
+    let first = tokio::spawn({
+        let b = b.clone();
+        async move { b.submit(0).await }
+    });
+    // Let the first batch start and block in its flush.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let rest: Vec<_> = (1..=5)
+        .map(|i| {
+            let b = b.clone();
+            tokio::spawn(async move { b.submit(i).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    gate.add_permits(1);
+    first.await.unwrap().unwrap();
+    for r in rest {
+        r.await.unwrap().unwrap();
+    }
+    let batches: Vec<Vec<u32>> = flushed
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(_, v)| v.clone())
+        .collect();
+    assert_eq!(
+        batches,
+        [vec![0], vec![1, 2, 3, 4, 5]],
+        "the five waited as one batch"
+    );
 }

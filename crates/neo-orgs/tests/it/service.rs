@@ -215,9 +215,14 @@ async fn create_get_and_save_write_the_row_the_audit_and_the_events_together(s: 
     );
     assert_eq!(trail[1].after.as_ref().unwrap()["status"], "active");
 
-    let types: Vec<String> = s
-        .published()
-        .await
+    let published = s.published().await;
+    // Each event names the organization as its tenant, read back from the outbox.
+    let tenants: Vec<Option<uuid::Uuid>> = published
+        .iter()
+        .map(|e| e.tenant_id().map(neo_core::TenantId::into_uuid))
+        .collect();
+    assert_eq!(tenants, vec![Some(acme.id().into_uuid()); published.len()]);
+    let types: Vec<String> = published
         .iter()
         .map(|e| e.event_type().to_owned())
         .collect();

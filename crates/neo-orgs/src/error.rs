@@ -1,0 +1,115 @@
+//! The crate's one error type, [`OrgError`], and its kinds.
+
+use crate::OrgStatus;
+use neo_core::{ErrorKind, HasErrorKind};
+
+/// Everything that can go wrong with organizations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OrgError {
+    /// A value was rejected before anything was written.
+    #[error("invalid {what}: {reason}")]
+    Invalid {
+        /// What was checked.
+        what: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// The status does not allow the change.
+    #[error("cannot {action} while {status}")]
+    Transition {
+        /// The current status.
+        status: &'static str,
+        /// What was attempted.
+        action: String,
+    },
+    /// Nothing with this id exists.
+    #[error("{what} {id} does not exist")]
+    NotFound {
+        /// What was looked for.
+        what: &'static str,
+        /// Its id.
+        id: String,
+    },
+    /// Someone saved the organization since it was read.
+    #[error(
+        "organization {id} was changed meanwhile: read version {expected}, stored version {actual}"
+    )]
+    Conflict {
+        /// The organization.
+        id: String,
+        /// The version the caller read.
+        expected: i64,
+        /// The version stored now.
+        actual: i64,
+    },
+    /// The slug, domain or id is taken.
+    #[error("{what} {value} already exists")]
+    AlreadyExists {
+        /// What is taken.
+        what: &'static str,
+        /// The taken value.
+        value: String,
+    },
+    /// A dependency (the tax id check) failed, timed out or is held off by its breaker.
+    #[error("{0}")]
+    Unavailable(String),
+    /// A core value was rejected.
+    #[error(transparent)]
+    Core(#[from] neo_core::Error),
+    /// The database failed (a duplicate slug or domain is kind `AlreadyExists`).
+    #[error(transparent)]
+    Db(#[from] neo_db::Error),
+    /// The cache failed.
+    #[error(transparent)]
+    Cache(#[from] neo_cache::Error),
+    /// Publishing the events failed.
+    #[error(transparent)]
+    Events(#[from] neo_events::EventError),
+}
+
+impl OrgError {
+    pub(crate) fn invalid(what: &'static str, reason: impl Into<String>) -> Self {
+        OrgError::Invalid {
+            what,
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn transition(status: OrgStatus, action: &str) -> Self {
+        OrgError::Transition {
+            status: status.as_str(),
+            action: action.to_owned(),
+        }
+    }
+
+    pub(crate) fn already_exists(what: &'static str, value: impl std::fmt::Display) -> Self {
+        OrgError::AlreadyExists {
+            what,
+            value: value.to_string(),
+        }
+    }
+
+    pub(crate) fn not_found(what: &'static str, id: impl std::fmt::Display) -> Self {
+        OrgError::NotFound {
+            what,
+            id: id.to_string(),
+        }
+    }
+}
+
+impl HasErrorKind for OrgError {
+    fn kind(&self) -> ErrorKind {
+        match self {
+            OrgError::Invalid { .. } | OrgError::Transition { .. } => ErrorKind::Validation,
+            OrgError::NotFound { .. } => ErrorKind::NotFound,
+            OrgError::Conflict { .. } => ErrorKind::Conflict,
+            OrgError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            OrgError::Unavailable(_) => ErrorKind::Unavailable,
+            OrgError::Core(e) => e.kind(),
+            OrgError::Db(e) => e.kind(),
+            OrgError::Cache(e) => e.kind(),
+            OrgError::Events(e) => e.kind(),
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The domain events an organization records with each change, for the service to write
+//! through the outbox in the change's own transaction. Each names the organization as its
+//! tenant.
+
+use super::{Organization, now};
+use crate::OrgError;
+use neo_core::TenantId;
+use neo_events::DomainEvent;
+
+impl Organization {
+    /// The tenant its events belong to: the organization itself (an organization is a
+    /// tenant of the services built on neo-commons), so webhook endpoints registered for a
+    /// tenant with the organization's id receive its events and no other organization's.
+    pub(crate) fn tenant(&self) -> Result<TenantId, OrgError> {
+        // An organization id is a UUIDv7, as a tenant id must be: this does not fail.
+        Ok(TenantId::from_uuid(self.id.into_uuid())?)
+    }
+
+    pub(super) fn record(
+        &mut self,
+        event_type: &str,
+        payload: &serde_json::Value,
+    ) -> Result<(), OrgError> {
+        let event = DomainEvent::new(event_type, "organization", &self.id.to_string(), payload)?
+            .tenant(self.tenant()?);
+        self.events.push(event);
+        self.updated_at = now();
+        Ok(())
+    }
+
+    /// The events recorded since the last call (the service takes them on save).
+    pub fn take_events(&mut self) -> Vec<DomainEvent> {
+        std::mem::take(&mut self.events)
+    }
+}
