@@ -348,8 +348,14 @@ mod tests {
     fn regenerating_the_page_keeps_its_notes() {
         let previous = format!("# Performance\n\nold table\n\n{NOTES_HEADING}\n\n- a note\n");
         let page = keep_notes("# Performance\n\nnew table\n", &previous);
-        assert!(page.contains("new table") && !page.contains("old table"), "{page}");
-        assert!(page.ends_with(&format!("{NOTES_HEADING}\n\n- a note\n")), "{page}");
+        assert!(
+            page.contains("new table") && !page.contains("old table"),
+            "{page}"
+        );
+        assert!(
+            page.ends_with(&format!("{NOTES_HEADING}\n\n- a note\n")),
+            "{page}"
+        );
         assert_eq!(keep_notes("fresh\n", "no notes here"), "fresh\n");
     }
 }

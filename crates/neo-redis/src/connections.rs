@@ -1,6 +1,6 @@
 //! Shared multiplexed Redis connections.
 
-use crate::{Error, RedisConfig, Result};
+use crate::{Error, RedisConfig, RedisMode, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -76,13 +76,20 @@ impl RedisConnections {
 }
 
 impl RedisConnections {
-    /// The connections `config` describes (see [`redis_connections`]). Nothing connects until
-    /// the first call.
+    /// The connections `config` describes (see [`redis_connections`]), after checking its
+    /// settings ([`RedisConfig::mode`]). Nothing connects until the first call.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
+    /// The errors of [`RedisConfig::mode`]; [`Error::Config`] for a mode not supported yet.
     pub fn connect(config: &RedisConfig) -> Result<Self> {
-        redis_connections(&config.url, config.pool_size, config.timeout)
+        match config.mode()? {
+            RedisMode::Standalone => {
+                redis_connections(&config.url, config.pool_size, config.timeout)
+            }
+            mode => Err(Error::Config(format!(
+                "{mode:?} connections are not supported yet by RedisConnections"
+            ))),
+        }
     }
 }
 
