@@ -80,11 +80,13 @@ impl RedisConnections {
     /// settings ([`RedisConfig::mode`]). Nothing connects until the first call.
     ///
     /// # Errors
-    /// The errors of [`RedisConfig::mode`]; [`Error::Config`] for a mode not supported yet.
+    /// The errors of [`RedisConfig::mode`]; [`Error::InvalidSetting`] for a TLS file that
+    /// cannot be read or parsed; [`Error::Config`] for a mode not supported yet.
     pub fn connect(config: &RedisConfig) -> Result<Self> {
         match config.mode()? {
             RedisMode::Standalone => {
-                redis_connections(&config.url, config.pool_size, config.timeout)
+                let client = crate::tls::client(&config.url, &config.tls)?;
+                Ok(from_client(client, config.pool_size, config.timeout))
             }
             mode => Err(Error::Config(format!(
                 "{mode:?} connections are not supported yet by RedisConnections"
@@ -102,6 +104,11 @@ impl RedisConnections {
 pub fn redis_connections(url: &str, size: usize, timeout: Duration) -> Result<RedisConnections> {
     let client = redis::Client::open(url)
         .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))?;
+    Ok(from_client(client, size, timeout))
+}
+
+/// `size` shared connections of `client`, each bounded by `timeout`.
+fn from_client(client: redis::Client, size: usize, timeout: Duration) -> RedisConnections {
     // A failed reconnection is not retried in the background: the next call that needs the
     // connection tries again, so a call fails fast while Redis is down, as it would on a fresh
     // connect, and the first call after Redis returns reconnects.
@@ -109,12 +116,12 @@ pub fn redis_connections(url: &str, size: usize, timeout: Duration) -> Result<Re
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(0);
-    Ok(RedisConnections {
+    RedisConnections {
         inner: Arc::new(Connections {
             client,
             config,
             slots: (0..size.max(1)).map(|_| OnceLock::new()).collect(),
             next: AtomicUsize::new(0),
         }),
-    })
+    }
 }

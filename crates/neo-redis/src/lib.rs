@@ -23,6 +23,7 @@ mod config;
 mod connections;
 mod error;
 mod redact;
+mod tls;
 
 pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig, TlsConfig};
 pub use connections::{RedisConnections, redis_connections};

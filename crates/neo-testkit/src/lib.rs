@@ -28,18 +28,22 @@
 //! Tests that inject faults start servers of their own with [`PgServer::start`] and
 //! [`RedisServer::start`], which they can stop, kill and restart.
 
+mod certs;
 mod error;
 mod failure;
 mod postgres;
 mod process;
 mod receiver;
 mod redis;
+mod redis_tls;
 
+pub use certs::TestCertificates;
 pub use error::{Error, Result};
 pub use failure::Failure;
 pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase};
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
+pub use redis_tls::TestRedisTls;
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
 ///
@@ -77,6 +81,30 @@ pub async fn redis() -> TestRedis {
 /// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Client`], each saying what to do.
 pub async fn try_redis() -> Result<TestRedis> {
     redis::create_database().await
+}
+
+/// The TLS-only Redis shared by this test binary (started on first use from the installed
+/// `redis-server`, which must be built with TLS, as Debian's is; stopped when the process
+/// exits), with the certificates to reach it and a key prefix unique to the test.
+///
+/// # Panics
+/// When no server can be had; the message says how to install one.
+/// Use [`try_redis_tls`] to handle that yourself.
+pub async fn redis_tls() -> TestRedisTls {
+    try_redis_tls()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no TLS Redis for this test: {e}"))
+}
+
+/// Like [`redis_tls`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`] or [`Error::Startup`] (with the server log, e.g. when
+/// `redis-server` was built without TLS).
+pub async fn try_redis_tls() -> Result<TestRedisTls> {
+    tokio::task::spawn_blocking(redis_tls::shared)
+        .await
+        .map_err(Error::client("starting the shared TLS Redis"))?
 }
 
 /// The URL of the shared PostgreSQL server, starting it if needed (blocking).

@@ -1,6 +1,8 @@
 //! neo-redis against a real Redis started by neo-testkit (or `NEO_TEST_REDIS_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod tls;
+
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_redis::{Error, RedisConfig, RedisConnections};
 use neo_testkit::RedisServer;
