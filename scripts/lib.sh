@@ -28,13 +28,19 @@ redis_installed() {
     command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]]
 }
 
+# redis-cli (Debian's redis-tools) creates the test Redis Cluster (neo-testkit).
+redis_cli_installed() {
+    command -v redis-cli >/dev/null 2>&1 || [[ -x /usr/bin/redis-cli ]]
+}
+
 # Installs PostgreSQL and Redis from Debian's packages when either is missing.
 ensure_servers_installed() {
     local packages=()
     postgres_installed || packages+=(postgresql)
     redis_installed || packages+=(redis-server)
+    redis_cli_installed || packages+=(redis-tools)
     if ((${#packages[@]} == 0)); then
-        log "PostgreSQL and Redis are installed"
+        log "PostgreSQL, Redis and redis-cli are installed"
         return
     fi
     command -v apt-get >/dev/null 2>&1 ||
@@ -44,6 +50,7 @@ ensure_servers_installed() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
     postgres_installed || die "PostgreSQL 15+ is still missing after installing it"
     redis_installed || die "Redis is still missing after installing it"
+    redis_cli_installed || die "redis-cli (redis-tools) is still missing after installing it"
 }
 
 # Installs cargo-deny when missing (compiled from crates.io: a few minutes the first time).

@@ -35,6 +35,7 @@ mod postgres;
 mod process;
 mod receiver;
 mod redis;
+mod redis_cluster;
 mod redis_tls;
 
 pub use certs::TestCertificates;
@@ -43,6 +44,7 @@ pub use failure::Failure;
 pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase};
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
+pub use redis_cluster::{REDIS_CLUSTER_NODES_VAR, RedisCluster, TestRedisCluster};
 pub use redis_tls::TestRedisTls;
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
@@ -105,6 +107,31 @@ pub async fn try_redis_tls() -> Result<TestRedisTls> {
     tokio::task::spawn_blocking(redis_tls::shared)
         .await
         .map_err(Error::client("starting the shared TLS Redis"))?
+}
+
+/// The Redis Cluster shared by this test binary (six nodes, three masters with a replica
+/// each, started on first use from the installed `redis-server` and `redis-cli`, stopped
+/// when the process exits; or the seed nodes in `NEO_TEST_REDIS_CLUSTER_NODES`), with a key
+/// prefix unique to the test.
+///
+/// # Panics
+/// When no cluster can be had; the message says what to install. Use
+/// [`try_redis_cluster`] to handle that yourself.
+pub async fn redis_cluster() -> TestRedisCluster {
+    try_redis_cluster()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no Redis Cluster for this test: {e}"))
+}
+
+/// Like [`redis_cluster`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`] (`redis-server`, or `redis-cli` from Debian's `redis-tools`) or
+/// [`Error::Startup`] with `redis-cli`'s output.
+pub async fn try_redis_cluster() -> Result<TestRedisCluster> {
+    tokio::task::spawn_blocking(redis_cluster::shared)
+        .await
+        .map_err(Error::client("starting the shared Redis Cluster"))?
 }
 
 /// The URL of the shared PostgreSQL server, starting it if needed (blocking).

@@ -30,6 +30,10 @@ pub struct RedisServerOptions {
     /// required (`--tls-auth-clients yes`); the certificates are made at start
     /// ([`TestCertificates`], see [`RedisServer::certificates`]).
     pub tls: bool,
+    /// A Redis Cluster node (`--cluster-enabled yes`, its `nodes.conf` in the server's
+    /// directory, so a restarted node rejoins as itself), on a port whose cluster bus port
+    /// (+10000) is free too. [`crate::RedisCluster`] starts six and joins them.
+    pub cluster: bool,
 }
 
 impl Default for RedisServerOptions {
@@ -38,6 +42,7 @@ impl Default for RedisServerOptions {
             binary: None,
             startup_timeout: Duration::from_secs(20),
             tls: false,
+            cluster: false,
         }
     }
 }
@@ -103,7 +108,11 @@ impl RedisServer {
         server.watchdog = Some(process::Watchdog::spawn(&server.cleanup_script())?);
         // A port found free can be taken before the server binds it; try a few.
         process::retry(3, Duration::ZERO, || {
-            server.port = process::free_port()?;
+            server.port = if server.options.cluster {
+                process::free_cluster_port()?
+            } else {
+                process::free_port()?
+            };
             server.spawn()
         })?;
         Ok(server)
@@ -205,6 +214,14 @@ impl RedisServer {
                 .arg(certs.ca_file())
                 .args(["--tls-auth-clients", "yes"]),
         };
+        if self.options.cluster {
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                // A replica's first sync starts at once instead of after the 5 s default.
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
+        }
         let mut child = command
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--databases", &DATABASES.to_string(), "--daemonize", "no"])
@@ -280,7 +297,7 @@ fn ping(port: u16) -> bool {
     stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     let missing = |looked: String| Error::BinaryMissing {
         server: "Redis 7+",
         looked,

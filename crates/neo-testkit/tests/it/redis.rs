@@ -101,3 +101,34 @@ async fn a_tls_server_has_certificates_and_no_plaintext_port_even_after_a_restar
         neo_testkit::redis_tls().await.key_prefix()
     );
 }
+
+#[tokio::test]
+async fn the_shared_cluster_has_three_masters_with_a_replica_each_covering_every_slot() {
+    let cluster = neo_testkit::redis_cluster().await;
+    assert_eq!(cluster.nodes().len(), 6);
+    let client = redis::Client::open(cluster.nodes()[0].as_str()).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let info: String = redis::cmd("CLUSTER")
+        .arg("INFO")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    for expected in [
+        "cluster_state:ok",
+        "cluster_slots_assigned:16384",
+        "cluster_size:3",
+    ] {
+        assert!(info.contains(expected), "{expected} missing from {info}");
+    }
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let count = |role: &str| nodes.lines().filter(|l| l.contains(role)).count();
+    assert_eq!((count("master"), count("slave")), (3, 3), "{nodes}");
+    assert_ne!(
+        cluster.key_prefix(),
+        neo_testkit::redis_cluster().await.key_prefix()
+    );
+}
