@@ -88,8 +88,11 @@ impl RedisConnections {
                 let client = crate::tls::client(&config.url, &config.tls)?;
                 Ok(from_client(client, config.pool_size, config.timeout))
             }
+            RedisMode::Cluster => Err(Error::Config(
+                "cluster.nodes names a Redis Cluster: use ClusterConnections".into(),
+            )),
             mode => Err(Error::Config(format!(
-                "{mode:?} connections are not supported yet by RedisConnections"
+                "{mode:?} connections are not supported yet"
             ))),
         }
     }

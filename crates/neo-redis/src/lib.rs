@@ -19,12 +19,14 @@
 //! # let _ = pong; Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
 mod connections;
 mod error;
 mod redact;
 mod tls;
 
+pub use cluster::ClusterConnections;
 pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig, TlsConfig};
 pub use connections::{RedisConnections, redis_connections};
 pub use error::{Error, Result};

@@ -10,9 +10,16 @@ pub(crate) fn redact_url(url: &str) -> String {
     }
 }
 
+/// `host:port` of a node URL, for errors that name nodes (never user or password).
+pub(crate) fn node_address(url: &str) -> String {
+    let rest = url.split_once("://").map_or(url, |(_, rest)| rest);
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    rest.split(['/', '?']).next().unwrap_or(rest).to_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::redact_url;
+    use super::{node_address, redact_url};
 
     #[test]
     fn passwords_are_never_shown() {
@@ -25,5 +32,10 @@ mod tests {
             "rediss://***@cache:6379"
         );
         assert_eq!(redact_url("redis://cache:6379"), "redis://cache:6379");
+        assert_eq!(
+            node_address("rediss://u:p@w@node-1:7000/0?x=1"),
+            "node-1:7000"
+        );
+        assert_eq!(node_address("redis://node-2:7001"), "node-2:7001");
     }
 }

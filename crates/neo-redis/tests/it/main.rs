@@ -1,6 +1,7 @@
 //! neo-redis against a real Redis started by neo-testkit (or `NEO_TEST_REDIS_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod cluster;
 mod tls;
 
 use neo_core::{ErrorKind, HasErrorKind};
