@@ -85,6 +85,8 @@ check_advisories() {
 
 # Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
 # NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
+# Arguments go to neo-test-servers: `--redis-cluster` and `--redis-tls` start a Redis Cluster
+# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*).
 start_test_servers() {
     if [[ -n ${NEO_TEST_DATABASE_URL:-} && -n ${NEO_TEST_REDIS_URL:-} ]]; then
         log "using NEO_TEST_DATABASE_URL and NEO_TEST_REDIS_URL from the environment"
@@ -93,7 +95,7 @@ start_test_servers() {
     cargo build --locked -q -p neo-testkit --bin neo-test-servers
     local state_dir
     state_dir=$(mktemp -d)
-    target/debug/neo-test-servers --env-file "$state_dir/servers.env" --parent-pid $$ \
+    target/debug/neo-test-servers --env-file "$state_dir/servers.env" --parent-pid $$ "$@" \
         >"$state_dir/servers.log" 2>&1 &
     NEO_SERVERS_PID=$!
     NEO_SERVERS_DIR=$state_dir

@@ -85,6 +85,17 @@ impl TestCertificates {
         Ok(certs)
     }
 
+    /// The certificates [`generate`](TestCertificates::generate) wrote into `dir` earlier
+    /// (e.g. by another process: `neo-test-servers`).
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Self {
+        TestCertificates { dir: dir.into() }
+    }
+
+    /// The directory holding the files.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The CA certificate (PEM), the one to trust.
     pub fn ca_file(&self) -> PathBuf {
         self.dir.join("ca.pem")

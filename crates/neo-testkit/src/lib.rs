@@ -45,7 +45,7 @@ pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, Tes
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
 pub use redis_cluster::{REDIS_CLUSTER_NODES_VAR, RedisCluster, TestRedisCluster};
-pub use redis_tls::TestRedisTls;
+pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
 ///

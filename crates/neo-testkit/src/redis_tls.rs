@@ -2,6 +2,7 @@
 
 use crate::redis::{RedisServer, RedisServerOptions};
 use crate::{Error, Result, TestCertificates};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
@@ -38,29 +39,66 @@ impl TestRedisTls {
     }
 }
 
-static SHARED_TLS: OnceLock<std::result::Result<RedisServer, Arc<Error>>> = OnceLock::new();
+/// Points the tests at a running TLS-only Redis (`rediss://127.0.0.1:<port>/0`) instead of
+/// starting one; its certificates are in [`REDIS_TLS_CERTS_VAR`]'s directory.
+pub const REDIS_TLS_URL_VAR: &str = "NEO_TEST_REDIS_TLS_URL";
+/// The directory of the [`TestCertificates`] of [`REDIS_TLS_URL_VAR`]'s server.
+pub const REDIS_TLS_CERTS_VAR: &str = "NEO_TEST_REDIS_TLS_CERTS";
+
+enum SharedTls {
+    Owned(RedisServer),
+    External { url: String, certs: PathBuf },
+}
+
+static SHARED_TLS: OnceLock<std::result::Result<SharedTls, Arc<Error>>> = OnceLock::new();
 static NEXT_PREFIX: AtomicU64 = AtomicU64::new(1);
 
-/// The shared TLS server, started by the first caller (blocking).
+/// The shared TLS server, started by the first caller (blocking), or the one the
+/// environment names.
 pub(crate) fn shared() -> Result<TestRedisTls> {
     let shared = SHARED_TLS.get_or_init(|| {
-        RedisServer::start_with(RedisServerOptions {
-            tls: true,
-            ..RedisServerOptions::default()
-        })
-        .map_err(Arc::new)
+        match (
+            std::env::var(REDIS_TLS_URL_VAR),
+            std::env::var_os(REDIS_TLS_CERTS_VAR),
+        ) {
+            (Ok(url), Some(certs)) if !url.is_empty() => Ok(SharedTls::External {
+                url,
+                certs: certs.into(),
+            }),
+            _ => RedisServer::start_with(RedisServerOptions {
+                tls: true,
+                ..RedisServerOptions::default()
+            })
+            .map(SharedTls::Owned)
+            .map_err(Arc::new),
+        }
     });
-    let server = shared.as_ref().map_err(|e| Error::Shared(Arc::clone(e)))?;
-    let certificates = server
-        .certificates()
-        .cloned()
+    let (url, certificates) = match shared {
+        Ok(SharedTls::Owned(server)) => (
+            server.url(),
+            server
+                .certificates()
+                .cloned()
+                .ok_or_else(|| Error::Client {
+                    context: "starting the shared TLS Redis".into(),
+                    detail: "the server has no certificates".into(),
+                })?,
+        ),
+        Ok(SharedTls::External { url, certs }) => {
+            (url.clone(), TestCertificates::in_dir(certs.clone()))
+        }
+        Err(e) => return Err(Error::Shared(Arc::clone(e))),
+    };
+    let port = url::Url::parse(&url)
+        .ok()
+        .and_then(|u| u.port())
         .ok_or_else(|| Error::Client {
-            context: "starting the shared TLS Redis".into(),
-            detail: "the server has no certificates".into(),
+            context: format!("reading {REDIS_TLS_URL_VAR}"),
+            detail: "expected rediss://127.0.0.1:<port>/0".into(),
         })?;
     Ok(TestRedisTls {
-        url: server.url(),
-        port: server.port(),
+        url,
+        port,
         certificates,
         key_prefix: format!(
             "tls{}-{}:",
