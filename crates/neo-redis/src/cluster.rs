@@ -15,8 +15,9 @@ use tokio::sync::OnceCell;
 ///
 /// The connection is opened by the first [`get`](ClusterConnections::get) (asking the seed
 /// nodes for the slot map); a failed attempt is not kept, so the next call tries again.
-/// Connecting to a node and each answer give up after the configured timeout. Cheap to
-/// clone.
+/// Connecting to a node gives up after the configured timeout, and so does each call,
+/// redis-rs' retries and redirections included (its `response_timeout` is also the overall
+/// limit). Cheap to clone.
 ///
 /// # Example
 /// ```no_run

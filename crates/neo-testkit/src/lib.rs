@@ -25,6 +25,12 @@
 //! - When a binary is missing the test **fails** with the command that installs it
 //!   (`apt-get install -y postgresql redis-server`). Nothing is ever skipped.
 //!
+//! - [`redis_tls`] and [`redis_cluster`] give a TLS-only Redis (certificates made at test
+//!   time, [`TestCertificates`]) and a six-node Redis Cluster (`redis-cli`, Debian's
+//!   `redis-tools`), shared the same way, or the ones `NEO_TEST_REDIS_TLS_URL` +
+//!   `NEO_TEST_REDIS_TLS_CERTS` and `NEO_TEST_REDIS_CLUSTER_NODES` name (`scripts/test` sets
+//!   them).
+//!
 //! Tests that inject faults start servers of their own with [`PgServer::start`] and
 //! [`RedisServer::start`], which they can stop, kill and restart.
 
