@@ -24,7 +24,6 @@
 //!   data directory. It is shut down when the process exits.
 //! - When a binary is missing the test **fails** with the command that installs it
 //!   (`apt-get install -y postgresql redis-server`). Nothing is ever skipped.
-//!
 //! - [`redis_tls`] and [`redis_cluster`] give a TLS-only Redis (certificates made at test
 //!   time, [`TestCertificates`]) and a six-node Redis Cluster (`redis-cli`, Debian's
 //!   `redis-tools`), shared the same way, or the ones `NEO_TEST_REDIS_TLS_URL` +
