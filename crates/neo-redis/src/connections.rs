@@ -105,6 +105,8 @@ impl RedisConnections {
 /// # Errors
 /// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
 pub fn redis_connections(url: &str, size: usize, timeout: Duration) -> Result<RedisConnections> {
+    // A `rediss://` URL here trusts the public roots; see RedisConfig's `tls` for a CA file.
+    crate::tls::install_crypto_provider();
     let client = redis::Client::open(url)
         .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))?;
     Ok(from_client(client, size, timeout))

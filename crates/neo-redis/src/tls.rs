@@ -59,7 +59,7 @@ pub(crate) fn client(url: &str, tls: &TlsConfig) -> Result<redis::Client> {
 
 /// redis-rs builds rustls without naming a crypto provider: make ring (the one this crate
 /// builds) the process default unless the application installed one already.
-fn install_crypto_provider() {
+pub(crate) fn install_crypto_provider() {
     if rustls::crypto::CryptoProvider::get_default().is_none() {
         let _ = rustls::crypto::ring::default_provider().install_default();
     }
