@@ -28,13 +28,19 @@ redis_installed() {
     command -v redis-server >/dev/null 2>&1 || [[ -x /usr/bin/redis-server ]]
 }
 
+# redis-cli (Debian's redis-tools) creates the test Redis Cluster (neo-testkit).
+redis_cli_installed() {
+    command -v redis-cli >/dev/null 2>&1 || [[ -x /usr/bin/redis-cli ]]
+}
+
 # Installs PostgreSQL and Redis from Debian's packages when either is missing.
 ensure_servers_installed() {
     local packages=()
     postgres_installed || packages+=(postgresql)
     redis_installed || packages+=(redis-server)
+    redis_cli_installed || packages+=(redis-tools)
     if ((${#packages[@]} == 0)); then
-        log "PostgreSQL and Redis are installed"
+        log "PostgreSQL, Redis and redis-cli are installed"
         return
     fi
     command -v apt-get >/dev/null 2>&1 ||
@@ -44,6 +50,7 @@ ensure_servers_installed() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
     postgres_installed || die "PostgreSQL 15+ is still missing after installing it"
     redis_installed || die "Redis is still missing after installing it"
+    redis_cli_installed || die "redis-cli (redis-tools) is still missing after installing it"
 }
 
 # Installs cargo-deny when missing (compiled from crates.io: a few minutes the first time).
@@ -78,6 +85,8 @@ check_advisories() {
 
 # Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
 # NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
+# Arguments go to neo-test-servers: `--redis-cluster` and `--redis-tls` start a Redis Cluster
+# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*).
 start_test_servers() {
     if [[ -n ${NEO_TEST_DATABASE_URL:-} && -n ${NEO_TEST_REDIS_URL:-} ]]; then
         log "using NEO_TEST_DATABASE_URL and NEO_TEST_REDIS_URL from the environment"
@@ -86,7 +95,7 @@ start_test_servers() {
     cargo build --locked -q -p neo-testkit --bin neo-test-servers
     local state_dir
     state_dir=$(mktemp -d)
-    target/debug/neo-test-servers --env-file "$state_dir/servers.env" --parent-pid $$ \
+    target/debug/neo-test-servers --env-file "$state_dir/servers.env" --parent-pid $$ "$@" \
         >"$state_dir/servers.log" 2>&1 &
     NEO_SERVERS_PID=$!
     NEO_SERVERS_DIR=$state_dir

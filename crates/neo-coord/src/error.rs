@@ -81,6 +81,7 @@ impl From<neo_redis::Error> for Error {
         match error {
             neo_redis::Error::Config(reason) => Error::Config(reason),
             neo_redis::Error::Unavailable(reason) => Error::Unavailable(reason),
+            other if other.kind() == ErrorKind::Configuration => Error::Config(other.to_string()),
             other => Error::Unavailable(other.to_string()),
         }
     }

@@ -1,6 +1,6 @@
 //! Shared multiplexed Redis connections.
 
-use crate::{Error, RedisConfig, Result};
+use crate::{Error, RedisConfig, RedisMode, Result};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -76,13 +76,25 @@ impl RedisConnections {
 }
 
 impl RedisConnections {
-    /// The connections `config` describes (see [`redis_connections`]). Nothing connects until
-    /// the first call.
+    /// The connections `config` describes (see [`redis_connections`]), after checking its
+    /// settings ([`RedisConfig::mode`]). Nothing connects until the first call.
     ///
     /// # Errors
-    /// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
+    /// The errors of [`RedisConfig::mode`]; [`Error::InvalidSetting`] for a TLS file that
+    /// cannot be read or parsed; [`Error::Config`] for a mode not supported yet.
     pub fn connect(config: &RedisConfig) -> Result<Self> {
-        redis_connections(&config.url, config.pool_size, config.timeout)
+        match config.mode()? {
+            RedisMode::Standalone => {
+                let client = crate::tls::client(&config.url, &config.tls)?;
+                Ok(from_client(client, config.pool_size, config.timeout))
+            }
+            RedisMode::Cluster => Err(Error::Config(
+                "cluster.nodes names a Redis Cluster: use ClusterConnections".into(),
+            )),
+            mode => Err(Error::Config(format!(
+                "{mode:?} connections are not supported yet"
+            ))),
+        }
     }
 }
 
@@ -93,8 +105,15 @@ impl RedisConnections {
 /// # Errors
 /// [`Error::Config`] for an invalid URL (its text, which may hold a password, is not shown).
 pub fn redis_connections(url: &str, size: usize, timeout: Duration) -> Result<RedisConnections> {
+    // A `rediss://` URL here trusts the public roots; see RedisConfig's `tls` for a CA file.
+    crate::tls::install_crypto_provider();
     let client = redis::Client::open(url)
         .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))?;
+    Ok(from_client(client, size, timeout))
+}
+
+/// `size` shared connections of `client`, each bounded by `timeout`.
+fn from_client(client: redis::Client, size: usize, timeout: Duration) -> RedisConnections {
     // A failed reconnection is not retried in the background: the next call that needs the
     // connection tries again, so a call fails fast while Redis is down, as it would on a fresh
     // connect, and the first call after Redis returns reconnects.
@@ -102,12 +121,12 @@ pub fn redis_connections(url: &str, size: usize, timeout: Duration) -> Result<Re
         .set_connection_timeout(Some(timeout))
         .set_response_timeout(Some(timeout))
         .set_number_of_retries(0);
-    Ok(RedisConnections {
+    RedisConnections {
         inner: Arc::new(Connections {
             client,
             config,
             slots: (0..size.max(1)).map(|_| OnceLock::new()).collect(),
             next: AtomicUsize::new(0),
         }),
-    })
+    }
 }

@@ -5,8 +5,9 @@
 //! shared round robin by every call: a call never waits for a free connection and never pays
 //! a health check first. Each opens on first use and is reopened by the next call after a
 //! failure; connecting and each answer give up after the configured timeout.
-//! [`RedisConfig`] says where Redis is and how many connections to keep; it is where Redis
-//! Cluster, Sentinel and TLS settings will go.
+//! [`RedisConfig`] says where Redis is (one server, TLS, a Redis Cluster or Sentinel; see
+//! [`RedisMode`]) and how many connections to keep; settings that do not go together are
+//! refused by [`RedisConfig::mode`] with an error naming them.
 //!
 //! # Example
 //! ```no_run
@@ -18,10 +19,14 @@
 //! # let _ = pong; Ok(()) }
 //! ```
 
+mod cluster;
 mod config;
 mod connections;
 mod error;
+mod redact;
+mod tls;
 
-pub use config::RedisConfig;
+pub use cluster::ClusterConnections;
+pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig, TlsConfig};
 pub use connections::{RedisConnections, redis_connections};
 pub use error::{Error, Result};

@@ -24,22 +24,33 @@
 //!   data directory. It is shut down when the process exits.
 //! - When a binary is missing the test **fails** with the command that installs it
 //!   (`apt-get install -y postgresql redis-server`). Nothing is ever skipped.
+//! - [`redis_tls`] and [`redis_cluster`] give a TLS-only Redis (certificates made at test
+//!   time, [`TestCertificates`]) and a six-node Redis Cluster (`redis-cli`, Debian's
+//!   `redis-tools`), shared the same way, or the ones `NEO_TEST_REDIS_TLS_URL` +
+//!   `NEO_TEST_REDIS_TLS_CERTS` and `NEO_TEST_REDIS_CLUSTER_NODES` name (`scripts/test` sets
+//!   them).
 //!
 //! Tests that inject faults start servers of their own with [`PgServer::start`] and
 //! [`RedisServer::start`], which they can stop, kill and restart.
 
+mod certs;
 mod error;
 mod failure;
 mod postgres;
 mod process;
 mod receiver;
 mod redis;
+mod redis_cluster;
+mod redis_tls;
 
+pub use certs::TestCertificates;
 pub use error::{Error, Result};
 pub use failure::Failure;
 pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase};
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
+pub use redis_cluster::{REDIS_CLUSTER_NODES_VAR, RedisCluster, TestRedisCluster};
+pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
 ///
@@ -77,6 +88,55 @@ pub async fn redis() -> TestRedis {
 /// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Client`], each saying what to do.
 pub async fn try_redis() -> Result<TestRedis> {
     redis::create_database().await
+}
+
+/// The TLS-only Redis shared by this test binary (started on first use from the installed
+/// `redis-server`, which must be built with TLS, as Debian's is; stopped when the process
+/// exits), with the certificates to reach it and a key prefix unique to the test.
+///
+/// # Panics
+/// When no server can be had; the message says how to install one.
+/// Use [`try_redis_tls`] to handle that yourself.
+pub async fn redis_tls() -> TestRedisTls {
+    try_redis_tls()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no TLS Redis for this test: {e}"))
+}
+
+/// Like [`redis_tls`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`] or [`Error::Startup`] (with the server log, e.g. when
+/// `redis-server` was built without TLS).
+pub async fn try_redis_tls() -> Result<TestRedisTls> {
+    tokio::task::spawn_blocking(redis_tls::shared)
+        .await
+        .map_err(Error::client("starting the shared TLS Redis"))?
+}
+
+/// The Redis Cluster shared by this test binary (six nodes, three masters with a replica
+/// each, started on first use from the installed `redis-server` and `redis-cli`, stopped
+/// when the process exits; or the seed nodes in `NEO_TEST_REDIS_CLUSTER_NODES`), with a key
+/// prefix unique to the test.
+///
+/// # Panics
+/// When no cluster can be had; the message says what to install. Use
+/// [`try_redis_cluster`] to handle that yourself.
+pub async fn redis_cluster() -> TestRedisCluster {
+    try_redis_cluster()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no Redis Cluster for this test: {e}"))
+}
+
+/// Like [`redis_cluster`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`] (`redis-server`, or `redis-cli` from Debian's `redis-tools`) or
+/// [`Error::Startup`] with `redis-cli`'s output.
+pub async fn try_redis_cluster() -> Result<TestRedisCluster> {
+    tokio::task::spawn_blocking(redis_cluster::shared)
+        .await
+        .map_err(Error::client("starting the shared Redis Cluster"))?
 }
 
 /// The URL of the shared PostgreSQL server, starting it if needed (blocking).

@@ -17,6 +17,20 @@ pub(crate) fn free_port() -> Result<u16> {
     Ok(port)
 }
 
+/// A free TCP port on 127.0.0.1 below 55536 whose Redis Cluster bus port (+10000) is free too.
+pub(crate) fn free_cluster_port() -> Result<u16> {
+    for _ in 0..200 {
+        let port = free_port()?;
+        if port < 55536 && TcpListener::bind((Ipv4Addr::LOCALHOST, port + 10000)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::Io {
+        context: "finding a free port pair (port, port + 10000) for a Redis Cluster node".into(),
+        source: std::io::Error::other("none found in 200 tries"),
+    })
+}
+
 /// Whether something accepts TCP connections on 127.0.0.1:`port`.
 pub(crate) fn port_open(port: u16) -> bool {
     TcpStream::connect_timeout(

@@ -1,7 +1,7 @@
 //! Throwaway Redis servers and per-test databases.
 
 use crate::process;
-use crate::{Error, Result};
+use crate::{Error, Result, TestCertificates};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,6 +26,14 @@ pub struct RedisServerOptions {
     pub binary: Option<PathBuf>,
     /// How long to wait for the server to answer `PING`.
     pub startup_timeout: Duration,
+    /// TLS only: no plaintext port (`--port 0`), a `--tls-port`, and client certificates
+    /// required (`--tls-auth-clients yes`); the certificates are made at start
+    /// ([`TestCertificates`], see [`RedisServer::certificates`]).
+    pub tls: bool,
+    /// A Redis Cluster node (`--cluster-enabled yes`, its `nodes.conf` in the server's
+    /// directory, so a restarted node rejoins as itself), on a port whose cluster bus port
+    /// (+10000) is free too. [`crate::RedisCluster`] starts six and joins them.
+    pub cluster: bool,
 }
 
 impl Default for RedisServerOptions {
@@ -33,6 +41,8 @@ impl Default for RedisServerOptions {
         RedisServerOptions {
             binary: None,
             startup_timeout: Duration::from_secs(20),
+            tls: false,
+            cluster: false,
         }
     }
 }
@@ -58,6 +68,7 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     options: RedisServerOptions,
+    certificates: Option<TestCertificates>,
     /// Declared last so it is dropped after `Drop::drop` has killed the server.
     watchdog: Option<process::Watchdog>,
 }
@@ -88,20 +99,39 @@ impl RedisServer {
             port: 0,
             child: None,
             options,
+            certificates: None,
             watchdog: None,
         };
+        if server.options.tls {
+            server.certificates = Some(TestCertificates::generate(server.dir.path())?);
+        }
         server.watchdog = Some(process::Watchdog::spawn(&server.cleanup_script())?);
         // A port found free can be taken before the server binds it; try a few.
         process::retry(3, Duration::ZERO, || {
-            server.port = process::free_port()?;
+            server.port = if server.options.cluster {
+                process::free_cluster_port()?
+            } else {
+                process::free_port()?
+            };
             server.spawn()
         })?;
         Ok(server)
     }
 
-    /// The connection URL (database 0).
+    /// The connection URL (database 0): `rediss://` for a TLS server.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+        let scheme = if self.certificates.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}/0", self.port)
+    }
+
+    /// The certificates of a TLS server ([`RedisServerOptions::tls`]): trust its CA and
+    /// present its client certificate.
+    pub fn certificates(&self) -> Option<&TestCertificates> {
+        self.certificates.as_ref()
     }
 
     /// The TCP port.
@@ -170,17 +200,30 @@ impl RedisServer {
         let log_err = log
             .try_clone()
             .map_err(Error::io("opening the Redis log"))?;
-        let mut child = Command::new(&self.binary)
-            .args([
-                "--port",
-                &self.port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
+        let mut command = Command::new(&self.binary);
+        let port = self.port.to_string();
+        match &self.certificates {
+            None => command.args(["--port", &port]),
+            Some(certs) => command
+                .args(["--port", "0", "--tls-port", &port])
+                .arg("--tls-cert-file")
+                .arg(certs.server_cert_file())
+                .arg("--tls-key-file")
+                .arg(certs.server_key_file())
+                .arg("--tls-ca-cert-file")
+                .arg(certs.ca_file())
+                .args(["--tls-auth-clients", "yes"]),
+        };
+        if self.options.cluster {
+            command
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                // A replica's first sync starts at once instead of after the 5 s default.
+                .args(["--repl-diskless-sync-delay", "0"])
+                .arg("--cluster-config-file")
+                .arg(self.dir.path().join("nodes.conf"));
+        }
+        let mut child = command
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(["--databases", &DATABASES.to_string(), "--daemonize", "no"])
             .arg("--dir")
             .arg(self.dir.path())
@@ -192,10 +235,17 @@ impl RedisServer {
         std::fs::write(self.dir.path().join("redis.pid"), child.id().to_string())
             .map_err(Error::io("writing the Redis pid file"))?;
         let port = self.port;
+        let tls = self.certificates.is_some();
         let mut exited = false;
         let ready = process::wait_until(self.options.startup_timeout, || {
             exited = matches!(child.try_wait(), Ok(Some(_)));
-            exited || ping(port)
+            // A TLS port is ready when it accepts connections (Redis listens once loaded).
+            exited
+                || if tls {
+                    process::port_open(port)
+                } else {
+                    ping(port)
+                }
         });
         if exited || !ready {
             let _ = child.kill();
@@ -247,7 +297,7 @@ fn ping(port: u16) -> bool {
     stream.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
-fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     let missing = |looked: String| Error::BinaryMissing {
         server: "Redis 7+",
         looked,

@@ -3,9 +3,17 @@
 //! `--env-file`. Runs until SIGTERM or SIGINT, or until the process given with
 //! `--parent-pid` exits, then stops both servers and deletes their data.
 //!
+//! With `--redis-cluster` it also starts a six-node Redis Cluster
+//! (`NEO_TEST_REDIS_CLUSTER_NODES=...`), and with `--redis-tls` a TLS-only Redis
+//! (`NEO_TEST_REDIS_TLS_URL=...`, `NEO_TEST_REDIS_TLS_CERTS=<dir>`), so that test processes
+//! share them instead of starting their own.
+//!
 //! Used by `scripts/test` and `scripts/demo`.
 
-use neo_testkit::{DATABASE_URL_VAR, PgServer, REDIS_URL_VAR, RedisServer};
+use neo_testkit::{
+    DATABASE_URL_VAR, PgServer, REDIS_CLUSTER_NODES_VAR, REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR,
+    REDIS_URL_VAR, RedisCluster, RedisServer, RedisServerOptions,
+};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -24,13 +32,16 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut env_file: Option<PathBuf> = None;
     let mut parent: Option<u32> = None;
+    let (mut want_cluster, mut want_tls) = (false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--env-file" => env_file = args.next().map(PathBuf::from),
             "--parent-pid" => parent = args.next().and_then(|p| p.parse().ok()),
+            "--redis-cluster" => want_cluster = true,
+            "--redis-tls" => want_tls = true,
             "-h" | "--help" => {
-                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID]".into());
+                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID] [--redis-cluster] [--redis-tls]".into());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -38,11 +49,37 @@ fn run() -> Result<(), String> {
     let env_file = env_file.ok_or("--env-file PATH is required")?;
     let pg = PgServer::start().map_err(|e| e.to_string())?;
     let redis = RedisServer::start().map_err(|e| e.to_string())?;
-    let contents = format!(
+    let mut contents = format!(
         "{DATABASE_URL_VAR}={}\n{REDIS_URL_VAR}={}\n",
         pg.url(),
         redis.url()
     );
+    let cluster = if want_cluster {
+        let cluster = RedisCluster::start().map_err(|e| e.to_string())?;
+        let nodes = cluster.nodes().join(",");
+        contents.push_str(&format!("{REDIS_CLUSTER_NODES_VAR}={nodes}\n"));
+        Some(cluster)
+    } else {
+        None
+    };
+    let tls = if want_tls {
+        let server = RedisServer::start_with(RedisServerOptions {
+            tls: true,
+            ..RedisServerOptions::default()
+        })
+        .map_err(|e| e.to_string())?;
+        let certs = server
+            .certificates()
+            .ok_or("the TLS server has no certificates")?;
+        contents.push_str(&format!(
+            "{REDIS_TLS_URL_VAR}={}\n{REDIS_TLS_CERTS_VAR}={}\n",
+            server.url(),
+            certs.dir().display()
+        ));
+        Some(server)
+    } else {
+        None
+    };
     // Write then rename, so a reader never sees half a file.
     let partial = env_file.with_extension("partial");
     std::fs::write(&partial, contents)
@@ -73,6 +110,8 @@ fn run() -> Result<(), String> {
         }
         Ok::<(), String>(())
     })?;
+    drop(tls);
+    drop(cluster);
     drop(redis);
     drop(pg);
     Ok(())
