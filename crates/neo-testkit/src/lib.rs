@@ -34,12 +34,16 @@ mod postgres;
 mod process;
 mod receiver;
 mod redis;
+mod tls;
 
 pub use error::{Error, Result};
 pub use failure::Failure;
-pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase};
+pub use postgres::{
+    BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase, TlsPostgres,
+};
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
+pub use tls::TestCertificates;
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
 ///
@@ -58,6 +62,29 @@ pub async fn postgres() -> TestDatabase {
 /// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Client`], each saying what to do.
 pub async fn try_postgres() -> Result<TestDatabase> {
     postgres::create_database().await
+}
+
+/// The PostgreSQL with `ssl = on` shared by the tests of this process (certificate for
+/// `localhost` from a CA generated at startup), started on first use and torn down at exit.
+/// It is always started here, whatever `NEO_TEST_DATABASE_URL` says: the tests need its CA.
+///
+/// # Panics
+/// When the server cannot be started; the message says why. Use [`try_postgres_tls`] to
+/// handle that yourself.
+pub async fn postgres_tls() -> TlsPostgres {
+    try_postgres_tls()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no TLS PostgreSQL for this test: {e}"))
+}
+
+/// Like [`postgres_tls`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Certificates`].
+pub async fn try_postgres_tls() -> Result<TlsPostgres> {
+    tokio::task::spawn_blocking(postgres::shared_tls)
+        .await
+        .map_err(Error::client("starting the shared TLS PostgreSQL"))?
 }
 
 /// A flushed logical database on the shared Redis server, with a key prefix unique to the test.
