@@ -136,7 +136,7 @@ fn url_tls(url: &str) -> UrlTls {
         match &*key {
             "sslmode" | "ssl-mode" => found.mode = Some(value.into_owned()),
             "sslrootcert" | "ssl-root-cert" | "ssl-ca" => {
-                found.root_cert = Some(value.into_owned())
+                found.root_cert = Some(value.into_owned());
             }
             _ => {}
         }

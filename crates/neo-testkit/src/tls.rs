@@ -6,6 +6,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// A certificate authority made for one test run and a server certificate signed by it,
 /// as PEM text (ECDSA P-256 keys, valid from 1975 to 4096).
@@ -23,7 +24,9 @@ use std::path::{Path, PathBuf};
 /// # Ok::<(), neo_testkit::Error>(())
 /// ```
 #[derive(Clone)]
-pub struct TestCertificates {
+pub struct TestCertificates(Arc<Pems>);
+
+struct Pems {
     names: Vec<String>,
     ca_pem: String,
     server_cert_pem: String,
@@ -33,7 +36,7 @@ pub struct TestCertificates {
 impl std::fmt::Debug for TestCertificates {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("TestCertificates")
-            .field("names", &self.names)
+            .field("names", &self.0.names)
             .finish_non_exhaustive()
     }
 }
@@ -75,32 +78,32 @@ impl TestCertificates {
         server_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         let server_key = KeyPair::generate().map_err(fail)?;
         let server_cert = server_params.signed_by(&server_key, &ca).map_err(fail)?;
-        Ok(TestCertificates {
+        Ok(TestCertificates(Arc::new(Pems {
             names,
             ca_pem: ca.pem(),
             server_cert_pem: server_cert.pem(),
             server_key_pem: server_key.serialize_pem(),
-        })
+        })))
     }
 
     /// The names the server certificate holds.
     pub fn server_names(&self) -> &[String] {
-        &self.names
+        &self.0.names
     }
 
     /// The CA certificate (PEM), for clients' `sslrootcert`.
     pub fn ca_pem(&self) -> &str {
-        &self.ca_pem
+        &self.0.ca_pem
     }
 
     /// The server certificate (PEM).
     pub fn server_cert_pem(&self) -> &str {
-        &self.server_cert_pem
+        &self.0.server_cert_pem
     }
 
     /// The server's private key (PKCS#8 PEM).
     pub fn server_key_pem(&self) -> &str {
-        &self.server_key_pem
+        &self.0.server_key_pem
     }
 
     /// Writes the CA certificate to `dir/ca.crt` and returns that path.
@@ -109,7 +112,7 @@ impl TestCertificates {
     /// [`Error::Io`] when the file cannot be written.
     pub fn write_ca(&self, dir: &Path) -> Result<PathBuf> {
         let path = dir.join("ca.crt");
-        std::fs::write(&path, &self.ca_pem)
+        std::fs::write(&path, &self.0.ca_pem)
             .map_err(Error::io(format!("writing {}", path.display())))?;
         Ok(path)
     }
