@@ -4,4 +4,5 @@
 
 mod core_on_postgres;
 mod flaky_receiver;
+mod one_tenant;
 mod service_under_faults;

@@ -73,3 +73,8 @@ pub use neo_orgs as orgs;
 #[cfg(feature = "events")]
 #[doc(inline)]
 pub use neo_events as events;
+
+/// The README's example, compiled as a doctest so it cannot drift from the API.
+#[cfg(all(doctest, feature = "full"))]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeExample;

@@ -242,3 +242,11 @@ define_id! {
     /// Identifies one delivery attempt series of an event to an endpoint.
     pub struct DeliveryId("delivery id");
 }
+
+/// An organization is a tenant of the services built on neo-commons: its id names the
+/// tenant its data and events belong to (both are UUIDv7, so this cannot fail).
+impl From<OrganizationId> for TenantId {
+    fn from(organization: OrganizationId) -> Self {
+        TenantId(organization.0)
+    }
+}

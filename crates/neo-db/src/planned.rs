@@ -17,7 +17,7 @@ use sqlx::{Postgres, SqlSafeStr};
 /// this way.
 ///
 /// Use it for statements whose good plan depends on the table's size or the batch's values;
-/// keep the prepared default for the rest. As with [`sqlx::query`], the text must be safe:
+/// keep the prepared default for the rest. As with [`sqlx::query()`], the text must be safe:
 /// built from validated identifiers ([`crate::quote_identifier`]) and fixed keywords, with
 /// values bound as parameters.
 ///

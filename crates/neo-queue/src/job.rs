@@ -3,7 +3,7 @@
 
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
-use neo_core::JobId;
+use neo_core::{JobId, TenantId};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -82,11 +82,20 @@ impl NewJob {
         self
     }
 
-    /// The tenant the job belongs to (stored, and handed to the handler).
+    /// The tenant the job belongs to (stored, and handed to the handler). The queue keeps
+    /// tenants as text so that it serves any notion of tenant; for neo-core's [`TenantId`]
+    /// use [`tenant_id`](Self::tenant_id), which [`Job::tenant_id`] reads back.
     #[must_use]
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
         self.tenant = Some(tenant.into());
         self
+    }
+
+    /// The tenant the job belongs to, as a [`TenantId`] (stored as its hyphenated text, read
+    /// back typed by [`Job::tenant_id`] and [`JobRecord::tenant_id`]).
+    #[must_use]
+    pub fn tenant_id(self, tenant: TenantId) -> Self {
+        self.tenant(tenant.to_string())
     }
 
     /// The id the job will have.
@@ -147,6 +156,15 @@ pub struct Job {
 }
 
 impl Job {
+    /// Its tenant as a [`TenantId`] (set with [`NewJob::tenant_id`]); `Ok(None)` for a job
+    /// without a tenant.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when its tenant is text that is not a tenant id.
+    pub fn tenant_id(&self) -> Result<Option<TenantId>> {
+        typed_tenant(self.tenant.as_deref())
+    }
+
     /// The proof of this claim that ack, nack and heartbeat require.
     pub fn receipt(&self) -> Receipt {
         Receipt {
@@ -252,6 +270,23 @@ pub struct JobRecord {
     pub tenant: Option<String>,
     /// When it went to the dead letters.
     pub dead_at: Option<DateTime<Utc>>,
+}
+
+impl JobRecord {
+    /// Its tenant as a [`TenantId`] (set with [`NewJob::tenant_id`]); `Ok(None)` for a job
+    /// without a tenant.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when its tenant is text that is not a tenant id.
+    pub fn tenant_id(&self) -> Result<Option<TenantId>> {
+        typed_tenant(self.tenant.as_deref())
+    }
+}
+
+fn typed_tenant(tenant: Option<&str>) -> Result<Option<TenantId>> {
+    tenant
+        .map(|text| TenantId::parse(text).map_err(|e| Error::invalid("job tenant", e.to_string())))
+        .transpose()
 }
 
 /// Jobs per state.

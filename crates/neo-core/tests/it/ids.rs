@@ -89,3 +89,11 @@ fn hosts_define_their_own_ids() {
     let err = "x".parse::<InvoiceId>().unwrap_err();
     assert!(err.to_string().starts_with("invalid invoice id"));
 }
+
+#[test]
+fn an_organization_id_names_its_tenant() {
+    let organization = OrganizationId::new();
+    let tenant = neo_core::TenantId::from(organization);
+    assert_eq!(tenant.into_uuid(), organization.into_uuid());
+    assert_eq!(tenant.to_string(), organization.to_string());
+}

@@ -12,6 +12,7 @@ pub use store::Webhooks;
 
 use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};
+use neo_core::TenantId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -50,8 +51,10 @@ pub struct EventTypeInfo {
 pub struct NewEndpoint {
     /// Where deliveries are POSTed.
     pub url: String,
-    /// The tenant whose events it receives; `None` receives every tenant's events.
-    pub tenant_id: Option<Uuid>,
+    /// The tenant whose events it receives (events whose
+    /// [`tenant_id`](crate::DomainEvent::tenant_id) is this one); `None` receives every
+    /// tenant's events.
+    pub tenant_id: Option<TenantId>,
     /// The signing secret; generated when `None`.
     pub secret: Option<WebhookSecret>,
     /// Event type filters: a type, a prefix such as `organization.*`, or `*`.
@@ -91,7 +94,7 @@ impl NewEndpoint {
 
     /// Receives only this tenant's events.
     #[must_use]
-    pub fn tenant(mut self, tenant: Uuid) -> Self {
+    pub fn tenant(mut self, tenant: TenantId) -> Self {
         self.tenant_id = Some(tenant);
         self
     }
@@ -139,7 +142,7 @@ pub struct Endpoint {
     /// Its id.
     pub id: Uuid,
     /// Its tenant, if it belongs to one.
-    pub tenant_id: Option<Uuid>,
+    pub tenant_id: Option<TenantId>,
     /// Where deliveries go.
     pub url: String,
     /// Whether deliveries are sent.
@@ -210,6 +213,9 @@ pub struct Delivery {
     pub message_id: Uuid,
     /// The endpoint.
     pub endpoint_id: Uuid,
+    /// The tenant of its event, which its delivery job names too (see
+    /// `neo_queue::Job::tenant_id`).
+    pub tenant_id: Option<TenantId>,
     /// The event type.
     pub event_type: String,
     /// Where it stands.

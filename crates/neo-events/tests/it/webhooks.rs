@@ -53,7 +53,7 @@ pub(crate) async fn setup(config: WebhookConfig) -> Setup {
     let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
     outbox.migrate().await.unwrap();
     let webhooks = Webhooks::new(&db, queue.clone(), config).unwrap();
-    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2]);
+    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3]);
     Setup {
         _test_db: test_db,
         db,
@@ -313,8 +313,7 @@ async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug() {
 async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
     let s = setup(config(&[100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
-    let tenant_id = neo_core::TenantId::new();
-    let tenant: uuid::Uuid = tenant_id.into();
+    let tenant = neo_core::TenantId::new();
     let orgs = s
         .webhooks
         .create_endpoint(
@@ -344,7 +343,7 @@ async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
 
     let created = event("organization.created", 1);
     let paid = event("billing.invoice_paid", 2);
-    let for_tenant = event("organization.renamed", 3).tenant(tenant_id);
+    let for_tenant = event("organization.renamed", 3).tenant(tenant);
     publish(&s, &[created.clone(), paid.clone(), for_tenant.clone()]).await;
     // A rolled-back event is never sent.
     let mut uow = s.db.begin().await.unwrap();
@@ -421,6 +420,25 @@ async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
         delivered
             .iter()
             .all(|d| d.attempts == 1 && d.response_status == Some(200) && d.delivered_at.is_some())
+    );
+    // A delivery names its event's tenant.
+    let tenants: HashMap<&str, Option<neo_core::TenantId>> = delivered
+        .iter()
+        .map(|d| (d.event_type.as_str(), d.tenant_id))
+        .collect();
+    assert_eq!(tenants["organization.created"], None);
+    assert_eq!(tenants["organization.renamed"], Some(tenant));
+    let to_tenant = s
+        .webhooks
+        .deliveries(tenant_only.id, None, 10)
+        .await
+        .unwrap();
+    assert_eq!(to_tenant.len(), 1);
+    assert_eq!(to_tenant[0].tenant_id, Some(tenant));
+    assert_eq!(tenant_only.tenant_id, Some(tenant));
+    assert_eq!(
+        s.webhooks.endpoints(Some(tenant)).await.unwrap(),
+        vec![tenant_only.clone()]
     );
     // Handing the same events over again (an at-least-once dispatcher) creates nothing.
     assert_eq!(
@@ -838,4 +856,105 @@ async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans() {
     );
     assert_eq!(count(orphaned.id).await, 0);
     assert_eq!(count(kept.id).await, 2);
+}
+
+/// Claims every delivery job waiting (no worker runs) and returns, per delivery, the tenant
+/// its job names, checking each against the tenant the delivery names; hands the jobs back.
+async fn job_tenants(s: &Setup) -> HashMap<i64, Option<neo_core::TenantId>> {
+    let jobs = s.queue.claim("test", 100, None).await.unwrap();
+    let mut tenants = HashMap::new();
+    for job in jobs {
+        let delivery = job.payload["delivery"].as_i64().unwrap();
+        let tenant = job.tenant_id().unwrap();
+        assert_eq!(
+            s.webhooks.delivery(delivery).await.unwrap().tenant_id,
+            tenant,
+            "the job and its delivery name the same tenant"
+        );
+        tenants.insert(delivery, tenant);
+        assert_eq!(s.queue.release(&[job.receipt()]).await.unwrap(), vec![]);
+    }
+    tenants
+}
+
+#[tokio::test]
+async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay() {
+    // One attempt: a failing delivery is dead at once.
+    let s = setup(config(&[])).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    receiver.set_default(ScriptedResponse::status(500));
+    let tenant = neo_core::TenantId::new();
+    let plain = s
+        .webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/plain")).subscribe("*"))
+        .await
+        .unwrap();
+    let fifo = s
+        .webhooks
+        .create_endpoint(
+            NewEndpoint::new(receiver.url("/fifo"))
+                .subscribe("*")
+                .fifo(true),
+        )
+        .await
+        .unwrap();
+    let events = [
+        event("organization.created", 1).tenant(tenant),
+        event("organization.created", 2),
+        event("organization.renamed", 3).tenant(tenant),
+    ];
+
+    // Fan-out: a job per plain delivery, one for the FIFO endpoint's first.
+    assert_eq!(s.webhooks.fan_out(&events).await.unwrap(), 6);
+    let by_message = |deliveries: Vec<neo_events::Delivery>| -> HashMap<String, i64> {
+        deliveries
+            .into_iter()
+            .map(|d| (d.message_id.to_string(), d.id))
+            .collect()
+    };
+    let plain_ids = by_message(s.webhooks.deliveries(plain.id, None, 10).await.unwrap());
+    let fifo_ids = by_message(s.webhooks.deliveries(fifo.id, None, 10).await.unwrap());
+    let id = |ids: &HashMap<String, i64>, n: usize| ids[&events[n].id().to_string()];
+    let expected = HashMap::from([
+        (id(&plain_ids, 0), Some(tenant)),
+        (id(&plain_ids, 1), None),
+        (id(&plain_ids, 2), Some(tenant)),
+        (id(&fifo_ids, 0), Some(tenant)),
+    ]);
+    assert_eq!(job_tenants(&s).await, expected);
+
+    // Every delivery goes dead under the worker: the FIFO endpoint's next ones get their
+    // jobs as the earlier ones finish, from the FIFO head.
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let mut running = Running::default();
+    running.worker(&s);
+    let dead = |endpoint| {
+        let webhooks = s.webhooks.clone();
+        async move {
+            webhooks
+                .deliveries(endpoint, Some(DeliveryStatus::Dead), 10)
+                .await
+                .unwrap()
+                .len()
+        }
+    };
+    wait_until("every delivery dead", Duration::from_secs(10), || async {
+        dead(plain.id).await == 3 && dead(fifo.id).await == 3
+    })
+    .await;
+    running.stop().await;
+    s.webhooks.shutdown().await;
+
+    // Replay: the plain endpoint's replayed delivery gets its job directly, the FIFO
+    // endpoint's replayed ones through the FIFO head.
+    assert!(s.webhooks.replay(id(&plain_ids, 2)).await.unwrap());
+    assert_eq!(s.webhooks.replay_since(fifo.id, since).await.unwrap(), 3);
+    assert_eq!(
+        job_tenants(&s).await,
+        HashMap::from([
+            (id(&plain_ids, 2), Some(tenant)),
+            (id(&fifo_ids, 0), Some(tenant)),
+        ])
+    );
+    receiver.shutdown().await;
 }

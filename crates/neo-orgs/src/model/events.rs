@@ -9,11 +9,11 @@ use neo_events::DomainEvent;
 
 impl Organization {
     /// The tenant its events belong to: the organization itself (an organization is a
-    /// tenant of the services built on neo-commons), so webhook endpoints registered for a
-    /// tenant with the organization's id receive its events and no other organization's.
-    pub(crate) fn tenant(&self) -> Result<TenantId, OrgError> {
-        // An organization id is a UUIDv7, as a tenant id must be: this does not fail.
-        Ok(TenantId::from_uuid(self.id.into_uuid())?)
+    /// tenant of the services built on neo-commons), so webhook endpoints registered for
+    /// this tenant receive its events and no other organization's, and their delivery jobs
+    /// name it.
+    pub fn tenant_id(&self) -> TenantId {
+        TenantId::from(self.id)
     }
 
     pub(super) fn record(
@@ -22,7 +22,7 @@ impl Organization {
         payload: &serde_json::Value,
     ) -> Result<(), OrgError> {
         let event = DomainEvent::new(event_type, "organization", &self.id.to_string(), payload)?
-            .tenant(self.tenant()?);
+            .tenant(self.tenant_id());
         self.events.push(event);
         self.updated_at = now();
         Ok(())

@@ -143,7 +143,8 @@ mod tests {
         assert!(o.rename("New", None).is_err());
         assert!(o.archive().is_err());
         let events = o.take_events();
-        let tenant = neo_core::TenantId::from_uuid(o.id().into_uuid()).unwrap();
+        let tenant = o.tenant_id();
+        assert_eq!(tenant.into_uuid(), o.id().into_uuid());
         assert!(
             events.iter().all(|e| e.tenant_id() == Some(tenant)),
             "every event names the organization as its tenant"

@@ -5,7 +5,7 @@ use crate::ConfiguredSettings;
 use serde::Deserialize;
 
 /// Service settings. Load with `neo_core::config::from_env("NEO_ORGS_")`. The cache's TTL
-/// and key prefix are the [`HybridCache`]'s own settings.
+/// and key prefix are the [`HybridCache`](neo_cache::HybridCache)'s own settings.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
 pub struct OrgConfig {
@@ -17,7 +17,7 @@ pub struct OrgConfig {
     pub max_page: u32,
     /// How the tax id check is called (timeout, breaker).
     pub tax_id_check: neo_resilience::ResilienceConfig,
-    /// Per-organization settings for the default [`SettingsResolver`].
+    /// Per-organization settings for the default [`SettingsResolver`](crate::SettingsResolver).
     pub settings: ConfiguredSettings,
     /// How concurrent saves are grouped into one statement.
     pub saves: SaveConfig,
@@ -38,7 +38,7 @@ pub struct SaveConfig {
     pub concurrency: usize,
     /// Saves waiting beyond this make `save` wait (backpressure).
     pub queue_capacity: usize,
-    /// Most organizations one statement of [`batch_save`](OrganizationService::batch_save)
+    /// Most organizations one statement of [`batch_save`](crate::OrganizationService::batch_save)
     /// writes: a larger batch is split, in id order, into statements that run `concurrency`
     /// at a time on separate connections (rows locked in id order never deadlock).
     pub batch_rows: usize,

@@ -52,7 +52,7 @@ impl OrganizationService {
     /// Saves an organization changed through its methods, if nobody saved it since it was
     /// read (its version); writes the audit record and its events in the same transaction.
     /// Returns it with its new version. Saves running at the same time share one statement
-    /// ([`SaveConfig`]); the first save starts the workers that write them, on the current
+    /// ([`SaveConfig`](crate::SaveConfig)); the first save starts the workers that write them, on the current
     /// tokio runtime. A save whose caller stops waiting is still written.
     ///
     /// # Errors
@@ -65,7 +65,7 @@ impl OrganizationService {
     }
 
     /// Saves many organizations, each against its own version, in one statement per
-    /// [`SaveConfig::batch_rows`] (larger batches run as several statements at once): returns,
+    /// [`SaveConfig::batch_rows`](crate::SaveConfig::batch_rows) (larger batches run as several statements at once): returns,
     /// aligned with `orgs`, each saved with its new version or why it was not (a stale
     /// version, a failed check, an id given twice). Each organization is saved or not on its
     /// own; only the JSON documents its methods changed are sent.

@@ -296,3 +296,38 @@ async fn a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attemp
     assert_eq!(by_id(retried).last_error.as_deref(), Some("429"));
     assert_eq!(queue.depth().await.unwrap().dead, 0);
 }
+
+#[tokio::test]
+async fn a_typed_tenant_is_stored_as_text_and_read_back_typed() {
+    let (_t, db, queue) = setup(|c| c).await;
+    let tenant = neo_core::TenantId::new();
+    let ids = queue
+        .enqueue_many(
+            &db,
+            vec![
+                job("t", 1).tenant_id(tenant),
+                job("t", 2),
+                job("t", 3).tenant("eu-west/acme"),
+            ],
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    let stored = queue.get(ids[0].unwrap()).await.unwrap().unwrap();
+    assert_eq!(stored.tenant.as_deref(), Some(tenant.to_string().as_str()));
+    assert_eq!(stored.tenant_id().unwrap(), Some(tenant));
+
+    let mut claimed = queue.claim("w", 10, None).await.unwrap();
+    claimed.sort_by_key(|j| j.payload["n"].as_i64());
+    assert_eq!(claimed.len(), 3);
+    assert_eq!(claimed[0].tenant_id().unwrap(), Some(tenant));
+    assert_eq!(
+        claimed[1].tenant_id().unwrap(),
+        None,
+        "no tenant is no tenant"
+    );
+    let untyped = claimed[2].tenant_id().unwrap_err();
+    assert_eq!(untyped.kind(), ErrorKind::Validation);
+    assert!(untyped.to_string().contains("job tenant"), "{untyped}");
+    assert_eq!(claimed[2].tenant.as_deref(), Some("eu-west/acme"));
+}

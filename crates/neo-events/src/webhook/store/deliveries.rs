@@ -5,6 +5,7 @@ use super::{Webhooks, db_error, not_found};
 use crate::EventError;
 use crate::webhook::{Delivery, DeliveryStatus};
 use chrono::{DateTime, Utc};
+use neo_core::TenantId;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
@@ -132,6 +133,7 @@ struct DeliveryRow {
     id: i64,
     message_id: Uuid,
     endpoint_id: Uuid,
+    tenant_id: Option<TenantId>,
     event_type: String,
     status: String,
     attempts: i32,
@@ -150,6 +152,7 @@ fn delivery_from_row(row: &PgRow) -> Result<Delivery, EventError> {
         id: row.id,
         message_id: row.message_id,
         endpoint_id: row.endpoint_id,
+        tenant_id: row.tenant_id,
         event_type: row.event_type,
         status: DeliveryStatus::parse(&row.status)?,
         attempts: row.attempts,

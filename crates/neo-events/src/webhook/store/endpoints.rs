@@ -7,6 +7,7 @@ use crate::webhook::lock;
 use crate::webhook::{Endpoint, NewEndpoint};
 use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};
+use neo_core::TenantId;
 use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, FromRow};
 use std::collections::BTreeMap;
@@ -127,7 +128,7 @@ impl Webhooks {
     ///
     /// # Errors
     /// A database error.
-    pub async fn endpoints(&self, tenant: Option<Uuid>) -> Result<Vec<Endpoint>, EventError> {
+    pub async fn endpoints(&self, tenant: Option<TenantId>) -> Result<Vec<Endpoint>, EventError> {
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.endpoints.clone()))
             .bind(tenant)
             .fetch_all(self.inner.db.pool())
@@ -225,7 +226,7 @@ fn validate_headers(headers: &BTreeMap<String, String>) -> Result<(), EventError
 #[derive(sqlx::FromRow)]
 struct EndpointRow {
     id: Uuid,
-    tenant_id: Option<Uuid>,
+    tenant_id: Option<TenantId>,
     url: String,
     secrets: Vec<String>,
     enabled: bool,

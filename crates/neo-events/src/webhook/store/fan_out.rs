@@ -1,13 +1,16 @@
 //! Fan-out: dispatched events become messages, one delivery per subscribed endpoint and one
 //! neo-queue job per delivery, in one transaction; FIFO endpoints get one job at a time.
+//! A delivery and its job name the tenant of the event that caused them.
 
 use super::{Webhooks, db_error};
 use crate::{DomainEvent, EventError};
+use neo_core::TenantId;
 use neo_queue::{NewJob, OnDuplicate};
 use sqlx::AssertSqlSafe;
 use uuid::Uuid;
 
-/// A delivery just made pending (by fan-out or replay): `RETURNING id, queued, endpoint_id`.
+/// A delivery just made pending (by fan-out or replay):
+/// `RETURNING id, queued, endpoint_id, tenant_id`.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct Pending {
     /// The delivery.
@@ -16,6 +19,8 @@ pub(super) struct Pending {
     pub(super) queued: bool,
     /// Its endpoint.
     pub(super) endpoint_id: Uuid,
+    /// Its tenant (its event's), which its job names too.
+    pub(super) tenant_id: Option<TenantId>,
 }
 
 impl Webhooks {
@@ -47,7 +52,7 @@ impl Webhooks {
                 Ok(body) => {
                     ids.push(Uuid::from(event.id()));
                     types.push(event.event_type().to_owned());
-                    tenants.push(event.tenant_id().map(Uuid::from));
+                    tenants.push(event.tenant_id());
                     bodies.push(body);
                 }
                 Err(error) => {
@@ -81,7 +86,11 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         rows: &[Pending],
     ) -> Result<(), EventError> {
-        let queued: Vec<i64> = rows.iter().filter(|r| r.queued).map(|r| r.id).collect();
+        let queued: Vec<(i64, Option<TenantId>)> = rows
+            .iter()
+            .filter(|r| r.queued)
+            .map(|r| (r.id, r.tenant_id))
+            .collect();
         self.enqueue(tx, &queued).await?;
         let mut fifo: Vec<Uuid> = rows
             .iter()
@@ -108,28 +117,34 @@ impl Webhooks {
             .execute(&mut ***tx)
             .await
             .map_err(db_error)?;
-        let head: Vec<i64> = sqlx::query_scalar(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
-            .bind(endpoint)
-            .fetch_all(&mut ***tx)
-            .await
-            .map_err(db_error)?;
+        let head: Vec<(i64, Option<TenantId>)> =
+            sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
+                .bind(endpoint)
+                .fetch_all(&mut ***tx)
+                .await
+                .map_err(db_error)?;
         self.enqueue(tx, &head).await
     }
 
+    /// One job per delivery, naming the delivery's tenant.
     async fn enqueue(
         &self,
         tx: &mut neo_db::UnitOfWork,
-        deliveries: &[i64],
+        deliveries: &[(i64, Option<TenantId>)],
     ) -> Result<(), EventError> {
         let jobs = deliveries
             .iter()
-            .map(|id| {
-                Ok(NewJob::new(
+            .map(|&(id, tenant)| {
+                let job = NewJob::new(
                     &self.inner.config.job_kind,
                     &serde_json::json!({ "delivery": id }),
                 )?
                 .max_attempts(self.inner.config.max_attempts())
-                .unique_key(format!("webhook-delivery:{id}")))
+                .unique_key(format!("webhook-delivery:{id}"));
+                Ok(match tenant {
+                    Some(tenant) => job.tenant_id(tenant),
+                    None => job,
+                })
             })
             .collect::<Result<Vec<_>, neo_queue::Error>>()?;
         self.inner

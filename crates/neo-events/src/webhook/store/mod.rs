@@ -135,6 +135,11 @@ impl Webhooks {
                 2,
                 "deliveries without foreign keys",
                 include_str!("../../../migrations/webhooks/2_deliveries_without_foreign_keys.sql"),
+            )
+            .with(
+                3,
+                "deliveries name their tenant",
+                include_str!("../../../migrations/webhooks/3_deliveries_name_their_tenant.sql"),
             ))
     }
 

@@ -30,7 +30,7 @@ pub(in crate::webhook) struct Sql {
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
      rate_limit_per_second, headers, description, created_at, fifo";
-const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.endpoint_id, m.event_type, d.status, d.attempts, \
+const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.endpoint_id, d.tenant_id, m.event_type, d.status, d.attempts, \
      d.response_status, d.response_body, d.duration_ms, d.last_error, d.next_attempt_at, \
      d.created_at, d.delivered_at";
 
@@ -82,19 +82,20 @@ impl Sql {
             ),
             // One statement per batch: store the messages, then one delivery per matching
             // enabled endpoint (its tenant's events, or every event for an endpoint without
-            // one), numbered in event order (FIFO endpoints deliver in that order). A batch
-            // handed over twice creates nothing twice.
+            // one), numbered in event order (FIFO endpoints deliver in that order), each naming
+            // its event's tenant (returned for the delivery's job). A batch handed over twice
+            // creates nothing twice.
             fan_out: format!(
                 "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, ord)), \
                  msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
                          ON CONFLICT (id) DO NOTHING) \
-                 INSERT INTO {deliveries} (message_id, endpoint_id, queued) \
-                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo FROM ev \
+                 INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id FROM ev \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id"
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id"
             ),
             load_for_send: format!(
                 "SELECT d.id AS delivery_id, d.status, d.message_id, m.body, e.id AS endpoint_id, e.url, e.secrets, \
@@ -123,13 +124,14 @@ impl Sql {
             replay_one: format!(
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
                  queued = NOT e.fifo FROM {endpoints} e \
-                 WHERE d.id = $1 AND d.status = 'dead' AND e.id = d.endpoint_id RETURNING d.id, d.queued, d.endpoint_id"
+                 WHERE d.id = $1 AND d.status = 'dead' AND e.id = d.endpoint_id \
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id"
             ),
             replay_since: format!(
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
                  queued = NOT e.fifo FROM {endpoints} e \
                  WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
-                 RETURNING d.id, d.queued, d.endpoint_id"
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id"
             ),
             // Finished deliveries older than the cutoff, and deliveries a fan-out recorded for
             // an endpoint deleted while it ran, in bounded batches; then messages no delivery
@@ -149,7 +151,7 @@ impl Sql {
             fifo_head: format!(
                 "UPDATE {deliveries} SET queued = true WHERE id = \
                  (SELECT id FROM {deliveries} WHERE endpoint_id = $1 AND status = 'pending' ORDER BY id LIMIT 1) \
-                 AND NOT queued RETURNING id"
+                 AND NOT queued RETURNING id, tenant_id"
             ),
         })
     }
