@@ -2,11 +2,13 @@
 
 use neo_core::SecretString;
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// How a [`Db`](crate::Db) connects and behaves. Every field has a default; load it from
 /// `NEO_DB_*` variables with [`DbConfig::from_env`] (feature `env`), e.g. `NEO_DB_URL`,
-/// `NEO_DB_MAX_CONNECTIONS=20`, `NEO_DB_STATEMENT_TIMEOUT=5s`, `NEO_DB_COPY__FLUSH_ROWS=50000`.
+/// `NEO_DB_MAX_CONNECTIONS=20`, `NEO_DB_STATEMENT_TIMEOUT=5s`, `NEO_DB_COPY__FLUSH_ROWS=50000`,
+/// `NEO_DB_SSL_MODE=verify-full`, `NEO_DB_SSL_ROOT_CERT=/etc/ssl/db-ca.pem`.
 ///
 /// The URL is a secret: `Debug` shows `[REDACTED]` in its place.
 ///
@@ -24,8 +26,16 @@ use std::time::Duration;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default)]
 pub struct DbConfig {
-    /// `postgres://user:password@host:port/database`. Required.
+    /// `postgres://user:password@host:port/database`. Required. May carry `sslmode` and
+    /// `sslrootcert` (`?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`).
     pub url: SecretString,
+    /// TLS: libpq's `sslmode` (`NEO_DB_SSL_MODE=verify-full`); overrides the URL's. `None`:
+    /// the URL's, else `PGSSLMODE`, else `prefer`.
+    pub ssl_mode: Option<crate::SslMode>,
+    /// TLS: PEM file of the CA that signs the server's certificate, for `verify-ca` and
+    /// `verify-full` (`NEO_DB_SSL_ROOT_CERT`); overrides the URL's `sslrootcert`. The bundled
+    /// Mozilla roots are trusted as well.
+    pub ssl_root_cert: Option<PathBuf>,
     /// Connections kept open even when idle.
     pub min_connections: u32,
     /// Most connections open at once.
@@ -69,6 +79,8 @@ impl Default for DbConfig {
     fn default() -> Self {
         DbConfig {
             url: SecretString::from(""),
+            ssl_mode: None,
+            ssl_root_cert: None,
             min_connections: 0,
             max_connections: 10,
             acquire_timeout: Duration::from_secs(5),

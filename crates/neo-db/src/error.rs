@@ -102,6 +102,86 @@ pub enum Error {
     /// Configuration could not be loaded or is inconsistent.
     #[error("database configuration: {0}")]
     Config(String),
+
+    /// An `sslmode` (in the URL, `NEO_DB_SSL_MODE` or `PGSSLMODE`) that libpq does not know.
+    #[error("unknown sslmode {value:?}: accepted values are {}", crate::SslMode::ACCEPTED.join(", "))]
+    UnknownSslMode {
+        /// The value as given.
+        value: String,
+    },
+
+    /// The TLS connection to the server could not be made: the server does not offer TLS,
+    /// or its certificate was refused (see [`TlsProblem`]).
+    #[error("TLS connection to the database refused: {problem}")]
+    Tls {
+        /// What was wrong.
+        problem: TlsProblem,
+        /// The driver error.
+        #[source]
+        source: sqlx::Error,
+    },
+}
+
+/// Why a TLS connection to the server was refused ([`Error::Tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsProblem {
+    /// `sslmode` is `require` or stricter and the server does not offer TLS.
+    NotOffered,
+    /// The certificate is not signed by a trusted CA: the one in `sslrootcert`, or the
+    /// bundled Mozilla roots (which are trusted as well when `sslrootcert` is set).
+    UntrustedCertificate,
+    /// `verify-full`: the certificate does not name the host connected to.
+    NameMismatch {
+        /// The host of the URL (empty when the TLS library did not say).
+        host: String,
+        /// The names the certificate holds.
+        names: Vec<String>,
+    },
+    /// The certificate was refused for another reason (expired, not yet valid, wrong use).
+    InvalidCertificate(String),
+    /// The handshake failed otherwise (protocol versions, ciphers, a cut connection).
+    Handshake(String),
+}
+
+impl fmt::Display for TlsProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsProblem::NotOffered => f.write_str(
+                "the server does not offer TLS and sslmode requires it (set ssl = on on the server, or sslmode = prefer)",
+            ),
+            TlsProblem::UntrustedCertificate => f.write_str(
+                "the server's certificate is not trusted: it is not signed by the CA in sslrootcert \
+                 (NEO_DB_SSL_ROOT_CERT) nor by a bundled root",
+            ),
+            TlsProblem::NameMismatch { host, names } => {
+                f.write_str("the server's certificate does not match the host name")?;
+                if !host.is_empty() {
+                    write!(f, ": connected to {host:?}")?;
+                }
+                if names.is_empty() {
+                    Ok(())
+                } else {
+                    write!(f, ", the certificate names {}", names.join(", "))
+                }
+            }
+            TlsProblem::InvalidCertificate(reason) => {
+                write!(f, "the server's certificate is invalid: {reason}")
+            }
+            TlsProblem::Handshake(reason) => write!(f, "the TLS handshake failed: {reason}"),
+        }
+    }
+}
+
+impl TlsProblem {
+    /// `Configuration` when a setting on either side must change, `Unavailable` for a
+    /// handshake that failed on the way.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            TlsProblem::Handshake(_) => ErrorKind::Unavailable,
+            _ => ErrorKind::Configuration,
+        }
+    }
 }
 
 fn display_list(failures: &[ItemError]) -> String {
@@ -156,7 +236,8 @@ impl HasErrorKind for Error {
             Error::VersionConflict { .. } => ErrorKind::Conflict,
             Error::CopyRow { kind, .. } | Error::Database { kind, .. } => *kind,
             Error::Migrate(_) => ErrorKind::Internal,
-            Error::Config(_) => ErrorKind::Configuration,
+            Error::Config(_) | Error::UnknownSslMode { .. } => ErrorKind::Configuration,
+            Error::Tls { problem, .. } => problem.kind(),
         }
     }
 
@@ -169,6 +250,9 @@ impl HasErrorKind for Error {
 
 impl From<sqlx::Error> for Error {
     fn from(source: sqlx::Error) -> Self {
+        if let Some(problem) = crate::tls::problem(&source) {
+            return Error::Tls { problem, source };
+        }
         let (code, constraint) = match source.as_database_error() {
             Some(db) => (
                 db.code().map(|c| c.into_owned()),
@@ -203,10 +287,14 @@ impl From<neo_core::Error> for Error {
 /// | `40001` serialization failure, `40P01` deadlock, `55P03` lock not available | `Conflict` (and [`HasErrorKind::is_retryable`]) |
 /// | `57014` query canceled (statement timeout), pool acquire timeout | `Timeout` |
 /// | class `08` connection, `57P01`–`57P03` shutdown/cannot connect, I/O, closed pool | `Unavailable` |
+/// | TLS: no TLS where `sslmode` requires it, certificate refused / other handshake failure | `Configuration` / `Unavailable` |
 /// | `RowNotFound` | `NotFound` |
 /// | class `28` authorization, `42501` insufficient privilege | `Unauthorized` / `Forbidden` |
 /// | anything else | `Internal` |
 pub fn classify(error: &sqlx::Error) -> ErrorKind {
+    if let Some(problem) = crate::tls::problem(error) {
+        return problem.kind();
+    }
     match error {
         sqlx::Error::Database(db) => match db.code() {
             Some(code) => classify_sqlstate(&code),

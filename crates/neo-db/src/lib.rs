@@ -1,7 +1,8 @@
 //! PostgreSQL access for neo-commons, on sqlx.
 //!
 //! - [`Db`]: the pool, built from [`DbConfig`] (`NEO_DB_*`), with health check, statistics
-//!   and graceful [`close`](Db::close); [`UnitOfWork`] for several calls in one transaction.
+//!   and graceful [`close`](Db::close); [`UnitOfWork`] for several calls in one transaction;
+//!   TLS with rustls ([`SslMode`], `sslrootcert`), refusals explained by [`TlsProblem`].
 //! - [`quote_identifier`]: the one function through which schema, table, column and sort
 //!   names reach SQL; [`Schema`] for tenant schemas (qualified names or `SET LOCAL search_path`).
 //! - [`BatchRepository`]: `save_batch` (UNNEST, upsert, RETURNING), `load_batch` (`= ANY`,
@@ -40,17 +41,19 @@ mod page;
 mod planned;
 mod pool;
 mod telemetry;
+mod tls;
 
 pub use batch::{BatchRepository, Column, ColumnBinder, Key, OnConflict, Record};
 pub use config::{CopyConfig, CopyFormat, DbConfig};
 pub use copy::{CopyReport, CopyRow, CopyValue, CopyWriter, RowWriter};
-pub use error::{Error, ItemError, Result, classify, classify_sqlstate};
+pub use error::{Error, ItemError, Result, TlsProblem, classify, classify_sqlstate};
 pub use ident::{Ident, MAX_IDENTIFIER_LEN, Schema, TableName, quote_identifier};
 pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
 pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
+pub use tls::SslMode;
 
 /// The sqlx version neo-db is built on, for `FromRow` derives and raw queries.
 pub use sqlx;

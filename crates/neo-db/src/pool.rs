@@ -1,6 +1,7 @@
 //! The pool handle [`Db`], tracked connections and the unit of work.
 
 use crate::telemetry::{PoolStats, Telemetry};
+use crate::tls;
 use crate::{DbConfig, Error, Result, Schema};
 use futures_core::future::BoxFuture;
 use neo_core::ExposeSecret;
@@ -64,7 +65,9 @@ impl Db {
     /// Builds the pool and opens one connection to check the URL and credentials.
     ///
     /// # Errors
-    /// [`Error::Config`] for a missing or malformed URL or inconsistent limits;
+    /// [`Error::Config`] for a missing or malformed URL, inconsistent limits or an unreadable
+    /// `sslrootcert`; [`Error::UnknownSslMode`]; [`Error::Tls`] when the server does not offer
+    /// TLS that `sslmode` requires or its certificate is refused (saying which check failed);
     /// [`Error::Database`] (kind `Unavailable`, `Timeout` or `Unauthorized`) when the server
     /// cannot be reached in `acquire_timeout`.
     pub async fn connect(config: &DbConfig) -> Result<Db> {
@@ -87,7 +90,8 @@ impl Db {
     /// Builds the pool without connecting; the first query opens the first connection.
     ///
     /// # Errors
-    /// [`Error::Config`] for a missing or malformed URL or inconsistent limits.
+    /// [`Error::Config`] for a missing or malformed URL, inconsistent limits or an unreadable
+    /// `sslrootcert`; [`Error::UnknownSslMode`].
     pub fn connect_lazy(config: &DbConfig) -> Result<Db> {
         let (options, connect) = Self::options(config)?;
         Ok(Self::from_pool(options.connect_lazy_with(connect), config))
@@ -126,6 +130,7 @@ impl Db {
                 "max_rows_per_statement must be at least 1".into(),
             ));
         }
+        tls::check_url(url)?;
         // The driver's message can quote the URL; say what is wrong without it.
         let mut connect = PgConnectOptions::from_str(url).map_err(|_| {
             Error::Config(
@@ -133,7 +138,7 @@ impl Db {
                     .into(),
             )
         })?;
-        connect = connect
+        connect = tls::apply(config, url, connect)?
             .application_name(&config.application_name)
             .statement_cache_capacity(config.statement_cache_capacity);
         if let Some(timeout) = config.statement_timeout {

@@ -44,6 +44,9 @@ pub enum Error {
     /// The server shared by this process could not be provided (the first attempt's error).
     #[error("{0}")]
     Shared(std::sync::Arc<Error>),
+    /// Test certificates could not be generated.
+    #[error("generating test certificates: {0}")]
+    Certificates(String),
     /// Talking to the server failed.
     #[error("{context}: {detail}")]
     Client {
@@ -78,6 +81,7 @@ impl HasErrorKind for Error {
             Error::Startup { .. } | Error::Io { .. } | Error::Client { .. } => {
                 ErrorKind::Unavailable
             }
+            Error::Certificates(_) => ErrorKind::Internal,
             Error::Shared(inner) => inner.kind(),
         }
     }

@@ -25,7 +25,7 @@
 //! - When a binary is missing the test **fails** with the command that installs it
 //!   (`apt-get install -y postgresql redis-server`). Nothing is ever skipped.
 //! - [`redis_tls`] and [`redis_cluster`] give a TLS-only Redis (certificates made at test
-//!   time, [`TestCertificates`]) and a six-node Redis Cluster (`redis-cli`, Debian's
+//!   time, [`CertificateFiles`]) and a six-node Redis Cluster (`redis-cli`, Debian's
 //!   `redis-tools`), shared the same way, or the ones `NEO_TEST_REDIS_TLS_URL` +
 //!   `NEO_TEST_REDIS_TLS_CERTS` and `NEO_TEST_REDIS_CLUSTER_NODES` name (`scripts/test` sets
 //!   them).
@@ -42,15 +42,19 @@ mod receiver;
 mod redis;
 mod redis_cluster;
 mod redis_tls;
+mod tls;
 
-pub use certs::TestCertificates;
+pub use certs::CertificateFiles;
 pub use error::{Error, Result};
 pub use failure::Failure;
-pub use postgres::{BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase};
+pub use postgres::{
+    BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase, TlsPostgres,
+};
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
 pub use redis_cluster::{REDIS_CLUSTER_NODES_VAR, RedisCluster, TestRedisCluster};
 pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
+pub use tls::TestCertificates;
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
 ///
@@ -69,6 +73,29 @@ pub async fn postgres() -> TestDatabase {
 /// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Client`], each saying what to do.
 pub async fn try_postgres() -> Result<TestDatabase> {
     postgres::create_database().await
+}
+
+/// The PostgreSQL with `ssl = on` shared by the tests of this process (certificate for
+/// `localhost` from a CA generated at startup), started on first use and torn down at exit.
+/// It is always started here, whatever `NEO_TEST_DATABASE_URL` says: the tests need its CA.
+///
+/// # Panics
+/// When the server cannot be started; the message says why. Use [`try_postgres_tls`] to
+/// handle that yourself.
+pub async fn postgres_tls() -> TlsPostgres {
+    try_postgres_tls()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no TLS PostgreSQL for this test: {e}"))
+}
+
+/// Like [`postgres_tls`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`], [`Error::Startup`] or [`Error::Certificates`].
+pub async fn try_postgres_tls() -> Result<TlsPostgres> {
+    tokio::task::spawn_blocking(postgres::shared_tls)
+        .await
+        .map_err(Error::client("starting the shared TLS PostgreSQL"))?
 }
 
 /// A flushed logical database on the shared Redis server, with a key prefix unique to the test.

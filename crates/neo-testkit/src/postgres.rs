@@ -1,7 +1,7 @@
 //! Throwaway PostgreSQL servers and per-test databases.
 
 use crate::process::{self, RunAs};
-use crate::{Error, Result};
+use crate::{Error, Result, TestCertificates};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
@@ -35,6 +35,9 @@ pub struct PgServerOptions {
     pub max_connections: u32,
     /// How long `pg_ctl` may take to start or stop the server.
     pub startup_timeout: Duration,
+    /// `ssl = on` with this server certificate and key (clients may still connect without
+    /// TLS); the CA is written next to the data directory ([`PgServer::ca_file`]).
+    pub tls: Option<TestCertificates>,
 }
 
 impl Default for PgServerOptions {
@@ -45,6 +48,7 @@ impl Default for PgServerOptions {
             max_wal_size_mb: None,
             max_connections: 300,
             startup_timeout: Duration::from_secs(60),
+            tls: None,
         }
     }
 }
@@ -129,7 +133,23 @@ impl PgServer {
 
     /// The connection URL of another database on this server.
     pub fn url_for(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        self.url_via("127.0.0.1", database)
+    }
+
+    /// The connection URL of `database` with `host` in place of `127.0.0.1` (the server
+    /// listens on 127.0.0.1 only, so `host` must resolve there): `"localhost"` to match a
+    /// certificate made for that name.
+    pub fn url_via(&self, host: &str, database: &str) -> String {
+        format!("postgres://postgres@{host}:{}/{database}", self.port)
+    }
+
+    /// The CA certificate file clients trust, when the server was started with
+    /// [`PgServerOptions::tls`].
+    pub fn ca_file(&self) -> Option<PathBuf> {
+        self.options
+            .tls
+            .as_ref()
+            .map(|_| self.dir.path().join("ca.crt"))
     }
 
     /// The TCP port.
@@ -231,7 +251,35 @@ impl PgServer {
             socket = self.dir.path().display(),
             max = self.options.max_connections,
         );
-        append(&self.data_dir().join("postgresql.conf"), &settings)
+        append(&self.data_dir().join("postgresql.conf"), &settings)?;
+        match &self.options.tls {
+            Some(certs) => self.install_tls(certs),
+            None => Ok(()),
+        }
+    }
+
+    /// Puts the server's certificate and key into the data directory (the key owned by the
+    /// server's account, mode 0600, or PostgreSQL refuses it) and turns `ssl` on.
+    fn install_tls(&self, certs: &TestCertificates) -> Result<()> {
+        use std::os::unix::fs::PermissionsExt as _;
+        let data = self.data_dir();
+        for (name, pem, mode) in [
+            ("server.crt", certs.server_cert_pem(), 0o644),
+            ("server.key", certs.server_key_pem(), 0o600),
+        ] {
+            let path = data.join(name);
+            std::fs::write(&path, pem).map_err(Error::io(format!("writing {}", path.display())))?;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+                .map_err(Error::io(format!("chmod {}", path.display())))?;
+            if let Some(user) = &self.user {
+                process::chown_tree(&path, user)?;
+            }
+        }
+        certs.write_ca(self.dir.path())?;
+        append(
+            &data.join("postgresql.conf"),
+            "ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+        )
     }
 
     fn write_port(&self) -> Result<()> {
@@ -513,4 +561,66 @@ pub(crate) async fn create_database() -> Result<TestDatabase> {
         url: url.into(),
         admin_url,
     })
+}
+
+/// The TLS-enabled server shared by the tests of this process: `ssl = on` with a certificate
+/// for `localhost` only, signed by a CA generated at startup (see
+/// [`postgres_tls`](crate::postgres_tls)). Plain connections are accepted too.
+#[derive(Debug, Clone)]
+pub struct TlsPostgres {
+    port: u16,
+    ca_file: PathBuf,
+    server_names: Vec<String>,
+}
+
+impl TlsPostgres {
+    /// The URL of the `postgres` database (superuser `postgres`, no password) through `host`:
+    /// `"localhost"` matches the certificate, `"127.0.0.1"` reaches the same server under a
+    /// name the certificate does not hold. No `sslmode` is set.
+    pub fn url(&self, host: &str) -> String {
+        format!("postgres://postgres@{host}:{}/postgres", self.port)
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The PEM file of the CA that signed the server's certificate.
+    pub fn ca_file(&self) -> &Path {
+        &self.ca_file
+    }
+
+    /// The names the server's certificate holds (`["localhost"]`).
+    pub fn server_names(&self) -> &[String] {
+        &self.server_names
+    }
+}
+
+static SHARED_TLS: OnceLock<std::result::Result<(PgServer, TlsPostgres), Arc<Error>>> =
+    OnceLock::new();
+
+/// The TLS server shared by every test of this process, started on first use (blocking).
+pub(crate) fn shared_tls() -> Result<TlsPostgres> {
+    let shared = SHARED_TLS.get_or_init(|| {
+        let start = || {
+            let certs = TestCertificates::generate(&["localhost"])?;
+            let server_names = certs.server_names().to_vec();
+            let server = PgServer::start_with(PgServerOptions {
+                tls: Some(certs),
+                ..PgServerOptions::default()
+            })?;
+            let info = TlsPostgres {
+                port: server.port(),
+                ca_file: server.ca_file().unwrap_or_default(),
+                server_names,
+            };
+            Ok((server, info))
+        };
+        start().map_err(Arc::new)
+    });
+    match shared {
+        Ok((_, info)) => Ok(info.clone()),
+        Err(e) => Err(Error::Shared(Arc::clone(e))),
+    }
 }

@@ -1,7 +1,7 @@
 //! Throwaway Redis servers and per-test databases.
 
 use crate::process;
-use crate::{Error, Result, TestCertificates};
+use crate::{CertificateFiles, Error, Result};
 use std::io::{Read as _, Write as _};
 use std::net::{Ipv4Addr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -28,7 +28,7 @@ pub struct RedisServerOptions {
     pub startup_timeout: Duration,
     /// TLS only: no plaintext port (`--port 0`), a `--tls-port`, and client certificates
     /// required (`--tls-auth-clients yes`); the certificates are made at start
-    /// ([`TestCertificates`], see [`RedisServer::certificates`]).
+    /// ([`CertificateFiles`], see [`RedisServer::certificates`]).
     pub tls: bool,
     /// A Redis Cluster node (`--cluster-enabled yes`, its `nodes.conf` in the server's
     /// directory, so a restarted node rejoins as itself), on a port whose cluster bus port
@@ -68,7 +68,7 @@ pub struct RedisServer {
     port: u16,
     child: Option<Child>,
     options: RedisServerOptions,
-    certificates: Option<TestCertificates>,
+    certificates: Option<CertificateFiles>,
     /// Declared last so it is dropped after `Drop::drop` has killed the server.
     watchdog: Option<process::Watchdog>,
 }
@@ -103,7 +103,7 @@ impl RedisServer {
             watchdog: None,
         };
         if server.options.tls {
-            server.certificates = Some(TestCertificates::generate(server.dir.path())?);
+            server.certificates = Some(CertificateFiles::generate(server.dir.path())?);
         }
         server.watchdog = Some(process::Watchdog::spawn(&server.cleanup_script())?);
         // A port found free can be taken before the server binds it; try a few.
@@ -130,7 +130,7 @@ impl RedisServer {
 
     /// The certificates of a TLS server ([`RedisServerOptions::tls`]): trust its CA and
     /// present its client certificate.
-    pub fn certificates(&self) -> Option<&TestCertificates> {
+    pub fn certificates(&self) -> Option<&CertificateFiles> {
         self.certificates.as_ref()
     }
 

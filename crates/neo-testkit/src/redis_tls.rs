@@ -1,7 +1,7 @@
 //! The TLS-only Redis shared by a test binary.
 
 use crate::redis::{RedisServer, RedisServerOptions};
-use crate::{Error, Result, TestCertificates};
+use crate::{CertificateFiles, Error, Result};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -13,7 +13,7 @@ use std::sync::{Arc, OnceLock};
 pub struct TestRedisTls {
     url: String,
     port: u16,
-    certificates: TestCertificates,
+    certificates: CertificateFiles,
     key_prefix: String,
 }
 
@@ -29,7 +29,7 @@ impl TestRedisTls {
     }
 
     /// The CA to trust and the client certificate to present.
-    pub fn certificates(&self) -> &TestCertificates {
+    pub fn certificates(&self) -> &CertificateFiles {
         &self.certificates
     }
 
@@ -42,7 +42,7 @@ impl TestRedisTls {
 /// Points the tests at a running TLS-only Redis (`rediss://127.0.0.1:<port>/0`) instead of
 /// starting one; its certificates are in [`REDIS_TLS_CERTS_VAR`]'s directory.
 pub const REDIS_TLS_URL_VAR: &str = "NEO_TEST_REDIS_TLS_URL";
-/// The directory of the [`TestCertificates`] of [`REDIS_TLS_URL_VAR`]'s server.
+/// The directory of the [`CertificateFiles`] of [`REDIS_TLS_URL_VAR`]'s server.
 pub const REDIS_TLS_CERTS_VAR: &str = "NEO_TEST_REDIS_TLS_CERTS";
 
 enum SharedTls {
@@ -85,7 +85,7 @@ pub(crate) fn shared() -> Result<TestRedisTls> {
                 })?,
         ),
         Ok(SharedTls::External { url, certs }) => {
-            (url.clone(), TestCertificates::in_dir(certs.clone()))
+            (url.clone(), CertificateFiles::in_dir(certs.clone()))
         }
         Err(e) => return Err(Error::Shared(Arc::clone(e))),
     };

@@ -10,6 +10,7 @@ mod ident;
 mod migrate;
 mod page;
 mod pool;
+mod tls;
 
 use chrono::{DateTime, Utc};
 use neo_db::{Column, ColumnBinder, Db, DbConfig, Record};

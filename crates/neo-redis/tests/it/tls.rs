@@ -46,7 +46,7 @@ async fn a_tls_only_server_answers_with_the_right_ca_and_client_certificate() {
 async fn a_server_certificate_from_another_ca_is_refused() {
     let redis = neo_testkit::redis_tls().await;
     let other = tempfile::tempdir().unwrap();
-    let wrong = neo_testkit::TestCertificates::generate(other.path()).unwrap();
+    let wrong = neo_testkit::CertificateFiles::generate(other.path()).unwrap();
     let certs = redis.certificates();
     let config = config_for(&redis)
         .tls_ca_file(wrong.ca_file())

@@ -126,3 +126,62 @@ async fn a_durable_server_applies_its_settings() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn the_shared_tls_server_serves_its_generated_certificate() {
+    let tls = neo_testkit::postgres_tls().await;
+    assert_eq!(
+        neo_testkit::postgres_tls().await.port(),
+        tls.port(),
+        "shared"
+    );
+    assert_eq!(tls.server_names(), ["localhost".to_owned()]);
+    let ca = std::fs::read_to_string(tls.ca_file()).unwrap();
+    assert!(ca.starts_with("-----BEGIN CERTIFICATE-----"), "{ca}");
+    // Plain TCP is still accepted; this client need not speak TLS.
+    let url = format!("{}?sslmode=disable", tls.url("localhost"));
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let setting = |name: &'static str| {
+        let pool = pool.clone();
+        async move {
+            sqlx::query_scalar::<_, String>("SELECT current_setting($1)")
+                .bind(name)
+                .fetch_one(&pool)
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(setting("ssl").await, "on");
+    assert_eq!(setting("ssl_cert_file").await, "server.crt");
+    let data_dir = std::path::PathBuf::from(setting("data_directory").await);
+    pool.close().await;
+    // PostgreSQL refuses a key that others can read; it belongs to the server's account.
+    use std::os::unix::fs::MetadataExt as _;
+    let key = std::fs::metadata(data_dir.join("server.key")).unwrap();
+    assert_eq!(key.mode() & 0o777, 0o600);
+    let data = std::fs::metadata(&data_dir).unwrap();
+    assert_eq!(key.uid(), data.uid());
+}
+
+#[test]
+fn test_certificates_hold_a_fresh_ca_and_a_server_certificate_and_hide_the_key() {
+    let certs = neo_testkit::TestCertificates::generate(&["localhost", "127.0.0.1"]).unwrap();
+    let other = neo_testkit::TestCertificates::generate(&["localhost"]).unwrap();
+    assert_ne!(certs.ca_pem(), other.ca_pem());
+    assert!(
+        certs
+            .server_cert_pem()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    assert!(
+        certs
+            .server_key_pem()
+            .starts_with("-----BEGIN PRIVATE KEY-----")
+    );
+    assert_eq!(certs.server_names(), ["localhost", "127.0.0.1"]);
+    let debug = format!("{certs:?}");
+    assert!(!debug.contains("PRIVATE KEY"), "{debug}");
+    let dir = tempfile::tempdir().unwrap();
+    let path = certs.write_ca(dir.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(path).unwrap(), certs.ca_pem());
+}
