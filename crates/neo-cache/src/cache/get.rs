@@ -137,23 +137,16 @@ where
             return Poll::Pending;
         };
         let (now, epoch) = (self.now_ms(), self.inner.epoch.load(Ordering::Relaxed));
-        match l1.get(key) {
-            // `tags` stays bound, so it is dropped after the value has moved out.
-            Some(Entry {
-                value,
-                fresh_until_ms,
-                epoch: written_in,
-                tags: _tags,
-                ..
-            }) if Entry::<V>::fresh(written_in, fresh_until_ms, now, epoch) => {
-                self.inner.stats.l1(true);
-                Poll::Ready(Ok(value))
-            }
-            seen => {
-                *miss = Some(start_miss(self, key, seen, now));
-                Poll::Pending
-            }
+        let seen = l1.get(key);
+        if seen
+            .as_ref()
+            .is_some_and(|entry| entry.is_fresh(now, epoch))
+        {
+            self.inner.stats.l1(true);
+            return Poll::Ready(Ok(seen.and_then(|entry| entry.value)));
         }
+        *miss = Some(start_miss(self, key, seen, now));
+        Poll::Pending
     }
 
     /// [`l1_hit`](Self::l1_hit) for `get_or_load`: the value and whether it is due for an
