@@ -331,6 +331,14 @@ impl Sealer {
         Ok(SecretString::from(text))
     }
 
+    /// The key id a sealed text value names, if it is one (e.g. to find values still under a
+    /// retired key, or to name the key in an error).
+    pub fn key_id_of_text(stored: &str) -> Option<String> {
+        let encoded = stored.strip_prefix(SEALED_TEXT_PREFIX)?;
+        let sealed = URL_SAFE_NO_PAD.decode(encoded).ok()?;
+        Parts::parse(&sealed).ok().map(|p| p.key_id.to_owned())
+    }
+
     /// Whether stored text is a sealed value (starts with [`SEALED_TEXT_PREFIX`]).
     pub fn is_sealed_text(stored: &str) -> bool {
         stored.starts_with(SEALED_TEXT_PREFIX)

@@ -151,6 +151,9 @@ async fn a_second_key_keeps_old_values_opening_and_seals_new_ones() {
         .decode(after.strip_prefix(SEALED_TEXT_PREFIX).unwrap())
         .unwrap();
     assert_eq!(Parts::parse(&bytes).unwrap().key_id, "k2");
+    assert_eq!(Sealer::key_id_of_text(&after).as_deref(), Some("k2"));
+    assert_eq!(Sealer::key_id_of_text(&before).as_deref(), Some("k1"));
+    assert_eq!(Sealer::key_id_of_text("whsec_abc"), None);
     assert_eq!(
         rotated
             .open_text(&after, &ROW)
