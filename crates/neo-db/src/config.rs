@@ -73,6 +73,10 @@ pub struct DbConfig {
     pub max_rows_per_statement: usize,
     /// COPY bulk insert settings.
     pub copy: CopyConfig,
+    /// Keys for sealing sensitive values (feature `seal`, `NEO_DB_SEAL__*`; see
+    /// [`SealConfig`](crate::seal::SealConfig)).
+    #[cfg(feature = "seal")]
+    pub seal: crate::seal::SealConfig,
 }
 
 impl Default for DbConfig {
@@ -95,6 +99,8 @@ impl Default for DbConfig {
             health_check_timeout: Duration::from_secs(2),
             max_rows_per_statement: 10_000,
             copy: CopyConfig::default(),
+            #[cfg(feature = "seal")]
+            seal: crate::seal::SealConfig::default(),
         }
     }
 }

@@ -120,6 +120,19 @@ pub enum Error {
         #[source]
         source: sqlx::Error,
     },
+
+    /// A sealed value could not be sealed or opened (feature `seal`): a key the provider does
+    /// not hold, a different key, a value sealed for another row or column. Names the key id,
+    /// never the value.
+    #[cfg(feature = "seal")]
+    #[error("sealed value under key id {key_id:?}: {problem}")]
+    Seal {
+        /// The key id of the key-encryption key (empty when the value is too malformed to
+        /// name one).
+        key_id: String,
+        /// What went wrong.
+        problem: crate::seal::SealProblem,
+    },
 }
 
 /// Why a TLS connection to the server was refused ([`Error::Tls`]).
@@ -238,6 +251,8 @@ impl HasErrorKind for Error {
             Error::Migrate(_) => ErrorKind::Internal,
             Error::Config(_) | Error::UnknownSslMode { .. } => ErrorKind::Configuration,
             Error::Tls { problem, .. } => problem.kind(),
+            #[cfg(feature = "seal")]
+            Error::Seal { problem, .. } => problem.kind(),
         }
     }
 

@@ -12,6 +12,8 @@
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
 //!   prepared once (for batch statements over tables that grow).
+//! - [`seal`] (feature `seal`): envelope encryption of sensitive values, bound to their
+//!   table, column and row, with keys from a [`seal::KeyProvider`].
 //! - [`diagnostics`]: `pg_stat_statements` and lock waits.
 //! - Errors classified by SQLSTATE onto [`neo_core::ErrorKind`] ([`classify`]).
 //!
@@ -40,6 +42,8 @@ mod migrate;
 mod page;
 mod planned;
 mod pool;
+#[cfg(feature = "seal")]
+pub mod seal;
 mod telemetry;
 mod tls;
 

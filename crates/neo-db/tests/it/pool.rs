@@ -169,3 +169,42 @@ async fn statement_timeout_and_application_name_reach_the_server() {
     .unwrap();
     assert_eq!((timeout.as_str(), name.as_str()), ("30s", "neo-commons"));
 }
+
+#[cfg(all(feature = "env", feature = "seal"))]
+#[test]
+#[allow(clippy::result_large_err, reason = "figment's Jail API")]
+fn seal_keys_load_from_neo_db_seal_variables_and_stay_hidden() {
+    use neo_db::seal::{Binding, Sealer};
+    figment::Jail::expect_with(|jail| {
+        let (old, new) = (
+            "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=",
+            "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=",
+        );
+        jail.set_env("NEO_DB_URL", "postgres://app@db/app");
+        jail.set_env("NEO_DB_SEAL__CURRENT_KEY_ID", "k2");
+        jail.set_env("NEO_DB_SEAL__KEYS__K1", old);
+        jail.set_env("NEO_DB_SEAL__KEYS__K2", new);
+        let config = DbConfig::from_env().unwrap();
+        assert_eq!(config.seal.current_key_id, "k2");
+        assert_eq!(
+            config
+                .seal
+                .keys
+                .keys()
+                .map(String::as_str)
+                .collect::<Vec<_>>(),
+            ["k1", "k2"]
+        );
+        let shown = format!("{config:?}");
+        assert!(!shown.contains(old) && !shown.contains(new), "{shown}");
+        let sealer = Sealer::from_config(&config.seal).unwrap();
+        assert_eq!(sealer.current_key_id(), "k2");
+        let here = Binding::new("t", "c", "1");
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let sealed = runtime.block_on(sealer.seal_text("v", &here)).unwrap();
+        assert_eq!(Sealer::key_id_of_text(&sealed).as_deref(), Some("k2"));
+        Ok(())
+    });
+}

@@ -265,12 +265,17 @@ impl Webhooks {
             return failed(error.to_string());
         }
         let take = if target.overlapping { 2 } else { 1 };
-        let secrets: Vec<WebhookSecret> = target
-            .secrets
-            .iter()
-            .take(take)
-            .filter_map(|s| WebhookSecret::parse(s).ok())
-            .collect();
+        let mut secrets: Vec<WebhookSecret> = Vec::with_capacity(take);
+        for stored in target.secrets.iter().take(take) {
+            match self.read_secret(target.endpoint_id, stored).await {
+                Ok(secret) => secrets.extend(WebhookSecret::parse(&secret).ok()),
+                Err(error) => return failed(error.to_string()),
+            }
+        }
+        let headers = match self.read_headers(target.endpoint_id, &target.headers).await {
+            Ok(headers) => headers,
+            Err(error) => return failed(error.to_string()),
+        };
         let refs: Vec<&WebhookSecret> = secrets.iter().collect();
         let signed = sign(
             &refs,
@@ -283,7 +288,7 @@ impl Webhooks {
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in &target.headers {
+        for (name, value) in &headers {
             request = request.header(name.as_str(), value.as_str());
         }
         for (name, value) in signed.pairs() {

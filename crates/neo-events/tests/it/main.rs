@@ -6,4 +6,6 @@ mod signatures;
 #[cfg(feature = "webhooks")]
 mod webhook_faults;
 #[cfg(feature = "webhooks")]
+mod webhook_sealing;
+#[cfg(feature = "webhooks")]
 mod webhooks;

@@ -86,20 +86,23 @@ impl Webhooks {
         let rate = new
             .rate_limit_per_second
             .map(|r| i32::try_from(r).unwrap_or(i32::MAX));
+        let id = Uuid::now_v7();
+        let stored_secret = self.store_secret(id, &secret.expose()).await?;
+        let stored_headers = self.store_headers(id, &new.headers).await?;
         let mut tx = self.inner.db.begin().await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.insert_endpoint.clone()))
-            .bind(Uuid::now_v7())
+            .bind(id)
             .bind(new.tenant_id)
             .bind(&new.url)
-            .bind(vec![secret.expose()])
+            .bind(vec![stored_secret])
             .bind(rate)
-            .bind(sqlx::types::Json(&new.headers))
+            .bind(sqlx::types::Json(&stored_headers))
             .bind(&new.description)
             .bind(new.fifo)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
-        let endpoint = endpoint_from_row(&row)?;
+        let endpoint = self.endpoint_from_row(&row).await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.insert_subscriptions.clone()))
             .bind(endpoint.id)
             .bind(&new.filters)
@@ -121,7 +124,7 @@ impl Webhooks {
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found("endpoint", id))?;
-        endpoint_from_row(&row)
+        self.endpoint_from_row(&row).await
     }
 
     /// The endpoints of a tenant (`None`: those without a tenant).
@@ -134,7 +137,11 @@ impl Webhooks {
             .fetch_all(self.inner.db.pool())
             .await
             .map_err(db_error)?;
-        rows.iter().map(endpoint_from_row).collect()
+        let mut endpoints = Vec::with_capacity(rows.len());
+        for row in &rows {
+            endpoints.push(self.endpoint_from_row(row).await?);
+        }
+        Ok(endpoints)
     }
 
     /// Enables or disables an endpoint. Deliveries for a disabled endpoint go to the dead
@@ -168,9 +175,10 @@ impl Webhooks {
     /// [`EventError::NotFound`]; a database error.
     pub async fn rotate_secret(&self, endpoint: Uuid) -> Result<WebhookSecret, EventError> {
         let secret = WebhookSecret::generate();
+        let stored = self.store_secret(endpoint, &secret.expose()).await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.rotate.clone()))
             .bind(endpoint)
-            .bind(secret.expose())
+            .bind(stored)
             .bind(self.inner.config.secret_overlap.as_secs_f64() * 1e3)
             .execute(self.inner.db.pool())
             .await
@@ -239,34 +247,36 @@ struct EndpointRow {
     fifo: bool,
 }
 
-fn endpoint_from_row(row: &PgRow) -> Result<Endpoint, EventError> {
-    let row = EndpointRow::from_row(row).map_err(db_error)?;
-    let secret = row
-        .secrets
-        .first()
-        .ok_or_else(|| EventError::Invalid {
+impl Webhooks {
+    /// An endpoint from its row, its secret and headers opened.
+    async fn endpoint_from_row(&self, row: &PgRow) -> Result<Endpoint, EventError> {
+        let row = EndpointRow::from_row(row).map_err(db_error)?;
+        let stored = row.secrets.first().ok_or_else(|| EventError::Invalid {
             what: "stored endpoint",
             reason: "it has no secret".into(),
-        })
-        .and_then(|s| {
-            WebhookSecret::parse(s).map_err(|e| EventError::Invalid {
-                what: "stored endpoint secret",
-                reason: e.to_string(),
-            })
         })?;
-    Ok(Endpoint {
-        id: row.id,
-        tenant_id: row.tenant_id,
-        url: row.url,
-        enabled: row.enabled,
-        disabled_reason: row.disabled_reason,
-        rate_limit_per_second: row
-            .rate_limit_per_second
-            .and_then(|r| u32::try_from(r).ok()),
-        headers: row.headers,
-        description: row.description,
-        created_at: row.created_at,
-        fifo: row.fifo,
-        secret,
-    })
+        let secret =
+            WebhookSecret::parse(&self.read_secret(row.id, stored).await?).map_err(|e| {
+                EventError::Invalid {
+                    what: "stored endpoint secret",
+                    reason: e.to_string(),
+                }
+            })?;
+        let headers = self.read_headers(row.id, &row.headers).await?;
+        Ok(Endpoint {
+            id: row.id,
+            tenant_id: row.tenant_id,
+            url: row.url,
+            enabled: row.enabled,
+            disabled_reason: row.disabled_reason,
+            rate_limit_per_second: row
+                .rate_limit_per_second
+                .and_then(|r| u32::try_from(r).ok()),
+            headers,
+            description: row.description,
+            created_at: row.created_at,
+            fifo: row.fifo,
+            secret,
+        })
+    }
 }

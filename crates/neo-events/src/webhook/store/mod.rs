@@ -1,11 +1,13 @@
 //! The webhook tables and what is kept with them: [`Webhooks`] and its shared state here;
 //! the statements in [`sql`], endpoints and their secrets in [`endpoints`], event types and
 //! subscriptions in [`subscriptions`], fan-out into delivery jobs (and FIFO ordering) in
-//! [`fan_out`], reading, replaying and purging deliveries in [`deliveries`].
+//! [`fan_out`], reading, replaying and purging deliveries in [`deliveries`], secrets and
+//! headers sealed at rest in [`sealing`].
 
 mod deliveries;
 mod endpoints;
 mod fan_out;
+mod sealing;
 mod sql;
 mod subscriptions;
 
@@ -34,6 +36,7 @@ pub(in crate::webhook) struct Inner {
     pub(in crate::webhook) operational: broadcast::Sender<OperationalEvent>,
     pub(in crate::webhook) status: OnceCell<WriteBatcher<StatusUpdate>>,
     pub(in crate::webhook) targets: neo_batch::DataLoader<i64, Target>,
+    pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
     schema: Schema,
 }
 
@@ -77,6 +80,7 @@ impl std::fmt::Debug for Webhooks {
         f.debug_struct("Webhooks")
             .field("config", &self.inner.config)
             .field("schema", &self.inner.schema)
+            .field("sealer", &self.inner.sealer)
             .finish_non_exhaustive()
     }
 }
@@ -93,11 +97,46 @@ pub(super) fn not_found(what: &'static str, id: impl std::fmt::Display) -> Event
 }
 
 impl Webhooks {
-    /// Webhooks in `config.schema`, delivering through `queue`.
+    /// Webhooks in `config.schema`, delivering through `queue`, storing endpoint secrets and
+    /// headers as given (plain text). Production should use [`Webhooks::sealed`].
     ///
     /// # Errors
     /// [`EventError::Invalid`] for a bad configuration or schema name.
     pub fn new(db: &Db, queue: Queue, config: WebhookConfig) -> Result<Self, EventError> {
+        Self::build(db, queue, config, None)
+    }
+
+    /// Webhooks that seal endpoint secrets (current and previous) and header values at rest
+    /// with `sealer`, each bound to its endpoint row and column, and open them for delivery.
+    /// What production should use: a reader of the database, a backup or a replica sees no
+    /// secret. Endpoints stored in plain text before keep working (read as they are).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo(db: neo_db::Db, queue: neo_queue::Queue) -> Result<(), neo_events::EventError> {
+    /// use neo_db::seal::Sealer;
+    /// let sealer = Sealer::from_config(&db.config().seal)?; // NEO_DB_SEAL__*
+    /// let webhooks = neo_events::Webhooks::sealed(&db, queue, Default::default(), sealer)?;
+    /// # let _ = webhooks; Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] for a bad configuration or schema name.
+    pub fn sealed(
+        db: &Db,
+        queue: Queue,
+        config: WebhookConfig,
+        sealer: neo_db::seal::Sealer,
+    ) -> Result<Self, EventError> {
+        Self::build(db, queue, config, Some(sealer))
+    }
+
+    fn build(
+        db: &Db,
+        queue: Queue,
+        config: WebhookConfig,
+        sealer: Option<neo_db::seal::Sealer>,
+    ) -> Result<Self, EventError> {
         config.validate()?;
         let schema = Schema::new(&config.schema)?;
         let sql = Sql::new(&schema)?;
@@ -114,6 +153,7 @@ impl Webhooks {
                 operational: broadcast::channel(1024).0,
                 status: OnceCell::new(),
                 targets,
+                sealer,
                 schema,
                 config,
             }),
