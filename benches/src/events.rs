@@ -35,6 +35,23 @@ pub struct Pipeline {
     stop: Vec<oneshot::Sender<()>>,
 }
 
+/// Drops the schemas of an earlier run named `prefix` (the webhooks') and `prefix_q` (the
+/// queue's): endpoints and jobs left by it would take a share of every delivery. Then creates
+/// the queue in `prefix_q` on channel `prefix_jobs`, with `config`'s other settings.
+pub(crate) async fn fresh_queue(db: &Db, prefix: &str, config: QueueConfig) -> Queue {
+    crate::db::drop_schemas(db, &[prefix, &format!("{prefix}_q")]).await;
+    let queue = check(Queue::new(
+        db,
+        QueueConfig {
+            schema: format!("{prefix}_q"),
+            channel: format!("{prefix}_jobs"),
+            ..config
+        },
+    ));
+    check(queue.migrate().await);
+    queue
+}
+
 fn event(n: usize) -> DomainEvent {
     check(DomainEvent::new(
         "organization.updated",
@@ -50,17 +67,7 @@ impl Pipeline {
     /// delivery worker.
     pub async fn start(url: &str, prefix: &str) -> Pipeline {
         let db = crate::db::connect(url, 16).await;
-        // Endpoints and jobs left by an earlier run would take a share of every delivery.
-        crate::db::drop_schemas(&db, &[prefix, &format!("{prefix}_q")]).await;
-        let queue = check(Queue::new(
-            &db,
-            QueueConfig {
-                schema: format!("{prefix}_q"),
-                channel: format!("{prefix}_jobs"),
-                ..QueueConfig::default()
-            },
-        ));
-        check(queue.migrate().await);
+        let queue = fresh_queue(&db, prefix, QueueConfig::default()).await;
         let outbox = check(Outbox::new(
             &db,
             OutboxConfig {

@@ -5,7 +5,7 @@
 
 use crate::check;
 use neo_events::{AddressPolicy, DomainEvent, NewEndpoint, WebhookConfig, Webhooks};
-use neo_queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use neo_queue::{QueueConfig, Worker, WorkerConfig};
 use neo_resilience::BreakerConfig;
 use neo_testkit::{HttpReceiver, ScriptedResponse};
 use std::time::{Duration, Instant};
@@ -115,17 +115,15 @@ pub async fn run(
     let warm_up = Duration::from_millis(300);
     let drain = Duration::from_secs(20);
     let db = crate::db::connect(url, 16).await;
-    crate::db::drop_schemas(&db, &[prefix, &format!("{prefix}_q")]).await;
-    let queue = check(Queue::new(
+    let queue = crate::events::fresh_queue(
         &db,
+        prefix,
         QueueConfig {
-            schema: format!("{prefix}_q"),
-            channel: format!("{prefix}_jobs"),
             lease: Duration::from_secs(2),
             ..QueueConfig::default()
         },
-    ));
-    check(queue.migrate().await);
+    )
+    .await;
     let mut config = WebhookConfig {
         schema: prefix.to_owned(),
         addresses: AddressPolicy {
