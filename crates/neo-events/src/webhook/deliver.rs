@@ -288,7 +288,7 @@ impl Webhooks {
             .client
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, "application/json");
-        for (name, value) in &headers {
+        for (name, value) in headers.iter() {
             request = request.header(name.as_str(), value.as_str());
         }
         for (name, value) in signed.pairs() {

@@ -262,7 +262,7 @@ impl Webhooks {
                     reason: e.to_string(),
                 }
             })?;
-        let headers = self.read_headers(row.id, &row.headers).await?;
+        let headers = self.read_headers(row.id, &row.headers).await?.into_owned();
         Ok(Endpoint {
             id: row.id,
             tenant_id: row.tenant_id,

@@ -11,6 +11,7 @@ use super::Webhooks;
 use crate::EventError;
 use neo_core::ExposeSecret;
 use neo_db::seal::{Binding, SealProblem, Sealer};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use uuid::Uuid;
 
@@ -67,32 +68,41 @@ impl Webhooks {
         Ok(stored)
     }
 
-    /// A stored secret of endpoint `id`, in the clear.
-    pub(in crate::webhook) async fn read_secret(
+    /// A stored secret of endpoint `id`, in the clear (borrowed when it was stored plain, so
+    /// a delivery without sealing copies nothing).
+    pub(in crate::webhook) async fn read_secret<'s>(
         &self,
         id: Uuid,
-        stored: &str,
-    ) -> Result<String, EventError> {
+        stored: &'s str,
+    ) -> Result<Cow<'s, str>, EventError> {
         self.read(stored, id, SECRETS).await
     }
 
-    /// Stored header values of endpoint `id`, in the clear.
-    pub(in crate::webhook) async fn read_headers(
+    /// Stored header values of endpoint `id`, in the clear (borrowed when none was sealed).
+    pub(in crate::webhook) async fn read_headers<'s>(
         &self,
         id: Uuid,
-        stored: &BTreeMap<String, String>,
-    ) -> Result<BTreeMap<String, String>, EventError> {
+        stored: &'s BTreeMap<String, String>,
+    ) -> Result<Cow<'s, BTreeMap<String, String>>, EventError> {
+        if !stored.values().any(|value| Sealer::is_sealed_text(value)) {
+            return Ok(Cow::Borrowed(stored));
+        }
         let mut headers = BTreeMap::new();
         for (name, value) in stored {
             let value = self.read(value, id, &header_column(name)).await?;
-            headers.insert(name.clone(), value);
+            headers.insert(name.clone(), value.into_owned());
         }
-        Ok(headers)
+        Ok(Cow::Owned(headers))
     }
 
-    async fn read(&self, stored: &str, id: Uuid, column: &str) -> Result<String, EventError> {
+    async fn read<'s>(
+        &self,
+        stored: &'s str,
+        id: Uuid,
+        column: &str,
+    ) -> Result<Cow<'s, str>, EventError> {
         if !Sealer::is_sealed_text(stored) {
-            return Ok(stored.to_owned());
+            return Ok(Cow::Borrowed(stored));
         }
         let Some(sealer) = self.sealer() else {
             return Err(EventError::Db(neo_db::Error::Seal {
@@ -107,6 +117,6 @@ impl Webhooks {
         let open = sealer
             .open_text(stored, &Binding::new(TABLE, column, &row))
             .await?;
-        Ok(open.expose_secret().to_owned())
+        Ok(Cow::Owned(open.expose_secret().to_owned()))
     }
 }
