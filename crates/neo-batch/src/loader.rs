@@ -107,11 +107,7 @@ impl<K, V> std::fmt::Debug for DataLoader<K, V> {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use neo_core::sync::lock;
 
 impl<K, V> DataLoader<K, V>
 where

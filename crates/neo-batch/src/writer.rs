@@ -306,11 +306,7 @@ impl<T: Clone + Send + Sync + 'static, R: Send + 'static> WriteBatcher<T, R> {
     /// Stops taking items, flushes everything already queued, and waits for the flushes.
     pub async fn shutdown(&self) {
         self.shutdown.send_replace(true);
-        let worker = self
-            .worker
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .take();
+        let worker = neo_core::sync::lock(&self.worker).take();
         if let Some(worker) = worker {
             let _ = worker.await;
         }

@@ -28,6 +28,7 @@ mod cursor;
 mod error;
 pub mod id;
 pub mod pagination;
+pub mod sync;
 pub mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -63,7 +63,7 @@ use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use neo_core::SecretString;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
 
 /// The version byte of the sealed format this crate writes.
@@ -186,9 +186,7 @@ impl fmt::Debug for Sealer {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use neo_core::sync::lock;
 
 impl Sealer {
     /// A sealer over `provider`, keeping at most `max_cached_data_keys` unwrapped data keys.

@@ -388,8 +388,4 @@ async fn heartbeat(queue: Queue, running: Arc<Mutex<HashSet<Receipt>>>) {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+use neo_core::sync::lock;

@@ -249,10 +249,7 @@ impl CircuitBreaker {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.shared
-            .state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        neo_core::sync::lock(&self.shared.state)
     }
 
     fn transition(&self, state: &mut State, to: BreakerState) {

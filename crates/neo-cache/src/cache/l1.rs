@@ -121,11 +121,7 @@ fn manual_get<V: Clone>(map: &Mutex<HashMap<String, Entry<V>>>, key: &str) -> Op
     lock(map).get(key).cloned()
 }
 
-pub(super) fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-}
+pub(super) use neo_core::sync::lock;
 
 #[cfg(test)]
 thread_local! {

@@ -15,14 +15,9 @@ use chrono::{DateTime, Utc};
 use neo_core::TenantId;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
 use uuid::Uuid;
 
-/// Locks a mutex, taking over the data of a holder that panicked (the maps it guards stay
-/// valid: each entry is written whole).
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
-}
+use neo_core::sync::lock;
 
 /// An event type endpoints can subscribe to, with an optional description and JSON schema for
 /// the people writing receivers.

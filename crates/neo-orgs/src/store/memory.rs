@@ -79,9 +79,7 @@ impl InMemoryOrganizationStore {
 
     fn state(&self) -> MutexGuard<'_, State> {
         // A panicking test thread must not hide the data from the others.
-        self.state
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        neo_core::sync::lock(&self.state)
     }
 
     /// The events written so far (what the outbox would hold), oldest first.
