@@ -85,8 +85,10 @@ pub async fn top_statements(db: &Db, limit: u32) -> Result<Option<Vec<StatementS
         .map(Some)
 }
 
-/// Sessions waiting for a lock, each with the sessions blocking it (`pg_locks` joined with
-/// `pg_stat_activity` through `pg_blocking_pids`), longest wait first.
+/// Sessions of this database waiting for a lock, each with the sessions blocking it
+/// (`pg_locks` joined with `pg_stat_activity` through `pg_blocking_pids`), longest wait first.
+/// Like [`top_statements`], it reads only the database `db` is connected to: another
+/// database's relations would show as bare OIDs, since `regclass` resolves names here.
 ///
 /// # Errors
 /// A database error.
@@ -101,6 +103,7 @@ pub async fn lock_waits(db: &Db) -> Result<Vec<LockWait>> {
          JOIN pg_catalog.pg_locks l ON l.pid = w.pid AND NOT l.granted \
          CROSS JOIN LATERAL unnest(pg_catalog.pg_blocking_pids(w.pid)) AS bp(pid) \
          JOIN pg_catalog.pg_stat_activity b ON b.pid = bp.pid \
+         WHERE w.datname = current_database() \
          ORDER BY waiting_seconds DESC, w.pid, b.pid",
     )
     .fetch_all(&mut *conn)
