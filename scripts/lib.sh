@@ -33,14 +33,20 @@ redis_cli_installed() {
     command -v redis-cli >/dev/null 2>&1 || [[ -x /usr/bin/redis-cli ]]
 }
 
+# redis-sentinel (Debian's redis-sentinel) runs the test Sentinel group (neo-testkit).
+redis_sentinel_installed() {
+    command -v redis-sentinel >/dev/null 2>&1 || [[ -x /usr/bin/redis-sentinel ]]
+}
+
 # Installs PostgreSQL and Redis from Debian's packages when either is missing.
 ensure_servers_installed() {
     local packages=()
     postgres_installed || packages+=(postgresql)
     redis_installed || packages+=(redis-server)
     redis_cli_installed || packages+=(redis-tools)
+    redis_sentinel_installed || packages+=(redis-sentinel)
     if ((${#packages[@]} == 0)); then
-        log "PostgreSQL, Redis and redis-cli are installed"
+        log "PostgreSQL, Redis, redis-cli and redis-sentinel are installed"
         return
     fi
     command -v apt-get >/dev/null 2>&1 ||
@@ -51,6 +57,7 @@ ensure_servers_installed() {
     postgres_installed || die "PostgreSQL 15+ is still missing after installing it"
     redis_installed || die "Redis is still missing after installing it"
     redis_cli_installed || die "redis-cli (redis-tools) is still missing after installing it"
+    redis_sentinel_installed || die "redis-sentinel is still missing after installing it"
 }
 
 # Installs cargo-deny when missing (compiled from crates.io: a few minutes the first time).
@@ -86,7 +93,8 @@ check_advisories() {
 # Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
 # NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
 # Arguments go to neo-test-servers: `--redis-cluster` and `--redis-tls` start a Redis Cluster
-# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*).
+# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*), and
+# `--redis-sentinel` a Sentinel group (NEO_TEST_REDIS_SENTINEL_NODES, _MASTER).
 start_test_servers() {
     if [[ -n ${NEO_TEST_DATABASE_URL:-} && -n ${NEO_TEST_REDIS_URL:-} ]]; then
         log "using NEO_TEST_DATABASE_URL and NEO_TEST_REDIS_URL from the environment"

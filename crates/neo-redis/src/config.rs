@@ -137,6 +137,18 @@ impl RedisConfig {
         config
     }
 
+    /// The defaults with the master `master_name`, found through the sentinels at
+    /// `addresses`.
+    pub fn sentinel<S: Into<String>>(
+        addresses: impl IntoIterator<Item = S>,
+        master_name: impl Into<String>,
+    ) -> Self {
+        let mut config = RedisConfig::default();
+        config.sentinel.addresses = addresses.into_iter().map(Into::into).collect();
+        config.sentinel.master_name = Some(master_name.into());
+        config
+    }
+
     /// `pool_size` connections instead of the default.
     #[must_use]
     pub fn pool_size(mut self, pool_size: usize) -> Self {

@@ -81,7 +81,8 @@ impl RedisConnections {
     ///
     /// # Errors
     /// The errors of [`RedisConfig::mode`]; [`Error::InvalidSetting`] for a TLS file that
-    /// cannot be read or parsed; [`Error::Config`] for a mode not supported yet.
+    /// cannot be read or parsed; [`Error::Config`] for a Cluster or Sentinel (see
+    /// [`crate::ClusterConnections`], [`crate::SentinelConnections`]).
     pub fn connect(config: &RedisConfig) -> Result<Self> {
         match config.mode()? {
             RedisMode::Standalone => {
@@ -91,9 +92,9 @@ impl RedisConnections {
             RedisMode::Cluster => Err(Error::Config(
                 "cluster.nodes names a Redis Cluster: use ClusterConnections".into(),
             )),
-            mode => Err(Error::Config(format!(
-                "{mode:?} connections are not supported yet"
-            ))),
+            RedisMode::Sentinel => Err(Error::Config(
+                "sentinel.addresses names Redis Sentinel: use SentinelConnections".into(),
+            )),
         }
     }
 }

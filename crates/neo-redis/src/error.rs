@@ -44,6 +44,21 @@ pub enum Error {
         reason: String,
     },
 
+    /// No sentinel named a master that answered (the sentinels are down or unreachable, or
+    /// none knows the master, or the master it names does not answer).
+    #[error(
+        "redis is unavailable: no sentinel ({}) gave a reachable master {master_name:?}: {reason}",
+        sentinels.join(", ")
+    )]
+    SentinelUnreachable {
+        /// `host:port` of every sentinel asked.
+        sentinels: Vec<String>,
+        /// The master name asked for.
+        master_name: String,
+        /// What the last attempt said.
+        reason: String,
+    },
+
     /// A connection could not be set up.
     #[error("redis is unavailable: {0}")]
     Unavailable(String),
@@ -55,7 +70,9 @@ impl HasErrorKind for Error {
             Error::Config(_) | Error::ConflictingSettings { .. } | Error::InvalidSetting { .. } => {
                 ErrorKind::Configuration
             }
-            Error::Unreachable { .. } | Error::Unavailable(_) => ErrorKind::Unavailable,
+            Error::Unreachable { .. }
+            | Error::SentinelUnreachable { .. }
+            | Error::Unavailable(_) => ErrorKind::Unavailable,
         }
     }
 }

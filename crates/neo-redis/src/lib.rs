@@ -5,6 +5,8 @@
 //! shared round robin by every call: a call never waits for a free connection and never pays
 //! a health check first. Each opens on first use and is reopened by the next call after a
 //! failure; connecting and each answer give up after the configured timeout.
+//! [`ClusterConnections`] reaches a Redis Cluster and [`SentinelConnections`] the master that
+//! Redis Sentinel names (following it across failovers).
 //! [`RedisConfig`] says where Redis is (one server, TLS, a Redis Cluster or Sentinel; see
 //! [`RedisMode`]) and how many connections to keep; settings that do not go together are
 //! refused by [`RedisConfig::mode`] with an error naming them.
@@ -24,9 +26,11 @@ mod config;
 mod connections;
 mod error;
 mod redact;
+mod sentinel;
 mod tls;
 
 pub use cluster::ClusterConnections;
 pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig, TlsConfig};
 pub use connections::{RedisConnections, redis_connections};
 pub use error::{Error, Result};
+pub use sentinel::{SentinelConnection, SentinelConnections};

@@ -41,6 +41,7 @@ mod process;
 mod receiver;
 mod redis;
 mod redis_cluster;
+mod redis_sentinel;
 mod redis_tls;
 mod tls;
 
@@ -53,6 +54,10 @@ pub use postgres::{
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
 pub use redis_cluster::{REDIS_CLUSTER_NODES_VAR, RedisCluster, TestRedisCluster};
+pub use redis_sentinel::{
+    REDIS_SENTINEL_MASTER_VAR, REDIS_SENTINEL_NODES_VAR, RedisSentinelGroup, SENTINEL_MASTER_NAME,
+    TestRedisSentinel,
+};
 pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
 pub use tls::TestCertificates;
 
@@ -164,6 +169,32 @@ pub async fn try_redis_cluster() -> Result<TestRedisCluster> {
     tokio::task::spawn_blocking(redis_cluster::shared)
         .await
         .map_err(Error::client("starting the shared Redis Cluster"))?
+}
+
+/// The Redis Sentinel group shared by this test binary (a master, its replica and three
+/// sentinels, started on first use from the installed `redis-server` and `redis-sentinel`,
+/// stopped when the process exits; or the sentinels in `NEO_TEST_REDIS_SENTINEL_NODES`
+/// monitoring `NEO_TEST_REDIS_SENTINEL_MASTER`), with a key prefix unique to the test.
+/// Tests that kill the master start their own [`RedisSentinelGroup`].
+///
+/// # Panics
+/// When no group can be had; the message says what to install. Use
+/// [`try_redis_sentinel`] to handle that yourself.
+pub async fn redis_sentinel() -> TestRedisSentinel {
+    try_redis_sentinel()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no Redis Sentinel group for this test: {e}"))
+}
+
+/// Like [`redis_sentinel`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`] (`redis-server`, or `redis-sentinel` from Debian's
+/// `redis-sentinel`) or [`Error::Startup`] with the sentinels' logs.
+pub async fn try_redis_sentinel() -> Result<TestRedisSentinel> {
+    tokio::task::spawn_blocking(redis_sentinel::shared)
+        .await
+        .map_err(Error::client("starting the shared Redis Sentinel group"))?
 }
 
 /// The URL of the shared PostgreSQL server, starting it if needed (blocking).

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod cluster;
+mod sentinel;
 mod tls;
 
 use neo_core::{ErrorKind, HasErrorKind};

@@ -6,13 +6,16 @@
 //! With `--redis-cluster` it also starts a six-node Redis Cluster
 //! (`NEO_TEST_REDIS_CLUSTER_NODES=...`), and with `--redis-tls` a TLS-only Redis
 //! (`NEO_TEST_REDIS_TLS_URL=...`, `NEO_TEST_REDIS_TLS_CERTS=<dir>`), so that test processes
-//! share them instead of starting their own.
+//! share them instead of starting their own. With `--redis-sentinel` it starts a Sentinel
+//! group, a master, its replica and three sentinels (`NEO_TEST_REDIS_SENTINEL_NODES=...`,
+//! `NEO_TEST_REDIS_SENTINEL_MASTER=<name>`).
 //!
 //! Used by `scripts/test` and `scripts/demo`.
 
 use neo_testkit::{
-    DATABASE_URL_VAR, PgServer, REDIS_CLUSTER_NODES_VAR, REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR,
-    REDIS_URL_VAR, RedisCluster, RedisServer, RedisServerOptions,
+    DATABASE_URL_VAR, PgServer, REDIS_CLUSTER_NODES_VAR, REDIS_SENTINEL_MASTER_VAR,
+    REDIS_SENTINEL_NODES_VAR, REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, REDIS_URL_VAR, RedisCluster,
+    RedisSentinelGroup, RedisServer, RedisServerOptions,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +35,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut env_file: Option<PathBuf> = None;
     let mut parent: Option<u32> = None;
-    let (mut want_cluster, mut want_tls) = (false, false);
+    let (mut want_cluster, mut want_tls, mut want_sentinel) = (false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -40,8 +43,9 @@ fn run() -> Result<(), String> {
             "--parent-pid" => parent = args.next().and_then(|p| p.parse().ok()),
             "--redis-cluster" => want_cluster = true,
             "--redis-tls" => want_tls = true,
+            "--redis-sentinel" => want_sentinel = true,
             "-h" | "--help" => {
-                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID] [--redis-cluster] [--redis-tls]".into());
+                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID] [--redis-cluster] [--redis-tls] [--redis-sentinel]".into());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -80,6 +84,17 @@ fn run() -> Result<(), String> {
     } else {
         None
     };
+    let sentinel = if want_sentinel {
+        let group = RedisSentinelGroup::start().map_err(|e| e.to_string())?;
+        contents.push_str(&format!(
+            "{REDIS_SENTINEL_NODES_VAR}={}\n{REDIS_SENTINEL_MASTER_VAR}={}\n",
+            group.sentinels().join(","),
+            group.master_name()
+        ));
+        Some(group)
+    } else {
+        None
+    };
     // Write then rename, so a reader never sees half a file.
     let partial = env_file.with_extension("partial");
     std::fs::write(&partial, contents)
@@ -110,6 +125,7 @@ fn run() -> Result<(), String> {
         }
         Ok::<(), String>(())
     })?;
+    drop(sentinel);
     drop(tls);
     drop(cluster);
     drop(redis);
