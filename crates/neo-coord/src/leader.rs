@@ -78,8 +78,7 @@ impl Coordinator {
     /// # Errors
     /// [`Error::Invalid`](crate::Error::Invalid) for a bad name.
     pub fn campaign(&self, name: &str) -> Result<Leadership> {
-        let key = self.key("leader", name)?;
-        let epoch_key = format!("{key}:epoch");
+        let (key, epoch_key) = self.key_pair("leader", name, "epoch")?;
         let (role_tx, role) = watch::channel(Role::Follower);
         let (stop, mut stopped) = watch::channel(false);
         let coord = self.clone();

@@ -12,6 +12,38 @@
 //! - [`postgres`]: PostgreSQL lock diagnostics, who blocks whom (from `pg_locks` and
 //!   `pg_stat_activity`).
 //!
+//! # Where Redis is
+//! [`Coordinator::connect`] takes one server's URL; [`Coordinator::connect_redis`] takes a
+//! [`RedisConfig`]: one server (`redis://`, or `rediss://` with a CA file and an optional
+//! client certificate), a Redis Cluster (seed nodes) or a master found through Redis Sentinel.
+//! The scripts are the same in every mode. Each writes at most two keys (a lock and its fence
+//! counter, a lease and its epoch counter); on a Redis Cluster the lock or election name is
+//! both keys' hash tag (`<prefix>lock:{<name>}` and `<prefix>lock:{<name>}:fence`), so they
+//! share a slot. Names hold only `a-z A-Z 0-9 _ - : .` (anything else, braces, `*` and
+//! spaces included, is refused before anything is sent), and on a cluster the key prefix may
+//! not hold braces, so the tag is always exactly the name. Standalone and Sentinel keep the
+//! untagged keys they always had.
+//!
+//! # What a failover can lose
+//! Redis replicates asynchronously. When a master crashes (a Sentinel or Cluster failover), the
+//! writes it acknowledged in its last moments may not have reached the replica that is promoted:
+//! **a lock or lease granted just before the crash can be lost**, so a second holder can take it
+//! while the first still believes it holds it; the same goes for the last extensions, a release
+//! (the lock then stays taken until its TTL runs out) and the last rate-limit slots (a key may
+//! briefly allow a few calls more than its limit).
+//!
+//! The fencing token is what keeps this safe: it is the lock's counter (`INCR`) raised to at
+//! least the master's clock in microseconds at the grant, so a grant on the promoted master gets
+//! a higher token than the lost one, even though the counter itself was lost with it, as long as
+//! the new master's clock is not behind the old one's by more than the failover took (seconds:
+//! Sentinel waits `down-after-milliseconds` before it even starts). A protected resource that
+//! refuses writes with a token lower than the highest it has seen therefore refuses the stale
+//! holder. Leader epochs are taken the same way. The stale holder also learns it lost the lock
+//! at its next extension ([`LockGuard::is_held`] turns false; [`LockGuard::extend`] returns
+//! [`Error::Lost`]). Calls during the failover fail with [`Error::Unavailable`]; retry them:
+//! the connections reach the new master by themselves (the Sentinel connection asks the
+//! sentinels again after a failover, the Cluster connection refreshes its slot map).
+//!
 //! # Example
 //! ```no_run
 //! # async fn demo() -> neo_coord::Result<()> {
@@ -28,6 +60,7 @@ pub mod postgres {
     pub use neo_db::diagnostics::{LockWait, lock_waits};
 }
 
+mod backend;
 mod error;
 mod leader;
 mod lock;
@@ -36,7 +69,10 @@ mod rate;
 pub use error::{Error, Result};
 pub use leader::{Leadership, Role};
 pub use lock::LockGuard;
+pub use neo_redis::RedisConfig;
 pub use rate::DistributedRateLimiter;
+
+use backend::Backend;
 
 use serde::Deserialize;
 use std::sync::Arc;
@@ -96,11 +132,12 @@ impl CoordConfig {
 
 #[derive(Debug)]
 struct Shared {
-    redis: neo_redis::RedisConnections,
+    redis: Backend,
     config: CoordConfig,
 }
 
-/// The entry point: locks, leader election and rate limits on one Redis; cheap to clone.
+/// The entry point: locks, leader election and rate limits on one Redis (a server, a Redis
+/// Cluster or a Sentinel-managed master); cheap to clone.
 #[derive(Clone)]
 pub struct Coordinator {
     shared: Arc<Shared>,
@@ -120,30 +157,72 @@ impl Coordinator {
     /// # Errors
     /// [`Error::Config`] for an invalid URL or settings.
     pub fn connect(redis_url: &str, config: CoordConfig) -> Result<Self> {
-        if config.lock_ttl < Duration::from_millis(30)
-            || config.leader_ttl < Duration::from_millis(30)
-        {
-            return Err(Error::Config(
-                "lock_ttl and leader_ttl must be at least 30 ms (they are renewed every third)"
-                    .into(),
-            ));
-        }
-        if config
-            .key_prefix
-            .chars()
-            .any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(Error::Config("key_prefix may not hold whitespace".into()));
-        }
+        check(&config)?;
         let redis = neo_redis::redis_connections(redis_url, config.pool_size, config.timeout)
             .map_err(|_| {
                 Error::Config("the Redis URL is not valid (its text is not shown)".into())
             })?;
         Ok(Coordinator {
-            shared: Arc::new(Shared { redis, config }),
+            shared: Arc::new(Shared {
+                redis: Backend::Standalone(redis),
+                config,
+            }),
         })
     }
 
+    /// Sets up the connections `redis` describes: one server (`redis://`, or `rediss://`
+    /// with its TLS files), a Redis Cluster (`cluster.nodes`) or the master Redis Sentinel
+    /// names (`sentinel.*`). The connections follow `redis` (its `pool_size` and `timeout`);
+    /// `config.timeout` still bounds every call. Nothing connects until the first call.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for settings that do not work together (the error of
+    /// [`RedisConfig::mode`], naming them) or a `key_prefix` holding `{` or `}` on a Redis
+    /// Cluster (the keys' hash tags must be this crate's own).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # fn demo() -> neo_coord::Result<()> {
+    /// use neo_coord::{CoordConfig, Coordinator, RedisConfig};
+    /// let redis = RedisConfig::sentinel(["redis://10.0.0.1:26379", "redis://10.0.0.2:26379"], "main");
+    /// let coord = Coordinator::connect_redis(&redis, CoordConfig::default())?;
+    /// # let _ = coord; Ok(()) }
+    /// ```
+    pub fn connect_redis(redis: &RedisConfig, config: CoordConfig) -> Result<Self> {
+        check(&config)?;
+        let redis = Backend::connect(redis)?;
+        if redis.is_cluster() && config.key_prefix.contains(['{', '}']) {
+            return Err(Error::Config(
+                "key_prefix may not hold `{` or `}` on a Redis Cluster: the keys' hash tags \
+                 (which keep a lock and its fence in one slot) must be neo-coord's own"
+                    .into(),
+            ));
+        }
+        Ok(Coordinator {
+            shared: Arc::new(Shared { redis, config }),
+        })
+    }
+}
+
+/// The settings every way of connecting checks.
+fn check(config: &CoordConfig) -> Result<()> {
+    if config.lock_ttl < Duration::from_millis(30) || config.leader_ttl < Duration::from_millis(30)
+    {
+        return Err(Error::Config(
+            "lock_ttl and leader_ttl must be at least 30 ms (they are renewed every third)".into(),
+        ));
+    }
+    if config
+        .key_prefix
+        .chars()
+        .any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(Error::Config("key_prefix may not hold whitespace".into()));
+    }
+    Ok(())
+}
+
+impl Coordinator {
     /// The settings.
     pub fn config(&self) -> &CoordConfig {
         &self.shared.config
@@ -154,6 +233,24 @@ impl Coordinator {
         Ok(format!("{}{kind}:{name}", self.shared.config.key_prefix))
     }
 
+    /// The key of `name` and the key of its counter (`suffix`: `fence`, `epoch`), which one
+    /// script writes together. On a Redis Cluster the name is the keys' hash tag
+    /// (`<prefix>lock:{<name>}` and `<prefix>lock:{<name>}:fence`), so both live in one slot;
+    /// names cannot hold braces (see [`neo_core::is_resource_name`]) and the prefix may not on
+    /// a cluster, so the tag is exactly the name. Elsewhere the keys are as they always were
+    /// (`<prefix>lock:<name>`, `<prefix>lock:<name>:fence`).
+    fn key_pair(&self, kind: &str, name: &str, suffix: &str) -> Result<(String, String)> {
+        validate_name(name)?;
+        let prefix = &self.shared.config.key_prefix;
+        let key = if self.shared.redis.is_cluster() {
+            format!("{prefix}{kind}:{{{name}}}")
+        } else {
+            format!("{prefix}{kind}:{name}")
+        };
+        let counter = format!("{key}:{suffix}");
+        Ok((key, counter))
+    }
+
     /// Runs one script call bounded by the timeout.
     async fn script<T: redis::FromRedisValue>(
         &self,
@@ -162,7 +259,6 @@ impl Coordinator {
         args: &[&str],
     ) -> Result<T> {
         let call = async {
-            let mut conn = self.shared.redis.get().map_err(Error::from)?;
             let mut invocation = script.prepare_invoke();
             for key in keys {
                 invocation.key(*key);
@@ -170,10 +266,7 @@ impl Coordinator {
             for arg in args {
                 invocation.arg(*arg);
             }
-            invocation
-                .invoke_async(&mut conn)
-                .await
-                .map_err(|e| Error::Unavailable(e.to_string()))
+            self.shared.redis.invoke(&invocation).await
         };
         match tokio::time::timeout(self.shared.config.timeout, call).await {
             Ok(result) => result,

@@ -9,11 +9,20 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// `SET NX PX`, and on success the next fencing token (`INCR`), atomically.
+/// `SET NX PX`, and on success the next fencing token, atomically: `INCR`, raised to at
+/// least the server's clock in microseconds (`TIME`), so a token stays higher than one a
+/// failover lost along with the counter (see the crate docs).
 pub(crate) static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
-           return redis.call('INCR', KEYS[2]) \
+           local fence = redis.call('INCR', KEYS[2]) \
+           local t = redis.call('TIME') \
+           local now = tonumber(t[1]) * 1000000 + tonumber(t[2]) \
+           if fence < now then \
+             fence = now \
+             redis.call('SET', KEYS[2], string.format('%d', now)) \
+           end \
+           return fence \
          end \
          return 0",
     )
@@ -47,7 +56,9 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    /// This acquisition's fencing token: higher than every earlier one for this lock.
+    /// This acquisition's fencing token: higher than every earlier one for this lock, also
+    /// across a failover that lost the last grants (see the crate docs for the clock it
+    /// relies on then).
     pub fn fence(&self) -> u64 {
         self.fence
     }
@@ -141,8 +152,7 @@ impl Coordinator {
     /// # Errors
     /// [`Error::Invalid`] for a bad name; [`Error::Unavailable`].
     pub async fn try_lock(&self, name: &str) -> Result<Option<LockGuard>> {
-        let key = self.key("lock", name)?;
-        let fence_key = format!("{key}:fence");
+        let (key, fence_key) = self.key_pair("lock", name, "fence")?;
         let token = uuid::Uuid::now_v7().to_string();
         let ttl = self.shared.config.lock_ttl;
         let fence: u64 = self

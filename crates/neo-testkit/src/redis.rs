@@ -176,6 +176,41 @@ impl RedisServer {
         Ok(())
     }
 
+    /// Freezes the server with `SIGSTOP`: it keeps its connections but answers nothing (a
+    /// hung node) until [`resume`](RedisServer::resume).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the signal cannot be sent.
+    pub fn pause(&mut self) -> Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a [`pause`](RedisServer::pause)d server run again (`SIGCONT`).
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the signal cannot be sent.
+    pub fn resume(&mut self) -> Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&mut self, signal: &str) -> Result<()> {
+        let Some(child) = &self.child else {
+            return Ok(());
+        };
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .map_err(Error::io(format!("sending {signal} to redis-server")))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(Error::Io {
+                context: format!("sending {signal} to redis-server"),
+                source: std::io::Error::other(format!("kill exited with {status}")),
+            })
+        }
+    }
+
     /// Starts the server again on the same port (empty, persistence is off); stops it first
     /// if it runs.
     ///

@@ -113,6 +113,12 @@ impl RedisSentinelGroup {
         SENTINEL_MASTER_NAME
     }
 
+    /// The ports of the two servers (the first master and its replica, whatever their roles
+    /// are now).
+    pub fn server_ports(&self) -> Vec<u16> {
+        self.servers.iter().map(RedisServer::port).collect()
+    }
+
     /// The port of the master the sentinels name now.
     ///
     /// # Errors

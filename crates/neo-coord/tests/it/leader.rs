@@ -1,14 +1,18 @@
-use crate::{coord, sibling};
+use crate::{Mode, coord, in_every_mode, sibling};
 use neo_coord::Role;
 use std::collections::HashMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
-#[tokio::test]
-async fn one_leader_at_a_time_with_increasing_epochs_and_fast_handover_on_resign() {
-    let (redis, a) = coord(|c| c).await;
+in_every_mode!(
+    one_leader_at_a_time_with_increasing_epochs_and_fast_handover_on_resign,
+    racing_candidates_never_share_an_epoch,
+);
+
+async fn one_leader_at_a_time_with_increasing_epochs_and_fast_handover_on_resign(mode: Mode) {
+    let (env, a) = coord(mode, |c| c).await;
     let candidates: Vec<_> = (0..3)
-        .map(|_| sibling(&redis, &a).campaign("scheduler").unwrap())
+        .map(|_| sibling(&env, &a).campaign("scheduler").unwrap())
         .collect();
     let deadline = Instant::now() + Duration::from_secs(5);
     let leader = loop {
@@ -54,9 +58,8 @@ async fn one_leader_at_a_time_with_increasing_epochs_and_fast_handover_on_resign
     let _ = next;
 }
 
-#[tokio::test]
-async fn racing_candidates_never_share_an_epoch() {
-    let (redis, a) = coord(|c| neo_coord::CoordConfig {
+async fn racing_candidates_never_share_an_epoch(mode: Mode) {
+    let (env, a) = coord(mode, |c| neo_coord::CoordConfig {
         leader_ttl: Duration::from_millis(90),
         ..c
     })
@@ -64,7 +67,7 @@ async fn racing_candidates_never_share_an_epoch() {
     // Candidates that keep resigning and rejoining, so leadership changes hands many times.
     let mut tasks = Vec::new();
     for id in 0..3 {
-        let coord = sibling(&redis, &a);
+        let coord = sibling(&env, &a);
         tasks.push(tokio::spawn(async move {
             let mut won = Vec::new();
             let until = Instant::now() + Duration::from_millis(1500);

@@ -1,14 +1,21 @@
-use crate::{coord, sibling};
+use crate::{Mode, coord, in_every_mode, sibling};
 use neo_coord::{Error, LockGuard};
 use neo_core::{ErrorKind, HasErrorKind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-#[tokio::test]
-async fn a_lock_is_exclusive_fenced_and_released_only_by_its_owner() {
-    let (redis, a) = coord(|c| c).await;
-    let b = sibling(&redis, &a);
+in_every_mode!(
+    a_lock_is_exclusive_fenced_and_released_only_by_its_owner,
+    the_guard_extends_its_lock_while_it_lives,
+    a_lock_whose_owner_vanished_expires_and_the_late_owner_cannot_release_it,
+    with_lock_serializes_work_across_instances,
+    bad_names_are_refused,
+);
+
+async fn a_lock_is_exclusive_fenced_and_released_only_by_its_owner(mode: Mode) {
+    let (env, a) = coord(mode, |c| c).await;
+    let b = sibling(&env, &a);
     let first = a.lock("invoice:1").await.unwrap();
     assert!(b.try_lock("invoice:1").await.unwrap().is_none());
     let err = b.lock("invoice:1").await.unwrap_err();
@@ -24,10 +31,9 @@ async fn a_lock_is_exclusive_fenced_and_released_only_by_its_owner() {
     second.release().await.unwrap();
 }
 
-#[tokio::test]
-async fn the_guard_extends_its_lock_while_it_lives() {
-    let (redis, a) = coord(|c| c).await;
-    let b = sibling(&redis, &a);
+async fn the_guard_extends_its_lock_while_it_lives(mode: Mode) {
+    let (env, a) = coord(mode, |c| c).await;
+    let b = sibling(&env, &a);
     let guard = a.lock("long").await.unwrap();
     guard.extend().await.unwrap();
     tokio::time::sleep(Duration::from_millis(1500)).await; // 2.5 TTLs
@@ -45,10 +51,9 @@ async fn the_guard_extends_its_lock_while_it_lives() {
     assert!(taken.is_some());
 }
 
-#[tokio::test]
-async fn a_lock_whose_owner_vanished_expires_and_the_late_owner_cannot_release_it() {
-    let (redis, a) = coord(|c| c).await;
-    let b = sibling(&redis, &a);
+async fn a_lock_whose_owner_vanished_expires_and_the_late_owner_cannot_release_it(mode: Mode) {
+    let (env, a) = coord(mode, |c| c).await;
+    let b = sibling(&env, &a);
     let guard = a.lock("job").await.unwrap();
     // The owner stops extending (a paused process): simulate by leaking the guard's watchdog.
     let stale = leak_without_extension(guard);
@@ -67,9 +72,8 @@ fn leak_without_extension(guard: LockGuard) -> (LockGuard, u64) {
     (guard.without_extension(), fence)
 }
 
-#[tokio::test]
-async fn with_lock_serializes_work_across_instances() {
-    let (redis, a) = coord(|c| neo_coord::CoordConfig {
+async fn with_lock_serializes_work_across_instances(mode: Mode) {
+    let (env, a) = coord(mode, |c| neo_coord::CoordConfig {
         lock_wait: Duration::from_secs(5),
         ..c
     })
@@ -78,7 +82,7 @@ async fn with_lock_serializes_work_across_instances() {
     let max_inside = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for _ in 0..4 {
-        let coord = sibling(&redis, &a);
+        let coord = sibling(&env, &a);
         let (inside, max_inside) = (Arc::clone(&inside), Arc::clone(&max_inside));
         tasks.push(tokio::spawn(async move {
             coord
@@ -103,13 +107,70 @@ async fn with_lock_serializes_work_across_instances() {
     assert_eq!(fences.len(), 4, "a distinct fence per acquisition");
 }
 
-#[tokio::test]
-async fn bad_names_are_refused() {
-    let (_redis, a) = coord(|c| c).await;
+async fn bad_names_are_refused(mode: Mode) {
+    let (_env, a) = coord(mode, |c| c).await;
     for bad in ["", "has space", "a\nb"] {
         assert_eq!(
             a.try_lock(bad).await.unwrap_err().kind(),
             ErrorKind::Validation
         );
+    }
+}
+
+in_every_mode!(names_route_to_one_slot_and_unsafe_ones_are_refused);
+
+async fn names_route_to_one_slot_and_unsafe_ones_are_refused(mode: Mode) {
+    let (env, a) = coord(mode, |c| c).await;
+    let b = sibling(&env, &a);
+    // A lock and its fence counter are written by one script: on a cluster both keys carry
+    // the name as hash tag, so names with separators must still keep them together.
+    for name in ["a:b", "tenant:7:invoice.9", ":", "x::", "-._"] {
+        let guard = a.lock(name).await.unwrap();
+        assert!(b.try_lock(name).await.unwrap().is_none(), "{name}");
+        let fence = guard.fence();
+        guard.release().await.unwrap();
+        let again = b.lock(name).await.unwrap();
+        assert!(again.fence() > fence, "{name}");
+        again.release().await.unwrap();
+        let mut candidacy = a.campaign(name).unwrap();
+        let role = tokio::time::timeout(Duration::from_secs(2), candidacy.changed())
+            .await
+            .unwrap();
+        assert!(matches!(role, neo_coord::Role::Leader { .. }), "{name}");
+        candidacy.resign().await;
+        a.rate_limiter(name, 10, 1)
+            .unwrap()
+            .check("tenant:1")
+            .await
+            .unwrap();
+    }
+    // Braces (a hash tag of the caller's own), glob characters and spaces never reach Redis.
+    for bad in ["a{b}", "{x}", "}{", "a*", "a b", "a?"] {
+        let err = a.try_lock(bad).await.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Validation, "{bad}: {err}");
+        assert_eq!(
+            a.campaign(bad).unwrap_err().kind(),
+            ErrorKind::Validation,
+            "{bad}"
+        );
+        let limiter = a.rate_limiter("api", 10, 1).unwrap();
+        assert_eq!(
+            limiter.check(bad).await.unwrap_err().kind(),
+            ErrorKind::Validation,
+            "{bad}"
+        );
+    }
+    // On a cluster the key prefix may not bring a hash tag of its own.
+    let braced = neo_coord::CoordConfig {
+        key_prefix: "app{1}:".into(),
+        ..a.config().clone()
+    };
+    let connected = neo_coord::Coordinator::connect_redis(&env.redis, braced);
+    if mode == Mode::Cluster {
+        let err = connected.unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration, "{err}");
+        assert!(err.to_string().contains("key_prefix"), "{err}");
+    } else {
+        assert!(connected.is_ok());
     }
 }

@@ -1,13 +1,14 @@
-use crate::{coord, sibling};
+use crate::{Mode, coord, in_every_mode, sibling};
 use neo_coord::Error;
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_testkit::RedisServer;
 use std::time::Duration;
 
-#[tokio::test]
-async fn the_limit_is_shared_across_instances_and_kept_per_key() {
-    let (redis, a) = coord(|c| c).await;
-    let b = sibling(&redis, &a);
+in_every_mode!(the_limit_is_shared_across_instances_and_kept_per_key,);
+
+async fn the_limit_is_shared_across_instances_and_kept_per_key(mode: Mode) {
+    let (env, a) = coord(mode, |c| c).await;
+    let b = sibling(&env, &a);
     let on_a = a.rate_limiter("api", 10, 3).unwrap();
     let on_b = b.rate_limiter("api", 10, 3).unwrap();
     // A burst of 3 between the two instances, then refusals.
