@@ -33,6 +33,12 @@ impl Backend {
         matches!(self, Backend::Cluster(_))
     }
 
+    /// Whether a replica can take over as master (a Redis Cluster, Sentinel), losing the last
+    /// writes: fences and epochs must then stay ahead of the lost ones.
+    pub(crate) fn fails_over(&self) -> bool {
+        matches!(self, Backend::Cluster(_) | Backend::Sentinel(_))
+    }
+
     /// Runs `invocation` on a connection of this backend.
     pub(crate) async fn invoke<T: redis::FromRedisValue>(
         &self,

@@ -1,6 +1,6 @@
 //! Leader election on a Redis lease, with epochs.
 
-use crate::lock::{ACQUIRE, EXTEND, RELEASE};
+use crate::lock::{EXTEND, RELEASE};
 use crate::{Coordinator, Result, millis};
 use rand::RngExt;
 use tokio::sync::watch;
@@ -109,7 +109,7 @@ impl Coordinator {
                     }
                 } else {
                     match coord
-                        .script::<u64>(&ACQUIRE, &[&key, &epoch_key], &[&token, &ttl_ms])
+                        .script::<u64>(coord.acquire(), &[&key, &epoch_key], &[&token, &ttl_ms])
                         .await
                     {
                         Ok(0) => {}

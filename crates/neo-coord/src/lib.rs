@@ -32,14 +32,17 @@
 //! (the lock then stays taken until its TTL runs out) and the last rate-limit slots (a key may
 //! briefly allow a few calls more than its limit).
 //!
-//! The fencing token is what keeps this safe: it is the lock's counter (`INCR`) raised to at
-//! least the master's clock in microseconds at the grant, so a grant on the promoted master gets
-//! a higher token than the lost one, even though the counter itself was lost with it, as long as
-//! the new master's clock is not behind the old one's by more than the failover took (seconds:
-//! Sentinel waits `down-after-milliseconds` before it even starts). A protected resource that
-//! refuses writes with a token lower than the highest it has seen therefore refuses the stale
-//! holder. Leader epochs are taken the same way. The stale holder also learns it lost the lock
-//! at its next extension ([`LockGuard::is_held`] turns false; [`LockGuard::extend`] returns
+//! The fencing token is what keeps this safe: on a Redis Cluster or Sentinel it is the lock's
+//! counter (`INCR`) raised to at least the master's clock in microseconds at the grant, so a
+//! grant on the promoted master gets a higher token than the lost one, even though the counter
+//! itself was lost with it, as long as the new master's clock is not behind the old one's by
+//! more than the failover took (seconds: Sentinel waits `down-after-milliseconds` before it
+//! even starts). A protected resource that refuses writes with a token lower than the highest
+//! it has seen therefore refuses the stale holder. Leader epochs are taken the same way. On one
+//! server (plain or TLS) the token is the plain counter, which lives as long as that server's
+//! data (keep it persistent if a restart must not start the tokens over). The stale holder
+//! also learns it lost the lock at its next extension ([`LockGuard::is_held`] turns false;
+//! [`LockGuard::extend`] returns
 //! [`Error::Lost`]). Calls during the failover fail with [`Error::Unavailable`]; retry them:
 //! the connections reach the new master by themselves (the Sentinel connection asks the
 //! sentinels again after a failover, the Cluster connection refreshes its slot map).
@@ -249,6 +252,17 @@ impl Coordinator {
         };
         let counter = format!("{key}:{suffix}");
         Ok((key, counter))
+    }
+
+    /// The script that takes a lock or lease with its fence or epoch: raised to the master's
+    /// clock where failovers are part of the setup (Cluster, Sentinel), the plain counter on
+    /// one server (one script call less per acquisition there).
+    fn acquire(&self) -> &'static redis::Script {
+        if self.shared.redis.fails_over() {
+            &lock::ACQUIRE_AFTER_FAILOVER
+        } else {
+            &lock::ACQUIRE
+        }
     }
 
     /// Runs one script call bounded by the timeout.

@@ -9,10 +9,21 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-/// `SET NX PX`, and on success the next fencing token, atomically: `INCR`, raised to at
-/// least the server's clock in microseconds (`TIME`), so a token stays higher than one a
-/// failover lost along with the counter (see the crate docs).
+/// `SET NX PX`, and on success the next fencing token (`INCR`), atomically: on one server,
+/// whose counter lives as long as its data.
 pub(crate) static ACQUIRE: LazyLock<redis::Script> = LazyLock::new(|| {
+    redis::Script::new(
+        "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
+           return redis.call('INCR', KEYS[2]) \
+         end \
+         return 0",
+    )
+});
+
+/// As [`ACQUIRE`], with the token raised to at least the master's clock in microseconds
+/// (`TIME`), so that it stays higher than one a failover lost along with the counter (see
+/// the crate docs): for a Redis Cluster or Sentinel, where failovers are part of the setup.
+pub(crate) static ACQUIRE_AFTER_FAILOVER: LazyLock<redis::Script> = LazyLock::new(|| {
     redis::Script::new(
         "if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then \
            local fence = redis.call('INCR', KEYS[2]) \
@@ -56,9 +67,9 @@ pub struct LockGuard {
 }
 
 impl LockGuard {
-    /// This acquisition's fencing token: higher than every earlier one for this lock, also
-    /// across a failover that lost the last grants (see the crate docs for the clock it
-    /// relies on then).
+    /// This acquisition's fencing token: higher than every earlier one for this lock, on a
+    /// Redis Cluster or Sentinel also across a failover that lost the last grants (see the
+    /// crate docs for the clock it relies on then).
     pub fn fence(&self) -> u64 {
         self.fence
     }
@@ -156,7 +167,7 @@ impl Coordinator {
         let token = uuid::Uuid::now_v7().to_string();
         let ttl = self.shared.config.lock_ttl;
         let fence: u64 = self
-            .script(&ACQUIRE, &[&key, &fence_key], &[&token, &millis(ttl)])
+            .script(self.acquire(), &[&key, &fence_key], &[&token, &millis(ttl)])
             .await?;
         if fence == 0 {
             return Ok(None);
