@@ -63,5 +63,5 @@ pub use config::{
     L2Config,
 };
 pub use error::{BoxError, Error, Result};
-pub use neo_redis::{RedisConnections, redis_connections};
+pub use neo_redis::{RedisConfig, RedisConnections, redis_connections};
 pub use stats::CacheStats;

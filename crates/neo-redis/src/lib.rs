@@ -24,9 +24,11 @@ mod config;
 mod connections;
 mod error;
 mod redact;
+mod subscriber;
 mod tls;
 
 pub use cluster::ClusterConnections;
 pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig, TlsConfig};
 pub use connections::{RedisConnections, redis_connections};
 pub use error::{Error, Result};
+pub use subscriber::subscriber_clients;

@@ -1,6 +1,6 @@
 //! What only the Redis-backed configurations do, and time-dependent behaviour.
 
-use crate::{Harness, Kind, Org, org};
+use crate::{Deployment, Harness, Kind, Org, org};
 use neo_cache::{
     Cache, CacheConfig, Compression, DistributedLockConfig, EntryOptions, Error, HybridCache,
 };
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
-    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| c).await;
     h.cache
         .set("org:1", org(1), &EntryOptions::default())
         .await
@@ -31,7 +31,7 @@ async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
 
 #[tokio::test]
 async fn a_batch_read_counts_each_l2_hit_and_miss_and_fills_l1() {
-    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| c).await;
     for i in 1..=2 {
         h.cache
             .set(&format!("org:{i}"), org(i), &EntryOptions::default())
@@ -57,7 +57,7 @@ async fn a_batch_read_counts_each_l2_hit_and_miss_and_fills_l1() {
 
 #[tokio::test]
 async fn an_invalidation_in_one_instance_reaches_the_others_l1_within_50_ms() {
-    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| c).await;
     let b = h.sibling().await;
     h.cache
         .set("org:1", org(1), &EntryOptions::default())
@@ -160,7 +160,7 @@ async fn large_values_are_compressed_and_oversized_ones_refused() {
 
 #[tokio::test]
 async fn a_slow_load_returns_the_stale_value_after_the_soft_timeout_and_finishes_later() {
-    let h = Harness::new(Kind::Tiered, |c| CacheConfig {
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| CacheConfig {
         soft_timeout: Some(Duration::from_millis(50)),
         ..c
     })
@@ -198,7 +198,7 @@ async fn a_slow_load_returns_the_stale_value_after_the_soft_timeout_and_finishes
 
 #[tokio::test]
 async fn the_distributed_lock_makes_one_instance_load_for_all() {
-    let h = Harness::new(Kind::Tiered, |c| CacheConfig {
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| CacheConfig {
         distributed_lock: DistributedLockConfig {
             enabled: true,
             ..DistributedLockConfig::default()
