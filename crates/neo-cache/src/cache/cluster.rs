@@ -199,7 +199,13 @@ impl ClusterTier {
         let mut out: Vec<Value> = vec![Value::Nil; slots.len()];
         let mut resend = Vec::new();
         for ((_, members), answer) in groups.iter().zip(answers) {
-            for (&i, value) in members.iter().zip(answer?) {
+            // A node whose pipeline failed as a whole (a dropped connection during a
+            // failover, a node redis-rs no longer knows) gets each command resent alone.
+            let Ok(answer) = answer else {
+                resend.extend_from_slice(members);
+                continue;
+            };
+            for (&i, value) in members.iter().zip(answer) {
                 match value {
                     Value::ServerError(error) if redirected(error.kind()) => resend.push(i),
                     Value::ServerError(error) => return Err(error.into()),

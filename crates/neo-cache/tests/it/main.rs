@@ -1,6 +1,7 @@
 //! neo-cache against a real Redis started by neo-testkit (or `NEO_TEST_REDIS_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod cluster;
 mod connections;
 mod contract;
 mod faults;
