@@ -187,6 +187,23 @@ impl Harness {
     /// Another instance on the same Redis (same name and prefix), as a second process would be.
     pub(crate) async fn sibling(&self) -> HybridCache<Org> {
         let redis = self.redis.as_ref().unwrap();
+        // On a cluster the sibling subscribes on another node (the seeds rotated): the
+        // backplane's messages cross the cluster bus.
+        let rotated;
+        let redis = match &redis.config {
+            Some(config) if !config.cluster.nodes.is_empty() => {
+                let mut config = config.clone();
+                config.cluster.nodes.rotate_left(3);
+                rotated = Started {
+                    config: Some(config),
+                    url: String::new(),
+                    key_prefix: redis.key_prefix.clone(),
+                    _guard: None,
+                };
+                &rotated
+            }
+            _ => redis,
+        };
         let cache = tiered(self.cache.config().clone(), redis);
         assert!(cache.backplane_ready(1, Duration::from_secs(5)).await);
         cache
