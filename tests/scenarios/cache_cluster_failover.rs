@@ -168,7 +168,7 @@ async fn a_cluster_master_killed_under_cache_load_costs_callers_nothing() {
             while !stop.load(Ordering::Relaxed) {
                 let id = (n * 7) % KEYS;
                 let key = format!("org:{id}");
-                let outcome = if w == 0 && n % 4 == 0 {
+                let outcome = if w == 0 && n.is_multiple_of(4) {
                     cache
                         .set(&key, org(id, n), &EntryOptions::default())
                         .await
