@@ -22,7 +22,7 @@ pub struct Org {
     active: bool,
 }
 
-fn org(id: u64) -> Org {
+pub(crate) fn org(id: u64) -> Org {
     Org {
         id,
         name: format!("Organization number {id}"),
@@ -54,9 +54,14 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
     ]
 }
 
-/// The pairs of this module, on `NEO_BENCH_REDIS_URL` or a throwaway server.
+/// The pairs of this module, on `NEO_BENCH_REDIS_URL` or a throwaway server, and on
+/// `NEO_BENCH_REDIS_CLUSTER_NODES` or a throwaway cluster.
 pub fn pairs() -> Vec<Pair> {
-    pairs_on(&bench_redis_url())
+    let mut pairs = pairs_on(&bench_redis_url());
+    pairs.extend(crate::cache_cluster::pairs_on(
+        &crate::cache_cluster::bench_cluster_nodes(),
+    ));
+    pairs
 }
 
 /// `NEO_BENCH_REDIS_URL`, or a throwaway server started once per process.
@@ -268,5 +273,7 @@ mod tests {
         );
         let redis = rt.block_on(neo_testkit::redis());
         crate::run_each_once(pairs_on(redis.url()));
+        let cluster = rt.block_on(neo_testkit::redis_cluster());
+        crate::run_each_once(crate::cache_cluster::pairs_on(cluster.nodes()));
     }
 }

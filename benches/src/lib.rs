@@ -11,6 +11,7 @@
 
 pub mod batch;
 pub mod cache;
+pub mod cache_cluster;
 pub mod coord;
 pub mod core;
 pub mod db;

@@ -27,6 +27,7 @@ mod connections;
 mod error;
 mod redact;
 mod sentinel;
+mod subscriber;
 mod tls;
 
 pub use cluster::ClusterConnections;
@@ -34,3 +35,4 @@ pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig, TlsConfi
 pub use connections::{RedisConnections, redis_connections};
 pub use error::{Error, Result};
 pub use sentinel::{SentinelConnection, SentinelConnections};
+pub use subscriber::subscriber_clients;

@@ -98,7 +98,20 @@ where
     /// [`Error::Config`] for an invalid name, prefix or URL.
     pub fn redis(config: CacheConfig, redis_url: &str) -> Result<Self> {
         let l2 = RedisTier::connect(redis_url, &config)?;
-        Self::build(config, Some((l2, redis_url)), None, false)
+        Self::build(config, Some((l2, Vec::new())), None, false)
+    }
+
+    /// Redis only, on the Redis `redis` describes: one server (`redis://`), TLS (`rediss://`
+    /// with its CA file and client certificate) or a Redis Cluster (`cluster.nodes`). The pool
+    /// size and the timeout of every call are `config.l2`'s (`redis.pool_size` and
+    /// `redis.timeout` are not used).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for an invalid name or prefix, or settings `redis` refuses (conflicting
+    /// modes, an unreadable TLS file; see [`neo_redis::RedisConfig::mode`]).
+    pub fn redis_on(config: CacheConfig, redis: &neo_redis::RedisConfig) -> Result<Self> {
+        let (l2, _) = RedisTier::connect_with(redis, &config)?;
+        Self::build(config, Some((l2, Vec::new())), None, false)
     }
 
     /// Both tiers, with the pub/sub backplane when `config.backplane.enabled` (must be called
@@ -108,7 +121,24 @@ where
     /// [`Error::Config`] for an invalid name, prefix or URL, or no tokio runtime.
     pub fn tiered(config: CacheConfig, redis_url: &str) -> Result<Self> {
         let l2 = RedisTier::connect(redis_url, &config)?;
-        Self::build(config, Some((l2, redis_url)), None, true)
+        let backplane = match config.backplane.enabled {
+            true => vec![redis::Client::open(redis_url).map_err(|_| {
+                Error::Config("the Redis URL is not valid (its text is not shown)".into())
+            })?],
+            false => Vec::new(),
+        };
+        Self::build(config, Some((l2, backplane)), None, true)
+    }
+
+    /// Both tiers on the Redis `redis` describes (see [`redis_on`](Self::redis_on)), with the
+    /// backplane when `config.backplane.enabled` (on a cluster it subscribes on one node, the
+    /// next one when that node fails).
+    ///
+    /// # Errors
+    /// As [`redis_on`](Self::redis_on), and [`Error::Config`] without a tokio runtime.
+    pub fn tiered_on(config: CacheConfig, redis: &neo_redis::RedisConfig) -> Result<Self> {
+        let (l2, backplane) = RedisTier::connect_with(redis, &config)?;
+        Self::build(config, Some((l2, backplane)), None, true)
     }
 
     /// In process with a clock you control ([`neo_core::ManualClock`]): for your own unit
@@ -136,7 +166,7 @@ where
 
     fn build(
         config: CacheConfig,
-        l2: Option<(RedisTier, &str)>,
+        l2: Option<(RedisTier, Vec<redis::Client>)>,
         clock: Option<Arc<dyn Clock>>,
         with_l1: bool,
     ) -> Result<Self> {
@@ -151,10 +181,12 @@ where
         };
         let (shutdown, _) = watch::channel(false);
         let (backplane_connected, _) = watch::channel(0);
-        let backplane_url = match &l2 {
-            Some((_, url)) if with_l1 && config.backplane.enabled => Some((*url).to_owned()),
-            _ => None,
+        let (l2, backplane_clients) = match l2 {
+            Some((tier, clients)) => (Some(tier), clients),
+            None => (None, Vec::new()),
         };
+        let backplane_clients =
+            (with_l1 && config.backplane.enabled && l2.is_some()).then_some(backplane_clients);
         // No moka TTL: each entry's own freshness and hard limit are checked on read (one
         // clock read instead of two on the hit path), and `l1.capacity` bounds what lingers.
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<V>>| {
@@ -179,7 +211,7 @@ where
                 namespace,
                 channel,
                 l1,
-                l2: l2.map(|(tier, _)| tier),
+                l2,
                 codec: Arc::new(MessagePackCodec),
                 clock,
                 flights: Mutex::new(HashMap::new()),
@@ -193,8 +225,8 @@ where
                 config,
             }
         });
-        if let Some(url) = backplane_url {
-            backplane::start(&inner, &url)?;
+        if let Some(clients) = backplane_clients {
+            backplane::start(&inner, clients)?;
         }
         Ok(HybridCache { inner })
     }

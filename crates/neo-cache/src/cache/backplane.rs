@@ -13,24 +13,28 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Starts the subscriber task of `inner` on the current tokio runtime, on its own connection
-/// to `url`.
-pub(super) fn start<V>(inner: &Arc<Inner<V>>, url: &str) -> Result<()>
+/// through one of `clients` (the next one after each lost connection: on a Redis Cluster,
+/// every node delivers every `PUBLISH`, so any live node will do).
+pub(super) fn start<V>(inner: &Arc<Inner<V>>, clients: Vec<redis::Client>) -> Result<()>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
         Error::Config("a tiered cache with a backplane must be built inside a tokio runtime".into())
     })?;
-    let client = redis::Client::open(url)
-        .map_err(|_| Error::Config("the Redis URL is not valid (its text is not shown)".into()))?;
-    let task = runtime.spawn(backplane(Arc::downgrade(inner), client));
+    if clients.is_empty() {
+        return Err(Error::Config(
+            "the backplane has no Redis node to subscribe on".into(),
+        ));
+    }
+    let task = runtime.spawn(backplane(Arc::downgrade(inner), clients));
     *lock(&inner.backplane) = Some(task);
     Ok(())
 }
 
 /// Subscribes to the cache's channel and applies other instances' invalidations; on every
 /// (re)connection and disconnection, L1 entries become stale (they may have missed some).
-async fn backplane<V>(cache: Weak<Inner<V>>, client: redis::Client)
+async fn backplane<V>(cache: Weak<Inner<V>>, clients: Vec<redis::Client>)
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -43,7 +47,10 @@ where
         None => return,
     };
     let mut connections = 0_u64;
+    let mut attempt = 0_usize;
     loop {
+        let client = &clients[attempt % clients.len()];
+        attempt += 1;
         let session = async {
             let mut pubsub = client.get_async_pubsub().await?;
             pubsub.subscribe(&channel).await?;

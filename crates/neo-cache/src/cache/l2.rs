@@ -1,11 +1,13 @@
 //! L2, the Redis tier: every call bounded by `l2.timeout`, in a `cache.l2` span.
 
+use super::cluster::{ClusterTier, by_slot, slot};
 use crate::config::CacheConfig;
 use crate::{Error, Result};
-use neo_redis::{RedisConnections, redis_connections};
+use neo_redis::{ClusterConnections, RedisConfig, RedisConnections, RedisMode, redis_connections};
 use redis::AsyncCommands;
 use redis::RedisFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -31,33 +33,38 @@ pub(super) struct Write {
     pub(super) tag_keys: Vec<String>,
 }
 
-/// How the tier reaches Redis: one server (or a proxy) through shared multiplexed
-/// connections. A Redis Cluster connection becomes a second variant here and in
-/// [`L2Handle`]; nothing outside this module names the connection type.
+/// How the tier reaches Redis: one server (plain or TLS, or a proxy) through shared
+/// multiplexed connections, or a Redis Cluster through redis-rs' cluster connection. Nothing
+/// outside this module (and `cluster`) names the connection type.
 #[derive(Clone, Debug)]
 enum L2Connection {
     Standalone(RedisConnections),
+    Cluster(ClusterTier),
 }
 
 impl L2Connection {
     /// A handle for one call.
-    fn handle(&self) -> Result<L2Handle> {
+    async fn handle(&self) -> Result<L2Handle> {
         match self {
             L2Connection::Standalone(connections) => Ok(L2Handle::Standalone(connections.get()?)),
+            L2Connection::Cluster(tier) => Ok(L2Handle::Cluster(tier.connections.get().await?)),
         }
     }
 }
 
 /// One call's connection. redis-rs runs commands, pipelines and scripts on anything that is
-/// [`ConnectionLike`], so every call below is written once for all variants.
+/// [`ConnectionLike`], so every single-key call below is written once for all variants; the
+/// calls that touch many keys split them by slot on a cluster (`cluster`).
 enum L2Handle {
     Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
 }
 
 impl ConnectionLike for L2Handle {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
         match self {
             L2Handle::Standalone(conn) => conn.req_packed_command(cmd),
+            L2Handle::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
 
@@ -69,12 +76,14 @@ impl ConnectionLike for L2Handle {
     ) -> RedisFuture<'a, Vec<redis::Value>> {
         match self {
             L2Handle::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+            L2Handle::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             L2Handle::Standalone(conn) => conn.get_db(),
+            L2Handle::Cluster(conn) => conn.get_db(),
         }
     }
 }
@@ -84,6 +93,25 @@ pub(super) struct RedisTier {
     connection: L2Connection,
     timeout: Duration,
     scan_count: usize,
+}
+
+/// Each answer of a scattered call checked for being a reply, not a refusal.
+fn replies(values: Vec<redis::Value>) -> redis::RedisResult<Vec<redis::Value>> {
+    values.into_iter().map(|v| v.extract_error()).collect()
+}
+
+/// One command of a cluster write: an entry's SET, or one of its tags' three commands.
+#[derive(Clone, Copy)]
+enum WritePart {
+    Set(usize),
+    Tag(usize, usize, TagCommand),
+}
+
+#[derive(Clone, Copy)]
+enum TagCommand {
+    Add,
+    ExpireNx,
+    ExpireGt,
 }
 
 impl RedisTier {
@@ -99,6 +127,56 @@ impl RedisTier {
         })
     }
 
+    /// The tier `redis` describes (one server, TLS, a cluster), with the pool size and timeout
+    /// of `config.l2`, and the clients its backplane subscribes with.
+    pub(super) fn connect_with(
+        redis: &RedisConfig,
+        config: &CacheConfig,
+    ) -> Result<(Self, Vec<redis::Client>)> {
+        let redis = RedisConfig {
+            pool_size: config.l2.pool_size,
+            timeout: config.l2.timeout,
+            ..redis.clone()
+        };
+        let connection = match redis.mode()? {
+            RedisMode::Cluster => {
+                L2Connection::Cluster(ClusterTier::new(ClusterConnections::connect(&redis)?))
+            }
+            // One server, plain or TLS (and whatever else neo-redis opens as shared
+            // connections to the current master).
+            _ => L2Connection::Standalone(RedisConnections::connect(&redis)?),
+        };
+        let tier = RedisTier {
+            connection,
+            timeout: config.l2.timeout,
+            scan_count: config.l2.scan_count.max(1),
+        };
+        Ok((tier, neo_redis::subscriber_clients(&redis)?))
+    }
+
+    /// [`run`](Self::run) for a call written for the cluster connection.
+    async fn run_cluster<T>(
+        &self,
+        name: &'static str,
+        op: impl AsyncFnOnce(&ClusterTier, &mut ClusterConnection) -> redis::RedisResult<T>,
+    ) -> Result<T> {
+        let L2Connection::Cluster(tier) = &self.connection else {
+            return Err(Error::Unavailable("not a cluster connection".into()));
+        };
+        self.run(name, async |handle| match handle {
+            L2Handle::Cluster(conn) => op(tier, conn).await,
+            L2Handle::Standalone(_) => Err(redis::RedisError::from((
+                redis::ErrorKind::Client,
+                "not a cluster connection",
+            ))),
+        })
+        .await
+    }
+
+    fn is_cluster(&self) -> bool {
+        matches!(self.connection, L2Connection::Cluster(_))
+    }
+
     /// Runs one Redis exchange in a `cache.l2` span (field `cache.op`), bounded by the timeout.
     async fn run<T>(
         &self,
@@ -106,7 +184,7 @@ impl RedisTier {
         op: impl AsyncFnOnce(&mut L2Handle) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let call = async {
-            let mut conn = self.connection.handle()?;
+            let mut conn = self.connection.handle().await?;
             op(&mut conn).await.map_err(|e| Error::redis(&e))
         };
         let span = tracing::debug_span!("cache.l2", cache.op = name);
@@ -136,11 +214,46 @@ impl RedisTier {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
+        if self.is_cluster() {
+            return self.cluster_mget(namespace, keys).await;
+        }
         let mut cmd = redis::cmd("MGET");
         for key in keys {
             cmd.arg(Namespaced(namespace, key));
         }
         self.run("mget", async |c| cmd.query_async(c).await).await
+    }
+
+    /// MGET on a cluster: one MGET per slot, one pipeline of them per node, nodes in parallel.
+    async fn cluster_mget(&self, namespace: &str, keys: &[&str]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut full = Vec::with_capacity(namespace.len() + 64);
+        let (slots, groups) = by_slot(keys.iter().map(|key| {
+            full.clear();
+            full.extend_from_slice(namespace.as_bytes());
+            full.extend_from_slice(key.as_bytes());
+            slot(&full)
+        }));
+        let build = |g: usize| {
+            let mut cmd = redis::cmd("MGET");
+            for &i in &groups[g] {
+                cmd.arg(Namespaced(namespace, keys[i]));
+            }
+            cmd
+        };
+        let answers = self
+            .run_cluster("mget", async |tier, conn| {
+                tier.scatter(conn, &slots, build).await
+            })
+            .await?;
+        let mut out: Vec<Option<Vec<u8>>> = vec![None; keys.len()];
+        for (members, answer) in groups.iter().zip(answers) {
+            let values: Vec<Option<Vec<u8>>> =
+                redis::from_redis_value(answer).map_err(|e| Error::redis(&e.into()))?;
+            for (&i, value) in members.iter().zip(values) {
+                out[i] = value;
+            }
+        }
+        Ok(out)
     }
 
     /// Writes every entry, its tag memberships and an optional publish, in one round trip.
@@ -149,6 +262,9 @@ impl RedisTier {
         writes: &[Write],
         publish: Option<(&str, &str)>,
     ) -> Result<()> {
+        if self.is_cluster() {
+            return self.cluster_write(writes, publish).await;
+        }
         let mut pipe = redis::pipe();
         for w in writes {
             let ms = u64::try_from(w.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
@@ -171,11 +287,91 @@ impl RedisTier {
             .await
     }
 
+    /// The writes on a cluster (each entry's SET on its slot, its tags' commands on theirs,
+    /// one pipeline per node), then the publish.
+    async fn cluster_write(&self, writes: &[Write], publish: Option<(&str, &str)>) -> Result<()> {
+        let mut parts = Vec::new();
+        let mut slots = Vec::new();
+        for (w, write) in writes.iter().enumerate() {
+            parts.push(WritePart::Set(w));
+            slots.push(slot(write.key.as_bytes()));
+            for (t, tag) in write.tag_keys.iter().enumerate() {
+                let tag_slot = slot(tag.as_bytes());
+                for command in [TagCommand::Add, TagCommand::ExpireNx, TagCommand::ExpireGt] {
+                    parts.push(WritePart::Tag(w, t, command));
+                    slots.push(tag_slot);
+                }
+            }
+        }
+        let build = |i: usize| {
+            let part = parts[i];
+            let (WritePart::Set(w) | WritePart::Tag(w, _, _)) = part;
+            let write = &writes[w];
+            let ms = u64::try_from(write.ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let mut cmd;
+            match part {
+                WritePart::Set(_) => {
+                    cmd = redis::cmd("SET");
+                    cmd.arg(&write.key).arg(&write.bytes).arg("PX").arg(ms);
+                }
+                WritePart::Tag(_, t, TagCommand::Add) => {
+                    cmd = redis::cmd("SADD");
+                    cmd.arg(&write.tag_keys[t]).arg(&write.key);
+                }
+                WritePart::Tag(_, t, TagCommand::ExpireNx) => {
+                    cmd = redis::cmd("PEXPIRE");
+                    cmd.arg(&write.tag_keys[t]).arg(ms).arg("NX");
+                }
+                WritePart::Tag(_, t, TagCommand::ExpireGt) => {
+                    cmd = redis::cmd("PEXPIRE");
+                    cmd.arg(&write.tag_keys[t]).arg(ms).arg("GT");
+                }
+            }
+            cmd
+        };
+        self.run_cluster("write", async |tier, conn| {
+            replies(tier.scatter(conn, &slots, build).await?)?;
+            if let Some((channel, message)) = publish {
+                conn.publish::<_, _, ()>(channel, message).await?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// DEL on a cluster: one per slot, one pipeline of them per node; then the publish.
+    async fn cluster_delete(&self, keys: &[String], publish: Option<(&str, &str)>) -> Result<u64> {
+        let (slots, groups) = by_slot(keys.iter().map(|key| slot(key.as_bytes())));
+        let build = |g: usize| {
+            let mut cmd = redis::cmd("DEL");
+            for &i in &groups[g] {
+                cmd.arg(&keys[i]);
+            }
+            cmd
+        };
+        self.run_cluster("delete", async |tier, conn| {
+            let mut deleted = 0;
+            for answer in replies(tier.scatter(conn, &slots, build).await?)? {
+                deleted += redis::from_redis_value::<u64>(answer)?;
+            }
+            if let Some((channel, message)) = publish {
+                conn.publish::<_, _, ()>(channel, message).await?;
+            }
+            Ok(deleted)
+        })
+        .await
+    }
+
     pub(super) async fn delete(
         &self,
         keys: &[String],
         publish: Option<(&str, &str)>,
     ) -> Result<u64> {
+        if self.is_cluster() {
+            return self.cluster_delete(keys, publish).await;
+        }
         let mut pipe = redis::pipe();
         if !keys.is_empty() {
             pipe.cmd("DEL").arg(keys);
@@ -198,8 +394,34 @@ impl RedisTier {
         self.run("smembers", async |c| c.smembers(set).await).await
     }
 
-    /// SCAN (never KEYS) for `pattern`, deleting each page; returns the keys deleted.
+    /// SCAN (never KEYS) for `pattern`, deleting each page; returns the keys deleted. On a
+    /// cluster, on every master in turn (the masters read afresh, after any failover).
     pub(super) async fn scan_delete(&self, pattern: &str) -> Result<u64> {
+        if self.is_cluster() {
+            let masters = self
+                .run_cluster("masters", async |tier, conn| tier.masters(conn).await)
+                .await?;
+            let mut deleted = 0;
+            for master in &masters {
+                let mut cursor: u64 = 0;
+                loop {
+                    let (next, keys) = self
+                        .run_cluster("scan", async |_, conn| {
+                            ClusterTier::scan_page(conn, master, cursor, pattern, self.scan_count)
+                                .await
+                        })
+                        .await?;
+                    if !keys.is_empty() {
+                        deleted += self.delete(&keys, None).await?;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
+                }
+            }
+            return Ok(deleted);
+        }
         let mut cursor: u64 = 0;
         let mut deleted = 0;
         loop {

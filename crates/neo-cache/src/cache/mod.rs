@@ -12,11 +12,13 @@
 //! | `invalidate` | removing keys, tags, patterns, everything |
 //! | `backplane` | the pub/sub task that applies other instances' invalidations |
 //! | `l1`, `l2` | the two tiers: moka entries, and Redis calls |
+//! | `cluster` | L2 on a Redis Cluster: calls split by hash slot, one pipeline per node |
 //! | `clock`, `options`, `validate` | the time freshness reads, per-write options, input checks |
 
 mod api;
 mod backplane;
 mod clock;
+mod cluster;
 mod fail_safe;
 mod flight;
 mod get;

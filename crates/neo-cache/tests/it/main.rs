@@ -1,13 +1,15 @@
 //! neo-cache against a real Redis started by neo-testkit (or `NEO_TEST_REDIS_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod cluster;
 mod connections;
 mod contract;
 mod faults;
 mod keys;
 mod tiered;
 
-use neo_cache::{CacheConfig, HybridCache};
+use neo_cache::RedisConfig;
+use neo_cache::{CacheConfig, HybridCache, L2Config};
 use neo_core::{Clock, ManualClock};
 use neo_testkit::TestRedis;
 use serde::{Deserialize, Serialize};
@@ -27,23 +29,100 @@ pub(crate) fn org(id: u64) -> Org {
     }
 }
 
+/// Where a Redis-backed configuration finds its Redis. Adding a deployment (e.g. Sentinel) is
+/// a variant here, its arm in [`Deployment::start`] and its entry in [`DEPLOYMENTS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Deployment {
+    /// One plain server, through the URL constructors.
+    Standalone,
+    /// The shared six-node Redis Cluster.
+    Cluster,
+    /// The shared TLS-only server (CA file and client certificate).
+    Tls,
+}
+
+/// Every deployment the contract runs on.
+pub(crate) const DEPLOYMENTS: [Deployment; 3] =
+    [Deployment::Standalone, Deployment::Cluster, Deployment::Tls];
+
+/// A started deployment: how to reach it, the key prefix of this test, and what keeps it.
+struct Started {
+    /// `None`: the plain URL constructors on `url`.
+    config: Option<RedisConfig>,
+    url: String,
+    key_prefix: String,
+    _guard: Option<TestRedis>,
+}
+
+impl Deployment {
+    async fn start(self) -> Started {
+        match self {
+            Deployment::Standalone => {
+                let redis = neo_testkit::redis().await;
+                Started {
+                    config: None,
+                    url: redis.url().to_owned(),
+                    key_prefix: redis.key_prefix().to_owned(),
+                    _guard: Some(redis),
+                }
+            }
+            Deployment::Cluster => {
+                let cluster = neo_testkit::redis_cluster().await;
+                Started {
+                    config: Some(RedisConfig::cluster(cluster.nodes().iter().cloned())),
+                    url: String::new(),
+                    key_prefix: cluster.key_prefix().to_owned(),
+                    _guard: None,
+                }
+            }
+            Deployment::Tls => {
+                let tls = neo_testkit::redis_tls().await;
+                let certs = tls.certificates();
+                Started {
+                    config: Some(
+                        RedisConfig::new(tls.url())
+                            .tls_ca_file(certs.ca_file())
+                            .tls_client_cert(certs.client_cert_file(), certs.client_key_file()),
+                    ),
+                    url: String::new(),
+                    key_prefix: tls.key_prefix().to_owned(),
+                    _guard: None,
+                }
+            }
+        }
+    }
+}
+
 /// The configurations every contract test runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {
     Memory,
-    Redis,
-    Tiered,
     InMemory,
+    /// Redis only.
+    Redis(Deployment),
+    /// Both tiers, with the backplane.
+    Tiered(Deployment),
 }
 
-pub(crate) const KINDS: [Kind; 4] = [Kind::Memory, Kind::Redis, Kind::Tiered, Kind::InMemory];
+/// The two in-process kinds, then Redis-only and tiered on every deployment.
+pub(crate) const KINDS: [Kind; 2 + 2 * DEPLOYMENTS.len()] = {
+    let mut kinds = [Kind::Memory; 2 + 2 * DEPLOYMENTS.len()];
+    kinds[1] = Kind::InMemory;
+    let mut i = 0;
+    while i < DEPLOYMENTS.len() {
+        kinds[2 + 2 * i] = Kind::Redis(DEPLOYMENTS[i]);
+        kinds[3 + 2 * i] = Kind::Tiered(DEPLOYMENTS[i]);
+        i += 1;
+    }
+    kinds
+};
 
 /// A cache under test, with a way to let time pass that suits it.
 pub(crate) struct Harness {
     pub(crate) cache: HybridCache<Org>,
     pub(crate) kind: Kind,
     clock: Option<Arc<ManualClock>>,
-    _redis: Option<TestRedis>,
+    redis: Option<Started>,
 }
 
 impl Harness {
@@ -61,7 +140,7 @@ impl Harness {
                 cache: HybridCache::memory(configure(base)).unwrap(),
                 kind,
                 clock: None,
-                _redis: None,
+                redis: None,
             },
             Kind::InMemory => {
                 let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
@@ -70,27 +149,36 @@ impl Harness {
                     cache: HybridCache::in_memory(configure(base), dyn_clock).unwrap(),
                     kind,
                     clock: Some(clock),
-                    _redis: None,
+                    redis: None,
                 }
             }
-            Kind::Redis | Kind::Tiered => {
-                let redis = neo_testkit::redis().await;
+            Kind::Redis(deployment) | Kind::Tiered(deployment) => {
+                let redis = deployment.start().await;
+                // Redis errors reach the test instead of being carried over by L1 and loaders.
                 let config = configure(CacheConfig {
-                    key_prefix: redis.key_prefix().to_owned(),
+                    key_prefix: redis.key_prefix.clone(),
+                    l2: L2Config {
+                        fail_on_error: true,
+                        ..base.l2.clone()
+                    },
                     ..base
                 });
-                let cache = if kind == Kind::Redis {
-                    HybridCache::redis(config, redis.url()).unwrap()
-                } else {
-                    let cache = HybridCache::tiered(config, redis.url()).unwrap();
-                    assert!(cache.backplane_ready(1, Duration::from_secs(5)).await);
-                    cache
+                let cache = match kind {
+                    Kind::Redis(_) => match &redis.config {
+                        None => HybridCache::redis(config, &redis.url).unwrap(),
+                        Some(on) => HybridCache::redis_on(config, on).unwrap(),
+                    },
+                    _ => {
+                        let cache = tiered(config, &redis);
+                        assert!(cache.backplane_ready(1, Duration::from_secs(5)).await);
+                        cache
+                    }
                 };
                 Harness {
                     cache,
                     kind,
                     clock: None,
-                    _redis: Some(redis),
+                    redis: Some(redis),
                 }
             }
         }
@@ -98,14 +186,31 @@ impl Harness {
 
     /// Another instance on the same Redis (same name and prefix), as a second process would be.
     pub(crate) async fn sibling(&self) -> HybridCache<Org> {
-        let redis = self._redis.as_ref().unwrap();
-        let cache = HybridCache::tiered(self.cache.config().clone(), redis.url()).unwrap();
+        let redis = self.redis.as_ref().unwrap();
+        // On a cluster the sibling subscribes on another node (the seeds rotated): the
+        // backplane's messages cross the cluster bus.
+        let rotated;
+        let redis = match &redis.config {
+            Some(config) if !config.cluster.nodes.is_empty() => {
+                let mut config = config.clone();
+                config.cluster.nodes.rotate_left(3);
+                rotated = Started {
+                    config: Some(config),
+                    url: String::new(),
+                    key_prefix: redis.key_prefix.clone(),
+                    _guard: None,
+                };
+                &rotated
+            }
+            _ => redis,
+        };
+        let cache = tiered(self.cache.config().clone(), redis);
         assert!(cache.backplane_ready(1, Duration::from_secs(5)).await);
         cache
     }
 
     pub(crate) fn has_redis(&self) -> bool {
-        matches!(self.kind, Kind::Redis | Kind::Tiered)
+        matches!(self.kind, Kind::Redis(_) | Kind::Tiered(_))
     }
 
     /// Lets `by` pass: the manual clock moves, real caches sleep.
@@ -114,5 +219,12 @@ impl Harness {
             Some(clock) => clock.advance(by),
             None => tokio::time::sleep(by).await,
         }
+    }
+}
+
+fn tiered(config: CacheConfig, redis: &Started) -> HybridCache<Org> {
+    match &redis.config {
+        None => HybridCache::tiered(config, &redis.url).unwrap(),
+        Some(on) => HybridCache::tiered_on(config, on).unwrap(),
     }
 }

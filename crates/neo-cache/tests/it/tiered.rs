@@ -1,6 +1,6 @@
 //! What only the Redis-backed configurations do, and time-dependent behaviour.
 
-use crate::{Harness, Kind, Org, org};
+use crate::{DEPLOYMENTS, Deployment, Harness, Kind, Org, org};
 use neo_cache::{
     Cache, CacheConfig, Compression, DistributedLockConfig, EntryOptions, Error, HybridCache,
 };
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test]
 async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
-    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| c).await;
     h.cache
         .set("org:1", org(1), &EntryOptions::default())
         .await
@@ -31,7 +31,7 @@ async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
 
 #[tokio::test]
 async fn a_batch_read_counts_each_l2_hit_and_miss_and_fills_l1() {
-    let h = Harness::new(Kind::Tiered, |c| c).await;
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| c).await;
     for i in 1..=2 {
         h.cache
             .set(&format!("org:{i}"), org(i), &EntryOptions::default())
@@ -57,52 +57,54 @@ async fn a_batch_read_counts_each_l2_hit_and_miss_and_fills_l1() {
 
 #[tokio::test]
 async fn an_invalidation_in_one_instance_reaches_the_others_l1_within_50_ms() {
-    let h = Harness::new(Kind::Tiered, |c| c).await;
-    let b = h.sibling().await;
-    h.cache
-        .set("org:1", org(1), &EntryOptions::default())
-        .await
-        .unwrap();
-    h.cache
-        .set("org:2", org(2), &EntryOptions::default().tag("t"))
-        .await
-        .unwrap();
-    assert_eq!(b.get("org:1").await.unwrap(), Some(org(1))); // now in b's L1
-    assert_eq!(b.get("org:2").await.unwrap(), Some(org(2)));
+    for deployment in DEPLOYMENTS {
+        let h = Harness::new(Kind::Tiered(deployment), |c| c).await;
+        let b = h.sibling().await;
+        h.cache
+            .set("org:1", org(1), &EntryOptions::default())
+            .await
+            .unwrap();
+        h.cache
+            .set("org:2", org(2), &EntryOptions::default().tag("t"))
+            .await
+            .unwrap();
+        assert_eq!(b.get("org:1").await.unwrap(), Some(org(1))); // now in b's L1
+        assert_eq!(b.get("org:2").await.unwrap(), Some(org(2)));
 
-    let mut renamed = org(1);
-    renamed.name = "renamed".into();
-    let started = Instant::now();
-    h.cache
-        .set("org:1", renamed.clone(), &EntryOptions::default())
-        .await
-        .unwrap();
-    loop {
-        if b.get("org:1").await.unwrap() == Some(renamed.clone()) {
-            break;
+        let mut renamed = org(1);
+        renamed.name = "renamed".into();
+        let started = Instant::now();
+        h.cache
+            .set("org:1", renamed.clone(), &EntryOptions::default())
+            .await
+            .unwrap();
+        loop {
+            if b.get("org:1").await.unwrap() == Some(renamed.clone()) {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_millis(50),
+                "{deployment:?}: b still serves the old value"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
         }
-        assert!(
-            started.elapsed() < Duration::from_millis(50),
-            "b still serves the old value"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    let seen_after = started.elapsed();
+        let seen_after = started.elapsed();
 
-    let started = Instant::now();
-    h.cache.invalidate_tag("t").await.unwrap();
-    while b.get("org:2").await.unwrap().is_some() {
-        assert!(
-            started.elapsed() < Duration::from_millis(50),
-            "tag invalidation not applied in b"
-        );
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        let started = Instant::now();
+        h.cache.invalidate_tag("t").await.unwrap();
+        while b.get("org:2").await.unwrap().is_some() {
+            assert!(
+                started.elapsed() < Duration::from_millis(50),
+                "{deployment:?}: tag invalidation not applied in b"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        assert!(seen_after < Duration::from_millis(50));
+        assert!(b.stats().remote_invalidations >= 2, "{:?}", b.stats());
+        // An instance ignores its own messages.
+        assert_eq!(h.cache.stats().remote_invalidations, 0);
+        b.shutdown().await;
     }
-    assert!(seen_after < Duration::from_millis(50));
-    assert!(b.stats().remote_invalidations >= 2, "{:?}", b.stats());
-    // An instance ignores its own messages.
-    assert_eq!(h.cache.stats().remote_invalidations, 0);
-    b.shutdown().await;
 }
 
 #[tokio::test]
@@ -160,7 +162,7 @@ async fn large_values_are_compressed_and_oversized_ones_refused() {
 
 #[tokio::test]
 async fn a_slow_load_returns_the_stale_value_after_the_soft_timeout_and_finishes_later() {
-    let h = Harness::new(Kind::Tiered, |c| CacheConfig {
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| CacheConfig {
         soft_timeout: Some(Duration::from_millis(50)),
         ..c
     })
@@ -198,7 +200,7 @@ async fn a_slow_load_returns_the_stale_value_after_the_soft_timeout_and_finishes
 
 #[tokio::test]
 async fn the_distributed_lock_makes_one_instance_load_for_all() {
-    let h = Harness::new(Kind::Tiered, |c| CacheConfig {
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| CacheConfig {
         distributed_lock: DistributedLockConfig {
             enabled: true,
             ..DistributedLockConfig::default()
