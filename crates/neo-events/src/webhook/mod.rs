@@ -7,8 +7,8 @@ mod http;
 mod rows;
 mod store;
 
-pub use config::WebhookConfig;
-pub use store::Webhooks;
+pub use config::{ResealConfig, WebhookConfig};
+pub use store::{AtRest, ResealProgress, Webhooks};
 
 use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};

@@ -53,7 +53,7 @@ pub(crate) async fn setup(config: WebhookConfig) -> Setup {
     let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
     outbox.migrate().await.unwrap();
     let webhooks = Webhooks::new(&db, queue.clone(), config).unwrap();
-    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3]);
+    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
     Setup {
         _test_db: test_db,
         db,
