@@ -10,4 +10,6 @@ mod webhook_rotation;
 #[cfg(feature = "webhooks")]
 mod webhook_sealing;
 #[cfg(feature = "webhooks")]
+mod webhook_secrecy;
+#[cfg(feature = "webhooks")]
 mod webhooks;
