@@ -21,6 +21,7 @@ pub mod orgs;
 pub mod queue;
 pub mod report;
 pub mod resilience;
+pub mod webhooks_sealed;
 
 pub use measure::{Measurement, Settings, compare};
 
@@ -142,6 +143,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "orgs",
             build: orgs::pairs,
+        },
+        Group {
+            name: "webhooks",
+            build: webhooks_sealed::pairs,
         },
     ]
 }
