@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn provider(current: &str, keys: &[(&str, &str)]) -> Arc<StaticKeyProvider> {
+pub(crate) fn provider(current: &str, keys: &[(&str, &str)]) -> Arc<StaticKeyProvider> {
     Arc::new(
         StaticKeyProvider::from_config(&SealConfig {
             current_key_id: current.into(),

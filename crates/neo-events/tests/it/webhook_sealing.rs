@@ -312,4 +312,24 @@ async fn a_sealed_secret_or_header_copied_to_another_endpoint_does_not_open() {
     );
     let (key_id, problem, _) = seal_error(s.webhooks.endpoint(target.id).await);
     assert_eq!((key_id.as_str(), problem), ("k1", SealProblem::DoesNotOpen));
+
+    // A re-seal to a new key skips the endpoint whose values do not open (counted, logged,
+    // left as it was) and moves the other one.
+    s.webhooks
+        .sealer()
+        .unwrap()
+        .replace_provider(crate::webhook_rotation::provider(
+            "k2",
+            &[("k1", KEY_1), ("k2", KEY_2)],
+        ));
+    let done = s.webhooks.reseal(None, |_| {}).await.unwrap();
+    assert_eq!((done.resealed, done.failed, done.remaining), (1, 1, 1));
+    assert_eq!(
+        s.webhooks.endpoint(source.id).await.unwrap().headers["x-token"],
+        "t-1"
+    );
+    assert_eq!(
+        s.webhooks.at_rest().await.unwrap().rows_by_key,
+        [("k1".to_owned(), 1), ("k2".to_owned(), 1)].into()
+    );
 }

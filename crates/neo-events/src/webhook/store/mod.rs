@@ -112,7 +112,8 @@ impl Webhooks {
     /// Webhooks that seal endpoint secrets (current and previous) and header values at rest
     /// with `sealer`, each bound to its endpoint row and column, and open them for delivery.
     /// What production should use: a reader of the database, a backup or a replica sees no
-    /// secret. Endpoints stored in plain text before keep working (read as they are).
+    /// secret. Endpoints stored in plain text before keep working (read as they are) until
+    /// [`reseal`](Webhooks::reseal) seals them.
     ///
     /// # Example
     /// ```no_run

@@ -39,6 +39,10 @@ pub struct ResealProgress {
     /// Endpoints not wholly under the current key yet (plain or older keys), counted after
     /// the last batch.
     pub remaining: u64,
+    /// Endpoints this pass left as they were because a value did not open (a key this
+    /// process does not hold, a value altered or copied from another row): each is logged at
+    /// WARN with its id and the key id. They stay in `remaining`.
+    pub failed: u64,
     /// The last endpoint id the pass went through: resume after it.
     pub last_id: Option<Uuid>,
 }
@@ -73,9 +77,9 @@ impl Webhooks {
     /// Run it as a background task (`tokio::spawn`).
     ///
     /// # Errors
-    /// [`EventError::Invalid`] without a sealer; a value that does not open
-    /// ([`neo_db::Error::Seal`], naming its key id); a database error. The rows of the
-    /// batches before it stay re-sealed.
+    /// [`EventError::Invalid`] without a sealer; a database error (the batches before it
+    /// stay re-sealed). An endpoint whose value does not open is skipped and counted in
+    /// [`ResealProgress::failed`], not an error.
     pub async fn reseal(
         &self,
         after: Option<Uuid>,
@@ -88,13 +92,15 @@ impl Webhooks {
             ..ResealProgress::default()
         };
         loop {
-            let (resealed, seen, last) = self.reseal_batch(done.last_id, limit).await?;
+            let (resealed, failed, seen, last) = self.reseal_batch(done.last_id, limit).await?;
             done.resealed += resealed;
+            done.failed += failed;
             done.last_id = last.or(done.last_id);
             done.remaining = self.remaining().await?;
             tracing::info!(
                 resealed = done.resealed,
                 remaining = done.remaining,
+                failed = done.failed,
                 "webhook endpoints re-sealed under the current key"
             );
             metrics::gauge!("neo_webhooks_reseal_remaining").set(done.remaining as f64);
@@ -107,13 +113,13 @@ impl Webhooks {
     }
 
     /// One batch of [`reseal`](Webhooks::reseal): up to `limit` endpoints after `after` that
-    /// are not wholly under the current key. Returns the rows re-sealed, the rows seen and
-    /// the last id seen.
+    /// are not wholly under the current key. Returns the rows re-sealed, the rows skipped
+    /// because a value did not open, the rows seen and the last id seen.
     async fn reseal_batch(
         &self,
         after: Option<Uuid>,
         limit: i64,
-    ) -> Result<(u64, i64, Option<Uuid>), EventError> {
+    ) -> Result<(u64, u64, i64, Option<Uuid>), EventError> {
         let sealer = self.sealer().ok_or_else(|| EventError::Invalid {
             what: "re-seal",
             reason: "these Webhooks have no sealer (Webhooks::sealed)".into(),
@@ -130,22 +136,17 @@ impl Webhooks {
                 .map_err(db_error)?;
         let seen = i64::try_from(rows.len()).unwrap_or(i64::MAX);
         let last = rows.last().map(|row| row.id);
-        let mut resealed = 0;
+        let (mut resealed, mut failed) = (0, 0);
         for row in rows {
-            let mut secrets = Vec::with_capacity(row.secrets.len());
-            for stored in &row.secrets {
-                secrets.push(
-                    self.reseal_value(sealer, &current, stored, row.id, None)
-                        .await?,
-                );
-            }
-            let mut headers = BTreeMap::new();
-            for (name, stored) in &row.headers {
-                let value = self
-                    .reseal_value(sealer, &current, stored, row.id, Some(name))
-                    .await?;
-                headers.insert(name.clone(), value);
-            }
+            let (secrets, headers) = match self.reseal_values(sealer, &current, &row).await {
+                Ok(values) => values,
+                Err(EventError::Db(error @ neo_db::Error::Seal { .. })) => {
+                    tracing::warn!(endpoint_id = %row.id, %error, "endpoint not re-sealed");
+                    failed += 1;
+                    continue;
+                }
+                Err(other) => return Err(other),
+            };
             let refs: Vec<&str> = secrets.iter().map(String::as_str).collect();
             let keys = sealed_with(&refs, &headers);
             self.write_row(&mut tx, row.id, Some((&secrets, &headers)), &keys)
@@ -153,7 +154,31 @@ impl Webhooks {
             resealed += 1;
         }
         tx.commit().await?;
-        Ok((resealed, seen, last))
+        Ok((resealed, failed, seen, last))
+    }
+
+    /// A row's secrets and header values under the current key.
+    async fn reseal_values(
+        &self,
+        sealer: &Sealer,
+        current: &str,
+        row: &StoredRow,
+    ) -> Result<(Vec<String>, BTreeMap<String, String>), EventError> {
+        let mut secrets = Vec::with_capacity(row.secrets.len());
+        for stored in &row.secrets {
+            secrets.push(
+                self.reseal_value(sealer, current, stored, row.id, None)
+                    .await?,
+            );
+        }
+        let mut headers = BTreeMap::new();
+        for (name, stored) in &row.headers {
+            let value = self
+                .reseal_value(sealer, current, stored, row.id, Some(name))
+                .await?;
+            headers.insert(name.clone(), value);
+        }
+        Ok((secrets, headers))
     }
 
     /// `stored` under the current key: as it is when it already is, else opened (or taken as
