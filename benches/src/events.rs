@@ -66,6 +66,17 @@ impl Pipeline {
     /// receiver with one endpoint subscribed to everything, an outbox dispatcher and a
     /// delivery worker.
     pub async fn start(url: &str, prefix: &str) -> Pipeline {
+        Self::start_with(url, prefix, None, |endpoint| endpoint).await
+    }
+
+    /// As [`start`](Pipeline::start), sealing endpoint secrets and headers with `sealer`
+    /// when one is given, the endpoint as `endpoint` makes it.
+    pub async fn start_with(
+        url: &str,
+        prefix: &str,
+        sealer: Option<neo_db::seal::Sealer>,
+        endpoint: impl FnOnce(NewEndpoint) -> NewEndpoint,
+    ) -> Pipeline {
         let db = crate::db::connect(url, 16).await;
         let queue = fresh_queue(&db, prefix, QueueConfig::default()).await;
         let outbox = check(Outbox::new(
@@ -77,24 +88,26 @@ impl Pipeline {
             },
         ));
         check(outbox.migrate().await);
-        let webhooks = check(Webhooks::new(
-            &db,
-            queue.clone(),
-            WebhookConfig {
-                schema: prefix.to_owned(),
-                addresses: AddressPolicy {
-                    allow_loopback: true,
-                    allow_private: false,
-                },
-                require_https: false,
-                ..WebhookConfig::default()
+        let config = WebhookConfig {
+            schema: prefix.to_owned(),
+            addresses: AddressPolicy {
+                allow_loopback: true,
+                allow_private: false,
             },
-        ));
+            require_https: false,
+            ..WebhookConfig::default()
+        };
+        let webhooks = check(match sealer {
+            Some(sealer) => Webhooks::sealed(&db, queue.clone(), config, sealer),
+            None => Webhooks::new(&db, queue.clone(), config),
+        });
         check(webhooks.migrate().await);
         let receiver = check(HttpReceiver::start().await);
         check(
             webhooks
-                .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+                .create_endpoint(endpoint(
+                    NewEndpoint::new(receiver.url("/hook")).subscribe("*"),
+                ))
                 .await,
         );
         let mut stop = Vec::new();

@@ -22,6 +22,7 @@ pub mod orgs;
 pub mod queue;
 pub mod report;
 pub mod resilience;
+pub mod webhooks_sealed;
 
 pub use measure::{Measurement, Settings, compare};
 
@@ -143,6 +144,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "orgs",
             build: orgs::pairs,
+        },
+        Group {
+            name: "webhooks",
+            build: webhooks_sealed::pairs,
         },
     ]
 }

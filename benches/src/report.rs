@@ -104,6 +104,28 @@ pub fn absolute_rows(m: &Measurement, per_iteration: Option<u64>) -> Vec<Row> {
             "≥ 100,000 /s",
             rate(m.ours_ns) >= 100_000.0,
         )],
+        "webhooks/create_endpoint_sealed" => {
+            // From the paired ratio (the median of per-round ratios, which cancels drift on a
+            // shared machine), not the difference of the two medians, which drift swamps for
+            // a few µs out of milliseconds.
+            let added = m.raw_ns * (m.ratio() - 1.0);
+            vec![Row::figure(
+                "sealing's cost per create_endpoint",
+                format!(
+                    "{}{}",
+                    if added < 0.0 { "-" } else { "+" },
+                    human(added.abs())
+                ),
+                "≤ +50 µs",
+                added <= crate::webhooks_sealed::CREATE_ENDPOINT_BUDGET_NS,
+            )]
+        }
+        "webhooks/drain_sealed" => vec![Row::figure(
+            "webhook drain rate sealed / plain",
+            format!("{:.1} %", 100.0 / m.ratio()),
+            "≥ 95 %",
+            m.ratio() <= crate::webhooks_sealed::DRAIN_TARGET,
+        )],
         "db/copy_100k_binary" => vec![Row::reference(
             "db COPY (binary) rows",
             format!("{:.0} rows/s", rate(m.ours_ns)),

@@ -52,8 +52,10 @@
 //! ```
 
 mod provider;
+mod sealed;
 
 pub use provider::{KeyProvider, SealConfig, StaticKeyProvider};
+pub use sealed::{SealValue, Sealed};
 
 use crate::{Error, Result};
 use base64::Engine as _;
@@ -89,6 +91,12 @@ pub enum SealProblem {
     Malformed(String),
     /// The key provider failed (a KMS or Vault call, bad configuration).
     Provider(String),
+    /// The key cannot be retired: this many stored rows still hold values sealed under it
+    /// (re-seal them first).
+    StillInUse {
+        /// Rows with at least one value under the key.
+        rows: u64,
+    },
 }
 
 impl fmt::Display for SealProblem {
@@ -103,18 +111,24 @@ impl fmt::Display for SealProblem {
             ),
             SealProblem::Malformed(why) => write!(f, "not a sealed value: {why}"),
             SealProblem::Provider(why) => write!(f, "the key provider failed: {why}"),
+            SealProblem::StillInUse { rows } => write!(
+                f,
+                "the key is still used by {rows} stored row(s): re-seal them before retiring it"
+            ),
         }
     }
 }
 
 impl SealProblem {
     /// `Configuration` for a key that is missing or differs, `Unavailable` for a failing
-    /// provider, `Internal` for a value that does not open or is malformed.
+    /// provider, `Conflict` for a key still in use, `Internal` for a value that does not open
+    /// or is malformed.
     pub fn kind(&self) -> neo_core::ErrorKind {
         use neo_core::ErrorKind;
         match self {
             SealProblem::UnknownKey | SealProblem::WrongKey => ErrorKind::Configuration,
             SealProblem::Provider(_) => ErrorKind::Unavailable,
+            SealProblem::StillInUse { .. } => ErrorKind::Conflict,
             SealProblem::DoesNotOpen | SealProblem::Malformed(_) => ErrorKind::Internal,
         }
     }
@@ -163,7 +177,8 @@ struct DataKey {
 type OpenedKeys = HashMap<(String, Vec<u8>), Arc<XChaCha20Poly1305>>;
 
 struct Shared {
-    provider: Arc<dyn KeyProvider>,
+    /// Replaced at run time when keys change ([`Sealer::replace_provider`]).
+    provider: Mutex<Arc<dyn KeyProvider>>,
     /// The data key values are sealed with, per key id.
     sealing: Mutex<HashMap<String, Arc<DataKey>>>,
     /// Data keys already unwrapped, by key id and wrapped bytes.
@@ -181,7 +196,7 @@ pub struct Sealer {
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sealer")
-            .field("provider", &self.shared.provider)
+            .field("provider", &self.provider())
             .finish_non_exhaustive()
     }
 }
@@ -193,7 +208,7 @@ impl Sealer {
     pub fn new(provider: Arc<dyn KeyProvider>, max_cached_data_keys: usize) -> Self {
         Sealer {
             shared: Arc::new(Shared {
-                provider,
+                provider: Mutex::new(provider),
                 sealing: Mutex::new(HashMap::new()),
                 opened: Mutex::new(HashMap::new()),
                 max_cached: max_cached_data_keys.max(1),
@@ -212,8 +227,44 @@ impl Sealer {
     }
 
     /// The provider's current key id (new values are sealed under it).
-    pub fn current_key_id(&self) -> &str {
-        self.shared.provider.current_key_id()
+    pub fn current_key_id(&self) -> String {
+        self.provider().current_key_id().to_owned()
+    }
+
+    /// The key provider in use now.
+    pub fn provider(&self) -> Arc<dyn KeyProvider> {
+        Arc::clone(&lock(&self.shared.provider))
+    }
+
+    /// Changes the keys at run time, for every clone of this sealer: a provider with a new
+    /// current key (rotation) that still holds the old keys, so values sealed under them keep
+    /// opening while they are re-sealed. Cached data keys are dropped.
+    pub fn replace_provider(&self, provider: Arc<dyn KeyProvider>) {
+        *lock(&self.shared.provider) = provider;
+        lock(&self.shared.sealing).clear();
+        lock(&self.shared.opened).clear();
+        tracing::info!(current_key_id = %self.current_key_id(), "sealer keys replaced");
+    }
+
+    /// Retires `key_id` at the provider ([`KeyProvider::retire`]) and drops its cached data
+    /// keys: values still sealed under it no longer open. The stores that hold sealed values
+    /// check first that none is left (e.g. `neo_events::Webhooks::retire_key`).
+    ///
+    /// # Errors
+    /// [`Error::Seal`] naming the key: it is the current key, or the provider refused.
+    pub async fn retire_key(&self, key_id: &str) -> Result<()> {
+        let provider = self.provider();
+        if provider.current_key_id() == key_id {
+            return Err(seal_error(
+                key_id,
+                SealProblem::Provider("the current key cannot be retired".into()),
+            ));
+        }
+        provider.retire(key_id).await?;
+        lock(&self.shared.sealing).remove(key_id);
+        lock(&self.shared.opened).retain(|(id, _), _| id != key_id);
+        tracing::info!(key_id, "seal key retired");
+        Ok(())
     }
 
     /// Seals `plaintext` for `binding` under the provider's current key.
@@ -221,8 +272,9 @@ impl Sealer {
     /// # Errors
     /// [`Error::Seal`] when the provider cannot wrap a data key.
     pub async fn seal(&self, plaintext: &[u8], binding: &Binding<'_>) -> Result<Vec<u8>> {
-        let key_id = self.current_key_id().to_owned();
-        let data_key = self.sealing_key(&key_id).await?;
+        let provider = self.provider();
+        let key_id = provider.current_key_id().to_owned();
+        let data_key = self.sealing_key(provider.as_ref(), &key_id).await?;
         let key_len = u8::try_from(key_id.len())
             .ok()
             .filter(|n| *n > 0)
@@ -342,7 +394,7 @@ impl Sealer {
         stored.starts_with(SEALED_TEXT_PREFIX)
     }
 
-    async fn sealing_key(&self, key_id: &str) -> Result<Arc<DataKey>> {
+    async fn sealing_key(&self, provider: &dyn KeyProvider, key_id: &str) -> Result<Arc<DataKey>> {
         if let Some(key) = lock(&self.shared.sealing).get(key_id) {
             return Ok(Arc::clone(key));
         }
@@ -353,7 +405,7 @@ impl Sealer {
                 })?
                 .into(),
         );
-        let wrapped = self.shared.provider.wrap(key_id, &raw[..]).await?;
+        let wrapped = provider.wrap(key_id, &raw[..]).await?;
         let cipher = XChaCha20Poly1305::new(&(*raw).into());
         let key = Arc::new(DataKey {
             wrapped: wrapped.clone(),
@@ -371,7 +423,7 @@ impl Sealer {
         if let Some(cipher) = lock(&self.shared.opened).get(&cache_key) {
             return Ok(Arc::clone(cipher));
         }
-        let raw = self.shared.provider.unwrap(key_id, wrapped).await?;
+        let raw = self.provider().unwrap(key_id, wrapped).await?;
         if raw.len() != DATA_KEY_LEN {
             return Err(seal_error(
                 key_id,

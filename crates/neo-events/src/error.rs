@@ -24,6 +24,18 @@ pub enum EventError {
         /// Its id.
         id: String,
     },
+    /// Strict mode ([`require_sealed`](crate::WebhookConfig::require_sealed)): endpoints still
+    /// hold plain-text secrets or header values. Re-seal them
+    /// ([`Webhooks::reseal`](crate::Webhooks::reseal)) before starting.
+    #[cfg(feature = "webhooks")]
+    #[error(
+        "{rows} webhook endpoint(s) still hold plain-text secrets or header values; \
+         re-seal them (Webhooks::reseal) before starting with require_sealed"
+    )]
+    PlainTextAtRest {
+        /// Endpoints with at least one plain-text value.
+        rows: u64,
+    },
     /// The job queue failed.
     #[cfg(feature = "webhooks")]
     #[error(transparent)]
@@ -39,6 +51,8 @@ impl neo_core::HasErrorKind for EventError {
             EventError::Invalid { .. } => neo_core::ErrorKind::Validation,
             EventError::Handler(_) => neo_core::ErrorKind::Internal,
             EventError::NotFound { .. } => neo_core::ErrorKind::NotFound,
+            #[cfg(feature = "webhooks")]
+            EventError::PlainTextAtRest { .. } => neo_core::ErrorKind::Configuration,
             #[cfg(feature = "webhooks")]
             EventError::Queue(e) => e.kind(),
             EventError::Db(e) => e.kind(),

@@ -12,6 +12,7 @@ use neo_core::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::sync::RwLock;
 use zeroize::Zeroizing;
 
 /// Wraps and unwraps data keys with key-encryption keys named by key id: where a KMS or Vault
@@ -37,6 +38,24 @@ pub trait KeyProvider: Send + Sync + fmt::Debug {
         key_id: &'a str,
         wrapped: &'a [u8],
     ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>>>;
+
+    /// Stops unwrapping data keys of `key_id` (its values no longer open). The default
+    /// refuses: a KMS key is disabled in the KMS.
+    ///
+    /// # Errors
+    /// [`Error::Seal`](crate::Error::Seal) naming `key_id`: [`SealProblem::UnknownKey`], or
+    /// [`SealProblem::Provider`] when this provider cannot retire keys.
+    fn retire<'a>(&'a self, key_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        Box::pin(async move {
+            Err(seal_error(
+                key_id,
+                SealProblem::Provider(
+                    "this key provider does not retire keys: disable the key where it is kept"
+                        .into(),
+                ),
+            ))
+        })
+    }
 }
 
 /// The key-encryption keys of a [`StaticKeyProvider`], from `NEO_DB_SEAL__*`
@@ -70,12 +89,12 @@ impl Default for SealConfig {
 /// the key ids only.
 pub struct StaticKeyProvider {
     current: String,
-    keys: HashMap<String, XChaCha20Poly1305>,
+    keys: RwLock<HashMap<String, XChaCha20Poly1305>>,
 }
 
 impl fmt::Debug for StaticKeyProvider {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut ids: Vec<&str> = self.keys.keys().map(String::as_str).collect();
+        let mut ids: Vec<String> = self.read_keys().keys().cloned().collect();
         ids.sort_unstable();
         f.debug_struct("StaticKeyProvider")
             .field("current", &self.current)
@@ -128,13 +147,35 @@ impl StaticKeyProvider {
         }
         Ok(StaticKeyProvider {
             current: config.current_key_id.clone(),
-            keys,
+            keys: RwLock::new(keys),
         })
     }
 
-    fn key(&self, key_id: &str) -> Result<&XChaCha20Poly1305> {
+    fn read_keys(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, XChaCha20Poly1305>> {
         self.keys
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn key(&self, key_id: &str) -> Result<XChaCha20Poly1305> {
+        self.read_keys()
             .get(key_id)
+            .cloned()
+            .ok_or_else(|| seal_error(key_id, SealProblem::UnknownKey))
+    }
+
+    fn retire_now(&self, key_id: &str) -> Result<()> {
+        if key_id == self.current {
+            return Err(seal_error(
+                key_id,
+                SealProblem::Provider("the current key cannot be retired".into()),
+            ));
+        }
+        self.keys
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(key_id)
+            .map(drop)
             .ok_or_else(|| seal_error(key_id, SealProblem::UnknownKey))
     }
 
@@ -198,6 +239,11 @@ impl KeyProvider for StaticKeyProvider {
         wrapped: &'a [u8],
     ) -> BoxFuture<'a, Result<Zeroizing<Vec<u8>>>> {
         let result = self.unwrap_now(key_id, wrapped);
+        Box::pin(async move { result })
+    }
+
+    fn retire<'a>(&'a self, key_id: &'a str) -> BoxFuture<'a, Result<()>> {
+        let result = self.retire_now(key_id);
         Box::pin(async move { result })
     }
 }

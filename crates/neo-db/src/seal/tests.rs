@@ -289,3 +289,79 @@ async fn seal_and_open_cost_microseconds() {
         "open took {open:?}"
     );
 }
+
+#[tokio::test]
+async fn keys_change_at_run_time_and_only_old_keys_retire() {
+    let s = sealer("k1", &[("k1", KEY_1)]);
+    let before = s.seal_text("old value", &ROW).await.unwrap();
+    let clone = s.clone();
+    let both =
+        StaticKeyProvider::from_config(&config("k2", &[("k1", KEY_1), ("k2", KEY_2)])).unwrap();
+    s.replace_provider(Arc::new(both));
+    // Every clone sees the new keys: new values under k2, old ones still open.
+    assert_eq!(clone.current_key_id(), "k2");
+    let after = clone.seal_text("new value", &ROW).await.unwrap();
+    assert_eq!(Sealer::key_id_of_text(&after).as_deref(), Some("k2"));
+    assert_eq!(
+        clone
+            .open_text(&before, &ROW)
+            .await
+            .unwrap()
+            .expose_secret(),
+        "old value"
+    );
+    // The current key is not retired; an unknown one is named.
+    let (key_id, problem) = seal_problem(s.retire_key("k2").await.unwrap_err());
+    assert_eq!(key_id, "k2");
+    assert!(matches!(problem, SealProblem::Provider(why) if why.contains("current")));
+    assert_eq!(
+        seal_problem(s.retire_key("k9").await.unwrap_err()),
+        ("k9".to_owned(), SealProblem::UnknownKey)
+    );
+    // Retired, k1 values no longer open (not even from the cache).
+    s.retire_key("k1").await.unwrap();
+    assert_eq!(
+        seal_problem(clone.open_text(&before, &ROW).await.unwrap_err()),
+        ("k1".to_owned(), SealProblem::UnknownKey)
+    );
+    assert_eq!(
+        s.open_text(&after, &ROW).await.unwrap().expose_secret(),
+        "new value"
+    );
+    let error = seal_error("k1", SealProblem::StillInUse { rows: 3 });
+    assert_eq!(error.kind(), ErrorKind::Conflict);
+    assert!(error.to_string().contains("\"k1\"") && error.to_string().contains("3 stored row"));
+}
+
+#[tokio::test]
+async fn a_sealed_column_value_opens_for_its_binding_only_and_shows_no_plaintext() {
+    let s = sealer("k1", &[("k1", KEY_1)]);
+    let value = Sealed::seal(&s, &"4111-1111".to_owned(), &ROW)
+        .await
+        .unwrap();
+    assert_eq!(value.key_id(), Some("k1"));
+    assert_eq!(value.open(&s, &ROW).await.unwrap(), "4111-1111");
+    let shown = format!("{value:?}");
+    assert!(shown.contains("k1") && !shown.contains("4111"), "{shown}");
+    let other = Binding {
+        row: "row-2",
+        ..ROW
+    };
+    assert_eq!(
+        seal_problem(value.open(&s, &other).await.unwrap_err()).1,
+        SealProblem::DoesNotOpen
+    );
+    // Re-sealing moves it to the current key, and is a no-op when it is there already.
+    s.replace_provider(Arc::new(
+        StaticKeyProvider::from_config(&config("k2", &[("k1", KEY_1), ("k2", KEY_2)])).unwrap(),
+    ));
+    let moved = value.reseal(&s, &ROW).await.unwrap();
+    assert_eq!(moved.key_id(), Some("k2"));
+    assert_eq!(moved.reseal(&s, &ROW).await.unwrap(), moved);
+    assert_eq!(moved.open(&s, &ROW).await.unwrap(), "4111-1111");
+    assert!(Sealed::<String>::from_bytes(b"not sealed".to_vec()).is_err());
+    assert_eq!(
+        Sealed::<String>::from_bytes(moved.as_bytes().to_vec()).unwrap(),
+        moved
+    );
+}

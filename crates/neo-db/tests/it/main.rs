@@ -10,6 +10,8 @@ mod ident;
 mod migrate;
 mod page;
 mod pool;
+#[cfg(feature = "seal")]
+mod seal;
 mod tls;
 
 use chrono::{DateTime, Utc};

@@ -68,6 +68,32 @@ pub struct WebhookConfig {
     /// under 256 deliveries in flight closed 8,450 connections in a 20,000-delivery run and
     /// cost about 15% of the delivery rate). Idle connections close after 90 s.
     pub pool_max_idle_per_host: usize,
+    /// Strict mode: [`migrate`](crate::Webhooks::migrate) refuses to go on while any endpoint
+    /// holds a plain-text secret or header value (needs [`Webhooks::sealed`](crate::Webhooks::sealed)).
+    pub require_sealed: bool,
+    /// How [`Webhooks::reseal`](crate::Webhooks::reseal) moves endpoints to the current key.
+    pub reseal: ResealConfig,
+}
+
+/// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
+/// between them so deliveries and endpoint changes keep going.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default)]
+pub struct ResealConfig {
+    /// Endpoints re-sealed per transaction (at least 1).
+    pub batch_size: u32,
+    /// Pause between batches.
+    #[serde(with = "humantime_serde")]
+    pub pause: Duration,
+}
+
+impl Default for ResealConfig {
+    fn default() -> Self {
+        ResealConfig {
+            batch_size: 100,
+            pause: Duration::from_millis(10),
+        }
+    }
 }
 
 impl Default for WebhookConfig {
@@ -114,6 +140,8 @@ impl Default for WebhookConfig {
                 cache: false,
             },
             pool_max_idle_per_host: 1_024,
+            require_sealed: false,
+            reseal: ResealConfig::default(),
         }
     }
 }

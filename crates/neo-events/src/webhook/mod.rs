@@ -7,8 +7,8 @@ mod http;
 mod rows;
 mod store;
 
-pub use config::WebhookConfig;
-pub use store::Webhooks;
+pub use config::{ResealConfig, WebhookConfig};
+pub use store::{AtRest, ResealProgress, Webhooks};
 
 use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};
@@ -42,7 +42,8 @@ pub struct EventTypeInfo {
 ///     .rate_limit(50);
 /// # let _ = endpoint;
 /// ```
-#[derive(Debug, Clone, PartialEq)]
+/// `Debug` shows header names, never their values (often a receiver's token), nor the secret.
+#[derive(Clone, PartialEq)]
 pub struct NewEndpoint {
     /// Where deliveries are POSTed.
     pub url: String,
@@ -130,8 +131,9 @@ impl NewEndpoint {
     }
 }
 
-/// A stored endpoint. Its secret is shown only through [`Endpoint::secret`], never in `Debug`.
-#[derive(Debug, Clone, PartialEq)]
+/// A stored endpoint. Its secret is shown only through [`Endpoint::secret`], never in `Debug`;
+/// `Debug` shows header names without their values.
+#[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Endpoint {
     /// Its id.
@@ -155,6 +157,50 @@ pub struct Endpoint {
     /// When it was created.
     pub created_at: DateTime<Utc>,
     secret: WebhookSecret,
+}
+
+/// Header names with `[REDACTED]` for every value, for `Debug`.
+pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a BTreeMap<String, String>);
+
+impl std::fmt::Debug for RedactedHeaders<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map()
+            .entries(self.0.keys().map(|name| (name, "[REDACTED]")))
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for NewEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewEndpoint")
+            .field("url", &self.url)
+            .field("tenant_id", &self.tenant_id)
+            .field("secret", &self.secret)
+            .field("filters", &self.filters)
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("description", &self.description)
+            .field("fifo", &self.fifo)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("id", &self.id)
+            .field("tenant_id", &self.tenant_id)
+            .field("url", &self.url)
+            .field("enabled", &self.enabled)
+            .field("disabled_reason", &self.disabled_reason)
+            .field("rate_limit_per_second", &self.rate_limit_per_second)
+            .field("headers", &RedactedHeaders(&self.headers))
+            .field("description", &self.description)
+            .field("fifo", &self.fifo)
+            .field("created_at", &self.created_at)
+            .field("secret", &self.secret)
+            .finish()
+    }
 }
 
 impl Endpoint {

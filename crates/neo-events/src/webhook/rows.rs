@@ -10,7 +10,8 @@ use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 /// What the delivery needs from its rows (decoded by column name from `load_for_send`).
-#[derive(Debug, Clone, sqlx::FromRow)]
+/// `Debug` shows neither the stored secrets nor header values (plain text without a sealer).
+#[derive(Clone, sqlx::FromRow)]
 pub(super) struct Target {
     pub(super) delivery_id: i64,
     pub(super) status: String,
@@ -25,6 +26,27 @@ pub(super) struct Target {
     #[sqlx(json)]
     pub(super) headers: BTreeMap<String, String>,
     pub(super) fifo: bool,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("delivery_id", &self.delivery_id)
+            .field("status", &self.status)
+            .field("message_id", &self.message_id)
+            .field("endpoint_id", &self.endpoint_id)
+            .field("url", &self.url)
+            .field(
+                "secrets",
+                &format_args!("[{} REDACTED]", self.secrets.len()),
+            )
+            .field("overlapping", &self.overlapping)
+            .field("enabled", &self.enabled)
+            .field("rate", &self.rate)
+            .field("headers", &super::RedactedHeaders(&self.headers))
+            .field("fifo", &self.fifo)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Reads the rows of the deliveries starting together in one query (no cache: a status

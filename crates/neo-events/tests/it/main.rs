@@ -6,6 +6,10 @@ mod signatures;
 #[cfg(feature = "webhooks")]
 mod webhook_faults;
 #[cfg(feature = "webhooks")]
+mod webhook_rotation;
+#[cfg(feature = "webhooks")]
 mod webhook_sealing;
+#[cfg(feature = "webhooks")]
+mod webhook_secrecy;
 #[cfg(feature = "webhooks")]
 mod webhooks;

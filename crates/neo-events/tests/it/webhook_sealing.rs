@@ -9,10 +9,10 @@ use neo_events::{
 use neo_testkit::{HttpReceiver, ReceivedRequest};
 use std::time::Duration;
 
-const KEY_1: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-const KEY_2: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
+pub(crate) const KEY_1: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+pub(crate) const KEY_2: &str = "ZmVkY2JhOTg3NjU0MzIxMGZlZGNiYTk4NzY1NDMyMTA=";
 
-fn sealer(current: &str, keys: &[(&str, &str)]) -> Sealer {
+pub(crate) fn sealer(current: &str, keys: &[(&str, &str)]) -> Sealer {
     Sealer::from_config(&SealConfig {
         current_key_id: current.into(),
         keys: keys
@@ -25,14 +25,14 @@ fn sealer(current: &str, keys: &[(&str, &str)]) -> Sealer {
 }
 
 /// The setup of the webhook tests with sealed webhooks in place of plain ones.
-async fn sealed_setup(config: WebhookConfig, sealer: Sealer) -> crate::webhooks::Setup {
+pub(crate) async fn sealed_setup(config: WebhookConfig, sealer: Sealer) -> crate::webhooks::Setup {
     let mut s = setup(config.clone()).await;
     s.webhooks = Webhooks::sealed(&s.db, s.queue.clone(), config, sealer).unwrap();
     s
 }
 
 /// Every row of every table of the database, as text.
-async fn dump_every_table(db: &neo_db::Db) -> String {
+pub(crate) async fn dump_every_table(db: &neo_db::Db) -> String {
     let tables: Vec<(String, String)> = sqlx::query_as(
         "SELECT table_schema::text, table_name::text FROM information_schema.tables \
          WHERE table_type = 'BASE TABLE' AND table_schema NOT IN ('pg_catalog', 'information_schema')",
@@ -62,7 +62,7 @@ async fn dump_every_table(db: &neo_db::Db) -> String {
     dump
 }
 
-fn signed_headers(request: &ReceivedRequest) -> SignedHeaders {
+pub(crate) fn signed_headers(request: &ReceivedRequest) -> SignedHeaders {
     SignedHeaders {
         id: request.header("webhook-id").unwrap().to_owned(),
         timestamp: request
@@ -86,7 +86,9 @@ fn verify(secret: &WebhookSecret, request: &ReceivedRequest) {
         .unwrap();
 }
 
-fn seal_error(result: Result<impl std::fmt::Debug, EventError>) -> (String, SealProblem, String) {
+pub(crate) fn seal_error(
+    result: Result<impl std::fmt::Debug, EventError>,
+) -> (String, SealProblem, String) {
     match result.unwrap_err() {
         EventError::Db(error) => {
             let message = error.to_string();
@@ -310,4 +312,24 @@ async fn a_sealed_secret_or_header_copied_to_another_endpoint_does_not_open() {
     );
     let (key_id, problem, _) = seal_error(s.webhooks.endpoint(target.id).await);
     assert_eq!((key_id.as_str(), problem), ("k1", SealProblem::DoesNotOpen));
+
+    // A re-seal to a new key skips the endpoint whose values do not open (counted, logged,
+    // left as it was) and moves the other one.
+    s.webhooks
+        .sealer()
+        .unwrap()
+        .replace_provider(crate::webhook_rotation::provider(
+            "k2",
+            &[("k1", KEY_1), ("k2", KEY_2)],
+        ));
+    let done = s.webhooks.reseal(None, |_| {}).await.unwrap();
+    assert_eq!((done.resealed, done.failed, done.remaining), (1, 1, 1));
+    assert_eq!(
+        s.webhooks.endpoint(source.id).await.unwrap().headers["x-token"],
+        "t-1"
+    );
+    assert_eq!(
+        s.webhooks.at_rest().await.unwrap().rows_by_key,
+        [("k1".to_owned(), 1), ("k2".to_owned(), 1)].into()
+    );
 }

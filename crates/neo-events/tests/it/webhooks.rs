@@ -36,7 +36,57 @@ pub(crate) fn config(schedule_ms: &[u64]) -> WebhookConfig {
     }
 }
 
+/// Whether endpoint secrets and headers are sealed at rest. The webhook contract (the tests
+/// listed in `contract!` below) holds in every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sealing {
+    /// `Webhooks::new`: stored as given.
+    Off,
+    /// `Webhooks::sealed`, with a data key cache like production's.
+    On,
+}
+
+/// Runs each contract test once per sealing mode, as tests named `<test>::<mode>`:
+/// `contract!([plain = Off, sealed = On] test_a, test_b)`.
+macro_rules! contract {
+    ($modes:tt $($test:ident),+ $(,)?) => {
+        $( contract!(@modes $test $modes); )+
+    };
+    (@modes $test:ident [$($mode:ident = $variant:ident),+]) => {
+        mod $test {
+            $(
+                #[tokio::test]
+                async fn $mode() {
+                    super::$test(super::Sealing::$variant).await;
+                }
+            )+
+        }
+    };
+}
+
+contract!(
+    [plain = Off, sealed = On]
+    endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug,
+    committed_events_reach_subscribed_endpoints_signed_and_once,
+    failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id,
+    retry_after_is_honoured_and_gone_disables_the_endpoint,
+    the_ssrf_guard_refuses_names_that_resolve_to_loopback,
+    a_rotated_secret_signs_next_to_the_old_one_during_the_overlap,
+    an_endpoint_rate_limit_spreads_deliveries,
+    a_fifo_endpoint_gets_one_message_at_a_time_in_order,
+    a_failing_endpoint_opens_its_breaker_and_says_so,
+    purge_removes_finished_deliveries_and_keeps_pending_ones,
+    deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans,
+    delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay,
+);
+
+/// The webhook tables on a fresh database, endpoint secrets and headers stored as given.
 pub(crate) async fn setup(config: WebhookConfig) -> Setup {
+    setup_in(Sealing::Off, config).await
+}
+
+/// The webhook tables on a fresh database, sealing as `sealing` says.
+pub(crate) async fn setup_in(sealing: Sealing, config: WebhookConfig) -> Setup {
     let test_db = neo_testkit::postgres().await;
     let db = Db::connect(&DbConfig::with_url(test_db.url()))
         .await
@@ -52,8 +102,17 @@ pub(crate) async fn setup(config: WebhookConfig) -> Setup {
     queue.migrate().await.unwrap();
     let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
     outbox.migrate().await.unwrap();
-    let webhooks = Webhooks::new(&db, queue.clone(), config).unwrap();
-    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3]);
+    let webhooks = match sealing {
+        Sealing::Off => Webhooks::new(&db, queue.clone(), config).unwrap(),
+        Sealing::On => Webhooks::sealed(
+            &db,
+            queue.clone(),
+            config,
+            crate::webhook_sealing::sealer("k1", &[("k1", crate::webhook_sealing::KEY_1)]),
+        )
+        .unwrap(),
+    };
+    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
     Setup {
         _test_db: test_db,
         db,
@@ -204,9 +263,8 @@ fn invalid<T: std::fmt::Debug>(result: Result<T, EventError>) -> String {
     error.to_string()
 }
 
-#[tokio::test]
-async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug() {
-    let s = setup(config(&[100])).await;
+async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[100])).await;
     let w = &s.webhooks;
     for url in [
         "ftp://example.com/hook",
@@ -276,6 +334,16 @@ async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug() {
         .unwrap();
     let shown = format!("{endpoint:?}");
     assert!(!shown.contains(&endpoint.secret().expose()), "{shown}");
+    // Stored as the mode says.
+    let at_rest = w.at_rest().await.unwrap();
+    match sealing {
+        Sealing::Off => assert_eq!(at_rest.plain_rows, 1, "{at_rest:?}"),
+        Sealing::On => assert_eq!(
+            (at_rest.plain_rows, at_rest.rows_by_key.get("k1")),
+            (0, Some(&1)),
+            "{at_rest:?}"
+        ),
+    }
     assert_eq!(w.endpoint(endpoint.id).await.unwrap(), endpoint);
     assert_eq!(w.endpoints(None).await.unwrap(), vec![endpoint.clone()]);
     assert!(w.unsubscribe(endpoint.id, "organization.*").await.unwrap());
@@ -309,9 +377,8 @@ async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug() {
     assert_eq!(w.fan_out(&[big]).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
-    let s = setup(config(&[100])).await;
+async fn committed_events_reach_subscribed_endpoints_signed_and_once(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     let tenant = neo_core::TenantId::new();
     let orgs = s
@@ -451,9 +518,10 @@ async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id() {
-    let s = setup(config(&[100, 200])).await;
+async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id(
+    sealing: Sealing,
+) {
+    let s = setup_in(sealing, config(&[100, 200])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let mut operational = s.webhooks.operational_events();
@@ -521,9 +589,8 @@ async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webh
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured_and_gone_disables_the_endpoint() {
-    let s = setup(config(&[50, 50])).await;
+async fn retry_after_is_honoured_and_gone_disables_the_endpoint(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[50, 50])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let mut operational = s.webhooks.operational_events();
@@ -592,13 +659,15 @@ async fn retry_after_is_honoured_and_gone_disables_the_endpoint() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback() {
-    let s = setup(WebhookConfig {
-        require_https: false,
-        retry_schedule: vec![Duration::from_secs(60)],
-        ..WebhookConfig::default()
-    })
+async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback(sealing: Sealing) {
+    let s = setup_in(
+        sealing,
+        WebhookConfig {
+            require_https: false,
+            retry_schedule: vec![Duration::from_secs(60)],
+            ..WebhookConfig::default()
+        },
+    )
     .await;
     let receiver = HttpReceiver::start().await.unwrap();
     // The name passes creation (it is not an IP literal) but resolves to 127.0.0.1.
@@ -636,9 +705,8 @@ async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap() {
-    let s = setup(config(&[100])).await;
+async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[100])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let old = endpoint.secret().clone();
@@ -668,9 +736,8 @@ async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn an_endpoint_rate_limit_spreads_deliveries() {
-    let s = setup(config(&[100])).await;
+async fn an_endpoint_rate_limit_spreads_deliveries(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     s.webhooks
         .create_endpoint(
@@ -691,9 +758,8 @@ async fn an_endpoint_rate_limit_spreads_deliveries() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
-    let s = setup(config(&[100, 100, 100])).await;
+async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[100, 100, 100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     // Slow answers would let a non-FIFO endpoint receive several at once.
     receiver.set_default(ScriptedResponse::ok().delay(Duration::from_millis(20)));
@@ -734,18 +800,20 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
-    let s = setup(WebhookConfig {
-        breaker: neo_resilience::BreakerConfig {
-            minimum_calls: 3,
-            window_calls: 3,
-            open_for: Duration::from_millis(300),
-            half_open_probes: 1,
-            ..neo_resilience::BreakerConfig::default()
+async fn a_failing_endpoint_opens_its_breaker_and_says_so(sealing: Sealing) {
+    let s = setup_in(
+        sealing,
+        WebhookConfig {
+            breaker: neo_resilience::BreakerConfig {
+                minimum_calls: 3,
+                window_calls: 3,
+                open_for: Duration::from_millis(300),
+                half_open_probes: 1,
+                ..neo_resilience::BreakerConfig::default()
+            },
+            ..config(&[50, 50, 50, 50, 50])
         },
-        ..config(&[50, 50, 50, 50, 50])
-    })
+    )
     .await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     receiver.set_default(ScriptedResponse::status(500));
@@ -785,9 +853,8 @@ async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn purge_removes_finished_deliveries_and_keeps_pending_ones() {
-    let s = setup(config(&[60_000])).await;
+async fn purge_removes_finished_deliveries_and_keeps_pending_ones(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[60_000])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     receiver.push(ScriptedResponse::ok());
     receiver.push(ScriptedResponse::status(500)); // stays pending (next attempt in a minute)
@@ -817,9 +884,8 @@ async fn purge_removes_finished_deliveries_and_keeps_pending_ones() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans() {
-    let s = setup(config(&[60_000])).await;
+async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans(sealing: Sealing) {
+    let s = setup_in(sealing, config(&[60_000])).await;
     let (_kept_receiver, kept) = receiver_and_endpoint(&s, |e| e).await;
     let (_deleted_receiver, deleted) = receiver_and_endpoint(&s, |e| e).await;
     let (_orphaned_receiver, orphaned) = receiver_and_endpoint(&s, |e| e).await;
@@ -877,10 +943,9 @@ async fn job_tenants(s: &Setup) -> HashMap<i64, Option<neo_core::TenantId>> {
     tenants
 }
 
-#[tokio::test]
-async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay() {
+async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay(sealing: Sealing) {
     // One attempt: a failing delivery is dead at once.
-    let s = setup(config(&[])).await;
+    let s = setup_in(sealing, config(&[])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     receiver.set_default(ScriptedResponse::status(500));
     let tenant = neo_core::TenantId::new();

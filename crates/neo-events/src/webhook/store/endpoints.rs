@@ -1,6 +1,7 @@
 //! Endpoints: their URL, headers, rate limit, secret (and its rotation), enabling and
 //! deletion.
 
+use super::reseal::sealed_with;
 use super::subscriptions::validate_filter;
 use super::{Webhooks, db_error, not_found};
 use crate::webhook::lock;
@@ -89,6 +90,7 @@ impl Webhooks {
         let id = Uuid::now_v7();
         let stored_secret = self.store_secret(id, &secret.expose()).await?;
         let stored_headers = self.store_headers(id, &new.headers).await?;
+        let sealed_with = sealed_with(&[stored_secret.as_str()], &stored_headers);
         let mut tx = self.inner.db.begin().await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.insert_endpoint.clone()))
             .bind(id)
@@ -99,6 +101,7 @@ impl Webhooks {
             .bind(sqlx::types::Json(&stored_headers))
             .bind(&new.description)
             .bind(new.fifo)
+            .bind(sealed_with)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
@@ -176,10 +179,12 @@ impl Webhooks {
     pub async fn rotate_secret(&self, endpoint: Uuid) -> Result<WebhookSecret, EventError> {
         let secret = WebhookSecret::generate();
         let stored = self.store_secret(endpoint, &secret.expose()).await?;
+        let key = sealed_with(&[stored.as_str()], &BTreeMap::new()).remove(0);
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.rotate.clone()))
             .bind(endpoint)
             .bind(stored)
             .bind(self.inner.config.secret_overlap.as_secs_f64() * 1e3)
+            .bind(key)
             .execute(self.inner.db.pool())
             .await
             .map_err(db_error)?;

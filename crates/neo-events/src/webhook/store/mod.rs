@@ -2,11 +2,13 @@
 //! the statements in [`sql`], endpoints and their secrets in [`endpoints`], event types and
 //! subscriptions in [`subscriptions`], fan-out into delivery jobs (and FIFO ordering) in
 //! [`fan_out`], reading, replaying and purging deliveries in [`deliveries`], secrets and
-//! headers sealed at rest in [`sealing`].
+//! headers sealed at rest in [`sealing`], re-sealing them under a new key (and from plain
+//! text), retiring keys and the strict mode in [`reseal`].
 
 mod deliveries;
 mod endpoints;
 mod fan_out;
+mod reseal;
 mod sealing;
 mod sql;
 mod subscriptions;
@@ -19,6 +21,7 @@ use neo_batch::WriteBatcher;
 use neo_db::{Db, MigrationReport, MigrationSet, Schema};
 use neo_queue::Queue;
 use neo_resilience::{CircuitBreaker, RateLimiter};
+pub use reseal::{AtRest, ResealProgress};
 use sql::Sql;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -109,7 +112,8 @@ impl Webhooks {
     /// Webhooks that seal endpoint secrets (current and previous) and header values at rest
     /// with `sealer`, each bound to its endpoint row and column, and open them for delivery.
     /// What production should use: a reader of the database, a backup or a replica sees no
-    /// secret. Endpoints stored in plain text before keep working (read as they are).
+    /// secret. Endpoints stored in plain text before keep working (read as they are) until
+    /// [`reseal`](Webhooks::reseal) seals them.
     ///
     /// # Example
     /// ```no_run
@@ -138,6 +142,12 @@ impl Webhooks {
         sealer: Option<neo_db::seal::Sealer>,
     ) -> Result<Self, EventError> {
         config.validate()?;
+        if config.require_sealed && sealer.is_none() {
+            return Err(EventError::Invalid {
+                what: "webhook configuration",
+                reason: "require_sealed needs a sealer (Webhooks::sealed)".into(),
+            });
+        }
         let schema = Schema::new(&config.schema)?;
         let sql = Sql::new(&schema)?;
         let client = build_client(&config)?;
@@ -180,17 +190,29 @@ impl Webhooks {
                 3,
                 "deliveries name their tenant",
                 include_str!("../../../migrations/webhooks/3_deliveries_name_their_tenant.sql"),
+            )
+            .with(
+                4,
+                "endpoints record their seal keys",
+                include_str!("../../../migrations/webhooks/4_endpoints_record_their_seal_keys.sql"),
             ))
     }
 
-    /// Creates or upgrades the webhook tables in `config.schema`.
+    /// Creates or upgrades the webhook tables in `config.schema`. With
+    /// [`require_sealed`](WebhookConfig::require_sealed) on, then refuses to go on while any
+    /// endpoint holds a plain-text secret or header value (see [`Webhooks::ensure_sealed`]):
+    /// call it before starting the delivery worker.
     ///
     /// # Errors
-    /// A migration error.
+    /// A migration error; [`EventError::PlainTextAtRest`] in strict mode.
     pub async fn migrate(&self) -> Result<MigrationReport, EventError> {
-        Ok(Self::migrations()?
+        let report = Self::migrations()?
             .run_in_schema(&self.inner.db, &self.inner.schema)
-            .await?)
+            .await?;
+        if self.inner.config.require_sealed {
+            self.ensure_sealed().await?;
+        }
+        Ok(report)
     }
 
     /// The settings.

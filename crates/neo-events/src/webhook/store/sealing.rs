@@ -16,11 +16,11 @@ use std::collections::BTreeMap;
 use uuid::Uuid;
 
 /// The table the bindings name (unqualified: the row id is unique across schemas).
-const TABLE: &str = "webhook_endpoints";
+pub(super) const TABLE: &str = "webhook_endpoints";
 /// The column of the secrets (current and previous share it: rotation moves them).
-const SECRETS: &str = "secrets";
+pub(super) const SECRETS: &str = "secrets";
 
-fn header_column(name: &str) -> String {
+pub(super) fn header_column(name: &str) -> String {
     format!("headers.{}", name.to_ascii_lowercase())
 }
 

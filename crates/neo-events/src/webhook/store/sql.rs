@@ -26,6 +26,12 @@ pub(in crate::webhook) struct Sql {
     pub(in crate::webhook) fifo_head: String,
     pub(in crate::webhook) purge_deliveries: String,
     pub(in crate::webhook) purge_messages: String,
+    pub(in crate::webhook) reseal_page: String,
+    pub(in crate::webhook) examine_page: String,
+    pub(in crate::webhook) reseal_row: String,
+    pub(in crate::webhook) record_keys: String,
+    pub(in crate::webhook) not_under: String,
+    pub(in crate::webhook) rows_by_key: String,
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
@@ -53,8 +59,8 @@ impl Sql {
             ),
             event_types: format!("SELECT name, description, schema FROM {types} ORDER BY name"),
             insert_endpoint: format!(
-                "INSERT INTO {endpoints} (id, tenant_id, url, secrets, rate_limit_per_second, headers, description, fifo) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {ENDPOINT_COLUMNS}"
+                "INSERT INTO {endpoints} (id, tenant_id, url, secrets, rate_limit_per_second, headers, description, fifo, sealed_with) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {ENDPOINT_COLUMNS}"
             ),
             insert_subscriptions: format!(
                 "INSERT INTO {subs} (endpoint_id, filter) SELECT $1, f FROM UNNEST($2::text[]) AS f \
@@ -71,8 +77,13 @@ impl Sql {
                 "UPDATE {endpoints} SET enabled = $2, disabled_reason = $3, updated_at = now() WHERE id = $1"
             ),
             rotate: format!(
+                // The keys recorded only grow here (the dropped third secret's key may stay
+                // listed until a re-seal recounts the row); a row not examined yet stays so.
                 "UPDATE {endpoints} SET secrets = ARRAY[$2, secrets[1]], \
-                 secrets_overlap_until = now() + $3 * interval '1 millisecond', updated_at = now() WHERE id = $1"
+                 secrets_overlap_until = now() + $3 * interval '1 millisecond', updated_at = now(), \
+                 sealed_with = CASE WHEN sealed_with IS NULL THEN NULL \
+                   ELSE ARRAY(SELECT DISTINCT k FROM unnest(sealed_with || $4::text) AS k ORDER BY k) END \
+                 WHERE id = $1"
             ),
             // Its deliveries go with it (they hold no foreign key: see migration 2).
             delete_endpoint: format!(
@@ -145,6 +156,26 @@ impl Sql {
             purge_messages: format!(
                 "DELETE FROM {messages} m WHERE m.created_at < now() - $1 * interval '1 millisecond' \
                  AND NOT EXISTS (SELECT 1 FROM {deliveries} d WHERE d.message_id = m.id)"
+            ),
+            // Keyset pages of endpoints not wholly under the current key ($2), locked for the
+            // re-seal's transaction (a concurrent rotation waits for it).
+            reseal_page: format!(
+                "SELECT id, secrets, headers FROM {endpoints} \
+                 WHERE id > $1 AND sealed_with IS DISTINCT FROM ARRAY[$2::text] ORDER BY id LIMIT $3 FOR UPDATE"
+            ),
+            examine_page: format!(
+                "SELECT id, secrets, headers FROM {endpoints} \
+                 WHERE id > $1 AND sealed_with IS NULL ORDER BY id LIMIT $2 FOR UPDATE"
+            ),
+            reseal_row: format!(
+                "UPDATE {endpoints} SET secrets = $2, headers = $3, sealed_with = $4 WHERE id = $1"
+            ),
+            record_keys: format!("UPDATE {endpoints} SET sealed_with = $2 WHERE id = $1"),
+            not_under: format!(
+                "SELECT count(*) FROM {endpoints} WHERE sealed_with IS DISTINCT FROM ARRAY[$1::text]"
+            ),
+            rows_by_key: format!(
+                "SELECT k, count(DISTINCT id) FROM {endpoints}, unnest(sealed_with) AS k GROUP BY k"
             ),
             lock_endpoint: format!("SELECT id FROM {endpoints} WHERE id = $1 FOR UPDATE"),
             // The oldest pending delivery of a FIFO endpoint gets the endpoint's one job.
