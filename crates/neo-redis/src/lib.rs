@@ -35,4 +35,4 @@ pub use config::{ClusterConfig, RedisConfig, RedisMode, SentinelConfig, TlsConfi
 pub use connections::{RedisConnections, redis_connections};
 pub use error::{Error, Result};
 pub use sentinel::{SentinelConnection, SentinelConnections};
-pub use subscriber::subscriber_clients;
+pub use subscriber::Subscribers;

@@ -175,13 +175,8 @@ impl SentinelConnections {
         if let Some(current) = self.current() {
             return Ok(self.handle(current));
         }
-        let sentinels = u32::try_from(inner.sentinels.len()).unwrap_or(u32::MAX);
-        let limit = inner.timeout.saturating_mul(sentinels.saturating_add(1));
-        let unreachable = |reason: String| Error::SentinelUnreachable {
-            sentinels: inner.sentinels.clone(),
-            master_name: inner.master_name.clone(),
-            reason,
-        };
+        let limit = inner.lookup_limit();
+        let unreachable = |reason: String| inner.unreachable(reason);
         let conn = match tokio::time::timeout(
             limit,
             client.get_async_connection_with_config(&inner.config),
@@ -203,6 +198,23 @@ impl SentinelConnections {
         Ok(self.handle(current))
     }
 
+    /// A client for the master the sentinels name now, for what cannot share the multiplexed
+    /// connection (a pub/sub subscription); asked anew on every call.
+    ///
+    /// # Errors
+    /// [`Error::SentinelUnreachable`] as [`get`](SentinelConnections::get).
+    pub async fn master_client(&self) -> Result<redis::Client> {
+        let inner = &self.inner;
+        let mut client = inner.client.lock().await;
+        let limit = inner.lookup_limit();
+        let unreachable = |reason: String| inner.unreachable(reason);
+        match tokio::time::timeout(limit, client.async_get_client()).await {
+            Ok(Ok(master)) => Ok(master),
+            Ok(Err(e)) => Err(unreachable(e.to_string())),
+            Err(_) => Err(unreachable(format!("no master within {limit:?}"))),
+        }
+    }
+
     fn handle(&self, current: Current) -> SentinelConnection {
         SentinelConnection {
             conn: current.conn,
@@ -213,6 +225,20 @@ impl SentinelConnections {
 }
 
 impl Inner {
+    /// How long asking the sentinels may take: the timeout for each sentinel and the master.
+    fn lookup_limit(&self) -> Duration {
+        let sentinels = u32::try_from(self.sentinels.len()).unwrap_or(u32::MAX);
+        self.timeout.saturating_mul(sentinels.saturating_add(1))
+    }
+
+    fn unreachable(&self, reason: String) -> Error {
+        Error::SentinelUnreachable {
+            sentinels: self.sentinels.clone(),
+            master_name: self.master_name.clone(),
+            reason,
+        }
+    }
+
     /// Drops the shared connection if it is still the one of `generation`, so the next
     /// [`SentinelConnections::get`] asks the sentinels again.
     fn forget(&self, generation: u64) {

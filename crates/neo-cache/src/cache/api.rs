@@ -14,6 +14,7 @@ use crate::stats::{CacheStats, Stats};
 use crate::{BoxError, Error, Result};
 use futures_util::StreamExt;
 use neo_core::Clock;
+use neo_redis::Subscribers;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
@@ -89,7 +90,7 @@ where
     /// # Errors
     /// [`Error::Config`] for an invalid name or prefix.
     pub fn memory(config: CacheConfig) -> Result<Self> {
-        Self::build(config, None, None, true)
+        Self::build(config, None, None, None, true)
     }
 
     /// Redis only: every read is one round trip, nothing is kept in process.
@@ -98,7 +99,7 @@ where
     /// [`Error::Config`] for an invalid name, prefix or URL.
     pub fn redis(config: CacheConfig, redis_url: &str) -> Result<Self> {
         let l2 = RedisTier::connect(redis_url, &config)?;
-        Self::build(config, Some((l2, Vec::new())), None, false)
+        Self::build(config, Some(l2), None, None, false)
     }
 
     /// Redis only, on the Redis `redis` describes: one server (`redis://`), TLS (`rediss://`
@@ -111,7 +112,7 @@ where
     /// modes, an unreadable TLS file; see [`neo_redis::RedisConfig::mode`]).
     pub fn redis_on(config: CacheConfig, redis: &neo_redis::RedisConfig) -> Result<Self> {
         let (l2, _) = RedisTier::connect_with(redis, &config)?;
-        Self::build(config, Some((l2, Vec::new())), None, false)
+        Self::build(config, Some(l2), None, None, false)
     }
 
     /// Both tiers, with the pub/sub backplane when `config.backplane.enabled` (must be called
@@ -121,13 +122,8 @@ where
     /// [`Error::Config`] for an invalid name, prefix or URL, or no tokio runtime.
     pub fn tiered(config: CacheConfig, redis_url: &str) -> Result<Self> {
         let l2 = RedisTier::connect(redis_url, &config)?;
-        let backplane = match config.backplane.enabled {
-            true => vec![redis::Client::open(redis_url).map_err(|_| {
-                Error::Config("the Redis URL is not valid (its text is not shown)".into())
-            })?],
-            false => Vec::new(),
-        };
-        Self::build(config, Some((l2, backplane)), None, true)
+        let subscribers = Subscribers::new(&neo_redis::RedisConfig::new(redis_url))?;
+        Self::build(config, Some(l2), Some(subscribers), None, true)
     }
 
     /// Both tiers on the Redis `redis` describes (see [`redis_on`](Self::redis_on)), with the
@@ -138,7 +134,7 @@ where
     /// As [`redis_on`](Self::redis_on), and [`Error::Config`] without a tokio runtime.
     pub fn tiered_on(config: CacheConfig, redis: &neo_redis::RedisConfig) -> Result<Self> {
         let (l2, backplane) = RedisTier::connect_with(redis, &config)?;
-        Self::build(config, Some((l2, backplane)), None, true)
+        Self::build(config, Some(l2), Some(backplane), None, true)
     }
 
     /// In process with a clock you control ([`neo_core::ManualClock`]): for your own unit
@@ -147,7 +143,7 @@ where
     /// # Errors
     /// [`Error::Config`] for an invalid name or prefix.
     pub fn in_memory(config: CacheConfig, clock: Arc<dyn Clock>) -> Result<Self> {
-        Self::build(config, None, Some(clock), true)
+        Self::build(config, None, None, Some(clock), true)
     }
 
     /// Uses `codec` instead of MessagePack for values stored in Redis (e.g. [`JsonCodec`]
@@ -166,7 +162,8 @@ where
 
     fn build(
         config: CacheConfig,
-        l2: Option<(RedisTier, Vec<redis::Client>)>,
+        l2: Option<RedisTier>,
+        subscribers: Option<Subscribers>,
         clock: Option<Arc<dyn Clock>>,
         with_l1: bool,
     ) -> Result<Self> {
@@ -181,12 +178,8 @@ where
         };
         let (shutdown, _) = watch::channel(false);
         let (backplane_connected, _) = watch::channel(0);
-        let (l2, backplane_clients) = match l2 {
-            Some((tier, clients)) => (Some(tier), clients),
-            None => (None, Vec::new()),
-        };
-        let backplane_clients =
-            (with_l1 && config.backplane.enabled && l2.is_some()).then_some(backplane_clients);
+        let backplane_subscribers =
+            subscribers.filter(|_| with_l1 && config.backplane.enabled && l2.is_some());
         // No moka TTL: each entry's own freshness and hard limit are checked on read (one
         // clock read instead of two on the hit path), and `l1.capacity` bounds what lingers.
         let inner = Arc::new_cyclic(|weak: &Weak<Inner<V>>| {
@@ -225,8 +218,8 @@ where
                 config,
             }
         });
-        if let Some(clients) = backplane_clients {
-            backplane::start(&inner, clients)?;
+        if let Some(subscribers) = backplane_subscribers {
+            backplane::start(&inner, subscribers)?;
         }
         Ok(HybridCache { inner })
     }

@@ -6,6 +6,7 @@ use super::l1::lock;
 use super::validate::glob_match;
 use crate::{Error, Result};
 use futures_util::StreamExt;
+use neo_redis::Subscribers;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::sync::atomic::Ordering;
@@ -13,28 +14,24 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 /// Starts the subscriber task of `inner` on the current tokio runtime, on its own connection
-/// through one of `clients` (the next one after each lost connection: on a Redis Cluster,
-/// every node delivers every `PUBLISH`, so any live node will do).
-pub(super) fn start<V>(inner: &Arc<Inner<V>>, clients: Vec<redis::Client>) -> Result<()>
+/// through `subscribers` (the next node after each lost connection: on a Redis Cluster, every
+/// node delivers every `PUBLISH`, so any live node will do; under Sentinel, the master named
+/// at that time).
+pub(super) fn start<V>(inner: &Arc<Inner<V>>, subscribers: Subscribers) -> Result<()>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
     let runtime = tokio::runtime::Handle::try_current().map_err(|_| {
         Error::Config("a tiered cache with a backplane must be built inside a tokio runtime".into())
     })?;
-    if clients.is_empty() {
-        return Err(Error::Config(
-            "the backplane has no Redis node to subscribe on".into(),
-        ));
-    }
-    let task = runtime.spawn(backplane(Arc::downgrade(inner), clients));
+    let task = runtime.spawn(backplane(Arc::downgrade(inner), subscribers));
     *lock(&inner.backplane) = Some(task);
     Ok(())
 }
 
 /// Subscribes to the cache's channel and applies other instances' invalidations; on every
 /// (re)connection and disconnection, L1 entries become stale (they may have missed some).
-async fn backplane<V>(cache: Weak<Inner<V>>, clients: Vec<redis::Client>)
+async fn backplane<V>(cache: Weak<Inner<V>>, subscribers: Subscribers)
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
@@ -49,12 +46,20 @@ where
     let mut connections = 0_u64;
     let mut attempt = 0_usize;
     loop {
-        let client = &clients[attempt % clients.len()];
+        let this_attempt = attempt;
         attempt += 1;
         let session = async {
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>(pubsub)
+            // Only logged (the loop retries), so the causes are kept as text.
+            let client = subscribers
+                .client(this_attempt)
+                .await
+                .map_err(|e| e.to_string())?;
+            let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+            pubsub
+                .subscribe(&channel)
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok::<_, String>(pubsub)
         };
         let pubsub = tokio::select! {
             _ = shutdown.changed() => return,

@@ -3,7 +3,10 @@
 use super::cluster::{ClusterTier, by_slot, slot};
 use crate::config::CacheConfig;
 use crate::{Error, Result};
-use neo_redis::{ClusterConnections, RedisConfig, RedisConnections, RedisMode, redis_connections};
+use neo_redis::{
+    ClusterConnections, RedisConfig, RedisConnections, RedisMode, SentinelConnection,
+    SentinelConnections, Subscribers, redis_connections,
+};
 use redis::AsyncCommands;
 use redis::RedisFuture;
 use redis::aio::{ConnectionLike, ConnectionManager};
@@ -34,11 +37,13 @@ pub(super) struct Write {
 }
 
 /// How the tier reaches Redis: one server (plain or TLS, or a proxy) through shared
-/// multiplexed connections, or a Redis Cluster through redis-rs' cluster connection. Nothing
+/// multiplexed connections, the master Redis Sentinel names (followed across failovers), or a
+/// Redis Cluster through redis-rs' cluster connection. Nothing
 /// outside this module (and `cluster`) names the connection type.
 #[derive(Clone, Debug)]
 enum L2Connection {
     Standalone(RedisConnections),
+    Sentinel(SentinelConnections),
     Cluster(ClusterTier),
 }
 
@@ -47,6 +52,7 @@ impl L2Connection {
     async fn handle(&self) -> Result<L2Handle> {
         match self {
             L2Connection::Standalone(connections) => Ok(L2Handle::Standalone(connections.get()?)),
+            L2Connection::Sentinel(connections) => Ok(L2Handle::Sentinel(connections.get().await?)),
             L2Connection::Cluster(tier) => Ok(L2Handle::Cluster(tier.connections.get().await?)),
         }
     }
@@ -57,6 +63,7 @@ impl L2Connection {
 /// calls that touch many keys split them by slot on a cluster (`cluster`).
 enum L2Handle {
     Standalone(ConnectionManager),
+    Sentinel(SentinelConnection),
     Cluster(ClusterConnection),
 }
 
@@ -64,6 +71,7 @@ impl ConnectionLike for L2Handle {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
         match self {
             L2Handle::Standalone(conn) => conn.req_packed_command(cmd),
+            L2Handle::Sentinel(conn) => conn.req_packed_command(cmd),
             L2Handle::Cluster(conn) => conn.req_packed_command(cmd),
         }
     }
@@ -76,6 +84,7 @@ impl ConnectionLike for L2Handle {
     ) -> RedisFuture<'a, Vec<redis::Value>> {
         match self {
             L2Handle::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+            L2Handle::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
             L2Handle::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
     }
@@ -83,6 +92,7 @@ impl ConnectionLike for L2Handle {
     fn get_db(&self) -> i64 {
         match self {
             L2Handle::Standalone(conn) => conn.get_db(),
+            L2Handle::Sentinel(conn) => conn.get_db(),
             L2Handle::Cluster(conn) => conn.get_db(),
         }
     }
@@ -132,26 +142,37 @@ impl RedisTier {
     pub(super) fn connect_with(
         redis: &RedisConfig,
         config: &CacheConfig,
-    ) -> Result<(Self, Vec<redis::Client>)> {
+    ) -> Result<(Self, Subscribers)> {
         let redis = RedisConfig {
             pool_size: config.l2.pool_size,
             timeout: config.l2.timeout,
             ..redis.clone()
         };
-        let connection = match redis.mode()? {
-            RedisMode::Cluster => {
-                L2Connection::Cluster(ClusterTier::new(ClusterConnections::connect(&redis)?))
+        let (connection, subscribers) = match redis.mode()? {
+            RedisMode::Cluster => (
+                L2Connection::Cluster(ClusterTier::new(ClusterConnections::connect(&redis)?)),
+                Subscribers::new(&redis)?,
+            ),
+            RedisMode::Sentinel => {
+                let connections = SentinelConnections::connect(&redis)?;
+                (
+                    L2Connection::Sentinel(connections.clone()),
+                    Subscribers::from_sentinel(connections),
+                )
             }
-            // One server, plain or TLS (and whatever else neo-redis opens as shared
-            // connections to the current master).
-            _ => L2Connection::Standalone(RedisConnections::connect(&redis)?),
+            // One server, plain or TLS (and any mode neo-redis adds later that it opens as
+            // shared connections).
+            _ => (
+                L2Connection::Standalone(RedisConnections::connect(&redis)?),
+                Subscribers::new(&redis)?,
+            ),
         };
         let tier = RedisTier {
             connection,
             timeout: config.l2.timeout,
             scan_count: config.l2.scan_count.max(1),
         };
-        Ok((tier, neo_redis::subscriber_clients(&redis)?))
+        Ok((tier, subscribers))
     }
 
     /// [`run`](Self::run) for a call written for the cluster connection.
@@ -165,7 +186,7 @@ impl RedisTier {
         };
         self.run(name, async |handle| match handle {
             L2Handle::Cluster(conn) => op(tier, conn).await,
-            L2Handle::Standalone(_) => Err(redis::RedisError::from((
+            L2Handle::Standalone(_) | L2Handle::Sentinel(_) => Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "not a cluster connection",
             ))),

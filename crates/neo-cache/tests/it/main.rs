@@ -29,8 +29,7 @@ pub(crate) fn org(id: u64) -> Org {
     }
 }
 
-/// Where a Redis-backed configuration finds its Redis. Adding a deployment (e.g. Sentinel) is
-/// a variant here, its arm in [`Deployment::start`] and its entry in [`DEPLOYMENTS`].
+/// Where a Redis-backed configuration finds its Redis. Adding a deployment is a variant here, its arm in [`Deployment::start`] and its entry in [`DEPLOYMENTS`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Deployment {
     /// One plain server, through the URL constructors.
@@ -39,11 +38,18 @@ pub(crate) enum Deployment {
     Cluster,
     /// The shared TLS-only server (CA file and client certificate).
     Tls,
+    /// The master of the shared Redis Sentinel group (one master, one replica, three
+    /// sentinels), found through the sentinels.
+    Sentinel,
 }
 
 /// Every deployment the contract runs on.
-pub(crate) const DEPLOYMENTS: [Deployment; 3] =
-    [Deployment::Standalone, Deployment::Cluster, Deployment::Tls];
+pub(crate) const DEPLOYMENTS: [Deployment; 4] = [
+    Deployment::Standalone,
+    Deployment::Cluster,
+    Deployment::Tls,
+    Deployment::Sentinel,
+];
 
 /// A started deployment: how to reach it, the key prefix of this test, and what keeps it.
 struct Started {
@@ -86,6 +92,18 @@ impl Deployment {
                     ),
                     url: String::new(),
                     key_prefix: tls.key_prefix().to_owned(),
+                    _guard: None,
+                }
+            }
+            Deployment::Sentinel => {
+                let group = neo_testkit::redis_sentinel().await;
+                Started {
+                    config: Some(RedisConfig::sentinel(
+                        group.sentinels().iter().cloned(),
+                        group.master_name(),
+                    )),
+                    url: String::new(),
+                    key_prefix: group.key_prefix().to_owned(),
                     _guard: None,
                 }
             }
