@@ -33,14 +33,20 @@ redis_cli_installed() {
     command -v redis-cli >/dev/null 2>&1 || [[ -x /usr/bin/redis-cli ]]
 }
 
-# Installs PostgreSQL and Redis from Debian's packages when either is missing.
+# PgBouncer (Debian's pgbouncer) sits in front of the test PostgreSQL (neo-testkit).
+pgbouncer_installed() {
+    command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]
+}
+
+# Installs PostgreSQL, PgBouncer and Redis from Debian's packages when any is missing.
 ensure_servers_installed() {
     local packages=()
     postgres_installed || packages+=(postgresql)
+    pgbouncer_installed || packages+=(pgbouncer)
     redis_installed || packages+=(redis-server)
     redis_cli_installed || packages+=(redis-tools)
     if ((${#packages[@]} == 0)); then
-        log "PostgreSQL, Redis and redis-cli are installed"
+        log "PostgreSQL, PgBouncer, Redis and redis-cli are installed"
         return
     fi
     command -v apt-get >/dev/null 2>&1 ||
@@ -49,6 +55,7 @@ ensure_servers_installed() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
     postgres_installed || die "PostgreSQL 15+ is still missing after installing it"
+    pgbouncer_installed || die "PgBouncer is still missing after installing it"
     redis_installed || die "Redis is still missing after installing it"
     redis_cli_installed || die "redis-cli (redis-tools) is still missing after installing it"
 }
@@ -86,7 +93,8 @@ check_advisories() {
 # Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
 # NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
 # Arguments go to neo-test-servers: `--redis-cluster` and `--redis-tls` start a Redis Cluster
-# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*).
+# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*),
+# `--pgbouncer` PgBouncer in transaction mode in front of the PostgreSQL (NEO_TEST_PGBOUNCER_URL).
 start_test_servers() {
     if [[ -n ${NEO_TEST_DATABASE_URL:-} && -n ${NEO_TEST_REDIS_URL:-} ]]; then
         log "using NEO_TEST_DATABASE_URL and NEO_TEST_REDIS_URL from the environment"

@@ -36,6 +36,7 @@
 mod certs;
 mod error;
 mod failure;
+mod pgbouncer;
 mod postgres;
 mod process;
 mod receiver;
@@ -47,6 +48,7 @@ mod tls;
 pub use certs::CertificateFiles;
 pub use error::{Error, Result};
 pub use failure::Failure;
+pub use pgbouncer::{PGBOUNCER_BIN_VAR, PGBOUNCER_URL_VAR, PgBouncer, PgBouncerOptions, PgRoute};
 pub use postgres::{
     BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase, TlsPostgres,
 };
@@ -164,6 +166,25 @@ pub async fn try_redis_cluster() -> Result<TestRedisCluster> {
     tokio::task::spawn_blocking(redis_cluster::shared)
         .await
         .map_err(Error::client("starting the shared Redis Cluster"))?
+}
+
+/// A fresh database on the shared PostgreSQL server reached through the shared PgBouncer in
+/// transaction mode (started on first use, torn down at exit; or the one
+/// `NEO_TEST_PGBOUNCER_URL` names): [`TestDatabase::url`] goes through PgBouncer,
+/// [`TestDatabase::direct_url`] does not.
+///
+/// # Errors
+/// As [`try_postgres`], and [`Error::BinaryMissing`] when `pgbouncer` is not installed.
+pub async fn try_pgbouncer() -> Result<TestDatabase> {
+    pgbouncer::create_database().await
+}
+
+/// The URL of the shared PgBouncer (database `postgres`), starting it if needed (blocking).
+///
+/// # Errors
+/// As [`try_pgbouncer`].
+pub fn shared_pgbouncer_url() -> Result<String> {
+    pgbouncer::shared_url()
 }
 
 /// The URL of the shared PostgreSQL server, starting it if needed (blocking).

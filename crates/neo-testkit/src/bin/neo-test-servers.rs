@@ -6,13 +6,15 @@
 //! With `--redis-cluster` it also starts a six-node Redis Cluster
 //! (`NEO_TEST_REDIS_CLUSTER_NODES=...`), and with `--redis-tls` a TLS-only Redis
 //! (`NEO_TEST_REDIS_TLS_URL=...`, `NEO_TEST_REDIS_TLS_CERTS=<dir>`), so that test processes
-//! share them instead of starting their own.
+//! share them instead of starting their own. With `--pgbouncer` it starts PgBouncer in
+//! transaction mode in front of the PostgreSQL (`NEO_TEST_PGBOUNCER_URL=...`).
 //!
 //! Used by `scripts/test` and `scripts/demo`.
 
 use neo_testkit::{
-    DATABASE_URL_VAR, PgServer, REDIS_CLUSTER_NODES_VAR, REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR,
-    REDIS_URL_VAR, RedisCluster, RedisServer, RedisServerOptions,
+    DATABASE_URL_VAR, PGBOUNCER_URL_VAR, PgBouncer, PgServer, REDIS_CLUSTER_NODES_VAR,
+    REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, REDIS_URL_VAR, RedisCluster, RedisServer,
+    RedisServerOptions,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,7 +34,7 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut env_file: Option<PathBuf> = None;
     let mut parent: Option<u32> = None;
-    let (mut want_cluster, mut want_tls) = (false, false);
+    let (mut want_cluster, mut want_tls, mut want_pgbouncer) = (false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -40,8 +42,9 @@ fn run() -> Result<(), String> {
             "--parent-pid" => parent = args.next().and_then(|p| p.parse().ok()),
             "--redis-cluster" => want_cluster = true,
             "--redis-tls" => want_tls = true,
+            "--pgbouncer" => want_pgbouncer = true,
             "-h" | "--help" => {
-                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID] [--redis-cluster] [--redis-tls]".into());
+                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID] [--redis-cluster] [--redis-tls] [--pgbouncer]".into());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -54,6 +57,16 @@ fn run() -> Result<(), String> {
         pg.url(),
         redis.url()
     );
+    let pgbouncer = if want_pgbouncer {
+        let bouncer = PgBouncer::start(&pg.url()).map_err(|e| e.to_string())?;
+        contents.push_str(&format!(
+            "{PGBOUNCER_URL_VAR}={}\n",
+            bouncer.url_for("postgres")
+        ));
+        Some(bouncer)
+    } else {
+        None
+    };
     let cluster = if want_cluster {
         let cluster = RedisCluster::start().map_err(|e| e.to_string())?;
         let nodes = cluster.nodes().join(",");
@@ -112,6 +125,7 @@ fn run() -> Result<(), String> {
     })?;
     drop(tls);
     drop(cluster);
+    drop(pgbouncer);
     drop(redis);
     drop(pg);
     Ok(())
