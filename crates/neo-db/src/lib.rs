@@ -60,7 +60,7 @@ pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
 pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
-pub use pooler::Pooler;
+pub use pooler::{Pooler, StatementConnection};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tls::SslMode;
 

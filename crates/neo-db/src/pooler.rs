@@ -146,3 +146,61 @@ impl Db {
         ))
     }
 }
+
+/// A connection for statements that need no transaction of their own: a plain pooled
+/// connection, or behind a transaction pooler a transaction (so the pooler keeps one
+/// server connection from Parse to Execute). Call [`finish`](Self::finish) when done;
+/// dropping it rolls the transaction back.
+#[derive(Debug)]
+pub enum StatementConnection {
+    /// No transaction pooler: autocommit.
+    Plain(crate::DbConnection),
+    /// Behind a transaction pooler.
+    Transaction(crate::UnitOfWork),
+}
+
+impl Db {
+    /// A connection for one or more statements of their own ([`StatementConnection`]).
+    ///
+    /// # Errors
+    /// As [`Db::acquire`] and [`Db::begin`].
+    pub async fn statement_connection(&self) -> Result<StatementConnection> {
+        Ok(if self.pooler().needs_transaction() {
+            StatementConnection::Transaction(self.begin().await?)
+        } else {
+            StatementConnection::Plain(self.acquire().await?)
+        })
+    }
+}
+
+impl StatementConnection {
+    /// Commits the transaction, if there is one.
+    ///
+    /// # Errors
+    /// The commit's database error.
+    pub async fn finish(self) -> Result<()> {
+        match self {
+            StatementConnection::Plain(_) => Ok(()),
+            StatementConnection::Transaction(uow) => uow.commit().await,
+        }
+    }
+}
+
+impl std::ops::Deref for StatementConnection {
+    type Target = sqlx::PgConnection;
+    fn deref(&self) -> &sqlx::PgConnection {
+        match self {
+            StatementConnection::Plain(conn) => conn,
+            StatementConnection::Transaction(uow) => uow,
+        }
+    }
+}
+
+impl std::ops::DerefMut for StatementConnection {
+    fn deref_mut(&mut self) -> &mut sqlx::PgConnection {
+        match self {
+            StatementConnection::Plain(conn) => conn,
+            StatementConnection::Transaction(uow) => uow,
+        }
+    }
+}

@@ -219,3 +219,28 @@ pub fn redact_url(text: &str) -> String {
         Err(_) => "(unparseable url)".to_owned(),
     }
 }
+
+/// Runs each named `async fn(PgRoute)` of the calling module once per [`PgRoute`], as
+/// `direct::name` and `pgbouncer::name` (`#[tokio::test]`s): one test body, every route.
+///
+/// ```ignore
+/// async fn saves_a_batch(route: neo_testkit::PgRoute) { /* ... */ }
+/// neo_testkit::over_routes!(saves_a_batch);
+/// ```
+#[macro_export]
+macro_rules! over_routes {
+    ($($test:ident),* $(,)?) => {
+        mod direct {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::PgRoute::Direct).await;
+            })*
+        }
+        mod pgbouncer {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::PgRoute::PgBouncer).await;
+            })*
+        }
+    };
+}

@@ -476,7 +476,7 @@ async fn casts_bind_enum_columns_direct() {
     casts_bind_enum_columns(PgRoute::Direct).await;
 }
 
-crate::over_routes!(
+neo_testkit::over_routes!(
     save_then_load_aligned_with_missing_and_duplicate_ids,
     save_returning_gives_stored_rows,
     empty_batches_send_nothing_and_return_empty,

@@ -290,7 +290,7 @@ async fn a_row_with_the_wrong_number_of_fields_is_refused_before_sending(route: 
     assert!(CopyWriter::<Short>::new(&db, "events; drop table events").is_err());
 }
 
-crate::over_routes!(
+neo_testkit::over_routes!(
     binary_and_text_copy_store_every_type_exactly,
     a_bad_row_fails_its_flush_only_names_the_row_and_leaves_the_pool_healthy,
     a_duplicate_key_is_already_exists_and_upsert_goes_through_staging,

@@ -94,25 +94,6 @@ pub(crate) fn products(n: usize) -> Vec<Product> {
     (0..n).map(Product::new).collect()
 }
 
-/// Runs each named `async fn(PgRoute)` once per route: `direct::name` and `pgbouncer::name`.
-#[macro_export]
-macro_rules! over_routes {
-    ($($test:ident),* $(,)?) => {
-        mod direct {
-            $(#[tokio::test]
-            async fn $test() {
-                super::$test(neo_testkit::PgRoute::Direct).await;
-            })*
-        }
-        mod pgbouncer {
-            $(#[tokio::test]
-            async fn $test() {
-                super::$test(neo_testkit::PgRoute::PgBouncer).await;
-            })*
-        }
-    };
-}
-
 /// The configuration for a database reached by `route`: `pooler = "transaction"` through
 /// PgBouncer, with the direct URL for LISTEN.
 pub(crate) fn config_for(route: PgRoute, test_db: &TestDatabase) -> DbConfig {

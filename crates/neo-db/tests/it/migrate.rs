@@ -119,7 +119,7 @@ async fn scripts_load_from_a_directory(route: PgRoute) {
     assert!(MigrationSet::new("Bad-Name").is_err());
 }
 
-crate::over_routes!(
+neo_testkit::over_routes!(
     sets_apply_once_and_record_what_they_applied,
     tenant_schemas_get_their_own_tables_and_records,
     a_failing_or_changed_script_is_an_error_and_rolls_back,

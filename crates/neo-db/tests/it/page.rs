@@ -131,7 +131,7 @@ async fn offset_pages_count_only_when_asked(route: PgRoute) {
     assert_eq!((page.total, page.total_is_estimate), (Some(25), true));
 }
 
-crate::over_routes!(
+neo_testkit::over_routes!(
     keyset_pages_visit_every_row_once_in_order_both_directions,
     cursors_are_checked_and_sort_keys_whitelisted,
     offset_pages_count_only_when_asked,
