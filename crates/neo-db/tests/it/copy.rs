@@ -254,6 +254,9 @@ async fn rows_are_flushed_by_age_and_a_dropped_flush_does_not_poison_the_connect
         .unwrap()
         .with_config(CopyConfig {
             flush_bytes: 1 << 30,
+            // Buffering 150,000 rows can take over the default second on a loaded machine;
+            // an age flush then would block on the lock inside write_all.
+            flush_interval: Duration::from_secs(3600),
             ..config(CopyFormat::Binary, 1_000_000)
         })
         .unwrap();
