@@ -390,13 +390,14 @@ impl Outbox {
         Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
-        let mut listener = sqlx::postgres::PgListener::connect_with(self.db.pool())
-            .await
-            .map_err(neo_db::Error::from)?;
-        listener
-            .listen(&self.config.channel)
-            .await
-            .map_err(neo_db::Error::from)?;
+        // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).
+        let mut listener = self.db.listener().await?;
+        if let Some(listener) = listener.as_mut() {
+            listener
+                .listen(&self.config.channel)
+                .await
+                .map_err(neo_db::Error::from)?;
+        }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut total = 0_u64;
         loop {
@@ -410,7 +411,7 @@ impl Outbox {
             }
             tokio::select! {
                 () = &mut shutdown => return Ok(total),
-                notified = listener.recv() => {
+                notified = notification(listener.as_mut()) => {
                     if notified.is_err() {
                         tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(1))).await;
                     }
@@ -479,5 +480,15 @@ impl EventBus {
             let _ = self.sender.send(Arc::new(event.clone()));
         }
         self.sender.receiver_count()
+    }
+}
+
+/// The next notification, or never without a listener (the poll interval wakes the loop).
+async fn notification(
+    listener: Option<&mut sqlx::postgres::PgListener>,
+) -> Result<sqlx::postgres::PgNotification, sqlx::Error> {
+    match listener {
+        Some(listener) => listener.recv().await,
+        None => std::future::pending().await,
     }
 }
