@@ -195,6 +195,14 @@ impl Outbox {
             if events.is_empty() {
                 return Ok(());
             }
+            if self.db.pooler().needs_transaction() {
+                // Behind a transaction pooler even one statement needs a transaction
+                // (neo_db::Pooler); a savepoint inside the caller's unit of work.
+                let mut tx = exec.begin().await.map_err(neo_db::Error::from)?;
+                self.publish_on(&mut tx, events).await?;
+                tx.commit().await.map_err(neo_db::Error::from)?;
+                return Ok(());
+            }
             let mut conn = exec.acquire().await.map_err(neo_db::Error::from)?;
             self.publish_on(&mut conn, events).await
         }
@@ -209,6 +217,7 @@ impl Outbox {
         let column =
             |f: fn(&DomainEvent) -> serde_json::Value| events.iter().map(f).collect::<Vec<_>>();
         let _: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
+            .persistent(self.db.pooler().named_statements())
             .bind(events.iter().map(DomainEvent::id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.event_type()).collect::<Vec<_>>())
             .bind(
@@ -429,12 +438,15 @@ impl Outbox {
     pub async fn archive(&self, older_than: Duration) -> Result<u64, EventError> {
         let mut moved = 0;
         loop {
+            let mut conn = self.db.statement_connection().await?;
             let done = sqlx::query(AssertSqlSafe(self.sql.archive.clone()))
+                .persistent(self.db.pooler().named_statements())
                 .bind(older_than.as_secs_f64() * 1e3)
                 .bind(i64::try_from(self.config.archive_batch).unwrap_or(i64::MAX))
-                .execute(self.db.pool())
+                .execute(&mut *conn)
                 .await
                 .map_err(neo_db::Error::from)?;
+            conn.finish().await?;
             moved += done.rows_affected();
             if done.rows_affected() < self.config.archive_batch as u64 {
                 return Ok(moved);
@@ -447,10 +459,14 @@ impl Outbox {
     /// # Errors
     /// A database error.
     pub async fn pending(&self) -> Result<i64, EventError> {
-        Ok(sqlx::query_scalar(AssertSqlSafe(self.sql.pending.clone()))
-            .fetch_one(self.db.pool())
+        let mut conn = self.db.statement_connection().await?;
+        let pending = sqlx::query_scalar(AssertSqlSafe(self.sql.pending.clone()))
+            .persistent(self.db.pooler().named_statements())
+            .fetch_one(&mut *conn)
             .await
-            .map_err(neo_db::Error::from)?)
+            .map_err(neo_db::Error::from)?;
+        conn.finish().await?;
+        Ok(pending)
     }
 }
 

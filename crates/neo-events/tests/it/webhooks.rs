@@ -1,11 +1,11 @@
 use neo_core::{ErrorKind, HasErrorKind};
-use neo_db::{Db, DbConfig};
+use neo_db::{Db, DbConfig, Pooler};
 use neo_events::{
     AddressPolicy, DeliveryStatus, DomainEvent, EventError, EventTypeInfo, NewEndpoint,
     OperationalEvent, Outbox, OutboxConfig, SignedHeaders, Verifier, WebhookConfig, Webhooks,
 };
 use neo_queue::{Queue, QueueConfig, Worker, WorkerConfig};
-use neo_testkit::{HttpReceiver, ReceivedRequest, ScriptedResponse};
+use neo_testkit::{HttpReceiver, PgRoute, ReceivedRequest, ScriptedResponse};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -36,11 +36,23 @@ pub(crate) fn config(schedule_ms: &[u64]) -> WebhookConfig {
     }
 }
 
-pub(crate) async fn setup(config: WebhookConfig) -> Setup {
-    let test_db = neo_testkit::postgres().await;
-    let db = Db::connect(&DbConfig::with_url(test_db.url()))
-        .await
-        .unwrap();
+/// Queue, outbox and webhooks on a fresh database reached by `route` (`pooler =
+/// "transaction"` through PgBouncer, with the direct URL for LISTEN).
+pub(crate) async fn setup(route: PgRoute, config: WebhookConfig) -> Setup {
+    let test_db = route.database().await;
+    let db = Db::connect(&DbConfig {
+        pooler: if route.is_pooled() {
+            Pooler::Transaction
+        } else {
+            Pooler::None
+        },
+        listen_url: route
+            .is_pooled()
+            .then(|| test_db.direct_url().to_owned().into()),
+        ..DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
     let queue = Queue::new(
         &db,
         QueueConfig {
@@ -204,9 +216,8 @@ fn invalid<T: std::fmt::Debug>(result: Result<T, EventError>) -> String {
     error.to_string()
 }
 
-#[tokio::test]
-async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug() {
-    let s = setup(config(&[100])).await;
+async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug(route: PgRoute) {
+    let s = setup(route, config(&[100])).await;
     let w = &s.webhooks;
     for url in [
         "ftp://example.com/hook",
@@ -309,9 +320,8 @@ async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug() {
     assert_eq!(w.fan_out(&[big]).await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
-    let s = setup(config(&[100])).await;
+async fn committed_events_reach_subscribed_endpoints_signed_and_once(route: PgRoute) {
+    let s = setup(route, config(&[100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     let tenant = neo_core::TenantId::new();
     let orgs = s
@@ -451,9 +461,10 @@ async fn committed_events_reach_subscribed_endpoints_signed_and_once() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id() {
-    let s = setup(config(&[100, 200])).await;
+async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id(
+    route: PgRoute,
+) {
+    let s = setup(route, config(&[100, 200])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let mut operational = s.webhooks.operational_events();
@@ -521,9 +532,8 @@ async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webh
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn retry_after_is_honoured_and_gone_disables_the_endpoint() {
-    let s = setup(config(&[50, 50])).await;
+async fn retry_after_is_honoured_and_gone_disables_the_endpoint(route: PgRoute) {
+    let s = setup(route, config(&[50, 50])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let mut operational = s.webhooks.operational_events();
@@ -592,13 +602,15 @@ async fn retry_after_is_honoured_and_gone_disables_the_endpoint() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback() {
-    let s = setup(WebhookConfig {
-        require_https: false,
-        retry_schedule: vec![Duration::from_secs(60)],
-        ..WebhookConfig::default()
-    })
+async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback(route: PgRoute) {
+    let s = setup(
+        route,
+        WebhookConfig {
+            require_https: false,
+            retry_schedule: vec![Duration::from_secs(60)],
+            ..WebhookConfig::default()
+        },
+    )
     .await;
     let receiver = HttpReceiver::start().await.unwrap();
     // The name passes creation (it is not an IP literal) but resolves to 127.0.0.1.
@@ -636,9 +648,8 @@ async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap() {
-    let s = setup(config(&[100])).await;
+async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap(route: PgRoute) {
+    let s = setup(route, config(&[100])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let old = endpoint.secret().clone();
@@ -668,9 +679,8 @@ async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn an_endpoint_rate_limit_spreads_deliveries() {
-    let s = setup(config(&[100])).await;
+async fn an_endpoint_rate_limit_spreads_deliveries(route: PgRoute) {
+    let s = setup(route, config(&[100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     s.webhooks
         .create_endpoint(
@@ -691,9 +701,8 @@ async fn an_endpoint_rate_limit_spreads_deliveries() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
-    let s = setup(config(&[100, 100, 100])).await;
+async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order(route: PgRoute) {
+    let s = setup(route, config(&[100, 100, 100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     // Slow answers would let a non-FIFO endpoint receive several at once.
     receiver.set_default(ScriptedResponse::ok().delay(Duration::from_millis(20)));
@@ -734,18 +743,20 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
-    let s = setup(WebhookConfig {
-        breaker: neo_resilience::BreakerConfig {
-            minimum_calls: 3,
-            window_calls: 3,
-            open_for: Duration::from_millis(300),
-            half_open_probes: 1,
-            ..neo_resilience::BreakerConfig::default()
+async fn a_failing_endpoint_opens_its_breaker_and_says_so(route: PgRoute) {
+    let s = setup(
+        route,
+        WebhookConfig {
+            breaker: neo_resilience::BreakerConfig {
+                minimum_calls: 3,
+                window_calls: 3,
+                open_for: Duration::from_millis(300),
+                half_open_probes: 1,
+                ..neo_resilience::BreakerConfig::default()
+            },
+            ..config(&[50, 50, 50, 50, 50])
         },
-        ..config(&[50, 50, 50, 50, 50])
-    })
+    )
     .await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     receiver.set_default(ScriptedResponse::status(500));
@@ -785,9 +796,8 @@ async fn a_failing_endpoint_opens_its_breaker_and_says_so() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn purge_removes_finished_deliveries_and_keeps_pending_ones() {
-    let s = setup(config(&[60_000])).await;
+async fn purge_removes_finished_deliveries_and_keeps_pending_ones(route: PgRoute) {
+    let s = setup(route, config(&[60_000])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     receiver.push(ScriptedResponse::ok());
     receiver.push(ScriptedResponse::status(500)); // stays pending (next attempt in a minute)
@@ -817,9 +827,8 @@ async fn purge_removes_finished_deliveries_and_keeps_pending_ones() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans() {
-    let s = setup(config(&[60_000])).await;
+async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans(route: PgRoute) {
+    let s = setup(route, config(&[60_000])).await;
     let (_kept_receiver, kept) = receiver_and_endpoint(&s, |e| e).await;
     let (_deleted_receiver, deleted) = receiver_and_endpoint(&s, |e| e).await;
     let (_orphaned_receiver, orphaned) = receiver_and_endpoint(&s, |e| e).await;
@@ -842,6 +851,7 @@ async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans() {
     // endpoint (deliveries hold no foreign key); the endpoint row alone goes here.
     sqlx::query("DELETE FROM neo_events.webhook_endpoints WHERE id = $1")
         .bind(orphaned.id)
+        .persistent(false)
         .execute(s.db.pool())
         .await
         .unwrap();
@@ -877,10 +887,9 @@ async fn job_tenants(s: &Setup) -> HashMap<i64, Option<neo_core::TenantId>> {
     tenants
 }
 
-#[tokio::test]
-async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay() {
+async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay(route: PgRoute) {
     // One attempt: a failing delivery is dead at once.
-    let s = setup(config(&[])).await;
+    let s = setup(route, config(&[])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     receiver.set_default(ScriptedResponse::status(500));
     let tenant = neo_core::TenantId::new();
@@ -958,3 +967,18 @@ async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay
     );
     receiver.shutdown().await;
 }
+
+neo_testkit::over_routes!(
+    endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug,
+    committed_events_reach_subscribed_endpoints_signed_and_once,
+    failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id,
+    retry_after_is_honoured_and_gone_disables_the_endpoint,
+    the_ssrf_guard_refuses_names_that_resolve_to_loopback,
+    a_rotated_secret_signs_next_to_the_old_one_during_the_overlap,
+    an_endpoint_rate_limit_spreads_deliveries,
+    a_fifo_endpoint_gets_one_message_at_a_time_in_order,
+    a_failing_endpoint_opens_its_breaker_and_says_so,
+    purge_removes_finished_deliveries_and_keeps_pending_ones,
+    deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans,
+    delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay,
+);

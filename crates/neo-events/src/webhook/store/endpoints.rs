@@ -91,6 +91,7 @@ impl Webhooks {
         let stored_headers = self.store_headers(id, &new.headers).await?;
         let mut tx = self.inner.db.begin().await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.insert_endpoint.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
             .bind(new.tenant_id)
             .bind(&new.url)
@@ -104,6 +105,7 @@ impl Webhooks {
             .map_err(db_error)?;
         let endpoint = self.endpoint_from_row(&row).await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.insert_subscriptions.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint.id)
             .bind(&new.filters)
             .execute(&mut **tx)
@@ -118,12 +120,15 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::NotFound`]; a database error.
     pub async fn endpoint(&self, id: Uuid) -> Result<Endpoint, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.endpoint.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
-            .fetch_optional(self.inner.db.pool())
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found("endpoint", id))?;
+        conn.finish().await?;
         self.endpoint_from_row(&row).await
     }
 
@@ -132,11 +137,14 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn endpoints(&self, tenant: Option<TenantId>) -> Result<Vec<Endpoint>, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.endpoints.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(tenant)
-            .fetch_all(self.inner.db.pool())
+            .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         let mut endpoints = Vec::with_capacity(rows.len());
         for row in &rows {
             endpoints.push(self.endpoint_from_row(row).await?);
@@ -155,13 +163,16 @@ impl Webhooks {
         enabled: bool,
         reason: Option<&str>,
     ) -> Result<(), EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.set_enabled.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .bind(enabled)
             .bind(if enabled { None } else { reason })
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         if done.rows_affected() == 0 {
             return Err(not_found("endpoint", endpoint));
         }
@@ -176,13 +187,16 @@ impl Webhooks {
     pub async fn rotate_secret(&self, endpoint: Uuid) -> Result<WebhookSecret, EventError> {
         let secret = WebhookSecret::generate();
         let stored = self.store_secret(endpoint, &secret.expose()).await?;
+        let mut conn = self.inner.db.statement_connection().await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.rotate.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .bind(stored)
             .bind(self.inner.config.secret_overlap.as_secs_f64() * 1e3)
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         if done.rows_affected() == 0 {
             return Err(not_found("endpoint", endpoint));
         }
@@ -194,12 +208,15 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn delete_endpoint(&self, endpoint: Uuid) -> Result<bool, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let deleted: i64 =
             sqlx::query_scalar(AssertSqlSafe(self.inner.sql.delete_endpoint.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(endpoint)
-                .fetch_one(self.inner.db.pool())
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(db_error)?;
+        conn.finish().await?;
         self.forget(endpoint);
         Ok(deleted > 0)
     }
