@@ -232,12 +232,12 @@ pub fn queue_pairs_on(direct: &str, bouncer: &str) -> Vec<Pair> {
     let rt = Rc::new(crate::runtime());
     let (db, queue) = queue_with(
         &rt,
-        pool_for(bouncer, direct, Pooler::Transaction, 16),
+        &pool_for(bouncer, direct, Pooler::Transaction, 16),
         "bench_queue_pgbouncer",
     );
     let (direct_db, direct_queue) = queue_with(
         &rt,
-        pool_for(direct, direct, Pooler::None, 16),
+        &pool_for(direct, direct, Pooler::None, 16),
         "bench_queue_direct",
     );
     let rt2 = Rc::clone(&rt);

@@ -25,7 +25,7 @@ fn jobs(n: usize) -> Vec<NewJob> {
 pub fn queue_on(rt: &Runtime, url: &str, schema: &str) -> (Db, Queue) {
     queue_with(
         rt,
-        DbConfig {
+        &DbConfig {
             max_connections: 16,
             ..DbConfig::with_url(url)
         },
@@ -34,8 +34,8 @@ pub fn queue_on(rt: &Runtime, url: &str, schema: &str) -> (Db, Queue) {
 }
 
 /// A queue in its own schema on a pool built from `config`, migrated.
-pub fn queue_with(rt: &Runtime, config: DbConfig, schema: &str) -> (Db, Queue) {
-    let db = check(rt.block_on(Db::connect(&config)));
+pub fn queue_with(rt: &Runtime, config: &DbConfig, schema: &str) -> (Db, Queue) {
+    let db = check(rt.block_on(Db::connect(config)));
     let queue = check(Queue::new(
         &db,
         QueueConfig {

@@ -308,7 +308,7 @@ fn find_binary(explicit: Option<&Path>) -> Result<PathBuf> {
 }
 
 enum SharedBouncer {
-    Owned(PgBouncer),
+    Owned(Box<PgBouncer>),
     External(String),
 }
 
@@ -321,7 +321,7 @@ pub(crate) fn shared_url() -> Result<String> {
         Ok(url) if !url.is_empty() => Ok(SharedBouncer::External(url)),
         _ => crate::postgres::shared_url()
             .and_then(|backend| PgBouncer::start(&backend))
-            .map(SharedBouncer::Owned)
+            .map(|bouncer| SharedBouncer::Owned(Box::new(bouncer)))
             .map_err(Arc::new),
     });
     match shared {
