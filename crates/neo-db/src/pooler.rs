@@ -36,7 +36,7 @@ pub enum Pooler {
     #[default]
     None,
     /// A transaction pooler (PgBouncer `pool_mode = transaction`): no state outlives a
-    /// transaction (see the [module](self) documentation).
+    /// transaction (see [`DbConfig::pooler`](crate::DbConfig::pooler)).
     Transaction,
 }
 
