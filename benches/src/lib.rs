@@ -19,6 +19,7 @@ pub mod events;
 pub mod flaky;
 mod measure;
 pub mod orgs;
+pub mod pooler;
 pub mod queue;
 pub mod report;
 pub mod resilience;
@@ -132,6 +133,14 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "queue",
             build: queue::pairs,
+        },
+        Group {
+            name: "db",
+            build: pooler::db_pairs,
+        },
+        Group {
+            name: "queue",
+            build: pooler::queue_pairs,
         },
         Group {
             name: "coord",

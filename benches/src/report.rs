@@ -98,6 +98,12 @@ pub fn absolute_rows(m: &Measurement, per_iteration: Option<u64>) -> Vec<Row> {
                 format!("{:.0} /s", 1e9 / m.raw_ns),
             ),
         ],
+        "queue/end_to_end_batched_pgbouncer_vs_direct" => vec![Row::figure(
+            "queue batched jobs/s through PgBouncer / direct",
+            format!("{:.2}×", m.raw_ns / m.ours_ns),
+            "≥ 0.70×",
+            m.raw_ns / m.ours_ns >= 0.7,
+        )],
         "batch/writer_10k_into_save_batch" => vec![Row::figure(
             "batch writer into save_batch",
             format!("{:.0} items/s", rate(m.ours_ns)),

@@ -12,6 +12,9 @@
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
 //!   prepared once (for batch statements over tables that grow).
+//! - [`Pooler`]: behind PgBouncer in transaction mode (`pooler = "transaction"`), no session
+//!   state: unnamed statements in transactions, `SET LOCAL`, transaction-scoped advisory
+//!   locks, LISTEN on a direct `listen_url` or polling.
 //! - [`seal`] (feature `seal`): envelope encryption of sensitive values, bound to their
 //!   table, column and row, with keys from a [`seal::KeyProvider`].
 //! - [`diagnostics`]: `pg_stat_statements` and lock waits.
@@ -42,6 +45,7 @@ mod migrate;
 mod page;
 mod planned;
 mod pool;
+mod pooler;
 #[cfg(feature = "seal")]
 pub mod seal;
 mod telemetry;
@@ -56,6 +60,7 @@ pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
 pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
+pub use pooler::{Pooler, StatementConnection};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tls::SslMode;
 

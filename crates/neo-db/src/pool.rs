@@ -138,10 +138,20 @@ impl Db {
                     .into(),
             )
         })?;
+        // Behind a transaction pooler no named statement may be cached (crate::pooler).
+        let cache = if config.pooler.named_statements() {
+            config.statement_cache_capacity
+        } else {
+            0
+        };
         connect = tls::apply(config, url, connect)?
             .application_name(&config.application_name)
-            .statement_cache_capacity(config.statement_cache_capacity);
-        if let Some(timeout) = config.statement_timeout {
+            .statement_cache_capacity(cache);
+        // PgBouncer refuses the `options` startup parameter (crate::DbConfig::pooler).
+        if let Some(timeout) = config
+            .statement_timeout
+            .filter(|_| config.pooler.named_statements())
+        {
             connect = connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]);
         }
         // neo-db records its own spans and slow-query warnings.
@@ -396,6 +406,7 @@ impl UnitOfWork {
     /// The database error, if any.
     pub async fn set_search_path(&mut self, schema: &Schema) -> Result<()> {
         sqlx::query("SELECT set_config('search_path', $1 || ', public', true)")
+            .persistent(self.shared.config.pooler.named_statements())
             .bind(schema.ident().quoted())
             .execute(&mut ***self)
             .await?;

@@ -36,6 +36,7 @@
 mod certs;
 mod error;
 mod failure;
+mod pgbouncer;
 mod postgres;
 mod process;
 mod receiver;
@@ -48,6 +49,7 @@ mod tls;
 pub use certs::CertificateFiles;
 pub use error::{Error, Result};
 pub use failure::Failure;
+pub use pgbouncer::{PGBOUNCER_BIN_VAR, PGBOUNCER_URL_VAR, PgBouncer, PgBouncerOptions, PgRoute};
 pub use postgres::{
     BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase, TlsPostgres,
 };
@@ -197,6 +199,25 @@ pub async fn try_redis_sentinel() -> Result<TestRedisSentinel> {
         .map_err(Error::client("starting the shared Redis Sentinel group"))?
 }
 
+/// A fresh database on the shared PostgreSQL server reached through the shared PgBouncer in
+/// transaction mode (started on first use, torn down at exit; or the one
+/// `NEO_TEST_PGBOUNCER_URL` names): [`TestDatabase::url`] goes through PgBouncer,
+/// [`TestDatabase::direct_url`] does not.
+///
+/// # Errors
+/// As [`try_postgres`], and [`Error::BinaryMissing`] when `pgbouncer` is not installed.
+pub async fn try_pgbouncer() -> Result<TestDatabase> {
+    pgbouncer::create_database().await
+}
+
+/// The URL of the shared PgBouncer (database `postgres`), starting it if needed (blocking).
+///
+/// # Errors
+/// As [`try_pgbouncer`].
+pub fn shared_pgbouncer_url() -> Result<String> {
+    pgbouncer::shared_url()
+}
+
 /// The URL of the shared PostgreSQL server, starting it if needed (blocking).
 ///
 /// # Errors
@@ -228,4 +249,29 @@ pub fn redact_url(text: &str) -> String {
         Ok(url) => url.into(),
         Err(_) => "(unparseable url)".to_owned(),
     }
+}
+
+/// Runs each named `async fn(PgRoute)` of the calling module once per [`PgRoute`], as
+/// `direct::name` and `pgbouncer::name` (`#[tokio::test]`s): one test body, every route.
+///
+/// ```ignore
+/// async fn saves_a_batch(route: neo_testkit::PgRoute) { /* ... */ }
+/// neo_testkit::over_routes!(saves_a_batch);
+/// ```
+#[macro_export]
+macro_rules! over_routes {
+    ($($test:ident),* $(,)?) => {
+        mod direct {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::PgRoute::Direct).await;
+            })*
+        }
+        mod pgbouncer {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::PgRoute::PgBouncer).await;
+            })*
+        }
+    };
 }

@@ -447,13 +447,27 @@ fn check_version(dir: &Path) -> Result<PathBuf> {
 pub struct TestDatabase {
     name: String,
     url: String,
+    direct_url: String,
     admin_url: String,
 }
 
 impl TestDatabase {
-    /// The connection URL of this database.
+    /// The connection URL of this database (through PgBouncer for a database from
+    /// [`PgRoute::PgBouncer`](crate::PgRoute)).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL of this database on the server itself, never through a pooler (for
+    /// LISTEN/NOTIFY and other session state); [`url`](Self::url) for a direct database.
+    pub fn direct_url(&self) -> &str {
+        &self.direct_url
+    }
+
+    /// The same database reached through `url` (a pooler in front of its server).
+    pub(crate) fn routed_through(mut self, url: String) -> Self {
+        self.url = url;
+        self
     }
 
     /// The database name.
@@ -556,9 +570,11 @@ pub(crate) async fn create_database() -> Result<TestDatabase> {
     let _ = conn.close().await;
     let mut url = url::Url::parse(&admin_url).map_err(Error::client("parsing the database URL"))?;
     url.set_path(&name);
+    let url: String = url.into();
     Ok(TestDatabase {
         name,
-        url: url.into(),
+        direct_url: url.clone(),
+        url,
         admin_url,
     })
 }

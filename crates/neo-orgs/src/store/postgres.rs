@@ -366,7 +366,8 @@ impl PgOrganizationStore {
         )?;
         add(&mut args, events)?;
         add(&mut args, channel)?;
-        let statement = sqlx::query_with(AssertSqlSafe(self.inner.sql.update.clone()), args);
+        let statement = sqlx::query_with(AssertSqlSafe(self.inner.sql.update.clone()), args)
+            .persistent(self.inner.db.pooler().named_statements());
         let rows = if writes.iter().any(Write::domains_changed) {
             // The rows and the domains they now claim, in one transaction.
             let mut tx = self.inner.db.begin().await?;
@@ -386,12 +387,10 @@ impl PgOrganizationStore {
             tx.commit().await?;
             rows
         } else {
-            outcomes_of(
-                &statement
-                    .fetch_all(self.inner.db.pool())
-                    .await
-                    .map_err(db)?,
-            )?
+            let mut conn = self.inner.db.statement_connection().await?;
+            let rows = statement.fetch_all(&mut *conn).await.map_err(db)?;
+            conn.finish().await?;
+            outcomes_of(&rows)?
         };
         let outcomes: std::collections::HashMap<Uuid, (Option<i64>, Option<i64>)> = rows
             .into_iter()
@@ -423,6 +422,7 @@ impl PgOrganizationStore {
         orgs: &[&Organization],
     ) -> Result<(), OrgError> {
         sqlx::query(AssertSqlSafe(self.inner.sql.delete_domains.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(column(orgs, |o| Uuid::from(o.id)))
             .execute(&mut ***tx)
             .await
@@ -432,6 +432,7 @@ impl PgOrganizationStore {
             .flat_map(|o| o.domains.iter().map(|d| (Uuid::from(o.id), d)))
             .collect();
         sqlx::query(AssertSqlSafe(self.inner.sql.insert_domains.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(claims.iter().map(|(id, _)| *id).collect::<Vec<_>>())
             .bind(
                 claims
@@ -461,7 +462,9 @@ impl PgOrganizationStore {
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<Organization>, OrgError> {
-        let rows = query.fetch_all(self.inner.db.pool()).await.map_err(db)?;
+        let mut conn = self.inner.db.statement_connection().await?;
+        let rows = query.fetch_all(&mut *conn).await.map_err(db)?;
+        conn.finish().await?;
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
@@ -473,10 +476,9 @@ impl PgOrganizationStore {
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Option<Organization>, OrgError> {
-        let row = query
-            .fetch_optional(self.inner.db.pool())
-            .await
-            .map_err(db)?;
+        let mut conn = self.inner.db.statement_connection().await?;
+        let row = query.fetch_optional(&mut *conn).await.map_err(db)?;
+        conn.finish().await?;
         row.as_ref()
             .map(|row| from_row(row, &ReadColumns::of(row)?))
             .transpose()
@@ -491,6 +493,7 @@ impl PgOrganizationStore {
     ) -> Result<(), OrgError> {
         let mut tx = self.inner.db.begin().await?;
         let exists = sqlx::query(AssertSqlSafe(self.inner.sql.lock_org.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(Uuid::from(organization))
             .fetch_optional(&mut **tx)
             .await
@@ -499,6 +502,7 @@ impl PgOrganizationStore {
             return Err(OrgError::not_found("organization", organization));
         }
         let added = sqlx::query(AssertSqlSafe(self.inner.sql.add_member.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(Uuid::from(organization))
             .bind(Uuid::from(user))
             .bind(role)
@@ -547,10 +551,13 @@ impl OrganizationStore for PgOrganizationStore {
             add(&mut args, actor)?;
             add(&mut args, events)?;
             add(&mut args, channel)?;
+            let mut conn = self.inner.db.statement_connection().await?;
             sqlx::query_with(AssertSqlSafe(self.inner.sql.insert.clone()), args)
-                .execute(self.inner.db.pool())
+                .persistent(self.inner.db.pooler().named_statements())
+                .execute(&mut *conn)
                 .await
                 .map_err(db)?;
+            conn.finish().await?;
             Ok(())
         })
     }
@@ -570,6 +577,7 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(async move {
             self.fetch_optional(
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_id.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
                     .bind(Uuid::from(id))
                     .bind(include_deleted),
             )
@@ -580,7 +588,9 @@ impl OrganizationStore for PgOrganizationStore {
     fn find_by_slug<'a>(&'a self, slug: &'a Slug) -> StoreFuture<'a, Option<Organization>> {
         Box::pin(async move {
             self.fetch_optional(
-                sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone())).bind(slug.as_str()),
+                sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
+                    .bind(slug.as_str()),
             )
             .await
         })
@@ -590,6 +600,7 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(async move {
             self.fetch_all(
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_ids.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
                     .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>()),
             )
             .await
@@ -610,6 +621,7 @@ impl OrganizationStore for PgOrganizationStore {
                 });
             self.fetch_all(
                 sqlx::query(AssertSqlSafe(sql.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
                     .bind(query.text.as_deref().map(like_literal))
                     .bind(after_name)
                     .bind(after_id)
@@ -628,11 +640,15 @@ impl OrganizationStore for PgOrganizationStore {
                 Some(_) => &self.inner.sql.count_text,
                 None => &self.inner.sql.count_all,
             };
-            sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+            let mut conn = self.inner.db.statement_connection().await?;
+            let count = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(text.map(like_literal))
-                .fetch_one(self.inner.db.pool())
+                .fetch_one(&mut *conn)
                 .await
-                .map_err(db)
+                .map_err(db)?;
+            conn.finish().await?;
+            Ok(count)
         })
     }
 
@@ -641,11 +657,14 @@ impl OrganizationStore for PgOrganizationStore {
         ids: &'a [OrganizationId],
     ) -> StoreFuture<'a, Vec<OrganizationSummary>> {
         Box::pin(async move {
+            let mut conn = self.inner.db.statement_connection().await?;
             let rows = sqlx::query(AssertSqlSafe(self.inner.sql.summaries.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>())
-                .fetch_all(self.inner.db.pool())
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(db)?;
+            conn.finish().await?;
             let Some(first) = rows.first() else {
                 return Ok(Vec::new());
             };
@@ -674,11 +693,14 @@ impl OrganizationStore for PgOrganizationStore {
 
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
+            let mut conn = self.inner.db.statement_connection().await?;
             let rows = sqlx::query(AssertSqlSafe(self.inner.sql.audit_list.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(Uuid::from(id))
-                .fetch_all(self.inner.db.pool())
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(db)?;
+            conn.finish().await?;
             rows.iter()
                 .map(|r| {
                     Ok(AuditEntry::new(

@@ -19,25 +19,29 @@ impl Queue {
     ) -> Result<Vec<Job>> {
         let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
         let lease = self.lease_ms();
+        let mut conn = self.db.statement_connection().await?;
         let rows = match kinds {
             None => {
                 sqlx::query(self.sql.claim.clone())
+                    .persistent(self.db.pooler().named_statements())
                     .bind(n)
                     .bind(worker)
                     .bind(lease)
-                    .fetch_all(self.db.pool())
+                    .fetch_all(&mut *conn)
                     .await?
             }
             Some(kinds) => {
                 sqlx::query(self.sql.claim_kinds.clone())
+                    .persistent(self.db.pooler().named_statements())
                     .bind(n)
                     .bind(worker)
                     .bind(lease)
                     .bind(kinds)
-                    .fetch_all(self.db.pool())
+                    .fetch_all(&mut *conn)
                     .await?
             }
         };
+        conn.finish().await?;
         metrics::counter!("neo_queue_claimed_total").increment(rows.len() as u64);
         rows.iter()
             .map(|r| {

@@ -66,6 +66,7 @@ impl Webhooks {
         }
         let mut tx = self.inner.db.begin().await?;
         let created: Vec<Pending> = sqlx::query_as(AssertSqlSafe(self.inner.sql.fan_out.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(&ids)
             .bind(&types)
             .bind(&tenants)
@@ -113,12 +114,14 @@ impl Webhooks {
         endpoint: Uuid,
     ) -> Result<(), EventError> {
         sqlx::query(AssertSqlSafe(self.inner.sql.lock_endpoint.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .execute(&mut ***tx)
             .await
             .map_err(db_error)?;
         let head: Vec<(i64, Option<TenantId>)> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(endpoint)
                 .fetch_all(&mut ***tx)
                 .await
