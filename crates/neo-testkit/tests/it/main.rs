@@ -5,4 +5,5 @@ mod faults;
 mod postgres;
 mod receiver;
 mod redis;
+mod replica;
 mod setup;
