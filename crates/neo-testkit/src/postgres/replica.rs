@@ -69,7 +69,7 @@ impl PgReplicaPair {
         // WAL kept for a replica that falls behind (replay paused in a test, say).
         primary.psql("postgres", "ALTER SYSTEM SET wal_keep_size = '256MB'")?;
         primary.psql("postgres", "SELECT pg_reload_conf()")?;
-        let replica = PgServer::replica_of(&primary, options.server.clone())?;
+        let replica = PgServer::replica_of(&primary, options.server)?;
         let pair = PgReplicaPair {
             primary,
             replica,
