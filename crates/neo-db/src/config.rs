@@ -27,7 +27,9 @@ use std::time::Duration;
 #[serde(default)]
 pub struct DbConfig {
     /// `postgres://user:password@host:port/database`. Required. May carry `sslmode` and
-    /// `sslrootcert` (`?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`).
+    /// `sslrootcert` (`?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`), and several
+    /// hosts with a read-write target for failover, as libpq:
+    /// `postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write`.
     pub url: SecretString,
     /// TLS: libpq's `sslmode` (`NEO_DB_SSL_MODE=verify-full`); overrides the URL's. `None`:
     /// the URL's, else `PGSSLMODE`, else `prefer`.
@@ -73,6 +75,12 @@ pub struct DbConfig {
     pub max_rows_per_statement: usize,
     /// COPY bulk insert settings.
     pub copy: CopyConfig,
+    /// Read replicas and how far behind they may be (`NEO_DB_REPLICA__*`; see
+    /// [`ReplicaConfig`](crate::ReplicaConfig)).
+    pub replica: crate::ReplicaConfig,
+    /// Failover between the hosts of a multi-host `url` (`NEO_DB_FAILOVER__*`; see
+    /// [`FailoverConfig`](crate::FailoverConfig)).
+    pub failover: crate::FailoverConfig,
     /// Keys for sealing sensitive values (feature `seal`, `NEO_DB_SEAL__*`; see
     /// [`SealConfig`](crate::seal::SealConfig)).
     #[cfg(feature = "seal")]
@@ -99,6 +107,8 @@ impl Default for DbConfig {
             health_check_timeout: Duration::from_secs(2),
             max_rows_per_statement: 10_000,
             copy: CopyConfig::default(),
+            replica: crate::ReplicaConfig::default(),
+            failover: crate::FailoverConfig::default(),
             #[cfg(feature = "seal")]
             seal: crate::seal::SealConfig::default(),
         }

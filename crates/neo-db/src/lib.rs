@@ -37,11 +37,13 @@ mod config;
 mod copy;
 pub mod diagnostics;
 mod error;
+mod failover;
 mod ident;
 mod migrate;
 mod page;
 mod planned;
 mod pool;
+mod replica;
 #[cfg(feature = "seal")]
 pub mod seal;
 mod telemetry;
@@ -51,11 +53,13 @@ pub use batch::{BatchRepository, Column, ColumnBinder, Key, OnConflict, Record};
 pub use config::{CopyConfig, CopyFormat, DbConfig};
 pub use copy::{CopyReport, CopyRow, CopyValue, CopyWriter, RowWriter};
 pub use error::{Error, ItemError, Result, TlsProblem, classify, classify_sqlstate};
+pub use failover::FailoverConfig;
 pub use ident::{Ident, MAX_IDENTIFIER_LEN, Schema, TableName, quote_identifier};
 pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
 pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
+pub use replica::{Consistency, Lsn, ReadSession, ReplicaConfig, ReplicaStatus};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tls::SslMode;
 

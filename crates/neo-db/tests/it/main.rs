@@ -10,6 +10,7 @@ mod ident;
 mod migrate;
 mod page;
 mod pool;
+mod replica;
 mod tls;
 
 use chrono::{DateTime, Utc};
