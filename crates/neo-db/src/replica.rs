@@ -241,6 +241,8 @@ pub(crate) struct Replicas {
     epoch: Instant,
     next: AtomicUsize,
     skipped: AtomicU64,
+    /// The highest position [`Db::wrote`](crate::Db::wrote) has seen through this `Db`.
+    written: AtomicU64,
 }
 
 /// `host:port/database` of a URL, for comparing and naming servers.
@@ -323,6 +325,7 @@ impl Replicas {
             epoch: Instant::now(),
             next: AtomicUsize::new(0),
             skipped: AtomicU64::new(0),
+            written: AtomicU64::new(0),
         }))
     }
 
@@ -505,10 +508,10 @@ impl crate::Db {
             .unwrap_or_else(|| self.pool())
     }
 
-    /// Records, in the current [`ReadSession`], the primary's WAL position after a write
-    /// that has committed (`pg_current_wal_insert_lsn()`, one round trip), so the session's
-    /// next reads see it. Does nothing, without a round trip, when no replica is configured
-    /// or no session is in scope. Returns the position recorded.
+    /// Reads the primary's WAL position after a write that has committed
+    /// (`pg_current_wal_insert_lsn()`, one round trip) and records it in the current
+    /// [`ReadSession`], if any, so the session's next reads see the write. Does nothing,
+    /// without a round trip, when no replica is configured. Returns the position.
     ///
     /// # Errors
     /// The database error of the query.
@@ -516,12 +519,35 @@ impl crate::Db {
         if self.shared().replicas.is_none() {
             return Ok(None);
         }
-        let Some(session) = ReadSession::current() else {
-            return Ok(None);
-        };
         let lsn = self.current_lsn().await?;
-        session.observe(lsn);
+        if let Some(replicas) = &self.shared().replicas {
+            replicas.written.fetch_max(lsn.0, Ordering::AcqRel);
+        }
+        if let Some(session) = ReadSession::current() {
+            session.observe(lsn);
+        }
         Ok(Some(lsn))
+    }
+
+    /// The highest position [`Db::wrote`] has recorded through this `Db` (and its clones):
+    /// `ReadAfter` it sees every write this process reported, e.g. for filling a cache
+    /// shared by all callers. `None` without replicas or before any write.
+    pub fn last_write(&self) -> Option<Lsn> {
+        match self
+            .shared()
+            .replicas
+            .as_ref()?
+            .written
+            .load(Ordering::Acquire)
+        {
+            0 => None,
+            lsn => Some(Lsn(lsn)),
+        }
+    }
+
+    /// Whether read replicas are configured.
+    pub fn has_replicas(&self) -> bool {
+        self.shared().replicas.is_some()
     }
 
     /// The primary's current WAL insert position.

@@ -19,9 +19,10 @@ use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
 use crate::model::{Branding, Changed, Legal, OrgDomain, OrgStatus, Organization, Verification};
 use crate::{OrgError, OrganizationStore};
 use neo_core::{OrganizationId, Slug, UserId};
-use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
+use neo_db::{Db, MigrationReport, MigrationSet, ReadSession, Schema, TableName};
 use neo_events::{DomainEvent, Outbox};
 use sqlx::Arguments;
+use sqlx::PgPool;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
@@ -457,11 +458,33 @@ impl PgOrganizationStore {
         Ok(())
     }
 
+    /// The pool for a read that tolerates replica lag: a replica that has replayed the
+    /// caller's last write ([`ReadSession`]), else the primary; the primary without replicas.
+    fn reader(&self) -> &PgPool {
+        self.inner.db.read_pool()
+    }
+
+    /// Runs a cache fill where every write made through this `Db` (and the caller's own,
+    /// if it came through another process) is visible.
+    async fn filling<T>(&self, read: StoreFuture<'_, T>) -> Result<T, OrgError> {
+        if !self.inner.db.has_replicas() {
+            return read.await;
+        }
+        let fill = ReadSession::new();
+        if let Some(lsn) = self.inner.db.last_write() {
+            fill.observe(lsn);
+        }
+        if let Some(lsn) = ReadSession::current().and_then(|s| s.last_write()) {
+            fill.observe(lsn);
+        }
+        fill.scope(read).await
+    }
+
     async fn fetch_all(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<Organization>, OrgError> {
-        let rows = query.fetch_all(self.inner.db.pool()).await.map_err(db)?;
+        let rows = query.fetch_all(self.reader()).await.map_err(db)?;
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
@@ -472,11 +495,9 @@ impl PgOrganizationStore {
     async fn fetch_optional(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        pool: &PgPool,
     ) -> Result<Option<Organization>, OrgError> {
-        let row = query
-            .fetch_optional(self.inner.db.pool())
-            .await
-            .map_err(db)?;
+        let row = query.fetch_optional(pool).await.map_err(db)?;
         row.as_ref()
             .map(|row| from_row(row, &ReadColumns::of(row)?))
             .transpose()
@@ -568,10 +589,18 @@ impl OrganizationStore for PgOrganizationStore {
         include_deleted: bool,
     ) -> StoreFuture<'_, Option<Organization>> {
         Box::pin(async move {
+            // A deleted one is asked for by delete and restore, which write what they read:
+            // from the primary.
+            let pool = if include_deleted {
+                self.inner.db.pool()
+            } else {
+                self.reader()
+            };
             self.fetch_optional(
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_id.clone()))
                     .bind(Uuid::from(id))
                     .bind(include_deleted),
+                pool,
             )
             .await
         })
@@ -581,6 +610,7 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(async move {
             self.fetch_optional(
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone())).bind(slug.as_str()),
+                self.reader(),
             )
             .await
         })
@@ -630,7 +660,7 @@ impl OrganizationStore for PgOrganizationStore {
             };
             sqlx::query_scalar(AssertSqlSafe(sql.clone()))
                 .bind(text.map(like_literal))
-                .fetch_one(self.inner.db.pool())
+                .fetch_one(self.reader())
                 .await
                 .map_err(db)
         })
@@ -643,7 +673,7 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(async move {
             let rows = sqlx::query(AssertSqlSafe(self.inner.sql.summaries.clone()))
                 .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>())
-                .fetch_all(self.inner.db.pool())
+                .fetch_all(self.reader())
                 .await
                 .map_err(db)?;
             let Some(first) = rows.first() else {
@@ -670,6 +700,24 @@ impl OrganizationStore for PgOrganizationStore {
         max_members: u32,
     ) -> StoreFuture<'a, ()> {
         Box::pin(self.add_member_locked(organization, user, role, max_members))
+    }
+
+    fn wrote(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.db.wrote().await?;
+            Ok(())
+        })
+    }
+
+    fn find_to_cache(&self, id: OrganizationId) -> StoreFuture<'_, Option<Organization>> {
+        Box::pin(self.filling(self.find(id, false)))
+    }
+
+    fn find_many_to_cache<'a>(
+        &'a self,
+        ids: &'a [OrganizationId],
+    ) -> StoreFuture<'a, Vec<Organization>> {
+        Box::pin(self.filling(self.find_many(ids)))
     }
 
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {
