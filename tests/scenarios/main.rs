@@ -5,4 +5,5 @@
 mod core_on_postgres;
 mod flaky_receiver;
 mod one_tenant;
+mod primary_failover;
 mod service_under_faults;
