@@ -19,6 +19,7 @@ pub mod flaky;
 mod measure;
 pub mod orgs;
 pub mod queue;
+pub mod replica;
 pub mod report;
 pub mod resilience;
 
@@ -142,6 +143,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "orgs",
             build: orgs::pairs,
+        },
+        Group {
+            name: "replica",
+            build: replica::pairs,
         },
     ]
 }
