@@ -31,7 +31,9 @@
 //!   them).
 //!
 //! Tests that inject faults start servers of their own with [`PgServer::start`] and
-//! [`RedisServer::start`], which they can stop, kill and restart.
+//! [`RedisServer::start`], which they can stop, kill and restart, or a primary with a
+//! streaming replica ([`PgReplicaPair::start`]) to kill the primary, promote the replica or
+//! pause its replay; [`postgres_replicated`] shares one pair per test binary.
 
 mod certs;
 mod error;
