@@ -66,6 +66,7 @@ mod pool;
 mod replica;
 #[cfg(feature = "seal")]
 pub mod seal;
+mod session;
 mod telemetry;
 mod tls;
 
@@ -79,7 +80,8 @@ pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
 pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
-pub use replica::{Consistency, Lsn, ReadSession, ReplicaConfig, ReplicaStatus};
+pub use replica::{ReplicaConfig, ReplicaStatus};
+pub use session::{Consistency, Lsn, ReadSession};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tls::SslMode;
 

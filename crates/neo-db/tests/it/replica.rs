@@ -161,6 +161,7 @@ async fn a_replica_behind_the_lag_bound_is_skipped_and_reported() {
         .unwrap();
     wait_serving(&db).await;
     let pair = tokio::task::spawn_blocking(move || {
+        pair.wait_caught_up(Duration::from_secs(10)).unwrap();
         pair.pause_replay().unwrap();
         pair
     })
