@@ -21,6 +21,7 @@ mod measure;
 pub mod orgs;
 pub mod pooler;
 pub mod queue;
+pub mod replica;
 pub mod report;
 pub mod resilience;
 pub mod webhooks_sealed;
@@ -157,6 +158,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "webhooks",
             build: webhooks_sealed::pairs,
+        },
+        Group {
+            name: "replica",
+            build: replica::pairs,
         },
     ]
 }

@@ -28,7 +28,9 @@ use std::time::Duration;
 #[serde(default)]
 pub struct DbConfig {
     /// `postgres://user:password@host:port/database`. Required. May carry `sslmode` and
-    /// `sslrootcert` (`?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`).
+    /// `sslrootcert` (`?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`), and several
+    /// hosts with a read-write target for failover, as libpq:
+    /// `postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write`.
     pub url: SecretString,
     /// TLS: libpq's `sslmode` (`NEO_DB_SSL_MODE=verify-full`); overrides the URL's. `None`:
     /// the URL's, else `PGSSLMODE`, else `prefer`.
@@ -86,6 +88,12 @@ pub struct DbConfig {
     /// `none`; with a transaction pooler the queue worker and outbox dispatcher poll instead.
     /// A secret like `url`.
     pub listen_url: Option<SecretString>,
+    /// Read replicas and how far behind they may be (`NEO_DB_REPLICA__*`; see
+    /// [`ReplicaConfig`](crate::ReplicaConfig)).
+    pub replica: crate::ReplicaConfig,
+    /// Failover between the hosts of a multi-host `url` (`NEO_DB_FAILOVER__*`; see
+    /// [`FailoverConfig`](crate::FailoverConfig)).
+    pub failover: crate::FailoverConfig,
     /// Keys for sealing sensitive values (feature `seal`, `NEO_DB_SEAL__*`; see
     /// [`SealConfig`](crate::seal::SealConfig)).
     #[cfg(feature = "seal")]
@@ -114,6 +122,8 @@ impl Default for DbConfig {
             copy: CopyConfig::default(),
             pooler: crate::Pooler::None,
             listen_url: None,
+            replica: crate::ReplicaConfig::default(),
+            failover: crate::FailoverConfig::default(),
             #[cfg(feature = "seal")]
             seal: crate::seal::SealConfig::default(),
         }

@@ -165,10 +165,22 @@ impl Db {
     /// # Errors
     /// As [`Db::acquire`] and [`Db::begin`].
     pub async fn statement_connection(&self) -> Result<StatementConnection> {
+        self.statement_connection_on(self.pool()).await
+    }
+
+    /// A [`StatementConnection`] from `pool`: the primary's, or a replica's from
+    /// [`Db::read_pool`] (a replica behind the same kind of pooler as the primary).
+    ///
+    /// # Errors
+    /// As [`Db::acquire`] and [`Db::begin`].
+    pub async fn statement_connection_on(
+        &self,
+        pool: &sqlx::PgPool,
+    ) -> Result<StatementConnection> {
         Ok(if self.pooler().needs_transaction() {
-            StatementConnection::Transaction(self.begin().await?)
+            StatementConnection::Transaction(self.begin_on(pool).await?)
         } else {
-            StatementConnection::Plain(self.acquire().await?)
+            StatementConnection::Plain(self.acquire_on(pool).await?)
         })
     }
 }

@@ -31,7 +31,9 @@
 //!   them).
 //!
 //! Tests that inject faults start servers of their own with [`PgServer::start`] and
-//! [`RedisServer::start`], which they can stop, kill and restart.
+//! [`RedisServer::start`], which they can stop, kill and restart, or a primary with a
+//! streaming replica ([`PgReplicaPair::start`]) to kill the primary, promote the replica or
+//! pause its replay; [`postgres_replicated`] shares one pair per test binary.
 
 mod certs;
 mod error;
@@ -52,6 +54,9 @@ pub use failure::Failure;
 pub use pgbouncer::{PGBOUNCER_BIN_VAR, PGBOUNCER_URL_VAR, PgBouncer, PgBouncerOptions, PgRoute};
 pub use postgres::{
     BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase, TlsPostgres,
+};
+pub use postgres::{
+    PgReplicaOptions, PgReplicaPair, REPLICA_NAME, ReplicatedDatabase, ReplicatedPostgres,
 };
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
@@ -103,6 +108,30 @@ pub async fn try_postgres_tls() -> Result<TlsPostgres> {
     tokio::task::spawn_blocking(postgres::shared_tls)
         .await
         .map_err(Error::client("starting the shared TLS PostgreSQL"))?
+}
+
+/// The primary + streaming replica shared by the tests of this process (asynchronous
+/// replication, `pg_basebackup -R`), started on first use and torn down at exit; take a
+/// database of your own on it with [`ReplicatedPostgres::database`]. Fault tests (pause
+/// replay, kill, promote) start a [`PgReplicaPair`] of their own instead.
+///
+/// # Panics
+/// When the pair cannot be started; the message says why. Use [`try_postgres_replicated`]
+/// to handle that yourself.
+pub async fn postgres_replicated() -> ReplicatedPostgres {
+    try_postgres_replicated()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no replicated PostgreSQL for this test: {e}"))
+}
+
+/// Like [`postgres_replicated`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`] or [`Error::Startup`] (with the server log).
+pub async fn try_postgres_replicated() -> Result<ReplicatedPostgres> {
+    tokio::task::spawn_blocking(postgres::shared_replicated)
+        .await
+        .map_err(Error::client("starting the shared replicated PostgreSQL"))?
 }
 
 /// A flushed logical database on the shared Redis server, with a key prefix unique to the test.

@@ -7,6 +7,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod replica;
+
+pub(crate) use replica::shared_replicated;
+pub use replica::{
+    PgReplicaOptions, PgReplicaPair, REPLICA_NAME, ReplicatedDatabase, ReplicatedPostgres,
+};
+
 const SERVER: &str = "PostgreSQL";
 const MIN_MAJOR: u32 = 15;
 /// Points the tests at an existing server instead of starting one.
@@ -547,10 +554,15 @@ pub(crate) fn shared_url() -> Result<String> {
 
 /// Creates a fresh database on the shared server (see [`crate::postgres`]).
 pub(crate) async fn create_database() -> Result<TestDatabase> {
-    use sqlx::Connection as _;
     let admin_url = tokio::task::spawn_blocking(shared_url)
         .await
         .map_err(Error::client("starting the shared PostgreSQL"))??;
+    create_database_on(admin_url).await
+}
+
+/// Creates a fresh database on the server of `admin_url`.
+pub(crate) async fn create_database_on(admin_url: String) -> Result<TestDatabase> {
+    use sqlx::Connection as _;
     let name = format!("neo_test_{}", uuid::Uuid::now_v7().simple());
     let mut conn = sqlx::PgConnection::connect(&admin_url)
         .await

@@ -11,6 +11,7 @@ mod migrate;
 mod page;
 mod pool;
 mod pooler;
+mod replica;
 #[cfg(feature = "seal")]
 mod seal;
 mod tls;

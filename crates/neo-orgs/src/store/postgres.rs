@@ -19,9 +19,10 @@ use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
 use crate::model::{Branding, Changed, Legal, OrgDomain, OrgStatus, Organization, Verification};
 use crate::{OrgError, OrganizationStore};
 use neo_core::{OrganizationId, Slug, UserId};
-use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
+use neo_db::{Db, MigrationReport, MigrationSet, ReadSession, Schema, TableName};
 use neo_events::{DomainEvent, Outbox};
 use sqlx::Arguments;
+use sqlx::PgPool;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
@@ -458,11 +459,33 @@ impl PgOrganizationStore {
         Ok(())
     }
 
+    /// The pool for a read that tolerates replica lag: a replica that has replayed the
+    /// caller's last write ([`ReadSession`]), else the primary; the primary without replicas.
+    fn reader(&self) -> &PgPool {
+        self.inner.db.read_pool()
+    }
+
+    /// Runs a cache fill where every write made through this `Db` (and the caller's own,
+    /// if it came through another process) is visible.
+    async fn filling<T>(&self, read: StoreFuture<'_, T>) -> Result<T, OrgError> {
+        if !self.inner.db.has_replicas() {
+            return read.await;
+        }
+        let fill = ReadSession::new();
+        if let Some(lsn) = self.inner.db.last_write() {
+            fill.observe(lsn);
+        }
+        if let Some(lsn) = ReadSession::current().and_then(|s| s.last_write()) {
+            fill.observe(lsn);
+        }
+        fill.scope(read).await
+    }
+
     async fn fetch_all(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<Organization>, OrgError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
         let rows = query.fetch_all(&mut *conn).await.map_err(db)?;
         conn.finish().await?;
         let Some(first) = rows.first() else {
@@ -475,8 +498,9 @@ impl PgOrganizationStore {
     async fn fetch_optional(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        pool: &PgPool,
     ) -> Result<Option<Organization>, OrgError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let mut conn = self.inner.db.statement_connection_on(pool).await?;
         let row = query.fetch_optional(&mut *conn).await.map_err(db)?;
         conn.finish().await?;
         row.as_ref()
@@ -575,11 +599,19 @@ impl OrganizationStore for PgOrganizationStore {
         include_deleted: bool,
     ) -> StoreFuture<'_, Option<Organization>> {
         Box::pin(async move {
+            // A deleted one is asked for by delete and restore, which write what they read:
+            // from the primary.
+            let pool = if include_deleted {
+                self.inner.db.pool()
+            } else {
+                self.reader()
+            };
             self.fetch_optional(
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_id.clone()))
                     .persistent(self.inner.db.pooler().named_statements())
                     .bind(Uuid::from(id))
                     .bind(include_deleted),
+                pool,
             )
             .await
         })
@@ -591,6 +623,7 @@ impl OrganizationStore for PgOrganizationStore {
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone()))
                     .persistent(self.inner.db.pooler().named_statements())
                     .bind(slug.as_str()),
+                self.reader(),
             )
             .await
         })
@@ -640,7 +673,7 @@ impl OrganizationStore for PgOrganizationStore {
                 Some(_) => &self.inner.sql.count_text,
                 None => &self.inner.sql.count_all,
             };
-            let mut conn = self.inner.db.statement_connection().await?;
+            let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
             let count = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
                 .persistent(self.inner.db.pooler().named_statements())
                 .bind(text.map(like_literal))
@@ -657,7 +690,7 @@ impl OrganizationStore for PgOrganizationStore {
         ids: &'a [OrganizationId],
     ) -> StoreFuture<'a, Vec<OrganizationSummary>> {
         Box::pin(async move {
-            let mut conn = self.inner.db.statement_connection().await?;
+            let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
             let rows = sqlx::query(AssertSqlSafe(self.inner.sql.summaries.clone()))
                 .persistent(self.inner.db.pooler().named_statements())
                 .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>())
@@ -689,6 +722,24 @@ impl OrganizationStore for PgOrganizationStore {
         max_members: u32,
     ) -> StoreFuture<'a, ()> {
         Box::pin(self.add_member_locked(organization, user, role, max_members))
+    }
+
+    fn wrote(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.db.wrote().await?;
+            Ok(())
+        })
+    }
+
+    fn find_to_cache(&self, id: OrganizationId) -> StoreFuture<'_, Option<Organization>> {
+        Box::pin(self.filling(self.find(id, false)))
+    }
+
+    fn find_many_to_cache<'a>(
+        &'a self,
+        ids: &'a [OrganizationId],
+    ) -> StoreFuture<'a, Vec<Organization>> {
+        Box::pin(self.filling(self.find_many(ids)))
     }
 
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {

@@ -6,4 +6,5 @@ mod pgbouncer;
 mod postgres;
 mod receiver;
 mod redis;
+mod replica;
 mod setup;
