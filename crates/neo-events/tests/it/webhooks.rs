@@ -37,16 +37,24 @@ pub(crate) fn config(schedule_ms: &[u64]) -> WebhookConfig {
 }
 
 pub(crate) async fn setup(config: WebhookConfig) -> Setup {
+    setup_with(config, |q| q).await
+}
+
+/// [`setup`] with the queue's configuration changed by `queue_config`.
+pub(crate) async fn setup_with(
+    config: WebhookConfig,
+    queue_config: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> Setup {
     let test_db = neo_testkit::postgres().await;
     let db = Db::connect(&DbConfig::with_url(test_db.url()))
         .await
         .unwrap();
     let queue = Queue::new(
         &db,
-        QueueConfig {
+        queue_config(QueueConfig {
             lease: Duration::from_secs(2),
             ..QueueConfig::default()
-        },
+        }),
     )
     .unwrap();
     queue.migrate().await.unwrap();
