@@ -128,7 +128,10 @@ impl Statements {
 /// when given.
 ///
 /// 1. `tenants`: every tenant with available jobs, one index descent each (a loose scan of
-///    `jobs_claim_by_tenant`: the next tenant after the last one found).
+///    `jobs_claim_by_tenant`: the tenant before the last one found). The scan runs backwards
+///    so that it lands on each tenant's newest entry: the oldest are where claims leave dead
+///    entries until vacuum, and a forward scan walked all of them (at a 1,000,000-job backlog
+///    that doubled the claim's cost once a few hundred thousand jobs had been claimed).
 /// 2. `candidates`: each tenant's next `$1` due jobs (highest priority, then oldest), and as
 ///    many of the jobs without a tenant, which take their turns as one more tenant. `turn` is
 ///    a job's place among its tenant's jobs of its priority; with a cap, `load` is the running
@@ -159,10 +162,11 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>) -> String {
     let order = "ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1";
     format!(
         "WITH RECURSIVE tenants(tenant) AS ( \
-           (SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL ORDER BY tenant LIMIT 1) \
+           (SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
+            ORDER BY tenant DESC LIMIT 1) \
            UNION ALL \
-           SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant > s.tenant \
-                   ORDER BY j.tenant LIMIT 1) \
+           SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
+                   ORDER BY j.tenant DESC LIMIT 1) \
            FROM tenants AS s WHERE s.tenant IS NOT NULL), \
          {running_cte}\
          candidates AS ( \
