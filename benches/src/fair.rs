@@ -34,7 +34,7 @@ pub struct Run {
 
 impl Run {
     /// The runs of several rounds as one: all of B's latencies, the median rate.
-    fn merge(runs: Vec<Run>) -> Run {
+    fn merge(runs: &[Run]) -> Run {
         let jobs_per_second = median(runs.iter().map(|r| r.jobs_per_second).collect());
         let mut b_latencies: Vec<Duration> =
             runs.iter().flat_map(|r| r.b_latencies.clone()).collect();
@@ -221,9 +221,9 @@ pub fn measure(url: &str, backlog: usize, length: Duration, rounds: usize) -> Fi
                     .map(|(f, u)| f.jobs_per_second / u.jobs_per_second)
                     .collect(),
             ),
-            idle: Run::merge(idle),
-            fair: Run::merge(fair),
-            unfair: Run::merge(unfair),
+            idle: Run::merge(&idle),
+            fair: Run::merge(&fair),
+            unfair: Run::merge(&unfair),
         }
     })
 }
