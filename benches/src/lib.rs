@@ -16,6 +16,7 @@ pub mod coord;
 pub mod core;
 pub mod db;
 pub mod events;
+pub mod fair;
 pub mod flaky;
 mod measure;
 pub mod orgs;

@@ -108,10 +108,32 @@ pub(crate) async fn setup(route: PgRoute, config: WebhookConfig) -> Setup {
     .await
 }
 
+/// The webhook tables on a fresh database, reached and sealed as `mode` says.
+pub(crate) async fn setup_in(mode: Mode, config: WebhookConfig) -> Setup {
+    setup_in_with(mode, config, |q| q).await
+}
+
+/// The webhook tables on a fresh database reached directly, secrets stored as given, with
+/// the queue's configuration changed by `queue_config`.
+pub(crate) async fn setup_with(
+    config: WebhookConfig,
+    queue_config: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> Setup {
+    let mode = Mode {
+        route: PgRoute::Direct,
+        sealing: Sealing::Off,
+    };
+    setup_in_with(mode, config, queue_config).await
+}
+
 /// Queue, outbox and webhooks on a fresh database reached by `mode.route` (`pooler =
 /// "transaction"` through PgBouncer, with the direct URL for LISTEN), sealing as
-/// `mode.sealing` says.
-pub(crate) async fn setup_in(mode: Mode, config: WebhookConfig) -> Setup {
+/// `mode.sealing` says, the queue's configuration changed by `queue_config`.
+pub(crate) async fn setup_in_with(
+    mode: Mode,
+    config: WebhookConfig,
+    queue_config: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> Setup {
     let route = mode.route;
     let test_db = route.database().await;
     let db = Db::connect(&DbConfig {
@@ -129,10 +151,10 @@ pub(crate) async fn setup_in(mode: Mode, config: WebhookConfig) -> Setup {
     .unwrap();
     let queue = Queue::new(
         &db,
-        QueueConfig {
+        queue_config(QueueConfig {
             lease: Duration::from_secs(2),
             ..QueueConfig::default()
-        },
+        }),
     )
     .unwrap();
     queue.migrate().await.unwrap();

@@ -1,6 +1,7 @@
 //! neo-queue against a real PostgreSQL started by neo-testkit (or `NEO_TEST_DATABASE_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod fair;
 mod queue;
 mod worker;
 
@@ -37,6 +38,6 @@ pub(crate) async fn setup(
         }),
     )
     .unwrap();
-    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2]);
+    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3]);
     (test_db, db, queue)
 }
