@@ -374,7 +374,7 @@ impl crate::Db {
         self.read_pool_for(consistency)
     }
 
-    /// The pool for a read with `consistency` (see [`Db::read_pool`]).
+    /// The pool for a read with `consistency` (see [`Db::read_pool`](crate::Db::read_pool)).
     pub fn read_pool_for(&self, consistency: Consistency) -> &PgPool {
         self.shared()
             .replicas
@@ -404,7 +404,7 @@ impl crate::Db {
         Ok(Some(lsn))
     }
 
-    /// The highest position [`Db::wrote`] has recorded through this `Db` (and its clones):
+    /// The highest position [`Db::wrote`](crate::Db::wrote) has recorded through this `Db` (and its clones):
     /// `ReadAfter` it sees every write this process reported, e.g. for filling a cache
     /// shared by all callers. `None` without replicas or before any write.
     pub fn last_write(&self) -> Option<Lsn> {
