@@ -320,7 +320,7 @@ async fn tenant_schemas_per_repository_or_per_transaction(route: PgRoute) {
     // The search_path was local to that transaction.
     let path: String = sqlx::query_scalar("SHOW search_path")
         .persistent(false)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert!(!path.contains("tenant_b"), "{path}");
@@ -463,7 +463,7 @@ async fn casts_bind_enum_columns(route: PgRoute) {
     assert_eq!(repo.update_batch(&db, &rows).await.unwrap().len(), 2);
     let states: Vec<String> = sqlx::query_scalar("SELECT state::text FROM tickets")
         .persistent(false)
-        .fetch_all(db.pool())
+        .fetch_all(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(states, vec!["open", "open"]);

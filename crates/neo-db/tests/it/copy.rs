@@ -93,7 +93,7 @@ struct Stored {
 async fn stored(db: &neo_db::Db) -> Vec<Stored> {
     sqlx::query_as("SELECT id, name, amount, data, at, org, flag FROM events ORDER BY amount")
         .persistent(false)
-        .fetch_all(db.pool())
+        .fetch_all(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap()
 }
@@ -127,7 +127,7 @@ async fn binary_and_text_copy_store_every_type_exactly(route: PgRoute) {
         let extra: (Option<chrono::NaiveDate>, Option<Vec<u8>>, Option<f64>) =
             sqlx::query_as("SELECT day, blob, ratio FROM events WHERE amount = -4")
                 .persistent(false)
-                .fetch_one(db.pool())
+                .fetch_one(&mut *db.statement_connection().await.unwrap())
                 .await
                 .unwrap();
         assert_eq!(
@@ -171,7 +171,7 @@ async fn a_bad_row_fails_its_flush_only_names_the_row_and_leaves_the_pool_health
         let in_bad_flush: i64 =
             sqlx::query_scalar("SELECT count(*) FROM events WHERE amount BETWEEN 5 AND 14")
                 .persistent(false)
-                .fetch_one(db.pool())
+                .fetch_one(&mut *db.statement_connection().await.unwrap())
                 .await
                 .unwrap();
         assert_eq!(in_bad_flush, 0);
@@ -208,7 +208,7 @@ async fn a_duplicate_key_is_already_exists_and_upsert_goes_through_staging(route
     assert_eq!(count(&db, "events").await, 21);
     let small: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE amount < 900")
         .persistent(false)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(small, 1); // only event(99)

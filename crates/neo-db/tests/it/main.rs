@@ -139,7 +139,7 @@ pub(crate) async fn setup_with(
 pub(crate) async fn count(db: &Db, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
         .persistent(false)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap()
 }

@@ -56,14 +56,14 @@ async fn tenant_schemas_get_their_own_tables_and_records(route: PgRoute) {
     }
     let public: Option<String> = sqlx::query_scalar("SELECT to_regclass('public.invoices')::text")
         .persistent(false)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(public, None);
     // The pool's only connection is back on the default search_path.
     let path: String = sqlx::query_scalar("SHOW search_path")
         .persistent(false)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(path, "\"$user\", public");
@@ -84,7 +84,7 @@ async fn a_failing_or_changed_script_is_an_error_and_rolls_back(route: PgRoute) 
     assert_eq!(err.kind(), ErrorKind::Internal);
     let half: Option<String> = sqlx::query_scalar("SELECT to_regclass('half')::text")
         .persistent(false)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(half, None, "script 2 was rolled back");

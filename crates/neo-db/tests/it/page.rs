@@ -122,11 +122,13 @@ async fn offset_pages_count_only_when_asked(route: PgRoute) {
     let request = PageRequest::new(0, Some(10), &config).with_count(CountMode::Estimated);
     let page = repo.offset_page(&db, &sort, &request).await.unwrap();
     assert_eq!((page.total, page.total_is_estimate), (Some(25), false));
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("ANALYZE products")
         .persistent(false)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     let page = repo.offset_page(&db, &sort, &request).await.unwrap();
     assert_eq!((page.total, page.total_is_estimate), (Some(25), true));
 }

@@ -223,7 +223,7 @@ async fn archival_moves_old_processed_events_in_batches(route: PgRoute) {
     assert_eq!(small.pending().await.unwrap(), 1);
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_events.outbox_archive")
         .persistent(false)
-        .fetch_one(db.pool())
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(archived, 20);
@@ -254,11 +254,13 @@ fn event_types_and_ids_are_validated() {
 
 async fn the_publish_cte_records_events_in_the_business_statement(route: PgRoute) {
     let (_t, db, outbox) = setup(route).await;
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("CREATE TABLE orgs (id uuid PRIMARY KEY, name text NOT NULL)")
         .persistent(false)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     let insert = format!(
         "WITH {} INSERT INTO orgs (id, name) VALUES ($1, $2)",
         outbox.publish_cte(3)
@@ -302,16 +304,20 @@ async fn the_publish_cte_records_events_in_the_business_statement(route: PgRoute
 
 async fn conditional_publish_ctes_record_only_what_their_condition_allows(route: PgRoute) {
     let (_t, db, outbox) = setup(route).await;
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("CREATE TABLE orgs (id text PRIMARY KEY, name text NOT NULL)")
         .persistent(false)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("INSERT INTO orgs VALUES ('org_1', 'Acme'), ('org_2', 'Globex')")
         .persistent(false)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     // Renames one organization when it exists; publishes only if a row changed.
     let when = format!(
         "WITH updated AS (UPDATE orgs SET name = $2 WHERE id = $1 RETURNING id), {} \
@@ -321,15 +327,17 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows(route:
     for (id, changed) in [("org_9", 0_i64), ("org_1", 1)] {
         let events = [event(1)];
         let (json, channel) = outbox.publish_params(&events);
+        let mut conn = db.statement_connection().await.unwrap();
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(when.clone()))
             .bind(id)
             .bind("Renamed")
             .bind(json)
             .bind(channel)
             .persistent(false)
-            .fetch_one(db.pool())
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
+        conn.finish().await.unwrap();
         assert_eq!(count, changed);
         assert_eq!(
             outbox.pending().await.unwrap(),
@@ -345,14 +353,16 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows(route:
     );
     let events = [event(2), event(3)];
     let (json, channel) = outbox.publish_params(&events);
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(matching))
         .bind(vec!["org_2", "org_3"])
         .bind(json)
         .bind(channel)
         .persistent(false)
-        .execute(db.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     let ids: Vec<String> = dispatched(&outbox)
         .await
         .iter()

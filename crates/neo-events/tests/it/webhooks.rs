@@ -962,12 +962,14 @@ async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans(mode:
 
     // A fan-out that ran while its endpoint was deleted leaves deliveries without an
     // endpoint (deliveries hold no foreign key); the endpoint row alone goes here.
+    let mut conn = s.db.statement_connection().await.unwrap();
     sqlx::query("DELETE FROM neo_events.webhook_endpoints WHERE id = $1")
         .bind(orphaned.id)
         .persistent(false)
-        .execute(s.db.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     assert_eq!(count(orphaned.id).await, 2);
     assert_eq!(
         s.webhooks
