@@ -26,6 +26,8 @@
 //! handler inside [`scope`].
 
 mod error;
+#[cfg(feature = "axum")]
+pub mod http;
 mod scope;
 
 pub use error::Error;
