@@ -12,6 +12,7 @@
 //! Keys written through the plain [`HybridCache`] that start with `t:` share this space: a
 //! cache used per tenant should be used only through views.
 
+use super::get::MissFuture;
 use super::hybrid::HybridCache;
 use super::options::EntryOptions;
 use super::validate::{validate_key, validate_name, validate_pattern};
@@ -21,6 +22,8 @@ use neo_core::TenantId;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 /// `t:` + a hyphenated UUID + `:`.
 const PREFIX_LEN: usize = 2 + 36 + 1;
@@ -174,9 +177,13 @@ impl<V> Cache<V> for TenantCache<V>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    async fn get(&self, key: &str) -> Result<Option<V>> {
-        let key = TenantKey::new(&self.prefix, key);
-        self.cache.get(key.as_str()).await
+    fn get(&self, key: &str) -> impl Future<Output = Result<Option<V>>> + Send {
+        TenantGetFuture {
+            view: self,
+            key,
+            started: false,
+            miss: None,
+        }
     }
 
     async fn set(&self, key: &str, value: V, options: &EntryOptions) -> Result<()> {
@@ -201,6 +208,7 @@ where
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Into<BoxError> + Send + 'static,
     {
+        validate_key(key)?;
         let key = TenantKey::new(&self.prefix, key);
         self.cache.get_or_load(key.as_str(), loader).await
     }
@@ -216,7 +224,15 @@ where
         E: Into<BoxError> + Send + 'static,
     {
         let prefix = self.prefix;
-        let scoped: Vec<String> = keys.iter().map(|key| owned_key(&prefix, key)).collect();
+        // Each key is checked as the caller wrote it (the prefix would make "" valid).
+        let refused: Vec<Option<crate::Error>> =
+            keys.iter().map(|key| validate_key(key).err()).collect();
+        let scoped: Vec<String> = keys
+            .iter()
+            .zip(&refused)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(key, _)| owned_key(&prefix, key))
+            .collect();
         // The loader sees the caller's keys and answers with them; the cache sees the tenant's.
         let scoped_loader = move |missing: Vec<String>| {
             let unscoped = missing
@@ -236,7 +252,18 @@ where
                 })
             }
         };
-        self.cache.get_or_load_many(&scoped, scoped_loader).await
+        let mut found = self
+            .cache
+            .get_or_load_many(&scoped, scoped_loader)
+            .await
+            .into_iter();
+        refused
+            .into_iter()
+            .map(|refused| match refused {
+                Some(error) => Err(error),
+                None => found.next().unwrap_or(Ok(None)),
+            })
+            .collect()
     }
 
     async fn invalidate_tag(&self, tag: &str) -> Result<u64> {
@@ -260,6 +287,49 @@ where
 
     fn stats(&self) -> CacheStats {
         self.cache.stats()
+    }
+}
+
+/// The future of [`TenantCache::get`]: like `HybridCache::get`'s, its first poll reads L1 and
+/// hands a hit straight back; the namespaced key is built on that poll's stack, so the future
+/// holds only the caller's key.
+struct TenantGetFuture<'c, 'k, V> {
+    view: &'c TenantCache<V>,
+    key: &'k str,
+    started: bool,
+    miss: Option<MissFuture<V>>,
+}
+
+impl<V> Future for TenantGetFuture<'_, '_, V>
+where
+    V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
+{
+    type Output = Result<Option<V>>;
+
+    #[inline]
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if !this.started {
+            this.started = true;
+            let key = TenantKey::new(&this.view.prefix, this.key);
+            let hit = this.view.cache.l1_poll(key.as_str(), &mut this.miss);
+            if hit.is_ready() {
+                return hit;
+            }
+            // L1 only holds keys checked on write; a miss checks the caller's key before
+            // anything reaches Redis (the prefix would make "" look valid).
+            if let Err(error) = validate_key(this.key) {
+                this.miss = None;
+                return Poll::Ready(Err(error));
+            }
+        }
+        match &mut this.miss {
+            Some(miss) => miss.as_mut().poll(cx),
+            None => Poll::Ready(Err(crate::Error::invalid(
+                "poll",
+                "the future of TenantCache::get was polled after it completed",
+            ))),
+        }
     }
 }
 

@@ -181,3 +181,34 @@ async fn a_view_of_the_current_tenant_needs_a_tenant_in_scope() {
     })
     .await;
 }
+
+fn invalid<T>(result: &Result<T, Error>) -> bool {
+    matches!(result, Err(Error::Invalid { what: "key", .. }))
+}
+
+#[tokio::test]
+async fn a_view_checks_the_callers_key_not_the_namespaced_one() {
+    for kind in [Kind::Memory, Kind::Redis(Deployment::Standalone)] {
+        let h = Harness::new(kind, |c| c).await;
+        let view = h.cache.for_tenant(&TenantId::new());
+        assert!(invalid(&view.get("").await), "{kind:?}");
+        assert!(
+            invalid(&view.set("", org(1), &EntryOptions::default()).await),
+            "{kind:?}"
+        );
+        let loaded = view
+            .get_or_load("", || async { Ok::<_, std::io::Error>(Some(org(1))) })
+            .await;
+        assert!(invalid(&loaded), "{kind:?}");
+        let keys: Vec<String> = ["", "org:1"].map(String::from).to_vec();
+        let found = view
+            .get_or_load_many(&keys, |missing: Vec<String>| async move {
+                assert_eq!(missing, ["org:1"]);
+                Ok::<_, std::io::Error>([("org:1".to_owned(), org(1))].into())
+            })
+            .await;
+        let [empty, one] = <[_; 2]>::try_from(found).unwrap();
+        assert!(invalid(&empty), "{kind:?}");
+        assert_eq!(one.unwrap(), Some(org(1)), "{kind:?}");
+    }
+}
