@@ -290,9 +290,35 @@ where
     }
 }
 
+thread_local! {
+    /// The last namespaced key `get` built on this thread: its prefix stays while the thread
+    /// keeps reading for one tenant, so a hit copies only the caller's key (no allocation
+    /// once the buffer has grown, no UTF-8 check).
+    static GET_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// Runs `f` on `prefix + key`, built in this thread's buffer (on the stack if the buffer is in
+/// use, which `f` never makes happen: L1 reads call no user code).
+#[inline(always)]
+fn with_key<R>(prefix: &Prefix, key: &str, f: impl FnOnce(&str) -> R) -> R {
+    GET_KEY.with(|buffer| match buffer.try_borrow_mut() {
+        Ok(mut full) => {
+            if full.as_bytes().get(..PREFIX_LEN) == Some(&prefix[..]) {
+                full.truncate(PREFIX_LEN);
+            } else {
+                full.clear();
+                full.push_str(prefix_str(prefix));
+            }
+            full.push_str(key);
+            f(&full)
+        }
+        Err(_) => f(TenantKey::new(prefix, key).as_str()),
+    })
+}
+
 /// The future of [`TenantCache::get`]: like `HybridCache::get`'s, its first poll reads L1 and
-/// hands a hit straight back; the namespaced key is built on that poll's stack, so the future
-/// holds only the caller's key.
+/// hands a hit straight back; the namespaced key is built during that poll (in a thread-local
+/// buffer), so the future holds only the caller's key.
 struct TenantGetFuture<'c, 'k, V> {
     view: &'c TenantCache<V>,
     key: &'k str,
@@ -311,8 +337,8 @@ where
         let this = self.get_mut();
         if !this.started {
             this.started = true;
-            let key = TenantKey::new(&this.view.prefix, this.key);
-            let hit = this.view.cache.l1_poll(key.as_str(), &mut this.miss);
+            let (cache, miss) = (&this.view.cache, &mut this.miss);
+            let hit = with_key(&this.view.prefix, this.key, |key| cache.l1_poll(key, miss));
             if hit.is_ready() {
                 return hit;
             }
