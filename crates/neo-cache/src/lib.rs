@@ -144,7 +144,7 @@ mod config;
 mod error;
 mod stats;
 
-pub use cache::{Cache, EntryOptions, HybridCache, MAX_KEY_LEN, WarmReport};
+pub use cache::{Cache, EntryOptions, HybridCache, MAX_KEY_LEN, TenantCache, WarmReport};
 pub use codec::{Codec, JsonCodec, MessagePackCodec};
 pub use config::{
     BackplaneConfig, CacheConfig, Compression, DistributedLockConfig, FailSafeConfig, L1Config,
