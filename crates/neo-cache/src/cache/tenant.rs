@@ -91,7 +91,7 @@ fn owned_key(prefix: &Prefix, key: &str) -> String {
 }
 
 /// One tenant's view of a [`HybridCache`]: the same [`Cache`] methods, on keys (and tags and
-/// patterns) namespaced by the tenant (see the [module docs](self) for the layout).
+/// patterns) namespaced by the tenant (stored in Redis as `{key_prefix}{name}:t:{tenant}:{key}`).
 ///
 /// Cheap: a clone of the cache handle and the 39-byte prefix; make one per request. Statistics
 /// are the named cache's, shared by every tenant (no tenant labels).
