@@ -76,7 +76,6 @@ pub fn db_pairs_on(direct: &str, bouncer: &str) -> Vec<Pair> {
     for name in [
         "ours_pgb_save",
         "raw_pgb_save",
-        "raw_pgb_autocommit",
         "ours_unnamed_save",
         "raw_named_save",
         "pooler_load",
@@ -120,42 +119,6 @@ pub fn db_pairs_on(direct: &str, bouncer: &str) -> Vec<Pair> {
                     tx.commit().await?;
                     Ok::<_, sqlx::Error>(done)
                 }));
-                black_box(done.rows_affected());
-            }),
-        }
-    };
-
-    // The same against the raw insert in autocommit, which is right only while one client
-    // at a time uses the pooler: what the transaction around each statement costs.
-    let save_pgb_autocommit = {
-        let (rt, rt2) = (Rc::clone(&rt), Rc::clone(&rt));
-        let (db, db2, repo) = (
-            pooled.clone(),
-            pooled.clone(),
-            repo(&pooled, "ours_pgb_save"),
-        );
-        Pair {
-            name: "db/save_batch_100_pgbouncer_vs_single_client_autocommit",
-            target: None,
-            per_iteration: Some(100),
-            raw_per_iteration: None,
-            ours: Box::new(move || {
-                let rows = items(100);
-                black_box(check(rt.block_on(repo.save_batch(
-                    &db,
-                    &rows,
-                    OnConflict::Error,
-                ))));
-            }),
-            raw: Box::new(move || {
-                let rows = items(100);
-                let done = check(
-                    rt2.block_on(
-                        raw_unnest_insert("raw_pgb_autocommit", &rows)
-                            .persistent(false)
-                            .execute(db2.pool()),
-                    ),
-                );
                 black_box(done.rows_affected());
             }),
         }
@@ -217,7 +180,7 @@ pub fn db_pairs_on(direct: &str, bouncer: &str) -> Vec<Pair> {
             }),
         }
     };
-    vec![save_pgb, save_pgb_autocommit, save_unnamed, load_unnamed]
+    vec![save_pgb, save_unnamed, load_unnamed]
 }
 
 /// The db pairs of this module, on the bench PostgreSQL and a PgBouncer in front of it.
@@ -268,15 +231,14 @@ mod tests {
         let test_db = rt.block_on(neo_testkit::PgRoute::PgBouncer.database());
         let mut pairs = db_pairs_on(test_db.direct_url(), test_db.url());
         pairs.extend(queue_pairs_on(test_db.direct_url(), test_db.url()));
-        assert_eq!(pairs.len(), 5);
+        assert_eq!(pairs.len(), 4);
         crate::run_each_once(pairs);
         let named = rt
             .block_on(Db::connect(&DbConfig::with_url(test_db.direct_url())))
             .unwrap();
         for (table, rows) in [
-            ("ours_pgb_save", 200),
+            ("ours_pgb_save", 100),
             ("raw_pgb_save", 100),
-            ("raw_pgb_autocommit", 100),
             ("ours_unnamed_save", 100),
             ("raw_named_save", 100),
         ] {
