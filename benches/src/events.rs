@@ -20,6 +20,8 @@ use tokio::sync::{Semaphore, oneshot};
 pub const DELIVERIES: usize = 2_000;
 /// Requests in flight at once (the worker's concurrency, and the raw baseline's).
 const IN_FLIGHT: usize = 256;
+/// First attempts the fan-out may make inline (`WebhookConfig::inline_attempts`).
+const INLINE_ATTEMPTS: usize = 32;
 
 /// Everything a webhook pipeline needs, in its own schemas on the server at `url`.
 #[derive(Debug)]
@@ -95,6 +97,9 @@ impl Pipeline {
                 allow_private: false,
             },
             require_https: false,
+            // A lone event's first attempt goes out from the fan-out (issue 36, item 3); a
+            // backlog's batches do not fit and take the worker path.
+            inline_attempts: INLINE_ATTEMPTS,
             ..WebhookConfig::default()
         };
         let webhooks = check(match sealer {

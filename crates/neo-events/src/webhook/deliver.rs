@@ -80,6 +80,20 @@ impl Webhooks {
             .get("delivery")
             .and_then(serde_json::Value::as_i64)
             .ok_or_else(|| JobError::permanent("the job names no delivery"))?;
+        // A delivery whose first attempt fan-out made inline: this job's attempts come after.
+        let inline = job.payload.get("inline") == Some(&serde_json::Value::Bool(true));
+        self.attempt(id, job.attempt + i32::from(inline), None)
+            .await
+    }
+
+    /// Attempt number `attempt` of delivery `id`. `inline_due` is set for an inline first
+    /// attempt: when it fails with retries left, the retry is its job, due then.
+    pub(in crate::webhook) async fn attempt(
+        &self,
+        id: i64,
+        attempt: i32,
+        inline_due: Option<chrono::DateTime<Utc>>,
+    ) -> Result<(), JobError> {
         let Some(target) = self.target(id).await.map_err(JobError::retry)? else {
             // The endpoint (and its deliveries) were deleted.
             return Ok(());
@@ -121,14 +135,16 @@ impl Webhooks {
             });
         }
         metrics::histogram!("neo_webhooks_attempt_seconds").record(answer.took.as_secs_f64());
-        self.conclude(id, &job, &target, answer).await
+        self.conclude(id, attempt, inline_due, &target, answer)
+            .await
     }
 
     /// Records the attempt and decides the job's fate.
     async fn conclude(
         &self,
         id: i64,
-        job: &Job,
+        attempt: i32,
+        inline_due: Option<chrono::DateTime<Utc>>,
         target: &Target,
         answer: Answer,
     ) -> Result<(), JobError> {
@@ -167,7 +183,7 @@ impl Webhooks {
             });
             return Ok(());
         }
-        let Some(scheduled) = self.inner.config.retry_delay(job.attempt) else {
+        let Some(scheduled) = self.inner.config.retry_delay(attempt) else {
             update.status = "dead";
             update.error = Some(reason.clone());
             self.finish(target, update).await?;
@@ -187,9 +203,13 @@ impl Webhooks {
             }
             _ => scheduled,
         };
-        update.next_attempt_at = chrono::Duration::from_std(delay)
-            .ok()
-            .map(|d| Utc::now() + d);
+        update.next_attempt_at = match inline_due {
+            // Its job, already enqueued, makes the retry.
+            Some(due) => Some(due),
+            None => chrono::Duration::from_std(delay)
+                .ok()
+                .map(|d| Utc::now() + d),
+        };
         self.record(update).await?;
         metrics::counter!("neo_webhooks_retries_total").increment(1);
         Err(JobError::RetryIn(reason, delay))

@@ -6,6 +6,8 @@ mod signatures;
 #[cfg(feature = "webhooks")]
 mod webhook_faults;
 #[cfg(feature = "webhooks")]
+mod webhook_inline;
+#[cfg(feature = "webhooks")]
 mod webhook_rotation;
 #[cfg(feature = "webhooks")]
 mod webhook_sealing;

@@ -4,9 +4,12 @@
 
 use super::{Webhooks, db_error};
 use crate::{DomainEvent, EventError};
+use chrono::{DateTime, Utc};
 use neo_core::TenantId;
 use neo_queue::{NewJob, OnDuplicate};
 use sqlx::AssertSqlSafe;
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 /// A delivery just made pending (by fan-out or replay):
@@ -73,10 +76,53 @@ impl Webhooks {
             .fetch_all(&mut **tx)
             .await
             .map_err(db_error)?;
-        self.enqueue_created(&mut tx, &created).await?;
+        let inline = self.inline_slots(&created);
+        let due = inline.as_ref().map(|_| {
+            let backstop = chrono::Duration::from_std(self.inner.config.inline_backstop())
+                .unwrap_or(chrono::Duration::days(1));
+            Utc::now() + backstop
+        });
+        self.enqueue_created_due(&mut tx, &created, due).await?;
         tx.commit().await?;
         metrics::counter!("neo_webhooks_deliveries_created_total").increment(created.len() as u64);
+        if let (Some(slots), Some(job_due)) = (inline, due) {
+            self.attempt_inline(&created, slots, job_due);
+        }
         Ok(created.len())
+    }
+
+    /// One inline slot per queued (non-FIFO) delivery, when all of them fit.
+    fn inline_slots(&self, rows: &[Pending]) -> Option<Vec<OwnedSemaphorePermit>> {
+        let wanted = rows.iter().filter(|r| r.queued).count();
+        if wanted == 0 || wanted > self.inner.config.inline_attempts {
+            return None;
+        }
+        let mut slots = Vec::with_capacity(wanted);
+        for _ in 0..wanted {
+            // Dropping the ones taken gives them back when not all fit.
+            slots.push(Arc::clone(&self.inner.inline).try_acquire_owned().ok()?);
+        }
+        Some(slots)
+    }
+
+    /// Makes the first attempt of each queued delivery in a task of its own, now; their
+    /// jobs (due at `job_due`) finish what these leave.
+    fn attempt_inline(
+        &self,
+        rows: &[Pending],
+        slots: Vec<OwnedSemaphorePermit>,
+        job_due: DateTime<Utc>,
+    ) {
+        for (row, slot) in rows.iter().filter(|r| r.queued).zip(slots) {
+            let (webhooks, id) = (self.clone(), row.id);
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(error) = webhooks.attempt(id, 1, Some(job_due)).await {
+                    // Not sent (gates refused) or not recorded: the job does it.
+                    tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
+                }
+            });
+        }
     }
 
     /// Enqueues jobs for deliveries just made pending: the queued
@@ -86,12 +132,23 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         rows: &[Pending],
     ) -> Result<(), EventError> {
+        self.enqueue_created_due(tx, rows, None).await
+    }
+
+    /// [`enqueue_created`](Self::enqueue_created); with `inline`, the queued ones' jobs are
+    /// due then and count the inline first attempt as their first.
+    async fn enqueue_created_due(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        rows: &[Pending],
+        inline: Option<DateTime<Utc>>,
+    ) -> Result<(), EventError> {
         let queued: Vec<(i64, Option<TenantId>)> = rows
             .iter()
             .filter(|r| r.queued)
             .map(|r| (r.id, r.tenant_id))
             .collect();
-        self.enqueue(tx, &queued).await?;
+        self.enqueue_jobs(tx, &queued, inline).await?;
         let mut fifo: Vec<Uuid> = rows
             .iter()
             .filter(|r| !r.queued)
@@ -132,14 +189,34 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         deliveries: &[(i64, Option<TenantId>)],
     ) -> Result<(), EventError> {
+        self.enqueue_jobs(tx, deliveries, None).await
+    }
+
+    /// [`enqueue`](Self::enqueue); with `inline`, jobs due then whose payload says their
+    /// delivery's first attempt is made inline (the job's attempt 1 is the delivery's 2nd).
+    async fn enqueue_jobs(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        deliveries: &[(i64, Option<TenantId>)],
+        inline: Option<DateTime<Utc>>,
+    ) -> Result<(), EventError> {
+        let attempts = self.inner.config.max_attempts();
         let jobs = deliveries
             .iter()
             .map(|&(id, tenant)| {
-                let job = NewJob::new(
-                    &self.inner.config.job_kind,
-                    &serde_json::json!({ "delivery": id }),
-                )?
-                .max_attempts(self.inner.config.max_attempts())
+                let job = match inline {
+                    None => NewJob::new(
+                        &self.inner.config.job_kind,
+                        &serde_json::json!({ "delivery": id }),
+                    )?
+                    .max_attempts(attempts),
+                    Some(due) => NewJob::new(
+                        &self.inner.config.job_kind,
+                        &serde_json::json!({ "delivery": id, "inline": true }),
+                    )?
+                    .max_attempts((attempts - 1).max(1))
+                    .run_at(due),
+                }
                 .unique_key(format!("webhook-delivery:{id}"));
                 Ok(match tenant {
                     Some(tenant) => job.tenant_id(tenant),
