@@ -82,21 +82,27 @@ impl Webhooks {
             .ok_or_else(|| JobError::permanent("the job names no delivery"))?;
         // A delivery whose first attempt fan-out made inline: this job's attempts come after.
         let inline = job.payload.get("inline") == Some(&serde_json::Value::Bool(true));
-        self.attempt(id, job.attempt + i32::from(inline), None)
+        self.attempt(id, job.attempt + i32::from(inline), None, None)
             .await
     }
 
     /// Attempt number `attempt` of delivery `id`. `inline_due` is set for an inline first
-    /// attempt: when it fails with retries left, the retry is its job, due then.
+    /// attempt: when it fails with retries left, the retry is its job, due then. `read` is
+    /// its rows when the caller read them already (fan-out, in the statement that made it).
     pub(in crate::webhook) async fn attempt(
         &self,
         id: i64,
         attempt: i32,
         inline_due: Option<chrono::DateTime<Utc>>,
+        read: Option<Target>,
     ) -> Result<(), JobError> {
-        let Some(target) = self.target(id).await.map_err(JobError::retry)? else {
-            // The endpoint (and its deliveries) were deleted.
-            return Ok(());
+        let target = match read {
+            Some(target) => target,
+            None => match self.target(id).await.map_err(JobError::retry)? {
+                Some(target) => target,
+                // The endpoint (and its deliveries) were deleted.
+                None => return Ok(()),
+            },
         };
         if target.status != "pending" {
             return Ok(()); // delivered or dead already: a duplicate job

@@ -3,11 +3,12 @@
 //! A delivery and its job name the tenant of the event that caused them.
 
 use super::{Webhooks, db_error};
+use crate::webhook::rows::Target;
 use crate::{DomainEvent, EventError};
 use chrono::{DateTime, Utc};
 use neo_core::TenantId;
 use neo_queue::{NewJob, OnDuplicate};
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, FromRow};
 use std::sync::Arc;
 use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
@@ -67,8 +68,16 @@ impl Webhooks {
         if ids.is_empty() {
             return Ok(0);
         }
+        // Events that may fit the free inline slots: the statement returns what sending
+        // their deliveries reads, sparing the inline attempts a read after commit.
+        let read_targets = ids.len() <= self.inner.inline.available_permits();
+        let sql = if read_targets {
+            &self.inner.sql.fan_out_targets
+        } else {
+            &self.inner.sql.fan_out
+        };
         let mut tx = self.inner.db.begin().await?;
-        let created: Vec<Pending> = sqlx::query_as(AssertSqlSafe(self.inner.sql.fan_out.clone()))
+        let rows = sqlx::query(AssertSqlSafe(sql.clone()))
             .bind(&ids)
             .bind(&types)
             .bind(&tenants)
@@ -76,7 +85,20 @@ impl Webhooks {
             .fetch_all(&mut **tx)
             .await
             .map_err(db_error)?;
+        let created = rows
+            .iter()
+            .map(Pending::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
         let inline = self.inline_slots(&created);
+        let targets = match (&inline, read_targets) {
+            (Some(_), true) => rows
+                .iter()
+                .map(|row| Target::from_row(row).map(Some))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_error)?,
+            _ => vec![None; created.len()],
+        };
         let due = inline.as_ref().map(|_| {
             let backstop = chrono::Duration::from_std(self.inner.config.inline_backstop())
                 .unwrap_or(chrono::Duration::days(1));
@@ -86,7 +108,7 @@ impl Webhooks {
         tx.commit().await?;
         metrics::counter!("neo_webhooks_deliveries_created_total").increment(created.len() as u64);
         if let (Some(slots), Some(job_due)) = (inline, due) {
-            self.attempt_inline(&created, slots, job_due);
+            self.attempt_inline(&created, targets, slots, job_due);
         }
         Ok(created.len())
     }
@@ -110,14 +132,16 @@ impl Webhooks {
     fn attempt_inline(
         &self,
         rows: &[Pending],
+        targets: Vec<Option<Target>>,
         slots: Vec<OwnedSemaphorePermit>,
         job_due: DateTime<Utc>,
     ) {
-        for (row, slot) in rows.iter().filter(|r| r.queued).zip(slots) {
+        let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
+        for ((row, target), slot) in queued.zip(slots) {
             let (webhooks, id) = (self.clone(), row.id);
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(error) = webhooks.attempt(id, 1, Some(job_due)).await {
+                if let Err(error) = webhooks.attempt(id, 1, Some(job_due), target).await {
                     // Not sent (gates refused) or not recorded: the job does it.
                     tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
                 }
