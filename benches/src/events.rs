@@ -20,8 +20,16 @@ use tokio::sync::{Semaphore, oneshot};
 pub const DELIVERIES: usize = 2_000;
 /// Requests in flight at once (the worker's concurrency, and the raw baseline's).
 const IN_FLIGHT: usize = 256;
-/// First attempts the fan-out may make inline (`WebhookConfig::inline_attempts`).
+/// First attempts the fan-out may make inline (`WebhookConfig::inline_attempts`) unless
+/// `NEO_BENCH_WEBHOOK_INLINE` says otherwise (0 for the worker path only, to compare).
 const INLINE_ATTEMPTS: usize = 32;
+
+fn inline_attempts() -> usize {
+    std::env::var("NEO_BENCH_WEBHOOK_INLINE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(INLINE_ATTEMPTS)
+}
 
 /// Everything a webhook pipeline needs, in its own schemas on the server at `url`.
 #[derive(Debug)]
@@ -99,7 +107,7 @@ impl Pipeline {
             require_https: false,
             // A lone event's first attempt goes out from the fan-out (issue 36, item 3); a
             // backlog's batches do not fit and take the worker path.
-            inline_attempts: INLINE_ATTEMPTS,
+            inline_attempts: inline_attempts(),
             ..WebhookConfig::default()
         };
         let webhooks = check(match sealer {
