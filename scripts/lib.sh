@@ -38,15 +38,22 @@ redis_sentinel_installed() {
     command -v redis-sentinel >/dev/null 2>&1 || [[ -x /usr/bin/redis-sentinel ]]
 }
 
-# Installs PostgreSQL and Redis from Debian's packages when either is missing.
+# PgBouncer (Debian's pgbouncer) sits in front of the test PostgreSQL (neo-testkit).
+pgbouncer_installed() {
+    command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]
+}
+
+# Installs PostgreSQL, PgBouncer, Redis, redis-cli and redis-sentinel from Debian's packages
+# when any is missing.
 ensure_servers_installed() {
     local packages=()
     postgres_installed || packages+=(postgresql)
+    pgbouncer_installed || packages+=(pgbouncer)
     redis_installed || packages+=(redis-server)
     redis_cli_installed || packages+=(redis-tools)
     redis_sentinel_installed || packages+=(redis-sentinel)
     if ((${#packages[@]} == 0)); then
-        log "PostgreSQL, Redis, redis-cli and redis-sentinel are installed"
+        log "PostgreSQL, PgBouncer, Redis, redis-cli and redis-sentinel are installed"
         return
     fi
     command -v apt-get >/dev/null 2>&1 ||
@@ -55,6 +62,7 @@ ensure_servers_installed() {
     as_root env DEBIAN_FRONTEND=noninteractive apt-get update -q
     as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${packages[@]}"
     postgres_installed || die "PostgreSQL 15+ is still missing after installing it"
+    pgbouncer_installed || die "PgBouncer is still missing after installing it"
     redis_installed || die "Redis is still missing after installing it"
     redis_cli_installed || die "redis-cli (redis-tools) is still missing after installing it"
     redis_sentinel_installed || die "redis-sentinel is still missing after installing it"
@@ -93,8 +101,9 @@ check_advisories() {
 # Starts one PostgreSQL and one Redis for this run (unless NEO_TEST_DATABASE_URL and
 # NEO_TEST_REDIS_URL are already set) and exports their URLs. Stopped when the script exits.
 # Arguments go to neo-test-servers: `--redis-cluster` and `--redis-tls` start a Redis Cluster
-# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*), and
-# `--redis-sentinel` a Sentinel group (NEO_TEST_REDIS_SENTINEL_NODES, _MASTER).
+# and a TLS-only Redis for the run too (NEO_TEST_REDIS_CLUSTER_NODES, NEO_TEST_REDIS_TLS_*),
+# `--redis-sentinel` a Sentinel group (NEO_TEST_REDIS_SENTINEL_NODES, _MASTER) and
+# `--pgbouncer` PgBouncer in transaction mode in front of the PostgreSQL (NEO_TEST_PGBOUNCER_URL).
 start_test_servers() {
     if [[ -n ${NEO_TEST_DATABASE_URL:-} && -n ${NEO_TEST_REDIS_URL:-} ]]; then
         log "using NEO_TEST_DATABASE_URL and NEO_TEST_REDIS_URL from the environment"

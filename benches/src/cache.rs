@@ -46,6 +46,7 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
     };
     vec![
         l1_hit(&rt, url, config("l1")),
+        l1_hit_tenant(&rt, url, config("l1t")),
         l2_hit(&rt, url, config("l2")),
         l2_hit_multiplexed(&rt, url, config("l2m")),
         many_from_l2(&rt, url, config("many")),
@@ -100,6 +101,33 @@ fn l1_hit(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
         }),
         raw: Box::new(move || {
             black_box(raw.get(black_box("org:1")));
+        }),
+    }
+}
+
+/// An L1 hit through a tenant view (`for_tenant`: the key namespaced `t:{tenant}:` on the
+/// stack) against the same hit on the plain cache: what carrying the tenant costs (issue 34:
+/// at most 5 %).
+fn l1_hit_tenant(rt: &Rc<Runtime>, url: &str, config: CacheConfig) -> Pair {
+    let _guard = rt.enter();
+    let cache = check(HybridCache::<Org>::tiered(config, url));
+    let tenant = cache.for_tenant(&neo_core::TenantId::new());
+    check(rt.block_on(tenant.set("org:1", org(1), &EntryOptions::default())));
+    check(rt.block_on(cache.set("org:1", org(1), &EntryOptions::default())));
+    let keep_runtime = Rc::clone(rt);
+    Pair {
+        name: "cache/l1_hit_tenant",
+        target: Some(1.05),
+        per_iteration: None,
+        raw_per_iteration: None,
+        ours: Box::new(move || {
+            let _runtime = &keep_runtime;
+            let value = check(now_or_never(tenant.get(black_box("org:1"))));
+            black_box(value);
+        }),
+        raw: Box::new(move || {
+            let value = check(now_or_never(cache.get(black_box("org:1"))));
+            black_box(value);
         }),
     }
 }

@@ -84,12 +84,12 @@ impl CopyRow for Item {
     }
 }
 
-fn items(n: usize) -> Vec<Item> {
+pub(crate) fn items(n: usize) -> Vec<Item> {
     (0..n).map(Item::new).collect()
 }
 
 /// What a hand-written UNNEST insert binds: one array per column.
-fn raw_unnest_insert(
+pub(crate) fn raw_unnest_insert(
     table: &str,
     rows: &[Item],
 ) -> sqlx::query::Query<'static, sqlx::Postgres, sqlx::postgres::PgArguments> {

@@ -16,10 +16,13 @@ pub mod coord;
 pub mod core;
 pub mod db;
 pub mod events;
+pub mod fair;
 pub mod flaky;
 mod measure;
 pub mod orgs;
+pub mod pooler;
 pub mod queue;
+pub mod replica;
 pub mod report;
 pub mod resilience;
 pub mod webhooks_sealed;
@@ -134,6 +137,14 @@ pub fn groups() -> Vec<Group> {
             build: queue::pairs,
         },
         Group {
+            name: "db",
+            build: pooler::db_pairs,
+        },
+        Group {
+            name: "queue",
+            build: pooler::queue_pairs,
+        },
+        Group {
             name: "coord",
             build: coord::pairs,
         },
@@ -148,6 +159,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "webhooks",
             build: webhooks_sealed::pairs,
+        },
+        Group {
+            name: "replica",
+            build: replica::pairs,
         },
     ]
 }

@@ -23,10 +23,19 @@ fn jobs(n: usize) -> Vec<NewJob> {
 
 /// A queue in its own schema on the server at `url`, migrated.
 pub fn queue_on(rt: &Runtime, url: &str, schema: &str) -> (Db, Queue) {
-    let db = check(rt.block_on(Db::connect(&DbConfig {
-        max_connections: 16,
-        ..DbConfig::with_url(url)
-    })));
+    queue_with(
+        rt,
+        &DbConfig {
+            max_connections: 16,
+            ..DbConfig::with_url(url)
+        },
+        schema,
+    )
+}
+
+/// A queue in its own schema on a pool built from `config`, migrated.
+pub fn queue_with(rt: &Runtime, config: &DbConfig, schema: &str) -> (Db, Queue) {
+    let db = check(rt.block_on(Db::connect(config)));
     let queue = check(Queue::new(
         &db,
         QueueConfig {

@@ -98,6 +98,12 @@ pub fn absolute_rows(m: &Measurement, per_iteration: Option<u64>) -> Vec<Row> {
                 format!("{:.0} /s", 1e9 / m.raw_ns),
             ),
         ],
+        "queue/end_to_end_batched_pgbouncer_vs_direct" => vec![Row::figure(
+            "queue batched jobs/s through PgBouncer / direct",
+            format!("{:.2}×", m.raw_ns / m.ours_ns),
+            "≥ 0.70×",
+            m.raw_ns / m.ours_ns >= 0.7,
+        )],
         "batch/writer_10k_into_save_batch" => vec![Row::figure(
             "batch writer into save_batch",
             format!("{:.0} items/s", rate(m.ours_ns)),
@@ -168,6 +174,50 @@ pub fn queue_rows(url: &str, samples: usize) -> Vec<Row> {
         Row::reference(
             "queue enqueue→start p99",
             format!("{:.2} ms", ms(quantile(&latencies, 0.99))),
+        ),
+    ]
+}
+
+/// Noisy-neighbour fairness of the queue's claims, tenant A holding `backlog` jobs (see
+/// [`crate::fair`]): B's enqueue → start p99 with fair claims against B alone on an idle
+/// queue (goal ≤ 2×), and the jobs run per second with fair claims against claims that ignore
+/// tenants (goal ≥ 0.8×, the median of three alternating rounds); B's p99 with claims that
+/// ignore tenants for reference.
+pub fn fair_rows(url: &str, backlog: usize) -> Vec<Row> {
+    let f = crate::fair::measure(url, backlog, Duration::from_secs(2), 3);
+    let (fair, idle, unfair) = (
+        f.fair.b_quantile(0.99),
+        f.idle.b_quantile(0.99),
+        f.unfair.b_quantile(0.99),
+    );
+    let latency_ratio = ms(fair) / ms(idle);
+    let rate_ratio = f.rate_ratio;
+    vec![
+        Row {
+            operation: format!("queue/fair_tenant_b_p99 (A: {} jobs)", f.backlog),
+            ours: format!("{:.2} ms", ms(fair)),
+            raw: format!("{:.2} ms idle", ms(idle)),
+            ratio: Some(latency_ratio),
+            target: "≤ 2.00× idle".to_owned(),
+            passed: Some(latency_ratio <= 2.0 && f.fair.b_unstarted == 0),
+        },
+        Row {
+            operation: format!("queue/fair_throughput (A: {} jobs)", f.backlog),
+            ours: format!("{:.0} /s", f.fair.jobs_per_second),
+            raw: format!("{:.0} /s unfair", f.unfair.jobs_per_second),
+            ratio: Some(rate_ratio),
+            target: "≥ 0.80×".to_owned(),
+            passed: Some(rate_ratio >= 0.8),
+        },
+        Row::reference(
+            "queue tenant B p99, claims ignoring tenants",
+            format!(
+                "{}{:.0} ms ({} of {} not started)",
+                if f.unfair.b_unstarted > 0 { "≥ " } else { "" },
+                ms(unfair),
+                f.unfair.b_unstarted,
+                f.unfair.b_latencies.len()
+            ),
         ),
     ]
 }

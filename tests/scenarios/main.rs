@@ -6,5 +6,6 @@ mod cache_cluster_failover;
 mod core_on_postgres;
 mod flaky_receiver;
 mod one_tenant;
+mod primary_failover;
 mod sentinel_failover;
 mod service_under_faults;

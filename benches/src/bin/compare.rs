@@ -12,10 +12,14 @@ fn main() {
     let mut settings = Settings::default();
     let mut filter = None;
     let mut markdown = None;
+    let mut quick = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
-            "--quick" => settings = Settings::quick(),
+            "--quick" => {
+                settings = Settings::quick();
+                quick = true;
+            }
             "--markdown" => markdown = args.next(),
             other => filter = Some(other.to_owned()),
         }
@@ -52,6 +56,7 @@ fn main() {
             report::queue_rows(&url, 500),
             report::webhook_rows(&url, 300, 20_000),
             report::flaky_rows(&url),
+            report::fair_rows(&url, fair_backlog(quick)),
             report::orgs_rows(&url, 100_000),
         ]
         .concat();
@@ -87,4 +92,17 @@ fn main() {
         println!("\n{missed} row(s) missed their goal");
         std::process::exit(1);
     }
+}
+
+/// Tenant A's backlog in the fairness rows: `NEO_BENCH_FAIR_BACKLOG` when set, else the
+/// issue's 1,000,000, or 100,000 in a `--quick` run.
+fn fair_backlog(quick: bool) -> usize {
+    std::env::var("NEO_BENCH_FAIR_BACKLOG")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick {
+            neo_benches::fair::SHORT_BACKLOG
+        } else {
+            neo_benches::fair::FULL_BACKLOG
+        })
 }

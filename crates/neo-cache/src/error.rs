@@ -70,6 +70,11 @@ pub enum Error {
     /// The cache was shut down.
     #[error("the cache was shut down")]
     Shutdown,
+
+    /// A tenant view was asked for outside a tenant scope (see
+    /// [`HybridCache::for_current_tenant`](crate::HybridCache::for_current_tenant)).
+    #[error(transparent)]
+    Tenant(#[from] neo_tenant::Error),
 }
 
 impl Error {
@@ -103,6 +108,7 @@ impl HasErrorKind for Error {
             Error::PayloadTooLarge { .. } | Error::Invalid { .. } => ErrorKind::Validation,
             Error::Config(_) => ErrorKind::Configuration,
             Error::Shutdown => ErrorKind::Shutdown,
+            Error::Tenant(error) => error.kind(),
         }
     }
 }

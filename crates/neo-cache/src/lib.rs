@@ -25,13 +25,16 @@
 //! Redis errors never reach callers unless `l2.fail_on_error` is set: the cache carries on
 //! with L1, stale values and the loader, and skips Redis for `l2.retry_after`.
 //!
-//! # Where Redis is: one server, TLS, a Redis Cluster
+//! # Where Redis is: one server, TLS, a Redis Cluster, Redis Sentinel
 //!
 //! [`HybridCache::redis`] and [`HybridCache::tiered`] take a URL (`redis://`, or `rediss://`
 //! trusting the public roots). [`HybridCache::redis_on`] and [`HybridCache::tiered_on`] take
 //! a [`RedisConfig`] (serde, or `NEO_REDIS_*` with neo-redis' `env` feature): one server,
-//! TLS with a CA file and a client certificate, or a Redis Cluster by its seed nodes;
-//! conflicting settings are refused with an error naming them. Pool size and timeouts come
+//! TLS with a CA file and a client certificate, a Redis Cluster by its seed nodes, or the
+//! master Redis Sentinel names (followed across failovers: a call that finds the master gone
+//! makes the next one ask the sentinels again, and the backplane resubscribes on the master
+//! named at that time, treating its L1 as stale, as after any reconnection); conflicting
+//! settings are refused with an error naming them. Pool size and timeouts come
 //! from [`L2Config`] either way.
 //!
 //! ```no_run
@@ -43,7 +46,9 @@
 //! let cluster = RedisConfig::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]);
 //! let orgs = HybridCache::<String>::tiered_on(CacheConfig::named("orgs"), &cluster)?;
 //! let users = HybridCache::<String>::redis_on(CacheConfig::named("users"), &tls)?;
-//! # let _ = (orgs, users);
+//! let sentinel = RedisConfig::sentinel(["redis://10.0.0.5:26379", "redis://10.0.0.6:26379"], "main");
+//! let plans = HybridCache::<String>::tiered_on(CacheConfig::named("plans"), &sentinel)?;
+//! # let _ = (orgs, users, plans);
 //! # Ok(()) }
 //! ```
 //!
@@ -139,7 +144,7 @@ mod config;
 mod error;
 mod stats;
 
-pub use cache::{Cache, EntryOptions, HybridCache, MAX_KEY_LEN, WarmReport};
+pub use cache::{Cache, EntryOptions, HybridCache, MAX_KEY_LEN, TenantCache, WarmReport};
 pub use codec::{Codec, JsonCodec, MessagePackCodec};
 pub use config::{
     BackplaneConfig, CacheConfig, Compression, DistributedLockConfig, FailSafeConfig, L1Config,

@@ -22,6 +22,7 @@
 //! | `coord` | [`coord`] | `neo-coord`: Redis locks with fencing, leader election, rate limits |
 //! | `events` | [`events`] | `neo-events`: domain events, transactional outbox, webhooks (Standard Webhooks signatures, delivery on neo-queue) |
 //! | `orgs` | [`orgs`] | `neo-orgs`: the organization entity and its service (cache, outbox events, audit, search) |
+//! | `tenant` | [`tenant`] | `neo-tenant`: the task-local tenant (fail closed), the axum layer resolving it per request |
 //! | `full` | all of the above | |
 //!
 //! Crates land here as they are built: the `orgs` HTTP router and the example service are next.
@@ -73,6 +74,10 @@ pub use neo_orgs as orgs;
 #[cfg(feature = "events")]
 #[doc(inline)]
 pub use neo_events as events;
+
+#[cfg(feature = "tenant")]
+#[doc(inline)]
+pub use neo_tenant as tenant;
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
 #[cfg(all(doctest, feature = "full"))]

@@ -8,7 +8,8 @@ use std::time::Duration;
 /// How a [`Db`](crate::Db) connects and behaves. Every field has a default; load it from
 /// `NEO_DB_*` variables with [`DbConfig::from_env`] (feature `env`), e.g. `NEO_DB_URL`,
 /// `NEO_DB_MAX_CONNECTIONS=20`, `NEO_DB_STATEMENT_TIMEOUT=5s`, `NEO_DB_COPY__FLUSH_ROWS=50000`,
-/// `NEO_DB_SSL_MODE=verify-full`, `NEO_DB_SSL_ROOT_CERT=/etc/ssl/db-ca.pem`.
+/// `NEO_DB_SSL_MODE=verify-full`, `NEO_DB_SSL_ROOT_CERT=/etc/ssl/db-ca.pem`,
+/// `NEO_DB_POOLER=transaction`, `NEO_DB_LISTEN_URL=postgres://…` (direct, for LISTEN).
 ///
 /// The URL is a secret: `Debug` shows `[REDACTED]` in its place.
 ///
@@ -27,7 +28,9 @@ use std::time::Duration;
 #[serde(default)]
 pub struct DbConfig {
     /// `postgres://user:password@host:port/database`. Required. May carry `sslmode` and
-    /// `sslrootcert` (`?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`).
+    /// `sslrootcert` (`?sslmode=verify-full&sslrootcert=/etc/ssl/db-ca.pem`), and several
+    /// hosts with a read-write target for failover, as libpq:
+    /// `postgres://app@db1:5432,db2:5432/app?target_session_attrs=read-write`.
     pub url: SecretString,
     /// TLS: libpq's `sslmode` (`NEO_DB_SSL_MODE=verify-full`); overrides the URL's. `None`:
     /// the URL's, else `PGSSLMODE`, else `prefer`.
@@ -73,6 +76,24 @@ pub struct DbConfig {
     pub max_rows_per_statement: usize,
     /// COPY bulk insert settings.
     pub copy: CopyConfig,
+    /// What sits between the pool and PostgreSQL (`NEO_DB_POOLER`): `none` (the default) or
+    /// `transaction` for PgBouncer in transaction mode, where neo-db keeps no session state
+    /// (no named prepared statements, every statement in a transaction, `SET LOCAL` only,
+    /// transaction-scoped advisory locks; see [`Pooler`](crate::Pooler)). PgBouncer refuses
+    /// the startup parameter that carries `statement_timeout`, so it is not sent: set it on
+    /// the role or database (`ALTER ROLE app SET statement_timeout = '30s'`).
+    pub pooler: crate::Pooler,
+    /// A direct URL (past any pooler) for LISTEN/NOTIFY (`NEO_DB_LISTEN_URL`), used by
+    /// [`Db::listener`](crate::Db::listener). `None`: LISTEN on the pool when `pooler` is
+    /// `none`; with a transaction pooler the queue worker and outbox dispatcher poll instead.
+    /// A secret like `url`.
+    pub listen_url: Option<SecretString>,
+    /// Read replicas and how far behind they may be (`NEO_DB_REPLICA__*`; see
+    /// [`ReplicaConfig`](crate::ReplicaConfig)).
+    pub replica: crate::ReplicaConfig,
+    /// Failover between the hosts of a multi-host `url` (`NEO_DB_FAILOVER__*`; see
+    /// [`FailoverConfig`](crate::FailoverConfig)).
+    pub failover: crate::FailoverConfig,
     /// Keys for sealing sensitive values (feature `seal`, `NEO_DB_SEAL__*`; see
     /// [`SealConfig`](crate::seal::SealConfig)).
     #[cfg(feature = "seal")]
@@ -99,6 +120,10 @@ impl Default for DbConfig {
             health_check_timeout: Duration::from_secs(2),
             max_rows_per_statement: 10_000,
             copy: CopyConfig::default(),
+            pooler: crate::Pooler::None,
+            listen_url: None,
+            replica: crate::ReplicaConfig::default(),
+            failover: crate::FailoverConfig::default(),
             #[cfg(feature = "seal")]
             seal: crate::seal::SealConfig::default(),
         }

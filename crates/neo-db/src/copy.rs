@@ -404,10 +404,12 @@ impl<R: CopyRow> CopyWriter<R> {
             Some(upsert) => {
                 let mut tx = sqlx::Acquire::begin(&mut *guard.conn).await?;
                 sqlx::query(crate::batch::sql(upsert.create_stage.clone()))
+                    .persistent(self.db.pooler().named_statements())
                     .execute(&mut *tx)
                     .await?;
                 copy_in(&mut tx, &self.copy_statement, self.config.format, data).await?;
                 let done = sqlx::query(crate::batch::sql(upsert.insert.clone()))
+                    .persistent(self.db.pooler().named_statements())
                     .execute(&mut *tx)
                     .await?;
                 tx.commit().await?;

@@ -12,10 +12,33 @@
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
 //!   prepared once (for batch statements over tables that grow).
+//! - [`Pooler`]: behind PgBouncer in transaction mode (`pooler = "transaction"`), no session
+//!   state: unnamed statements in transactions, `SET LOCAL`, transaction-scoped advisory
+//!   locks, LISTEN on a direct `listen_url` or polling.
 //! - [`seal`] (feature `seal`): envelope encryption of sensitive values, bound to their
 //!   table, column and row, with keys from a [`seal::KeyProvider`].
 //! - [`diagnostics`]: `pg_stat_statements` and lock waits.
+//! - Read replicas ([`ReplicaConfig`]): [`Db::read_pool`] routes lag-tolerant reads to a
+//!   replica within `max_lag`; [`ReadSession`] gives a caller read-your-writes (the primary
+//!   until a replica has replayed past its last write, [`Db::wrote`]); the replay positions
+//!   are cached and refreshed in the background, so routing costs no round trip.
+//! - Failover ([`FailoverConfig`]): a URL with several hosts and
+//!   `target_session_attrs=read-write` connects to the host that accepts writes and follows a
+//!   promoted replica.
 //! - Errors classified by SQLSTATE onto [`neo_core::ErrorKind`] ([`classify`]).
+//!
+//! # What replication can lose
+//! With asynchronous streaming replication (PostgreSQL's default), a commit is acknowledged as
+//! soon as the primary has flushed it. If the primary dies, the writes acknowledged in the
+//! moments before that the replica had not received are lost when the replica is promoted, and
+//! a caller who saw them acknowledged will not find them. Name the replica in the primary's
+//! `synchronous_standby_names` (with `synchronous_commit = on`, the default) and a commit is
+//! acknowledged only once the standby has flushed it: a promotion then loses no acknowledged
+//! write, at the cost of a round trip to the standby per commit and writes that wait while no
+//! synchronous standby is connected. Either way a write whose acknowledgement was cut off by
+//! the failure may or may not have happened: retry with client-chosen keys
+//! (`ON CONFLICT DO NOTHING`) so a retry is harmless. Reads from replicas are stale by up to
+//! [`ReplicaConfig::max_lag`] for callers outside the writer's [`ReadSession`].
 //!
 //! Every method that touches the database takes any [`sqlx::Acquire`], so the same call
 //! runs on the pool (`&db`) or inside a transaction (`&mut *uow`).
@@ -37,13 +60,17 @@ mod config;
 mod copy;
 pub mod diagnostics;
 mod error;
+mod failover;
 mod ident;
 mod migrate;
 mod page;
 mod planned;
 mod pool;
+mod pooler;
+mod replica;
 #[cfg(feature = "seal")]
 pub mod seal;
+mod session;
 mod telemetry;
 mod tls;
 
@@ -51,11 +78,15 @@ pub use batch::{BatchRepository, Column, ColumnBinder, Key, OnConflict, Record};
 pub use config::{CopyConfig, CopyFormat, DbConfig};
 pub use copy::{CopyReport, CopyRow, CopyValue, CopyWriter, RowWriter};
 pub use error::{Error, ItemError, Result, TlsProblem, classify, classify_sqlstate};
+pub use failover::FailoverConfig;
 pub use ident::{Ident, MAX_IDENTIFIER_LEN, Schema, TableName, quote_identifier};
 pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
 pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
+pub use pooler::{Pooler, StatementConnection};
+pub use replica::{ReplicaConfig, ReplicaStatus};
+pub use session::{Consistency, Lsn, ReadSession};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tls::SslMode;
 

@@ -124,6 +124,9 @@ impl MigrationSet {
         };
         let mut migrator = Migrator::with_migrations(self.migrations.clone());
         migrator.dangerous_set_table_name(table.clone());
+        if db.pooler().needs_transaction() {
+            return self.apply_pooled(db, schema, &table, migrator).await;
+        }
 
         let mut conn = db.pool().acquire().await?;
         if let Some(schema) = schema {
@@ -174,8 +177,70 @@ impl MigrationSet {
     }
 }
 
+impl MigrationSet {
+    /// Behind a transaction pooler ([`crate::Pooler`]): the whole run is one transaction,
+    /// so the pooler keeps one server connection for it; the lock is
+    /// `pg_advisory_xact_lock` (a session lock would stay with whichever server connection
+    /// took it), `search_path` is set for the transaction only, and the named statements
+    /// sqlx's migrator prepares are deallocated before the commit so that no other client
+    /// meets them on that server connection. A script marked `-- no-transaction` (e.g.
+    /// `CREATE INDEX CONCURRENTLY`) cannot run this way: run such sets over a direct URL.
+    async fn apply_pooled(
+        &self,
+        db: &Db,
+        schema: Option<&Schema>,
+        table: &str,
+        mut migrator: Migrator,
+    ) -> Result<MigrationReport> {
+        migrator.set_locking(false);
+        let mut tx = db.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .persistent(false)
+            .bind(format!("neo-db migrations {}", self.name))
+            .execute(&mut *tx)
+            .await?;
+        if let Some(schema) = schema {
+            sqlx::raw_sql(AssertSqlSafe(format!(
+                "CREATE SCHEMA IF NOT EXISTS {schema}"
+            )))
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("SELECT set_config('search_path', $1 || ', public', true)")
+                .persistent(false)
+                .bind(schema.ident().quoted())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let applied_before = applied_versions(&mut tx, table).await?;
+        // Each script runs in a savepoint: a failing one is rolled back, the ones before it
+        // are committed, as on a direct connection where each has its own transaction.
+        let outcome = migrator.run_direct(None, &mut *tx, false).await;
+        sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
+        if let Err(error) = outcome {
+            tx.commit().await?;
+            return Err(error.into());
+        }
+        let applied = applied_versions(&mut tx, table)
+            .await?
+            .into_iter()
+            .filter(|v| !applied_before.contains(v))
+            .collect::<Vec<_>>();
+        tx.commit().await?;
+        if !applied.is_empty() {
+            tracing::info!(
+                db.migrations = self.name.as_str(),
+                ?applied,
+                "migrations applied"
+            );
+        }
+        Ok(MigrationReport { applied })
+    }
+}
+
 async fn applied_versions(conn: &mut sqlx::PgConnection, table: &str) -> Result<Vec<i64>> {
+    // Unnamed statements: this also runs behind a transaction pooler (crate::Pooler).
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+        .persistent(false)
         .bind(table)
         .fetch_one(&mut *conn)
         .await?;
@@ -185,6 +250,7 @@ async fn applied_versions(conn: &mut sqlx::PgConnection, table: &str) -> Result<
     let versions = sqlx::query_scalar::<_, i64>(AssertSqlSafe(format!(
         "SELECT version FROM {table} WHERE success ORDER BY version"
     )))
+    .persistent(false)
     .fetch_all(&mut *conn)
     .await?;
     Ok(versions)

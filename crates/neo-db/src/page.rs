@@ -152,17 +152,19 @@ impl<T: Record> BatchRepository<T> {
         let (table, id, column) = (&self.table, &self.id_column, &sort.column);
         let order = sort.order.keyword();
         let fetch = i64::from(limit) + 1;
-        let mut conn = Conn::open(exec, false).await?;
+        let mut conn = Conn::open(exec, self.pooled()).await?;
         let query = match position {
             None => sqlx::query_as::<_, T>(sql(format!(
                 "SELECT * FROM {table} ORDER BY {column} {order}, {id} {order} LIMIT $1"
             )))
+            .persistent(self.named())
             .bind(fetch),
             Some(position) => sqlx::query_as::<_, T>(sql(format!(
                 "SELECT * FROM {table} WHERE ({column}, {id}) {} ($1, $2) \
                  ORDER BY {column} {order}, {id} {order} LIMIT $3",
                 sort.order.comparison()
             )))
+            .persistent(self.named())
             .bind(position.key)
             .bind(position.id)
             .bind(fetch),
@@ -184,6 +186,7 @@ impl<T: Record> BatchRepository<T> {
             ),
             _ => None,
         };
+        conn.finish().await?;
         Ok(CursorPage { items, next_cursor })
     }
 
@@ -207,10 +210,11 @@ impl<T: Record> BatchRepository<T> {
         let order = sort.order.keyword();
         let limit = request.limit().max(1);
         let offset = i64::try_from(request.offset()).unwrap_or(i64::MAX);
-        let mut conn = Conn::open(exec, false).await?;
+        let mut conn = Conn::open(exec, self.pooled()).await?;
         let fetched = sqlx::query_as::<_, T>(sql(format!(
             "SELECT * FROM {table} ORDER BY {column} {order}, {id} {order} LIMIT $1 OFFSET $2"
         )))
+        .persistent(self.named())
         .bind(i64::from(limit) + 1)
         .bind(offset)
         .fetch_all(&mut *conn);
@@ -220,34 +224,39 @@ impl<T: Record> BatchRepository<T> {
 
         let exact = async |conn: &mut sqlx::PgConnection| -> Result<u64> {
             let count: i64 = sqlx::query_scalar(sql(format!("SELECT count(*) FROM {table}")))
+                .persistent(self.named())
                 .fetch_one(conn)
                 .await?;
             Ok(u64::try_from(count).unwrap_or(0))
         };
-        let count = async {
-            Ok(match request.count() {
-                CountMode::None => (None, false),
-                CountMode::Exact => (Some(exact(&mut conn).await?), false),
-                CountMode::Estimated => {
-                    let estimate: Option<f32> = sqlx::query_scalar(
-                        "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
-                    )
-                    .bind(table.to_string())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-                    match estimate {
-                        Some(rows) if rows >= 0.0 => (Some(rows.round() as u64), true),
-                        _ => (Some(exact(&mut conn).await?), false),
+        let (total, total_is_estimate) = {
+            let count = async {
+                Ok(match request.count() {
+                    CountMode::None => (None, false),
+                    CountMode::Exact => (Some(exact(&mut conn).await?), false),
+                    CountMode::Estimated => {
+                        let estimate: Option<f32> = sqlx::query_scalar(
+                            "SELECT reltuples FROM pg_catalog.pg_class WHERE oid = to_regclass($1)",
+                        )
+                        .persistent(self.named())
+                        .bind(table.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await?;
+                        match estimate {
+                            Some(rows) if rows >= 0.0 => (Some(rows.round() as u64), true),
+                            _ => (Some(exact(&mut conn).await?), false),
+                        }
                     }
-                }
-            })
+                })
+            };
+            // Counting is a statement of its own in the spans and metrics, and only when asked.
+            if request.count() == CountMode::None {
+                (None, false)
+            } else {
+                self.observe("offset_page_count", |_| 1, count).await?
+            }
         };
-        // Counting is a statement of its own in the spans and metrics, and only when asked.
-        let (total, total_is_estimate) = if request.count() == CountMode::None {
-            (None, false)
-        } else {
-            self.observe("offset_page_count", |_| 1, count).await?
-        };
+        conn.finish().await?;
         Ok(Page {
             items,
             offset: request.offset(),

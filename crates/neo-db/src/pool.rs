@@ -1,5 +1,7 @@
 //! The pool handle [`Db`], tracked connections and the unit of work.
 
+use crate::failover::{self, Hosts, Target};
+use crate::replica::Replicas;
 use crate::telemetry::{PoolStats, Telemetry};
 use crate::tls;
 use crate::{DbConfig, Error, Result, Schema};
@@ -39,6 +41,20 @@ pub struct Db {
 pub(crate) struct Shared {
     pub(crate) telemetry: Telemetry,
     pub(crate) config: DbConfig,
+    /// Read replicas (`config.replica`), when configured.
+    pub(crate) replicas: Option<Replicas>,
+    /// The primary's hosts, when its URL names several or a read-write target.
+    pub(crate) hosts: Option<Arc<Hosts>>,
+    /// Moves the pool to the host that accepts writes; stopped with the last handle.
+    pub(crate) _watcher: Option<failover::Watcher>,
+}
+
+/// What [`Db::options`] builds from a configuration.
+struct Built {
+    pool: PgPoolOptions,
+    connect: PgConnectOptions,
+    hosts: Option<Arc<Hosts>>,
+    replicas: Option<Replicas>,
 }
 
 impl std::fmt::Debug for Db {
@@ -71,9 +87,30 @@ impl Db {
     /// [`Error::Database`] (kind `Unavailable`, `Timeout` or `Unauthorized`) when the server
     /// cannot be reached in `acquire_timeout`.
     pub async fn connect(config: &DbConfig) -> Result<Db> {
-        let (options, connect) = Self::options(config)?;
+        let Built {
+            pool: options,
+            mut connect,
+            hosts,
+            replicas,
+        } = Self::options(config)?;
+        if let Some(hosts) = &hosts
+            && let Some((index, probe)) = hosts.find_primary().await
+        {
+            hosts.start_at(index);
+            connect = hosts.options[index].1.clone();
+            let _ = sqlx::Connection::close(probe).await;
+        }
         match options.connect_with(connect.clone()).await {
-            Ok(pool) => Ok(Self::from_pool(pool, config)),
+            Ok(pool) => {
+                if let Some(replicas) = &replicas
+                    && let Err(refused) = replicas.check().await
+                {
+                    replicas.close().await;
+                    pool.close().await;
+                    return Err(refused);
+                }
+                Ok(Self::assemble(pool, config, hosts, replicas))
+            }
             Err(sqlx::Error::PoolTimedOut) => {
                 // The pool retried until `acquire_timeout` and kept the cause to itself; one
                 // direct attempt tells the caller what is wrong (refused, auth, unknown db).
@@ -93,12 +130,26 @@ impl Db {
     /// [`Error::Config`] for a missing or malformed URL, inconsistent limits or an unreadable
     /// `sslrootcert`; [`Error::UnknownSslMode`].
     pub fn connect_lazy(config: &DbConfig) -> Result<Db> {
-        let (options, connect) = Self::options(config)?;
-        Ok(Self::from_pool(options.connect_lazy_with(connect), config))
+        let built = Self::options(config)?;
+        let pool = built.pool.connect_lazy_with(built.connect);
+        Ok(Self::assemble(pool, config, built.hosts, built.replicas))
     }
 
-    /// Wraps a pool built elsewhere; `config` supplies the telemetry and batch settings.
+    /// Wraps a pool built elsewhere; `config` supplies the telemetry and batch settings (its
+    /// replicas and host list are not used: build the `Db` with [`Db::connect`] for those).
     pub fn from_pool(pool: PgPool, config: &DbConfig) -> Db {
+        Self::assemble(pool, config, None, None)
+    }
+
+    fn assemble(
+        pool: PgPool,
+        config: &DbConfig,
+        hosts: Option<Arc<Hosts>>,
+        replicas: Option<Replicas>,
+    ) -> Db {
+        let watcher = hosts
+            .as_ref()
+            .and_then(|hosts| failover::watch(Arc::clone(hosts), pool.clone()));
         Db {
             pool,
             shared: Arc::new(Shared {
@@ -107,11 +158,14 @@ impl Db {
                     config.held_too_long_threshold,
                 ),
                 config: config.clone(),
+                replicas,
+                hosts,
+                _watcher: watcher,
             }),
         }
     }
 
-    fn options(config: &DbConfig) -> Result<(PgPoolOptions, PgConnectOptions)> {
+    fn options(config: &DbConfig) -> Result<Built> {
         let url = config.url.expose_secret();
         if url.is_empty() {
             return Err(Error::Config(
@@ -131,6 +185,53 @@ impl Db {
             ));
         }
         tls::check_url(url)?;
+        let split = failover::split_hosts(url)?;
+        let mut hosts = Vec::with_capacity(split.urls.len());
+        for host_url in &split.urls {
+            let connect = Self::connect_options(config, host_url)?;
+            hosts.push((crate::replica::server_name(&connect), connect));
+        }
+        let names: Vec<String> = hosts.iter().map(|(name, _)| name.clone()).collect();
+        let replicas = Replicas::build(config, &names, |url| Self::connect_options(config, url))?;
+        let connect = hosts[0].1.clone();
+        let mut options = PgPoolOptions::new()
+            .max_connections(config.max_connections)
+            .min_connections(config.min_connections)
+            .acquire_timeout(config.acquire_timeout)
+            .idle_timeout(config.idle_timeout)
+            .max_lifetime(config.max_lifetime)
+            .test_before_acquire(config.test_before_acquire);
+        let hosts = (hosts.len() > 1 || split.target == Target::ReadWrite)
+            .then(|| Arc::new(Hosts::new(hosts, split.target, config.failover)));
+        if let Some(hosts) = &hosts
+            && hosts.target == Target::ReadWrite
+        {
+            let hosts = Arc::clone(hosts);
+            options = options.after_connect(move |conn, _| {
+                let hosts = Arc::clone(&hosts);
+                Box::pin(async move {
+                    if failover::suits(conn, Target::ReadWrite).await? {
+                        return Ok(());
+                    }
+                    // The primary moved: wake the watcher; the pool retries the connection.
+                    hosts.wake.notify_one();
+                    Err(sqlx::Error::Configuration(
+                        "target_session_attrs=read-write: the server is read-only".into(),
+                    ))
+                })
+            });
+        }
+        Ok(Built {
+            pool: options,
+            connect,
+            hosts,
+            replicas,
+        })
+    }
+
+    /// The driver's options for one host's URL.
+    fn connect_options(config: &DbConfig, url: &str) -> Result<PgConnectOptions> {
+        tls::check_url(url)?;
         // The driver's message can quote the URL; say what is wrong without it.
         let mut connect = PgConnectOptions::from_str(url).map_err(|_| {
             Error::Config(
@@ -138,22 +239,24 @@ impl Db {
                     .into(),
             )
         })?;
+        // Behind a transaction pooler no named statement may be cached (crate::pooler).
+        let cache = if config.pooler.named_statements() {
+            config.statement_cache_capacity
+        } else {
+            0
+        };
         connect = tls::apply(config, url, connect)?
             .application_name(&config.application_name)
-            .statement_cache_capacity(config.statement_cache_capacity);
-        if let Some(timeout) = config.statement_timeout {
+            .statement_cache_capacity(cache);
+        // PgBouncer refuses the `options` startup parameter (crate::DbConfig::pooler).
+        if let Some(timeout) = config
+            .statement_timeout
+            .filter(|_| config.pooler.named_statements())
+        {
             connect = connect.options([("statement_timeout", format!("{}", timeout.as_millis()))]);
         }
         // neo-db records its own spans and slow-query warnings.
-        let connect = sqlx::ConnectOptions::disable_statement_logging(connect);
-        let options = PgPoolOptions::new()
-            .max_connections(config.max_connections)
-            .min_connections(config.min_connections)
-            .acquire_timeout(config.acquire_timeout)
-            .idle_timeout(config.idle_timeout)
-            .max_lifetime(config.max_lifetime)
-            .test_before_acquire(config.test_before_acquire);
-        Ok((options, connect))
+        Ok(sqlx::ConnectOptions::disable_statement_logging(connect))
     }
 
     /// The underlying sqlx pool, for queries neo-db does not wrap.
@@ -180,8 +283,13 @@ impl Db {
     }
 
     async fn acquire_tracked(&self) -> Result<DbConnection, sqlx::Error> {
+        self.acquire_on(&self.pool).await
+    }
+
+    /// A connection from `pool` (the primary's or a replica's), with this `Db`'s telemetry.
+    pub(crate) async fn acquire_on(&self, pool: &PgPool) -> Result<DbConnection, sqlx::Error> {
         let started = Instant::now();
-        let result = self.pool.acquire().await;
+        let result = pool.acquire().await;
         self.shared.telemetry.record_acquire(
             started.elapsed(),
             matches!(result, Err(sqlx::Error::PoolTimedOut)),
@@ -199,8 +307,13 @@ impl Db {
     /// # Errors
     /// As [`Db::acquire`].
     pub async fn begin(&self) -> Result<UnitOfWork> {
+        self.begin_on(&self.pool).await
+    }
+
+    /// A unit of work on `pool` (the primary's or a replica's), with this `Db`'s telemetry.
+    pub(crate) async fn begin_on(&self, pool: &PgPool) -> Result<UnitOfWork> {
         let started = Instant::now();
-        let result = self.pool.begin().await;
+        let result = pool.begin().await;
         self.shared.telemetry.record_acquire(
             started.elapsed(),
             matches!(result, Err(sqlx::Error::PoolTimedOut)),
@@ -259,6 +372,9 @@ impl Db {
     /// connection in use has been returned and closed.
     pub async fn close(&self) {
         self.pool.close().await;
+        if let Some(replicas) = &self.shared.replicas {
+            replicas.close().await;
+        }
     }
 
     /// Whether [`Db::close`] was called.
@@ -396,6 +512,7 @@ impl UnitOfWork {
     /// The database error, if any.
     pub async fn set_search_path(&mut self, schema: &Schema) -> Result<()> {
         sqlx::query("SELECT set_config('search_path', $1 || ', public', true)")
+            .persistent(self.shared.config.pooler.named_statements())
             .bind(schema.ident().quoted())
             .execute(&mut ***self)
             .await?;

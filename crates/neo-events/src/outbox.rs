@@ -195,6 +195,14 @@ impl Outbox {
             if events.is_empty() {
                 return Ok(());
             }
+            if self.db.pooler().needs_transaction() {
+                // Behind a transaction pooler even one statement needs a transaction
+                // (neo_db::Pooler); a savepoint inside the caller's unit of work.
+                let mut tx = exec.begin().await.map_err(neo_db::Error::from)?;
+                self.publish_on(&mut tx, events).await?;
+                tx.commit().await.map_err(neo_db::Error::from)?;
+                return Ok(());
+            }
             let mut conn = exec.acquire().await.map_err(neo_db::Error::from)?;
             self.publish_on(&mut conn, events).await
         }
@@ -209,6 +217,7 @@ impl Outbox {
         let column =
             |f: fn(&DomainEvent) -> serde_json::Value| events.iter().map(f).collect::<Vec<_>>();
         let _: i64 = sqlx::query_scalar(AssertSqlSafe(self.sql.insert.clone()))
+            .persistent(self.db.pooler().named_statements())
             .bind(events.iter().map(DomainEvent::id).collect::<Vec<_>>())
             .bind(events.iter().map(|e| e.event_type()).collect::<Vec<_>>())
             .bind(
@@ -390,13 +399,14 @@ impl Outbox {
         Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
-        let mut listener = sqlx::postgres::PgListener::connect_with(self.db.pool())
-            .await
-            .map_err(neo_db::Error::from)?;
-        listener
-            .listen(&self.config.channel)
-            .await
-            .map_err(neo_db::Error::from)?;
+        // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).
+        let mut listener = self.db.listener().await?;
+        if let Some(listener) = listener.as_mut() {
+            listener
+                .listen(&self.config.channel)
+                .await
+                .map_err(neo_db::Error::from)?;
+        }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut total = 0_u64;
         loop {
@@ -410,7 +420,7 @@ impl Outbox {
             }
             tokio::select! {
                 () = &mut shutdown => return Ok(total),
-                notified = listener.recv() => {
+                notified = notification(listener.as_mut()) => {
                     if notified.is_err() {
                         tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(1))).await;
                     }
@@ -428,12 +438,15 @@ impl Outbox {
     pub async fn archive(&self, older_than: Duration) -> Result<u64, EventError> {
         let mut moved = 0;
         loop {
+            let mut conn = self.db.statement_connection().await?;
             let done = sqlx::query(AssertSqlSafe(self.sql.archive.clone()))
+                .persistent(self.db.pooler().named_statements())
                 .bind(older_than.as_secs_f64() * 1e3)
                 .bind(i64::try_from(self.config.archive_batch).unwrap_or(i64::MAX))
-                .execute(self.db.pool())
+                .execute(&mut *conn)
                 .await
                 .map_err(neo_db::Error::from)?;
+            conn.finish().await?;
             moved += done.rows_affected();
             if done.rows_affected() < self.config.archive_batch as u64 {
                 return Ok(moved);
@@ -446,10 +459,14 @@ impl Outbox {
     /// # Errors
     /// A database error.
     pub async fn pending(&self) -> Result<i64, EventError> {
-        Ok(sqlx::query_scalar(AssertSqlSafe(self.sql.pending.clone()))
-            .fetch_one(self.db.pool())
+        let mut conn = self.db.statement_connection().await?;
+        let pending = sqlx::query_scalar(AssertSqlSafe(self.sql.pending.clone()))
+            .persistent(self.db.pooler().named_statements())
+            .fetch_one(&mut *conn)
             .await
-            .map_err(neo_db::Error::from)?)
+            .map_err(neo_db::Error::from)?;
+        conn.finish().await?;
+        Ok(pending)
     }
 }
 
@@ -479,5 +496,15 @@ impl EventBus {
             let _ = self.sender.send(Arc::new(event.clone()));
         }
         self.sender.receiver_count()
+    }
+}
+
+/// The next notification, or never without a listener (the poll interval wakes the loop).
+async fn notification(
+    listener: Option<&mut sqlx::postgres::PgListener>,
+) -> Result<sqlx::postgres::PgNotification, sqlx::Error> {
+    match listener {
+        Some(listener) => listener.recv().await,
+        None => std::future::pending().await,
     }
 }

@@ -25,6 +25,19 @@ pub struct QueueConfig {
     /// ...capped here, then jittered by ±50 %.
     #[serde(with = "humantime_serde")]
     pub retry_max: Duration,
+    /// Claims take turns across tenants within a priority (`NEO_QUEUE_FAIR_CLAIMS`): each
+    /// tenant with due jobs (and the jobs without a tenant, as one more tenant) gets its
+    /// oldest job into a claim before any tenant gets its second, so one tenant's backlog
+    /// cannot starve the others. Off, a claim takes the oldest jobs of the highest priority
+    /// whatever their tenant. On by default: it costs little and bounds the wait of a quiet
+    /// tenant behind a noisy one (figures in `docs/PERFORMANCE.md`).
+    pub fair_claims: bool,
+    /// At most this many jobs of one tenant run at once across every worker of the queue
+    /// (`NEO_QUEUE_MAX_RUNNING_PER_TENANT`); none when unset. Jobs without a tenant are not
+    /// capped. Claims of a capped queue take turns across tenants as with
+    /// [`fair_claims`](Self::fair_claims) and are serialised by a transaction-scoped
+    /// advisory lock per queue, so that two workers cannot both see room for the same tenant.
+    pub max_running_per_tenant: Option<u32>,
 }
 
 impl Default for QueueConfig {
@@ -37,6 +50,8 @@ impl Default for QueueConfig {
             retry_initial: Duration::from_secs(1),
             retry_multiplier: 4.0,
             retry_max: Duration::from_secs(3600),
+            fair_claims: true,
+            max_running_per_tenant: None,
         }
     }
 }

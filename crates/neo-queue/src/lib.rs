@@ -6,6 +6,10 @@
 //! - [`Queue::claim`] takes due jobs with `FOR UPDATE SKIP LOCKED` under a lease and a
 //!   fencing token; [`Queue::ack_many`] / [`Queue::nack_many`] finish a batch in one
 //!   statement each, and refuse claims whose lease was lost.
+//! - Claims are fair across tenants within a priority ([`QueueConfig::fair_claims`]): each
+//!   tenant's oldest job before any tenant's second, decided in the claim statement, so one
+//!   tenant's backlog does not delay another's jobs; [`QueueConfig::max_running_per_tenant`]
+//!   caps one tenant's running jobs across all workers.
 //! - Failed jobs retry with jittered exponential backoff, then go to the dead letters
 //!   ([`Queue::dead_letters`], [`Queue::requeue`]); expired leases are rescued.
 //! - [`Worker`] runs handlers per job kind with bounded concurrency, wakes on LISTEN/NOTIFY

@@ -175,8 +175,11 @@ impl Worker {
         } = self;
         let kinds: Vec<String> = handlers.keys().cloned().collect();
         let handlers = Arc::new(handlers);
-        let mut listener = sqlx::postgres::PgListener::connect_with(queue.db().pool()).await?;
-        listener.listen(channel(&queue)).await?;
+        // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).
+        let mut listener = queue.db().listener().await?;
+        if let Some(listener) = listener.as_mut() {
+            listener.listen(channel(&queue)).await?;
+        }
 
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let running: Arc<Mutex<HashSet<Receipt>>> = Arc::default();
@@ -256,7 +259,7 @@ impl Worker {
             }
             tokio::select! {
                 () = &mut shutdown => break,
-                notified = listener.recv() => {
+                notified = notification(listener.as_mut()) => {
                     if notified.is_err() {
                         // The listener reconnects on its next call; do not spin meanwhile.
                         tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))).await;
@@ -389,3 +392,13 @@ async fn heartbeat(queue: Queue, running: Arc<Mutex<HashSet<Receipt>>>) {
 }
 
 use neo_core::sync::lock;
+
+/// The next notification, or never without a listener (the poll interval wakes the loop).
+async fn notification(
+    listener: Option<&mut sqlx::postgres::PgListener>,
+) -> Result<sqlx::postgres::PgNotification, sqlx::Error> {
+    match listener {
+        Some(listener) => listener.recv().await,
+        None => std::future::pending().await,
+    }
+}

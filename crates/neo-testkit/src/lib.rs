@@ -31,11 +31,14 @@
 //!   them).
 //!
 //! Tests that inject faults start servers of their own with [`PgServer::start`] and
-//! [`RedisServer::start`], which they can stop, kill and restart.
+//! [`RedisServer::start`], which they can stop, kill and restart, or a primary with a
+//! streaming replica ([`PgReplicaPair::start`]) to kill the primary, promote the replica or
+//! pause its replay; [`postgres_replicated`] shares one pair per test binary.
 
 mod certs;
 mod error;
 mod failure;
+mod pgbouncer;
 mod postgres;
 mod process;
 mod receiver;
@@ -48,8 +51,12 @@ mod tls;
 pub use certs::CertificateFiles;
 pub use error::{Error, Result};
 pub use failure::Failure;
+pub use pgbouncer::{PGBOUNCER_BIN_VAR, PGBOUNCER_URL_VAR, PgBouncer, PgBouncerOptions, PgRoute};
 pub use postgres::{
     BIN_DIR_VAR, DATABASE_URL_VAR, PgServer, PgServerOptions, TestDatabase, TlsPostgres,
+};
+pub use postgres::{
+    PgReplicaOptions, PgReplicaPair, REPLICA_NAME, ReplicatedDatabase, ReplicatedPostgres,
 };
 pub use receiver::{HttpReceiver, ReceivedRequest, ScriptedResponse};
 pub use redis::{REDIS_BIN_VAR, REDIS_URL_VAR, RedisServer, RedisServerOptions, TestRedis};
@@ -101,6 +108,30 @@ pub async fn try_postgres_tls() -> Result<TlsPostgres> {
     tokio::task::spawn_blocking(postgres::shared_tls)
         .await
         .map_err(Error::client("starting the shared TLS PostgreSQL"))?
+}
+
+/// The primary + streaming replica shared by the tests of this process (asynchronous
+/// replication, `pg_basebackup -R`), started on first use and torn down at exit; take a
+/// database of your own on it with [`ReplicatedPostgres::database`]. Fault tests (pause
+/// replay, kill, promote) start a [`PgReplicaPair`] of their own instead.
+///
+/// # Panics
+/// When the pair cannot be started; the message says why. Use [`try_postgres_replicated`]
+/// to handle that yourself.
+pub async fn postgres_replicated() -> ReplicatedPostgres {
+    try_postgres_replicated()
+        .await
+        .unwrap_or_else(|e| panic!("neo-testkit: no replicated PostgreSQL for this test: {e}"))
+}
+
+/// Like [`postgres_replicated`], returning the error instead of panicking.
+///
+/// # Errors
+/// [`Error::BinaryMissing`] or [`Error::Startup`] (with the server log).
+pub async fn try_postgres_replicated() -> Result<ReplicatedPostgres> {
+    tokio::task::spawn_blocking(postgres::shared_replicated)
+        .await
+        .map_err(Error::client("starting the shared replicated PostgreSQL"))?
 }
 
 /// A flushed logical database on the shared Redis server, with a key prefix unique to the test.
@@ -197,6 +228,25 @@ pub async fn try_redis_sentinel() -> Result<TestRedisSentinel> {
         .map_err(Error::client("starting the shared Redis Sentinel group"))?
 }
 
+/// A fresh database on the shared PostgreSQL server reached through the shared PgBouncer in
+/// transaction mode (started on first use, torn down at exit; or the one
+/// `NEO_TEST_PGBOUNCER_URL` names): [`TestDatabase::url`] goes through PgBouncer,
+/// [`TestDatabase::direct_url`] does not.
+///
+/// # Errors
+/// As [`try_postgres`], and [`Error::BinaryMissing`] when `pgbouncer` is not installed.
+pub async fn try_pgbouncer() -> Result<TestDatabase> {
+    pgbouncer::create_database().await
+}
+
+/// The URL of the shared PgBouncer (database `postgres`), starting it if needed (blocking).
+///
+/// # Errors
+/// As [`try_pgbouncer`].
+pub fn shared_pgbouncer_url() -> Result<String> {
+    pgbouncer::shared_url()
+}
+
 /// The URL of the shared PostgreSQL server, starting it if needed (blocking).
 ///
 /// # Errors
@@ -228,4 +278,29 @@ pub fn redact_url(text: &str) -> String {
         Ok(url) => url.into(),
         Err(_) => "(unparseable url)".to_owned(),
     }
+}
+
+/// Runs each named `async fn(PgRoute)` of the calling module once per [`PgRoute`], as
+/// `direct::name` and `pgbouncer::name` (`#[tokio::test]`s): one test body, every route.
+///
+/// ```ignore
+/// async fn saves_a_batch(route: neo_testkit::PgRoute) { /* ... */ }
+/// neo_testkit::over_routes!(saves_a_batch);
+/// ```
+#[macro_export]
+macro_rules! over_routes {
+    ($($test:ident),* $(,)?) => {
+        mod direct {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::PgRoute::Direct).await;
+            })*
+        }
+        mod pgbouncer {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test($crate::PgRoute::PgBouncer).await;
+            })*
+        }
+    };
 }

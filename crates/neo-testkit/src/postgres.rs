@@ -7,6 +7,13 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
+mod replica;
+
+pub(crate) use replica::shared_replicated;
+pub use replica::{
+    PgReplicaOptions, PgReplicaPair, REPLICA_NAME, ReplicatedDatabase, ReplicatedPostgres,
+};
+
 const SERVER: &str = "PostgreSQL";
 const MIN_MAJOR: u32 = 15;
 /// Points the tests at an existing server instead of starting one.
@@ -447,13 +454,27 @@ fn check_version(dir: &Path) -> Result<PathBuf> {
 pub struct TestDatabase {
     name: String,
     url: String,
+    direct_url: String,
     admin_url: String,
 }
 
 impl TestDatabase {
-    /// The connection URL of this database.
+    /// The connection URL of this database (through PgBouncer for a database from
+    /// [`PgRoute::PgBouncer`](crate::PgRoute)).
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// The URL of this database on the server itself, never through a pooler (for
+    /// LISTEN/NOTIFY and other session state); [`url`](Self::url) for a direct database.
+    pub fn direct_url(&self) -> &str {
+        &self.direct_url
+    }
+
+    /// The same database reached through `url` (a pooler in front of its server).
+    pub(crate) fn routed_through(mut self, url: String) -> Self {
+        self.url = url;
+        self
     }
 
     /// The database name.
@@ -533,10 +554,15 @@ pub(crate) fn shared_url() -> Result<String> {
 
 /// Creates a fresh database on the shared server (see [`crate::postgres`]).
 pub(crate) async fn create_database() -> Result<TestDatabase> {
-    use sqlx::Connection as _;
     let admin_url = tokio::task::spawn_blocking(shared_url)
         .await
         .map_err(Error::client("starting the shared PostgreSQL"))??;
+    create_database_on(admin_url).await
+}
+
+/// Creates a fresh database on the server of `admin_url`.
+pub(crate) async fn create_database_on(admin_url: String) -> Result<TestDatabase> {
+    use sqlx::Connection as _;
     let name = format!("neo_test_{}", uuid::Uuid::now_v7().simple());
     let mut conn = sqlx::PgConnection::connect(&admin_url)
         .await
@@ -556,9 +582,11 @@ pub(crate) async fn create_database() -> Result<TestDatabase> {
     let _ = conn.close().await;
     let mut url = url::Url::parse(&admin_url).map_err(Error::client("parsing the database URL"))?;
     url.set_path(&name);
+    let url: String = url.into();
     Ok(TestDatabase {
         name,
-        url: url.into(),
+        direct_url: url.clone(),
+        url,
         admin_url,
     })
 }

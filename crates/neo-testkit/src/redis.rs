@@ -34,6 +34,10 @@ pub struct RedisServerOptions {
     /// directory, so a restarted node rejoins as itself), on a port whose cluster bus port
     /// (+10000) is free too. [`crate::RedisCluster`] starts six and joins them.
     pub cluster: bool,
+    /// A cluster node's `cluster-node-timeout`: how long a master may be silent before its
+    /// replica is promoted (about this plus an election). 2 s by default; failover tests may
+    /// shorten it.
+    pub cluster_node_timeout: Duration,
 }
 
 impl Default for RedisServerOptions {
@@ -43,6 +47,7 @@ impl Default for RedisServerOptions {
             startup_timeout: Duration::from_secs(20),
             tls: false,
             cluster: false,
+            cluster_node_timeout: Duration::from_secs(2),
         }
     }
 }
@@ -251,7 +256,8 @@ impl RedisServer {
         };
         if self.options.cluster {
             command
-                .args(["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                .args(["--cluster-enabled", "yes", "--cluster-node-timeout"])
+                .arg(self.options.cluster_node_timeout.as_millis().to_string())
                 // A replica's first sync starts at once instead of after the 5 s default.
                 .args(["--repl-diskless-sync-delay", "0"])
                 .arg("--cluster-config-file")

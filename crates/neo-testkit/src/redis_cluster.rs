@@ -40,11 +40,21 @@ impl RedisCluster {
     /// [`Error::BinaryMissing`] when `redis-server` 7+ or `redis-cli` is not installed;
     /// [`Error::Startup`] with `redis-cli`'s output when the cluster does not form.
     pub fn start() -> Result<Self> {
+        Self::start_with(RedisServerOptions::default().cluster_node_timeout)
+    }
+
+    /// [`start`](Self::start) with the nodes' `cluster-node-timeout` (how long a master may
+    /// be silent before its replica is promoted), for failover tests.
+    ///
+    /// # Errors
+    /// As [`start`](Self::start).
+    pub fn start_with(node_timeout: Duration) -> Result<Self> {
         let redis_cli = find_redis_cli()?;
         let servers = (0..MASTERS * 2)
             .map(|_| {
                 RedisServer::start_with(RedisServerOptions {
                     cluster: true,
+                    cluster_node_timeout: node_timeout,
                     ..RedisServerOptions::default()
                 })
             })

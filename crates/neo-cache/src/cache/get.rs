@@ -23,7 +23,7 @@ pub(super) struct GetFuture<'c, 'k, V> {
     pub(super) miss: Option<MissFuture<V>>,
 }
 
-type MissFuture<V> = Pin<Box<dyn Future<Output = Result<Option<V>>> + Send>>;
+pub(super) type MissFuture<V> = Pin<Box<dyn Future<Output = Result<Option<V>>> + Send>>;
 
 /// Builds and boxes the miss future outside `poll`, so the hit path's stack frame does not
 /// hold the (large) future while it is built. `seen` is what the first L1 read found (at
@@ -126,7 +126,7 @@ where
     ///
     /// On a miss it starts the lookup in `miss`, handing it what L1 held.
     #[inline(always)]
-    fn l1_poll(
+    pub(super) fn l1_poll(
         &self,
         key: &str,
         miss: &mut Option<MissFuture<V>>,

@@ -10,6 +10,7 @@
 //! | `flight` | single flight (per process and across instances), eager refresh |
 //! | `fail_safe` | loads in their own task, soft and hard timeouts, serving stale values |
 //! | `invalidate` | removing keys, tags, patterns, everything |
+//! | `tenant` | [`TenantCache`], one tenant's view (keys `t:{tenant}:{key}`), `invalidate_tenant` |
 //! | `backplane` | the pub/sub task that applies other instances' invalidations |
 //! | `l1`, `l2` | the two tiers: moka entries, and Redis calls |
 //! | `cluster` | L2 on a Redis Cluster: calls split by hash slot, one pipeline per node |
@@ -29,9 +30,11 @@ mod l2;
 mod many;
 mod options;
 mod store;
+mod tenant;
 mod validate;
 
 pub use api::Cache;
 pub use hybrid::HybridCache;
 pub use options::{EntryOptions, WarmReport};
+pub use tenant::TenantCache;
 pub use validate::MAX_KEY_LEN;

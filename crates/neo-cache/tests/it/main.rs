@@ -6,6 +6,7 @@ mod connections;
 mod contract;
 mod faults;
 mod keys;
+mod tenant;
 mod tiered;
 
 use neo_cache::RedisConfig;

@@ -116,6 +116,16 @@ impl<T: Record> fmt::Debug for BatchRepository<T> {
 }
 
 impl<T: Record> BatchRepository<T> {
+    /// Whether statements may be prepared under a name ([`crate::Pooler`]).
+    pub(crate) fn named(&self) -> bool {
+        self.shared.config.pooler.named_statements()
+    }
+
+    /// Whether even one statement needs a transaction around it ([`crate::Pooler`]).
+    pub(crate) fn pooled(&self) -> bool {
+        self.shared.config.pooler.needs_transaction()
+    }
+
     /// A repository for `table` (`name` or `schema.name`), with the telemetry and
     /// `max_rows_per_statement` of `db`.
     ///

@@ -21,16 +21,17 @@ impl<T: Record> BatchRepository<T> {
             return Ok(Vec::new());
         }
         let unique = unique_ids::<T>(ids);
-        let mut conn = Conn::open(exec, false).await?;
+        let mut conn = Conn::open(exec, self.pooled()).await?;
         let mut found: HashMap<T::Id, T> = HashMap::with_capacity(unique.len());
         for chunk in unique.chunks(self.max_rows) {
             let query = sqlx::query_as::<_, T>(self.sql.select_by_ids.clone())
+                .persistent(self.named())
                 .bind(chunk)
                 .fetch_all(&mut *conn);
             let rows = self.observe_rows("load_batch", query).await?;
             found.extend(rows.into_iter().map(|row| (row.id().clone(), row)));
         }
-        drop(conn);
+        conn.finish().await?;
         if unique.len() == ids.len() {
             return Ok(ids.iter().map(|id| found.remove(id)).collect());
         }
@@ -49,14 +50,16 @@ impl<T: Record> BatchRepository<T> {
             return Ok(Vec::new());
         }
         let unique = unique_ids::<T>(ids);
-        let mut conn = Conn::open(exec, false).await?;
+        let mut conn = Conn::open(exec, self.pooled()).await?;
         let mut present: HashSet<T::Id> = HashSet::with_capacity(unique.len());
         for chunk in unique.chunks(self.max_rows) {
             let query = sqlx::query_scalar::<_, T::Id>(self.sql.exists_by_ids.clone())
+                .persistent(self.named())
                 .bind(chunk)
                 .fetch_all(&mut *conn);
             present.extend(self.observe_rows("exists_batch", query).await?);
         }
+        conn.finish().await?;
         Ok(ids.iter().map(|id| present.contains(id)).collect())
     }
 }

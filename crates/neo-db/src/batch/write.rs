@@ -29,11 +29,13 @@ impl<T: Record> BatchRepository<T> {
         }
         self.validate_batch(rows)?;
         let sql = &self.sql.insert[on_conflict.index()];
-        let mut conn = Conn::open(exec, rows.len() > self.max_rows).await?;
+        let mut conn = Conn::open(exec, rows.len() > self.max_rows || self.pooled()).await?;
         let mut written = 0;
         for chunk in rows.chunks(self.max_rows) {
             let args = bind::<T>(chunk)?;
-            let query = sqlx::query_with(sql.clone(), args).execute(&mut *conn);
+            let query = sqlx::query_with(sql.clone(), args)
+                .persistent(self.named())
+                .execute(&mut *conn);
             let done = self
                 .observe(
                     "save_batch",
@@ -66,11 +68,13 @@ impl<T: Record> BatchRepository<T> {
         }
         self.validate_batch(rows)?;
         let sql = &self.sql.insert_returning[on_conflict.index()];
-        let mut conn = Conn::open(exec, rows.len() > self.max_rows).await?;
+        let mut conn = Conn::open(exec, rows.len() > self.max_rows || self.pooled()).await?;
         let mut saved = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.max_rows) {
             let args = bind::<T>(chunk)?;
-            let query = sqlx::query_as_with::<_, T, _>(sql.clone(), args).fetch_all(&mut *conn);
+            let query = sqlx::query_as_with::<_, T, _>(sql.clone(), args)
+                .persistent(self.named())
+                .fetch_all(&mut *conn);
             saved.extend(self.observe_rows("save_batch_returning", query).await?);
         }
         conn.finish().await?;
@@ -90,10 +94,11 @@ impl<T: Record> BatchRepository<T> {
             return Ok(Vec::new());
         }
         let unique = unique_ids::<T>(ids);
-        let mut conn = Conn::open(exec, unique.len() > self.max_rows).await?;
+        let mut conn = Conn::open(exec, unique.len() > self.max_rows || self.pooled()).await?;
         let mut deleted = Vec::with_capacity(unique.len());
         for chunk in unique.chunks(self.max_rows) {
             let query = sqlx::query_scalar::<_, T::Id>(self.sql.delete_by_ids.clone())
+                .persistent(self.named())
                 .bind(chunk)
                 .fetch_all(&mut *conn);
             deleted.extend(self.observe_rows("delete_batch", query).await?);
@@ -124,8 +129,9 @@ impl<T: Record> BatchRepository<T> {
         let mut updated = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.max_rows) {
             let args = bind::<T>(chunk)?;
-            let query =
-                sqlx::query_as_with::<_, T, _>(self.sql.update.clone(), args).fetch_all(&mut *conn);
+            let query = sqlx::query_as_with::<_, T, _>(self.sql.update.clone(), args)
+                .persistent(self.named())
+                .fetch_all(&mut *conn);
             updated.extend(self.observe_rows("update_batch", query).await?);
         }
         if updated.len() != rows.len() {

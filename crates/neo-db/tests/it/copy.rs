@@ -2,6 +2,7 @@ use crate::{count, setup, setup_with};
 use chrono::{DateTime, TimeZone, Utc};
 use neo_core::{ErrorKind, HasErrorKind, OrganizationId};
 use neo_db::{CopyConfig, CopyFormat, CopyRow, CopyWriter, Error, RowWriter};
+use neo_testkit::PgRoute;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -91,15 +92,15 @@ struct Stored {
 
 async fn stored(db: &neo_db::Db) -> Vec<Stored> {
     sqlx::query_as("SELECT id, name, amount, data, at, org, flag FROM events ORDER BY amount")
-        .fetch_all(db.pool())
+        .persistent(false)
+        .fetch_all(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap()
 }
 
-#[tokio::test]
-async fn binary_and_text_copy_store_every_type_exactly() {
+async fn binary_and_text_copy_store_every_type_exactly(route: PgRoute) {
     for format in [CopyFormat::Binary, CopyFormat::Text] {
-        let (_t, db) = setup(&[EVENTS]).await;
+        let (_t, db) = setup(route, &[EVENTS]).await;
         let events: Vec<Event> = (0..250).map(event).collect();
         let mut writer = CopyWriter::<Event>::new(&db, "events")
             .unwrap()
@@ -125,7 +126,8 @@ async fn binary_and_text_copy_store_every_type_exactly() {
         }
         let extra: (Option<chrono::NaiveDate>, Option<Vec<u8>>, Option<f64>) =
             sqlx::query_as("SELECT day, blob, ratio FROM events WHERE amount = -4")
-                .fetch_one(db.pool())
+                .persistent(false)
+                .fetch_one(&mut *db.statement_connection().await.unwrap())
                 .await
                 .unwrap();
         assert_eq!(
@@ -136,10 +138,9 @@ async fn binary_and_text_copy_store_every_type_exactly() {
     }
 }
 
-#[tokio::test]
-async fn a_bad_row_fails_its_flush_only_names_the_row_and_leaves_the_pool_healthy() {
+async fn a_bad_row_fails_its_flush_only_names_the_row_and_leaves_the_pool_healthy(route: PgRoute) {
     for format in [CopyFormat::Binary, CopyFormat::Text] {
-        let (_t, db) = setup_with(&[EVENTS], |c| neo_db::DbConfig {
+        let (_t, db) = setup_with(route, &[EVENTS], |c| neo_db::DbConfig {
             max_connections: 1,
             ..c
         })
@@ -169,7 +170,8 @@ async fn a_bad_row_fails_its_flush_only_names_the_row_and_leaves_the_pool_health
         assert_eq!(count(&db, "events").await, 20, "{format:?}");
         let in_bad_flush: i64 =
             sqlx::query_scalar("SELECT count(*) FROM events WHERE amount BETWEEN 5 AND 14")
-                .fetch_one(db.pool())
+                .persistent(false)
+                .fetch_one(&mut *db.statement_connection().await.unwrap())
                 .await
                 .unwrap();
         assert_eq!(in_bad_flush, 0);
@@ -178,9 +180,8 @@ async fn a_bad_row_fails_its_flush_only_names_the_row_and_leaves_the_pool_health
     }
 }
 
-#[tokio::test]
-async fn a_duplicate_key_is_already_exists_and_upsert_goes_through_staging() {
-    let (_t, db) = setup(&[EVENTS]).await;
+async fn a_duplicate_key_is_already_exists_and_upsert_goes_through_staging(route: PgRoute) {
+    let (_t, db) = setup(route, &[EVENTS]).await;
     let mut events: Vec<Event> = (0..20).map(event).collect();
     let mut writer = CopyWriter::<Event>::new(&db, "events").unwrap();
     writer.write_all(&events).await.unwrap();
@@ -206,15 +207,17 @@ async fn a_duplicate_key_is_already_exists_and_upsert_goes_through_staging() {
     assert_eq!((report.rows, report.flushes), (21, 3));
     assert_eq!(count(&db, "events").await, 21);
     let small: i64 = sqlx::query_scalar("SELECT count(*) FROM events WHERE amount < 900")
-        .fetch_one(db.pool())
+        .persistent(false)
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(small, 1); // only event(99)
 }
 
-#[tokio::test]
-async fn rows_are_flushed_by_age_and_a_dropped_flush_does_not_poison_the_connection() {
-    let (t, db) = setup_with(&[EVENTS], |c| neo_db::DbConfig {
+async fn rows_are_flushed_by_age_and_a_dropped_flush_does_not_poison_the_connection(
+    route: PgRoute,
+) {
+    let (t, db) = setup_with(route, &[EVENTS], |c| neo_db::DbConfig {
         max_connections: 1,
         ..c
     })
@@ -251,6 +254,9 @@ async fn rows_are_flushed_by_age_and_a_dropped_flush_does_not_poison_the_connect
         .unwrap()
         .with_config(CopyConfig {
             flush_bytes: 1 << 30,
+            // Buffering 150,000 rows can take over the default second on a loaded machine;
+            // an age flush then would block on the lock inside write_all.
+            flush_interval: Duration::from_secs(3600),
             ..config(CopyFormat::Binary, 1_000_000)
         })
         .unwrap();
@@ -270,8 +276,7 @@ async fn rows_are_flushed_by_age_and_a_dropped_flush_does_not_poison_the_connect
     assert!(db.health().await.is_ok());
 }
 
-#[tokio::test]
-async fn a_row_with_the_wrong_number_of_fields_is_refused_before_sending() {
+async fn a_row_with_the_wrong_number_of_fields_is_refused_before_sending(route: PgRoute) {
     struct Short(Uuid);
     impl CopyRow for Short {
         const COLUMNS: &'static [&'static str] = &["id", "name"];
@@ -279,7 +284,7 @@ async fn a_row_with_the_wrong_number_of_fields_is_refused_before_sending() {
             row.field(&self.0);
         }
     }
-    let (_t, db) = setup(&[EVENTS]).await;
+    let (_t, db) = setup(route, &[EVENTS]).await;
     let mut writer = CopyWriter::<Short>::new(&db, "events").unwrap();
     let err = writer.write(&Short(Uuid::now_v7())).await.unwrap_err();
     assert_eq!(err.kind(), ErrorKind::Validation);
@@ -287,3 +292,11 @@ async fn a_row_with_the_wrong_number_of_fields_is_refused_before_sending() {
     assert_eq!(writer.buffered_rows(), 0);
     assert!(CopyWriter::<Short>::new(&db, "events; drop table events").is_err());
 }
+
+neo_testkit::over_routes!(
+    binary_and_text_copy_store_every_type_exactly,
+    a_bad_row_fails_its_flush_only_names_the_row_and_leaves_the_pool_healthy,
+    a_duplicate_key_is_already_exists_and_upsert_goes_through_staging,
+    rows_are_flushed_by_age_and_a_dropped_flush_does_not_poison_the_connection,
+    a_row_with_the_wrong_number_of_fields_is_refused_before_sending,
+);

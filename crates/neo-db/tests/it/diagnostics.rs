@@ -1,11 +1,12 @@
 use crate::{PRODUCTS, Product, products, setup};
 use neo_db::diagnostics::{lock_waits, top_statements};
 use neo_db::{BatchRepository, OnConflict};
+use neo_testkit::PgRoute;
 use std::time::Duration;
 
 #[tokio::test]
 async fn lock_waits_show_who_blocks_whom() {
-    let (_t, db) = setup(&[PRODUCTS]).await;
+    let (_t, db) = setup(PgRoute::Direct, &[PRODUCTS]).await;
     let repo = BatchRepository::<Product>::new(&db, "products").unwrap();
     let items = products(1);
     repo.save_batch(&db, &items, OnConflict::Error)
@@ -54,7 +55,7 @@ async fn lock_waits_show_who_blocks_whom() {
 
 #[tokio::test]
 async fn top_statements_need_the_extension_and_then_rank_by_mean_time() {
-    let (_t, db) = setup(&[]).await;
+    let (_t, db) = setup(PgRoute::Direct, &[]).await;
     assert_eq!(top_statements(&db, 5).await.unwrap(), None);
     sqlx::query("CREATE EXTENSION pg_stat_statements")
         .execute(db.pool())

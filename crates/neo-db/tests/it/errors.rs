@@ -1,6 +1,7 @@
 use crate::setup_with;
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_db::{Db, DbConfig, Error, classify_sqlstate};
+use neo_testkit::PgRoute;
 use std::time::Duration;
 
 const SCHEMA: &[&str] = &[
@@ -16,7 +17,7 @@ async fn run(db: &Db, sql: &'static str) -> Error {
 
 #[tokio::test]
 async fn constraint_violations_are_classified() {
-    let (_t, db) = setup_with(SCHEMA, |c| DbConfig {
+    let (_t, db) = setup_with(PgRoute::Direct, SCHEMA, |c| DbConfig {
         statement_timeout: Some(Duration::from_millis(200)),
         ..c
     })
@@ -65,7 +66,7 @@ async fn constraint_violations_are_classified() {
 
 #[tokio::test]
 async fn a_deadlock_is_a_retryable_conflict() {
-    let (_t, db) = setup_with(SCHEMA, |c| c).await;
+    let (_t, db) = setup_with(PgRoute::Direct, SCHEMA, |c| c).await;
     let mut a = db.begin().await.unwrap();
     let mut b = db.begin().await.unwrap();
     sqlx::query("UPDATE parents SET id = id WHERE id = 1")

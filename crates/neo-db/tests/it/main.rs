@@ -10,13 +10,15 @@ mod ident;
 mod migrate;
 mod page;
 mod pool;
+mod pooler;
+mod replica;
 #[cfg(feature = "seal")]
 mod seal;
 mod tls;
 
 use chrono::{DateTime, Utc};
-use neo_db::{Column, ColumnBinder, Db, DbConfig, Record};
-use neo_testkit::TestDatabase;
+use neo_db::{Column, ColumnBinder, Db, DbConfig, Pooler, Record};
+use neo_testkit::{PgRoute, TestDatabase};
 use uuid::Uuid;
 
 /// A table with a unique column, a check, a JSON column, a version and a database default.
@@ -95,17 +97,34 @@ pub(crate) fn products(n: usize) -> Vec<Product> {
     (0..n).map(Product::new).collect()
 }
 
-/// A fresh database with `schema_sql` applied, and a `Db` on it.
-pub(crate) async fn setup(schema_sql: &[&str]) -> (TestDatabase, Db) {
-    setup_with(schema_sql, |c| c).await
+/// The configuration for a database reached by `route`: `pooler = "transaction"` through
+/// PgBouncer, with the direct URL for LISTEN.
+pub(crate) fn config_for(route: PgRoute, test_db: &TestDatabase) -> DbConfig {
+    DbConfig {
+        pooler: if route.is_pooled() {
+            Pooler::Transaction
+        } else {
+            Pooler::None
+        },
+        listen_url: route
+            .is_pooled()
+            .then(|| test_db.direct_url().to_owned().into()),
+        ..DbConfig::with_url(test_db.url())
+    }
+}
+
+/// A fresh database reached by `route` with `schema_sql` applied, and a `Db` on it.
+pub(crate) async fn setup(route: PgRoute, schema_sql: &[&str]) -> (TestDatabase, Db) {
+    setup_with(route, schema_sql, |c| c).await
 }
 
 pub(crate) async fn setup_with(
+    route: PgRoute,
     schema_sql: &[&str],
     configure: impl FnOnce(DbConfig) -> DbConfig,
 ) -> (TestDatabase, Db) {
-    let test_db = neo_testkit::postgres().await;
-    let db = Db::connect(&configure(DbConfig::with_url(test_db.url())))
+    let test_db = route.database().await;
+    let db = Db::connect(&configure(config_for(route, &test_db)))
         .await
         .unwrap();
     for statement in schema_sql {
@@ -119,7 +138,8 @@ pub(crate) async fn setup_with(
 
 pub(crate) async fn count(db: &Db, table: &str) -> i64 {
     sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
-        .fetch_one(db.pool())
+        .persistent(false)
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap()
 }

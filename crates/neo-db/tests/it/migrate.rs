@@ -1,6 +1,7 @@
 use crate::{count, setup, setup_with};
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_db::{Error, MigrationSet, Schema};
+use neo_testkit::PgRoute;
 
 fn billing() -> MigrationSet {
     MigrationSet::new("billing")
@@ -13,9 +14,8 @@ fn billing() -> MigrationSet {
         .with(2, "due date", "ALTER TABLE invoices ADD COLUMN due date")
 }
 
-#[tokio::test]
-async fn sets_apply_once_and_record_what_they_applied() {
-    let (_t, db) = setup(&[]).await;
+async fn sets_apply_once_and_record_what_they_applied(route: PgRoute) {
+    let (_t, db) = setup(route, &[]).await;
     assert_eq!(billing().run(&db).await.unwrap().applied, vec![1, 2]);
     assert!(billing().run(&db).await.unwrap().applied.is_empty());
     // Another owner's set has its own record, so version numbers never collide.
@@ -32,9 +32,8 @@ async fn sets_apply_once_and_record_what_they_applied() {
     assert_eq!(grown.run(&db).await.unwrap().applied, vec![3]);
 }
 
-#[tokio::test]
-async fn tenant_schemas_get_their_own_tables_and_records() {
-    let (_t, db) = setup_with(&[], |c| neo_db::DbConfig {
+async fn tenant_schemas_get_their_own_tables_and_records(route: PgRoute) {
+    let (_t, db) = setup_with(route, &[], |c| neo_db::DbConfig {
         max_connections: 1,
         ..c
     })
@@ -56,21 +55,22 @@ async fn tenant_schemas_get_their_own_tables_and_records() {
         assert_eq!(count(&db, &format!("{tenant}.invoices")).await, 0);
     }
     let public: Option<String> = sqlx::query_scalar("SELECT to_regclass('public.invoices')::text")
-        .fetch_one(db.pool())
+        .persistent(false)
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(public, None);
     // The pool's only connection is back on the default search_path.
     let path: String = sqlx::query_scalar("SHOW search_path")
-        .fetch_one(db.pool())
+        .persistent(false)
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(path, "\"$user\", public");
 }
 
-#[tokio::test]
-async fn a_failing_or_changed_script_is_an_error_and_rolls_back() {
-    let (_t, db) = setup(&[]).await;
+async fn a_failing_or_changed_script_is_an_error_and_rolls_back(route: PgRoute) {
+    let (_t, db) = setup(route, &[]).await;
     let broken = MigrationSet::new("broken")
         .unwrap()
         .with(1, "ok", "CREATE TABLE fine (id int8)")
@@ -83,7 +83,8 @@ async fn a_failing_or_changed_script_is_an_error_and_rolls_back() {
     assert!(matches!(err, Error::Migrate(_)), "{err:?}");
     assert_eq!(err.kind(), ErrorKind::Internal);
     let half: Option<String> = sqlx::query_scalar("SELECT to_regclass('half')::text")
-        .fetch_one(db.pool())
+        .persistent(false)
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(half, None, "script 2 was rolled back");
@@ -98,9 +99,8 @@ async fn a_failing_or_changed_script_is_an_error_and_rolls_back() {
     assert!(err.to_string().contains('1'), "{err}");
 }
 
-#[tokio::test]
-async fn scripts_load_from_a_directory() {
-    let (_t, db) = setup(&[]).await;
+async fn scripts_load_from_a_directory(route: PgRoute) {
+    let (_t, db) = setup(route, &[]).await;
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("1_first.sql"),
@@ -118,3 +118,10 @@ async fn scripts_load_from_a_directory() {
     assert_eq!(count(&db, "from_dir").await, 1);
     assert!(MigrationSet::new("Bad-Name").is_err());
 }
+
+neo_testkit::over_routes!(
+    sets_apply_once_and_record_what_they_applied,
+    tenant_schemas_get_their_own_tables_and_records,
+    a_failing_or_changed_script_is_an_error_and_rolls_back,
+    scripts_load_from_a_directory,
+);

@@ -2,16 +2,18 @@ use crate::{PRODUCTS, Product, products, setup};
 use neo_core::pagination::{CountMode, PageRequest, PaginationConfig};
 use neo_core::{CursorCodec, ErrorKind, HasErrorKind};
 use neo_db::{BatchRepository, OnConflict, SortOrder};
+use neo_testkit::PgRoute;
 use std::collections::HashSet;
 
 async fn seeded(
+    route: PgRoute,
     n: usize,
 ) -> (
     neo_testkit::TestDatabase,
     neo_db::Db,
     BatchRepository<Product>,
 ) {
-    let (t, db) = setup(&[PRODUCTS]).await;
+    let (t, db) = setup(route, &[PRODUCTS]).await;
     let repo = BatchRepository::<Product>::new(&db, "products")
         .unwrap()
         .with_sortable(&["price_cents", "name"])
@@ -27,9 +29,8 @@ async fn seeded(
     (t, db, repo)
 }
 
-#[tokio::test]
-async fn keyset_pages_visit_every_row_once_in_order_both_directions() {
-    let (_t, db, repo) = seeded(47).await;
+async fn keyset_pages_visit_every_row_once_in_order_both_directions(route: PgRoute) {
+    let (_t, db, repo) = seeded(route, 47).await;
     let codec = CursorCodec::new(vec![7; 32]).unwrap();
     for order in [SortOrder::Asc, SortOrder::Desc] {
         let sort = repo.sort("price_cents", order).unwrap();
@@ -60,9 +61,8 @@ async fn keyset_pages_visit_every_row_once_in_order_both_directions() {
     }
 }
 
-#[tokio::test]
-async fn cursors_are_checked_and_sort_keys_whitelisted() {
-    let (_t, db, repo) = seeded(5).await;
+async fn cursors_are_checked_and_sort_keys_whitelisted(route: PgRoute) {
+    let (_t, db, repo) = seeded(route, 5).await;
     let codec = CursorCodec::new(vec![7; 32]).unwrap();
     let by_price = repo.sort("price_cents", SortOrder::Asc).unwrap();
     let first = repo
@@ -93,9 +93,8 @@ async fn cursors_are_checked_and_sort_keys_whitelisted() {
     assert!(repo.sort("id", SortOrder::Desc).is_ok());
 }
 
-#[tokio::test]
-async fn offset_pages_count_only_when_asked() {
-    let (_t, db, repo) = seeded(25).await;
+async fn offset_pages_count_only_when_asked(route: PgRoute) {
+    let (_t, db, repo) = seeded(route, 25).await;
     let config = PaginationConfig::default();
     let sort = repo.sort("price_cents", SortOrder::Asc).unwrap();
 
@@ -123,10 +122,19 @@ async fn offset_pages_count_only_when_asked() {
     let request = PageRequest::new(0, Some(10), &config).with_count(CountMode::Estimated);
     let page = repo.offset_page(&db, &sort, &request).await.unwrap();
     assert_eq!((page.total, page.total_is_estimate), (Some(25), false));
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("ANALYZE products")
-        .execute(db.pool())
+        .persistent(false)
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     let page = repo.offset_page(&db, &sort, &request).await.unwrap();
     assert_eq!((page.total, page.total_is_estimate), (Some(25), true));
 }
+
+neo_testkit::over_routes!(
+    keyset_pages_visit_every_row_once_in_order_both_directions,
+    cursors_are_checked_and_sort_keys_whitelisted,
+    offset_pages_count_only_when_asked,
+);

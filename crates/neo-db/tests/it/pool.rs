@@ -1,6 +1,7 @@
 use crate::{PRODUCTS, Product, products, setup, setup_with};
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_db::{BatchRepository, DbConfig, OnConflict};
+use neo_testkit::PgRoute;
 use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -38,7 +39,7 @@ fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
 
 #[tokio::test]
 async fn health_stats_and_graceful_close() {
-    let (_t, db) = setup_with(&[], |c| DbConfig {
+    let (_t, db) = setup_with(PgRoute::Direct, &[], |c| DbConfig {
         max_connections: 3,
         ..c
     })
@@ -65,7 +66,7 @@ async fn health_stats_and_graceful_close() {
 
 #[tokio::test]
 async fn an_exhausted_pool_times_out_and_counts_it() {
-    let (_t, db) = setup_with(&[], |c| DbConfig {
+    let (_t, db) = setup_with(PgRoute::Direct, &[], |c| DbConfig {
         max_connections: 1,
         acquire_timeout: Duration::from_millis(100),
         ..c
@@ -82,7 +83,7 @@ async fn an_exhausted_pool_times_out_and_counts_it() {
 
 #[tokio::test]
 async fn queries_get_spans_slow_ones_and_long_holds_are_logged() {
-    let (_t, db) = setup_with(&[PRODUCTS], |c| DbConfig {
+    let (_t, db) = setup_with(PgRoute::Direct, &[PRODUCTS], |c| DbConfig {
         // Wide margins: on a loaded 2-core machine an ordinary statement took over 30 ms.
         slow_query_threshold: Duration::from_millis(250),
         held_too_long_threshold: Duration::from_millis(400),
@@ -160,7 +161,7 @@ fn config_loads_from_neo_db_variables_and_hides_the_url() {
 
 #[tokio::test]
 async fn statement_timeout_and_application_name_reach_the_server() {
-    let (_t, db) = setup(&[]).await;
+    let (_t, db) = setup(PgRoute::Direct, &[]).await;
     let (timeout, name): (String, String) = sqlx::query_as(
         "SELECT current_setting('statement_timeout'), current_setting('application_name')",
     )

@@ -63,7 +63,7 @@ fn card(n: usize) -> String {
 
 #[tokio::test]
 async fn sealed_columns_save_and_load_through_the_batch_repository() {
-    let (_t, db) = setup(&[ACCOUNTS]).await;
+    let (_t, db) = setup(neo_testkit::PgRoute::Direct, &[ACCOUNTS]).await;
     let sealer = sealer();
     let repo = BatchRepository::<Account>::new(&db, "accounts").unwrap();
     let mut accounts = Vec::new();

@@ -173,13 +173,21 @@ impl Webhooks {
         let reason = describe(&answer);
         if answer.status == Some(410) {
             let why = "the endpoint answered 410 Gone";
+            let mut conn = self
+                .inner
+                .db
+                .statement_connection()
+                .await
+                .map_err(JobError::retry)?;
             sqlx::query(AssertSqlSafe(self.inner.sql.set_enabled.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(target.endpoint_id)
                 .bind(false)
                 .bind(Some(why))
-                .execute(self.inner.db.pool())
+                .execute(&mut *conn)
                 .await
                 .map_err(JobError::retry)?;
+            conn.finish().await.map_err(JobError::retry)?;
             update.status = "dead";
             update.error = Some(why.to_owned());
             self.finish(target, update).await?;
@@ -386,9 +394,10 @@ impl Webhooks {
                     move |batch: Vec<StatusUpdate>| {
                         let (db, sql) = (db.clone(), sql.clone());
                         async move {
-                            let mut conn =
-                                db.pool().acquire().await.map_err(neo_db::Error::from)?;
-                            write_statuses(&mut conn, &sql, &batch).await
+                            // A transaction behind a transaction pooler (neo_db::Pooler).
+                            let mut conn = db.statement_connection().await?;
+                            write_statuses(&mut conn, &sql, &batch).await?;
+                            conn.finish().await
                         }
                     },
                 )

@@ -64,10 +64,12 @@ pub(super) fn target_loader(
     neo_batch::DataLoader::new(loader_config, move |ids: Vec<i64>| {
         let (db, sql) = (db.clone(), sql.clone());
         async move {
+            let mut conn = db.statement_connection().await?;
             let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql))
                 .bind(&ids)
-                .fetch_all(db.pool())
+                .fetch_all(&mut *conn)
                 .await?;
+            conn.finish().await?;
             rows.iter()
                 .map(|row| Target::from_row(row).map(|target| (target.delivery_id, target)))
                 .collect::<Result<HashMap<i64, Target>, sqlx::Error>>()

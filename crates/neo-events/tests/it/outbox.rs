@@ -1,6 +1,7 @@
 use neo_core::{ErrorKind, HasErrorKind};
-use neo_db::{Db, DbConfig};
+use neo_db::{Db, DbConfig, Pooler};
 use neo_events::{DomainEvent, EventBus, Outbox, OutboxConfig};
+use neo_testkit::PgRoute;
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
@@ -9,11 +10,23 @@ fn ok(_: Vec<DomainEvent>) -> std::future::Ready<Result<(), String>> {
 }
 use std::time::{Duration, Instant};
 
-async fn setup() -> (neo_testkit::TestDatabase, Db, Outbox) {
-    let test_db = neo_testkit::postgres().await;
-    let db = Db::connect(&DbConfig::with_url(test_db.url()))
-        .await
-        .unwrap();
+/// A fresh database reached by `route` (`pooler = "transaction"` through PgBouncer, with
+/// the direct URL for LISTEN), a `Db` and a migrated outbox on it.
+async fn setup(route: PgRoute) -> (neo_testkit::TestDatabase, Db, Outbox) {
+    let test_db = route.database().await;
+    let db = Db::connect(&DbConfig {
+        pooler: if route.is_pooled() {
+            Pooler::Transaction
+        } else {
+            Pooler::None
+        },
+        listen_url: route
+            .is_pooled()
+            .then(|| test_db.direct_url().to_owned().into()),
+        ..DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
     let outbox = Outbox::new(
         &db,
         OutboxConfig {
@@ -50,9 +63,8 @@ async fn dispatched(outbox: &Outbox) -> Vec<DomainEvent> {
     seen.lock().unwrap().clone()
 }
 
-#[tokio::test]
-async fn an_event_exists_if_and_only_if_its_transaction_commits() {
-    let (_t, db, outbox) = setup().await;
+async fn an_event_exists_if_and_only_if_its_transaction_commits(route: PgRoute) {
+    let (_t, db, outbox) = setup(route).await;
     let mut uow = db.begin().await.unwrap();
     outbox.publish(&mut *uow, &event(1)).await.unwrap();
     uow.rollback().await.unwrap();
@@ -72,9 +84,10 @@ async fn an_event_exists_if_and_only_if_its_transaction_commits() {
     assert_eq!(outbox.pending().await.unwrap(), 2);
 }
 
-#[tokio::test]
-async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending() {
-    let (_t, db, outbox) = setup().await;
+async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending(
+    route: PgRoute,
+) {
+    let (_t, db, outbox) = setup(route).await;
     let events: Vec<DomainEvent> = (0..5).map(event).collect();
     outbox.publish_many(&db, &events).await.unwrap();
 
@@ -98,9 +111,8 @@ async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_p
     assert_eq!(outbox.pending().await.unwrap(), 0);
 }
 
-#[tokio::test]
-async fn parallel_dispatchers_never_take_the_same_event() {
-    let (_t, db, outbox) = setup().await;
+async fn parallel_dispatchers_never_take_the_same_event(route: PgRoute) {
+    let (_t, db, outbox) = setup(route).await;
     let events: Vec<DomainEvent> = (0..300).map(event).collect();
     outbox.publish_many(&db, &events).await.unwrap();
     let mut tasks = Vec::new();
@@ -137,9 +149,8 @@ async fn parallel_dispatchers_never_take_the_same_event() {
     assert_eq!(unique.len(), 300);
 }
 
-#[tokio::test]
-async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus() {
-    let (_t, db, outbox) = setup().await;
+async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus(route: PgRoute) {
+    let (_t, db, outbox) = setup(route).await;
     let slow_poll = Outbox::new(
         &db,
         OutboxConfig {
@@ -185,9 +196,8 @@ async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus() {
     assert_eq!(dispatcher.await.unwrap().unwrap(), 1);
 }
 
-#[tokio::test]
-async fn archival_moves_old_processed_events_in_batches() {
-    let (_t, db, _outbox) = setup().await;
+async fn archival_moves_old_processed_events_in_batches(route: PgRoute) {
+    let (_t, db, _outbox) = setup(route).await;
     let small = Outbox::new(
         &db,
         OutboxConfig {
@@ -212,7 +222,8 @@ async fn archival_moves_old_processed_events_in_batches() {
     assert_eq!(small.archive(Duration::from_millis(1)).await.unwrap(), 20);
     assert_eq!(small.pending().await.unwrap(), 1);
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_events.outbox_archive")
-        .fetch_one(db.pool())
+        .persistent(false)
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(archived, 20);
@@ -241,13 +252,15 @@ fn event_types_and_ids_are_validated() {
     assert!(e.correlation_id().is_some());
 }
 
-#[tokio::test]
-async fn the_publish_cte_records_events_in_the_business_statement() {
-    let (_t, db, outbox) = setup().await;
+async fn the_publish_cte_records_events_in_the_business_statement(route: PgRoute) {
+    let (_t, db, outbox) = setup(route).await;
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("CREATE TABLE orgs (id uuid PRIMARY KEY, name text NOT NULL)")
-        .execute(db.pool())
+        .persistent(false)
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     let insert = format!(
         "WITH {} INSERT INTO orgs (id, name) VALUES ($1, $2)",
         outbox.publish_cte(3)
@@ -269,6 +282,7 @@ async fn the_publish_cte_records_events_in_the_business_statement() {
             .bind("Acme")
             .bind(json)
             .bind(channel)
+            .persistent(false)
             .execute(&mut **uow)
             .await
             .unwrap();
@@ -288,17 +302,22 @@ async fn the_publish_cte_records_events_in_the_business_statement() {
     assert_eq!(seen, events.to_vec(), "read back exactly as written");
 }
 
-#[tokio::test]
-async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
-    let (_t, db, outbox) = setup().await;
+async fn conditional_publish_ctes_record_only_what_their_condition_allows(route: PgRoute) {
+    let (_t, db, outbox) = setup(route).await;
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("CREATE TABLE orgs (id text PRIMARY KEY, name text NOT NULL)")
-        .execute(db.pool())
+        .persistent(false)
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query("INSERT INTO orgs VALUES ('org_1', 'Acme'), ('org_2', 'Globex')")
-        .execute(db.pool())
+        .persistent(false)
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     // Renames one organization when it exists; publishes only if a row changed.
     let when = format!(
         "WITH updated AS (UPDATE orgs SET name = $2 WHERE id = $1 RETURNING id), {} \
@@ -308,14 +327,17 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
     for (id, changed) in [("org_9", 0_i64), ("org_1", 1)] {
         let events = [event(1)];
         let (json, channel) = outbox.publish_params(&events);
+        let mut conn = db.statement_connection().await.unwrap();
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(when.clone()))
             .bind(id)
             .bind("Renamed")
             .bind(json)
             .bind(channel)
-            .fetch_one(db.pool())
+            .persistent(false)
+            .fetch_one(&mut *conn)
             .await
             .unwrap();
+        conn.finish().await.unwrap();
         assert_eq!(count, changed);
         assert_eq!(
             outbox.pending().await.unwrap(),
@@ -331,13 +353,16 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
     );
     let events = [event(2), event(3)];
     let (json, channel) = outbox.publish_params(&events);
+    let mut conn = db.statement_connection().await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(matching))
         .bind(vec!["org_2", "org_3"])
         .bind(json)
         .bind(channel)
-        .execute(db.pool())
+        .persistent(false)
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     let ids: Vec<String> = dispatched(&outbox)
         .await
         .iter()
@@ -349,3 +374,13 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows() {
         "org_3 does not exist: its event is not recorded"
     );
 }
+
+neo_testkit::over_routes!(
+    an_event_exists_if_and_only_if_its_transaction_commits,
+    dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending,
+    parallel_dispatchers_never_take_the_same_event,
+    the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus,
+    archival_moves_old_processed_events_in_batches,
+    the_publish_cte_records_events_in_the_business_statement,
+    conditional_publish_ctes_record_only_what_their_condition_allows,
+);

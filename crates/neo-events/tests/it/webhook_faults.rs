@@ -73,7 +73,7 @@ async fn wait_settled(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_with_faults_are_all_delivered_or_dead_lettered_never_lost() {
     const EVENTS: u32 = 10_000;
-    let s = setup(fast_config()).await;
+    let s = setup(neo_testkit::PgRoute::Direct, fast_config()).await;
     let receiver = HttpReceiver::start().await.unwrap();
     let endpoint = s
         .webhooks
@@ -149,7 +149,7 @@ async fn ten_thousand_events_with_faults_are_all_delivered_or_dead_lettered_neve
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killed_dispatchers_and_workers_lose_nothing_and_keep_the_webhook_id() {
     const EVENTS: u32 = 600;
-    let s = setup(fast_config()).await;
+    let s = setup(neo_testkit::PgRoute::Direct, fast_config()).await;
     let receiver = HttpReceiver::start().await.unwrap();
     // Slow answers keep deliveries in flight when a worker is killed.
     receiver.set_default(ScriptedResponse::ok().delay(Duration::from_millis(30)));

@@ -29,12 +29,14 @@ async fn delivery_in(
     }
 }
 
-#[tokio::test]
-async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered() {
-    let s = setup(neo_events::WebhookConfig {
-        inline_attempts: 2,
-        ..config(&[100])
-    })
+async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered(route: neo_testkit::PgRoute) {
+    let s = setup(
+        route,
+        neo_events::WebhookConfig {
+            inline_attempts: 2,
+            ..config(&[100])
+        },
+    )
     .await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     let mut running = Running::default();
@@ -73,13 +75,17 @@ async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered() {
     finish(running, &s, receiver).await;
 }
 
-#[tokio::test]
-async fn a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first() {
+async fn a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first(
+    route: neo_testkit::PgRoute,
+) {
     // Two attempts in all: the inline one and the job's.
-    let s = setup(neo_events::WebhookConfig {
-        inline_attempts: 4,
-        ..config(&[100])
-    })
+    let s = setup(
+        route,
+        neo_events::WebhookConfig {
+            inline_attempts: 4,
+            ..config(&[100])
+        },
+    )
     .await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     receiver.push(ScriptedResponse::status(500));
@@ -114,3 +120,8 @@ async fn a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first()
     );
     finish(running, &s, receiver).await;
 }
+
+neo_testkit::over_routes!(
+    a_lone_event_goes_out_inline_and_its_job_finds_it_delivered,
+    a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first,
+);

@@ -241,7 +241,7 @@ async fn plain_endpoints_move_to_sealed_while_delivering_and_strict_mode_waits_f
     const ENDPOINTS: usize = 7;
     const EVENTS: u32 = 24;
     // Endpoints stored in plain text, as before sealing was turned on.
-    let mut s = setup(small_batches(2)).await;
+    let mut s = setup(neo_testkit::PgRoute::Direct, small_batches(2)).await;
     let receiver = HttpReceiver::start().await.unwrap();
     let endpoints = create_endpoints(&s.webhooks, &receiver, ENDPOINTS).await;
     // Three of them were written before the table recorded seal keys.

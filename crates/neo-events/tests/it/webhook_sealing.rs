@@ -26,7 +26,7 @@ pub(crate) fn sealer(current: &str, keys: &[(&str, &str)]) -> Sealer {
 
 /// The setup of the webhook tests with sealed webhooks in place of plain ones.
 pub(crate) async fn sealed_setup(config: WebhookConfig, sealer: Sealer) -> crate::webhooks::Setup {
-    let mut s = setup(config.clone()).await;
+    let mut s = setup(neo_testkit::PgRoute::Direct, config.clone()).await;
     s.webhooks = Webhooks::sealed(&s.db, s.queue.clone(), config, sealer).unwrap();
     s
 }

@@ -1,11 +1,11 @@
 use neo_core::{ErrorKind, HasErrorKind};
-use neo_db::{Db, DbConfig};
+use neo_db::{Db, DbConfig, Pooler};
 use neo_events::{
     AddressPolicy, DeliveryStatus, DomainEvent, EventError, EventTypeInfo, NewEndpoint,
     OperationalEvent, Outbox, OutboxConfig, SignedHeaders, Verifier, WebhookConfig, Webhooks,
 };
 use neo_queue::{Queue, QueueConfig, Worker, WorkerConfig};
-use neo_testkit::{HttpReceiver, ReceivedRequest, ScriptedResponse};
+use neo_testkit::{HttpReceiver, PgRoute, ReceivedRequest, ScriptedResponse};
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
@@ -36,8 +36,7 @@ pub(crate) fn config(schedule_ms: &[u64]) -> WebhookConfig {
     }
 }
 
-/// Whether endpoint secrets and headers are sealed at rest. The webhook contract (the tests
-/// listed in `contract!` below) holds in every mode.
+/// Whether endpoint secrets and headers are sealed at rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Sealing {
     /// `Webhooks::new`: stored as given.
@@ -46,18 +45,30 @@ pub(crate) enum Sealing {
     On,
 }
 
-/// Runs each contract test once per sealing mode, as tests named `<test>::<mode>`:
-/// `contract!([plain = Off, sealed = On] test_a, test_b)`.
+/// How a contract test reaches PostgreSQL and whether secrets are sealed. The webhook contract
+/// (the tests listed in `contract!` below) holds in every mode.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Mode {
+    route: PgRoute,
+    sealing: Sealing,
+}
+
+/// Runs each contract test once per mode, as tests named `<test>::<mode>`:
+/// `contract!([plain = (Direct, Off), sealed = (Direct, On)] test_a, test_b)`.
 macro_rules! contract {
     ($modes:tt $($test:ident),+ $(,)?) => {
         $( contract!(@modes $test $modes); )+
     };
-    (@modes $test:ident [$($mode:ident = $variant:ident),+]) => {
+    (@modes $test:ident [$($mode:ident = ($route:ident, $sealing:ident)),+]) => {
         mod $test {
             $(
                 #[tokio::test]
                 async fn $mode() {
-                    super::$test(super::Sealing::$variant).await;
+                    super::$test(super::Mode {
+                        route: neo_testkit::PgRoute::$route,
+                        sealing: super::Sealing::$sealing,
+                    })
+                    .await;
                 }
             )+
         }
@@ -65,7 +76,12 @@ macro_rules! contract {
 }
 
 contract!(
-    [plain = Off, sealed = On]
+    [
+        plain = (Direct, Off),
+        sealed = (Direct, On),
+        pgbouncer = (PgBouncer, Off),
+        pgbouncer_sealed = (PgBouncer, On)
+    ]
     endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug,
     committed_events_reach_subscribed_endpoints_signed_and_once,
     failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id,
@@ -80,29 +96,71 @@ contract!(
     delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay,
 );
 
-/// The webhook tables on a fresh database, endpoint secrets and headers stored as given.
-pub(crate) async fn setup(config: WebhookConfig) -> Setup {
-    setup_in(Sealing::Off, config).await
+/// The webhook tables on a fresh database reached by `route`, secrets stored as given.
+pub(crate) async fn setup(route: PgRoute, config: WebhookConfig) -> Setup {
+    setup_in(
+        Mode {
+            route,
+            sealing: Sealing::Off,
+        },
+        config,
+    )
+    .await
 }
 
-/// The webhook tables on a fresh database, sealing as `sealing` says.
-pub(crate) async fn setup_in(sealing: Sealing, config: WebhookConfig) -> Setup {
-    let test_db = neo_testkit::postgres().await;
-    let db = Db::connect(&DbConfig::with_url(test_db.url()))
-        .await
-        .unwrap();
+/// The webhook tables on a fresh database, reached and sealed as `mode` says.
+pub(crate) async fn setup_in(mode: Mode, config: WebhookConfig) -> Setup {
+    setup_in_with(mode, config, |q| q).await
+}
+
+/// The webhook tables on a fresh database reached directly, secrets stored as given, with
+/// the queue's configuration changed by `queue_config`.
+pub(crate) async fn setup_with(
+    config: WebhookConfig,
+    queue_config: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> Setup {
+    let mode = Mode {
+        route: PgRoute::Direct,
+        sealing: Sealing::Off,
+    };
+    setup_in_with(mode, config, queue_config).await
+}
+
+/// Queue, outbox and webhooks on a fresh database reached by `mode.route` (`pooler =
+/// "transaction"` through PgBouncer, with the direct URL for LISTEN), sealing as
+/// `mode.sealing` says, the queue's configuration changed by `queue_config`.
+pub(crate) async fn setup_in_with(
+    mode: Mode,
+    config: WebhookConfig,
+    queue_config: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> Setup {
+    let route = mode.route;
+    let test_db = route.database().await;
+    let db = Db::connect(&DbConfig {
+        pooler: if route.is_pooled() {
+            Pooler::Transaction
+        } else {
+            Pooler::None
+        },
+        listen_url: route
+            .is_pooled()
+            .then(|| test_db.direct_url().to_owned().into()),
+        ..DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
     let queue = Queue::new(
         &db,
-        QueueConfig {
+        queue_config(QueueConfig {
             lease: Duration::from_secs(2),
             ..QueueConfig::default()
-        },
+        }),
     )
     .unwrap();
     queue.migrate().await.unwrap();
     let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
     outbox.migrate().await.unwrap();
-    let webhooks = match sealing {
+    let webhooks = match mode.sealing {
         Sealing::Off => Webhooks::new(&db, queue.clone(), config).unwrap(),
         Sealing::On => Webhooks::sealed(
             &db,
@@ -263,8 +321,8 @@ fn invalid<T: std::fmt::Debug>(result: Result<T, EventError>) -> String {
     error.to_string()
 }
 
-async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[100])).await;
+async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug(mode: Mode) {
+    let s = setup_in(mode, config(&[100])).await;
     let w = &s.webhooks;
     for url in [
         "ftp://example.com/hook",
@@ -336,7 +394,7 @@ async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug(sealing: 
     assert!(!shown.contains(&endpoint.secret().expose()), "{shown}");
     // Stored as the mode says.
     let at_rest = w.at_rest().await.unwrap();
-    match sealing {
+    match mode.sealing {
         Sealing::Off => assert_eq!(at_rest.plain_rows, 1, "{at_rest:?}"),
         Sealing::On => assert_eq!(
             (at_rest.plain_rows, at_rest.rows_by_key.get("k1")),
@@ -377,8 +435,8 @@ async fn endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug(sealing: 
     assert_eq!(w.fan_out(&[big]).await.unwrap(), 0);
 }
 
-async fn committed_events_reach_subscribed_endpoints_signed_and_once(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[100])).await;
+async fn committed_events_reach_subscribed_endpoints_signed_and_once(mode: Mode) {
+    let s = setup_in(mode, config(&[100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     let tenant = neo_core::TenantId::new();
     let orgs = s
@@ -518,10 +576,8 @@ async fn committed_events_reach_subscribed_endpoints_signed_and_once(sealing: Se
     finish(running, &s, receiver).await;
 }
 
-async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id(
-    sealing: Sealing,
-) {
-    let s = setup_in(sealing, config(&[100, 200])).await;
+async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id(mode: Mode) {
+    let s = setup_in(mode, config(&[100, 200])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let mut operational = s.webhooks.operational_events();
@@ -589,8 +645,8 @@ async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webh
     finish(running, &s, receiver).await;
 }
 
-async fn retry_after_is_honoured_and_gone_disables_the_endpoint(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[50, 50])).await;
+async fn retry_after_is_honoured_and_gone_disables_the_endpoint(mode: Mode) {
+    let s = setup_in(mode, config(&[50, 50])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let mut operational = s.webhooks.operational_events();
@@ -659,9 +715,9 @@ async fn retry_after_is_honoured_and_gone_disables_the_endpoint(sealing: Sealing
     finish(running, &s, receiver).await;
 }
 
-async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback(sealing: Sealing) {
+async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback(mode: Mode) {
     let s = setup_in(
-        sealing,
+        mode,
         WebhookConfig {
             require_https: false,
             retry_schedule: vec![Duration::from_secs(60)],
@@ -705,8 +761,8 @@ async fn the_ssrf_guard_refuses_names_that_resolve_to_loopback(sealing: Sealing)
     finish(running, &s, receiver).await;
 }
 
-async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[100])).await;
+async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap(mode: Mode) {
+    let s = setup_in(mode, config(&[100])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
 
     let old = endpoint.secret().clone();
@@ -736,8 +792,8 @@ async fn a_rotated_secret_signs_next_to_the_old_one_during_the_overlap(sealing: 
     finish(running, &s, receiver).await;
 }
 
-async fn an_endpoint_rate_limit_spreads_deliveries(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[100])).await;
+async fn an_endpoint_rate_limit_spreads_deliveries(mode: Mode) {
+    let s = setup_in(mode, config(&[100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     s.webhooks
         .create_endpoint(
@@ -758,8 +814,8 @@ async fn an_endpoint_rate_limit_spreads_deliveries(sealing: Sealing) {
     finish(running, &s, receiver).await;
 }
 
-async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[100, 100, 100])).await;
+async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order(mode: Mode) {
+    let s = setup_in(mode, config(&[100, 100, 100])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     // Slow answers would let a non-FIFO endpoint receive several at once.
     receiver.set_default(ScriptedResponse::ok().delay(Duration::from_millis(20)));
@@ -800,9 +856,9 @@ async fn a_fifo_endpoint_gets_one_message_at_a_time_in_order(sealing: Sealing) {
     finish(running, &s, receiver).await;
 }
 
-async fn a_failing_endpoint_opens_its_breaker_and_says_so(sealing: Sealing) {
+async fn a_failing_endpoint_opens_its_breaker_and_says_so(mode: Mode) {
     let s = setup_in(
-        sealing,
+        mode,
         WebhookConfig {
             breaker: neo_resilience::BreakerConfig {
                 minimum_calls: 3,
@@ -853,8 +909,8 @@ async fn a_failing_endpoint_opens_its_breaker_and_says_so(sealing: Sealing) {
     finish(running, &s, receiver).await;
 }
 
-async fn purge_removes_finished_deliveries_and_keeps_pending_ones(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[60_000])).await;
+async fn purge_removes_finished_deliveries_and_keeps_pending_ones(mode: Mode) {
+    let s = setup_in(mode, config(&[60_000])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     receiver.push(ScriptedResponse::ok());
     receiver.push(ScriptedResponse::status(500)); // stays pending (next attempt in a minute)
@@ -884,8 +940,8 @@ async fn purge_removes_finished_deliveries_and_keeps_pending_ones(sealing: Seali
     finish(running, &s, receiver).await;
 }
 
-async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans(sealing: Sealing) {
-    let s = setup_in(sealing, config(&[60_000])).await;
+async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans(mode: Mode) {
+    let s = setup_in(mode, config(&[60_000])).await;
     let (_kept_receiver, kept) = receiver_and_endpoint(&s, |e| e).await;
     let (_deleted_receiver, deleted) = receiver_and_endpoint(&s, |e| e).await;
     let (_orphaned_receiver, orphaned) = receiver_and_endpoint(&s, |e| e).await;
@@ -906,11 +962,14 @@ async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans(seali
 
     // A fan-out that ran while its endpoint was deleted leaves deliveries without an
     // endpoint (deliveries hold no foreign key); the endpoint row alone goes here.
+    let mut conn = s.db.statement_connection().await.unwrap();
     sqlx::query("DELETE FROM neo_events.webhook_endpoints WHERE id = $1")
         .bind(orphaned.id)
-        .execute(s.db.pool())
+        .persistent(false)
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     assert_eq!(count(orphaned.id).await, 2);
     assert_eq!(
         s.webhooks
@@ -943,9 +1002,9 @@ async fn job_tenants(s: &Setup) -> HashMap<i64, Option<neo_core::TenantId>> {
     tenants
 }
 
-async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay(sealing: Sealing) {
+async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay(mode: Mode) {
     // One attempt: a failing delivery is dead at once.
-    let s = setup_in(sealing, config(&[])).await;
+    let s = setup_in(mode, config(&[])).await;
     let receiver = HttpReceiver::start().await.unwrap();
     receiver.set_default(ScriptedResponse::status(500));
     let tenant = neo_core::TenantId::new();

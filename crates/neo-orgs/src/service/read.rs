@@ -26,7 +26,7 @@ impl OrganizationService {
         let store = Arc::clone(&self.inner.store);
         cache
             .get_or_load(&Self::cache_key(id), move || async move {
-                store.find(id, false).await
+                store.find_to_cache(id).await
             })
             .await?
             .ok_or_else(|| OrgError::not_found("organization", id))
@@ -74,7 +74,7 @@ impl OrganizationService {
                     .iter()
                     .filter_map(|k| by_key.get(k).copied())
                     .collect();
-                let found = store.find_many(&ids).await?;
+                let found = store.find_many_to_cache(&ids).await?;
                 Ok::<_, OrgError>(
                     found
                         .into_iter()

@@ -58,6 +58,7 @@ impl OrganizationService {
                 other => OrgError::Unavailable(format!("the save was abandoned: {other}")),
             })??;
         self.forget(&[saved.id]).await;
+        self.wrote().await;
         Ok(saved)
     }
 

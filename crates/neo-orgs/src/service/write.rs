@@ -46,6 +46,7 @@ impl OrganizationService {
             events.extend(self.notifications(org));
         }
         self.inner.store.insert(actor, &orgs, &events).await?;
+        self.wrote().await;
         Ok(orgs)
     }
 
@@ -119,6 +120,9 @@ impl OrganizationService {
             }));
         }
         self.forget(&saved_ids).await;
+        if !saved_ids.is_empty() {
+            self.wrote().await;
+        }
         results
             .into_iter()
             .map(|r| r.unwrap_or_else(|| Err(OrgError::invalid("organization", "not saved"))))
@@ -198,7 +202,18 @@ impl OrganizationService {
         self.inner
             .store
             .add_member(org, user, role.trim(), settings.max_members)
-            .await
+            .await?;
+        self.wrote().await;
+        Ok(())
+    }
+
+    /// Lets the store record a write's position for the caller's read-your-writes. The
+    /// write has happened: a failure here only costs the caller that guarantee until the
+    /// replica catches up, so it is logged, not returned.
+    pub(super) async fn wrote(&self) {
+        if let Err(error) = self.inner.store.wrote().await {
+            tracing::warn!(%error, "could not record a write's position for read-your-writes");
+        }
     }
 }
 

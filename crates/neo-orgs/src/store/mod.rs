@@ -215,4 +215,27 @@ pub trait OrganizationStore: Send + Sync + 'static {
 
     /// The audit trail of an organization, oldest first.
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>>;
+
+    /// Called by the service on the caller's task once a write through this store has
+    /// returned: a store that reads from replicas records the write's position, so the
+    /// caller's next reads see it (read-your-writes). The default does nothing.
+    fn wrote(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// [`find`](Self::find) (not deleted) for filling the shared cache: a store that reads
+    /// from replicas reads where every write made through it is visible, so no caller's
+    /// write is hidden behind a stale cached copy. The default is `find`.
+    fn find_to_cache(&self, id: OrganizationId) -> StoreFuture<'_, Option<Organization>> {
+        self.find(id, false)
+    }
+
+    /// [`find_many`](Self::find_many) for filling the shared cache (see
+    /// [`find_to_cache`](Self::find_to_cache)). The default is `find_many`.
+    fn find_many_to_cache<'a>(
+        &'a self,
+        ids: &'a [OrganizationId],
+    ) -> StoreFuture<'a, Vec<Organization>> {
+        self.find_many(ids)
+    }
 }

@@ -19,9 +19,10 @@ use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
 use crate::model::{Branding, Changed, Legal, OrgDomain, OrgStatus, Organization, Verification};
 use crate::{OrgError, OrganizationStore};
 use neo_core::{OrganizationId, Slug, UserId};
-use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName};
+use neo_db::{Db, MigrationReport, MigrationSet, ReadSession, Schema, TableName};
 use neo_events::{DomainEvent, Outbox};
 use sqlx::Arguments;
+use sqlx::PgPool;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, Row};
@@ -366,7 +367,8 @@ impl PgOrganizationStore {
         )?;
         add(&mut args, events)?;
         add(&mut args, channel)?;
-        let statement = sqlx::query_with(AssertSqlSafe(self.inner.sql.update.clone()), args);
+        let statement = sqlx::query_with(AssertSqlSafe(self.inner.sql.update.clone()), args)
+            .persistent(self.inner.db.pooler().named_statements());
         let rows = if writes.iter().any(Write::domains_changed) {
             // The rows and the domains they now claim, in one transaction.
             let mut tx = self.inner.db.begin().await?;
@@ -386,12 +388,10 @@ impl PgOrganizationStore {
             tx.commit().await?;
             rows
         } else {
-            outcomes_of(
-                &statement
-                    .fetch_all(self.inner.db.pool())
-                    .await
-                    .map_err(db)?,
-            )?
+            let mut conn = self.inner.db.statement_connection().await?;
+            let rows = statement.fetch_all(&mut *conn).await.map_err(db)?;
+            conn.finish().await?;
+            outcomes_of(&rows)?
         };
         let outcomes: std::collections::HashMap<Uuid, (Option<i64>, Option<i64>)> = rows
             .into_iter()
@@ -423,6 +423,7 @@ impl PgOrganizationStore {
         orgs: &[&Organization],
     ) -> Result<(), OrgError> {
         sqlx::query(AssertSqlSafe(self.inner.sql.delete_domains.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(column(orgs, |o| Uuid::from(o.id)))
             .execute(&mut ***tx)
             .await
@@ -432,6 +433,7 @@ impl PgOrganizationStore {
             .flat_map(|o| o.domains.iter().map(|d| (Uuid::from(o.id), d)))
             .collect();
         sqlx::query(AssertSqlSafe(self.inner.sql.insert_domains.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(claims.iter().map(|(id, _)| *id).collect::<Vec<_>>())
             .bind(
                 claims
@@ -457,11 +459,35 @@ impl PgOrganizationStore {
         Ok(())
     }
 
+    /// The pool for a read that tolerates replica lag: a replica that has replayed the
+    /// caller's last write ([`ReadSession`]), else the primary; the primary without replicas.
+    fn reader(&self) -> &PgPool {
+        self.inner.db.read_pool()
+    }
+
+    /// Runs a cache fill where every write made through this `Db` (and the caller's own,
+    /// if it came through another process) is visible.
+    async fn filling<T>(&self, read: StoreFuture<'_, T>) -> Result<T, OrgError> {
+        if !self.inner.db.has_replicas() {
+            return read.await;
+        }
+        let fill = ReadSession::new();
+        if let Some(lsn) = self.inner.db.last_write() {
+            fill.observe(lsn);
+        }
+        if let Some(lsn) = ReadSession::current().and_then(|s| s.last_write()) {
+            fill.observe(lsn);
+        }
+        fill.scope(read).await
+    }
+
     async fn fetch_all(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
     ) -> Result<Vec<Organization>, OrgError> {
-        let rows = query.fetch_all(self.inner.db.pool()).await.map_err(db)?;
+        let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
+        let rows = query.fetch_all(&mut *conn).await.map_err(db)?;
+        conn.finish().await?;
         let Some(first) = rows.first() else {
             return Ok(Vec::new());
         };
@@ -472,11 +498,11 @@ impl PgOrganizationStore {
     async fn fetch_optional(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        pool: &PgPool,
     ) -> Result<Option<Organization>, OrgError> {
-        let row = query
-            .fetch_optional(self.inner.db.pool())
-            .await
-            .map_err(db)?;
+        let mut conn = self.inner.db.statement_connection_on(pool).await?;
+        let row = query.fetch_optional(&mut *conn).await.map_err(db)?;
+        conn.finish().await?;
         row.as_ref()
             .map(|row| from_row(row, &ReadColumns::of(row)?))
             .transpose()
@@ -491,6 +517,7 @@ impl PgOrganizationStore {
     ) -> Result<(), OrgError> {
         let mut tx = self.inner.db.begin().await?;
         let exists = sqlx::query(AssertSqlSafe(self.inner.sql.lock_org.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(Uuid::from(organization))
             .fetch_optional(&mut **tx)
             .await
@@ -499,6 +526,7 @@ impl PgOrganizationStore {
             return Err(OrgError::not_found("organization", organization));
         }
         let added = sqlx::query(AssertSqlSafe(self.inner.sql.add_member.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(Uuid::from(organization))
             .bind(Uuid::from(user))
             .bind(role)
@@ -547,10 +575,13 @@ impl OrganizationStore for PgOrganizationStore {
             add(&mut args, actor)?;
             add(&mut args, events)?;
             add(&mut args, channel)?;
+            let mut conn = self.inner.db.statement_connection().await?;
             sqlx::query_with(AssertSqlSafe(self.inner.sql.insert.clone()), args)
-                .execute(self.inner.db.pool())
+                .persistent(self.inner.db.pooler().named_statements())
+                .execute(&mut *conn)
                 .await
                 .map_err(db)?;
+            conn.finish().await?;
             Ok(())
         })
     }
@@ -568,10 +599,19 @@ impl OrganizationStore for PgOrganizationStore {
         include_deleted: bool,
     ) -> StoreFuture<'_, Option<Organization>> {
         Box::pin(async move {
+            // A deleted one is asked for by delete and restore, which write what they read:
+            // from the primary.
+            let pool = if include_deleted {
+                self.inner.db.pool()
+            } else {
+                self.reader()
+            };
             self.fetch_optional(
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_id.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
                     .bind(Uuid::from(id))
                     .bind(include_deleted),
+                pool,
             )
             .await
         })
@@ -580,7 +620,10 @@ impl OrganizationStore for PgOrganizationStore {
     fn find_by_slug<'a>(&'a self, slug: &'a Slug) -> StoreFuture<'a, Option<Organization>> {
         Box::pin(async move {
             self.fetch_optional(
-                sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone())).bind(slug.as_str()),
+                sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
+                    .bind(slug.as_str()),
+                self.reader(),
             )
             .await
         })
@@ -590,6 +633,7 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(async move {
             self.fetch_all(
                 sqlx::query(AssertSqlSafe(self.inner.sql.by_ids.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
                     .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>()),
             )
             .await
@@ -610,6 +654,7 @@ impl OrganizationStore for PgOrganizationStore {
                 });
             self.fetch_all(
                 sqlx::query(AssertSqlSafe(sql.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
                     .bind(query.text.as_deref().map(like_literal))
                     .bind(after_name)
                     .bind(after_id)
@@ -628,11 +673,15 @@ impl OrganizationStore for PgOrganizationStore {
                 Some(_) => &self.inner.sql.count_text,
                 None => &self.inner.sql.count_all,
             };
-            sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+            let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
+            let count = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(text.map(like_literal))
-                .fetch_one(self.inner.db.pool())
+                .fetch_one(&mut *conn)
                 .await
-                .map_err(db)
+                .map_err(db)?;
+            conn.finish().await?;
+            Ok(count)
         })
     }
 
@@ -641,11 +690,14 @@ impl OrganizationStore for PgOrganizationStore {
         ids: &'a [OrganizationId],
     ) -> StoreFuture<'a, Vec<OrganizationSummary>> {
         Box::pin(async move {
+            let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
             let rows = sqlx::query(AssertSqlSafe(self.inner.sql.summaries.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>())
-                .fetch_all(self.inner.db.pool())
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(db)?;
+            conn.finish().await?;
             let Some(first) = rows.first() else {
                 return Ok(Vec::new());
             };
@@ -672,13 +724,34 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(self.add_member_locked(organization, user, role, max_members))
     }
 
+    fn wrote(&self) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            self.inner.db.wrote().await?;
+            Ok(())
+        })
+    }
+
+    fn find_to_cache(&self, id: OrganizationId) -> StoreFuture<'_, Option<Organization>> {
+        Box::pin(self.filling(self.find(id, false)))
+    }
+
+    fn find_many_to_cache<'a>(
+        &'a self,
+        ids: &'a [OrganizationId],
+    ) -> StoreFuture<'a, Vec<Organization>> {
+        Box::pin(self.filling(self.find_many(ids)))
+    }
+
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
+            let mut conn = self.inner.db.statement_connection().await?;
             let rows = sqlx::query(AssertSqlSafe(self.inner.sql.audit_list.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(Uuid::from(id))
-                .fetch_all(self.inner.db.pool())
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(db)?;
+            conn.finish().await?;
             rows.iter()
                 .map(|r| {
                     Ok(AuditEntry::new(

@@ -5,4 +5,5 @@
 mod fuzz;
 #[cfg(feature = "http")]
 mod http;
+mod replica;
 mod service;

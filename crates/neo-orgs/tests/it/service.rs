@@ -30,11 +30,30 @@ pub(crate) async fn setup() -> Setup {
 
 impl Setup {
     async fn postgres() -> Setup {
-        let test_db = neo_testkit::postgres().await;
+        Setup::postgres_via(neo_testkit::PgRoute::Direct).await
+    }
+
+    /// PostgreSQL reached by `route`: through PgBouncer with `pooler = "transaction"`.
+    async fn pgbouncer() -> Setup {
+        Setup::postgres_via(neo_testkit::PgRoute::PgBouncer).await
+    }
+
+    async fn postgres_via(route: neo_testkit::PgRoute) -> Setup {
+        let test_db = route.database().await;
         let redis = neo_testkit::redis().await;
-        let db = Db::connect(&DbConfig::with_url(test_db.url()))
-            .await
-            .unwrap();
+        let db = Db::connect(&DbConfig {
+            pooler: if route.is_pooled() {
+                neo_db::Pooler::Transaction
+            } else {
+                neo_db::Pooler::None
+            },
+            listen_url: route
+                .is_pooled()
+                .then(|| test_db.direct_url().to_owned().into()),
+            ..DbConfig::with_url(test_db.url())
+        })
+        .await
+        .unwrap();
         let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
         let cache = HybridCache::<Organization>::tiered(
             CacheConfig {
@@ -145,6 +164,9 @@ macro_rules! contract {
         }
         mod memory {
             $(#[tokio::test] async fn $name() { super::$name(super::Setup::memory().await).await })*
+        }
+        mod pgbouncer {
+            $(#[tokio::test] async fn $name() { super::$name(super::Setup::pgbouncer().await).await })*
         }
     };
 }

@@ -52,6 +52,14 @@ impl Queue {
             if jobs.is_empty() {
                 return Ok(Vec::new());
             }
+            if self.db.pooler().needs_transaction() {
+                // Behind a transaction pooler even one statement needs a transaction
+                // (neo_db::Pooler); a savepoint inside the caller's unit of work.
+                let mut tx = exec.begin().await?;
+                let ids = self.enqueue_on(&mut tx, jobs, on_duplicate).await?;
+                tx.commit().await?;
+                return Ok(ids);
+            }
             let mut conn = exec.acquire().await?;
             self.enqueue_on(&mut conn, jobs, on_duplicate).await
         }
@@ -77,6 +85,7 @@ impl Queue {
             OnDuplicate::Error => &self.sql.insert_strict,
         };
         let inserted: Vec<JobId> = sqlx::query_scalar(statement.clone())
+            .persistent(self.db.pooler().named_statements())
             .bind(&columns.ids)
             .bind(&columns.kinds)
             .bind(&columns.payloads)

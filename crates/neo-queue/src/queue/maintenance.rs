@@ -13,9 +13,12 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn rescue_expired(&self) -> Result<u64> {
+        let mut conn = self.db.statement_connection().await?;
         let done = sqlx::query(self.sql.rescue.clone())
-            .execute(self.db.pool())
+            .persistent(self.db.pooler().named_statements())
+            .execute(&mut *conn)
             .await?;
+        conn.finish().await?;
         if done.rows_affected() > 0 {
             tracing::warn!(
                 jobs = done.rows_affected(),
@@ -31,10 +34,13 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>> {
+        let mut conn = self.db.statement_connection().await?;
         let rows = sqlx::query(self.sql.list_dead.clone())
+            .persistent(self.db.pooler().named_statements())
             .bind(i64::from(limit))
-            .fetch_all(self.db.pool())
+            .fetch_all(&mut *conn)
             .await?;
+        conn.finish().await?;
         rows.iter()
             .map(record)
             .collect::<Result<_, _>>()
@@ -46,10 +52,13 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
+        let mut conn = self.db.statement_connection().await?;
         let row = sqlx::query(self.sql.get.clone())
+            .persistent(self.db.pooler().named_statements())
             .bind(id)
-            .fetch_optional(self.db.pool())
+            .fetch_optional(&mut *conn)
             .await?;
+        conn.finish().await?;
         row.as_ref().map(record).transpose().map_err(Error::from)
     }
 
@@ -58,11 +67,15 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn requeue(&self, ids: &[JobId]) -> Result<Vec<JobId>> {
-        Ok(sqlx::query_scalar(self.sql.requeue.clone())
+        let mut conn = self.db.statement_connection().await?;
+        let requeued = sqlx::query_scalar(self.sql.requeue.clone())
+            .persistent(self.db.pooler().named_statements())
             .bind(ids)
             .bind(&self.config.channel)
-            .fetch_all(self.db.pool())
-            .await?)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.finish().await?;
+        Ok(requeued)
     }
 
     /// Jobs per state (also exported as the `neo_queue_depth{state}` gauge).
@@ -70,9 +83,12 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn depth(&self) -> Result<Depth> {
+        let mut conn = self.db.statement_connection().await?;
         let rows = sqlx::query(self.sql.depth.clone())
-            .fetch_all(self.db.pool())
+            .persistent(self.db.pooler().named_statements())
+            .fetch_all(&mut *conn)
             .await?;
+        conn.finish().await?;
         let mut depth = Depth::default();
         for row in &rows {
             let state: String = row.try_get("state")?;

@@ -81,6 +81,11 @@ impl Queue {
                 2,
                 "lease index for rescue only",
                 include_str!("../../migrations/2_lease_index_for_rescue_only.sql"),
+            )
+            .with(
+                3,
+                "claim by tenant index",
+                include_str!("../../migrations/3_claim_by_tenant_index.sql"),
             ))
     }
 

@@ -66,6 +66,7 @@ impl Queue {
             .map(|f| f.retry_in.map(|d| d.as_secs_f64() * 1e3))
             .collect();
         let snooze: Vec<bool> = failures.iter().map(|f| f.snooze).collect();
+        let mut conn = self.db.statement_connection().await?;
         let rows = planned_per_call(self.sql.nack.clone())
             .bind(&ids)
             .bind(&fences)
@@ -76,8 +77,9 @@ impl Queue {
             .bind(&permanent)
             .bind(&retry_in)
             .bind(&snooze)
-            .fetch_all(self.db.pool())
+            .fetch_all(&mut *conn)
             .await?;
+        conn.finish().await?;
         let done = rows
             .iter()
             .map(|row| Ok((row.try_get("id")?, row.try_get("state")?)))
@@ -113,7 +115,9 @@ impl Queue {
         let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
         let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
         let query = planned_per_call(statement.clone()).bind(ids).bind(fences);
-        let rows = extra(query).fetch_all(self.db.pool()).await?;
+        let mut conn = self.db.statement_connection().await?;
+        let rows = extra(query).fetch_all(&mut *conn).await?;
+        conn.finish().await?;
         let done = rows
             .iter()
             .map(|row: &PgRow| row.try_get("id"))

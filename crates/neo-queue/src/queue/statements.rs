@@ -12,6 +12,13 @@ pub(super) struct Statements {
     pub(super) insert_strict: SqlStr,
     pub(super) claim: SqlStr,
     pub(super) claim_kinds: SqlStr,
+    /// [`fair_claim`] without and with the kinds filter, uncapped and capped.
+    pub(super) claim_fair: SqlStr,
+    pub(super) claim_fair_kinds: SqlStr,
+    pub(super) claim_capped: SqlStr,
+    pub(super) claim_capped_kinds: SqlStr,
+    /// Serialises capped claims: `pg_advisory_xact_lock` on a key of this table.
+    pub(super) claim_lock: SqlStr,
     pub(super) heartbeat: SqlStr,
     pub(super) ack: SqlStr,
     pub(super) nack: SqlStr,
@@ -53,6 +60,13 @@ impl Statements {
             insert_strict: sql(insert("")),
             claim: sql(claim("")),
             claim_kinds: sql(claim("AND kind = ANY($4)")),
+            claim_fair: sql(fair_claim(t, None, None)),
+            claim_fair_kinds: sql(fair_claim(t, Some(4), None)),
+            claim_capped: sql(fair_claim(t, None, Some(4))),
+            claim_capped_kinds: sql(fair_claim(t, Some(4), Some(5))),
+            claim_lock: sql(format!(
+                "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
+            )),
             heartbeat: sql(format!(
                 "UPDATE {t} AS j SET lease_expires_at = now() + $3 * interval '1 millisecond' \
                  FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
@@ -107,6 +121,78 @@ impl Statements {
             depth: sql(format!("SELECT state, count(*) FROM {t} GROUP BY state")),
         }
     }
+}
+
+/// The claim that takes turns across tenants: `$1` jobs at most for worker `$2` under a lease
+/// of `$3` ms, only kinds `$kinds` when given, and at most `$cap` running jobs per tenant
+/// when given.
+///
+/// 1. `tenants`: every tenant with available jobs, one index descent each (a loose scan of
+///    `jobs_claim_by_tenant`: the tenant before the last one found). The scan runs backwards
+///    so that it lands on each tenant's newest entry: the oldest are where claims leave dead
+///    entries until vacuum, and a forward scan walked all of them (at a 1,000,000-job backlog
+///    that doubled the claim's cost once a few hundred thousand jobs had been claimed).
+/// 2. `candidates`: each tenant's next `$1` due jobs (highest priority, then oldest), and as
+///    many of the jobs without a tenant, which take their turns as one more tenant. `turn` is
+///    a job's place among its tenant's jobs of its priority; with a cap, `load` is the running
+///    jobs its tenant would have once it runs, and jobs past the cap are left out.
+/// 3. `next`: the candidates in order of priority, then turn, then age (so the first job of
+///    every tenant comes before the second of any), each locked with `SKIP LOCKED` until `$1`
+///    are held; a job another claim took meanwhile is skipped, as in the plain claim.
+///
+/// The claim's update, lease and fencing token are the plain claim's; the jobs come back in
+/// the order they were chosen.
+fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>) -> String {
+    let kinds = kinds.map_or(String::new(), |p| format!("AND j.kind = ANY(${p})"));
+    let (running_cte, running_join, running_col, null_running, load, capped) = match cap {
+        None => (String::new(), "", "", "", "", String::new()),
+        Some(p) => (
+            format!(
+                "running AS MATERIALIZED (SELECT tenant, count(*) AS n FROM {t} \
+                 WHERE state = 'running' AND lease_owner IS NOT NULL AND tenant IS NOT NULL GROUP BY tenant), "
+            ),
+            "LEFT JOIN running r ON r.tenant = t.tenant",
+            ", coalesce(r.n, 0) AS running",
+            ", 0",
+            ", row_number() OVER (PARTITION BY c.tenant ORDER BY c.priority DESC, c.run_at, c.id) + c.running AS load",
+            format!("WHERE tenant IS NULL OR load <= ${p}"),
+        ),
+    };
+    let due = format!("j.state = 'available' AND j.run_at <= now() {kinds}");
+    let order = "ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1";
+    format!(
+        "WITH RECURSIVE tenants(tenant) AS ( \
+           (SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
+            ORDER BY tenant DESC LIMIT 1) \
+           UNION ALL \
+           SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
+                   ORDER BY j.tenant DESC LIMIT 1) \
+           FROM tenants AS s WHERE s.tenant IS NOT NULL), \
+         {running_cte}\
+         candidates AS ( \
+           SELECT c.id, c.tenant, c.priority, c.run_at, \
+             row_number() OVER (PARTITION BY c.tenant, c.priority ORDER BY c.run_at, c.id) AS turn {load} \
+           FROM ( \
+             SELECT c.* {running_col} FROM tenants AS t {running_join} CROSS JOIN LATERAL ( \
+               SELECT j.id, j.tenant, j.priority, j.run_at FROM {t} AS j \
+               WHERE {due} AND j.tenant = t.tenant {order}) AS c \
+             WHERE t.tenant IS NOT NULL \
+             UNION ALL \
+             (SELECT j.id, j.tenant, j.priority, j.run_at {null_running} FROM {t} AS j \
+              WHERE {due} AND j.tenant IS NULL {order})) AS c), \
+         next AS ( \
+           SELECT l.id, c.claim_order FROM ( \
+             SELECT id, row_number() OVER (ORDER BY priority DESC, turn, run_at, id) AS claim_order \
+             FROM candidates {capped} ORDER BY claim_order) AS c \
+           CROSS JOIN LATERAL (SELECT j.id FROM {t} AS j WHERE j.id = c.id AND j.state = 'available' \
+                               FOR UPDATE SKIP LOCKED) AS l \
+           LIMIT $1), \
+         claimed AS ( \
+           UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
+           lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
+           FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, next.claim_order) \
+         SELECT * FROM claimed ORDER BY claim_order"
+    )
 }
 
 /// Statement text assembled only from the validated table name and fixed keywords, shared so

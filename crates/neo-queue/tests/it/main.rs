@@ -1,21 +1,35 @@
 //! neo-queue against a real PostgreSQL started by neo-testkit (or `NEO_TEST_DATABASE_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod fair;
 mod queue;
 mod worker;
 
-use neo_db::{Db, DbConfig};
+use neo_db::{Db, DbConfig, Pooler};
 use neo_queue::{Queue, QueueConfig};
-use neo_testkit::TestDatabase;
+use neo_testkit::{PgRoute, TestDatabase};
 use std::time::Duration;
 
+/// A fresh database reached by `route` (`pooler = "transaction"` through PgBouncer, with
+/// the direct URL for LISTEN), a `Db` and a migrated queue on it.
 pub(crate) async fn setup(
+    route: PgRoute,
     configure: impl FnOnce(QueueConfig) -> QueueConfig,
 ) -> (TestDatabase, Db, Queue) {
-    let test_db = neo_testkit::postgres().await;
-    let db = Db::connect(&DbConfig::with_url(test_db.url()))
-        .await
-        .unwrap();
+    let test_db = route.database().await;
+    let db = Db::connect(&DbConfig {
+        pooler: if route.is_pooled() {
+            Pooler::Transaction
+        } else {
+            Pooler::None
+        },
+        listen_url: route
+            .is_pooled()
+            .then(|| test_db.direct_url().to_owned().into()),
+        ..DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
     let queue = Queue::new(
         &db,
         configure(QueueConfig {
@@ -24,6 +38,6 @@ pub(crate) async fn setup(
         }),
     )
     .unwrap();
-    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2]);
+    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3]);
     (test_db, db, queue)
 }

@@ -2,6 +2,7 @@ use crate::setup;
 use chrono::Utc;
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_queue::{Error, Failure, NewJob, OnDuplicate, QueueConfig};
+use neo_testkit::PgRoute;
 use serde_json::json;
 use std::time::Duration;
 
@@ -9,9 +10,8 @@ fn job(kind: &str, n: i64) -> NewJob {
     NewJob::new(kind, &json!({ "n": n })).unwrap()
 }
 
-#[tokio::test]
-async fn claims_by_priority_then_age_and_not_before_run_at() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn claims_by_priority_then_age_and_not_before_run_at(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let later = Utc::now() + chrono::Duration::seconds(3600);
     let ids = queue
         .enqueue_many(
@@ -53,9 +53,8 @@ async fn claims_by_priority_then_age_and_not_before_run_at() {
     assert_eq!((depth.available, depth.running, depth.dead), (1, 0, 0));
 }
 
-#[tokio::test]
-async fn a_job_exists_only_if_the_enqueuing_transaction_commits() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn a_job_exists_only_if_the_enqueuing_transaction_commits(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let mut uow = db.begin().await.unwrap();
     let id = queue
         .enqueue(&mut *uow, job("a", 1), OnDuplicate::Skip)
@@ -79,9 +78,8 @@ async fn a_job_exists_only_if_the_enqueuing_transaction_commits() {
     assert_eq!(queue.claim("w", 1, None).await.unwrap()[0].id, id);
 }
 
-#[tokio::test]
-async fn unique_keys_skip_or_refuse_duplicates_while_pending() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn unique_keys_skip_or_refuse_duplicates_while_pending(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let first = queue
         .enqueue(&db, job("a", 1).unique_key("k1"), OnDuplicate::Skip)
         .await
@@ -128,9 +126,8 @@ async fn unique_keys_skip_or_refuse_duplicates_while_pending() {
     );
 }
 
-#[tokio::test]
-async fn an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence() {
-    let (_t, db, queue) = setup(|c| QueueConfig {
+async fn an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
         lease: Duration::from_millis(300),
         ..c
     })
@@ -169,9 +166,8 @@ async fn an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence
     queue.ack(fresh.receipt()).await.unwrap();
 }
 
-#[tokio::test]
-async fn failures_retry_with_backoff_then_go_to_the_dead_letters() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn failures_retry_with_backoff_then_go_to_the_dead_letters(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let id = queue
         .enqueue(&db, job("a", 1).max_attempts(2), OnDuplicate::Skip)
         .await
@@ -222,9 +218,8 @@ async fn failures_retry_with_backoff_then_go_to_the_dead_letters() {
     assert_eq!((back[0].id, back[0].attempt), (id, 1));
 }
 
-#[tokio::test]
-async fn bad_jobs_and_settings_are_refused_before_writing() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn bad_jobs_and_settings_are_refused_before_writing(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     for kind in ["", "Upper", "has space", &"k".repeat(200)] {
         let err = NewJob::new(kind, &1).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Validation, "{kind:?}");
@@ -256,10 +251,9 @@ async fn bad_jobs_and_settings_are_refused_before_writing() {
     }
 }
 
-#[tokio::test]
-async fn a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt() {
+async fn a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt(route: PgRoute) {
     // A backoff of an hour: only an explicit delay can bring these jobs back within the test.
-    let (_t, db, queue) = setup(|c| QueueConfig {
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
         retry_initial: Duration::from_secs(3600),
         ..c
     })
@@ -297,9 +291,8 @@ async fn a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attemp
     assert_eq!(queue.depth().await.unwrap().dead, 0);
 }
 
-#[tokio::test]
-async fn a_typed_tenant_is_stored_as_text_and_read_back_typed() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn a_typed_tenant_is_stored_as_text_and_read_back_typed(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let tenant = neo_core::TenantId::new();
     let ids = queue
         .enqueue_many(
@@ -331,3 +324,14 @@ async fn a_typed_tenant_is_stored_as_text_and_read_back_typed() {
     assert!(untyped.to_string().contains("job tenant"), "{untyped}");
     assert_eq!(claimed[2].tenant.as_deref(), Some("eu-west/acme"));
 }
+
+neo_testkit::over_routes!(
+    claims_by_priority_then_age_and_not_before_run_at,
+    a_job_exists_only_if_the_enqueuing_transaction_commits,
+    unique_keys_skip_or_refuse_duplicates_while_pending,
+    an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence,
+    failures_retry_with_backoff_then_go_to_the_dead_letters,
+    bad_jobs_and_settings_are_refused_before_writing,
+    a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt,
+    a_typed_tenant_is_stored_as_text_and_read_back_typed,
+);

@@ -1,14 +1,14 @@
 use crate::setup;
 use neo_queue::{JobError, NewJob, OnDuplicate, QueueConfig, Worker, WorkerConfig};
+use neo_testkit::PgRoute;
 use serde_json::json;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
-#[tokio::test]
-async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let jobs: Vec<NewJob> = (0..300)
         .map(|n| NewJob::new("count", &json!({ "n": n })).unwrap())
         .collect();
@@ -93,9 +93,8 @@ async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run() {
     );
 }
 
-#[tokio::test]
-async fn a_notification_wakes_an_idle_worker_long_before_its_poll() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn a_notification_wakes_an_idle_worker_long_before_its_poll(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let started = Arc::new(Notify::new());
     let signal = Arc::clone(&started);
     let worker = Worker::new(
@@ -131,9 +130,8 @@ async fn a_notification_wakes_an_idle_worker_long_before_its_poll() {
     run.await.unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere() {
-    let (_t, db, queue) = setup(|c| QueueConfig {
+async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
         lease: Duration::from_millis(500),
         ..c
     })
@@ -193,9 +191,8 @@ async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere(
     assert_eq!(queue.depth().await.unwrap().running, 0);
 }
 
-#[tokio::test]
-async fn shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     queue
         .enqueue(&db, NewJob::new("stuck", &1).unwrap(), OnDuplicate::Skip)
         .await
@@ -328,9 +325,8 @@ async fn workers_resume_after_a_postgres_restart_and_nothing_acknowledged_is_los
     drop(server);
 }
 
-#[tokio::test]
-async fn a_busy_worker_still_stops_when_asked() {
-    let (_t, db, queue) = setup(|c| c).await;
+async fn a_busy_worker_still_stops_when_asked(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
     let jobs: Vec<NewJob> = (0..3000)
         .map(|n| NewJob::new("busy", &n).unwrap())
         .collect();
@@ -375,3 +371,11 @@ async fn a_busy_worker_still_stops_when_asked() {
     assert_eq!(depth.running, 0, "nothing left claimed: {depth:?}");
     assert_eq!(depth.available as u64 + report.succeeded, 3000);
 }
+
+neo_testkit::over_routes!(
+    the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run,
+    a_notification_wakes_an_idle_worker_long_before_its_poll,
+    a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere,
+    shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period,
+    a_busy_worker_still_stops_when_asked,
+);

@@ -8,14 +8,15 @@
 //! (`NEO_TEST_REDIS_TLS_URL=...`, `NEO_TEST_REDIS_TLS_CERTS=<dir>`), so that test processes
 //! share them instead of starting their own. With `--redis-sentinel` it starts a Sentinel
 //! group, a master, its replica and three sentinels (`NEO_TEST_REDIS_SENTINEL_NODES=...`,
-//! `NEO_TEST_REDIS_SENTINEL_MASTER=<name>`).
+//! `NEO_TEST_REDIS_SENTINEL_MASTER=<name>`). With `--pgbouncer` it starts PgBouncer in
+//! transaction mode in front of the PostgreSQL (`NEO_TEST_PGBOUNCER_URL=...`).
 //!
 //! Used by `scripts/test` and `scripts/demo`.
 
 use neo_testkit::{
-    DATABASE_URL_VAR, PgServer, REDIS_CLUSTER_NODES_VAR, REDIS_SENTINEL_MASTER_VAR,
-    REDIS_SENTINEL_NODES_VAR, REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, REDIS_URL_VAR, RedisCluster,
-    RedisSentinelGroup, RedisServer, RedisServerOptions,
+    DATABASE_URL_VAR, PGBOUNCER_URL_VAR, PgBouncer, PgServer, REDIS_CLUSTER_NODES_VAR,
+    REDIS_SENTINEL_MASTER_VAR, REDIS_SENTINEL_NODES_VAR, REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR,
+    REDIS_URL_VAR, RedisCluster, RedisSentinelGroup, RedisServer, RedisServerOptions,
 };
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -35,7 +36,8 @@ fn main() -> ExitCode {
 fn run() -> Result<(), String> {
     let mut env_file: Option<PathBuf> = None;
     let mut parent: Option<u32> = None;
-    let (mut want_cluster, mut want_tls, mut want_sentinel) = (false, false, false);
+    let (mut want_cluster, mut want_tls, mut want_sentinel, mut want_pgbouncer) =
+        (false, false, false, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -44,8 +46,9 @@ fn run() -> Result<(), String> {
             "--redis-cluster" => want_cluster = true,
             "--redis-tls" => want_tls = true,
             "--redis-sentinel" => want_sentinel = true,
+            "--pgbouncer" => want_pgbouncer = true,
             "-h" | "--help" => {
-                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID] [--redis-cluster] [--redis-tls] [--redis-sentinel]".into());
+                return Err("usage: neo-test-servers --env-file PATH [--parent-pid PID] [--redis-cluster] [--redis-tls] [--redis-sentinel] [--pgbouncer]".into());
             }
             other => return Err(format!("unknown argument {other:?} (try --help)")),
         }
@@ -58,6 +61,16 @@ fn run() -> Result<(), String> {
         pg.url(),
         redis.url()
     );
+    let pgbouncer = if want_pgbouncer {
+        let bouncer = PgBouncer::start(&pg.url()).map_err(|e| e.to_string())?;
+        contents.push_str(&format!(
+            "{PGBOUNCER_URL_VAR}={}\n",
+            bouncer.url_for("postgres")
+        ));
+        Some(bouncer)
+    } else {
+        None
+    };
     let cluster = if want_cluster {
         let cluster = RedisCluster::start().map_err(|e| e.to_string())?;
         let nodes = cluster.nodes().join(",");
@@ -128,6 +141,7 @@ fn run() -> Result<(), String> {
     drop(sentinel);
     drop(tls);
     drop(cluster);
+    drop(pgbouncer);
     drop(redis);
     drop(pg);
     Ok(())

@@ -16,12 +16,15 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::NotFound`]; a database error.
     pub async fn delivery(&self, id: i64) -> Result<Delivery, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.delivery.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
-            .fetch_optional(self.inner.db.pool())
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found("delivery", id))?;
+        conn.finish().await?;
         delivery_from_row(&row)
     }
 
@@ -35,13 +38,16 @@ impl Webhooks {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> Result<Vec<Delivery>, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.deliveries.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .bind(status.map(DeliveryStatus::as_str))
             .bind(i64::from(limit))
-            .fetch_all(self.inner.db.pool())
+            .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         rows.iter().map(delivery_from_row).collect()
     }
 
@@ -54,6 +60,7 @@ impl Webhooks {
         let mut tx = self.inner.db.begin().await?;
         let replayed: Vec<Pending> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.replay_one.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(delivery)
                 .fetch_all(&mut **tx)
                 .await
@@ -75,6 +82,7 @@ impl Webhooks {
         let mut tx = self.inner.db.begin().await?;
         let replayed: Vec<Pending> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.replay_since.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(endpoint)
                 .bind(since)
                 .fetch_all(&mut **tx)
@@ -107,22 +115,28 @@ impl Webhooks {
         let age_ms = older_than.as_secs_f64() * 1e3;
         let mut purged = 0;
         loop {
+            let mut conn = self.inner.db.statement_connection().await?;
             let done = sqlx::query(AssertSqlSafe(self.inner.sql.purge_deliveries.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(age_ms)
                 .bind(i64::from(batch))
-                .execute(self.inner.db.pool())
+                .execute(&mut *conn)
                 .await
                 .map_err(db_error)?;
+            conn.finish().await?;
             purged += done.rows_affected();
             if done.rows_affected() < u64::from(batch) {
                 break;
             }
         }
+        let mut conn = self.inner.db.statement_connection().await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.purge_messages.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(age_ms)
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         Ok(purged)
     }
 }

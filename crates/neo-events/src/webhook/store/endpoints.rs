@@ -93,6 +93,7 @@ impl Webhooks {
         let sealed_with = sealed_with(&[stored_secret.as_str()], &stored_headers);
         let mut tx = self.inner.db.begin().await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.insert_endpoint.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
             .bind(new.tenant_id)
             .bind(&new.url)
@@ -107,6 +108,7 @@ impl Webhooks {
             .map_err(db_error)?;
         let endpoint = self.endpoint_from_row(&row).await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.insert_subscriptions.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint.id)
             .bind(&new.filters)
             .execute(&mut **tx)
@@ -121,12 +123,15 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::NotFound`]; a database error.
     pub async fn endpoint(&self, id: Uuid) -> Result<Endpoint, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.endpoint.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
-            .fetch_optional(self.inner.db.pool())
+            .fetch_optional(&mut *conn)
             .await
             .map_err(db_error)?
             .ok_or_else(|| not_found("endpoint", id))?;
+        conn.finish().await?;
         self.endpoint_from_row(&row).await
     }
 
@@ -135,11 +140,14 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn endpoints(&self, tenant: Option<TenantId>) -> Result<Vec<Endpoint>, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.endpoints.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(tenant)
-            .fetch_all(self.inner.db.pool())
+            .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         let mut endpoints = Vec::with_capacity(rows.len());
         for row in &rows {
             endpoints.push(self.endpoint_from_row(row).await?);
@@ -158,13 +166,16 @@ impl Webhooks {
         enabled: bool,
         reason: Option<&str>,
     ) -> Result<(), EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.set_enabled.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .bind(enabled)
             .bind(if enabled { None } else { reason })
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         if done.rows_affected() == 0 {
             return Err(not_found("endpoint", endpoint));
         }
@@ -180,14 +191,17 @@ impl Webhooks {
         let secret = WebhookSecret::generate();
         let stored = self.store_secret(endpoint, &secret.expose()).await?;
         let key = sealed_with(&[stored.as_str()], &BTreeMap::new()).remove(0);
+        let mut conn = self.inner.db.statement_connection().await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.rotate.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .bind(stored)
             .bind(self.inner.config.secret_overlap.as_secs_f64() * 1e3)
             .bind(key)
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         if done.rows_affected() == 0 {
             return Err(not_found("endpoint", endpoint));
         }
@@ -199,12 +213,15 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn delete_endpoint(&self, endpoint: Uuid) -> Result<bool, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let deleted: i64 =
             sqlx::query_scalar(AssertSqlSafe(self.inner.sql.delete_endpoint.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(endpoint)
-                .fetch_one(self.inner.db.pool())
+                .fetch_one(&mut *conn)
                 .await
                 .map_err(db_error)?;
+        conn.finish().await?;
         self.forget(endpoint);
         Ok(deleted > 0)
     }

@@ -78,6 +78,7 @@ impl Webhooks {
         };
         let mut tx = self.inner.db.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(sql.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(&ids)
             .bind(&types)
             .bind(&tenants)
@@ -194,12 +195,14 @@ impl Webhooks {
         endpoint: Uuid,
     ) -> Result<(), EventError> {
         sqlx::query(AssertSqlSafe(self.inner.sql.lock_endpoint.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .execute(&mut ***tx)
             .await
             .map_err(db_error)?;
         let head: Vec<(i64, Option<TenantId>)> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
+                .persistent(self.inner.db.pooler().named_statements())
                 .bind(endpoint)
                 .fetch_all(&mut ***tx)
                 .await

@@ -15,13 +15,16 @@ impl Webhooks {
     /// [`EventError::Invalid`] for a bad name; a database error.
     pub async fn register_event_type(&self, info: &EventTypeInfo) -> Result<(), EventError> {
         validate_type("event type", &info.name, true)?;
+        let mut conn = self.inner.db.statement_connection().await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.upsert_event_type.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(&info.name)
             .bind(&info.description)
             .bind(&info.schema)
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         Ok(())
     }
 
@@ -30,10 +33,13 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn event_types(&self) -> Result<Vec<EventTypeInfo>, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.event_types.clone()))
-            .fetch_all(self.inner.db.pool())
+            .persistent(self.inner.db.pooler().named_statements())
+            .fetch_all(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         rows.iter()
             .map(|r| {
                 Ok(EventTypeInfo {
@@ -52,10 +58,12 @@ impl Webhooks {
     /// [`EventError::Invalid`] for a bad filter; [`EventError::NotFound`]; a database error.
     pub async fn subscribe(&self, endpoint: Uuid, filter: &str) -> Result<(), EventError> {
         validate_filter(filter)?;
+        let mut conn = self.inner.db.statement_connection().await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.insert_subscriptions.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .bind(vec![filter])
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(|e| match neo_db::Error::from(e) {
                 db if db.kind() == neo_core::ErrorKind::Validation => {
@@ -63,6 +71,7 @@ impl Webhooks {
                 }
                 db => EventError::Db(db),
             })?;
+        conn.finish().await?;
         Ok(())
     }
 
@@ -71,12 +80,15 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn unsubscribe(&self, endpoint: Uuid, filter: &str) -> Result<bool, EventError> {
+        let mut conn = self.inner.db.statement_connection().await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.delete_subscription.clone()))
+            .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
             .bind(filter)
-            .execute(self.inner.db.pool())
+            .execute(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         Ok(done.rows_affected() > 0)
     }
 }

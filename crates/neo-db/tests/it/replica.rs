@@ -1,0 +1,350 @@
+//! Read replicas (read-your-writes with replay paused, the lag bound, refusals) and failover
+//! of a multi-host primary URL, on real streaming replication.
+
+use neo_db::{Consistency, Db, DbConfig, Error, ReadSession, ReplicaConfig};
+use neo_testkit::{PgReplicaOptions, PgReplicaPair};
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+async fn start_pair(synchronous: bool) -> PgReplicaPair {
+    tokio::task::spawn_blocking(move || {
+        PgReplicaPair::start_with(PgReplicaOptions {
+            synchronous,
+            ..PgReplicaOptions::default()
+        })
+    })
+    .await
+    .unwrap()
+    .unwrap()
+}
+
+fn replicated_config(pair: &PgReplicaPair, max_lag: Duration) -> DbConfig {
+    DbConfig {
+        replica: ReplicaConfig {
+            urls: vec![pair.replica().url().into()],
+            max_lag,
+            refresh_interval: Duration::from_millis(5),
+            max_connections: Some(4),
+        },
+        max_connections: 4,
+        ..DbConfig::with_url(pair.primary().url())
+    }
+}
+
+async fn on_replica(pool: &PgPool) -> bool {
+    sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+async fn count(pool: &PgPool) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM notes")
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until eventual reads are routed to the replica (its position has been read).
+async fn wait_serving(db: &Db) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !on_replica(db.read_pool_for(Consistency::Eventual)).await {
+        assert!(
+            Instant::now() < deadline,
+            "the replica never served: {:?}",
+            db.replica_status()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_reads_its_write_on_the_primary_while_replay_is_paused_and_others_read_the_replica()
+ {
+    let pair = start_pair(false).await;
+    let db = Db::connect(&replicated_config(&pair, Duration::from_secs(60)))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE notes (id int PRIMARY KEY)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let pair = tokio::task::spawn_blocking(move || {
+        pair.wait_caught_up(Duration::from_secs(10)).unwrap();
+        pair
+    })
+    .await
+    .unwrap();
+    wait_serving(&db).await;
+    // Reads without a session, before any write, go to the replica.
+    let replica_count = {
+        let pool = db.read_pool();
+        assert!(on_replica(pool).await);
+        count(pool).await
+    };
+    assert_eq!(replica_count, 0);
+
+    let paused = tokio::task::spawn_blocking(move || {
+        pair.pause_replay().unwrap();
+        pair
+    });
+    let pair = paused.await.unwrap();
+
+    let writer = ReadSession::new();
+    let other = ReadSession::new();
+    writer
+        .scope(async {
+            sqlx::query("INSERT INTO notes VALUES (1)")
+                .execute(db.pool())
+                .await
+                .unwrap();
+            let lsn = db.wrote().await.unwrap();
+            assert!(lsn.is_some(), "the write's position is recorded");
+            // Its own reads go to the primary and see the write, however often it asks.
+            for _ in 0..20 {
+                let pool = db.read_pool();
+                assert!(!on_replica(pool).await, "the writer reads on the primary");
+                assert_eq!(count(pool).await, 1, "the writer sees its write");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    assert!(writer.last_write().is_some());
+    other
+        .scope(async {
+            let pool = db.read_pool();
+            assert!(on_replica(pool).await, "another caller reads the replica");
+            assert_eq!(count(pool).await, 0, "which has not replayed the write yet");
+        })
+        .await;
+    assert!(db.replica_skipped_reads() >= 20);
+
+    // A session resumed from the writer's token (the next request) is still held back...
+    let next_request = ReadSession::resume(&writer.token()).unwrap();
+    let pool = next_request.scope(async { db.read_pool() }).await;
+    assert!(!on_replica(pool).await);
+
+    // ...until the replica replays past the write: then its reads go to the replica again.
+    let pair = tokio::task::spawn_blocking(move || {
+        pair.resume_replay().unwrap();
+        pair.wait_caught_up(Duration::from_secs(10)).unwrap();
+        pair
+    })
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let pool = next_request.scope(async { db.read_pool() }).await;
+        if on_replica(pool).await {
+            assert_eq!(count(pool).await, 1, "the replica has the write");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the session never returned to the replica"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    db.close().await;
+    drop(pair);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_behind_the_lag_bound_is_skipped_and_reported() {
+    let pair = start_pair(false).await;
+    let db = Db::connect(&replicated_config(&pair, Duration::from_millis(500)))
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE notes (id int PRIMARY KEY)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    wait_serving(&db).await;
+    let pair = tokio::task::spawn_blocking(move || {
+        pair.wait_caught_up(Duration::from_secs(10)).unwrap();
+        pair.pause_replay().unwrap();
+        pair
+    })
+    .await
+    .unwrap();
+    // Writes keep arriving while replay is paused: the replica falls behind.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut id = 0;
+    loop {
+        id += 1;
+        sqlx::query("INSERT INTO notes VALUES ($1)")
+            .bind(id)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let pool = db.read_pool_for(Consistency::Eventual);
+        if !on_replica(pool).await {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a lagging replica kept serving: {:?}",
+            db.replica_status()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let status = db.replica_status();
+    assert_eq!(status.len(), 1);
+    assert!(status[0].healthy && !status[0].serving, "{status:?}");
+    assert!(status[0].lag > Duration::from_millis(500), "{status:?}");
+    let skipped = db.replica_skipped_reads();
+    assert!(skipped >= 1);
+    assert_eq!(
+        count(db.read_pool_for(Consistency::Eventual)).await,
+        i64::from(id)
+    );
+
+    let pair = tokio::task::spawn_blocking(move || {
+        pair.resume_replay().unwrap();
+        pair
+    })
+    .await
+    .unwrap();
+    wait_serving(&db).await;
+    db.close().await;
+    drop(pair);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_list_naming_the_primary_is_refused() {
+    let pair = neo_testkit::postgres_replicated().await;
+    let primary = pair.primary_url("postgres");
+    let config = |replica: String| DbConfig {
+        replica: ReplicaConfig {
+            urls: vec![replica.into()],
+            ..ReplicaConfig::default()
+        },
+        ..DbConfig::with_url(primary.clone())
+    };
+    // The same server under another spelling of its address.
+    let same = primary.replace("127.0.0.1", "localhost");
+    let Err(Error::Config(message)) = Db::connect_lazy(&config(same)) else {
+        panic!("the primary as a replica is refused");
+    };
+    assert!(
+        message.contains("replica 1") && message.contains("is the primary"),
+        "{message}"
+    );
+    // A primary under a name that differs is refused when connecting: it is not a standby.
+    let other_primary = neo_testkit::postgres().await;
+    let Err(Error::Config(message)) = Db::connect(&config(other_primary.url().to_owned())).await
+    else {
+        panic!("a replica that is not in recovery is refused");
+    };
+    assert!(message.contains("not a standby"), "{message}");
+    // The real replica is accepted.
+    let db = Db::connect(&config(pair.replica_url("postgres")))
+        .await
+        .unwrap();
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_multi_host_url_with_a_read_write_target_follows_the_promoted_replica() {
+    let mut pair = start_pair(true).await;
+    let url = format!(
+        "postgres://postgres@127.0.0.1:{},127.0.0.1:{}/postgres?target_session_attrs=read-write",
+        // The replica first: it is read-only, so the pool must skip it.
+        pair.replica().port(),
+        pair.primary().port()
+    );
+    let db = Db::connect(&DbConfig {
+        acquire_timeout: Duration::from_secs(10),
+        failover: neo_db::FailoverConfig {
+            check_interval: Duration::from_millis(100),
+            ..neo_db::FailoverConfig::default()
+        },
+        ..DbConfig::with_url(url)
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        db.primary_host().unwrap(),
+        format!("127.0.0.1:{}/postgres", pair.primary().port())
+    );
+    sqlx::query("CREATE TABLE notes (id int PRIMARY KEY)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO notes VALUES (1)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let replica_port = pair.replica().port();
+    let pair = tokio::task::spawn_blocking(move || {
+        pair.primary_mut().kill().unwrap();
+        pair.promote().unwrap();
+        pair
+    })
+    .await
+    .unwrap();
+    let killed = Instant::now();
+    let mut id = 2;
+    loop {
+        match sqlx::query("INSERT INTO notes VALUES ($1)")
+            .bind(id)
+            .execute(db.pool())
+            .await
+        {
+            Ok(_) => break,
+            Err(e) => {
+                assert!(
+                    killed.elapsed() < Duration::from_secs(20),
+                    "writes never resumed: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+        id += 1;
+    }
+    assert_eq!(
+        db.primary_host().unwrap(),
+        format!("127.0.0.1:{replica_port}/postgres")
+    );
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM notes WHERE id = 1")
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        rows, 1,
+        "the write acknowledged before the failover survived"
+    );
+    db.close().await;
+    drop(pair);
+}
+
+#[cfg(feature = "env")]
+#[test]
+#[allow(clippy::result_large_err, reason = "figment's Jail API")]
+fn replicas_and_failover_load_from_neo_db_variables_and_stay_hidden() {
+    use neo_core::ExposeSecret as _;
+    figment::Jail::expect_with(|jail| {
+        jail.set_env(
+            "NEO_DB_URL",
+            "postgres://app:pw@db1:5432,db2:5432/app?target_session_attrs=read-write",
+        );
+        jail.set_env(
+            "NEO_DB_REPLICA__URLS",
+            "[\"postgres://app:hidden@r1:5432/app\", \"postgres://app:hidden@r2:5432/app\"]",
+        );
+        jail.set_env("NEO_DB_REPLICA__MAX_LAG", "2s");
+        jail.set_env("NEO_DB_REPLICA__REFRESH_INTERVAL", "20ms");
+        jail.set_env("NEO_DB_FAILOVER__CHECK_INTERVAL", "100ms");
+        let config = DbConfig::from_env().unwrap();
+        assert_eq!(config.replica.urls.len(), 2);
+        assert_eq!(
+            config.replica.urls[1].expose_secret(),
+            "postgres://app:hidden@r2:5432/app"
+        );
+        assert_eq!(config.replica.max_lag, Duration::from_secs(2));
+        assert_eq!(config.replica.refresh_interval, Duration::from_millis(20));
+        assert_eq!(config.failover.check_interval, Duration::from_millis(100));
+        assert!(!format!("{config:?}").contains("hidden"));
+        Ok(())
+    });
+}

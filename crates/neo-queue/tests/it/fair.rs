@@ -1,0 +1,262 @@
+//! Noisy-neighbour fairness: claims take turns across tenants within a priority, and a cap on
+//! one tenant's running jobs holds across workers.
+
+use crate::setup;
+use neo_queue::{Job, NewJob, OnDuplicate, QueueConfig, Worker, WorkerConfig};
+use neo_testkit::PgRoute;
+use serde_json::json;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{Notify, oneshot};
+
+fn job(tenant: Option<&str>, n: usize) -> NewJob {
+    let job = NewJob::new("t", &json!({ "n": n })).unwrap();
+    match tenant {
+        Some(tenant) => job.tenant(tenant),
+        None => job,
+    }
+}
+
+/// Claimed jobs per tenant (`-` for none).
+fn per_tenant(jobs: &[Job]) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for job in jobs {
+        *counts
+            .entry(job.tenant.clone().unwrap_or_else(|| "-".to_owned()))
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// Tenant A's 2,000 older jobs, then tenant B's 3 and 2 without a tenant.
+async fn backlog(db: &neo_db::Db, queue: &neo_queue::Queue) {
+    let a: Vec<NewJob> = (0..2_000).map(|n| job(Some("a"), n)).collect();
+    queue.enqueue_many(db, a, OnDuplicate::Skip).await.unwrap();
+    let rest = vec![
+        job(Some("b"), 0),
+        job(Some("b"), 1),
+        job(Some("b"), 2),
+        job(None, 0),
+        job(None, 1),
+    ];
+    queue
+        .enqueue_many(db, rest, OnDuplicate::Skip)
+        .await
+        .unwrap();
+}
+
+fn counts(pairs: &[(&str, usize)]) -> HashMap<String, usize> {
+    pairs.iter().map(|(t, n)| ((*t).to_owned(), *n)).collect()
+}
+
+async fn another_tenants_jobs_are_claimed_next_despite_a_big_backlog(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
+    assert!(queue.config().fair_claims, "fair by default");
+    backlog(&db, &queue).await;
+
+    // Every tenant's oldest first (the jobs without a tenant take turns as one more tenant),
+    // then each tenant's second, the oldest of those first: A's.
+    let first = queue.claim("w", 4, None).await.unwrap();
+    assert_eq!(
+        per_tenant(&first),
+        counts(&[("a", 2), ("b", 1), ("-", 1)]),
+        "{first:?}"
+    );
+    let second = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(
+        per_tenant(&second),
+        counts(&[("a", 7), ("b", 2), ("-", 1)]),
+        "{second:?}"
+    );
+    // Within a tenant, oldest first; nothing is handed out twice.
+    let a: Vec<u64> = first
+        .iter()
+        .chain(&second)
+        .filter(|j| j.tenant.as_deref() == Some("a"))
+        .map(|j| j.payload["n"].as_u64().unwrap())
+        .collect();
+    assert_eq!(a, (0..9).collect::<Vec<_>>());
+    assert!(first.iter().chain(&second).all(|j| j.fence == 1));
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.available, depth.running), (2_000 - 9, 14));
+    // Once B is served, A's backlog takes whole claims.
+    let third = queue.claim("w", 50, None).await.unwrap();
+    assert_eq!(per_tenant(&third), counts(&[("a", 50)]));
+}
+
+async fn unfair_claims_serve_the_oldest_whatever_the_tenant(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
+        fair_claims: false,
+        ..c
+    })
+    .await;
+    backlog(&db, &queue).await;
+    let claimed = queue.claim("w", 100, None).await.unwrap();
+    assert_eq!(
+        per_tenant(&claimed),
+        counts(&[("a", 100)]),
+        "B waits behind A's backlog: what fair claims prevent"
+    );
+}
+
+async fn priority_comes_before_turns_and_kinds_still_filter(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
+    let jobs = vec![
+        job(Some("a"), 0),
+        job(Some("a"), 1).priority(5),
+        job(Some("a"), 2).priority(5),
+        job(Some("b"), 3),
+        job(Some("b"), 4).priority(5),
+        NewJob::new("other", &5).unwrap().tenant("b").priority(9),
+        job(None, 6).priority(5),
+        job(Some("c"), 7).run_at(chrono::Utc::now() + chrono::Duration::hours(1)),
+    ];
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let kinds = vec!["t".to_owned()];
+    let claimed = queue.claim("w", 10, Some(&kinds)).await.unwrap();
+    let order: Vec<u64> = claimed
+        .iter()
+        .map(|j| j.payload["n"].as_u64().unwrap())
+        .collect();
+    // Priority 5 first: a's first, b's, the untenanted one (turn 1, by age), then a's second;
+    // then priority 0: a's, b's. Not the other kind, not c's scheduled job.
+    assert_eq!(order, vec![1, 4, 6, 2, 0, 3]);
+    let rest = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(rest.len(), 1);
+    assert_eq!(rest[0].kind, "other");
+}
+
+async fn the_cap_on_a_tenants_running_jobs_holds_for_claims_at_once(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
+        max_running_per_tenant: Some(3),
+        ..c
+    })
+    .await;
+    let mut jobs: Vec<NewJob> = (0..60).map(|n| job(Some("a"), n)).collect();
+    jobs.extend((0..60).map(|n| job(Some("b"), n)));
+    jobs.extend((0..10).map(|n| job(None, n)));
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+
+    // Sixteen claims at once, from eight "workers": at most three of a tenant in all.
+    let claims = (0..16).map(|i| {
+        let queue = queue.clone();
+        tokio::spawn(async move { queue.claim(&format!("w{}", i % 8), 5, None).await })
+    });
+    let mut all = Vec::new();
+    for claim in claims {
+        all.extend(claim.await.unwrap().unwrap());
+    }
+    assert_eq!(
+        per_tenant(&all),
+        counts(&[("a", 3), ("b", 3), ("-", 10)]),
+        "jobs without a tenant are not capped"
+    );
+    assert!(
+        queue.claim("w", 10, None).await.unwrap().is_empty(),
+        "A and B are at their cap"
+    );
+    // One of A's finishes: room for one more of A.
+    let done = all
+        .iter()
+        .find(|j| j.tenant.as_deref() == Some("a"))
+        .unwrap();
+    queue.ack(done.receipt()).await.unwrap();
+    let next = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(per_tenant(&next), counts(&[("a", 1)]));
+}
+
+async fn the_cap_holds_across_two_workers_and_every_job_runs(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
+        max_running_per_tenant: Some(2),
+        ..c
+    })
+    .await;
+    let mut jobs: Vec<NewJob> = (0..40).map(|n| job(Some("a"), n)).collect();
+    jobs.extend((0..10).map(|n| job(Some("b"), n)));
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+
+    // Per tenant: running now, most running at once.
+    let running: Arc<Mutex<HashMap<String, (usize, usize)>>> = Arc::default();
+    let finished = Arc::new(AtomicUsize::new(0));
+    let all_done = Arc::new(Notify::new());
+    let mut runs = Vec::new();
+    let mut stops = Vec::new();
+    for name in ["one", "two"] {
+        let (running, finished, all_done) = (
+            Arc::clone(&running),
+            Arc::clone(&finished),
+            Arc::clone(&all_done),
+        );
+        let worker = Worker::new(
+            queue.clone(),
+            WorkerConfig {
+                name: name.to_owned(),
+                concurrency: 8,
+                poll_interval: Duration::from_millis(20),
+                ..WorkerConfig::default()
+            },
+        )
+        .handle("t", move |job| {
+            let (running, finished, all_done) = (
+                Arc::clone(&running),
+                Arc::clone(&finished),
+                Arc::clone(&all_done),
+            );
+            async move {
+                let tenant = job.tenant.clone().unwrap();
+                {
+                    let mut map = running.lock().unwrap();
+                    let entry = map.entry(tenant.clone()).or_insert((0, 0));
+                    entry.0 += 1;
+                    entry.1 = entry.1.max(entry.0);
+                }
+                tokio::time::sleep(Duration::from_millis(15)).await;
+                running.lock().unwrap().get_mut(&tenant).unwrap().0 -= 1;
+                if finished.fetch_add(1, Ordering::SeqCst) + 1 == 50 {
+                    all_done.notify_one();
+                }
+                Ok(())
+            }
+        });
+        let (stop, stopped) = oneshot::channel::<()>();
+        stops.push(stop);
+        runs.push(tokio::spawn(worker.run(async {
+            let _ = stopped.await;
+        })));
+    }
+    tokio::time::timeout(Duration::from_secs(30), all_done.notified())
+        .await
+        .unwrap();
+    for stop in stops {
+        stop.send(()).unwrap();
+    }
+    let mut succeeded = 0;
+    for run in runs {
+        succeeded += run.await.unwrap().unwrap().succeeded;
+    }
+    assert_eq!(succeeded, 50, "every job once");
+    let most = running.lock().unwrap().clone();
+    // A handler counts itself running only while its claim is held, so this is a lower bound
+    // of what the queue let run; the cap is what the queue enforces.
+    assert_eq!(most["a"].1, 2, "{most:?}");
+    assert!(most["b"].1 <= 2, "{most:?}");
+}
+
+neo_testkit::over_routes!(
+    another_tenants_jobs_are_claimed_next_despite_a_big_backlog,
+    unfair_claims_serve_the_oldest_whatever_the_tenant,
+    priority_comes_before_turns_and_kinds_still_filter,
+    the_cap_on_a_tenants_running_jobs_holds_for_claims_at_once,
+    the_cap_holds_across_two_workers_and_every_job_runs,
+);
