@@ -20,6 +20,16 @@ use tokio::sync::{Semaphore, oneshot};
 pub const DELIVERIES: usize = 2_000;
 /// Requests in flight at once (the worker's concurrency, and the raw baseline's).
 const IN_FLIGHT: usize = 256;
+/// First attempts the fan-out may make inline (`WebhookConfig::inline_attempts`) unless
+/// `NEO_BENCH_WEBHOOK_INLINE` says otherwise (0 for the worker path only, to compare).
+const INLINE_ATTEMPTS: usize = 32;
+
+fn inline_attempts() -> usize {
+    std::env::var("NEO_BENCH_WEBHOOK_INLINE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(INLINE_ATTEMPTS)
+}
 
 /// Everything a webhook pipeline needs, in its own schemas on the server at `url`.
 #[derive(Debug)]
@@ -95,6 +105,9 @@ impl Pipeline {
                 allow_private: false,
             },
             require_https: false,
+            // A lone event's first attempt goes out from the fan-out (issue 36, item 3); a
+            // backlog's batches do not fit and take the worker path.
+            inline_attempts: inline_attempts(),
             ..WebhookConfig::default()
         };
         let webhooks = check(match sealer {
@@ -458,6 +471,43 @@ pub fn measure_delivery(url: &str, samples: usize, sustained_events: usize) -> D
     })
 }
 
+/// Publish-commit → arrival at the receiver of `events` events published one per
+/// transaction at `per_second` (paced, not waiting for arrivals), sorted: the light-load
+/// latency a steady trickle of business writes sees.
+pub fn measure_light_load(url: &str, per_second: u32, events: usize) -> Vec<Duration> {
+    let rt = crate::runtime();
+    rt.block_on(async {
+        let pipeline = Pipeline::start(url, "bench_events_light").await;
+        pipeline.deliver(50).await; // warm up connections
+        let before = pipeline.receiver.requests().len();
+        let mut committed = std::collections::HashMap::with_capacity(events);
+        let mut tick = tokio::time::interval(Duration::from_secs(1) / per_second.max(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        for n in 0..events {
+            tick.tick().await;
+            let event = event(n);
+            pipeline.publish(std::slice::from_ref(&event)).await;
+            committed.insert(uuid::Uuid::from(event.id()).to_string(), Instant::now());
+        }
+        let got = pipeline
+            .receiver
+            .wait_for(before + events, Duration::from_secs(60))
+            .await;
+        let mut latencies: Vec<Duration> = got
+            .iter()
+            .skip(before)
+            .filter_map(|r| {
+                let id = r.headers.get("webhook-id")?.to_str().ok()?;
+                Some(r.at.saturating_duration_since(*committed.get(id)?))
+            })
+            .collect();
+        pipeline.stop().await;
+        assert_eq!(latencies.len(), events, "deliveries did not arrive in time");
+        latencies.sort();
+        latencies
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,5 +522,8 @@ mod tests {
         assert_eq!(figures.latencies.len(), 5);
         assert!(figures.latencies[4] < Duration::from_secs(5), "{figures:?}");
         assert!(figures.sustained > Duration::ZERO);
+        let light = measure_light_load(test_db.url(), 100, 20);
+        assert_eq!(light.len(), 20);
+        assert!(light[19] < Duration::from_secs(5), "{light:?}");
     }
 }

@@ -259,6 +259,30 @@ pub fn webhook_rows(url: &str, samples: usize, events: usize) -> Vec<Row> {
     ]
 }
 
+/// Events a second of the light-load rows (issue 36: one event per transaction).
+pub const LIGHT_LOAD_RATE: u32 = 100;
+
+/// `webhooks/light_load_p50` and `_p99`: publish-commit → received, one event per transaction
+/// at [`LIGHT_LOAD_RATE`] a second for `events` events; goals p50 ≤ 2 ms, p99 ≤ 4 ms.
+pub fn light_load_rows(url: &str, events: usize) -> Vec<Row> {
+    let latencies = crate::events::measure_light_load(url, LIGHT_LOAD_RATE, events);
+    let (p50, p99) = (quantile(&latencies, 0.5), quantile(&latencies, 0.99));
+    vec![
+        Row::figure(
+            format!("webhooks/light_load_p50 ({events} events at {LIGHT_LOAD_RATE}/s)"),
+            format!("{:.2} ms", ms(p50)),
+            "≤ 2.0 ms",
+            ms(p50) <= 2.0,
+        ),
+        Row::figure(
+            "webhooks/light_load_p99",
+            format!("{:.2} ms", ms(p99)),
+            "≤ 4.0 ms",
+            ms(p99) <= 4.0,
+        ),
+    ]
+}
+
 /// Webhook delivery to a receiver failing 2 of every 5 requests (flaky, not down): the
 /// attempts per second a steady feed gets with the default endpoint breaker, against the same
 /// run without a breaker (the rate the retry schedule alone allows); the goal is at least 0.8

@@ -73,6 +73,15 @@ pub struct WebhookConfig {
     pub require_sealed: bool,
     /// How [`Webhooks::reseal`](crate::Webhooks::reseal) moves endpoints to the current key.
     pub reseal: ResealConfig,
+    /// First attempts [`fan_out`](crate::Webhooks::fan_out) may make itself, at once after
+    /// its commit, instead of waiting for a worker to be woken and claim the job: the idle
+    /// path (one event per transaction) then crosses one wake-up instead of two. A fan-out
+    /// goes inline only when all its non-FIFO deliveries fit the free slots (a backlog takes
+    /// the worker path). Each inline delivery's job is still enqueued in the fan-out's
+    /// transaction, due after [`inline_backstop`](Self::inline_backstop): it finds the
+    /// delivery done, or makes the next attempt (the retry of a failed inline attempt, or
+    /// the first one if this process died). 0 (the default) turns it off.
+    pub inline_attempts: usize,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -142,6 +151,7 @@ impl Default for WebhookConfig {
             pool_max_idle_per_host: 1_024,
             require_sealed: false,
             reseal: ResealConfig::default(),
+            inline_attempts: 0,
         }
     }
 }
@@ -192,6 +202,18 @@ impl WebhookConfig {
             window_calls: self.breaker.window_calls.max(Self::MIN_JUDGED_ATTEMPTS),
             ..self.breaker
         }
+    }
+
+    /// How long after an inline first attempt its job is due: longer than any attempt can
+    /// take (`request_timeout`), so the job never sends while the inline attempt still may,
+    /// plus the first retry delay (1 s without retries).
+    pub fn inline_backstop(&self) -> Duration {
+        self.request_timeout
+            + self
+                .retry_schedule
+                .first()
+                .copied()
+                .unwrap_or(Duration::from_secs(1))
     }
 
     /// The delay after failed attempt number `attempt` (1-based), jittered; `None` when it was

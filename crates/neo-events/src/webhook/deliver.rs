@@ -80,9 +80,29 @@ impl Webhooks {
             .get("delivery")
             .and_then(serde_json::Value::as_i64)
             .ok_or_else(|| JobError::permanent("the job names no delivery"))?;
-        let Some(target) = self.target(id).await.map_err(JobError::retry)? else {
-            // The endpoint (and its deliveries) were deleted.
-            return Ok(());
+        // A delivery whose first attempt fan-out made inline: this job's attempts come after.
+        let inline = job.payload.get("inline") == Some(&serde_json::Value::Bool(true));
+        self.attempt(id, job.attempt + i32::from(inline), None, None)
+            .await
+    }
+
+    /// Attempt number `attempt` of delivery `id`. `inline_due` is set for an inline first
+    /// attempt: when it fails with retries left, the retry is its job, due then. `read` is
+    /// its rows when the caller read them already (fan-out, in the statement that made it).
+    pub(in crate::webhook) async fn attempt(
+        &self,
+        id: i64,
+        attempt: i32,
+        inline_due: Option<chrono::DateTime<Utc>>,
+        read: Option<Target>,
+    ) -> Result<(), JobError> {
+        let target = match read {
+            Some(target) => target,
+            None => match self.target(id).await.map_err(JobError::retry)? {
+                Some(target) => target,
+                // The endpoint (and its deliveries) were deleted.
+                None => return Ok(()),
+            },
         };
         if target.status != "pending" {
             return Ok(()); // delivered or dead already: a duplicate job
@@ -121,14 +141,16 @@ impl Webhooks {
             });
         }
         metrics::histogram!("neo_webhooks_attempt_seconds").record(answer.took.as_secs_f64());
-        self.conclude(id, &job, &target, answer).await
+        self.conclude(id, attempt, inline_due, &target, answer)
+            .await
     }
 
     /// Records the attempt and decides the job's fate.
     async fn conclude(
         &self,
         id: i64,
-        job: &Job,
+        attempt: i32,
+        inline_due: Option<chrono::DateTime<Utc>>,
         target: &Target,
         answer: Answer,
     ) -> Result<(), JobError> {
@@ -175,7 +197,7 @@ impl Webhooks {
             });
             return Ok(());
         }
-        let Some(scheduled) = self.inner.config.retry_delay(job.attempt) else {
+        let Some(scheduled) = self.inner.config.retry_delay(attempt) else {
             update.status = "dead";
             update.error = Some(reason.clone());
             self.finish(target, update).await?;
@@ -195,9 +217,13 @@ impl Webhooks {
             }
             _ => scheduled,
         };
-        update.next_attempt_at = chrono::Duration::from_std(delay)
-            .ok()
-            .map(|d| Utc::now() + d);
+        update.next_attempt_at = match inline_due {
+            // Its job, already enqueued, makes the retry.
+            Some(due) => Some(due),
+            None => chrono::Duration::from_std(delay)
+                .ok()
+                .map(|d| Utc::now() + d),
+        };
         self.record(update).await?;
         metrics::counter!("neo_webhooks_retries_total").increment(1);
         Err(JobError::RetryIn(reason, delay))

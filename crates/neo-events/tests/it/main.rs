@@ -8,6 +8,8 @@ mod webhook_fairness;
 #[cfg(feature = "webhooks")]
 mod webhook_faults;
 #[cfg(feature = "webhooks")]
+mod webhook_inline;
+#[cfg(feature = "webhooks")]
 mod webhook_rotation;
 #[cfg(feature = "webhooks")]
 mod webhook_sealing;

@@ -3,10 +3,14 @@
 //! A delivery and its job name the tenant of the event that caused them.
 
 use super::{Webhooks, db_error};
+use crate::webhook::rows::Target;
 use crate::{DomainEvent, EventError};
+use chrono::{DateTime, Utc};
 use neo_core::TenantId;
 use neo_queue::{NewJob, OnDuplicate};
-use sqlx::AssertSqlSafe;
+use sqlx::{AssertSqlSafe, FromRow};
+use std::sync::Arc;
+use tokio::sync::OwnedSemaphorePermit;
 use uuid::Uuid;
 
 /// A delivery just made pending (by fan-out or replay):
@@ -64,8 +68,16 @@ impl Webhooks {
         if ids.is_empty() {
             return Ok(0);
         }
+        // Events that may fit the free inline slots: the statement returns what sending
+        // their deliveries reads, sparing the inline attempts a read after commit.
+        let read_targets = ids.len() <= self.inner.inline.available_permits();
+        let sql = if read_targets {
+            &self.inner.sql.fan_out_targets
+        } else {
+            &self.inner.sql.fan_out
+        };
         let mut tx = self.inner.db.begin().await?;
-        let created: Vec<Pending> = sqlx::query_as(AssertSqlSafe(self.inner.sql.fan_out.clone()))
+        let rows = sqlx::query(AssertSqlSafe(sql.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(&ids)
             .bind(&types)
@@ -74,10 +86,68 @@ impl Webhooks {
             .fetch_all(&mut **tx)
             .await
             .map_err(db_error)?;
-        self.enqueue_created(&mut tx, &created).await?;
+        let created = rows
+            .iter()
+            .map(Pending::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(db_error)?;
+        let inline = self.inline_slots(&created);
+        let targets = match (&inline, read_targets) {
+            (Some(_), true) => rows
+                .iter()
+                .map(|row| Target::from_row(row).map(Some))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(db_error)?,
+            _ => vec![None; created.len()],
+        };
+        let due = inline.as_ref().map(|_| {
+            let backstop = chrono::Duration::from_std(self.inner.config.inline_backstop())
+                .unwrap_or(chrono::Duration::days(1));
+            Utc::now() + backstop
+        });
+        self.enqueue_created_due(&mut tx, &created, due).await?;
         tx.commit().await?;
         metrics::counter!("neo_webhooks_deliveries_created_total").increment(created.len() as u64);
+        if let (Some(slots), Some(job_due)) = (inline, due) {
+            self.attempt_inline(&created, targets, slots, job_due);
+        }
         Ok(created.len())
+    }
+
+    /// One inline slot per queued (non-FIFO) delivery, when all of them fit.
+    fn inline_slots(&self, rows: &[Pending]) -> Option<Vec<OwnedSemaphorePermit>> {
+        let wanted = rows.iter().filter(|r| r.queued).count();
+        if wanted == 0 || wanted > self.inner.config.inline_attempts {
+            return None;
+        }
+        let mut slots = Vec::with_capacity(wanted);
+        for _ in 0..wanted {
+            // Dropping the ones taken gives them back when not all fit.
+            slots.push(Arc::clone(&self.inner.inline).try_acquire_owned().ok()?);
+        }
+        Some(slots)
+    }
+
+    /// Makes the first attempt of each queued delivery in a task of its own, now; their
+    /// jobs (due at `job_due`) finish what these leave.
+    fn attempt_inline(
+        &self,
+        rows: &[Pending],
+        targets: Vec<Option<Target>>,
+        slots: Vec<OwnedSemaphorePermit>,
+        job_due: DateTime<Utc>,
+    ) {
+        let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
+        for ((row, target), slot) in queued.zip(slots) {
+            let (webhooks, id) = (self.clone(), row.id);
+            tokio::spawn(async move {
+                let _slot = slot;
+                if let Err(error) = webhooks.attempt(id, 1, Some(job_due), target).await {
+                    // Not sent (gates refused) or not recorded: the job does it.
+                    tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
+                }
+            });
+        }
     }
 
     /// Enqueues jobs for deliveries just made pending: the queued
@@ -87,12 +157,23 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         rows: &[Pending],
     ) -> Result<(), EventError> {
+        self.enqueue_created_due(tx, rows, None).await
+    }
+
+    /// [`enqueue_created`](Self::enqueue_created); with `inline`, the queued ones' jobs are
+    /// due then and count the inline first attempt as their first.
+    async fn enqueue_created_due(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        rows: &[Pending],
+        inline: Option<DateTime<Utc>>,
+    ) -> Result<(), EventError> {
         let queued: Vec<(i64, Option<TenantId>)> = rows
             .iter()
             .filter(|r| r.queued)
             .map(|r| (r.id, r.tenant_id))
             .collect();
-        self.enqueue(tx, &queued).await?;
+        self.enqueue_jobs(tx, &queued, inline).await?;
         let mut fifo: Vec<Uuid> = rows
             .iter()
             .filter(|r| !r.queued)
@@ -135,14 +216,34 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         deliveries: &[(i64, Option<TenantId>)],
     ) -> Result<(), EventError> {
+        self.enqueue_jobs(tx, deliveries, None).await
+    }
+
+    /// [`enqueue`](Self::enqueue); with `inline`, jobs due then whose payload says their
+    /// delivery's first attempt is made inline (the job's attempt 1 is the delivery's 2nd).
+    async fn enqueue_jobs(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        deliveries: &[(i64, Option<TenantId>)],
+        inline: Option<DateTime<Utc>>,
+    ) -> Result<(), EventError> {
+        let attempts = self.inner.config.max_attempts();
         let jobs = deliveries
             .iter()
             .map(|&(id, tenant)| {
-                let job = NewJob::new(
-                    &self.inner.config.job_kind,
-                    &serde_json::json!({ "delivery": id }),
-                )?
-                .max_attempts(self.inner.config.max_attempts())
+                let job = match inline {
+                    None => NewJob::new(
+                        &self.inner.config.job_kind,
+                        &serde_json::json!({ "delivery": id }),
+                    )?
+                    .max_attempts(attempts),
+                    Some(due) => NewJob::new(
+                        &self.inner.config.job_kind,
+                        &serde_json::json!({ "delivery": id, "inline": true }),
+                    )?
+                    .max_attempts((attempts - 1).max(1))
+                    .run_at(due),
+                }
                 .unique_key(format!("webhook-delivery:{id}"));
                 Ok(match tenant {
                     Some(tenant) => job.tenant_id(tenant),

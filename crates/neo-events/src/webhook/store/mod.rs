@@ -40,6 +40,8 @@ pub(in crate::webhook) struct Inner {
     pub(in crate::webhook) status: OnceCell<WriteBatcher<StatusUpdate>>,
     pub(in crate::webhook) targets: neo_batch::DataLoader<i64, Target>,
     pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
+    /// Slots for first attempts made inline by fan-out (`config.inline_attempts`).
+    pub(in crate::webhook) inline: Arc<tokio::sync::Semaphore>,
     schema: Schema,
 }
 
@@ -164,6 +166,7 @@ impl Webhooks {
                 status: OnceCell::new(),
                 targets,
                 sealer,
+                inline: Arc::new(tokio::sync::Semaphore::new(config.inline_attempts)),
                 schema,
                 config,
             }),

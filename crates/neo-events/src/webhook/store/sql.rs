@@ -16,6 +16,7 @@ pub(in crate::webhook) struct Sql {
     pub(in crate::webhook) rotate: String,
     pub(in crate::webhook) delete_endpoint: String,
     pub(in crate::webhook) fan_out: String,
+    pub(in crate::webhook) fan_out_targets: String,
     pub(in crate::webhook) load_for_send: String,
     pub(in crate::webhook) update_status: String,
     pub(in crate::webhook) delivery: String,
@@ -107,6 +108,25 @@ impl Sql {
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
                  ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id"
+            ),
+            // `fan_out`, returning with each new delivery what sending it reads (the columns
+            // of `load_for_send`), for the first attempts fan-out makes inline.
+            fan_out_targets: format!(
+                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, ord)), \
+                 msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
+                         ON CONFLICT (id) DO NOTHING), \
+                 ins AS (INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id FROM ev \
+                 JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
+                 JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
+                      OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
+                 ORDER BY ev.ord, en.id \
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, message_id) \
+                 SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.id AS delivery_id, 'pending' AS status, \
+                 ins.message_id, b.body, e.url, e.secrets, coalesce(e.secrets_overlap_until > now(), false) AS overlapping, \
+                 e.enabled, e.rate_limit_per_second AS rate, e.headers, e.fifo \
+                 FROM ins JOIN (SELECT DISTINCT ON (id) id, body FROM ev) b ON b.id = ins.message_id \
+                 JOIN {endpoints} e ON e.id = ins.endpoint_id ORDER BY ins.id"
             ),
             load_for_send: format!(
                 "SELECT d.id AS delivery_id, d.status, d.message_id, m.body, e.id AS endpoint_id, e.url, e.secrets, \

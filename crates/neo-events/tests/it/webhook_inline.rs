@@ -1,0 +1,127 @@
+//! First attempts made inline by fan-out (`WebhookConfig::inline_attempts`): a lone event is
+//! sent without a worker, its job is still enqueued (the backstop that makes the retry, or
+//! the first attempt after a crash) and counts the inline attempt; a batch larger than the
+//! free slots takes the worker path.
+
+use crate::webhooks::{Running, config, event, finish, publish, receiver_and_endpoint, setup};
+use neo_events::DeliveryStatus;
+use neo_testkit::ScriptedResponse;
+use std::time::{Duration, Instant};
+
+/// Waits until the endpoint's only delivery has `status`; returns it.
+async fn delivery_in(
+    s: &crate::webhooks::Setup,
+    endpoint: uuid::Uuid,
+    status: DeliveryStatus,
+) -> neo_events::Delivery {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = s
+            .webhooks
+            .deliveries(endpoint, Some(status), 10)
+            .await
+            .unwrap();
+        if let Some(d) = found.into_iter().next() {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "no {status:?} delivery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered(route: neo_testkit::PgRoute) {
+    let s = setup(
+        route,
+        neo_events::WebhookConfig {
+            inline_attempts: 2,
+            ..config(&[100])
+        },
+    )
+    .await;
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
+    let mut running = Running::default();
+    running.dispatcher(&s); // no worker
+    publish(&s, &[event("organization.created", 1)]).await;
+    assert_eq!(
+        receiver.wait_for(1, Duration::from_secs(5)).await.len(),
+        1,
+        "sent without a worker"
+    );
+    let delivered = delivery_in(&s, endpoint.id, DeliveryStatus::Delivered).await;
+    assert_eq!(delivered.attempts, 1);
+    // Its job waits as the backstop.
+    assert_eq!(s.queue.depth().await.unwrap().available, 1);
+
+    // Three events at once do not fit two slots: they wait for a worker.
+    publish(
+        &s,
+        &[1, 2, 3].map(|n| event("organization.updated", 10 + n)),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.requests().len(), 1, "a batch took the worker path");
+    assert_eq!(s.queue.depth().await.unwrap().available, 4);
+
+    running.worker(&s);
+    assert_eq!(receiver.wait_for(4, Duration::from_secs(5)).await.len(), 4);
+    // The backstop (request timeout 500 ms + first retry 100 ms) passes: its job acks the
+    // delivered one without sending it again.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while s.queue.depth().await.unwrap().available + s.queue.depth().await.unwrap().running > 0 {
+        assert!(Instant::now() < deadline, "jobs left");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(receiver.requests().len(), 4, "no second send");
+    finish(running, &s, receiver).await;
+}
+
+async fn a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first(
+    route: neo_testkit::PgRoute,
+) {
+    // Two attempts in all: the inline one and the job's.
+    let s = setup(
+        route,
+        neo_events::WebhookConfig {
+            inline_attempts: 4,
+            ..config(&[100])
+        },
+    )
+    .await;
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
+    receiver.push(ScriptedResponse::status(500));
+    receiver.push(ScriptedResponse::status(503));
+    let mut running = Running::default();
+    running.dispatcher(&s);
+    let published = Instant::now();
+    publish(&s, &[event("organization.created", 1)]).await;
+    let pending = loop {
+        let d = delivery_in(&s, endpoint.id, DeliveryStatus::Pending).await;
+        if d.attempts == 1 {
+            break d;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(pending.response_status, Some(500));
+    assert!(pending.next_attempt_at.is_some(), "{pending:?}");
+    running.worker(&s);
+    let dead = delivery_in(&s, endpoint.id, DeliveryStatus::Dead).await;
+    assert_eq!(
+        dead.attempts, 2,
+        "the job's attempt was the delivery's second and last"
+    );
+    assert_eq!(dead.response_status, Some(503));
+    let requests = receiver.requests();
+    assert_eq!(requests.len(), 2);
+    // The retry came from the job, due after the backstop (500 ms timeout + 100 ms).
+    assert!(
+        requests[1].at.duration_since(published) >= Duration::from_millis(600),
+        "{:?}",
+        requests[1].at.duration_since(published)
+    );
+    finish(running, &s, receiver).await;
+}
+
+neo_testkit::over_routes!(
+    a_lone_event_goes_out_inline_and_its_job_finds_it_delivered,
+    a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first,
+);
