@@ -2,7 +2,7 @@
 #![allow(clippy::unwrap_used, reason = "a failing unwrap is how a test reports")]
 #![allow(clippy::print_stdout, reason = "each scenario prints what it saw")]
 
-mod cache_cluster_failover;
+mod cache_failover;
 mod core_on_postgres;
 mod flaky_receiver;
 mod one_tenant;

@@ -1,8 +1,9 @@
-//! A Redis Cluster master killed under cache load: its replica is promoted, callers keep
-//! getting values (L1, fail-safe, the loader) and writes to its slots resume.
+//! A Redis master killed under cache load, on a Redis Cluster (one of three masters) and
+//! under Redis Sentinel (the only master): its replica is promoted, callers keep getting
+//! values (L1, fail-safe, the loader) and writes resume. One scenario, run per deployment.
 
 use neo_commons::cache::{Cache, CacheConfig, EntryOptions, HybridCache, L2Config, RedisConfig};
-use neo_testkit::RedisCluster;
+use neo_testkit::{RedisCluster, RedisSentinelGroup};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -104,13 +105,114 @@ async fn key_served_by(url: &str) -> String {
     unreachable!()
 }
 
+/// Where the killed master runs.
+enum Deployment {
+    /// A six-node cluster and the index of the master to kill.
+    Cluster(RedisCluster, usize),
+    /// A master, its replica and three sentinels.
+    Sentinel(RedisSentinelGroup),
+}
+
+impl Deployment {
+    fn name(&self) -> &'static str {
+        match self {
+            Deployment::Cluster(..) => "a Redis Cluster",
+            Deployment::Sentinel(_) => "Redis Sentinel",
+        }
+    }
+
+    fn redis(&self) -> RedisConfig {
+        match self {
+            Deployment::Cluster(cluster, _) => RedisConfig::cluster(cluster.nodes()),
+            Deployment::Sentinel(group) => {
+                RedisConfig::sentinel(group.sentinels(), group.master_name())
+            }
+        }
+    }
+
+    /// The URL of the master to kill.
+    fn victim(&self) -> String {
+        match self {
+            Deployment::Cluster(cluster, victim) => cluster.nodes()[*victim].clone(),
+            Deployment::Sentinel(group) => {
+                format!("redis://127.0.0.1:{}", group.master_port().unwrap())
+            }
+        }
+    }
+
+    /// The nodes left after the kill, and how many masters they count once it is promoted.
+    fn survivors(&self) -> (Vec<String>, usize) {
+        let victim = self.victim();
+        let nodes = match self {
+            Deployment::Cluster(cluster, _) => cluster.nodes(),
+            Deployment::Sentinel(group) => group
+                .server_ports()
+                .into_iter()
+                .map(|port| format!("redis://127.0.0.1:{port}"))
+                .collect(),
+        };
+        let masters = match self {
+            Deployment::Cluster(..) => 3,
+            Deployment::Sentinel(_) => 1,
+        };
+        (
+            nodes.into_iter().filter(|n| *n != victim).collect(),
+            masters,
+        )
+    }
+
+    /// A key whose writes go to the victim.
+    async fn probe_key(&self) -> String {
+        match self {
+            Deployment::Cluster(..) => key_served_by(&self.victim()).await,
+            Deployment::Sentinel(_) => "probe:0".to_owned(),
+        }
+    }
+
+    /// How long after the promotion writes may take to resume: on a cluster the cache
+    /// notices the new master by itself; under Sentinel the sentinels first have to agree on
+    /// and announce it (their own configuration epoch), which the cache then asks for.
+    fn follow_limit(&self) -> Duration {
+        match self {
+            Deployment::Cluster(..) => Duration::from_secs(1),
+            Deployment::Sentinel(_) => Duration::from_secs(2),
+        }
+    }
+
+    fn kill(&mut self) {
+        match self {
+            Deployment::Cluster(cluster, victim) => cluster.servers_mut()[*victim].kill().unwrap(),
+            Deployment::Sentinel(group) => {
+                group.kill_master().unwrap();
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cluster_master_killed_under_cache_load_costs_callers_nothing() {
     // A master silent for 1 s is failed over (production clusters often use 5-15 s; the
     // goal below measures the library's part, which starts at the promotion).
-    let mut cluster = blocking(|| RedisCluster::start_with(Duration::from_secs(1))).unwrap();
-    let nodes = cluster.nodes();
-    let redis = RedisConfig::cluster(nodes.iter().cloned());
+    let cluster = blocking(|| RedisCluster::start_with(Duration::from_secs(1))).unwrap();
+    let mut victim = None;
+    for (i, node) in cluster.nodes().iter().enumerate() {
+        if role(node).await.as_deref() == Some("master") {
+            victim = Some(i);
+            break;
+        }
+    }
+    master_killed_under_cache_load(Deployment::Cluster(cluster, victim.unwrap())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sentinel_master_killed_under_cache_load_costs_callers_nothing() {
+    // The group's sentinels fail a master over after it is silent for 1 s.
+    let group = blocking(RedisSentinelGroup::start).unwrap();
+    master_killed_under_cache_load(Deployment::Sentinel(group)).await;
+}
+
+async fn master_killed_under_cache_load(mut deployment: Deployment) {
+    let redis = deployment.redis();
     let a = HybridCache::<Org>::tiered_on(config(false), &redis).unwrap();
     let b = HybridCache::<Org>::tiered_on(config(false), &redis).unwrap();
     assert!(a.backplane_ready(1, Duration::from_secs(5)).await);
@@ -133,15 +235,7 @@ async fn a_cluster_master_killed_under_cache_load_costs_callers_nothing() {
             .unwrap();
     }
 
-    let mut victim = None;
-    for (i, node) in nodes.iter().enumerate() {
-        if role(node).await.as_deref() == Some("master") {
-            victim = Some(i);
-            break;
-        }
-    }
-    let victim = victim.unwrap();
-    let probe_key = key_served_by(&nodes[victim]).await;
+    let probe_key = deployment.probe_key().await;
     probe
         .set(&probe_key, org(0, 0), &EntryOptions::default())
         .await
@@ -201,15 +295,10 @@ async fn a_cluster_master_killed_under_cache_load_costs_callers_nothing() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let before_kill = ops.load(Ordering::Relaxed);
 
-    blocking(|| cluster.servers_mut()[victim].kill()).unwrap();
+    let (survivors, masters_after) = deployment.survivors();
+    blocking(|| deployment.kill());
     let killed = Instant::now();
-    // When the cluster itself has promoted the replica (3 masters among the survivors).
-    let survivors: Vec<String> = nodes
-        .iter()
-        .enumerate()
-        .filter(|&(i, _)| i != victim)
-        .map(|(_, n)| n.clone())
-        .collect();
+    // When the replica has been promoted (the survivors count their masters again).
     let promotion = tokio::spawn(async move {
         loop {
             let mut masters = 0;
@@ -218,7 +307,7 @@ async fn a_cluster_master_killed_under_cache_load_costs_callers_nothing() {
                     masters += 1;
                 }
             }
-            if masters == 3 || killed.elapsed() > Duration::from_secs(30) {
+            if masters == masters_after || killed.elapsed() > Duration::from_secs(30) {
                 return killed.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -270,11 +359,11 @@ async fn a_cluster_master_killed_under_cache_load_costs_callers_nothing() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     println!(
-        "cache on a Redis Cluster, a master killed under load: {ops} calls ({during} while the \
-         shard was failing over), {errors} errors seen by callers, {missing} calls without a \
-         value; the replica was promoted after {promoted:?}, writes to the killed master's \
-         slots resumed after {resumed:?} ({failed_writes} probe writes refused meanwhile); \
-         stats a: {:?}",
+        "cache on {}, a master killed under load: {ops} calls ({during} while the master was \
+         failing over), {errors} errors seen by callers, {missing} calls without a value; the \
+         replica was promoted after {promoted:?}, writes to the killed master's keys resumed \
+         after {resumed:?} ({failed_writes} probe writes refused meanwhile); stats a: {:?}",
+        deployment.name(),
         a.stats()
     );
     assert_eq!(errors, 0, "callers saw errors");
@@ -285,12 +374,12 @@ async fn a_cluster_master_killed_under_cache_load_costs_callers_nothing() {
     );
     // What is the cache's own: noticing the new master once the cluster has promoted it.
     assert!(
-        resumed.saturating_sub(promoted) < Duration::from_secs(1),
+        resumed.saturating_sub(promoted) < deployment.follow_limit(),
         "writes resumed {:?} after the promotion",
         resumed.saturating_sub(promoted)
     );
     a.shutdown().await;
     b.shutdown().await;
     drop((a, b, probe));
-    blocking(move || drop(cluster));
+    blocking(move || drop(deployment));
 }
