@@ -149,17 +149,7 @@ impl PgBouncer {
     /// # Errors
     /// [`Error::Io`] when the signal cannot be sent.
     pub fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-INT", &child.id().to_string()])
-                .status()
-                .map_err(Error::io("sending SIGINT to pgbouncer"))?;
-            if !status.success() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        Ok(())
+        process::stop_child(&mut self.child, "-INT", "pgbouncer")
     }
 
     /// Kills PgBouncer with `SIGKILL`, like a crash: every client connection breaks.
@@ -167,11 +157,7 @@ impl PgBouncer {
     /// # Errors
     /// [`Error::Io`] when the process cannot be killed.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().map_err(Error::io("killing pgbouncer"))?;
-            let _ = child.wait();
-        }
-        Ok(())
+        process::kill_child(&mut self.child, "pgbouncer")
     }
 
     /// Starts PgBouncer again on the same port; stops it first if it runs.

@@ -203,3 +203,29 @@ pub(crate) fn path_dirs() -> Vec<PathBuf> {
         .map(|p| std::env::split_paths(&p).collect())
         .unwrap_or_default()
 }
+
+/// Stops `child` (if any) with `signal` (e.g. `-TERM`) and waits for it to exit; when the
+/// signal cannot be delivered it is killed instead. `name` is the program, for errors.
+pub(crate) fn stop_child(child: &mut Option<Child>, signal: &str, name: &str) -> Result<()> {
+    if let Some(mut child) = child.take() {
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .map_err(Error::io(format!("sending {signal} to {name}")))?;
+        if !status.success() {
+            let _ = child.kill();
+        }
+        let _ = child.wait();
+    }
+    Ok(())
+}
+
+/// Kills `child` (if any) with `SIGKILL`, like a crash, and reaps it. `name` is the program,
+/// for errors.
+pub(crate) fn kill_child(child: &mut Option<Child>, name: &str) -> Result<()> {
+    if let Some(mut child) = child.take() {
+        child.kill().map_err(Error::io(format!("killing {name}")))?;
+        let _ = child.wait();
+    }
+    Ok(())
+}

@@ -156,17 +156,7 @@ impl RedisServer {
     /// # Errors
     /// [`Error::Io`] when the signal cannot be sent.
     pub fn stop(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            let status = Command::new("kill")
-                .args(["-TERM", &child.id().to_string()])
-                .status()
-                .map_err(Error::io("sending SIGTERM to redis-server"))?;
-            if !status.success() {
-                let _ = child.kill();
-            }
-            let _ = child.wait();
-        }
-        Ok(())
+        process::stop_child(&mut self.child, "-TERM", "redis-server")
     }
 
     /// Kills the server with `SIGKILL`, like a crash.
@@ -174,11 +164,7 @@ impl RedisServer {
     /// # Errors
     /// [`Error::Io`] when the process cannot be killed.
     pub fn kill(&mut self) -> Result<()> {
-        if let Some(mut child) = self.child.take() {
-            child.kill().map_err(Error::io("killing redis-server"))?;
-            let _ = child.wait();
-        }
-        Ok(())
+        process::kill_child(&mut self.child, "redis-server")
     }
 
     /// Freezes the server with `SIGSTOP`: it keeps its connections but answers nothing (a
