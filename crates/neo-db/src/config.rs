@@ -139,6 +139,29 @@ impl DbConfig {
         }
     }
 
+    /// The defaults for a `url` that points at a transaction pooler (PgBouncer
+    /// `pool_mode = transaction`), with `listen_url` past it for LISTEN: `pooler =
+    /// "transaction"`, see [`Pooler`](crate::Pooler).
+    ///
+    /// # Example
+    /// ```
+    /// let config = neo_db::DbConfig::behind_transaction_pooler(
+    ///     "postgres://app@pgbouncer:6432/app",
+    ///     "postgres://app@db:5432/app",
+    /// );
+    /// assert_eq!(config.pooler, neo_db::Pooler::Transaction);
+    /// ```
+    pub fn behind_transaction_pooler(
+        url: impl Into<String>,
+        listen_url: impl Into<String>,
+    ) -> Self {
+        DbConfig {
+            pooler: crate::Pooler::Transaction,
+            listen_url: Some(SecretString::from(listen_url.into())),
+            ..DbConfig::with_url(url)
+        }
+    }
+
     /// Loads the configuration from `NEO_DB_*` environment variables over the defaults.
     ///
     /// # Errors

@@ -17,7 +17,7 @@ mod seal;
 mod tls;
 
 use chrono::{DateTime, Utc};
-use neo_db::{Column, ColumnBinder, Db, DbConfig, Pooler, Record};
+use neo_db::{Column, ColumnBinder, Db, DbConfig, Record};
 use neo_testkit::{PgRoute, TestDatabase};
 use uuid::Uuid;
 
@@ -100,16 +100,10 @@ pub(crate) fn products(n: usize) -> Vec<Product> {
 /// The configuration for a database reached by `route`: `pooler = "transaction"` through
 /// PgBouncer, with the direct URL for LISTEN.
 pub(crate) fn config_for(route: PgRoute, test_db: &TestDatabase) -> DbConfig {
-    DbConfig {
-        pooler: if route.is_pooled() {
-            Pooler::Transaction
-        } else {
-            Pooler::None
-        },
-        listen_url: route
-            .is_pooled()
-            .then(|| test_db.direct_url().to_owned().into()),
-        ..DbConfig::with_url(test_db.url())
+    if route.is_pooled() {
+        DbConfig::behind_transaction_pooler(test_db.url(), test_db.direct_url())
+    } else {
+        DbConfig::with_url(test_db.url())
     }
 }
 

@@ -1,5 +1,5 @@
 use neo_core::{ErrorKind, HasErrorKind};
-use neo_db::{Db, DbConfig, Pooler};
+use neo_db::{Db, DbConfig};
 use neo_events::{DomainEvent, EventBus, Outbox, OutboxConfig};
 use neo_testkit::PgRoute;
 use std::collections::HashSet;
@@ -14,17 +14,13 @@ use std::time::{Duration, Instant};
 /// the direct URL for LISTEN), a `Db` and a migrated outbox on it.
 async fn setup(route: PgRoute) -> (neo_testkit::TestDatabase, Db, Outbox) {
     let test_db = route.database().await;
-    let db = Db::connect(&DbConfig {
-        pooler: if route.is_pooled() {
-            Pooler::Transaction
+    let db = Db::connect(
+        &(if route.is_pooled() {
+            DbConfig::behind_transaction_pooler(test_db.url(), test_db.direct_url())
         } else {
-            Pooler::None
-        },
-        listen_url: route
-            .is_pooled()
-            .then(|| test_db.direct_url().to_owned().into()),
-        ..DbConfig::with_url(test_db.url())
-    })
+            DbConfig::with_url(test_db.url())
+        }),
+    )
     .await
     .unwrap();
     let outbox = Outbox::new(

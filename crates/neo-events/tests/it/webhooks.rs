@@ -1,5 +1,5 @@
 use neo_core::{ErrorKind, HasErrorKind};
-use neo_db::{Db, DbConfig, Pooler};
+use neo_db::{Db, DbConfig};
 use neo_events::{
     AddressPolicy, DeliveryStatus, DomainEvent, EventError, EventTypeInfo, NewEndpoint,
     OperationalEvent, Outbox, OutboxConfig, SignedHeaders, Verifier, WebhookConfig, Webhooks,
@@ -136,17 +136,13 @@ pub(crate) async fn setup_in_with(
 ) -> Setup {
     let route = mode.route;
     let test_db = route.database().await;
-    let db = Db::connect(&DbConfig {
-        pooler: if route.is_pooled() {
-            Pooler::Transaction
+    let db = Db::connect(
+        &(if route.is_pooled() {
+            DbConfig::behind_transaction_pooler(test_db.url(), test_db.direct_url())
         } else {
-            Pooler::None
-        },
-        listen_url: route
-            .is_pooled()
-            .then(|| test_db.direct_url().to_owned().into()),
-        ..DbConfig::with_url(test_db.url())
-    })
+            DbConfig::with_url(test_db.url())
+        }),
+    )
     .await
     .unwrap();
     let queue = Queue::new(

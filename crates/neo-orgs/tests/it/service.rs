@@ -41,17 +41,13 @@ impl Setup {
     async fn postgres_via(route: neo_testkit::PgRoute) -> Setup {
         let test_db = route.database().await;
         let redis = neo_testkit::redis().await;
-        let db = Db::connect(&DbConfig {
-            pooler: if route.is_pooled() {
-                neo_db::Pooler::Transaction
+        let db = Db::connect(
+            &(if route.is_pooled() {
+                DbConfig::behind_transaction_pooler(test_db.url(), test_db.direct_url())
             } else {
-                neo_db::Pooler::None
-            },
-            listen_url: route
-                .is_pooled()
-                .then(|| test_db.direct_url().to_owned().into()),
-            ..DbConfig::with_url(test_db.url())
-        })
+                DbConfig::with_url(test_db.url())
+            }),
+        )
         .await
         .unwrap();
         let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();

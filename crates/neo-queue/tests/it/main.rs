@@ -5,7 +5,7 @@ mod fair;
 mod queue;
 mod worker;
 
-use neo_db::{Db, DbConfig, Pooler};
+use neo_db::{Db, DbConfig};
 use neo_queue::{Queue, QueueConfig};
 use neo_testkit::{PgRoute, TestDatabase};
 use std::time::Duration;
@@ -17,17 +17,13 @@ pub(crate) async fn setup(
     configure: impl FnOnce(QueueConfig) -> QueueConfig,
 ) -> (TestDatabase, Db, Queue) {
     let test_db = route.database().await;
-    let db = Db::connect(&DbConfig {
-        pooler: if route.is_pooled() {
-            Pooler::Transaction
+    let db = Db::connect(
+        &(if route.is_pooled() {
+            DbConfig::behind_transaction_pooler(test_db.url(), test_db.direct_url())
         } else {
-            Pooler::None
-        },
-        listen_url: route
-            .is_pooled()
-            .then(|| test_db.direct_url().to_owned().into()),
-        ..DbConfig::with_url(test_db.url())
-    })
+            DbConfig::with_url(test_db.url())
+        }),
+    )
     .await
     .unwrap();
     let queue = Queue::new(
