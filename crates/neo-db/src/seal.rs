@@ -52,9 +52,13 @@
 //! ```
 
 mod provider;
+mod registry;
+mod reseal;
 mod sealed;
 
 pub use provider::{KeyProvider, SealConfig, StaticKeyProvider};
+pub use registry::{KeyRegistry, KeyRegistryConfig, KeyUsage};
+pub use reseal::{ResealConfig, ResealPosition, ResealProgress, ResealTarget, Resealer};
 pub use sealed::{SealValue, Sealed};
 
 use crate::{Error, Result};
@@ -63,7 +67,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chacha20poly1305::aead::{Aead, Generate, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use neo_core::SecretString;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use zeroize::Zeroizing;
@@ -97,6 +101,9 @@ pub enum SealProblem {
         /// Rows with at least one value under the key.
         rows: u64,
     },
+    /// The key is retired ([`KeyRegistry::retire`], on this instance or another): values
+    /// under it are no longer opened and none is sealed under it.
+    Retired,
 }
 
 impl fmt::Display for SealProblem {
@@ -115,6 +122,7 @@ impl fmt::Display for SealProblem {
                 f,
                 "the key is still used by {rows} stored row(s): re-seal them before retiring it"
             ),
+            SealProblem::Retired => f.write_str("the key is retired"),
         }
     }
 }
@@ -126,7 +134,9 @@ impl SealProblem {
     pub fn kind(&self) -> neo_core::ErrorKind {
         use neo_core::ErrorKind;
         match self {
-            SealProblem::UnknownKey | SealProblem::WrongKey => ErrorKind::Configuration,
+            SealProblem::UnknownKey | SealProblem::WrongKey | SealProblem::Retired => {
+                ErrorKind::Configuration
+            }
             SealProblem::Provider(_) => ErrorKind::Unavailable,
             SealProblem::StillInUse { .. } => ErrorKind::Conflict,
             SealProblem::DoesNotOpen | SealProblem::Malformed(_) => ErrorKind::Internal,
@@ -183,6 +193,9 @@ struct Shared {
     sealing: Mutex<HashMap<String, Arc<DataKey>>>,
     /// Data keys already unwrapped, by key id and wrapped bytes.
     opened: Mutex<OpenedKeys>,
+    /// Key ids retired for every instance ([`KeyRegistry`]): refused whatever the provider
+    /// holds.
+    retired: Mutex<HashSet<String>>,
     max_cached: usize,
 }
 
@@ -211,6 +224,7 @@ impl Sealer {
                 provider: Mutex::new(provider),
                 sealing: Mutex::new(HashMap::new()),
                 opened: Mutex::new(HashMap::new()),
+                retired: Mutex::new(HashSet::new()),
                 max_cached: max_cached_data_keys.max(1),
             }),
         }
@@ -248,7 +262,8 @@ impl Sealer {
 
     /// Retires `key_id` at the provider ([`KeyProvider::retire`]) and drops its cached data
     /// keys: values still sealed under it no longer open. The stores that hold sealed values
-    /// check first that none is left (e.g. `neo_events::Webhooks::retire_key`).
+    /// check first that none is left (e.g. `neo_events::Webhooks::retire_key`). This acts on
+    /// this process only; [`KeyRegistry::retire`] retires a key for every instance.
     ///
     /// # Errors
     /// [`Error::Seal`] naming the key: it is the current key, or the provider refused.
@@ -267,6 +282,37 @@ impl Sealer {
         Ok(())
     }
 
+    /// Marks key ids retired (what [`KeyRegistry`] read or recorded) and drops their cached
+    /// data keys: values under them no longer open, and nothing is sealed under them.
+    pub(crate) fn mark_retired(&self, key_ids: &[String]) {
+        let mut retired = lock(&self.shared.retired);
+        for key_id in key_ids {
+            if retired.insert(key_id.clone()) {
+                lock(&self.shared.sealing).remove(key_id);
+                lock(&self.shared.opened).retain(|(id, _), _| id != key_id);
+                tracing::info!(key_id = %key_id, "seal key marked retired");
+                if *key_id == self.current_key_id() {
+                    tracing::error!(
+                        key_id = %key_id,
+                        "the current seal key is retired: sealing fails until a new key is current"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Whether `key_id` is known here to be retired for every instance ([`KeyRegistry`]).
+    pub fn is_retired(&self, key_id: &str) -> bool {
+        lock(&self.shared.retired).contains(key_id)
+    }
+
+    fn refuse_retired(&self, key_id: &str) -> Result<()> {
+        if self.is_retired(key_id) {
+            return Err(seal_error(key_id, SealProblem::Retired));
+        }
+        Ok(())
+    }
+
     /// Seals `plaintext` for `binding` under the provider's current key.
     ///
     /// # Errors
@@ -274,6 +320,7 @@ impl Sealer {
     pub async fn seal(&self, plaintext: &[u8], binding: &Binding<'_>) -> Result<Vec<u8>> {
         let provider = self.provider();
         let key_id = provider.current_key_id().to_owned();
+        self.refuse_retired(&key_id)?;
         let data_key = self.sealing_key(provider.as_ref(), &key_id).await?;
         let key_len = u8::try_from(key_id.len())
             .ok()
@@ -328,6 +375,7 @@ impl Sealer {
     /// another binding or altered, bytes that are not a sealed value.
     pub async fn open(&self, sealed: &[u8], binding: &Binding<'_>) -> Result<Zeroizing<Vec<u8>>> {
         let parts = Parts::parse(sealed)?;
+        self.refuse_retired(parts.key_id)?;
         let cipher = self.opening_key(parts.key_id, parts.wrapped).await?;
         let mut ad = sealed[..parts.header_len].to_vec();
         binding.append_to(&mut ad);

@@ -73,6 +73,12 @@ pub struct SealConfig {
     pub keys: BTreeMap<String, SecretString>,
     /// Most unwrapped data keys a sealer keeps.
     pub max_cached_data_keys: usize,
+    /// How a [`Resealer`](super::Resealer) pass over a user's table runs
+    /// (`NEO_DB_SEAL__RESEAL__BATCH_SIZE`, `NEO_DB_SEAL__RESEAL__PAUSE`).
+    pub reseal: super::ResealConfig,
+    /// Where keys retired for every instance are recorded
+    /// (`NEO_DB_SEAL__REGISTRY__TABLE`, `NEO_DB_SEAL__REGISTRY__REFRESH_INTERVAL`).
+    pub registry: super::KeyRegistryConfig,
 }
 
 impl Default for SealConfig {
@@ -81,6 +87,8 @@ impl Default for SealConfig {
             current_key_id: String::new(),
             keys: BTreeMap::new(),
             max_cached_data_keys: 1024,
+            reseal: super::ResealConfig::default(),
+            registry: super::KeyRegistryConfig::default(),
         }
     }
 }

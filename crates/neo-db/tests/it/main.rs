@@ -14,6 +14,8 @@ mod pooler;
 mod replica;
 #[cfg(feature = "seal")]
 mod seal;
+#[cfg(feature = "seal")]
+mod seal_rotation;
 mod tls;
 
 use chrono::{DateTime, Utc};

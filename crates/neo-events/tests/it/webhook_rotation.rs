@@ -317,3 +317,43 @@ async fn plain_endpoints_move_to_sealed_while_delivering_and_strict_mode_waits_f
     each_delivered_once(&s, &receiver, &endpoints, EVENTS).await;
     finish(running, &s, receiver).await;
 }
+
+#[tokio::test]
+async fn the_key_registry_retires_a_key_for_every_instance_once_no_endpoint_uses_it() {
+    use neo_db::seal::{KeyRegistry, KeyRegistryConfig};
+    let sealer = sealer("k1", &[("k1", KEY_1)]);
+    let s = sealed_setup(small_batches(5), sealer.clone()).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    create_endpoints(&s.webhooks, &receiver, 3).await;
+    sealer.replace_provider(provider("k2", &[("k1", KEY_1), ("k2", KEY_2)]));
+    let registry = KeyRegistry::install(&s.db, &sealer, KeyRegistryConfig::default())
+        .await
+        .unwrap();
+    // Another instance, with its own sealer over the same keys.
+    let other = sealer_after_rotation();
+    let other_registry = KeyRegistry::install(&s.db, &other, KeyRegistryConfig::default())
+        .await
+        .unwrap();
+
+    let refused = registry.retire("k1", &[&s.webhooks]).await.unwrap_err();
+    assert!(
+        matches!(
+            &refused,
+            neo_db::Error::Seal {
+                problem: SealProblem::StillInUse { rows: 3 },
+                ..
+            }
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(s.webhooks.reseal(None, |_| {}).await.unwrap().remaining, 0);
+    registry.retire("k1", &[&s.webhooks]).await.unwrap();
+    assert!(sealer.is_retired("k1"));
+    assert!(!other.is_retired("k1"));
+    other_registry.refresh().await.unwrap();
+    assert!(other.is_retired("k1"));
+}
+
+fn sealer_after_rotation() -> neo_db::seal::Sealer {
+    sealer("k2", &[("k1", KEY_1), ("k2", KEY_2)])
+}

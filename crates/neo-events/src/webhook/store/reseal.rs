@@ -342,3 +342,20 @@ impl Webhooks {
         Ok(())
     }
 }
+
+/// Endpoints with a value under a key, so [`neo_db::seal::KeyRegistry::retire`] (retiring a
+/// key for every instance) refuses while any endpoint still uses it.
+impl neo_db::seal::KeyUsage for Webhooks {
+    fn rows_under<'a>(
+        &'a self,
+        key_id: &'a str,
+    ) -> std::pin::Pin<Box<dyn Future<Output = neo_db::Result<u64>> + Send + 'a>> {
+        Box::pin(async move {
+            let at_rest = self.at_rest().await.map_err(|error| match error {
+                EventError::Db(error) => error,
+                other => neo_db::Error::Config(other.to_string()),
+            })?;
+            Ok(at_rest.rows_by_key.get(key_id).copied().unwrap_or(0))
+        })
+    }
+}
