@@ -98,6 +98,11 @@ pub struct DbConfig {
     /// [`SealConfig`](crate::seal::SealConfig)).
     #[cfg(feature = "seal")]
     pub seal: crate::seal::SealConfig,
+    /// How [`Db::transaction_with_retry`](crate::Db::transaction_with_retry) retries
+    /// serialization failures and deadlocks (`NEO_DB_TRANSACTION_RETRY__*`).
+    pub transaction_retry: crate::TransactionRetryConfig,
+    /// The opt-in [`LockResolver`](crate::LockResolver) (`NEO_DB_LOCK_RESOLVER__*`).
+    pub lock_resolver: crate::LockResolverConfig,
 }
 
 impl Default for DbConfig {
@@ -126,6 +131,8 @@ impl Default for DbConfig {
             failover: crate::FailoverConfig::default(),
             #[cfg(feature = "seal")]
             seal: crate::seal::SealConfig::default(),
+            transaction_retry: crate::TransactionRetryConfig::default(),
+            lock_resolver: crate::LockResolverConfig::default(),
         }
     }
 }

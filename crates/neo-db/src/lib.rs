@@ -18,6 +18,9 @@
 //! - [`seal`] (feature `seal`): envelope encryption of sensitive values, bound to their
 //!   table, column and row, with keys from a [`seal::KeyProvider`].
 //! - [`diagnostics`]: `pg_stat_statements` and lock waits.
+//! - Deadlocks and blocking chains: [`Db::transaction_with_retry`] runs a transaction again
+//!   after a serialization failure or deadlock (`40001`, `40P01`); the opt-in
+//!   [`LockResolver`] cancels the head of a blocking chain waited on too long.
 //! - Read replicas ([`ReplicaConfig`]): [`Db::read_pool`] routes lag-tolerant reads to a
 //!   replica within `max_lag`; [`ReadSession`] gives a caller read-your-writes (the primary
 //!   until a replica has replayed past its last write, [`Db::wrote`]); the replay positions
@@ -62,12 +65,14 @@ pub mod diagnostics;
 mod error;
 mod failover;
 mod ident;
+mod lock_resolver;
 mod migrate;
 mod page;
 mod planned;
 mod pool;
 mod pooler;
 mod replica;
+mod retry;
 #[cfg(feature = "seal")]
 pub mod seal;
 mod session;
@@ -80,12 +85,14 @@ pub use copy::{CopyReport, CopyRow, CopyValue, CopyWriter, RowWriter};
 pub use error::{Error, ItemError, Result, TlsProblem, classify, classify_sqlstate};
 pub use failover::FailoverConfig;
 pub use ident::{Ident, MAX_IDENTIFIER_LEN, Schema, TableName, quote_identifier};
+pub use lock_resolver::{LockResolver, LockResolverConfig, ResolvedChain, ResolverAction};
 pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
 pub use planned::planned_per_call;
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
 pub use pooler::{Pooler, StatementConnection};
 pub use replica::{ReplicaConfig, ReplicaStatus};
+pub use retry::{Isolation, TransactionRetryConfig};
 pub use session::{Consistency, Lsn, ReadSession};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tls::SslMode;

@@ -3,6 +3,7 @@
 
 mod batch;
 mod copy;
+mod deadlocks;
 mod diagnostics;
 mod errors;
 mod faults;
