@@ -103,6 +103,9 @@ pub struct DbConfig {
     pub transaction_retry: crate::TransactionRetryConfig,
     /// The opt-in [`LockResolver`](crate::LockResolver) (`NEO_DB_LOCK_RESOLVER__*`).
     pub lock_resolver: crate::LockResolverConfig,
+    /// [`QueryBaselines`](crate::diagnostics::QueryBaselines): where `pg_stat_statements`
+    /// baselines are kept and what counts as a regression (`NEO_DB_QUERY_BASELINES__*`).
+    pub query_baselines: crate::diagnostics::BaselineConfig,
 }
 
 impl Default for DbConfig {
@@ -133,6 +136,7 @@ impl Default for DbConfig {
             seal: crate::seal::SealConfig::default(),
             transaction_retry: crate::TransactionRetryConfig::default(),
             lock_resolver: crate::LockResolverConfig::default(),
+            query_baselines: crate::diagnostics::BaselineConfig::default(),
         }
     }
 }

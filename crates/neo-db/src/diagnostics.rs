@@ -1,4 +1,10 @@
-//! Readers for PostgreSQL's own statistics: the slowest statements and who waits on whom.
+//! Readers for PostgreSQL's own statistics: the slowest statements, who waits on whom, and
+//! query baselines ([`QueryBaselines`]: a `pg_stat_statements` snapshot kept in a table and
+//! the statements slower since).
+
+mod baseline;
+
+pub use baseline::{BaselineConfig, QueryBaselines, Regression};
 
 use crate::Result;
 use crate::pool::Db;

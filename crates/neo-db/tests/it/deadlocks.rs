@@ -424,7 +424,7 @@ async fn an_idle_in_transaction_head_is_terminated_only_when_configured() {
 
 #[test]
 #[allow(clippy::result_large_err, reason = "figment's Jail API")]
-fn retry_and_resolver_settings_load_from_neo_db_variables() {
+fn retry_resolver_and_baseline_settings_load_from_neo_db_variables() {
     figment::Jail::expect_with(|jail| {
         jail.set_env("NEO_DB_URL", "postgres://app@db/app");
         jail.set_env("NEO_DB_TRANSACTION_RETRY__MAX_ATTEMPTS", "7");
@@ -432,6 +432,8 @@ fn retry_and_resolver_settings_load_from_neo_db_variables() {
         jail.set_env("NEO_DB_TRANSACTION_RETRY__ISOLATION", "serializable");
         jail.set_env("NEO_DB_LOCK_RESOLVER__ENABLED", "true");
         jail.set_env("NEO_DB_LOCK_RESOLVER__THRESHOLD", "1m");
+        jail.set_env("NEO_DB_QUERY_BASELINES__REGRESSION_RATIO", "2.5");
+        jail.set_env("NEO_DB_QUERY_BASELINES__MIN_MEAN", "5ms");
         let config = neo_db::DbConfig::from_env().unwrap();
         assert_eq!(
             config.transaction_retry,
@@ -451,6 +453,9 @@ fn retry_and_resolver_settings_load_from_neo_db_variables() {
             }
         );
         assert!(!LockResolverConfig::default().enabled);
+        assert_eq!(config.query_baselines.regression_ratio, 2.5);
+        assert_eq!(config.query_baselines.min_mean, Duration::from_millis(5));
+        assert_eq!(config.query_baselines.table, "neo_query_baselines");
         Ok(())
     });
 }

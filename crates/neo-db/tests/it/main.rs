@@ -1,6 +1,7 @@
 //! neo-db against a real PostgreSQL started by neo-testkit (or `NEO_TEST_DATABASE_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+mod baselines;
 mod batch;
 mod copy;
 mod deadlocks;
