@@ -159,7 +159,7 @@ impl LockResolver {
     /// A database error (for example a role that may not read other sessions or signal
     /// them: grant `pg_signal_backend` and `pg_read_all_stats`).
     pub async fn resolve_once(&self) -> Result<Vec<ResolvedChain>> {
-        let mut conn = self.db.acquire().await?;
+        let mut conn = self.db.statement_connection().await?;
         let heads = sqlx::query(CHAIN_HEADS)
             .persistent(false)
             .bind(self.config.threshold.as_secs_f64())
@@ -220,6 +220,7 @@ impl LockResolver {
                 .increment(1);
             resolved.push(chain);
         }
+        conn.finish().await?;
         Ok(resolved)
     }
 
