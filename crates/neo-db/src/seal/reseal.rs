@@ -458,25 +458,48 @@ impl Statements {
             .map(|c| format!("{} = $1", key_id_sql(c)))
             .collect::<Vec<_>>()
             .join(" OR ");
+        // Output columns get names of their own (k0, s0, ...) and the walk is ordered by the
+        // table's columns (t.key): `ORDER BY key` would sort by the text output column.
         let select_list = keys
             .iter()
-            .map(|k| format!("{k}::text"))
-            .chain(sealed.iter().map(|c| (*c).to_owned()))
+            .enumerate()
+            .map(|(i, k)| format!("t.{k}::text AS k{i}"))
+            .chain(
+                sealed
+                    .iter()
+                    .enumerate()
+                    .map(|(i, c)| format!("t.{c} AS s{i}")),
+            )
             .collect::<Vec<_>>()
             .join(", ");
-        let order = keys.join(", ");
+        let order = keys
+            .iter()
+            .map(|k| format!("t.{k}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let position = key_types
             .iter()
             .enumerate()
             .map(|(i, ty)| format!("${}::text::{ty}", i + 3))
             .collect::<Vec<_>>()
             .join(", ");
+        let page_filter = sealed
+            .iter()
+            .map(|c| {
+                let column = format!("t.{c}");
+                format!(
+                    "({column} IS NOT NULL AND {} IS DISTINCT FROM $1)",
+                    key_id_sql(&column)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" OR ");
         let first_page = format!(
-            "SELECT {select_list} FROM {table} WHERE ({not_current}) ORDER BY {order} LIMIT $2"
+            "SELECT {select_list} FROM {table} AS t WHERE ({page_filter}) ORDER BY {order} LIMIT $2"
         );
         let next_page = format!(
-            "SELECT {select_list} FROM {table} WHERE ({order}) > ({position}) AND ({not_current}) \
-             ORDER BY {order} LIMIT $2"
+            "SELECT {select_list} FROM {table} AS t WHERE ({order}) > ({position}) \
+             AND ({page_filter}) ORDER BY {order} LIMIT $2"
         );
         let (n_keys, n_sealed) = (keys.len(), sealed.len());
         let mut arrays = Vec::new();

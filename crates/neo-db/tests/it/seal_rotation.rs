@@ -398,3 +398,103 @@ fn reseal_and_registry_settings_load_from_neo_db_seal_variables() {
         Ok(())
     });
 }
+
+#[tokio::test]
+async fn a_composite_key_is_walked_in_order_and_bad_targets_are_refused() {
+    let (_t, db) = setup(
+        PgRoute::Direct,
+        &[
+            "CREATE SCHEMA billing",
+            "CREATE TABLE billing.notes (tenant text NOT NULL, n int8 NOT NULL, body bytea, plain text, \
+             PRIMARY KEY (tenant, n))",
+        ],
+    )
+    .await;
+    let sealer = sealer_k1();
+    for tenant in ["acme", "globex"] {
+        for n in 0..15_i64 {
+            let row = ResealTarget::row_of(&[tenant, &n.to_string()]);
+            let body = Sealed::seal(
+                &sealer,
+                &format!("{tenant} note {n}"),
+                &Binding::new("notes", "body", &row),
+            )
+            .await
+            .unwrap();
+            sqlx::query("INSERT INTO billing.notes (tenant, n, body) VALUES ($1, $2, $3)")
+                .bind(tenant)
+                .bind(n)
+                .bind(&body)
+                .execute(db.pool())
+                .await
+                .unwrap();
+        }
+    }
+    rotate(&sealer);
+    let target = ResealTarget::new("billing.notes", &["tenant", "n"], &["body"])
+        .unwrap()
+        .binding_table("notes");
+    let resealer = Resealer::new(
+        &db,
+        &sealer,
+        target,
+        ResealConfig {
+            batch_size: 7,
+            pause: Duration::ZERO,
+        },
+    )
+    .await
+    .unwrap();
+    let mut positions = Vec::new();
+    let done = resealer
+        .run(None, |p| {
+            positions.push(p.position.clone());
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        (done.resealed, done.failed, done.remaining),
+        (30, 0, Some(0)),
+        "{done:?}"
+    );
+    assert_eq!(done.batches, 5, "30 rows in pages of 7");
+    assert_eq!(
+        positions[0],
+        Some(ResealPosition(vec!["acme".into(), "6".into()])),
+        "keyset order: tenant, then n as a number"
+    );
+    let k2_only = Sealer::from_config(&config("k2", &[("k2", KEY_2)])).unwrap();
+    let body: Sealed<String> =
+        sqlx::query_scalar("SELECT body FROM billing.notes WHERE tenant = 'globex' AND n = 14")
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    assert_eq!(
+        body.open(&k2_only, &Binding::new("notes", "body", "globex/14"))
+            .await
+            .unwrap(),
+        "globex note 14"
+    );
+
+    // Targets that do not fit the table are refused, naming what is wrong.
+    for (keys, sealed, says) in [
+        (
+            &["tenant", "n"][..],
+            &["missing"][..],
+            "no column \"missing\"",
+        ),
+        (&["tenant", "n"][..], &["plain"][..], "is text, not bytea"),
+    ] {
+        let target = ResealTarget::new("billing.notes", keys, sealed).unwrap();
+        let error = Resealer::new(&db, &sealer, target, ResealConfig::default())
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains(says), "{error}");
+    }
+    assert!(
+        ResealTarget::new("notes", &["n"], &["n"]).is_err(),
+        "a column named twice"
+    );
+    assert!(ResealTarget::new("notes", &[], &["body"]).is_err());
+    assert!(ResealTarget::new("no\"tes", &["n"], &["body"]).is_err());
+}
