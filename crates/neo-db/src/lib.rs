@@ -10,6 +10,9 @@
 //!   `exists_batch`, `validate_batch`, chunking; keyset and offset pages.
 //! - [`CopyWriter`]: buffered binary/text COPY with auto-flush and upsert through staging.
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
+//! - [`tenancy`]: one store value for every tenant, isolated by a schema per tenant
+//!   ([`TenantSchemaResolver`]) or by row-level security on a transaction-local setting
+//!   ([`TenantIsolation`]).
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
 //!   prepared once (for batch statements over tables that grow).
 //! - [`Pooler`]: behind PgBouncer in transaction mode (`pooler = "transaction"`), no session
@@ -72,6 +75,7 @@ mod replica;
 pub mod seal;
 mod session;
 mod telemetry;
+pub mod tenancy;
 mod tls;
 
 pub use batch::{BatchRepository, Column, ColumnBinder, Key, OnConflict, Record};
@@ -88,6 +92,7 @@ pub use pooler::{Pooler, StatementConnection};
 pub use replica::{ReplicaConfig, ReplicaStatus};
 pub use session::{Consistency, Lsn, ReadSession};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
+pub use tenancy::{PrefixedSchemas, RlsSetting, TenantIsolation, TenantSchemaResolver};
 pub use tls::SslMode;
 
 /// The sqlx version neo-db is built on, for `FromRow` derives and raw queries.

@@ -505,6 +505,12 @@ impl UnitOfWork {
         }
     }
 
+    /// Whether statements on this unit of work may be prepared under a name
+    /// ([`Pooler::named_statements`](crate::Pooler::named_statements)).
+    pub(crate) fn pooler_named_statements(&self) -> bool {
+        self.shared.config.pooler.named_statements()
+    }
+
     /// Makes unqualified names resolve in `schema` (then `public`) until the transaction
     /// ends. The schema name is validated by [`Schema`] and passed as a bind parameter.
     ///
