@@ -314,7 +314,9 @@ mod tests {
         let sql = setting.policy_sql(&table, &Ident::new("tenant_id").unwrap());
         assert!(sql.contains("ENABLE ROW LEVEL SECURITY"));
         assert!(sql.contains("FORCE ROW LEVEL SECURITY"));
-        assert!(sql.contains("USING (\"tenant_id\" = NULLIF(current_setting('app.tenant', true), '')::uuid)"));
+        assert!(sql.contains(
+            "USING (\"tenant_id\" = NULLIF(current_setting('app.tenant', true), '')::uuid)"
+        ));
         assert!(sql.contains("WITH CHECK"));
     }
 

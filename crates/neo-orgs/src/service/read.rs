@@ -27,7 +27,7 @@ impl OrganizationService {
         let store = Arc::clone(&self.inner.store);
         cache
             .get_or_load(&Self::cache_key(tenant, id), move || async move {
-                super::within(tenant, store.find_to_cache(id)).await
+                super::within(tenant, async { store.find_to_cache(id).await }).await
             })
             .await?
             .ok_or_else(|| OrgError::not_found("organization", id))
@@ -76,7 +76,8 @@ impl OrganizationService {
                     .iter()
                     .filter_map(|k| by_key.get(k).copied())
                     .collect();
-                let found = super::within(tenant, store.find_many_to_cache(&ids)).await?;
+                let found =
+                    super::within(tenant, async { store.find_many_to_cache(&ids).await }).await?;
                 Ok::<_, OrgError>(
                     found
                         .into_iter()

@@ -98,13 +98,20 @@ async fn write_group(
         saves.iter().map(|_| None).collect();
     let mut by_tenant: Vec<(Option<TenantId>, Vec<(usize, QueuedSave)>)> = Vec::new();
     for (slot, save) in saves.into_iter().enumerate() {
-        match by_tenant.iter_mut().find(|(tenant, _)| *tenant == save.tenant) {
+        match by_tenant
+            .iter_mut()
+            .find(|(tenant, _)| *tenant == save.tenant)
+        {
             Some((_, group)) => group.push((slot, save)),
             None => by_tenant.push((save.tenant, vec![(slot, save)])),
         }
     }
     for (tenant, group) in by_tenant {
-        super::within(tenant, write_tenant_group(store.as_ref(), group, &mut answers)).await;
+        super::within(
+            tenant,
+            write_tenant_group(store.as_ref(), group, &mut answers),
+        )
+        .await;
     }
     Ok(answers
         .into_iter()

@@ -162,7 +162,12 @@ impl InMemoryOrganizationStore {
     pub fn events(&self) -> Vec<DomainEvent> {
         let shards = neo_core::sync::lock(&self.state);
         let mut events = shards.shared.events.clone();
-        events.extend(shards.tenants.values().flat_map(|s| s.events.iter().cloned()));
+        events.extend(
+            shards
+                .tenants
+                .values()
+                .flat_map(|s| s.events.iter().cloned()),
+        );
         events
     }
 

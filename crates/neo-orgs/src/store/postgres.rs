@@ -15,12 +15,12 @@
 //! statement. What fits is used: `Schema`/`TableName`, migration sets and the repository's
 //! shape (one array parameter per column, expanded by `UNNEST`).
 
+use super::tenant_mode::{Mode, Scoped};
 use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
 use crate::model::{Branding, Changed, Legal, OrgDomain, OrgStatus, Organization, Verification};
 use crate::{OrgError, OrganizationStore};
-use neo_core::{OrganizationId, Slug, UserId};
-use super::tenant_mode::{Mode, Scoped};
 use neo_core::TenantId;
+use neo_core::{OrganizationId, Slug, UserId};
 use neo_db::{
     Db, MigrationReport, MigrationSet, ReadSession, RlsSetting, Schema, TableName, TenantIsolation,
 };
