@@ -221,10 +221,14 @@ impl Setup {
         }
     }
 
-    /// The owner role's pool, for raw SQL that must see past row-level security (a
-    /// tenant-isolated PostgreSQL setup only).
-    pub(crate) fn owner_db(&self) -> &Db {
-        &self.roles.as_ref().expect("a tenant-isolated setup").1
+    /// The database's direct URL as the superuser that created it (bypasses row-level
+    /// security: only for checking what is really stored).
+    pub(crate) fn superuser_url(&self) -> &str {
+        self._servers
+            .as_ref()
+            .expect("a PostgreSQL setup")
+            .0
+            .direct_url()
     }
 
     /// The owner and application roles (a tenant-isolated PostgreSQL setup only).
