@@ -128,9 +128,10 @@ impl RlsSetting {
     /// The statements a migration runs to put `table` under row-level security on
     /// `column`: `ENABLE` and `FORCE ROW LEVEL SECURITY` (so the owner is bound too) and a
     /// policy `tenant_isolation` whose `USING` and `WITH CHECK` compare the column with
-    /// [`current_tenant_sql`](Self::current_tenant_sql).
+    /// [`current_tenant_sql`](Self::current_tenant_sql), read once per statement (a scalar
+    /// subquery, planned as an init plan) rather than once per row.
     pub fn policy_sql(&self, table: &TableName, column: &Ident) -> String {
-        let tenant = self.current_tenant_sql();
+        let tenant = format!("(SELECT {})", self.current_tenant_sql());
         format!(
             "ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;\n\
              ALTER TABLE {table} FORCE ROW LEVEL SECURITY;\n\
@@ -230,9 +231,28 @@ impl TenantIsolation {
     /// # Errors
     /// As [`begin`](Self::begin).
     pub async fn begin_on(&self, db: &Db, pool: &PgPool, tenant: TenantId) -> Result<UnitOfWork> {
-        let mut tx = db.begin_on(pool).await?;
-        self.enter(&mut tx, tenant).await?;
-        Ok(tx)
+        match self {
+            TenantIsolation::SchemaPerTenant(_) => {
+                let mut tx = db.begin_on(pool).await?;
+                self.enter(&mut tx, tenant).await?;
+                Ok(tx)
+            }
+            // `BEGIN` and the setting in one round trip (one simple query). The tenant is
+            // written as a literal: a UUID's text is hex digits and hyphens only, and the
+            // setting's name passed the identifier rules, so neither can carry SQL.
+            TenantIsolation::RowLevelSecurity(setting) => {
+                let uuid = tenant.as_uuid().hyphenated().to_string();
+                debug_assert!(uuid.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-'));
+                db.begin_with_on(
+                    pool,
+                    Some(format!(
+                        "BEGIN; SELECT set_config('{}', '{uuid}', true)",
+                        setting.as_str()
+                    )),
+                )
+                .await
+            }
+        }
     }
 
     /// A connection for statements of `tenant` that need no transaction of their own:
@@ -315,7 +335,7 @@ mod tests {
         assert!(sql.contains("ENABLE ROW LEVEL SECURITY"));
         assert!(sql.contains("FORCE ROW LEVEL SECURITY"));
         assert!(sql.contains(
-            "USING (\"tenant_id\" = NULLIF(current_setting('app.tenant', true), '')::uuid)"
+            "USING (\"tenant_id\" = (SELECT NULLIF(current_setting('app.tenant', true), '')::uuid))"
         ));
         assert!(sql.contains("WITH CHECK"));
     }
