@@ -75,7 +75,7 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
         }
         admin.close().await;
 
-        let owner = check(Db::connect(&DbConfig::with_url(&as_role(url, OWNER))).await);
+        let owner = check(Db::connect(&DbConfig::with_url(as_role(url, OWNER))).await);
         let columns = "id uuid NOT NULL, name text NOT NULL, qty int8 NOT NULL, data jsonb NOT NULL, \
                        version int8 NOT NULL DEFAULT 1";
         let setting = neo_db::RlsSetting::default();
@@ -100,7 +100,7 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
             check(neo_db::tenancy::grant_app_role(&owner, schema, APP).await);
         }
         owner.close().await;
-        check(Db::connect(&DbConfig::with_url(&as_role(url, APP))).await)
+        check(Db::connect(&DbConfig::with_url(as_role(url, APP))).await)
     });
     let rls_repo = check(check(BatchRepository::<Item>::new(&app, "items")).in_schema(&shared));
     let schema_repo =
@@ -153,7 +153,7 @@ mod tests {
         let counts: (i64, i64) = rt.block_on(async {
             let admin = check(Db::connect(&DbConfig::with_url(test_db.direct_url())).await);
             let app =
-                check(Db::connect(&DbConfig::with_url(&as_role(test_db.direct_url(), APP))).await);
+                check(Db::connect(&DbConfig::with_url(as_role(test_db.direct_url(), APP))).await);
             let all = check(
                 sqlx::query_scalar("SELECT count(*) FROM bench_rls.items")
                     .fetch_one(admin.pool())

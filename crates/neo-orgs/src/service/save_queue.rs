@@ -88,6 +88,9 @@ impl OrganizationService {
     }
 }
 
+/// A queued save and the slot of its answer.
+type Slotted = (usize, QueuedSave);
+
 /// Writes one group of queued saves and answers each, in order: the saves of each tenant
 /// together, in that tenant's scope (a statement never mixes tenants).
 async fn write_group(
@@ -96,7 +99,7 @@ async fn write_group(
 ) -> Result<Vec<Result<Organization, OrgError>>, OrgError> {
     let mut answers: Vec<Option<Result<Organization, OrgError>>> =
         saves.iter().map(|_| None).collect();
-    let mut by_tenant: Vec<(Option<TenantId>, Vec<(usize, QueuedSave)>)> = Vec::new();
+    let mut by_tenant: Vec<(Option<TenantId>, Vec<Slotted>)> = Vec::new();
     for (slot, save) in saves.into_iter().enumerate() {
         match by_tenant
             .iter_mut()
@@ -124,7 +127,7 @@ async fn write_group(
 /// against its own version.
 async fn write_tenant_group(
     store: &dyn OrganizationStore,
-    saves: Vec<(usize, QueuedSave)>,
+    saves: Vec<Slotted>,
     answers: &mut [Option<Result<Organization, OrgError>>],
 ) {
     let mut pending = saves;
