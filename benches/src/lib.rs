@@ -25,6 +25,7 @@ pub mod queue;
 pub mod replica;
 pub mod report;
 pub mod resilience;
+pub mod tenancy;
 pub mod webhooks_sealed;
 
 pub use measure::{Measurement, Settings, compare};
@@ -139,6 +140,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "db",
             build: pooler::db_pairs,
+        },
+        Group {
+            name: "db",
+            build: tenancy::pairs,
         },
         Group {
             name: "queue",

@@ -10,6 +10,9 @@
 //!   `exists_batch`, `validate_batch`, chunking; keyset and offset pages.
 //! - [`CopyWriter`]: buffered binary/text COPY with auto-flush and upsert through staging.
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
+//! - [`tenancy`]: one store value for every tenant, isolated by a schema per tenant
+//!   ([`TenantSchemaResolver`]) or by row-level security on a transaction-local setting
+//!   ([`TenantIsolation`]).
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
 //!   prepared once (for batch statements over tables that grow).
 //! - [`Pooler`]: behind PgBouncer in transaction mode (`pooler = "transaction"`), no session
@@ -77,6 +80,7 @@ mod retry;
 pub mod seal;
 mod session;
 mod telemetry;
+pub mod tenancy;
 mod tls;
 
 pub use batch::{BatchRepository, Column, ColumnBinder, Key, OnConflict, Record};
@@ -95,6 +99,7 @@ pub use replica::{ReplicaConfig, ReplicaStatus};
 pub use retry::{Isolation, TransactionRetryConfig};
 pub use session::{Consistency, Lsn, ReadSession};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
+pub use tenancy::{PrefixedSchemas, RlsSetting, TenantIsolation, TenantSchemaResolver};
 pub use tls::SslMode;
 
 /// The sqlx version neo-db is built on, for `FromRow` derives and raw queries.

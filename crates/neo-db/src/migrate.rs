@@ -69,6 +69,21 @@ impl MigrationSet {
         self
     }
 
+    /// Adds a script built at run time (e.g. row-level-security policies naming a configured
+    /// setting, [`RlsSetting::policy_sql`](crate::RlsSetting::policy_sql)); as [`with`](Self::with).
+    #[must_use]
+    pub fn with_sql(mut self, version: i64, description: &str, sql: String) -> Self {
+        self.migrations.push(Migration::new(
+            version,
+            Cow::Owned(description.to_owned()),
+            MigrationType::Simple,
+            AssertSqlSafe(sql).into_sql_str(),
+            false,
+        ));
+        self.migrations.sort_by_key(|m| m.version);
+        self
+    }
+
     /// Reads sqlx-style files (`<version>_<description>.sql`) from `dir`.
     ///
     /// # Errors

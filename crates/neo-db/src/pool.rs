@@ -312,8 +312,21 @@ impl Db {
 
     /// A unit of work on `pool` (the primary's or a replica's), with this `Db`'s telemetry.
     pub(crate) async fn begin_on(&self, pool: &PgPool) -> Result<UnitOfWork> {
+        self.begin_with_on(pool, None).await
+    }
+
+    /// A unit of work on `pool` opened by `statement` (`BEGIN` and more, sent as one simple
+    /// query: one round trip) instead of a plain `BEGIN`.
+    pub(crate) async fn begin_with_on(
+        &self,
+        pool: &PgPool,
+        statement: Option<String>,
+    ) -> Result<UnitOfWork> {
         let started = Instant::now();
-        let result = pool.begin().await;
+        let result = match statement {
+            None => pool.begin().await,
+            Some(statement) => pool.begin_with(sqlx::AssertSqlSafe(statement)).await,
+        };
         self.shared.telemetry.record_acquire(
             started.elapsed(),
             matches!(result, Err(sqlx::Error::PoolTimedOut)),
@@ -503,6 +516,12 @@ impl UnitOfWork {
             Some(tx) => Ok(tx.rollback().await?),
             None => Ok(()),
         }
+    }
+
+    /// Whether statements on this unit of work may be prepared under a name
+    /// ([`Pooler::named_statements`](crate::Pooler::named_statements)).
+    pub(crate) fn pooler_named_statements(&self) -> bool {
+        self.shared.config.pooler.named_statements()
     }
 
     /// Makes unqualified names resolve in `schema` (then `public`) until the transaction

@@ -63,6 +63,10 @@ pub enum OrgError {
     /// The cache failed.
     #[error(transparent)]
     Cache(#[from] neo_cache::Error),
+    /// A tenant-scoped call ran without a tenant (fail closed: never a query over every
+    /// tenant).
+    #[error(transparent)]
+    Tenant(#[from] neo_tenant::Error),
     /// Publishing the events failed.
     #[error(transparent)]
     Events(#[from] neo_events::EventError),
@@ -110,6 +114,7 @@ impl HasErrorKind for OrgError {
             OrgError::Db(e) => e.kind(),
             OrgError::Cache(e) => e.kind(),
             OrgError::Events(e) => e.kind(),
+            OrgError::Tenant(e) => e.kind(),
         }
     }
 }

@@ -12,8 +12,9 @@
 //!   search with keyset or offset pages, summaries with domain and member counts in one
 //!   query, the audit trail.
 //! - Parts a host can replace, each with a real default: the [`OrganizationStore`]
-//!   ([`PgOrganizationStore`], schema per tenant configurable; [`InMemoryOrganizationStore`]
-//!   for unit tests, passing the same contract tests), the cache, the [`SettingsResolver`]
+//!   ([`PgOrganizationStore`]: one schema, or one store for every tenant isolated by a schema
+//!   per tenant or by row-level security, [`PgOrganizationStore::tenant_isolated`];
+//!   [`InMemoryOrganizationStore`] for unit tests, passing the same contract tests), the cache, the [`SettingsResolver`]
 //!   ([`ConfiguredSettings`]), the [`Notifier`] ([`WebhookNotifier`]) and the
 //!   [`TaxIdValidator`] ([`TaxIdFormat`], called through a breaker and a timeout).
 //! - [`http::router`] (feature `http`): the service as JSON endpoints with problem-details

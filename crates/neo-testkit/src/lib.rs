@@ -46,6 +46,7 @@ mod redis;
 mod redis_cluster;
 mod redis_sentinel;
 mod redis_tls;
+mod roles;
 mod tls;
 
 pub use certs::CertificateFiles;
@@ -66,6 +67,7 @@ pub use redis_sentinel::{
     TestRedisSentinel,
 };
 pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
+pub use roles::SplitRoles;
 pub use tls::TestCertificates;
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.

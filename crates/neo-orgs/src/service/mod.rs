@@ -17,7 +17,7 @@ use crate::{
     Notifier, OrgError, OrganizationStore, PgOrganizationStore, SettingsResolver, WebhookNotifier,
 };
 use neo_cache::HybridCache;
-use neo_core::OrganizationId;
+use neo_core::{OrganizationId, TenantId};
 use neo_db::{Db, MigrationReport, MigrationSet};
 use neo_events::{DomainEvent, Outbox};
 use save_queue::SaveQueue;
@@ -90,6 +90,25 @@ impl OrganizationService {
         config: OrgConfig,
     ) -> Result<Self, OrgError> {
         let store = PgOrganizationStore::new(db, outbox, &config.schema)?;
+        Self::with_store(store, cache, config)
+    }
+
+    /// A service on PostgreSQL for every tenant: a
+    /// [`PgOrganizationStore::tenant_isolated`] (a schema per tenant, or shared tables in
+    /// `config.schema` under row-level security). Each call acts for the task's tenant
+    /// (`neo_tenant::scope`, as the axum `TenantLayer` sets it) and fails closed without one;
+    /// cache keys carry the tenant.
+    ///
+    /// # Errors
+    /// As [`new`](Self::new).
+    pub fn tenant_isolated(
+        db: &Db,
+        outbox: Outbox,
+        cache: Option<HybridCache<Organization>>,
+        config: OrgConfig,
+        isolation: neo_db::TenantIsolation,
+    ) -> Result<Self, OrgError> {
+        let store = PgOrganizationStore::tenant_isolated(db, outbox, &config.schema, isolation)?;
         Self::with_store(store, cache, config)
     }
 
@@ -176,8 +195,13 @@ impl OrganizationService {
         self.inner.store.migrate().await
     }
 
-    fn cache_key(id: OrganizationId) -> String {
-        format!("org:{id}")
+    /// The cache key of an organization: namespaced by the tenant in a tenant-isolated
+    /// store, so one tenant never reads another's cached copy.
+    fn cache_key(tenant: Option<TenantId>, id: OrganizationId) -> String {
+        match tenant {
+            Some(tenant) => format!("org:{tenant}:{id}"),
+            None => format!("org:{id}"),
+        }
     }
 
     async fn check_tax_id(&self, org: &Organization) -> Result<(), OrgError> {
@@ -235,7 +259,14 @@ impl OrganizationService {
         if let Some(cache) = &self.inner.cache
             && !ids.is_empty()
         {
-            let keys: Vec<String> = ids.iter().map(|id| Self::cache_key(*id)).collect();
+            let tenant = match self.inner.store.tenant() {
+                Ok(tenant) => tenant,
+                Err(error) => {
+                    tracing::warn!(%error, "could not evict organizations from the cache");
+                    return;
+                }
+            };
+            let keys: Vec<String> = ids.iter().map(|id| Self::cache_key(tenant, *id)).collect();
             if let Err(error) = cache.remove_many(&keys).await {
                 tracing::warn!(count = ids.len(), %error, "could not evict organizations from the cache");
             }
@@ -250,5 +281,14 @@ impl OrganizationService {
     /// The cache, when the service has one.
     pub fn cache(&self) -> Option<&HybridCache<Organization>> {
         self.inner.cache.as_ref()
+    }
+}
+
+/// Runs `work` in `tenant`'s scope when there is one: work handed to another task (a cache
+/// fill, a grouped save) keeps acting for the caller's tenant.
+pub(super) async fn within<F: std::future::Future>(tenant: Option<TenantId>, work: F) -> F::Output {
+    match tenant {
+        Some(tenant) => neo_tenant::scope(tenant, work).await,
+        None => work.await,
     }
 }

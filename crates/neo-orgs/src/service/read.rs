@@ -23,10 +23,11 @@ impl OrganizationService {
                 .await?
                 .ok_or_else(|| OrgError::not_found("organization", id));
         };
+        let tenant = self.inner.store.tenant()?;
         let store = Arc::clone(&self.inner.store);
         cache
-            .get_or_load(&Self::cache_key(id), move || async move {
-                store.find_to_cache(id).await
+            .get_or_load(&Self::cache_key(tenant, id), move || async move {
+                super::within(tenant, async { store.find_to_cache(id).await }).await
             })
             .await?
             .ok_or_else(|| OrgError::not_found("organization", id))
@@ -64,7 +65,8 @@ impl OrganizationService {
                 .collect();
             return Ok(ids.iter().map(|id| found.remove(id)).collect());
         };
-        let keys: Vec<String> = ids.iter().map(|id| Self::cache_key(*id)).collect();
+        let tenant = self.inner.store.tenant()?;
+        let keys: Vec<String> = ids.iter().map(|id| Self::cache_key(tenant, *id)).collect();
         let store = Arc::clone(&self.inner.store);
         let by_key: HashMap<String, OrganizationId> =
             keys.iter().cloned().zip(ids.iter().copied()).collect();
@@ -74,11 +76,12 @@ impl OrganizationService {
                     .iter()
                     .filter_map(|k| by_key.get(k).copied())
                     .collect();
-                let found = store.find_many_to_cache(&ids).await?;
+                let found =
+                    super::within(tenant, async { store.find_many_to_cache(&ids).await }).await?;
                 Ok::<_, OrgError>(
                     found
                         .into_iter()
-                        .map(|org| (Self::cache_key(org.id), org))
+                        .map(|org| (Self::cache_key(tenant, org.id), org))
                         .collect::<HashMap<_, _>>(),
                 )
             })

@@ -8,7 +8,7 @@ use crate::store::Write;
 use crate::{OrgError, Organization, OrganizationStore};
 use futures_util::StreamExt;
 use neo_batch::{BatcherConfig, WriteBatcher};
-use neo_core::OrganizationId;
+use neo_core::{OrganizationId, TenantId};
 use neo_events::DomainEvent;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +17,8 @@ use std::time::Duration;
 /// A save queued for its group's statement.
 #[derive(Clone)]
 pub(super) struct QueuedSave {
+    /// The caller's tenant: its group is written in its scope.
+    tenant: Option<TenantId>,
     actor: String,
     action: &'static str,
     organization: Organization,
@@ -42,6 +44,7 @@ impl OrganizationService {
         let events = self.notifications(&mut org);
         org.updated_at = now();
         let queued = QueuedSave {
+            tenant: self.inner.store.tenant()?,
             actor: actor.to_owned(),
             action,
             organization: org,
@@ -85,16 +88,49 @@ impl OrganizationService {
     }
 }
 
-/// Writes one group of queued saves with one statement and answers each, in order. The
-/// same organization twice in a group: its later saves go into following statements, each
-/// checked against its own version.
+/// A queued save and the slot of its answer.
+type Slotted = (usize, QueuedSave);
+
+/// Writes one group of queued saves and answers each, in order: the saves of each tenant
+/// together, in that tenant's scope (a statement never mixes tenants).
 async fn write_group(
     store: Arc<dyn OrganizationStore>,
     saves: Vec<QueuedSave>,
 ) -> Result<Vec<Result<Organization, OrgError>>, OrgError> {
     let mut answers: Vec<Option<Result<Organization, OrgError>>> =
         saves.iter().map(|_| None).collect();
-    let mut pending: Vec<(usize, QueuedSave)> = saves.into_iter().enumerate().collect();
+    let mut by_tenant: Vec<(Option<TenantId>, Vec<Slotted>)> = Vec::new();
+    for (slot, save) in saves.into_iter().enumerate() {
+        match by_tenant
+            .iter_mut()
+            .find(|(tenant, _)| *tenant == save.tenant)
+        {
+            Some((_, group)) => group.push((slot, save)),
+            None => by_tenant.push((save.tenant, vec![(slot, save)])),
+        }
+    }
+    for (tenant, group) in by_tenant {
+        super::within(
+            tenant,
+            write_tenant_group(store.as_ref(), group, &mut answers),
+        )
+        .await;
+    }
+    Ok(answers
+        .into_iter()
+        .map(|a| a.unwrap_or_else(|| Err(OrgError::invalid("organization", "not saved"))))
+        .collect())
+}
+
+/// Writes one tenant's queued saves with one statement, answering each in its slot. The
+/// same organization twice: its later saves go into following statements, each checked
+/// against its own version.
+async fn write_tenant_group(
+    store: &dyn OrganizationStore,
+    saves: Vec<Slotted>,
+    answers: &mut [Option<Result<Organization, OrgError>>],
+) {
+    let mut pending = saves;
     while !pending.is_empty() {
         let mut ids: HashSet<OrganizationId> = HashSet::with_capacity(pending.len());
         let (round, later): (Vec<_>, Vec<_>) = pending
@@ -104,17 +140,13 @@ async fn write_group(
             .iter()
             .map(|(_, s)| Write::new(&s.actor, s.action, &s.organization, &s.events))
             .collect();
-        let outcomes = write_each_or_alone(store.as_ref(), &writes).await;
+        let outcomes = write_each_or_alone(store, &writes).await;
         drop(writes);
         for ((slot, save), outcome) in round.into_iter().zip(outcomes) {
             answers[slot] = Some(outcome.map(|version| saved(save.organization, version)));
         }
         pending = later;
     }
-    Ok(answers
-        .into_iter()
-        .map(|a| a.unwrap_or_else(|| Err(OrgError::invalid("organization", "not saved"))))
-        .collect())
 }
 
 /// Writes in statements of at most `rows` organizations, split in id order and run

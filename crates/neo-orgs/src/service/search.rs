@@ -3,7 +3,7 @@
 use super::OrganizationService;
 use crate::store::SearchQuery;
 use crate::{OrgError, Organization};
-use neo_core::OrganizationId;
+use neo_core::{OrganizationId, TenantId};
 use uuid::Uuid;
 
 /// One page of search results, with the cursor of the next page.
@@ -35,7 +35,8 @@ impl OrganizationService {
         cursor: Option<&str>,
         count: bool,
     ) -> Result<SearchPage, OrgError> {
-        let after = cursor.map(decode_cursor).transpose()?;
+        let tenant = self.inner.store.tenant()?;
+        let after = cursor.map(|c| decode_cursor(c, tenant)).transpose()?;
         self.search_page(text, limit, Paging::After(after), count)
             .await
     }
@@ -81,12 +82,13 @@ impl OrganizationService {
             Paging::After(after) => (after, 0, true),
             Paging::Offset(offset) => (None, offset, false),
         };
+        let tenant = self.inner.store.tenant()?;
         let query = SearchQuery::new(text.map(str::to_owned), after, limit + 1).with_offset(offset);
         let mut items = self.inner.store.search(&query).await?;
         let more = items.len() > limit as usize;
         items.truncate(limit as usize);
         let next_cursor = more
-            .then(|| items.last().map(|o| encode_cursor(&o.name, o.id)))
+            .then(|| items.last().map(|o| encode_cursor(&o.name, o.id, tenant)))
             .flatten()
             .filter(|_| keyset);
         let next_offset = (more && !keyset).then(|| offset + u64::from(limit));
@@ -112,18 +114,39 @@ enum Paging {
     Offset(u64),
 }
 
-fn encode_cursor(name: &str, id: OrganizationId) -> String {
+/// A keyset cursor: the last `(name, id)` of a page, and in a tenant-isolated service the
+/// tenant it was made for.
+fn encode_cursor(name: &str, id: OrganizationId, tenant: Option<TenantId>) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(serde_json::json!([name, id]).to_string())
+    let key = match tenant {
+        Some(tenant) => serde_json::json!([name, id, tenant]),
+        None => serde_json::json!([name, id]),
+    };
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key.to_string())
 }
 
-fn decode_cursor(cursor: &str) -> Result<(String, OrganizationId), OrgError> {
+/// The key of a cursor made for `tenant`; a cursor made for another tenant (or for none in a
+/// tenant-isolated service) is [`OrgError::NotFound`]: it names nothing this tenant has.
+fn decode_cursor(
+    cursor: &str,
+    tenant: Option<TenantId>,
+) -> Result<(String, OrganizationId), OrgError> {
     use base64::Engine;
     let bad = || OrgError::invalid("cursor", "not a cursor from this service's search");
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(cursor)
         .map_err(|_| bad())?;
-    let (name, id): (String, Uuid) = serde_json::from_slice(&bytes).map_err(|_| bad())?;
+    let (name, id, made_for): (String, Uuid, Option<Uuid>) =
+        match serde_json::from_slice::<(String, Uuid, Uuid)>(&bytes) {
+            Ok((name, id, made_for)) => (name, id, Some(made_for)),
+            Err(_) => {
+                let (name, id): (String, Uuid) =
+                    serde_json::from_slice(&bytes).map_err(|_| bad())?;
+                (name, id, None)
+            }
+        };
+    if made_for != tenant.map(TenantId::into_uuid) {
+        return Err(OrgError::not_found("cursor", cursor));
+    }
     Ok((name, OrganizationId::from_uuid(id).map_err(|_| bad())?))
 }

@@ -3,7 +3,7 @@
 
 use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
 use crate::{OrgError, Organization, OrganizationStore};
-use neo_core::{OrganizationId, Slug, UserId};
+use neo_core::{OrganizationId, Slug, TenantId, UserId};
 use neo_db::MigrationReport;
 use neo_events::DomainEvent;
 use std::collections::{HashMap, HashSet};
@@ -26,9 +26,51 @@ use std::sync::{Arc, Mutex, MutexGuard};
 /// assert_eq!(store.events()[0].event_type(), "organization.created");
 /// # Ok(()) }
 /// ```
+///
+/// [`tenant_isolated`](Self::tenant_isolated) keeps each tenant's organizations apart, as the
+/// PostgreSQL store does in either isolation mode: every call acts for the bound tenant
+/// ([`for_tenant`](Self::for_tenant)) or the task's (`neo_tenant::scope`), and fails closed
+/// without one.
 #[derive(Debug, Clone, Default)]
 pub struct InMemoryOrganizationStore {
-    state: Arc<Mutex<State>>,
+    state: Arc<Mutex<Shards>>,
+    /// Whether calls act for a tenant.
+    isolated: bool,
+    /// The tenant every call acts for, else the task's.
+    tenant: Option<TenantId>,
+}
+
+/// The data of a store: one [`State`] without tenants, or one per tenant.
+#[derive(Debug, Default)]
+struct Shards {
+    shared: State,
+    tenants: HashMap<TenantId, State>,
+}
+
+/// The locked data of the acting tenant (or the only data, without tenants).
+struct StateGuard<'a> {
+    shards: MutexGuard<'a, Shards>,
+    tenant: Option<TenantId>,
+}
+
+impl std::ops::Deref for StateGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        match self.tenant.and_then(|t| self.shards.tenants.get(&t)) {
+            Some(state) => state,
+            None => &self.shards.shared,
+        }
+    }
+}
+
+impl std::ops::DerefMut for StateGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        let shards = &mut *self.shards;
+        match self.tenant {
+            Some(tenant) => shards.tenants.entry(tenant).or_default(),
+            None => &mut shards.shared,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -77,19 +119,66 @@ impl InMemoryOrganizationStore {
         InMemoryOrganizationStore::default()
     }
 
-    fn state(&self) -> MutexGuard<'_, State> {
+    /// An empty store that keeps each tenant's organizations apart.
+    pub fn tenant_isolated() -> Self {
+        InMemoryOrganizationStore {
+            isolated: true,
+            ..InMemoryOrganizationStore::default()
+        }
+    }
+
+    /// This store acting for `tenant` on every call (a store that is not tenant-isolated
+    /// ignores it). Shares the data with `self`.
+    #[must_use]
+    pub fn for_tenant(&self, tenant: TenantId) -> Self {
+        InMemoryOrganizationStore {
+            tenant: Some(tenant),
+            ..self.clone()
+        }
+    }
+
+    fn acting_tenant(&self) -> Result<Option<TenantId>, OrgError> {
+        if !self.isolated {
+            return Ok(None);
+        }
+        match self.tenant {
+            Some(tenant) => Ok(Some(tenant)),
+            None => Ok(Some(neo_tenant::require()?)),
+        }
+    }
+
+    /// The acting tenant's data, locked; fails closed without a tenant.
+    fn state(&self) -> Result<StateGuard<'_>, OrgError> {
+        let tenant = self.acting_tenant()?;
         // A panicking test thread must not hide the data from the others.
-        neo_core::sync::lock(&self.state)
+        Ok(StateGuard {
+            shards: neo_core::sync::lock(&self.state),
+            tenant,
+        })
     }
 
-    /// The events written so far (what the outbox would hold), oldest first.
+    /// The events written so far by every tenant (what the shared outbox would hold),
+    /// oldest first within each tenant.
     pub fn events(&self) -> Vec<DomainEvent> {
-        self.state().events.clone()
+        let shards = neo_core::sync::lock(&self.state);
+        let mut events = shards.shared.events.clone();
+        events.extend(
+            shards
+                .tenants
+                .values()
+                .flat_map(|s| s.events.iter().cloned()),
+        );
+        events
     }
 
-    /// The events written since the last call, oldest first, as a dispatcher would take them.
+    /// The events written since the last call, as a dispatcher would take them.
     pub fn take_events(&self) -> Vec<DomainEvent> {
-        std::mem::take(&mut self.state().events)
+        let mut shards = neo_core::sync::lock(&self.state);
+        let mut events = std::mem::take(&mut shards.shared.events);
+        for state in shards.tenants.values_mut() {
+            events.append(&mut state.events);
+        }
+        events
     }
 
     fn insert_now(
@@ -98,7 +187,7 @@ impl InMemoryOrganizationStore {
         organizations: &[Organization],
         events: &[DomainEvent],
     ) -> Result<(), OrgError> {
-        let mut state = self.state();
+        let mut state = self.state()?;
         for (n, org) in organizations.iter().enumerate() {
             let repeated = organizations[..n].iter().any(|o| o.slug == org.slug);
             if repeated || state.slug_taken(&org.slug, None) {
@@ -120,7 +209,7 @@ impl InMemoryOrganizationStore {
     }
 
     fn update_now(&self, writes: &[Write<'_>]) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
-        let mut state = self.state();
+        let mut state = self.state()?;
         let outcomes: Vec<Result<i64, OrgError>> = writes
             .iter()
             .map(|w| {
@@ -185,8 +274,8 @@ impl InMemoryOrganizationStore {
         Ok(outcomes)
     }
 
-    fn search_now(&self, query: &SearchQuery) -> Vec<Organization> {
-        let state = self.state();
+    fn search_now(&self, query: &SearchQuery) -> Result<Vec<Organization>, OrgError> {
+        let state = self.state()?;
         let text = query.text.as_deref().map(str::to_lowercase);
         let mut found: Vec<&Organization> = state
             .organizations
@@ -202,12 +291,12 @@ impl InMemoryOrganizationStore {
         found.sort_by(|a, b| {
             (&a.name, uuid::Uuid::from(a.id)).cmp(&(&b.name, uuid::Uuid::from(b.id)))
         });
-        found
+        Ok(found
             .into_iter()
             .skip(usize::try_from(query.offset).unwrap_or(usize::MAX))
             .take(query.limit as usize)
             .cloned()
-            .collect()
+            .collect())
     }
 }
 
@@ -252,56 +341,59 @@ impl OrganizationStore for InMemoryOrganizationStore {
         id: OrganizationId,
         include_deleted: bool,
     ) -> StoreFuture<'_, Option<Organization>> {
-        let found = self
-            .state()
-            .organizations
-            .get(&id)
-            .filter(|o| include_deleted || visible(o))
-            .cloned();
-        ready(Ok(found))
+        ready(self.state().map(|state| {
+            state
+                .organizations
+                .get(&id)
+                .filter(|o| include_deleted || visible(o))
+                .cloned()
+        }))
     }
 
     fn find_by_slug<'a>(&'a self, slug: &'a Slug) -> StoreFuture<'a, Option<Organization>> {
-        let found = self
-            .state()
-            .organizations
-            .values()
-            .find(|o| &o.slug == slug && visible(o))
-            .cloned();
-        ready(Ok(found))
+        ready(self.state().map(|state| {
+            state
+                .organizations
+                .values()
+                .find(|o| &o.slug == slug && visible(o))
+                .cloned()
+        }))
     }
 
     fn find_many<'a>(&'a self, ids: &'a [OrganizationId]) -> StoreFuture<'a, Vec<Organization>> {
-        let state = self.state();
-        let found = ids
-            .iter()
-            .filter_map(|id| state.organizations.get(id))
-            .filter(|o| visible(o))
-            .cloned()
-            .collect();
-        ready(Ok(found))
+        ready(self.state().map(|state| {
+            ids.iter()
+                .filter_map(|id| state.organizations.get(id))
+                .filter(|o| visible(o))
+                .cloned()
+                .collect()
+        }))
     }
 
     fn search<'a>(&'a self, query: &'a SearchQuery) -> StoreFuture<'a, Vec<Organization>> {
-        ready(Ok(self.search_now(query)))
+        ready(self.search_now(query))
     }
 
     fn count<'a>(&'a self, text: Option<&'a str>) -> StoreFuture<'a, i64> {
         let text = text.map(str::to_lowercase);
-        let count = self
-            .state()
-            .organizations
-            .values()
-            .filter(|o| visible(o) && matches(o, text.as_deref()))
-            .count();
-        ready(Ok(i64::try_from(count).unwrap_or(i64::MAX)))
+        ready(self.state().map(|state| {
+            let count = state
+                .organizations
+                .values()
+                .filter(|o| visible(o) && matches(o, text.as_deref()))
+                .count();
+            i64::try_from(count).unwrap_or(i64::MAX)
+        }))
     }
 
     fn summaries<'a>(
         &'a self,
         ids: &'a [OrganizationId],
     ) -> StoreFuture<'a, Vec<OrganizationSummary>> {
-        let state = self.state();
+        let state = match self.state() {
+            Ok(state) => state,
+            Err(error) => return ready(Err(error)),
+        };
         let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
         let found = ids
             .iter()
@@ -322,7 +414,10 @@ impl OrganizationStore for InMemoryOrganizationStore {
         role: &'a str,
         max_members: u32,
     ) -> StoreFuture<'a, ()> {
-        let mut state = self.state();
+        let mut state = match self.state() {
+            Ok(state) => state,
+            Err(error) => return ready(Err(error)),
+        };
         if !state.organizations.get(&organization).is_some_and(visible) {
             return ready(Err(OrgError::not_found("organization", organization)));
         }
@@ -338,13 +433,17 @@ impl OrganizationStore for InMemoryOrganizationStore {
     }
 
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {
-        let trail = self
-            .state()
-            .audit
-            .iter()
-            .filter(|(org, _)| *org == id)
-            .map(|(_, entry)| entry.clone())
-            .collect();
-        ready(Ok(trail))
+        ready(self.state().map(|state| {
+            state
+                .audit
+                .iter()
+                .filter(|(org, _)| *org == id)
+                .map(|(_, entry)| entry.clone())
+                .collect()
+        }))
+    }
+
+    fn tenant(&self) -> Result<Option<TenantId>, OrgError> {
+        self.acting_tenant()
     }
 }

@@ -4,13 +4,14 @@
 
 mod memory;
 mod postgres;
+mod tenant_mode;
 
 pub use memory::InMemoryOrganizationStore;
 pub use postgres::PgOrganizationStore;
 
 use crate::{OrgError, Organization};
 use chrono::{DateTime, Utc};
-use neo_core::{OrganizationId, Slug, UserId};
+use neo_core::{OrganizationId, Slug, TenantId, UserId};
 use neo_db::MigrationReport;
 use neo_events::DomainEvent;
 use std::future::Future;
@@ -215,6 +216,16 @@ pub trait OrganizationStore: Send + Sync + 'static {
 
     /// The audit trail of an organization, oldest first.
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>>;
+
+    /// The tenant this store's next call on this task acts for: `None` for a store that
+    /// is not tenant-isolated (the default). The service namespaces its cache keys with it
+    /// and carries it to the tasks that write grouped saves.
+    ///
+    /// # Errors
+    /// [`OrgError::Tenant`] when the store is tenant-isolated and the call has no tenant.
+    fn tenant(&self) -> Result<Option<TenantId>, OrgError> {
+        Ok(None)
+    }
 
     /// Called by the service on the caller's task once a write through this store has
     /// returned: a store that reads from replicas records the write's position, so the

@@ -15,11 +15,15 @@
 //! statement. What fits is used: `Schema`/`TableName`, migration sets and the repository's
 //! shape (one array parameter per column, expanded by `UNNEST`).
 
+use super::tenant_mode::{Mode, Scoped};
 use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
 use crate::model::{Branding, Changed, Legal, OrgDomain, OrgStatus, Organization, Verification};
 use crate::{OrgError, OrganizationStore};
+use neo_core::TenantId;
 use neo_core::{OrganizationId, Slug, UserId};
-use neo_db::{Db, MigrationReport, MigrationSet, ReadSession, Schema, TableName};
+use neo_db::{
+    Db, MigrationReport, MigrationSet, ReadSession, RlsSetting, Schema, TableName, TenantIsolation,
+};
 use neo_events::{DomainEvent, Outbox};
 use sqlx::Arguments;
 use sqlx::PgPool;
@@ -120,7 +124,7 @@ fn organization_arguments(
 }
 
 #[derive(Debug)]
-struct Sql {
+pub(super) struct Sql {
     insert: String,
     by_id: String,
     by_ids: String,
@@ -139,7 +143,7 @@ struct Sql {
 }
 
 impl Sql {
-    fn new(schema: &Schema, outbox: &Outbox) -> Result<Self, OrgError> {
+    pub(super) fn new(schema: &Schema, outbox: &Outbox) -> Result<Self, OrgError> {
         let table = |name: &str| -> Result<String, OrgError> {
             Ok(TableName::new(name)?.in_schema(schema).to_string())
         };
@@ -269,15 +273,17 @@ impl Sql {
 /// [`OrganizationService::new`](crate::OrganizationService::new). Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct PgOrganizationStore {
-    inner: std::sync::Arc<Inner>,
+    pub(super) inner: std::sync::Arc<Inner>,
+    /// The tenant every call acts for ([`for_tenant`](Self::for_tenant)); else the task's
+    /// (`neo_tenant::current()`), in a tenant-isolated store.
+    pub(super) tenant: Option<TenantId>,
 }
 
 #[derive(Debug)]
-struct Inner {
-    db: Db,
-    outbox: Outbox,
-    schema: Schema,
-    sql: Sql,
+pub(super) struct Inner {
+    pub(super) db: Db,
+    pub(super) outbox: Outbox,
+    pub(super) mode: Mode,
 }
 
 fn db(error: sqlx::Error) -> OrgError {
@@ -308,15 +314,69 @@ impl PgOrganizationStore {
     /// [`OrgError::Core`] for a bad schema name.
     pub fn new(db: &Db, outbox: Outbox, schema: &str) -> Result<Self, OrgError> {
         let schema = Schema::new(schema)?;
-        let sql = Sql::new(&schema, &outbox)?;
+        let sql = std::sync::Arc::new(Sql::new(&schema, &outbox)?);
         Ok(PgOrganizationStore {
             inner: std::sync::Arc::new(Inner {
                 db: db.clone(),
                 outbox,
-                schema,
-                sql,
+                mode: Mode::Fixed { schema, sql },
             }),
+            tenant: None,
         })
+    }
+
+    /// One store for every tenant, isolated by `isolation`: a schema per tenant (its
+    /// resolver names it; `schema` is not used), or shared tables in `schema` under
+    /// row-level security. Each call acts for the tenant of [`for_tenant`](Self::for_tenant)
+    /// or, without one, the task's (`neo_tenant::scope`); a call with neither fails with
+    /// [`OrgError::Tenant`] before any query (fail closed). [`migrate`](OrganizationStore::migrate)
+    /// creates the tenant's schema and tables (schema per tenant, so it needs a tenant), or
+    /// the shared tables with their policies (row-level security; run it as the tables'
+    /// owner, and the calls as an application role that is neither the owner nor
+    /// `BYPASSRLS`, see [`neo_db::tenancy`]).
+    ///
+    /// # Errors
+    /// [`OrgError::Db`] for a bad schema name.
+    pub fn tenant_isolated(
+        db: &Db,
+        outbox: Outbox,
+        schema: &str,
+        isolation: TenantIsolation,
+    ) -> Result<Self, OrgError> {
+        let mode = Mode::new(Schema::new(schema)?, isolation, &outbox)?;
+        Ok(PgOrganizationStore {
+            inner: std::sync::Arc::new(Inner {
+                db: db.clone(),
+                outbox,
+                mode,
+            }),
+            tenant: None,
+        })
+    }
+
+    /// This store acting for `tenant` on every call, whatever the task's tenant (a store
+    /// that is not tenant-isolated ignores it). Cheap: shares everything with `self`.
+    #[must_use]
+    pub fn for_tenant(&self, tenant: TenantId) -> Self {
+        PgOrganizationStore {
+            inner: std::sync::Arc::clone(&self.inner),
+            tenant: Some(tenant),
+        }
+    }
+
+    /// The migrations of the shared tables under row-level security on `setting`:
+    /// [`migrations`](Self::migrations) and one more that adds a `tenant_id` column to each
+    /// table (filled from the setting), makes slugs and domains unique per tenant, and
+    /// enables and forces the policies.
+    ///
+    /// # Errors
+    /// Never; fallible for symmetry with [`migrations`](Self::migrations).
+    pub fn rls_migrations(setting: &RlsSetting) -> Result<MigrationSet, OrgError> {
+        Ok(Self::migrations()?.with_sql(
+            5,
+            "tenant row-level security",
+            super::tenant_mode::rls_migration(setting)?,
+        ))
     }
 
     /// The organization tables' migrations.
@@ -351,6 +411,7 @@ impl PgOrganizationStore {
         &self,
         writes: &[Write<'_>],
     ) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
+        let scope = self.scope()?;
         let orgs: Vec<&Organization> = writes.iter().map(|w| w.organization).collect();
         let (events, channel) = self
             .inner
@@ -367,11 +428,11 @@ impl PgOrganizationStore {
         )?;
         add(&mut args, events)?;
         add(&mut args, channel)?;
-        let statement = sqlx::query_with(AssertSqlSafe(self.inner.sql.update.clone()), args)
+        let statement = sqlx::query_with(AssertSqlSafe(scope.sql.update.clone()), args)
             .persistent(self.inner.db.pooler().named_statements());
         let rows = if writes.iter().any(Write::domains_changed) {
             // The rows and the domains they now claim, in one transaction.
-            let mut tx = self.inner.db.begin().await?;
+            let mut tx = self.begin(&scope).await?;
             let rows = outcomes_of(&statement.fetch_all(&mut **tx).await.map_err(db)?)?;
             let updated: std::collections::HashSet<Uuid> = rows
                 .iter()
@@ -383,12 +444,12 @@ impl PgOrganizationStore {
                 .filter(|o| o.changed.domains && updated.contains(&Uuid::from(o.id)))
                 .collect();
             if !rewritten.is_empty() {
-                self.replace_domains(&mut tx, &rewritten).await?;
+                self.replace_domains(&mut tx, &scope, &rewritten).await?;
             }
             tx.commit().await?;
             rows
         } else {
-            let mut conn = self.inner.db.statement_connection().await?;
+            let mut conn = self.connection_on(self.inner.db.pool(), &scope).await?;
             let rows = statement.fetch_all(&mut *conn).await.map_err(db)?;
             conn.finish().await?;
             outcomes_of(&rows)?
@@ -420,9 +481,10 @@ impl PgOrganizationStore {
     async fn replace_domains(
         &self,
         tx: &mut neo_db::UnitOfWork,
+        scope: &Scoped,
         orgs: &[&Organization],
     ) -> Result<(), OrgError> {
-        sqlx::query(AssertSqlSafe(self.inner.sql.delete_domains.clone()))
+        sqlx::query(AssertSqlSafe(scope.sql.delete_domains.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(column(orgs, |o| Uuid::from(o.id)))
             .execute(&mut ***tx)
@@ -432,7 +494,7 @@ impl PgOrganizationStore {
             .iter()
             .flat_map(|o| o.domains.iter().map(|d| (Uuid::from(o.id), d)))
             .collect();
-        sqlx::query(AssertSqlSafe(self.inner.sql.insert_domains.clone()))
+        sqlx::query(AssertSqlSafe(scope.sql.insert_domains.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(claims.iter().map(|(id, _)| *id).collect::<Vec<_>>())
             .bind(
@@ -484,8 +546,9 @@ impl PgOrganizationStore {
     async fn fetch_all(
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
+        scope: &Scoped,
     ) -> Result<Vec<Organization>, OrgError> {
-        let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
+        let mut conn = self.connection_on(self.reader(), scope).await?;
         let rows = query.fetch_all(&mut *conn).await.map_err(db)?;
         conn.finish().await?;
         let Some(first) = rows.first() else {
@@ -499,8 +562,9 @@ impl PgOrganizationStore {
         &self,
         query: sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments>,
         pool: &PgPool,
+        scope: &Scoped,
     ) -> Result<Option<Organization>, OrgError> {
-        let mut conn = self.inner.db.statement_connection_on(pool).await?;
+        let mut conn = self.connection_on(pool, scope).await?;
         let row = query.fetch_optional(&mut *conn).await.map_err(db)?;
         conn.finish().await?;
         row.as_ref()
@@ -515,8 +579,9 @@ impl PgOrganizationStore {
         role: &str,
         max_members: u32,
     ) -> Result<(), OrgError> {
-        let mut tx = self.inner.db.begin().await?;
-        let exists = sqlx::query(AssertSqlSafe(self.inner.sql.lock_org.clone()))
+        let scope = self.scope()?;
+        let mut tx = self.begin(&scope).await?;
+        let exists = sqlx::query(AssertSqlSafe(scope.sql.lock_org.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(Uuid::from(organization))
             .fetch_optional(&mut **tx)
@@ -525,7 +590,7 @@ impl PgOrganizationStore {
         if exists.is_none() {
             return Err(OrgError::not_found("organization", organization));
         }
-        let added = sqlx::query(AssertSqlSafe(self.inner.sql.add_member.clone()))
+        let added = sqlx::query(AssertSqlSafe(scope.sql.add_member.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(Uuid::from(organization))
             .bind(Uuid::from(user))
@@ -555,10 +620,9 @@ fn like_literal(text: &str) -> String {
 impl OrganizationStore for PgOrganizationStore {
     fn migrate(&self) -> StoreFuture<'_, MigrationReport> {
         Box::pin(async move {
+            let (set, schema) = self.migrations_here()?;
             self.inner.outbox.migrate().await?;
-            Ok(Self::migrations()?
-                .run_in_schema(&self.inner.db, &self.inner.schema)
-                .await?)
+            Ok(set.run_in_schema(&self.inner.db, &schema).await?)
         })
     }
 
@@ -569,14 +633,15 @@ impl OrganizationStore for PgOrganizationStore {
         events: &'a [DomainEvent],
     ) -> StoreFuture<'a, ()> {
         Box::pin(async move {
+            let scope = self.scope()?;
             let orgs: Vec<&Organization> = organizations.iter().collect();
             let (events, channel) = self.inner.outbox.publish_params(events);
             let mut args = organization_arguments(&orgs, Documents::All)?;
             add(&mut args, actor)?;
             add(&mut args, events)?;
             add(&mut args, channel)?;
-            let mut conn = self.inner.db.statement_connection().await?;
-            sqlx::query_with(AssertSqlSafe(self.inner.sql.insert.clone()), args)
+            let mut conn = self.connection_on(self.inner.db.pool(), &scope).await?;
+            sqlx::query_with(AssertSqlSafe(scope.sql.insert.clone()), args)
                 .persistent(self.inner.db.pooler().named_statements())
                 .execute(&mut *conn)
                 .await
@@ -599,6 +664,7 @@ impl OrganizationStore for PgOrganizationStore {
         include_deleted: bool,
     ) -> StoreFuture<'_, Option<Organization>> {
         Box::pin(async move {
+            let scope = self.scope()?;
             // A deleted one is asked for by delete and restore, which write what they read:
             // from the primary.
             let pool = if include_deleted {
@@ -607,11 +673,12 @@ impl OrganizationStore for PgOrganizationStore {
                 self.reader()
             };
             self.fetch_optional(
-                sqlx::query(AssertSqlSafe(self.inner.sql.by_id.clone()))
+                sqlx::query(AssertSqlSafe(scope.sql.by_id.clone()))
                     .persistent(self.inner.db.pooler().named_statements())
                     .bind(Uuid::from(id))
                     .bind(include_deleted),
                 pool,
+                &scope,
             )
             .await
         })
@@ -619,11 +686,13 @@ impl OrganizationStore for PgOrganizationStore {
 
     fn find_by_slug<'a>(&'a self, slug: &'a Slug) -> StoreFuture<'a, Option<Organization>> {
         Box::pin(async move {
+            let scope = self.scope()?;
             self.fetch_optional(
-                sqlx::query(AssertSqlSafe(self.inner.sql.by_slug.clone()))
+                sqlx::query(AssertSqlSafe(scope.sql.by_slug.clone()))
                     .persistent(self.inner.db.pooler().named_statements())
                     .bind(slug.as_str()),
                 self.reader(),
+                &scope,
             )
             .await
         })
@@ -631,10 +700,12 @@ impl OrganizationStore for PgOrganizationStore {
 
     fn find_many<'a>(&'a self, ids: &'a [OrganizationId]) -> StoreFuture<'a, Vec<Organization>> {
         Box::pin(async move {
+            let scope = self.scope()?;
             self.fetch_all(
-                sqlx::query(AssertSqlSafe(self.inner.sql.by_ids.clone()))
+                sqlx::query(AssertSqlSafe(scope.sql.by_ids.clone()))
                     .persistent(self.inner.db.pooler().named_statements())
                     .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>()),
+                &scope,
             )
             .await
         })
@@ -642,9 +713,10 @@ impl OrganizationStore for PgOrganizationStore {
 
     fn search<'a>(&'a self, query: &'a SearchQuery) -> StoreFuture<'a, Vec<Organization>> {
         Box::pin(async move {
+            let scope = self.scope()?;
             let sql = match query.text {
-                Some(_) => &self.inner.sql.search_text,
-                None => &self.inner.sql.search_all,
+                Some(_) => &scope.sql.search_text,
+                None => &scope.sql.search_all,
             };
             let (after_name, after_id) = query
                 .after
@@ -662,6 +734,7 @@ impl OrganizationStore for PgOrganizationStore {
                     .bind(i64::try_from(query.offset).map_err(|_| {
                         OrgError::invalid("offset", "larger than 9223372036854775807")
                     })?),
+                &scope,
             )
             .await
         })
@@ -669,11 +742,12 @@ impl OrganizationStore for PgOrganizationStore {
 
     fn count<'a>(&'a self, text: Option<&'a str>) -> StoreFuture<'a, i64> {
         Box::pin(async move {
+            let scope = self.scope()?;
             let sql = match text {
-                Some(_) => &self.inner.sql.count_text,
-                None => &self.inner.sql.count_all,
+                Some(_) => &scope.sql.count_text,
+                None => &scope.sql.count_all,
             };
-            let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
+            let mut conn = self.connection_on(self.reader(), &scope).await?;
             let count = sqlx::query_scalar(AssertSqlSafe(sql.clone()))
                 .persistent(self.inner.db.pooler().named_statements())
                 .bind(text.map(like_literal))
@@ -690,8 +764,9 @@ impl OrganizationStore for PgOrganizationStore {
         ids: &'a [OrganizationId],
     ) -> StoreFuture<'a, Vec<OrganizationSummary>> {
         Box::pin(async move {
-            let mut conn = self.inner.db.statement_connection_on(self.reader()).await?;
-            let rows = sqlx::query(AssertSqlSafe(self.inner.sql.summaries.clone()))
+            let scope = self.scope()?;
+            let mut conn = self.connection_on(self.reader(), &scope).await?;
+            let rows = sqlx::query(AssertSqlSafe(scope.sql.summaries.clone()))
                 .persistent(self.inner.db.pooler().named_statements())
                 .bind(ids.iter().map(|id| Uuid::from(*id)).collect::<Vec<_>>())
                 .fetch_all(&mut *conn)
@@ -724,6 +799,10 @@ impl OrganizationStore for PgOrganizationStore {
         Box::pin(self.add_member_locked(organization, user, role, max_members))
     }
 
+    fn tenant(&self) -> Result<Option<TenantId>, OrgError> {
+        self.acting_tenant()
+    }
+
     fn wrote(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             self.inner.db.wrote().await?;
@@ -744,8 +823,9 @@ impl OrganizationStore for PgOrganizationStore {
 
     fn audit_trail(&self, id: OrganizationId) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(async move {
-            let mut conn = self.inner.db.statement_connection().await?;
-            let rows = sqlx::query(AssertSqlSafe(self.inner.sql.audit_list.clone()))
+            let scope = self.scope()?;
+            let mut conn = self.connection_on(self.inner.db.pool(), &scope).await?;
+            let rows = sqlx::query(AssertSqlSafe(scope.sql.audit_list.clone()))
                 .persistent(self.inner.db.pooler().named_statements())
                 .bind(Uuid::from(id))
                 .fetch_all(&mut *conn)

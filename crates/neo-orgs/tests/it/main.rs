@@ -5,5 +5,6 @@
 mod fuzz;
 #[cfg(feature = "http")]
 mod http;
+mod isolation;
 mod replica;
 mod service;

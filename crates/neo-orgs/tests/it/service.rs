@@ -1,26 +1,56 @@
 use neo_cache::{Cache, CacheConfig, HybridCache};
+use neo_core::TenantId;
 use neo_core::{DomainName, ErrorKind, HasErrorKind, Metadata, MetadataLimits, Slug, UserId};
-use neo_db::{Db, DbConfig};
+use neo_db::{Db, DbConfig, Schema, TenantIsolation};
 use neo_events::{DomainEvent, Outbox, OutboxConfig};
 use neo_orgs::{
     Branding, Color, ConfiguredSettings, InMemoryOrganizationStore, Legal, NewOrganization,
     Notifier, OrgConfig, OrgError, OrgSettings, OrgStatus, Organization, OrganizationService,
-    SaveConfig,
+    OrganizationStore, PgOrganizationStore, SaveConfig,
 };
 use std::sync::{Arc, Mutex};
 
-/// Where a contract test runs: the PostgreSQL store with the tiered cache, or the in-memory
-/// store with an in-process cache. Every test below runs on both.
+/// Where a contract test runs: the PostgreSQL store with the tiered cache (one schema, a
+/// schema per tenant, or row-level security), or the in-memory store with an in-process
+/// cache. Every test below runs on each.
 #[derive(Clone)]
 enum Backend {
-    Postgres { db: Db, outbox: Outbox },
+    Postgres {
+        db: Db,
+        outbox: Outbox,
+        isolation: Option<TenantIsolation>,
+    },
     Memory(InMemoryOrganizationStore),
+}
+
+/// How a tenant-isolated setup keeps tenants apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// A schema per tenant (`tenant_<id>`).
+    Schemas,
+    /// Shared tables under row-level security, used by an application role that is neither
+    /// their owner nor `BYPASSRLS`.
+    Rls,
+}
+
+impl Isolation {
+    fn of(self) -> TenantIsolation {
+        match self {
+            Isolation::Schemas => TenantIsolation::schema_per_tenant("tenant_").unwrap(),
+            Isolation::Rls => TenantIsolation::row_level_security(),
+        }
+    }
 }
 
 pub(crate) struct Setup {
     _servers: Option<(neo_testkit::TestDatabase, neo_testkit::TestRedis)>,
+    /// The owner and application roles (and the PgBouncer logging in as the latter), and
+    /// the owner's pool.
+    roles: Option<(neo_testkit::SplitRoles, Db)>,
     backend: Backend,
     pub(crate) orgs: OrganizationService,
+    /// The tenant a tenant-isolated setup's contract tests act for.
+    pub(crate) tenant: Option<TenantId>,
 }
 
 /// The PostgreSQL setup (the HTTP tests use it too).
@@ -64,9 +94,146 @@ impl Setup {
         assert_eq!(orgs.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
         Setup {
             _servers: Some((test_db, redis)),
-            backend: Backend::Postgres { db, outbox },
+            roles: None,
+            backend: Backend::Postgres {
+                db,
+                outbox,
+                isolation: None,
+            },
             orgs,
+            tenant: None,
         }
+    }
+
+    /// A tenant-isolated PostgreSQL setup reached by `route`: the owner role migrates (for
+    /// `tenants`' schemas, or the shared tables once) and grants, the application role runs
+    /// the service; the contract tests act for the first tenant.
+    pub(crate) async fn isolated(
+        isolation: Isolation,
+        route: neo_testkit::PgRoute,
+        tenants: &[TenantId],
+    ) -> Setup {
+        let test_db = neo_testkit::PgRoute::Direct.database().await;
+        let roles = test_db.split_roles(route.is_pooled()).await.unwrap();
+        let redis = neo_testkit::redis().await;
+        let owner = Db::connect(&DbConfig::with_url(roles.owner_url()))
+            .await
+            .unwrap();
+        let owner_outbox = Outbox::new(&owner, OutboxConfig::default()).unwrap();
+        let config = OrgConfig::default();
+        let owner_store = PgOrganizationStore::tenant_isolated(
+            &owner,
+            owner_outbox,
+            &config.schema,
+            isolation.of(),
+        )
+        .unwrap();
+        let mut schemas = vec![Schema::new(&OutboxConfig::default().schema).unwrap()];
+        match isolation {
+            Isolation::Schemas => {
+                for tenant in tenants {
+                    let report = owner_store.for_tenant(*tenant).migrate().await.unwrap();
+                    assert_eq!(report.applied, vec![1, 2, 3, 4]);
+                    schemas.push(isolation.of().schema_of(*tenant).unwrap().unwrap());
+                }
+            }
+            Isolation::Rls => {
+                assert_eq!(
+                    owner_store.migrate().await.unwrap().applied,
+                    vec![1, 2, 3, 4, 5]
+                );
+                schemas.push(Schema::new(&config.schema).unwrap());
+            }
+        }
+        for schema in &schemas {
+            neo_db::tenancy::grant_app_role(&owner, schema, roles.app())
+                .await
+                .unwrap();
+        }
+        let db = Db::connect(
+            &(if route.is_pooled() {
+                DbConfig::behind_transaction_pooler(roles.app_url(), test_db.direct_url())
+            } else {
+                DbConfig::with_url(roles.app_url())
+            }),
+        )
+        .await
+        .unwrap();
+        let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
+        let cache = HybridCache::<Organization>::tiered(
+            CacheConfig {
+                key_prefix: redis.key_prefix().to_owned(),
+                ..CacheConfig::named("orgs")
+            },
+            redis.url(),
+        )
+        .unwrap();
+        let orgs = OrganizationService::tenant_isolated(
+            &db,
+            outbox.clone(),
+            Some(cache),
+            config,
+            isolation.of(),
+        )
+        .unwrap();
+        Setup {
+            _servers: Some((test_db, redis)),
+            roles: Some((roles, owner)),
+            backend: Backend::Postgres {
+                db,
+                outbox,
+                isolation: Some(isolation.of()),
+            },
+            orgs,
+            tenant: tenants.first().copied(),
+        }
+    }
+
+    /// The in-memory store keeping tenants apart; the contract tests act for the first.
+    pub(crate) async fn memory_isolated(tenants: &[TenantId]) -> Setup {
+        let store = InMemoryOrganizationStore::tenant_isolated();
+        let cache = HybridCache::<Organization>::memory(CacheConfig::named("orgs")).unwrap();
+        let orgs =
+            OrganizationService::with_store(store.clone(), Some(cache), OrgConfig::default())
+                .unwrap();
+        Setup {
+            _servers: None,
+            roles: None,
+            backend: Backend::Memory(store),
+            orgs,
+            tenant: tenants.first().copied(),
+        }
+    }
+
+    /// Runs a contract test in the setup's tenant (when it has one).
+    async fn run<F: std::future::Future<Output = ()>>(self, test: impl FnOnce(Setup) -> F) {
+        match self.tenant {
+            Some(tenant) => neo_tenant::scope(tenant, test(self)).await,
+            None => test(self).await,
+        }
+    }
+
+    /// The service's cache key of `id` (namespaced by the tenant in a tenant-isolated setup).
+    fn cache_key(&self, id: neo_core::OrganizationId) -> String {
+        match self.tenant {
+            Some(tenant) => format!("org:{tenant}:{id}"),
+            None => format!("org:{id}"),
+        }
+    }
+
+    /// The database's direct URL as the superuser that created it (bypasses row-level
+    /// security: only for checking what is really stored).
+    pub(crate) fn superuser_url(&self) -> &str {
+        self._servers
+            .as_ref()
+            .expect("a PostgreSQL setup")
+            .0
+            .direct_url()
+    }
+
+    /// The owner and application roles (a tenant-isolated PostgreSQL setup only).
+    pub(crate) fn roles(&self) -> &neo_testkit::SplitRoles {
+        &self.roles.as_ref().expect("a tenant-isolated setup").0
     }
 
     async fn memory() -> Setup {
@@ -78,8 +245,10 @@ impl Setup {
         orgs.migrate().await.unwrap();
         Setup {
             _servers: None,
+            roles: None,
             backend: Backend::Memory(store),
             orgs,
+            tenant: None,
         }
     }
 
@@ -90,7 +259,7 @@ impl Setup {
     )]
     pub(crate) fn pg_parts(&self) -> (&Db, &Outbox) {
         match &self.backend {
-            Backend::Postgres { db, outbox } => (db, outbox),
+            Backend::Postgres { db, outbox, .. } => (db, outbox),
             Backend::Memory(_) => panic!("not a PostgreSQL setup"),
         }
     }
@@ -98,9 +267,23 @@ impl Setup {
     /// Another service (no cache) on the same data, with `config`.
     fn service(&self, config: OrgConfig) -> OrganizationService {
         match &self.backend {
-            Backend::Postgres { db, outbox } => {
-                OrganizationService::new(db, outbox.clone(), None, config).unwrap()
-            }
+            Backend::Postgres {
+                db,
+                outbox,
+                isolation: None,
+            } => OrganizationService::new(db, outbox.clone(), None, config).unwrap(),
+            Backend::Postgres {
+                db,
+                outbox,
+                isolation: Some(isolation),
+            } => OrganizationService::tenant_isolated(
+                db,
+                outbox.clone(),
+                None,
+                config,
+                isolation.clone(),
+            )
+            .unwrap(),
             Backend::Memory(store) => {
                 OrganizationService::with_store(store.clone(), None, config).unwrap()
             }
@@ -112,7 +295,14 @@ impl Setup {
     fn cached_service(&self, config: OrgConfig) -> OrganizationService {
         let cache_config = CacheConfig::named("orgs-own");
         match (&self.backend, &self._servers) {
-            (Backend::Postgres { db, outbox }, Some((_, redis))) => {
+            (
+                Backend::Postgres {
+                    db,
+                    outbox,
+                    isolation,
+                },
+                Some((_, redis)),
+            ) => {
                 let cache = HybridCache::<Organization>::tiered(
                     CacheConfig {
                         key_prefix: redis.key_prefix().to_owned(),
@@ -121,7 +311,19 @@ impl Setup {
                     redis.url(),
                 )
                 .unwrap();
-                OrganizationService::new(db, outbox.clone(), Some(cache), config).unwrap()
+                match isolation {
+                    None => {
+                        OrganizationService::new(db, outbox.clone(), Some(cache), config).unwrap()
+                    }
+                    Some(isolation) => OrganizationService::tenant_isolated(
+                        db,
+                        outbox.clone(),
+                        Some(cache),
+                        config,
+                        isolation.clone(),
+                    )
+                    .unwrap(),
+                }
             }
             (Backend::Memory(store), _) => {
                 let cache = HybridCache::<Organization>::memory(cache_config).unwrap();
@@ -152,7 +354,9 @@ impl Setup {
     }
 }
 
-/// Each contract test, once per backend.
+/// Each contract test, once per backend: one schema (direct and through PgBouncer), a
+/// schema per tenant and row-level security (each direct and through PgBouncer, acting for a
+/// tenant), in memory without and with tenants.
 macro_rules! contract {
     ($($name:ident),* $(,)?) => {
         mod postgres {
@@ -164,7 +368,42 @@ macro_rules! contract {
         mod pgbouncer {
             $(#[tokio::test] async fn $name() { super::$name(super::Setup::pgbouncer().await).await })*
         }
+        contract!(@mode schema_per_tenant, Schemas, Direct, $($name),*);
+        contract!(@mode schema_per_tenant_pgbouncer, Schemas, PgBouncer, $($name),*);
+        contract!(@mode rls, Rls, Direct, $($name),*);
+        contract!(@mode rls_pgbouncer, Rls, PgBouncer, $($name),*);
+        mod memory_tenant_isolated {
+            $(#[tokio::test] async fn $name() {
+                super::Setup::memory_isolated(&[neo_core::TenantId::new()]).await.run(super::$name).await
+            })*
+        }
     };
+    (@mode $module:ident, $isolation:ident, $route:ident, $($name:ident),*) => {
+        mod $module {
+            $(#[tokio::test] async fn $name() {
+                super::Setup::isolated(
+                    super::Isolation::$isolation,
+                    neo_testkit::PgRoute::$route,
+                    &[neo_core::TenantId::new()],
+                )
+                .await
+                .run(super::$name)
+                .await
+            })*
+        }
+    };
+}
+
+/// Spawns `work` acting for the current tenant, if any (a spawned task does not inherit it).
+fn spawn_here<F>(work: F) -> tokio::task::JoinHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    match neo_tenant::current() {
+        Some(tenant) => tokio::spawn(async move { neo_tenant::scope(tenant, work).await }),
+        None => tokio::spawn(work),
+    }
 }
 
 contract!(
@@ -491,7 +730,7 @@ async fn soft_delete_hides_and_restore_brings_back(s: Setup) {
         s.orgs
             .cache()
             .unwrap()
-            .get(&format!("org:{}", acme.id()))
+            .get(&s.cache_key(acme.id()))
             .await
             .unwrap()
             .is_some()
@@ -647,7 +886,7 @@ async fn concurrent_saves_share_statements_and_each_gets_its_own_answer(s: Setup
     let created = s.orgs.batch_create("seed", news).await.unwrap();
     let saves = created.iter().cloned().map(|mut org| {
         let orgs = s.orgs.clone();
-        tokio::spawn(async move {
+        spawn_here(async move {
             org.merge_metadata(
                 &serde_json::json!({ "touched": true }),
                 &MetadataLimits::default(),
@@ -662,7 +901,7 @@ async fn concurrent_saves_share_statements_and_each_gets_its_own_answer(s: Setup
     let target = s.orgs.get(created[0].id()).await.unwrap();
     let racers = (0..20).map(|n| {
         let (orgs, mut org) = (s.orgs.clone(), target.clone());
-        tokio::spawn(async move {
+        spawn_here(async move {
             org.rename(&format!("Racer {n}"), None).unwrap();
             orgs.save("race", org).await
         })

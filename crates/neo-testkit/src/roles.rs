@@ -1,0 +1,103 @@
+//! Two roles on a test database, for tests of row-level security: an owner that runs the
+//! migrations and owns the tables, and an application role that is neither the owner nor a
+//! superuser nor `BYPASSRLS` — so a test cannot pass because PostgreSQL skipped the policies.
+
+use crate::{Error, PgBouncer, Result, TestDatabase};
+use sqlx::Connection as _;
+
+/// The owner and application roles of one [`TestDatabase`] (see
+/// [`TestDatabase::split_roles`]). Holds the PgBouncer that logs in as the application role,
+/// when asked for one.
+#[derive(Debug)]
+pub struct SplitRoles {
+    owner: String,
+    app: String,
+    owner_url: String,
+    app_url: String,
+    _bouncer: Option<PgBouncer>,
+}
+
+impl SplitRoles {
+    /// The owner role's name: it owns the database (so it may create schemas and the
+    /// trusted extensions the migrations need) and every table the migrations create.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// The application role's name: `LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT`, owning
+    /// nothing; it gets rights only through the grants the test makes.
+    pub fn app(&self) -> &str {
+        &self.app
+    }
+
+    /// A direct URL of the database as the owner (for migrations and grants).
+    pub fn owner_url(&self) -> &str {
+        &self.owner_url
+    }
+
+    /// A URL of the database as the application role: direct, or through a PgBouncer in
+    /// transaction mode whose server connections log in as the application role.
+    pub fn app_url(&self) -> &str {
+        &self.app_url
+    }
+}
+
+impl TestDatabase {
+    /// Creates `<database>_owner` and `<database>_app` (see [`SplitRoles`]), makes the
+    /// owner own the database, and, with `through_pgbouncer`, starts a PgBouncer in
+    /// transaction mode in front of the server that logs in as the application role (the
+    /// shared PgBouncer logs in as the superuser, which would bypass row-level security).
+    ///
+    /// # Errors
+    /// [`Error::Client`] when a statement fails; PgBouncer's start errors.
+    pub async fn split_roles(&self, through_pgbouncer: bool) -> Result<SplitRoles> {
+        let name = self.name().to_owned();
+        let (owner, app) = (format!("{name}_owner"), format!("{name}_app"));
+        let mut conn = sqlx::PgConnection::connect(self.direct_url())
+            .await
+            .map_err(Error::client(format!("connecting to {name}")))?;
+        // The names are the generated database name (hex digits) and fixed suffixes.
+        for statement in [
+            format!("CREATE ROLE \"{owner}\" LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE"),
+            format!("CREATE ROLE \"{app}\" LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT NOCREATEROLE"),
+            format!("ALTER DATABASE \"{name}\" OWNER TO \"{owner}\""),
+        ] {
+            sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
+                .execute(&mut conn)
+                .await
+                .map_err(Error::client(statement))?;
+        }
+        let _ = conn.close().await;
+        let as_role = |role: &str| -> Result<String> {
+            let mut url = url::Url::parse(self.direct_url())
+                .map_err(Error::client("parsing the database URL"))?;
+            url.set_username(role).map_err(|()| Error::Client {
+                context: "setting the role in the database URL".into(),
+                detail: role.to_owned(),
+            })?;
+            url.set_password(None).map_err(|()| Error::Client {
+                context: "clearing the password in the database URL".into(),
+                detail: role.to_owned(),
+            })?;
+            Ok(url.into())
+        };
+        let owner_url = as_role(&owner)?;
+        let direct_app_url = as_role(&app)?;
+        let (app_url, bouncer) = if through_pgbouncer {
+            let backend = direct_app_url.clone();
+            let bouncer = tokio::task::spawn_blocking(move || PgBouncer::start(&backend))
+                .await
+                .map_err(Error::client("starting PgBouncer for the application role"))??;
+            (bouncer.url_for(&name), Some(bouncer))
+        } else {
+            (direct_app_url, None)
+        };
+        Ok(SplitRoles {
+            owner,
+            app,
+            owner_url,
+            app_url,
+            _bouncer: bouncer,
+        })
+    }
+}
