@@ -193,7 +193,7 @@ impl MigrationSet {
         mut migrator: Migrator,
     ) -> Result<MigrationReport> {
         migrator.set_locking(false);
-        let mut tx = db.pool().begin().await?;
+        let mut tx = db.begin_raw(db.pool()).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .persistent(false)
             .bind(format!("neo-db migrations {}", self.name))

@@ -45,6 +45,9 @@ pub(crate) struct Shared {
     pub(crate) replicas: Option<Replicas>,
     /// The primary's hosts, when its URL names several or a read-write target.
     pub(crate) hosts: Option<Arc<Hosts>>,
+    /// What opens a transaction: `BEGIN`, with the statement timeout as `SET LOCAL` behind a
+    /// transaction pooler (see [`begin_statement`]).
+    pub(crate) begin: Option<String>,
     /// Moves the pool to the host that accepts writes; stopped with the last handle.
     pub(crate) _watcher: Option<failover::Watcher>,
 }
@@ -160,6 +163,7 @@ impl Db {
                 config: config.clone(),
                 replicas,
                 hosts,
+                begin: begin_statement(config),
                 _watcher: watcher,
             }),
         }
@@ -248,7 +252,8 @@ impl Db {
         connect = tls::apply(config, url, connect)?
             .application_name(&config.application_name)
             .statement_cache_capacity(cache);
-        // PgBouncer refuses the `options` startup parameter (crate::DbConfig::pooler).
+        // PgBouncer refuses the `options` startup parameter (crate::DbConfig::pooler): behind
+        // it each transaction sets the timeout itself (`begin_statement`).
         if let Some(timeout) = config
             .statement_timeout
             .filter(|_| config.pooler.named_statements())
@@ -313,7 +318,7 @@ impl Db {
     /// A unit of work on `pool` (the primary's or a replica's), with this `Db`'s telemetry.
     pub(crate) async fn begin_on(&self, pool: &PgPool) -> Result<UnitOfWork> {
         let started = Instant::now();
-        let result = pool.begin().await;
+        let result = self.begin_raw(pool).await;
         self.shared.telemetry.record_acquire(
             started.elapsed(),
             matches!(result, Err(sqlx::Error::PoolTimedOut)),
@@ -323,6 +328,17 @@ impl Db {
             started_at: Instant::now(),
             shared: Arc::clone(&self.shared),
         })
+    }
+
+    /// A transaction on `pool` opened by this `Db`'s [`begin_statement`] (no telemetry).
+    pub(crate) async fn begin_raw(
+        &self,
+        pool: &PgPool,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        match &self.shared.begin {
+            Some(begin) => pool.begin_with(sqlx::AssertSqlSafe(begin.clone())).await,
+            None => pool.begin().await,
+        }
     }
 
     /// Starts a unit of work whose unqualified table names resolve in `schema` first
@@ -345,7 +361,8 @@ impl Db {
         let timeout = self.shared.config.health_check_timeout;
         let ping = async {
             let mut conn = self.acquire_tracked().await?;
-            sqlx::query("SELECT 1").execute(&mut *conn).await
+            // A simple query: one message, no prepared statement, safe behind any pooler.
+            sqlx::raw_sql("SELECT 1").execute(&mut *conn).await
         };
         match tokio::time::timeout(timeout, ping).await {
             Ok(result) => {
@@ -383,6 +400,20 @@ impl Db {
     }
 }
 
+/// The statement that opens the library's transactions, when it is not sqlx's `BEGIN`:
+/// behind a transaction pooler the `statement_timeout` startup parameter is not sent
+/// ([`Db::connect_options`]), so every transaction sets it for itself with `SET LOCAL`, in
+/// the same simple query as `BEGIN` (no extra round trip). Savepoints inherit it.
+fn begin_statement(config: &DbConfig) -> Option<String> {
+    let timeout = config
+        .statement_timeout
+        .filter(|_| !config.pooler.named_statements())?;
+    Some(format!(
+        "BEGIN; SET LOCAL statement_timeout = {}",
+        timeout.as_millis()
+    ))
+}
+
 // For every borrow and every `'a`, as sqlx does for `&Pool`: the futures own a clone of the
 // handle, so callers' futures stay `Send` for any lifetime (`tokio::spawn` works).
 impl<'a> Acquire<'a> for &'_ Db {
@@ -398,7 +429,7 @@ impl<'a> Acquire<'a> for &'_ Db {
         let db = self.clone();
         Box::pin(async move {
             let started = Instant::now();
-            let result = db.pool.begin().await;
+            let result = db.begin_raw(&db.pool).await;
             db.shared.telemetry.record_acquire(
                 started.elapsed(),
                 matches!(result, Err(sqlx::Error::PoolTimedOut)),
