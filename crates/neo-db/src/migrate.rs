@@ -218,6 +218,8 @@ impl MigrationSet {
         sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
         if let Err(error) = outcome {
             tx.commit().await?;
+            // The scripts before the failing one are committed.
+            db.shared().types_changed.mark();
             return Err(error.into());
         }
         let applied = applied_versions(&mut tx, table)
@@ -227,6 +229,8 @@ impl MigrationSet {
             .collect::<Vec<_>>();
         tx.commit().await?;
         if !applied.is_empty() {
+            // Connections opened before may not know types these scripts created.
+            db.shared().types_changed.mark();
             tracing::info!(
                 db.migrations = self.name.as_str(),
                 ?applied,

@@ -1,5 +1,6 @@
 //! The pool handle [`Db`], tracked connections and the unit of work.
 
+use crate::custom_types::{self, TypesChanged};
 use crate::failover::{self, Hosts, Target};
 use crate::replica::Replicas;
 use crate::telemetry::{PoolStats, Telemetry};
@@ -48,6 +49,8 @@ pub(crate) struct Shared {
     /// What opens a transaction: `BEGIN`, with the statement timeout as `SET LOCAL` behind a
     /// transaction pooler (see [`begin_statement`]).
     pub(crate) begin: Option<String>,
+    /// When migrations through this `Db` last applied something (crate::custom_types).
+    pub(crate) types_changed: Arc<TypesChanged>,
     /// Moves the pool to the host that accepts writes; stopped with the last handle.
     pub(crate) _watcher: Option<failover::Watcher>,
 }
@@ -58,6 +61,7 @@ struct Built {
     connect: PgConnectOptions,
     hosts: Option<Arc<Hosts>>,
     replicas: Option<Replicas>,
+    types_changed: Arc<TypesChanged>,
 }
 
 impl std::fmt::Debug for Db {
@@ -95,6 +99,7 @@ impl Db {
             mut connect,
             hosts,
             replicas,
+            types_changed,
         } = Self::options(config)?;
         if let Some(hosts) = &hosts
             && let Some((index, probe)) = hosts.find_primary().await
@@ -112,7 +117,7 @@ impl Db {
                     pool.close().await;
                     return Err(refused);
                 }
-                Ok(Self::assemble(pool, config, hosts, replicas))
+                Ok(Self::assemble(pool, config, hosts, replicas, types_changed))
             }
             Err(sqlx::Error::PoolTimedOut) => {
                 // The pool retried until `acquire_timeout` and kept the cause to itself; one
@@ -135,13 +140,19 @@ impl Db {
     pub fn connect_lazy(config: &DbConfig) -> Result<Db> {
         let built = Self::options(config)?;
         let pool = built.pool.connect_lazy_with(built.connect);
-        Ok(Self::assemble(pool, config, built.hosts, built.replicas))
+        Ok(Self::assemble(
+            pool,
+            config,
+            built.hosts,
+            built.replicas,
+            built.types_changed,
+        ))
     }
 
     /// Wraps a pool built elsewhere; `config` supplies the telemetry and batch settings (its
     /// replicas and host list are not used: build the `Db` with [`Db::connect`] for those).
     pub fn from_pool(pool: PgPool, config: &DbConfig) -> Db {
-        Self::assemble(pool, config, None, None)
+        Self::assemble(pool, config, None, None, Arc::new(TypesChanged::new()))
     }
 
     fn assemble(
@@ -149,6 +160,7 @@ impl Db {
         config: &DbConfig,
         hosts: Option<Arc<Hosts>>,
         replicas: Option<Replicas>,
+        types_changed: Arc<TypesChanged>,
     ) -> Db {
         let watcher = hosts
             .as_ref()
@@ -164,6 +176,7 @@ impl Db {
                 replicas,
                 hosts,
                 begin: begin_statement(config),
+                types_changed,
                 _watcher: watcher,
             }),
         }
@@ -197,6 +210,7 @@ impl Db {
         }
         let names: Vec<String> = hosts.iter().map(|(name, _)| name.clone()).collect();
         let replicas = Replicas::build(config, &names, |url| Self::connect_options(config, url))?;
+        let types_changed = Arc::new(TypesChanged::new());
         let connect = hosts[0].1.clone();
         let mut options = PgPoolOptions::new()
             .max_connections(config.max_connections)
@@ -207,22 +221,37 @@ impl Db {
             .test_before_acquire(config.test_before_acquire);
         let hosts = (hosts.len() > 1 || split.target == Target::ReadWrite)
             .then(|| Arc::new(Hosts::new(hosts, split.target, config.failover)));
-        if let Some(hosts) = &hosts
-            && hosts.target == Target::ReadWrite
-        {
-            let hosts = Arc::clone(hosts);
+        let read_write = hosts
+            .as_ref()
+            .filter(|hosts| hosts.target == Target::ReadWrite)
+            .map(Arc::clone);
+        // Behind a transaction pooler user-defined types are resolved per connection.
+        let preload = config.pooler.needs_transaction();
+        if read_write.is_some() || preload {
             options = options.after_connect(move |conn, _| {
-                let hosts = Arc::clone(&hosts);
+                let read_write = read_write.clone();
                 Box::pin(async move {
-                    if failover::suits(conn, Target::ReadWrite).await? {
-                        return Ok(());
+                    if let Some(hosts) = read_write
+                        && !failover::suits(conn, Target::ReadWrite).await?
+                    {
+                        // The primary moved: wake the watcher; the pool retries the connection.
+                        hosts.wake.notify_one();
+                        return Err(sqlx::Error::Configuration(
+                            "target_session_attrs=read-write: the server is read-only".into(),
+                        ));
                     }
-                    // The primary moved: wake the watcher; the pool retries the connection.
-                    hosts.wake.notify_one();
-                    Err(sqlx::Error::Configuration(
-                        "target_session_attrs=read-write: the server is read-only".into(),
-                    ))
+                    if preload {
+                        custom_types::preload(conn).await?;
+                    }
+                    Ok(())
                 })
+            });
+        }
+        if preload {
+            let types_changed = Arc::clone(&types_changed);
+            options = options.before_acquire(move |_, meta| {
+                let stale = types_changed.is_stale(meta.age);
+                Box::pin(async move { Ok(!stale) })
             });
         }
         Ok(Built {
@@ -230,6 +259,7 @@ impl Db {
             connect,
             hosts,
             replicas,
+            types_changed,
         })
     }
 

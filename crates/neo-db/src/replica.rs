@@ -173,13 +173,18 @@ impl Replicas {
                     index + 1
                 )));
             }
-            let pool = PgPoolOptions::new()
+            let mut options = PgPoolOptions::new()
                 .max_connections(replica.max_connections.unwrap_or(config.max_connections))
                 .acquire_timeout(config.acquire_timeout)
                 .idle_timeout(config.idle_timeout)
                 .max_lifetime(config.max_lifetime)
-                .test_before_acquire(config.test_before_acquire)
-                .connect_lazy_with(connect);
+                .test_before_acquire(config.test_before_acquire);
+            if config.pooler.needs_transaction() {
+                // As on the primary (crate::custom_types).
+                options =
+                    options.after_connect(|conn, _| Box::pin(crate::custom_types::preload(conn)));
+            }
+            let pool = options.connect_lazy_with(connect);
             members.push(Arc::new(Replica {
                 name,
                 pool,
