@@ -62,14 +62,28 @@ impl Measurement {
     }
 }
 
+/// How many more rounds a pair whose target is within [`TIGHT_TARGET`] of 1 gets: a goal of a
+/// few percent is smaller than the spread of 10 ms samples on a shared two-core machine, so its
+/// median needs more rounds to settle (five times the rounds: the spread of a median shrinks
+/// with the square root of their number).
+pub(crate) const TIGHT_ROUNDS: usize = 5;
+
+/// A target at most this far above 1 (e.g. 1.05) is tight (see [`TIGHT_ROUNDS`]).
+pub(crate) const TIGHT_TARGET: f64 = 0.1;
+
 /// Measures a pair: calibrates an iteration count per side, then takes interleaved samples
-/// (ours, raw, ours, ...) so drift on a shared machine hits both sides alike.
+/// (ours, raw, ours, ...) so drift on a shared machine hits both sides alike; a pair with a
+/// tight target gets [`TIGHT_ROUNDS`] times the rounds.
 pub fn compare(pair: &mut Pair, settings: Settings) -> Measurement {
     let ours_iters = calibrate(&mut pair.ours, settings.sample_time);
     let raw_iters = calibrate(&mut pair.raw, settings.sample_time);
-    let mut ours = Vec::with_capacity(settings.samples);
-    let mut raw = Vec::with_capacity(settings.samples);
-    for round in 0..settings.samples {
+    let tight = pair
+        .target
+        .is_some_and(|t| t >= 1.0 && t - 1.0 <= TIGHT_TARGET);
+    let rounds = settings.samples * if tight { TIGHT_ROUNDS } else { 1 };
+    let mut ours = Vec::with_capacity(rounds);
+    let mut raw = Vec::with_capacity(rounds);
+    for round in 0..rounds {
         // Alternate which side goes first, so neither always follows the other's cache state.
         if round % 2 == 0 {
             ours.push(sample(&mut pair.ours, ours_iters));

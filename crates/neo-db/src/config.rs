@@ -80,8 +80,11 @@ pub struct DbConfig {
     /// `transaction` for PgBouncer in transaction mode, where neo-db keeps no session state
     /// (no named prepared statements, every statement in a transaction, `SET LOCAL` only,
     /// transaction-scoped advisory locks; see [`Pooler`](crate::Pooler)). PgBouncer refuses
-    /// the startup parameter that carries `statement_timeout`, so it is not sent: set it on
-    /// the role or database (`ALTER ROLE app SET statement_timeout = '30s'`).
+    /// the startup parameter that carries `statement_timeout`, so each transaction neo-db
+    /// opens (a unit of work, a statement connection, a batch) starts with
+    /// `BEGIN; SET LOCAL statement_timeout = …` instead; statements a caller runs on
+    /// [`Db::pool`](crate::Db::pool) itself get the role's or database's setting
+    /// (`ALTER ROLE app SET statement_timeout = '30s'`).
     pub pooler: crate::Pooler,
     /// A direct URL (past any pooler) for LISTEN/NOTIFY (`NEO_DB_LISTEN_URL`), used by
     /// [`Db::listener`](crate::Db::listener). `None`: LISTEN on the pool when `pooler` is

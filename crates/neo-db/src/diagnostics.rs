@@ -58,24 +58,28 @@ pub struct LockWait {
 /// # Errors
 /// A database error.
 pub async fn top_statements(db: &Db, limit: u32) -> Result<Option<Vec<StatementStats>>> {
-    let mut conn = db.acquire().await?;
+    // A statement connection and `db.statement`: safe behind a transaction pooler.
+    let mut conn = db.statement_connection().await?;
     let installed: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_stat_statements') \
          AND 'pg_stat_statements' = ANY(string_to_array(replace(current_setting('shared_preload_libraries'), ' ', ''), ','))",
     )
+    .persistent(db.pooler().named_statements())
     .fetch_one(&mut *conn)
     .await?;
     if !installed {
         return Ok(None);
     }
-    let rows = sqlx::query(
-        "SELECT query, calls, mean_exec_time, total_exec_time, rows FROM pg_stat_statements \
+    let rows = db
+        .statement(
+            "SELECT query, calls, mean_exec_time, total_exec_time, rows FROM pg_stat_statements \
          WHERE dbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()) \
          ORDER BY mean_exec_time DESC LIMIT $1",
-    )
-    .bind(i64::from(limit))
-    .fetch_all(&mut *conn)
-    .await?;
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+    conn.finish().await?;
     let millis = |ms: f64| Duration::from_secs_f64((ms / 1e3).max(0.0));
     rows.into_iter()
         .map(|row| {
@@ -99,8 +103,8 @@ pub async fn top_statements(db: &Db, limit: u32) -> Result<Option<Vec<StatementS
 /// # Errors
 /// A database error.
 pub async fn lock_waits(db: &Db) -> Result<Vec<LockWait>> {
-    let mut conn = db.acquire().await?;
-    let rows = sqlx::query(
+    let mut conn = db.statement_connection().await?;
+    let rows = db.statement(
         "SELECT w.pid AS waiting_pid, coalesce(w.query, '') AS waiting_query, \
                 extract(epoch FROM clock_timestamp() - coalesce(w.query_start, clock_timestamp()))::float8 AS waiting_seconds, \
                 l.locktype, l.mode, l.relation::regclass::text AS relation, \
@@ -114,6 +118,7 @@ pub async fn lock_waits(db: &Db) -> Result<Vec<LockWait>> {
     )
     .fetch_all(&mut *conn)
     .await?;
+    conn.finish().await?;
     rows.into_iter()
         .map(|row| {
             let seconds: f64 = row.try_get("waiting_seconds")?;

@@ -64,6 +64,7 @@
 mod batch;
 mod config;
 mod copy;
+mod custom_types;
 pub mod diagnostics;
 mod error;
 mod failover;

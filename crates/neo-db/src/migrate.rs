@@ -208,7 +208,7 @@ impl MigrationSet {
         mut migrator: Migrator,
     ) -> Result<MigrationReport> {
         migrator.set_locking(false);
-        let mut tx = db.pool().begin().await?;
+        let mut tx = db.begin_raw(db.pool()).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .persistent(false)
             .bind(format!("neo-db migrations {}", self.name))
@@ -233,6 +233,8 @@ impl MigrationSet {
         sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
         if let Err(error) = outcome {
             tx.commit().await?;
+            // The scripts before the failing one are committed.
+            db.shared().types_changed.mark();
             return Err(error.into());
         }
         let applied = applied_versions(&mut tx, table)
@@ -242,6 +244,8 @@ impl MigrationSet {
             .collect::<Vec<_>>();
         tx.commit().await?;
         if !applied.is_empty() {
+            // Connections opened before may not know types these scripts created.
+            db.shared().types_changed.mark();
             tracing::info!(
                 db.migrations = self.name.as_str(),
                 ?applied,

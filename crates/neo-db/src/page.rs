@@ -152,7 +152,7 @@ impl<T: Record> BatchRepository<T> {
         let (table, id, column) = (&self.table, &self.id_column, &sort.column);
         let order = sort.order.keyword();
         let fetch = i64::from(limit) + 1;
-        let mut conn = Conn::open(exec, self.pooled()).await?;
+        let mut conn = Conn::open(exec, self.pooled(), &self.shared).await?;
         let query = match position {
             None => sqlx::query_as::<_, T>(sql(format!(
                 "SELECT * FROM {table} ORDER BY {column} {order}, {id} {order} LIMIT $1"
@@ -210,7 +210,7 @@ impl<T: Record> BatchRepository<T> {
         let order = sort.order.keyword();
         let limit = request.limit().max(1);
         let offset = i64::try_from(request.offset()).unwrap_or(i64::MAX);
-        let mut conn = Conn::open(exec, self.pooled()).await?;
+        let mut conn = Conn::open(exec, self.pooled(), &self.shared).await?;
         let fetched = sqlx::query_as::<_, T>(sql(format!(
             "SELECT * FROM {table} ORDER BY {column} {order}, {id} {order} LIMIT $1 OFFSET $2"
         )))

@@ -21,6 +21,11 @@ use sqlx::{Postgres, SqlSafeStr};
 /// built from validated identifiers ([`crate::quote_identifier`]) and fixed keywords, with
 /// values bound as parameters.
 ///
+/// Unnamed, such a statement fails with 26000 the first time a connection meets a
+/// user-defined type (an enum column) in its result, unless the pool resolved the type when
+/// it connected, as it does behind a transaction pooler (`pooler = "transaction"`); directly,
+/// cast such columns to `text` or keep the prepared default for them.
+///
 /// # Example
 /// ```no_run
 /// # async fn demo(db: neo_db::Db, ids: Vec<uuid::Uuid>) -> Result<(), sqlx::Error> {

@@ -1,5 +1,6 @@
 //! The pool handle [`Db`], tracked connections and the unit of work.
 
+use crate::custom_types::{self, TypesChanged};
 use crate::failover::{self, Hosts, Target};
 use crate::replica::Replicas;
 use crate::telemetry::{PoolStats, Telemetry};
@@ -45,6 +46,11 @@ pub(crate) struct Shared {
     pub(crate) replicas: Option<Replicas>,
     /// The primary's hosts, when its URL names several or a read-write target.
     pub(crate) hosts: Option<Arc<Hosts>>,
+    /// What opens a transaction: `BEGIN`, with the statement timeout as `SET LOCAL` behind a
+    /// transaction pooler (see [`begin_statement`]).
+    pub(crate) begin: Option<String>,
+    /// When migrations through this `Db` last applied something (crate::custom_types).
+    pub(crate) types_changed: Arc<TypesChanged>,
     /// Moves the pool to the host that accepts writes; stopped with the last handle.
     pub(crate) _watcher: Option<failover::Watcher>,
 }
@@ -55,6 +61,7 @@ struct Built {
     connect: PgConnectOptions,
     hosts: Option<Arc<Hosts>>,
     replicas: Option<Replicas>,
+    types_changed: Arc<TypesChanged>,
 }
 
 impl std::fmt::Debug for Db {
@@ -92,6 +99,7 @@ impl Db {
             mut connect,
             hosts,
             replicas,
+            types_changed,
         } = Self::options(config)?;
         if let Some(hosts) = &hosts
             && let Some((index, probe)) = hosts.find_primary().await
@@ -109,7 +117,7 @@ impl Db {
                     pool.close().await;
                     return Err(refused);
                 }
-                Ok(Self::assemble(pool, config, hosts, replicas))
+                Ok(Self::assemble(pool, config, hosts, replicas, types_changed))
             }
             Err(sqlx::Error::PoolTimedOut) => {
                 // The pool retried until `acquire_timeout` and kept the cause to itself; one
@@ -132,13 +140,19 @@ impl Db {
     pub fn connect_lazy(config: &DbConfig) -> Result<Db> {
         let built = Self::options(config)?;
         let pool = built.pool.connect_lazy_with(built.connect);
-        Ok(Self::assemble(pool, config, built.hosts, built.replicas))
+        Ok(Self::assemble(
+            pool,
+            config,
+            built.hosts,
+            built.replicas,
+            built.types_changed,
+        ))
     }
 
     /// Wraps a pool built elsewhere; `config` supplies the telemetry and batch settings (its
     /// replicas and host list are not used: build the `Db` with [`Db::connect`] for those).
     pub fn from_pool(pool: PgPool, config: &DbConfig) -> Db {
-        Self::assemble(pool, config, None, None)
+        Self::assemble(pool, config, None, None, Arc::new(TypesChanged::new()))
     }
 
     fn assemble(
@@ -146,6 +160,7 @@ impl Db {
         config: &DbConfig,
         hosts: Option<Arc<Hosts>>,
         replicas: Option<Replicas>,
+        types_changed: Arc<TypesChanged>,
     ) -> Db {
         let watcher = hosts
             .as_ref()
@@ -160,6 +175,8 @@ impl Db {
                 config: config.clone(),
                 replicas,
                 hosts,
+                begin: begin_statement(config),
+                types_changed,
                 _watcher: watcher,
             }),
         }
@@ -193,6 +210,7 @@ impl Db {
         }
         let names: Vec<String> = hosts.iter().map(|(name, _)| name.clone()).collect();
         let replicas = Replicas::build(config, &names, |url| Self::connect_options(config, url))?;
+        let types_changed = Arc::new(TypesChanged::new());
         let connect = hosts[0].1.clone();
         let mut options = PgPoolOptions::new()
             .max_connections(config.max_connections)
@@ -203,22 +221,37 @@ impl Db {
             .test_before_acquire(config.test_before_acquire);
         let hosts = (hosts.len() > 1 || split.target == Target::ReadWrite)
             .then(|| Arc::new(Hosts::new(hosts, split.target, config.failover)));
-        if let Some(hosts) = &hosts
-            && hosts.target == Target::ReadWrite
-        {
-            let hosts = Arc::clone(hosts);
+        let read_write = hosts
+            .as_ref()
+            .filter(|hosts| hosts.target == Target::ReadWrite)
+            .map(Arc::clone);
+        // Behind a transaction pooler user-defined types are resolved per connection.
+        let preload = config.pooler.needs_transaction();
+        if read_write.is_some() || preload {
             options = options.after_connect(move |conn, _| {
-                let hosts = Arc::clone(&hosts);
+                let read_write = read_write.clone();
                 Box::pin(async move {
-                    if failover::suits(conn, Target::ReadWrite).await? {
-                        return Ok(());
+                    if let Some(hosts) = read_write
+                        && !failover::suits(conn, Target::ReadWrite).await?
+                    {
+                        // The primary moved: wake the watcher; the pool retries the connection.
+                        hosts.wake.notify_one();
+                        return Err(sqlx::Error::Configuration(
+                            "target_session_attrs=read-write: the server is read-only".into(),
+                        ));
                     }
-                    // The primary moved: wake the watcher; the pool retries the connection.
-                    hosts.wake.notify_one();
-                    Err(sqlx::Error::Configuration(
-                        "target_session_attrs=read-write: the server is read-only".into(),
-                    ))
+                    if preload {
+                        custom_types::preload(conn).await?;
+                    }
+                    Ok(())
                 })
+            });
+        }
+        if preload {
+            let types_changed = Arc::clone(&types_changed);
+            options = options.before_acquire(move |_, meta| {
+                let stale = types_changed.is_stale(meta.age);
+                Box::pin(async move { Ok(!stale) })
             });
         }
         Ok(Built {
@@ -226,6 +259,7 @@ impl Db {
             connect,
             hosts,
             replicas,
+            types_changed,
         })
     }
 
@@ -248,7 +282,8 @@ impl Db {
         connect = tls::apply(config, url, connect)?
             .application_name(&config.application_name)
             .statement_cache_capacity(cache);
-        // PgBouncer refuses the `options` startup parameter (crate::DbConfig::pooler).
+        // PgBouncer refuses the `options` startup parameter (crate::DbConfig::pooler): behind
+        // it each transaction sets the timeout itself (`begin_statement`).
         if let Some(timeout) = config
             .statement_timeout
             .filter(|_| config.pooler.named_statements())
@@ -315,17 +350,21 @@ impl Db {
         self.begin_with_on(pool, None).await
     }
 
-    /// A unit of work on `pool` opened by `statement` (`BEGIN` and more, sent as one simple
-    /// query: one round trip) instead of a plain `BEGIN`.
+    /// A unit of work on `pool` whose `BEGIN` (with this `Db`'s own `SET LOCAL`s) is followed
+    /// by `then`, all sent as one simple query: one round trip.
     pub(crate) async fn begin_with_on(
         &self,
         pool: &PgPool,
-        statement: Option<String>,
+        then: Option<String>,
     ) -> Result<UnitOfWork> {
         let started = Instant::now();
-        let result = match statement {
-            None => pool.begin().await,
-            Some(statement) => pool.begin_with(sqlx::AssertSqlSafe(statement)).await,
+        let result = match then {
+            None => self.begin_raw(pool).await,
+            Some(then) => {
+                let begin = self.shared.begin.as_deref().unwrap_or("BEGIN");
+                pool.begin_with(sqlx::AssertSqlSafe(format!("{begin}; {then}")))
+                    .await
+            }
         };
         self.shared.telemetry.record_acquire(
             started.elapsed(),
@@ -336,6 +375,17 @@ impl Db {
             started_at: Instant::now(),
             shared: Arc::clone(&self.shared),
         })
+    }
+
+    /// A transaction on `pool` opened by this `Db`'s [`begin_statement`] (no telemetry).
+    pub(crate) async fn begin_raw(
+        &self,
+        pool: &PgPool,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        match &self.shared.begin {
+            Some(begin) => pool.begin_with(sqlx::AssertSqlSafe(begin.clone())).await,
+            None => pool.begin().await,
+        }
     }
 
     /// Starts a unit of work whose unqualified table names resolve in `schema` first
@@ -358,7 +408,8 @@ impl Db {
         let timeout = self.shared.config.health_check_timeout;
         let ping = async {
             let mut conn = self.acquire_tracked().await?;
-            sqlx::query("SELECT 1").execute(&mut *conn).await
+            // A simple query: one message, no prepared statement, safe behind any pooler.
+            sqlx::raw_sql("SELECT 1").execute(&mut *conn).await
         };
         match tokio::time::timeout(timeout, ping).await {
             Ok(result) => {
@@ -396,6 +447,20 @@ impl Db {
     }
 }
 
+/// The statement that opens the library's transactions, when it is not sqlx's `BEGIN`:
+/// behind a transaction pooler the `statement_timeout` startup parameter is not sent
+/// ([`Db::connect_options`]), so every transaction sets it for itself with `SET LOCAL`, in
+/// the same simple query as `BEGIN` (no extra round trip). Savepoints inherit it.
+fn begin_statement(config: &DbConfig) -> Option<String> {
+    let timeout = config
+        .statement_timeout
+        .filter(|_| !config.pooler.named_statements())?;
+    Some(format!(
+        "BEGIN; SET LOCAL statement_timeout = {}",
+        timeout.as_millis()
+    ))
+}
+
 // For every borrow and every `'a`, as sqlx does for `&Pool`: the futures own a clone of the
 // handle, so callers' futures stay `Send` for any lifetime (`tokio::spawn` works).
 impl<'a> Acquire<'a> for &'_ Db {
@@ -411,7 +476,7 @@ impl<'a> Acquire<'a> for &'_ Db {
         let db = self.clone();
         Box::pin(async move {
             let started = Instant::now();
-            let result = db.pool.begin().await;
+            let result = db.begin_raw(&db.pool).await;
             db.shared.telemetry.record_acquire(
                 started.elapsed(),
                 matches!(result, Err(sqlx::Error::PoolTimedOut)),

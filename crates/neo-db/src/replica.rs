@@ -18,6 +18,7 @@ use crate::{Error, Result};
 use neo_core::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use sqlx::PgPool;
+use sqlx::Row as _;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -172,13 +173,18 @@ impl Replicas {
                     index + 1
                 )));
             }
-            let pool = PgPoolOptions::new()
+            let mut options = PgPoolOptions::new()
                 .max_connections(replica.max_connections.unwrap_or(config.max_connections))
                 .acquire_timeout(config.acquire_timeout)
                 .idle_timeout(config.idle_timeout)
                 .max_lifetime(config.max_lifetime)
-                .test_before_acquire(config.test_before_acquire)
-                .connect_lazy_with(connect);
+                .test_before_acquire(config.test_before_acquire);
+            if config.pooler.needs_transaction() {
+                // As on the primary (crate::custom_types).
+                options =
+                    options.after_connect(|conn, _| Box::pin(crate::custom_types::preload(conn)));
+            }
+            let pool = options.connect_lazy_with(connect);
             members.push(Arc::new(Replica {
                 name,
                 pool,
@@ -206,9 +212,11 @@ impl Replicas {
     /// only logged (reads go to the primary until it answers).
     pub(crate) async fn check(&self) -> Result<()> {
         for (index, replica) in self.members.iter().enumerate() {
-            match sqlx::query_scalar::<_, bool>("SELECT pg_is_in_recovery()")
+            // Simple queries here and below: no prepared statement, safe behind any pooler.
+            match sqlx::raw_sql("SELECT pg_is_in_recovery()")
                 .fetch_one(&replica.pool)
                 .await
+                .and_then(|row| row.try_get::<bool, _>(0))
             {
                 Ok(true) => {}
                 Ok(false) => {
@@ -287,7 +295,7 @@ impl Replicas {
 
     /// Reads a replica's replay position and lag (one query) into the cache.
     async fn refresh(max_lag: Duration, replica: Arc<Replica>) {
-        let answer = sqlx::query_as::<_, (Option<String>, Option<f64>)>(
+        let answer = sqlx::raw_sql(
             "SELECT pg_last_wal_replay_lsn()::text, \
              CASE WHEN pg_is_wal_replay_paused() \
                     OR pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
@@ -297,7 +305,13 @@ impl Replicas {
                   ELSE 0 END",
         )
         .fetch_one(&replica.pool)
-        .await;
+        .await
+        .and_then(|row| {
+            Ok((
+                row.try_get::<Option<String>, _>(0)?,
+                row.try_get::<Option<f64>, _>(1)?,
+            ))
+        });
         match answer {
             Ok((Some(lsn), lag)) => {
                 let lag = Duration::from_secs_f64(lag.unwrap_or(0.0).max(0.0));
@@ -430,9 +444,11 @@ impl crate::Db {
     /// # Errors
     /// The database error of the query.
     pub async fn current_lsn(&self) -> crate::Result<Lsn> {
-        let text: String = sqlx::query_scalar("SELECT pg_current_wal_insert_lsn()::text")
+        // A simple query: no prepared statement, safe behind a transaction pooler.
+        let text: String = sqlx::raw_sql("SELECT pg_current_wal_insert_lsn()::text")
             .fetch_one(self.pool())
-            .await?;
+            .await?
+            .try_get(0)?;
         text.parse()
     }
 

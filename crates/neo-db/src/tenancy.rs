@@ -237,7 +237,7 @@ impl TenantIsolation {
                 self.enter(&mut tx, tenant).await?;
                 Ok(tx)
             }
-            // `BEGIN` and the setting in one round trip (one simple query). The tenant is
+            // `BEGIN` (with the `Db`'s own `SET LOCAL`s) and the setting in one round trip. The tenant is
             // written as a literal: a UUID's text is hex digits and hyphens only, and the
             // setting's name passed the identifier rules, so neither can carry SQL.
             TenantIsolation::RowLevelSecurity(setting) => {
@@ -246,7 +246,7 @@ impl TenantIsolation {
                 db.begin_with_on(
                     pool,
                     Some(format!(
-                        "BEGIN; SELECT set_config('{}', '{uuid}', true)",
+                        "SELECT set_config('{}', '{uuid}', true)",
                         setting.as_str()
                     )),
                 )

@@ -283,26 +283,32 @@ pub fn redact_url(text: &str) -> String {
 }
 
 /// Runs each named `async fn(PgRoute)` of the calling module once per [`PgRoute`], as
-/// `direct::name` and `pgbouncer::name` (`#[tokio::test]`s): one test body, every route.
+/// `direct::name` and `pgbouncer::name` (`#[tokio::test]`s, or the test attribute given
+/// first): one test body, every route.
 ///
 /// ```ignore
 /// async fn saves_a_batch(route: neo_testkit::PgRoute) { /* ... */ }
 /// neo_testkit::over_routes!(saves_a_batch);
+/// // On another runtime:
+/// neo_testkit::over_routes!(#[tokio::test(flavor = "multi_thread")] saves_a_batch);
 /// ```
 #[macro_export]
 macro_rules! over_routes {
-    ($($test:ident),* $(,)?) => {
+    (#[$test_attr:meta] $($test:ident),* $(,)?) => {
         mod direct {
-            $(#[tokio::test]
+            $(#[$test_attr]
             async fn $test() {
                 super::$test($crate::PgRoute::Direct).await;
             })*
         }
         mod pgbouncer {
-            $(#[tokio::test]
+            $(#[$test_attr]
             async fn $test() {
                 super::$test($crate::PgRoute::PgBouncer).await;
             })*
         }
+    };
+    ($($test:ident),* $(,)?) => {
+        $crate::over_routes!(#[tokio::test] $($test),*);
     };
 }

@@ -21,7 +21,7 @@ impl<T: Record> BatchRepository<T> {
             return Ok(Vec::new());
         }
         let unique = unique_ids::<T>(ids);
-        let mut conn = Conn::open(exec, self.pooled()).await?;
+        let mut conn = Conn::open(exec, self.pooled(), &self.shared).await?;
         let mut found: HashMap<T::Id, T> = HashMap::with_capacity(unique.len());
         for chunk in unique.chunks(self.max_rows) {
             let query = sqlx::query_as::<_, T>(self.sql.select_by_ids.clone())
@@ -50,7 +50,7 @@ impl<T: Record> BatchRepository<T> {
             return Ok(Vec::new());
         }
         let unique = unique_ids::<T>(ids);
-        let mut conn = Conn::open(exec, self.pooled()).await?;
+        let mut conn = Conn::open(exec, self.pooled(), &self.shared).await?;
         let mut present: HashSet<T::Id> = HashSet::with_capacity(unique.len());
         for chunk in unique.chunks(self.max_rows) {
             let query = sqlx::query_scalar::<_, T::Id>(self.sql.exists_by_ids.clone())

@@ -29,7 +29,12 @@ impl<T: Record> BatchRepository<T> {
         }
         self.validate_batch(rows)?;
         let sql = &self.sql.insert[on_conflict.index()];
-        let mut conn = Conn::open(exec, rows.len() > self.max_rows || self.pooled()).await?;
+        let mut conn = Conn::open(
+            exec,
+            rows.len() > self.max_rows || self.pooled(),
+            &self.shared,
+        )
+        .await?;
         let mut written = 0;
         for chunk in rows.chunks(self.max_rows) {
             let args = bind::<T>(chunk)?;
@@ -68,7 +73,12 @@ impl<T: Record> BatchRepository<T> {
         }
         self.validate_batch(rows)?;
         let sql = &self.sql.insert_returning[on_conflict.index()];
-        let mut conn = Conn::open(exec, rows.len() > self.max_rows || self.pooled()).await?;
+        let mut conn = Conn::open(
+            exec,
+            rows.len() > self.max_rows || self.pooled(),
+            &self.shared,
+        )
+        .await?;
         let mut saved = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.max_rows) {
             let args = bind::<T>(chunk)?;
@@ -94,7 +104,12 @@ impl<T: Record> BatchRepository<T> {
             return Ok(Vec::new());
         }
         let unique = unique_ids::<T>(ids);
-        let mut conn = Conn::open(exec, unique.len() > self.max_rows || self.pooled()).await?;
+        let mut conn = Conn::open(
+            exec,
+            unique.len() > self.max_rows || self.pooled(),
+            &self.shared,
+        )
+        .await?;
         let mut deleted = Vec::with_capacity(unique.len());
         for chunk in unique.chunks(self.max_rows) {
             let query = sqlx::query_scalar::<_, T::Id>(self.sql.delete_by_ids.clone())
@@ -125,7 +140,7 @@ impl<T: Record> BatchRepository<T> {
             return Ok(Vec::new());
         }
         self.validate_batch(rows)?;
-        let mut conn = Conn::open(exec, true).await?;
+        let mut conn = Conn::open(exec, true, &self.shared).await?;
         let mut updated = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.max_rows) {
             let args = bind::<T>(chunk)?;

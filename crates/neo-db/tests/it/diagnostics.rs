@@ -4,9 +4,10 @@ use neo_db::{BatchRepository, OnConflict};
 use neo_testkit::PgRoute;
 use std::time::Duration;
 
-#[tokio::test]
-async fn lock_waits_show_who_blocks_whom() {
-    let (_t, db) = setup(PgRoute::Direct, &[PRODUCTS]).await;
+/// Through PgBouncer too: `pg_backend_pid()` inside the holder's transaction is the server
+/// connection PgBouncer pins to that transaction until it ends.
+async fn lock_waits_show_who_blocks_whom(route: PgRoute) {
+    let (_t, db) = setup(route, &[PRODUCTS]).await;
     let repo = BatchRepository::<Product>::new(&db, "products").unwrap();
     let items = products(1);
     repo.save_batch(&db, &items, OnConflict::Error)
@@ -15,10 +16,11 @@ async fn lock_waits_show_who_blocks_whom() {
 
     let mut holder = db.begin().await.unwrap();
     let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .persistent(db.pooler().named_statements())
         .fetch_one(&mut **holder)
         .await
         .unwrap();
-    sqlx::query("UPDATE products SET name = 'held' WHERE id = $1")
+    db.statement("UPDATE products SET name = 'held' WHERE id = $1")
         .bind(items[0].id)
         .execute(&mut **holder)
         .await
@@ -27,10 +29,12 @@ async fn lock_waits_show_who_blocks_whom() {
         let db = db.clone();
         let id = items[0].id;
         tokio::spawn(async move {
-            sqlx::query("UPDATE products SET name = 'waiting' WHERE id = $1")
+            let mut conn = db.statement_connection().await?;
+            db.statement("UPDATE products SET name = 'waiting' WHERE id = $1")
                 .bind(id)
-                .execute(db.pool())
-                .await
+                .execute(&mut *conn)
+                .await?;
+            conn.finish().await
         })
     };
     let mut waits = Vec::new();
@@ -53,19 +57,22 @@ async fn lock_waits_show_who_blocks_whom() {
     assert!(lock_waits(&db).await.unwrap().is_empty());
 }
 
-#[tokio::test]
-async fn top_statements_need_the_extension_and_then_rank_by_mean_time() {
-    let (_t, db) = setup(PgRoute::Direct, &[]).await;
+async fn top_statements_need_the_extension_and_then_rank_by_mean_time(route: PgRoute) {
+    let (_t, db) = setup(route, &[]).await;
     assert_eq!(top_statements(&db, 5).await.unwrap(), None);
-    sqlx::query("CREATE EXTENSION pg_stat_statements")
-        .execute(db.pool())
+    let mut conn = db.statement_connection().await.unwrap();
+    db.statement("CREATE EXTENSION pg_stat_statements")
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     for _ in 0..3 {
-        sqlx::query("SELECT pg_sleep(0.05)")
-            .execute(db.pool())
+        let mut conn = db.statement_connection().await.unwrap();
+        db.statement("SELECT pg_sleep(0.05)")
+            .execute(&mut *conn)
             .await
             .unwrap();
+        conn.finish().await.unwrap();
     }
     let top = top_statements(&db, 5)
         .await
@@ -79,3 +86,8 @@ async fn top_statements_need_the_extension_and_then_rank_by_mean_time() {
     assert!(sleep.mean >= Duration::from_millis(45), "{sleep:?}");
     assert!(top.windows(2).all(|w| w[0].mean >= w[1].mean));
 }
+
+neo_testkit::over_routes!(
+    lock_waits_show_who_blocks_whom,
+    top_statements_need_the_extension_and_then_rank_by_mean_time,
+);

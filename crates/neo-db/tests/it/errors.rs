@@ -11,13 +11,15 @@ const SCHEMA: &[&str] = &[
     "INSERT INTO parents VALUES (1), (2)",
 ];
 
+/// The error of `sql` on a statement connection (a transaction through PgBouncer, which
+/// then carries the statement timeout as `SET LOCAL`).
 async fn run(db: &Db, sql: &'static str) -> Error {
-    Error::from(sqlx::query(sql).execute(db.pool()).await.unwrap_err())
+    let mut conn = db.statement_connection().await.unwrap();
+    Error::from(db.statement(sql).execute(&mut *conn).await.unwrap_err())
 }
 
-#[tokio::test]
-async fn constraint_violations_are_classified() {
-    let (_t, db) = setup_with(PgRoute::Direct, SCHEMA, |c| DbConfig {
+async fn constraint_violations_are_classified(route: PgRoute) {
+    let (_t, db) = setup_with(route, SCHEMA, |c| DbConfig {
         statement_timeout: Some(Duration::from_millis(200)),
         ..c
     })
@@ -64,27 +66,29 @@ async fn constraint_violations_are_classified() {
     assert!(err.is_retryable() == ErrorKind::AlreadyExists.is_retryable());
 }
 
-#[tokio::test]
-async fn a_deadlock_is_a_retryable_conflict() {
-    let (_t, db) = setup_with(PgRoute::Direct, SCHEMA, |c| c).await;
+async fn a_deadlock_is_a_retryable_conflict(route: PgRoute) {
+    let (_t, db) = setup_with(route, SCHEMA, |c| c).await;
     let mut a = db.begin().await.unwrap();
     let mut b = db.begin().await.unwrap();
-    sqlx::query("UPDATE parents SET id = id WHERE id = 1")
+    db.statement("UPDATE parents SET id = id WHERE id = 1")
         .execute(&mut **a)
         .await
         .unwrap();
-    sqlx::query("UPDATE parents SET id = id WHERE id = 2")
+    db.statement("UPDATE parents SET id = id WHERE id = 2")
         .execute(&mut **b)
         .await
         .unwrap();
+    let named = db.pooler().named_statements();
     let second = tokio::spawn(async move {
         let result = sqlx::query("UPDATE parents SET id = id WHERE id = 1")
+            .persistent(named)
             .execute(&mut **b)
             .await;
         (result.map(|_| ()), b)
     });
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let first = sqlx::query("UPDATE parents SET id = id WHERE id = 2")
+    let first = db
+        .statement("UPDATE parents SET id = id WHERE id = 2")
         .execute(&mut **a)
         .await;
     let (second, _b) = second.await.unwrap();
@@ -101,6 +105,11 @@ async fn a_deadlock_is_a_retryable_conflict() {
     );
     assert!(errors[0].is_retryable());
 }
+
+neo_testkit::over_routes!(
+    constraint_violations_are_classified,
+    a_deadlock_is_a_retryable_conflict,
+);
 
 #[test]
 fn sqlstates_without_a_live_server() {

@@ -1,25 +1,61 @@
+//! A PostgreSQL restarted or killed under the pool, reached directly or through a PgBouncer
+//! of the test's own (PgBouncer outlives the server: its clients keep their connections and
+//! it opens new server connections once PostgreSQL is back).
+
 use crate::{PRODUCTS, Product, products};
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_db::{BatchRepository, Db, DbConfig, OnConflict};
-use neo_testkit::PgServer;
+use neo_testkit::{PgBouncer, PgRoute, PgServer};
 use std::time::Duration;
 
-async fn on_own_server(test_before_acquire: bool) -> (PgServer, Db, BatchRepository<Product>) {
+/// A server of the test's own, the PgBouncer in front of it on the PgBouncer route (kept
+/// alive with it), a `Db` reaching it by `route` and a repository for `products`.
+async fn on_own_server(
+    route: PgRoute,
+    test_before_acquire: bool,
+) -> (PgServer, Option<PgBouncer>, Db, BatchRepository<Product>) {
     let server = tokio::task::spawn_blocking(PgServer::start)
         .await
         .unwrap()
         .unwrap();
+    let (bouncer, config) = if route.is_pooled() {
+        let bouncer = PgBouncer::start(&server.url()).unwrap();
+        let config = DbConfig::behind_transaction_pooler(bouncer.url_for("postgres"), server.url());
+        (Some(bouncer), config)
+    } else {
+        (None, DbConfig::with_url(server.url()))
+    };
     let db = Db::connect(&DbConfig {
         test_before_acquire,
         acquire_timeout: Duration::from_secs(10),
         max_connections: 4,
-        ..DbConfig::with_url(server.url())
+        ..config
     })
     .await
     .unwrap();
-    sqlx::query(PRODUCTS).execute(db.pool()).await.unwrap();
+    sqlx::raw_sql(PRODUCTS).execute(db.pool()).await.unwrap();
     let repo = BatchRepository::<Product>::new(&db, "products").unwrap();
-    (server, db, repo)
+    (server, bouncer, db, repo)
+}
+
+/// Through PgBouncer, waits until it logs in to the restarted server again: a login that
+/// failed while the server was down makes PgBouncer refuse clients for `server_login_retry`
+/// (1 s in the testkit, 15 s by default) with 08P01, which must reach the caller as a
+/// retryable `Unavailable`. Directly there is nothing to wait for.
+async fn settle(route: PgRoute, db: &Db) {
+    if !route.is_pooled() {
+        return;
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while let Err(err) = db.health().await {
+        assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+        assert!(err.is_retryable(), "{err}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "PgBouncer did not recover: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn restart(mut server: PgServer) -> PgServer {
@@ -31,9 +67,8 @@ async fn restart(mut server: PgServer) -> PgServer {
     .unwrap()
 }
 
-#[tokio::test]
-async fn the_pool_reconnects_after_a_postgres_restart() {
-    let (server, db, repo) = on_own_server(true).await;
+async fn the_pool_reconnects_after_a_postgres_restart(route: PgRoute) {
+    let (server, _bouncer, db, repo) = on_own_server(route, true).await;
     let before = products(50);
     repo.save_batch(&db, &before, OnConflict::Error)
         .await
@@ -43,6 +78,7 @@ async fn the_pool_reconnects_after_a_postgres_restart() {
     drop(held);
 
     let _server = restart(server).await;
+    settle(route, &db).await;
 
     // Pinged before use: dead connections are replaced and the first call succeeds.
     let ids: Vec<_> = before.iter().map(|p| p.id).collect();
@@ -61,9 +97,12 @@ async fn the_pool_reconnects_after_a_postgres_restart() {
     assert!(db.health().await.is_ok());
 }
 
-#[tokio::test]
-async fn without_ping_a_dead_connection_fails_once_as_unavailable_then_calls_succeed() {
-    let (server, db, repo) = on_own_server(false).await;
+/// Directly the dead connections fail a call or two; through PgBouncer the client
+/// connections survive and PgBouncer may absorb the restart, so failures may be none.
+async fn without_ping_a_dead_connection_fails_once_as_unavailable_then_calls_succeed(
+    route: PgRoute,
+) {
+    let (server, _bouncer, db, repo) = on_own_server(route, false).await;
     repo.save_batch(&db, &products(5), OnConflict::Error)
         .await
         .unwrap();
@@ -88,12 +127,17 @@ async fn without_ping_a_dead_connection_fails_once_as_unavailable_then_calls_suc
     assert!(failures <= 4, "{failures}");
 }
 
-#[tokio::test]
-async fn a_server_killed_mid_query_gives_unavailable_not_a_hang() {
-    let (mut server, db, _repo) = on_own_server(true).await;
+async fn a_server_killed_mid_query_gives_unavailable_not_a_hang(route: PgRoute) {
+    let (mut server, _bouncer, db, _repo) = on_own_server(route, true).await;
     let query = {
         let db = db.clone();
-        tokio::spawn(async move { sqlx::query("SELECT pg_sleep(20)").execute(db.pool()).await })
+        tokio::spawn(async move {
+            let mut conn = db.statement_connection().await?;
+            db.statement("SELECT pg_sleep(20)")
+                .execute(&mut *conn)
+                .await?;
+            conn.finish().await
+        })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     server = tokio::task::spawn_blocking(move || {
@@ -107,10 +151,16 @@ async fn a_server_killed_mid_query_gives_unavailable_not_a_hang() {
         .expect("the query returned once the server died")
         .unwrap()
         .unwrap_err();
-    assert_eq!(neo_db::Error::from(err).kind(), ErrorKind::Unavailable);
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let _server = restart(server).await;
     assert!(db.health().await.is_ok());
 }
+
+neo_testkit::over_routes!(
+    the_pool_reconnects_after_a_postgres_restart,
+    without_ping_a_dead_connection_fails_once_as_unavailable_then_calls_succeed,
+    a_server_killed_mid_query_gives_unavailable_not_a_hang,
+);
 
 async fn futures_join(db: &Db, n: usize) -> Vec<neo_db::DbConnection> {
     let mut held = Vec::new();

@@ -37,9 +37,8 @@ fn capture() -> (Captured, tracing::subscriber::DefaultGuard) {
     (captured, tracing::subscriber::set_default(subscriber))
 }
 
-#[tokio::test]
-async fn health_stats_and_graceful_close() {
-    let (_t, db) = setup_with(PgRoute::Direct, &[], |c| DbConfig {
+async fn health_stats_and_graceful_close(route: PgRoute) {
+    let (_t, db) = setup_with(route, &[], |c| DbConfig {
         max_connections: 3,
         ..c
     })
@@ -64,9 +63,8 @@ async fn health_stats_and_graceful_close() {
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
 }
 
-#[tokio::test]
-async fn an_exhausted_pool_times_out_and_counts_it() {
-    let (_t, db) = setup_with(PgRoute::Direct, &[], |c| DbConfig {
+async fn an_exhausted_pool_times_out_and_counts_it(route: PgRoute) {
+    let (_t, db) = setup_with(route, &[], |c| DbConfig {
         max_connections: 1,
         acquire_timeout: Duration::from_millis(100),
         ..c
@@ -81,9 +79,8 @@ async fn an_exhausted_pool_times_out_and_counts_it() {
     assert!(db.acquire().await.is_ok());
 }
 
-#[tokio::test]
-async fn queries_get_spans_slow_ones_and_long_holds_are_logged() {
-    let (_t, db) = setup_with(PgRoute::Direct, &[PRODUCTS], |c| DbConfig {
+async fn queries_get_spans_slow_ones_and_long_holds_are_logged(route: PgRoute) {
+    let (_t, db) = setup_with(route, &[PRODUCTS], |c| DbConfig {
         // Wide margins: on a loaded 2-core machine an ordinary statement took over 30 ms.
         slow_query_threshold: Duration::from_millis(250),
         held_too_long_threshold: Duration::from_millis(400),
@@ -99,7 +96,7 @@ async fn queries_get_spans_slow_ones_and_long_holds_are_logged() {
     assert_eq!(db.stats().slow_queries, 0);
     // A slow statement through the repository: lock the table so the insert waits.
     let mut blocker = db.begin().await.unwrap();
-    sqlx::query("LOCK TABLE products")
+    db.statement("LOCK TABLE products")
         .execute(&mut **blocker)
         .await
         .unwrap();
@@ -159,17 +156,80 @@ fn config_loads_from_neo_db_variables_and_hides_the_url() {
     });
 }
 
-#[tokio::test]
-async fn statement_timeout_and_application_name_reach_the_server() {
-    let (_t, db) = setup(PgRoute::Direct, &[]).await;
+/// Directly the timeout is a startup parameter; through PgBouncer, which drops it, each
+/// transaction the library opens sets it with `SET LOCAL`.
+async fn statement_timeout_and_application_name_reach_the_server(route: PgRoute) {
+    let (_t, db) = setup(route, &[]).await;
+    let mut conn = db.statement_connection().await.unwrap();
     let (timeout, name): (String, String) = sqlx::query_as(
         "SELECT current_setting('statement_timeout'), current_setting('application_name')",
     )
-    .fetch_one(db.pool())
+    .persistent(false)
+    .fetch_one(&mut *conn)
     .await
     .unwrap();
+    conn.finish().await.unwrap();
     assert_eq!((timeout.as_str(), name.as_str()), ("30s", "neo-commons"));
+    let mut uow = db.begin().await.unwrap();
+    let timeout: String = sqlx::query_scalar("SELECT current_setting('statement_timeout')")
+        .persistent(false)
+        .fetch_one(&mut **uow)
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(timeout, "30s");
 }
+
+/// The configured timeout cancels a slow statement on every route, through the batch
+/// repository (a transaction of the library's) and a caller's unit of work, with the typed
+/// timeout error.
+async fn a_slow_statement_is_cancelled_by_the_statement_timeout(route: PgRoute) {
+    let (_t, db) = setup_with(route, &[PRODUCTS], |c| DbConfig {
+        statement_timeout: Some(Duration::from_millis(300)),
+        ..c
+    })
+    .await;
+    let repo = BatchRepository::<Product>::new(&db, "products").unwrap();
+    repo.save_batch(&db, &products(1), OnConflict::Error)
+        .await
+        .unwrap();
+    let mut blocker = db.begin().await.unwrap();
+    // The blocker itself waits for nothing: only the statements behind its lock time out.
+    db.statement("LOCK TABLE products")
+        .execute(&mut **blocker)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let err = repo
+        .save_batch(&db, &[Product::new(7)], OnConflict::Ignore)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.kind(), err.sqlstate()),
+        (ErrorKind::Timeout, Some("57014")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5), "{err}");
+    let mut uow = db.begin().await.unwrap();
+    let err = db
+        .statement("SELECT pg_sleep(5)")
+        .execute(&mut **uow)
+        .await
+        .map_err(neo_db::Error::from)
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Timeout, "{err}");
+    drop(uow);
+    blocker.commit().await.unwrap();
+    assert_eq!(crate::count(&db, "products").await, 1);
+}
+
+neo_testkit::over_routes!(
+    health_stats_and_graceful_close,
+    an_exhausted_pool_times_out_and_counts_it,
+    queries_get_spans_slow_ones_and_long_holds_are_logged,
+    statement_timeout_and_application_name_reach_the_server,
+    a_slow_statement_is_cancelled_by_the_statement_timeout,
+);
 
 #[cfg(all(feature = "env", feature = "seal"))]
 #[test]

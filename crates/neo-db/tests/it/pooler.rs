@@ -202,7 +202,8 @@ async fn an_unknown_type_breaks_the_first_unnamed_statement_of_a_connection() {
     // sqlx resolves a type it has not met (enum, domain) with a simple query between Parse
     // and Bind, and a simple query drops the unnamed statement: the first such statement
     // per connection fails with 26000, the type is cached after it. With named statements
-    // (pooler = "none") the statement survives. This is sqlx 0.9, directly or not.
+    // (pooler = "none") the statement survives. This is sqlx 0.9, directly or not; neo-db
+    // resolves the types per connection behind a pooler (next test).
     let db = PgRoute::Direct.database().await;
     let mut conn = sqlx::PgConnection::connect(db.url()).await.unwrap();
     sqlx::raw_sql("CREATE TYPE mood AS ENUM ('ok', 'sad')")
@@ -221,4 +222,94 @@ async fn an_unknown_type_breaks_the_first_unnamed_statement_of_a_connection() {
     run(&mut conn, false).await.unwrap();
     let mut fresh = sqlx::PgConnection::connect(db.url()).await.unwrap();
     run(&mut fresh, true).await.unwrap();
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "mood", rename_all = "lowercase")]
+enum Mood {
+    Ok,
+    Sad,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(type_name = "size", rename_all = "lowercase")]
+enum Size {
+    Small,
+    Large,
+}
+
+/// The row of `id` in `sql`, on a fresh statement connection: an unnamed statement whose
+/// columns are user-defined types.
+async fn read<T>(db: &neo_db::Db, sql: &'static str, id: i64) -> T
+where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow> + Send + Unpin,
+{
+    let mut conn = db.statement_connection().await.unwrap();
+    let row = sqlx::query_as::<_, T>(sql)
+        .persistent(false)
+        .bind(id)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    conn.finish().await.unwrap();
+    row
+}
+
+#[tokio::test]
+async fn enum_columns_work_through_pgbouncer_on_the_first_statement_of_every_connection() {
+    let test_db = PgRoute::PgBouncer.database().await;
+    // Types that exist when the pool opens its connections.
+    let mut direct = sqlx::PgConnection::connect(test_db.direct_url())
+        .await
+        .unwrap();
+    sqlx::raw_sql(
+        "CREATE TYPE mood AS ENUM ('ok', 'sad'); \
+         CREATE TABLE people (id int8 PRIMARY KEY, mood mood NOT NULL, moods mood[] NOT NULL); \
+         INSERT INTO people VALUES (1, 'sad', '{ok,sad}')",
+    )
+    .execute(&mut direct)
+    .await
+    .unwrap();
+    direct.close().await.unwrap();
+    let db = neo_db::Db::connect(&DbConfig {
+        max_connections: 3,
+        ..DbConfig::behind_transaction_pooler(test_db.url(), test_db.direct_url())
+    })
+    .await
+    .unwrap();
+    // Several connections at once, each answering its first statement.
+    let reads = (0..3)
+        .map(|_| read::<(Mood, Vec<Mood>)>(&db, "SELECT mood, moods FROM people WHERE id = $1", 1));
+    for row in futures_util::future::join_all(reads).await {
+        assert_eq!(row, (Mood::Sad, vec![Mood::Ok, Mood::Sad]));
+    }
+    // A parameter of the type, bound by name.
+    let mut conn = db.statement_connection().await.unwrap();
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM people WHERE mood = $1")
+        .persistent(false)
+        .bind(Mood::Sad)
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    conn.finish().await.unwrap();
+    assert_eq!(n, 1);
+
+    // A type a migration creates while the pool is open: the connections opened before it
+    // are replaced when next acquired.
+    neo_db::MigrationSet::new("sizes")
+        .unwrap()
+        .with(
+            1,
+            "sizes",
+            "CREATE TYPE size AS ENUM ('small', 'large'); \
+             CREATE TABLE boxes (id int8 PRIMARY KEY, size size NOT NULL); \
+             INSERT INTO boxes VALUES (7, 'large')",
+        )
+        .run(&db)
+        .await
+        .unwrap();
+    let reads = (0..3).map(|_| read::<(Size,)>(&db, "SELECT size FROM boxes WHERE id = $1", 7));
+    for row in futures_util::future::join_all(reads).await {
+        assert_eq!(row, (Size::Large,));
+    }
 }

@@ -352,3 +352,98 @@ fn replicas_and_failover_load_from_neo_db_variables_and_stay_hidden() {
         Ok(())
     });
 }
+
+/// `(calls of statements matching pattern, calls of all other statements but this count's)`
+/// that `pg_stat_statements` counted in the database of `url`.
+async fn calls(url: &str, pattern: &str) -> (i64, i64) {
+    let pool = PgPool::connect(url).await.unwrap();
+    let counted = sqlx::query_as(
+        "SELECT COALESCE(sum(calls) FILTER (WHERE query LIKE $1), 0)::int8, \
+                COALESCE(sum(calls) FILTER (WHERE query NOT LIKE '%pg_stat_statements%'), 0)::int8 \
+         FROM pg_stat_statements WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())",
+    )
+    .bind(pattern)
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    counted
+}
+
+/// What the replica bench's row measures, counted: a routed read is one statement on the
+/// replica and none on the primary; the replica's replay position is read in the background
+/// at most once per `refresh_interval`, not once per read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_routed_read_is_one_statement_and_the_replay_position_is_read_once_per_interval() {
+    let refresh_interval = Duration::from_millis(250);
+    let shared = neo_testkit::postgres_replicated().await;
+    let test_db = shared.database().await.unwrap();
+    let db = Db::connect(&DbConfig {
+        replica: ReplicaConfig {
+            urls: vec![test_db.replica_url().into()],
+            refresh_interval,
+            max_connections: Some(2),
+            ..ReplicaConfig::default()
+        },
+        max_connections: 2,
+        ..DbConfig::with_url(test_db.primary().url())
+    })
+    .await
+    .unwrap();
+    sqlx::raw_sql(
+        "CREATE EXTENSION IF NOT EXISTS pg_stat_statements; \
+         CREATE TABLE notes (id int PRIMARY KEY); INSERT INTO notes VALUES (1)",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let read = async || {
+        sqlx::query_scalar::<_, i32>("SELECT id FROM notes WHERE id = $1")
+            .bind(1)
+            .fetch_one(db.read_pool())
+            .await
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !on_replica(db.read_pool()).await || read().await.is_err() {
+        assert!(Instant::now() < deadline, "{:?}", db.replica_status());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (primary_url, replica_url) = (test_db.primary().url(), test_db.replica_url());
+    let (reads_before, replica_before) = calls(replica_url, "%FROM notes%").await;
+    let (refreshes_before, _) = calls(replica_url, "%pg_last_wal_replay_lsn%").await;
+    let (_, primary_before) = calls(primary_url, "%").await;
+
+    // Reads for a second: several refresh intervals, each with many reads.
+    let started = Instant::now();
+    let mut done = 0_i64;
+    while started.elapsed() < Duration::from_secs(1) {
+        assert_eq!(read().await.unwrap(), 1);
+        done += 1;
+    }
+    let elapsed = started.elapsed();
+
+    let (reads_after, replica_after) = calls(replica_url, "%FROM notes%").await;
+    let (refreshes_after, _) = calls(replica_url, "%pg_last_wal_replay_lsn%").await;
+    let (_, primary_after) = calls(primary_url, "%").await;
+    let (reads, refreshes) = (
+        reads_after - reads_before,
+        refreshes_after - refreshes_before,
+    );
+    assert_eq!(reads, done, "every read went to the replica");
+    let most = elapsed.as_millis() as i64 / refresh_interval.as_millis() as i64 + 2;
+    assert!(
+        refreshes <= most,
+        "{refreshes} position reads for {done} reads in {elapsed:?} (at most {most})"
+    );
+    assert!(
+        refreshes >= 1,
+        "the position was never refreshed while reads went on"
+    );
+    assert_eq!(
+        replica_after - replica_before,
+        reads + refreshes,
+        "nothing else ran on the replica"
+    );
+    assert_eq!(primary_after, primary_before, "no read touched the primary");
+    println!("{done} routed reads in {elapsed:?}: {refreshes} replay-position reads");
+}

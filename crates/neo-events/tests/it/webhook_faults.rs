@@ -7,7 +7,7 @@
 use crate::webhooks::{Running, event, publish, setup};
 use neo_events::{DeliveryStatus, DomainEvent, WebhookConfig};
 use neo_resilience::BreakerConfig;
-use neo_testkit::{HttpReceiver, ReceivedRequest, ScriptedResponse};
+use neo_testkit::{HttpReceiver, PgRoute, ReceivedRequest, ScriptedResponse};
 use sqlx::Row;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -38,15 +38,24 @@ fn accepted_per_message(requests: &[ReceivedRequest]) -> HashMap<String, usize> 
     accepted
 }
 
+/// The rows of `sql` (no parameters), on a statement connection: safe through PgBouncer.
+async fn rows(s: &crate::webhooks::Setup, sql: &'static str) -> Vec<sqlx::postgres::PgRow> {
+    let mut conn = s.db.statement_connection().await.unwrap();
+    let rows = s.db.statement(sql).fetch_all(&mut *conn).await.unwrap();
+    conn.finish().await.unwrap();
+    rows
+}
+
 /// `(status, count)` of every delivery.
 async fn statuses(s: &crate::webhooks::Setup) -> HashMap<String, i64> {
-    sqlx::query("SELECT status, count(*) FROM neo_events.webhook_deliveries GROUP BY status")
-        .fetch_all(s.db.pool())
-        .await
-        .unwrap()
-        .iter()
-        .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
-        .collect()
+    rows(
+        s,
+        "SELECT status, count(*) FROM neo_events.webhook_deliveries GROUP BY status",
+    )
+    .await
+    .iter()
+    .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1)))
+    .collect()
 }
 
 async fn wait_settled(
@@ -70,10 +79,11 @@ async fn wait_settled(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ten_thousand_events_with_faults_are_all_delivered_or_dead_lettered_never_lost() {
+async fn ten_thousand_events_with_faults_are_all_delivered_or_dead_lettered_never_lost(
+    route: PgRoute,
+) {
     const EVENTS: u32 = 10_000;
-    let s = setup(neo_testkit::PgRoute::Direct, fast_config()).await;
+    let s = setup(route, fast_config()).await;
     let receiver = HttpReceiver::start().await.unwrap();
     let endpoint = s
         .webhooks
@@ -111,10 +121,8 @@ async fn ten_thousand_events_with_faults_are_all_delivered_or_dead_lettered_neve
 
     let requests = receiver.requests();
     let accepted = accepted_per_message(&requests);
-    let outbox_ids: Vec<String> = sqlx::query("SELECT id::text FROM neo_events.outbox")
-        .fetch_all(s.db.pool())
+    let outbox_ids: Vec<String> = rows(&s, "SELECT id::text FROM neo_events.outbox")
         .await
-        .unwrap()
         .iter()
         .map(|r| r.get(0))
         .collect();
@@ -139,17 +147,16 @@ async fn ten_thousand_events_with_faults_are_all_delivered_or_dead_lettered_neve
     }
     let faults = requests.iter().filter(|r| r.answered != 200).count();
     println!(
-        "{EVENTS} events, {} requests ({faults} faults), {counts:?}, settled in {took:?}",
+        "{route}: {EVENTS} events, {} requests ({faults} faults), {counts:?}, settled in {took:?}",
         requests.len()
     );
     assert_eq!(counts.get("pending"), None);
     receiver.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn killed_dispatchers_and_workers_lose_nothing_and_keep_the_webhook_id() {
+async fn killed_dispatchers_and_workers_lose_nothing_and_keep_the_webhook_id(route: PgRoute) {
     const EVENTS: u32 = 600;
-    let s = setup(neo_testkit::PgRoute::Direct, fast_config()).await;
+    let s = setup(route, fast_config()).await;
     let receiver = HttpReceiver::start().await.unwrap();
     // Slow answers keep deliveries in flight when a worker is killed.
     receiver.set_default(ScriptedResponse::ok().delay(Duration::from_millis(30)));
@@ -204,8 +211,15 @@ async fn killed_dispatchers_and_workers_lose_nothing_and_keep_the_webhook_id() {
     assert!(accepted.values().all(|n| *n >= 1));
     let duplicates: usize = accepted.values().map(|n| n - 1).sum();
     println!(
-        "{kills} kills, {} requests, {duplicates} duplicate deliveries (same webhook-id)",
+        "{route}: {kills} kills, {} requests, {duplicates} duplicate deliveries (same webhook-id)",
         requests.len()
     );
     receiver.shutdown().await;
 }
+
+// Dispatcher, workers and publisher in parallel: a multi-threaded runtime.
+neo_testkit::over_routes!(
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    ten_thousand_events_with_faults_are_all_delivered_or_dead_lettered_never_lost,
+    killed_dispatchers_and_workers_lose_nothing_and_keep_the_webhook_id,
+);
