@@ -9,7 +9,8 @@
 //!   aligned with the input), `update_batch` (optimistic versions), `delete_batch`,
 //!   `exists_batch`, `validate_batch`, chunking; keyset and offset pages.
 //! - [`CopyWriter`]: buffered binary/text COPY with auto-flush and upsert through staging.
-//! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
+//! - [`MigrationSet`]: per-owner migrations, per tenant schema too; [`TenantMigrator`]
+//!   provisions tenants and migrates every tenant's schema in parallel, resumably.
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
 //!   prepared once (for batch statements over tables that grow).
 //! - [`Pooler`]: behind PgBouncer in transaction mode (`pooler = "transaction"`), no session
@@ -72,6 +73,7 @@ mod replica;
 pub mod seal;
 mod session;
 mod telemetry;
+mod tenants;
 mod tls;
 
 pub use batch::{BatchRepository, Column, ColumnBinder, Key, OnConflict, Record};
@@ -88,6 +90,10 @@ pub use pooler::{Pooler, StatementConnection};
 pub use replica::{ReplicaConfig, ReplicaStatus};
 pub use session::{Consistency, Lsn, ReadSession};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
+pub use tenants::{
+    SchemaFor, TenantFailure, TenantMigrated, TenantMigrationConfig, TenantMigrator,
+    TenantProgress, TenantsReport, schema_per_tenant,
+};
 pub use tls::SslMode;
 
 /// The sqlx version neo-db is built on, for `FromRow` derives and raw queries.

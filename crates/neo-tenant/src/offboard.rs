@@ -28,7 +28,6 @@ use crate::{Error, ExportSink, TenantData};
 /// Where archives go and how hard they are compressed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-#[non_exhaustive]
 pub struct OffboardConfig {
     /// The directory of archives and manifests (created when missing). Keep it on storage
     /// that outlives the process: the manifest is what lets an interrupted offboarding resume.

@@ -14,6 +14,7 @@ mod pooler;
 mod replica;
 #[cfg(feature = "seal")]
 mod seal;
+mod tenants;
 mod tls;
 
 use chrono::{DateTime, Utc};
