@@ -3,9 +3,11 @@
 //! users' unit tests), which pass the same contract tests.
 
 mod memory;
+mod offboard;
 mod postgres;
 
 pub use memory::InMemoryOrganizationStore;
+pub use offboard::OrganizationTenantData;
 pub use postgres::PgOrganizationStore;
 
 use crate::{OrgError, Organization};
