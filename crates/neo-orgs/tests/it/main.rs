@@ -5,5 +5,6 @@
 mod fuzz;
 #[cfg(feature = "http")]
 mod http;
+mod offboard;
 mod replica;
 mod service;
