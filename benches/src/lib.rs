@@ -25,6 +25,7 @@ pub mod queue;
 pub mod replica;
 pub mod report;
 pub mod resilience;
+pub mod tenancy;
 pub mod webhooks_sealed;
 
 pub use measure::{Measurement, Settings, compare};

@@ -15,7 +15,10 @@
 //! `MigrationSet::run_in_schema` takes sqlx's advisory lock, which is one per database: every
 //! tenant would wait for the one before it. The migrator instead takes one advisory lock per
 //! schema (two instances migrating the same tenant still apply each script once), so tenants
-//! migrate in parallel. Behind a transaction pooler each set runs as `run_in_schema` does
+//! migrate in parallel. The first tenant due is migrated alone before the others start, so
+//! that database-wide objects a script creates (neo-orgs' `CREATE EXTENSION IF NOT EXISTS
+//! pg_trgm`) are not created by several schemas at once, which PostgreSQL refuses with a
+//! unique violation in its catalog. Behind a transaction pooler each set runs as `run_in_schema` does
 //! there (one transaction, a transaction lock per set), which serialises tenants.
 
 use crate::ident::{Schema, TableName};
@@ -275,12 +278,24 @@ impl TenantMigrator {
             progress.send_replace(state);
         }
         let mut report = TenantsReport::default();
-        let mut runs = futures_util::stream::iter(tenants)
-            .map(|tenant| {
-                let skip = current.contains(&tenant);
-                async move { (tenant, self.migrate_one(tenant, skip).await) }
-            })
-            .buffer_unordered(self.inner.config.parallelism);
+        // The first tenant due is migrated alone: what a script creates database-wide
+        // (`CREATE EXTENSION IF NOT EXISTS`, shared types) it creates once instead of in a race
+        // between schemas, and a script that fails everywhere fails there first.
+        let mut tenants = tenants;
+        if let Some(first) = tenants.iter().position(|t| !current.contains(t)) {
+            tenants[..=first].rotate_right(1);
+        }
+        let migrate = |tenant: TenantId| {
+            let skip = current.contains(&tenant);
+            async move { (tenant, self.migrate_one(tenant, skip).await) }
+        };
+        let mut rest = tenants.into_iter();
+        let first = rest.next().map(migrate);
+        let mut runs = futures_util::stream::iter(first).buffer_unordered(1).chain(
+            futures_util::stream::iter(rest)
+                .map(migrate)
+                .buffer_unordered(self.inner.config.parallelism),
+        );
         while let Some((tenant, outcome)) = runs.next().await {
             state.done += 1;
             match outcome {
