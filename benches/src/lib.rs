@@ -26,6 +26,7 @@ pub mod replica;
 pub mod report;
 pub mod resilience;
 pub mod tenancy;
+pub mod tenant_scale;
 pub mod webhooks_sealed;
 
 pub use measure::{Measurement, Settings, compare};

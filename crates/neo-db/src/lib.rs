@@ -13,6 +13,8 @@
 //! - [`tenancy`]: one store value for every tenant, isolated by a schema per tenant
 //!   ([`TenantSchemaResolver`]) or by row-level security on a transaction-local setting
 //!   ([`TenantIsolation`]).
+//! - [`MigrationSet`]: per-owner migrations, per tenant schema too; [`TenantMigrator`]
+//!   provisions tenants and migrates every tenant's schema in parallel, resumably.
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
 //!   prepared once (for batch statements over tables that grow).
 //! - [`Pooler`]: behind PgBouncer in transaction mode (`pooler = "transaction"`), no session
@@ -82,6 +84,7 @@ pub mod seal;
 mod session;
 mod telemetry;
 pub mod tenancy;
+mod tenants;
 mod tls;
 
 pub use batch::{BatchRepository, Column, ColumnBinder, Key, OnConflict, Record};
@@ -101,6 +104,10 @@ pub use retry::{Isolation, TransactionRetryConfig};
 pub use session::{Consistency, Lsn, ReadSession};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tenancy::{PrefixedSchemas, RlsSetting, TenantIsolation, TenantSchemaResolver};
+pub use tenants::{
+    SchemaFor, TenantFailure, TenantMigrated, TenantMigrationConfig, TenantMigrator,
+    TenantProgress, TenantsReport, schema_per_tenant,
+};
 pub use tls::SslMode;
 
 /// The sqlx version neo-db is built on, for `FromRow` derives and raw queries.

@@ -123,6 +123,22 @@ impl MigrationSet {
         self.run_in(db, Some(schema)).await
     }
 
+    /// The migrator for `schema` without sqlx's database-wide advisory lock (the caller holds
+    /// a lock of its own, e.g. one per schema), for [`crate::TenantMigrator`].
+    pub(crate) fn unlocked_migrator_in(&self, schema: &Schema) -> (Migrator, String) {
+        let table = format!("{schema}.{}", self.name);
+        let mut migrator = Migrator::with_migrations(self.migrations.clone());
+        migrator.dangerous_set_table_name(table.clone());
+        migrator.set_locking(false);
+        (migrator, table)
+    }
+
+    /// `name:last version`, what a schema migrated with this set is at.
+    pub(crate) fn fingerprint(&self) -> String {
+        let last = self.migrations.last().map_or(0, |m| m.version);
+        format!("{}:{last}", self.name.as_str())
+    }
+
     async fn run_in(&self, db: &Db, schema: Option<&Schema>) -> Result<MigrationReport> {
         let span = tracing::info_span!(
             "db.migrate",
@@ -256,7 +272,10 @@ impl MigrationSet {
     }
 }
 
-async fn applied_versions(conn: &mut sqlx::PgConnection, table: &str) -> Result<Vec<i64>> {
+pub(crate) async fn applied_versions(
+    conn: &mut sqlx::PgConnection,
+    table: &str,
+) -> Result<Vec<i64>> {
     // Unnamed statements: this also runs behind a transaction pooler (crate::Pooler).
     let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
         .persistent(false)

@@ -34,6 +34,7 @@ mod outbox;
 mod signature;
 #[cfg(feature = "webhooks")]
 mod ssrf;
+mod tenant_rows;
 #[cfg(feature = "webhooks")]
 mod webhook;
 

@@ -1,5 +1,7 @@
 //! The transactional outbox and its dispatcher.
 
+mod offboard;
+
 use crate::{DomainEvent, EventError};
 use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName, quote_identifier};
 use serde::Deserialize;

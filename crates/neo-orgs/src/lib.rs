@@ -44,6 +44,6 @@ pub use settings::{
 };
 pub use store::{
     AuditEntry, InMemoryOrganizationStore, OrganizationStore, OrganizationSummary,
-    PgOrganizationStore,
+    OrganizationTenantData, PgOrganizationStore,
 };
 pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};

@@ -24,6 +24,25 @@ pub enum Error {
         /// Why the text was refused (from [`TenantId::parse`](neo_core::TenantId::parse)).
         reason: String,
     },
+    /// A store failed while exporting or purging a tenant's data
+    /// ([`TenantData`](crate::TenantData)).
+    #[error("tenant data in {store}: {message}")]
+    Store {
+        /// The store's name ([`TenantData::name`](crate::TenantData::name)).
+        store: String,
+        /// The kind of the store's error.
+        kind: ErrorKind,
+        /// The store's error message.
+        message: String,
+    },
+    /// The offboarding archive or its manifest could not be written or read.
+    #[error("offboarding archive {path}: {message}")]
+    Archive {
+        /// The file.
+        path: String,
+        /// What failed.
+        message: String,
+    },
 }
 
 impl Error {
@@ -32,12 +51,15 @@ impl Error {
     /// No tenant in scope is [`ErrorKind::Unauthorized`] (the caller has not established whom it
     /// acts for); a request naming no tenant is [`ErrorKind::NotFound`] (nothing exists outside a
     /// tenant, and the answer does not tell a prober which header or host would work); an
-    /// invalid tenant id is [`ErrorKind::Validation`].
+    /// invalid tenant id is [`ErrorKind::Validation`]; a store's failure keeps the store's kind;
+    /// an archive that cannot be written is [`ErrorKind::Unavailable`].
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::NoTenantInScope => ErrorKind::Unauthorized,
             Error::MissingTenant { .. } => ErrorKind::NotFound,
             Error::InvalidTenant { .. } => ErrorKind::Validation,
+            Error::Store { kind, .. } => *kind,
+            Error::Archive { .. } => ErrorKind::Unavailable,
         }
     }
 }

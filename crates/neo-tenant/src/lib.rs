@@ -24,12 +24,22 @@
 //! [`http::PathSegmentResolver`], [`http::SubdomainResolver`]) and [`http::TenantLayer`], which
 //! resolves the tenant once per request, refuses requests without a valid one, and runs the
 //! handler inside [`scope`].
+//!
+//! Offboarding: every store holding tenant data implements [`TenantData`] (export, purge);
+//! feature `offboard` adds [`Offboarding`], which exports a tenant from all of them into one
+//! zstd-compressed JSON-lines archive and then purges it everywhere, resuming when interrupted.
 
+mod data;
 mod error;
 #[cfg(feature = "axum")]
 pub mod http;
+#[cfg(feature = "offboard")]
+mod offboard;
 mod scope;
 
+pub use data::{DataFuture, ExportSink, TenantData, store_error};
 pub use error::Error;
 pub use neo_core::TenantId;
+#[cfg(feature = "offboard")]
+pub use offboard::{ArchivedRow, OffboardConfig, OffboardReport, Offboarding, read_archive};
 pub use scope::{TenantScope, current, require, scope, sync_scope};

@@ -28,6 +28,7 @@ mod invalidate;
 mod l1;
 mod l2;
 mod many;
+mod offboard;
 mod options;
 mod store;
 mod tenant;

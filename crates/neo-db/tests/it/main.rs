@@ -18,6 +18,7 @@ mod replica;
 mod seal;
 #[cfg(feature = "seal")]
 mod seal_rotation;
+mod tenants;
 mod tls;
 
 use chrono::{DateTime, Utc};

@@ -3,10 +3,12 @@
 //! users' unit tests), which pass the same contract tests.
 
 mod memory;
+mod offboard;
 mod postgres;
 mod tenant_mode;
 
 pub use memory::InMemoryOrganizationStore;
+pub use offboard::OrganizationTenantData;
 pub use postgres::PgOrganizationStore;
 
 use crate::{OrgError, Organization};

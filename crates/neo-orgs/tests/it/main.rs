@@ -6,5 +6,6 @@ mod fuzz;
 #[cfg(feature = "http")]
 mod http;
 mod isolation;
+mod offboard;
 mod replica;
 mod service;

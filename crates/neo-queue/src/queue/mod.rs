@@ -6,6 +6,7 @@
 mod claim;
 mod enqueue;
 mod maintenance;
+mod offboard;
 mod receipts;
 mod statements;
 

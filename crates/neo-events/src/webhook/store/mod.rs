@@ -8,6 +8,7 @@
 mod deliveries;
 mod endpoints;
 mod fan_out;
+mod offboard;
 mod reseal;
 mod sealing;
 mod sql;

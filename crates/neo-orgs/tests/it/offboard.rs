@@ -1,0 +1,310 @@
+//! Offboarding a tenant from every store at once: organizations in its own schema (schema per
+//! tenant, the schema dropped at the end), its jobs, outbox events, webhook endpoints, messages
+//! and deliveries in shared tables, its cache entries in Redis; another tenant untouched; an
+//! offboarding interrupted by a failing store resumes and finishes.
+
+use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
+use neo_core::{Slug, TenantId};
+use neo_db::{Db, DbConfig, SchemaFor, TenantMigrationConfig, TenantMigrator, schema_per_tenant};
+use neo_events::{
+    AddressPolicy, DomainEvent, NewEndpoint, Outbox, OutboxConfig, WebhookConfig, Webhooks,
+};
+use neo_orgs::{
+    NewOrganization, OrgConfig, OrganizationService, OrganizationTenantData, PgOrganizationStore,
+};
+use neo_queue::{NewJob, OnDuplicate, Queue, QueueConfig};
+use neo_tenant::{DataFuture, ExportSink, OffboardConfig, Offboarding, TenantData, read_archive};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+struct World {
+    _servers: (neo_testkit::TestDatabase, neo_testkit::TestRedis),
+    db: Db,
+    schema_for: SchemaFor,
+    migrator: TenantMigrator,
+    queue: Queue,
+    outbox: Outbox,
+    webhooks: Webhooks,
+    cache: HybridCache<String>,
+}
+
+async fn world() -> World {
+    let test_db = neo_testkit::PgRoute::Direct.database().await;
+    let redis = neo_testkit::redis().await;
+    let db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let queue = Queue::new(&db, QueueConfig::default()).unwrap();
+    queue.migrate().await.unwrap();
+    let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
+    outbox.migrate().await.unwrap();
+    let webhooks = Webhooks::new(
+        &db,
+        queue.clone(),
+        WebhookConfig {
+            addresses: AddressPolicy {
+                allow_loopback: true,
+                allow_private: false,
+            },
+            require_https: false,
+            ..WebhookConfig::default()
+        },
+    )
+    .unwrap();
+    webhooks.migrate().await.unwrap();
+    let schema_for = schema_per_tenant("t_").unwrap();
+    let migrator = TenantMigrator::new(
+        &db,
+        vec![PgOrganizationStore::migrations().unwrap()],
+        schema_for.clone(),
+        TenantMigrationConfig::default(),
+    )
+    .unwrap();
+    let cache = HybridCache::<String>::tiered(
+        CacheConfig {
+            key_prefix: redis.key_prefix().to_owned(),
+            ..CacheConfig::named("sessions")
+        },
+        redis.url(),
+    )
+    .unwrap();
+    World {
+        _servers: (test_db, redis),
+        db,
+        schema_for,
+        migrator,
+        queue,
+        outbox,
+        webhooks,
+        cache,
+    }
+}
+
+impl World {
+    /// Provisions `tenant` and gives it `n` of everything.
+    async fn seed(&self, tenant: TenantId, n: usize) {
+        self.migrator.provision(tenant).await.unwrap();
+        let schema = (self.schema_for)(tenant).unwrap();
+        let orgs = OrganizationService::new(
+            &self.db,
+            self.outbox.clone(),
+            None,
+            OrgConfig {
+                schema: schema.as_str().to_owned(),
+                ..OrgConfig::default()
+            },
+        )
+        .unwrap();
+        self.webhooks
+            .create_endpoint(
+                NewEndpoint::new("http://127.0.0.1:9/hook")
+                    .tenant(tenant)
+                    .subscribe("*"),
+            )
+            .await
+            .unwrap();
+        let mut events = Vec::new();
+        for i in 0..n {
+            let name = format!("Org {i} of {tenant}");
+            let new = NewOrganization::new(&name, Slug::slugify(&format!("org-{i}")).unwrap());
+            orgs.create("admin", new).await.unwrap();
+            let job = NewJob::new("mail.send", &i).unwrap().tenant_id(tenant);
+            self.queue
+                .enqueue(self.db.pool(), job, OnDuplicate::Skip)
+                .await
+                .unwrap();
+            events.push(
+                DomainEvent::new("invoice.paid", "invoice", &format!("inv-{i}"), &i)
+                    .unwrap()
+                    .tenant(tenant),
+            );
+            self.cache
+                .for_tenant(&tenant)
+                .set(&format!("user:{i}"), name, &EntryOptions::default())
+                .await
+                .unwrap();
+        }
+        self.outbox
+            .publish_many(self.db.pool(), &events)
+            .await
+            .unwrap();
+        self.webhooks.fan_out(&events).await.unwrap();
+    }
+
+    /// What is left of `tenant` in each place.
+    async fn left(&self, tenant: TenantId) -> BTreeMap<&'static str, i64> {
+        let schema = (self.schema_for)(tenant).unwrap();
+        let by_tenant = [
+            (
+                "jobs",
+                "SELECT count(*) FROM neo_queue.jobs WHERE tenant = $1::text",
+            ),
+            (
+                "outbox",
+                "SELECT count(*) FROM neo_events.outbox WHERE tenant_id = $1",
+            ),
+            (
+                "endpoints",
+                "SELECT count(*) FROM neo_events.webhook_endpoints WHERE tenant_id = $1",
+            ),
+            (
+                "messages",
+                "SELECT count(*) FROM neo_events.webhook_messages WHERE tenant_id = $1",
+            ),
+            (
+                "deliveries",
+                "SELECT count(*) FROM neo_events.webhook_deliveries WHERE tenant_id = $1",
+            ),
+        ];
+        let mut left = BTreeMap::new();
+        for (what, sql) in by_tenant {
+            let n: i64 = sqlx::query_scalar(sql)
+                .bind(tenant.as_uuid())
+                .fetch_one(self.db.pool())
+                .await
+                .unwrap();
+            left.insert(what, n);
+        }
+        let orgs: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(format!("{schema}.organizations"))
+            .fetch_one(self.db.pool())
+            .await
+            .unwrap();
+        let orgs = match orgs {
+            Some(table) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {table}")))
+                    .fetch_one(self.db.pool())
+                    .await
+                    .unwrap()
+            }
+            None => -1,
+        };
+        left.insert("organizations (-1: no schema)", orgs);
+        let cached = self
+            .cache
+            .for_tenant(&tenant)
+            .get("user:0")
+            .await
+            .unwrap()
+            .is_some();
+        left.insert("cache user:0", i64::from(cached));
+        left
+    }
+
+    fn offboarding(&self, dir: &std::path::Path, queue: Arc<dyn TenantData>) -> Offboarding {
+        Offboarding::new(OffboardConfig::in_dir(dir))
+            .with(self.webhooks.clone())
+            .with_shared(queue)
+            .with(self.outbox.clone())
+            .with(OrganizationTenantData::new(
+                &self.db,
+                self.schema_for.clone(),
+            ))
+            .with(self.cache.clone())
+            .with(self.migrator.clone())
+    }
+}
+
+/// A store that loses its database on its first purge (the way a crash mid-way does), then
+/// behaves.
+struct FailFirstPurge<T> {
+    inner: T,
+    failed: AtomicBool,
+}
+
+impl<T: TenantData> TenantData for FailFirstPurge<T> {
+    fn name(&self) -> &str {
+        self.inner.name()
+    }
+    fn export<'a>(&'a self, tenant: TenantId, sink: &'a mut dyn ExportSink) -> DataFuture<'a, u64> {
+        self.inner.export(tenant, sink)
+    }
+    fn purge(&self, tenant: TenantId) -> DataFuture<'_, u64> {
+        if !self.failed.swap(true, Ordering::SeqCst) {
+            return Box::pin(async {
+                Err(neo_tenant::Error::Store {
+                    store: "queue".into(),
+                    kind: neo_core::ErrorKind::Unavailable,
+                    message: "connection reset".into(),
+                })
+            });
+        }
+        self.inner.purge(tenant)
+    }
+}
+
+#[tokio::test]
+async fn offboarding_removes_a_tenant_everywhere_resumes_and_leaves_the_other() {
+    let w = world().await;
+    let (a, b) = (TenantId::new(), TenantId::new());
+    w.seed(a, 3).await;
+    w.seed(b, 2).await;
+    let b_before = w.left(b).await;
+    let a_before = w.left(a).await;
+    assert!(a_before.values().all(|n| *n > 0), "{a_before:?}");
+    // Three mail jobs and one delivery job per event.
+    assert_eq!(a_before["jobs"], 6);
+    assert!(b_before.values().all(|n| *n > 0), "{b_before:?}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let queue = Arc::new(FailFirstPurge {
+        inner: w.queue.clone(),
+        failed: AtomicBool::new(false),
+    });
+    let first = w.offboarding(dir.path(), queue.clone()).run(a).await;
+    assert!(
+        matches!(&first, Err(neo_tenant::Error::Store { store, .. }) if store == "queue"),
+        "{first:?}"
+    );
+    let halfway = w.left(a).await;
+    assert_eq!(
+        halfway["endpoints"], 0,
+        "webhooks purged before the failure"
+    );
+    assert_eq!(
+        halfway["jobs"], a_before["jobs"],
+        "the queue's purge failed"
+    );
+
+    let report = w.offboarding(dir.path(), queue).run(a).await.unwrap();
+    assert!(report.resumed);
+    assert!(!report.purged.contains_key("webhooks"), "not purged twice");
+    assert_eq!(report.purged.get("schema"), Some(&1));
+
+    let after = w.left(a).await;
+    assert!(
+        after.iter().all(|(what, n)| *n
+            == if what.starts_with("organizations") {
+                -1
+            } else {
+                0
+            }),
+        "{after:?}"
+    );
+    assert_eq!(w.left(b).await, b_before, "the other tenant is untouched");
+
+    // The archive holds everything exported before the first purge.
+    let rows = read_archive(&report.archive).unwrap();
+    let count = |store: &str, table: &str| {
+        rows.iter()
+            .filter(|r| r.store == store && r.table == table)
+            .count() as i64
+    };
+    assert_eq!(count("orgs", "organizations"), 3);
+    assert_eq!(count("queue", "jobs"), 6);
+    assert_eq!(count("outbox", "outbox"), 3);
+    assert_eq!(count("webhooks", "webhook_endpoints"), 1);
+    assert_eq!(count("webhooks", "webhook_subscriptions"), 1);
+    assert_eq!(count("webhooks", "webhook_messages"), a_before["messages"]);
+    assert_eq!(
+        count("webhooks", "webhook_deliveries"),
+        a_before["deliveries"]
+    );
+    assert!(
+        rows.iter()
+            .filter(|r| r.store == "queue")
+            .all(|r| r.row["tenant"] == a.to_string())
+    );
+    assert_eq!(report.exported.values().sum::<u64>(), rows.len() as u64);
+}

@@ -1,0 +1,107 @@
+//! Offboarding ([`neo_tenant::TenantData`]): a tenant's jobs (every state: available,
+//! running, dead) are those whose `tenant` is its id as [`NewJob::tenant_id`](crate::NewJob::tenant_id)
+//! writes it; the export hands them over page by page, the purge deletes them.
+
+use super::Queue;
+use crate::Error;
+use neo_core::{HasErrorKind, TenantId};
+use neo_db::TableName;
+use neo_tenant::{DataFuture, ExportSink, TenantData, store_error};
+use sqlx::AssertSqlSafe;
+
+/// Jobs exported per statement.
+const PAGE: i64 = 1000;
+
+impl Queue {
+    fn jobs_table(&self) -> Result<TableName, Error> {
+        Ok(TableName::new("jobs")?.in_schema(&self.schema))
+    }
+
+    async fn export_jobs(
+        &self,
+        tenant: TenantId,
+        sink: &mut dyn ExportSink,
+    ) -> Result<u64, ExportError> {
+        let t = self.jobs_table()?;
+        let select = format!(
+            "SELECT j.id, to_jsonb(j) FROM {t} AS j WHERE j.tenant = $1 AND j.id > $2 ORDER BY j.id LIMIT $3"
+        );
+        let tenant_text = tenant.to_string();
+        let mut after = uuid::Uuid::nil();
+        let mut rows = 0;
+        loop {
+            let mut conn = self.db.statement_connection().await.map_err(Error::from)?;
+            let page: Vec<(uuid::Uuid, serde_json::Value)> =
+                sqlx::query_as(AssertSqlSafe(select.as_str()))
+                    .persistent(false)
+                    .bind(&tenant_text)
+                    .bind(after)
+                    .bind(PAGE)
+                    .fetch_all(&mut *conn)
+                    .await
+                    .map_err(|e| Error::from(neo_db::Error::from(e)))?;
+            conn.finish().await.map_err(Error::from)?;
+            let full = page.len() as i64 == PAGE;
+            for (id, row) in page {
+                sink.row("jobs", row).map_err(ExportError::Sink)?;
+                after = id;
+                rows += 1;
+            }
+            if !full {
+                return Ok(rows);
+            }
+        }
+    }
+
+    async fn purge_jobs(&self, tenant: TenantId) -> Result<u64, Error> {
+        let t = self.jobs_table()?;
+        let mut conn = self.db.statement_connection().await?;
+        let deleted = sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE tenant = $1")))
+            .persistent(false)
+            .bind(tenant.to_string())
+            .execute(&mut *conn)
+            .await
+            .map_err(neo_db::Error::from)?
+            .rows_affected();
+        conn.finish().await?;
+        Ok(deleted)
+    }
+}
+
+enum ExportError {
+    Queue(Error),
+    Sink(neo_tenant::Error),
+}
+
+impl From<Error> for ExportError {
+    fn from(error: Error) -> Self {
+        ExportError::Queue(error)
+    }
+}
+
+impl From<ExportError> for neo_tenant::Error {
+    fn from(error: ExportError) -> Self {
+        match error {
+            ExportError::Queue(e) => store_error("queue", e.kind(), &e),
+            ExportError::Sink(e) => e,
+        }
+    }
+}
+
+impl TenantData for Queue {
+    fn name(&self) -> &str {
+        "queue"
+    }
+
+    fn export<'a>(&'a self, tenant: TenantId, sink: &'a mut dyn ExportSink) -> DataFuture<'a, u64> {
+        Box::pin(async move { Ok(self.export_jobs(tenant, sink).await?) })
+    }
+
+    fn purge(&self, tenant: TenantId) -> DataFuture<'_, u64> {
+        Box::pin(async move {
+            self.purge_jobs(tenant)
+                .await
+                .map_err(|e| store_error("queue", e.kind(), &e))
+        })
+    }
+}
