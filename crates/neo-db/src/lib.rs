@@ -62,6 +62,7 @@ pub mod diagnostics;
 mod error;
 mod failover;
 mod ident;
+pub mod metric_names;
 mod migrate;
 mod page;
 mod planned;
