@@ -3,4 +3,6 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod catalogue;
+#[cfg(feature = "prometheus")]
+mod prometheus;
 mod sampler;
