@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
 mod catalogue;
+mod deploy;
 #[cfg(feature = "prometheus")]
 mod prometheus;
 mod sampler;
