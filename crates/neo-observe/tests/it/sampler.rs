@@ -412,3 +412,45 @@ async fn every_metric_a_real_run_records_is_catalogued() {
         assert!(names.contains(name), "{name} not recorded: {names:?}");
     }
 }
+
+#[test]
+fn ten_thousand_endpoint_breakers_give_one_series_per_state_change() {
+    use neo_resilience::{BreakerConfig, CircuitBreaker};
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::with_local_recorder(&recorder, || {
+        let config = BreakerConfig {
+            minimum_calls: 1,
+            ..BreakerConfig::default()
+        };
+        for i in 0..10_000 {
+            // As neo-events names an endpoint's breaker.
+            let breaker = CircuitBreaker::labelled(
+                format!("webhook-endpoint-{i}"),
+                "webhook-endpoint",
+                config,
+            )
+            .unwrap();
+            breaker.try_acquire().unwrap().record(false);
+            assert!(breaker.try_acquire().is_err(), "open after a failure");
+        }
+    });
+    let series: Vec<_> = snapshotter
+        .snapshot()
+        .into_vec()
+        .into_iter()
+        .map(|(key, ..)| key.key().clone())
+        .filter(|key| key.name().starts_with("neo_resilience_breaker"))
+        .collect();
+    assert_eq!(
+        series.len(),
+        2,
+        "one transitions series (to open), one rejections: {series:?}"
+    );
+    for key in &series {
+        assert!(
+            key.labels()
+                .any(|l| l.key() == "breaker" && l.value() == "webhook-endpoint")
+        );
+    }
+}
