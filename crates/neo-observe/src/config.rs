@@ -127,3 +127,36 @@ fn list<'de, D: serde::Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error
             .collect(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
+    use super::*;
+
+    #[test]
+    fn lists_come_as_sequences_or_comma_separated_strings() {
+        let config: ObserveConfig = serde_json::from_str(
+            r#"{"queue_schemas": "jobs, billing_jobs", "outbox_schemas": ["a"], "interval": "5s"}"#,
+        )
+        .unwrap();
+        assert_eq!(config.queue_schemas, ["jobs", "billing_jobs"]);
+        assert_eq!(config.outbox_schemas, ["a"]);
+        assert_eq!(config.interval, Duration::from_secs(5));
+        assert_eq!(config.webhook_schemas, ObserveConfig::default().webhook_schemas);
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn bad_settings_are_refused_with_what_was_wrong() {
+        let bad = |f: fn(&mut ObserveConfig)| {
+            let mut config = ObserveConfig::default();
+            f(&mut config);
+            config.validate().unwrap_err().to_string()
+        };
+        assert!(bad(|c| c.lease_ttl = c.interval).contains("lease_ttl"));
+        assert!(bad(|c| c.interval = Duration::ZERO).contains("interval"));
+        assert!(bad(|c| c.count_cap = 0).contains("count_cap"));
+        assert!(bad(|c| c.queue_schemas = vec!["pg_catalog".into()]).contains("system schema"));
+        assert!(bad(|c| c.outbox_schemas = vec!["a;drop".into()]).contains("invalid"));
+    }
+}
