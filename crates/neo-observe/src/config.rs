@@ -142,7 +142,10 @@ mod tests {
         assert_eq!(config.queue_schemas, ["jobs", "billing_jobs"]);
         assert_eq!(config.outbox_schemas, ["a"]);
         assert_eq!(config.interval, Duration::from_secs(5));
-        assert_eq!(config.webhook_schemas, ObserveConfig::default().webhook_schemas);
+        assert_eq!(
+            config.webhook_schemas,
+            ObserveConfig::default().webhook_schemas
+        );
         config.validate().unwrap();
     }
 

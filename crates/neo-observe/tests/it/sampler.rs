@@ -150,6 +150,17 @@ async fn gauges_match_the_database() {
         .unwrap();
     let claimed = s.queue.claim("w", 2, None).await.unwrap();
     assert_eq!(claimed.len(), 2);
+    // Due jobs of other priorities, the oldest due 120 s ago, and one not due yet.
+    let ago = |secs: i64| chrono::Utc::now() - chrono::Duration::seconds(secs);
+    let later = vec![
+        NewJob::new("k", &5).unwrap().priority(5).run_at(ago(30)),
+        NewJob::new("k", &6).unwrap().priority(1).run_at(ago(120)),
+        NewJob::new("k", &7).unwrap().priority(9).run_at(ago(-3600)),
+    ];
+    s.queue
+        .enqueue_many(&s.db, later, OnDuplicate::Error)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO neo_events.outbox (id, event_type, aggregate_type, aggregate_id, payload, occurred_at, schema_version, recorded_at) \
          VALUES (gen_random_uuid(), 't', 'a', '1', '{}', now(), 1, now() - interval '90 seconds'), \
@@ -204,7 +215,8 @@ async fn gauges_match_the_database() {
 
     assert!(sample.leader);
     let q = &sample.queues[0];
-    assert_eq!((q.available, q.running, q.dead), (3, 2, 0));
+    assert_eq!((q.available, q.running, q.dead), (6, 2, 0));
+    assert!((119.0..150.0).contains(&q.oldest_pending_seconds), "{q:?}");
     let o = &sample.outboxes[0];
     assert_eq!(o.pending, 2);
     assert!(
@@ -236,7 +248,7 @@ async fn gauges_match_the_database() {
     };
     assert_eq!(
         (state("available"), state("running"), state("dead")),
-        (Some(3.0), Some(2.0), Some(0.0))
+        (Some(6.0), Some(2.0), Some(0.0))
     );
     assert!(
         gauge(
