@@ -38,6 +38,11 @@ redis_sentinel_installed() {
     command -v redis-sentinel >/dev/null 2>&1 || [[ -x /usr/bin/redis-sentinel ]]
 }
 
+# promtool (Debian's `prometheus` package) checks and unit-tests deploy/prometheus/alerts.yml.
+promtool_installed() {
+    command -v promtool >/dev/null 2>&1 || [[ -x /usr/bin/promtool ]]
+}
+
 # PgBouncer (Debian's pgbouncer) sits in front of the test PostgreSQL (neo-testkit).
 pgbouncer_installed() {
     command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]
@@ -52,8 +57,9 @@ ensure_servers_installed() {
     redis_installed || packages+=(redis-server)
     redis_cli_installed || packages+=(redis-tools)
     redis_sentinel_installed || packages+=(redis-sentinel)
+    promtool_installed || packages+=(prometheus)
     if ((${#packages[@]} == 0)); then
-        log "PostgreSQL, PgBouncer, Redis, redis-cli and redis-sentinel are installed"
+        log "PostgreSQL, PgBouncer, Redis, redis-cli, redis-sentinel and promtool are installed"
         return
     fi
     command -v apt-get >/dev/null 2>&1 ||
@@ -66,6 +72,7 @@ ensure_servers_installed() {
     redis_installed || die "Redis is still missing after installing it"
     redis_cli_installed || die "redis-cli (redis-tools) is still missing after installing it"
     redis_sentinel_installed || die "redis-sentinel is still missing after installing it"
+    promtool_installed || die "promtool (package prometheus) is still missing after installing it"
 }
 
 # Installs cargo-deny when missing (compiled from crates.io: a few minutes the first time).

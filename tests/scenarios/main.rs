@@ -5,6 +5,7 @@
 mod cache_failover;
 mod core_on_postgres;
 mod flaky_receiver;
+mod metrics_endpoint;
 mod one_tenant;
 mod primary_failover;
 mod sentinel_failover;

@@ -43,6 +43,7 @@ pub mod env_prefix {
 mod chunks;
 mod error;
 mod loader;
+pub mod metric_names;
 mod writer;
 
 pub use chunks::{ChunkConfig, Progress, process_chunks};

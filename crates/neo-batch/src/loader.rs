@@ -257,8 +257,8 @@ where
 
     async fn dispatch(&self, (keys, waiters): Batch<K, V>) {
         let size = keys.len();
-        metrics::counter!("neo_batch_loader_batches_total").increment(1);
-        metrics::histogram!("neo_batch_loader_batch_size").record(size as f64);
+        metrics::counter!(crate::metric_names::LOADER_BATCHES_TOTAL).increment(1);
+        metrics::histogram!(crate::metric_names::LOADER_BATCH_SIZE_ITEMS).record(size as f64);
         let result = (self.inner.batch)(keys).await;
         match result {
             Ok(mut values) => {

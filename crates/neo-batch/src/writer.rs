@@ -380,7 +380,7 @@ async fn run<T: Send + 'static, R: Send + 'static>(
             let _slot = slot;
             let (items, replies): (Vec<T>, Vec<Reply<R>>) = batch.into_iter().unzip();
             let count = items.len();
-            metrics::histogram!("neo_batch_writer_linger_seconds")
+            metrics::histogram!(crate::metric_names::WRITER_LINGER_SECONDS)
                 .record(opened.elapsed().as_secs_f64());
             let started = Instant::now();
             let outcome = flush(items).await;
@@ -388,11 +388,11 @@ async fn run<T: Send + 'static, R: Send + 'static>(
             if let Some(aimd) = &aimd {
                 aimd.record(took, outcome.is_ok());
             }
-            metrics::counter!("neo_batch_writer_batches_total", "outcome" => if outcome.is_ok() { "ok" } else { "error" })
+            metrics::counter!(crate::metric_names::WRITER_BATCHES_TOTAL, "outcome" => if outcome.is_ok() { "ok" } else { "error" })
                 .increment(1);
-            metrics::histogram!("neo_batch_writer_batch_size").record(count as f64);
-            metrics::counter!("neo_batch_writer_items_total").increment(count as u64);
-            metrics::counter!("neo_batch_writer_round_trips_saved_total")
+            metrics::histogram!(crate::metric_names::WRITER_BATCH_SIZE_ITEMS).record(count as f64);
+            metrics::counter!(crate::metric_names::WRITER_ITEMS_TOTAL).increment(count as u64);
+            metrics::counter!(crate::metric_names::WRITER_ROUND_TRIPS_SAVED_TOTAL)
                 .increment(count.saturating_sub(1) as u64);
             if let Err(error) = &outcome {
                 tracing::warn!(items = count, %error, "write batch failed");

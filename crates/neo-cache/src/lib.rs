@@ -142,6 +142,7 @@ mod cache;
 mod codec;
 mod config;
 mod error;
+pub mod metric_names;
 mod stats;
 
 pub use cache::{Cache, EntryOptions, HybridCache, MAX_KEY_LEN, TenantCache, WarmReport};

@@ -8,6 +8,10 @@
 //! `neo_cache_l2_errors_total{cache}`, `neo_cache_evictions_total{cache}`,
 //! `neo_cache_invalidations_total{cache,origin}`.
 
+use crate::metric_names::{
+    COALESCED_TOTAL, EVICTIONS_TOTAL, HITS_TOTAL, INVALIDATIONS_TOTAL, L2_ERRORS_TOTAL,
+    LOAD_SECONDS, LOADS_TOTAL, MISSES_TOTAL, STALE_SERVED_TOTAL,
+};
 use metrics::{Counter, Histogram};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -123,21 +127,22 @@ fn bump(counter: &AtomicU64) {
 impl Stats {
     pub(crate) fn new(name: &str) -> Self {
         let cache = name.to_owned();
-        let tier = |metric: &'static str, tier: &'static str| metrics::counter!(metric, "cache" => cache.clone(), "tier" => tier);
-        let outcome = |outcome: &'static str| metrics::counter!("neo_cache_loads_total", "cache" => cache.clone(), "outcome" => outcome);
-        let origin = |origin: &'static str| metrics::counter!("neo_cache_invalidations_total", "cache" => cache.clone(), "origin" => origin);
+        let hits = |tier: &'static str| metrics::counter!(HITS_TOTAL, "cache" => cache.clone(), "tier" => tier);
+        let misses = |tier: &'static str| metrics::counter!(MISSES_TOTAL, "cache" => cache.clone(), "tier" => tier);
+        let outcome = |outcome: &'static str| metrics::counter!(LOADS_TOTAL, "cache" => cache.clone(), "outcome" => outcome);
+        let origin = |origin: &'static str| metrics::counter!(INVALIDATIONS_TOTAL, "cache" => cache.clone(), "origin" => origin);
         let exported = Exported {
-            l1_hits: tier("neo_cache_hits_total", "l1"),
-            l1_misses: tier("neo_cache_misses_total", "l1"),
-            l2_hits: tier("neo_cache_hits_total", "l2"),
-            l2_misses: tier("neo_cache_misses_total", "l2"),
-            l2_errors: metrics::counter!("neo_cache_l2_errors_total", "cache" => cache.clone()),
-            stale_served: metrics::counter!("neo_cache_stale_served_total", "cache" => cache.clone()),
-            coalesced: metrics::counter!("neo_cache_coalesced_total", "cache" => cache.clone()),
+            l1_hits: hits("l1"),
+            l1_misses: misses("l1"),
+            l2_hits: hits("l2"),
+            l2_misses: misses("l2"),
+            l2_errors: metrics::counter!(L2_ERRORS_TOTAL, "cache" => cache.clone()),
+            stale_served: metrics::counter!(STALE_SERVED_TOTAL, "cache" => cache.clone()),
+            coalesced: metrics::counter!(COALESCED_TOTAL, "cache" => cache.clone()),
             loads_ok: outcome("ok"),
             loads_failed: outcome("error"),
-            load_seconds: metrics::histogram!("neo_cache_load_seconds", "cache" => cache.clone()),
-            evictions: metrics::counter!("neo_cache_evictions_total", "cache" => cache.clone()),
+            load_seconds: metrics::histogram!(LOAD_SECONDS, "cache" => cache.clone()),
+            evictions: metrics::counter!(EVICTIONS_TOTAL, "cache" => cache.clone()),
             invalidations_local: origin("local"),
             invalidations_remote: origin("remote"),
         };

@@ -23,6 +23,8 @@
 //! | `events` | [`events`] | `neo-events`: domain events, transactional outbox, webhooks (Standard Webhooks signatures, delivery on neo-queue) |
 //! | `orgs` | [`orgs`] | `neo-orgs`: the organization entity and its service (cache, outbox events, audit, search) |
 //! | `tenant` | [`tenant`] | `neo-tenant`: the task-local tenant (fail closed), the axum layer resolving it per request |
+//! | `observe` | [`observe`] | `neo-observe`: the metric catalogue, the leader-elected gauge sampler |
+//! | `prometheus` | [`observe::prometheus`] | `/metrics` for Prometheus on an axum router |
 //! | `full` | all of the above | |
 //!
 //! Crates land here as they are built: the `orgs` HTTP router and the example service are next.
@@ -78,6 +80,10 @@ pub use neo_events as events;
 #[cfg(feature = "tenant")]
 #[doc(inline)]
 pub use neo_tenant as tenant;
+
+#[cfg(feature = "observe")]
+#[doc(inline)]
+pub use neo_observe as observe;
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
 #[cfg(all(doctest, feature = "full"))]

@@ -116,7 +116,7 @@ impl Coordinator {
                         Ok(epoch) => {
                             renewed_at = Instant::now();
                             tracing::info!(leader = %name, epoch, "elected");
-                            metrics::counter!("neo_coord_elections_total").increment(1);
+                            metrics::counter!(crate::metric_names::ELECTIONS_TOTAL).increment(1);
                             role_tx.send_replace(Role::Leader { epoch });
                         }
                         Err(error) => {

@@ -67,6 +67,7 @@ mod backend;
 mod error;
 mod leader;
 mod lock;
+pub mod metric_names;
 mod rate;
 
 pub use error::{Error, Result};

@@ -172,7 +172,7 @@ impl Coordinator {
         if fence == 0 {
             return Ok(None);
         }
-        metrics::counter!("neo_coord_locks_acquired_total").increment(1);
+        metrics::counter!(crate::metric_names::LOCKS_ACQUIRED_TOTAL).increment(1);
         let held = Arc::new(AtomicBool::new(true));
         let watchdog = {
             let (coord, key, token, held) =

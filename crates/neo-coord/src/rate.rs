@@ -88,7 +88,7 @@ impl DistributedRateLimiter {
         if allowed == 1 {
             Ok(())
         } else {
-            metrics::counter!("neo_coord_rate_limited_total").increment(1);
+            metrics::counter!(crate::metric_names::RATE_LIMITED_TOTAL).increment(1);
             Err(Error::RateLimited {
                 retry_after: Duration::from_micros(u64::try_from(retry_us).unwrap_or(0)),
             })

@@ -27,6 +27,7 @@ pub mod config;
 mod cursor;
 mod error;
 pub mod id;
+pub mod metric;
 pub mod pagination;
 pub mod sync;
 pub mod value;
@@ -35,6 +36,7 @@ pub use clock::{Clock, ManualClock, SystemClock};
 pub use cursor::CursorCodec;
 pub use error::{CursorErrorReason, Error, ErrorKind, HasErrorKind, Result};
 pub use id::{DeliveryId, EndpointId, EventId, JobId, OrganizationId, TenantId, UserId};
+pub use metric::{MetricDef, MetricKind};
 pub use pagination::{CountMode, CursorPage, CursorRequest, Page, PageRequest, PaginationConfig};
 pub use secrecy::{ExposeSecret, SecretString};
 pub use value::{

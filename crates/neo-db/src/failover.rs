@@ -187,7 +187,7 @@ impl Hosts {
                 to = %self.options[index].0,
                 "primary moved: the pool now connects to the new primary"
             );
-            metrics::counter!("neo_db_failovers_total").increment(1);
+            metrics::counter!(crate::metric_names::FAILOVERS_TOTAL).increment(1);
         }
         pool.set_connect_options(self.options[index].1.clone());
     }

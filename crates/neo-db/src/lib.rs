@@ -72,6 +72,7 @@ mod error;
 mod failover;
 mod ident;
 mod lock_resolver;
+pub mod metric_names;
 mod migrate;
 mod page;
 mod planned;

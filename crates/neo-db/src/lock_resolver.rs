@@ -216,7 +216,7 @@ impl LockResolver {
                 action = chain.action.as_str(),
                 "blocking chain older than the threshold"
             );
-            metrics::counter!("neo_db_lock_resolver_actions_total", "action" => chain.action.as_str())
+            metrics::counter!(crate::metric_names::LOCK_RESOLVER_ACTIONS_TOTAL, "action" => chain.action.as_str())
                 .increment(1);
             resolved.push(chain);
         }

@@ -270,7 +270,7 @@ impl Replicas {
             return Some(&replica.pool);
         }
         self.skipped.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("neo_db_replica_skipped_reads_total", "reason" => skip.label())
+        metrics::counter!(crate::metric_names::REPLICA_SKIPPED_READS_TOTAL, "reason" => skip.label())
             .increment(1);
         None
     }
@@ -326,7 +326,7 @@ impl Replicas {
                 if !was {
                     tracing::info!(replica = %replica.name, "read replica serving");
                 }
-                metrics::gauge!("neo_db_replica_lag_seconds", "replica" => replica.name.clone())
+                metrics::gauge!(crate::metric_names::REPLICA_LAG_SECONDS, "replica" => replica.name.clone())
                     .set(lag.as_secs_f64());
                 if lag > max_lag {
                     tracing::debug!(replica = %replica.name, ?lag, "read replica lagging; skipped");

@@ -159,7 +159,8 @@ impl Db {
                     elapsed_ms = started.elapsed().as_millis() as u64,
                     "transaction retries exhausted"
                 );
-                metrics::counter!("neo_db_transaction_retries_exhausted_total").increment(1);
+                metrics::counter!(crate::metric_names::TRANSACTION_RETRIES_EXHAUSTED_TOTAL)
+                    .increment(1);
                 return Err(error);
             }
             tracing::warn!(
@@ -168,7 +169,7 @@ impl Db {
                 wait_ms = wait.as_millis() as u64,
                 "transaction aborted by a serialization failure or deadlock; retrying"
             );
-            metrics::counter!("neo_db_transaction_retries_total", "sqlstate" => sqlstate)
+            metrics::counter!(crate::metric_names::TRANSACTION_RETRIES_TOTAL, "sqlstate" => sqlstate)
                 .increment(1);
             tokio::time::sleep(wait).await;
             previous = wait;

@@ -8,6 +8,11 @@
 //! `neo_db_pool_connections{state=idle|in_use}`.
 
 use crate::Result;
+use crate::metric_names::{
+    CONNECTIONS_HELD_TOO_LONG_TOTAL, POOL_ACQUIRE_SECONDS, POOL_ACQUIRE_TIMEOUTS_TOTAL,
+    POOL_CONNECTIONS, POOL_MAX_CONNECTIONS, QUERIES_TOTAL, QUERY_DURATION_SECONDS,
+    SLOW_QUERIES_TOTAL,
+};
 use std::fmt::Display;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -76,7 +81,7 @@ impl Telemetry {
     pub(crate) fn record_acquire(&self, waited: Duration, timed_out: bool) {
         if timed_out {
             self.acquire_timeouts.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("neo_db_pool_acquire_timeouts_total").increment(1);
+            metrics::counter!(POOL_ACQUIRE_TIMEOUTS_TOTAL).increment(1);
             return;
         }
         self.acquired.fetch_add(1, Ordering::Relaxed);
@@ -85,14 +90,14 @@ impl Telemetry {
             .position(|bound| waited <= *bound)
             .unwrap_or(ACQUIRE_WAIT_BUCKETS.len() - 1);
         self.acquire_wait[bucket].fetch_add(1, Ordering::Relaxed);
-        metrics::histogram!("neo_db_pool_acquire_seconds").record(waited.as_secs_f64());
+        metrics::histogram!(POOL_ACQUIRE_SECONDS).record(waited.as_secs_f64());
     }
 
     /// Called when a connection or transaction is released after `held`.
     pub(crate) fn record_release(&self, what: &'static str, held: Duration) {
         if held > self.held_too_long_threshold {
             self.held_too_long.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("neo_db_connections_held_too_long_total").increment(1);
+            metrics::counter!(CONNECTIONS_HELD_TOO_LONG_TOTAL).increment(1);
             tracing::warn!(
                 db.held = what,
                 held_ms = held.as_millis() as u64,
@@ -103,9 +108,9 @@ impl Telemetry {
     }
 
     pub(crate) fn snapshot(&self, size: u32, idle: u32, max_size: u32) -> PoolStats {
-        metrics::gauge!("neo_db_pool_connections", "state" => "idle").set(idle);
-        metrics::gauge!("neo_db_pool_connections", "state" => "in_use")
-            .set(size.saturating_sub(idle));
+        metrics::gauge!(POOL_CONNECTIONS, "state" => "idle").set(idle);
+        metrics::gauge!(POOL_CONNECTIONS, "state" => "in_use").set(size.saturating_sub(idle));
+        metrics::gauge!(POOL_MAX_CONNECTIONS).set(max_size);
         PoolStats {
             size,
             idle,
@@ -153,13 +158,13 @@ impl Telemetry {
             Err(_) => "error",
         };
         span.record("db.duration_ms", elapsed.as_secs_f64() * 1e3);
-        metrics::counter!("neo_db_queries_total", "statement" => statement, "outcome" => outcome)
+        metrics::counter!(QUERIES_TOTAL, "statement" => statement, "outcome" => outcome)
             .increment(1);
-        metrics::histogram!("neo_db_query_duration_seconds", "statement" => statement)
+        metrics::histogram!(QUERY_DURATION_SECONDS, "statement" => statement)
             .record(elapsed.as_secs_f64());
         if elapsed > self.slow_query_threshold {
             self.slow_queries.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("neo_db_slow_queries_total", "statement" => statement).increment(1);
+            metrics::counter!(SLOW_QUERIES_TOTAL, "statement" => statement).increment(1);
             span.in_scope(|| {
                 tracing::warn!(
                     duration_ms = elapsed.as_millis() as u64,

@@ -30,6 +30,7 @@
 
 mod error;
 mod event;
+pub mod metric_names;
 mod outbox;
 mod signature;
 #[cfg(feature = "webhooks")]

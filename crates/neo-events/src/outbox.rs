@@ -260,7 +260,7 @@ impl Outbox {
             .fetch_one(&mut *conn)
             .await
             .map_err(neo_db::Error::from)?;
-        metrics::counter!("neo_events_published_total").increment(events.len() as u64);
+        metrics::counter!(crate::metric_names::PUBLISHED_TOTAL).increment(events.len() as u64);
         Ok(())
     }
 
@@ -382,7 +382,7 @@ impl Outbox {
             return Err(EventError::Handler(error.to_string()));
         }
         tx.commit().await?;
-        metrics::counter!("neo_events_dispatched_total").increment(dispatched as u64);
+        metrics::counter!(crate::metric_names::DISPATCHED_TOTAL).increment(dispatched as u64);
         Ok(dispatched)
     }
 

@@ -16,13 +16,14 @@
 //!   with a poll fallback, heartbeats leases, and shuts down gracefully.
 //!
 //! Metrics: `neo_queue_enqueued_total`, `neo_queue_claimed_total`, `neo_queue_acked_total`,
-//! `neo_queue_nacked_total`, `neo_queue_rescued_total`, `neo_queue_depth{state}`,
+//! `neo_queue_nacked_total`, `neo_queue_rescued_total`, `neo_queue_depth_jobs{queue,state}`,
 //! `neo_queue_claim_to_complete_seconds`, `neo_queue_retries_total` (nacks that will retry)
 //! and `neo_queue_dead_lettered_total`.
 
 mod config;
 mod error;
 mod job;
+pub mod metric_names;
 mod queue;
 mod worker;
 

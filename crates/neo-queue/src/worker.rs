@@ -337,7 +337,7 @@ async fn complete(
                 nacked = tally(written, failures.len(), ok, lost, "failures", attempt);
             }
             if (acked && nacked) || Instant::now() >= give_up {
-                let latency = metrics::histogram!("neo_queue_claim_to_complete_seconds");
+                let latency = metrics::histogram!(crate::metric_names::CLAIM_TO_COMPLETE_SECONDS);
                 for at in &claimed {
                     latency.record(at.elapsed().as_secs_f64());
                 }

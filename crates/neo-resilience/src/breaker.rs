@@ -176,6 +176,8 @@ impl ProbeCounts {
 #[derive(Debug)]
 struct Shared {
     name: String,
+    /// The `breaker` label of its metrics (the name unless made with `labelled`).
+    metric_label: String,
     config: BreakerConfig,
     state: Mutex<State>,
     events: broadcast::Sender<StateChange>,
@@ -213,11 +215,27 @@ impl CircuitBreaker {
     /// # Errors
     /// [`Error::Config`] for invalid settings.
     pub fn new(name: impl Into<String>, config: BreakerConfig) -> Result<Self, Refusal> {
+        let name = name.into();
+        Self::labelled(name.clone(), name, config)
+    }
+
+    /// A closed breaker whose metrics carry `metric_label` as their `breaker` label instead
+    /// of its name: for breakers made per item (an endpoint, a host) whose names would give
+    /// the metrics one series per item. Errors and logs still carry `name`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for invalid settings.
+    pub fn labelled(
+        name: impl Into<String>,
+        metric_label: impl Into<String>,
+        config: BreakerConfig,
+    ) -> Result<Self, Refusal> {
         config.validate()?;
         let (events, _) = broadcast::channel(64);
         Ok(CircuitBreaker {
             shared: Arc::new(Shared {
                 name: name.into(),
+                metric_label: metric_label.into(),
                 config,
                 state: Mutex::new(State {
                     state: BreakerState::Closed,
@@ -265,7 +283,7 @@ impl CircuitBreaker {
             state.opened_at = Instant::now();
         }
         tracing::warn!(breaker = %self.shared.name, from = from.as_str(), to = to.as_str(), "circuit breaker state change");
-        metrics::counter!("neo_resilience_breaker_transitions_total", "breaker" => self.shared.name.clone(), "to" => to.as_str())
+        metrics::counter!(crate::metric_names::BREAKER_TRANSITIONS_TOTAL, "breaker" => self.shared.metric_label.clone(), "to" => to.as_str())
             .increment(1);
         let _ = self.shared.events.send(StateChange { from, to });
     }
@@ -315,7 +333,7 @@ impl CircuitBreaker {
     }
 
     fn open_error(&self, retry_after: Duration) -> Refusal {
-        metrics::counter!("neo_resilience_breaker_rejections_total", "breaker" => self.shared.name.clone())
+        metrics::counter!(crate::metric_names::BREAKER_REJECTIONS_TOTAL, "breaker" => self.shared.metric_label.clone())
             .increment(1);
         Error::Open {
             name: self.shared.name.clone(),

@@ -24,6 +24,7 @@
 mod breaker;
 mod error;
 mod limiter;
+pub mod metric_names;
 mod policy;
 mod retry;
 

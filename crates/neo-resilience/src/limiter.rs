@@ -78,7 +78,7 @@ impl RateLimiter {
     /// [`Error::RateLimited`] with the wait until the next slot.
     pub fn try_acquire(&self) -> Result<(), Refusal> {
         self.limiter.check().map_err(|not_until| {
-            metrics::counter!("neo_resilience_rate_limited_total").increment(1);
+            metrics::counter!(crate::metric_names::RATE_LIMITED_TOTAL).increment(1);
             Error::RateLimited {
                 retry_after: not_until.wait_time_from(DefaultClock::default().now()),
             }
@@ -193,7 +193,7 @@ impl Bulkhead {
     }
 
     fn full(&self) -> Refusal {
-        metrics::counter!("neo_resilience_bulkhead_rejections_total", "bulkhead" => self.name.to_string())
+        metrics::counter!(crate::metric_names::BULKHEAD_REJECTIONS_TOTAL, "bulkhead" => self.name.to_string())
             .increment(1);
         Error::BulkheadFull {
             name: self.name.to_string(),

@@ -189,7 +189,7 @@ impl RetryState {
             wait_ms = wait.as_millis() as u64,
             "retrying"
         );
-        metrics::counter!("neo_resilience_retries_total").increment(1);
+        metrics::counter!(crate::metric_names::RETRIES_TOTAL).increment(1);
         self.previous = wait;
         self.attempt += 1;
         Some(wait)

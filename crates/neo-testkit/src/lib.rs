@@ -37,6 +37,7 @@
 
 mod certs;
 mod error;
+mod exposition;
 mod failure;
 mod pgbouncer;
 mod postgres;
@@ -51,6 +52,7 @@ mod tls;
 
 pub use certs::CertificateFiles;
 pub use error::{Error, Result};
+pub use exposition::{ExpositionSample, Family, parse_exposition};
 pub use failure::Failure;
 pub use pgbouncer::{PGBOUNCER_BIN_VAR, PGBOUNCER_URL_VAR, PgBouncer, PgBouncerOptions, PgRoute};
 pub use postgres::{

@@ -1,12 +1,15 @@
 //! The example host service as a library: [`Service::compose`] builds the organizations API
 //! (PostgreSQL, tiered cache on Redis), the outbox dispatcher fanning events out to webhook
 //! endpoints and the neo-queue worker delivering them, from a [`ServiceConfig`];
-//! [`Service::run`] runs the [`Roles`] asked for until stopped. The `orgs-service` binary and
-//! the scenario suite (`tests/`) both use it.
+//! [`Service::run`] runs the [`Roles`] asked for until stopped: with them the metrics sampler
+//! (one instance samples at a time) and, given a Prometheus handle, `GET /metrics` beside the
+//! API. The `orgs-service` binary and the scenario suite (`tests/`) both use it.
 
 use neo_commons::cache::{CacheConfig, HybridCache};
 use neo_commons::db::{Db, DbConfig};
 use neo_commons::events::{DomainEvent, Outbox, OutboxConfig, WebhookConfig, Webhooks};
+use neo_commons::observe::prometheus::Handle as MetricsHandle;
+use neo_commons::observe::{ObserveConfig, Sampler};
 use neo_commons::orgs::{OrgConfig, Organization, OrganizationService};
 use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
@@ -38,6 +41,8 @@ pub struct ServiceConfig {
     pub worker: WorkerConfig,
     /// The organizations.
     pub orgs: OrgConfig,
+    /// The metrics sampler (its schemas are set to the service's own in `compose`).
+    pub observe: ObserveConfig,
 }
 
 impl ServiceConfig {
@@ -51,6 +56,7 @@ impl ServiceConfig {
             queue: QueueConfig::default(),
             worker: WorkerConfig::default(),
             orgs: OrgConfig::default(),
+            observe: ObserveConfig::default(),
         }
     }
 
@@ -72,6 +78,7 @@ impl ServiceConfig {
         config.queue = from_env("NEO_QUEUE_")?;
         config.worker = from_env("NEO_WORKER_")?;
         config.orgs = from_env("NEO_ORGS_")?;
+        config.observe = from_env("NEO_OBSERVE_")?;
         Ok(config)
     }
 }
@@ -86,6 +93,10 @@ pub struct Roles {
     pub dispatch: bool,
     /// Deliver webhooks (the neo-queue worker).
     pub deliver: bool,
+    /// Run the metrics sampler (it samples the database only while it holds the lease).
+    pub sample: bool,
+    /// Serve `GET /metrics` from this recorder beside the API.
+    pub metrics: Option<MetricsHandle>,
 }
 
 impl Roles {
@@ -95,7 +106,15 @@ impl Roles {
             api: Some(listener),
             dispatch: true,
             deliver: true,
+            sample: true,
+            metrics: None,
         }
+    }
+
+    /// These roles, with `GET /metrics` served from `handle` beside the API.
+    pub fn with_metrics(mut self, handle: MetricsHandle) -> Self {
+        self.metrics = Some(handle);
+        self
     }
 
     /// Only these background roles, no API.
@@ -104,6 +123,8 @@ impl Roles {
             api: None,
             dispatch,
             deliver,
+            sample: false,
+            metrics: None,
         }
     }
 }
@@ -123,6 +144,8 @@ pub struct Service {
     /// The database.
     pub db: Db,
     worker: WorkerConfig,
+    cache: HybridCache<Organization>,
+    observe: ObserveConfig,
 }
 
 impl std::fmt::Debug for Service {
@@ -144,12 +167,22 @@ impl Service {
         let db = Db::connect(&DbConfig::with_url(config.database_url)).await?;
         let queue = Queue::new(&db, config.queue)?;
         queue.migrate().await?;
-        let outbox = Outbox::new(&db, OutboxConfig::default())?;
+        let outbox_config = OutboxConfig::default();
+        let outbox = Outbox::new(&db, outbox_config.clone())?;
         let webhooks = Webhooks::new(&db, queue.clone(), config.webhooks)?;
         let cache = HybridCache::<Organization>::tiered(config.cache, &config.redis_url)?;
-        let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache), config.orgs)?;
+        let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache.clone()), config.orgs)?;
         orgs.migrate().await?; // the outbox's tables too
         webhooks.migrate().await?;
+        let observe = ObserveConfig {
+            queue_schemas: vec![queue.config().schema.clone()],
+            outbox_schemas: vec![outbox_config.schema],
+            webhook_schemas: vec![webhooks.config().schema.clone()],
+            ..config.observe
+        };
+        Sampler::new(&db, observe.clone(), "orgs-service")?
+            .migrate()
+            .await?;
         Ok(Service {
             orgs,
             webhooks,
@@ -157,6 +190,8 @@ impl Service {
             queue,
             db,
             worker: config.worker,
+            cache,
+            observe,
         })
     }
 
@@ -176,7 +211,18 @@ impl Service {
         let worker = self
             .webhooks
             .handle(Worker::new(self.queue.clone(), self.worker.clone()));
-        let api = neo_commons::orgs::http::router(self.orgs.clone());
+        let mut api = neo_commons::orgs::http::router(self.orgs.clone());
+        if let Some(handle) = roles.metrics {
+            api = neo_commons::observe::prometheus::mount(api, handle);
+        }
+        let sampler = if roles.sample {
+            let sampler = Sampler::new(&self.db, self.observe.clone(), "orgs-service")?
+                .with_cache(self.cache.clone())
+                .with_webhooks(self.webhooks.clone());
+            Some(sampler.spawn())
+        } else {
+            None
+        };
         let (dispatched, delivered, served) = tokio::join!(
             async {
                 if roles.dispatch {
@@ -199,6 +245,9 @@ impl Service {
                 Ok::<(), BoxError>(())
             },
         );
+        if let Some(sampler) = sampler {
+            sampler.stop().await;
+        }
         dispatched?;
         delivered?;
         served?;

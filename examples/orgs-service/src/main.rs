@@ -35,14 +35,17 @@ async fn main() -> Result<(), BoxError> {
 async fn serve() -> Result<(), BoxError> {
     let addr = std::env::var("NEO_ORGS_SERVICE_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let service = Service::compose(ServiceConfig::from_env()?).await?;
+    let metrics = neo_commons::observe::prometheus::install(&Default::default())?;
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("organizations API on http://{addr}; Ctrl-C stops it");
+    println!("organizations API on http://{addr} (Prometheus: /metrics); Ctrl-C stops it");
     let (stop, stopped) = watch::channel(false);
     tokio::spawn(async move {
         let _ = tokio::signal::ctrl_c().await;
         let _ = stop.send(true);
     });
-    service.run(Roles::all(listener), stopped).await
+    service
+        .run(Roles::all(listener).with_metrics(metrics), stopped)
+        .await
 }
 
 /// A webhook receiver for the demo: records each delivery with its headers.

@@ -229,6 +229,19 @@ where
         &self.inner.config
     }
 
+    /// Entries in L1 now (0 without an L1). Applies moka's pending writes first, so it costs
+    /// more than a lookup: for a metrics sampler, not a request path.
+    pub fn l1_entries(&self) -> u64 {
+        match &self.inner.l1 {
+            Some(super::l1::L1::Moka(cache)) => {
+                cache.run_pending_tasks();
+                cache.entry_count()
+            }
+            Some(super::l1::L1::Manual(map)) => super::l1::lock(map).len() as u64,
+            None => 0,
+        }
+    }
+
     /// Waits until the backplane has subscribed (at least `times` times in total: reconnects
     /// count), or `timeout` passes; returns whether it happened. For tests and readiness checks.
     pub async fn backplane_ready(&self, times: u64, timeout: Duration) -> bool {

@@ -249,23 +249,26 @@ impl QueryBaselines {
         Ok(regressions)
     }
 
-    /// Sets the gauges: `neo_db_query_regressions` (how many), and per regressed statement
+    /// Sets the gauges: `neo_db_regressed_queries` (how many), and per regressed statement
     /// `neo_db_query_regression_ratio{queryid}` and `neo_db_query_regression_mean_seconds{queryid}`;
     /// a statement exported before and not regressed now is set to 0. Each regression is
     /// also logged at WARN (query id, ratio, means; not the statement text).
     pub fn export(&self, regressions: &[Regression]) {
-        metrics::gauge!("neo_db_query_regressions").set(regressions.len() as f64);
+        metrics::gauge!(crate::metric_names::REGRESSED_QUERIES).set(regressions.len() as f64);
         let now: BTreeSet<i64> = regressions.iter().map(|r| r.queryid).collect();
         let mut exported = neo_core::sync::lock(&self.exported);
         for gone in exported.difference(&now) {
             let id = gone.to_string();
-            metrics::gauge!("neo_db_query_regression_ratio", "queryid" => id.clone()).set(0.0);
-            metrics::gauge!("neo_db_query_regression_mean_seconds", "queryid" => id).set(0.0);
+            metrics::gauge!(crate::metric_names::QUERY_REGRESSION_RATIO, "queryid" => id.clone())
+                .set(0.0);
+            metrics::gauge!(crate::metric_names::QUERY_REGRESSION_MEAN_SECONDS, "queryid" => id)
+                .set(0.0);
         }
         for r in regressions {
             let id = r.queryid.to_string();
-            metrics::gauge!("neo_db_query_regression_ratio", "queryid" => id.clone()).set(r.ratio);
-            metrics::gauge!("neo_db_query_regression_mean_seconds", "queryid" => id)
+            metrics::gauge!(crate::metric_names::QUERY_REGRESSION_RATIO, "queryid" => id.clone())
+                .set(r.ratio);
+            metrics::gauge!(crate::metric_names::QUERY_REGRESSION_MEAN_SECONDS, "queryid" => id)
                 .set(r.mean.as_secs_f64());
             tracing::warn!(
                 queryid = r.queryid,

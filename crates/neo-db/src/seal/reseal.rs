@@ -306,7 +306,8 @@ impl Resealer {
         }
         let remaining = self.remaining().await?;
         done.remaining = Some(remaining);
-        metrics::gauge!("neo_db_reseal_remaining_rows", "table" => table).set(remaining as f64);
+        metrics::gauge!(crate::metric_names::RESEAL_REMAINING_ROWS, "table" => table)
+            .set(remaining as f64);
         progress(&done);
         Ok(done)
     }
@@ -415,7 +416,7 @@ impl Resealer {
             ("failed", failed),
         ] {
             if n > 0 {
-                metrics::counter!("neo_db_reseal_rows_total", "table" => table.clone(), "outcome" => outcome)
+                metrics::counter!(crate::metric_names::RESEAL_ROWS_TOTAL, "table" => table.clone(), "outcome" => outcome)
                     .increment(n);
             }
         }

@@ -137,7 +137,7 @@ async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported() {
     {
         let seen = gauges.0.lock().unwrap();
         assert_eq!(
-            seen.get("neo_db_query_regressions{}"),
+            seen.get("neo_db_regressed_queries{}"),
             Some(&1.0),
             "{seen:?}"
         );
@@ -148,7 +148,7 @@ async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported() {
     // Once fixed (a new baseline shows nothing), its series go back to 0.
     metrics::with_local_recorder(&gauges, || baselines.export(&[]));
     let seen = gauges.0.lock().unwrap();
-    assert_eq!(seen.get("neo_db_query_regressions{}"), Some(&0.0));
+    assert_eq!(seen.get("neo_db_regressed_queries{}"), Some(&0.0));
     assert_eq!(
         seen[&format!("neo_db_query_regression_ratio{{queryid={id}}}")],
         0.0

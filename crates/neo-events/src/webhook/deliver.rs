@@ -140,7 +140,8 @@ impl Webhooks {
                 last_error: describe(&answer),
             });
         }
-        metrics::histogram!("neo_webhooks_attempt_seconds").record(answer.took.as_secs_f64());
+        metrics::histogram!(crate::metric_names::WEBHOOK_ATTEMPT_SECONDS)
+            .record(answer.took.as_secs_f64());
         self.conclude(id, attempt, inline_due, &target, answer)
             .await
     }
@@ -167,7 +168,7 @@ impl Webhooks {
         if answer.delivered() {
             update.status = "delivered";
             self.finish(target, update).await?;
-            metrics::counter!("neo_webhooks_delivered_total").increment(1);
+            metrics::counter!(crate::metric_names::WEBHOOK_DELIVERED_TOTAL).increment(1);
             return Ok(());
         }
         let reason = describe(&answer);
@@ -201,7 +202,7 @@ impl Webhooks {
             update.status = "dead";
             update.error = Some(reason.clone());
             self.finish(target, update).await?;
-            metrics::counter!("neo_webhooks_dead_total").increment(1);
+            metrics::counter!(crate::metric_names::WEBHOOK_DEAD_TOTAL).increment(1);
             self.announce(OperationalEvent::DeliveryExhausted {
                 delivery_id: id,
                 endpoint_id: target.endpoint_id,
@@ -225,7 +226,7 @@ impl Webhooks {
                 .map(|d| Utc::now() + d),
         };
         self.record(update).await?;
-        metrics::counter!("neo_webhooks_retries_total").increment(1);
+        metrics::counter!(crate::metric_names::WEBHOOK_RETRIES_TOTAL).increment(1);
         Err(JobError::RetryIn(reason, delay))
     }
 
@@ -264,13 +265,23 @@ impl Webhooks {
         })
     }
 
+    /// The state of each endpoint breaker this instance holds (for the metrics sampler).
+    pub fn breaker_states(&self) -> Vec<(Uuid, BreakerState)> {
+        lock(&self.inner.breakers)
+            .iter()
+            .map(|(endpoint, breaker)| (*endpoint, breaker.state()))
+            .collect()
+    }
+
     fn breaker(&self, endpoint: Uuid) -> CircuitBreaker {
         let mut breakers = lock(&self.inner.breakers);
         breakers
             .entry(endpoint)
             .or_insert_with(|| {
-                CircuitBreaker::new(
+                CircuitBreaker::labelled(
                     format!("webhook-endpoint-{endpoint}"),
+                    // One metric series for every endpoint's breaker, not one per endpoint.
+                    "webhook-endpoint",
                     self.inner.config.endpoint_breaker(),
                 )
                 .unwrap_or_else(|_| {

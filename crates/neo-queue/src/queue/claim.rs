@@ -59,7 +59,7 @@ impl Queue {
                 rows
             }
         };
-        metrics::counter!("neo_queue_claimed_total").increment(rows.len() as u64);
+        metrics::counter!(crate::metric_names::CLAIMED_TOTAL).increment(rows.len() as u64);
         rows.iter()
             .map(job)
             .collect::<Result<Vec<_>, sqlx::Error>>()

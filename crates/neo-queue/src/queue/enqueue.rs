@@ -98,7 +98,7 @@ impl Queue {
             .fetch_all(&mut *conn)
             .await
             .map_err(duplicate_or)?;
-        metrics::counter!("neo_queue_enqueued_total").increment(inserted.len() as u64);
+        metrics::counter!(crate::metric_names::ENQUEUED_TOTAL).increment(inserted.len() as u64);
         let inserted: HashSet<JobId> = inserted.into_iter().collect();
         Ok(jobs
             .iter()

@@ -24,7 +24,7 @@ impl Queue {
                 jobs = done.rows_affected(),
                 "rescued jobs whose lease expired"
             );
-            metrics::counter!("neo_queue_rescued_total").increment(done.rows_affected());
+            metrics::counter!(crate::metric_names::RESCUED_TOTAL).increment(done.rows_affected());
         }
         Ok(done.rows_affected())
     }
@@ -78,7 +78,7 @@ impl Queue {
         Ok(requeued)
     }
 
-    /// Jobs per state (also exported as the `neo_queue_depth{state}` gauge).
+    /// Jobs per state (also exported as the `neo_queue_depth_jobs{queue,state}` gauge).
     ///
     /// # Errors
     /// A database error.
@@ -99,7 +99,7 @@ impl Queue {
                 "dead" => depth.dead = count,
                 _ => {}
             }
-            metrics::gauge!("neo_queue_depth", "state" => state).set(count as f64);
+            metrics::gauge!(crate::metric_names::DEPTH_JOBS, "queue" => self.config.schema.clone(), "state" => state).set(count as f64);
         }
         Ok(depth)
     }

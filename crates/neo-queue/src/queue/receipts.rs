@@ -34,7 +34,7 @@ impl Queue {
     /// A database error.
     pub async fn ack_many(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
         let refused = self.run_receipts(&self.sql.ack, receipts, |q| q).await?;
-        metrics::counter!("neo_queue_acked_total")
+        metrics::counter!(crate::metric_names::ACKED_TOTAL)
             .increment((receipts.len() - refused.len()) as u64);
         Ok(refused)
     }
@@ -85,9 +85,9 @@ impl Queue {
             .map(|row| Ok((row.try_get("id")?, row.try_get("state")?)))
             .collect::<Result<Vec<(JobId, String)>, sqlx::Error>>()?;
         let dead = done.iter().filter(|(_, state)| state == "dead").count() as u64;
-        metrics::counter!("neo_queue_nacked_total").increment(done.len() as u64);
-        metrics::counter!("neo_queue_retries_total").increment(done.len() as u64 - dead);
-        metrics::counter!("neo_queue_dead_lettered_total").increment(dead);
+        metrics::counter!(crate::metric_names::NACKED_TOTAL).increment(done.len() as u64);
+        metrics::counter!(crate::metric_names::RETRIES_TOTAL).increment(done.len() as u64 - dead);
+        metrics::counter!(crate::metric_names::DEAD_LETTERED_TOTAL).increment(dead);
         let done: Vec<JobId> = done.into_iter().map(|(id, _)| id).collect();
         let receipts: Vec<Receipt> = failures.iter().map(|f| f.receipt).collect();
         Ok(refused(&receipts, &done))

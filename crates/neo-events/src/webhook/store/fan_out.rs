@@ -60,7 +60,8 @@ impl Webhooks {
                     bodies.push(body);
                 }
                 Err(error) => {
-                    metrics::counter!("neo_webhooks_refused_events_total").increment(1);
+                    metrics::counter!(crate::metric_names::WEBHOOK_REFUSED_EVENTS_TOTAL)
+                        .increment(1);
                     tracing::error!(event_id = %event.id(), %error, "event not sent to webhooks");
                 }
             }
@@ -107,7 +108,8 @@ impl Webhooks {
         });
         self.enqueue_created_due(&mut tx, &created, due).await?;
         tx.commit().await?;
-        metrics::counter!("neo_webhooks_deliveries_created_total").increment(created.len() as u64);
+        metrics::counter!(crate::metric_names::WEBHOOK_DELIVERIES_CREATED_TOTAL)
+            .increment(created.len() as u64);
         if let (Some(slots), Some(job_due)) = (inline, due) {
             self.attempt_inline(&created, targets, slots, job_due);
         }

@@ -237,7 +237,8 @@ impl Webhooks {
             OperationalEvent::EndpointDisabled { .. } => "endpoint_disabled",
             OperationalEvent::DeliveryExhausted { .. } => "delivery_exhausted",
         };
-        metrics::counter!("neo_webhooks_operational_events_total", "kind" => kind).increment(1);
+        metrics::counter!(crate::metric_names::WEBHOOK_OPERATIONAL_EVENTS_TOTAL, "kind" => kind)
+            .increment(1);
         let _ = self.inner.operational.send(event);
     }
 

@@ -103,7 +103,8 @@ impl Webhooks {
                 failed = done.failed,
                 "webhook endpoints re-sealed under the current key"
             );
-            metrics::gauge!("neo_webhooks_reseal_remaining").set(done.remaining as f64);
+            metrics::gauge!(crate::metric_names::WEBHOOK_RESEAL_REMAINING_ENDPOINTS)
+                .set(done.remaining as f64);
             progress(&done);
             if seen < limit {
                 return Ok(done);
