@@ -240,11 +240,17 @@ impl Webhooks {
             .sealer()
             .map(Sealer::current_key_id)
             .unwrap_or_default();
+        // A statement connection: behind a transaction pooler a statement must run unnamed
+        // inside a transaction (neo_db::Pooler).
+        let db = &self.inner.db;
+        let mut conn = db.statement_connection().await?;
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(self.inner.sql.not_under.clone()))
+            .persistent(db.pooler().named_statements())
             .bind(current)
-            .fetch_one(self.inner.db.pool())
+            .fetch_one(&mut *conn)
             .await
             .map_err(db_error)?;
+        conn.finish().await?;
         Ok(u64::try_from(count).unwrap_or(0))
     }
 
@@ -281,11 +287,15 @@ impl Webhooks {
     /// A database error.
     pub async fn at_rest(&self) -> Result<AtRest, EventError> {
         self.examine_unrecorded().await?;
+        let db = &self.inner.db;
+        let mut conn = db.statement_connection().await?;
         let counts: Vec<(String, i64)> =
             sqlx::query_as(sqlx::AssertSqlSafe(self.inner.sql.rows_by_key.clone()))
-                .fetch_all(self.inner.db.pool())
+                .persistent(db.pooler().named_statements())
+                .fetch_all(&mut *conn)
                 .await
                 .map_err(db_error)?;
+        conn.finish().await?;
         let mut at_rest = AtRest::default();
         for (key, rows) in counts {
             let rows = u64::try_from(rows).unwrap_or(0);
