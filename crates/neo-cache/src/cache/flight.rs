@@ -1,7 +1,7 @@
 //! Single flight: one load per key at a time in this process (callers coalesce onto it),
 //! optionally one across instances behind a short Redis lock; eager refresh of hot keys.
 
-use super::fail_safe::Loading;
+use super::fail_safe::{Announce, Loading};
 use super::get::{L1Stale, Lookup};
 use super::hybrid::HybridCache;
 use super::l1::lock;
@@ -24,7 +24,7 @@ where
         let cache = self.clone();
         let key = key.to_owned();
         tokio::spawn(async move {
-            let start = || cache.spawn_load(&key, loader);
+            let start = || cache.spawn_load(&key, loader, Announce::Yes);
             let _ = cache.load_once(&key, start, Some(current)).await;
         });
     }
@@ -53,7 +53,8 @@ where
                     Ok(value)
                 }
                 Lookup::Miss { stale } => {
-                    self.load(key, || self.spawn_load(key, loader), stale).await
+                    self.load(key, || self.spawn_load(key, loader, Announce::No), stale)
+                        .await
                 }
             }
         })

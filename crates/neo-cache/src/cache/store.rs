@@ -81,6 +81,24 @@ where
         entries: Vec<(String, Option<V>)>,
         options: &EntryOptions,
     ) -> Result<()> {
+        self.store_announced(entries, options, true).await
+    }
+
+    /// [`store`](Self::store) without the backplane message.
+    pub(super) async fn store_quietly(
+        &self,
+        entries: Vec<(String, Option<V>)>,
+        options: &EntryOptions,
+    ) -> Result<()> {
+        self.store_announced(entries, options, false).await
+    }
+
+    async fn store_announced(
+        &self,
+        entries: Vec<(String, Option<V>)>,
+        options: &EntryOptions,
+        announce: bool,
+    ) -> Result<()> {
         let now = self.now_ms();
         let tags: Option<Tags> =
             (!options.tags.is_empty()).then(|| Arc::new(options.tags.clone().into_boxed_slice()));
@@ -118,8 +136,11 @@ where
             prepared.push((key, value, fresh_until));
         }
         if let Some(l2) = self.l2_available() {
-            let carried = self.carried_value(l2, &prepared, &writes);
+            let carried = announce
+                .then(|| self.carried_value(l2, &prepared, &writes))
+                .flatten();
             let message = match (prepared.as_slice(), carried) {
+                _ if !announce => Vec::new(),
                 ([(key, _, _)], Some(bytes)) => {
                     let mut payload = Vec::with_capacity(key.len() + 1 + bytes.len());
                     payload.extend_from_slice(key.as_bytes());
@@ -138,7 +159,11 @@ where
                         .as_bytes(),
                 ),
             };
-            let publish = self.announce(&message);
+            let publish = if announce {
+                self.announce(&message)
+            } else {
+                None
+            };
             // A message carrying the value is sent in the same MULTI as the write, so the
             // messages of two writers arrive in the order their writes were applied.
             let atomic = carried.is_some() && publish.is_some();

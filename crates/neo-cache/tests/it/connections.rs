@@ -131,6 +131,8 @@ async fn a_stampede_on_a_missing_key_costs_at_most_five_redis_commands() {
         .map(|(_, n)| n)
         .sum();
     assert_eq!(calls.get("get"), Some(&1), "one GET for all: {calls:?}");
+    // A load after a miss in both tiers tells no one: no instance holds a fresh copy.
+    assert_eq!(calls.get("publish"), None, "{calls:?}");
     assert!(spent <= 5, "{spent} commands: {calls:?}");
     assert!(cache.stats().coalesced >= 999, "{:?}", cache.stats());
     cache.shutdown().await;
