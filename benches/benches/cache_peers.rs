@@ -49,7 +49,11 @@ async fn commands(admin: &mut MultiplexedConnection) -> u64 {
             if matches!(name, "info" | "ping") {
                 return None;
             }
-            rest.strip_prefix("calls=")?.split(',').next()?.parse::<u64>().ok()
+            rest.strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
         })
         .sum()
 }
@@ -193,8 +197,12 @@ async fn l2_hit_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection)
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let (mut ours, mut base, mut peer_cached, mut peer_mtc) =
-        (Side::default(), Side::default(), Side::default(), Side::default());
+    let (mut ours, mut base, mut peer_cached, mut peer_mtc) = (
+        Side::default(),
+        Side::default(),
+        Side::default(),
+        Side::default(),
+    );
     let reader = &reader;
     let mtc = &mtc_reader;
     for round in 0..L2_ROUNDS {
@@ -244,8 +252,20 @@ async fn l2_hit_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection)
     let stats = reader.stats();
     assert_eq!(stats.l1_hits, 0, "every neo read was an L1 miss: {stats:?}");
     let rows = vec![
-        ratio_row("cache/l2_hit_p50", ours.p(0.5), base.p(0.5), "raw GET+decode", 1.05),
-        ratio_row("cache/l2_hit_p99", ours.p(0.99), base.p(0.99), "raw GET+decode", 1.2),
+        ratio_row(
+            "cache/l2_hit_p50",
+            ours.p(0.5),
+            base.p(0.5),
+            "raw GET+decode",
+            1.05,
+        ),
+        ratio_row(
+            "cache/l2_hit_p99",
+            ours.p(0.99),
+            base.p(0.99),
+            "raw GET+decode",
+            1.2,
+        ),
         reference(
             "cache/l2_hit_commands_per_call",
             format!(
@@ -373,7 +393,13 @@ async fn miss_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection) -
         (mtc_p50, "multi-tier-cache")
     };
     let rows = vec![
-        ratio_row("cache/miss_vs_peer", ours.p(0.5), fastest, fastest_name, 1.0),
+        ratio_row(
+            "cache/miss_vs_peer",
+            ours.p(0.5),
+            fastest,
+            fastest_name,
+            1.0,
+        ),
         reference(
             "cache/miss_p50_p99",
             format!(
@@ -506,10 +532,15 @@ async fn update_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection)
     assert!(a.backplane_ready(1, Duration::from_secs(5)).await);
     assert!(b.backplane_ready(1, Duration::from_secs(5)).await);
     let channel = format!("{prefix}mtcupdate");
-    let (ma, mb) = (mtc_manager(url, &channel).await, mtc_manager(url, &channel).await);
+    let (ma, mb) = (
+        mtc_manager(url, &channel).await,
+        mtc_manager(url, &channel).await,
+    );
     let key = format!("{prefix}mtcupdate:org:1");
     // Both B's hold the key in L1 before the first sample.
-    a.set("org:1", org(0), &EntryOptions::default()).await.unwrap();
+    a.set("org:1", org(0), &EntryOptions::default())
+        .await
+        .unwrap();
     assert!(b.get("org:1").await.unwrap().is_some());
     let bytes = serde_json::to_vec(&org(0)).unwrap();
     ma.update_cache(&key, bytes.into(), Some(Duration::from_secs(600)))
@@ -541,7 +572,10 @@ async fn update_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection)
                 .await
                 .unwrap();
             while mb.get_typed::<Org>(key).await.unwrap().as_ref() != Some(expected_ref) {
-                assert!(started.elapsed() < deadline, "multi-tier-cache: update never seen");
+                assert!(
+                    started.elapsed() < deadline,
+                    "multi-tier-cache: update never seen"
+                );
                 tokio::task::yield_now().await;
             }
         })
