@@ -22,7 +22,8 @@ pub struct Org {
     active: bool,
 }
 
-pub(crate) fn org(id: u64) -> Org {
+/// The record every cache row stores under id `id`.
+pub fn org(id: u64) -> Org {
     Org {
         id,
         name: format!("Organization number {id}"),

@@ -203,6 +203,12 @@ pub struct BackplaneConfig {
     /// Wait between reconnection attempts after Redis drops the subscription.
     #[serde(with = "humantime_serde")]
     pub reconnect_delay: Duration,
+    /// A write of one entry whose stored (framed, maybe compressed) bytes are at most this
+    /// long sends them in its backplane message, so other instances put the new value in L1
+    /// at once instead of dropping their copy and reading Redis again. Larger entries, and
+    /// writes of many entries, only evict; `0` always evicts. On a Redis Cluster writes
+    /// always evict (a write and its message cannot be one atomic step there).
+    pub max_value_bytes: usize,
 }
 
 impl Default for BackplaneConfig {
@@ -210,6 +216,7 @@ impl Default for BackplaneConfig {
         BackplaneConfig {
             enabled: true,
             reconnect_delay: Duration::from_millis(250),
+            max_value_bytes: 1024,
         }
     }
 }

@@ -212,6 +212,7 @@ where
                 epoch: AtomicU64::new(0),
                 l2_down_until_ms: AtomicU64::new(0),
                 instance: uuid::Uuid::now_v7().to_string(),
+                own_in_flight: AtomicU64::new(0),
                 shutdown,
                 backplane: Mutex::new(None),
                 backplane_connected,

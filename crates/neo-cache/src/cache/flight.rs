@@ -1,7 +1,7 @@
 //! Single flight: one load per key at a time in this process (callers coalesce onto it),
 //! optionally one across instances behind a short Redis lock; eager refresh of hot keys.
 
-use super::fail_safe::Loading;
+use super::fail_safe::{Announce, Loading};
 use super::get::{L1Stale, Lookup};
 use super::hybrid::HybridCache;
 use super::l1::lock;
@@ -24,11 +24,14 @@ where
         let cache = self.clone();
         let key = key.to_owned();
         tokio::spawn(async move {
-            let start = || cache.spawn_load(&key, loader);
+            let start = || cache.spawn_load(&key, loader, Announce::Yes);
             let _ = cache.load_once(&key, start, Some(current)).await;
         });
     }
 
+    /// `get_or_load` after an L1 miss. Callers of one key coalesce *before* Redis: the first
+    /// one reads Redis and, on a miss there, loads; the others wait for its outcome, so a
+    /// stampede on a missing key costs one GET, not one per caller.
     pub(super) async fn get_or_load_slow<F, Fut, E>(
         &self,
         key: &str,
@@ -40,18 +43,22 @@ where
         Fut: Future<Output = Result<Option<V>, E>> + Send + 'static,
         E: Into<BoxError> + Send + 'static,
     {
-        match self.lookup_after_l1(key, l1).await? {
-            Lookup::Fresh { value, refresh_due } => {
-                if refresh_due {
-                    self.refresh_in_background(key, loader, value.clone());
+        self.count_l1_miss();
+        self.coalesce(key, || async move {
+            match self.lookup_l2(key, l1).await? {
+                Lookup::Fresh { value, refresh_due } => {
+                    if refresh_due {
+                        self.refresh_in_background(key, loader, value.clone());
+                    }
+                    Ok(value)
                 }
-                Ok(value)
+                Lookup::Miss { stale } => {
+                    self.load(key, || self.spawn_load(key, loader, Announce::No), stale)
+                        .await
+                }
             }
-            Lookup::Miss { stale } => {
-                self.load_once(key, || self.spawn_load(key, loader), stale)
-                    .await
-            }
-        }
+        })
+        .await
     }
 
     /// One load per key at a time in this process; every caller gets its outcome. `start`
@@ -62,6 +69,15 @@ where
         start: impl FnOnce() -> Loading<V> + Send,
         stale: Option<Option<V>>,
     ) -> Result<Option<V>> {
+        self.coalesce(key, || self.load(key, start, stale)).await
+    }
+
+    /// Runs `work` once per key at a time in this process: the first caller runs it, callers
+    /// that come while it runs wait for and share its outcome.
+    async fn coalesce<Fut>(&self, key: &str, work: impl FnOnce() -> Fut) -> Result<Option<V>>
+    where
+        Fut: Future<Output = Result<Option<V>>>,
+    {
         let flight = {
             let mut flights = lock(&self.inner.flights);
             Arc::clone(flights.entry(key.to_owned()).or_default())
@@ -70,7 +86,7 @@ where
         let outcome = flight
             .get_or_init(|| {
                 ran = true;
-                self.load(key, start, stale)
+                work()
             })
             .await
             .clone();

@@ -190,14 +190,24 @@ where
     /// The lookup after an L1 read that found no fresh entry (`l1` is what it left): counts
     /// the L1 miss and asks Redis, without reading L1 again.
     pub(super) async fn lookup_after_l1(&self, key: &str, l1: L1Stale<V>) -> Result<Lookup<V>> {
+        self.count_l1_miss();
+        self.lookup_l2(key, l1).await
+    }
+
+    /// Counts an L1 miss (when there is an L1).
+    pub(super) fn count_l1_miss(&self) {
+        if self.inner.l1.is_some() {
+            self.inner.stats.l1(false);
+        }
+    }
+
+    /// Redis' copy of `key`, weighed against what L1 left (`l1`); counts nothing for L1.
+    pub(super) async fn lookup_l2(&self, key: &str, l1: L1Stale<V>) -> Result<Lookup<V>> {
         let now = self.now_ms();
         let (mut stale, stale_fresh_until) = match l1.0 {
             Some((value, fresh_until)) => (Some(value), fresh_until),
             None => (None, 0),
         };
-        if self.inner.l1.is_some() {
-            self.inner.stats.l1(false);
-        }
         if let Some(l2) = self.l2_available() {
             match l2.get(&self.redis_key(key)).await {
                 Ok(Some(bytes)) => match self.decode(&bytes) {

@@ -37,6 +37,10 @@ pub(super) struct Inner<V> {
     /// Redis is skipped until this time (ms) after an error.
     pub(super) l2_down_until_ms: AtomicU64,
     pub(super) instance: String,
+    /// Backplane messages this instance published whose echo has not come back yet. While
+    /// any is out, another instance's value message may have been sent before one of ours
+    /// (and be older than what we wrote), so it only evicts.
+    pub(super) own_in_flight: AtomicU64,
     pub(super) shutdown: watch::Sender<bool>,
     pub(super) backplane: Mutex<Option<JoinHandle<()>>>,
     pub(super) backplane_connected: watch::Sender<u64>,
@@ -146,7 +150,29 @@ where
         self.inner.l1.is_some() && self.inner.config.backplane.enabled
     }
 
-    pub(super) fn message(&self, kind: char, payload: &str) -> String {
-        format!("{}\n{kind}\n{payload}", self.inner.instance)
+    /// A backplane message: `{instance}\n{kind}\n{payload}`.
+    pub(super) fn message(&self, kind: char, payload: &[u8]) -> Vec<u8> {
+        let instance = self.inner.instance.as_bytes();
+        let mut message = Vec::with_capacity(instance.len() + 3 + payload.len());
+        message.extend_from_slice(instance);
+        message.push(b'\n');
+        let mut kind_byte = [0_u8; 4];
+        message.extend_from_slice(kind.encode_utf8(&mut kind_byte).as_bytes());
+        message.push(b'\n');
+        message.extend_from_slice(payload);
+        message
+    }
+
+    /// The channel and `message` to publish when this cache publishes, counted as in flight
+    /// until its echo comes back (see [`Inner::own_in_flight`]). A publish that fails stays
+    /// counted: it may have reached Redis, and counting too many only makes value messages
+    /// evict, while too few could let an older value in (the count restarts with each
+    /// backplane connection).
+    pub(super) fn announce<'a>(&'a self, message: &'a [u8]) -> Option<(&'a str, &'a [u8])> {
+        if !self.publishes() {
+            return None;
+        }
+        self.inner.own_in_flight.fetch_add(1, Ordering::Relaxed);
+        Some((self.inner.channel.as_str(), message))
     }
 }

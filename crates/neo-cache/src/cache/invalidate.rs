@@ -42,10 +42,8 @@ where
         }
         if let Some(l2) = self.l2_available() {
             let names: Vec<&str> = keys.iter().map(AsRef::as_ref).collect();
-            let message = self.message('m', &names.join("\n"));
-            let publish = self
-                .publishes()
-                .then_some((self.inner.channel.as_str(), message.as_str()));
+            let message = self.message('m', names.join("\n").as_bytes());
+            let publish = self.announce(&message);
             let stored: Vec<String> = names.iter().map(|key| self.redis_key(key)).collect();
             if let Err(error) = l2.delete(&stored, publish).await {
                 self.l2_failed(error)?;
@@ -75,9 +73,12 @@ where
                 if let Some(l1) = &self.inner.l1 {
                     keys.iter().for_each(|k| l1.remove(k));
                 }
-                let message = self.message('m', &keys.join("\n"));
-                let publish = (self.publishes() && !keys.is_empty())
-                    .then_some((self.inner.channel.as_str(), message.as_str()));
+                let message = self.message('m', keys.join("\n").as_bytes());
+                let publish = if keys.is_empty() {
+                    None
+                } else {
+                    self.announce(&message)
+                };
                 let mut doomed = members.clone();
                 doomed.push(set.clone());
                 let deleted = l2.delete(&doomed, publish).await?;

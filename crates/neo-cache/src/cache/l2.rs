@@ -194,7 +194,8 @@ impl RedisTier {
         .await
     }
 
-    fn is_cluster(&self) -> bool {
+    /// Whether the tier is a Redis Cluster.
+    pub(super) fn is_cluster(&self) -> bool {
         matches!(self.connection, L2Connection::Cluster(_))
     }
 
@@ -278,15 +279,20 @@ impl RedisTier {
     }
 
     /// Writes every entry, its tag memberships and an optional publish, in one round trip.
+    /// `atomic`: in one MULTI (not on a cluster).
     pub(super) async fn write(
         &self,
         writes: &[Write],
-        publish: Option<(&str, &str)>,
+        publish: Option<(&str, &[u8])>,
+        atomic: bool,
     ) -> Result<()> {
         if self.is_cluster() {
             return self.cluster_write(writes, publish).await;
         }
         let mut pipe = redis::pipe();
+        if atomic {
+            pipe.atomic();
+        }
         for w in writes {
             let ms = u64::try_from(w.ttl.as_millis()).unwrap_or(u64::MAX).max(1);
             pipe.cmd("SET")
@@ -310,7 +316,7 @@ impl RedisTier {
 
     /// The writes on a cluster (each entry's SET on its slot, its tags' commands on theirs,
     /// one pipeline per node), then the publish.
-    async fn cluster_write(&self, writes: &[Write], publish: Option<(&str, &str)>) -> Result<()> {
+    async fn cluster_write(&self, writes: &[Write], publish: Option<(&str, &[u8])>) -> Result<()> {
         let mut parts = Vec::new();
         let mut slots = Vec::new();
         for (w, write) in writes.iter().enumerate() {
@@ -363,7 +369,7 @@ impl RedisTier {
     }
 
     /// DEL on a cluster: one per slot, one pipeline of them per node; then the publish.
-    async fn cluster_delete(&self, keys: &[String], publish: Option<(&str, &str)>) -> Result<u64> {
+    async fn cluster_delete(&self, keys: &[String], publish: Option<(&str, &[u8])>) -> Result<u64> {
         let (slots, groups) = by_slot(keys.iter().map(|key| slot(key.as_bytes())));
         let build = |g: usize| {
             let mut cmd = redis::cmd("DEL");
@@ -388,7 +394,7 @@ impl RedisTier {
     pub(super) async fn delete(
         &self,
         keys: &[String],
-        publish: Option<(&str, &str)>,
+        publish: Option<(&str, &[u8])>,
     ) -> Result<u64> {
         if self.is_cluster() {
             return self.cluster_delete(keys, publish).await;
@@ -468,7 +474,7 @@ impl RedisTier {
         }
     }
 
-    pub(super) async fn publish(&self, channel: &str, message: &str) -> Result<()> {
+    pub(super) async fn publish(&self, channel: &str, message: &[u8]) -> Result<()> {
         self.run("publish", async |c| {
             c.publish::<_, _, ()>(channel, message).await
         })

@@ -2,7 +2,7 @@
 
 use super::hybrid::HybridCache;
 use super::l1::{Entry, Tags};
-use super::l2::Write;
+use super::l2::{RedisTier, Write};
 use super::options::EntryOptions;
 use crate::codec::frame;
 use crate::{Error, Result};
@@ -81,6 +81,24 @@ where
         entries: Vec<(String, Option<V>)>,
         options: &EntryOptions,
     ) -> Result<()> {
+        self.store_announced(entries, options, true).await
+    }
+
+    /// [`store`](Self::store) without the backplane message.
+    pub(super) async fn store_quietly(
+        &self,
+        entries: Vec<(String, Option<V>)>,
+        options: &EntryOptions,
+    ) -> Result<()> {
+        self.store_announced(entries, options, false).await
+    }
+
+    async fn store_announced(
+        &self,
+        entries: Vec<(String, Option<V>)>,
+        options: &EntryOptions,
+        announce: bool,
+    ) -> Result<()> {
         let now = self.now_ms();
         let tags: Option<Tags> =
             (!options.tags.is_empty()).then(|| Arc::new(options.tags.clone().into_boxed_slice()));
@@ -118,21 +136,38 @@ where
             prepared.push((key, value, fresh_until));
         }
         if let Some(l2) = self.l2_available() {
-            let message = match prepared.as_slice() {
-                [(key, _, _)] => self.message('k', key),
+            let carried = announce
+                .then(|| self.carried_value(l2, &prepared, &writes))
+                .flatten();
+            let message = match (prepared.as_slice(), carried) {
+                _ if !announce => Vec::new(),
+                ([(key, _, _)], Some(bytes)) => {
+                    let mut payload = Vec::with_capacity(key.len() + 1 + bytes.len());
+                    payload.extend_from_slice(key.as_bytes());
+                    payload.push(b'\n');
+                    payload.extend_from_slice(bytes);
+                    self.message('v', &payload)
+                }
+                ([(key, _, _)], None) => self.message('k', key.as_bytes()),
                 _ => self.message(
                     'm',
-                    &prepared
+                    prepared
                         .iter()
                         .map(|(k, _, _)| k.as_str())
                         .collect::<Vec<_>>()
-                        .join("\n"),
+                        .join("\n")
+                        .as_bytes(),
                 ),
             };
-            let publish = self
-                .publishes()
-                .then_some((self.inner.channel.as_str(), message.as_str()));
-            if let Err(error) = l2.write(&writes, publish).await {
+            let publish = if announce {
+                self.announce(&message)
+            } else {
+                None
+            };
+            // A message carrying the value is sent in the same MULTI as the write, so the
+            // messages of two writers arrive in the order their writes were applied.
+            let atomic = carried.is_some() && publish.is_some();
+            if let Err(error) = l2.write(&writes, publish, atomic).await {
                 self.l2_failed(error)?;
             }
         }
@@ -140,5 +175,26 @@ where
             self.fill_l1(&key, value, fresh_until, now, tags.clone());
         }
         Ok(())
+    }
+
+    /// The stored bytes a write's backplane message carries: those of a write of one entry,
+    /// when they fit `backplane.max_value_bytes` and the tier can make the write and its
+    /// message one atomic step (not on a cluster).
+    fn carried_value<'w>(
+        &self,
+        l2: &RedisTier,
+        prepared: &[(String, Option<V>, u64)],
+        writes: &'w [Write],
+    ) -> Option<&'w [u8]> {
+        match (prepared, writes) {
+            ([_], [write])
+                if write.bytes.len() <= self.inner.config.backplane.max_value_bytes
+                    && self.publishes()
+                    && !l2.is_cluster() =>
+            {
+                Some(&write.bytes)
+            }
+            _ => None,
+        }
     }
 }

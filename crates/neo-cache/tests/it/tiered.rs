@@ -2,7 +2,8 @@
 
 use crate::{DEPLOYMENTS, Deployment, Harness, Kind, Org, org};
 use neo_cache::{
-    Cache, CacheConfig, Compression, DistributedLockConfig, EntryOptions, Error, HybridCache,
+    BackplaneConfig, Cache, CacheConfig, Compression, DistributedLockConfig, EntryOptions, Error,
+    HybridCache,
 };
 use neo_core::{Clock, ErrorKind, HasErrorKind, ManualClock};
 use std::sync::Arc;
@@ -103,6 +104,70 @@ async fn an_invalidation_in_one_instance_reaches_the_others_l1_within_50_ms() {
         assert!(b.stats().remote_invalidations >= 2, "{:?}", b.stats());
         // An instance ignores its own messages.
         assert_eq!(h.cache.stats().remote_invalidations, 0);
+        b.shutdown().await;
+    }
+}
+
+/// Waits until `b` serves `expected` for `key` (from L1 or Redis), at most a second.
+async fn until_seen(b: &HybridCache<Org>, key: &str, expected: &Org, what: &str) {
+    let started = Instant::now();
+    while b.get(key).await.unwrap().as_ref() != Some(expected) {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{what}: not seen"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_small_update_reaches_the_others_l1_with_its_value_and_a_large_one_evicts() {
+    for deployment in [
+        Deployment::Standalone,
+        Deployment::Sentinel,
+        Deployment::Cluster,
+    ] {
+        let h = Harness::new(Kind::Tiered(deployment), |c| CacheConfig {
+            backplane: BackplaneConfig {
+                max_value_bytes: 64,
+                ..c.backplane.clone()
+            },
+            ..c
+        })
+        .await;
+        let b = h.sibling().await;
+        h.cache
+            .set("org:1", org(1), &EntryOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(b.get("org:1").await.unwrap(), Some(org(1))); // now in b's L1
+
+        // A small value rides in the message: b serves it without reading Redis (except on
+        // a cluster, where writes only evict).
+        let (l2_hits, remote) = (b.stats().l2_hits, b.stats().remote_invalidations);
+        let mut renamed = org(1);
+        renamed.name = "renamed".into();
+        h.cache
+            .set("org:1", renamed.clone(), &EntryOptions::default())
+            .await
+            .unwrap();
+        until_seen(&b, "org:1", &renamed, "small value").await;
+        let reread = u64::from(deployment == Deployment::Cluster);
+        assert_eq!(b.stats().l2_hits, l2_hits + reread, "{deployment:?}");
+        assert_eq!(b.stats().remote_invalidations, remote + 1, "{deployment:?}");
+
+        // A value larger than `max_value_bytes` only evicts: b reads Redis once.
+        let l2_hits = b.stats().l2_hits;
+        let mut large = org(1);
+        large.name = "x".repeat(200);
+        h.cache
+            .set("org:1", large.clone(), &EntryOptions::default())
+            .await
+            .unwrap();
+        until_seen(&b, "org:1", &large, "large value").await;
+        assert_eq!(b.stats().l2_hits, l2_hits + 1, "{deployment:?}");
+        assert_eq!(b.get("org:1").await.unwrap(), Some(large));
+        assert_eq!(b.stats().l2_hits, l2_hits + 1, "{deployment:?}: kept in L1");
         b.shutdown().await;
     }
 }
