@@ -98,6 +98,13 @@ impl Webhooks {
         mut inline: Option<InlineAttempt>,
         read: Option<Target>,
     ) -> Result<(), JobError> {
+        if read.is_none()
+            && let Some(inline) = inline.as_mut()
+            && !inline.committed().await
+        {
+            // Its rows are read on another connection, so only once they committed.
+            return Ok(());
+        }
         let target = match read {
             Some(target) => target,
             None => match self.target(id).await.map_err(JobError::retry)? {

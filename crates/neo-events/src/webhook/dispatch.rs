@@ -3,6 +3,7 @@
 
 use super::Webhooks;
 use crate::{EventError, Outbox};
+use tokio::task::JoinSet;
 
 impl Webhooks {
     /// One dispatcher round: claims up to the outbox's `batch_size` events and fans them out
@@ -32,8 +33,11 @@ impl Webhooks {
     /// Runs [`dispatch_once`](Self::dispatch_once) until `shutdown` completes, woken as
     /// [`Outbox::run`] is (LISTEN/NOTIFY, the poll interval as fallback): the webhook
     /// dispatcher, instead of `outbox.run` with [`fan_out`](Self::fan_out) as its handler
-    /// (which takes two transactions per round). Failed rounds are logged and retried.
-    /// Returns how many events were dispatched.
+    /// (which takes two transactions per round). A wake-up starts a round while fewer than
+    /// [`dispatch_rounds`](crate::WebhookConfig::dispatch_rounds) are in flight, so an event
+    /// published while a round commits is claimed at once (the rounds skip each other's
+    /// events). Failed rounds are logged and retried. Waits for the rounds in flight before
+    /// returning how many events were dispatched.
     ///
     /// # Errors
     /// A database error that prevents listening.
@@ -44,19 +48,54 @@ impl Webhooks {
     ) -> Result<u64, EventError> {
         let mut wake = outbox.wakeups().await?;
         let mut shutdown = std::pin::pin!(shutdown);
-        let batch = outbox.batch_size();
+        let (batch, most) = (outbox.batch_size(), self.inner.config.dispatch_rounds);
+        let mut rounds = JoinSet::new();
         let mut total = 0_u64;
+        self.start_round(&mut rounds, outbox);
         loop {
-            match self.dispatch_once(outbox).await {
-                Ok(n) if n == batch => {
-                    total += n as u64;
-                    continue;
+            tokio::select! {
+                Some(done) = rounds.join_next() => {
+                    if Self::count_round(done, &mut total) == batch {
+                        self.start_round(&mut rounds, outbox); // more may be waiting
+                    }
                 }
-                Ok(n) => total += n as u64,
-                Err(error) => tracing::warn!(%error, "webhook dispatch failed; retrying"),
+                woken = wake.next_round(&mut shutdown) => {
+                    if !woken {
+                        while let Some(done) = rounds.join_next().await {
+                            Self::count_round(done, &mut total);
+                        }
+                        return Ok(total);
+                    }
+                    if rounds.len() < most {
+                        self.start_round(&mut rounds, outbox);
+                    }
+                }
             }
-            if !wake.next_round(&mut shutdown).await {
-                return Ok(total);
+        }
+    }
+
+    fn start_round(&self, rounds: &mut JoinSet<Result<usize, EventError>>, outbox: &Outbox) {
+        let (webhooks, outbox) = (self.clone(), outbox.clone());
+        rounds.spawn(async move { webhooks.dispatch_once(&outbox).await });
+    }
+
+    /// Adds a finished round's events to `total`; returns them (0 for a failed round).
+    fn count_round(
+        done: Result<Result<usize, EventError>, tokio::task::JoinError>,
+        total: &mut u64,
+    ) -> usize {
+        match done {
+            Ok(Ok(n)) => {
+                *total += n as u64;
+                n
+            }
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "webhook dispatch failed; retrying");
+                0
+            }
+            Err(error) => {
+                tracing::error!(%error, "webhook dispatch round panicked");
+                0
             }
         }
     }

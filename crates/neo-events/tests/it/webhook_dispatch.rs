@@ -6,7 +6,7 @@
 use crate::webhooks::{
     Running, Setup, config, event, finish, publish, receiver_and_endpoint, setup,
 };
-use neo_events::{DeliveryStatus, WebhookConfig};
+use neo_events::{DeliveryStatus, NewEndpoint, WebhookConfig};
 use neo_testkit::{HttpReceiver, PgRoute};
 use std::time::{Duration, Instant};
 
@@ -104,6 +104,37 @@ async fn one_transaction_per_round_sends_inline_and_a_worker_takes_the_rest(rout
     stop.send(()).unwrap();
     assert_eq!(task.await.unwrap(), 4, "events dispatched");
     finish(running, &s, receiver).await;
+}
+
+/// More events than free slots, of which fewer deliveries than slots: the fan-out statement
+/// did not return the rows to send, so the inline attempt reads them once committed.
+async fn an_inline_attempt_without_its_rows_reads_them_after_the_commit(route: PgRoute) {
+    let s = setup(route, inline(2)).await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    let endpoint = s
+        .webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("invoice.paid"))
+        .await
+        .unwrap();
+    publish(
+        &s,
+        &[
+            event("organization.created", 1),
+            event("organization.updated", 2),
+            event("invoice.paid", 3),
+        ],
+    )
+    .await;
+    assert_eq!(s.webhooks.dispatch_once(&s.outbox).await.unwrap(), 3);
+    assert_eq!(
+        receiver.wait_for(1, Duration::from_secs(5)).await.len(),
+        1,
+        "sent without a worker"
+    );
+    let delivered = delivery_in(&s, endpoint.id, DeliveryStatus::Delivered).await;
+    assert_eq!(delivered.attempts, 1);
+    s.webhooks.shutdown().await;
+    receiver.shutdown().await;
 }
 
 /// Claims and fans out in a transaction left open; returns it with what fan-out made.
@@ -228,6 +259,7 @@ async fn a_round_cut_off_before_its_commit_is_dispatched_again_direct() {
 }
 
 neo_testkit::over_routes!(
+    an_inline_attempt_without_its_rows_reads_them_after_the_commit,
     one_transaction_per_round_sends_inline_and_a_worker_takes_the_rest,
     an_inline_attempt_goes_out_before_the_commit_and_is_recorded_after_it,
     a_rolled_back_round_records_nothing_and_the_event_is_sent_again,
