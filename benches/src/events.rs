@@ -31,6 +31,13 @@ fn inline_attempts() -> usize {
         .unwrap_or(INLINE_ATTEMPTS)
 }
 
+/// Whether the dispatcher runs `Outbox::run` with `Webhooks::fan_out` as its handler (a claim
+/// transaction and a fan-out transaction per round), as before `Webhooks::dispatch` (one), when
+/// `NEO_BENCH_WEBHOOK_TWO_TX` is 1: to compare.
+fn two_transactions() -> bool {
+    std::env::var("NEO_BENCH_WEBHOOK_TWO_TX").is_ok_and(|v| v == "1")
+}
+
 /// Everything a webhook pipeline needs, in its own schemas on the server at `url`.
 #[derive(Debug)]
 pub struct Pipeline {
@@ -128,16 +135,18 @@ impl Pipeline {
         stop.push(stop_dispatcher);
         let (o, w) = (outbox.clone(), webhooks.clone());
         tokio::spawn(async move {
-            let fan_out = move |events: Vec<DomainEvent>| {
-                let w = w.clone();
-                async move { w.fan_out(&events).await }
+            let stopped = async {
+                let _ = stopped.await;
             };
-            check(
-                o.run(fan_out, async {
-                    let _ = stopped.await;
-                })
-                .await,
-            );
+            if two_transactions() {
+                let fan_out = move |events: Vec<DomainEvent>| {
+                    let w = w.clone();
+                    async move { w.fan_out(&events).await }
+                };
+                check(o.run(fan_out, stopped).await);
+            } else {
+                check(w.dispatch(&o, stopped).await);
+            }
         });
         let worker = webhooks.handle(Worker::new(
             queue,

@@ -46,8 +46,8 @@ pub use outbox::{EventBus, Outbox, OutboxConfig};
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]
 pub use webhook::{
-    AtRest, Delivery, DeliveryStatus, Endpoint, EventTypeInfo, NewEndpoint, OperationalEvent,
-    ResealConfig, ResealProgress, WebhookConfig, Webhooks,
+    AtRest, Delivery, DeliveryStatus, Endpoint, EventTypeInfo, FannedOut, NewEndpoint,
+    OperationalEvent, ResealConfig, ResealProgress, WebhookConfig, Webhooks,
 };
 
 pub use signature::{

@@ -362,19 +362,10 @@ impl Outbox {
         E: std::fmt::Display,
     {
         let mut tx = self.db.begin().await?;
-        let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(self.sql.claim.clone()))
-            .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
-            .fetch_all(&mut **tx)
-            .await
-            .map_err(neo_db::Error::from)?;
-        if rows.is_empty() {
+        let events = self.claim(&mut tx).await?;
+        if events.is_empty() {
             return Ok(0);
         }
-        let events = rows
-            .iter()
-            .map(DomainEvent::from_row)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(neo_db::Error::from)?;
         let dispatched = events.len();
         if let Err(error) = handler(events).await {
             // Rolling back un-marks them: they are claimed again on the next round.
@@ -382,8 +373,42 @@ impl Outbox {
             return Err(EventError::Handler(error.to_string()));
         }
         tx.commit().await?;
-        metrics::counter!(crate::metric_names::DISPATCHED_TOTAL).increment(dispatched as u64);
+        Self::count_dispatched(dispatched);
         Ok(dispatched)
+    }
+
+    /// Takes up to `batch_size` committed, unprocessed events (oldest first, skipping rows
+    /// another dispatcher holds) in `tx`, marking them processed there: they count as
+    /// dispatched if and only if `tx` commits, and are claimed again otherwise. For handlers
+    /// that write in the claiming transaction (as
+    /// [`Webhooks::dispatch`](crate::Webhooks::dispatch) does: one transaction per round
+    /// instead of two).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn claim(&self, tx: &mut neo_db::UnitOfWork) -> Result<Vec<DomainEvent>, EventError> {
+        let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(self.sql.claim.clone()))
+            .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
+            .fetch_all(&mut ***tx)
+            .await
+            .map_err(neo_db::Error::from)?;
+        Ok(rows
+            .iter()
+            .map(DomainEvent::from_row)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(neo_db::Error::from)?)
+    }
+
+    /// Counts `n` events as dispatched (`neo_events_dispatched_total`), after the
+    /// transaction that [`claim`](Self::claim)ed them committed.
+    pub(crate) fn count_dispatched(n: usize) {
+        metrics::counter!(crate::metric_names::DISPATCHED_TOTAL).increment(n as u64);
+    }
+
+    /// Events claimed per round at most.
+    #[cfg(feature = "webhooks")]
+    pub(crate) fn batch_size(&self) -> usize {
+        self.config.batch_size
     }
 
     /// Dispatches until `shutdown` completes, waking on LISTEN/NOTIFY with a poll fallback.
@@ -401,14 +426,7 @@ impl Outbox {
         Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
-        // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).
-        let mut listener = self.db.listener().await?;
-        if let Some(listener) = listener.as_mut() {
-            listener
-                .listen(&self.config.channel)
-                .await
-                .map_err(neo_db::Error::from)?;
-        }
+        let mut wake = self.wakeups().await?;
         let mut shutdown = std::pin::pin!(shutdown);
         let mut total = 0_u64;
         loop {
@@ -420,16 +438,29 @@ impl Outbox {
                 Ok(n) => total += n as u64,
                 Err(error) => tracing::warn!(%error, "outbox dispatch failed; retrying"),
             }
-            tokio::select! {
-                () = &mut shutdown => return Ok(total),
-                notified = notification(listener.as_mut()) => {
-                    if notified.is_err() {
-                        tokio::time::sleep(self.config.poll_interval.min(Duration::from_secs(1))).await;
-                    }
-                }
-                () = tokio::time::sleep(self.config.poll_interval) => {}
+            if !wake.next_round(&mut shutdown).await {
+                return Ok(total);
             }
         }
+    }
+
+    /// What wakes a dispatcher: LISTEN on the channel, with the poll interval as fallback.
+    ///
+    /// # Errors
+    /// A database error that prevents listening.
+    pub(crate) async fn wakeups(&self) -> Result<Wakeups, EventError> {
+        // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).
+        let mut listener = self.db.listener().await?;
+        if let Some(listener) = listener.as_mut() {
+            listener
+                .listen(&self.config.channel)
+                .await
+                .map_err(neo_db::Error::from)?;
+        }
+        Ok(Wakeups {
+            listener,
+            poll_interval: self.config.poll_interval,
+        })
     }
 
     /// Moves events processed more than `older_than` ago to the archive table, in statements
@@ -498,6 +529,31 @@ impl EventBus {
             let _ = self.sender.send(Arc::new(event.clone()));
         }
         self.sender.receiver_count()
+    }
+}
+
+/// A dispatcher's wake-ups: a notification on the outbox channel or the poll interval.
+pub(crate) struct Wakeups {
+    listener: Option<sqlx::postgres::PgListener>,
+    poll_interval: Duration,
+}
+
+impl Wakeups {
+    /// Waits for the next round; false when `shutdown` completed first.
+    pub(crate) async fn next_round(
+        &mut self,
+        shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
+    ) -> bool {
+        tokio::select! {
+            () = shutdown.as_mut() => false,
+            notified = notification(self.listener.as_mut()) => {
+                if notified.is_err() {
+                    tokio::time::sleep(self.poll_interval.min(Duration::from_secs(1))).await;
+                }
+                true
+            }
+            () = tokio::time::sleep(self.poll_interval) => true,
+        }
     }
 }
 

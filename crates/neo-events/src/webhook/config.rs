@@ -82,6 +82,10 @@ pub struct WebhookConfig {
     /// delivery done, or makes the next attempt (the retry of a failed inline attempt, or
     /// the first one if this process died). 0 (the default) turns it off.
     pub inline_attempts: usize,
+    /// Rounds [`Webhooks::dispatch`](crate::Webhooks::dispatch) keeps in flight: a round
+    /// woken while others commit claims the events they skip (`SKIP LOCKED`), so an event
+    /// does not wait behind another round's commit flush. At least 1.
+    pub dispatch_rounds: usize,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -152,6 +156,7 @@ impl Default for WebhookConfig {
             require_sealed: false,
             reseal: ResealConfig::default(),
             inline_attempts: 0,
+            dispatch_rounds: 4,
         }
     }
 }
@@ -177,6 +182,9 @@ impl WebhookConfig {
             return Err(invalid(
                 "connect_timeout and request_timeout must be positive",
             ));
+        }
+        if self.dispatch_rounds == 0 {
+            return Err(invalid("dispatch_rounds must be at least 1"));
         }
         if !(0.0..1.0).contains(&self.retry_jitter) {
             return Err(invalid("retry_jitter must be in [0, 1)"));

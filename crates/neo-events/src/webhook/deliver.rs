@@ -2,6 +2,7 @@
 //! and what its answer means for the delivery, the endpoint and the job.
 
 use super::http::{parse_retry_after, read_capped, transport_error};
+use super::inline::InlineAttempt;
 use super::rows::{StatusUpdate, Target, write_statuses};
 use super::store::Webhooks;
 use super::{OperationalEvent, lock};
@@ -86,16 +87,24 @@ impl Webhooks {
             .await
     }
 
-    /// Attempt number `attempt` of delivery `id`. `inline_due` is set for an inline first
-    /// attempt: when it fails with retries left, the retry is its job, due then. `read` is
-    /// its rows when the caller read them already (fan-out, in the statement that made it).
+    /// Attempt number `attempt` of delivery `id`. `inline` is set for an inline first
+    /// attempt: it may be sent before its delivery committed, and records nothing unless it
+    /// did; when it fails with retries left, the retry is its job. `read` is its rows when
+    /// the caller read them already (fan-out, in the statement that made it).
     pub(in crate::webhook) async fn attempt(
         &self,
         id: i64,
         attempt: i32,
-        inline_due: Option<chrono::DateTime<Utc>>,
+        mut inline: Option<InlineAttempt>,
         read: Option<Target>,
     ) -> Result<(), JobError> {
+        if read.is_none()
+            && let Some(inline) = inline.as_mut()
+            && !inline.committed().await
+        {
+            // Its rows are read on another connection, so only once they committed.
+            return Ok(());
+        }
         let target = match read {
             Some(target) => target,
             None => match self.target(id).await.map_err(JobError::retry)? {
@@ -108,6 +117,11 @@ impl Webhooks {
             return Ok(()); // delivered or dead already: a duplicate job
         }
         if !target.enabled {
+            if let Some(inline) = inline.as_mut()
+                && !inline.committed().await
+            {
+                return Ok(());
+            }
             return self
                 .finish(
                     &target,
@@ -142,6 +156,17 @@ impl Webhooks {
         }
         metrics::histogram!(crate::metric_names::WEBHOOK_ATTEMPT_SECONDS)
             .record(answer.took.as_secs_f64());
+        let inline_due = match inline.as_mut() {
+            Some(inline) => {
+                if !inline.committed().await {
+                    // Sent, but its delivery was rolled back: the event is handed over again.
+                    tracing::debug!(delivery = id, "inline attempt sent, fan-out rolled back");
+                    return Ok(());
+                }
+                Some(inline.job_due)
+            }
+            None => None,
+        };
         self.conclude(id, attempt, inline_due, &target, answer)
             .await
     }

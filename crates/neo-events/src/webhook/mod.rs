@@ -3,12 +3,14 @@
 
 mod config;
 mod deliver;
+mod dispatch;
 mod http;
+mod inline;
 mod rows;
 mod store;
 
 pub use config::{ResealConfig, WebhookConfig};
-pub use store::{AtRest, ResealProgress, Webhooks};
+pub use store::{AtRest, FannedOut, ResealProgress, Webhooks};
 
 use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};

@@ -4,6 +4,8 @@
 mod outbox;
 mod signatures;
 #[cfg(feature = "webhooks")]
+mod webhook_dispatch;
+#[cfg(feature = "webhooks")]
 mod webhook_fairness;
 #[cfg(feature = "webhooks")]
 mod webhook_faults;

@@ -3,6 +3,7 @@
 //! A delivery and its job name the tenant of the event that caused them.
 
 use super::{Webhooks, db_error};
+use crate::webhook::inline::InlineAttempt;
 use crate::webhook::rows::Target;
 use crate::{DomainEvent, EventError};
 use chrono::{DateTime, Utc};
@@ -10,7 +11,7 @@ use neo_core::TenantId;
 use neo_queue::{NewJob, OnDuplicate};
 use sqlx::{AssertSqlSafe, FromRow};
 use std::sync::Arc;
-use tokio::sync::OwnedSemaphorePermit;
+use tokio::sync::{OwnedSemaphorePermit, watch};
 use uuid::Uuid;
 
 /// A delivery just made pending (by fan-out or replay):
@@ -42,22 +43,61 @@ impl Webhooks {
     /// Handing the same events over again creates nothing new, so it is safe to use as an
     /// at-least-once [`Outbox`](crate::Outbox) handler. Events too large for
     /// `max_payload_bytes` are logged and skipped (check them first with
-    /// [`validate_event`](Self::validate_event)).
+    /// [`validate_event`](Self::validate_event)). [`dispatch`](Self::dispatch) does the same
+    /// in the outbox's own transaction, one commit per round instead of two.
     ///
     /// # Errors
     /// A database or queue error; nothing is recorded then.
     pub async fn fan_out(&self, events: &[DomainEvent]) -> Result<usize, EventError> {
-        let mut ids = Vec::with_capacity(events.len());
-        let mut types = Vec::with_capacity(events.len());
-        let mut tenants = Vec::with_capacity(events.len());
-        let mut bodies = Vec::with_capacity(events.len());
+        let messages = self.messages(events);
+        if messages.ids.is_empty() {
+            return Ok(0);
+        }
+        let mut tx = self.inner.db.begin().await?;
+        let fanned = self.fan_out_messages(&mut tx, &messages).await?;
+        tx.commit().await?;
+        let created = fanned.created();
+        fanned.committed();
+        Ok(created)
+    }
+
+    /// [`fan_out`](Self::fan_out) in your transaction `tx` (on the webhooks' database): call
+    /// [`FannedOut::committed`] once `tx` committed. First attempts made inline
+    /// ([`inline_attempts`](crate::WebhookConfig::inline_attempts)) are sent at once, before
+    /// the commit, so the commit's flush is not on the way to the receiver; what they learn
+    /// is recorded only after [`FannedOut::committed`]. When `tx` does not commit (the
+    /// [`FannedOut`] is dropped), nothing is recorded: the events are handed over again and
+    /// sent again (at least once, as a receiver must expect anyway).
+    ///
+    /// # Errors
+    /// A database or queue error; roll `tx` back then.
+    pub async fn fan_out_in(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        events: &[DomainEvent],
+    ) -> Result<FannedOut, EventError> {
+        let messages = self.messages(events);
+        if messages.ids.is_empty() {
+            return Ok(FannedOut::nothing());
+        }
+        self.fan_out_messages(tx, &messages).await
+    }
+
+    /// The messages of the events that fit `max_payload_bytes`; the others are logged.
+    fn messages(&self, events: &[DomainEvent]) -> Messages {
+        let mut m = Messages {
+            ids: Vec::with_capacity(events.len()),
+            types: Vec::with_capacity(events.len()),
+            tenants: Vec::with_capacity(events.len()),
+            bodies: Vec::with_capacity(events.len()),
+        };
         for event in events {
             match message_body(event, self.inner.config.max_payload_bytes) {
                 Ok(body) => {
-                    ids.push(Uuid::from(event.id()));
-                    types.push(event.event_type().to_owned());
-                    tenants.push(event.tenant_id());
-                    bodies.push(body);
+                    m.ids.push(Uuid::from(event.id()));
+                    m.types.push(event.event_type().to_owned());
+                    m.tenants.push(event.tenant_id());
+                    m.bodies.push(body);
                 }
                 Err(error) => {
                     metrics::counter!(crate::metric_names::WEBHOOK_REFUSED_EVENTS_TOTAL)
@@ -66,25 +106,29 @@ impl Webhooks {
                 }
             }
         }
-        if ids.is_empty() {
-            return Ok(0);
-        }
+        m
+    }
+
+    async fn fan_out_messages(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        m: &Messages,
+    ) -> Result<FannedOut, EventError> {
         // Events that may fit the free inline slots: the statement returns what sending
-        // their deliveries reads, sparing the inline attempts a read after commit.
-        let read_targets = ids.len() <= self.inner.inline.available_permits();
+        // their deliveries reads, sparing the inline attempts a read.
+        let read_targets = m.ids.len() <= self.inner.inline.available_permits();
         let sql = if read_targets {
             &self.inner.sql.fan_out_targets
         } else {
             &self.inner.sql.fan_out
         };
-        let mut tx = self.inner.db.begin().await?;
         let rows = sqlx::query(AssertSqlSafe(sql.clone()))
             .persistent(self.inner.db.pooler().named_statements())
-            .bind(&ids)
-            .bind(&types)
-            .bind(&tenants)
-            .bind(&bodies)
-            .fetch_all(&mut **tx)
+            .bind(&m.ids)
+            .bind(&m.types)
+            .bind(&m.tenants)
+            .bind(&m.bodies)
+            .fetch_all(&mut ***tx)
             .await
             .map_err(db_error)?;
         let created = rows
@@ -92,28 +136,31 @@ impl Webhooks {
             .map(Pending::from_row)
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_error)?;
-        let inline = self.inline_slots(&created);
-        let targets = match (&inline, read_targets) {
-            (Some(_), true) => rows
-                .iter()
-                .map(|row| Target::from_row(row).map(Some))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(db_error)?,
-            _ => vec![None; created.len()],
+        let (commit, committed) = watch::channel(false);
+        let due = match self.inline_slots(&created) {
+            Some(slots) => {
+                let targets = if read_targets {
+                    rows.iter()
+                        .map(|row| Target::from_row(row).map(Some))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(db_error)?
+                } else {
+                    vec![None; created.len()]
+                };
+                let backstop = chrono::Duration::from_std(self.inner.config.inline_backstop())
+                    .unwrap_or(chrono::Duration::days(1));
+                let due = Utc::now() + backstop;
+                // Sent now, while the jobs are enqueued and the transaction commits.
+                self.attempt_inline(&created, targets, slots, due, &committed);
+                Some(due)
+            }
+            None => None,
         };
-        let due = inline.as_ref().map(|_| {
-            let backstop = chrono::Duration::from_std(self.inner.config.inline_backstop())
-                .unwrap_or(chrono::Duration::days(1));
-            Utc::now() + backstop
-        });
-        self.enqueue_created_due(&mut tx, &created, due).await?;
-        tx.commit().await?;
-        metrics::counter!(crate::metric_names::WEBHOOK_DELIVERIES_CREATED_TOTAL)
-            .increment(created.len() as u64);
-        if let (Some(slots), Some(job_due)) = (inline, due) {
-            self.attempt_inline(&created, targets, slots, job_due);
-        }
-        Ok(created.len())
+        self.enqueue_created_due(tx, &created, due).await?;
+        Ok(FannedOut {
+            created: created.len(),
+            commit: Some(commit),
+        })
     }
 
     /// One inline slot per queued (non-FIFO) delivery, when all of them fit.
@@ -130,21 +177,27 @@ impl Webhooks {
         Some(slots)
     }
 
-    /// Makes the first attempt of each queued delivery in a task of its own, now; their
-    /// jobs (due at `job_due`) finish what these leave.
+    /// Makes the first attempt of each queued delivery in a task of its own, now, recording
+    /// it once `committed` says the deliveries exist; their jobs (due at `job_due`) finish
+    /// what these leave.
     fn attempt_inline(
         &self,
         rows: &[Pending],
         targets: Vec<Option<Target>>,
         slots: Vec<OwnedSemaphorePermit>,
         job_due: DateTime<Utc>,
+        committed: &watch::Receiver<bool>,
     ) {
         let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
         for ((row, target), slot) in queued.zip(slots) {
             let (webhooks, id) = (self.clone(), row.id);
+            let inline = InlineAttempt {
+                job_due,
+                committed: committed.clone(),
+            };
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(error) = webhooks.attempt(id, 1, Some(job_due), target).await {
+                if let Err(error) = webhooks.attempt(id, 1, Some(inline), target).await {
                     // Not sent (gates refused) or not recorded: the job does it.
                     tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
                 }
@@ -258,6 +311,47 @@ impl Webhooks {
             .enqueue_many(&mut ***tx, jobs, OnDuplicate::Skip)
             .await?;
         Ok(())
+    }
+}
+
+/// The messages of a fan-out, as the statement binds them.
+struct Messages {
+    ids: Vec<Uuid>,
+    types: Vec<String>,
+    tenants: Vec<Option<TenantId>>,
+    bodies: Vec<String>,
+}
+
+/// Deliveries recorded by [`Webhooks::fan_out_in`] in a transaction not yet committed. Call
+/// [`committed`](Self::committed) after the commit; dropping it instead tells its inline
+/// attempts that the deliveries do not exist (nothing of theirs is recorded).
+#[derive(Debug)]
+#[must_use = "call committed() after the transaction commits"]
+pub struct FannedOut {
+    created: usize,
+    commit: Option<watch::Sender<bool>>,
+}
+
+impl FannedOut {
+    fn nothing() -> Self {
+        FannedOut {
+            created: 0,
+            commit: None,
+        }
+    }
+
+    /// Deliveries created.
+    pub fn created(&self) -> usize {
+        self.created
+    }
+
+    /// The transaction committed: inline attempts record what they learnt.
+    pub fn committed(mut self) {
+        if let Some(commit) = self.commit.take() {
+            let _ = commit.send(true);
+        }
+        metrics::counter!(crate::metric_names::WEBHOOK_DELIVERIES_CREATED_TOTAL)
+            .increment(self.created as u64);
     }
 }
 

@@ -18,6 +18,7 @@ use super::http::build_client;
 use super::rows::{StatusUpdate, Target, target_loader};
 use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
+pub use fan_out::FannedOut;
 use neo_batch::WriteBatcher;
 use neo_db::{Db, MigrationReport, MigrationSet, Schema};
 use neo_queue::Queue;
@@ -49,11 +50,14 @@ pub(in crate::webhook) struct Inner {
 /// Webhook endpoints, subscriptions and deliveries, and the delivery job handler; cheap to
 /// clone.
 ///
-/// Events reach endpoints in three steps: the [`Outbox`](crate::Outbox) dispatcher hands
-/// committed events to [`fan_out`](Webhooks::fan_out), which records one delivery per
-/// subscribed endpoint and enqueues one neo-queue job per delivery in the same transaction;
-/// a neo-queue [`Worker`](neo_queue::Worker) set up with [`handle`](Webhooks::handle) sends
-/// them, signed per Standard Webhooks, retrying on the configured schedule.
+/// Events reach endpoints in three steps: the dispatcher ([`dispatch`](Webhooks::dispatch))
+/// claims committed [`Outbox`](crate::Outbox) events and fans them out
+/// ([`fan_out_in`](Webhooks::fan_out_in)) in one transaction, recording one delivery per
+/// subscribed endpoint and enqueueing one neo-queue job per delivery; a neo-queue
+/// [`Worker`](neo_queue::Worker) set up with [`handle`](Webhooks::handle) sends them, signed
+/// per Standard Webhooks, retrying on the configured schedule (with
+/// [`inline_attempts`](WebhookConfig::inline_attempts), the dispatcher makes a lone event's
+/// first attempt itself).
 ///
 /// # Example
 /// ```no_run
@@ -67,11 +71,7 @@ pub(in crate::webhook) struct Inner {
 /// println!("give the receiver {}", endpoint.secret().expose());
 ///
 /// // The dispatcher fans committed events out; a worker delivers them.
-/// let fan_out = webhooks.clone();
-/// let dispatcher = outbox.run(
-///     move |events| { let w = fan_out.clone(); async move { w.fan_out(&events).await } },
-///     std::future::pending(),
-/// );
+/// let dispatcher = webhooks.dispatch(&outbox, std::future::pending());
 /// let worker = webhooks.handle(neo_queue::Worker::new(queue, Default::default()));
 /// let _ = tokio::join!(dispatcher, worker.run(std::future::pending()));
 /// # Ok(()) }
