@@ -22,6 +22,7 @@ mod measure;
 pub mod orgs;
 pub mod pooler;
 pub mod queue;
+pub mod queue_peers;
 pub mod replica;
 pub mod report;
 pub mod resilience;

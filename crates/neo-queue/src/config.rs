@@ -78,6 +78,17 @@ pub struct WorkerConfig {
     pub concurrency: usize,
     /// Most jobs claimed per round trip.
     pub claim_batch: usize,
+    /// At most this many jobs claimed ahead of free slots and held in a local buffer, so that
+    /// a slot that frees starts its next job without a round trip and claims come in large
+    /// batches. The worker holds only as many as its slots start within about two claims'
+    /// time (from moving averages of job and claim times): short jobs fill the buffer, slow
+    /// ones (a webhook call) leave it near empty, so that they are not held back from other
+    /// workers and another tenant's job does not queue behind them. Buffered
+    /// jobs are claimed like running ones (lease, fencing token, the tenant's cap), their
+    /// leases are extended by the worker's heartbeat, a buffered job whose lease was lost is
+    /// dropped unstarted ([`WorkerReport::expired_before_start`](crate::WorkerReport)), and the
+    /// buffer is handed back at shutdown. 0 claims only as many jobs as there are free slots.
+    pub prefetch: usize,
     /// Check for jobs this often when no notification arrives (scheduled jobs, missed
     /// notifications).
     #[serde(with = "humantime_serde")]
@@ -101,6 +112,7 @@ impl Default for WorkerConfig {
             name: "worker".to_owned(),
             concurrency: 16,
             claim_batch: 100,
+            prefetch: 100,
             poll_interval: Duration::from_secs(1),
             complete_batch: 200,
             complete_linger: Duration::from_millis(2),

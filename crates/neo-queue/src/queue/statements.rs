@@ -34,13 +34,17 @@ const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.ma
 
 impl Statements {
     pub(super) fn new(t: &TableName) -> Self {
+        // Workers are woken (one NOTIFY, sent at commit) only when a job is due now: a job
+        // scheduled for later is found by their poll. The condition is a subquery without
+        // correlation, evaluated once per statement.
         let insert = |on_conflict: &str| {
             format!(
                 "WITH ins AS (INSERT INTO {t} (id, kind, payload, priority, run_at, max_attempts, unique_key, tenant) \
                  SELECT u.id, u.kind, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.unique_key, u.tenant \
                  FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[]) \
-                 AS u(id, kind, payload, priority, run_at, max_attempts, unique_key, tenant) {on_conflict} RETURNING id) \
-                 SELECT ins.id FROM ins, (SELECT pg_notify($9, '')) AS woken"
+                 AS u(id, kind, payload, priority, run_at, max_attempts, unique_key, tenant) {on_conflict} RETURNING id, run_at) \
+                 SELECT ins.id FROM ins \
+                 WHERE (SELECT count(pg_notify($9, '')) FROM (SELECT FROM ins WHERE run_at <= now() LIMIT 1) AS due) >= 0"
             )
         };
         let claim = |filter: &str| {
@@ -160,6 +164,11 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>) -> String {
     };
     let due = format!("j.state = 'available' AND j.run_at <= now() {kinds}");
     let order = "ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1";
+    // The same order for the jobs without a tenant, led by the (null) tenant: `tenant IS NULL`
+    // does not tell the planner that the index's first column is constant, so without it the
+    // planner read every due job without a tenant and sorted them for each claim (45 ms per
+    // claim at 50,000 pending); with it, it reads the index in order and stops at `$1`.
+    let null_order = "ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT $1";
     format!(
         "WITH RECURSIVE tenants(tenant) AS ( \
            (SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
@@ -179,7 +188,7 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>) -> String {
              WHERE t.tenant IS NOT NULL \
              UNION ALL \
              (SELECT j.id, j.tenant, j.priority, j.run_at {null_running} FROM {t} AS j \
-              WHERE {due} AND j.tenant IS NULL {order})) AS c), \
+              WHERE {due} AND j.tenant IS NULL {null_order})) AS c), \
          next AS ( \
            SELECT l.id, c.claim_order FROM ( \
              SELECT id, row_number() OVER (ORDER BY priority DESC, turn, run_at, id) AS claim_order \

@@ -325,6 +325,35 @@ async fn a_typed_tenant_is_stored_as_text_and_read_back_typed(route: PgRoute) {
     assert_eq!(claimed[2].tenant.as_deref(), Some("eu-west/acme"));
 }
 
+async fn only_jobs_due_now_wake_the_workers(route: PgRoute) {
+    let (t, db, queue) = setup(route, |c| c).await;
+    // LISTEN on the direct URL (a transaction pooler cannot keep it).
+    let mut listener = sqlx::postgres::PgListener::connect(t.direct_url())
+        .await
+        .unwrap();
+    listener.listen(&queue.config().channel).await.unwrap();
+    let later = Utc::now() + chrono::Duration::seconds(3600);
+    queue
+        .enqueue_many(&db, vec![job("a", 1).run_at(later)], OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_millis(300), listener.recv()).await;
+    assert!(woken.is_err(), "a job scheduled for later woke the workers");
+    queue
+        .enqueue_many(
+            &db,
+            vec![job("a", 2).run_at(later), job("a", 3)],
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    let woken = tokio::time::timeout(Duration::from_secs(5), listener.recv()).await;
+    assert!(
+        matches!(woken, Ok(Ok(_))),
+        "a due job must wake the workers: {woken:?}"
+    );
+}
+
 neo_testkit::over_routes!(
     claims_by_priority_then_age_and_not_before_run_at,
     a_job_exists_only_if_the_enqueuing_transaction_commits,
@@ -334,4 +363,5 @@ neo_testkit::over_routes!(
     bad_jobs_and_settings_are_refused_before_writing,
     a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt,
     a_typed_tenant_is_stored_as_text_and_read_back_typed,
+    only_jobs_due_now_wake_the_workers,
 );

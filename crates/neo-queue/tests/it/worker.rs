@@ -372,10 +372,261 @@ async fn a_busy_worker_still_stops_when_asked(route: PgRoute) {
     assert_eq!(depth.available as u64 + report.succeeded, 3000);
 }
 
+/// Runs `n` no-op "warm" jobs through a worker that counts them in `warmed`, so that it has
+/// timed its jobs and claims and holds jobs ahead of its slots (it buffers only jobs it
+/// expects to start soon); returns when all have run.
+async fn warm_up(db: &neo_db::Db, queue: &neo_queue::Queue, warmed: &AtomicUsize, n: usize) {
+    let jobs: Vec<NewJob> = (0..n).map(|i| NewJob::new("warm", &i).unwrap()).collect();
+    queue
+        .enqueue_many(db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while warmed.load(Ordering::SeqCst) < n {
+        assert!(Instant::now() < deadline, "warm-up jobs did not run");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Their acks land, and the worker is idle again.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+}
+
+async fn prefetched_jobs_go_back_at_shutdown_and_can_be_claimed_again(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
+    let warmed = Arc::new(AtomicUsize::new(0));
+    let warm = Arc::clone(&warmed);
+    let taken = Arc::new(Notify::new());
+    let signal = Arc::clone(&taken);
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 1,
+            prefetch: 10,
+            shutdown_grace: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("stuck", move |_job| {
+        let signal = Arc::clone(&signal);
+        async move {
+            signal.notify_one();
+            std::future::pending::<()>().await;
+            Ok(())
+        }
+    })
+    .handle("warm", move |_job| {
+        warm.fetch_add(1, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    warm_up(&db, &queue, &warmed, 30).await;
+    let jobs: Vec<NewJob> = (0..11).map(|n| NewJob::new("stuck", &n).unwrap()).collect();
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), taken.notified())
+        .await
+        .unwrap();
+    // One job runs, the other ten wait in the worker's buffer, claimed.
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.available, depth.running), (0, 11), "{depth:?}");
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.released, 11, "{report:?}");
+    assert_eq!(report.succeeded, 30, "{report:?}");
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.available, depth.running), (11, 0), "{depth:?}");
+    let back = queue.claim("other", 20, None).await.unwrap();
+    assert_eq!(back.len(), 11);
+    assert!(
+        back.iter().all(|job| job.attempt == 1),
+        "a job handed back keeps its attempt"
+    );
+}
+
+async fn buffered_jobs_keep_their_leases_while_they_wait(route: PgRoute) {
+    use std::collections::HashMap;
+    use std::sync::Mutex;
+    // Nine jobs of 150 ms through one slot take 1.35 s, more than twice the lease: the eight
+    // buffered at first outlive their claim's lease unless the heartbeat covers them. The
+    // worker's own rescue runs every 50 ms, so an uncovered lease would be rescued and the
+    // job claimed again.
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
+        lease: Duration::from_millis(600),
+        ..c
+    })
+    .await;
+    let warmed = Arc::new(AtomicUsize::new(0));
+    let warm = Arc::clone(&warmed);
+    let runs: Arc<Mutex<HashMap<neo_core::JobId, Vec<i32>>>> = Arc::default();
+    let all_done = Arc::new(Notify::new());
+    let (seen, done) = (Arc::clone(&runs), Arc::clone(&all_done));
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 1,
+            prefetch: 8,
+            poll_interval: Duration::from_millis(50),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("slow", move |job| {
+        let (seen, done) = (Arc::clone(&seen), Arc::clone(&done));
+        async move {
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            let mut runs = seen.lock().unwrap();
+            runs.entry(job.id).or_default().push(job.attempt);
+            if runs.values().map(Vec::len).sum::<usize>() == 9 {
+                done.notify_one();
+            }
+            Ok(())
+        }
+    })
+    .handle("warm", move |_job| {
+        warm.fetch_add(1, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    warm_up(&db, &queue, &warmed, 30).await;
+    let jobs: Vec<NewJob> = (0..9).map(|n| NewJob::new("slow", &n).unwrap()).collect();
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    // Claimed at once: one runs, eight wait in the buffer.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.available, depth.running), (0, 9), "{depth:?}");
+    tokio::time::timeout(Duration::from_secs(20), all_done.notified())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    let runs = runs.lock().unwrap();
+    assert_eq!(runs.len(), 9, "every job ran: {runs:?}");
+    assert!(
+        runs.values().all(|attempts| attempts == &[1]),
+        "each job ran once, under its first claim: {runs:?}"
+    );
+    assert_eq!(
+        (
+            report.succeeded,
+            report.lease_lost,
+            report.expired_before_start
+        ),
+        (39, 0, 0),
+        "{report:?}"
+    );
+}
+
+async fn a_buffered_job_whose_lease_was_lost_is_not_started_under_it(route: PgRoute) {
+    use std::sync::Mutex;
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
+        lease: Duration::from_millis(900),
+        ..c
+    })
+    .await;
+    let warmed = Arc::new(AtomicUsize::new(0));
+    let warm = Arc::clone(&warmed);
+    let first = Arc::new(Notify::new());
+    let go_on = Arc::new(Notify::new());
+    let runs: Arc<Mutex<Vec<(neo_core::JobId, i32)>>> = Arc::default();
+    let (started, proceed, seen) = (Arc::clone(&first), Arc::clone(&go_on), Arc::clone(&runs));
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 1,
+            prefetch: 4,
+            poll_interval: Duration::from_millis(50),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("t", move |job| {
+        let (started, proceed, seen) = (
+            Arc::clone(&started),
+            Arc::clone(&proceed),
+            Arc::clone(&seen),
+        );
+        async move {
+            let first = seen.lock().unwrap().is_empty();
+            seen.lock().unwrap().push((job.id, job.attempt));
+            if first {
+                started.notify_one();
+                proceed.notified().await;
+            }
+            Ok(())
+        }
+    })
+    .handle("warm", move |_job| {
+        warm.fetch_add(1, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    warm_up(&db, &queue, &warmed, 30).await;
+    let jobs: Vec<NewJob> = (0..5).map(|n| NewJob::new("t", &n).unwrap()).collect();
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), first.notified())
+        .await
+        .unwrap();
+    let running = runs.lock().unwrap()[0].0;
+    // The four buffered claims are lost (as if the worker had been cut off past its lease):
+    // expired in the table, so the next heartbeat is refused for them.
+    let mut tx = db.begin().await.unwrap();
+    let expired = sqlx::query(
+        "UPDATE neo_queue.jobs SET lease_expires_at = now() - interval '1 second' \
+         WHERE state = 'running' AND id <> $1",
+    )
+    .persistent(false)
+    .bind(running)
+    .execute(&mut **tx)
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(expired.rows_affected(), 4);
+    // Past a heartbeat (every 300 ms), the running job finishes.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    go_on.notify_one();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while runs.lock().unwrap().len() < 5 {
+        assert!(Instant::now() < deadline, "{:?}", runs.lock().unwrap());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    let runs = runs.lock().unwrap().clone();
+    assert_eq!(runs.len(), 5, "each job ran once: {runs:?}");
+    assert!(
+        runs[1..].iter().all(|(_, attempt)| *attempt == 2),
+        "the four lost claims ran only after being rescued and claimed again: {runs:?}"
+    );
+    assert_eq!(
+        (report.succeeded, report.expired_before_start),
+        (35, 4),
+        "{report:?}"
+    );
+}
+
 neo_testkit::over_routes!(
     the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run,
     a_notification_wakes_an_idle_worker_long_before_its_poll,
     a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere,
     shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period,
     a_busy_worker_still_stops_when_asked,
+    prefetched_jobs_go_back_at_shutdown_and_can_be_claimed_again,
+    buffered_jobs_keep_their_leases_while_they_wait,
+    a_buffered_job_whose_lease_was_lost_is_not_started_under_it,
 );
