@@ -73,7 +73,7 @@ pub(crate) const TIGHT_TARGET: f64 = 0.1;
 
 /// Measures a pair: calibrates an iteration count per side, then takes interleaved samples
 /// (ours, raw, ours, ...) so drift on a shared machine hits both sides alike; a pair with a
-/// tight target gets [`TIGHT_ROUNDS`] times the rounds.
+/// tight target gets `TIGHT_ROUNDS` times the rounds.
 pub fn compare(pair: &mut Pair, settings: Settings) -> Measurement {
     let ours_iters = calibrate(&mut pair.ours, settings.sample_time);
     let raw_iters = calibrate(&mut pair.raw, settings.sample_time);

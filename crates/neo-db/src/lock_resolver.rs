@@ -1,24 +1,4 @@
-//! An opt-in task that ends long blocking chains: a session holding a lock that others have
-//! waited on for longer than a threshold is cancelled (`pg_cancel_backend`).
-//!
-//! Deadlocks (cycles) PostgreSQL breaks by itself after `deadlock_timeout`; what it does not
-//! break is a chain: one session holds a row or table lock for a long time (a slow statement,
-//! a forgotten transaction) and every session that needs the lock queues behind it, and
-//! behind those the sessions they block. The resolver follows `pg_blocking_pids` from each
-//! session that has waited longer than [`LockResolverConfig::threshold`] to the head of its
-//! chain (a session that waits for nobody) and:
-//! - cancels the head's running statement (`pg_cancel_backend`) when it is `active`: its
-//!   transaction aborts and releases its locks;
-//! - when the head is `idle in transaction` (a cancel does nothing to a session that runs no
-//!   statement), terminates it (`pg_terminate_backend`) only with
-//!   [`terminate_idle_in_transaction`](LockResolverConfig::terminate_idle_in_transaction),
-//!   else leaves it and reports it.
-//!
-//! Every decision is a `tracing` event (target `neo_db::lock_resolver`, WARN, pids and wait
-//! only, no statement text) and a count in `neo_db_lock_resolver_actions_total{action}`. It
-//! only ever touches client backends of the database its [`Db`] is connected to, never its
-//! own session, and re-checks that the head still runs the same transaction when it signals
-//! it (a pid PostgreSQL reused is left alone).
+//! An opt-in task that ends long blocking chains ([`LockResolver`]).
 
 use crate::Result;
 use crate::pool::Db;
@@ -96,8 +76,26 @@ pub struct ResolvedChain {
     pub action: ResolverAction,
 }
 
-/// Finds the heads of the blocking chains that have waited too long and cancels them (see
-/// the [module docs](self)).
+/// Finds the heads of the blocking chains that have waited too long and cancels them.
+///
+/// Deadlocks (cycles) PostgreSQL breaks by itself after `deadlock_timeout`; what it does not
+/// break is a chain: one session holds a row or table lock for a long time (a slow statement,
+/// a forgotten transaction) and every session that needs the lock queues behind it, and
+/// behind those the sessions they block. The resolver follows `pg_blocking_pids` from each
+/// session that has waited longer than [`LockResolverConfig::threshold`] to the head of its
+/// chain (a session that waits for nobody) and:
+/// - cancels the head's running statement (`pg_cancel_backend`) when it is `active`: its
+///   transaction aborts and releases its locks;
+/// - when the head is `idle in transaction` (a cancel does nothing to a session that runs no
+///   statement), terminates it (`pg_terminate_backend`) only with
+///   [`terminate_idle_in_transaction`](LockResolverConfig::terminate_idle_in_transaction),
+///   else leaves it and reports it.
+///
+/// Every decision is a `tracing` event (target `neo_db::lock_resolver`, WARN, pids and wait
+/// only, no statement text) and a count in `neo_db_lock_resolver_actions_total{action}`. It
+/// only ever touches client backends of the database its [`Db`] is connected to, never its
+/// own session, and re-checks that the head still runs the same transaction when it signals
+/// it (a pid PostgreSQL reused is left alone).
 #[derive(Debug, Clone)]
 pub struct LockResolver {
     db: Db,
@@ -153,7 +151,7 @@ impl LockResolver {
     }
 
     /// One look: finds the heads of chains waited on longer than the threshold and acts on
-    /// each (see the [module docs](self)). Returns what it did.
+    /// each (see [`LockResolver`]). Returns what it did.
     ///
     /// # Errors
     /// A database error (for example a role that may not read other sessions or signal

@@ -141,6 +141,12 @@ async fn a_small_update_reaches_the_others_l1_with_its_value_and_a_large_one_evi
             .await
             .unwrap();
         assert_eq!(b.get("org:1").await.unwrap(), Some(org(1))); // now in b's L1
+        // The first write's own message may still be on its way to b: let it land before
+        // counting, so the counts below see only the second write's.
+        let settle = std::time::Instant::now();
+        while b.stats().remote_invalidations == 0 && settle.elapsed().as_secs() < 2 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
 
         // A small value rides in the message: b serves it without reading Redis (except on
         // a cluster, where writes only evict).

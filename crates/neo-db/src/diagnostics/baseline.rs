@@ -78,7 +78,7 @@ pub struct Regression {
     pub rows_per_call: f64,
 }
 
-/// Captures and compares `pg_stat_statements` baselines (see the [module docs](self)).
+/// Captures and compares `pg_stat_statements` baselines (see the [`diagnostics`](crate::diagnostics) module docs).
 #[derive(Debug, Clone)]
 pub struct QueryBaselines {
     db: Db,
@@ -173,7 +173,7 @@ impl QueryBaselines {
         Ok(captured)
     }
 
-    /// The statements slower now than in the baseline `name` (see the [module docs](self)),
+    /// The statements slower now than in the baseline `name` (see the [`diagnostics`](crate::diagnostics) module docs),
     /// the worst ratio first, at most [`BaselineConfig::max_regressions`].
     ///
     /// # Errors

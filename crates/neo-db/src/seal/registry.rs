@@ -63,7 +63,7 @@ impl KeyUsage for super::Resealer {
 }
 
 /// The retired keys shared by every instance, for one [`Sealer`] (see the
-/// [module docs](self)).
+/// [`seal`](crate::seal) module docs).
 #[derive(Debug, Clone)]
 pub struct KeyRegistry {
     db: Db,

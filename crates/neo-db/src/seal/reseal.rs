@@ -140,7 +140,7 @@ pub struct ResealProgress {
     pub position: Option<ResealPosition>,
 }
 
-/// Moves a user's sealed columns to the sealer's current key (see the [module docs](self)).
+/// Moves a user's sealed columns to the sealer's current key (see the [`seal`](crate::seal) module docs).
 #[derive(Debug, Clone)]
 pub struct Resealer {
     db: Db,

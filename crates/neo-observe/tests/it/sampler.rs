@@ -50,8 +50,11 @@ fn fast() -> ObserveConfig {
     }
 }
 
+/// Gauge values by name and sorted labels.
+pub(crate) type Gauges = BTreeMap<(String, Vec<(String, String)>), f64>;
+
 /// Gauges and their last values by (name, labels).
-pub(crate) fn gauges(snapshotter: &Snapshotter) -> BTreeMap<(String, Vec<(String, String)>), f64> {
+pub(crate) fn gauges(snapshotter: &Snapshotter) -> Gauges {
     snapshotter
         .snapshot()
         .into_vec()
@@ -70,11 +73,7 @@ pub(crate) fn gauges(snapshotter: &Snapshotter) -> BTreeMap<(String, Vec<(String
         .collect()
 }
 
-fn gauge(
-    g: &BTreeMap<(String, Vec<(String, String)>), f64>,
-    name: &str,
-    labels: &[(&str, &str)],
-) -> Option<f64> {
+fn gauge(g: &Gauges, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
     let labels = labels
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))

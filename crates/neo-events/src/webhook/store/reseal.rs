@@ -327,6 +327,11 @@ impl Webhooks {
     /// Retires `key_id` at the sealer ([`Sealer::retire_key`]) once no endpoint holds a value
     /// under it (after [`reseal`](Webhooks::reseal) moved them to the current key).
     ///
+    /// This retires the key in this process only. To retire it for every instance, call
+    /// [`neo_db::seal::KeyRegistry::retire`] with these `Webhooks` among its checkers (they
+    /// implement [`neo_db::seal::KeyUsage`]): the registry records it where every sealer
+    /// looks.
+    ///
     /// # Errors
     /// [`neo_db::Error::Seal`] naming the key: [`SealProblem::StillInUse`] with the count of
     /// endpoints still under it, or what the sealer refuses (the current key, an unknown
