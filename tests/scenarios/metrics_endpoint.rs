@@ -48,7 +48,7 @@ async fn the_example_service_serves_a_valid_metrics_exposition() {
             .unwrap();
     }
 
-    // Scrape until the sampler has run as leader (it ticks every 200 ms).
+    // Scrape until the sampler has finished a sample as leader (it ticks every 200 ms).
     let deadline = Instant::now() + Duration::from_secs(20);
     let families = loop {
         let response = http.get(format!("{base}/metrics")).send().await.unwrap();
@@ -58,7 +58,14 @@ async fn the_example_service_serves_a_valid_metrics_exposition() {
         let sampled = families
             .get("neo_observe_leader")
             .is_some_and(|f| f.samples.iter().any(|s| s.value == 1.0))
-            && families.contains_key("neo_events_outbox_lag_seconds");
+            && families.contains_key("neo_events_outbox_lag_seconds")
+            // A whole leader sample has finished (the counter moves after its last gauge).
+            && families.get("neo_observe_samples_total").is_some_and(|f| {
+                f.samples
+                    .iter()
+                    .any(|s| s.labels.contains(&("scope".into(), "leader".into()))
+                        && s.labels.contains(&("outcome".into(), "ok".into())) && s.value >= 1.0)
+            });
         if sampled {
             break families;
         }
