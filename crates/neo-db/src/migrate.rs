@@ -225,6 +225,10 @@ impl MigrationSet {
     ) -> Result<MigrationReport> {
         migrator.set_locking(false);
         let mut tx = db.begin_raw(db.pool()).await?;
+        // sqlx's migrator prepares named statements (`sqlx_s_1`, ...). A client killed
+        // mid-migration never deallocated its own, and the pooler hands its server connection
+        // to the next client: clear them first, as the end of this transaction does.
+        sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
         sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
             .persistent(false)
             .bind(format!("neo-db migrations {}", self.name))
@@ -246,13 +250,16 @@ impl MigrationSet {
         // Each script runs in a savepoint: a failing one is rolled back, the ones before it
         // are committed, as on a direct connection where each has its own transaction.
         let outcome = migrator.run_direct(None, &mut *tx, false).await;
-        sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await?;
+        let deallocated = sqlx::raw_sql("DEALLOCATE ALL").execute(&mut *tx).await;
         if let Err(error) = outcome {
+            // A failure outside the scripts' savepoints aborts the transaction, which then
+            // refuses DEALLOCATE too: the migration's own error is the one to report.
             tx.commit().await?;
             // The scripts before the failing one are committed.
             db.shared().types_changed.mark();
             return Err(error.into());
         }
+        deallocated?;
         let applied = applied_versions(&mut tx, table)
             .await?
             .into_iter()

@@ -159,6 +159,24 @@ async fn a_run_killed_mid_way_resumes_with_the_tenants_left(route: PgRoute) {
     run.abort();
     assert!(run.await.unwrap_err().is_cancelled());
     doomed.close().await;
+    // Behind PgBouncer the killed run's server sessions outlive its client connections until
+    // PgBouncer notices and the statement in flight ends; a dead process's sessions are gone
+    // too, so wait for them before resuming.
+    let settle = std::time::Instant::now();
+    loop {
+        let busy: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND pid <> pg_backend_pid() AND backend_type = 'client backend' AND state <> 'idle'",
+        )
+        .persistent(false)
+        .fetch_one(&mut *db.statement_connection().await.unwrap())
+        .await
+        .unwrap();
+        if busy == 0 || settle.elapsed() > std::time::Duration::from_secs(10) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let recorded = count(&db, "public.neo_tenant_migrations").await as usize;
     assert!((6..24).contains(&recorded), "{recorded} tenants recorded");
 
