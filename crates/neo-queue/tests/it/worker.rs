@@ -58,10 +58,7 @@ async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run(rout
         let _ = parsed;
         Ok(())
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     tokio::time::timeout(Duration::from_secs(20), all_done.notified())
         .await
         .unwrap();
@@ -111,10 +108,7 @@ async fn a_notification_wakes_an_idle_worker_long_before_its_poll(route: PgRoute
             Ok(())
         }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     tokio::time::sleep(Duration::from_millis(300)).await; // idle, listening
     let enqueued = Instant::now();
     queue
@@ -177,10 +171,7 @@ async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere(
             Ok(())
         }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let b_run = tokio::spawn(b.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, b_run) = spawn_until_stopped(b);
     tokio::time::timeout(Duration::from_secs(10), done.notified())
         .await
         .unwrap();
@@ -214,10 +205,7 @@ async fn shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period(route:
             Ok(())
         }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     tokio::time::timeout(Duration::from_secs(5), taken.notified())
         .await
         .unwrap();
@@ -279,10 +267,7 @@ async fn workers_resume_after_a_postgres_restart_and_nothing_acknowledged_is_los
             Ok(())
         }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     // Restart the server while jobs are being worked.
     tokio::time::sleep(Duration::from_millis(150)).await;
     server = tokio::task::spawn_blocking(move || {
@@ -346,10 +331,7 @@ async fn a_busy_worker_still_stops_when_asked(route: PgRoute) {
         tokio::time::sleep(Duration::from_millis(1)).await;
         Ok(())
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     tokio::time::sleep(Duration::from_millis(200)).await;
     let asked = Instant::now();
     stop.send(()).unwrap();
@@ -370,6 +352,20 @@ async fn a_busy_worker_still_stops_when_asked(route: PgRoute) {
     let depth = queue.depth().await.unwrap();
     assert_eq!(depth.running, 0, "nothing left claimed: {depth:?}");
     assert_eq!(depth.available as u64 + report.succeeded, 3000);
+}
+
+/// Runs `worker` on its own task until the returned sender fires or is dropped.
+fn spawn_until_stopped(
+    worker: Worker,
+) -> (
+    oneshot::Sender<()>,
+    tokio::task::JoinHandle<neo_queue::Result<neo_queue::WorkerReport>>,
+) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    (stop, run)
 }
 
 /// Runs `n` no-op "warm" jobs through a worker that counts them in `warmed`, so that it has
@@ -417,10 +413,7 @@ async fn prefetched_jobs_go_back_at_shutdown_and_can_be_claimed_again(route: PgR
         warm.fetch_add(1, Ordering::SeqCst);
         async { Ok(()) }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     warm_up(&db, &queue, &warmed, 30).await;
     let jobs: Vec<NewJob> = (0..11).map(|n| NewJob::new("stuck", &n).unwrap()).collect();
     queue
@@ -489,10 +482,7 @@ async fn buffered_jobs_keep_their_leases_while_they_wait(route: PgRoute) {
         warm.fetch_add(1, Ordering::SeqCst);
         async { Ok(()) }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     warm_up(&db, &queue, &warmed, 30).await;
     let jobs: Vec<NewJob> = (0..9).map(|n| NewJob::new("slow", &n).unwrap()).collect();
     queue
@@ -568,10 +558,7 @@ async fn a_buffered_job_whose_lease_was_lost_is_not_started_under_it(route: PgRo
         warm.fetch_add(1, Ordering::SeqCst);
         async { Ok(()) }
     });
-    let (stop, stopped) = oneshot::channel::<()>();
-    let run = tokio::spawn(worker.run(async {
-        let _ = stopped.await;
-    }));
+    let (stop, run) = spawn_until_stopped(worker);
     warm_up(&db, &queue, &warmed, 30).await;
     let jobs: Vec<NewJob> = (0..5).map(|n| NewJob::new("t", &n).unwrap()).collect();
     queue
