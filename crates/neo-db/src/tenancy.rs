@@ -15,6 +15,10 @@
 //!   A connection that did not set it sees no rows and can write none. The application role
 //!   must be neither the tables' owner nor `BYPASSRLS` (a superuser bypasses every policy):
 //!   migrate as the owner, then [`grant_app_role`] the application role its rows.
+//!   Work that spans tenants by design — a queue worker claiming any tenant's jobs, an
+//!   outbox dispatcher, a delivery worker, retention — runs on a second `Db` whose role is
+//!   `BYPASSRLS` but neither owner nor superuser (granted like the application role), so the
+//!   application role's connections stay bound by the policies.
 
 use crate::ident::{Ident, Schema, TableName};
 use crate::pool::{Db, UnitOfWork};

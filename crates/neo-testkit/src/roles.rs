@@ -1,6 +1,8 @@
 //! Two roles on a test database, for tests of row-level security: an owner that runs the
 //! migrations and owns the tables, and an application role that is neither the owner nor a
-//! superuser nor `BYPASSRLS` — so a test cannot pass because PostgreSQL skipped the policies.
+//! superuser nor `BYPASSRLS` — so a test cannot pass because PostgreSQL skipped the policies —
+//! and a system role for cross-tenant work (queue workers, outbox dispatchers, delivery
+//! workers, maintenance) that is `BYPASSRLS` but neither owner nor superuser.
 
 use crate::{Error, PgBouncer, Result, TestDatabase};
 use sqlx::Connection as _;
@@ -12,8 +14,10 @@ use sqlx::Connection as _;
 pub struct SplitRoles {
     owner: String,
     app: String,
+    system: String,
     owner_url: String,
     app_url: String,
+    system_url: String,
     _bouncer: Option<PgBouncer>,
 }
 
@@ -30,6 +34,19 @@ impl SplitRoles {
         &self.app
     }
 
+    /// The system role's name: `LOGIN NOSUPERUSER BYPASSRLS NOINHERIT`, owning nothing. It
+    /// stands for the role a service's background workers use for work that spans tenants
+    /// (claiming any tenant's jobs, dispatching every tenant's events); like the application
+    /// role it gets rights only through grants.
+    pub fn system(&self) -> &str {
+        &self.system
+    }
+
+    /// A direct URL of the database as the system role.
+    pub fn system_url(&self) -> &str {
+        &self.system_url
+    }
+
     /// A direct URL of the database as the owner (for migrations and grants).
     pub fn owner_url(&self) -> &str {
         &self.owner_url
@@ -43,7 +60,7 @@ impl SplitRoles {
 }
 
 impl TestDatabase {
-    /// Creates `<database>_owner` and `<database>_app` (see [`SplitRoles`]), makes the
+    /// Creates `<database>_owner`, `<database>_app` and `<database>_system` (see [`SplitRoles`]), makes the
     /// owner own the database, and, with `through_pgbouncer`, starts a PgBouncer in
     /// transaction mode in front of the server that logs in as the application role (the
     /// shared PgBouncer logs in as the superuser, which would bypass row-level security).
@@ -52,7 +69,11 @@ impl TestDatabase {
     /// [`Error::Client`] when a statement fails; PgBouncer's start errors.
     pub async fn split_roles(&self, through_pgbouncer: bool) -> Result<SplitRoles> {
         let name = self.name().to_owned();
-        let (owner, app) = (format!("{name}_owner"), format!("{name}_app"));
+        let (owner, app, system) = (
+            format!("{name}_owner"),
+            format!("{name}_app"),
+            format!("{name}_system"),
+        );
         let mut conn = sqlx::PgConnection::connect(self.direct_url())
             .await
             .map_err(Error::client(format!("connecting to {name}")))?;
@@ -60,6 +81,7 @@ impl TestDatabase {
         for statement in [
             format!("CREATE ROLE \"{owner}\" LOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE"),
             format!("CREATE ROLE \"{app}\" LOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT NOCREATEROLE"),
+            format!("CREATE ROLE \"{system}\" LOGIN NOSUPERUSER BYPASSRLS NOINHERIT NOCREATEROLE"),
             format!("ALTER DATABASE \"{name}\" OWNER TO \"{owner}\""),
         ] {
             sqlx::query(sqlx::AssertSqlSafe(statement.clone()))
@@ -83,6 +105,7 @@ impl TestDatabase {
         };
         let owner_url = as_role(&owner)?;
         let direct_app_url = as_role(&app)?;
+        let system_url = as_role(&system)?;
         let (app_url, bouncer) = if through_pgbouncer {
             let backend = direct_app_url.clone();
             let bouncer = tokio::task::spawn_blocking(move || PgBouncer::start(&backend))
@@ -95,8 +118,10 @@ impl TestDatabase {
         Ok(SplitRoles {
             owner,
             app,
+            system,
             owner_url,
             app_url,
+            system_url,
             _bouncer: bouncer,
         })
     }
