@@ -12,16 +12,30 @@
 //! background once per `refresh_interval`, not per read (neo-db's
 //! `replica::a_routed_read_is_one_statement_…` counts it with `pg_stat_statements`). The
 //! 5 % target is tight, so the row gets more rounds (`measure::TIGHT_ROUNDS`).
-
+//!
+//! Same sample size on both sides: one iteration is [`GETS`] gets (about 10-30 ms, so the
+//! calibration gives each side one iteration per sample), and both sides are warmed up
+//! first. With one `get` per iteration the first side calibrated right after set-up (cold,
+//! or one call delayed by the scheduler on a loaded machine) got 1-3 gets per sample and
+//! the other 20-47; the median of single gets leaves out the scheduler's stalls that the
+//! mean of 20 includes, which made the routed side look 15-30 % faster (0.71-0.83×), and the
+//! same code on both sides showed 0.53× the same way.
 use crate::{Pair, check};
 use neo_core::OrganizationId;
 use neo_db::{Db, DbConfig, ReplicaConfig};
 use neo_events::{Outbox, OutboxConfig};
 use neo_orgs::{OrgConfig, OrganizationService};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 const SCHEMA: &str = "bench_replica";
+
+/// Gets per iteration of either side (see the module docs).
+const GETS: usize = 64;
+
+/// Gets each side runs before measuring, alternating sides.
+const WARM_UP: usize = 512;
 
 /// A primary and a streaming replica of the bench's own (durable, as the bench PostgreSQL),
 /// alive as long as the process; their URLs.
@@ -122,18 +136,32 @@ pub fn pairs_on(primary: &str, replica: &str) -> Vec<Pair> {
     });
     let skipped_before = routed_db.replica_skipped_reads();
     let (rt1, rt2) = (Rc::clone(&rt), Rc::clone(&rt));
-    let ids2: Vec<OrganizationId> = ids.clone();
-    let (mut at1, mut at2) = (0_usize, 0_usize);
+    let routed_side = Rc::new(Side {
+        orgs: routed,
+        ids: ids.clone(),
+        at: Cell::new(0),
+    });
+    let unrouted_side = Rc::new(Side {
+        orgs: direct,
+        ids,
+        at: Cell::new(0),
+    });
+    // Warm both sides alike before the calibration times either.
+    for _ in 0..WARM_UP / GETS {
+        rt.block_on(routed_side.gets());
+        rt.block_on(unrouted_side.gets());
+    }
+    let items = Some(GETS as u64);
     vec![Pair {
         name: "replica/orgs_get_uncached_routed_vs_unrouted",
         // Issue 26: replica routing adds at most 5 % to a get that misses the cache.
         target: Some(1.05),
-        per_iteration: None,
-        raw_per_iteration: None,
+        // Times are per get.
+        per_iteration: items,
+        raw_per_iteration: items,
         ours: Box::new(move || {
-            at1 = (at1 + 1) % ids.len();
-            check(rt1.block_on(routed.get(ids[at1])));
-            // Same work as the other side: the read went to the replica, not the primary.
+            rt1.block_on(routed_side.gets());
+            // Same work as the other side: every read went to the replica, not the primary.
             assert_eq!(
                 routed_db.replica_skipped_reads(),
                 skipped_before,
@@ -141,11 +169,26 @@ pub fn pairs_on(primary: &str, replica: &str) -> Vec<Pair> {
                 routed_db.replica_status()
             );
         }),
-        raw: Box::new(move || {
-            at2 = (at2 + 1) % ids2.len();
-            check(rt2.block_on(direct.get(ids2[at2])));
-        }),
+        raw: Box::new(move || rt2.block_on(unrouted_side.gets())),
     }]
+}
+
+/// One side of the pair: a service and the ids it reads in turn.
+struct Side {
+    orgs: OrganizationService,
+    ids: Vec<OrganizationId>,
+    at: Cell<usize>,
+}
+
+impl Side {
+    /// [`GETS`] gets of the next ids, each checked.
+    async fn gets(&self) {
+        for _ in 0..GETS {
+            let at = (self.at.get() + 1) % self.ids.len();
+            self.at.set(at);
+            check(self.orgs.get(self.ids[at]).await);
+        }
+    }
 }
 
 /// The pairs of this module, on a replicated pair started for them.
