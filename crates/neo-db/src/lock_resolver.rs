@@ -163,6 +163,11 @@ impl LockResolver {
             .bind(self.config.threshold.as_secs_f64())
             .fetch_all(&mut *conn)
             .await?;
+        // Each signal re-checks the head in a statement of its own, after this one's
+        // transaction (behind a transaction pooler every statement runs in one) has ended:
+        // PostgreSQL reads `pg_stat_activity` once per transaction, so a re-check in the
+        // same transaction would see the sessions as they were when the heads were found.
+        conn.finish().await?;
         let mut resolved = Vec::with_capacity(heads.len());
         for head in heads {
             let blocker_pid: i32 = head.try_get("blocker_pid")?;
@@ -182,6 +187,7 @@ impl LockResolver {
             };
             let action = match function {
                 Some((function, action)) => {
+                    let mut conn = self.db.statement_connection().await?;
                     let signalled: bool =
                         sqlx::query_scalar(sqlx::AssertSqlSafe(signal_sql(function)))
                             .persistent(false)
@@ -190,6 +196,7 @@ impl LockResolver {
                             .bind(xact_start)
                             .fetch_one(&mut *conn)
                             .await?;
+                    conn.finish().await?;
                     if signalled {
                         action
                     } else {
@@ -218,7 +225,6 @@ impl LockResolver {
                 .increment(1);
             resolved.push(chain);
         }
-        conn.finish().await?;
         Ok(resolved)
     }
 

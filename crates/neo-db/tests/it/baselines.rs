@@ -1,5 +1,7 @@
 //! Query baselines on a real `pg_stat_statements`: a query made slower (its index dropped)
-//! is listed as a regression and exported as gauges.
+//! is listed as a regression and exported as gauges. Direct and through PgBouncer in
+//! transaction mode (the statements then run unnamed, each in its own transaction, and
+//! `pg_stat_statements` counts them under the same normalized text).
 
 use crate::setup;
 use metrics::{
@@ -50,20 +52,28 @@ impl Recorder for Gauges {
     }
 }
 
+/// Runs `sql` with `$1` = 0, 1, 2, … `times` times, as the route allows (a transaction and
+/// an unnamed statement behind a transaction pooler).
 async fn run(db: &Db, sql: &'static str, times: usize) {
     for n in 0..times {
-        sqlx::query(sql)
+        let mut conn = db.statement_connection().await.unwrap();
+        db.statement(sql)
             .bind(i32::try_from(n % 1000).unwrap())
-            .execute(db.pool())
+            .execute(&mut *conn)
             .await
             .unwrap();
+        conn.finish().await.unwrap();
     }
 }
 
-#[tokio::test]
-async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported() {
+/// A statement without parameters, as a simple query (safe behind any pooler).
+async fn simple(db: &Db, sql: &'static str) {
+    sqlx::raw_sql(sql).execute(db.pool()).await.unwrap();
+}
+
+async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported(route: PgRoute) {
     let (_t, db) = setup(
-        PgRoute::Direct,
+        route,
         &[
             "CREATE EXTENSION pg_stat_statements",
             "CREATE TABLE items (id int8 GENERATED ALWAYS AS IDENTITY PRIMARY KEY, v int4 NOT NULL, pad text NOT NULL)",
@@ -78,10 +88,7 @@ async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported() {
         min_calls: 10,
         ..BaselineConfig::default()
     };
-    sqlx::query("CREATE SCHEMA ops")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    simple(&db, "CREATE SCHEMA ops").await;
     let baselines = QueryBaselines::install(&db, config).await.unwrap();
     let missing = baselines.compare("v1").await.unwrap_err();
     assert!(
@@ -111,10 +118,7 @@ async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported() {
     baselines.capture("v1").await.unwrap();
 
     // The index goes: every lookup now scans 300k rows.
-    sqlx::query("DROP INDEX items_v")
-        .execute(db.pool())
-        .await
-        .unwrap();
+    simple(&db, "DROP INDEX items_v").await;
     run(&db, LOOKUP, 20).await;
     run(&db, STEADY, 20).await;
     let regressions = baselines.compare("v1").await.unwrap();
@@ -155,9 +159,8 @@ async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported() {
     );
 }
 
-#[tokio::test]
-async fn capture_says_what_is_missing_without_the_extension() {
-    let (_t, db) = setup(PgRoute::Direct, &[]).await;
+async fn capture_says_what_is_missing_without_the_extension(route: PgRoute) {
+    let (_t, db) = setup(route, &[]).await;
     let baselines = QueryBaselines::install(&db, BaselineConfig::default())
         .await
         .unwrap();
@@ -167,3 +170,8 @@ async fn capture_says_what_is_missing_without_the_extension() {
         "{error:?}"
     );
 }
+
+neo_testkit::over_routes!(
+    a_query_slowed_by_a_dropped_index_is_listed_and_exported,
+    capture_says_what_is_missing_without_the_extension,
+);

@@ -99,10 +99,16 @@ async fn the_deadlock_victim_is_run_again_and_both_transactions_commit() {
     let (results, attempts, db, _t) = deadlock(retry(5)).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(attempts, 3, "the victim ran twice");
-    let counts: Vec<i32> = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    let counts: Vec<i32> = {
+        let mut conn = db.statement_connection().await.unwrap();
+        let counts = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
+            .persistent(db.pooler().named_statements())
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        conn.finish().await.unwrap();
+        counts
+    };
     assert_eq!(counts, [2, 2], "both transactions' increments, once each");
 }
 
@@ -144,10 +150,16 @@ async fn serialization_failures_are_retried_at_serializable() {
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
     assert_eq!(attempts.load(Ordering::SeqCst), 3, "one side retried once");
-    let counts: Vec<i32> = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    let counts: Vec<i32> = {
+        let mut conn = db.statement_connection().await.unwrap();
+        let counts = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
+            .persistent(db.pooler().named_statements())
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        conn.finish().await.unwrap();
+        counts
+    };
     // Serial outcome: the first commits 1, the second reads it and writes 2.
     let mut sorted = counts.clone();
     sorted.sort_unstable();
@@ -217,28 +229,37 @@ async fn retries_stop_at_the_attempts_or_the_budget_and_other_errors_are_not_ret
 }
 
 /// A session of `db` that locks row `id` and then runs `pg_sleep(30)` in the same
-/// transaction: an active head of a chain. Returns its pid and the task.
+/// transaction: an active head of a chain. Returns its pid and the task. Statements go as
+/// the route allows (unnamed behind a transaction pooler, which pins the server connection
+/// to the transaction: the pid is the session holding the lock).
 async fn active_holder(
     db: &Db,
     id: i32,
 ) -> (i32, tokio::task::JoinHandle<Result<(), sqlx::Error>>) {
     let mut tx = db.begin().await.unwrap();
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .persistent(db.pooler().named_statements())
         .fetch_one(&mut **tx)
         .await
         .unwrap();
-    sqlx::query("UPDATE counters SET n = n + 100 WHERE id = $1")
+    db.statement("UPDATE counters SET n = n + 100 WHERE id = $1")
         .bind(id)
         .execute(&mut **tx)
         .await
         .unwrap();
+    let sleep = db.statement("SELECT pg_sleep(30)");
     let task = tokio::spawn(async move {
-        sqlx::query("SELECT pg_sleep(30)")
-            .execute(&mut **tx)
-            .await?;
+        sleep.execute(&mut **tx).await?;
         Ok(())
     });
     (pid, task)
+}
+
+/// Runs `sql` on its own, as the route allows (in a transaction behind a pooler).
+async fn execute(db: &Db, sql: &'static str) -> neo_db::Result<()> {
+    let mut conn = db.statement_connection().await?;
+    db.statement(sql).execute(&mut *conn).await?;
+    conn.finish().await
 }
 
 async fn wait_for_waiters(db: &Db, n: usize) {
@@ -254,10 +275,11 @@ async fn wait_for_waiters(db: &Db, n: usize) {
     );
 }
 
-#[tokio::test]
-async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_database() {
-    let (_t, db) = setup(PgRoute::Direct, &[ROWS]).await;
-    let (_t2, other) = setup(PgRoute::Direct, &[ROWS]).await;
+async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_database(
+    route: PgRoute,
+) {
+    let (_t, db) = setup(route, &[ROWS]).await;
+    let (_t2, other) = setup(route, &[ROWS]).await;
     let config = LockResolverConfig {
         enabled: true,
         interval: Duration::from_millis(100),
@@ -269,11 +291,9 @@ async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_d
     let (other_head, other_task) = active_holder(&other, 1).await;
     let other_waiter = {
         let other = other.clone();
-        tokio::spawn(async move {
-            sqlx::query("UPDATE counters SET n = n + 1 WHERE id = 1")
-                .execute(other.pool())
-                .await
-        })
+        tokio::spawn(
+            async move { execute(&other, "UPDATE counters SET n = n + 1 WHERE id = 1").await },
+        )
     };
     wait_for_waiters(&other, 1).await;
 
@@ -283,10 +303,10 @@ async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_d
         let db = db.clone();
         tokio::spawn(async move {
             let mut tx = db.begin().await?;
-            sqlx::query("UPDATE counters SET n = n + 1 WHERE id = 2")
+            db.statement("UPDATE counters SET n = n + 1 WHERE id = 2")
                 .execute(&mut **tx)
                 .await?;
-            sqlx::query("UPDATE counters SET n = n + 1 WHERE id = 1")
+            db.statement("UPDATE counters SET n = n + 1 WHERE id = 1")
                 .execute(&mut **tx)
                 .await?;
             tx.commit().await
@@ -295,11 +315,9 @@ async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_d
     wait_for_waiters(&db, 1).await;
     let c = {
         let db = db.clone();
-        tokio::spawn(async move {
-            sqlx::query("UPDATE counters SET n = n + 1 WHERE id = 2")
-                .execute(db.pool())
-                .await
-        })
+        tokio::spawn(
+            async move { execute(&db, "UPDATE counters SET n = n + 1 WHERE id = 2").await },
+        )
     };
     wait_for_waiters(&db, 2).await;
 
@@ -333,10 +351,16 @@ async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_d
     );
     b.await.unwrap().unwrap();
     c.await.unwrap().unwrap();
-    let counts: Vec<i32> = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
-        .fetch_all(db.pool())
-        .await
-        .unwrap();
+    let counts: Vec<i32> = {
+        let mut conn = db.statement_connection().await.unwrap();
+        let counts = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
+            .persistent(db.pooler().named_statements())
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+        conn.finish().await.unwrap();
+        counts
+    };
     assert_eq!(counts, [1, 2], "A rolled back, B and C committed");
 
     // The other database's chain is untouched: its head still sleeps, its waiter still waits.
@@ -346,34 +370,35 @@ async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_d
         waits.iter().any(|w| w.blocking_pid == other_head),
         "{waits:?}"
     );
-    sqlx::query("SELECT pg_cancel_backend($1)")
+    let mut conn = other.statement_connection().await.unwrap();
+    other
+        .statement("SELECT pg_cancel_backend($1)")
         .bind(other_head)
-        .execute(other.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     assert!(other_task.await.unwrap().is_err());
     other_waiter.await.unwrap().unwrap();
 }
 
-#[tokio::test]
-async fn an_idle_in_transaction_head_is_terminated_only_when_configured() {
-    let (_t, db) = setup(PgRoute::Direct, &[ROWS]).await;
+async fn an_idle_in_transaction_head_is_terminated_only_when_configured(route: PgRoute) {
+    let (_t, db) = setup(route, &[ROWS]).await;
     let mut holder = db.begin().await.unwrap();
     let holder_pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .persistent(db.pooler().named_statements())
         .fetch_one(&mut **holder)
         .await
         .unwrap();
-    sqlx::query("UPDATE counters SET n = 100 WHERE id = 1")
+    db.statement("UPDATE counters SET n = 100 WHERE id = 1")
         .execute(&mut **holder)
         .await
         .unwrap();
     let waiter = {
         let db = db.clone();
-        tokio::spawn(async move {
-            sqlx::query("UPDATE counters SET n = n + 1 WHERE id = 1")
-                .execute(db.pool())
-                .await
-        })
+        tokio::spawn(
+            async move { execute(&db, "UPDATE counters SET n = n + 1 WHERE id = 1").await },
+        )
     };
     wait_for_waiters(&db, 1).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -415,12 +440,20 @@ async fn an_idle_in_transaction_head_is_terminated_only_when_configured() {
         holder.commit().await.is_err(),
         "the holder's session was terminated"
     );
+    let mut conn = db.statement_connection().await.unwrap();
     let n: i32 = sqlx::query_scalar("SELECT n FROM counters WHERE id = 1")
-        .fetch_one(db.pool())
+        .persistent(db.pooler().named_statements())
+        .fetch_one(&mut *conn)
         .await
         .unwrap();
+    conn.finish().await.unwrap();
     assert_eq!(n, 1);
 }
+
+neo_testkit::over_routes!(
+    the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_database,
+    an_idle_in_transaction_head_is_terminated_only_when_configured,
+);
 
 #[test]
 #[allow(clippy::result_large_err, reason = "figment's Jail API")]
