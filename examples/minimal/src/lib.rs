@@ -39,12 +39,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), BoxError> {
     let db = Db::connect(db).await?;
+    let notes_table = "CREATE TABLE notes (id bigserial PRIMARY KEY, text text NOT NULL)";
     MigrationSet::new("minimal")?
-        .with(
-            1,
-            "notes",
-            "CREATE TABLE notes (id bigserial PRIMARY KEY, text text NOT NULL)",
-        )
+        .with(1, "notes", notes_table)
         .run(&db)
         .await?;
     let app = App {

@@ -15,13 +15,9 @@ async fn main() -> Result<(), BoxError> {
     let stop = async {
         let _ = tokio::signal::ctrl_c().await;
     };
-    let db = DbConfig::with_url(var("NEO_DATABASE_URL")?);
-    serve(
-        listener,
-        &db,
-        CacheConfig::named("notes"),
-        &var("NEO_REDIS_URL")?,
-        stop,
-    )
-    .await
+    let (db, redis) = (
+        DbConfig::with_url(var("NEO_DATABASE_URL")?),
+        var("NEO_REDIS_URL")?,
+    );
+    serve(listener, &db, CacheConfig::named("notes"), &redis, stop).await
 }
