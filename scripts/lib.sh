@@ -119,8 +119,8 @@ start_test_servers() {
     cargo build --locked -q -p neo-testkit --bin neo-test-servers
     local state_dir
     state_dir=$(mktemp -d)
-    target/debug/neo-test-servers --env-file "$state_dir/servers.env" --parent-pid $$ "$@" \
-        >"$state_dir/servers.log" 2>&1 &
+    "${CARGO_TARGET_DIR:-target}/debug/neo-test-servers" --env-file "$state_dir/servers.env" \
+        --parent-pid $$ "$@" >"$state_dir/servers.log" 2>&1 &
     NEO_SERVERS_PID=$!
     NEO_SERVERS_DIR=$state_dir
     trap stop_test_servers EXIT
@@ -147,4 +147,22 @@ stop_test_servers() {
         rm -rf "$NEO_SERVERS_DIR"
         NEO_SERVERS_PID=
     fi
+}
+
+# `cargo package` for every library crate (crates/*), in dependency order: cargo packages the
+# workspace's crates into a local registry overlay, so each one's verification build finds its
+# unpublished neo-* dependencies there (cargo >= 1.89). Offline: the crates.io dependencies come
+# from the local cache the build steps filled (`cargo fetch` first when the network is there).
+# The verification builds use the workspace's dev profile so they reuse its compiled dependencies.
+package_crates() {
+    local packages=() manifest
+    for manifest in crates/*/Cargo.toml; do
+        packages+=(-p "$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -n1)")
+    done
+    cargo fetch --locked -q 2>/dev/null || log "cargo fetch failed: packaging from the local cache"
+    cargo package --locked --offline --allow-dirty "${packages[@]}" \
+        --config 'profile.dev.debug="line-tables-only"' \
+        --config 'profile.dev.incremental=false' \
+        --config 'profile.dev.package."*".opt-level=1' \
+        --config 'profile.dev.package."*".debug=false'
 }

@@ -17,6 +17,11 @@
 //! `neo_batch_writer_batches_total{outcome}`, `neo_batch_writer_batch_size`,
 //! `neo_batch_writer_linger_seconds`, `neo_batch_writer_items_total`,
 //! `neo_batch_writer_round_trips_saved_total`.
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `env` | the loader and batcher configs from `NEO_BATCH_*` |
 
 /// Loads a neo-batch config struct from environment variables with `prefix` over its
 /// defaults (feature `env`): [`LoaderConfig`] from `NEO_BATCH_LOADER_*`, [`BatcherConfig`]

@@ -137,6 +137,12 @@
 //! orgs.shutdown().await;
 //! # let _ = org; Ok(()) }
 //! ```
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `zstd` | zstd compression (lz4 is always available and the default) |
+//! | `env` | `CacheConfig::from_env()` (reads `NEO_CACHE_*`) |
 
 mod cache;
 mod codec;

@@ -89,3 +89,8 @@ pub use neo_observe as observe;
 #[cfg(all(doctest, feature = "full"))]
 #[doc = include_str!("../../../README.md")]
 pub struct ReadmeExample;
+
+/// The guide's chapters (`docs/guide/`), compiled as doctests so its snippets cannot drift
+/// from the API.
+#[cfg(all(doctest, feature = "full"))]
+pub mod guide;

@@ -57,6 +57,11 @@
 //! guard.release().await?;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `env` | `CoordConfig::from_env()` (reads `NEO_COORD_*`) |
 
 /// PostgreSQL lock diagnostics (re-exported from `neo-db`).
 pub mod postgres {

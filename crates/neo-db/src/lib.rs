@@ -62,6 +62,12 @@
 //! db.close().await;
 //! # Ok(()) }
 //! ```
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `env` | `DbConfig::from_env()` (reads `NEO_DB_*`) |
+//! | `seal` | envelope encryption of sensitive column values (`seal::Sealer` over a `KeyProvider`) |
 
 mod batch;
 mod config;

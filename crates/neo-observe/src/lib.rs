@@ -14,6 +14,12 @@
 //! - `prometheus` (feature): [`prometheus::install`] and [`prometheus::mount`].
 //!
 //! Alert rules and a Grafana dashboard on these names are in `deploy/`.
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `prometheus` | `/metrics` on an axum router (`prometheus::install`, `prometheus::mount`) |
+//! | `env` | `ObserveConfig` from `NEO_OBSERVE_*` |
 
 mod config;
 mod error;

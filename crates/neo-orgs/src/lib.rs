@@ -21,6 +21,11 @@
 //!   errors.
 //!
 //! [`DomainEvent`]: neo_events::DomainEvent
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `http` | the axum router (`neo_orgs::http::router`) |
 
 mod error;
 #[cfg(feature = "http")]

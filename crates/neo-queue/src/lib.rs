@@ -19,6 +19,11 @@
 //! `neo_queue_nacked_total`, `neo_queue_rescued_total`, `neo_queue_depth_jobs{queue,state}`,
 //! `neo_queue_claim_to_complete_seconds`, `neo_queue_retries_total` (nacks that will retry)
 //! and `neo_queue_dead_lettered_total`.
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `env` | `QueueConfig::from_env()` (reads `NEO_QUEUE_*`) |
 
 mod config;
 mod error;

@@ -20,6 +20,11 @@
 //! let pong: redis::RedisResult<String> = redis::cmd("PING").query_async(&mut conn).await;
 //! # let _ = pong; Ok(()) }
 //! ```
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `env` | `RedisConfig::from_env()` (reads `NEO_REDIS_*`) |
 
 mod cluster;
 mod config;

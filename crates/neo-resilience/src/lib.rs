@@ -20,6 +20,11 @@
 //! assert_eq!(result.unwrap(), "found");
 //! # }
 //! ```
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `env` | `ResilienceConfig::from_env()` (reads `NEO_RESILIENCE_*`) |
 
 mod breaker;
 mod error;

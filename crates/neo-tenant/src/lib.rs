@@ -28,6 +28,12 @@
 //! Offboarding: every store holding tenant data implements [`TenantData`] (export, purge);
 //! feature `offboard` adds [`Offboarding`], which exports a tenant from all of them into one
 //! zstd-compressed JSON-lines archive and then purges it everywhere, resuming when interrupted.
+//!
+//! # Features
+//! | feature | what it adds |
+//! |---|---|
+//! | `axum` | `TenantResolver` (header, path segment, subdomain) and `TenantLayer`, resolving the tenant once per request |
+//! | `offboard` | `Offboarding`: export a tenant from every `TenantData` store into a zstd JSON-lines archive, then purge it; resumable |
 
 mod data;
 mod error;

@@ -34,6 +34,9 @@
 //! [`RedisServer::start`], which they can stop, kill and restart, or a primary with a
 //! streaming replica ([`PgReplicaPair::start`]) to kill the primary, promote the replica or
 //! pause its replay; [`postgres_replicated`] shares one pair per test binary.
+//!
+//! # Features
+//! None: everything is always built.
 
 mod certs;
 mod error;
