@@ -33,7 +33,14 @@ pub(super) struct Statements {
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence";
 
 impl Statements {
-    pub(super) fn new(t: &TableName) -> Self {
+    /// The statements over `t`; `per_tenant_keys` for the table under row-level security,
+    /// whose unique keys are unique per tenant (`jobs_unique_key` on `(tenant_id, unique_key)`).
+    pub(super) fn new(t: &TableName, per_tenant_keys: bool) -> Self {
+        let key = if per_tenant_keys {
+            "(tenant_id, unique_key)"
+        } else {
+            "(unique_key)"
+        };
         // Workers are woken (one NOTIFY, sent at commit) only when a job is due now: a job
         // scheduled for later is found by their poll. The condition is a subquery without
         // correlation, evaluated once per statement.
@@ -58,9 +65,9 @@ impl Statements {
         };
         let owned = "j.state = 'running' AND j.lease_expires_at > now()";
         Statements {
-            insert_skip: sql(insert(
-                "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running') DO NOTHING",
-            )),
+            insert_skip: sql(insert(&format!(
+                "ON CONFLICT {key} WHERE unique_key IS NOT NULL AND state IN ('available', 'running') DO NOTHING",
+            ))),
             insert_strict: sql(insert("")),
             claim: sql(claim("")),
             claim_kinds: sql(claim("AND kind = ANY($4)")),
