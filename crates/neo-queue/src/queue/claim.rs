@@ -72,7 +72,15 @@ impl Queue {
                     Some(_) => &sql.claim_capped_kinds,
                 };
                 let rows = self
-                    .run_claim(&mut tx, statement, n, worker, kinds, Some(i64::from(cap)))
+                    .run_claim(
+                        &mut tx,
+                        statement,
+                        n,
+                        worker,
+                        kinds,
+                        Some(i64::from(cap)),
+                        true,
+                    )
                     .await?;
                 tx.commit().await?;
                 rows
@@ -85,8 +93,9 @@ impl Queue {
                     (true, Some(_)) => &sql.claim_fair_kinds,
                 };
                 let mut conn = self.system_connection().await?;
+                let fair = self.config.fair_claims;
                 let rows = self
-                    .run_claim(&mut conn, statement, n, worker, kinds, None)
+                    .run_claim(&mut conn, statement, n, worker, kinds, None, fair)
                     .await?;
                 conn.finish().await?;
                 rows
@@ -100,7 +109,12 @@ impl Queue {
     }
 
     /// Runs a claim statement: `$1` jobs, worker `$2`, lease `$3` ms, then the kinds and the
-    /// cap, each when given, in that order.
+    /// cap, each when given, then the tenant weights when the queue has them and the
+    /// statement is a `fair` one, in that order.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the statement's parameters, in order"
+    )]
     async fn run_claim(
         &self,
         conn: &mut PgConnection,
@@ -109,6 +123,7 @@ impl Queue {
         worker: &str,
         kinds: Option<&[String]>,
         cap: Option<i64>,
+        fair: bool,
     ) -> Result<Vec<PgRow>> {
         let mut query = sqlx::query(statement.clone())
             .persistent(self.system.pooler().named_statements())
@@ -120,6 +135,15 @@ impl Queue {
         }
         if let Some(cap) = cap {
             query = query.bind(cap);
+        }
+        let weights = &self.config.tenant_weights;
+        if fair && !weights.is_empty() {
+            let tenants: Vec<&str> = weights.keys().map(String::as_str).collect();
+            let weights: Vec<i32> = weights
+                .values()
+                .map(|w| i32::try_from(*w).unwrap_or(i32::MAX))
+                .collect();
+            query = query.bind(tenants).bind(weights);
         }
         Ok(query.fetch_all(conn).await?)
     }

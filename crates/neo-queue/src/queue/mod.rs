@@ -74,7 +74,11 @@ impl Queue {
         let schema = Schema::new(&config.schema)?;
         Self::check(&config)?;
         let t = TableName::new("jobs")?.in_schema(&schema);
-        let sql = Arc::new(Statements::new(&t, false));
+        let sql = Arc::new(Statements::new(
+            &t,
+            false,
+            !config.tenant_weights.is_empty(),
+        ));
         Ok(Queue {
             db: db.clone(),
             system: db.clone(),
@@ -117,7 +121,11 @@ impl Queue {
         Ok(Queue {
             db: db.clone(),
             system: system.clone(),
-            mode: Arc::new(Mode::new(schema, isolation)?),
+            mode: Arc::new(Mode::new(
+                schema,
+                isolation,
+                !config.tenant_weights.is_empty(),
+            )?),
             config: Arc::new(config),
             tenant: None,
         })
@@ -147,6 +155,16 @@ impl Queue {
             return Err(Error::invalid(
                 "queue configuration",
                 "default_max_attempts >= 1, retry_multiplier >= 1.0 and a positive lease are required",
+            ));
+        }
+        if let Some((tenant, weight)) = config
+            .tenant_weights
+            .iter()
+            .find(|(_, w)| **w < 1 || i32::try_from(**w).is_err())
+        {
+            return Err(Error::invalid(
+                "tenant weight",
+                format!("{tenant:?} has weight {weight}: use 1 to {}", i32::MAX),
             ));
         }
         Ok(())

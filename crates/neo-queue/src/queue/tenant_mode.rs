@@ -47,14 +47,14 @@ pub(super) enum Mode {
 }
 
 impl Mode {
-    pub(super) fn new(schema: Schema, isolation: TenantIsolation) -> Result<Self> {
+    pub(super) fn new(schema: Schema, isolation: TenantIsolation, weighted: bool) -> Result<Self> {
         Ok(match isolation {
             TenantIsolation::SchemaPerTenant(resolver) => Mode::Schemas {
                 resolver,
                 built: Mutex::new(HashMap::new()),
             },
             TenantIsolation::RowLevelSecurity(ref setting) => Mode::Rls {
-                sql: Arc::new(Statements::new(&jobs_in(&schema)?, true)),
+                sql: Arc::new(Statements::new(&jobs_in(&schema)?, true, weighted)),
                 setting: setting.clone(),
                 schema,
                 isolation,
@@ -117,7 +117,8 @@ impl Queue {
                 if let Some(sql) = built.get(&schema) {
                     Arc::clone(sql)
                 } else {
-                    let sql = Arc::new(Statements::new(&jobs_in(&schema)?, false));
+                    let weighted = !self.config.tenant_weights.is_empty();
+                    let sql = Arc::new(Statements::new(&jobs_in(&schema)?, false, weighted));
                     if built.len() >= KEPT_SCHEMAS {
                         built.clear();
                     }
