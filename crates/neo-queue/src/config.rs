@@ -1,6 +1,7 @@
 //! Queue and worker settings.
 
 use serde::Deserialize;
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 /// How a [`Queue`](crate::Queue) stores and retries jobs. Load from `NEO_QUEUE_*` with
@@ -38,6 +39,13 @@ pub struct QueueConfig {
     /// [`fair_claims`](Self::fair_claims) and are serialised by a transaction-scoped
     /// advisory lock per queue, so that two workers cannot both see room for the same tenant.
     pub max_running_per_tenant: Option<u32>,
+    /// Weights of tenants in fair claims (`NEO_QUEUE_TENANT_WEIGHTS='{acme=3}'`), keyed by
+    /// the tenant as jobs store it (a [`TenantId`](neo_core::TenantId)'s hyphenated text for
+    /// [`NewJob::tenant_id`](crate::NewJob::tenant_id)): in each turn a tenant of weight `w`
+    /// gets up to `w` jobs into a claim where every other tenant gets one. Decided in the
+    /// claim statement, like the turns; used only when claims are fair or capped. Each weight
+    /// is at least 1. None by default.
+    pub tenant_weights: BTreeMap<String, u32>,
 }
 
 impl Default for QueueConfig {
@@ -52,6 +60,7 @@ impl Default for QueueConfig {
             retry_max: Duration::from_secs(3600),
             fair_claims: true,
             max_running_per_tenant: None,
+            tenant_weights: BTreeMap::new(),
         }
     }
 }

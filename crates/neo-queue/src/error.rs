@@ -30,6 +30,12 @@ pub enum Error {
         key: String,
     },
 
+    /// A tenant-scoped call of a tenant-isolated queue had no tenant to act for (neither
+    /// [`Queue::for_tenant`](crate::Queue::for_tenant) nor `neo_tenant::scope`): refused before
+    /// any query (fail closed).
+    #[error(transparent)]
+    Tenant(#[from] neo_tenant::Error),
+
     /// The database failed.
     #[error(transparent)]
     Db(#[from] neo_db::Error),
@@ -56,6 +62,7 @@ impl HasErrorKind for Error {
             Error::Invalid { .. } => ErrorKind::Validation,
             Error::LeaseLost { .. } => ErrorKind::Conflict,
             Error::Duplicate { .. } => ErrorKind::AlreadyExists,
+            Error::Tenant(e) => e.kind(),
             Error::Db(e) => e.kind(),
         }
     }

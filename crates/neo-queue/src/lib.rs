@@ -14,6 +14,12 @@
 //!   ([`Queue::dead_letters`], [`Queue::requeue`]); expired leases are rescued.
 //! - [`Worker`] runs handlers per job kind with bounded concurrency, wakes on LISTEN/NOTIFY
 //!   with a poll fallback, heartbeats leases, and shuts down gracefully.
+//! - Tenants kept apart ([`Queue::tenant_isolated`]): a `jobs` table per tenant schema, or one
+//!   shared table under row-level security; tenant-scoped calls act for the tenant of
+//!   [`Queue::for_tenant`] or `neo_tenant::current()` and fail closed without one, work across
+//!   tenants (claims, receipts, rescue) runs on a system `Db`, and the worker runs each handler
+//!   inside `neo_tenant::scope` of its job's tenant. The `neo_queue.enqueue`,
+//!   `neo_queue.claim` and `neo_queue.job` spans carry a `tenant` field.
 //!
 //! Metrics: `neo_queue_enqueued_total`, `neo_queue_claimed_total`, `neo_queue_acked_total`,
 //! `neo_queue_nacked_total`, `neo_queue_rescued_total`, `neo_queue_depth_jobs{queue,state}`,

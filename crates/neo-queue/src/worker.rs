@@ -13,6 +13,7 @@ use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// Why a job failed, as its handler reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,7 +188,7 @@ impl Worker {
         let kinds: Arc<[String]> = handlers.keys().cloned().collect();
         let handlers = Arc::new(handlers);
         // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).
-        let mut listener = queue.db().listener().await?;
+        let mut listener = queue.system_db().listener().await?;
         if let Some(listener) = listener.as_mut() {
             listener.listen(channel(&queue)).await?;
         }
@@ -419,7 +420,9 @@ struct Claimed {
     jobs: Result<Vec<Job>>,
 }
 
-/// Runs one job on its slot and reports its outcome to the completer.
+/// Runs one job on its slot and reports its outcome to the completer: the handler inside a
+/// `neo_queue.job` span with the job's `tenant`, and inside `neo_tenant::scope` of the job's
+/// tenant when it is a tenant id.
 async fn run_job(
     job: Job,
     claimed_at: Instant,
@@ -431,11 +434,27 @@ async fn run_job(
     let _slot = slot;
     let receipt = job.receipt();
     let started = Instant::now();
+    let span = tracing::info_span!(
+        "neo_queue.job",
+        kind = %job.kind,
+        job = %job.id,
+        attempt = job.attempt,
+        tenant = tracing::field::Empty
+    );
+    if let Some(tenant) = job.tenant.as_deref() {
+        span.record("tenant", tenant);
+    }
+    // The handler runs as its tenant: the stores it calls act for it (neo_tenant::current).
+    let tenant = job.tenant_id().ok().flatten();
     let outcome = match handler {
         Some(handler) => {
             let kind = job.kind.clone();
+            let run = handler(job).instrument(span);
             // Its own task, so a panic is caught; aborted with this one.
-            let mut handle = AbortOnDrop(tokio::spawn(handler(job)));
+            let mut handle = AbortOnDrop(match tenant {
+                Some(tenant) => tokio::spawn(neo_tenant::scope(tenant, run)),
+                None => tokio::spawn(run),
+            });
             match (&mut handle.0).await {
                 Ok(outcome) => outcome,
                 Err(panic) => Err(JobError::Retry(format!(

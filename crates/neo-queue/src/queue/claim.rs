@@ -6,6 +6,7 @@ use super::Queue;
 use crate::{Error, Job, Result};
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row, SqlStr};
+use tracing::Instrument;
 
 impl Queue {
     /// Claims up to `n` due jobs for `worker`, with a lease of `config.lease`; only `kinds`
@@ -14,10 +15,42 @@ impl Queue {
     /// never more running jobs of one tenant than
     /// [`max_running_per_tenant`](crate::QueueConfig::max_running_per_tenant).
     ///
+    /// In a tenant-isolated queue, claims span tenants on the [system `Db`](Self::system_db)
+    /// (row-level security), or take the acting tenant's jobs (schema per tenant).
+    ///
     /// # Errors
-    /// A database error.
+    /// A database error; [`Error::Tenant`] in schema-per-tenant mode without a tenant.
     pub async fn claim(
         &self,
+        worker: &str,
+        n: usize,
+        kinds: Option<&[String]>,
+    ) -> Result<Vec<Job>> {
+        let scope = self.system_scope()?;
+        let span = tracing::debug_span!(
+            "neo_queue.claim",
+            worker,
+            asked = n,
+            claimed = tracing::field::Empty,
+            tenant = tracing::field::Empty
+        );
+        if let Some(tenant) = scope.tenant {
+            span.record("tenant", tracing::field::display(tenant));
+        }
+        let jobs = self
+            .claim_in(&scope.sql, worker, n, kinds)
+            .instrument(span.clone())
+            .await?;
+        span.record("claimed", jobs.len());
+        if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
+            span.record("tenant", tenant);
+        }
+        Ok(jobs)
+    }
+
+    async fn claim_in(
+        &self,
+        sql: &super::statements::Statements,
         worker: &str,
         n: usize,
         kinds: Option<&[String]>,
@@ -29,31 +62,40 @@ impl Queue {
                 // claims at once could both see room for the same tenant. The lock makes them
                 // take turns, and the claim's snapshot, taken after the lock, sees the jobs
                 // the previous claim committed.
-                let mut tx = self.db.begin().await?;
-                sqlx::query(self.sql.claim_lock.clone())
-                    .persistent(self.db.pooler().named_statements())
+                let mut tx = self.system.begin().await?;
+                sqlx::query(sql.claim_lock.clone())
+                    .persistent(self.system.pooler().named_statements())
                     .execute(&mut **tx)
                     .await?;
                 let statement = match kinds {
-                    None => &self.sql.claim_capped,
-                    Some(_) => &self.sql.claim_capped_kinds,
+                    None => &sql.claim_capped,
+                    Some(_) => &sql.claim_capped_kinds,
                 };
                 let rows = self
-                    .run_claim(&mut tx, statement, n, worker, kinds, Some(i64::from(cap)))
+                    .run_claim(
+                        &mut tx,
+                        statement,
+                        n,
+                        worker,
+                        kinds,
+                        Some(i64::from(cap)),
+                        true,
+                    )
                     .await?;
                 tx.commit().await?;
                 rows
             }
             None => {
                 let statement = match (self.config.fair_claims, kinds) {
-                    (false, None) => &self.sql.claim,
-                    (false, Some(_)) => &self.sql.claim_kinds,
-                    (true, None) => &self.sql.claim_fair,
-                    (true, Some(_)) => &self.sql.claim_fair_kinds,
+                    (false, None) => &sql.claim,
+                    (false, Some(_)) => &sql.claim_kinds,
+                    (true, None) => &sql.claim_fair,
+                    (true, Some(_)) => &sql.claim_fair_kinds,
                 };
-                let mut conn = self.db.statement_connection().await?;
+                let mut conn = self.system_connection().await?;
+                let fair = self.config.fair_claims;
                 let rows = self
-                    .run_claim(&mut conn, statement, n, worker, kinds, None)
+                    .run_claim(&mut conn, statement, n, worker, kinds, None, fair)
                     .await?;
                 conn.finish().await?;
                 rows
@@ -67,7 +109,12 @@ impl Queue {
     }
 
     /// Runs a claim statement: `$1` jobs, worker `$2`, lease `$3` ms, then the kinds and the
-    /// cap, each when given, in that order.
+    /// cap, each when given, then the tenant weights when the queue has them and the
+    /// statement is a `fair` one, in that order.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the statement's parameters, in order"
+    )]
     async fn run_claim(
         &self,
         conn: &mut PgConnection,
@@ -76,9 +123,10 @@ impl Queue {
         worker: &str,
         kinds: Option<&[String]>,
         cap: Option<i64>,
+        fair: bool,
     ) -> Result<Vec<PgRow>> {
         let mut query = sqlx::query(statement.clone())
-            .persistent(self.db.pooler().named_statements())
+            .persistent(self.system.pooler().named_statements())
             .bind(n)
             .bind(worker)
             .bind(self.lease_ms());
@@ -87,6 +135,15 @@ impl Queue {
         }
         if let Some(cap) = cap {
             query = query.bind(cap);
+        }
+        let weights = &self.config.tenant_weights;
+        if fair && !weights.is_empty() {
+            let tenants: Vec<&str> = weights.keys().map(String::as_str).collect();
+            let weights: Vec<i32> = weights
+                .values()
+                .map(|w| i32::try_from(*w).unwrap_or(i32::MAX))
+                .collect();
+            query = query.bind(tenants).bind(weights);
         }
         Ok(query.fetch_all(conn).await?)
     }

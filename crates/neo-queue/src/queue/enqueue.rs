@@ -2,11 +2,14 @@
 //! the caller's transaction.
 
 use super::Queue;
+use super::tenant_mode::Scoped;
 use crate::{Error, NewJob, OnDuplicate, Result};
 use chrono::{DateTime, Utc};
-use neo_core::JobId;
+use neo_core::{JobId, TenantId};
+use neo_db::RlsSetting;
 use sqlx::{Acquire, Postgres};
 use std::collections::HashSet;
+use tracing::Instrument;
 
 impl Queue {
     /// Enqueues one job; `None` when skipped as a duplicate. Pass `&mut *uow` to enqueue
@@ -30,9 +33,19 @@ impl Queue {
     /// Enqueues every job in one statement; one entry per job, `None` for skipped
     /// duplicates. Wakes listening workers when the transaction commits.
     ///
+    /// In a tenant-isolated queue ([`Queue::tenant_isolated`]) the call acts for one tenant:
+    /// the bound or the task's, or the one the jobs name; jobs without a tenant get it. Under
+    /// row-level security the insert runs in a transaction that has the tenant's setting
+    /// (its own on a pool; a savepoint in the caller's transaction, which should have
+    /// entered the tenant with [`TenantIsolation::enter`](neo_db::TenantIsolation::enter) or
+    /// `begin`; if it has not, the enqueue enters it for the rest of that transaction, and if
+    /// it acts for another tenant the enqueue is refused).
+    ///
     /// # Errors
     /// [`Error::Duplicate`] with [`OnDuplicate::Error`] (nothing is enqueued), or a database
-    /// error.
+    /// error. In a tenant-isolated queue, [`Error::Tenant`] when there is no tenant to act for
+    /// and [`Error::Invalid`] for a job tenant that is not a tenant id, jobs of two tenants,
+    /// or a caller's transaction acting for another tenant, all before anything is written.
     #[allow(
         clippy::manual_async_fn,
         reason = "the explicit `+ Send` is the point: see the comment inside"
@@ -49,19 +62,69 @@ impl Queue {
         // `+ Send` is stated here, where it can be proven for any `A`, so callers can spawn
         // futures that enqueue (rustc cannot prove it at the call site for generic lifetimes).
         async move {
+            let mut jobs = jobs;
             if jobs.is_empty() {
                 return Ok(Vec::new());
             }
-            if self.db.pooler().needs_transaction() {
-                // Behind a transaction pooler even one statement needs a transaction
-                // (neo_db::Pooler); a savepoint inside the caller's unit of work.
-                let mut tx = exec.begin().await?;
-                let ids = self.enqueue_on(&mut tx, jobs, on_duplicate).await?;
-                tx.commit().await?;
-                return Ok(ids);
+            let tenant = self.stamp_tenant(&mut jobs)?;
+            let scope = self.scope_of(tenant)?;
+            let span = tracing::debug_span!(
+                "neo_queue.enqueue",
+                jobs = jobs.len(),
+                tenant = tracing::field::Empty
+            );
+            if let Some(tenant) = one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
+                span.record("tenant", tenant);
             }
-            let mut conn = exec.acquire().await?;
-            self.enqueue_on(&mut conn, jobs, on_duplicate).await
+            async move {
+                if let (Some(setting), Some(tenant)) = (self.rls_setting(), tenant) {
+                    let mut tx = exec.begin().await?;
+                    self.enter_checked(&mut tx, setting, tenant).await?;
+                    let ids = self.enqueue_on(&mut tx, &scope, jobs, on_duplicate).await?;
+                    tx.commit().await?;
+                    return Ok(ids);
+                }
+                if self.db.pooler().needs_transaction() {
+                    // Behind a transaction pooler even one statement needs a transaction
+                    // (neo_db::Pooler); a savepoint inside the caller's unit of work.
+                    let mut tx = exec.begin().await?;
+                    let ids = self.enqueue_on(&mut tx, &scope, jobs, on_duplicate).await?;
+                    tx.commit().await?;
+                    return Ok(ids);
+                }
+                let mut conn = exec.acquire().await?;
+                self.enqueue_on(&mut conn, &scope, jobs, on_duplicate).await
+            }
+            .instrument(span)
+            .await
+        }
+    }
+
+    /// Puts `tenant`'s row-level-security setting in force in the open transaction, unless it
+    /// is already (the caller's transaction entered it).
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when the transaction acts for another tenant.
+    async fn enter_checked(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        setting: &RlsSetting,
+        tenant: TenantId,
+    ) -> Result<()> {
+        let entered: Option<String> = sqlx::query_scalar(
+            "SELECT set_config($1, $2, true) WHERE coalesce(current_setting($1, true), '') IN ('', $2)",
+        )
+        .persistent(self.db.pooler().named_statements())
+        .bind(setting.as_str())
+        .bind(tenant.to_string())
+        .fetch_optional(conn)
+        .await?;
+        match entered {
+            Some(_) => Ok(()),
+            None => Err(Error::invalid(
+                "job tenant",
+                format!("the transaction acts for another tenant than {tenant}"),
+            )),
         }
     }
 
@@ -69,6 +132,7 @@ impl Queue {
     async fn enqueue_on(
         &self,
         conn: &mut sqlx::PgConnection,
+        scope: &Scoped,
         jobs: Vec<NewJob>,
         on_duplicate: OnDuplicate,
     ) -> Result<Vec<Option<JobId>>> {
@@ -81,8 +145,8 @@ impl Queue {
             columns.push(job, default_attempts);
         }
         let statement = match on_duplicate {
-            OnDuplicate::Skip => &self.sql.insert_skip,
-            OnDuplicate::Error => &self.sql.insert_strict,
+            OnDuplicate::Skip => &scope.sql.insert_skip,
+            OnDuplicate::Error => &scope.sql.insert_strict,
         };
         let inserted: Vec<JobId> = sqlx::query_scalar(statement.clone())
             .persistent(self.db.pooler().named_statements())
@@ -97,7 +161,7 @@ impl Queue {
             .bind(&self.config.channel)
             .fetch_all(&mut *conn)
             .await
-            .map_err(duplicate_or)?;
+            .map_err(|e| duplicate_or(e, &columns.unique_keys))?;
         metrics::counter!(crate::metric_names::ENQUEUED_TOTAL).increment(inserted.len() as u64);
         let inserted: HashSet<JobId> = inserted.into_iter().collect();
         Ok(jobs
@@ -107,19 +171,40 @@ impl Queue {
     }
 }
 
-/// A unique-key violation becomes [`Error::Duplicate`] naming the key.
-fn duplicate_or(error: sqlx::Error) -> Error {
+/// The tenant every one of `tenants` names, if they all name the same one.
+pub(crate) fn one_tenant<'a>(
+    mut tenants: impl Iterator<Item = Option<&'a str>>,
+) -> Option<&'a str> {
+    let first = tenants.next()??;
+    tenants.all(|t| t == Some(first)).then_some(first)
+}
+
+/// A unique-key violation becomes [`Error::Duplicate`] naming the key. PostgreSQL names it
+/// in the error's detail, except on a table under row-level security, where it leaves the
+/// detail out (it could show another tenant's row); there the key is the call's one unique
+/// key, or `one of: k1, k2` when the call had several.
+fn duplicate_or(error: sqlx::Error, keys: &[Option<String>]) -> Error {
     let key = error.as_database_error().and_then(|db| {
         if db.code().as_deref() != Some("23505") {
             return None;
         }
         let detail = db
             .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()?
-            .detail()?
-            .to_owned();
-        let start = detail.find(")=(")? + 3;
-        let end = detail.rfind(") already exists")?;
-        Some(detail.get(start..end)?.to_owned())
+            .detail();
+        if let Some(detail) = detail {
+            let start = detail.find(")=(")? + 3;
+            let end = detail.rfind(") already exists")?;
+            return Some(detail.get(start..end)?.to_owned());
+        }
+        if db.constraint() != Some("jobs_unique_key") {
+            return None;
+        }
+        let keys: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+        match keys.as_slice() {
+            [] => None,
+            [key] => Some((*key).to_owned()),
+            keys => Some(format!("one of: {}", keys.join(", "))),
+        }
     });
     match key {
         Some(key) => Error::Duplicate { key },

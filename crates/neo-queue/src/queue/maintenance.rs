@@ -1,5 +1,9 @@
 //! Maintenance: rescuing expired leases, the dead letters (list, requeue), one job as stored
 //! and the depth per state.
+//!
+//! Rescue spans tenants (the [system `Db`](Queue::system_db)); the others are tenant-scoped in
+//! a tenant-isolated queue: they see and change only the acting tenant's jobs, and fail
+//! closed without a tenant.
 
 use super::Queue;
 use crate::{Depth, Error, JobRecord, Result};
@@ -11,11 +15,12 @@ impl Queue {
     /// attempt); returns how many.
     ///
     /// # Errors
-    /// A database error.
+    /// A database error; [`Error::Tenant`] in schema-per-tenant mode without a tenant.
     pub async fn rescue_expired(&self) -> Result<u64> {
-        let mut conn = self.db.statement_connection().await?;
-        let done = sqlx::query(self.sql.rescue.clone())
-            .persistent(self.db.pooler().named_statements())
+        let scope = self.system_scope()?;
+        let mut conn = self.system_connection().await?;
+        let done = sqlx::query(scope.sql.rescue.clone())
+            .persistent(self.system.pooler().named_statements())
             .execute(&mut *conn)
             .await?;
         conn.finish().await?;
@@ -32,10 +37,11 @@ impl Queue {
     /// The oldest dead letters.
     ///
     /// # Errors
-    /// A database error.
+    /// A database error; [`Error::Tenant`] in a tenant-isolated queue without a tenant.
     pub async fn dead_letters(&self, limit: u32) -> Result<Vec<JobRecord>> {
-        let mut conn = self.db.statement_connection().await?;
-        let rows = sqlx::query(self.sql.list_dead.clone())
+        let scope = self.tenant_scope()?;
+        let mut conn = self.tenant_connection(&scope).await?;
+        let rows = sqlx::query(scope.sql.list_dead.clone())
             .persistent(self.db.pooler().named_statements())
             .bind(i64::from(limit))
             .fetch_all(&mut *conn)
@@ -47,13 +53,14 @@ impl Queue {
             .map_err(Error::from)
     }
 
-    /// One job as stored (`None` once acknowledged).
+    /// One job as stored (`None` once acknowledged, or when it is another tenant's).
     ///
     /// # Errors
-    /// A database error.
+    /// A database error; [`Error::Tenant`] in a tenant-isolated queue without a tenant.
     pub async fn get(&self, id: JobId) -> Result<Option<JobRecord>> {
-        let mut conn = self.db.statement_connection().await?;
-        let row = sqlx::query(self.sql.get.clone())
+        let scope = self.tenant_scope()?;
+        let mut conn = self.tenant_connection(&scope).await?;
+        let row = sqlx::query(scope.sql.get.clone())
             .persistent(self.db.pooler().named_statements())
             .bind(id)
             .fetch_optional(&mut *conn)
@@ -62,13 +69,15 @@ impl Queue {
         row.as_ref().map(record).transpose().map_err(Error::from)
     }
 
-    /// Puts dead letters back in the queue with fresh attempts; returns those requeued.
+    /// Puts dead letters back in the queue with fresh attempts; returns those requeued (never
+    /// another tenant's).
     ///
     /// # Errors
-    /// A database error.
+    /// A database error; [`Error::Tenant`] in a tenant-isolated queue without a tenant.
     pub async fn requeue(&self, ids: &[JobId]) -> Result<Vec<JobId>> {
-        let mut conn = self.db.statement_connection().await?;
-        let requeued = sqlx::query_scalar(self.sql.requeue.clone())
+        let scope = self.tenant_scope()?;
+        let mut conn = self.tenant_connection(&scope).await?;
+        let requeued = sqlx::query_scalar(scope.sql.requeue.clone())
             .persistent(self.db.pooler().named_statements())
             .bind(ids)
             .bind(&self.config.channel)
@@ -78,13 +87,15 @@ impl Queue {
         Ok(requeued)
     }
 
-    /// Jobs per state (also exported as the `neo_queue_depth_jobs{queue,state}` gauge).
+    /// Jobs per state (also exported as the `neo_queue_depth_jobs{queue,state}` gauge); in a
+    /// tenant-isolated queue, the acting tenant's jobs (and no gauge: metrics carry no tenant).
     ///
     /// # Errors
-    /// A database error.
+    /// A database error; [`Error::Tenant`] in a tenant-isolated queue without a tenant.
     pub async fn depth(&self) -> Result<Depth> {
-        let mut conn = self.db.statement_connection().await?;
-        let rows = sqlx::query(self.sql.depth.clone())
+        let scope = self.tenant_scope()?;
+        let mut conn = self.tenant_connection(&scope).await?;
+        let rows = sqlx::query(scope.sql.depth.clone())
             .persistent(self.db.pooler().named_statements())
             .fetch_all(&mut *conn)
             .await?;
@@ -99,7 +110,9 @@ impl Queue {
                 "dead" => depth.dead = count,
                 _ => {}
             }
-            metrics::gauge!(crate::metric_names::DEPTH_JOBS, "queue" => self.config.schema.clone(), "state" => state).set(count as f64);
+            if scope.tenant.is_none() {
+                metrics::gauge!(crate::metric_names::DEPTH_JOBS, "queue" => self.config.schema.clone(), "state" => state).set(count as f64);
+            }
         }
         Ok(depth)
     }

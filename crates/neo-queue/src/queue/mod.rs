@@ -1,7 +1,8 @@
 //! The queue: a `jobs` table per schema and the statements over it. Its operations live in
 //! one module each: [`enqueue`] writes jobs, [`claim`] takes them under a lease,
 //! [`receipts`] finishes or extends claims (ack, nack, heartbeat, release), and
-//! [`maintenance`] rescues expired leases and inspects, requeues and counts jobs.
+//! [`maintenance`] rescues expired leases and inspects, requeues and counts jobs;
+//! [`tenant_mode`] keeps tenants' jobs apart (schema per tenant or row-level security).
 
 mod claim;
 mod enqueue;
@@ -9,12 +10,18 @@ mod maintenance;
 mod offboard;
 mod receipts;
 mod statements;
+mod tenant_mode;
 
 use crate::{Error, QueueConfig, Result};
-use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName, quote_identifier};
+use neo_core::TenantId;
+use neo_db::{
+    Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, TenantIsolation,
+    quote_identifier,
+};
 use statements::Statements;
 use std::sync::Arc;
 use std::time::Duration;
+use tenant_mode::Mode;
 
 /// A durable job queue in PostgreSQL; cheap to clone.
 ///
@@ -36,12 +43,26 @@ use std::time::Duration;
 /// queue.ack_many(&receipts).await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Tenants
+/// [`Queue::new`] keeps every job in one table; a job's tenant
+/// ([`NewJob::tenant`](crate::NewJob::tenant)) is what fair claims take turns by, nothing
+/// more. [`Queue::tenant_isolated`] keeps tenants apart (a `jobs` table per tenant schema,
+/// or one shared table under row-level security): every tenant-scoped call (enqueue, get,
+/// dead letters, requeue, depth, export and purge) acts for the tenant of
+/// [`for_tenant`](Self::for_tenant) or, without one, the task's (`neo_tenant::scope`), and
+/// fails with [`Error::Tenant`] before any query when there is neither.
 #[derive(Debug, Clone)]
 pub struct Queue {
+    /// Tenant-scoped calls (the application role under row-level security).
     db: Db,
+    /// Work across tenants: claims, receipts, rescue (a `BYPASSRLS` role under row-level
+    /// security; the same `Db` otherwise).
+    system: Db,
     config: Arc<QueueConfig>,
-    schema: Schema,
-    sql: Arc<Statements>,
+    mode: Arc<Mode>,
+    /// The tenant every tenant-scoped call acts for ([`for_tenant`](Self::for_tenant)).
+    tenant: Option<TenantId>,
 }
 
 impl Queue {
@@ -51,6 +72,81 @@ impl Queue {
     /// [`Error::Invalid`] for a bad schema or channel name or inconsistent retry settings.
     pub fn new(db: &Db, config: QueueConfig) -> Result<Self> {
         let schema = Schema::new(&config.schema)?;
+        Self::check(&config)?;
+        let t = TableName::new("jobs")?.in_schema(&schema);
+        let sql = Arc::new(Statements::new(
+            &t,
+            false,
+            !config.tenant_weights.is_empty(),
+        ));
+        Ok(Queue {
+            db: db.clone(),
+            system: db.clone(),
+            config: Arc::new(config),
+            mode: Arc::new(Mode::Fixed { schema, sql }),
+            tenant: None,
+        })
+    }
+
+    /// One queue for every tenant, isolated by `isolation`:
+    ///
+    /// - **Schema per tenant**: a `jobs` table in each tenant's schema (named by the
+    ///   resolver; `config.schema` is not used). Every call, claims included, acts on the
+    ///   acting tenant's table, so a worker serves one tenant:
+    ///   `Worker::new(queue.for_tenant(tenant), ..)`. [`migrate`](Self::migrate) creates the
+    ///   acting tenant's table.
+    /// - **Row-level security**: one shared `jobs` table in `config.schema` with a
+    ///   `tenant_id` generated from the job's tenant and a policy on the transaction-local
+    ///   setting ([`rls_migrations`](Self::rls_migrations)). Tenant-scoped calls run on `db`,
+    ///   an application role that is neither the table's owner nor `BYPASSRLS`, in a
+    ///   transaction whose `BEGIN` sets the tenant in the same round trip. Claims, receipts
+    ///   and the rescue of expired leases span tenants by design and run on `system`, a role
+    ///   that is `BYPASSRLS` but neither owner nor superuser ([`neo_db::tenancy`]). Run
+    ///   [`migrate`](Self::migrate) on a queue whose `Db`s are the owner's.
+    ///
+    /// Every job of a tenant-isolated queue has a tenant id as its tenant (a job enqueued
+    /// without one gets the acting tenant's), and a worker runs each job's handler inside
+    /// `neo_tenant::scope` of it, so the stores the handler calls act for that tenant.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] as for [`new`](Self::new), or an isolation the queue does not know.
+    pub fn tenant_isolated(
+        db: &Db,
+        system: &Db,
+        config: QueueConfig,
+        isolation: TenantIsolation,
+    ) -> Result<Self> {
+        let schema = Schema::new(&config.schema)?;
+        Self::check(&config)?;
+        Ok(Queue {
+            db: db.clone(),
+            system: system.clone(),
+            mode: Arc::new(Mode::new(
+                schema,
+                isolation,
+                !config.tenant_weights.is_empty(),
+            )?),
+            config: Arc::new(config),
+            tenant: None,
+        })
+    }
+
+    /// This queue acting for `tenant` on every tenant-scoped call, whatever the task's
+    /// tenant (a queue with a fixed schema ignores it). Cheap: shares everything with `self`.
+    #[must_use]
+    pub fn for_tenant(&self, tenant: TenantId) -> Self {
+        Queue {
+            tenant: Some(tenant),
+            ..self.clone()
+        }
+    }
+
+    /// The tenant bound by [`for_tenant`](Self::for_tenant), if any.
+    pub fn tenant(&self) -> Option<TenantId> {
+        self.tenant
+    }
+
+    fn check(config: &QueueConfig) -> Result<()> {
         quote_identifier(&config.channel)?;
         if config.default_max_attempts < 1
             || config.retry_multiplier < 1.0
@@ -61,14 +157,17 @@ impl Queue {
                 "default_max_attempts >= 1, retry_multiplier >= 1.0 and a positive lease are required",
             ));
         }
-        let t = TableName::new("jobs")?.in_schema(&schema);
-        let sql = Statements::new(&t);
-        Ok(Queue {
-            db: db.clone(),
-            config: Arc::new(config),
-            schema,
-            sql: Arc::new(sql),
-        })
+        if let Some((tenant, weight)) = config
+            .tenant_weights
+            .iter()
+            .find(|(_, w)| **w < 1 || i32::try_from(**w).is_err())
+        {
+            return Err(Error::invalid(
+                "tenant weight",
+                format!("{tenant:?} has weight {weight}: use 1 to {}", i32::MAX),
+            ));
+        }
+        Ok(())
     }
 
     /// The queue's own migrations (the jobs table and its indexes).
@@ -90,14 +189,29 @@ impl Queue {
             ))
     }
 
-    /// Creates or upgrades the jobs table in `config.schema`.
+    /// The migrations of the shared table under row-level security on `setting`:
+    /// [`migrations`](Self::migrations) and one more (4) that makes every job's tenant
+    /// required, adds `tenant_id uuid` generated from it, makes unique keys unique per
+    /// tenant, and enables and forces the policy.
     ///
     /// # Errors
-    /// A migration error.
+    /// Never; fallible for symmetry with [`migrations`](Self::migrations).
+    pub fn rls_migrations(setting: &RlsSetting) -> Result<MigrationSet> {
+        Ok(Self::migrations()?.with_sql(
+            4,
+            "tenant row-level security",
+            tenant_mode::rls_migration(setting)?,
+        ))
+    }
+
+    /// Creates or upgrades the jobs table: in `config.schema`; in the acting tenant's
+    /// schema (schema per tenant); the shared table with its policy (row-level security).
+    ///
+    /// # Errors
+    /// A migration error; [`Error::Tenant`] in schema-per-tenant mode without a tenant.
     pub async fn migrate(&self) -> Result<MigrationReport> {
-        Ok(Self::migrations()?
-            .run_in_schema(&self.db, &self.schema)
-            .await?)
+        let (set, schema) = self.migrations_here()?;
+        Ok(set.run_in_schema(&self.db, &schema).await?)
     }
 
     /// The configuration.
@@ -105,9 +219,15 @@ impl Queue {
         &self.config
     }
 
-    /// The pool the queue uses.
+    /// The pool of the queue's tenant-scoped calls.
     pub fn db(&self) -> &Db {
         &self.db
+    }
+
+    /// The pool of the queue's work across tenants (claims, receipts, rescue): the one given
+    /// to [`tenant_isolated`](Self::tenant_isolated), else [`db`](Self::db).
+    pub fn system_db(&self) -> &Db {
+        &self.system
     }
 
     fn lease_ms(&self) -> f64 {

@@ -1,6 +1,8 @@
 //! Offboarding ([`neo_tenant::TenantData`]): a tenant's jobs (every state: available,
 //! running, dead) are those whose `tenant` is its id as [`NewJob::tenant_id`](crate::NewJob::tenant_id)
-//! writes it; the export hands them over page by page, the purge deletes them.
+//! writes it; the export hands them over page by page, the purge deletes them. In a
+//! tenant-isolated queue both act for that tenant: on its schema's table, or on the shared
+//! table with its row-level-security setting in force.
 
 use super::Queue;
 use crate::Error;
@@ -13,8 +15,8 @@ use sqlx::AssertSqlSafe;
 const PAGE: i64 = 1000;
 
 impl Queue {
-    fn jobs_table(&self) -> Result<TableName, Error> {
-        Ok(TableName::new("jobs")?.in_schema(&self.schema))
+    fn jobs_table(&self, tenant: TenantId) -> Result<TableName, Error> {
+        Ok(TableName::new("jobs")?.in_schema(&self.schema_of(Some(tenant))?))
     }
 
     async fn export_jobs(
@@ -22,7 +24,8 @@ impl Queue {
         tenant: TenantId,
         sink: &mut dyn ExportSink,
     ) -> Result<u64, ExportError> {
-        let t = self.jobs_table()?;
+        let t = self.jobs_table(tenant)?;
+        let scope = self.scope_of(Some(tenant))?;
         let select = format!(
             "SELECT j.id, to_jsonb(j) FROM {t} AS j WHERE j.tenant = $1 AND j.id > $2 ORDER BY j.id LIMIT $3"
         );
@@ -30,16 +33,19 @@ impl Queue {
         let mut after = uuid::Uuid::nil();
         let mut rows = 0;
         loop {
-            let mut conn = self.db.statement_connection().await.map_err(Error::from)?;
-            let page: Vec<(uuid::Uuid, serde_json::Value)> =
+            let mut conn = self.tenant_connection(&scope).await?;
+            let page: Result<Vec<(uuid::Uuid, serde_json::Value)>, sqlx::Error> =
                 sqlx::query_as(AssertSqlSafe(select.as_str()))
                     .persistent(false)
                     .bind(&tenant_text)
                     .bind(after)
                     .bind(PAGE)
                     .fetch_all(&mut *conn)
-                    .await
-                    .map_err(|e| Error::from(neo_db::Error::from(e)))?;
+                    .await;
+            let page = match page {
+                Err(e) if missing_table(&e) => return Ok(rows),
+                page => page.map_err(|e| Error::from(neo_db::Error::from(e)))?,
+            };
             conn.finish().await.map_err(Error::from)?;
             let full = page.len() as i64 == PAGE;
             for (id, row) in page {
@@ -54,18 +60,28 @@ impl Queue {
     }
 
     async fn purge_jobs(&self, tenant: TenantId) -> Result<u64, Error> {
-        let t = self.jobs_table()?;
-        let mut conn = self.db.statement_connection().await?;
+        let t = self.jobs_table(tenant)?;
+        let scope = self.scope_of(Some(tenant))?;
+        let mut conn = self.tenant_connection(&scope).await?;
         let deleted = sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE tenant = $1")))
             .persistent(false)
             .bind(tenant.to_string())
             .execute(&mut *conn)
-            .await
-            .map_err(neo_db::Error::from)?
-            .rows_affected();
+            .await;
+        let deleted = match deleted {
+            Err(e) if missing_table(&e) => return Ok(0),
+            done => done.map_err(neo_db::Error::from)?.rows_affected(),
+        };
         conn.finish().await?;
         Ok(deleted)
     }
+}
+
+/// A tenant whose schema's table was never created has no jobs (schema per tenant).
+fn missing_table(error: &sqlx::Error) -> bool {
+    error
+        .as_database_error()
+        .is_some_and(|e| e.code().as_deref() == Some("42P01"))
 }
 
 enum ExportError {

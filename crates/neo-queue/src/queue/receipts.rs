@@ -5,6 +5,10 @@
 //! plan made while the jobs table was small joins the receipts to a sequential scan of it,
 //! and keeps doing so as it grows; planned per call, they probe the primary key once per
 //! receipt.
+//!
+//! In a tenant-isolated queue they span tenants: they run on the
+//! [system `Db`](Queue::system_db), on the shared table (row-level security) or the acting
+//! tenant's (schema per tenant).
 
 use super::Queue;
 use crate::{Error, Failure, Receipt, Result};
@@ -21,8 +25,9 @@ impl Queue {
     /// # Errors
     /// [`Error::LeaseLost`] naming the claims no longer owned (the others were extended).
     pub async fn heartbeat(&self, receipts: &[Receipt]) -> Result<()> {
+        let scope = self.system_scope()?;
         let refused = self
-            .run_receipts(&self.sql.heartbeat, receipts, |q| q.bind(self.lease_ms()))
+            .run_receipts(&scope.sql.heartbeat, receipts, |q| q.bind(self.lease_ms()))
             .await?;
         refused_to_result(&refused)
     }
@@ -33,7 +38,8 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn ack_many(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
-        let refused = self.run_receipts(&self.sql.ack, receipts, |q| q).await?;
+        let scope = self.system_scope()?;
+        let refused = self.run_receipts(&scope.sql.ack, receipts, |q| q).await?;
         metrics::counter!(crate::metric_names::ACKED_TOTAL)
             .increment((receipts.len() - refused.len()) as u64);
         Ok(refused)
@@ -66,8 +72,9 @@ impl Queue {
             .map(|f| f.retry_in.map(|d| d.as_secs_f64() * 1e3))
             .collect();
         let snooze: Vec<bool> = failures.iter().map(|f| f.snooze).collect();
-        let mut conn = self.db.statement_connection().await?;
-        let rows = planned_per_call(self.sql.nack.clone())
+        let scope = self.system_scope()?;
+        let mut conn = self.system_connection().await?;
+        let rows = planned_per_call(scope.sql.nack.clone())
             .bind(&ids)
             .bind(&fences)
             .bind(self.config.retry_initial.as_secs_f64() * 1e3)
@@ -98,7 +105,8 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn release(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
-        self.run_receipts(&self.sql.release, receipts, |q| q).await
+        let scope = self.system_scope()?;
+        self.run_receipts(&scope.sql.release, receipts, |q| q).await
     }
 
     /// Runs `statement` over the claims' `(id, fence)` pairs (bound as `$1`, `$2`; `extra`
@@ -115,7 +123,7 @@ impl Queue {
         let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
         let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
         let query = planned_per_call(statement.clone()).bind(ids).bind(fences);
-        let mut conn = self.db.statement_connection().await?;
+        let mut conn = self.system_connection().await?;
         let rows = extra(query).fetch_all(&mut *conn).await?;
         conn.finish().await?;
         let done = rows

@@ -33,7 +33,17 @@ pub(super) struct Statements {
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence";
 
 impl Statements {
-    pub(super) fn new(t: &TableName) -> Self {
+    /// The statements over `t`; `per_tenant_keys` for the table under row-level security,
+    /// whose unique keys are unique per tenant (`jobs_unique_key` on `(tenant_id, unique_key)`).
+    /// `weighted` when the queue has tenant weights
+    /// ([`tenant_weights`](crate::QueueConfig::tenant_weights)): its fair claims take the
+    /// weights as two more parameters, after the kinds and the cap.
+    pub(super) fn new(t: &TableName, per_tenant_keys: bool, weighted: bool) -> Self {
+        let key = if per_tenant_keys {
+            "(tenant_id, unique_key)"
+        } else {
+            "(unique_key)"
+        };
         // Workers are woken (one NOTIFY, sent at commit) only when a job is due now: a job
         // scheduled for later is found by their poll. The condition is a subquery without
         // correlation, evaluated once per statement.
@@ -58,16 +68,16 @@ impl Statements {
         };
         let owned = "j.state = 'running' AND j.lease_expires_at > now()";
         Statements {
-            insert_skip: sql(insert(
-                "ON CONFLICT (unique_key) WHERE unique_key IS NOT NULL AND state IN ('available', 'running') DO NOTHING",
-            )),
+            insert_skip: sql(insert(&format!(
+                "ON CONFLICT {key} WHERE unique_key IS NOT NULL AND state IN ('available', 'running') DO NOTHING",
+            ))),
             insert_strict: sql(insert("")),
             claim: sql(claim("")),
             claim_kinds: sql(claim("AND kind = ANY($4)")),
-            claim_fair: sql(fair_claim(t, None, None)),
-            claim_fair_kinds: sql(fair_claim(t, Some(4), None)),
-            claim_capped: sql(fair_claim(t, None, Some(4))),
-            claim_capped_kinds: sql(fair_claim(t, Some(4), Some(5))),
+            claim_fair: sql(fair_claim(t, None, None, weighted.then_some(4))),
+            claim_fair_kinds: sql(fair_claim(t, Some(4), None, weighted.then_some(5))),
+            claim_capped: sql(fair_claim(t, None, Some(4), weighted.then_some(5))),
+            claim_capped_kinds: sql(fair_claim(t, Some(4), Some(5), weighted.then_some(6))),
             claim_lock: sql(format!(
                 "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
             )),
@@ -128,8 +138,9 @@ impl Statements {
 }
 
 /// The claim that takes turns across tenants: `$1` jobs at most for worker `$2` under a lease
-/// of `$3` ms, only kinds `$kinds` when given, and at most `$cap` running jobs per tenant
-/// when given.
+/// of `$3` ms, only kinds `$kinds` when given, at most `$cap` running jobs per tenant when
+/// given, and with `$weights` (tenants) and the next parameter (their weights) when given: a
+/// tenant of weight `w` has `w` jobs in each turn, every other tenant one.
 ///
 /// 1. `tenants`: every tenant with available jobs, one index descent each (a loose scan of
 ///    `jobs_claim_by_tenant`: the tenant before the last one found). The scan runs backwards
@@ -146,7 +157,7 @@ impl Statements {
 ///
 /// The claim's update, lease and fencing token are the plain claim's; the jobs come back in
 /// the order they were chosen.
-fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>) -> String {
+fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option<u8>) -> String {
     let kinds = kinds.map_or(String::new(), |p| format!("AND j.kind = ANY(${p})"));
     let (running_cte, running_join, running_col, null_running, load, capped) = match cap {
         None => (String::new(), "", "", "", "", String::new()),
@@ -160,6 +171,17 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>) -> String {
             ", 0",
             ", row_number() OVER (PARTITION BY c.tenant ORDER BY c.priority DESC, c.run_at, c.id) + c.running AS load",
             format!("WHERE tenant IS NULL OR load <= ${p}"),
+        ),
+    };
+    let (weights_cte, per_turn) = match weights {
+        None => (String::new(), String::new()),
+        Some(p) => (
+            format!(
+                "weights AS MATERIALIZED (SELECT * FROM UNNEST(${p}::text[], ${}::int4[]) AS w(tenant, weight)), ",
+                p + 1
+            ),
+            " - 1) / coalesce((SELECT w.weight FROM weights AS w WHERE w.tenant = c.tenant), 1"
+                .to_owned(),
         ),
     };
     let due = format!("j.state = 'available' AND j.run_at <= now() {kinds}");
@@ -177,10 +199,10 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>) -> String {
            SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
                    ORDER BY j.tenant DESC LIMIT 1) \
            FROM tenants AS s WHERE s.tenant IS NOT NULL), \
-         {running_cte}\
+         {running_cte}{weights_cte}\
          candidates AS ( \
            SELECT c.id, c.tenant, c.priority, c.run_at, \
-             row_number() OVER (PARTITION BY c.tenant, c.priority ORDER BY c.run_at, c.id) AS turn {load} \
+             (row_number() OVER (PARTITION BY c.tenant, c.priority ORDER BY c.run_at, c.id){per_turn}) AS turn {load} \
            FROM ( \
              SELECT c.* {running_col} FROM tenants AS t {running_join} CROSS JOIN LATERAL ( \
                SELECT j.id, j.tenant, j.priority, j.run_at FROM {t} AS j \

@@ -253,7 +253,64 @@ async fn the_cap_holds_across_two_workers_and_every_job_runs(route: PgRoute) {
     assert!(most["b"].1 <= 2, "{most:?}");
 }
 
+/// A tenant of weight 3 gets three jobs per turn, the others one, in every kind of fair claim
+/// (plain, by kinds, capped, capped by kinds); a weight of 0 is refused.
+async fn weighted_tenants_get_their_weight_in_jobs_per_turn(route: PgRoute) {
+    for (kinds, cap) in [
+        (false, None),
+        (true, None),
+        (false, Some(10)),
+        (true, Some(10)),
+    ] {
+        let (_t, db, queue) = setup(route, |c| QueueConfig {
+            tenant_weights: [("a".to_owned(), 3), ("c".to_owned(), 1)].into(),
+            max_running_per_tenant: cap,
+            ..c
+        })
+        .await;
+        for tenant in [Some("a"), Some("b"), Some("c"), None] {
+            let jobs: Vec<NewJob> = (0..10).map(|n| job(tenant, n)).collect();
+            queue
+                .enqueue_many(&db, jobs, OnDuplicate::Skip)
+                .await
+                .unwrap();
+        }
+        let only = ["t".to_owned()];
+        let kinds = kinds.then_some(&only[..]);
+        let first = queue.claim("w", 6, kinds).await.unwrap();
+        assert_eq!(
+            per_tenant(&first),
+            counts(&[("a", 3), ("b", 1), ("c", 1), ("-", 1)]),
+            "kinds {kinds:?}, cap {cap:?}"
+        );
+        // The next turn the same: each tenant's next jobs, oldest first.
+        let second = queue.claim("w", 6, kinds).await.unwrap();
+        assert_eq!(
+            per_tenant(&second),
+            counts(&[("a", 3), ("b", 1), ("c", 1), ("-", 1)])
+        );
+        let a: Vec<u64> = first
+            .iter()
+            .chain(&second)
+            .filter(|j| j.tenant.as_deref() == Some("a"))
+            .map(|j| j.payload["n"].as_u64().unwrap())
+            .collect();
+        assert_eq!(a, vec![0, 1, 2, 3, 4, 5]);
+    }
+    let (_t, db, _queue) = setup(route, |c| c).await;
+    let zero = neo_queue::Queue::new(
+        &db,
+        QueueConfig {
+            tenant_weights: [("a".to_owned(), 0)].into(),
+            ..QueueConfig::default()
+        },
+    )
+    .unwrap_err();
+    assert!(zero.to_string().contains("tenant weight"), "{zero}");
+}
+
 neo_testkit::over_routes!(
+    weighted_tenants_get_their_weight_in_jobs_per_turn,
     another_tenants_jobs_are_claimed_next_despite_a_big_backlog,
     unfair_claims_serve_the_oldest_whatever_the_tenant,
     priority_comes_before_turns_and_kinds_still_filter,

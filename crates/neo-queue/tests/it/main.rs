@@ -1,21 +1,96 @@
 //! neo-queue against a real PostgreSQL started by neo-testkit (or `NEO_TEST_DATABASE_URL`).
 #![allow(clippy::unwrap_used, reason = "tests fail loudly")]
 
+/// Each test, once per mode (fixed schema, schema per tenant, row-level security), each
+/// directly and through PgBouncer; a test is `async fn(Mode, PgRoute)`.
+macro_rules! over_modes {
+    ($($test:ident),* $(,)?) => {
+        over_modes!(@mode direct, Fixed, Direct, $($test),*);
+        over_modes!(@mode pgbouncer, Fixed, PgBouncer, $($test),*);
+        over_modes!(@mode schema_per_tenant, Schemas, Direct, $($test),*);
+        over_modes!(@mode schema_per_tenant_pgbouncer, Schemas, PgBouncer, $($test),*);
+        over_modes!(@mode rls, Rls, Direct, $($test),*);
+        over_modes!(@mode rls_pgbouncer, Rls, PgBouncer, $($test),*);
+    };
+    (@mode $module:ident, $mode:ident, $route:ident, $($test:ident),*) => {
+        mod $module {
+            $(#[tokio::test]
+            async fn $test() {
+                super::$test(crate::Mode::$mode, neo_testkit::PgRoute::$route).await;
+            })*
+        }
+    };
+}
+
 mod fair;
+mod isolation;
 mod queue;
+mod spans;
 mod worker;
 
-use neo_db::{Db, DbConfig};
+use neo_core::TenantId;
+use neo_db::{Db, DbConfig, Schema, TenantIsolation};
 use neo_queue::{Queue, QueueConfig};
-use neo_testkit::{PgRoute, TestDatabase};
+use neo_testkit::{PgRoute, SplitRoles, TestDatabase};
 use std::time::Duration;
+
+/// How the queue under test keeps tenants apart. The contract tests run in each
+/// ([`over_modes`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// One schema, no tenant isolation (`Queue::new`).
+    Fixed,
+    /// A `jobs` table per tenant schema (`tenant_<id>`).
+    Schemas,
+    /// One shared table under row-level security, used by an application role that is
+    /// neither its owner nor `BYPASSRLS`; claims on a `BYPASSRLS` system role.
+    Rls,
+}
+
+impl Mode {
+    pub(crate) fn isolation(self) -> Option<TenantIsolation> {
+        match self {
+            Mode::Fixed => None,
+            Mode::Schemas => Some(TenantIsolation::schema_per_tenant("tenant_").unwrap()),
+            Mode::Rls => Some(TenantIsolation::row_level_security()),
+        }
+    }
+}
+
+/// The servers of one test: the database, and for a tenant-isolated queue its roles (with
+/// the PgBouncer logging in as the application role, when asked for) and the owner's pool.
+pub(crate) struct Servers {
+    test_db: TestDatabase,
+    pub(crate) roles: Option<(SplitRoles, Db)>,
+}
+
+impl std::ops::Deref for Servers {
+    type Target = TestDatabase;
+
+    fn deref(&self) -> &TestDatabase {
+        &self.test_db
+    }
+}
+
+impl Servers {
+    pub(crate) fn roles(&self) -> &SplitRoles {
+        &self.roles.as_ref().expect("a tenant-isolated setup").0
+    }
+}
+
+fn config(configure: impl FnOnce(QueueConfig) -> QueueConfig) -> QueueConfig {
+    configure(QueueConfig {
+        retry_initial: Duration::from_millis(200),
+        ..QueueConfig::default()
+    })
+}
 
 /// A fresh database reached by `route` (`pooler = "transaction"` through PgBouncer, with
 /// the direct URL for LISTEN), a `Db` and a migrated queue on it.
 pub(crate) async fn setup(
     route: PgRoute,
     configure: impl FnOnce(QueueConfig) -> QueueConfig,
-) -> (TestDatabase, Db, Queue) {
+) -> (Servers, Db, Queue) {
     let test_db = route.database().await;
     let db = Db::connect(
         &(if route.is_pooled() {
@@ -26,14 +101,90 @@ pub(crate) async fn setup(
     )
     .await
     .unwrap();
-    let queue = Queue::new(
-        &db,
-        configure(QueueConfig {
-            retry_initial: Duration::from_millis(200),
-            ..QueueConfig::default()
+    let queue = Queue::new(&db, config(configure)).unwrap();
+    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3]);
+    let servers = Servers {
+        test_db,
+        roles: None,
+    };
+    (servers, db, queue)
+}
+
+/// [`setup`] in `mode`: for a tenant-isolated queue, the queue acts for a fresh tenant
+/// ([`Queue::for_tenant`]), so the contract tests run unchanged in every mode.
+pub(crate) async fn setup_in(
+    mode: Mode,
+    route: PgRoute,
+    configure: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> (Servers, Db, Queue) {
+    if mode == Mode::Fixed {
+        return setup(route, configure).await;
+    }
+    let tenant = TenantId::new();
+    let (servers, db, queue) = isolated(mode, route, configure, &[tenant]).await;
+    (servers, db, queue.for_tenant(tenant))
+}
+
+/// A tenant-isolated queue reached by `route`: the owner role migrates (each of `tenants`'
+/// schemas, or the shared table once) and grants; the application role (through PgBouncer
+/// when `route` says so) runs the tenant-scoped calls and the system role (`BYPASSRLS`,
+/// direct) the claims. The queue is bound to no tenant.
+pub(crate) async fn isolated(
+    mode: Mode,
+    route: PgRoute,
+    configure: impl FnOnce(QueueConfig) -> QueueConfig,
+    tenants: &[TenantId],
+) -> (Servers, Db, Queue) {
+    let isolation = mode.isolation().expect("a tenant-isolated mode");
+    let test_db = PgRoute::Direct.database().await;
+    let roles = test_db.split_roles(route.is_pooled()).await.unwrap();
+    let config = config(configure);
+    let owner = Db::connect(&DbConfig::with_url(roles.owner_url()))
+        .await
+        .unwrap();
+    let owner_queue =
+        Queue::tenant_isolated(&owner, &owner, config.clone(), isolation.clone()).unwrap();
+    let mut schemas = Vec::new();
+    match mode {
+        Mode::Schemas => {
+            for tenant in tenants {
+                let report = owner_queue.for_tenant(*tenant).migrate().await.unwrap();
+                assert_eq!(report.applied, vec![1, 2, 3]);
+                schemas.push(isolation.schema_of(*tenant).unwrap().unwrap());
+            }
+        }
+        Mode::Rls => {
+            assert_eq!(
+                owner_queue.migrate().await.unwrap().applied,
+                vec![1, 2, 3, 4]
+            );
+            schemas.push(Schema::new(&config.schema).unwrap());
+        }
+        Mode::Fixed => unreachable!("not tenant-isolated"),
+    }
+    for schema in &schemas {
+        for role in [roles.app(), roles.system()] {
+            neo_db::tenancy::grant_app_role(&owner, schema, role)
+                .await
+                .unwrap();
+        }
+    }
+    let db = Db::connect(
+        &(if route.is_pooled() {
+            DbConfig::behind_transaction_pooler(roles.app_url(), test_db.direct_url())
+        } else {
+            DbConfig::with_url(roles.app_url())
         }),
     )
+    .await
     .unwrap();
-    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3]);
-    (test_db, db, queue)
+    let system = Db::connect(&DbConfig::with_url(roles.system_url()))
+        .await
+        .unwrap();
+    let queue = Queue::tenant_isolated(&db, &system, config, isolation).unwrap();
+    let servers = Servers {
+        test_db,
+        roles: Some((roles, owner)),
+    };
+    (servers, db, queue)
 }

@@ -1,4 +1,4 @@
-use crate::setup;
+use crate::{Mode, setup, setup_in};
 use chrono::Utc;
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_queue::{Error, Failure, NewJob, OnDuplicate, QueueConfig};
@@ -10,8 +10,8 @@ fn job(kind: &str, n: i64) -> NewJob {
     NewJob::new(kind, &json!({ "n": n })).unwrap()
 }
 
-async fn claims_by_priority_then_age_and_not_before_run_at(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn claims_by_priority_then_age_and_not_before_run_at(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     let later = Utc::now() + chrono::Duration::seconds(3600);
     let ids = queue
         .enqueue_many(
@@ -53,8 +53,8 @@ async fn claims_by_priority_then_age_and_not_before_run_at(route: PgRoute) {
     assert_eq!((depth.available, depth.running, depth.dead), (1, 0, 0));
 }
 
-async fn a_job_exists_only_if_the_enqueuing_transaction_commits(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn a_job_exists_only_if_the_enqueuing_transaction_commits(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     let mut uow = db.begin().await.unwrap();
     let id = queue
         .enqueue(&mut *uow, job("a", 1), OnDuplicate::Skip)
@@ -78,8 +78,8 @@ async fn a_job_exists_only_if_the_enqueuing_transaction_commits(route: PgRoute) 
     assert_eq!(queue.claim("w", 1, None).await.unwrap()[0].id, id);
 }
 
-async fn unique_keys_skip_or_refuse_duplicates_while_pending(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn unique_keys_skip_or_refuse_duplicates_while_pending(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     let first = queue
         .enqueue(&db, job("a", 1).unique_key("k1"), OnDuplicate::Skip)
         .await
@@ -126,8 +126,11 @@ async fn unique_keys_skip_or_refuse_duplicates_while_pending(route: PgRoute) {
     );
 }
 
-async fn an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| QueueConfig {
+async fn an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence(
+    mode: Mode,
+    route: PgRoute,
+) {
+    let (_t, db, queue) = setup_in(mode, route, |c| QueueConfig {
         lease: Duration::from_millis(300),
         ..c
     })
@@ -166,8 +169,8 @@ async fn an_expired_claim_cannot_ack_and_the_job_is_redelivered_with_a_new_fence
     queue.ack(fresh.receipt()).await.unwrap();
 }
 
-async fn failures_retry_with_backoff_then_go_to_the_dead_letters(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn failures_retry_with_backoff_then_go_to_the_dead_letters(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     let id = queue
         .enqueue(&db, job("a", 1).max_attempts(2), OnDuplicate::Skip)
         .await
@@ -218,8 +221,8 @@ async fn failures_retry_with_backoff_then_go_to_the_dead_letters(route: PgRoute)
     assert_eq!((back[0].id, back[0].attempt), (id, 1));
 }
 
-async fn bad_jobs_and_settings_are_refused_before_writing(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn bad_jobs_and_settings_are_refused_before_writing(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     for kind in ["", "Upper", "has space", &"k".repeat(200)] {
         let err = NewJob::new(kind, &1).unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Validation, "{kind:?}");
@@ -251,9 +254,12 @@ async fn bad_jobs_and_settings_are_refused_before_writing(route: PgRoute) {
     }
 }
 
-async fn a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt(route: PgRoute) {
+async fn a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt(
+    mode: Mode,
+    route: PgRoute,
+) {
     // A backoff of an hour: only an explicit delay can bring these jobs back within the test.
-    let (_t, db, queue) = setup(route, |c| QueueConfig {
+    let (_t, db, queue) = setup_in(mode, route, |c| QueueConfig {
         retry_initial: Duration::from_secs(3600),
         ..c
     })
@@ -325,8 +331,8 @@ async fn a_typed_tenant_is_stored_as_text_and_read_back_typed(route: PgRoute) {
     assert_eq!(claimed[2].tenant.as_deref(), Some("eu-west/acme"));
 }
 
-async fn only_jobs_due_now_wake_the_workers(route: PgRoute) {
-    let (t, db, queue) = setup(route, |c| c).await;
+async fn only_jobs_due_now_wake_the_workers(mode: Mode, route: PgRoute) {
+    let (t, db, queue) = setup_in(mode, route, |c| c).await;
     // LISTEN on the direct URL (a transaction pooler cannot keep it).
     let mut listener = sqlx::postgres::PgListener::connect(t.direct_url())
         .await
@@ -354,7 +360,7 @@ async fn only_jobs_due_now_wake_the_workers(route: PgRoute) {
     );
 }
 
-neo_testkit::over_routes!(
+over_modes!(
     claims_by_priority_then_age_and_not_before_run_at,
     a_job_exists_only_if_the_enqueuing_transaction_commits,
     unique_keys_skip_or_refuse_duplicates_while_pending,
@@ -362,6 +368,11 @@ neo_testkit::over_routes!(
     failures_retry_with_backoff_then_go_to_the_dead_letters,
     bad_jobs_and_settings_are_refused_before_writing,
     a_chosen_retry_delay_replaces_the_backoff_and_a_snooze_spends_no_attempt,
-    a_typed_tenant_is_stored_as_text_and_read_back_typed,
     only_jobs_due_now_wake_the_workers,
 );
+
+/// Tenants as free text: only without tenant isolation (an isolated queue's tenants are ids).
+mod fixed_only {
+    use super::a_typed_tenant_is_stored_as_text_and_read_back_typed;
+    neo_testkit::over_routes!(a_typed_tenant_is_stored_as_text_and_read_back_typed);
+}

@@ -1,4 +1,4 @@
-use crate::setup;
+use crate::{Mode, setup, setup_in};
 use neo_queue::{JobError, NewJob, OnDuplicate, QueueConfig, Worker, WorkerConfig};
 use neo_testkit::PgRoute;
 use serde_json::json;
@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, oneshot};
 
-async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run(
+    mode: Mode,
+    route: PgRoute,
+) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     let jobs: Vec<NewJob> = (0..300)
         .map(|n| NewJob::new("count", &json!({ "n": n })).unwrap())
         .collect();
@@ -90,8 +93,8 @@ async fn the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run(rout
     );
 }
 
-async fn a_notification_wakes_an_idle_worker_long_before_its_poll(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn a_notification_wakes_an_idle_worker_long_before_its_poll(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     let started = Arc::new(Notify::new());
     let signal = Arc::clone(&started);
     let worker = Worker::new(
@@ -124,8 +127,11 @@ async fn a_notification_wakes_an_idle_worker_long_before_its_poll(route: PgRoute
     run.await.unwrap().unwrap();
 }
 
-async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| QueueConfig {
+async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere(
+    mode: Mode,
+    route: PgRoute,
+) {
+    let (_t, db, queue) = setup_in(mode, route, |c| QueueConfig {
         lease: Duration::from_millis(500),
         ..c
     })
@@ -182,8 +188,11 @@ async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere(
     assert_eq!(queue.depth().await.unwrap().running, 0);
 }
 
-async fn shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period(route: PgRoute) {
-    let (_t, db, queue) = setup(route, |c| c).await;
+async fn shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period(
+    mode: Mode,
+    route: PgRoute,
+) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
     queue
         .enqueue(&db, NewJob::new("stuck", &1).unwrap(), OnDuplicate::Skip)
         .await
@@ -607,13 +616,20 @@ async fn a_buffered_job_whose_lease_was_lost_is_not_started_under_it(route: PgRo
     );
 }
 
-neo_testkit::over_routes!(
+over_modes!(
     the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run,
     a_notification_wakes_an_idle_worker_long_before_its_poll,
     a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere,
     shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period,
-    a_busy_worker_still_stops_when_asked,
-    prefetched_jobs_go_back_at_shutdown_and_can_be_claimed_again,
-    buffered_jobs_keep_their_leases_while_they_wait,
-    a_buffered_job_whose_lease_was_lost_is_not_started_under_it,
 );
+
+/// Tests that reach into the fixed schema's table, or that need no second mode.
+mod fixed_only {
+    use super::*;
+    neo_testkit::over_routes!(
+        a_busy_worker_still_stops_when_asked,
+        prefetched_jobs_go_back_at_shutdown_and_can_be_claimed_again,
+        buffered_jobs_keep_their_leases_while_they_wait,
+        a_buffered_job_whose_lease_was_lost_is_not_started_under_it,
+    );
+}

@@ -1,0 +1,263 @@
+//! How a queue keeps tenants' jobs apart: one fixed schema whose `tenant` column is only the
+//! fairness key ([`Queue::new`]), a `jobs` table per tenant schema, or one shared table under
+//! row-level security ([`Queue::tenant_isolated`], [`neo_db::TenantIsolation`]), and what each
+//! call needs for it: the statements of the right table, the tenant it acts for and a
+//! connection with that tenant in force.
+//!
+//! In row-level-security mode the `tenant` text column stays the fairness key, and
+//! `tenant_id uuid` is generated from it (`tenant::uuid`, stored): the policy compares
+//! `tenant_id` with the transaction-local setting, every job has a tenant (`tenant` is
+//! `NOT NULL`), and so the fair claim's turns are turns across tenant ids, read from the
+//! same `jobs_claim_by_tenant` index as in the other modes.
+
+use super::Queue;
+use super::statements::Statements;
+use crate::{Error, NewJob, Result};
+use neo_core::TenantId;
+use neo_db::{
+    Ident, MigrationSet, RlsSetting, Schema, StatementConnection, TableName, TenantIsolation,
+    TenantSchemaResolver,
+};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+/// Most tenant schemas whose statements are kept built; past it the set starts again.
+const KEPT_SCHEMAS: usize = 1_024;
+
+/// The queue's isolation.
+#[derive(Debug)]
+pub(super) enum Mode {
+    /// One schema; `tenant` is a fairness key and nothing more (`Queue::new`).
+    Fixed {
+        schema: Schema,
+        sql: Arc<Statements>,
+    },
+    /// A `jobs` table in each tenant's schema; statements built per schema and kept.
+    Schemas {
+        resolver: Arc<dyn TenantSchemaResolver>,
+        built: Mutex<HashMap<Schema, Arc<Statements>>>,
+    },
+    /// One shared `jobs` table in `schema` under row-level security.
+    Rls {
+        schema: Schema,
+        isolation: TenantIsolation,
+        setting: RlsSetting,
+        sql: Arc<Statements>,
+    },
+}
+
+impl Mode {
+    pub(super) fn new(schema: Schema, isolation: TenantIsolation, weighted: bool) -> Result<Self> {
+        Ok(match isolation {
+            TenantIsolation::SchemaPerTenant(resolver) => Mode::Schemas {
+                resolver,
+                built: Mutex::new(HashMap::new()),
+            },
+            TenantIsolation::RowLevelSecurity(ref setting) => Mode::Rls {
+                sql: Arc::new(Statements::new(&jobs_in(&schema)?, true, weighted)),
+                setting: setting.clone(),
+                schema,
+                isolation,
+            },
+            other => {
+                return Err(Error::invalid(
+                    "tenant isolation",
+                    format!("{other:?} is not supported by the queue"),
+                ));
+            }
+        })
+    }
+}
+
+fn jobs_in(schema: &Schema) -> Result<TableName> {
+    Ok(TableName::new("jobs")?.in_schema(schema))
+}
+
+/// What one call acts on: the statements of its table and its tenant (`None` in a queue with
+/// a fixed schema, and for the cross-tenant work of a row-level-security queue).
+pub(super) struct Scoped {
+    pub(super) sql: Arc<Statements>,
+    pub(super) tenant: Option<TenantId>,
+}
+
+impl Queue {
+    /// Whether the queue keeps tenants apart (schema per tenant or row-level security).
+    pub fn is_tenant_isolated(&self) -> bool {
+        !matches!(*self.mode, Mode::Fixed { .. })
+    }
+
+    /// The tenant a tenant-scoped call acts for: the bound one, else the task's; `None` in a
+    /// queue with a fixed schema.
+    ///
+    /// # Errors
+    /// [`Error::Tenant`] in a tenant-isolated queue without either (fail closed).
+    pub(super) fn acting_tenant(&self) -> Result<Option<TenantId>> {
+        match *self.mode {
+            Mode::Fixed { .. } => Ok(None),
+            Mode::Schemas { .. } | Mode::Rls { .. } => match self.tenant {
+                Some(tenant) => Ok(Some(tenant)),
+                None => Ok(Some(neo_tenant::require()?)),
+            },
+        }
+    }
+
+    /// The statements and tenant of a tenant-scoped call; fails closed without a tenant.
+    pub(super) fn tenant_scope(&self) -> Result<Scoped> {
+        let tenant = self.acting_tenant()?;
+        self.scope_of(tenant)
+    }
+
+    /// The statements of `tenant`'s table (the shared one outside schema-per-tenant mode).
+    pub(super) fn scope_of(&self, tenant: Option<TenantId>) -> Result<Scoped> {
+        let sql = match (&*self.mode, tenant) {
+            (Mode::Fixed { sql, .. } | Mode::Rls { sql, .. }, _) => Arc::clone(sql),
+            (Mode::Schemas { resolver, built }, Some(tenant)) => {
+                let schema = resolver.schema(tenant)?;
+                let mut built = neo_core::sync::lock(built);
+                if let Some(sql) = built.get(&schema) {
+                    Arc::clone(sql)
+                } else {
+                    let weighted = !self.config.tenant_weights.is_empty();
+                    let sql = Arc::new(Statements::new(&jobs_in(&schema)?, false, weighted));
+                    if built.len() >= KEPT_SCHEMAS {
+                        built.clear();
+                    }
+                    built.insert(schema, Arc::clone(&sql));
+                    sql
+                }
+            }
+            (Mode::Schemas { .. }, None) => return Err(neo_tenant::Error::NoTenantInScope.into()),
+        };
+        Ok(Scoped { sql, tenant })
+    }
+
+    /// The statements of work that spans tenants (claims, receipts, rescue): the shared
+    /// table's, with no tenant; in schema-per-tenant mode the acting tenant's table (a
+    /// worker serves one tenant's schema), failing closed without one.
+    pub(super) fn system_scope(&self) -> Result<Scoped> {
+        match *self.mode {
+            Mode::Fixed { .. } | Mode::Rls { .. } => self.scope_of(None),
+            Mode::Schemas { .. } => self.tenant_scope(),
+        }
+    }
+
+    /// A connection for a tenant-scoped call's statements on the application `Db`: under
+    /// row-level security a transaction whose `BEGIN` sets the tenant in the same round
+    /// trip; otherwise the plain statement connection.
+    pub(super) async fn tenant_connection(&self, scope: &Scoped) -> Result<StatementConnection> {
+        match (&*self.mode, scope.tenant) {
+            (Mode::Rls { isolation, .. }, Some(tenant)) => Ok(isolation
+                .statement_connection_on(&self.db, self.db.pool(), tenant)
+                .await?),
+            (Mode::Rls { .. }, None) => Err(neo_tenant::Error::NoTenantInScope.into()),
+            _ => Ok(self.db.statement_connection().await?),
+        }
+    }
+
+    /// A connection on the system `Db` for work that spans tenants.
+    pub(super) async fn system_connection(&self) -> Result<StatementConnection> {
+        Ok(self.system.statement_connection().await?)
+    }
+
+    /// The row-level-security setting, in that mode.
+    pub(super) fn rls_setting(&self) -> Option<&RlsSetting> {
+        match &*self.mode {
+            Mode::Rls { setting, .. } => Some(setting),
+            _ => None,
+        }
+    }
+
+    /// Gives every job of a tenant-isolated queue its tenant and returns the one tenant the
+    /// enqueue acts for: a job without a tenant gets the acting one (bound or the task's); a
+    /// job with one must name a [`TenantId`], the acting tenant when there is one, and every
+    /// job of the call the same. `None` in a queue with a fixed schema (jobs as given).
+    ///
+    /// # Errors
+    /// [`Error::Tenant`] when no job names a tenant and none is in scope; [`Error::Invalid`]
+    /// for a tenant that is not a tenant id, or jobs of several tenants in one call.
+    pub(super) fn stamp_tenant(&self, jobs: &mut [NewJob]) -> Result<Option<TenantId>> {
+        if matches!(*self.mode, Mode::Fixed { .. }) {
+            return Ok(None);
+        }
+        let mut acting = match self.tenant {
+            Some(tenant) => Some(tenant),
+            None => neo_tenant::current(),
+        };
+        for job in jobs.iter() {
+            let Some(text) = job.tenant.as_deref() else {
+                continue;
+            };
+            let named = TenantId::parse(text).map_err(|e| {
+                Error::invalid(
+                    "job tenant",
+                    format!("{text:?} in a tenant-isolated queue: {e}"),
+                )
+            })?;
+            match acting {
+                None => acting = Some(named),
+                Some(tenant) if tenant == named => {}
+                Some(tenant) => {
+                    return Err(Error::invalid(
+                        "job tenant",
+                        format!(
+                            "a job of tenant {named} enqueued while acting for tenant {tenant}"
+                        ),
+                    ));
+                }
+            }
+        }
+        let tenant = acting.ok_or(neo_tenant::Error::NoTenantInScope)?;
+        let text = tenant.to_string();
+        for job in jobs.iter_mut() {
+            job.tenant = Some(text.clone());
+        }
+        Ok(Some(tenant))
+    }
+
+    /// What `migrate` runs, and where: the fixed schema's set; the acting tenant's schema
+    /// (schema per tenant, so it needs a tenant); the shared schema's set with the
+    /// row-level-security migration.
+    pub(super) fn migrations_here(&self) -> Result<(MigrationSet, Schema)> {
+        match &*self.mode {
+            Mode::Fixed { schema, .. } => Ok((Self::migrations()?, schema.clone())),
+            Mode::Schemas { resolver, .. } => {
+                let tenant = match self.tenant {
+                    Some(tenant) => tenant,
+                    None => neo_tenant::require()?,
+                };
+                Ok((Self::migrations()?, resolver.schema(tenant)?))
+            }
+            Mode::Rls {
+                schema, setting, ..
+            } => Ok((Self::rls_migrations(setting)?, schema.clone())),
+        }
+    }
+
+    /// The schema of the `jobs` table `tenant`'s jobs are in.
+    pub(super) fn schema_of(&self, tenant: Option<TenantId>) -> Result<Schema> {
+        match (&*self.mode, tenant) {
+            (Mode::Fixed { schema, .. } | Mode::Rls { schema, .. }, _) => Ok(schema.clone()),
+            (Mode::Schemas { resolver, .. }, Some(tenant)) => Ok(resolver.schema(tenant)?),
+            (Mode::Schemas { .. }, None) => Err(neo_tenant::Error::NoTenantInScope.into()),
+        }
+    }
+}
+
+/// Migration 4 of the row-level-security set: every job has a tenant, `tenant_id` is
+/// generated from it, unique keys are unique per tenant (a tenant cannot learn that another
+/// holds a key), indexes for the tenant-scoped reads, and the policy, enabled and forced.
+pub(super) fn rls_migration(setting: &RlsSetting) -> Result<String> {
+    let table = TableName::new("jobs")?;
+    let column = Ident::new("tenant_id")?;
+    let mut sql = String::from(
+        "ALTER TABLE jobs ALTER COLUMN tenant SET NOT NULL;\n\
+         ALTER TABLE jobs ADD COLUMN tenant_id uuid GENERATED ALWAYS AS (tenant::uuid) STORED;\n\
+         DROP INDEX jobs_unique_key;\n\
+         CREATE UNIQUE INDEX jobs_unique_key ON jobs (tenant_id, unique_key) \
+           WHERE unique_key IS NOT NULL AND state IN ('available', 'running');\n\
+         CREATE INDEX jobs_tenant_state ON jobs (tenant_id, state);\n\
+         CREATE INDEX jobs_dead_by_tenant ON jobs (tenant_id, dead_at, id) WHERE state = 'dead';\n",
+    );
+    sql.push_str(&setting.policy_sql(&table, &column));
+    Ok(sql)
+}
