@@ -291,6 +291,111 @@ async fn l2_hit_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection)
     rows
 }
 
+/// Where an L2 hit's time goes (filter `probe`, not in the default run): the same keys read
+/// by neo variants and raw GETs through the connections neo uses, alternating block by block.
+async fn l2_probe_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection) -> Vec<Row> {
+    let keys = L2_ROUNDS * BLOCK;
+    let writer = HybridCache::<Org>::redis(neo_config(prefix, "l2probe"), url).unwrap();
+    for chunk in (0..keys).collect::<Vec<_>>().chunks(500) {
+        join_all(chunk.iter().map(|&i| {
+            let writer = &writer;
+            async move {
+                writer
+                    .set(&format!("org:{i}"), org(i as u64), &EntryOptions::default())
+                    .await
+                    .unwrap();
+            }
+        }))
+        .await;
+    }
+    let pool = |size: usize| CacheConfig {
+        l2: neo_cache::L2Config {
+            pool_size: size,
+            ..neo_cache::L2Config::default()
+        },
+        ..neo_config(prefix, "l2probe")
+    };
+    let tiered16 = HybridCache::<Org>::tiered(pool(16), url).unwrap();
+    let tiered1 = HybridCache::<Org>::tiered(pool(1), url).unwrap();
+    let redis16 = HybridCache::<Org>::redis(pool(16), url).unwrap();
+    let timeout = Duration::from_millis(500);
+    let conns16 = neo_cache::redis_connections(url, 16, timeout).unwrap();
+    let conns1 = neo_cache::redis_connections(url, 1, timeout).unwrap();
+    let raw = redis::Client::open(url)
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let names = [
+        "neo tiered pool 16",
+        "neo tiered pool 1",
+        "neo redis-only pool 16",
+        "raw GET+decode via redis_connections(16)",
+        "raw GET+decode via redis_connections(1)",
+        "raw GET+decode multiplexed",
+    ];
+    let mut sides: Vec<Side> = names.iter().map(|_| Side::default()).collect();
+    let (t16, t1, r16) = (&tiered16, &tiered1, &redis16);
+    let (c16, c1, raw) = (&conns16, &conns1, &raw);
+    // `PROBE_ONLY=n` runs variant n alone (for `perf stat`).
+    let only: Option<usize> = std::env::var("PROBE_ONLY").ok().map(|v| v.parse().unwrap());
+    for round in 0..L2_ROUNDS {
+        let first = round * BLOCK;
+        for (n, side) in sides.iter_mut().enumerate() {
+            if only.is_some_and(|only| only != n) {
+                continue;
+            }
+            side.add(
+                block(admin, first, BLOCK, |i| async move {
+                    let key = format!("org:{i}");
+                    let value = match n {
+                        0 => t16.get(&key).await.unwrap(),
+                        1 => t1.get(&key).await.unwrap(),
+                        2 => r16.get(&key).await.unwrap(),
+                        _ => {
+                            let stored = format!("{prefix}l2probe:{key}");
+                            let bytes: Option<Vec<u8>> = match n {
+                                3 => redis::cmd("GET")
+                                    .arg(&stored)
+                                    .query_async(&mut c16.get().unwrap())
+                                    .await
+                                    .unwrap(),
+                                4 => redis::cmd("GET")
+                                    .arg(&stored)
+                                    .query_async(&mut c1.get().unwrap())
+                                    .await
+                                    .unwrap(),
+                                _ => redis::cmd("GET")
+                                    .arg(&stored)
+                                    .query_async(&mut raw.clone())
+                                    .await
+                                    .unwrap(),
+                            };
+                            Some(rmp_serde::from_slice(&bytes.unwrap()[10..]).unwrap())
+                        }
+                    };
+                    assert!(value.is_some());
+                })
+                .await,
+            );
+        }
+    }
+    let rows = names
+        .iter()
+        .zip(&mut sides)
+        .filter(|(_, side)| !side.times.is_empty())
+        .map(|(name, side)| {
+            reference(
+                "cache/l2_probe_p50_p99",
+                format!("{name}: {} / {}", human(side.p(0.5)), human(side.p(0.99))),
+            )
+        })
+        .collect();
+    tiered16.shutdown().await;
+    tiered1.shutdown().await;
+    rows
+}
+
 /// A key in no tier, a loader that returns at once: neo (tiered, backplane on), `cached`'s
 /// get-or-set, multi-tier-cache's typed get-or-compute.
 async fn miss_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection) -> Vec<Row> {
@@ -629,6 +734,9 @@ fn main() {
             rows.iter()
                 .for_each(|row| println!("{}", report::text_line(row)));
         };
+        if filter == "probe" {
+            print(l2_probe_rows(&url, &prefix, &mut admin).await);
+        }
         if "l2_hit".contains(&filter) || filter.is_empty() {
             print(l2_hit_rows(&url, &prefix, &mut admin).await);
         }

@@ -142,8 +142,11 @@ pub struct L2Config {
     /// Return Redis errors to callers instead of carrying on with L1, stale values and the
     /// loader.
     pub fail_on_error: bool,
-    /// Shared multiplexed connections, used round robin (each carries many calls at once; see
-    /// [`RedisConnections`](crate::RedisConnections)).
+    /// Shared multiplexed connections (each carries many calls at once; see
+    /// [`RedisConnections`](crate::RedisConnections)). On one server a call takes the
+    /// connection the previous call took while that one has no call in flight, the next one
+    /// otherwise: calls one after another stay on one warm connection, concurrent calls
+    /// spread over all of them.
     pub pool_size: usize,
     /// Keys per SCAN/DEL round trip of pattern invalidation and `clear`.
     pub scan_count: usize,

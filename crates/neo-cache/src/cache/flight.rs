@@ -83,13 +83,12 @@ where
             Arc::clone(flights.entry(key.to_owned()).or_default())
         };
         let mut ran = false;
-        let outcome = flight
+        flight
             .get_or_init(|| {
                 ran = true;
                 work()
             })
-            .await
-            .clone();
+            .await;
         if ran {
             let mut flights = lock(&self.inner.flights);
             if flights.get(key).is_some_and(|f| Arc::ptr_eq(f, &flight)) {
@@ -98,7 +97,18 @@ where
         } else {
             self.inner.stats.coalesced();
         }
-        outcome
+        // The last holder of the flight takes its outcome without copying it (a load nobody
+        // else waited for: no clone of the value); the others clone it.
+        match Arc::try_unwrap(flight) {
+            Ok(cell) => cell.into_inner(),
+            Err(flight) => flight.get().cloned(),
+        }
+        .unwrap_or_else(|| {
+            Err(crate::Error::invalid(
+                "coalesce",
+                "a load's outcome was missing after it finished",
+            ))
+        })
     }
 
     pub(super) async fn load(

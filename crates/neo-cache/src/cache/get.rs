@@ -2,7 +2,7 @@
 //! through L1 and L2 that a miss runs.
 
 use super::hybrid::HybridCache;
-use super::l1::Entry;
+use super::l1::{Entry, Lookup as L1Lookup, Plain};
 use super::validate::validate_key;
 use crate::Result;
 use crate::codec::unframe;
@@ -131,13 +131,24 @@ where
         key: &str,
         miss: &mut Option<MissFuture<V>>,
     ) -> std::task::Poll<Result<Option<V>>> {
+        self.l1_poll_by(&Plain(key), miss)
+    }
+
+    /// [`l1_poll`](Self::l1_poll) for a key looked up as `key` describes (a tenant view's
+    /// key is looked up without being built; see [`super::l1::TenantLookup`]).
+    #[inline(always)]
+    pub(super) fn l1_poll_by(
+        &self,
+        key: &impl L1Lookup,
+        miss: &mut Option<MissFuture<V>>,
+    ) -> std::task::Poll<Result<Option<V>>> {
         use std::task::Poll;
         let Some(l1) = self.inner.l1.as_ref() else {
-            *miss = Some(start_miss(self, key, None, 0));
+            *miss = Some(start_miss(self, &key.text(), None, 0));
             return Poll::Pending;
         };
         let (now, epoch) = (self.now_ms(), self.inner.epoch.load(Ordering::Relaxed));
-        let seen = l1.get(key);
+        let seen = l1.get_by(key);
         if seen
             .as_ref()
             .is_some_and(|entry| entry.is_fresh(now, epoch))
@@ -145,7 +156,7 @@ where
             self.inner.stats.l1(true);
             return Poll::Ready(Ok(seen.and_then(|entry| entry.value)));
         }
-        *miss = Some(start_miss(self, key, seen, now));
+        *miss = Some(start_miss(self, &key.text(), seen, now));
         Poll::Pending
     }
 
@@ -209,7 +220,7 @@ where
             None => (None, 0),
         };
         if let Some(l2) = self.l2_available() {
-            match l2.get(&self.redis_key(key)).await {
+            match l2.get(&self.inner.namespace, key).await {
                 Ok(Some(bytes)) => match self.decode(&bytes) {
                     Ok((fresh_until, value)) if now < fresh_until => {
                         self.inner.stats.l2(true);

@@ -1,6 +1,7 @@
 //! L2, the Redis tier: every call bounded by `l2.timeout`, in a `cache.l2` span.
 
 use super::cluster::{ClusterTier, by_slot, slot};
+use super::sticky::{InFlight, StickyConnections};
 use crate::config::CacheConfig;
 use crate::{Error, Result};
 use neo_redis::{
@@ -37,21 +38,24 @@ pub(super) struct Write {
 }
 
 /// How the tier reaches Redis: one server (plain or TLS, or a proxy) through shared
-/// multiplexed connections, the master Redis Sentinel names (followed across failovers), or a
+/// multiplexed connections (a call stays on the previous call's connection while it is idle), the master Redis Sentinel names (followed across failovers), or a
 /// Redis Cluster through redis-rs' cluster connection. Nothing
 /// outside this module (and `cluster`) names the connection type.
 #[derive(Clone, Debug)]
 enum L2Connection {
-    Standalone(RedisConnections),
+    Standalone(StickyConnections),
     Sentinel(SentinelConnections),
     Cluster(ClusterTier),
 }
 
 impl L2Connection {
     /// A handle for one call.
-    async fn handle(&self) -> Result<L2Handle> {
+    async fn handle(&self) -> Result<L2Handle<'_>> {
         match self {
-            L2Connection::Standalone(connections) => Ok(L2Handle::Standalone(connections.get()?)),
+            L2Connection::Standalone(connections) => {
+                let (connection, in_flight) = connections.get()?;
+                Ok(L2Handle::Standalone(connection, in_flight))
+            }
             L2Connection::Sentinel(connections) => Ok(L2Handle::Sentinel(connections.get().await?)),
             L2Connection::Cluster(tier) => Ok(L2Handle::Cluster(tier.connections.get().await?)),
         }
@@ -61,16 +65,20 @@ impl L2Connection {
 /// One call's connection. redis-rs runs commands, pipelines and scripts on anything that is
 /// [`ConnectionLike`], so every single-key call below is written once for all variants; the
 /// calls that touch many keys split them by slot on a cluster (`cluster`).
-enum L2Handle {
-    Standalone(ConnectionManager),
+enum L2Handle<'a> {
+    /// The connection, and the call counted in flight on it until the handle drops.
+    Standalone(
+        ConnectionManager,
+        #[expect(dead_code, reason = "held for its Drop: the call's end")] InFlight<'a>,
+    ),
     Sentinel(SentinelConnection),
     Cluster(ClusterConnection),
 }
 
-impl ConnectionLike for L2Handle {
+impl ConnectionLike for L2Handle<'_> {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a redis::Cmd) -> RedisFuture<'a, redis::Value> {
         match self {
-            L2Handle::Standalone(conn) => conn.req_packed_command(cmd),
+            L2Handle::Standalone(conn, _) => conn.req_packed_command(cmd),
             L2Handle::Sentinel(conn) => conn.req_packed_command(cmd),
             L2Handle::Cluster(conn) => conn.req_packed_command(cmd),
         }
@@ -83,7 +91,7 @@ impl ConnectionLike for L2Handle {
         count: usize,
     ) -> RedisFuture<'a, Vec<redis::Value>> {
         match self {
-            L2Handle::Standalone(conn) => conn.req_packed_commands(pipeline, offset, count),
+            L2Handle::Standalone(conn, _) => conn.req_packed_commands(pipeline, offset, count),
             L2Handle::Sentinel(conn) => conn.req_packed_commands(pipeline, offset, count),
             L2Handle::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
         }
@@ -91,7 +99,7 @@ impl ConnectionLike for L2Handle {
 
     fn get_db(&self) -> i64 {
         match self {
-            L2Handle::Standalone(conn) => conn.get_db(),
+            L2Handle::Standalone(conn, _) => conn.get_db(),
             L2Handle::Sentinel(conn) => conn.get_db(),
             L2Handle::Cluster(conn) => conn.get_db(),
         }
@@ -126,11 +134,11 @@ enum TagCommand {
 
 impl RedisTier {
     pub(super) fn connect(url: &str, config: &CacheConfig) -> Result<Self> {
+        let timeout = config.l2.timeout;
         Ok(RedisTier {
-            connection: L2Connection::Standalone(redis_connections(
-                url,
+            connection: L2Connection::Standalone(StickyConnections::new(
                 config.l2.pool_size,
-                config.l2.timeout,
+                || redis_connections(url, 1, timeout),
             )?),
             timeout: config.l2.timeout,
             scan_count: config.l2.scan_count.max(1),
@@ -162,10 +170,18 @@ impl RedisTier {
             }
             // One server, plain or TLS (and any mode neo-redis adds later that it opens as
             // shared connections).
-            _ => (
-                L2Connection::Standalone(RedisConnections::connect(&redis)?),
-                Subscribers::new(&redis)?,
-            ),
+            _ => {
+                let one = RedisConfig {
+                    pool_size: 1,
+                    ..redis.clone()
+                };
+                (
+                    L2Connection::Standalone(StickyConnections::new(redis.pool_size, || {
+                        RedisConnections::connect(&one)
+                    })?),
+                    Subscribers::new(&redis)?,
+                )
+            }
         };
         let tier = RedisTier {
             connection,
@@ -186,7 +202,7 @@ impl RedisTier {
         };
         self.run(name, async |handle| match handle {
             L2Handle::Cluster(conn) => op(tier, conn).await,
-            L2Handle::Standalone(_) | L2Handle::Sentinel(_) => Err(redis::RedisError::from((
+            L2Handle::Standalone(..) | L2Handle::Sentinel(_) => Err(redis::RedisError::from((
                 redis::ErrorKind::Client,
                 "not a cluster connection",
             ))),
@@ -203,7 +219,7 @@ impl RedisTier {
     async fn run<T>(
         &self,
         name: &'static str,
-        op: impl AsyncFnOnce(&mut L2Handle) -> redis::RedisResult<T>,
+        op: impl AsyncFnOnce(&mut L2Handle<'_>) -> redis::RedisResult<T>,
     ) -> Result<T> {
         let call = async {
             let mut conn = self.connection.handle().await?;
@@ -223,8 +239,11 @@ impl RedisTier {
         }
     }
 
-    pub(super) async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        self.run("get", async |c| c.get(key).await).await
+    /// GET of `namespace + key`, the key written straight into the command.
+    pub(super) async fn get(&self, namespace: &str, key: &str) -> Result<Option<Vec<u8>>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(Namespaced(namespace, key));
+        self.run("get", async |c| cmd.query_async(c).await).await
     }
 
     /// MGET of `namespace + key` for each key, written straight into the command.
@@ -288,6 +307,19 @@ impl RedisTier {
     ) -> Result<()> {
         if self.is_cluster() {
             return self.cluster_write(writes, publish).await;
+        }
+        if let ([write], None) = (writes, publish)
+            && write.tag_keys.is_empty()
+        {
+            // One SET alone (a load's write): a command, not a pipeline of one.
+            let ms = u64::try_from(write.ttl.as_millis())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let mut cmd = redis::cmd("SET");
+            cmd.arg(&write.key).arg(&write.bytes).arg("PX").arg(ms);
+            return self
+                .run("write", async |c| cmd.query_async::<()>(c).await)
+                .await;
         }
         let mut pipe = redis::pipe();
         if atomic {

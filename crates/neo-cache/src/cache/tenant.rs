@@ -14,6 +14,7 @@
 
 use super::get::MissFuture;
 use super::hybrid::HybridCache;
+use super::l1::{TENANT_PREFIX_LEN, TenantLookup, prefix_digest};
 use super::options::EntryOptions;
 use super::validate::{validate_key, validate_name, validate_pattern};
 use crate::stats::CacheStats;
@@ -26,7 +27,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 /// `t:` + a hyphenated UUID + `:`.
-const PREFIX_LEN: usize = 2 + 36 + 1;
+const PREFIX_LEN: usize = TENANT_PREFIX_LEN;
 /// Namespaced keys up to this length are built on the stack (no allocation on a hit).
 const INLINE_KEY_LEN: usize = 128;
 
@@ -99,6 +100,8 @@ pub struct TenantCache<V> {
     cache: HybridCache<V>,
     tenant: TenantId,
     prefix: Prefix,
+    /// What L1 hashes the prefix as (computed once, so a read hashes only the caller's key).
+    digest: u64,
 }
 
 impl<V> Clone for TenantCache<V> {
@@ -107,6 +110,7 @@ impl<V> Clone for TenantCache<V> {
             cache: self.cache.clone(),
             tenant: self.tenant,
             prefix: self.prefix,
+            digest: self.digest,
         }
     }
 }
@@ -133,10 +137,12 @@ where
 {
     /// `tenant`'s view of this cache: its keys never meet another tenant's.
     pub fn for_tenant(&self, tenant: &TenantId) -> TenantCache<V> {
+        let prefix = prefix_of(tenant);
         TenantCache {
             cache: self.clone(),
             tenant: *tenant,
-            prefix: prefix_of(tenant),
+            prefix,
+            digest: prefix_digest(&prefix),
         }
     }
 
@@ -290,35 +296,10 @@ where
     }
 }
 
-thread_local! {
-    /// The last namespaced key `get` built on this thread: its prefix stays while the thread
-    /// keeps reading for one tenant, so a hit copies only the caller's key (no allocation
-    /// once the buffer has grown, no UTF-8 check).
-    static GET_KEY: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
-
-/// Runs `f` on `prefix + key`, built in this thread's buffer (on the stack if the buffer is in
-/// use, which `f` never makes happen: L1 reads call no user code).
-#[inline(always)]
-fn with_key<R>(prefix: &Prefix, key: &str, f: impl FnOnce(&str) -> R) -> R {
-    GET_KEY.with(|buffer| match buffer.try_borrow_mut() {
-        Ok(mut full) => {
-            if full.as_bytes().get(..PREFIX_LEN) == Some(&prefix[..]) {
-                full.truncate(PREFIX_LEN);
-            } else {
-                full.clear();
-                full.push_str(prefix_str(prefix));
-            }
-            full.push_str(key);
-            f(&full)
-        }
-        Err(_) => f(TenantKey::new(prefix, key).as_str()),
-    })
-}
-
 /// The future of [`TenantCache::get`]: like `HybridCache::get`'s, its first poll reads L1 and
-/// hands a hit straight back; the namespaced key is built during that poll (in a thread-local
-/// buffer), so the future holds only the caller's key.
+/// hands a hit straight back. L1 is read with the view's prefix (and its precomputed digest)
+/// beside the caller's key, so a hit never builds the namespaced key; a miss builds it once,
+/// for the lookup in Redis.
 struct TenantGetFuture<'c, 'k, V> {
     view: &'c TenantCache<V>,
     key: &'k str,
@@ -337,8 +318,12 @@ where
         let this = self.get_mut();
         if !this.started {
             this.started = true;
-            let (cache, miss) = (&this.view.cache, &mut this.miss);
-            let hit = with_key(&this.view.prefix, this.key, |key| cache.l1_poll(key, miss));
+            let lookup = TenantLookup {
+                prefix: &this.view.prefix,
+                digest: this.view.digest,
+                key: this.key,
+            };
+            let hit = this.view.cache.l1_poll_by(&lookup, &mut this.miss);
             if hit.is_ready() {
                 return hit;
             }
