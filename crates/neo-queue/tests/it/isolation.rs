@@ -204,6 +204,25 @@ async fn calls_without_a_tenant_fail_closed(mode: Mode, route: PgRoute) {
     unauthorized(queue.dead_letters(10).await.unwrap_err());
     unauthorized(queue.requeue(&[victim.dead]).await.unwrap_err());
     unauthorized(queue.depth().await.unwrap_err());
+    // Jobs that name their tenant carry it explicitly: one tenant per call, and a tenant id.
+    let named = queue
+        .enqueue(&db, job("x", 2).tenant_id(a), OnDuplicate::Skip)
+        .await
+        .unwrap()
+        .unwrap();
+    let stored = queue.for_tenant(a).get(named).await.unwrap().unwrap();
+    assert_eq!(stored.tenant_id().unwrap(), Some(a));
+    for refused in [
+        vec![job("x", 3).tenant_id(a), job("x", 4).tenant_id(b)],
+        vec![job("x", 5).tenant("eu-west/acme")],
+    ] {
+        let error = queue
+            .enqueue_many(&db, refused, OnDuplicate::Skip)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Validation, "{error}");
+    }
+    assert_eq!(queue.for_tenant(a).depth().await.unwrap().available, 1);
     if mode == Mode::Schemas {
         // Every call needs the tenant's schema, claims and migrations included.
         unauthorized(queue.claim("w", 10, None).await.unwrap_err());
