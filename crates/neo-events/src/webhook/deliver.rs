@@ -220,7 +220,7 @@ impl Webhooks {
             let why = "the endpoint answered 410 Gone";
             let mut conn = self
                 .inner
-                .db
+                .system
                 .statement_connection()
                 .await
                 .map_err(JobError::retry)?;

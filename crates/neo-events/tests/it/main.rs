@@ -3,6 +3,7 @@
 
 mod outbox;
 mod signatures;
+mod tenancy;
 #[cfg(feature = "webhooks")]
 mod webhook_dispatch;
 #[cfg(feature = "webhooks")]
