@@ -3,6 +3,7 @@
 
 mod outbox;
 mod signatures;
+#[cfg(feature = "webhooks")]
 mod tenancy;
 #[cfg(feature = "webhooks")]
 mod webhook_dispatch;
@@ -12,6 +13,8 @@ mod webhook_fairness;
 mod webhook_faults;
 #[cfg(feature = "webhooks")]
 mod webhook_inline;
+#[cfg(feature = "webhooks")]
+mod webhook_isolation;
 #[cfg(feature = "webhooks")]
 mod webhook_rotation;
 #[cfg(feature = "webhooks")]
