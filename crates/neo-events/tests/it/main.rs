@@ -22,4 +22,6 @@ mod webhook_sealing;
 #[cfg(feature = "webhooks")]
 mod webhook_secrecy;
 #[cfg(feature = "webhooks")]
+mod webhook_spans;
+#[cfg(feature = "webhooks")]
 mod webhooks;
