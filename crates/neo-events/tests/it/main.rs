@@ -3,7 +3,6 @@
 
 mod outbox;
 mod signatures;
-#[cfg(feature = "webhooks")]
 mod tenancy;
 #[cfg(feature = "webhooks")]
 mod webhook_dispatch;
