@@ -60,6 +60,7 @@ impl Tenancy {
     ///
     /// # Errors
     /// [`EventError::Tenant`] under row-level security without either (fail closed).
+    #[cfg(feature = "webhooks")]
     pub(crate) fn acting(
         &self,
         explicit: Option<TenantId>,

@@ -239,7 +239,7 @@ async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_p
         "nothing marked after a failure"
     );
 
-    let seen = dispatched(&outbox).await;
+    let seen = dispatched(outbox).await;
     assert_eq!(seen.len(), 5);
     assert_eq!(
         seen, events,
@@ -422,7 +422,7 @@ async fn the_publish_cte_records_events_in_the_business_statement(mode: Mode) {
             );
         }
     }
-    let mut seen = dispatched(&outbox).await;
+    let mut seen = dispatched(outbox).await;
     seen.sort_by_key(|e| e.aggregate_id().to_owned());
     assert_eq!(seen, events.to_vec(), "read back exactly as written");
 }
@@ -479,7 +479,7 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows(mode: 
         .await
         .unwrap();
     conn.commit().await.unwrap();
-    let ids: Vec<String> = dispatched(&outbox)
+    let ids: Vec<String> = dispatched(outbox)
         .await
         .iter()
         .map(|e| e.aggregate_id().to_owned())

@@ -11,9 +11,12 @@ use tracing::span::{Attributes, Id, Record};
 use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::registry::LookupSpan;
 
-/// Each span's name and its `tenant` field, as last recorded.
+/// A span's id, name and `tenant` field, as last recorded.
+type Captured = (u64, &'static str, Option<String>);
+
+/// Every span opened, with its `tenant` field.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(u64, &'static str, Option<String>)>>>);
+struct Spans(Arc<Mutex<Vec<Captured>>>);
 
 struct TenantField(Option<String>);
 
