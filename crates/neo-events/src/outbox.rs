@@ -448,7 +448,8 @@ impl Outbox {
     /// dispatched if and only if `tx` commits, and are claimed again otherwise. For handlers
     /// that write in the claiming transaction (as
     /// [`Webhooks::dispatch`](crate::Webhooks::dispatch) does: one transaction per round
-    /// instead of two).
+    /// instead of two). Under row-level security `tx` must be the system `Db`'s (an
+    /// application-role transaction sees only its tenant's events, or none).
     ///
     /// # Errors
     /// A database error.

@@ -61,7 +61,8 @@ impl Webhooks {
         Ok(created)
     }
 
-    /// [`fan_out`](Self::fan_out) in your transaction `tx` (on the webhooks' database): call
+    /// [`fan_out`](Self::fan_out) in your transaction `tx` (on the webhooks' database; under
+    /// row-level security a transaction of the system `Db`, since fan-out spans tenants): call
     /// [`FannedOut::committed`] once `tx` committed. First attempts made inline
     /// ([`inline_attempts`](crate::WebhookConfig::inline_attempts)) are sent at once, before
     /// the commit, so the commit's flush is not on the way to the receiver; what they learn

@@ -238,7 +238,8 @@ impl Webhooks {
     /// tenant (filled from the setting on insert), indexes on the tenant of messages and
     /// deliveries (for offboarding), and on endpoints, subscriptions, messages and deliveries
     /// `ENABLE` and `FORCE ROW LEVEL SECURITY` with a policy comparing `tenant_id` with
-    /// `setting`.
+    /// `setting`. Rows without a tenant (endpoints receiving every tenant's events, events
+    /// of no tenant) stay for the system `Db` only: no tenant sees them.
     ///
     /// # Errors
     /// Never for a valid setting; fallible for symmetry.
