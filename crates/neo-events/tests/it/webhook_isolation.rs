@@ -2,7 +2,8 @@
 //! tenant-scoped call of tenant A — read, list, count, update, delete, replay, offboarding —
 //! never returns, counts or changes tenant B's rows, and B's ids presented by A are not found;
 //! a call without a tenant fails before any query; the application role without the setting
-//! sees no row of any table (and is neither superuser, owner nor `BYPASSRLS`).
+//! sees no row of any table (and is neither superuser, owner nor `BYPASSRLS`). With a schema
+//! per tenant, each tenant's stores reach only their own schema.
 
 use crate::tenancy::role_facts;
 use crate::webhooks::{Isolation, Mode, Running, Sealing, Setup, config, event, publish, setup_in};
@@ -388,7 +389,108 @@ async fn offboarding_exports_and_purges_one_tenant_only(route: PgRoute) {
     .await;
 }
 
+/// Schema per tenant: each tenant's outbox and webhooks in a schema of their own (and a job
+/// kind of their own), reached with the same role; A's store never reaches B's rows.
+async fn schema_per_tenant_stores_never_reach_each_others_rows(route: PgRoute) {
+    use neo_db::{Db, DbConfig};
+    use neo_events::{Outbox, OutboxConfig, Webhooks};
+    use neo_queue::{Queue, QueueConfig};
+    let test_db = route.database().await;
+    let db = Db::connect(
+        &(if route.is_pooled() {
+            DbConfig::behind_transaction_pooler(test_db.url(), test_db.direct_url())
+        } else {
+            DbConfig::with_url(test_db.url())
+        }),
+    )
+    .await
+    .unwrap();
+    let queue = Queue::new(&db, QueueConfig::default()).unwrap();
+    queue.migrate().await.unwrap();
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let mut stores = Vec::new();
+    for tenant in [a, b] {
+        let schema = format!("t_{}", tenant.as_uuid().simple());
+        let outbox = Outbox::new(
+            &db,
+            OutboxConfig {
+                schema: schema.clone(),
+                ..OutboxConfig::default()
+            },
+        )
+        .unwrap();
+        outbox.migrate().await.unwrap();
+        let webhooks = Webhooks::new(
+            &db,
+            queue.clone(),
+            neo_events::WebhookConfig {
+                schema: schema.clone(),
+                job_kind: format!("{schema}.deliver"),
+                ..config(&[])
+            },
+        )
+        .unwrap();
+        webhooks.migrate().await.unwrap();
+        let endpoint = webhooks
+            .create_endpoint(NewEndpoint::new("http://127.0.0.1:9/hook").subscribe("*"))
+            .await
+            .unwrap();
+        let mut uow = db.begin().await.unwrap();
+        outbox
+            .publish(&mut *uow, &event("organization.created", 1).tenant(tenant))
+            .await
+            .unwrap();
+        uow.commit().await.unwrap();
+        assert_eq!(webhooks.dispatch_once(&outbox).await.unwrap(), 1);
+        stores.push((outbox, webhooks, endpoint));
+    }
+    let since = chrono::Utc::now() - chrono::Duration::seconds(60);
+    let (a_outbox, wa, ea) = &stores[0];
+    let (b_outbox, wb, eb) = &stores[1];
+    let b_delivery = wb.deliveries(eb.id, None, 10).await.unwrap()[0].clone();
+
+    not_found(wa.endpoint(eb.id).await);
+    let mine: Vec<uuid::Uuid> = wa
+        .endpoints(None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(mine, vec![ea.id]);
+    assert!(wa.deliveries(eb.id, None, 100).await.unwrap().is_empty());
+    // Delivery ids are per schema: B's id names, at most, one of A's own deliveries.
+    match wa.delivery(b_delivery.id).await {
+        Ok(found) => {
+            assert_eq!(found.endpoint_id, ea.id);
+            assert_ne!(found.message_id, b_delivery.message_id);
+        }
+        Err(e) => assert_eq!(e.kind(), ErrorKind::NotFound),
+    }
+    not_found(wa.set_enabled(eb.id, false, None).await);
+    not_found(wa.rotate_secret(eb.id).await);
+    not_found(wa.subscribe(eb.id, "billing.*").await);
+    assert!(!wa.unsubscribe(eb.id, "*").await.unwrap());
+    assert_eq!(wa.replay_since(eb.id, since).await.unwrap(), 0);
+    assert!(!wa.delete_endpoint(eb.id).await.unwrap());
+    assert_eq!(a_outbox.pending().await.unwrap(), 0);
+
+    // Offboarding A from A's stores leaves B's as they were.
+    assert!(TenantData::purge(wa, a).await.unwrap() > 0);
+    assert!(TenantData::purge(a_outbox, a).await.unwrap() > 0);
+    assert_eq!(TenantData::purge(b_outbox, a).await.unwrap(), 0);
+    assert_eq!(TenantData::purge(wb, a).await.unwrap(), 0);
+    let stored = wb.endpoint(eb.id).await.unwrap();
+    assert!(stored.enabled);
+    assert_eq!(stored.secret(), eb.secret());
+    assert_eq!(
+        wb.deliveries(eb.id, None, 10).await.unwrap(),
+        vec![b_delivery]
+    );
+}
+
 neo_testkit::over_routes!(
+    schema_per_tenant_stores_never_reach_each_others_rows,
     tenant_a_never_sees_counts_or_changes_tenant_bs_rows,
     calls_without_a_tenant_fail_before_any_query,
     the_app_role_without_the_setting_sees_and_writes_no_row,
