@@ -40,6 +40,10 @@ pub enum EventError {
     #[cfg(feature = "webhooks")]
     #[error(transparent)]
     Queue(#[from] neo_queue::Error),
+    /// A tenant-scoped call under row-level security had no tenant (neither given nor in
+    /// the task's scope, [`neo_tenant::scope`]): refused before any query.
+    #[error(transparent)]
+    Tenant(#[from] neo_tenant::Error),
     /// The database failed.
     #[error(transparent)]
     Db(#[from] neo_db::Error),
@@ -55,6 +59,7 @@ impl neo_core::HasErrorKind for EventError {
             EventError::PlainTextAtRest { .. } => neo_core::ErrorKind::Configuration,
             #[cfg(feature = "webhooks")]
             EventError::Queue(e) => e.kind(),
+            EventError::Tenant(e) => e.kind(),
             EventError::Db(e) => e.kind(),
         }
     }

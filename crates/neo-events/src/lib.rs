@@ -35,6 +35,7 @@ mod outbox;
 mod signature;
 #[cfg(feature = "webhooks")]
 mod ssrf;
+mod tenancy;
 mod tenant_rows;
 #[cfg(feature = "webhooks")]
 mod webhook;

@@ -2,8 +2,9 @@
 
 mod offboard;
 
+use crate::tenancy::{Tenancy, policies};
 use crate::{DomainEvent, EventError};
-use neo_db::{Db, MigrationReport, MigrationSet, Schema, TableName, quote_identifier};
+use neo_db::{Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, quote_identifier};
 use serde::Deserialize;
 use sqlx::{Acquire, AssertSqlSafe, Postgres};
 use std::sync::Arc;
@@ -73,13 +74,24 @@ struct Sql {
 /// }).await?;
 /// # Ok(()) }
 /// ```
+///
+/// # Row-level security
+/// [`with_row_level_security`](Self::with_row_level_security) puts the outbox tables under
+/// PostgreSQL row-level security on their `tenant_id`: every event published must name its
+/// tenant, and the caller's transaction must have entered that tenant
+/// ([`neo_db::TenantIsolation::begin`]), or PostgreSQL refuses the row. Dispatching,
+/// archiving and [`pending`](Self::pending) span tenants and run on the system `Db`.
 #[derive(Debug, Clone)]
 pub struct Outbox {
     db: Db,
     config: Arc<OutboxConfig>,
     schema: Schema,
     sql: Arc<Sql>,
+    tenancy: Tenancy,
 }
+
+/// The outbox tables under row-level security.
+const TENANT_TABLES: [&str; 2] = ["outbox", "outbox_archive"];
 
 const COLUMNS: &str = "id, event_type, aggregate_type, aggregate_id, tenant_id, payload, metadata, occurred_at, correlation_id, causation_id, schema_version";
 /// The event JSON's fields as `jsonb_to_recordset` reads them.
@@ -135,7 +147,46 @@ impl Outbox {
             config: Arc::new(config),
             schema,
             sql: Arc::new(sql),
+            tenancy: Tenancy::Shared,
         })
+    }
+
+    /// This outbox with its tables under row-level security on `setting` (see the type's
+    /// documentation): `publish` and offboarding act for a tenant on the `Db` it was built
+    /// with (an application role that is neither the tables' owner nor `BYPASSRLS`), while
+    /// dispatching, archiving and counting run on `system` (a `BYPASSRLS` role). Migrate
+    /// with [`rls_migrations`](Self::rls_migrations) as the owner (or `migrate` on an
+    /// outbox whose `Db` is the owner's), then grant both roles the tables
+    /// ([`neo_db::grant_app_role`]).
+    #[must_use]
+    pub fn with_row_level_security(mut self, system: &Db, setting: RlsSetting) -> Self {
+        self.tenancy = Tenancy::rls(system, setting);
+        self
+    }
+
+    /// Whether the tables are under row-level security.
+    pub fn is_row_level_security(&self) -> bool {
+        self.tenancy.setting().is_some()
+    }
+
+    /// [`migrations`](Self::migrations) and migration 2: an index on `tenant_id` in both
+    /// tables (for offboarding), `ENABLE` and `FORCE ROW LEVEL SECURITY`, and a policy
+    /// comparing `tenant_id` with `setting`.
+    ///
+    /// # Errors
+    /// Never for a valid setting; fallible for symmetry.
+    pub fn rls_migrations(setting: &RlsSetting) -> Result<MigrationSet, EventError> {
+        let sql = format!(
+            "CREATE INDEX outbox_tenant ON outbox (tenant_id);\n\
+             CREATE INDEX outbox_archive_tenant ON outbox_archive (tenant_id);\n{}",
+            policies(setting, &TENANT_TABLES)?
+        );
+        Ok(Self::migrations()?.with_sql(2, "outbox row-level security", sql))
+    }
+
+    /// The `Db` of work across tenants.
+    fn system(&self) -> &Db {
+        self.tenancy.system(&self.db)
     }
 
     /// The outbox's own migrations.
@@ -155,15 +206,20 @@ impl Outbox {
     /// # Errors
     /// A migration error.
     pub async fn migrate(&self) -> Result<MigrationReport, EventError> {
-        Ok(Self::migrations()?
-            .run_in_schema(&self.db, &self.schema)
-            .await?)
+        let set = match self.tenancy.setting() {
+            None => Self::migrations()?,
+            Some(setting) => Self::rls_migrations(setting)?,
+        };
+        Ok(set.run_in_schema(&self.db, &self.schema).await?)
     }
 
     /// Records one event; pass `&mut *uow` so it exists only if the transaction commits.
+    /// Under row-level security the event must name its tenant and `uow` must act for it
+    /// ([`neo_db::TenantIsolation::begin`]).
     ///
     /// # Errors
-    /// A database error (a repeated event id is kind `AlreadyExists`).
+    /// A database error (a repeated event id is kind `AlreadyExists`); under row-level
+    /// security [`EventError::Tenant`] for an event without a tenant, before any query.
     pub fn publish<'a, 'c, A>(
         &'a self,
         exec: A,
@@ -196,6 +252,9 @@ impl Outbox {
         async move {
             if events.is_empty() {
                 return Ok(());
+            }
+            if self.tenancy.setting().is_some() && events.iter().any(|e| e.tenant_id().is_none()) {
+                return Err(neo_tenant::Error::NoTenantInScope.into());
             }
             if self.db.pooler().needs_transaction() {
                 // Behind a transaction pooler even one statement needs a transaction
@@ -361,13 +420,20 @@ impl Outbox {
         Fut: Future<Output = Result<T, E>>,
         E: std::fmt::Display,
     {
-        let mut tx = self.db.begin().await?;
-        let events = self.claim(&mut tx).await?;
+        let span = tracing::info_span!(
+            "neo_events.outbox.dispatch",
+            events = tracing::field::Empty,
+            tenant = tracing::field::Empty,
+        );
+        let mut tx = tracing::Instrument::instrument(self.system().begin(), span.clone()).await?;
+        let events = tracing::Instrument::instrument(self.claim(&mut tx), span.clone()).await?;
         if events.is_empty() {
             return Ok(0);
         }
+        span.record("events", events.len());
+        crate::tenancy::record_tenant(&span, events.iter().map(DomainEvent::tenant_id));
         let dispatched = events.len();
-        if let Err(error) = handler(events).await {
+        if let Err(error) = tracing::Instrument::instrument(handler(events), span).await {
             // Rolling back un-marks them: they are claimed again on the next round.
             tx.rollback().await?;
             return Err(EventError::Handler(error.to_string()));
@@ -382,7 +448,8 @@ impl Outbox {
     /// dispatched if and only if `tx` commits, and are claimed again otherwise. For handlers
     /// that write in the claiming transaction (as
     /// [`Webhooks::dispatch`](crate::Webhooks::dispatch) does: one transaction per round
-    /// instead of two).
+    /// instead of two). Under row-level security `tx` must be the system `Db`'s (an
+    /// application-role transaction sees only its tenant's events, or none).
     ///
     /// # Errors
     /// A database error.
@@ -450,7 +517,7 @@ impl Outbox {
     /// A database error that prevents listening.
     pub(crate) async fn wakeups(&self) -> Result<Wakeups, EventError> {
         // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).
-        let mut listener = self.db.listener().await?;
+        let mut listener = self.system().listener().await?;
         if let Some(listener) = listener.as_mut() {
             listener
                 .listen(&self.config.channel)
@@ -471,9 +538,9 @@ impl Outbox {
     pub async fn archive(&self, older_than: Duration) -> Result<u64, EventError> {
         let mut moved = 0;
         loop {
-            let mut conn = self.db.statement_connection().await?;
+            let mut conn = self.system().statement_connection().await?;
             let done = sqlx::query(AssertSqlSafe(self.sql.archive.clone()))
-                .persistent(self.db.pooler().named_statements())
+                .persistent(self.system().pooler().named_statements())
                 .bind(older_than.as_secs_f64() * 1e3)
                 .bind(i64::try_from(self.config.archive_batch).unwrap_or(i64::MAX))
                 .execute(&mut *conn)
@@ -487,14 +554,15 @@ impl Outbox {
         }
     }
 
-    /// Events recorded and not yet processed.
+    /// Events recorded and not yet processed, of every tenant (on the system `Db` under
+    /// row-level security).
     ///
     /// # Errors
     /// A database error.
     pub async fn pending(&self) -> Result<i64, EventError> {
-        let mut conn = self.db.statement_connection().await?;
+        let mut conn = self.system().statement_connection().await?;
         let pending = sqlx::query_scalar(AssertSqlSafe(self.sql.pending.clone()))
-            .persistent(self.db.pooler().named_statements())
+            .persistent(self.system().pooler().named_statements())
             .fetch_one(&mut *conn)
             .await
             .map_err(neo_db::Error::from)?;

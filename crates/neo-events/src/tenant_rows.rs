@@ -1,8 +1,10 @@
 //! What the outbox's and the webhooks' offboarding ([`neo_tenant::TenantData`]) share: rows of
 //! one tenant streamed into an export sink as JSON, and deletes, each in one statement
-//! connection (a transaction behind a pooler).
+//! connection (a transaction behind a pooler, and under row-level security one acting for the
+//! tenant on the application `Db`, so the policies bound what offboarding can touch).
 
 use crate::EventError;
+use crate::tenancy::Tenancy;
 use futures_util::TryStreamExt;
 use neo_core::{HasErrorKind, TenantId};
 use neo_db::Db;
@@ -14,16 +16,14 @@ use sqlx::AssertSqlSafe;
 pub(crate) async fn export(
     store: &str,
     db: &Db,
+    tenancy: &Tenancy,
     sink: &mut dyn ExportSink,
     table: &str,
     select: &str,
     tenant: TenantId,
 ) -> Result<u64, neo_tenant::Error> {
     let failed = |e: EventError| store_error(store, e.kind(), &e);
-    let mut conn = db
-        .statement_connection()
-        .await
-        .map_err(|e| failed(e.into()))?;
+    let mut conn = tenancy.connection(db, Some(tenant)).await.map_err(failed)?;
     let mut rows = sqlx::query_scalar::<_, serde_json::Value>(AssertSqlSafe(select))
         .persistent(false)
         .bind(tenant.as_uuid())
@@ -47,11 +47,12 @@ pub(crate) async fn export(
 pub(crate) async fn purge(
     store: &str,
     db: &Db,
+    tenancy: &Tenancy,
     deletes: &[String],
     tenant: TenantId,
 ) -> Result<u64, neo_tenant::Error> {
     let failed = |e: EventError| store_error(store, e.kind(), &e);
-    let mut tx = db.begin().await.map_err(|e| failed(e.into()))?;
+    let mut tx = tenancy.begin(db, Some(tenant)).await.map_err(failed)?;
     let mut n = 0;
     for delete in deletes {
         n += sqlx::query(AssertSqlSafe(delete.as_str()))

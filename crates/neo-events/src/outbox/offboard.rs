@@ -30,7 +30,16 @@ impl TenantData for Outbox {
                 let select = format!(
                     "SELECT to_jsonb(e) FROM {table} AS e WHERE e.tenant_id = $1 ORDER BY e.recorded_at, e.id"
                 );
-                n += tenant_rows::export("outbox", &self.db, sink, name, &select, tenant).await?;
+                n += tenant_rows::export(
+                    "outbox",
+                    &self.db,
+                    &self.tenancy,
+                    sink,
+                    name,
+                    &select,
+                    tenant,
+                )
+                .await?;
             }
             Ok(n)
         })
@@ -41,7 +50,7 @@ impl TenantData for Outbox {
             let deletes = self
                 .offboard_tables()
                 .map(|(_, table)| format!("DELETE FROM {table} WHERE tenant_id = $1"));
-            tenant_rows::purge("outbox", &self.db, &deletes, tenant).await
+            tenant_rows::purge("outbox", &self.db, &self.tenancy, &deletes, tenant).await
         })
     }
 }

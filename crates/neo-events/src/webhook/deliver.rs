@@ -75,7 +75,26 @@ impl Webhooks {
         })
     }
 
+    /// One delivery job, in a `neo_events.webhook.deliver` span naming the delivery and its
+    /// tenant.
     async fn deliver(&self, job: Job) -> Result<(), JobError> {
+        let span = tracing::info_span!(
+            "neo_events.webhook.deliver",
+            delivery = tracing::field::Empty,
+            tenant = tracing::field::Empty,
+        );
+        if let Some(id) = job
+            .payload
+            .get("delivery")
+            .and_then(serde_json::Value::as_i64)
+        {
+            span.record("delivery", id);
+        }
+        crate::tenancy::record_tenant(&span, [job.tenant_id().ok().flatten()]);
+        tracing::Instrument::instrument(self.deliver_job(job), span).await
+    }
+
+    async fn deliver_job(&self, job: Job) -> Result<(), JobError> {
         let id = job
             .payload
             .get("delivery")
@@ -201,12 +220,12 @@ impl Webhooks {
             let why = "the endpoint answered 410 Gone";
             let mut conn = self
                 .inner
-                .db
+                .system
                 .statement_connection()
                 .await
                 .map_err(JobError::retry)?;
             sqlx::query(AssertSqlSafe(self.inner.sql.set_enabled.clone()))
-                .persistent(self.inner.db.pooler().named_statements())
+                .persistent(self.inner.system.pooler().named_statements())
                 .bind(target.endpoint_id)
                 .bind(false)
                 .bind(Some(why))
@@ -407,7 +426,7 @@ impl Webhooks {
             return self.record(update).await;
         }
         let advance = async {
-            let mut tx = self.inner.db.begin().await?;
+            let mut tx = self.inner.system.begin().await?;
             write_statuses(&mut tx, &self.inner.sql.update_status, &[update]).await?;
             self.advance_fifo(&mut tx, target.endpoint_id).await?;
             tx.commit().await?;
@@ -423,7 +442,7 @@ impl Webhooks {
             .inner
             .status
             .get_or_try_init(|| async {
-                let db = self.inner.db.clone();
+                let db = self.inner.system.clone();
                 let sql = self.inner.sql.update_status.clone();
                 neo_batch::WriteBatcher::new(
                     self.inner.config.status_writes,

@@ -17,11 +17,28 @@ impl Webhooks {
     /// # Errors
     /// A database or queue error; the events stay pending (claimed again next round).
     pub async fn dispatch_once(&self, outbox: &Outbox) -> Result<usize, EventError> {
-        let mut tx = self.inner.db.begin().await?;
+        let span = tracing::info_span!(
+            "neo_events.webhook.dispatch",
+            events = tracing::field::Empty,
+            tenant = tracing::field::Empty,
+        );
+        tracing::Instrument::instrument(self.dispatch_round(outbox, &span), span.clone()).await
+    }
+
+    /// One round of [`dispatch_once`](Self::dispatch_once), recording in `span` what it
+    /// claimed.
+    async fn dispatch_round(
+        &self,
+        outbox: &Outbox,
+        span: &tracing::Span,
+    ) -> Result<usize, EventError> {
+        let mut tx = self.inner.system.begin().await?;
         let events = outbox.claim(&mut tx).await?;
         if events.is_empty() {
             return Ok(0);
         }
+        span.record("events", events.len());
+        crate::tenancy::record_tenant(span, events.iter().map(crate::DomainEvent::tenant_id));
         // An error drops `tx` (rolled back) and the fanned-out deliveries with it.
         let fanned = self.fan_out_in(&mut tx, &events).await?;
         tx.commit().await?;

@@ -3,6 +3,7 @@
 
 mod outbox;
 mod signatures;
+mod tenancy;
 #[cfg(feature = "webhooks")]
 mod webhook_dispatch;
 #[cfg(feature = "webhooks")]
@@ -12,10 +13,14 @@ mod webhook_faults;
 #[cfg(feature = "webhooks")]
 mod webhook_inline;
 #[cfg(feature = "webhooks")]
+mod webhook_isolation;
+#[cfg(feature = "webhooks")]
 mod webhook_rotation;
 #[cfg(feature = "webhooks")]
 mod webhook_sealing;
 #[cfg(feature = "webhooks")]
 mod webhook_secrecy;
+#[cfg(feature = "webhooks")]
+mod webhook_spans;
 #[cfg(feature = "webhooks")]
 mod webhooks;

@@ -1,5 +1,6 @@
+use neo_core::TenantId;
 use neo_core::{ErrorKind, HasErrorKind};
-use neo_db::{Db, DbConfig};
+use neo_db::{Db, DbConfig, RlsSetting};
 use neo_events::{DomainEvent, EventBus, Outbox, OutboxConfig};
 use neo_testkit::PgRoute;
 use std::collections::HashSet;
@@ -10,9 +11,89 @@ fn ok(_: Vec<DomainEvent>) -> std::future::Ready<Result<(), String>> {
 }
 use std::time::{Duration, Instant};
 
-/// A fresh database reached by `route` (`pooler = "transaction"` through PgBouncer, with
-/// the direct URL for LISTEN), a `Db` and a migrated outbox on it.
-async fn setup(route: PgRoute) -> (neo_testkit::TestDatabase, Db, Outbox) {
+/// How a contract test reaches PostgreSQL and keeps tenants apart.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    route: PgRoute,
+    rls: bool,
+}
+
+/// Runs each contract test once per mode: shared tables (direct, PgBouncer) and row-level
+/// security (direct, PgBouncer in front of the application role).
+macro_rules! over_modes {
+    ($($test:ident),+ $(,)?) => {
+        $(
+            mod $test {
+                #[tokio::test]
+                async fn direct() {
+                    super::$test(super::Mode { route: neo_testkit::PgRoute::Direct, rls: false }).await;
+                }
+                #[tokio::test]
+                async fn pgbouncer() {
+                    super::$test(super::Mode { route: neo_testkit::PgRoute::PgBouncer, rls: false }).await;
+                }
+                #[tokio::test]
+                async fn rls() {
+                    super::$test(super::Mode { route: neo_testkit::PgRoute::Direct, rls: true }).await;
+                }
+                #[tokio::test]
+                async fn rls_pgbouncer() {
+                    super::$test(super::Mode { route: neo_testkit::PgRoute::PgBouncer, rls: true }).await;
+                }
+            }
+        )+
+    };
+}
+
+/// One contract test's database and outbox. Under row-level security the owner migrates
+/// (and makes the tests' own tables), the application role publishes acting for `tenant`,
+/// the system role dispatches, archives and counts.
+struct Env {
+    /// The `Db` business writes and publishing use.
+    db: Db,
+    /// The `Db` of the tests' tables and raw reads.
+    owner: Db,
+    /// The system `Db` (`db` without row-level security).
+    system: Db,
+    outbox: Outbox,
+    /// The tenant the test acts for, under row-level security.
+    tenant: Option<TenantId>,
+    app_role: Option<String>,
+    _test_db: Option<neo_testkit::TestDatabase>,
+    _split: Option<crate::tenancy::SplitDbs>,
+}
+
+/// A fresh database reached by `mode.route` (`pooler = "transaction"` through PgBouncer, with
+/// the direct URL for LISTEN) and a migrated outbox on it, under row-level security when
+/// `mode.rls`.
+async fn setup(mode: Mode) -> Env {
+    let config = OutboxConfig {
+        batch_size: 50,
+        ..OutboxConfig::default()
+    };
+    if mode.rls {
+        let split = crate::tenancy::split_dbs(mode.route).await;
+        let owner_outbox = Outbox::new(&split.owner, config.clone())
+            .unwrap()
+            .with_row_level_security(&split.owner, RlsSetting::default());
+        assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2]);
+        split.grant(&[&config.schema]).await;
+        let outbox = Outbox::new(&split.app, config)
+            .unwrap()
+            .with_row_level_security(&split.system, RlsSetting::default());
+        assert!(outbox.is_row_level_security());
+        return Env {
+            db: split.app.clone(),
+            owner: split.owner.clone(),
+            system: split.system.clone(),
+            outbox,
+            tenant: Some(TenantId::new()),
+            app_role: Some(split.roles.app().to_owned()),
+            _test_db: None,
+            _split: Some(split),
+        };
+    }
+    let route = mode.route;
     let test_db = route.database().await;
     let db = Db::connect(
         &(if route.is_pooled() {
@@ -23,16 +104,76 @@ async fn setup(route: PgRoute) -> (neo_testkit::TestDatabase, Db, Outbox) {
     )
     .await
     .unwrap();
-    let outbox = Outbox::new(
-        &db,
-        OutboxConfig {
-            batch_size: 50,
-            ..OutboxConfig::default()
-        },
-    )
-    .unwrap();
+    let outbox = Outbox::new(&db, config).unwrap();
     assert_eq!(outbox.migrate().await.unwrap().applied, vec![1]);
-    (test_db, db, outbox)
+    Env {
+        owner: db.clone(),
+        system: db.clone(),
+        db,
+        outbox,
+        tenant: None,
+        app_role: None,
+        _test_db: Some(test_db),
+        _split: None,
+    }
+}
+
+impl Env {
+    /// An outbox on the same tables with `config`.
+    fn outbox_with(&self, config: OutboxConfig) -> Outbox {
+        let outbox = Outbox::new(&self.db, config).unwrap();
+        if self.tenant.is_some() {
+            outbox.with_row_level_security(&self.system, RlsSetting::default())
+        } else {
+            outbox
+        }
+    }
+
+    /// Event `n`, of the test's tenant under row-level security.
+    fn event(&self, n: u32) -> DomainEvent {
+        match self.tenant {
+            Some(tenant) => event(n).tenant(tenant),
+            None => event(n),
+        }
+    }
+
+    /// A transaction acting for the test's tenant under row-level security.
+    async fn begin(&self) -> neo_db::UnitOfWork {
+        match self.tenant {
+            Some(tenant) => neo_db::TenantIsolation::row_level_security()
+                .begin(&self.db, tenant)
+                .await
+                .unwrap(),
+            None => self.db.begin().await.unwrap(),
+        }
+    }
+
+    /// Publishes `events` with `outbox` and commits.
+    async fn publish_now(&self, outbox: &Outbox, events: &[DomainEvent]) {
+        let mut uow = self.begin().await;
+        outbox.publish_many(&mut *uow, events).await.unwrap();
+        uow.commit().await.unwrap();
+    }
+
+    /// Runs `sql` as the tables' owner; the application role may then use them.
+    async fn ddl(&self, sql: &str) {
+        let mut conn = self.owner.statement_connection().await.unwrap();
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        if let Some(app) = &self.app_role {
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO \"{app}\""
+            )))
+            .persistent(false)
+            .execute(&mut *conn)
+            .await
+            .unwrap();
+        }
+        conn.finish().await.unwrap();
+    }
 }
 
 fn event(n: u32) -> DomainEvent {
@@ -59,16 +200,17 @@ async fn dispatched(outbox: &Outbox) -> Vec<DomainEvent> {
     seen.lock().unwrap().clone()
 }
 
-async fn an_event_exists_if_and_only_if_its_transaction_commits(route: PgRoute) {
-    let (_t, db, outbox) = setup(route).await;
-    let mut uow = db.begin().await.unwrap();
-    outbox.publish(&mut *uow, &event(1)).await.unwrap();
+async fn an_event_exists_if_and_only_if_its_transaction_commits(mode: Mode) {
+    let env = setup(mode).await;
+    let outbox = &env.outbox;
+    let mut uow = env.begin().await;
+    outbox.publish(&mut *uow, &env.event(1)).await.unwrap();
     uow.rollback().await.unwrap();
     assert_eq!(outbox.pending().await.unwrap(), 0);
 
-    let mut uow = db.begin().await.unwrap();
+    let mut uow = env.begin().await;
     outbox
-        .publish_many(&mut *uow, &[event(2), event(3)])
+        .publish_many(&mut *uow, &[env.event(2), env.event(3)])
         .await
         .unwrap();
     assert_eq!(
@@ -80,12 +222,11 @@ async fn an_event_exists_if_and_only_if_its_transaction_commits(route: PgRoute) 
     assert_eq!(outbox.pending().await.unwrap(), 2);
 }
 
-async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending(
-    route: PgRoute,
-) {
-    let (_t, db, outbox) = setup(route).await;
-    let events: Vec<DomainEvent> = (0..5).map(event).collect();
-    outbox.publish_many(&db, &events).await.unwrap();
+async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending(mode: Mode) {
+    let env = setup(mode).await;
+    let outbox = &env.outbox;
+    let events: Vec<DomainEvent> = (0..5).map(|n| env.event(n)).collect();
+    env.publish_now(outbox, &events).await;
 
     let err = outbox
         .dispatch_once(|_| async { Err::<(), _>("downstream is down") })
@@ -98,7 +239,7 @@ async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_p
         "nothing marked after a failure"
     );
 
-    let seen = dispatched(&outbox).await;
+    let seen = dispatched(outbox).await;
     assert_eq!(seen.len(), 5);
     assert_eq!(
         seen, events,
@@ -107,10 +248,11 @@ async fn dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_p
     assert_eq!(outbox.pending().await.unwrap(), 0);
 }
 
-async fn parallel_dispatchers_never_take_the_same_event(route: PgRoute) {
-    let (_t, db, outbox) = setup(route).await;
-    let events: Vec<DomainEvent> = (0..300).map(event).collect();
-    outbox.publish_many(&db, &events).await.unwrap();
+async fn parallel_dispatchers_never_take_the_same_event(mode: Mode) {
+    let env = setup(mode).await;
+    let outbox = &env.outbox;
+    let events: Vec<DomainEvent> = (0..300).map(|n| env.event(n)).collect();
+    env.publish_now(outbox, &events).await;
     let mut tasks = Vec::new();
     for _ in 0..3 {
         let outbox = outbox.clone();
@@ -145,16 +287,13 @@ async fn parallel_dispatchers_never_take_the_same_event(route: PgRoute) {
     assert_eq!(unique.len(), 300);
 }
 
-async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus(route: PgRoute) {
-    let (_t, db, outbox) = setup(route).await;
-    let slow_poll = Outbox::new(
-        &db,
-        OutboxConfig {
-            poll_interval: Duration::from_secs(30),
-            ..OutboxConfig::default()
-        },
-    )
-    .unwrap();
+async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus(mode: Mode) {
+    let env = setup(mode).await;
+    let outbox = &env.outbox;
+    let slow_poll = env.outbox_with(OutboxConfig {
+        poll_interval: Duration::from_secs(30),
+        ..OutboxConfig::default()
+    });
     let bus = EventBus::new(16);
     let mut subscriber = bus.subscribe();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -176,8 +315,8 @@ async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus(route: Pg
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
     let published = Instant::now();
-    let e = event(7);
-    outbox.publish(&db, &e).await.unwrap();
+    let e = env.event(7);
+    env.publish_now(outbox, std::slice::from_ref(&e)).await;
     let received = tokio::time::timeout(Duration::from_secs(5), subscriber.recv())
         .await
         .unwrap()
@@ -192,23 +331,17 @@ async fn the_running_dispatcher_is_woken_by_a_commit_and_feeds_the_bus(route: Pg
     assert_eq!(dispatcher.await.unwrap().unwrap(), 1);
 }
 
-async fn archival_moves_old_processed_events_in_batches(route: PgRoute) {
-    let (_t, db, _outbox) = setup(route).await;
-    let small = Outbox::new(
-        &db,
-        OutboxConfig {
-            archive_batch: 7,
-            batch_size: 100,
-            ..OutboxConfig::default()
-        },
-    )
-    .unwrap();
-    small
-        .publish_many(&db, &(0..20).map(event).collect::<Vec<_>>())
-        .await
-        .unwrap();
+async fn archival_moves_old_processed_events_in_batches(mode: Mode) {
+    let env = setup(mode).await;
+    let small = env.outbox_with(OutboxConfig {
+        archive_batch: 7,
+        batch_size: 100,
+        ..OutboxConfig::default()
+    });
+    env.publish_now(&small, &(0..20).map(|n| env.event(n)).collect::<Vec<_>>())
+        .await;
     small.dispatch_once(ok).await.unwrap();
-    small.publish(&db, &event(99)).await.unwrap(); // still pending: never archived
+    env.publish_now(&small, &[env.event(99)]).await; // still pending: never archived
     assert_eq!(
         small.archive(Duration::from_secs(3600)).await.unwrap(),
         0,
@@ -219,7 +352,7 @@ async fn archival_moves_old_processed_events_in_batches(route: PgRoute) {
     assert_eq!(small.pending().await.unwrap(), 1);
     let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_events.outbox_archive")
         .persistent(false)
-        .fetch_one(&mut *db.statement_connection().await.unwrap())
+        .fetch_one(&mut *env.system.statement_connection().await.unwrap())
         .await
         .unwrap();
     assert_eq!(archived, 20);
@@ -248,30 +381,26 @@ fn event_types_and_ids_are_validated() {
     assert!(e.correlation_id().is_some());
 }
 
-async fn the_publish_cte_records_events_in_the_business_statement(route: PgRoute) {
-    let (_t, db, outbox) = setup(route).await;
-    let mut conn = db.statement_connection().await.unwrap();
-    sqlx::query("CREATE TABLE orgs (id uuid PRIMARY KEY, name text NOT NULL)")
-        .persistent(false)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    conn.finish().await.unwrap();
+async fn the_publish_cte_records_events_in_the_business_statement(mode: Mode) {
+    let env = setup(mode).await;
+    let outbox = &env.outbox;
+    env.ddl("CREATE TABLE orgs (id uuid PRIMARY KEY, name text NOT NULL)")
+        .await;
     let insert = format!(
         "WITH {} INSERT INTO orgs (id, name) VALUES ($1, $2)",
         outbox.publish_cte(3)
     );
     // Every column set on one of them, to read each back.
-    let first = event(1).correlated_with(uuid::Uuid::now_v7());
+    let first = env.event(1).correlated_with(uuid::Uuid::now_v7());
     let second = event(2)
-        .tenant(neo_core::TenantId::new())
+        .tenant(env.tenant.unwrap_or_else(TenantId::new))
         .with_metadata(serde_json::json!({ "actor": "alice" }))
         .unwrap()
         .caused_by(first.id())
         .schema_version(3);
     let events = [first, second];
     for commit in [false, true] {
-        let mut uow = db.begin().await.unwrap();
+        let mut uow = env.begin().await;
         let (json, channel) = outbox.publish_params(&events);
         sqlx::query(sqlx::AssertSqlSafe(insert.clone()))
             .bind(uuid::Uuid::now_v7())
@@ -293,27 +422,18 @@ async fn the_publish_cte_records_events_in_the_business_statement(route: PgRoute
             );
         }
     }
-    let mut seen = dispatched(&outbox).await;
+    let mut seen = dispatched(outbox).await;
     seen.sort_by_key(|e| e.aggregate_id().to_owned());
     assert_eq!(seen, events.to_vec(), "read back exactly as written");
 }
 
-async fn conditional_publish_ctes_record_only_what_their_condition_allows(route: PgRoute) {
-    let (_t, db, outbox) = setup(route).await;
-    let mut conn = db.statement_connection().await.unwrap();
-    sqlx::query("CREATE TABLE orgs (id text PRIMARY KEY, name text NOT NULL)")
-        .persistent(false)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    conn.finish().await.unwrap();
-    let mut conn = db.statement_connection().await.unwrap();
-    sqlx::query("INSERT INTO orgs VALUES ('org_1', 'Acme'), ('org_2', 'Globex')")
-        .persistent(false)
-        .execute(&mut *conn)
-        .await
-        .unwrap();
-    conn.finish().await.unwrap();
+async fn conditional_publish_ctes_record_only_what_their_condition_allows(mode: Mode) {
+    let env = setup(mode).await;
+    let outbox = &env.outbox;
+    env.ddl("CREATE TABLE orgs (id text PRIMARY KEY, name text NOT NULL)")
+        .await;
+    env.ddl("INSERT INTO orgs VALUES ('org_1', 'Acme'), ('org_2', 'Globex')")
+        .await;
     // Renames one organization when it exists; publishes only if a row changed.
     let when = format!(
         "WITH updated AS (UPDATE orgs SET name = $2 WHERE id = $1 RETURNING id), {} \
@@ -321,19 +441,19 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows(route:
         outbox.publish_cte_when(3, "EXISTS (SELECT 1 FROM updated)")
     );
     for (id, changed) in [("org_9", 0_i64), ("org_1", 1)] {
-        let events = [event(1)];
+        let events = [env.event(1)];
         let (json, channel) = outbox.publish_params(&events);
-        let mut conn = db.statement_connection().await.unwrap();
+        let mut conn = env.begin().await;
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(when.clone()))
             .bind(id)
             .bind("Renamed")
             .bind(json)
             .bind(channel)
             .persistent(false)
-            .fetch_one(&mut *conn)
+            .fetch_one(&mut **conn)
             .await
             .unwrap();
-        conn.finish().await.unwrap();
+        conn.commit().await.unwrap();
         assert_eq!(count, changed);
         assert_eq!(
             outbox.pending().await.unwrap(),
@@ -347,19 +467,19 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows(route:
          SELECT count(*) FROM updated",
         outbox.publish_cte_matching(2, "e.aggregate_id IN (SELECT id FROM updated)")
     );
-    let events = [event(2), event(3)];
+    let events = [env.event(2), env.event(3)];
     let (json, channel) = outbox.publish_params(&events);
-    let mut conn = db.statement_connection().await.unwrap();
+    let mut conn = env.begin().await;
     sqlx::query(sqlx::AssertSqlSafe(matching))
         .bind(vec!["org_2", "org_3"])
         .bind(json)
         .bind(channel)
         .persistent(false)
-        .execute(&mut *conn)
+        .execute(&mut **conn)
         .await
         .unwrap();
-    conn.finish().await.unwrap();
-    let ids: Vec<String> = dispatched(&outbox)
+    conn.commit().await.unwrap();
+    let ids: Vec<String> = dispatched(outbox)
         .await
         .iter()
         .map(|e| e.aggregate_id().to_owned())
@@ -371,7 +491,7 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows(route:
     );
 }
 
-neo_testkit::over_routes!(
+over_modes!(
     an_event_exists_if_and_only_if_its_transaction_commits,
     dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending,
     parallel_dispatchers_never_take_the_same_event,

@@ -11,8 +11,15 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 pub(crate) struct Setup {
-    _test_db: neo_testkit::TestDatabase,
+    _test_db: Option<neo_testkit::TestDatabase>,
+    _split: Option<crate::tenancy::SplitDbs>,
+    /// The `Db` of tenant-scoped calls (the application role's under row-level security).
     pub(crate) db: Db,
+    /// The `Db` of cross-tenant work and of the tests' raw SQL (`db` itself without
+    /// row-level security).
+    pub(crate) system: Db,
+    /// Under row-level security.
+    pub(crate) rls: bool,
     pub(crate) queue: Queue,
     pub(crate) outbox: Outbox,
     pub(crate) webhooks: Webhooks,
@@ -45,30 +52,54 @@ pub(crate) enum Sealing {
     On,
 }
 
-/// How a contract test reaches PostgreSQL and whether secrets are sealed. The webhook contract
-/// (the tests listed in `contract!` below) holds in every mode.
+/// How tenants' rows are kept apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Isolation {
+    /// Shared tables, tenants as data, one role (`Webhooks::new`).
+    Shared,
+    /// Row-level security: the application role acts for a tenant, the system role runs
+    /// dispatch, fan-out and delivery; the contract test runs in a tenant's scope and its
+    /// events name that tenant ([`event`]).
+    Rls,
+}
+
+/// How a contract test reaches PostgreSQL, whether secrets are sealed and how tenants are
+/// kept apart. The webhook contract (the tests listed in `contract!` below) holds in every
+/// mode.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Mode {
-    route: PgRoute,
-    sealing: Sealing,
+    pub(crate) route: PgRoute,
+    pub(crate) sealing: Sealing,
+    pub(crate) isolation: Isolation,
+}
+
+impl Mode {
+    /// Runs `test` as the mode wants it: under row-level security in a tenant's scope.
+    pub(crate) async fn run<F: Future<Output = ()>>(self, test: F) {
+        match self.isolation {
+            Isolation::Shared => test.await,
+            Isolation::Rls => neo_tenant::scope(neo_core::TenantId::new(), test).await,
+        }
+    }
 }
 
 /// Runs each contract test once per mode, as tests named `<test>::<mode>`:
-/// `contract!([plain = (Direct, Off), sealed = (Direct, On)] test_a, test_b)`.
+/// `contract!([plain = (Direct, Off, Shared), rls = (Direct, Off, Rls)] test_a, test_b)`.
 macro_rules! contract {
     ($modes:tt $($test:ident),+ $(,)?) => {
         $( contract!(@modes $test $modes); )+
     };
-    (@modes $test:ident [$($mode:ident = ($route:ident, $sealing:ident)),+]) => {
+    (@modes $test:ident [$($mode:ident = ($route:ident, $sealing:ident, $isolation:ident)),+]) => {
         mod $test {
             $(
                 #[tokio::test]
                 async fn $mode() {
-                    super::$test(super::Mode {
+                    let mode = super::Mode {
                         route: neo_testkit::PgRoute::$route,
                         sealing: super::Sealing::$sealing,
-                    })
-                    .await;
+                        isolation: super::Isolation::$isolation,
+                    };
+                    mode.run(super::$test(mode)).await;
                 }
             )+
         }
@@ -77,13 +108,15 @@ macro_rules! contract {
 
 contract!(
     [
-        plain = (Direct, Off),
-        sealed = (Direct, On),
-        pgbouncer = (PgBouncer, Off),
-        pgbouncer_sealed = (PgBouncer, On)
+        plain = (Direct, Off, Shared),
+        sealed = (Direct, On, Shared),
+        pgbouncer = (PgBouncer, Off, Shared),
+        pgbouncer_sealed = (PgBouncer, On, Shared),
+        rls = (Direct, Off, Rls),
+        rls_sealed = (Direct, On, Rls),
+        rls_pgbouncer = (PgBouncer, Off, Rls)
     ]
     endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug,
-    committed_events_reach_subscribed_endpoints_signed_and_once,
     failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id,
     retry_after_is_honoured_and_gone_disables_the_endpoint,
     the_ssrf_guard_refuses_names_that_resolve_to_loopback,
@@ -93,6 +126,20 @@ contract!(
     a_failing_endpoint_opens_its_breaker_and_says_so,
     purge_removes_finished_deliveries_and_keeps_pending_ones,
     deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans,
+);
+
+// Events without a tenant, and endpoints receiving every tenant's events, exist only in shared
+// tables: under row-level security every row belongs to one tenant. What these check under
+// row-level security (signed deliveries reaching only the tenant's endpoints, delivery jobs
+// naming the tenant) is checked in `webhook_isolation`.
+contract!(
+    [
+        plain = (Direct, Off, Shared),
+        sealed = (Direct, On, Shared),
+        pgbouncer = (PgBouncer, Off, Shared),
+        pgbouncer_sealed = (PgBouncer, On, Shared)
+    ]
+    committed_events_reach_subscribed_endpoints_signed_and_once,
     delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay,
 );
 
@@ -102,6 +149,7 @@ pub(crate) async fn setup(route: PgRoute, config: WebhookConfig) -> Setup {
         Mode {
             route,
             sealing: Sealing::Off,
+            isolation: Isolation::Shared,
         },
         config,
     )
@@ -122,6 +170,7 @@ pub(crate) async fn setup_with(
     let mode = Mode {
         route: PgRoute::Direct,
         sealing: Sealing::Off,
+        isolation: Isolation::Shared,
     };
     setup_in_with(mode, config, queue_config).await
 }
@@ -134,6 +183,9 @@ pub(crate) async fn setup_in_with(
     config: WebhookConfig,
     queue_config: impl FnOnce(QueueConfig) -> QueueConfig,
 ) -> Setup {
+    if mode.isolation == Isolation::Rls {
+        return rls_setup(mode, config, queue_config).await;
+    }
     let route = mode.route;
     let test_db = route.database().await;
     let db = Db::connect(
@@ -156,23 +208,101 @@ pub(crate) async fn setup_in_with(
     queue.migrate().await.unwrap();
     let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
     outbox.migrate().await.unwrap();
-    let webhooks = match mode.sealing {
-        Sealing::Off => Webhooks::new(&db, queue.clone(), config).unwrap(),
+    let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
+    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
+    Setup {
+        _test_db: Some(test_db),
+        _split: None,
+        system: db.clone(),
+        rls: false,
+        db,
+        queue,
+        outbox,
+        webhooks,
+    }
+}
+
+/// The webhooks of `mode` with sealing as `mode.sealing` says.
+fn webhooks_on(db: &Db, queue: &Queue, config: WebhookConfig, sealing: Sealing) -> Webhooks {
+    match sealing {
+        Sealing::Off => Webhooks::new(db, queue.clone(), config).unwrap(),
         Sealing::On => Webhooks::sealed(
-            &db,
+            db,
             queue.clone(),
             config,
             crate::webhook_sealing::sealer("k1", &[("k1", crate::webhook_sealing::KEY_1)]),
         )
         .unwrap(),
-    };
-    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
+    }
+}
+
+/// Queue, outbox and webhooks under row-level security: migrated and granted by the owner,
+/// the queue, dispatch and delivery on the system role, the outbox's `publish` and the
+/// webhooks' tenant-scoped calls on the application role.
+pub(crate) async fn rls_setup(
+    mode: Mode,
+    config: WebhookConfig,
+    queue_config: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> Setup {
+    let split = crate::tenancy::split_dbs(mode.route).await;
+    let setting = neo_db::RlsSetting::default();
+    let queue_config = queue_config(QueueConfig {
+        lease: Duration::from_secs(2),
+        ..QueueConfig::default()
+    });
+    Queue::new(&split.owner, queue_config.clone())
+        .unwrap()
+        .migrate()
+        .await
+        .unwrap();
+    let owner_outbox = Outbox::new(&split.owner, OutboxConfig::default())
+        .unwrap()
+        .with_row_level_security(&split.owner, setting.clone());
+    assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2]);
+    let owner_webhooks = Webhooks::new(
+        &split.owner,
+        Queue::new(&split.owner, queue_config.clone()).unwrap(),
+        config.clone(),
+    )
+    .unwrap()
+    .with_row_level_security(&split.owner, setting.clone())
+    .unwrap();
+    assert_eq!(
+        owner_webhooks.migrate().await.unwrap().applied,
+        vec![1, 2, 3, 4, 5]
+    );
+    split
+        .grant(&[&queue_config.schema, &OutboxConfig::default().schema])
+        .await;
+    let queue = Queue::new(&split.system, queue_config).unwrap();
+    let outbox = Outbox::new(&split.app, OutboxConfig::default())
+        .unwrap()
+        .with_row_level_security(&split.system, setting.clone());
+    let webhooks = webhooks_on(&split.app, &queue, config, mode.sealing)
+        .with_row_level_security(&split.system, setting)
+        .unwrap();
     Setup {
-        _test_db: test_db,
-        db,
+        _test_db: None,
+        db: split.app.clone(),
+        system: split.system.clone(),
+        rls: true,
+        _split: Some(split),
         queue,
         outbox,
         webhooks,
+    }
+}
+
+impl Setup {
+    /// A transaction on `db` acting for the task's tenant under row-level security.
+    pub(crate) async fn begin(&self) -> neo_db::UnitOfWork {
+        match neo_tenant::current() {
+            Some(tenant) if self.rls => neo_db::TenantIsolation::row_level_security()
+                .begin(&self.db, tenant)
+                .await
+                .unwrap(),
+            _ => self.db.begin().await.unwrap(),
+        }
     }
 }
 
@@ -248,20 +378,46 @@ impl Running {
     }
 }
 
+/// An event, naming the task's tenant when it has one (the contract tests under row-level
+/// security run in a tenant's scope).
 pub(crate) fn event(event_type: &str, n: u32) -> DomainEvent {
-    DomainEvent::new(
+    let event = DomainEvent::new(
         event_type,
         "organization",
         &format!("org_{n}"),
         &serde_json::json!({ "n": n }),
     )
-    .unwrap()
+    .unwrap();
+    match neo_tenant::current() {
+        Some(tenant) => event.tenant(tenant),
+        None => event,
+    }
 }
 
+/// Publishes `events` in one transaction; under row-level security in one transaction per
+/// tenant, acting for it.
 pub(crate) async fn publish(s: &Setup, events: &[DomainEvent]) {
-    let mut uow = s.db.begin().await.unwrap();
-    s.outbox.publish_many(&mut *uow, events).await.unwrap();
-    uow.commit().await.unwrap();
+    if !s.rls {
+        let mut uow = s.begin().await;
+        s.outbox.publish_many(&mut *uow, events).await.unwrap();
+        uow.commit().await.unwrap();
+        return;
+    }
+    let mut tenants: Vec<_> = events.iter().map(DomainEvent::tenant_id).collect();
+    tenants.dedup();
+    for tenant in tenants {
+        let mine: Vec<DomainEvent> = events
+            .iter()
+            .filter(|e| e.tenant_id() == tenant)
+            .cloned()
+            .collect();
+        let mut uow = neo_db::TenantIsolation::row_level_security()
+            .begin(&s.db, tenant.unwrap())
+            .await
+            .unwrap();
+        s.outbox.publish_many(&mut *uow, &mine).await.unwrap();
+        uow.commit().await.unwrap();
+    }
 }
 
 /// A receiver and an endpoint pointing at it, subscribed to everything.
@@ -467,7 +623,7 @@ async fn committed_events_reach_subscribed_endpoints_signed_and_once(mode: Mode)
     let for_tenant = event("organization.renamed", 3).tenant(tenant);
     publish(&s, &[created.clone(), paid.clone(), for_tenant.clone()]).await;
     // A rolled-back event is never sent.
-    let mut uow = s.db.begin().await.unwrap();
+    let mut uow = s.begin().await;
     s.outbox
         .publish(&mut *uow, &event("organization.deleted", 4))
         .await
@@ -958,7 +1114,7 @@ async fn deleting_an_endpoint_takes_its_deliveries_and_purge_takes_orphans(mode:
 
     // A fan-out that ran while its endpoint was deleted leaves deliveries without an
     // endpoint (deliveries hold no foreign key); the endpoint row alone goes here.
-    let mut conn = s.db.statement_connection().await.unwrap();
+    let mut conn = s.system.statement_connection().await.unwrap();
     sqlx::query("DELETE FROM neo_events.webhook_endpoints WHERE id = $1")
         .bind(orphaned.id)
         .persistent(false)

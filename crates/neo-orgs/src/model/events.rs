@@ -1,6 +1,6 @@
 //! The domain events an organization records with each change, for the service to write
 //! through the outbox in the change's own transaction. Each names the organization as its
-//! tenant.
+//! tenant; the service renames them for the tenant its store acts for, when it acts for one.
 
 use super::{Organization, now};
 use crate::OrgError;

@@ -249,10 +249,17 @@ impl OrganizationService {
         Ok(())
     }
 
-    /// The events a change publishes, chosen by the notifier.
+    /// The events a change publishes, chosen by the notifier. When the store acts for a
+    /// tenant, each names that tenant rather than the organization: offboarding the tenant
+    /// finds them in a shared outbox, and an outbox under row-level security accepts them
+    /// from the tenant's transaction.
     fn notifications(&self, org: &mut Organization) -> Vec<DomainEvent> {
         let events = org.take_events();
-        self.inner.notifier.notifications(org, events)
+        let events = self.inner.notifier.notifications(org, events);
+        match self.inner.store.tenant() {
+            Ok(Some(tenant)) => events.into_iter().map(|e| e.tenant(tenant)).collect(),
+            _ => events,
+        }
     }
 
     async fn forget(&self, ids: &[OrganizationId]) {

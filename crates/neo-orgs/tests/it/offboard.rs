@@ -1,5 +1,6 @@
 //! Offboarding a tenant from every store at once: organizations in its own schema (schema per
-//! tenant, the schema dropped at the end), its jobs, outbox events, webhook endpoints, messages
+//! tenant, the schema dropped at the end), its jobs, outbox events (the organizations' own
+//! events among them, which name the tenant the service acts for), webhook endpoints, messages
 //! and deliveries in shared tables, its cache entries in Redis; another tenant untouched; an
 //! offboarding interrupted by a failing store resumes and finishes.
 
@@ -86,16 +87,22 @@ impl World {
     async fn seed(&self, tenant: TenantId, n: usize) {
         self.migrator.provision(tenant).await.unwrap();
         let schema = (self.schema_for)(tenant).unwrap();
-        let orgs = OrganizationService::new(
+        let orgs = OrganizationService::tenant_isolated(
             &self.db,
             self.outbox.clone(),
             None,
-            OrgConfig {
-                schema: schema.as_str().to_owned(),
-                ..OrgConfig::default()
-            },
+            OrgConfig::default(),
+            neo_db::TenantIsolation::schema_per_tenant("t_").unwrap(),
         )
         .unwrap();
+        assert_eq!(
+            neo_db::TenantIsolation::schema_per_tenant("t_")
+                .unwrap()
+                .schema_of(tenant)
+                .unwrap(),
+            Some(schema),
+            "the service's schema is the migrator's"
+        );
         self.webhooks
             .create_endpoint(
                 NewEndpoint::new("http://127.0.0.1:9/hook")
@@ -108,7 +115,9 @@ impl World {
         for i in 0..n {
             let name = format!("Org {i} of {tenant}");
             let new = NewOrganization::new(&name, Slug::slugify(&format!("org-{i}")).unwrap());
-            orgs.create("admin", new).await.unwrap();
+            neo_tenant::scope(tenant, orgs.create("admin", new))
+                .await
+                .unwrap();
             let job = NewJob::new("mail.send", &i).unwrap().tenant_id(tenant);
             self.queue
                 .enqueue(self.db.pool(), job, OnDuplicate::Skip)
@@ -143,6 +152,11 @@ impl World {
             (
                 "outbox",
                 "SELECT count(*) FROM neo_events.outbox WHERE tenant_id = $1",
+            ),
+            (
+                "outbox: organizations' events",
+                "SELECT count(*) FROM neo_events.outbox WHERE tenant_id = $1 \
+                 AND aggregate_type = 'organization'",
             ),
             (
                 "endpoints",
@@ -245,6 +259,9 @@ async fn offboarding_removes_a_tenant_everywhere_resumes_and_leaves_the_other() 
     assert!(a_before.values().all(|n| *n > 0), "{a_before:?}");
     // Three mail jobs and one delivery job per event.
     assert_eq!(a_before["jobs"], 6);
+    // Three invoice events and the three organizations' `organization.created`.
+    assert_eq!(a_before["outbox: organizations' events"], 3);
+    assert_eq!(a_before["outbox"], 6);
     assert!(b_before.values().all(|n| *n > 0), "{b_before:?}");
 
     let dir = tempfile::tempdir().unwrap();
@@ -293,7 +310,7 @@ async fn offboarding_removes_a_tenant_everywhere_resumes_and_leaves_the_other() 
     };
     assert_eq!(count("orgs", "organizations"), 3);
     assert_eq!(count("queue", "jobs"), 6);
-    assert_eq!(count("outbox", "outbox"), 3);
+    assert_eq!(count("outbox", "outbox"), 6);
     assert_eq!(count("webhooks", "webhook_endpoints"), 1);
     assert_eq!(count("webhooks", "webhook_subscriptions"), 1);
     assert_eq!(count("webhooks", "webhook_messages"), a_before["messages"]);

@@ -11,12 +11,18 @@ use sqlx::{AssertSqlSafe, FromRow};
 use uuid::Uuid;
 
 impl Webhooks {
-    /// One delivery.
+    /// One delivery (under row-level security, of the task's tenant).
     ///
     /// # Errors
-    /// [`EventError::NotFound`]; a database error.
+    /// [`EventError::NotFound`] (also for another tenant's); [`EventError::Tenant`] under
+    /// row-level security without a tenant in scope; a database error.
     pub async fn delivery(&self, id: i64) -> Result<Delivery, EventError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.delivery.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
@@ -38,7 +44,12 @@ impl Webhooks {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> Result<Vec<Delivery>, EventError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.deliveries.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
@@ -57,7 +68,8 @@ impl Webhooks {
     /// # Errors
     /// A database or queue error.
     pub async fn replay(&self, delivery: i64) -> Result<bool, EventError> {
-        let mut tx = self.inner.db.begin().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut tx = self.inner.tenancy.begin(&self.inner.db, tenant).await?;
         let replayed: Vec<Pending> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.replay_one.clone()))
                 .persistent(self.inner.db.pooler().named_statements())
@@ -79,7 +91,8 @@ impl Webhooks {
         endpoint: Uuid,
         since: DateTime<Utc>,
     ) -> Result<usize, EventError> {
-        let mut tx = self.inner.db.begin().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut tx = self.inner.tenancy.begin(&self.inner.db, tenant).await?;
         let replayed: Vec<Pending> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.replay_since.clone()))
                 .persistent(self.inner.db.pooler().named_statements())
@@ -95,7 +108,8 @@ impl Webhooks {
 
     /// Deletes delivered and dead deliveries last changed more than `older_than` ago, `batch`
     /// rows per statement, then the messages left without deliveries; returns how many
-    /// deliveries went. Pending deliveries are never touched, except those a fan-out recorded
+    /// deliveries went. Retention spans tenants: under row-level security it runs on the
+    /// system `Db` (offboarding one tenant is [`neo_tenant::TenantData::purge`]). Pending deliveries are never touched, except those a fan-out recorded
     /// for an endpoint that was deleted while it ran.
     ///
     /// # Errors
@@ -115,9 +129,9 @@ impl Webhooks {
         let age_ms = older_than.as_secs_f64() * 1e3;
         let mut purged = 0;
         loop {
-            let mut conn = self.inner.db.statement_connection().await?;
+            let mut conn = self.inner.system.statement_connection().await?;
             let done = sqlx::query(AssertSqlSafe(self.inner.sql.purge_deliveries.clone()))
-                .persistent(self.inner.db.pooler().named_statements())
+                .persistent(self.inner.system.pooler().named_statements())
                 .bind(age_ms)
                 .bind(i64::from(batch))
                 .execute(&mut *conn)
@@ -129,9 +143,9 @@ impl Webhooks {
                 break;
             }
         }
-        let mut conn = self.inner.db.statement_connection().await?;
+        let mut conn = self.inner.system.statement_connection().await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.purge_messages.clone()))
-            .persistent(self.inner.db.pooler().named_statements())
+            .persistent(self.inner.system.pooler().named_statements())
             .bind(age_ms)
             .execute(&mut *conn)
             .await

@@ -69,11 +69,14 @@ impl Webhooks {
         Ok(parsed)
     }
 
-    /// Creates an endpoint and its subscriptions.
+    /// Creates an endpoint and its subscriptions. Under row-level security it belongs to
+    /// `new.tenant_id`, or else to the task's tenant.
     ///
     /// # Errors
-    /// [`EventError::Invalid`] for a bad URL, filter, header or rate; a database error.
+    /// [`EventError::Invalid`] for a bad URL, filter, header or rate; [`EventError::Tenant`]
+    /// under row-level security without a tenant; a database error.
     pub async fn create_endpoint(&self, new: NewEndpoint) -> Result<Endpoint, EventError> {
+        let tenant = self.inner.tenancy.acting(new.tenant_id)?;
         self.validate_url(&new.url)?;
         new.filters.iter().try_for_each(|f| validate_filter(f))?;
         validate_headers(&new.headers)?;
@@ -91,11 +94,11 @@ impl Webhooks {
         let stored_secret = self.store_secret(id, &secret.expose()).await?;
         let stored_headers = self.store_headers(id, &new.headers).await?;
         let sealed_with = sealed_with(&[stored_secret.as_str()], &stored_headers);
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = self.inner.tenancy.begin(&self.inner.db, tenant).await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.insert_endpoint.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
-            .bind(new.tenant_id)
+            .bind(tenant)
             .bind(&new.url)
             .bind(vec![stored_secret])
             .bind(rate)
@@ -123,7 +126,12 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::NotFound`]; a database error.
     pub async fn endpoint(&self, id: Uuid) -> Result<Endpoint, EventError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.endpoint.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
@@ -135,12 +143,18 @@ impl Webhooks {
         self.endpoint_from_row(&row).await
     }
 
-    /// The endpoints of a tenant (`None`: those without a tenant).
+    /// The endpoints of a tenant (`None`: those without a tenant; under row-level security,
+    /// the task's tenant's).
     ///
     /// # Errors
-    /// A database error.
+    /// [`EventError::Tenant`] under row-level security without a tenant; a database error.
     pub async fn endpoints(&self, tenant: Option<TenantId>) -> Result<Vec<Endpoint>, EventError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let tenant = self.inner.tenancy.acting(tenant)?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.endpoints.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(tenant)
@@ -166,7 +180,12 @@ impl Webhooks {
         enabled: bool,
         reason: Option<&str>,
     ) -> Result<(), EventError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.set_enabled.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
@@ -188,10 +207,15 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::NotFound`]; a database error.
     pub async fn rotate_secret(&self, endpoint: Uuid) -> Result<WebhookSecret, EventError> {
+        let tenant = self.inner.tenancy.acting(None)?;
         let secret = WebhookSecret::generate();
         let stored = self.store_secret(endpoint, &secret.expose()).await?;
         let key = sealed_with(&[stored.as_str()], &BTreeMap::new()).remove(0);
-        let mut conn = self.inner.db.statement_connection().await?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.rotate.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
@@ -213,7 +237,12 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn delete_endpoint(&self, endpoint: Uuid) -> Result<bool, EventError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let deleted: i64 =
             sqlx::query_scalar(AssertSqlSafe(self.inner.sql.delete_endpoint.clone()))
                 .persistent(self.inner.db.pooler().named_statements())

@@ -53,7 +53,7 @@ impl Webhooks {
         if messages.ids.is_empty() {
             return Ok(0);
         }
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = self.inner.system.begin().await?;
         let fanned = self.fan_out_messages(&mut tx, &messages).await?;
         tx.commit().await?;
         let created = fanned.created();
@@ -61,7 +61,8 @@ impl Webhooks {
         Ok(created)
     }
 
-    /// [`fan_out`](Self::fan_out) in your transaction `tx` (on the webhooks' database): call
+    /// [`fan_out`](Self::fan_out) in your transaction `tx` (on the webhooks' database; under
+    /// row-level security a transaction of the system `Db`, since fan-out spans tenants): call
     /// [`FannedOut::committed`] once `tx` committed. First attempts made inline
     /// ([`inline_attempts`](crate::WebhookConfig::inline_attempts)) are sent at once, before
     /// the commit, so the commit's flush is not on the way to the receiver; what they learn
@@ -114,6 +115,20 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         m: &Messages,
     ) -> Result<FannedOut, EventError> {
+        let span = tracing::info_span!(
+            "neo_events.webhook.fan_out",
+            events = m.ids.len(),
+            tenant = tracing::field::Empty,
+        );
+        crate::tenancy::record_tenant(&span, m.tenants.iter().copied());
+        tracing::Instrument::instrument(self.fan_out_rows(tx, m), span).await
+    }
+
+    async fn fan_out_rows(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        m: &Messages,
+    ) -> Result<FannedOut, EventError> {
         // Events that may fit the free inline slots: the statement returns what sending
         // their deliveries reads, sparing the inline attempts a read.
         let read_targets = m.ids.len() <= self.inner.inline.available_permits();
@@ -123,7 +138,7 @@ impl Webhooks {
             &self.inner.sql.fan_out
         };
         let rows = sqlx::query(AssertSqlSafe(sql.clone()))
-            .persistent(self.inner.db.pooler().named_statements())
+            .persistent(self.inner.system.pooler().named_statements())
             .bind(&m.ids)
             .bind(&m.types)
             .bind(&m.tenants)
@@ -242,6 +257,13 @@ impl Webhooks {
         Ok(())
     }
 
+    /// Whether statements may be prepared under a name on a transaction of either `Db` (the
+    /// FIFO turn runs in fan-out's, on the system one, and in replay's, on the application
+    /// one).
+    fn named_on_either(&self) -> bool {
+        self.inner.db.pooler().named_statements() && self.inner.system.pooler().named_statements()
+    }
+
     /// Gives a FIFO endpoint's oldest pending delivery its job, unless it has one; the
     /// endpoint row lock serializes this per endpoint.
     pub(in crate::webhook) async fn advance_fifo(
@@ -250,14 +272,14 @@ impl Webhooks {
         endpoint: Uuid,
     ) -> Result<(), EventError> {
         sqlx::query(AssertSqlSafe(self.inner.sql.lock_endpoint.clone()))
-            .persistent(self.inner.db.pooler().named_statements())
+            .persistent(self.named_on_either())
             .bind(endpoint)
             .execute(&mut ***tx)
             .await
             .map_err(db_error)?;
         let head: Vec<(i64, Option<TenantId>)> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
-                .persistent(self.inner.db.pooler().named_statements())
+                .persistent(self.named_on_either())
                 .bind(endpoint)
                 .fetch_all(&mut ***tx)
                 .await

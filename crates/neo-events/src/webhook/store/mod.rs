@@ -18,9 +18,10 @@ use super::http::build_client;
 use super::rows::{StatusUpdate, Target, target_loader};
 use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
+use crate::tenancy::{Tenancy, policies};
 pub use fan_out::FannedOut;
 use neo_batch::WriteBatcher;
-use neo_db::{Db, MigrationReport, MigrationSet, Schema};
+use neo_db::{Db, MigrationReport, MigrationSet, RlsSetting, Schema};
 use neo_queue::Queue;
 use neo_resilience::{CircuitBreaker, RateLimiter};
 pub use reseal::{AtRest, ResealProgress};
@@ -31,7 +32,12 @@ use tokio::sync::{OnceCell, broadcast};
 use uuid::Uuid;
 
 pub(in crate::webhook) struct Inner {
+    /// Tenant-scoped calls' `Db` (the application role's under row-level security).
     pub(in crate::webhook) db: Db,
+    /// Cross-tenant work's `Db`: fan-out, delivery, retention, re-sealing (`db` itself
+    /// without row-level security).
+    pub(in crate::webhook) system: Db,
+    pub(in crate::webhook) tenancy: Tenancy,
     pub(in crate::webhook) queue: Queue,
     pub(in crate::webhook) config: WebhookConfig,
     pub(in crate::webhook) sql: Sql,
@@ -76,6 +82,17 @@ pub(in crate::webhook) struct Inner {
 /// let _ = tokio::join!(dispatcher, worker.run(std::future::pending()));
 /// # Ok(()) }
 /// ```
+///
+/// # Row-level security
+/// [`with_row_level_security`](Webhooks::with_row_level_security) puts endpoints,
+/// subscriptions, messages and deliveries under PostgreSQL row-level security on their
+/// `tenant_id`. Then every tenant-scoped call — creating, reading, listing, changing and
+/// deleting endpoints and subscriptions, reading and replaying deliveries, offboarding — acts
+/// for the tenant it is given (`NewEndpoint::tenant_id`, `endpoints(Some(..))`) or else the
+/// task's ([`neo_tenant::scope`]), and without one fails with [`EventError::Tenant`] before
+/// any query. Another tenant's endpoint or delivery is [`EventError::NotFound`]. Dispatch,
+/// fan-out, delivery, [`purge`](Webhooks::purge) (retention) and re-sealing span tenants and
+/// run on the system `Db`. Event types are one catalogue for every tenant.
 #[derive(Clone)]
 pub struct Webhooks {
     pub(in crate::webhook) inner: Arc<Inner>,
@@ -90,6 +107,14 @@ impl std::fmt::Debug for Webhooks {
             .finish_non_exhaustive()
     }
 }
+
+/// The tables under row-level security.
+const TENANT_TABLES: [&str; 4] = [
+    "webhook_endpoints",
+    "webhook_subscriptions",
+    "webhook_messages",
+    "webhook_deliveries",
+];
 
 pub(super) fn db_error(error: sqlx::Error) -> EventError {
     EventError::Db(neo_db::Error::from(error))
@@ -158,6 +183,8 @@ impl Webhooks {
         Ok(Webhooks {
             inner: Arc::new(Inner {
                 db: db.clone(),
+                system: db.clone(),
+                tenancy: Tenancy::Shared,
                 queue,
                 sql,
                 client,
@@ -172,6 +199,62 @@ impl Webhooks {
                 config,
             }),
         })
+    }
+
+    /// This store with its tables under row-level security on `setting` (see the type's
+    /// documentation): tenant-scoped calls run on the `Db` it was built with (an application
+    /// role that is neither the tables' owner nor `BYPASSRLS`), cross-tenant work on `system`
+    /// (a `BYPASSRLS` role). Call it on the value `new` or `sealed` returned, before cloning
+    /// it. Migrate with [`rls_migrations`](Self::rls_migrations) as the owner, then grant
+    /// both roles the tables ([`neo_db::grant_app_role`]).
+    ///
+    /// # Errors
+    /// [`EventError::Invalid`] when this value was cloned already.
+    pub fn with_row_level_security(
+        mut self,
+        system: &Db,
+        setting: RlsSetting,
+    ) -> Result<Self, EventError> {
+        let Some(inner) = Arc::get_mut(&mut self.inner) else {
+            return Err(EventError::Invalid {
+                what: "webhooks",
+                reason:
+                    "with_row_level_security needs the value new or sealed returned, not a clone"
+                        .into(),
+            });
+        };
+        inner.targets = target_loader(system, inner.sql.load_for_send.clone(), &inner.config)?;
+        inner.system = system.clone();
+        inner.tenancy = Tenancy::rls(system, setting);
+        Ok(self)
+    }
+
+    /// Whether the tables are under row-level security.
+    pub fn is_row_level_security(&self) -> bool {
+        self.inner.tenancy.setting().is_some()
+    }
+
+    /// [`migrations`](Self::migrations) and migration 5: subscriptions name their endpoint's
+    /// tenant (filled from the setting on insert), indexes on the tenant of messages and
+    /// deliveries (for offboarding), and on endpoints, subscriptions, messages and deliveries
+    /// `ENABLE` and `FORCE ROW LEVEL SECURITY` with a policy comparing `tenant_id` with
+    /// `setting`. Rows without a tenant (endpoints receiving every tenant's events, events
+    /// of no tenant) stay for the system `Db` only: no tenant sees them.
+    ///
+    /// # Errors
+    /// Never for a valid setting; fallible for symmetry.
+    pub fn rls_migrations(setting: &RlsSetting) -> Result<MigrationSet, EventError> {
+        let tenant = setting.current_tenant_sql();
+        let sql = format!(
+            "ALTER TABLE webhook_subscriptions ADD COLUMN tenant_id uuid;\n\
+             UPDATE webhook_subscriptions s SET tenant_id = e.tenant_id \
+               FROM webhook_endpoints e WHERE e.id = s.endpoint_id;\n\
+             ALTER TABLE webhook_subscriptions ALTER COLUMN tenant_id SET DEFAULT {tenant};\n\
+             CREATE INDEX webhook_messages_tenant ON webhook_messages (tenant_id);\n\
+             CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries (tenant_id);\n{}",
+            policies(setting, &TENANT_TABLES)?
+        );
+        Ok(Self::migrations()?.with_sql(5, "webhooks row-level security", sql))
     }
 
     /// The webhook tables' migrations.
@@ -210,7 +293,11 @@ impl Webhooks {
     /// # Errors
     /// A migration error; [`EventError::PlainTextAtRest`] in strict mode.
     pub async fn migrate(&self) -> Result<MigrationReport, EventError> {
-        let report = Self::migrations()?
+        let set = match self.inner.tenancy.setting() {
+            None => Self::migrations()?,
+            Some(setting) => Self::rls_migrations(setting)?,
+        };
+        let report = set
             .run_in_schema(&self.inner.db, &self.inner.schema)
             .await?;
         if self.inner.config.require_sealed {

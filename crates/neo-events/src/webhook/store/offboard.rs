@@ -58,8 +58,16 @@ impl TenantData for Webhooks {
                 let select = format!(
                     "SELECT to_jsonb(x) FROM {table} AS x WHERE {condition} ORDER BY x.created_at"
                 );
-                n += tenant_rows::export("webhooks", &self.inner.db, sink, name, &select, tenant)
-                    .await?;
+                n += tenant_rows::export(
+                    "webhooks",
+                    &self.inner.db,
+                    &self.inner.tenancy,
+                    sink,
+                    name,
+                    &select,
+                    tenant,
+                )
+                .await?;
             }
             Ok(n)
         })
@@ -73,7 +81,14 @@ impl TenantData for Webhooks {
                 .rev()
                 .map(|(_, table, condition)| format!("DELETE FROM {table} AS x WHERE {condition}"))
                 .collect();
-            tenant_rows::purge("webhooks", &self.inner.db, &deletes, tenant).await
+            tenant_rows::purge(
+                "webhooks",
+                &self.inner.db,
+                &self.inner.tenancy,
+                &deletes,
+                tenant,
+            )
+            .await
         })
     }
 }

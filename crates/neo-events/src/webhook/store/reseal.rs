@@ -126,7 +126,7 @@ impl Webhooks {
             reason: "these Webhooks have no sealer (Webhooks::sealed)".into(),
         })?;
         let current = sealer.current_key_id();
-        let mut tx = self.inner.db.begin().await?;
+        let mut tx = self.inner.system.begin().await?;
         let rows: Vec<StoredRow> =
             sqlx::query_as(sqlx::AssertSqlSafe(self.inner.sql.reseal_page.clone()))
                 .bind(after.unwrap_or(Uuid::nil()))
@@ -242,7 +242,7 @@ impl Webhooks {
             .unwrap_or_default();
         // A statement connection: behind a transaction pooler a statement must run unnamed
         // inside a transaction (neo_db::Pooler).
-        let db = &self.inner.db;
+        let db = &self.inner.system;
         let mut conn = db.statement_connection().await?;
         let count: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(self.inner.sql.not_under.clone()))
             .persistent(db.pooler().named_statements())
@@ -259,7 +259,7 @@ impl Webhooks {
     async fn examine_unrecorded(&self) -> Result<(), EventError> {
         let mut after = Uuid::nil();
         loop {
-            let mut tx = self.inner.db.begin().await?;
+            let mut tx = self.inner.system.begin().await?;
             let rows: Vec<StoredRow> =
                 sqlx::query_as(sqlx::AssertSqlSafe(self.inner.sql.examine_page.clone()))
                     .bind(after)
@@ -287,7 +287,7 @@ impl Webhooks {
     /// A database error.
     pub async fn at_rest(&self) -> Result<AtRest, EventError> {
         self.examine_unrecorded().await?;
-        let db = &self.inner.db;
+        let db = &self.inner.system;
         let mut conn = db.statement_connection().await?;
         let counts: Vec<(String, i64)> =
             sqlx::query_as(sqlx::AssertSqlSafe(self.inner.sql.rows_by_key.clone()))

@@ -57,8 +57,26 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::Invalid`] for a bad filter; [`EventError::NotFound`]; a database error.
     pub async fn subscribe(&self, endpoint: Uuid, filter: &str) -> Result<(), EventError> {
+        let tenant = self.inner.tenancy.acting(None)?;
         validate_filter(filter)?;
-        let mut conn = self.inner.db.statement_connection().await?;
+        let mut conn = if self.inner.tenancy.setting().is_some() {
+            // The subscription row names the acting tenant, which the foreign key does not
+            // check (it sees every tenant's endpoints): the endpoint must be the tenant's.
+            let mut tx = self.inner.tenancy.begin(&self.inner.db, tenant).await?;
+            let mine: Option<Uuid> =
+                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.lock_endpoint.clone()))
+                    .persistent(self.inner.db.pooler().named_statements())
+                    .bind(endpoint)
+                    .fetch_optional(&mut **tx)
+                    .await
+                    .map_err(db_error)?;
+            if mine.is_none() {
+                return Err(not_found("endpoint", endpoint));
+            }
+            neo_db::StatementConnection::Transaction(tx)
+        } else {
+            self.inner.db.statement_connection().await?
+        };
         sqlx::query(AssertSqlSafe(self.inner.sql.insert_subscriptions.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
@@ -80,7 +98,12 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn unsubscribe(&self, endpoint: Uuid, filter: &str) -> Result<bool, EventError> {
-        let mut conn = self.inner.db.statement_connection().await?;
+        let tenant = self.inner.tenancy.acting(None)?;
+        let mut conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.delete_subscription.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
