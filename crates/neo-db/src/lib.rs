@@ -8,6 +8,9 @@
 //! - [`BatchRepository`]: `save_batch` (UNNEST, upsert, RETURNING), `load_batch` (`= ANY`,
 //!   aligned with the input), `update_batch` (optimistic versions), `delete_batch`,
 //!   `exists_batch`, `validate_batch`, chunking; keyset and offset pages.
+//! - `#[derive(Record)]` (feature `derive`): the [`Record`] (and, with a table, [`Table`])
+//!   impl from a struct's fields and `#[record(...)]` attributes; `#[derive(CopyRow)]` for
+//!   [`CopyWriter`] rows. See [Deriving a record](#deriving-a-record).
 //! - [`CopyWriter`]: buffered binary/text COPY with auto-flush and upsert through staging.
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
 //! - [`tenancy`]: one store value for every tenant, isolated by a schema per tenant
@@ -83,6 +86,7 @@ mod retry;
 #[cfg(feature = "seal")]
 pub mod seal;
 mod session;
+mod table;
 mod telemetry;
 pub mod tenancy;
 mod tenants;
@@ -103,6 +107,9 @@ pub use pooler::{Pooler, StatementConnection};
 pub use replica::{ReplicaConfig, ReplicaStatus};
 pub use retry::{Isolation, TransactionRetryConfig};
 pub use session::{Consistency, Lsn, ReadSession};
+#[doc(hidden)]
+pub use table::__private;
+pub use table::{RecordColumn, Table, TableSchema};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tenancy::{PrefixedSchemas, RlsSetting, TenantIsolation, TenantSchemaResolver};
 pub use tenants::{
@@ -110,6 +117,15 @@ pub use tenants::{
     TenantProgress, TenantsReport, schema_per_tenant,
 };
 pub use tls::SslMode;
+
+/// `#[derive(Record)]`: implements [`Record`](trait@Record) (and `sqlx::FromRow`, and
+/// [`Table`] when the struct names its table) from the struct's fields.
+#[cfg(feature = "derive")]
+pub use neo_derive::Record;
+
+/// `#[derive(CopyRow)]`: implements [`CopyRow`](trait@CopyRow) from the struct's fields.
+#[cfg(feature = "derive")]
+pub use neo_derive::CopyRow;
 
 /// The sqlx version neo-db is built on, for `FromRow` derives and raw queries.
 pub use sqlx;
