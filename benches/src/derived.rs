@@ -79,15 +79,19 @@ fn save_batch(rt: &Rc<Runtime>, db: &Db) -> Pair {
         raw_per_iteration: None,
         ours: Box::new(move || {
             let rows = derived_items(100);
-            black_box(check(
-                rt1.block_on(derived.save_batch(&db1, &rows, OnConflict::Error)),
-            ));
+            black_box(check(rt1.block_on(derived.save_batch(
+                &db1,
+                &rows,
+                OnConflict::Error,
+            ))));
         }),
         raw: Box::new(move || {
             let rows = items(100);
-            black_box(check(
-                rt2.block_on(hand.save_batch(&db2, &rows, OnConflict::Error)),
-            ));
+            black_box(check(rt2.block_on(hand.save_batch(
+                &db2,
+                &rows,
+                OnConflict::Error,
+            ))));
         }),
     }
 }
@@ -101,7 +105,10 @@ mod tests {
     #[test]
     fn both_sides_write_the_same_rows() {
         assert_eq!(DerivedItem::COLUMNS, <Item as Record>::COLUMNS);
-        assert_eq!(DerivedItem::VERSION_COLUMN, <Item as Record>::VERSION_COLUMN);
+        assert_eq!(
+            DerivedItem::VERSION_COLUMN,
+            <Item as Record>::VERSION_COLUMN
+        );
         let rt = check(
             tokio::runtime::Builder::new_current_thread()
                 .enable_all()
