@@ -54,6 +54,33 @@
 //! Every method that touches the database takes any [`sqlx::Acquire`], so the same call
 //! runs on the pool (`&db`) or inside a transaction (`&mut *uow`).
 //!
+//! # Deriving a record
+//! With feature `derive`, `#[derive(neo_db::Record)]` writes the [`Record`](trait@Record) impl
+//! (and `sqlx::FromRow`, and [`Table`] when the struct names its table) from the struct's
+//! fields; `#[derive(neo_db::CopyRow)]` the [`CopyRow`](trait@CopyRow) impl. The attributes
+//! are documented in the `neo-derive` crate.
+//! ```
+//! # #[cfg(feature = "derive")] {
+//! use neo_db::{Record, Table};
+//!
+//! #[derive(Debug, Clone, neo_db::Record, neo_db::CopyRow)]
+//! #[record(table = "orders", schema = tenant)]
+//! struct Order {
+//!     id: uuid::Uuid,
+//!     #[record(rename = "total")]
+//!     total_cents: i64,
+//!     #[record(version)]
+//!     version: i64,
+//! }
+//!
+//! let columns: Vec<&str> = Order::COLUMNS.iter().map(|c| c.name()).collect();
+//! assert_eq!(columns, ["id", "total", "version"]);
+//! assert_eq!((Order::TABLE, Order::VERSION_COLUMN), ("orders", Some("version")));
+//! # }
+//! ```
+//! `Order::tenant_batch_repository(&db, &isolation, tenant)?` is then the repository of the
+//! tenant's `orders`, and `Order::copy_writer(&db, Some(&schema))?` its COPY writer.
+//!
 //! # Example
 //! ```no_run
 //! # async fn demo() -> neo_db::Result<()> {
