@@ -353,10 +353,10 @@ fn parse_field(field: &syn::Field, errors: &mut Errors) -> Option<FieldInput> {
     }
     // A skipped field never reaches the database, so its type needs no mapping; a cast
     // column is sent as the driver's type for the Rust value, then cast in SQL.
-    if parsed.skip.is_none() {
-        if let Err(e) = check_field_type(&parsed.ty) {
-            errors.push(e);
-        }
+    if parsed.skip.is_none()
+        && let Err(e) = check_field_type(&parsed.ty)
+    {
+        errors.push(e);
     }
     Some(parsed)
 }

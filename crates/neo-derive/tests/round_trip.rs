@@ -86,12 +86,12 @@ impl Product {
             name: format!("product {n}"),
             price_cents: n as i64 * 10,
             attrs: serde_json::json!({ "n": n }),
-            status: if n % 2 == 0 {
+            status: if n.is_multiple_of(2) {
                 Status::Draft
             } else {
                 Status::Live
             },
-            discontinued_at: (n % 3 == 0).then(|| DateTime::<Utc>::UNIX_EPOCH),
+            discontinued_at: n.is_multiple_of(3).then_some(DateTime::<Utc>::UNIX_EPOCH),
             version: 1,
             created_at: DateTime::<Utc>::UNIX_EPOCH,
             cart_quantity: 7,
