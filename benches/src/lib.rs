@@ -15,6 +15,7 @@ pub mod cache_cluster;
 pub mod coord;
 pub mod core;
 pub mod db;
+pub mod derived;
 pub mod events;
 pub mod fair;
 pub mod flaky;
@@ -122,6 +123,10 @@ pub fn groups() -> Vec<Group> {
         Group {
             name: "db",
             build: db::pairs,
+        },
+        Group {
+            name: "db",
+            build: derived::pairs,
         },
         Group {
             name: "cache",

@@ -8,6 +8,9 @@
 //! - [`BatchRepository`]: `save_batch` (UNNEST, upsert, RETURNING), `load_batch` (`= ANY`,
 //!   aligned with the input), `update_batch` (optimistic versions), `delete_batch`,
 //!   `exists_batch`, `validate_batch`, chunking; keyset and offset pages.
+//! - `#[derive(Record)]` (feature `derive`): the [`Record`] (and, with a table, [`Table`])
+//!   impl from a struct's fields and `#[record(...)]` attributes; `#[derive(CopyRow)]` for
+//!   [`CopyWriter`] rows. See [Deriving a record](#deriving-a-record).
 //! - [`CopyWriter`]: buffered binary/text COPY with auto-flush and upsert through staging.
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
 //! - [`tenancy`]: one store value for every tenant, isolated by a schema per tenant
@@ -51,6 +54,33 @@
 //! Every method that touches the database takes any [`sqlx::Acquire`], so the same call
 //! runs on the pool (`&db`) or inside a transaction (`&mut *uow`).
 //!
+//! # Deriving a record
+//! With feature `derive`, `#[derive(neo_db::Record)]` writes the [`Record`](trait@Record) impl
+//! (and `sqlx::FromRow`, and [`Table`] when the struct names its table) from the struct's
+//! fields; `#[derive(neo_db::CopyRow)]` the [`CopyRow`](trait@CopyRow) impl. The attributes
+//! are documented in the `neo-derive` crate.
+//! ```
+//! # #[cfg(feature = "derive")] {
+//! use neo_db::{Record, Table};
+//!
+//! #[derive(Debug, Clone, neo_db::Record, neo_db::CopyRow)]
+//! #[record(table = "orders", schema = tenant)]
+//! struct Order {
+//!     id: uuid::Uuid,
+//!     #[record(rename = "total")]
+//!     total_cents: i64,
+//!     #[record(version)]
+//!     version: i64,
+//! }
+//!
+//! let columns: Vec<&str> = Order::COLUMNS.iter().map(|c| c.name()).collect();
+//! assert_eq!(columns, ["id", "total", "version"]);
+//! assert_eq!((Order::TABLE, Order::VERSION_COLUMN), ("orders", Some("version")));
+//! # }
+//! ```
+//! `Order::tenant_batch_repository(&db, &isolation, tenant)?` is then the repository of the
+//! tenant's `orders`, and `Order::copy_writer(&db, Some(&schema))?` its COPY writer.
+//!
 //! # Example
 //! ```no_run
 //! # async fn demo() -> neo_db::Result<()> {
@@ -89,6 +119,7 @@ mod retry;
 #[cfg(feature = "seal")]
 pub mod seal;
 mod session;
+mod table;
 mod telemetry;
 pub mod tenancy;
 mod tenants;
@@ -109,6 +140,9 @@ pub use pooler::{Pooler, StatementConnection};
 pub use replica::{ReplicaConfig, ReplicaStatus};
 pub use retry::{Isolation, TransactionRetryConfig};
 pub use session::{Consistency, Lsn, ReadSession};
+#[doc(hidden)]
+pub use table::__private;
+pub use table::{RecordColumn, Table, TableSchema};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tenancy::{PrefixedSchemas, RlsSetting, TenantIsolation, TenantSchemaResolver};
 pub use tenants::{
@@ -116,6 +150,15 @@ pub use tenants::{
     TenantProgress, TenantsReport, schema_per_tenant,
 };
 pub use tls::SslMode;
+
+/// `#[derive(Record)]`: implements [`Record`](trait@Record) (and `sqlx::FromRow`, and
+/// [`Table`] when the struct names its table) from the struct's fields.
+#[cfg(feature = "derive")]
+pub use neo_derive::Record;
+
+/// `#[derive(CopyRow)]`: implements [`CopyRow`](trait@CopyRow) from the struct's fields.
+#[cfg(feature = "derive")]
+pub use neo_derive::CopyRow;
 
 /// The sqlx version neo-db is built on, for `FromRow` derives and raw queries.
 pub use sqlx;

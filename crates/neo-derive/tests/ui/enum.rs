@@ -1,0 +1,7 @@
+#[derive(neo_db::Record)]
+enum Status {
+    Draft,
+    Live,
+}
+
+fn main() {}

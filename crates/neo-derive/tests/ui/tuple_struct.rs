@@ -1,0 +1,4 @@
+#[derive(neo_db::Record)]
+struct Pair(uuid::Uuid, String);
+
+fn main() {}
