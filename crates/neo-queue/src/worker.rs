@@ -434,8 +434,10 @@ async fn run_job(
     let outcome = match handler {
         Some(handler) => {
             let kind = job.kind.clone();
+            let span = run_span(&job);
+            let run = span.in_scope(|| handler(job));
             // Its own task, so a panic is caught; aborted with this one.
-            let mut handle = AbortOnDrop(tokio::spawn(handler(job)));
+            let mut handle = AbortOnDrop(tokio::spawn(tracing::Instrument::instrument(run, span)));
             match (&mut handle.0).await {
                 Ok(outcome) => outcome,
                 Err(panic) => Err(JobError::Retry(format!(
@@ -450,6 +452,24 @@ async fn run_job(
     };
     pace.ran(started.elapsed());
     let _ = done.send((receipt, outcome, claimed_at));
+}
+
+/// The span a job runs in: `neo_queue.job`, linked to the trace context the job carries
+/// (recorded as `link.traceparent`, and a span link through the installed
+/// [`TracePropagation`](neo_core::trace::TracePropagation)).
+fn run_span(job: &Job) -> tracing::Span {
+    let span = tracing::info_span!(
+        "neo_queue.job",
+        job.id = %job.id,
+        job.kind = %job.kind,
+        job.attempt = job.attempt,
+        link.traceparent = tracing::field::Empty,
+    );
+    if let Some(context) = &job.trace_context {
+        span.record("link.traceparent", tracing::field::display(context));
+        span.in_scope(|| neo_core::trace::link_current(context));
+    }
+    span
 }
 
 /// Moving averages of how long a job runs and how long a claim takes, in nanoseconds (0

@@ -4,7 +4,8 @@
 use super::Queue;
 use crate::{Error, NewJob, OnDuplicate, Result};
 use chrono::{DateTime, Utc};
-use neo_core::JobId;
+use neo_core::{JobId, TraceContext};
+use sqlx::types::Json;
 use sqlx::{Acquire, Postgres};
 use std::collections::HashSet;
 
@@ -95,6 +96,7 @@ impl Queue {
             .bind(&columns.unique_keys)
             .bind(&columns.tenants)
             .bind(&self.config.channel)
+            .bind(&columns.traces)
             .fetch_all(&mut *conn)
             .await
             .map_err(duplicate_or)?;
@@ -136,6 +138,7 @@ struct Columns {
     max_attempts: Vec<i32>,
     unique_keys: Vec<Option<String>>,
     tenants: Vec<Option<String>>,
+    traces: Vec<Option<Json<TraceContext>>>,
 }
 
 impl Columns {
@@ -149,6 +152,7 @@ impl Columns {
             max_attempts: Vec::with_capacity(n),
             unique_keys: Vec::with_capacity(n),
             tenants: Vec::with_capacity(n),
+            traces: Vec::with_capacity(n),
         }
     }
 
@@ -162,5 +166,6 @@ impl Columns {
             .push(job.max_attempts.unwrap_or(default_attempts));
         self.unique_keys.push(job.unique_key.clone());
         self.tenants.push(job.tenant.clone());
+        self.traces.push(job.trace_context.clone().map(Json));
     }
 }

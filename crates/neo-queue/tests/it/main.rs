@@ -3,6 +3,7 @@
 
 mod fair;
 mod queue;
+mod trace;
 mod worker;
 
 use neo_db::{Db, DbConfig};
@@ -34,6 +35,6 @@ pub(crate) async fn setup(
         }),
     )
     .unwrap();
-    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3]);
+    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3, 5]);
     (test_db, db, queue)
 }
