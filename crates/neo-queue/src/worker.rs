@@ -465,7 +465,11 @@ fn run_span(job: &Job) -> tracing::Span {
         job.attempt = job.attempt,
         link.traceparent = tracing::field::Empty,
     );
-    if let Some(context) = &job.trace_context {
+    // Linked only when the span exists: inside a disabled one, the link would land on
+    // whatever span is current.
+    if !span.is_disabled()
+        && let Some(context) = &job.trace_context
+    {
         span.record("link.traceparent", tracing::field::display(context));
         span.in_scope(|| neo_core::trace::link_current(context));
     }

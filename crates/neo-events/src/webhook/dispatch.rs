@@ -2,8 +2,10 @@
 //! inline first attempts sent before its commit.
 
 use super::Webhooks;
+use crate::outbox::{dispatch_span, link_events};
 use crate::{EventError, Outbox};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 impl Webhooks {
     /// One dispatcher round: claims up to the outbox's `batch_size` events and fans them out
@@ -17,11 +19,25 @@ impl Webhooks {
     /// # Errors
     /// A database or queue error; the events stay pending (claimed again next round).
     pub async fn dispatch_once(&self, outbox: &Outbox) -> Result<usize, EventError> {
+        let span = dispatch_span();
+        self.dispatch_round(outbox, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// [`dispatch_once`](Self::dispatch_once) in its span, which links to the events'
+    /// trace contexts.
+    async fn dispatch_round(
+        &self,
+        outbox: &Outbox,
+        span: &tracing::Span,
+    ) -> Result<usize, EventError> {
         let mut tx = self.inner.db.begin().await?;
         let events = outbox.claim(&mut tx).await?;
         if events.is_empty() {
             return Ok(0);
         }
+        link_events(span, &events);
         // An error drops `tx` (rolled back) and the fanned-out deliveries with it.
         let fanned = self.fan_out_in(&mut tx, &events).await?;
         tx.commit().await?;

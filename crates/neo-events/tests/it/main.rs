@@ -18,4 +18,6 @@ mod webhook_sealing;
 #[cfg(feature = "webhooks")]
 mod webhook_secrecy;
 #[cfg(feature = "webhooks")]
+mod webhook_trace;
+#[cfg(feature = "webhooks")]
 mod webhooks;

@@ -31,7 +31,7 @@ async fn setup(route: PgRoute) -> (neo_testkit::TestDatabase, Db, Outbox) {
         },
     )
     .unwrap();
-    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1]);
+    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3]);
     (test_db, db, outbox)
 }
 

@@ -166,7 +166,10 @@ pub(crate) async fn setup_in_with(
         )
         .unwrap(),
     };
-    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
+    assert_eq!(
+        webhooks.migrate().await.unwrap().applied,
+        vec![1, 2, 3, 4, 6]
+    );
     Setup {
         _test_db: test_db,
         db,

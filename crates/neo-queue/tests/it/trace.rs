@@ -47,6 +47,8 @@ async fn a_job_enqueued_in_a_span_runs_in_a_span_linked_to_it(route: PgRoute) {
             "SELECT payload, trace_context->>'traceparent' FROM {}.jobs ORDER BY payload::text",
             queue.config().schema
         )))
+        // Unnamed: behind PgBouncer the next statement may run on another server session.
+        .persistent(false)
         .fetch_all(db.pool())
         .await
         .unwrap();
