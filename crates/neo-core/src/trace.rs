@@ -282,7 +282,7 @@ fn hex<const N: usize>(digits: &[u8], what: &str) -> Result<[u8; N]> {
     let mut out = [0_u8; N];
     for (i, pair) in digits.chunks_exact(2).enumerate() {
         match (nibble(pair[0]), nibble(pair[1])) {
-            (Some(hi), Some(lo)) => out[i] = hi << 4 | lo,
+            (Some(hi), Some(lo)) => out[i] = (hi << 4) | lo,
             _ => {
                 return Err(invalid(format!("the {what} must be lowercase hex digits")));
             }

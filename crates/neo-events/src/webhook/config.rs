@@ -89,7 +89,7 @@ pub struct WebhookConfig {
     /// Send the W3C trace context of a delivery's event as its request's `traceparent` (and
     /// `tracestate`) headers, so the receiver's work joins the trace of the request that
     /// published the event. Off by default: it tells receivers your trace ids.
-    /// From the environment: `NEO_EVENTS_WEBHOOKS_SEND_TRACE_CONTEXT=true`.
+    /// From the environment: `..._SEND_TRACE_CONTEXT=true`.
     pub send_trace_context: bool,
 }
 

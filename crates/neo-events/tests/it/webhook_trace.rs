@@ -206,6 +206,31 @@ async fn the_header_is_not_sent_unless_enabled_and_inline_attempts_link_too(rout
     finish(running, &s, receiver).await;
 }
 
+#[test]
+#[allow(
+    clippy::result_large_err,
+    reason = "figment::Jail's closure signature is not ours"
+)]
+fn sending_the_trace_context_is_a_setting_off_by_default() {
+    assert!(!WebhookConfig::default().send_trace_context);
+    let from_json: WebhookConfig =
+        serde_json::from_value(serde_json::json!({ "send_trace_context": true })).unwrap();
+    assert!(from_json.send_trace_context);
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("NEO_WEBHOOKS_SEND_TRACE_CONTEXT", "true");
+        let config: WebhookConfig = neo_core::config::from_env("NEO_WEBHOOKS_").unwrap();
+        assert!(config.send_trace_context);
+        assert_eq!(
+            WebhookConfig {
+                send_trace_context: false,
+                ..config
+            },
+            WebhookConfig::default()
+        );
+        Ok(())
+    });
+}
+
 neo_testkit::over_routes!(
     a_published_event_links_its_dispatch_and_deliveries_and_sends_its_traceparent,
     the_header_is_not_sent_unless_enabled_and_inline_attempts_link_too,
