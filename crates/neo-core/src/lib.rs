@@ -30,6 +30,7 @@ pub mod id;
 pub mod metric;
 pub mod pagination;
 pub mod sync;
+pub mod trace;
 pub mod value;
 
 pub use clock::{Clock, ManualClock, SystemClock};
@@ -39,6 +40,7 @@ pub use id::{DeliveryId, EndpointId, EventId, JobId, OrganizationId, TenantId, U
 pub use metric::{MetricDef, MetricKind};
 pub use pagination::{CountMode, CursorPage, CursorRequest, Page, PageRequest, PaginationConfig};
 pub use secrecy::{ExposeSecret, SecretString};
+pub use trace::TraceContext;
 pub use value::{
     CountryCode, DomainName, EmailAddress, HttpsUrl, MAX_RESOURCE_NAME_LEN, Metadata,
     MetadataLimits, RESOURCE_NAME_RULE, Slug, is_resource_name, validate_resource_name,

@@ -2,7 +2,7 @@
 
 use crate::EventError;
 use chrono::{DateTime, SubsecRound, Utc};
-use neo_core::{EventId, TenantId};
+use neo_core::{EventId, TenantId, TraceContext};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -31,6 +31,10 @@ pub struct DomainEvent {
     correlation_id: Option<Uuid>,
     causation_id: Option<EventId>,
     schema_version: i32,
+    /// The trace context of the span that made it (`{"traceparent", "tracestate"}`), left out
+    /// of the JSON when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace_context: Option<TraceContext>,
 }
 
 pub(crate) fn validate_type(
@@ -66,7 +70,9 @@ pub(crate) fn validate_type(
 }
 
 impl DomainEvent {
-    /// A new event (id UUIDv7, `occurred_at` now, schema version 1).
+    /// A new event (id UUIDv7, `occurred_at` now, schema version 1). It carries the current
+    /// span's trace context when a [`TracePropagation`](neo_core::trace::TracePropagation) is
+    /// installed (replace it with [`with_trace_context`](Self::with_trace_context)).
     ///
     /// # Errors
     /// [`EventError::Invalid`] for a bad event or aggregate type, an empty aggregate id, or a
@@ -102,6 +108,7 @@ impl DomainEvent {
             correlation_id: None,
             causation_id: None,
             schema_version: 1,
+            trace_context: neo_core::trace::current(),
         })
     }
 
@@ -138,6 +145,15 @@ impl DomainEvent {
     #[must_use]
     pub fn caused_by(mut self, cause: EventId) -> Self {
         self.causation_id = Some(cause);
+        self
+    }
+
+    /// The W3C trace context the event carries through the outbox (stored with it; the
+    /// dispatch span and its webhook deliveries link to it); `None` for none. Replaces the one
+    /// [`new`](Self::new) captured from the current span.
+    #[must_use]
+    pub fn with_trace_context(mut self, context: Option<TraceContext>) -> Self {
+        self.trace_context = context;
         self
     }
 
@@ -192,6 +208,10 @@ impl DomainEvent {
     pub fn version(&self) -> i32 {
         self.schema_version
     }
+    /// The trace context of the span that made it.
+    pub fn trace_context(&self) -> Option<&TraceContext> {
+        self.trace_context.as_ref()
+    }
 
     pub(crate) fn from_row(row: &sqlx::postgres::PgRow) -> Result<Self, sqlx::Error> {
         use sqlx::Row;
@@ -207,6 +227,9 @@ impl DomainEvent {
             correlation_id: row.try_get("correlation_id")?,
             causation_id: row.try_get("causation_id")?,
             schema_version: row.try_get("schema_version")?,
+            trace_context: row
+                .try_get::<Option<sqlx::types::Json<TraceContext>>, _>("trace_context")?
+                .map(|json| json.0),
         })
     }
 }

@@ -10,6 +10,7 @@ use sqlx::{Acquire, AssertSqlSafe, Postgres};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::broadcast;
+use tracing::Instrument;
 
 /// Outbox settings. Load with `neo_core::config::from_env("NEO_EVENTS_OUTBOX_")`.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -93,11 +94,11 @@ pub struct Outbox {
 /// The outbox tables under row-level security.
 const TENANT_TABLES: [&str; 2] = ["outbox", "outbox_archive"];
 
-const COLUMNS: &str = "id, event_type, aggregate_type, aggregate_id, tenant_id, payload, metadata, occurred_at, correlation_id, causation_id, schema_version";
+const COLUMNS: &str = "id, event_type, aggregate_type, aggregate_id, tenant_id, payload, metadata, occurred_at, correlation_id, causation_id, schema_version, trace_context";
 /// The event JSON's fields as `jsonb_to_recordset` reads them.
 const RECORD: &str = "id uuid, event_type text, aggregate_type text, aggregate_id text, tenant_id uuid, \
      payload jsonb, metadata jsonb, occurred_at timestamptz, correlation_id uuid, causation_id uuid, \
-     schema_version int4";
+     schema_version int4, trace_context jsonb";
 
 impl Outbox {
     /// An outbox in `config.schema`.
@@ -119,7 +120,7 @@ impl Outbox {
             table: t.to_string(),
             insert: format!(
                 "WITH ins AS (INSERT INTO {t} ({COLUMNS}) SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::text[], \
-                 $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::uuid[], $10::uuid[], $11::int4[]) \
+                 $4::text[], $5::uuid[], $6::jsonb[], $7::jsonb[], $8::timestamptz[], $9::uuid[], $10::uuid[], $11::int4[], $13::jsonb[]) \
                  RETURNING id) SELECT count(*) FROM ins, (SELECT pg_notify($12, '')) AS woken"
             ),
             // The pending rows are locked (skipping those another dispatcher holds) and
@@ -194,11 +195,17 @@ impl Outbox {
     /// # Errors
     /// Never; fallible for symmetry with other crates' sets.
     pub fn migrations() -> Result<MigrationSet, EventError> {
-        Ok(MigrationSet::new("neo_events")?.with(
-            1,
-            "outbox",
-            include_str!("../migrations/outbox/1_outbox.sql"),
-        ))
+        Ok(MigrationSet::new("neo_events")?
+            .with(
+                1,
+                "outbox",
+                include_str!("../migrations/outbox/1_outbox.sql"),
+            )
+            .with(
+                3,
+                "events carry trace context",
+                include_str!("../migrations/outbox/3_events_carry_trace_context.sql"),
+            ))
     }
 
     /// Creates or upgrades the outbox tables in `config.schema`.
@@ -316,6 +323,12 @@ impl Outbox {
             )
             .bind(events.iter().map(DomainEvent::version).collect::<Vec<_>>())
             .bind(&self.config.channel)
+            .bind(
+                events
+                    .iter()
+                    .map(|e| e.trace_context().map(sqlx::types::Json))
+                    .collect::<Vec<_>>(),
+            )
             .fetch_one(&mut *conn)
             .await
             .map_err(neo_db::Error::from)?;
@@ -424,16 +437,34 @@ impl Outbox {
             "neo_events.outbox.dispatch",
             events = tracing::field::Empty,
             tenant = tracing::field::Empty,
+            links = tracing::field::Empty,
         );
-        let mut tx = tracing::Instrument::instrument(self.system().begin(), span.clone()).await?;
-        let events = tracing::Instrument::instrument(self.claim(&mut tx), span.clone()).await?;
+        self.dispatch_round(handler, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    /// [`dispatch_once`](Self::dispatch_once) in its span, which links to the events'
+    /// trace contexts and names their tenant.
+    async fn dispatch_round<F, Fut, T, E>(
+        &self,
+        handler: F,
+        span: &tracing::Span,
+    ) -> Result<usize, EventError>
+    where
+        F: FnOnce(Vec<DomainEvent>) -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        E: std::fmt::Display,
+    {
+        let mut tx = self.system().begin().await?;
+        let events = self.claim(&mut tx).await?;
         if events.is_empty() {
             return Ok(0);
         }
-        span.record("events", events.len());
-        crate::tenancy::record_tenant(&span, events.iter().map(DomainEvent::tenant_id));
+        link_events(span, &events);
+        crate::tenancy::record_tenant(span, events.iter().map(DomainEvent::tenant_id));
         let dispatched = events.len();
-        if let Err(error) = tracing::Instrument::instrument(handler(events), span).await {
+        if let Err(error) = handler(events).await {
             // Rolling back un-marks them: they are claimed again on the next round.
             tx.rollback().await?;
             return Err(EventError::Handler(error.to_string()));
@@ -569,6 +600,23 @@ impl Outbox {
         conn.finish().await?;
         Ok(pending)
     }
+}
+
+/// Links the dispatch round's `span` to the trace context of each claimed event that has
+/// one: a round handles events of many traces, so each is a link, not a parent.
+pub(crate) fn link_events(span: &tracing::Span, events: &[DomainEvent]) {
+    span.record("events", events.len());
+    if span.is_disabled() {
+        return;
+    }
+    let mut links = 0_usize;
+    span.in_scope(|| {
+        for context in events.iter().filter_map(DomainEvent::trace_context) {
+            neo_core::trace::link_current(context);
+            links += 1;
+        }
+    });
+    span.record("links", links);
 }
 
 /// In-process subscribers of dispatched events: use [`EventBus::publish`] as (part of) an

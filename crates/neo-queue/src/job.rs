@@ -3,7 +3,7 @@
 
 use crate::{Error, Result};
 use chrono::{DateTime, Utc};
-use neo_core::{JobId, TenantId};
+use neo_core::{JobId, TenantId, TraceContext};
 use serde::Serialize;
 use std::time::Duration;
 
@@ -31,10 +31,14 @@ pub struct NewJob {
     pub(crate) max_attempts: Option<i32>,
     pub(crate) unique_key: Option<String>,
     pub(crate) tenant: Option<String>,
+    pub(crate) trace_context: Option<TraceContext>,
 }
 
 impl NewJob {
-    /// A job of `kind` (`a-z 0-9 _ . : -`, at most 128 bytes) with a JSON payload.
+    /// A job of `kind` (`a-z 0-9 _ . : -`, at most 128 bytes) with a JSON payload. It
+    /// carries the current span's trace context when a
+    /// [`TracePropagation`](neo_core::trace::TracePropagation) is installed (replace it with
+    /// [`trace_context`](Self::trace_context)).
     ///
     /// # Errors
     /// [`Error::Invalid`] for a bad kind or a payload that does not serialize.
@@ -51,6 +55,7 @@ impl NewJob {
             max_attempts: None,
             unique_key: None,
             tenant: None,
+            trace_context: neo_core::trace::current(),
         })
     }
 
@@ -96,6 +101,15 @@ impl NewJob {
     #[must_use]
     pub fn tenant_id(self, tenant: TenantId) -> Self {
         self.tenant(tenant.to_string())
+    }
+
+    /// The W3C trace context the job carries (stored with it, handed to its run as
+    /// [`Job::trace_context`], which the worker's `neo_queue.job` span links to); `None` for
+    /// none. Replaces the one [`new`](Self::new) captured from the current span.
+    #[must_use]
+    pub fn trace_context(mut self, context: Option<TraceContext>) -> Self {
+        self.trace_context = context;
+        self
     }
 
     /// The id the job will have.
@@ -153,6 +167,8 @@ pub struct Job {
     pub created_at: DateTime<Utc>,
     /// The fencing token of this claim.
     pub fence: i64,
+    /// The trace context of the span that enqueued it ([`NewJob::trace_context`]).
+    pub trace_context: Option<TraceContext>,
 }
 
 impl Job {

@@ -434,22 +434,13 @@ async fn run_job(
     let _slot = slot;
     let receipt = job.receipt();
     let started = Instant::now();
-    let span = tracing::info_span!(
-        "neo_queue.job",
-        kind = %job.kind,
-        job = %job.id,
-        attempt = job.attempt,
-        tenant = tracing::field::Empty
-    );
-    if let Some(tenant) = job.tenant.as_deref() {
-        span.record("tenant", tenant);
-    }
+    let span = run_span(&job);
     // The handler runs as its tenant: the stores it calls act for it (neo_tenant::current).
     let tenant = job.tenant_id().ok().flatten();
     let outcome = match handler {
         Some(handler) => {
             let kind = job.kind.clone();
-            let run = handler(job).instrument(span);
+            let run = span.in_scope(|| handler(job)).instrument(span);
             // Its own task, so a panic is caught; aborted with this one.
             let mut handle = AbortOnDrop(match tenant {
                 Some(tenant) => tokio::spawn(neo_tenant::scope(tenant, run)),
@@ -469,6 +460,32 @@ async fn run_job(
     };
     pace.ran(started.elapsed());
     let _ = done.send((receipt, outcome, claimed_at));
+}
+
+/// The span a job runs in: `neo_queue.job`, linked to the trace context the job carries
+/// (recorded as `link.traceparent`, and a span link through the installed
+/// [`TracePropagation`](neo_core::trace::TracePropagation)).
+fn run_span(job: &Job) -> tracing::Span {
+    let span = tracing::info_span!(
+        "neo_queue.job",
+        kind = %job.kind,
+        job = %job.id,
+        attempt = job.attempt,
+        tenant = tracing::field::Empty,
+        link.traceparent = tracing::field::Empty,
+    );
+    if let Some(tenant) = job.tenant.as_deref() {
+        span.record("tenant", tenant);
+    }
+    // Linked only when the span exists: inside a disabled one, the link would land on
+    // whatever span is current.
+    if !span.is_disabled()
+        && let Some(context) = &job.trace_context
+    {
+        span.record("link.traceparent", tracing::field::display(context));
+        span.in_scope(|| neo_core::trace::link_current(context));
+    }
+    span
 }
 
 /// Moving averages of how long a job runs and how long a claim takes, in nanoseconds (0

@@ -52,6 +52,7 @@ mod redis_sentinel;
 mod redis_tls;
 mod roles;
 mod tls;
+mod trace_capture;
 
 pub use certs::CertificateFiles;
 pub use error::{Error, Result};
@@ -74,6 +75,7 @@ pub use redis_sentinel::{
 pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
 pub use roles::SplitRoles;
 pub use tls::TestCertificates;
+pub use trace_capture::{CapturedSpan, TraceCapture};
 
 /// A fresh database on the shared PostgreSQL server, dropped when the value is dropped.
 ///

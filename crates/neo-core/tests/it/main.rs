@@ -8,4 +8,5 @@ mod errors;
 mod ids;
 mod pagination;
 mod properties;
+mod trace;
 mod values;

@@ -86,6 +86,11 @@ pub struct WebhookConfig {
     /// woken while others commit claims the events they skip (`SKIP LOCKED`), so an event
     /// does not wait behind another round's commit flush. At least 1.
     pub dispatch_rounds: usize,
+    /// Send the W3C trace context of a delivery's event as its request's `traceparent` (and
+    /// `tracestate`) headers, so the receiver's work joins the trace of the request that
+    /// published the event. Off by default: it tells receivers your trace ids.
+    /// From the environment: `..._SEND_TRACE_CONTEXT=true`.
+    pub send_trace_context: bool,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -157,6 +162,7 @@ impl Default for WebhookConfig {
             reseal: ResealConfig::default(),
             inline_attempts: 0,
             dispatch_rounds: 4,
+            send_trace_context: false,
         }
     }
 }

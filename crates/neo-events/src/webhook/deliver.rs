@@ -8,10 +8,12 @@ use super::store::Webhooks;
 use super::{OperationalEvent, lock};
 use crate::{EventError, WebhookSecret, sign};
 use chrono::Utc;
+use neo_core::TraceContext;
 use neo_queue::{Job, JobError, Worker};
 use neo_resilience::{BreakerState, CircuitBreaker, RateLimitConfig, RateLimiter};
 use sqlx::AssertSqlSafe;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 use uuid::Uuid;
 
 /// What one attempt produced.
@@ -102,20 +104,58 @@ impl Webhooks {
             .ok_or_else(|| JobError::permanent("the job names no delivery"))?;
         // A delivery whose first attempt fan-out made inline: this job's attempts come after.
         let inline = job.payload.get("inline") == Some(&serde_json::Value::Bool(true));
-        self.attempt(id, job.attempt + i32::from(inline), None, None)
-            .await
+        self.attempt(
+            id,
+            job.attempt + i32::from(inline),
+            None,
+            None,
+            job.trace_context,
+        )
+        .await
     }
 
     /// Attempt number `attempt` of delivery `id`. `inline` is set for an inline first
     /// attempt: it may be sent before its delivery committed, and records nothing unless it
     /// did; when it fails with retries left, the retry is its job. `read` is its rows when
-    /// the caller read them already (fan-out, in the statement that made it).
+    /// the caller read them already (fan-out, in the statement that made it). `trace` is the
+    /// trace context of the delivery's event: the attempt runs in a
+    /// `neo_events.webhook.delivery` span linked to it, and sends it as `traceparent` (and
+    /// `tracestate`) with [`send_trace_context`](crate::WebhookConfig::send_trace_context).
     pub(in crate::webhook) async fn attempt(
+        &self,
+        id: i64,
+        attempt: i32,
+        inline: Option<InlineAttempt>,
+        read: Option<Target>,
+        trace: Option<TraceContext>,
+    ) -> Result<(), JobError> {
+        let span = tracing::info_span!(
+            "neo_events.webhook.delivery",
+            delivery.id = id,
+            delivery.attempt = attempt,
+            link.traceparent = tracing::field::Empty,
+        );
+        // Linked only when the span exists: inside a disabled one, the link would land on
+        // whatever span is current.
+        if !span.is_disabled()
+            && let Some(context) = &trace
+        {
+            span.record("link.traceparent", tracing::field::display(context));
+            span.in_scope(|| neo_core::trace::link_current(context));
+        }
+        self.attempt_in_span(id, attempt, inline, read, trace.as_ref())
+            .instrument(span)
+            .await
+    }
+
+    /// [`attempt`](Self::attempt), inside its span.
+    async fn attempt_in_span(
         &self,
         id: i64,
         attempt: i32,
         mut inline: Option<InlineAttempt>,
         read: Option<Target>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), JobError> {
         if read.is_none()
             && let Some(inline) = inline.as_mut()
@@ -161,7 +201,7 @@ impl Webhooks {
                 return Err(JobError::Snooze(wait));
             }
         };
-        let answer = self.send(&target).await;
+        let answer = self.send(&target, trace).await;
         let was_open = breaker.state() == BreakerState::Open;
         match answer.endpoint_up() {
             Some(up) => permit.record(up),
@@ -336,7 +376,7 @@ impl Webhooks {
     }
 
     /// One signed POST; never fails, the answer says what happened.
-    async fn send(&self, target: &Target) -> Answer {
+    async fn send(&self, target: &Target, trace: Option<&TraceContext>) -> Answer {
         let started = Instant::now();
         let failed = |error: String| Answer {
             status: None,
@@ -382,6 +422,15 @@ impl Webhooks {
         }
         for (name, value) in signed.pairs() {
             request = request.header(name, value);
+        }
+        if self.inner.config.send_trace_context
+            && let Some(context) = trace
+        {
+            // Set after the endpoint's own headers: the event's context wins.
+            request = request.header("traceparent", context.traceparent());
+            if let Some(state) = context.tracestate() {
+                request = request.header("tracestate", state);
+            }
         }
         let response = match request.body(target.body.clone()).send().await {
             Ok(response) => response,

@@ -2,8 +2,10 @@
 //! inline first attempts sent before its commit.
 
 use super::Webhooks;
+use crate::outbox::link_events;
 use crate::{EventError, Outbox};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 impl Webhooks {
     /// One dispatcher round: claims up to the outbox's `batch_size` events and fans them out
@@ -21,12 +23,15 @@ impl Webhooks {
             "neo_events.webhook.dispatch",
             events = tracing::field::Empty,
             tenant = tracing::field::Empty,
+            links = tracing::field::Empty,
         );
-        tracing::Instrument::instrument(self.dispatch_round(outbox, &span), span.clone()).await
+        self.dispatch_round(outbox, &span)
+            .instrument(span.clone())
+            .await
     }
 
-    /// One round of [`dispatch_once`](Self::dispatch_once), recording in `span` what it
-    /// claimed.
+    /// One round of [`dispatch_once`](Self::dispatch_once) in its span, which links to the
+    /// events' trace contexts and names their tenant.
     async fn dispatch_round(
         &self,
         outbox: &Outbox,
@@ -37,7 +42,7 @@ impl Webhooks {
         if events.is_empty() {
             return Ok(0);
         }
-        span.record("events", events.len());
+        link_events(span, &events);
         crate::tenancy::record_tenant(span, events.iter().map(crate::DomainEvent::tenant_id));
         // An error drops `tx` (rolled back) and the fanned-out deliveries with it.
         let fanned = self.fan_out_in(&mut tx, &events).await?;

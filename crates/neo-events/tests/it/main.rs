@@ -23,4 +23,6 @@ mod webhook_secrecy;
 #[cfg(feature = "webhooks")]
 mod webhook_spans;
 #[cfg(feature = "webhooks")]
+mod webhook_trace;
+#[cfg(feature = "webhooks")]
 mod webhooks;

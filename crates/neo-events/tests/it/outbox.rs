@@ -76,7 +76,7 @@ async fn setup(mode: Mode) -> Env {
         let owner_outbox = Outbox::new(&split.owner, config.clone())
             .unwrap()
             .with_row_level_security(&split.owner, RlsSetting::default());
-        assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2]);
+        assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2, 3]);
         split.grant(&[&config.schema]).await;
         let outbox = Outbox::new(&split.app, config)
             .unwrap()
@@ -105,7 +105,7 @@ async fn setup(mode: Mode) -> Env {
     .await
     .unwrap();
     let outbox = Outbox::new(&db, config).unwrap();
-    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1]);
+    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3]);
     Env {
         owner: db.clone(),
         system: db.clone(),

@@ -209,7 +209,10 @@ pub(crate) async fn setup_in_with(
     let outbox = Outbox::new(&db, OutboxConfig::default()).unwrap();
     outbox.migrate().await.unwrap();
     let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
-    assert_eq!(webhooks.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
+    assert_eq!(
+        webhooks.migrate().await.unwrap().applied,
+        vec![1, 2, 3, 4, 6]
+    );
     Setup {
         _test_db: Some(test_db),
         _split: None,
@@ -258,7 +261,7 @@ pub(crate) async fn rls_setup(
     let owner_outbox = Outbox::new(&split.owner, OutboxConfig::default())
         .unwrap()
         .with_row_level_security(&split.owner, setting.clone());
-    assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2]);
+    assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2, 3]);
     let owner_webhooks = Webhooks::new(
         &split.owner,
         Queue::new(&split.owner, queue_config.clone()).unwrap(),
@@ -269,7 +272,7 @@ pub(crate) async fn rls_setup(
     .unwrap();
     assert_eq!(
         owner_webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 5]
+        vec![1, 2, 3, 4, 5, 6]
     );
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])

@@ -4,6 +4,7 @@
 
 use super::Queue;
 use crate::{Error, Job, Result};
+use neo_core::TraceContext;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row, SqlStr};
 use tracing::Instrument;
@@ -161,5 +162,8 @@ fn job(r: &PgRow) -> Result<Job, sqlx::Error> {
         last_error: r.try_get("last_error")?,
         created_at: r.try_get("created_at")?,
         fence: r.try_get("fence")?,
+        trace_context: r
+            .try_get::<Option<sqlx::types::Json<TraceContext>>, _>("trace_context")?
+            .map(|json| json.0),
     })
 }

@@ -5,8 +5,9 @@ use super::Queue;
 use super::tenant_mode::Scoped;
 use crate::{Error, NewJob, OnDuplicate, Result};
 use chrono::{DateTime, Utc};
-use neo_core::{JobId, TenantId};
+use neo_core::{JobId, TenantId, TraceContext};
 use neo_db::RlsSetting;
+use sqlx::types::Json;
 use sqlx::{Acquire, Postgres};
 use std::collections::HashSet;
 use tracing::Instrument;
@@ -159,6 +160,7 @@ impl Queue {
             .bind(&columns.unique_keys)
             .bind(&columns.tenants)
             .bind(&self.config.channel)
+            .bind(&columns.traces)
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| duplicate_or(e, &columns.unique_keys))?;
@@ -221,6 +223,7 @@ struct Columns {
     max_attempts: Vec<i32>,
     unique_keys: Vec<Option<String>>,
     tenants: Vec<Option<String>>,
+    traces: Vec<Option<Json<TraceContext>>>,
 }
 
 impl Columns {
@@ -234,6 +237,7 @@ impl Columns {
             max_attempts: Vec::with_capacity(n),
             unique_keys: Vec::with_capacity(n),
             tenants: Vec::with_capacity(n),
+            traces: Vec::with_capacity(n),
         }
     }
 
@@ -247,5 +251,6 @@ impl Columns {
             .push(job.max_attempts.unwrap_or(default_attempts));
         self.unique_keys.push(job.unique_key.clone());
         self.tenants.push(job.tenant.clone());
+        self.traces.push(job.trace_context.clone().map(Json));
     }
 }

@@ -186,6 +186,11 @@ impl Queue {
                 3,
                 "claim by tenant index",
                 include_str!("../../migrations/3_claim_by_tenant_index.sql"),
+            )
+            .with(
+                5,
+                "jobs carry trace context",
+                include_str!("../../migrations/5_jobs_carry_trace_context.sql"),
             ))
     }
 

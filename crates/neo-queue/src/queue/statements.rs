@@ -30,7 +30,7 @@ pub(super) struct Statements {
     pub(super) depth: SqlStr,
 }
 
-const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence";
+const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
 
 impl Statements {
     /// The statements over `t`; `per_tenant_keys` for the table under row-level security,
@@ -49,10 +49,10 @@ impl Statements {
         // correlation, evaluated once per statement.
         let insert = |on_conflict: &str| {
             format!(
-                "WITH ins AS (INSERT INTO {t} (id, kind, payload, priority, run_at, max_attempts, unique_key, tenant) \
-                 SELECT u.id, u.kind, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.unique_key, u.tenant \
-                 FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[]) \
-                 AS u(id, kind, payload, priority, run_at, max_attempts, unique_key, tenant) {on_conflict} RETURNING id, run_at) \
+                "WITH ins AS (INSERT INTO {t} (id, kind, payload, priority, run_at, max_attempts, unique_key, tenant, trace_context) \
+                 SELECT u.id, u.kind, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.unique_key, u.tenant, u.trace_context \
+                 FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[], $10::jsonb[]) \
+                 AS u(id, kind, payload, priority, run_at, max_attempts, unique_key, tenant, trace_context) {on_conflict} RETURNING id, run_at) \
                  SELECT ins.id FROM ins \
                  WHERE (SELECT count(pg_notify($9, '')) FROM (SELECT FROM ins WHERE run_at <= now() LIMIT 1) AS due) >= 0"
             )

@@ -26,6 +26,7 @@ mod fair;
 mod isolation;
 mod queue;
 mod spans;
+mod trace;
 mod worker;
 
 use neo_core::TenantId;
@@ -102,7 +103,7 @@ pub(crate) async fn setup(
     .await
     .unwrap();
     let queue = Queue::new(&db, config(configure)).unwrap();
-    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3]);
+    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3, 5]);
     let servers = Servers {
         test_db,
         roles: None,
@@ -149,14 +150,14 @@ pub(crate) async fn isolated(
         Mode::Schemas => {
             for tenant in tenants {
                 let report = owner_queue.for_tenant(*tenant).migrate().await.unwrap();
-                assert_eq!(report.applied, vec![1, 2, 3]);
+                assert_eq!(report.applied, vec![1, 2, 3, 5]);
                 schemas.push(isolation.schema_of(*tenant).unwrap().unwrap());
             }
         }
         Mode::Rls => {
             assert_eq!(
                 owner_queue.migrate().await.unwrap().applied,
-                vec![1, 2, 3, 4]
+                vec![1, 2, 3, 4, 5]
             );
             schemas.push(Schema::new(&config.schema).unwrap());
         }

@@ -7,15 +7,16 @@ use crate::webhook::inline::InlineAttempt;
 use crate::webhook::rows::Target;
 use crate::{DomainEvent, EventError};
 use chrono::{DateTime, Utc};
-use neo_core::TenantId;
+use neo_core::{TenantId, TraceContext};
 use neo_queue::{NewJob, OnDuplicate};
+use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use uuid::Uuid;
 
 /// A delivery just made pending (by fan-out or replay):
-/// `RETURNING id, queued, endpoint_id, tenant_id`.
+/// `RETURNING id, queued, endpoint_id, tenant_id, trace_context`.
 #[derive(Debug, sqlx::FromRow)]
 pub(super) struct Pending {
     /// The delivery.
@@ -26,7 +27,13 @@ pub(super) struct Pending {
     pub(super) endpoint_id: Uuid,
     /// Its tenant (its event's), which its job names too.
     pub(super) tenant_id: Option<TenantId>,
+    /// Its event's trace context, which its job carries too.
+    #[sqlx(json(nullable))]
+    pub(super) trace_context: Option<TraceContext>,
 }
+
+/// A delivery to enqueue a job for: its id, tenant and trace context.
+type Queued = (i64, Option<TenantId>, Option<TraceContext>);
 
 impl Webhooks {
     /// Checks an event before it is published, as fan-out will: its message must fit
@@ -91,6 +98,7 @@ impl Webhooks {
             types: Vec::with_capacity(events.len()),
             tenants: Vec::with_capacity(events.len()),
             bodies: Vec::with_capacity(events.len()),
+            traces: Vec::with_capacity(events.len()),
         };
         for event in events {
             match message_body(event, self.inner.config.max_payload_bytes) {
@@ -99,6 +107,7 @@ impl Webhooks {
                     m.types.push(event.event_type().to_owned());
                     m.tenants.push(event.tenant_id());
                     m.bodies.push(body);
+                    m.traces.push(event.trace_context().cloned().map(Json));
                 }
                 Err(error) => {
                     metrics::counter!(crate::metric_names::WEBHOOK_REFUSED_EVENTS_TOTAL)
@@ -143,6 +152,7 @@ impl Webhooks {
             .bind(&m.types)
             .bind(&m.tenants)
             .bind(&m.bodies)
+            .bind(&m.traces)
             .fetch_all(&mut ***tx)
             .await
             .map_err(db_error)?;
@@ -205,14 +215,14 @@ impl Webhooks {
     ) {
         let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
         for ((row, target), slot) in queued.zip(slots) {
-            let (webhooks, id) = (self.clone(), row.id);
+            let (webhooks, id, trace) = (self.clone(), row.id, row.trace_context.clone());
             let inline = InlineAttempt {
                 job_due,
                 committed: committed.clone(),
             };
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(error) = webhooks.attempt(id, 1, Some(inline), target).await {
+                if let Err(error) = webhooks.attempt(id, 1, Some(inline), target, trace).await {
                     // Not sent (gates refused) or not recorded: the job does it.
                     tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
                 }
@@ -238,10 +248,10 @@ impl Webhooks {
         rows: &[Pending],
         inline: Option<DateTime<Utc>>,
     ) -> Result<(), EventError> {
-        let queued: Vec<(i64, Option<TenantId>)> = rows
+        let queued: Vec<Queued> = rows
             .iter()
             .filter(|r| r.queued)
-            .map(|r| (r.id, r.tenant_id))
+            .map(|r| (r.id, r.tenant_id, r.trace_context.clone()))
             .collect();
         self.enqueue_jobs(tx, &queued, inline).await?;
         let mut fifo: Vec<Uuid> = rows
@@ -277,21 +287,25 @@ impl Webhooks {
             .execute(&mut ***tx)
             .await
             .map_err(db_error)?;
-        let head: Vec<(i64, Option<TenantId>)> =
+        let head: Vec<(i64, Option<TenantId>, Option<Json<TraceContext>>)> =
             sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
                 .persistent(self.named_on_either())
                 .bind(endpoint)
                 .fetch_all(&mut ***tx)
                 .await
                 .map_err(db_error)?;
+        let head: Vec<Queued> = head
+            .into_iter()
+            .map(|(id, tenant, trace)| (id, tenant, trace.map(|json| json.0)))
+            .collect();
         self.enqueue(tx, &head).await
     }
 
-    /// One job per delivery, naming the delivery's tenant.
+    /// One job per delivery, naming the delivery's tenant and carrying its trace context.
     async fn enqueue(
         &self,
         tx: &mut neo_db::UnitOfWork,
-        deliveries: &[(i64, Option<TenantId>)],
+        deliveries: &[Queued],
     ) -> Result<(), EventError> {
         self.enqueue_jobs(tx, deliveries, None).await
     }
@@ -301,13 +315,14 @@ impl Webhooks {
     async fn enqueue_jobs(
         &self,
         tx: &mut neo_db::UnitOfWork,
-        deliveries: &[(i64, Option<TenantId>)],
+        deliveries: &[Queued],
         inline: Option<DateTime<Utc>>,
     ) -> Result<(), EventError> {
         let attempts = self.inner.config.max_attempts();
         let jobs = deliveries
             .iter()
-            .map(|&(id, tenant)| {
+            .map(|(id, tenant, trace)| {
+                let (id, tenant) = (*id, *tenant);
                 let job = match inline {
                     None => NewJob::new(
                         &self.inner.config.job_kind,
@@ -321,7 +336,9 @@ impl Webhooks {
                     .max_attempts((attempts - 1).max(1))
                     .run_at(due),
                 }
-                .unique_key(format!("webhook-delivery:{id}"));
+                .unique_key(format!("webhook-delivery:{id}"))
+                // The event's context, not the dispatch round's the job was made in.
+                .trace_context(trace.clone());
                 Ok(match tenant {
                     Some(tenant) => job.tenant_id(tenant),
                     None => job,
@@ -342,6 +359,7 @@ struct Messages {
     types: Vec<String>,
     tenants: Vec<Option<TenantId>>,
     bodies: Vec<String>,
+    traces: Vec<Option<Json<TraceContext>>>,
 }
 
 /// Deliveries recorded by [`Webhooks::fan_out_in`] in a transaction not yet committed. Call

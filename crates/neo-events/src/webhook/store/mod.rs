@@ -282,6 +282,11 @@ impl Webhooks {
                 4,
                 "endpoints record their seal keys",
                 include_str!("../../../migrations/webhooks/4_endpoints_record_their_seal_keys.sql"),
+            )
+            .with(
+                6,
+                "deliveries carry trace context",
+                include_str!("../../../migrations/webhooks/6_deliveries_carry_trace_context.sql"),
             ))
     }
 

@@ -95,34 +95,34 @@ impl Sql {
             // One statement per batch: store the messages, then one delivery per matching
             // enabled endpoint (its tenant's events, or every event for an endpoint without
             // one), numbered in event order (FIFO endpoints deliver in that order), each naming
-            // its event's tenant (returned for the delivery's job). A batch handed over twice
+            // its event's tenant and trace context (returned for the delivery's job). A batch handed over twice
             // creates nothing twice.
             fan_out: format!(
-                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, ord)), \
+                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, trace_context, ord)), \
                  msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
                          ON CONFLICT (id) DO NOTHING) \
-                 INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id) \
-                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id FROM ev \
+                 INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id, ev.trace_context FROM ev \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id"
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context"
             ),
             // `fan_out`, returning with each new delivery what sending it reads (the columns
             // of `load_for_send`), for the first attempts fan-out makes inline.
             fan_out_targets: format!(
-                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, ord)), \
+                "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, trace_context, ord)), \
                  msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
                          ON CONFLICT (id) DO NOTHING), \
-                 ins AS (INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id) \
-                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id FROM ev \
+                 ins AS (INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id, ev.trace_context FROM ev \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, message_id) \
-                 SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.id AS delivery_id, 'pending' AS status, \
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, message_id) \
+                 SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.trace_context, ins.id AS delivery_id, 'pending' AS status, \
                  ins.message_id, b.body, e.url, e.secrets, coalesce(e.secrets_overlap_until > now(), false) AS overlapping, \
                  e.enabled, e.rate_limit_per_second AS rate, e.headers, e.fifo \
                  FROM ins JOIN (SELECT DISTINCT ON (id) id, body FROM ev) b ON b.id = ins.message_id \
@@ -156,13 +156,13 @@ impl Sql {
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
                  queued = NOT e.fifo FROM {endpoints} e \
                  WHERE d.id = $1 AND d.status = 'dead' AND e.id = d.endpoint_id \
-                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id"
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context"
             ),
             replay_since: format!(
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
                  queued = NOT e.fifo FROM {endpoints} e \
                  WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
-                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id"
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context"
             ),
             // Finished deliveries older than the cutoff, and deliveries a fan-out recorded for
             // an endpoint deleted while it ran, in bounded batches; then messages no delivery
@@ -202,7 +202,7 @@ impl Sql {
             fifo_head: format!(
                 "UPDATE {deliveries} SET queued = true WHERE id = \
                  (SELECT id FROM {deliveries} WHERE endpoint_id = $1 AND status = 'pending' ORDER BY id LIMIT 1) \
-                 AND NOT queued RETURNING id, tenant_id"
+                 AND NOT queued RETURNING id, tenant_id, trace_context"
             ),
         })
     }
