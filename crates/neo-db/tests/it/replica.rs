@@ -1,6 +1,7 @@
 //! Read replicas (read-your-writes with replay paused, the lag bound, refusals) and failover
 //! of a multi-host primary URL, on real streaming replication.
 
+use metrics_util::debugging::{DebugValue, DebuggingRecorder};
 use neo_db::{Consistency, Db, DbConfig, Error, ReadSession, ReplicaConfig};
 use neo_testkit::{PgReplicaOptions, PgReplicaPair};
 use sqlx::PgPool;
@@ -151,6 +152,11 @@ async fn a_writer_reads_its_write_on_the_primary_while_replay_is_paused_and_othe
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_behind_the_lag_bound_is_skipped_and_reported() {
+    // The lag gauge is set by the background refresh, on another thread: a global recorder
+    // (each nextest test is its own process; no other test in this binary installs one).
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    metrics::set_global_recorder(recorder).unwrap();
     let pair = start_pair(false).await;
     let db = Db::connect(&replicated_config(&pair, Duration::from_millis(500)))
         .await
@@ -198,6 +204,38 @@ async fn a_replica_behind_the_lag_bound_is_skipped_and_reported() {
     assert!(status[0].lag > Duration::from_millis(500), "{status:?}");
     let skipped = db.replica_skipped_reads();
     assert!(skipped >= 1);
+    // ... and reported by the metrics: the lag gauge of this replica over the bound, the
+    // skipped reads counted with their reason.
+    let (mut lag_gauge, mut skipped_counter) = (None, 0);
+    for (key, _, _, value) in snapshotter.snapshot().into_vec() {
+        let labels: Vec<(String, String)> = key
+            .key()
+            .labels()
+            .map(|l| (l.key().to_owned(), l.value().to_owned()))
+            .collect();
+        match (key.key().name(), value) {
+            (neo_db::metric_names::REPLICA_LAG_SECONDS, DebugValue::Gauge(v))
+                if labels == [("replica".to_owned(), status[0].name.clone())] =>
+            {
+                lag_gauge = Some(v.into_inner());
+            }
+            (neo_db::metric_names::REPLICA_SKIPPED_READS_TOTAL, DebugValue::Counter(n))
+                if labels == [("reason".to_owned(), "lagging".to_owned())] =>
+            {
+                skipped_counter = n;
+            }
+            _ => {}
+        }
+    }
+    let lag_gauge = lag_gauge.expect("neo_db_replica_lag_seconds{replica} was set");
+    assert!(
+        lag_gauge > 0.5,
+        "lag gauge {lag_gauge} s, status {status:?}"
+    );
+    assert!(
+        skipped_counter >= 1,
+        "skipped reads counted: {skipped_counter}"
+    );
     assert_eq!(
         count(db.read_pool_for(Consistency::Eventual)).await,
         i64::from(id)

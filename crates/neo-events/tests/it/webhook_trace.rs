@@ -209,7 +209,7 @@ async fn the_header_is_not_sent_unless_enabled_and_inline_attempts_link_too(rout
     assert_eq!(deliveries[0].field("delivery.attempt"), Some("1"));
     let rounds = linked(
         &capture,
-        "neo_events.webhook.dispatch",
+        "neo_events.outbox.dispatch",
         request.trace_id(),
         1,
     )
