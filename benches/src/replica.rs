@@ -13,7 +13,7 @@
 //! `replica::a_routed_read_is_one_statement_…` counts it with `pg_stat_statements`). The
 //! 5 % target is tight, so the row gets more rounds (`measure::TIGHT_ROUNDS`).
 //!
-//! Same sample size on both sides: one iteration is [`GETS`] gets (about 10-30 ms, so the
+//! Same sample size on both sides: one iteration is `GETS` gets (about 10-30 ms, so the
 //! calibration gives each side one iteration per sample), and both sides are warmed up
 //! first. With one `get` per iteration the first side calibrated right after set-up (cold,
 //! or one call delayed by the scheduler on a loaded machine) got 1-3 gets per sample and

@@ -158,7 +158,7 @@ impl Outbox {
     /// dispatching, archiving and counting run on `system` (a `BYPASSRLS` role). Migrate
     /// with [`rls_migrations`](Self::rls_migrations) as the owner (or `migrate` on an
     /// outbox whose `Db` is the owner's), then grant both roles the tables
-    /// ([`neo_db::grant_app_role`]).
+    /// ([`neo_db::tenancy::grant_app_role`]).
     #[must_use]
     pub fn with_row_level_security(mut self, system: &Db, setting: RlsSetting) -> Self {
         self.tenancy = Tenancy::rls(system, setting);

@@ -206,7 +206,7 @@ impl Webhooks {
     /// role that is neither the tables' owner nor `BYPASSRLS`), cross-tenant work on `system`
     /// (a `BYPASSRLS` role). Call it on the value `new` or `sealed` returned, before cloning
     /// it. Migrate with [`rls_migrations`](Self::rls_migrations) as the owner, then grant
-    /// both roles the tables ([`neo_db::grant_app_role`]).
+    /// both roles the tables ([`neo_db::tenancy::grant_app_role`]).
     ///
     /// # Errors
     /// [`EventError::Invalid`] when this value was cloned already.
