@@ -17,12 +17,7 @@ impl Webhooks {
     /// [`EventError::NotFound`] (also for another tenant's); [`EventError::Tenant`] under
     /// row-level security without a tenant in scope; a database error.
     pub async fn delivery(&self, id: i64) -> Result<Delivery, EventError> {
-        let tenant = self.inner.tenancy.acting(None)?;
-        let mut conn = self
-            .inner
-            .tenancy
-            .connection(&self.inner.db, tenant)
-            .await?;
+        let (_, mut conn) = self.acting_connection(None).await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.delivery.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
@@ -44,12 +39,7 @@ impl Webhooks {
         status: Option<DeliveryStatus>,
         limit: u32,
     ) -> Result<Vec<Delivery>, EventError> {
-        let tenant = self.inner.tenancy.acting(None)?;
-        let mut conn = self
-            .inner
-            .tenancy
-            .connection(&self.inner.db, tenant)
-            .await?;
+        let (_, mut conn) = self.acting_connection(None).await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.deliveries.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)

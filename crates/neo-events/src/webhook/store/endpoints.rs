@@ -126,12 +126,7 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::NotFound`]; a database error.
     pub async fn endpoint(&self, id: Uuid) -> Result<Endpoint, EventError> {
-        let tenant = self.inner.tenancy.acting(None)?;
-        let mut conn = self
-            .inner
-            .tenancy
-            .connection(&self.inner.db, tenant)
-            .await?;
+        let (_, mut conn) = self.acting_connection(None).await?;
         let row = sqlx::query(AssertSqlSafe(self.inner.sql.endpoint.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(id)
@@ -149,12 +144,7 @@ impl Webhooks {
     /// # Errors
     /// [`EventError::Tenant`] under row-level security without a tenant; a database error.
     pub async fn endpoints(&self, tenant: Option<TenantId>) -> Result<Vec<Endpoint>, EventError> {
-        let tenant = self.inner.tenancy.acting(tenant)?;
-        let mut conn = self
-            .inner
-            .tenancy
-            .connection(&self.inner.db, tenant)
-            .await?;
+        let (tenant, mut conn) = self.acting_connection(tenant).await?;
         let rows = sqlx::query(AssertSqlSafe(self.inner.sql.endpoints.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(tenant)
@@ -180,12 +170,7 @@ impl Webhooks {
         enabled: bool,
         reason: Option<&str>,
     ) -> Result<(), EventError> {
-        let tenant = self.inner.tenancy.acting(None)?;
-        let mut conn = self
-            .inner
-            .tenancy
-            .connection(&self.inner.db, tenant)
-            .await?;
+        let (_, mut conn) = self.acting_connection(None).await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.set_enabled.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
@@ -237,12 +222,7 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn delete_endpoint(&self, endpoint: Uuid) -> Result<bool, EventError> {
-        let tenant = self.inner.tenancy.acting(None)?;
-        let mut conn = self
-            .inner
-            .tenancy
-            .connection(&self.inner.db, tenant)
-            .await?;
+        let (_, mut conn) = self.acting_connection(None).await?;
         let deleted: i64 =
             sqlx::query_scalar(AssertSqlSafe(self.inner.sql.delete_endpoint.clone()))
                 .persistent(self.inner.db.pooler().named_statements())

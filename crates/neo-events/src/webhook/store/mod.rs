@@ -128,6 +128,22 @@ pub(super) fn not_found(what: &'static str, id: impl std::fmt::Display) -> Event
 }
 
 impl Webhooks {
+    /// The tenant a tenant-scoped call acts for (`explicit`, else under row-level security
+    /// the task's, failing closed without one) and a statement connection of the
+    /// application `Db` acting for it.
+    async fn acting_connection(
+        &self,
+        explicit: Option<neo_core::TenantId>,
+    ) -> Result<(Option<neo_core::TenantId>, neo_db::StatementConnection), EventError> {
+        let tenant = self.inner.tenancy.acting(explicit)?;
+        let conn = self
+            .inner
+            .tenancy
+            .connection(&self.inner.db, tenant)
+            .await?;
+        Ok((tenant, conn))
+    }
+
     /// Webhooks in `config.schema`, delivering through `queue`, storing endpoint secrets and
     /// headers as given (plain text). Production should use [`Webhooks::sealed`].
     ///

@@ -98,12 +98,7 @@ impl Webhooks {
     /// # Errors
     /// A database error.
     pub async fn unsubscribe(&self, endpoint: Uuid, filter: &str) -> Result<bool, EventError> {
-        let tenant = self.inner.tenancy.acting(None)?;
-        let mut conn = self
-            .inner
-            .tenancy
-            .connection(&self.inner.db, tenant)
-            .await?;
+        let (_, mut conn) = self.acting_connection(None).await?;
         let done = sqlx::query(AssertSqlSafe(self.inner.sql.delete_subscription.clone()))
             .persistent(self.inner.db.pooler().named_statements())
             .bind(endpoint)
