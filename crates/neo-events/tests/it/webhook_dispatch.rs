@@ -4,7 +4,7 @@
 //! no delivery and the event pending; the next round sends it again and records it once.
 
 use crate::webhooks::{
-    Running, Setup, config, event, finish, publish, receiver_and_endpoint, setup,
+    Running, Setup, config, delivery_in, event, finish, publish, receiver_and_endpoint, setup,
 };
 use neo_events::{DeliveryStatus, NewEndpoint, WebhookConfig};
 use neo_testkit::{HttpReceiver, PgRoute};
@@ -14,27 +14,6 @@ fn inline(slots: usize) -> WebhookConfig {
     WebhookConfig {
         inline_attempts: slots,
         ..config(&[100])
-    }
-}
-
-/// Waits until the endpoint's only delivery has `status`; returns it.
-async fn delivery_in(
-    s: &Setup,
-    endpoint: uuid::Uuid,
-    status: DeliveryStatus,
-) -> neo_events::Delivery {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = s
-            .webhooks
-            .deliveries(endpoint, Some(status), 10)
-            .await
-            .unwrap();
-        if let Some(d) = found.into_iter().next() {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "no {status:?} delivery");
-        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -3,31 +3,12 @@
 //! the first attempt after a crash) and counts the inline attempt; a batch larger than the
 //! free slots takes the worker path.
 
-use crate::webhooks::{Running, config, event, finish, publish, receiver_and_endpoint, setup};
+use crate::webhooks::{
+    Running, config, delivery_in, event, finish, publish, receiver_and_endpoint, setup,
+};
 use neo_events::DeliveryStatus;
 use neo_testkit::ScriptedResponse;
 use std::time::{Duration, Instant};
-
-/// Waits until the endpoint's only delivery has `status`; returns it.
-async fn delivery_in(
-    s: &crate::webhooks::Setup,
-    endpoint: uuid::Uuid,
-    status: DeliveryStatus,
-) -> neo_events::Delivery {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = s
-            .webhooks
-            .deliveries(endpoint, Some(status), 10)
-            .await
-            .unwrap();
-        if let Some(d) = found.into_iter().next() {
-            return d;
-        }
-        assert!(Instant::now() < deadline, "no {status:?} delivery");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
 
 async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered(route: neo_testkit::PgRoute) {
     let s = setup(

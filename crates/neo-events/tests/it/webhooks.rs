@@ -1237,3 +1237,24 @@ async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay
     );
     receiver.shutdown().await;
 }
+
+/// Waits until the endpoint's only delivery has `status`; returns it.
+pub(crate) async fn delivery_in(
+    s: &Setup,
+    endpoint: uuid::Uuid,
+    status: neo_events::DeliveryStatus,
+) -> neo_events::Delivery {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = s
+            .webhooks
+            .deliveries(endpoint, Some(status), 10)
+            .await
+            .unwrap();
+        if let Some(d) = found.into_iter().next() {
+            return d;
+        }
+        assert!(Instant::now() < deadline, "no {status:?} delivery");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
