@@ -377,6 +377,18 @@ fn spawn_until_stopped(
     (stop, run)
 }
 
+/// `worker` with a handler for no-op "warm" jobs that counts them, and that count (for
+/// [`warm_up`]).
+fn with_warm_handler(worker: Worker) -> (Worker, Arc<AtomicUsize>) {
+    let warmed = Arc::new(AtomicUsize::new(0));
+    let warm = Arc::clone(&warmed);
+    let worker = worker.handle("warm", move |_job| {
+        warm.fetch_add(1, Ordering::SeqCst);
+        async { Ok(()) }
+    });
+    (worker, warmed)
+}
+
 /// Runs `n` no-op "warm" jobs through a worker that counts them in `warmed`, so that it has
 /// timed its jobs and claims and holds jobs ahead of its slots (it buffers only jobs it
 /// expects to start soon); returns when all have run.
@@ -397,8 +409,6 @@ async fn warm_up(db: &neo_db::Db, queue: &neo_queue::Queue, warmed: &AtomicUsize
 
 async fn prefetched_jobs_go_back_at_shutdown_and_can_be_claimed_again(route: PgRoute) {
     let (_t, db, queue) = setup(route, |c| c).await;
-    let warmed = Arc::new(AtomicUsize::new(0));
-    let warm = Arc::clone(&warmed);
     let taken = Arc::new(Notify::new());
     let signal = Arc::clone(&taken);
     let worker = Worker::new(
@@ -417,11 +427,8 @@ async fn prefetched_jobs_go_back_at_shutdown_and_can_be_claimed_again(route: PgR
             std::future::pending::<()>().await;
             Ok(())
         }
-    })
-    .handle("warm", move |_job| {
-        warm.fetch_add(1, Ordering::SeqCst);
-        async { Ok(()) }
     });
+    let (worker, warmed) = with_warm_handler(worker);
     let (stop, run) = spawn_until_stopped(worker);
     warm_up(&db, &queue, &warmed, 30).await;
     let jobs: Vec<NewJob> = (0..11).map(|n| NewJob::new("stuck", &n).unwrap()).collect();
@@ -461,8 +468,6 @@ async fn buffered_jobs_keep_their_leases_while_they_wait(route: PgRoute) {
         ..c
     })
     .await;
-    let warmed = Arc::new(AtomicUsize::new(0));
-    let warm = Arc::clone(&warmed);
     let runs: Arc<Mutex<HashMap<neo_core::JobId, Vec<i32>>>> = Arc::default();
     let all_done = Arc::new(Notify::new());
     let (seen, done) = (Arc::clone(&runs), Arc::clone(&all_done));
@@ -486,11 +491,8 @@ async fn buffered_jobs_keep_their_leases_while_they_wait(route: PgRoute) {
             }
             Ok(())
         }
-    })
-    .handle("warm", move |_job| {
-        warm.fetch_add(1, Ordering::SeqCst);
-        async { Ok(()) }
     });
+    let (worker, warmed) = with_warm_handler(worker);
     let (stop, run) = spawn_until_stopped(worker);
     warm_up(&db, &queue, &warmed, 30).await;
     let jobs: Vec<NewJob> = (0..9).map(|n| NewJob::new("slow", &n).unwrap()).collect();
@@ -532,8 +534,6 @@ async fn a_buffered_job_whose_lease_was_lost_is_not_started_under_it(route: PgRo
         ..c
     })
     .await;
-    let warmed = Arc::new(AtomicUsize::new(0));
-    let warm = Arc::clone(&warmed);
     let first = Arc::new(Notify::new());
     let go_on = Arc::new(Notify::new());
     let runs: Arc<Mutex<Vec<(neo_core::JobId, i32)>>> = Arc::default();
@@ -562,11 +562,8 @@ async fn a_buffered_job_whose_lease_was_lost_is_not_started_under_it(route: PgRo
             }
             Ok(())
         }
-    })
-    .handle("warm", move |_job| {
-        warm.fetch_add(1, Ordering::SeqCst);
-        async { Ok(()) }
     });
+    let (worker, warmed) = with_warm_handler(worker);
     let (stop, run) = spawn_until_stopped(worker);
     warm_up(&db, &queue, &warmed, 30).await;
     let jobs: Vec<NewJob> = (0..5).map(|n| NewJob::new("t", &n).unwrap()).collect();
