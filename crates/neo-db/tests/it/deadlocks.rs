@@ -99,16 +99,7 @@ async fn the_deadlock_victim_is_run_again_and_both_transactions_commit() {
     let (results, attempts, db, _t) = deadlock(retry(5)).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(attempts, 3, "the victim ran twice");
-    let counts: Vec<i32> = {
-        let mut conn = db.statement_connection().await.unwrap();
-        let counts = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
-            .persistent(db.pooler().named_statements())
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        conn.finish().await.unwrap();
-        counts
-    };
+    let counts = counters(&db).await;
     assert_eq!(counts, [2, 2], "both transactions' increments, once each");
 }
 
@@ -150,16 +141,7 @@ async fn serialization_failures_are_retried_at_serializable() {
     let (a, b) = (a.await.unwrap(), b.await.unwrap());
     assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
     assert_eq!(attempts.load(Ordering::SeqCst), 3, "one side retried once");
-    let counts: Vec<i32> = {
-        let mut conn = db.statement_connection().await.unwrap();
-        let counts = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
-            .persistent(db.pooler().named_statements())
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        conn.finish().await.unwrap();
-        counts
-    };
+    let counts = counters(&db).await;
     // Serial outcome: the first commits 1, the second reads it and writes 2.
     let mut sorted = counts.clone();
     sorted.sort_unstable();
@@ -351,16 +333,7 @@ async fn the_resolver_cancels_the_head_of_a_long_chain_and_nothing_outside_its_d
     );
     b.await.unwrap().unwrap();
     c.await.unwrap().unwrap();
-    let counts: Vec<i32> = {
-        let mut conn = db.statement_connection().await.unwrap();
-        let counts = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
-            .persistent(db.pooler().named_statements())
-            .fetch_all(&mut *conn)
-            .await
-            .unwrap();
-        conn.finish().await.unwrap();
-        counts
-    };
+    let counts = counters(&db).await;
     assert_eq!(counts, [1, 2], "A rolled back, B and C committed");
 
     // The other database's chain is untouched: its head still sleeps, its waiter still waits.
@@ -491,4 +464,17 @@ fn retry_resolver_and_baseline_settings_load_from_neo_db_variables() {
         assert_eq!(config.query_baselines.table, "neo_query_baselines");
         Ok(())
     });
+}
+
+/// The `counters` table's values in id order, read as the route allows (an unnamed statement
+/// in a transaction behind PgBouncer).
+async fn counters(db: &Db) -> Vec<i32> {
+    let mut conn = db.statement_connection().await.unwrap();
+    let counts = sqlx::query_scalar("SELECT n FROM counters ORDER BY id")
+        .persistent(db.pooler().named_statements())
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+    conn.finish().await.unwrap();
+    counts
 }
