@@ -58,6 +58,25 @@ async fn commands(admin: &mut MultiplexedConnection) -> u64 {
         .sum()
 }
 
+/// One block of `BLOCK` misses through `cache`: keys `org:{first..}` whose loader returns at
+/// once.
+async fn neo_misses(
+    admin: &mut MultiplexedConnection,
+    cache: &HybridCache<Org>,
+    first: usize,
+) -> (Vec<f64>, u64) {
+    block(admin, first, BLOCK, |i| async move {
+        let value = cache
+            .get_or_load(&format!("org:{i}"), move || async move {
+                Ok::<_, std::io::Error>(Some(org(i as u64)))
+            })
+            .await
+            .unwrap();
+        assert!(value.is_some());
+    })
+    .await
+}
+
 /// Latencies (ns) of calls `f(first..first + n)`, one after another, with the commands they
 /// sent.
 async fn block<F, Fut>(
@@ -408,18 +427,7 @@ async fn miss_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection) -
         (Side::default(), Side::default(), Side::default());
     for round in 0..MISS_ROUNDS {
         let first = round * BLOCK;
-        ours.add(
-            block(admin, first, BLOCK, |i| async move {
-                let value = neo
-                    .get_or_load(&format!("org:{i}"), move || async move {
-                        Ok::<_, std::io::Error>(Some(org(i as u64)))
-                    })
-                    .await
-                    .unwrap();
-                assert!(value.is_some());
-            })
-            .await,
-        );
+        ours.add(neo_misses(admin, neo, first).await);
         peer_cached.add(
             block(admin, first, BLOCK, |i| async move {
                 let value = store
@@ -476,18 +484,7 @@ async fn miss_rows(url: &str, prefix: &str, admin: &mut MultiplexedConnection) -
     for round in 0..MISS_ROUNDS / 2 {
         let first = round * BLOCK;
         for (cache, side) in [(&evicting, &mut ours_evicting), (&quiet, &mut ours_quiet)] {
-            side.add(
-                block(admin, first, BLOCK, |i| async move {
-                    let value = cache
-                        .get_or_load(&format!("org:{i}"), move || async move {
-                            Ok::<_, std::io::Error>(Some(org(i as u64)))
-                        })
-                        .await
-                        .unwrap();
-                    assert!(value.is_some());
-                })
-                .await,
-            );
+            side.add(neo_misses(admin, cache, first).await);
         }
     }
     evicting.shutdown().await;
