@@ -12,7 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 pub(crate) struct Setup {
-    _test_db: neo_testkit::TestDatabase,
+    test_db: neo_testkit::TestDatabase,
     pub(crate) db: Db,
     pub(crate) queue: Queue,
     pub(crate) webhooks: Webhooks,
@@ -35,7 +35,7 @@ pub(crate) async fn setup() -> Setup {
         .await
         .unwrap();
     Setup {
-        _test_db: test_db,
+        test_db,
         db,
         queue,
         webhooks,
@@ -286,6 +286,84 @@ async fn gauges_match_the_database() {
     assert_eq!(
         gauge(&g, "neo_db_pool_max_connections", &[]),
         Some(f64::from(s.db.stats().max_size))
+    );
+}
+
+/// Scans of `neo_events.webhook_deliveries` by kind (sequential, index), and index scans of
+/// `index`, as the statistics say once every backend that read the table has exited.
+async fn delivery_scans(db: &Db, index: &str) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT t.seq_scan, i.idx_scan FROM pg_stat_user_tables t \
+         JOIN pg_stat_user_indexes i ON i.relid = t.relid AND i.indexrelname = $1 \
+         WHERE t.schemaname = 'neo_events' AND t.relname = 'webhook_deliveries'",
+    )
+    .bind(index)
+    .fetch_one(db.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn endpoint_health_and_dead_deliveries_read_indexes_not_the_table() {
+    let s = setup().await;
+    // 30,000 deliveries updated a day ago, 50 in the health window, 20 dead.
+    sqlx::raw_sql(
+        "INSERT INTO neo_events.webhook_endpoints (id, url, secrets) \
+         SELECT gen_random_uuid(), 'https://t.example/' || i, '{s}' FROM generate_series(1, 10) AS i; \
+         INSERT INTO neo_events.webhook_deliveries (message_id, endpoint_id, status, attempts, duration_ms, updated_at) \
+         SELECT gen_random_uuid(), e.id, CASE WHEN i <= 20 THEN 'dead' ELSE 'delivered' END, 1, 50, \
+                CASE WHEN i > 29950 THEN now() ELSE now() - interval '1 day' END \
+         FROM generate_series(1, 30000) AS i, \
+              LATERAL (SELECT id FROM neo_events.webhook_endpoints ORDER BY id OFFSET i % 10 LIMIT 1) AS e; \
+         ANALYZE neo_events.webhook_deliveries",
+    )
+    .execute(s.db.pool())
+    .await
+    .unwrap();
+    // The sampler on its own pool, closed afterwards: its backends report their scans as they exit.
+    let sampling = Db::connect(&DbConfig::with_url(s.test_db.url()))
+        .await
+        .unwrap();
+    let before = (
+        delivery_scans(&s.db, "webhook_deliveries_updated").await,
+        delivery_scans(&s.db, "webhook_deliveries_dead").await,
+    );
+    let sample = Sampler::new(&sampling, ObserveConfig::default(), "plans")
+        .unwrap()
+        .sample()
+        .await
+        .unwrap();
+    sampling.close().await;
+    let w = &sample.webhooks[0];
+    assert_eq!(w.dead, 20);
+    assert_eq!(
+        w.endpoints.len(),
+        10,
+        "the 50 recent deliveries of 10 endpoints: {w:?}"
+    );
+    assert!(w.endpoints.iter().all(|e| e.success_ratio == 1.0), "{w:?}");
+    let mut after = (before.0, before.1);
+    for _ in 0..50 {
+        after = (
+            delivery_scans(&s.db, "webhook_deliveries_updated").await,
+            delivery_scans(&s.db, "webhook_deliveries_dead").await,
+        );
+        if after.0.1 > before.0.1 && after.1.1 > before.1.1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        after.0.1 > before.0.1,
+        "health read its index: {before:?} {after:?}"
+    );
+    assert!(
+        after.1.1 > before.1.1,
+        "the dead count read its index: {before:?} {after:?}"
+    );
+    assert_eq!(
+        after.0.0, before.0.0,
+        "no sequential scan of the deliveries"
     );
 }
 

@@ -303,6 +303,11 @@ impl Webhooks {
                 6,
                 "deliveries carry trace context",
                 include_str!("../../../migrations/webhooks/6_deliveries_carry_trace_context.sql"),
+            )
+            .with(
+                7,
+                "deliveries indexed for sampling",
+                include_str!("../../../migrations/webhooks/7_deliveries_indexed_for_sampling.sql"),
             ))
     }
 
