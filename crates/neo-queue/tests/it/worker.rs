@@ -127,6 +127,47 @@ async fn a_notification_wakes_an_idle_worker_long_before_its_poll(mode: Mode, ro
     run.await.unwrap().unwrap();
 }
 
+/// Enqueue wakes workers only for jobs due now: a job scheduled for later sends no
+/// notification, and an idle worker still runs it once due, found by its poll.
+async fn a_job_scheduled_for_later_runs_when_due_without_a_wake_up(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
+    let started = Arc::new(Notify::new());
+    let signal = Arc::clone(&started);
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            poll_interval: Duration::from_millis(200),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("later", move |_job| {
+        let signal = Arc::clone(&signal);
+        async move {
+            signal.notify_one();
+            Ok(())
+        }
+    });
+    let (stop, run) = spawn_until_stopped(worker);
+    tokio::time::sleep(Duration::from_millis(300)).await; // idle, listening
+    let due = chrono::Utc::now() + chrono::Duration::milliseconds(1500);
+    queue
+        .enqueue(
+            &db,
+            NewJob::new("later", &1).unwrap().run_at(due),
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(10), started.notified())
+        .await
+        .expect("the job scheduled for later never ran");
+    let ran_at = chrono::Utc::now();
+    assert!(ran_at >= due, "started {} before it was due", due - ran_at);
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 1, "{report:?}");
+}
+
 async fn a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere(
     mode: Mode,
     route: PgRoute,
@@ -616,6 +657,7 @@ async fn a_buffered_job_whose_lease_was_lost_is_not_started_under_it(route: PgRo
 over_modes!(
     the_worker_runs_every_job_once_and_dead_letters_what_it_cannot_run,
     a_notification_wakes_an_idle_worker_long_before_its_poll,
+    a_job_scheduled_for_later_runs_when_due_without_a_wake_up,
     a_worker_lost_mid_job_loses_its_lease_and_the_job_runs_again_elsewhere,
     shutdown_hands_back_jobs_that_did_not_finish_in_the_grace_period,
 );
