@@ -41,5 +41,5 @@ mod worker;
 pub use config::{QueueConfig, WorkerConfig};
 pub use error::{Error, Result};
 pub use job::{Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Receipt};
-pub use queue::Queue;
+pub use queue::{PauseStatus, Queue};
 pub use worker::{JobError, Worker, WorkerReport};

@@ -8,6 +8,7 @@ mod claim;
 mod enqueue;
 mod maintenance;
 mod offboard;
+mod pause;
 mod receipts;
 mod statements;
 mod tenant_mode;
@@ -18,6 +19,7 @@ use neo_db::{
     Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, TenantIsolation,
     quote_identifier,
 };
+pub use pause::PauseStatus;
 use statements::Statements;
 use std::sync::Arc;
 use std::time::Duration;
@@ -191,6 +193,11 @@ impl Queue {
                 5,
                 "jobs carry trace context",
                 include_str!("../../migrations/5_jobs_carry_trace_context.sql"),
+            )
+            .with(
+                10,
+                "queue pause",
+                include_str!("../../migrations/10_queue_pause.sql"),
             ))
     }
 

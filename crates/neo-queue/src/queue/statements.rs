@@ -28,6 +28,8 @@ pub(super) struct Statements {
     pub(super) requeue: SqlStr,
     pub(super) get: SqlStr,
     pub(super) depth: SqlStr,
+    /// Pause and resume ([`super::pause`]).
+    pub(super) pause: super::pause::PauseSql,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
@@ -57,9 +59,10 @@ impl Statements {
                  WHERE (SELECT count(pg_notify($9, '')) FROM (SELECT FROM ins WHERE run_at <= now() LIMIT 1) AS due) >= 0"
             )
         };
+        let paused = super::pause::claim_filter(t);
         let claim = |filter: &str| {
             format!(
-                "WITH next AS (SELECT id FROM {t} WHERE state = 'available' AND run_at <= now() {filter} \
+                "WITH next AS (SELECT id FROM {t} WHERE state = 'available' AND run_at <= now() {paused} {filter} \
                  ORDER BY priority DESC, run_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
                  UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
                  lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
@@ -133,6 +136,7 @@ impl Statements {
                 "SELECT id, kind, payload, state, attempts, max_attempts, last_error, tenant, dead_at FROM {t} WHERE id = $1"
             )),
             depth: sql(format!("SELECT state, count(*) FROM {t} GROUP BY state")),
+            pause: super::pause::PauseSql::new(t),
         }
     }
 }
@@ -184,7 +188,8 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
                 .to_owned(),
         ),
     };
-    let due = format!("j.state = 'available' AND j.run_at <= now() {kinds}");
+    let paused = super::pause::claim_filter(t);
+    let due = format!("j.state = 'available' AND j.run_at <= now() {paused} {kinds}");
     let order = "ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1";
     // The same order for the jobs without a tenant, led by the (null) tenant: `tenant IS NULL`
     // does not tell the planner that the index's first column is constant, so without it the
@@ -228,6 +233,6 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
 
 /// Statement text assembled only from the validated table name and fixed keywords, shared so
 /// that each call clones a pointer.
-fn sql(text: String) -> SqlStr {
+pub(super) fn sql(text: String) -> SqlStr {
     AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
 }
