@@ -40,7 +40,10 @@ impl PauseSql {
 /// The condition every claim adds to its due jobs' (`AND NOT EXISTS (...)`): none while the
 /// queue is paused. Uncorrelated, so PostgreSQL evaluates it once per claim (an InitPlan).
 pub(super) fn claim_filter(jobs: &TableName) -> String {
-    format!("AND NOT EXISTS (SELECT FROM {})", sibling(jobs, "queue_pause"))
+    format!(
+        "AND NOT EXISTS (SELECT FROM {})",
+        sibling(jobs, "queue_pause")
+    )
 }
 
 /// `name` in the schema of `jobs`.

@@ -30,6 +30,12 @@ pub(super) struct Statements {
     pub(super) depth: SqlStr,
     /// Pause and resume ([`super::pause`]).
     pub(super) pause: super::pause::PauseSql,
+    /// Cancellation ([`super::cancel`]).
+    pub(super) cancel: super::cancel::CancelSql,
+    /// Progress and output ([`super::progress`]).
+    pub(super) progress: super::progress::ProgressSql,
+    /// Retention ([`super::retention`]).
+    pub(super) retention: super::retention::RetentionSql,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
@@ -40,7 +46,16 @@ impl Statements {
     /// `weighted` when the queue has tenant weights
     /// ([`tenant_weights`](crate::QueueConfig::tenant_weights)): its fair claims take the
     /// weights as two more parameters, after the kinds and the cap.
-    pub(super) fn new(t: &TableName, per_tenant_keys: bool, weighted: bool) -> Self {
+    ///
+    /// `max_running` bounds every claim by the queue's global concurrency limit
+    /// ([`super::limit`]).
+    pub(super) fn new(
+        t: &TableName,
+        per_tenant_keys: bool,
+        weighted: bool,
+        max_running: Option<u32>,
+    ) -> Self {
+        let lim = |claim: String| super::limit::limited(claim, t, max_running);
         let key = if per_tenant_keys {
             "(tenant_id, unique_key)"
         } else {
@@ -75,12 +90,12 @@ impl Statements {
                 "ON CONFLICT {key} WHERE unique_key IS NOT NULL AND state IN ('available', 'running') DO NOTHING",
             ))),
             insert_strict: sql(insert("")),
-            claim: sql(claim("")),
-            claim_kinds: sql(claim("AND kind = ANY($4)")),
-            claim_fair: sql(fair_claim(t, None, None, weighted.then_some(4))),
-            claim_fair_kinds: sql(fair_claim(t, Some(4), None, weighted.then_some(5))),
-            claim_capped: sql(fair_claim(t, None, Some(4), weighted.then_some(5))),
-            claim_capped_kinds: sql(fair_claim(t, Some(4), Some(5), weighted.then_some(6))),
+            claim: sql(lim(claim(""))),
+            claim_kinds: sql(lim(claim("AND kind = ANY($4)"))),
+            claim_fair: sql(lim(fair_claim(t, None, None, weighted.then_some(4)))),
+            claim_fair_kinds: sql(lim(fair_claim(t, Some(4), None, weighted.then_some(5)))),
+            claim_capped: sql(lim(fair_claim(t, None, Some(4), weighted.then_some(5)))),
+            claim_capped_kinds: sql(lim(fair_claim(t, Some(4), Some(5), weighted.then_some(6)))),
             claim_lock: sql(format!(
                 "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
             )),
@@ -137,6 +152,9 @@ impl Statements {
             )),
             depth: sql(format!("SELECT state, count(*) FROM {t} GROUP BY state")),
             pause: super::pause::PauseSql::new(t),
+            cancel: super::cancel::CancelSql::new(t),
+            progress: super::progress::ProgressSql::new(t),
+            retention: super::retention::RetentionSql::new(t),
         }
     }
 }

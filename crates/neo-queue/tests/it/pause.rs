@@ -64,10 +64,7 @@ async fn a_paused_queue_runs_nothing_on_any_worker_until_resumed(mode: Mode, rou
     tokio::time::sleep(Duration::from_millis(100)).await;
     stop_a.send(()).unwrap();
     stop_b.send(()).unwrap();
-    let (a, b) = (
-        run_a.await.unwrap().unwrap(),
-        run_b.await.unwrap().unwrap(),
-    );
+    let (a, b) = (run_a.await.unwrap().unwrap(), run_b.await.unwrap().unwrap());
     assert_eq!(a.succeeded + b.succeeded, 5);
 }
 
@@ -106,7 +103,10 @@ async fn a_job_whose_worker_died_during_a_pause_waits_for_the_resume(mode: Mode,
     // Past the lease: B's rescue hands the job back, the pause keeps it from running.
     let deadline = Instant::now() + Duration::from_secs(5);
     while queue.depth().await.unwrap().available < 1 {
-        assert!(Instant::now() < deadline, "the dead worker's job was not rescued");
+        assert!(
+            Instant::now() < deadline,
+            "the dead worker's job was not rescued"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
