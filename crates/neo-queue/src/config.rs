@@ -39,6 +39,13 @@ pub struct QueueConfig {
     /// [`fair_claims`](Self::fair_claims) and are serialised by a transaction-scoped
     /// advisory lock per queue, so that two workers cannot both see room for the same tenant.
     pub max_running_per_tenant: Option<u32>,
+    /// At most this many jobs of the queue claimed at once across every worker
+    /// (`NEO_QUEUE_MAX_RUNNING`): "at most 5 running in the cluster". Enforced in the claim
+    /// statement (jobs a worker holds in its buffer count as running); a worker that dies
+    /// holding slots frees them when its leases expire. Claims of a limited queue take turns
+    /// through an advisory lock, as with [`max_running_per_tenant`](Self::max_running_per_tenant).
+    /// None (no limit) by default.
+    pub max_running: Option<u32>,
     /// Weights of tenants in fair claims (`NEO_QUEUE_TENANT_WEIGHTS='{acme=3}'`), keyed by
     /// the tenant as jobs store it (a [`TenantId`](neo_core::TenantId)'s hyphenated text for
     /// [`NewJob::tenant_id`](crate::NewJob::tenant_id)): in each turn a tenant of weight `w`
@@ -46,6 +53,29 @@ pub struct QueueConfig {
     /// claim statement, like the turns; used only when claims are fair or capped. Each weight
     /// is at least 1. None by default.
     pub tenant_weights: BTreeMap<String, u32>,
+    /// Largest output, in bytes of JSON, a handler may record
+    /// ([`JobContext::record_progress`](crate::JobContext::record_progress);
+    /// `NEO_QUEUE_MAX_OUTPUT_BYTES`): outputs are small results, not files. 64 KiB by default.
+    pub max_output_bytes: usize,
+    /// Dead letters are pruned this long after they died (`NEO_QUEUE_RETAIN_DEAD=30d`); kept
+    /// until requeued by default.
+    #[serde(with = "humantime_serde")]
+    pub retain_dead: Option<Duration>,
+    /// Cancelled jobs are pruned this long after they were cancelled
+    /// (`NEO_QUEUE_RETAIN_CANCELLED`); 7 days by default, none to keep them.
+    #[serde(with = "humantime_serde")]
+    pub retain_cancelled: Option<Duration>,
+    /// Recorded outputs are pruned this long after their last update, once their job is
+    /// finished (`NEO_QUEUE_RETAIN_OUTPUTS`); 7 days by default, none to keep them.
+    #[serde(with = "humantime_serde")]
+    pub retain_outputs: Option<Duration>,
+    /// Most rows of each kind one [`Queue::prune`](crate::Queue::prune) deletes
+    /// (`NEO_QUEUE_PRUNE_BATCH`), so that pruning a large backlog never holds long locks.
+    pub prune_batch: u32,
+    /// How often a worker prunes (`NEO_QUEUE_PRUNE_INTERVAL`); while a batch comes back
+    /// full, it prunes again at its next poll.
+    #[serde(with = "humantime_serde")]
+    pub prune_interval: Duration,
 }
 
 impl Default for QueueConfig {
@@ -60,7 +90,14 @@ impl Default for QueueConfig {
             retry_max: Duration::from_secs(3600),
             fair_claims: true,
             max_running_per_tenant: None,
+            max_running: None,
             tenant_weights: BTreeMap::new(),
+            max_output_bytes: 64 * 1024,
+            retain_dead: None,
+            retain_cancelled: Some(Duration::from_secs(7 * 24 * 3600)),
+            retain_outputs: Some(Duration::from_secs(7 * 24 * 3600)),
+            prune_batch: 1_000,
+            prune_interval: Duration::from_secs(60),
         }
     }
 }

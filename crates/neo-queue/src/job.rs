@@ -118,7 +118,7 @@ impl NewJob {
     }
 }
 
-fn validate_kind(kind: &str) -> Result<()> {
+pub(crate) fn validate_kind(kind: &str) -> Result<()> {
     let ok = !kind.is_empty()
         && kind.len() <= MAX_KIND_LEN
         && kind.bytes().all(|b| {
@@ -315,4 +315,6 @@ pub struct Depth {
     pub running: i64,
     /// In the dead letters.
     pub dead: i64,
+    /// Cancelled ([`Queue::cancel`](crate::Queue::cancel)) and not yet pruned.
+    pub cancelled: i64,
 }

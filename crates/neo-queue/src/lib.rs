@@ -14,6 +14,13 @@
 //!   ([`Queue::dead_letters`], [`Queue::requeue`]); expired leases are rescued.
 //! - [`Worker`] runs handlers per job kind with bounded concurrency, wakes on LISTEN/NOTIFY
 //!   with a poll fallback, heartbeats leases, and shuts down gracefully.
+//! - Operating a queue: [`Queue::pause`] / [`Queue::resume`] on every worker; cancel pending
+//!   or running jobs ([`Queue::cancel`], [`Queue::cancel_unique_keys`],
+//!   [`Queue::cancel_matching`]) — a running handler sees it through [`JobContext`] and its
+//!   ack is refused; progress and a small output recorded by the handler
+//!   ([`JobContext::record_progress`]) and read by id ([`Queue::job_output`]); snooze
+//!   ([`JobError::Snooze`]); retention of dead, cancelled and output rows ([`Queue::prune`]);
+//!   a global concurrency limit ([`QueueConfig::max_running`]) enforced in the claim.
 //! - Tenants kept apart ([`Queue::tenant_isolated`]): a `jobs` table per tenant schema, or one
 //!   shared table under row-level security; tenant-scoped calls act for the tenant of
 //!   [`Queue::for_tenant`] or `neo_tenant::current()` and fail closed without one, work across
@@ -32,6 +39,7 @@
 //! | `env` | `QueueConfig::from_env()` (reads `NEO_QUEUE_*`) |
 
 mod config;
+mod context;
 mod error;
 mod job;
 pub mod metric_names;
@@ -39,7 +47,8 @@ mod queue;
 mod worker;
 
 pub use config::{QueueConfig, WorkerConfig};
+pub use context::JobContext;
 pub use error::{Error, Result};
 pub use job::{Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Receipt};
-pub use queue::Queue;
+pub use queue::{CancelFilter, Cancelled, JobOutput, PauseStatus, Pruned, Queue};
 pub use worker::{JobError, Worker, WorkerReport};

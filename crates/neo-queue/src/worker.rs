@@ -1,7 +1,8 @@
 //! The worker pool: claims jobs, runs a handler per kind with bounded concurrency, and
 //! acknowledges in batches.
 
-use crate::queue::{Queue, channel, lease};
+use crate::context::{Cancels, JobContext};
+use crate::queue::{CANCEL_NOTICE, Queue, channel, lease};
 use crate::{Failure, Job, Receipt};
 use crate::{Result, WorkerConfig};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -202,10 +203,20 @@ impl Worker {
             Arc::clone(&held),
             done_rx,
         )));
-        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(queue.clone(), Arc::clone(&held))));
+        // Running jobs' cancellation tokens; a cancel notification sends a heartbeat at once,
+        // whose refusals fire them.
+        let cancels = Cancels::default();
+        let beat_now = Arc::new(tokio::sync::Notify::new());
+        let _heartbeat = AbortOnDrop(tokio::spawn(heartbeat(
+            queue.clone(),
+            Arc::clone(&held),
+            cancels.clone(),
+            Arc::clone(&beat_now),
+        )));
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next_rescue = Instant::now();
+        let mut next_prune = Instant::now();
         // Claimed jobs not yet started, with the time they were claimed.
         let mut buffer: VecDeque<(Job, Instant)> = VecDeque::new();
         // Claims in flight (at most `CLAIMS_IN_FLIGHT`), and the jobs they asked for.
@@ -228,6 +239,7 @@ impl Worker {
                     tracing::warn!(%error, "rescuing expired leases failed");
                 }
                 next_rescue = Instant::now() + config.poll_interval;
+                next_prune = crate::queue::prune_due(&queue, next_prune).await;
             }
             while !buffer.is_empty() {
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
@@ -246,8 +258,10 @@ impl Worker {
                 }
                 let handler = handlers.get(&job.kind).cloned();
                 let pace = Arc::clone(&pace);
+                let context = (cancels.context(&queue, receipt), cancels.clone());
                 tasks.spawn(run_job(
                     job,
+                    context,
                     claimed_at,
                     handler,
                     slot,
@@ -317,6 +331,9 @@ impl Worker {
                 }
                 _ = tasks.join_next(), if !tasks.is_empty() => {}
                 notified = notification(listener.as_mut()) => {
+                    if notified.as_ref().is_ok_and(|n| n.payload() == CANCEL_NOTICE) {
+                        beat_now.notify_one();
+                    }
                     more = true;
                     wakes += 1;
                     if notified.is_err() {
@@ -425,6 +442,7 @@ struct Claimed {
 /// tenant when it is a tenant id.
 async fn run_job(
     job: Job,
+    (context, cancels): (JobContext, Cancels),
     claimed_at: Instant,
     handler: Option<Handler>,
     slot: OwnedSemaphorePermit,
@@ -440,7 +458,7 @@ async fn run_job(
     let outcome = match handler {
         Some(handler) => {
             let kind = job.kind.clone();
-            let run = span.in_scope(|| handler(job)).instrument(span);
+            let run = context.scope(span.in_scope(|| handler(job)).instrument(span));
             // Its own task, so a panic is caught; aborted with this one.
             let mut handle = AbortOnDrop(match tenant {
                 Some(tenant) => tokio::spawn(neo_tenant::scope(tenant, run)),
@@ -459,6 +477,7 @@ async fn run_job(
         ))),
     };
     pace.ran(started.elapsed());
+    cancels.finished(receipt.id);
     let _ = done.send((receipt, outcome, claimed_at));
 }
 
@@ -614,12 +633,16 @@ fn tally(
 }
 
 /// Extends the leases of held jobs (buffered, running, awaiting their ack) every third of the
-/// lease, and records how long each accepted one now lasts; a refused one is recorded as
-/// expired, so that it is not started if it is still buffered.
-async fn heartbeat(queue: Queue, held: Held) {
+/// lease, and at once when `now` is notified (a cancel), and records how long each accepted
+/// one now lasts; a refused one (cancelled, or its lease lost) is recorded as expired, so that
+/// it is not started if it is still buffered, and its handler's cancellation token fires.
+async fn heartbeat(queue: Queue, held: Held, cancels: Cancels, now: Arc<tokio::sync::Notify>) {
     let lease = lease(&queue);
     loop {
-        tokio::time::sleep(lease / 3).await;
+        tokio::select! {
+            () = tokio::time::sleep(lease / 3) => {}
+            () = now.notified() => {}
+        }
         let receipts: Vec<Receipt> = lock(&held).keys().copied().collect();
         if receipts.is_empty() {
             continue;
@@ -629,6 +652,7 @@ async fn heartbeat(queue: Queue, held: Held) {
             Ok(()) => HashSet::new(),
             Err(crate::Error::LeaseLost { ids }) => {
                 tracing::warn!(lost = ids.len(), "heartbeat refused for some claims");
+                cancels.cancel(ids.iter().copied());
                 let ids: HashSet<_> = ids.into_iter().collect();
                 receipts
                     .iter()

@@ -57,8 +57,11 @@ impl Queue {
         kinds: Option<&[String]>,
     ) -> Result<Vec<Job>> {
         let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
+        // A global limit serialises claims as the per-tenant cap does ([`super::limit`]).
+        let serialised =
+            self.config.max_running_per_tenant.is_some() || self.config.max_running.is_some();
         let rows = match self.config.max_running_per_tenant {
-            Some(cap) => {
+            cap if serialised => {
                 // The statement counts each tenant's running jobs in its snapshot, so two
                 // claims at once could both see room for the same tenant. The lock makes them
                 // take turns, and the claim's snapshot, taken after the lock, sees the jobs
@@ -68,9 +71,14 @@ impl Queue {
                     .persistent(self.system.pooler().named_statements())
                     .execute(&mut **tx)
                     .await?;
-                let statement = match kinds {
-                    None => &sql.claim_capped,
-                    Some(_) => &sql.claim_capped_kinds,
+                let fair = cap.is_some() || self.config.fair_claims;
+                let statement = match (cap, fair, kinds) {
+                    (Some(_), _, None) => &sql.claim_capped,
+                    (Some(_), _, Some(_)) => &sql.claim_capped_kinds,
+                    (None, true, None) => &sql.claim_fair,
+                    (None, true, Some(_)) => &sql.claim_fair_kinds,
+                    (None, false, None) => &sql.claim,
+                    (None, false, Some(_)) => &sql.claim_kinds,
                 };
                 let rows = self
                     .run_claim(
@@ -79,14 +87,14 @@ impl Queue {
                         n,
                         worker,
                         kinds,
-                        Some(i64::from(cap)),
-                        true,
+                        cap.map(i64::from),
+                        fair,
                     )
                     .await?;
                 tx.commit().await?;
                 rows
             }
-            None => {
+            _ => {
                 let statement = match (self.config.fair_claims, kinds) {
                     (false, None) => &sql.claim,
                     (false, Some(_)) => &sql.claim_kinds,

@@ -108,6 +108,7 @@ impl Queue {
                 "available" => depth.available = count,
                 "running" => depth.running = count,
                 "dead" => depth.dead = count,
+                "cancelled" => depth.cancelled = count,
                 _ => {}
             }
             if scope.tenant.is_none() {

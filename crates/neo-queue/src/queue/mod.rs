@@ -4,20 +4,31 @@
 //! [`maintenance`] rescues expired leases and inspects, requeues and counts jobs;
 //! [`tenant_mode`] keeps tenants' jobs apart (schema per tenant or row-level security).
 
+mod cancel;
 mod claim;
 mod enqueue;
+mod limit;
 mod maintenance;
 mod offboard;
+mod pause;
+mod progress;
 mod receipts;
+mod retention;
 mod statements;
 mod tenant_mode;
 
 use crate::{Error, QueueConfig, Result};
+pub(crate) use cancel::CANCEL_NOTICE;
+pub use cancel::{CancelFilter, Cancelled};
 use neo_core::TenantId;
 use neo_db::{
     Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, TenantIsolation,
     quote_identifier,
 };
+pub use pause::PauseStatus;
+pub use progress::JobOutput;
+pub use retention::Pruned;
+pub(crate) use retention::prune_due;
 use statements::Statements;
 use std::sync::Arc;
 use std::time::Duration;
@@ -78,6 +89,7 @@ impl Queue {
             &t,
             false,
             !config.tenant_weights.is_empty(),
+            config.max_running,
         ));
         Ok(Queue {
             db: db.clone(),
@@ -125,6 +137,7 @@ impl Queue {
                 schema,
                 isolation,
                 !config.tenant_weights.is_empty(),
+                config.max_running,
             )?),
             config: Arc::new(config),
             tenant: None,
@@ -167,6 +180,12 @@ impl Queue {
                 format!("{tenant:?} has weight {weight}: use 1 to {}", i32::MAX),
             ));
         }
+        if config.max_running == Some(0) {
+            return Err(Error::invalid(
+                "max_running",
+                "0 would never run a job: use at least 1, or none for no limit",
+            ));
+        }
         Ok(())
     }
 
@@ -191,22 +210,43 @@ impl Queue {
                 5,
                 "jobs carry trace context",
                 include_str!("../../migrations/5_jobs_carry_trace_context.sql"),
+            )
+            .with(
+                10,
+                "queue pause",
+                include_str!("../../migrations/10_queue_pause.sql"),
+            )
+            .with(
+                11,
+                "cancelled jobs",
+                include_str!("../../migrations/11_cancelled_jobs.sql"),
+            )
+            .with(
+                12,
+                "job outputs",
+                include_str!("../../migrations/12_job_outputs.sql"),
             ))
     }
 
     /// The migrations of the shared table under row-level security on `setting`:
-    /// [`migrations`](Self::migrations) and one more (4) that makes every job's tenant
+    /// [`migrations`](Self::migrations) and two more: 4 makes every job's tenant
     /// required, adds `tenant_id uuid` generated from it, makes unique keys unique per
-    /// tenant, and enables and forces the policy.
+    /// tenant, and enables and forces the policy; 13 does the same for `job_outputs`.
     ///
     /// # Errors
     /// Never; fallible for symmetry with [`migrations`](Self::migrations).
     pub fn rls_migrations(setting: &RlsSetting) -> Result<MigrationSet> {
-        Ok(Self::migrations()?.with_sql(
-            4,
-            "tenant row-level security",
-            tenant_mode::rls_migration(setting)?,
-        ))
+        Ok(Self::migrations()?
+            .with_sql(
+                4,
+                "tenant row-level security",
+                tenant_mode::rls_migration(setting)?,
+            )
+            .with_sql(
+                13,
+                "job outputs row-level security",
+                progress::rls_migration(setting)?,
+            ))
     }
 
     /// Creates or upgrades the jobs table: in `config.schema`; in the acting tenant's

@@ -63,6 +63,17 @@ impl Queue {
         let t = self.jobs_table(tenant)?;
         let scope = self.scope_of(Some(tenant))?;
         let mut conn = self.tenant_connection(&scope).await?;
+        // The outputs its handlers recorded go with the jobs.
+        let outputs = sqlx::query(scope.sql.progress.purge.clone())
+            .persistent(false)
+            .bind(tenant.to_string())
+            .execute(&mut *conn)
+            .await;
+        if let Err(e) = outputs
+            && !missing_table(&e)
+        {
+            return Err(neo_db::Error::from(e).into());
+        }
         let deleted = sqlx::query(AssertSqlSafe(format!("DELETE FROM {t} WHERE tenant = $1")))
             .persistent(false)
             .bind(tenant.to_string())

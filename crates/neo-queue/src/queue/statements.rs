@@ -28,6 +28,14 @@ pub(super) struct Statements {
     pub(super) requeue: SqlStr,
     pub(super) get: SqlStr,
     pub(super) depth: SqlStr,
+    /// Pause and resume ([`super::pause`]).
+    pub(super) pause: super::pause::PauseSql,
+    /// Cancellation ([`super::cancel`]).
+    pub(super) cancel: super::cancel::CancelSql,
+    /// Progress and output ([`super::progress`]).
+    pub(super) progress: super::progress::ProgressSql,
+    /// Retention ([`super::retention`]).
+    pub(super) retention: super::retention::RetentionSql,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
@@ -38,7 +46,16 @@ impl Statements {
     /// `weighted` when the queue has tenant weights
     /// ([`tenant_weights`](crate::QueueConfig::tenant_weights)): its fair claims take the
     /// weights as two more parameters, after the kinds and the cap.
-    pub(super) fn new(t: &TableName, per_tenant_keys: bool, weighted: bool) -> Self {
+    ///
+    /// `max_running` bounds every claim by the queue's global concurrency limit
+    /// ([`super::limit`]).
+    pub(super) fn new(
+        t: &TableName,
+        per_tenant_keys: bool,
+        weighted: bool,
+        max_running: Option<u32>,
+    ) -> Self {
+        let lim = |claim: String| super::limit::limited(claim, t, max_running);
         let key = if per_tenant_keys {
             "(tenant_id, unique_key)"
         } else {
@@ -57,9 +74,10 @@ impl Statements {
                  WHERE (SELECT count(pg_notify($9, '')) FROM (SELECT FROM ins WHERE run_at <= now() LIMIT 1) AS due) >= 0"
             )
         };
+        let paused = super::pause::claim_filter(t);
         let claim = |filter: &str| {
             format!(
-                "WITH next AS (SELECT id FROM {t} WHERE state = 'available' AND run_at <= now() {filter} \
+                "WITH next AS (SELECT id FROM {t} WHERE state = 'available' AND run_at <= now() {paused} {filter} \
                  ORDER BY priority DESC, run_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
                  UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
                  lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
@@ -72,12 +90,12 @@ impl Statements {
                 "ON CONFLICT {key} WHERE unique_key IS NOT NULL AND state IN ('available', 'running') DO NOTHING",
             ))),
             insert_strict: sql(insert("")),
-            claim: sql(claim("")),
-            claim_kinds: sql(claim("AND kind = ANY($4)")),
-            claim_fair: sql(fair_claim(t, None, None, weighted.then_some(4))),
-            claim_fair_kinds: sql(fair_claim(t, Some(4), None, weighted.then_some(5))),
-            claim_capped: sql(fair_claim(t, None, Some(4), weighted.then_some(5))),
-            claim_capped_kinds: sql(fair_claim(t, Some(4), Some(5), weighted.then_some(6))),
+            claim: sql(lim(claim(""))),
+            claim_kinds: sql(lim(claim("AND kind = ANY($4)"))),
+            claim_fair: sql(lim(fair_claim(t, None, None, weighted.then_some(4)))),
+            claim_fair_kinds: sql(lim(fair_claim(t, Some(4), None, weighted.then_some(5)))),
+            claim_capped: sql(lim(fair_claim(t, None, Some(4), weighted.then_some(5)))),
+            claim_capped_kinds: sql(lim(fair_claim(t, Some(4), Some(5), weighted.then_some(6)))),
             claim_lock: sql(format!(
                 "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
             )),
@@ -133,6 +151,10 @@ impl Statements {
                 "SELECT id, kind, payload, state, attempts, max_attempts, last_error, tenant, dead_at FROM {t} WHERE id = $1"
             )),
             depth: sql(format!("SELECT state, count(*) FROM {t} GROUP BY state")),
+            pause: super::pause::PauseSql::new(t),
+            cancel: super::cancel::CancelSql::new(t),
+            progress: super::progress::ProgressSql::new(t),
+            retention: super::retention::RetentionSql::new(t),
         }
     }
 }
@@ -184,7 +206,8 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
                 .to_owned(),
         ),
     };
-    let due = format!("j.state = 'available' AND j.run_at <= now() {kinds}");
+    let paused = super::pause::claim_filter(t);
+    let due = format!("j.state = 'available' AND j.run_at <= now() {paused} {kinds}");
     let order = "ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1";
     // The same order for the jobs without a tenant, led by the (null) tenant: `tenant IS NULL`
     // does not tell the planner that the index's first column is constant, so without it the
@@ -228,6 +251,6 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
 
 /// Statement text assembled only from the validated table name and fixed keywords, shared so
 /// that each call clones a pointer.
-fn sql(text: String) -> SqlStr {
+pub(super) fn sql(text: String) -> SqlStr {
     AssertSqlSafe(Arc::<str>::from(text)).into_sql_str()
 }

@@ -47,14 +47,24 @@ pub(super) enum Mode {
 }
 
 impl Mode {
-    pub(super) fn new(schema: Schema, isolation: TenantIsolation, weighted: bool) -> Result<Self> {
+    pub(super) fn new(
+        schema: Schema,
+        isolation: TenantIsolation,
+        weighted: bool,
+        max_running: Option<u32>,
+    ) -> Result<Self> {
         Ok(match isolation {
             TenantIsolation::SchemaPerTenant(resolver) => Mode::Schemas {
                 resolver,
                 built: Mutex::new(HashMap::new()),
             },
             TenantIsolation::RowLevelSecurity(ref setting) => Mode::Rls {
-                sql: Arc::new(Statements::new(&jobs_in(&schema)?, true, weighted)),
+                sql: Arc::new(Statements::new(
+                    &jobs_in(&schema)?,
+                    true,
+                    weighted,
+                    max_running,
+                )),
                 setting: setting.clone(),
                 schema,
                 isolation,
@@ -118,7 +128,12 @@ impl Queue {
                     Arc::clone(sql)
                 } else {
                     let weighted = !self.config.tenant_weights.is_empty();
-                    let sql = Arc::new(Statements::new(&jobs_in(&schema)?, false, weighted));
+                    let sql = Arc::new(Statements::new(
+                        &jobs_in(&schema)?,
+                        false,
+                        weighted,
+                        self.config.max_running,
+                    ));
                     if built.len() >= KEPT_SCHEMAS {
                         built.clear();
                     }

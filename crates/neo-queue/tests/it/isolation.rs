@@ -66,6 +66,13 @@ async fn seed_victim(queue: &Queue, db: &neo_db::Db, b: TenantId) -> Victim {
     let claimed = qb.claim("w", 1, None).await.unwrap();
     assert_eq!(claimed[0].id, dead);
     assert_eq!(claimed[0].tenant_id().unwrap(), Some(b), "stamped with B");
+    qb.record_progress(
+        claimed[0].receipt(),
+        Some(5.0),
+        Some(&serde_json::json!("b's")),
+    )
+    .await
+    .unwrap();
     qb.nack_many(&[Failure::permanent(claimed[0].receipt(), "boom")])
         .await
         .unwrap();
@@ -91,10 +98,15 @@ async fn victim_view(
     for id in victim.available.iter().chain([&victim.dead]) {
         stored.push(qb.get(*id).await.unwrap().expect("B's job is there"));
     }
+    let output = qb
+        .job_output(victim.dead)
+        .await
+        .unwrap()
+        .expect("B's output");
     (
         (depth.available, depth.running, depth.dead),
         dead,
-        format!("{stored:?}"),
+        format!("{stored:?} {output:?}"),
     )
 }
 
@@ -121,6 +133,11 @@ async fn tenant_a_never_reads_counts_or_changes_tenant_b(mode: Mode, route: PgRo
         // Reads by B's ids find nothing.
         for id in &b_ids {
             assert_eq!(queue.get(*id).await.unwrap(), None, "B's job {id}");
+            assert_eq!(
+                queue.job_output(*id).await.unwrap(),
+                None,
+                "B's output {id}"
+            );
         }
         // Lists and counts: only A's.
         assert!(queue.dead_letters(10).await.unwrap().is_empty());
@@ -147,6 +164,10 @@ async fn tenant_a_never_reads_counts_or_changes_tenant_b(mode: Mode, route: PgRo
         }
         assert_eq!(qa.depth().await.unwrap().available, 1);
         assert!(qa.requeue(&[victim.dead]).await.unwrap().is_empty());
+        // Cancels by B's ids or of B's kind cancel nothing.
+        assert!(qa.cancel(&b_ids).await.unwrap().is_empty());
+        let b_kind = neo_queue::CancelFilter::kind("b").unwrap();
+        assert!(qa.cancel_matching(&b_kind).await.unwrap().is_empty());
     })
     .await;
 
@@ -204,6 +225,8 @@ async fn calls_without_a_tenant_fail_closed(mode: Mode, route: PgRoute) {
     unauthorized(queue.dead_letters(10).await.unwrap_err());
     unauthorized(queue.requeue(&[victim.dead]).await.unwrap_err());
     unauthorized(queue.depth().await.unwrap_err());
+    unauthorized(queue.job_output(victim.dead).await.unwrap_err());
+    unauthorized(queue.cancel(&[victim.dead]).await.unwrap_err());
     // Jobs that name their tenant carry it explicitly: one tenant per call, and a tenant id.
     let named = queue
         .enqueue(&db, job("x", 2).tenant_id(a), OnDuplicate::Skip)
@@ -282,6 +305,11 @@ async fn raw_sql_on_the_app_role(route: PgRoute) {
         .await
         .unwrap();
     assert_eq!(all, 4, "B's three and A's one");
+    let outputs: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_queue.job_outputs")
+        .fetch_one(&mut superuser)
+        .await
+        .unwrap();
+    assert_eq!(outputs, 1, "B's one");
 
     let mut tx = db.begin().await.unwrap();
     let (role, is_super, bypasses, owner): (String, bool, bool, String) = sqlx::query_as(
@@ -302,6 +330,12 @@ async fn raw_sql_on_the_app_role(route: PgRoute) {
         .await
         .unwrap();
     assert_eq!(seen, 0, "no tenant set, no job seen");
+    let outputs: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_queue.job_outputs")
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap();
+    assert_eq!(outputs, 0, "no tenant set, no output seen");
     let changed = sqlx::query("UPDATE neo_queue.jobs SET state = 'available'")
         .persistent(false)
         .execute(&mut **tx)

@@ -22,9 +22,14 @@ macro_rules! over_modes {
     };
 }
 
+mod cancel;
 mod fair;
 mod isolation;
+mod limit;
+mod pause;
+mod progress;
 mod queue;
+mod retention;
 mod spans;
 mod trace;
 mod worker;
@@ -34,6 +39,11 @@ use neo_db::{Db, DbConfig, Schema, TenantIsolation};
 use neo_queue::{Queue, QueueConfig};
 use neo_testkit::{PgRoute, SplitRoles, TestDatabase};
 use std::time::Duration;
+
+/// The queue's migrations, as a fresh database applies them.
+pub(crate) const APPLIED: &[i64] = &[1, 2, 3, 5, 10, 11, 12];
+/// The same under row-level security (with migration 4, the policy).
+pub(crate) const APPLIED_RLS: &[i64] = &[1, 2, 3, 4, 5, 10, 11, 12, 13];
 
 /// How the queue under test keeps tenants apart. The contract tests run in each
 /// ([`over_modes`]).
@@ -103,7 +113,7 @@ pub(crate) async fn setup(
     .await
     .unwrap();
     let queue = Queue::new(&db, config(configure)).unwrap();
-    assert_eq!(queue.migrate().await.unwrap().applied, vec![1, 2, 3, 5]);
+    assert_eq!(queue.migrate().await.unwrap().applied, APPLIED.to_vec());
     let servers = Servers {
         test_db,
         roles: None,
@@ -150,14 +160,14 @@ pub(crate) async fn isolated(
         Mode::Schemas => {
             for tenant in tenants {
                 let report = owner_queue.for_tenant(*tenant).migrate().await.unwrap();
-                assert_eq!(report.applied, vec![1, 2, 3, 5]);
+                assert_eq!(report.applied, APPLIED.to_vec());
                 schemas.push(isolation.schema_of(*tenant).unwrap().unwrap());
             }
         }
         Mode::Rls => {
             assert_eq!(
                 owner_queue.migrate().await.unwrap().applied,
-                vec![1, 2, 3, 4, 5]
+                APPLIED_RLS.to_vec()
             );
             schemas.push(Schema::new(&config.schema).unwrap());
         }

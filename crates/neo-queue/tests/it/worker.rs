@@ -405,7 +405,7 @@ async fn a_busy_worker_still_stops_when_asked(route: PgRoute) {
 }
 
 /// Runs `worker` on its own task until the returned sender fires or is dropped.
-fn spawn_until_stopped(
+pub(crate) fn spawn_until_stopped(
     worker: Worker,
 ) -> (
     oneshot::Sender<()>,
