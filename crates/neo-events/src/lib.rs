@@ -42,7 +42,7 @@ mod webhook;
 
 pub use error::EventError;
 pub use event::{DomainEvent, MAX_TYPE_LEN};
-pub use outbox::{EventBus, Outbox, OutboxConfig};
+pub use outbox::{EventBus, MAX_IDEMPOTENCY_KEY_LEN, Outbox, OutboxConfig, Published};
 #[cfg(feature = "webhooks")]
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]

@@ -261,7 +261,10 @@ pub(crate) async fn rls_setup(
     let owner_outbox = Outbox::new(&split.owner, OutboxConfig::default())
         .unwrap()
         .with_row_level_security(&split.owner, setting.clone());
-    assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2, 3]);
+    assert_eq!(
+        owner_outbox.migrate().await.unwrap().applied,
+        vec![1, 2, 3, 10, 11]
+    );
     let owner_webhooks = Webhooks::new(
         &split.owner,
         Queue::new(&split.owner, queue_config.clone()).unwrap(),
