@@ -47,8 +47,8 @@ pub use outbox::{EventBus, MAX_IDEMPOTENCY_KEY_LEN, Outbox, OutboxConfig, Publis
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]
 pub use webhook::{
-    AtRest, Delivery, DeliveryStatus, Endpoint, EventTypeInfo, FannedOut, NewEndpoint,
-    OperationalEvent, ResealConfig, ResealProgress, WebhookConfig, Webhooks,
+    AtRest, Delivery, DeliveryStatus, Endpoint, EndpointStats, EventTypeInfo, FannedOut,
+    NewEndpoint, OperationalEvent, ResealConfig, ResealProgress, WebhookConfig, Webhooks,
 };
 
 pub use signature::{

@@ -91,6 +91,10 @@ pub struct WebhookConfig {
     /// published the event. Off by default: it tells receivers your trace ids.
     /// From the environment: `..._SEND_TRACE_CONTEXT=true`.
     pub send_trace_context: bool,
+    /// Most deliveries of each status (delivered, dead, pending) that
+    /// [`endpoint_stats`](crate::Webhooks::endpoint_stats) reads, the most recent first: it
+    /// bounds that query however busy the endpoint. At least 1.
+    pub stats_max_deliveries: u32,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -163,6 +167,7 @@ impl Default for WebhookConfig {
             inline_attempts: 0,
             dispatch_rounds: 4,
             send_trace_context: false,
+            stats_max_deliveries: 10_000,
         }
     }
 }
@@ -194,6 +199,9 @@ impl WebhookConfig {
         }
         if !(0.0..1.0).contains(&self.retry_jitter) {
             return Err(invalid("retry_jitter must be in [0, 1)"));
+        }
+        if self.stats_max_deliveries == 0 {
+            return Err(invalid("stats_max_deliveries must be at least 1"));
         }
         if self.max_payload_bytes == 0 {
             return Err(invalid("max_payload_bytes must be at least 1"));

@@ -7,9 +7,11 @@ mod dispatch;
 mod http;
 mod inline;
 mod rows;
+mod stats;
 mod store;
 
 pub use config::{ResealConfig, WebhookConfig};
+pub use stats::EndpointStats;
 pub use store::{AtRest, FannedOut, ResealProgress, Webhooks};
 
 use crate::{EventError, WebhookSecret};

@@ -23,6 +23,8 @@ mod webhook_secrecy;
 #[cfg(feature = "webhooks")]
 mod webhook_spans;
 #[cfg(feature = "webhooks")]
+mod webhook_stats;
+#[cfg(feature = "webhooks")]
 mod webhook_trace;
 #[cfg(feature = "webhooks")]
 mod webhooks;

@@ -167,6 +167,16 @@ async fn tenant_a_never_sees_counts_or_changes_tenant_bs_rows(route: PgRoute) {
         assert_eq!(w.endpoints(Some(a)).await.unwrap().len(), 1);
         not_found(w.delivery(b_delivery).await);
         assert!(w.deliveries(eb.id, None, 100).await.unwrap().is_empty());
+        not_found(w.endpoint_stats(eb.id, Duration::from_secs(3600)).await);
+        let own = w
+            .endpoint_stats(ea.id, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(
+            (own.deliveries, own.dead),
+            (2, 2),
+            "only A's own deliveries"
+        );
         assert_eq!(w.deliveries(ea.id, None, 100).await.unwrap().len(), 2);
         // Updates, deletes, replays.
         not_found(w.set_enabled(eb.id, false, Some("by a")).await);
@@ -265,6 +275,11 @@ async fn calls_without_a_tenant_fail_before_any_query(route: PgRoute) {
     no_tenant(w.unsubscribe(id, "*").await.unwrap_err());
     no_tenant(w.delivery(1).await.unwrap_err());
     no_tenant(w.deliveries(id, None, 10).await.unwrap_err());
+    no_tenant(
+        w.endpoint_stats(id, Duration::from_secs(60))
+            .await
+            .unwrap_err(),
+    );
     no_tenant(w.replay(1).await.unwrap_err());
     no_tenant(w.replay_since(id, chrono::Utc::now()).await.unwrap_err());
     // An event without a tenant is refused by the outbox before its statement.

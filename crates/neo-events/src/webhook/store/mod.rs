@@ -131,7 +131,7 @@ impl Webhooks {
     /// The tenant a tenant-scoped call acts for (`explicit`, else under row-level security
     /// the task's, failing closed without one) and a statement connection of the
     /// application `Db` acting for it.
-    async fn acting_connection(
+    pub(in crate::webhook) async fn acting_connection(
         &self,
         explicit: Option<neo_core::TenantId>,
     ) -> Result<(Option<neo_core::TenantId>, neo_db::StatementConnection), EventError> {

@@ -33,6 +33,7 @@ pub(in crate::webhook) struct Sql {
     pub(in crate::webhook) record_keys: String,
     pub(in crate::webhook) not_under: String,
     pub(in crate::webhook) rows_by_key: String,
+    pub(in crate::webhook) endpoint_stats: String,
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
@@ -54,6 +55,7 @@ impl Sql {
             table("webhook_deliveries")?,
         );
         Ok(Sql {
+            endpoint_stats: crate::webhook::stats::sql(&endpoints, &deliveries),
             upsert_event_type: format!(
                 "INSERT INTO {types} (name, description, schema) VALUES ($1, $2, $3) \
                  ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, schema = EXCLUDED.schema"
