@@ -42,7 +42,9 @@ mod webhook;
 
 pub use error::EventError;
 pub use event::{DomainEvent, MAX_TYPE_LEN};
-pub use outbox::{EventBus, MAX_IDEMPOTENCY_KEY_LEN, Outbox, OutboxConfig, Published};
+pub use outbox::{
+    EventBus, MAX_IDEMPOTENCY_KEY_LEN, Outbox, OutboxConfig, PublishCheck, Published,
+};
 #[cfg(feature = "webhooks")]
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]

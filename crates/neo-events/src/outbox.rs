@@ -1,8 +1,10 @@
 //! The transactional outbox and its dispatcher.
 
+mod check;
 mod idempotent;
 mod offboard;
 
+pub use check::PublishCheck;
 pub use idempotent::{MAX_IDEMPOTENCY_KEY_LEN, Published};
 
 use crate::tenancy::{Tenancy, policies};
@@ -99,6 +101,7 @@ pub struct Outbox {
     schema: Schema,
     sql: Arc<Sql>,
     tenancy: Tenancy,
+    check: Option<Arc<dyn PublishCheck>>,
 }
 
 /// The outbox tables under row-level security.
@@ -162,6 +165,7 @@ impl Outbox {
             schema,
             sql: Arc::new(sql),
             tenancy: Tenancy::Shared,
+            check: None,
         })
     }
 
@@ -288,6 +292,7 @@ impl Outbox {
             if self.tenancy.setting().is_some() && events.iter().any(|e| e.tenant_id().is_none()) {
                 return Err(neo_tenant::Error::NoTenantInScope.into());
             }
+            self.check_before_publish(events).await?;
             if self.db.pooler().needs_transaction() {
                 // Behind a transaction pooler even one statement needs a transaction
                 // (neo_db::Pooler); a savepoint inside the caller's unit of work.

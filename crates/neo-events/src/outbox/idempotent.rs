@@ -108,6 +108,8 @@ impl Outbox {
         if self.tenancy.setting().is_some() && event.tenant_id().is_none() {
             return Err(neo_tenant::Error::NoTenantInScope.into());
         }
+        self.check_before_publish(std::slice::from_ref(event))
+            .await?;
         // The claim and the event in one transaction (a savepoint in the caller's): the key
         // is taken if and only if the event is recorded.
         let mut tx = exec.begin().await.map_err(neo_db::Error::from)?;

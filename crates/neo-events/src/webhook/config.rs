@@ -95,6 +95,10 @@ pub struct WebhookConfig {
     /// [`endpoint_stats`](crate::Webhooks::endpoint_stats) reads, the most recent first: it
     /// bounds that query however busy the endpoint. At least 1.
     pub stats_max_deliveries: u32,
+    /// How long the event type schemas a process looked up are used before being read
+    /// again: a schema registered by another process is enforced here within this long.
+    #[serde(with = "humantime_serde")]
+    pub schema_cache_ttl: Duration,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -168,6 +172,7 @@ impl Default for WebhookConfig {
             dispatch_rounds: 4,
             send_trace_context: false,
             stats_max_deliveries: 10_000,
+            schema_cache_ttl: Duration::from_secs(30),
         }
     }
 }

@@ -7,6 +7,7 @@ mod dispatch;
 mod http;
 mod inline;
 mod rows;
+mod schemas;
 mod stats;
 mod store;
 
@@ -31,7 +32,10 @@ pub struct EventTypeInfo {
     pub name: String,
     /// What it means.
     pub description: String,
-    /// The JSON schema of its `data`, if published.
+    /// The JSON schema of its `data`, if published: for the people writing receivers, and
+    /// refused at registration when it is not a valid JSON Schema. Payloads are checked
+    /// against the versioned schemas of
+    /// [`Webhooks::register_event_schema`](crate::Webhooks::register_event_schema).
     pub schema: Option<serde_json::Value>,
 }
 

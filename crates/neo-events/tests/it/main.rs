@@ -17,6 +17,8 @@ mod webhook_isolation;
 #[cfg(feature = "webhooks")]
 mod webhook_rotation;
 #[cfg(feature = "webhooks")]
+mod webhook_schemas;
+#[cfg(feature = "webhooks")]
 mod webhook_sealing;
 #[cfg(feature = "webhooks")]
 mod webhook_secrecy;

@@ -50,6 +50,8 @@ pub(in crate::webhook) struct Inner {
     pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
     /// Slots for first attempts made inline by fan-out (`config.inline_attempts`).
     pub(in crate::webhook) inline: Arc<tokio::sync::Semaphore>,
+    /// Event type schemas looked up lately.
+    pub(in crate::webhook) schemas: super::schemas::SchemaCache,
     schema: Schema,
 }
 
@@ -194,6 +196,7 @@ impl Webhooks {
         }
         let schema = Schema::new(&config.schema)?;
         let sql = Sql::new(&schema)?;
+        let schemas = super::schemas::SchemaCache::new(&schema, config.schema_cache_ttl)?;
         let client = build_client(&config)?;
         let targets = target_loader(db, sql.load_for_send.clone(), &config)?;
         Ok(Webhooks {
@@ -211,6 +214,7 @@ impl Webhooks {
                 targets,
                 sealer,
                 inline: Arc::new(tokio::sync::Semaphore::new(config.inline_attempts)),
+                schemas,
                 schema,
                 config,
             }),
@@ -303,6 +307,11 @@ impl Webhooks {
                 6,
                 "deliveries carry trace context",
                 include_str!("../../../migrations/webhooks/6_deliveries_carry_trace_context.sql"),
+            )
+            .with(
+                10,
+                "event schemas",
+                include_str!("../../../migrations/webhooks/10_event_schemas.sql"),
             ))
     }
 
