@@ -50,7 +50,8 @@ pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]
 pub use webhook::{
     AtRest, Delivery, DeliveryStatus, Endpoint, EndpointStats, EventTypeInfo, FannedOut,
-    NewEndpoint, OperationalEvent, ResealConfig, ResealProgress, WebhookConfig, Webhooks,
+    MAX_REGION_LEN, NewEndpoint, OperationalEvent, ResealConfig, ResealProgress,
+    VERIFICATION_EVENT_TYPE, Verification, WebhookConfig, Webhooks, verification_answer,
 };
 
 pub use signature::{

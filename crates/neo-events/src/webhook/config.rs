@@ -99,6 +99,13 @@ pub struct WebhookConfig {
     /// again: a schema registered by another process is enforced here within this long.
     #[serde(with = "humantime_serde")]
     pub schema_cache_ttl: Duration,
+    /// New and re-pointed endpoints start pending verification: no delivery is sent to them
+    /// (events fanned out meanwhile wait) until the receiver answers the signed challenge of
+    /// [`send_verification`](crate::Webhooks::send_verification). Off by default.
+    pub require_verification: bool,
+    /// How long a verification challenge can be answered.
+    #[serde(with = "humantime_serde")]
+    pub verification_ttl: Duration,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -173,6 +180,8 @@ impl Default for WebhookConfig {
             send_trace_context: false,
             stats_max_deliveries: 10_000,
             schema_cache_ttl: Duration::from_secs(30),
+            require_verification: false,
+            verification_ttl: minutes(10),
         }
     }
 }

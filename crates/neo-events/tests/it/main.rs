@@ -15,6 +15,8 @@ mod webhook_inline;
 #[cfg(feature = "webhooks")]
 mod webhook_isolation;
 #[cfg(feature = "webhooks")]
+mod webhook_regions;
+#[cfg(feature = "webhooks")]
 mod webhook_rotation;
 #[cfg(feature = "webhooks")]
 mod webhook_schemas;
@@ -28,5 +30,7 @@ mod webhook_spans;
 mod webhook_stats;
 #[cfg(feature = "webhooks")]
 mod webhook_trace;
+#[cfg(feature = "webhooks")]
+mod webhook_verification;
 #[cfg(feature = "webhooks")]
 mod webhooks;

@@ -168,6 +168,10 @@ async fn tenant_a_never_sees_counts_or_changes_tenant_bs_rows(route: PgRoute) {
         not_found(w.delivery(b_delivery).await);
         assert!(w.deliveries(eb.id, None, 100).await.unwrap().is_empty());
         not_found(w.endpoint_stats(eb.id, Duration::from_secs(3600)).await);
+        not_found(w.verification(eb.id).await);
+        not_found(w.send_verification(eb.id).await);
+        not_found(w.confirm_verification(eb.id, "c").await);
+        not_found(w.set_url(eb.id, "http://127.0.0.1:9/elsewhere").await);
         let own = w
             .endpoint_stats(ea.id, Duration::from_secs(3600))
             .await
@@ -193,6 +197,7 @@ async fn tenant_a_never_sees_counts_or_changes_tenant_bs_rows(route: PgRoute) {
     neo_tenant::scope(b, async {
         let stored = s.webhooks.endpoint(eb.id).await.unwrap();
         assert!(stored.enabled);
+        assert_eq!(stored.url, eb.url, "not re-pointed by A");
         assert_eq!(stored.secret(), eb.secret(), "not rotated");
         assert_eq!(
             s.webhooks.delivery(b_delivery).await.unwrap().status,
@@ -275,6 +280,10 @@ async fn calls_without_a_tenant_fail_before_any_query(route: PgRoute) {
     no_tenant(w.unsubscribe(id, "*").await.unwrap_err());
     no_tenant(w.delivery(1).await.unwrap_err());
     no_tenant(w.deliveries(id, None, 10).await.unwrap_err());
+    no_tenant(w.verification(id).await.unwrap_err());
+    no_tenant(w.send_verification(id).await.unwrap_err());
+    no_tenant(w.confirm_verification(id, "c").await.unwrap_err());
+    no_tenant(w.set_url(id, "http://127.0.0.1:9/hook").await.unwrap_err());
     no_tenant(
         w.endpoint_stats(id, Duration::from_secs(60))
             .await

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// An event of `event_type` at schema `version`, of the task's tenant if any.
-fn event(event_type: &str, version: i32, payload: serde_json::Value) -> DomainEvent {
-    let event = DomainEvent::new(event_type, "organization", "org_1", &payload)
+fn event(event_type: &str, version: i32, payload: &serde_json::Value) -> DomainEvent {
+    let event = DomainEvent::new(event_type, "organization", "org_1", payload)
         .unwrap()
         .schema_version(version);
     match neo_tenant::current() {
@@ -68,7 +68,7 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
         .await
         .unwrap_err();
     assert_eq!(bad_version.kind(), ErrorKind::Validation);
-    publish(&s, &outbox, &[event("organization.created", 1, json!(7))])
+    publish(&s, &outbox, &[event("organization.created", 1, &json!(7))])
         .await
         .unwrap();
 
@@ -97,13 +97,13 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
         &s,
         &outbox,
         &[
-            event("organization.created", 1, json!({ "name": "Acme" })),
+            event("organization.created", 1, &json!({ "name": "Acme" })),
             event(
                 "organization.created",
                 2,
-                json!({ "name": "Acme", "members": 3 }),
+                &json!({ "name": "Acme", "members": 3 }),
             ),
-            event("billing.invoiced", 1, json!("no schema, not checked")),
+            event("billing.invoiced", 1, &json!("no schema, not checked")),
         ],
     )
     .await
@@ -120,12 +120,12 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
                 event(
                     "organization.created",
                     2,
-                    json!({ "name": "Ok", "members": 1 }),
+                    &json!({ "name": "Ok", "members": 1 }),
                 ),
                 event(
                     "organization.created",
                     2,
-                    json!({ "name": "Acme", "members": -1 }),
+                    &json!({ "name": "Acme", "members": -1 }),
                 ),
             ],
         )
@@ -143,7 +143,7 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
         publish(
             &s,
             &outbox,
-            &[event("organization.created", 1, json!({ "id": 1 }))],
+            &[event("organization.created", 1, &json!({ "id": 1 }))],
         )
         .await,
     );
@@ -154,7 +154,7 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
         publish(
             &s,
             &outbox,
-            &[event("organization.created", 2, json!({ "name": "A" }))],
+            &[event("organization.created", 2, &json!({ "name": "A" }))],
         )
         .await,
     );
@@ -163,7 +163,7 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
         publish(
             &s,
             &outbox,
-            &[event("organization.created", 3, json!({ "name": "A" }))],
+            &[event("organization.created", 3, &json!({ "name": "A" }))],
         )
         .await,
     );
@@ -173,7 +173,7 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
     let keyed = outbox
         .publish_idempotent(
             &mut *uow,
-            &event("organization.created", 1, json!({ "name": 5 })),
+            &event("organization.created", 1, &json!({ "name": 5 })),
             "k",
         )
         .await;
@@ -186,9 +186,13 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
         "no refused event recorded"
     );
     // Without the check the outbox records what it is given.
-    publish(&s, &s.outbox, &[event("organization.created", 1, json!(1))])
-        .await
-        .unwrap();
+    publish(
+        &s,
+        &s.outbox,
+        &[event("organization.created", 1, &json!(1))],
+    )
+    .await
+    .unwrap();
 
     // Another process sees a new schema once its cached answer has expired.
     let other = Webhooks::new(
@@ -200,7 +204,7 @@ async fn payloads_are_checked_against_their_types_versioned_schema(mode: Mode) {
         },
     )
     .unwrap();
-    let renamed = [event("organization.renamed", 1, json!({}))];
+    let renamed = [event("organization.renamed", 1, &json!({}))];
     other.validate_events(&renamed).await.unwrap();
     w.register_event_schema("organization.renamed", 1, &v1)
         .await

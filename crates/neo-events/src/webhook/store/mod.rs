@@ -20,6 +20,7 @@ use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
 use crate::tenancy::{Tenancy, policies};
 pub use fan_out::FannedOut;
+pub(in crate::webhook) use fan_out::Pending;
 use neo_batch::WriteBatcher;
 use neo_db::{Db, MigrationReport, MigrationSet, RlsSetting, Schema};
 use neo_queue::Queue;
@@ -312,6 +313,16 @@ impl Webhooks {
                 10,
                 "event schemas",
                 include_str!("../../../migrations/webhooks/10_event_schemas.sql"),
+            )
+            .with(
+                11,
+                "endpoint verification",
+                include_str!("../../../migrations/webhooks/11_endpoint_verification.sql"),
+            )
+            .with(
+                12,
+                "endpoint regions",
+                include_str!("../../../migrations/webhooks/12_endpoint_regions.sql"),
             ))
     }
 
