@@ -36,6 +36,21 @@ pub enum EventError {
         /// Endpoints with at least one plain-text value.
         rows: u64,
     },
+    /// An event's payload does not match the JSON Schema registered for its type and version
+    /// ([`Webhooks::register_event_schema`](crate::Webhooks::register_event_schema)), or its
+    /// type has schemas but none for its version: nothing was recorded.
+    #[cfg(feature = "webhooks")]
+    #[error("{event_type} version {version}: payload at {path:?} {message}")]
+    SchemaViolation {
+        /// The event type.
+        event_type: String,
+        /// The event's schema version.
+        version: i32,
+        /// The JSON Pointer of the offending value in the payload (`""` for the payload).
+        path: String,
+        /// What is wrong there.
+        message: String,
+    },
     /// The job queue failed.
     #[cfg(feature = "webhooks")]
     #[error(transparent)]
@@ -57,6 +72,8 @@ impl neo_core::HasErrorKind for EventError {
             EventError::NotFound { .. } => neo_core::ErrorKind::NotFound,
             #[cfg(feature = "webhooks")]
             EventError::PlainTextAtRest { .. } => neo_core::ErrorKind::Configuration,
+            #[cfg(feature = "webhooks")]
+            EventError::SchemaViolation { .. } => neo_core::ErrorKind::Validation,
             #[cfg(feature = "webhooks")]
             EventError::Queue(e) => e.kind(),
             EventError::Tenant(e) => e.kind(),

@@ -42,13 +42,16 @@ mod webhook;
 
 pub use error::EventError;
 pub use event::{DomainEvent, MAX_TYPE_LEN};
-pub use outbox::{EventBus, Outbox, OutboxConfig};
+pub use outbox::{
+    EventBus, MAX_IDEMPOTENCY_KEY_LEN, Outbox, OutboxConfig, PublishCheck, Published,
+};
 #[cfg(feature = "webhooks")]
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]
 pub use webhook::{
-    AtRest, Delivery, DeliveryStatus, Endpoint, EventTypeInfo, FannedOut, NewEndpoint,
-    OperationalEvent, ResealConfig, ResealProgress, WebhookConfig, Webhooks,
+    AtRest, Delivery, DeliveryStatus, Endpoint, EndpointStats, EventTypeInfo, FannedOut,
+    MAX_REGION_LEN, NewEndpoint, OperationalEvent, ResealConfig, ResealProgress,
+    VERIFICATION_EVENT_TYPE, Verification, WebhookConfig, Webhooks, verification_answer,
 };
 
 pub use signature::{

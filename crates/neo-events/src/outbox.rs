@@ -1,6 +1,11 @@
 //! The transactional outbox and its dispatcher.
 
+mod check;
+mod idempotent;
 mod offboard;
+
+pub use check::PublishCheck;
+pub use idempotent::{MAX_IDEMPOTENCY_KEY_LEN, Published};
 
 use crate::tenancy::{Tenancy, policies};
 use crate::{DomainEvent, EventError};
@@ -25,8 +30,13 @@ pub struct OutboxConfig {
     /// Look for events this often when no notification arrives.
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Rows moved to the archive per statement.
+    /// Rows moved to the archive per statement (and expired idempotency keys deleted per
+    /// statement).
     pub archive_batch: usize,
+    /// How long an idempotency key ([`Outbox::publish_idempotent`]) holds: a duplicate within
+    /// it publishes nothing and answers the first event's id.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
 }
 
 impl Default for OutboxConfig {
@@ -37,6 +47,7 @@ impl Default for OutboxConfig {
             batch_size: 500,
             poll_interval: Duration::from_secs(1),
             archive_batch: 1_000,
+            idempotency_window: Duration::from_secs(24 * 60 * 60),
         }
     }
 }
@@ -50,6 +61,7 @@ struct Sql {
     claim: String,
     archive: String,
     pending: String,
+    idempotency: idempotent::IdempotencySql,
 }
 
 /// Writes events in the caller's transaction and dispatches them after commit; cheap to
@@ -89,10 +101,13 @@ pub struct Outbox {
     schema: Schema,
     sql: Arc<Sql>,
     tenancy: Tenancy,
+    check: Option<Arc<dyn PublishCheck>>,
 }
 
 /// The outbox tables under row-level security.
 const TENANT_TABLES: [&str; 2] = ["outbox", "outbox_archive"];
+/// The tables of later migrations under row-level security (migration 11).
+const LATER_TENANT_TABLES: [&str; 1] = ["outbox_idempotency"];
 
 const COLUMNS: &str = "id, event_type, aggregate_type, aggregate_id, tenant_id, payload, metadata, occurred_at, correlation_id, causation_id, schema_version, trace_context";
 /// The event JSON's fields as `jsonb_to_recordset` reads them.
@@ -142,6 +157,7 @@ impl Outbox {
                  INSERT INTO {archive} SELECT * FROM moved"
             ),
             pending: format!("SELECT count(*) FROM {t} WHERE processed_at IS NULL"),
+            idempotency: idempotent::IdempotencySql::new(&schema)?,
         };
         Ok(Outbox {
             db: db.clone(),
@@ -149,6 +165,7 @@ impl Outbox {
             schema,
             sql: Arc::new(sql),
             tenancy: Tenancy::Shared,
+            check: None,
         })
     }
 
@@ -172,7 +189,8 @@ impl Outbox {
 
     /// [`migrations`](Self::migrations) and migration 2: an index on `tenant_id` in both
     /// tables (for offboarding), `ENABLE` and `FORCE ROW LEVEL SECURITY`, and a policy
-    /// comparing `tenant_id` with `setting`.
+    /// comparing `tenant_id` with `setting`; migration 11: the same for the idempotency keys
+    /// of migration 10.
     ///
     /// # Errors
     /// Never for a valid setting; fallible for symmetry.
@@ -182,7 +200,13 @@ impl Outbox {
              CREATE INDEX outbox_archive_tenant ON outbox_archive (tenant_id);\n{}",
             policies(setting, &TENANT_TABLES)?
         );
-        Ok(Self::migrations()?.with_sql(2, "outbox row-level security", sql))
+        let later = format!(
+            "CREATE INDEX outbox_idempotency_tenant ON outbox_idempotency (tenant_id);\n{}",
+            policies(setting, &LATER_TENANT_TABLES)?
+        );
+        Ok(Self::migrations()?
+            .with_sql(2, "outbox row-level security", sql)
+            .with_sql(11, "idempotency keys row-level security", later))
     }
 
     /// The `Db` of work across tenants.
@@ -205,6 +229,11 @@ impl Outbox {
                 3,
                 "events carry trace context",
                 include_str!("../migrations/outbox/3_events_carry_trace_context.sql"),
+            )
+            .with(
+                10,
+                "idempotency keys",
+                include_str!("../migrations/outbox/10_idempotency_keys.sql"),
             ))
     }
 
@@ -263,6 +292,7 @@ impl Outbox {
             if self.tenancy.setting().is_some() && events.iter().any(|e| e.tenant_id().is_none()) {
                 return Err(neo_tenant::Error::NoTenantInScope.into());
             }
+            self.check_before_publish(events).await?;
             if self.db.pooler().needs_transaction() {
                 // Behind a transaction pooler even one statement needs a transaction
                 // (neo_db::Pooler); a savepoint inside the caller's unit of work.

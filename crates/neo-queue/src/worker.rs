@@ -162,6 +162,12 @@ impl Worker {
         self.config.concurrency
     }
 
+    /// Whether it claims only the kinds it has handlers for
+    /// ([`WorkerConfig::only_known_kinds`]).
+    pub fn claims_only_known_kinds(&self) -> bool {
+        self.config.only_known_kinds
+    }
+
     /// The name this worker claims under.
     pub fn name(&self) -> &str {
         &self.config.name

@@ -168,12 +168,27 @@ impl Failing {
     }
 }
 
-#[derive(Debug)]
+/// A function answering from what a request carries (see [`HttpReceiver::respond_with`]).
+type Responder = Arc<dyn Fn(&ReceivedRequest) -> Option<ScriptedResponse> + Send + Sync>;
+
 struct State {
     script: VecDeque<ScriptedResponse>,
     default: Option<ScriptedResponse>,
     failing: Failing,
+    responder: Option<Responder>,
     received: Vec<ReceivedRequest>,
+}
+
+impl std::fmt::Debug for State {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("State")
+            .field("script", &self.script)
+            .field("default", &self.default)
+            .field("failing", &self.failing)
+            .field("responder", &self.responder.is_some())
+            .field("received", &self.received)
+            .finish()
+    }
 }
 
 impl Default for State {
@@ -182,6 +197,7 @@ impl Default for State {
             script: VecDeque::new(),
             default: None,
             failing: Failing::Never,
+            responder: None,
             received: Vec::new(),
         }
     }
@@ -304,6 +320,16 @@ impl HttpReceiver {
         };
     }
 
+    /// Once the script is empty, answers each request with what `responder` returns for it
+    /// (`None`: as if no responder were set): for answers that depend on the request, such
+    /// as echoing a challenge it carries. Replaces any earlier responder.
+    pub fn respond_with(
+        &self,
+        responder: impl Fn(&ReceivedRequest) -> Option<ScriptedResponse> + Send + Sync + 'static,
+    ) {
+        self.shared.lock().responder = Some(Arc::new(responder));
+    }
+
     /// Everything received so far.
     pub fn requests(&self) -> Vec<ReceivedRequest> {
         self.shared.lock().received.clone()
@@ -354,30 +380,31 @@ async fn answer(
     body: Bytes,
 ) -> Response {
     let at = Instant::now();
+    let mut request = ReceivedRequest {
+        method,
+        uri,
+        headers,
+        body,
+        answered: 0,
+        at,
+    };
     let scripted = {
         let mut state = shared.lock();
         match state.script.pop_front() {
             Some(scripted) => scripted,
             None => state
-                .failing
-                .next()
+                .responder
+                .as_ref()
+                .and_then(|responder| responder(&request))
+                .or_else(|| state.failing.next())
                 .or_else(|| state.default.clone())
                 .unwrap_or_else(ScriptedResponse::ok),
         }
     };
     // Recorded on arrival: a client that gives up during the delay closes the connection,
     // and the server drops this handler without finishing it.
-    {
-        let mut state = shared.lock();
-        state.received.push(ReceivedRequest {
-            method,
-            uri,
-            headers,
-            body,
-            answered: scripted.status,
-            at,
-        });
-    }
+    request.answered = scripted.status;
+    shared.lock().received.push(request);
     shared.arrived.notify_waiters();
     if !scripted.delay.is_zero() {
         tokio::time::sleep(scripted.delay).await;

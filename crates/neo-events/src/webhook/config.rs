@@ -91,6 +91,21 @@ pub struct WebhookConfig {
     /// published the event. Off by default: it tells receivers your trace ids.
     /// From the environment: `..._SEND_TRACE_CONTEXT=true`.
     pub send_trace_context: bool,
+    /// Most deliveries of each status (delivered, dead, pending) that
+    /// [`endpoint_stats`](crate::Webhooks::endpoint_stats) reads, the most recent first: it
+    /// bounds that query however busy the endpoint. At least 1.
+    pub stats_max_deliveries: u32,
+    /// How long the event type schemas a process looked up are used before being read
+    /// again: a schema registered by another process is enforced here within this long.
+    #[serde(with = "humantime_serde")]
+    pub schema_cache_ttl: Duration,
+    /// New and re-pointed endpoints start pending verification: no delivery is sent to them
+    /// (events fanned out meanwhile wait) until the receiver answers the signed challenge of
+    /// [`send_verification`](crate::Webhooks::send_verification). Off by default.
+    pub require_verification: bool,
+    /// How long a verification challenge can be answered.
+    #[serde(with = "humantime_serde")]
+    pub verification_ttl: Duration,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -163,6 +178,10 @@ impl Default for WebhookConfig {
             inline_attempts: 0,
             dispatch_rounds: 4,
             send_trace_context: false,
+            stats_max_deliveries: 10_000,
+            schema_cache_ttl: Duration::from_secs(30),
+            require_verification: false,
+            verification_ttl: minutes(10),
         }
     }
 }
@@ -194,6 +213,9 @@ impl WebhookConfig {
         }
         if !(0.0..1.0).contains(&self.retry_jitter) {
             return Err(invalid("retry_jitter must be in [0, 1)"));
+        }
+        if self.stats_max_deliveries == 0 {
+            return Err(invalid("stats_max_deliveries must be at least 1"));
         }
         if self.max_payload_bytes == 0 {
             return Err(invalid("max_payload_bytes must be at least 1"));

@@ -55,10 +55,17 @@ impl Answer {
 }
 
 impl Webhooks {
-    /// Registers the delivery handler (kind `config.job_kind`) on a neo-queue worker. The
-    /// worker's `concurrency` bounds deliveries in flight across all endpoints.
+    /// Registers the delivery handler (kind `config.job_kind`) on a neo-queue worker, for
+    /// the endpoints without a region (a region's: [`handle_region`](Self::handle_region)).
+    /// The worker's `concurrency` bounds deliveries in flight across all endpoints.
     #[must_use]
     pub fn handle(&self, worker: Worker) -> Worker {
+        self.handle_kind(worker, &self.inner.config.job_kind)
+    }
+
+    /// Registers the delivery handler on `worker` for jobs of `kind` (a region's, or the
+    /// default one).
+    pub(in crate::webhook) fn handle_kind(&self, worker: Worker, kind: &str) -> Worker {
         let idle = self.inner.config.pool_max_idle_per_host;
         if worker.concurrency() > idle {
             tracing::warn!(
@@ -70,8 +77,7 @@ impl Webhooks {
             );
         }
         let webhooks = self.clone();
-        let kind = self.inner.config.job_kind.clone();
-        worker.handle(&kind, move |job| {
+        worker.handle(kind, move |job| {
             let webhooks = webhooks.clone();
             async move { webhooks.deliver(job).await }
         })
@@ -187,6 +193,14 @@ impl Webhooks {
                     StatusUpdate::dead(id, 0, "the endpoint is disabled"),
                 )
                 .await;
+        }
+        if !target.verified {
+            // Re-pointed after this job was made: the delivery waits for the verification,
+            // which gives it a job again.
+            return self
+                .wait_for_verification(id)
+                .await
+                .map_err(JobError::retry);
         }
         if let Some(wait) = self.rate_limited(target.endpoint_id, target.rate) {
             return Err(JobError::Snooze(wait));

@@ -6,11 +6,18 @@ mod deliver;
 mod dispatch;
 mod http;
 mod inline;
+mod regions;
 mod rows;
+mod schemas;
+mod stats;
 mod store;
+mod verify;
 
 pub use config::{ResealConfig, WebhookConfig};
+pub use regions::MAX_REGION_LEN;
+pub use stats::EndpointStats;
 pub use store::{AtRest, FannedOut, ResealProgress, Webhooks};
+pub use verify::{VERIFICATION_EVENT_TYPE, Verification, verification_answer};
 
 use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};
@@ -29,7 +36,10 @@ pub struct EventTypeInfo {
     pub name: String,
     /// What it means.
     pub description: String,
-    /// The JSON schema of its `data`, if published.
+    /// The JSON schema of its `data`, if published: for the people writing receivers, and
+    /// refused at registration when it is not a valid JSON Schema. Payloads are checked
+    /// against the versioned schemas of
+    /// [`Webhooks::register_event_schema`](crate::Webhooks::register_event_schema).
     pub schema: Option<serde_json::Value>,
 }
 
@@ -66,6 +76,10 @@ pub struct NewEndpoint {
     /// Deliver one message at a time, in the order deliveries were created; a failing message
     /// holds back the ones after it until it is delivered or dead-lettered.
     pub fifo: bool,
+    /// The region whose delivery workers send to it
+    /// ([`Webhooks::handle_region`](crate::Webhooks::handle_region)); `None`: the workers of
+    /// [`Webhooks::handle`](crate::Webhooks::handle).
+    pub region: Option<String>,
 }
 
 impl NewEndpoint {
@@ -80,7 +94,15 @@ impl NewEndpoint {
             rate_limit_per_second: None,
             description: String::new(),
             fifo: false,
+            region: None,
         }
+    }
+
+    /// Delivered by the workers of `region` only.
+    #[must_use]
+    pub fn region(mut self, region: impl Into<String>) -> Self {
+        self.region = Some(region.into());
+        self
     }
 
     /// Delivers in order, one at a time.
@@ -158,6 +180,8 @@ pub struct Endpoint {
     pub fifo: bool,
     /// When it was created.
     pub created_at: DateTime<Utc>,
+    /// The region whose workers deliver to it (`None`: the default workers).
+    pub region: Option<String>,
     secret: WebhookSecret,
 }
 
@@ -183,6 +207,7 @@ impl std::fmt::Debug for NewEndpoint {
             .field("rate_limit_per_second", &self.rate_limit_per_second)
             .field("description", &self.description)
             .field("fifo", &self.fifo)
+            .field("region", &self.region)
             .finish()
     }
 }
@@ -200,6 +225,7 @@ impl std::fmt::Debug for Endpoint {
             .field("description", &self.description)
             .field("fifo", &self.fifo)
             .field("created_at", &self.created_at)
+            .field("region", &self.region)
             .field("secret", &self.secret)
             .finish()
     }

@@ -26,6 +26,8 @@ pub(super) struct Target {
     #[sqlx(json)]
     pub(super) headers: BTreeMap<String, String>,
     pub(super) fifo: bool,
+    /// Not waiting for endpoint verification.
+    pub(super) verified: bool,
 }
 
 impl std::fmt::Debug for Target {
@@ -45,6 +47,7 @@ impl std::fmt::Debug for Target {
             .field("rate", &self.rate)
             .field("headers", &super::RedactedHeaders(&self.headers))
             .field("fifo", &self.fifo)
+            .field("verified", &self.verified)
             .finish_non_exhaustive()
     }
 }

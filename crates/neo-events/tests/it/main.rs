@@ -15,7 +15,11 @@ mod webhook_inline;
 #[cfg(feature = "webhooks")]
 mod webhook_isolation;
 #[cfg(feature = "webhooks")]
+mod webhook_regions;
+#[cfg(feature = "webhooks")]
 mod webhook_rotation;
+#[cfg(feature = "webhooks")]
+mod webhook_schemas;
 #[cfg(feature = "webhooks")]
 mod webhook_sealing;
 #[cfg(feature = "webhooks")]
@@ -23,6 +27,10 @@ mod webhook_secrecy;
 #[cfg(feature = "webhooks")]
 mod webhook_spans;
 #[cfg(feature = "webhooks")]
+mod webhook_stats;
+#[cfg(feature = "webhooks")]
 mod webhook_trace;
+#[cfg(feature = "webhooks")]
+mod webhook_verification;
 #[cfg(feature = "webhooks")]
 mod webhooks;

@@ -76,7 +76,10 @@ async fn setup(mode: Mode) -> Env {
         let owner_outbox = Outbox::new(&split.owner, config.clone())
             .unwrap()
             .with_row_level_security(&split.owner, RlsSetting::default());
-        assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2, 3]);
+        assert_eq!(
+            owner_outbox.migrate().await.unwrap().applied,
+            vec![1, 2, 3, 10, 11]
+        );
         split.grant(&[&config.schema]).await;
         let outbox = Outbox::new(&split.app, config)
             .unwrap()
@@ -105,7 +108,7 @@ async fn setup(mode: Mode) -> Env {
     .await
     .unwrap();
     let outbox = Outbox::new(&db, config).unwrap();
-    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3]);
+    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3, 10]);
     Env {
         owner: db.clone(),
         system: db.clone(),
@@ -491,7 +494,143 @@ async fn conditional_publish_ctes_record_only_what_their_condition_allows(mode: 
     );
 }
 
+/// Publishes `event` under `key` in a transaction of its own and commits.
+async fn publish_keyed(
+    env: &Env,
+    outbox: &Outbox,
+    event: &DomainEvent,
+    key: &str,
+) -> neo_events::Published {
+    let mut uow = env.begin().await;
+    let published = outbox
+        .publish_idempotent(&mut *uow, event, key)
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    published
+}
+
+async fn a_repeated_idempotency_key_records_nothing_and_answers_the_first_event(mode: Mode) {
+    let env = setup(mode).await;
+    let outbox = &env.outbox;
+    let first = env.event(1);
+    let published = publish_keyed(&env, outbox, &first, "order-1").await;
+    assert_eq!(
+        (published.event_id, published.duplicate),
+        (first.id(), false)
+    );
+    let again = publish_keyed(&env, outbox, &env.event(2), "order-1").await;
+    assert_eq!((again.event_id, again.duplicate), (first.id(), true));
+    assert_eq!(
+        outbox.pending().await.unwrap(),
+        1,
+        "the duplicate recorded nothing"
+    );
+    let ids: Vec<_> = dispatched(outbox)
+        .await
+        .iter()
+        .map(DomainEvent::id)
+        .collect();
+    assert_eq!(ids, vec![first.id()]);
+
+    // A key whose transaction rolled back was never taken.
+    let mut uow = env.begin().await;
+    outbox
+        .publish_idempotent(&mut *uow, &env.event(3), "order-2")
+        .await
+        .unwrap();
+    uow.rollback().await.unwrap();
+    let fourth = env.event(4);
+    let published = publish_keyed(&env, outbox, &fourth, "order-2").await;
+    assert_eq!(
+        (published.event_id, published.duplicate),
+        (fourth.id(), false)
+    );
+
+    // A concurrent publisher of the same key waits for the first transaction, then gets its id.
+    let fifth = env.event(5);
+    let mut holder = env.begin().await;
+    outbox
+        .publish_idempotent(&mut *holder, &fifth, "order-3")
+        .await
+        .unwrap();
+    let (second_env_event, other) = (env.event(6), outbox.clone());
+    let tenant = env.tenant;
+    let db = env.db.clone();
+    let racer = tokio::spawn(async move {
+        let mut uow = match tenant {
+            Some(t) => neo_db::TenantIsolation::row_level_security()
+                .begin(&db, t)
+                .await
+                .unwrap(),
+            None => db.begin().await.unwrap(),
+        };
+        let p = other
+            .publish_idempotent(&mut *uow, &second_env_event, "order-3")
+            .await
+            .unwrap();
+        uow.commit().await.unwrap();
+        p
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        !racer.is_finished(),
+        "the second publisher waits for the first"
+    );
+    holder.commit().await.unwrap();
+    let raced = racer.await.unwrap();
+    assert_eq!((raced.event_id, raced.duplicate), (fifth.id(), true));
+    assert_eq!(outbox.pending().await.unwrap(), 2, "events 4 and 5");
+
+    // After the window the key starts over; expired keys are reclaimed.
+    let short = env.outbox_with(OutboxConfig {
+        idempotency_window: Duration::from_millis(100),
+        ..OutboxConfig::default()
+    });
+    let seventh = env.event(7);
+    assert!(
+        !publish_keyed(&env, &short, &seventh, "order-4")
+            .await
+            .duplicate
+    );
+    assert!(
+        publish_keyed(&env, &short, &env.event(8), "order-4")
+            .await
+            .duplicate
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let ninth = env.event(9);
+    let published = publish_keyed(&env, &short, &ninth, "order-4").await;
+    assert_eq!(
+        (published.event_id, published.duplicate),
+        (ninth.id(), false)
+    );
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(short.expire_idempotency_keys().await.unwrap(), 1, "order-4");
+    assert!(
+        publish_keyed(&env, outbox, &env.event(10), "order-1")
+            .await
+            .duplicate,
+        "kept"
+    );
+
+    // Bad keys are refused before any statement.
+    for key in [
+        String::new(),
+        "k".repeat(neo_events::MAX_IDEMPOTENCY_KEY_LEN + 1),
+    ] {
+        let mut uow = env.begin().await;
+        let error = outbox
+            .publish_idempotent(&mut *uow, &env.event(11), &key)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Validation, "{error}");
+        uow.rollback().await.unwrap();
+    }
+}
+
 over_modes!(
+    a_repeated_idempotency_key_records_nothing_and_answers_the_first_event,
     an_event_exists_if_and_only_if_its_transaction_commits,
     dispatch_hands_events_over_in_order_and_a_failing_handler_leaves_them_pending,
     parallel_dispatchers_never_take_the_same_event,

@@ -15,14 +15,18 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// Every table holding tenant rows.
-const TABLES: [&str; 6] = [
+const TABLES: [&str; 7] = [
     "neo_events.outbox",
     "neo_events.outbox_archive",
     "neo_events.webhook_endpoints",
     "neo_events.webhook_subscriptions",
     "neo_events.webhook_messages",
     "neo_events.webhook_deliveries",
+    "neo_events.outbox_idempotency",
 ];
+
+/// The idempotency key every tenant publishes its second event under: keys are per tenant.
+const SHARED_KEY: &str = "same-key-in-every-tenant";
 
 /// Rows exported per table.
 #[derive(Default)]
@@ -77,8 +81,9 @@ fn not_found<T: std::fmt::Debug>(result: Result<T, EventError>) {
     assert_eq!(error.kind(), ErrorKind::NotFound, "{error:?}");
 }
 
-/// A tenant's endpoint (subscribed to everything), its two events published and dispatched,
-/// and their deliveries dead after the one failing attempt.
+/// A tenant's endpoint (subscribed to everything), its two events published (the second
+/// under [`SHARED_KEY`]) and dispatched, and their deliveries dead after the one failing
+/// attempt.
 async fn tenant_with_dead_deliveries(
     s: &Setup,
     receiver: &HttpReceiver,
@@ -91,14 +96,20 @@ async fn tenant_with_dead_deliveries(
             .await
             .unwrap();
         assert_eq!(endpoint.tenant_id, Some(tenant), "the task's tenant");
-        publish(
-            s,
-            &[
-                event("organization.created", 1),
-                event("organization.renamed", 2),
-            ],
-        )
-        .await;
+        publish(s, &[event("organization.created", 1)]).await;
+        let mut uow = tenant_tx(s, tenant).await;
+        let second = event("organization.renamed", 2);
+        let published = s
+            .outbox
+            .publish_idempotent(&mut *uow, &second, SHARED_KEY)
+            .await
+            .unwrap();
+        uow.commit().await.unwrap();
+        assert_eq!(
+            (published.event_id, published.duplicate),
+            (second.id(), false),
+            "another tenant's key is not this tenant's"
+        );
         endpoint
     })
     .await
@@ -156,6 +167,20 @@ async fn tenant_a_never_sees_counts_or_changes_tenant_bs_rows(route: PgRoute) {
         assert_eq!(w.endpoints(Some(a)).await.unwrap().len(), 1);
         not_found(w.delivery(b_delivery).await);
         assert!(w.deliveries(eb.id, None, 100).await.unwrap().is_empty());
+        not_found(w.endpoint_stats(eb.id, Duration::from_secs(3600)).await);
+        not_found(w.verification(eb.id).await);
+        not_found(w.send_verification(eb.id).await);
+        not_found(w.confirm_verification(eb.id, "c").await);
+        not_found(w.set_url(eb.id, "http://127.0.0.1:9/elsewhere").await);
+        let own = w
+            .endpoint_stats(ea.id, Duration::from_secs(3600))
+            .await
+            .unwrap();
+        assert_eq!(
+            (own.deliveries, own.dead),
+            (2, 2),
+            "only A's own deliveries"
+        );
         assert_eq!(w.deliveries(ea.id, None, 100).await.unwrap().len(), 2);
         // Updates, deletes, replays.
         not_found(w.set_enabled(eb.id, false, Some("by a")).await);
@@ -172,6 +197,7 @@ async fn tenant_a_never_sees_counts_or_changes_tenant_bs_rows(route: PgRoute) {
     neo_tenant::scope(b, async {
         let stored = s.webhooks.endpoint(eb.id).await.unwrap();
         assert!(stored.enabled);
+        assert_eq!(stored.url, eb.url, "not re-pointed by A");
         assert_eq!(stored.secret(), eb.secret(), "not rotated");
         assert_eq!(
             s.webhooks.delivery(b_delivery).await.unwrap().status,
@@ -196,6 +222,32 @@ async fn tenant_a_never_sees_counts_or_changes_tenant_bs_rows(route: PgRoute) {
         subs,
         vec!["*".to_owned()],
         "not subscribed nor unsubscribed by A"
+    );
+
+    // A's key answers A's first event, never B's.
+    let b_first: Vec<uuid::Uuid> = b_deliveries.iter().map(|d| d.message_id).collect();
+    let mut uow = tenant_tx(&s, a).await;
+    let again = s
+        .outbox
+        .publish_idempotent(
+            &mut *uow,
+            &event("organization.renamed", 3).tenant(a),
+            SHARED_KEY,
+        )
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    assert!(again.duplicate);
+    assert!(
+        !b_first.contains(again.event_id.as_uuid()),
+        "B's event answered to A"
+    );
+    assert!(
+        dead(&s, a, ea.id)
+            .await
+            .iter()
+            .any(|d| d.message_id == *again.event_id.as_uuid()),
+        "A's own first event"
     );
 
     // A's own calls work on A's rows.
@@ -228,6 +280,15 @@ async fn calls_without_a_tenant_fail_before_any_query(route: PgRoute) {
     no_tenant(w.unsubscribe(id, "*").await.unwrap_err());
     no_tenant(w.delivery(1).await.unwrap_err());
     no_tenant(w.deliveries(id, None, 10).await.unwrap_err());
+    no_tenant(w.verification(id).await.unwrap_err());
+    no_tenant(w.send_verification(id).await.unwrap_err());
+    no_tenant(w.confirm_verification(id, "c").await.unwrap_err());
+    no_tenant(w.set_url(id, "http://127.0.0.1:9/hook").await.unwrap_err());
+    no_tenant(
+        w.endpoint_stats(id, Duration::from_secs(60))
+            .await
+            .unwrap_err(),
+    );
     no_tenant(w.replay(1).await.unwrap_err());
     no_tenant(w.replay_since(id, chrono::Utc::now()).await.unwrap_err());
     // An event without a tenant is refused by the outbox before its statement.
@@ -235,6 +296,14 @@ async fn calls_without_a_tenant_fail_before_any_query(route: PgRoute) {
     no_tenant(
         s.outbox
             .publish(&mut *uow, &event("organization.created", 1))
+            .await
+            .unwrap_err(),
+    );
+    uow.rollback().await.unwrap();
+    let mut uow = s.db.begin().await.unwrap();
+    no_tenant(
+        s.outbox
+            .publish_idempotent(&mut *uow, &event("organization.created", 1), "k")
             .await
             .unwrap_err(),
     );
@@ -372,9 +441,9 @@ async fn offboarding_exports_and_purges_one_tenant_only(route: PgRoute) {
     }
     let after = counts(&s.system, None).await;
     // outbox: A's 2 of 4 gone; archive empty; endpoints, subscriptions: A's 1 of 2;
-    // messages and deliveries: A's 2 of 4.
-    assert_eq!(before, vec![4, 0, 2, 2, 4, 4]);
-    assert_eq!(after, vec![2, 0, 1, 1, 2, 2]);
+    // messages and deliveries: A's 2 of 4; idempotency keys: A's 1 of 2.
+    assert_eq!(before, vec![4, 0, 2, 2, 4, 4, 2]);
+    assert_eq!(after, vec![2, 0, 1, 1, 2, 2, 1]);
     neo_tenant::scope(b, async {
         assert_eq!(s.webhooks.endpoints(None).await.unwrap().len(), 1);
         assert_eq!(

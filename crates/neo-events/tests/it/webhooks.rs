@@ -211,7 +211,7 @@ pub(crate) async fn setup_in_with(
     let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
     assert_eq!(
         webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 6, 7]
+        vec![1, 2, 3, 4, 6, 7, 10, 11, 12]
     );
     Setup {
         _test_db: Some(test_db),
@@ -261,7 +261,10 @@ pub(crate) async fn rls_setup(
     let owner_outbox = Outbox::new(&split.owner, OutboxConfig::default())
         .unwrap()
         .with_row_level_security(&split.owner, setting.clone());
-    assert_eq!(owner_outbox.migrate().await.unwrap().applied, vec![1, 2, 3]);
+    assert_eq!(
+        owner_outbox.migrate().await.unwrap().applied,
+        vec![1, 2, 3, 10, 11]
+    );
     let owner_webhooks = Webhooks::new(
         &split.owner,
         Queue::new(&split.owner, queue_config.clone()).unwrap(),
@@ -272,7 +275,7 @@ pub(crate) async fn rls_setup(
     .unwrap();
     assert_eq!(
         owner_webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 5, 6, 7]
+        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12]
     );
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])

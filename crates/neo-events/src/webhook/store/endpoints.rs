@@ -80,6 +80,9 @@ impl Webhooks {
         self.validate_url(&new.url)?;
         new.filters.iter().try_for_each(|f| validate_filter(f))?;
         validate_headers(&new.headers)?;
+        if let Some(region) = &new.region {
+            crate::webhook::regions::validate_region(region)?;
+        }
         if new.rate_limit_per_second == Some(0) {
             return Err(EventError::Invalid {
                 what: "endpoint rate limit",
@@ -106,6 +109,13 @@ impl Webhooks {
             .bind(&new.description)
             .bind(new.fifo)
             .bind(sealed_with)
+            .bind(
+                self.inner
+                    .config
+                    .require_verification
+                    .then_some(crate::webhook::verify::PENDING),
+            )
+            .bind(&new.region)
             .fetch_one(&mut **tx)
             .await
             .map_err(db_error)?;
@@ -276,6 +286,7 @@ struct EndpointRow {
     description: String,
     created_at: DateTime<Utc>,
     fifo: bool,
+    region: Option<String>,
 }
 
 impl Webhooks {
@@ -307,6 +318,7 @@ impl Webhooks {
             description: row.description,
             created_at: row.created_at,
             fifo: row.fifo,
+            region: row.region,
             secret,
         })
     }

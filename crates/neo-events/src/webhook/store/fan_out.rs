@@ -18,7 +18,7 @@ use uuid::Uuid;
 /// A delivery just made pending (by fan-out or replay):
 /// `RETURNING id, queued, endpoint_id, tenant_id, trace_context`.
 #[derive(Debug, sqlx::FromRow)]
-pub(super) struct Pending {
+pub(in crate::webhook) struct Pending {
     /// The delivery.
     pub(super) id: i64,
     /// Whether it gets its job now (FIFO endpoints' deliveries wait for their turn).
@@ -30,10 +30,20 @@ pub(super) struct Pending {
     /// Its event's trace context, which its job carries too.
     #[sqlx(json(nullable))]
     pub(super) trace_context: Option<TraceContext>,
+    /// Its endpoint's region, whose job kind its job is of.
+    pub(super) region: Option<String>,
 }
 
-/// A delivery to enqueue a job for: its id, tenant and trace context.
-type Queued = (i64, Option<TenantId>, Option<TraceContext>);
+/// A FIFO head as `fifo_head` returns it: id, tenant, trace context (JSON), region.
+type HeadRow = (
+    i64,
+    Option<TenantId>,
+    Option<Json<TraceContext>>,
+    Option<String>,
+);
+
+/// A delivery to enqueue a job for: its id, tenant, trace context and region.
+type Queued = (i64, Option<TenantId>, Option<TraceContext>, Option<String>);
 
 impl Webhooks {
     /// Checks an event before it is published, as fan-out will: its message must fit
@@ -232,7 +242,7 @@ impl Webhooks {
 
     /// Enqueues jobs for deliveries just made pending: the queued
     /// ones directly, and the head of each FIFO endpoint among the others.
-    pub(super) async fn enqueue_created(
+    pub(in crate::webhook) async fn enqueue_created(
         &self,
         tx: &mut neo_db::UnitOfWork,
         rows: &[Pending],
@@ -251,7 +261,7 @@ impl Webhooks {
         let queued: Vec<Queued> = rows
             .iter()
             .filter(|r| r.queued)
-            .map(|r| (r.id, r.tenant_id, r.trace_context.clone()))
+            .map(|r| (r.id, r.tenant_id, r.trace_context.clone(), r.region.clone()))
             .collect();
         self.enqueue_jobs(tx, &queued, inline).await?;
         let mut fifo: Vec<Uuid> = rows
@@ -287,16 +297,15 @@ impl Webhooks {
             .execute(&mut ***tx)
             .await
             .map_err(db_error)?;
-        let head: Vec<(i64, Option<TenantId>, Option<Json<TraceContext>>)> =
-            sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
-                .persistent(self.named_on_either())
-                .bind(endpoint)
-                .fetch_all(&mut ***tx)
-                .await
-                .map_err(db_error)?;
+        let head: Vec<HeadRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
+            .persistent(self.named_on_either())
+            .bind(endpoint)
+            .fetch_all(&mut ***tx)
+            .await
+            .map_err(db_error)?;
         let head: Vec<Queued> = head
             .into_iter()
-            .map(|(id, tenant, trace)| (id, tenant, trace.map(|json| json.0)))
+            .map(|(id, tenant, trace, region)| (id, tenant, trace.map(|json| json.0), region))
             .collect();
         self.enqueue(tx, &head).await
     }
@@ -321,16 +330,14 @@ impl Webhooks {
         let attempts = self.inner.config.max_attempts();
         let jobs = deliveries
             .iter()
-            .map(|(id, tenant, trace)| {
+            .map(|(id, tenant, trace, region)| {
                 let (id, tenant) = (*id, *tenant);
+                let kind = self.job_kind(region.as_deref());
                 let job = match inline {
-                    None => NewJob::new(
-                        &self.inner.config.job_kind,
-                        &serde_json::json!({ "delivery": id }),
-                    )?
-                    .max_attempts(attempts),
+                    None => NewJob::new(&kind, &serde_json::json!({ "delivery": id }))?
+                        .max_attempts(attempts),
                     Some(due) => NewJob::new(
-                        &self.inner.config.job_kind,
+                        &kind,
                         &serde_json::json!({ "delivery": id, "inline": true }),
                     )?
                     .max_attempts((attempts - 1).max(1))

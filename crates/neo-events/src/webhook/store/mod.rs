@@ -20,6 +20,7 @@ use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
 use crate::tenancy::{Tenancy, policies};
 pub use fan_out::FannedOut;
+pub(in crate::webhook) use fan_out::Pending;
 use neo_batch::WriteBatcher;
 use neo_db::{Db, MigrationReport, MigrationSet, RlsSetting, Schema};
 use neo_queue::Queue;
@@ -50,6 +51,8 @@ pub(in crate::webhook) struct Inner {
     pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
     /// Slots for first attempts made inline by fan-out (`config.inline_attempts`).
     pub(in crate::webhook) inline: Arc<tokio::sync::Semaphore>,
+    /// Event type schemas looked up lately.
+    pub(in crate::webhook) schemas: super::schemas::SchemaCache,
     schema: Schema,
 }
 
@@ -131,7 +134,7 @@ impl Webhooks {
     /// The tenant a tenant-scoped call acts for (`explicit`, else under row-level security
     /// the task's, failing closed without one) and a statement connection of the
     /// application `Db` acting for it.
-    async fn acting_connection(
+    pub(in crate::webhook) async fn acting_connection(
         &self,
         explicit: Option<neo_core::TenantId>,
     ) -> Result<(Option<neo_core::TenantId>, neo_db::StatementConnection), EventError> {
@@ -194,6 +197,7 @@ impl Webhooks {
         }
         let schema = Schema::new(&config.schema)?;
         let sql = Sql::new(&schema)?;
+        let schemas = super::schemas::SchemaCache::new(&schema, config.schema_cache_ttl)?;
         let client = build_client(&config)?;
         let targets = target_loader(db, sql.load_for_send.clone(), &config)?;
         Ok(Webhooks {
@@ -211,6 +215,7 @@ impl Webhooks {
                 targets,
                 sealer,
                 inline: Arc::new(tokio::sync::Semaphore::new(config.inline_attempts)),
+                schemas,
                 schema,
                 config,
             }),
@@ -308,6 +313,21 @@ impl Webhooks {
                 7,
                 "deliveries indexed for sampling",
                 include_str!("../../../migrations/webhooks/7_deliveries_indexed_for_sampling.sql"),
+            )
+            .with(
+                10,
+                "event schemas",
+                include_str!("../../../migrations/webhooks/10_event_schemas.sql"),
+            )
+            .with(
+                11,
+                "endpoint verification",
+                include_str!("../../../migrations/webhooks/11_endpoint_verification.sql"),
+            )
+            .with(
+                12,
+                "endpoint regions",
+                include_str!("../../../migrations/webhooks/12_endpoint_regions.sql"),
             ))
     }
 

@@ -33,10 +33,12 @@ pub(in crate::webhook) struct Sql {
     pub(in crate::webhook) record_keys: String,
     pub(in crate::webhook) not_under: String,
     pub(in crate::webhook) rows_by_key: String,
+    pub(in crate::webhook) endpoint_stats: String,
+    pub(in crate::webhook) verification: crate::webhook::verify::VerifySql,
 }
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
-     rate_limit_per_second, headers, description, created_at, fifo";
+     rate_limit_per_second, headers, description, created_at, fifo, region";
 const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.endpoint_id, d.tenant_id, m.event_type, d.status, d.attempts, \
      d.response_status, d.response_body, d.duration_ms, d.last_error, d.next_attempt_at, \
      d.created_at, d.delivered_at";
@@ -54,14 +56,16 @@ impl Sql {
             table("webhook_deliveries")?,
         );
         Ok(Sql {
+            endpoint_stats: crate::webhook::stats::sql(&endpoints, &deliveries),
+            verification: crate::webhook::verify::VerifySql::new(&endpoints, &deliveries),
             upsert_event_type: format!(
                 "INSERT INTO {types} (name, description, schema) VALUES ($1, $2, $3) \
                  ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, schema = EXCLUDED.schema"
             ),
             event_types: format!("SELECT name, description, schema FROM {types} ORDER BY name"),
             insert_endpoint: format!(
-                "INSERT INTO {endpoints} (id, tenant_id, url, secrets, rate_limit_per_second, headers, description, fifo, sealed_with) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {ENDPOINT_COLUMNS}"
+                "INSERT INTO {endpoints} (id, tenant_id, url, secrets, rate_limit_per_second, headers, description, fifo, sealed_with, verification, region) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {ENDPOINT_COLUMNS}"
             ),
             insert_subscriptions: format!(
                 "INSERT INTO {subs} (endpoint_id, filter) SELECT $1, f FROM UNNEST($2::text[]) AS f \
@@ -101,13 +105,13 @@ impl Sql {
                 "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, trace_context, ord)), \
                  msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
                          ON CONFLICT (id) DO NOTHING) \
-                 INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context) \
-                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id, ev.trace_context FROM ev \
+                 INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context, region) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo AND en.verification IS NULL, ev.tenant_id, ev.trace_context, en.region FROM ev \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context"
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region"
             ),
             // `fan_out`, returning with each new delivery what sending it reads (the columns
             // of `load_for_send`), for the first attempts fan-out makes inline.
@@ -115,23 +119,23 @@ impl Sql {
                 "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, trace_context, ord)), \
                  msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
                          ON CONFLICT (id) DO NOTHING), \
-                 ins AS (INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context) \
-                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo, ev.tenant_id, ev.trace_context FROM ev \
+                 ins AS (INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context, region) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo AND en.verification IS NULL, ev.tenant_id, ev.trace_context, en.region FROM ev \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, message_id) \
-                 SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.trace_context, ins.id AS delivery_id, 'pending' AS status, \
+                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, message_id) \
+                 SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.trace_context, ins.region, ins.id AS delivery_id, 'pending' AS status, \
                  ins.message_id, b.body, e.url, e.secrets, coalesce(e.secrets_overlap_until > now(), false) AS overlapping, \
-                 e.enabled, e.rate_limit_per_second AS rate, e.headers, e.fifo \
+                 e.enabled, e.rate_limit_per_second AS rate, e.headers, e.fifo, e.verification IS NULL AS verified \
                  FROM ins JOIN (SELECT DISTINCT ON (id) id, body FROM ev) b ON b.id = ins.message_id \
                  JOIN {endpoints} e ON e.id = ins.endpoint_id ORDER BY ins.id"
             ),
             load_for_send: format!(
                 "SELECT d.id AS delivery_id, d.status, d.message_id, m.body, e.id AS endpoint_id, e.url, e.secrets, \
                  coalesce(e.secrets_overlap_until > now(), false) AS overlapping, e.enabled, \
-                 e.rate_limit_per_second AS rate, e.headers, e.fifo \
+                 e.rate_limit_per_second AS rate, e.headers, e.fifo, e.verification IS NULL AS verified \
                  FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id \
                  JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = ANY($1)"
             ),
@@ -154,15 +158,15 @@ impl Sql {
             ),
             replay_one: format!(
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
-                 queued = NOT e.fifo FROM {endpoints} e \
+                 queued = NOT e.fifo AND e.verification IS NULL FROM {endpoints} e \
                  WHERE d.id = $1 AND d.status = 'dead' AND e.id = d.endpoint_id \
-                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context"
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context, d.region"
             ),
             replay_since: format!(
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
-                 queued = NOT e.fifo FROM {endpoints} e \
+                 queued = NOT e.fifo AND e.verification IS NULL FROM {endpoints} e \
                  WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
-                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context"
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context, d.region"
             ),
             // Finished deliveries older than the cutoff, and deliveries a fan-out recorded for
             // an endpoint deleted while it ran, in bounded batches; then messages no delivery
@@ -202,7 +206,8 @@ impl Sql {
             fifo_head: format!(
                 "UPDATE {deliveries} SET queued = true WHERE id = \
                  (SELECT id FROM {deliveries} WHERE endpoint_id = $1 AND status = 'pending' ORDER BY id LIMIT 1) \
-                 AND NOT queued RETURNING id, tenant_id, trace_context"
+                 AND NOT queued AND EXISTS (SELECT 1 FROM {endpoints} WHERE id = $1 AND verification IS NULL) \
+                 RETURNING id, tenant_id, trace_context, region"
             ),
         })
     }

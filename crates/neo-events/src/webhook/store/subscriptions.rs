@@ -12,9 +12,11 @@ impl Webhooks {
     /// Registers (or updates) an event type.
     ///
     /// # Errors
-    /// [`EventError::Invalid`] for a bad name; a database error.
+    /// [`EventError::Invalid`] for a bad name or a schema that is not a valid JSON Schema; a
+    /// database error.
     pub async fn register_event_type(&self, info: &EventTypeInfo) -> Result<(), EventError> {
         validate_type("event type", &info.name, true)?;
+        crate::webhook::schemas::check_descriptive(&info.name, info.schema.as_ref())?;
         let mut conn = self.inner.db.statement_connection().await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.upsert_event_type.clone()))
             .persistent(self.inner.db.pooler().named_statements())
