@@ -30,6 +30,7 @@
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+mod members;
 mod model;
 mod notify;
 mod service;
@@ -38,6 +39,7 @@ pub mod store;
 mod validate;
 
 pub use error::OrgError;
+pub use members::{ALL_PERMISSIONS, MembershipConfig, Memberships};
 pub use model::{
     Branding, Color, Legal, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewOrganization, OrgDomain,
     OrgStatus, Organization, Verification,
@@ -48,7 +50,7 @@ pub use settings::{
     ConfiguredSettings, MAX_DOMAINS, OrgSettings, SettingsFuture, SettingsResolver,
 };
 pub use store::{
-    AuditEntry, InMemoryOrganizationStore, OrganizationStore, OrganizationSummary,
-    OrganizationTenantData, PgOrganizationStore,
+    AuditEntry, InMemoryOrganizationStore, Member, OrganizationStore, OrganizationSummary,
+    OrganizationTenantData, PgOrganizationStore, UserOrganization,
 };
 pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};

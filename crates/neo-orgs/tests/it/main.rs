@@ -6,6 +6,7 @@ mod fuzz;
 #[cfg(feature = "http")]
 mod http;
 mod isolation;
+mod members;
 mod offboard;
 mod replica;
 mod service;
