@@ -30,6 +30,7 @@
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+mod invitations;
 mod members;
 mod model;
 mod notify;
@@ -38,7 +39,8 @@ mod settings;
 pub mod store;
 mod validate;
 
-pub use error::OrgError;
+pub use error::{InvitationRefusal, OrgError};
+pub use invitations::InvitationToken;
 pub use members::{ALL_PERMISSIONS, MembershipConfig, Memberships};
 pub use model::{
     Branding, Color, Legal, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewOrganization, OrgDomain,
@@ -50,7 +52,7 @@ pub use settings::{
     ConfiguredSettings, MAX_DOMAINS, OrgSettings, SettingsFuture, SettingsResolver,
 };
 pub use store::{
-    AuditEntry, InMemoryOrganizationStore, Member, OrganizationStore, OrganizationSummary,
-    OrganizationTenantData, PgOrganizationStore, UserOrganization,
+    AuditEntry, InMemoryOrganizationStore, Invitation, InvitationStatus, Member, OrganizationStore,
+    OrganizationSummary, OrganizationTenantData, PgOrganizationStore, UserOrganization,
 };
 pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};

@@ -32,7 +32,6 @@ pub const ALL_PERMISSIONS: &str = "*";
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
-#[non_exhaustive]
 pub struct MembershipConfig {
     /// The permissions of each role; a role holding [`ALL_PERMISSIONS`] may do anything.
     /// Members get only roles named here.

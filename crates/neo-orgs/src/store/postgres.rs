@@ -142,6 +142,8 @@ pub(super) struct Sql {
     pub(super) add_member: String,
     /// The statements of memberships and invitations ([`super::membership`]).
     pub(super) members: super::membership::MemberSql,
+    /// The statements of invitations ([`super::invitation`]).
+    pub(super) invitations: super::invitation::InvitationSql,
 }
 
 impl Sql {
@@ -266,6 +268,7 @@ impl Sql {
                  ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role"
             ),
             members: super::membership::MemberSql::new(schema)?,
+            invitations: super::invitation::InvitationSql::new(schema)?,
         })
     }
 }
@@ -415,6 +418,11 @@ impl PgOrganizationStore {
                 10,
                 "memberships by user",
                 include_str!("../../migrations/10_memberships_by_user.sql"),
+            )
+            .with(
+                12,
+                "invitations",
+                include_str!("../../migrations/12_invitations.sql"),
             ))
     }
 

@@ -9,30 +9,7 @@ use neo_core::{ErrorKind, HasErrorKind, OrganizationId, Slug, UserId};
 use neo_orgs::{ConfiguredSettings, MembershipConfig, NewOrganization, OrgConfig, OrgSettings};
 use std::collections::BTreeSet;
 
-macro_rules! members {
-    ($($name:ident),* $(,)?) => {
-        mod postgres {
-            $(#[tokio::test] async fn $name() { super::Setup::postgres().await.run(super::$name).await })*
-        }
-        mod pgbouncer {
-            $(#[tokio::test] async fn $name() { super::Setup::pgbouncer().await.run(super::$name).await })*
-        }
-        mod rls {
-            $(#[tokio::test] async fn $name() {
-                super::Setup::isolated(
-                    super::Isolation::Rls,
-                    neo_testkit::PgRoute::Direct,
-                    &[neo_core::TenantId::new()],
-                )
-                .await
-                .run(super::$name)
-                .await
-            })*
-        }
-    };
-}
-
-members!(
+postgres_modes!(
     can_answers_from_the_cache_and_every_membership_change_invalidates_it,
     members_and_a_users_organizations_come_in_keyset_pages,
     max_members_from_the_settings_is_enforced,

@@ -11,9 +11,9 @@ use neo_orgs::{
 use std::sync::{Arc, Mutex};
 
 /// The versions of the organizations' migration set.
-const MIGRATIONS: &[i64] = &[1, 2, 3, 4, 10];
+const MIGRATIONS: &[i64] = &[1, 2, 3, 4, 10, 12];
 /// The versions of the set under row-level security.
-const RLS_MIGRATIONS: &[i64] = &[1, 2, 3, 4, 5, 10, 11];
+const RLS_MIGRATIONS: &[i64] = &[1, 2, 3, 4, 5, 10, 11, 12, 13];
 
 /// Where a contract test runs: the PostgreSQL store with the tiered cache (one schema, a
 /// schema per tenant, or row-level security), or the in-memory store with an in-process
@@ -375,7 +375,7 @@ impl Setup {
 
     /// The events written (for PostgreSQL, dispatched from the outbox, so each call returns
     /// those since the last one).
-    async fn published(&self) -> Vec<DomainEvent> {
+    pub(crate) async fn published(&self) -> Vec<DomainEvent> {
         match &self.backend {
             Backend::Postgres { outbox, .. } => {
                 let seen = Arc::new(Mutex::new(Vec::new()));

@@ -1,10 +1,11 @@
-//! The membership reads and writes in the cross-tenant suite: tenant A never sees B's
-//! members, roles (cached or not) or a user's organizations in B, changes none of them, and
-//! B's cursors are NotFound for A; without a tenant every call fails closed.
+//! The membership and invitation reads and writes in the cross-tenant suite: tenant A never
+//! sees B's members, roles (cached or not), a user's organizations or invitations in B,
+//! changes none of them (B's invitation token is forged for A), and B's cursors are NotFound
+//! for A; without a tenant every call fails closed.
 
 use super::{Setup, new_org, seed_victim};
-use neo_core::{ErrorKind, HasErrorKind, TenantId, UserId};
-use neo_orgs::{MembershipConfig, OrgConfig, OrgError};
+use neo_core::{EmailAddress, ErrorKind, HasErrorKind, TenantId, UserId};
+use neo_orgs::{InvitationRefusal, MembershipConfig, OrgConfig, OrgError};
 use neo_tenant::scope;
 
 pub(crate) async fn tenant_a_never_reads_or_changes_tenant_bs_memberships(
@@ -17,6 +18,18 @@ pub(crate) async fn tenant_a_never_reads_or_changes_tenant_bs_memberships(
     let (b_org, b_other) = (victim.live[0].id(), victim.live[2].id());
     let b_user = UserId::new();
     // B's member, in two organizations, with B's role cached and B's cursors.
+    let (b_invitation, b_token) = scope(b, async {
+        members
+            .invite(
+                "bob",
+                b_org,
+                &EmailAddress::parse("new@b.example").unwrap(),
+                "member",
+            )
+            .await
+            .unwrap()
+    })
+    .await;
     let (b_members_cursor, b_orgs_cursor, b_view) = scope(b, async {
         members.add(b_org, b_user, "owner").await.unwrap();
         members.add(b_org, UserId::new(), "member").await.unwrap();
@@ -87,6 +100,28 @@ pub(crate) async fn tenant_a_never_reads_or_changes_tenant_bs_memberships(
             members.remove(b_org, b_user).await.unwrap_err().kind(),
             ErrorKind::NotFound
         );
+        // B's invitation: not found, not acceptable, not revocable nor resendable by A.
+        for refused in [
+            members.invitation(b_invitation.id).await.err(),
+            members.revoke(b_invitation.id).await.err(),
+            members.resend(b_invitation.id).await.err(),
+            members
+                .invite(
+                    "alice",
+                    b_org,
+                    &EmailAddress::parse("a@a.example").unwrap(),
+                    "owner",
+                )
+                .await
+                .err(),
+        ] {
+            assert_eq!(refused.unwrap().kind(), ErrorKind::NotFound);
+        }
+        let forged = members.accept(b_token.expose(), UserId::new()).await;
+        assert!(
+            matches!(forged, Err(OrgError::Invitation(InvitationRefusal::Forged))),
+            "{forged:?}"
+        );
     })
     .await;
     // Without a tenant: refused before any query.
@@ -111,6 +146,8 @@ pub(crate) async fn tenant_a_never_reads_or_changes_tenant_bs_memberships(
             .unwrap_err(),
     );
     fail_closed(members.remove(b_org, b_user).await.unwrap_err());
+    fail_closed(members.invitation(b_invitation.id).await.unwrap_err());
+    fail_closed(members.accept(b_token.expose(), b_user).await.unwrap_err());
     // B's memberships are as they were.
     scope(b, async {
         assert!(members.can(b_user, b_org, "members:remove").await.unwrap());
@@ -124,6 +161,10 @@ pub(crate) async fn tenant_a_never_reads_or_changes_tenant_bs_memberships(
                     .items,
             ),
             b_view
+        );
+        assert_eq!(
+            members.invitation(b_invitation.id).await.unwrap(),
+            b_invitation
         );
     })
     .await;
