@@ -31,6 +31,8 @@ macro_rules! postgres_modes {
 mod fuzz;
 #[cfg(feature = "http")]
 mod http;
+#[cfg(feature = "http")]
+mod http_members;
 mod invitations;
 mod isolation;
 mod members;
