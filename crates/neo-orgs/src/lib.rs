@@ -17,8 +17,12 @@
 //!   [`InMemoryOrganizationStore`] for unit tests, passing the same contract tests), the cache, the [`SettingsResolver`]
 //!   ([`ConfiguredSettings`]), the [`Notifier`] ([`WebhookNotifier`]) and the
 //!   [`TaxIdValidator`] ([`TaxIdFormat`], called through a breaker and a timeout).
+//! - [`Memberships`]: users (ids the host owns) in organizations with a role, roles mapped to
+//!   permissions ([`MembershipConfig`]), `can()` answered from the cache, members and a
+//!   user's organizations in keyset pages, `max_members` enforced; invitations by e-mail with
+//!   hashed single-use tokens ([`InvitationToken`], refusals in [`InvitationRefusal`]).
 //! - [`http::router`] (feature `http`): the service as JSON endpoints with problem-details
-//!   errors.
+//!   errors; [`http::members_router`] the memberships and invitations.
 //!
 //! [`DomainEvent`]: neo_events::DomainEvent
 //!
