@@ -378,14 +378,14 @@ impl PgOrganizationStore {
     /// # Errors
     /// Never; fallible for symmetry with [`migrations`](Self::migrations).
     pub fn rls_migrations(setting: &RlsSetting) -> Result<MigrationSet, OrgError> {
-        Ok(super::members_rls::with_rls_migrations(
+        super::members_rls::with_rls_migrations(
             Self::migrations()?.with_sql(
                 5,
                 "tenant row-level security",
                 super::tenant_mode::rls_migration(setting)?,
             ),
             setting,
-        )?)
+        )
     }
 
     /// The organization tables' migrations.
