@@ -21,6 +21,7 @@ pub mod fair;
 pub mod flaky;
 mod measure;
 pub mod orgs;
+pub mod orgs_members;
 pub mod pooler;
 pub mod queue;
 pub mod queue_peers;

@@ -70,7 +70,7 @@ pub async fn seed(orgs: &OrganizationService, prefix: &str, n: usize) -> Vec<Org
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 
-fn unique(prefix: &str) -> String {
+pub(crate) fn unique(prefix: &str) -> String {
     format!(
         "{prefix}{}-{}",
         std::process::id(),
@@ -259,13 +259,13 @@ async fn updates(
     saves.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64()
 }
 
-async fn time(work: impl Future<Output = ()>) -> Duration {
+pub(crate) async fn time(work: impl Future<Output = ()>) -> Duration {
     let started = Instant::now();
     work.await;
     started.elapsed()
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
+pub(crate) fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();
     samples[samples.len() / 2]
 }

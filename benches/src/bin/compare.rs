@@ -58,6 +58,7 @@ fn main() {
             report::flaky_rows(&url),
             report::fair_rows(&url, fair_backlog(quick)),
             report::orgs_rows(&url, 100_000),
+            neo_benches::orgs_members::rows(&url),
             neo_benches::queue_peers::rows(&url, quick),
         ]
         .concat();

@@ -51,6 +51,10 @@ pub enum OrgError {
         /// The taken value.
         value: String,
     },
+    /// An invitation token was refused (nothing was changed): forged, expired, used or
+    /// revoked, each its own [`InvitationRefusal`].
+    #[error("invitation refused: {0}")]
+    Invitation(InvitationRefusal),
     /// A dependency (the tax id check) failed, timed out or is held off by its breaker.
     #[error("{0}")]
     Unavailable(String),
@@ -70,6 +74,25 @@ pub enum OrgError {
     /// Publishing the events failed.
     #[error(transparent)]
     Events(#[from] neo_events::EventError),
+}
+
+/// Why an invitation token was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvitationRefusal {
+    /// Not a token this service issued: malformed, unknown, or its secret does not match
+    /// (also a token replaced by a resend).
+    #[error("the token is not valid")]
+    Forged,
+    /// Issued, but past its expiry.
+    #[error("the invitation has expired")]
+    Expired,
+    /// Already accepted (tokens are single use).
+    #[error("the invitation was already used")]
+    Used,
+    /// Revoked by the organization.
+    #[error("the invitation was revoked")]
+    Revoked,
 }
 
 impl OrgError {
@@ -109,6 +132,8 @@ impl HasErrorKind for OrgError {
             OrgError::NotFound { .. } => ErrorKind::NotFound,
             OrgError::Conflict { .. } => ErrorKind::Conflict,
             OrgError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
+            OrgError::Invitation(InvitationRefusal::Forged) => ErrorKind::Unauthorized,
+            OrgError::Invitation(_) => ErrorKind::Conflict,
             OrgError::Unavailable(_) => ErrorKind::Unavailable,
             OrgError::Core(e) => e.kind(),
             OrgError::Db(e) => e.kind(),

@@ -11,6 +11,12 @@
 //! | `POST /organizations/{id}/{verify,activate,suspend,archive}` | lifecycle (`{version, reason?, documents?}`) |
 //! | `DELETE /organizations/{id}?version=` | soft delete |
 //! | `POST /organizations/{id}/restore` | restore (`{version}`) |
+//!
+//! Memberships and invitations: [`members_router`] (its table is in its module's docs).
+
+mod members;
+
+pub use members::members_router;
 
 use crate::model::{Branding, Color};
 use crate::{NewOrganization, OrgError, Organization, OrganizationService};

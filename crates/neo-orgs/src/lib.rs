@@ -17,8 +17,12 @@
 //!   [`InMemoryOrganizationStore`] for unit tests, passing the same contract tests), the cache, the [`SettingsResolver`]
 //!   ([`ConfiguredSettings`]), the [`Notifier`] ([`WebhookNotifier`]) and the
 //!   [`TaxIdValidator`] ([`TaxIdFormat`], called through a breaker and a timeout).
+//! - [`Memberships`]: users (ids the host owns) in organizations with a role, roles mapped to
+//!   permissions ([`MembershipConfig`]), `can()` answered from the cache, members and a
+//!   user's organizations in keyset pages, `max_members` enforced; invitations by e-mail with
+//!   hashed single-use tokens ([`InvitationToken`], refusals in [`InvitationRefusal`]).
 //! - [`http::router`] (feature `http`): the service as JSON endpoints with problem-details
-//!   errors.
+//!   errors; [`http::members_router`] the memberships and invitations.
 //!
 //! [`DomainEvent`]: neo_events::DomainEvent
 //!
@@ -30,6 +34,8 @@
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
+mod invitations;
+mod members;
 mod model;
 mod notify;
 mod service;
@@ -37,7 +43,9 @@ mod settings;
 pub mod store;
 mod validate;
 
-pub use error::OrgError;
+pub use error::{InvitationRefusal, OrgError};
+pub use invitations::InvitationToken;
+pub use members::{ALL_PERMISSIONS, MembershipConfig, Memberships};
 pub use model::{
     Branding, Color, Legal, MAX_DESCRIPTION_CHARS, MAX_NAME_CHARS, NewOrganization, OrgDomain,
     OrgStatus, Organization, Verification,
@@ -48,7 +56,7 @@ pub use settings::{
     ConfiguredSettings, MAX_DOMAINS, OrgSettings, SettingsFuture, SettingsResolver,
 };
 pub use store::{
-    AuditEntry, InMemoryOrganizationStore, OrganizationStore, OrganizationSummary,
-    OrganizationTenantData, PgOrganizationStore,
+    AuditEntry, InMemoryOrganizationStore, Invitation, InvitationStatus, Member, OrganizationStore,
+    OrganizationSummary, OrganizationTenantData, PgOrganizationStore, UserOrganization,
 };
 pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};

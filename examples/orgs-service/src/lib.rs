@@ -1,16 +1,21 @@
 //! The example host service as a library: [`Service::compose`] builds the organizations API
 //! (PostgreSQL, tiered cache on Redis), the outbox dispatcher fanning events out to webhook
-//! endpoints and the neo-queue worker delivering them, from a [`ServiceConfig`];
+//! endpoints and the neo-queue worker delivering them, and the memberships and invitations
+//! beside the organizations (roles cached on the same Redis), from a [`ServiceConfig`];
 //! [`Service::run`] runs the [`Roles`] asked for until stopped: with them the metrics sampler
 //! (one instance samples at a time) and, given a Prometheus handle, `GET /metrics` beside the
 //! API. The `orgs-service` binary and the scenario suite (`tests/`) both use it.
 
 use neo_commons::cache::{CacheConfig, HybridCache};
+use neo_commons::core::CursorCodec;
 use neo_commons::db::{Db, DbConfig};
 use neo_commons::events::{DomainEvent, Outbox, OutboxConfig, WebhookConfig, Webhooks};
 use neo_commons::observe::prometheus::Handle as MetricsHandle;
 use neo_commons::observe::{ObserveConfig, Sampler};
-use neo_commons::orgs::{OrgConfig, Organization, OrganizationService};
+use neo_commons::orgs::{
+    MembershipConfig, Memberships, OrgConfig, Organization, OrganizationService,
+    PgOrganizationStore,
+};
 use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
 use tokio::sync::watch;
 
@@ -41,6 +46,11 @@ pub struct ServiceConfig {
     pub worker: WorkerConfig,
     /// The organizations.
     pub orgs: OrgConfig,
+    /// Roles, permissions and invitations.
+    pub members: MembershipConfig,
+    /// The key member-list cursors are signed with (at least 32 bytes; every instance the
+    /// same): `NEO_CURSOR_KEY`, else a random key of this process.
+    pub cursor_key: Vec<u8>,
     /// The metrics sampler (its schemas are set to the service's own in `compose`).
     pub observe: ObserveConfig,
 }
@@ -56,6 +66,8 @@ impl ServiceConfig {
             queue: QueueConfig::default(),
             worker: WorkerConfig::default(),
             orgs: OrgConfig::default(),
+            members: MembershipConfig::default(),
+            cursor_key: [uuid_bytes(), uuid_bytes()].concat(),
             observe: ObserveConfig::default(),
         }
     }
@@ -78,9 +90,18 @@ impl ServiceConfig {
         config.queue = from_env("NEO_QUEUE_")?;
         config.worker = from_env("NEO_WORKER_")?;
         config.orgs = from_env("NEO_ORGS_")?;
+        config.members = from_env("NEO_MEMBERS_")?;
+        if let Ok(key) = std::env::var("NEO_CURSOR_KEY") {
+            config.cursor_key = key.into_bytes();
+        }
         config.observe = from_env("NEO_OBSERVE_")?;
         Ok(config)
     }
+}
+
+/// 16 random bytes (a version-4 UUID's).
+fn uuid_bytes() -> Vec<u8> {
+    uuid::Uuid::new_v4().as_bytes().to_vec()
 }
 
 /// What one process of the service runs.
@@ -135,6 +156,8 @@ impl Roles {
 pub struct Service {
     /// The organizations.
     pub orgs: OrganizationService,
+    /// Their memberships and invitations.
+    pub members: Memberships,
     /// Webhook endpoints and delivery.
     pub webhooks: Webhooks,
     /// The outbox the organization events are written to.
@@ -170,8 +193,24 @@ impl Service {
         let outbox_config = OutboxConfig::default();
         let outbox = Outbox::new(&db, outbox_config.clone())?;
         let webhooks = Webhooks::new(&db, queue.clone(), config.webhooks)?;
+        let roles = HybridCache::<String>::tiered(
+            CacheConfig {
+                name: format!("{}-roles", config.cache.name),
+                ..config.cache.clone()
+            },
+            &config.redis_url,
+        )?;
         let cache = HybridCache::<Organization>::tiered(config.cache, &config.redis_url)?;
-        let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache.clone()), config.orgs)?;
+        let store = PgOrganizationStore::new(&db, outbox.clone(), &config.orgs.schema)?;
+        let orgs =
+            OrganizationService::with_store(store.clone(), Some(cache.clone()), config.orgs)?;
+        let members = Memberships::new(
+            orgs.clone(),
+            store,
+            Some(roles),
+            config.members,
+            CursorCodec::new(config.cursor_key)?,
+        )?;
         orgs.migrate().await?; // the outbox's tables too
         webhooks.migrate().await?;
         let observe = ObserveConfig {
@@ -185,6 +224,7 @@ impl Service {
             .await?;
         Ok(Service {
             orgs,
+            members,
             webhooks,
             outbox,
             queue,
@@ -211,7 +251,9 @@ impl Service {
         let worker = self
             .webhooks
             .handle(Worker::new(self.queue.clone(), self.worker.clone()));
-        let mut api = neo_commons::orgs::http::router(self.orgs.clone());
+        let mut api = neo_commons::orgs::http::router(self.orgs.clone()).merge(
+            neo_commons::orgs::http::members_router(self.members.clone()),
+        );
         if let Some(handle) = roles.metrics {
             api = neo_commons::observe::prometheus::mount(api, handle);
         }

@@ -197,6 +197,47 @@ async fn demo() -> Result<(), BoxError> {
         );
     }
 
+    // 5. Members: invite by e-mail, accept with the token, check a permission (cached).
+    let invited: Value = http
+        .post(format!("{base}/organizations/{id}/invitations"))
+        .header("x-actor", "demo")
+        .json(&json!({ "email": "jane@acme.example", "role": "admin" }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let jane = neo_commons::core::UserId::new();
+    let accepted: Value = http
+        .post(format!("{base}/invitations/accept"))
+        .json(&json!({ "token": invited["token"], "user": jane.to_string() }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!(
+        "\ninvited   {} as {} → {}",
+        accepted["email"], accepted["role"], accepted["status"]
+    );
+    let again = http
+        .post(format!("{base}/invitations/accept"))
+        .json(&json!({ "token": invited["token"], "user": jane.to_string() }))
+        .send()
+        .await?;
+    let problem: Value = again.json().await?;
+    println!("reused    {} {}", problem["status"], problem["detail"]);
+    let can: Value = http
+        .get(format!(
+            "{base}/organizations/{id}/members/{jane}/can/members:invite"
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("can       members:invite → {}", can["allowed"]);
+
     let _ = stop.send(true);
     running.await??;
     println!("\ndone: the service stopped cleanly");

@@ -225,6 +225,17 @@ impl OrganizationService {
             .map_err(|e| OrgError::Unavailable(format!("the settings could not be resolved: {e}")))
     }
 
+    /// The `max_members` setting of an organization (not deleted).
+    pub(crate) async fn max_members_of(&self, id: OrganizationId) -> Result<u32, OrgError> {
+        let organization = self
+            .inner
+            .store
+            .find(id, false)
+            .await?
+            .ok_or_else(|| OrgError::not_found("organization", id))?;
+        Ok(self.settings_of(&organization).await?.max_members)
+    }
+
     /// What every write checks: metadata within this service's limits (not only the
     /// defaults), the tax id when it changed, the organization's settings.
     async fn check(&self, org: &Organization, new: bool) -> Result<(), OrgError> {

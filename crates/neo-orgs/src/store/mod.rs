@@ -2,11 +2,19 @@
 //! through, with [`PgOrganizationStore`] (the default) and [`InMemoryOrganizationStore`] (for
 //! users' unit tests), which pass the same contract tests.
 
+mod invitation;
+mod members_rls;
+mod membership;
 mod memory;
 mod offboard;
 mod postgres;
 mod tenant_mode;
 
+pub(crate) use invitation::{
+    Change as InvitationChange, NewInvitation, Stored as StoredInvitation,
+};
+pub use invitation::{Invitation, InvitationStatus};
+pub use membership::{Member, UserOrganization};
 pub use memory::InMemoryOrganizationStore;
 pub use offboard::OrganizationTenantData;
 pub use postgres::PgOrganizationStore;

@@ -138,8 +138,12 @@ pub(super) struct Sql {
     count_text: String,
     count_all: String,
     summaries: String,
-    lock_org: String,
-    add_member: String,
+    pub(super) lock_org: String,
+    pub(super) add_member: String,
+    /// The statements of memberships and invitations ([`super::membership`]).
+    pub(super) members: super::membership::MemberSql,
+    /// The statements of invitations ([`super::invitation`]).
+    pub(super) invitations: super::invitation::InvitationSql,
 }
 
 impl Sql {
@@ -263,6 +267,8 @@ impl Sql {
                     OR (SELECT count(*) FROM {members} WHERE organization_id = $1) < $4 \
                  ON CONFLICT (organization_id, user_id) DO UPDATE SET role = EXCLUDED.role"
             ),
+            members: super::membership::MemberSql::new(schema)?,
+            invitations: super::invitation::InvitationSql::new(schema)?,
         })
     }
 }
@@ -286,7 +292,7 @@ pub(super) struct Inner {
     pub(super) mode: Mode,
 }
 
-fn db(error: sqlx::Error) -> OrgError {
+pub(super) fn db(error: sqlx::Error) -> OrgError {
     OrgError::Db(neo_db::Error::from(error))
 }
 
@@ -372,11 +378,14 @@ impl PgOrganizationStore {
     /// # Errors
     /// Never; fallible for symmetry with [`migrations`](Self::migrations).
     pub fn rls_migrations(setting: &RlsSetting) -> Result<MigrationSet, OrgError> {
-        Ok(Self::migrations()?.with_sql(
-            5,
-            "tenant row-level security",
-            super::tenant_mode::rls_migration(setting)?,
-        ))
+        super::members_rls::with_rls_migrations(
+            Self::migrations()?.with_sql(
+                5,
+                "tenant row-level security",
+                super::tenant_mode::rls_migration(setting)?,
+            ),
+            setting,
+        )
     }
 
     /// The organization tables' migrations.
@@ -404,6 +413,16 @@ impl PgOrganizationStore {
                 4,
                 "audit images",
                 include_str!("../../migrations/4_audit_images.sql"),
+            )
+            .with(
+                10,
+                "memberships by user",
+                include_str!("../../migrations/10_memberships_by_user.sql"),
+            )
+            .with(
+                12,
+                "invitations",
+                include_str!("../../migrations/12_invitations.sql"),
             ))
     }
 
@@ -579,32 +598,9 @@ impl PgOrganizationStore {
         role: &str,
         max_members: u32,
     ) -> Result<(), OrgError> {
-        let scope = self.scope()?;
-        let mut tx = self.begin(&scope).await?;
-        let exists = sqlx::query(AssertSqlSafe(scope.sql.lock_org.clone()))
-            .persistent(self.inner.db.pooler().named_statements())
-            .bind(Uuid::from(organization))
-            .fetch_optional(&mut **tx)
-            .await
-            .map_err(db)?;
-        if exists.is_none() {
-            return Err(OrgError::not_found("organization", organization));
-        }
-        let added = sqlx::query(AssertSqlSafe(scope.sql.add_member.clone()))
-            .persistent(self.inner.db.pooler().named_statements())
-            .bind(Uuid::from(organization))
-            .bind(Uuid::from(user))
-            .bind(role)
-            .bind(i64::from(max_members))
-            .execute(&mut **tx)
-            .await
-            .map_err(db)?;
-        if added.rows_affected() == 0 {
-            return Err(OrgError::invalid(
-                "member",
-                format!("the organization already has its {max_members} members"),
-            ));
-        }
+        let (mut tx, scope) = self.begin_scoped().await?;
+        self.add_member_in(&mut tx, &scope, organization, user, role, max_members)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -1,7 +1,7 @@
 //! Cross-tenant isolation: in every isolation mode (a schema per tenant, row-level security,
 //! each direct and through PgBouncer, and the in-memory store), tenant A's calls never
 //! return, count or change tenant B's organizations, and B's ids and cursors presented by A
-//! are NotFound. Under row-level security, raw SQL on the application role sees nothing
+//! are NotFound; the same for memberships (PostgreSQL modes). Under row-level security, raw SQL on the application role sees nothing
 //! without the tenant setting.
 
 use crate::service::{Isolation, Setup};
@@ -9,13 +9,15 @@ use neo_core::{DomainName, ErrorKind, HasErrorKind, OrganizationId, Slug, Tenant
 use neo_orgs::{NewOrganization, Organization};
 use neo_tenant::scope;
 
-/// Each isolation test, once per mode, with two fresh tenants (A acts, B is the victim).
+/// Each isolation test, once per mode, with two fresh tenants (A acts, B is the victim); those
+/// after `postgres only` (memberships and invitations, kept by the PostgreSQL store alone)
+/// skip the in-memory store.
 macro_rules! isolation {
-    ($($name:ident),* $(,)?) => {
-        isolation!(@mode schema_per_tenant, Schemas, Direct, $($name),*);
-        isolation!(@mode schema_per_tenant_pgbouncer, Schemas, PgBouncer, $($name),*);
-        isolation!(@mode rls, Rls, Direct, $($name),*);
-        isolation!(@mode rls_pgbouncer, Rls, PgBouncer, $($name),*);
+    ($($name:ident),* ; postgres only: $($pg:ident),* $(,)?) => {
+        isolation!(@mode schema_per_tenant, Schemas, Direct, $($name,)* $($pg),*);
+        isolation!(@mode schema_per_tenant_pgbouncer, Schemas, PgBouncer, $($name,)* $($pg),*);
+        isolation!(@mode rls, Rls, Direct, $($name,)* $($pg),*);
+        isolation!(@mode rls_pgbouncer, Rls, PgBouncer, $($name,)* $($pg),*);
         mod memory {
             $(#[tokio::test] async fn $name() {
                 let (a, b) = (neo_core::TenantId::new(), neo_core::TenantId::new());
@@ -42,21 +44,26 @@ macro_rules! isolation {
 isolation!(
     tenant_a_never_reads_counts_or_changes_tenant_b,
     ids_and_cursors_of_tenant_b_are_not_found_for_tenant_a,
-    calls_without_a_tenant_fail_closed,
+    calls_without_a_tenant_fail_closed;
+    postgres only:
+    tenant_a_never_reads_or_changes_tenant_bs_memberships,
 );
 
-fn new_org(name: &str, slug: &str) -> NewOrganization {
+mod members;
+use members::tenant_a_never_reads_or_changes_tenant_bs_memberships;
+
+pub(crate) fn new_org(name: &str, slug: &str) -> NewOrganization {
     NewOrganization::new(name, Slug::parse(slug).unwrap())
 }
 
 /// What B holds: three live organizations named `Shared …` (one claiming a domain, one with
 /// a member, one saved once) and one deleted.
-struct Victim {
-    live: Vec<Organization>,
-    deleted: Organization,
+pub(crate) struct Victim {
+    pub(crate) live: Vec<Organization>,
+    pub(crate) deleted: Organization,
 }
 
-async fn seed_victim(s: &Setup, b: TenantId) -> Victim {
+pub(crate) async fn seed_victim(s: &Setup, b: TenantId) -> Victim {
     scope(b, async {
         let created = s
             .orgs

@@ -4,11 +4,16 @@ use neo_core::{DomainName, ErrorKind, HasErrorKind, Metadata, MetadataLimits, Sl
 use neo_db::{Db, DbConfig, Schema, TenantIsolation};
 use neo_events::{DomainEvent, Outbox, OutboxConfig};
 use neo_orgs::{
-    Branding, Color, ConfiguredSettings, InMemoryOrganizationStore, Legal, NewOrganization,
-    Notifier, OrgConfig, OrgError, OrgSettings, OrgStatus, Organization, OrganizationService,
-    OrganizationStore, PgOrganizationStore, SaveConfig,
+    Branding, Color, ConfiguredSettings, InMemoryOrganizationStore, Legal, MembershipConfig,
+    Memberships, NewOrganization, Notifier, OrgConfig, OrgError, OrgSettings, OrgStatus,
+    Organization, OrganizationService, OrganizationStore, PgOrganizationStore, SaveConfig,
 };
 use std::sync::{Arc, Mutex};
+
+/// The versions of the organizations' migration set.
+const MIGRATIONS: &[i64] = &[1, 2, 3, 4, 10, 12];
+/// The versions of the set under row-level security.
+const RLS_MIGRATIONS: &[i64] = &[1, 2, 3, 4, 5, 10, 11, 12, 13];
 
 /// Where a contract test runs: the PostgreSQL store with the tiered cache (one schema, a
 /// schema per tenant, or row-level security), or the in-memory store with an in-process
@@ -59,12 +64,12 @@ pub(crate) async fn setup() -> Setup {
 }
 
 impl Setup {
-    async fn postgres() -> Setup {
+    pub(crate) async fn postgres() -> Setup {
         Setup::postgres_via(neo_testkit::PgRoute::Direct).await
     }
 
     /// PostgreSQL reached by `route`: through PgBouncer with `pooler = "transaction"`.
-    async fn pgbouncer() -> Setup {
+    pub(crate) async fn pgbouncer() -> Setup {
         Setup::postgres_via(neo_testkit::PgRoute::PgBouncer).await
     }
 
@@ -91,7 +96,7 @@ impl Setup {
         .unwrap();
         let orgs = OrganizationService::new(&db, outbox.clone(), Some(cache), OrgConfig::default())
             .unwrap();
-        assert_eq!(orgs.migrate().await.unwrap().applied, vec![1, 2, 3, 4]);
+        assert_eq!(orgs.migrate().await.unwrap().applied, MIGRATIONS);
         Setup {
             _servers: Some((test_db, redis)),
             roles: None,
@@ -133,15 +138,12 @@ impl Setup {
             Isolation::Schemas => {
                 for tenant in tenants {
                     let report = owner_store.for_tenant(*tenant).migrate().await.unwrap();
-                    assert_eq!(report.applied, vec![1, 2, 3, 4]);
+                    assert_eq!(report.applied, MIGRATIONS);
                     schemas.push(isolation.of().schema_of(*tenant).unwrap().unwrap());
                 }
             }
             Isolation::Rls => {
-                assert_eq!(
-                    owner_store.migrate().await.unwrap().applied,
-                    vec![1, 2, 3, 4, 5]
-                );
+                assert_eq!(owner_store.migrate().await.unwrap().applied, RLS_MIGRATIONS);
                 schemas.push(Schema::new(&config.schema).unwrap());
             }
         }
@@ -206,7 +208,10 @@ impl Setup {
     }
 
     /// Runs a contract test in the setup's tenant (when it has one).
-    async fn run<F: std::future::Future<Output = ()>>(self, test: impl FnOnce(Setup) -> F) {
+    pub(crate) async fn run<F: std::future::Future<Output = ()>>(
+        self,
+        test: impl FnOnce(Setup) -> F,
+    ) {
         match self.tenant {
             Some(tenant) => neo_tenant::scope(tenant, test(self)).await,
             None => test(self).await,
@@ -262,6 +267,41 @@ impl Setup {
             Backend::Postgres { db, outbox, .. } => (db, outbox),
             Backend::Memory(_) => panic!("not a PostgreSQL setup"),
         }
+    }
+
+    /// Memberships of this setup's organizations (PostgreSQL only), with a tiered role
+    /// cache on the setup's Redis and `config`, their limits from `orgs`' settings.
+    pub(crate) fn memberships(&self, config: MembershipConfig, orgs: OrgConfig) -> Memberships {
+        let (
+            Backend::Postgres {
+                db,
+                outbox,
+                isolation,
+            },
+            Some((_, redis)),
+        ) = (&self.backend, &self._servers)
+        else {
+            panic!("memberships need a PostgreSQL setup");
+        };
+        let schema = OrgConfig::default().schema;
+        let store = match isolation {
+            None => PgOrganizationStore::new(db, outbox.clone(), &schema).unwrap(),
+            Some(isolation) => {
+                PgOrganizationStore::tenant_isolated(db, outbox.clone(), &schema, isolation.clone())
+                    .unwrap()
+            }
+        };
+        let cache = HybridCache::<String>::tiered(
+            CacheConfig {
+                key_prefix: redis.key_prefix().to_owned(),
+                ..CacheConfig::named("members")
+            },
+            redis.url(),
+        )
+        .unwrap();
+        let cursors =
+            neo_core::CursorCodec::new(b"members cursor key for the tests!!".to_vec()).unwrap();
+        Memberships::new(self.service(orgs), store, Some(cache), config, cursors).unwrap()
     }
 
     /// Another service (no cache) on the same data, with `config`.
@@ -335,7 +375,7 @@ impl Setup {
 
     /// The events written (for PostgreSQL, dispatched from the outbox, so each call returns
     /// those since the last one).
-    async fn published(&self) -> Vec<DomainEvent> {
+    pub(crate) async fn published(&self) -> Vec<DomainEvent> {
         match &self.backend {
             Backend::Postgres { outbox, .. } => {
                 let seen = Arc::new(Mutex::new(Vec::new()));
@@ -1293,7 +1333,7 @@ async fn migration_2_keeps_the_audit_records_written_before_it() {
         config,
     )
     .unwrap();
-    assert_eq!(orgs.migrate().await.unwrap().applied, vec![2, 3, 4]);
+    assert_eq!(orgs.migrate().await.unwrap().applied, MIGRATIONS[1..]);
     let trail = orgs.audit_trail(id).await.unwrap();
     let read: Vec<_> = trail
         .iter()
