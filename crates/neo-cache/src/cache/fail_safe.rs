@@ -21,8 +21,11 @@ use std::time::Instant;
 /// Only [`abort`](Self::abort) (the hard timeout) stops it. A loader that panics is an error
 /// for its callers, not a panic in them.
 pub(super) struct Loading<V: Send + 'static> {
-    load: Option<Pin<Box<dyn Future<Output = Result<Option<V>>> + Send>>>,
+    load: Option<BoxedLoad<V>>,
 }
+
+/// The boxed future of one load.
+type BoxedLoad<V> = Pin<Box<dyn Future<Output = Result<Option<V>>> + Send>>;
 
 /// A load that panicked: the panic's message.
 pub(super) struct Panicked(String);
