@@ -1,18 +1,84 @@
-//! Fail-safe loading: the loader runs in its own task; after `soft_timeout` a stale value is
-//! served while the load finishes in the background, `hard_timeout` bounds every load, and a
-//! failed load serves the last known value up to `max_stale_age` past its expiry.
+//! Fail-safe loading: a load outlives a caller that stops waiting (it carries on in its own
+//! task); after `soft_timeout` a stale value is served while the load finishes in the
+//! background, `hard_timeout` bounds every load, and a failed load serves the last known value
+//! up to `max_stale_age` past its expiry.
 
 use super::hybrid::HybridCache;
 use super::options::EntryOptions;
 use crate::{BoxError, Error, Result};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
-use tokio::task::JoinHandle;
 
-/// A load running in its own task.
-pub(super) type Loading<V> = JoinHandle<Result<Option<V>>>;
+/// A load (the loader, then the write of what it loaded), driven by the caller that waits for
+/// it, so a loader that returns at once costs no task of its own. If that caller stops waiting
+/// before the load is done (a soft timeout, or the caller's own future dropped), the rest of
+/// the load is handed to a task of its own ([`Drop`]): it still finishes and stores its value.
+/// Only [`abort`](Self::abort) (the hard timeout) stops it. A loader that panics is an error
+/// for its callers, not a panic in them.
+pub(super) struct Loading<V: Send + 'static> {
+    load: Option<BoxedLoad<V>>,
+}
+
+/// The boxed future of one load.
+type BoxedLoad<V> = Pin<Box<dyn Future<Output = Result<Option<V>>> + Send>>;
+
+/// A load that panicked: the panic's message.
+pub(super) struct Panicked(String);
+
+impl<V: Send + 'static> Loading<V> {
+    /// Stops the load where it is.
+    pub(super) fn abort(mut self) {
+        self.load = None;
+    }
+}
+
+impl<V: Send + 'static> Future for Loading<V> {
+    type Output = std::result::Result<Result<Option<V>>, Panicked>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let Some(load) = self.load.as_mut() else {
+            return Poll::Ready(Err(Panicked("polled after it finished".to_owned())));
+        };
+        let polled = std::panic::catch_unwind(AssertUnwindSafe(|| load.as_mut().poll(cx)));
+        match polled {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(outcome)) => {
+                self.load = None;
+                Poll::Ready(Ok(outcome))
+            }
+            Err(panic) => {
+                self.load = None;
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|m| (*m).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a non-text panic".to_owned());
+                Poll::Ready(Err(Panicked(message)))
+            }
+        }
+    }
+}
+
+impl<V: Send + 'static> Drop for Loading<V> {
+    /// A load its caller stopped waiting for carries on in a task of its own (fail-safe: the
+    /// caller's soft timeout or cancellation does not stop the load or its write).
+    fn drop(&mut self) {
+        if let Some(load) = self.load.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(async move {
+                // A panic in the rest of the load has no caller left to tell; the task
+                // swallows it, as it did when every load ran in its own task.
+                let _ = load.await;
+            });
+        }
+    }
+}
 
 /// Whether a load's write sends a backplane message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,10 +95,9 @@ impl<V> HybridCache<V>
 where
     V: Clone + Serialize + DeserializeOwned + Send + Sync + 'static,
 {
-    /// Runs the loader in its own task, so a caller that stops waiting (soft timeout) does
-    /// not stop the load; the task stores what it loads, telling other instances through the
-    /// backplane when `announce` (see [`Announce`]).
-    pub(super) fn spawn_load<F, Fut, E>(
+    /// The load of `key` by `loader` (see [`Loading`]): it stores what it loads, telling
+    /// other instances through the backplane when `announce` (see [`Announce`]).
+    pub(super) fn start_load<F, Fut, E>(
         &self,
         key: &str,
         loader: F,
@@ -70,7 +135,9 @@ where
                 }),
             }
         };
-        tokio::spawn(tracing::Instrument::instrument(task, span))
+        Loading {
+            load: Some(Box::pin(tracing::Instrument::instrument(task, span))),
+        }
     }
 
     /// Waits for the load `start` starts, within the soft and hard timeouts.
@@ -114,13 +181,13 @@ where
     pub(super) fn settle(
         &self,
         key: &str,
-        joined: Result<Result<Option<V>>, tokio::task::JoinError>,
+        joined: std::result::Result<Result<Option<V>>, Panicked>,
         stale: Option<Option<V>>,
     ) -> Result<Option<V>> {
-        let outcome = joined.unwrap_or_else(|join| {
+        let outcome = joined.unwrap_or_else(|Panicked(message)| {
             Err(Error::Loader {
                 key: key.to_owned(),
-                source: Arc::new(format!("the loader panicked or was cancelled: {join}").into()),
+                source: Arc::new(format!("the loader panicked: {message}").into()),
             })
         });
         match (outcome, stale) {

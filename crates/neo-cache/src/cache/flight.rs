@@ -24,7 +24,7 @@ where
         let cache = self.clone();
         let key = key.to_owned();
         tokio::spawn(async move {
-            let start = || cache.spawn_load(&key, loader, Announce::Yes);
+            let start = || cache.start_load(&key, loader, Announce::Yes);
             let _ = cache.load_once(&key, start, Some(current)).await;
         });
     }
@@ -53,7 +53,7 @@ where
                     Ok(value)
                 }
                 Lookup::Miss { stale } => {
-                    self.load(key, || self.spawn_load(key, loader, Announce::No), stale)
+                    self.load(key, || self.start_load(key, loader, Announce::No), stale)
                         .await
                 }
             }
@@ -62,7 +62,7 @@ where
     }
 
     /// One load per key at a time in this process; every caller gets its outcome. `start`
-    /// starts the load ([`spawn_load`](Self::spawn_load)) if this caller is the one to run it.
+    /// starts the load ([`start_load`](Self::start_load)) if this caller is the one to run it.
     pub(super) async fn load_once(
         &self,
         key: &str,

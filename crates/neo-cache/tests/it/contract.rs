@@ -253,6 +253,61 @@ async fn a_hung_loader_times_out() {
 }
 
 #[tokio::test]
+async fn a_load_outlives_the_caller_that_stopped_waiting_for_it() {
+    for kind in KINDS {
+        let h = Harness::new(kind, |c| c).await;
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&calls);
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(20),
+            h.cache.get_or_load("org:1", move || async move {
+                tokio::time::sleep(Duration::from_millis(150)).await;
+                counted.fetch_add(1, Ordering::SeqCst);
+                Ok::<_, std::io::Error>(Some(org(1)))
+            }),
+        )
+        .await;
+        assert!(gave_up.is_err(), "{kind:?}: the caller stopped waiting");
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "{kind:?}: the load ran on");
+        assert_eq!(
+            h.cache.get("org:1").await.unwrap(),
+            Some(org(1)),
+            "{kind:?}: and stored its value"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_loader_is_an_error_for_its_callers() {
+    for kind in KINDS {
+        let h = Harness::new(kind, |c| c).await;
+        let err = h
+            .cache
+            .get_or_load("org:1", || async {
+                if std::hint::black_box(true) {
+                    panic!("the loader broke");
+                }
+                Ok::<_, std::io::Error>(Some(org(1)))
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, Error::Loader { key, .. } if key == "org:1")
+                && err.to_string().contains("the loader broke"),
+            "{kind:?}: {err}"
+        );
+        // The cache carries on: the next load runs.
+        let value = h
+            .cache
+            .get_or_load("org:1", || async { Ok::<_, std::io::Error>(Some(org(1))) })
+            .await
+            .unwrap();
+        assert_eq!(value, Some(org(1)), "{kind:?}");
+    }
+}
+
+#[tokio::test]
 async fn tags_patterns_and_clear_remove_what_they_name() {
     for kind in KINDS {
         let h = Harness::new(kind, |c| c).await;
