@@ -562,3 +562,45 @@ mod http {
         through_the_router(Setup::memory_isolated(&[a, b]).await, a, b).await;
     }
 }
+
+/// The isolation mode is configuration like the rest of [`neo_orgs::OrgConfig`]: loaded from
+/// `NEO_ORGS_TENANCY__*`, off by default, and a bad mode name is a configuration error.
+#[test]
+#[allow(clippy::result_large_err, reason = "figment's Jail API")]
+fn the_isolation_mode_loads_from_neo_orgs_variables() {
+    use neo_db::{TenancyConfig, TenancyMode};
+    use neo_orgs::OrgConfig;
+    figment::Jail::expect_with(|jail| {
+        let config: OrgConfig = neo_core::config::from_env("NEO_ORGS_").unwrap();
+        assert_eq!(config.tenancy, TenancyConfig::default());
+        assert_eq!(config.tenancy.mode, TenancyMode::None);
+        jail.set_env("NEO_ORGS_TENANCY__MODE", "row_level_security");
+        jail.set_env("NEO_ORGS_TENANCY__RLS_SETTING", "app.tenant");
+        let config: OrgConfig = neo_core::config::from_env("NEO_ORGS_").unwrap();
+        assert_eq!(config.tenancy.mode, TenancyMode::RowLevelSecurity);
+        assert!(
+            config
+                .tenancy
+                .isolation()
+                .unwrap()
+                .unwrap()
+                .is_row_level_security()
+        );
+        jail.set_env("NEO_ORGS_TENANCY__MODE", "schema_per_tenant");
+        jail.set_env("NEO_ORGS_TENANCY__SCHEMA_PREFIX", "acme_");
+        let config: OrgConfig = neo_core::config::from_env("NEO_ORGS_").unwrap();
+        let schema = config
+            .tenancy
+            .isolation()
+            .unwrap()
+            .unwrap()
+            .schema_of(TenantId::new())
+            .unwrap()
+            .unwrap();
+        assert!(schema.as_str().starts_with("acme_"), "{schema:?}");
+        jail.set_env("NEO_ORGS_TENANCY__MODE", "rls");
+        let err = neo_core::config::from_env::<OrgConfig>("NEO_ORGS_").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        Ok(())
+    });
+}
