@@ -354,22 +354,15 @@ async fn raw_sql_on_the_app_role(route: neo_testkit::PgRoute) {
 
     let app = s.pg_parts().0;
     let mut tx = app.begin().await.unwrap();
-    let (is_super, bypasses, owner): (bool, bool, String) = sqlx::query_as(
-        "SELECT r.rolsuper, r.rolbypassrls, pg_get_userbyid(c.relowner) FROM pg_roles r, pg_class c \
-         WHERE r.rolname = current_user AND c.oid = 'neo_orgs.organizations'::regclass",
-    )
-    .persistent(false)
-    .fetch_one(&mut **tx)
-    .await
-    .unwrap();
-    assert!(!is_super && !bypasses, "the app role bypasses nothing");
-    assert_eq!(owner, s.roles().owner());
-    let current: String = sqlx::query_scalar("SELECT current_user::text")
-        .persistent(false)
-        .fetch_one(&mut **tx)
+    let facts = neo_testkit::RoleFacts::read(&mut tx, "neo_orgs.organizations")
         .await
         .unwrap();
-    assert_eq!(current, s.roles().app());
+    assert!(
+        facts.bound_by_policies(),
+        "the app role bypasses nothing: {facts:?}"
+    );
+    assert_eq!(facts.table_owner, s.roles().owner());
+    assert_eq!(facts.role, s.roles().app());
     // The tenant never set: zero rows everywhere, and no write gets in.
     for table in tables {
         let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

@@ -191,6 +191,11 @@ impl Queue {
                 5,
                 "jobs carry trace context",
                 include_str!("../../migrations/5_jobs_carry_trace_context.sql"),
+            )
+            .with(
+                30,
+                "vacuum jobs by claimed count",
+                include_str!("../../migrations/30_vacuum_jobs_by_claimed_count.sql"),
             ))
     }
 
