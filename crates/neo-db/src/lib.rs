@@ -144,7 +144,9 @@ pub use session::{Consistency, Lsn, ReadSession};
 pub use table::__private;
 pub use table::{RecordColumn, Table, TableSchema};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
-pub use tenancy::{PrefixedSchemas, RlsSetting, TenantIsolation, TenantSchemaResolver};
+pub use tenancy::{
+    PrefixedSchemas, RlsSetting, TenancyConfig, TenancyMode, TenantIsolation, TenantSchemaResolver,
+};
 pub use tenants::{
     SchemaFor, TenantFailure, TenantMigrated, TenantMigrationConfig, TenantMigrator,
     TenantProgress, TenantsReport, schema_per_tenant,

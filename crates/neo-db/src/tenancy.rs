@@ -29,6 +29,9 @@ use sqlx::PgPool;
 use std::fmt;
 use std::sync::Arc;
 
+mod config;
+pub use config::{TenancyConfig, TenancyMode};
+
 /// Names the schema that holds a tenant's tables (schema-per-tenant mode).
 ///
 /// Implement it to map tenants onto existing schema names; the name must pass the

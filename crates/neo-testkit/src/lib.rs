@@ -73,7 +73,7 @@ pub use redis_sentinel::{
     TestRedisSentinel,
 };
 pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
-pub use roles::SplitRoles;
+pub use roles::{RoleFacts, SplitRoles};
 pub use tls::TestCertificates;
 pub use trace_capture::{CapturedSpan, TraceCapture};
 

@@ -126,3 +126,61 @@ impl TestDatabase {
         })
     }
 }
+
+/// What the role of one connection is, as row-level security sees it: read from `pg_roles`
+/// and `pg_class` by [`RoleFacts::read`], so an isolation test can show that it did not pass
+/// because PostgreSQL skipped the policies (a superuser, a `BYPASSRLS` role or the table's
+/// owner).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RoleFacts {
+    /// `current_user`.
+    pub role: String,
+    /// `rolsuper`: bypasses every policy.
+    pub superuser: bool,
+    /// `rolbypassrls`.
+    pub bypass_rls: bool,
+    /// The role that owns the table.
+    pub table_owner: String,
+    /// Whether the role is the table's owner or may act as it (a member of the owning role).
+    pub owns_table: bool,
+}
+
+impl RoleFacts {
+    /// The facts of `conn`'s role about `table` (schema-qualified, e.g. `neo_queue.jobs`).
+    ///
+    /// # Errors
+    /// [`Error::Client`] when the query fails (e.g. no such table).
+    pub async fn read(conn: &mut sqlx::PgConnection, table: &str) -> Result<RoleFacts> {
+        let (role, superuser, bypass_rls, table_owner, owns_table): (String, bool, bool, String, bool) =
+            sqlx::query_as(
+                "SELECT current_user::text, r.rolsuper, r.rolbypassrls, pg_get_userbyid(c.relowner)::text, \
+                 pg_has_role(current_user, c.relowner, 'USAGE') \
+                 FROM pg_roles r, pg_class c WHERE r.rolname = current_user AND c.oid = $1::regclass",
+            )
+            .bind(table)
+            .persistent(false)
+            .fetch_one(conn)
+            .await
+            .map_err(Error::client(format!("reading the role facts about {table}")))?;
+        Ok(RoleFacts {
+            role,
+            superuser,
+            bypass_rls,
+            table_owner,
+            owns_table,
+        })
+    }
+
+    /// Whether the table's policies bind this role: neither superuser, nor `BYPASSRLS`, nor
+    /// the owner (the [application role](SplitRoles::app)).
+    pub fn bound_by_policies(&self) -> bool {
+        !self.superuser && !self.bypass_rls && !self.owns_table
+    }
+
+    /// Whether this role crosses tenants only through `BYPASSRLS`: not a superuser and not the
+    /// owner (the [system role](SplitRoles::system)).
+    pub fn crosses_tenants_only_by_bypassrls(&self) -> bool {
+        !self.superuser && self.bypass_rls && !self.owns_table
+    }
+}

@@ -58,19 +58,12 @@ impl SplitDbs {
     }
 }
 
-/// What `db`'s role is: `(superuser, bypassrls)`, and whether it owns `table`.
-pub(crate) async fn role_facts(db: &Db, table: &str) -> (bool, bool, bool) {
+/// What `db`'s role is about `table` (neo-testkit's [`neo_testkit::RoleFacts`]).
+pub(crate) async fn role_facts(db: &Db, table: &str) -> neo_testkit::RoleFacts {
     let mut conn = db.statement_connection().await.unwrap();
-    let facts: (bool, bool, bool) = sqlx::query_as(
-        "SELECT r.rolsuper, r.rolbypassrls, \
-         pg_has_role(current_user, (SELECT relowner FROM pg_class WHERE oid = $1::regclass), 'USAGE') \
-         FROM pg_roles r WHERE r.rolname = current_user",
-    )
-    .bind(table)
-    .persistent(false)
-    .fetch_one(&mut *conn)
-    .await
-    .unwrap();
+    let facts = neo_testkit::RoleFacts::read(&mut conn, table)
+        .await
+        .unwrap();
     conn.finish().await.unwrap();
     facts
 }

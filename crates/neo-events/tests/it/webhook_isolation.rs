@@ -340,15 +340,12 @@ async fn the_app_role_without_the_setting_sees_and_writes_no_row(route: PgRoute)
     conn.finish().await.unwrap();
     assert_eq!(s.outbox.archive(Duration::from_secs(60)).await.unwrap(), 2);
 
-    let (superuser, bypass, owner) = role_facts(&s.db, "neo_events.webhook_deliveries").await;
+    let app = role_facts(&s.db, "neo_events.webhook_deliveries").await;
+    assert!(app.bound_by_policies(), "the app role: {app:?}");
+    let system = role_facts(&s.system, "neo_events.webhook_deliveries").await;
     assert!(
-        !superuser && !bypass && !owner,
-        "the app role: {superuser} {bypass} {owner}"
-    );
-    let (superuser, bypass, owner) = role_facts(&s.system, "neo_events.webhook_deliveries").await;
-    assert!(
-        !superuser && bypass && !owner,
-        "the system role: {superuser} {bypass} {owner}"
+        system.crosses_tenants_only_by_bypassrls(),
+        "the system role: {system:?}"
     );
 
     let system = counts(&s.system, None).await;

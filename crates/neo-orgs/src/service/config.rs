@@ -21,6 +21,10 @@ pub struct OrgConfig {
     pub settings: ConfiguredSettings,
     /// How concurrent saves are grouped into one statement.
     pub saves: SaveConfig,
+    /// How [`OrganizationService::new`](crate::OrganizationService::new) keeps tenants apart:
+    /// no tenant (one schema, the default), a schema per tenant, or shared tables in `schema`
+    /// under row-level security, e.g. `NEO_ORGS_TENANCY__MODE=row_level_security`.
+    pub tenancy: neo_db::TenancyConfig,
 }
 
 /// Grouping of concurrent saves: saves that arrive while a statement is running are written
@@ -68,6 +72,7 @@ impl Default for OrgConfig {
             },
             settings: ConfiguredSettings::default(),
             saves: SaveConfig::default(),
+            tenancy: neo_db::TenancyConfig::default(),
         }
     }
 }

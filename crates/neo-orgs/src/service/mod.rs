@@ -78,18 +78,26 @@ impl std::fmt::Debug for OrganizationService {
 
 impl OrganizationService {
     /// A service on PostgreSQL ([`PgOrganizationStore`] in `config.schema`), publishing
-    /// through `outbox`, caching in `cache` when given.
+    /// through `outbox`, caching in `cache` when given. Tenants are kept apart as
+    /// [`OrgConfig::tenancy`] says: not at all by default (one schema), else as
+    /// [`tenant_isolated`](Self::tenant_isolated) with the configured isolation.
     ///
     /// # Errors
     /// [`OrgError::Core`] for a bad schema name, [`OrgError::Invalid`] for a bad
-    /// `tax_id_check` or `saves` configuration.
+    /// `tax_id_check` or `saves` configuration, [`OrgError::Db`] for a bad `tenancy` prefix
+    /// or setting name.
     pub fn new(
         db: &Db,
         outbox: Outbox,
         cache: Option<HybridCache<Organization>>,
         config: OrgConfig,
     ) -> Result<Self, OrgError> {
-        let store = PgOrganizationStore::new(db, outbox, &config.schema)?;
+        let store = match config.tenancy.isolation()? {
+            None => PgOrganizationStore::new(db, outbox, &config.schema)?,
+            Some(isolation) => {
+                PgOrganizationStore::tenant_isolated(db, outbox, &config.schema, isolation)?
+            }
+        };
         Self::with_store(store, cache, config)
     }
 

@@ -361,22 +361,15 @@ async fn raw_sql_on_the_app_role(route: neo_testkit::PgRoute) {
 
     let app = s.pg_parts().0;
     let mut tx = app.begin().await.unwrap();
-    let (is_super, bypasses, owner): (bool, bool, String) = sqlx::query_as(
-        "SELECT r.rolsuper, r.rolbypassrls, pg_get_userbyid(c.relowner) FROM pg_roles r, pg_class c \
-         WHERE r.rolname = current_user AND c.oid = 'neo_orgs.organizations'::regclass",
-    )
-    .persistent(false)
-    .fetch_one(&mut **tx)
-    .await
-    .unwrap();
-    assert!(!is_super && !bypasses, "the app role bypasses nothing");
-    assert_eq!(owner, s.roles().owner());
-    let current: String = sqlx::query_scalar("SELECT current_user::text")
-        .persistent(false)
-        .fetch_one(&mut **tx)
+    let facts = neo_testkit::RoleFacts::read(&mut tx, "neo_orgs.organizations")
         .await
         .unwrap();
-    assert_eq!(current, s.roles().app());
+    assert!(
+        facts.bound_by_policies(),
+        "the app role bypasses nothing: {facts:?}"
+    );
+    assert_eq!(facts.table_owner, s.roles().owner());
+    assert_eq!(facts.role, s.roles().app());
     // The tenant never set: zero rows everywhere, and no write gets in.
     for table in tables {
         let seen: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
@@ -568,4 +561,46 @@ mod http {
         let (a, b) = (TenantId::new(), TenantId::new());
         through_the_router(Setup::memory_isolated(&[a, b]).await, a, b).await;
     }
+}
+
+/// The isolation mode is configuration like the rest of [`neo_orgs::OrgConfig`]: loaded from
+/// `NEO_ORGS_TENANCY__*`, off by default, and a bad mode name is a configuration error.
+#[test]
+#[allow(clippy::result_large_err, reason = "figment's Jail API")]
+fn the_isolation_mode_loads_from_neo_orgs_variables() {
+    use neo_db::{TenancyConfig, TenancyMode};
+    use neo_orgs::OrgConfig;
+    figment::Jail::expect_with(|jail| {
+        let config: OrgConfig = neo_core::config::from_env("NEO_ORGS_").unwrap();
+        assert_eq!(config.tenancy, TenancyConfig::default());
+        assert_eq!(config.tenancy.mode, TenancyMode::None);
+        jail.set_env("NEO_ORGS_TENANCY__MODE", "row_level_security");
+        jail.set_env("NEO_ORGS_TENANCY__RLS_SETTING", "app.tenant");
+        let config: OrgConfig = neo_core::config::from_env("NEO_ORGS_").unwrap();
+        assert_eq!(config.tenancy.mode, TenancyMode::RowLevelSecurity);
+        assert!(
+            config
+                .tenancy
+                .isolation()
+                .unwrap()
+                .unwrap()
+                .is_row_level_security()
+        );
+        jail.set_env("NEO_ORGS_TENANCY__MODE", "schema_per_tenant");
+        jail.set_env("NEO_ORGS_TENANCY__SCHEMA_PREFIX", "acme_");
+        let config: OrgConfig = neo_core::config::from_env("NEO_ORGS_").unwrap();
+        let schema = config
+            .tenancy
+            .isolation()
+            .unwrap()
+            .unwrap()
+            .schema_of(TenantId::new())
+            .unwrap()
+            .unwrap();
+        assert!(schema.as_str().starts_with("acme_"), "{schema:?}");
+        jail.set_env("NEO_ORGS_TENANCY__MODE", "rls");
+        let err = neo_core::config::from_env::<OrgConfig>("NEO_ORGS_").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Configuration);
+        Ok(())
+    });
 }

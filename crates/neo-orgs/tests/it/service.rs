@@ -45,6 +45,15 @@ impl Isolation {
             Isolation::Rls => TenantIsolation::row_level_security(),
         }
     }
+
+    /// The same isolation as configuration ([`OrgConfig::tenancy`]): the service under test
+    /// is built from it by `OrganizationService::new`, as a service loading its config would.
+    fn config(self) -> neo_db::TenancyConfig {
+        match self {
+            Isolation::Schemas => neo_db::TenancyConfig::schema_per_tenant("tenant_"),
+            Isolation::Rls => neo_db::TenancyConfig::row_level_security(),
+        }
+    }
 }
 
 pub(crate) struct Setup {
@@ -170,12 +179,14 @@ impl Setup {
             redis.url(),
         )
         .unwrap();
-        let orgs = OrganizationService::tenant_isolated(
+        let orgs = OrganizationService::new(
             &db,
             outbox.clone(),
             Some(cache),
-            config,
-            isolation.of(),
+            OrgConfig {
+                tenancy: isolation.config(),
+                ..config
+            },
         )
         .unwrap();
         Setup {

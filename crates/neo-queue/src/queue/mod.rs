@@ -225,6 +225,11 @@ impl Queue {
                 12,
                 "job outputs",
                 include_str!("../../migrations/12_job_outputs.sql"),
+            )
+            .with(
+                30,
+                "vacuum jobs by claimed count",
+                include_str!("../../migrations/30_vacuum_jobs_by_claimed_count.sql"),
             ))
     }
 

@@ -312,18 +312,19 @@ async fn raw_sql_on_the_app_role(route: PgRoute) {
     assert_eq!(outputs, 1, "B's one");
 
     let mut tx = db.begin().await.unwrap();
-    let (role, is_super, bypasses, owner): (String, bool, bool, String) = sqlx::query_as(
-        "SELECT current_user::text, r.rolsuper, r.rolbypassrls, pg_get_userbyid(c.relowner)::text \
-         FROM pg_roles r, pg_class c \
-         WHERE r.rolname = current_user AND c.oid = 'neo_queue.jobs'::regclass",
-    )
-    .persistent(false)
-    .fetch_one(&mut **tx)
-    .await
-    .unwrap();
-    assert_eq!(role, s.roles().app());
-    assert!(!is_super && !bypasses, "the app role bypasses nothing");
-    assert_eq!(owner, s.roles().owner(), "and does not own the table");
+    let facts = neo_testkit::RoleFacts::read(&mut tx, "neo_queue.jobs")
+        .await
+        .unwrap();
+    assert_eq!(facts.role, s.roles().app());
+    assert!(
+        facts.bound_by_policies(),
+        "the app role bypasses nothing: {facts:?}"
+    );
+    assert_eq!(
+        facts.table_owner,
+        s.roles().owner(),
+        "and does not own the table"
+    );
     let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_queue.jobs")
         .persistent(false)
         .fetch_one(&mut **tx)
@@ -378,15 +379,15 @@ async fn raw_sql_on_the_app_role(route: PgRoute) {
     // The system role crosses tenants by design, and owns nothing either.
     let system = queue.system_db();
     let mut tx = system.begin().await.unwrap();
-    let (is_super, bypasses, count): (bool, bool, i64) = sqlx::query_as(
-        "SELECT r.rolsuper, r.rolbypassrls, (SELECT count(*) FROM neo_queue.jobs) \
-         FROM pg_roles r WHERE r.rolname = current_user",
-    )
-    .persistent(false)
-    .fetch_one(&mut **tx)
-    .await
-    .unwrap();
-    assert!(!is_super && bypasses);
+    let facts = neo_testkit::RoleFacts::read(&mut tx, "neo_queue.jobs")
+        .await
+        .unwrap();
+    assert!(facts.crosses_tenants_only_by_bypassrls(), "{facts:?}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_queue.jobs")
+        .persistent(false)
+        .fetch_one(&mut **tx)
+        .await
+        .unwrap();
     assert_eq!(count, 4);
     tx.rollback().await.unwrap();
     // Nothing changed.
