@@ -25,6 +25,7 @@ macro_rules! over_modes {
 mod fair;
 mod isolation;
 mod queue;
+mod ride;
 mod spans;
 mod trace;
 mod worker;
