@@ -473,10 +473,13 @@ fn settle_acks(
         Err(error) => error.id(),
     };
     let acks = claim_acks.remove(&id).filter(|acks| !acks.is_empty())?;
-    let Ok((_, Claimed {
-        jobs: Ok((_, refused)),
-        ..
-    })) = claimed
+    let Ok((
+        _,
+        Claimed {
+            jobs: Ok((_, refused)),
+            ..
+        },
+    )) = claimed
     else {
         return Some(acks);
     };
@@ -660,9 +663,17 @@ async fn complete(
         }
         if let Some(riding) = &riding {
             if !closed {
-                let left = riding.wait_left(config.ack_ride_wait);
-                if !left.is_zero() {
-                    tokio::time::sleep(left).await;
+                // Re-checked every few milliseconds: a claim takes them, or the worker stops
+                // claiming (shutdown, an empty queue) and they are written at once.
+                let until = Instant::now() + riding.wait_left(config.ack_ride_wait);
+                loop {
+                    let left = riding
+                        .wait_left(config.ack_ride_wait)
+                        .min(until.saturating_duration_since(Instant::now()));
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(left.min(Duration::from_millis(5))).await;
                 }
             }
             for ack in riding.take() {

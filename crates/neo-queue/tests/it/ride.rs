@@ -1,10 +1,12 @@
 //! Acks riding on a claim (`Queue::ack_and_claim`): they commit with the claim or not at all.
 
 use crate::{Mode, setup, setup_in};
-use neo_queue::{Job, NewJob, OnDuplicate, QueueConfig, Receipt};
+use neo_queue::{Job, NewJob, OnDuplicate, QueueConfig, Receipt, Worker, WorkerConfig};
 use neo_testkit::PgRoute;
 use serde_json::json;
 use sqlx::Connection;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 fn job(n: i64) -> NewJob {
@@ -76,10 +78,12 @@ async fn an_ack_whose_claim_never_commits_is_not_lost(route: PgRoute) {
     // Another session holds the lock capped claims take turns on.
     let mut admin = sqlx::PgConnection::connect(t.direct_url()).await.unwrap();
     let key = "hashtextextended('neo_queue claim ' || '\"neo_queue\".\"jobs\"', 0)";
-    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT pg_advisory_lock({key})")))
-        .execute(&mut admin)
-        .await
-        .unwrap();
+    sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT pg_advisory_lock({key})"
+    )))
+    .execute(&mut admin)
+    .await
+    .unwrap();
     let riding = queue.clone();
     let receipt = held.receipt();
     let call =
@@ -128,7 +132,77 @@ async fn an_ack_whose_claim_never_commits_is_not_lost(route: PgRoute) {
     queue.ack(rerun.receipt()).await.unwrap();
 }
 
-over_modes!(acks_riding_on_a_claim_finish_their_jobs_for_good);
+/// A worker whose acks could wait an hour for a claim: with none coming (the queue looked
+/// empty) the completer writes them at once; at shutdown every waiting ack is written; every
+/// job ran once and none is left.
+async fn a_worker_writes_riding_acks_when_no_claim_comes_and_at_shutdown(
+    mode: Mode,
+    route: PgRoute,
+) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
+    let ran = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&ran);
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            ack_ride_wait: Duration::from_secs(3600),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("a", move |_job| {
+        let counted = Arc::clone(&counted);
+        async move {
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let id = queue
+        .enqueue(&db, job(1), OnDuplicate::Skip)
+        .await
+        .unwrap()
+        .unwrap();
+    let acked = tokio::time::timeout(Duration::from_secs(20), async {
+        while queue.get(id).await.unwrap().is_some() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        acked.is_ok(),
+        "acked long before the hour: no claim was coming"
+    );
+
+    queue
+        .enqueue_many(&db, (2..=200).map(job).collect(), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while ran.load(Ordering::SeqCst) < 200 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("every job ran");
+    stop.send(()).unwrap();
+    let report = run.await.unwrap().unwrap();
+    assert_eq!(report.succeeded, 200, "{report:?}");
+    assert_eq!(ran.load(Ordering::SeqCst), 200, "each job once");
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(
+        (depth.available, depth.running, depth.dead),
+        (0, 0, 0),
+        "{depth:?}"
+    );
+}
+
+over_modes!(
+    acks_riding_on_a_claim_finish_their_jobs_for_good,
+    a_worker_writes_riding_acks_when_no_claim_comes_and_at_shutdown,
+);
 
 /// The dying claim needs the fixed schema's lock key.
 mod fixed_only {
