@@ -10,7 +10,8 @@
 //!
 //! For exploring settings, `NEO_BENCH_PREFETCH` / `NEO_BENCH_CLAIM_BATCH` (neo's worker, 100
 //! each by default), `NEO_BENCH_GRAPHILE_SIZE` (graphile's local queue, its default 100) and
-//! `NEO_BENCH_DRAIN_ONLY` (skip the enqueue and latency rows) override the defaults.
+//! `NEO_BENCH_DRAIN_ONLY` (skip the enqueue and latency rows) override the defaults;
+//! `NEO_BENCH_ACK_RIDE_WAIT_MS` sets neo's `ack_ride_wait` (0: acks not riding on claims).
 //!
 //! The times are taken inside each run (the enqueue of a drain and the workers' start-up and
 //! shutdown are not counted), so these are figures rather than [`crate::Pair`]s.
@@ -183,6 +184,10 @@ async fn neo_drain(db: &neo_db::Db, queue: &neo_queue::Queue, n: usize) -> Durat
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(100),
+            ack_ride_wait: std::env::var("NEO_BENCH_ACK_RIDE_WAIT_MS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .map_or(WorkerConfig::default().ack_ride_wait, Duration::from_millis),
             ..WorkerConfig::default()
         },
     )

@@ -144,6 +144,15 @@ pub struct WorkerConfig {
     /// ...or after this long.
     #[serde(with = "humantime_serde")]
     pub complete_linger: Duration,
+    /// A succeeded job's ack rides on the worker's next claim (`NEO_WORKER_ACK_RIDE_WAIT`):
+    /// written in the claim's transaction
+    /// ([`Queue::ack_and_claim`](crate::Queue::ack_and_claim)), so that a drain waits for
+    /// one commit per claim rather than for a claim's and an ack batch's. An ack waits at
+    /// most this long for a claim, and not at all when none is coming (the queue looked empty
+    /// and no claim is in flight); then the completer writes it as before. Nothing is
+    /// acknowledged unless the claim's transaction commits. Zero turns riding off.
+    #[serde(with = "humantime_serde")]
+    pub ack_ride_wait: Duration,
     /// How long `shutdown` waits for running jobs before releasing them back to the queue.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
@@ -162,6 +171,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             complete_batch: 200,
             complete_linger: Duration::from_millis(2),
+            ack_ride_wait: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(30),
             only_known_kinds: false,
         }

@@ -44,6 +44,7 @@ mod error;
 mod job;
 pub mod metric_names;
 mod queue;
+mod riding;
 mod worker;
 
 pub use config::{QueueConfig, WorkerConfig};

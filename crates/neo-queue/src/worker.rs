@@ -3,6 +3,7 @@
 
 use crate::context::{Cancels, JobContext};
 use crate::queue::{CANCEL_NOTICE, Queue, channel, lease};
+use crate::riding::{Riding, RidingAcks};
 use crate::{Failure, Job, Receipt};
 use crate::{Result, WorkerConfig};
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -61,6 +62,13 @@ impl JobError {
 
 /// A finished job: its claim, its outcome and when it was claimed.
 type Outcome = (Receipt, Result<(), JobError>, Instant);
+
+/// What a finished job tells the completer: its outcome to write, or that its ack waits for
+/// the next claim among the [`RidingAcks`].
+enum Done {
+    Outcome(Outcome),
+    Riding,
+}
 
 type Handler =
     Arc<dyn Fn(Job) -> Pin<Box<dyn Future<Output = Result<(), JobError>> + Send>> + Send + Sync>;
@@ -202,11 +210,14 @@ impl Worker {
 
         let slots = Arc::new(Semaphore::new(config.concurrency));
         let held: Held = Arc::default();
-        let (done_tx, done_rx) = mpsc::unbounded_channel::<Outcome>();
+        let (done_tx, done_rx) = mpsc::unbounded_channel::<Done>();
+        // Acks ride on the next claim unless the wait for one is zero.
+        let riding = (!config.ack_ride_wait.is_zero()).then(|| Arc::new(RidingAcks::default()));
         let mut completer = AbortOnDrop(tokio::spawn(complete(
             queue.clone(),
             config.clone(),
             Arc::clone(&held),
+            riding.clone(),
             done_rx,
         )));
         // Running jobs' cancellation tokens; a cancel notification sends a heartbeat at once,
@@ -219,6 +230,10 @@ impl Worker {
             cancels.clone(),
             Arc::clone(&beat_now),
         )));
+        // Acks written with claims: counted here, added to the completer's report.
+        let mut rode = WorkerReport::default();
+        // The acks each claim in flight took, by its task.
+        let mut claim_acks: HashMap<tokio::task::Id, Vec<Riding>> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut next_rescue = Instant::now();
@@ -271,7 +286,7 @@ impl Worker {
                     claimed_at,
                     handler,
                     slot,
-                    done_tx.clone(),
+                    (done_tx.clone(), riding.clone()),
                     pace,
                 ));
             }
@@ -294,10 +309,12 @@ impl Worker {
                 let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(&kinds));
                 let only = config.only_known_kinds;
                 let epoch = wakes;
-                claims.spawn(async move {
+                let acks = riding.as_ref().map(|r| r.take()).unwrap_or_default();
+                let receipts = crate::riding::receipts(&acks);
+                let task = claims.spawn(async move {
                     let sent = Instant::now();
                     let only = only.then_some(&kinds[..]);
-                    let jobs = queue.claim(&name, asked, only).await;
+                    let jobs = queue.ack_and_claim(&receipts, &name, asked, only).await;
                     Claimed {
                         asked,
                         sent,
@@ -305,14 +322,23 @@ impl Worker {
                         jobs,
                     }
                 });
+                claim_acks.insert(task.id(), acks);
+            }
+            if let Some(riding) = &riding {
+                riding.set_claim_coming(more || !claims.is_empty());
             }
             while tasks.try_join_next().is_some() {}
             tokio::select! {
                 biased;
                 () = &mut shutdown => break,
-                Some(claimed) = claims.join_next(), if !claims.is_empty() => {
-                    match claimed {
-                        Ok(Claimed { asked, sent, epoch, jobs: Ok(jobs) }) => {
+                Some(claimed) = claims.join_next_with_id(), if !claims.is_empty() => {
+                    let written = settle_acks(&claimed, &mut claim_acks, &held, &mut rode);
+                    if let (Some(acks), Some(riding)) = (written, &riding) {
+                        riding.put_back(acks);
+                        let _ = done_tx.send(Done::Riding);
+                    }
+                    match claimed.map(|(_, claimed)| claimed) {
+                        Ok(Claimed { asked, sent, epoch, jobs: Ok((jobs, _)) }) => {
                             claiming -= asked;
                             pace.claimed(sent.elapsed());
                             // Short: none left when it ran, unless a wake-up came since.
@@ -356,12 +382,23 @@ impl Worker {
 
         // Shutdown: no new claims; what is buffered goes back at once, running jobs get the
         // grace period.
-        while let Some(claimed) = claims.join_next().await {
-            if let Ok(Claimed {
-                sent,
-                jobs: Ok(jobs),
-                ..
-            }) = claimed
+        if let Some(riding) = &riding {
+            riding.set_claim_coming(false);
+        }
+        while let Some(claimed) = claims.join_next_with_id().await {
+            let written = settle_acks(&claimed, &mut claim_acks, &held, &mut rode);
+            if let (Some(acks), Some(riding)) = (written, &riding) {
+                riding.put_back(acks);
+                let _ = done_tx.send(Done::Riding);
+            }
+            if let Ok((
+                _,
+                Claimed {
+                    sent,
+                    jobs: Ok((jobs, _)),
+                    ..
+                },
+            )) = claimed
             {
                 let at = hold(&held, &jobs, lease(&queue), sent);
                 buffer.extend(jobs.into_iter().map(|job| (job, at)));
@@ -380,6 +417,8 @@ impl Worker {
         }
         drop(done_tx);
         let mut report = (&mut completer.0).await.unwrap_or_default();
+        report.succeeded += rode.succeeded;
+        report.lease_lost += rode.lease_lost;
         let unfinished: Vec<Receipt> = lock(&held).keys().copied().collect();
         released += hand_back(&queue, &held, unfinished).await;
         report.released = released;
@@ -435,12 +474,47 @@ async fn hand_back(queue: &Queue, held: &Held, receipts: Vec<Receipt>) -> u64 {
 const CLAIMS_IN_FLIGHT: usize = 1;
 
 /// What a claim's task returns: how many jobs it asked for, when it was sent, the wake-ups
-/// counted when it was sent, the jobs.
+/// counted when it was sent, the jobs and the acks it carried that were refused (lease lost).
 struct Claimed {
     asked: usize,
     sent: Instant,
     epoch: u64,
-    jobs: Result<Vec<Job>>,
+    jobs: Result<(Vec<Job>, Vec<Receipt>)>,
+}
+
+/// Settles the acks a finished claim carried: when it committed, counts them into `rode`
+/// (refused ones as lease lost), records their claim-to-complete latency and stops holding
+/// them; when it failed (or its task did), returns them to be written again.
+fn settle_acks(
+    claimed: &std::result::Result<(tokio::task::Id, Claimed), tokio::task::JoinError>,
+    claim_acks: &mut HashMap<tokio::task::Id, Vec<Riding>>,
+    held: &Held,
+    rode: &mut WorkerReport,
+) -> Option<Vec<Riding>> {
+    let id = match claimed {
+        Ok((id, _)) => *id,
+        Err(error) => error.id(),
+    };
+    let acks = claim_acks.remove(&id).filter(|acks| !acks.is_empty())?;
+    let Ok((
+        _,
+        Claimed {
+            jobs: Ok((_, refused)),
+            ..
+        },
+    )) = claimed
+    else {
+        return Some(acks);
+    };
+    rode.succeeded += (acks.len() - refused.len()) as u64;
+    rode.lease_lost += refused.len() as u64;
+    let latency = metrics::histogram!(crate::metric_names::CLAIM_TO_COMPLETE_SECONDS);
+    let mut held = lock(held);
+    for ack in &acks {
+        latency.record(ack.claimed_at.elapsed().as_secs_f64());
+        held.remove(&ack.receipt);
+    }
+    None
 }
 
 /// Runs one job on its slot and reports its outcome to the completer: the handler inside a
@@ -452,7 +526,7 @@ async fn run_job(
     claimed_at: Instant,
     handler: Option<Handler>,
     slot: OwnedSemaphorePermit,
-    done: mpsc::UnboundedSender<Outcome>,
+    (done, riding): (mpsc::UnboundedSender<Done>, Option<Arc<RidingAcks>>),
     pace: Arc<Pace>,
 ) {
     let _slot = slot;
@@ -484,7 +558,15 @@ async fn run_job(
     };
     pace.ran(started.elapsed());
     cancels.finished(receipt.id);
-    let _ = done.send((receipt, outcome, claimed_at));
+    // Before the slot frees: the claim that the free slot sends takes this ack along.
+    let done_now = match (outcome, riding) {
+        (Ok(()), Some(riding)) => {
+            riding.push(receipt, claimed_at);
+            Done::Riding
+        }
+        (outcome, _) => Done::Outcome((receipt, outcome, claimed_at)),
+    };
+    let _ = done.send(done_now);
 }
 
 /// The span a job runs in: `neo_queue.job`, linked to the trace context the job carries
@@ -556,32 +638,76 @@ impl Pace {
     }
 }
 
-/// Writes outcomes in batches: one ack and one nack statement per batch.
+/// Writes outcomes in batches: one ack and one nack statement per batch. Acks riding on claims
+/// are written here only when no claim took them: at once when none is coming, else after
+/// [`WorkerConfig::ack_ride_wait`]; and at shutdown.
 async fn complete(
     queue: Queue,
     config: WorkerConfig,
     held: Held,
-    mut done: mpsc::UnboundedReceiver<Outcome>,
+    riding: Option<Arc<RidingAcks>>,
+    mut done: mpsc::UnboundedReceiver<Done>,
 ) -> WorkerReport {
     let mut report = WorkerReport::default();
-    while let Some(first) = done.recv().await {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + config.complete_linger;
-        while batch.len() < config.complete_batch {
-            match tokio::time::timeout_at(deadline, done.recv()).await {
-                Ok(Some(item)) => batch.push(item),
-                _ => break,
+    let mut closed = false;
+    while !closed {
+        let batch = match done.recv().await {
+            Some(first) => {
+                let mut batch = vec![first];
+                let deadline = Instant::now() + config.complete_linger;
+                while batch.len() < config.complete_batch {
+                    match tokio::time::timeout_at(deadline, done.recv()).await {
+                        Ok(Some(item)) => batch.push(item),
+                        Ok(None) => {
+                            closed = true;
+                            break;
+                        }
+                        Err(_) => break,
+                    }
+                }
+                batch
             }
-        }
+            // Closed: the worker stopped; what still rides is written below.
+            None => {
+                closed = true;
+                Vec::new()
+            }
+        };
         let mut acks = Vec::new();
         let mut failures = Vec::new();
         let mut claimed = Vec::with_capacity(batch.len());
-        for (receipt, outcome, claimed_at) in batch {
+        for (receipt, outcome, claimed_at) in batch.into_iter().filter_map(|done| match done {
+            Done::Outcome(outcome) => Some(outcome),
+            Done::Riding => None,
+        }) {
             claimed.push(claimed_at);
             match outcome {
                 Ok(()) => acks.push(receipt),
                 Err(error) => failures.push(error.into_failure(receipt)),
             }
+        }
+        if let Some(riding) = &riding {
+            if !closed {
+                // Re-checked every few milliseconds: a claim takes them, or the worker stops
+                // claiming (shutdown, an empty queue) and they are written at once.
+                let until = Instant::now() + riding.wait_left(config.ack_ride_wait);
+                loop {
+                    let left = riding
+                        .wait_left(config.ack_ride_wait)
+                        .min(until.saturating_duration_since(Instant::now()));
+                    if left.is_zero() {
+                        break;
+                    }
+                    tokio::time::sleep(left.min(Duration::from_millis(5))).await;
+                }
+            }
+            for ack in riding.take() {
+                claimed.push(ack.claimed_at);
+                acks.push(ack.receipt);
+            }
+        }
+        if acks.is_empty() && failures.is_empty() {
+            continue;
         }
         // Keep trying for about half a lease: past that, the claims are lost anyway. Each
         // part is retried on its own, and a retried ack cannot ack twice (fencing).

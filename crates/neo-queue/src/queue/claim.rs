@@ -3,7 +3,8 @@
 //! cap of running jobs when it has one.
 
 use super::Queue;
-use crate::{Error, Job, Result};
+use super::receipts::run_receipts_on;
+use crate::{Error, Job, Receipt, Result};
 use neo_core::TraceContext;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row, SqlStr};
@@ -27,39 +28,65 @@ impl Queue {
         n: usize,
         kinds: Option<&[String]>,
     ) -> Result<Vec<Job>> {
+        Ok(self.ack_and_claim(&[], worker, n, kinds).await?.0)
+    }
+
+    /// Acknowledges `acks` (as [`ack_many`](Self::ack_many)) and claims up to `n` due jobs (as
+    /// [`claim`](Self::claim)) in one transaction, so both wait for one commit. Returns the
+    /// claimed jobs and the acks refused because their lease was lost.
+    ///
+    /// Nothing is acknowledged unless the claim commits too: when the call fails, or the
+    /// process dies before the commit, the acknowledged jobs stay claimed under their lease
+    /// and run again once it expires (at least once); an acknowledged job never runs again.
+    /// Without acks this is exactly [`claim`](Self::claim).
+    ///
+    /// # Errors
+    /// As [`claim`](Self::claim) and [`ack_many`](Self::ack_many).
+    pub async fn ack_and_claim(
+        &self,
+        acks: &[Receipt],
+        worker: &str,
+        n: usize,
+        kinds: Option<&[String]>,
+    ) -> Result<(Vec<Job>, Vec<Receipt>)> {
         let scope = self.system_scope()?;
         let span = tracing::debug_span!(
             "neo_queue.claim",
             worker,
             asked = n,
+            acks = acks.len(),
             claimed = tracing::field::Empty,
             tenant = tracing::field::Empty
         );
         if let Some(tenant) = scope.tenant {
             span.record("tenant", tracing::field::display(tenant));
         }
-        let jobs = self
-            .claim_in(&scope.sql, worker, n, kinds)
+        let (jobs, refused) = self
+            .claim_in(&scope.sql, acks, worker, n, kinds)
             .instrument(span.clone())
             .await?;
         span.record("claimed", jobs.len());
         if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
             span.record("tenant", tenant);
         }
-        Ok(jobs)
+        metrics::counter!(crate::metric_names::ACKED_TOTAL)
+            .increment((acks.len() - refused.len()) as u64);
+        Ok((jobs, refused))
     }
 
     async fn claim_in(
         &self,
         sql: &super::statements::Statements,
+        acks: &[Receipt],
         worker: &str,
         n: usize,
         kinds: Option<&[String]>,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<(Vec<Job>, Vec<Receipt>)> {
         let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
         // A global limit serialises claims as the per-tenant cap does ([`super::limit`]).
         let serialised =
             self.config.max_running_per_tenant.is_some() || self.config.max_running.is_some();
+        let mut refused = Vec::new();
         let rows = match self.config.max_running_per_tenant {
             cap if serialised => {
                 // The statement counts each tenant's running jobs in its snapshot, so two
@@ -67,6 +94,9 @@ impl Queue {
                 // take turns, and the claim's snapshot, taken after the lock, sees the jobs
                 // the previous claim committed.
                 let mut tx = self.system.begin().await?;
+                if !acks.is_empty() {
+                    refused = run_receipts_on(&mut tx, &sql.ack, acks, |q| q).await?;
+                }
                 sqlx::query(sql.claim_lock.clone())
                     .persistent(self.system.pooler().named_statements())
                     .execute(&mut **tx)
@@ -101,20 +131,34 @@ impl Queue {
                     (true, None) => &sql.claim_fair,
                     (true, Some(_)) => &sql.claim_fair_kinds,
                 };
-                let mut conn = self.system_connection().await?;
                 let fair = self.config.fair_claims;
-                let rows = self
-                    .run_claim(&mut conn, statement, n, worker, kinds, None, fair)
-                    .await?;
-                conn.finish().await?;
-                rows
+                if acks.is_empty() {
+                    let mut conn = self.system_connection().await?;
+                    let rows = self
+                        .run_claim(&mut conn, statement, n, worker, kinds, None, fair)
+                        .await?;
+                    conn.finish().await?;
+                    rows
+                } else {
+                    // The acks first: their rows are this worker's running jobs, which the
+                    // claim, taking available ones, never touches.
+                    let mut tx = self.system.begin().await?;
+                    refused = run_receipts_on(&mut tx, &sql.ack, acks, |q| q).await?;
+                    let rows = self
+                        .run_claim(&mut tx, statement, n, worker, kinds, None, fair)
+                        .await?;
+                    tx.commit().await?;
+                    rows
+                }
             }
         };
         metrics::counter!(crate::metric_names::CLAIMED_TOTAL).increment(rows.len() as u64);
-        rows.iter()
+        let jobs = rows
+            .iter()
             .map(job)
             .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(Error::from)
+            .map_err(Error::from)?;
+        Ok((jobs, refused))
     }
 
     /// Runs a claim statement: `$1` jobs, worker `$2`, lease `$3` ms, then the kinds and the

@@ -120,18 +120,30 @@ impl Queue {
         if receipts.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
-        let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
-        let query = planned_per_call(statement.clone()).bind(ids).bind(fences);
         let mut conn = self.system_connection().await?;
-        let rows = extra(query).fetch_all(&mut *conn).await?;
+        let refused = run_receipts_on(&mut conn, statement, receipts, extra).await?;
         conn.finish().await?;
-        let done = rows
-            .iter()
-            .map(|row: &PgRow| row.try_get("id"))
-            .collect::<Result<Vec<JobId>, sqlx::Error>>()?;
-        Ok(refused(receipts, &done))
+        Ok(refused)
     }
+}
+
+/// Runs `statement` over the claims' `(id, fence)` pairs on `conn` (bound as `$1`, `$2`;
+/// `extra` binds the rest) and returns the claims it did not match.
+pub(super) async fn run_receipts_on(
+    conn: &mut sqlx::PgConnection,
+    statement: &SqlStr,
+    receipts: &[Receipt],
+    extra: impl FnOnce(Query<'_, Postgres, PgArguments>) -> Query<'_, Postgres, PgArguments>,
+) -> Result<Vec<Receipt>> {
+    let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
+    let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
+    let query = planned_per_call(statement.clone()).bind(ids).bind(fences);
+    let rows = extra(query).fetch_all(conn).await?;
+    let done = rows
+        .iter()
+        .map(|row: &PgRow| row.try_get("id"))
+        .collect::<Result<Vec<JobId>, sqlx::Error>>()?;
+    Ok(refused(receipts, &done))
 }
 
 fn refused(receipts: &[Receipt], done: &[JobId]) -> Vec<Receipt> {

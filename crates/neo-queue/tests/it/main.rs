@@ -30,6 +30,7 @@ mod pause;
 mod progress;
 mod queue;
 mod retention;
+mod ride;
 mod spans;
 mod trace;
 mod worker;
