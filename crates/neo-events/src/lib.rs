@@ -47,8 +47,9 @@ pub use outbox::{EventBus, Outbox, OutboxConfig};
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]
 pub use webhook::{
-    AtRest, Delivery, DeliveryStatus, Endpoint, EventTypeInfo, FannedOut, NewEndpoint,
-    OperationalEvent, ResealConfig, ResealProgress, WebhookConfig, Webhooks,
+    AtRest, Delivery, DeliveryStatus, Endpoint, EndpointHealth, EndpointSummary, EventTypeInfo,
+    FannedOut, NewEndpoint, OperationalEvent, ResealConfig, ResealProgress, WebhookConfig,
+    Webhooks,
 };
 
 pub use signature::{

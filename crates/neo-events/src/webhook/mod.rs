@@ -10,7 +10,7 @@ mod rows;
 mod store;
 
 pub use config::{ResealConfig, WebhookConfig};
-pub use store::{AtRest, FannedOut, ResealProgress, Webhooks};
+pub use store::{AtRest, EndpointHealth, EndpointSummary, FannedOut, ResealProgress, Webhooks};
 
 use crate::{EventError, WebhookSecret};
 use chrono::{DateTime, Utc};

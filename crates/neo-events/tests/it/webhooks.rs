@@ -211,7 +211,7 @@ pub(crate) async fn setup_in_with(
     let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
     assert_eq!(
         webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 6]
+        vec![1, 2, 3, 4, 6, 40]
     );
     Setup {
         _test_db: Some(test_db),
@@ -272,7 +272,7 @@ pub(crate) async fn rls_setup(
     .unwrap();
     assert_eq!(
         owner_webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 5, 6]
+        vec![1, 2, 3, 4, 5, 6, 40]
     );
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])

@@ -5,6 +5,7 @@
 //! [`tenant_mode`] keeps tenants' jobs apart (schema per tenant or row-level security).
 
 mod claim;
+mod console_reads;
 mod enqueue;
 mod maintenance;
 mod offboard;

@@ -5,6 +5,7 @@
 //! headers sealed at rest in [`sealing`], re-sealing them under a new key (and from plain
 //! text), retiring keys and the strict mode in [`reseal`].
 
+mod console_reads;
 mod deliveries;
 mod endpoints;
 mod fan_out;
@@ -19,6 +20,7 @@ use super::rows::{StatusUpdate, Target, target_loader};
 use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
 use crate::tenancy::{Tenancy, policies};
+pub use console_reads::{EndpointHealth, EndpointSummary};
 pub use fan_out::FannedOut;
 use neo_batch::WriteBatcher;
 use neo_db::{Db, MigrationReport, MigrationSet, RlsSetting, Schema};
@@ -303,6 +305,11 @@ impl Webhooks {
                 6,
                 "deliveries carry trace context",
                 include_str!("../../../migrations/webhooks/6_deliveries_carry_trace_context.sql"),
+            )
+            .with(
+                40,
+                "deliveries by endpoint",
+                include_str!("../../../migrations/webhooks/40_deliveries_by_endpoint.sql"),
             ))
     }
 
