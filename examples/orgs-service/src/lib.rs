@@ -3,15 +3,18 @@
 //! endpoints and the neo-queue worker delivering them, from a [`ServiceConfig`];
 //! [`Service::run`] runs the [`Roles`] asked for until stopped: with them the metrics sampler
 //! (one instance samples at a time) and, given a Prometheus handle, `GET /metrics` beside the
-//! API. The `orgs-service` binary and the scenario suite (`tests/`) both use it.
+//! API, and, given a console token, the operations console (neo-console) at `/ops`. The
+//! `orgs-service` binary and the scenario suite (`tests/`) both use it.
 
 use neo_commons::cache::{CacheConfig, HybridCache};
+use neo_commons::core::SecretString;
 use neo_commons::db::{Db, DbConfig};
 use neo_commons::events::{DomainEvent, Outbox, OutboxConfig, WebhookConfig, Webhooks};
 use neo_commons::observe::prometheus::Handle as MetricsHandle;
 use neo_commons::observe::{ObserveConfig, Sampler};
 use neo_commons::orgs::{OrgConfig, Organization, OrganizationService};
 use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use neo_console::{BearerToken, Console, ConsoleConfig};
 use tokio::sync::watch;
 
 /// Errors of composing and running the service.
@@ -43,6 +46,11 @@ pub struct ServiceConfig {
     pub orgs: OrgConfig,
     /// The metrics sampler (its schemas are set to the service's own in `compose`).
     pub observe: ObserveConfig,
+    /// The operations console, mounted at its `base_path` (`/ops`) when `console_token` is set.
+    pub console: ConsoleConfig,
+    /// The console's bearer token (`NEO_CONSOLE_TOKEN`, at least 16 characters); no console
+    /// without one.
+    pub console_token: Option<SecretString>,
 }
 
 impl ServiceConfig {
@@ -57,12 +65,16 @@ impl ServiceConfig {
             worker: WorkerConfig::default(),
             orgs: OrgConfig::default(),
             observe: ObserveConfig::default(),
+            console: ConsoleConfig::default(),
+            console_token: None,
         }
     }
 
     /// From the environment: `NEO_DATABASE_URL`, `NEO_REDIS_URL`, and the parts' settings
-    /// under `NEO_CACHE_`, `NEO_WEBHOOKS_`, `NEO_QUEUE_`, `NEO_WORKER_` and `NEO_ORGS_`
-    /// (nested fields with `__`, e.g. `NEO_WEBHOOKS_ADDRESSES__ALLOW_LOOPBACK=true`).
+    /// under `NEO_CACHE_`, `NEO_WEBHOOKS_`, `NEO_QUEUE_`, `NEO_WORKER_`, `NEO_ORGS_` and
+    /// `NEO_CONSOLE_` (nested fields with `__`, e.g.
+    /// `NEO_WEBHOOKS_ADDRESSES__ALLOW_LOOPBACK=true`); the console's token in
+    /// `NEO_CONSOLE_TOKEN`.
     ///
     /// # Errors
     /// A missing URL or a setting that does not parse.
@@ -79,6 +91,10 @@ impl ServiceConfig {
         config.worker = from_env("NEO_WORKER_")?;
         config.orgs = from_env("NEO_ORGS_")?;
         config.observe = from_env("NEO_OBSERVE_")?;
+        config.console = from_env("NEO_CONSOLE_")?;
+        config.console_token = std::env::var("NEO_CONSOLE_TOKEN")
+            .ok()
+            .map(SecretString::from);
         Ok(config)
     }
 }
@@ -146,6 +162,7 @@ pub struct Service {
     worker: WorkerConfig,
     cache: HybridCache<Organization>,
     observe: ObserveConfig,
+    console: Option<Console>,
 }
 
 impl std::fmt::Debug for Service {
@@ -183,6 +200,21 @@ impl Service {
         Sampler::new(&db, observe.clone(), "orgs-service")?
             .migrate()
             .await?;
+        let console = match config.console_token {
+            Some(token) => {
+                let auth = BearerToken::new(token, &config.console.cookie_name)?;
+                Some(
+                    Console::builder(config.console, auth)
+                        .db(&db, observe.clone())
+                        .queue(queue.clone())
+                        .webhooks(webhooks.clone())
+                        .outbox(observe.outbox_schemas[0].clone())
+                        .cache(cache.clone())
+                        .build()?,
+                )
+            }
+            None => None,
+        };
         Ok(Service {
             orgs,
             webhooks,
@@ -192,6 +224,7 @@ impl Service {
             worker: config.worker,
             cache,
             observe,
+            console,
         })
     }
 
@@ -212,6 +245,9 @@ impl Service {
             .webhooks
             .handle(Worker::new(self.queue.clone(), self.worker.clone()));
         let mut api = neo_commons::orgs::http::router(self.orgs.clone());
+        if let Some(console) = &self.console {
+            api = api.nest(&console.config().base_path, console.router());
+        }
         if let Some(handle) = roles.metrics {
             api = neo_commons::observe::prometheus::mount(api, handle);
         }
