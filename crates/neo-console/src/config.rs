@@ -21,6 +21,9 @@ pub struct ConsoleConfig {
     pub cookie_name: String,
     /// Sessions waiting on locks listed at most on the database page.
     pub max_lock_waits: u32,
+    /// Counts (jobs per state, pending events) stop here and show as `N+`: a capped count
+    /// reads at most this many index entries, so a page stays fast with millions of rows.
+    pub count_cap: i64,
 }
 
 impl Default for ConsoleConfig {
@@ -33,6 +36,7 @@ impl Default for ConsoleConfig {
             excerpt_chars: 2_000,
             cookie_name: "neo_console".to_owned(),
             max_lock_waits: 20,
+            count_cap: 10_000,
         }
     }
 }
@@ -56,6 +60,9 @@ impl ConsoleConfig {
         }
         if self.health_window == 0 || self.health_window > 10_000 {
             return Err(crate::Error::invalid("health_window", "must be 1..=10000"));
+        }
+        if self.count_cap < 1 {
+            return Err(crate::Error::invalid("count_cap", "must be at least 1"));
         }
         if self.cookie_name.is_empty()
             || !self

@@ -235,7 +235,8 @@ impl ConsoleBuilder {
     }
 
     /// Reads queue and outbox gauges, lock waits and pool use through `db`, with `observe`'s
-    /// caps and statement timeout.
+    /// statement timeout and endpoint settings (counts stop at
+    /// [`ConsoleConfig::count_cap`]).
     #[must_use]
     pub fn db(mut self, db: &Db, observe: ObserveConfig) -> Self {
         self.db = Some(db.clone());
@@ -303,8 +304,12 @@ impl ConsoleBuilder {
         };
         let cursors =
             CursorCodec::new(key.clone()).map_err(|e| Error::invalid("key", e.to_string()))?;
+        let observe = ObserveConfig {
+            count_cap: self.config.count_cap,
+            ..self.observe
+        };
         let readings = match &self.db {
-            Some(db) => Some(Readings::new(db, self.observe)?),
+            Some(db) => Some(Readings::new(db, observe)?),
             None => None,
         };
         Ok(Console {

@@ -43,6 +43,7 @@ pub(crate) async fn list(State(inner): State<Arc<Inner>>, authed: Authed) -> Res
         None => (Vec::new(), None),
     };
     let principal = &authed.principal;
+    let cap = inner.config.count_cap;
     let body = html! {
         @if inner.readings.is_none() { p.muted { "No database given: counts are not shown." } }
         table id="queue-counts" {
@@ -50,8 +51,9 @@ pub(crate) async fn list(State(inner): State<Arc<Inner>>, authed: Authed) -> Res
             @for r in &readings {
                 tr {
                     td { a href=(format!("{}?queue={}", inner.link("/queues"), r.queue)) { (r.queue) } }
-                    td.n { (r.available) } td.n { (r.running) }
-                    td.n class=[(r.dead > 0).then_some("bad")] { (r.dead) }
+                    td.n { (r.available) @if r.available >= cap { "+" } }
+                    td.n { (r.running) @if r.running >= cap { "+" } }
+                    td.n class=[(r.dead > 0).then_some("bad")] { (r.dead) @if r.dead >= cap { "+" } }
                     td.n { (age(r.oldest_pending_seconds)) }
                 }
             }

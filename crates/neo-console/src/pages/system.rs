@@ -21,7 +21,7 @@ pub(crate) async fn outbox(State(inner): State<Arc<Inner>>, authed: Authed) -> R
             ));
         }
     }
-    let cap = inner.readings.as_ref().map_or(0, |r| r.config().count_cap);
+    let cap = inner.config.count_cap;
     let body = html! {
         table id="outboxes" {
             tr { th { "outbox" } th { "pending" } th { "lag" } th { "last dispatch" } }

@@ -5,4 +5,5 @@ mod browser;
 mod common;
 mod pages;
 mod security;
+mod speed;
 mod tenants;
