@@ -58,7 +58,8 @@ pgbouncer_installed() {
     command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]
 }
 
-# Installs PostgreSQL, PgBouncer, Redis, redis-cli and redis-sentinel from Debian's packages
+# Installs PostgreSQL, PgBouncer, Redis, redis-cli, redis-sentinel, promtool, chromium and
+# chromedriver (neo-console's browser tests) from Debian's packages
 # when any is missing.
 ensure_servers_installed() {
     local packages=()
