@@ -1,7 +1,10 @@
 //! Server time of each page with a million jobs and a million deliveries in the tables
 //! (issue 28 asks for < 50 ms; `docs/PERFORMANCE.md` has the figures). Asserts a loose bound
 //! only: the machine is shared, the build is the test profile.
-#![allow(clippy::print_stderr, reason = "the page times are what this test reports")]
+#![allow(
+    clippy::print_stderr,
+    reason = "the page times are what this test reports"
+)]
 
 use crate::common::{get, setup};
 use axum::http::StatusCode;
