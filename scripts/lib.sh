@@ -43,12 +43,23 @@ promtool_installed() {
     command -v promtool >/dev/null 2>&1 || [[ -x /usr/bin/promtool ]]
 }
 
+# Headless Chromium and its WebDriver (Debian's chromium and chromium-driver) drive
+# neo-console's browser tests.
+chromium_installed() {
+    command -v chromium >/dev/null 2>&1 || [[ -x /usr/bin/chromium ]]
+}
+
+chromedriver_installed() {
+    command -v chromedriver >/dev/null 2>&1 || [[ -x /usr/bin/chromedriver ]]
+}
+
 # PgBouncer (Debian's pgbouncer) sits in front of the test PostgreSQL (neo-testkit).
 pgbouncer_installed() {
     command -v pgbouncer >/dev/null 2>&1 || [[ -x /usr/sbin/pgbouncer ]]
 }
 
-# Installs PostgreSQL, PgBouncer, Redis, redis-cli and redis-sentinel from Debian's packages
+# Installs PostgreSQL, PgBouncer, Redis, redis-cli, redis-sentinel, promtool, chromium and
+# chromedriver (neo-console's browser tests) from Debian's packages
 # when any is missing.
 ensure_servers_installed() {
     local packages=()
@@ -58,8 +69,10 @@ ensure_servers_installed() {
     redis_cli_installed || packages+=(redis-tools)
     redis_sentinel_installed || packages+=(redis-sentinel)
     promtool_installed || packages+=(prometheus)
+    chromium_installed || packages+=(chromium)
+    chromedriver_installed || packages+=(chromium-driver)
     if ((${#packages[@]} == 0)); then
-        log "PostgreSQL, PgBouncer, Redis, redis-cli, redis-sentinel and promtool are installed"
+        log "PostgreSQL, PgBouncer, Redis, redis-cli, redis-sentinel, promtool, chromium and chromedriver are installed"
         return
     fi
     command -v apt-get >/dev/null 2>&1 ||
@@ -73,6 +86,8 @@ ensure_servers_installed() {
     redis_cli_installed || die "redis-cli (redis-tools) is still missing after installing it"
     redis_sentinel_installed || die "redis-sentinel is still missing after installing it"
     promtool_installed || die "promtool (package prometheus) is still missing after installing it"
+    chromium_installed || die "chromium is still missing after installing it"
+    chromedriver_installed || die "chromedriver (package chromium-driver) is still missing after installing it"
 }
 
 # Installs cargo-deny when missing (compiled from crates.io: a few minutes the first time).

@@ -49,9 +49,10 @@ pub use outbox::{
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]
 pub use webhook::{
-    AtRest, Delivery, DeliveryStatus, Endpoint, EndpointStats, EventTypeInfo, FannedOut,
-    MAX_REGION_LEN, NewEndpoint, OperationalEvent, ResealConfig, ResealProgress,
-    VERIFICATION_EVENT_TYPE, Verification, WebhookConfig, Webhooks, verification_answer,
+    AtRest, Delivery, DeliveryStatus, Endpoint, EndpointHealth, EndpointStats, EndpointSummary,
+    EventTypeInfo, FannedOut, MAX_REGION_LEN, NewEndpoint, OperationalEvent, ResealConfig,
+    ResealProgress, VERIFICATION_EVENT_TYPE, Verification, WebhookConfig, Webhooks,
+    verification_answer,
 };
 
 pub use signature::{

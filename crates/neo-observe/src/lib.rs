@@ -26,6 +26,7 @@ mod error;
 mod lease;
 pub mod metric_names;
 mod queries;
+mod readings;
 mod sampler;
 
 pub mod catalogue;
@@ -35,4 +36,5 @@ pub mod prometheus;
 pub use config::ObserveConfig;
 pub use error::{Error, Result};
 pub use queries::{EndpointReading, LockReading, OutboxReading, QueueReading, WebhookReading};
+pub use readings::Readings;
 pub use sampler::{CacheReading, Sample, Sampler, SamplerHandle};

@@ -4,10 +4,11 @@
 //! beside the organizations (roles cached on the same Redis), from a [`ServiceConfig`];
 //! [`Service::run`] runs the [`Roles`] asked for until stopped: with them the metrics sampler
 //! (one instance samples at a time) and, given a Prometheus handle, `GET /metrics` beside the
-//! API. The `orgs-service` binary and the scenario suite (`tests/`) both use it.
+//! API, and, given a console token, the operations console (neo-console) at `/ops`. The
+//! `orgs-service` binary and the scenario suite (`tests/`) both use it.
 
 use neo_commons::cache::{CacheConfig, HybridCache};
-use neo_commons::core::CursorCodec;
+use neo_commons::core::{CursorCodec, SecretString};
 use neo_commons::db::{Db, DbConfig};
 use neo_commons::events::{DomainEvent, Outbox, OutboxConfig, WebhookConfig, Webhooks};
 use neo_commons::observe::prometheus::Handle as MetricsHandle;
@@ -17,6 +18,7 @@ use neo_commons::orgs::{
     PgOrganizationStore,
 };
 use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use neo_console::{BearerToken, Console, ConsoleConfig};
 use tokio::sync::watch;
 
 /// Errors of composing and running the service.
@@ -53,6 +55,11 @@ pub struct ServiceConfig {
     pub cursor_key: Vec<u8>,
     /// The metrics sampler (its schemas are set to the service's own in `compose`).
     pub observe: ObserveConfig,
+    /// The operations console, mounted at its `base_path` (`/ops`) when `console_token` is set.
+    pub console: ConsoleConfig,
+    /// The console's bearer token (`NEO_CONSOLE_TOKEN`, at least 16 characters); no console
+    /// without one.
+    pub console_token: Option<SecretString>,
 }
 
 impl ServiceConfig {
@@ -69,12 +76,16 @@ impl ServiceConfig {
             members: MembershipConfig::default(),
             cursor_key: [uuid_bytes(), uuid_bytes()].concat(),
             observe: ObserveConfig::default(),
+            console: ConsoleConfig::default(),
+            console_token: None,
         }
     }
 
     /// From the environment: `NEO_DATABASE_URL`, `NEO_REDIS_URL`, and the parts' settings
-    /// under `NEO_CACHE_`, `NEO_WEBHOOKS_`, `NEO_QUEUE_`, `NEO_WORKER_` and `NEO_ORGS_`
-    /// (nested fields with `__`, e.g. `NEO_WEBHOOKS_ADDRESSES__ALLOW_LOOPBACK=true`).
+    /// under `NEO_CACHE_`, `NEO_WEBHOOKS_`, `NEO_QUEUE_`, `NEO_WORKER_`, `NEO_ORGS_` and
+    /// `NEO_CONSOLE_` (nested fields with `__`, e.g.
+    /// `NEO_WEBHOOKS_ADDRESSES__ALLOW_LOOPBACK=true`); the console's token in
+    /// `NEO_CONSOLE_TOKEN`.
     ///
     /// # Errors
     /// A missing URL or a setting that does not parse.
@@ -95,6 +106,10 @@ impl ServiceConfig {
             config.cursor_key = key.into_bytes();
         }
         config.observe = from_env("NEO_OBSERVE_")?;
+        config.console = from_env("NEO_CONSOLE_")?;
+        config.console_token = std::env::var("NEO_CONSOLE_TOKEN")
+            .ok()
+            .map(SecretString::from);
         Ok(config)
     }
 }
@@ -169,6 +184,7 @@ pub struct Service {
     worker: WorkerConfig,
     cache: HybridCache<Organization>,
     observe: ObserveConfig,
+    console: Option<Console>,
 }
 
 impl std::fmt::Debug for Service {
@@ -222,6 +238,21 @@ impl Service {
         Sampler::new(&db, observe.clone(), "orgs-service")?
             .migrate()
             .await?;
+        let console = match config.console_token {
+            Some(token) => {
+                let auth = BearerToken::new(token, &config.console.cookie_name)?;
+                Some(
+                    Console::builder(config.console, auth)
+                        .db(&db, observe.clone())
+                        .queue(queue.clone())
+                        .webhooks(webhooks.clone())
+                        .outbox(observe.outbox_schemas[0].clone())
+                        .cache(cache.clone())
+                        .build()?,
+                )
+            }
+            None => None,
+        };
         Ok(Service {
             orgs,
             members,
@@ -232,6 +263,7 @@ impl Service {
             worker: config.worker,
             cache,
             observe,
+            console,
         })
     }
 
@@ -254,6 +286,9 @@ impl Service {
         let mut api = neo_commons::orgs::http::router(self.orgs.clone()).merge(
             neo_commons::orgs::http::members_router(self.members.clone()),
         );
+        if let Some(console) = &self.console {
+            api = api.nest(&console.config().base_path, console.router());
+        }
         if let Some(handle) = roles.metrics {
             api = neo_commons::observe::prometheus::mount(api, handle);
         }

@@ -12,6 +12,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
+use neo_commons::core::ExposeSecret;
 use neo_commons::events::{AddressPolicy, NewEndpoint, Verifier};
 use orgs_service::{BoxError, Roles, Service, ServiceConfig};
 use serde_json::{Value, json};
@@ -66,6 +67,14 @@ async fn demo() -> Result<(), BoxError> {
         allow_private: false,
     };
     config.webhooks.require_https = false;
+    // The operations console at /ops, behind NEO_CONSOLE_TOKEN or a token for this run.
+    let console_token = config
+        .console_token
+        .get_or_insert_with(|| {
+            format!("demo-console-{}-{}", std::process::id(), token_suffix()).into()
+        })
+        .expose_secret()
+        .to_owned();
     let service = Service::compose(config).await?;
 
     // 1. A receiver, and an endpoint subscribed to every organization event.
@@ -89,6 +98,16 @@ async fn demo() -> Result<(), BoxError> {
     let cache = service.orgs.cache().cloned();
     let running = tokio::spawn(async move { service.run(Roles::all(listener), stopped).await });
     println!("organizations API on {base}\n");
+    let console = reqwest::Client::new()
+        .get(format!("{base}/ops/webhooks"))
+        .bearer_auth(&console_token)
+        .send()
+        .await?
+        .error_for_status()?;
+    println!(
+        "console   {base}/ops answers {} with its token\n",
+        console.status()
+    );
 
     // 3. The scenario, over HTTP.
     let http = reqwest::Client::new();
@@ -242,4 +261,11 @@ async fn demo() -> Result<(), BoxError> {
     running.await??;
     println!("\ndone: the service stopped cleanly");
     Ok(())
+}
+
+/// Nanoseconds of the clock, to make the demo's console token unguessable enough for a demo.
+fn token_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
 }

@@ -6,6 +6,7 @@
 
 mod cancel;
 mod claim;
+mod console_reads;
 mod enqueue;
 mod limit;
 mod maintenance;

@@ -5,6 +5,7 @@
 //! headers sealed at rest in [`sealing`], re-sealing them under a new key (and from plain
 //! text), retiring keys and the strict mode in [`reseal`].
 
+mod console_reads;
 mod deliveries;
 mod endpoints;
 mod fan_out;
@@ -19,6 +20,7 @@ use super::rows::{StatusUpdate, Target, target_loader};
 use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
 use crate::tenancy::{Tenancy, policies};
+pub use console_reads::{EndpointHealth, EndpointSummary};
 pub use fan_out::FannedOut;
 pub(in crate::webhook) use fan_out::Pending;
 use neo_batch::WriteBatcher;
@@ -328,6 +330,11 @@ impl Webhooks {
                 12,
                 "endpoint regions",
                 include_str!("../../../migrations/webhooks/12_endpoint_regions.sql"),
+            )
+            .with(
+                40,
+                "deliveries by endpoint",
+                include_str!("../../../migrations/webhooks/40_deliveries_by_endpoint.sql"),
             ))
     }
 
