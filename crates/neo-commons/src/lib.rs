@@ -25,9 +25,8 @@
 //! | `tenant` | [`tenant`] | `neo-tenant`: the task-local tenant (fail closed), the axum layer resolving it per request |
 //! | `observe` | [`observe`] | `neo-observe`: the metric catalogue, the leader-elected gauge sampler |
 //! | `prometheus` | [`observe::prometheus`] | `/metrics` for Prometheus on an axum router |
+//! | `console` | [`console`] | `neo-console`: the operations console, a mountable axum router (queues, webhooks, outbox, cache, database) |
 //! | `full` | all of the above | |
-//!
-//! Crates land here as they are built: the `orgs` HTTP router and the example service are next.
 //!
 //! ```
 //! use neo_commons::core::{OrganizationId, Slug};
@@ -84,6 +83,10 @@ pub use neo_tenant as tenant;
 #[cfg(feature = "observe")]
 #[doc(inline)]
 pub use neo_observe as observe;
+
+#[cfg(feature = "console")]
+#[doc(inline)]
+pub use neo_console as console;
 
 /// The README's example, compiled as a doctest so it cannot drift from the API.
 #[cfg(all(doctest, feature = "full"))]

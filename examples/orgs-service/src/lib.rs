@@ -8,6 +8,7 @@
 //! `orgs-service` binary and the scenario suite (`tests/`) both use it.
 
 use neo_commons::cache::{CacheConfig, HybridCache};
+use neo_commons::console::{BearerToken, Console, ConsoleConfig};
 use neo_commons::core::{CursorCodec, SecretString};
 use neo_commons::db::{Db, DbConfig};
 use neo_commons::events::{DomainEvent, Outbox, OutboxConfig, WebhookConfig, Webhooks};
@@ -18,7 +19,6 @@ use neo_commons::orgs::{
     PgOrganizationStore,
 };
 use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
-use neo_console::{BearerToken, Console, ConsoleConfig};
 use tokio::sync::watch;
 
 /// Errors of composing and running the service.
