@@ -170,9 +170,16 @@ stop_test_servers() {
 # from the local cache the build steps filled (`cargo fetch` first when the network is there).
 # The verification builds use the workspace's dev profile so they reuse its compiled dependencies.
 package_crates() {
-    local packages=() manifest
+    local packages=() manifest name
     for manifest in crates/*/Cargo.toml; do
-        packages+=(-p "$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -n1)")
+        name=$(sed -n 's/^name = "\(.*\)"$/\1/p' "$manifest" | head -n1)
+        packages+=(-p "$name")
+        # cargo unpacks each packaged crate into $CARGO_HOME/registry/src/-<hash of the
+        # temporary registry's path>/ to verify its dependents, and reuses a copy already
+        # unpacked there for the same version: a later run would verify against the sources
+        # of an earlier one. Drop those copies (only the temporary registries' dirs start
+        # with '-'; crates.io's is untouched).
+        rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/"$name"-[0-9]*
     done
     cargo fetch --locked -q 2>/dev/null || log "cargo fetch failed: packaging from the local cache"
     cargo package --locked --offline --allow-dirty "${packages[@]}" \
