@@ -181,6 +181,10 @@ package_crates() {
         # with '-'; crates.io's is untouched).
         rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/-*/"$name"-[0-9]*
     done
+    # Its builds of those registry copies are fingerprinted as immutable registry code (no
+    # source files listed): drop them too, or an unchanged version is never rebuilt.
+    find "${CARGO_TARGET_DIR:-target}"/debug/.fingerprint -path '*/neo-*/dep-lib-*' -size -20c \
+        -exec dirname {} + 2>/dev/null | xargs -r rm -rf
     cargo fetch --locked -q 2>/dev/null || log "cargo fetch failed: packaging from the local cache"
     cargo package --locked --offline --allow-dirty "${packages[@]}" \
         --config 'profile.dev.debug="line-tables-only"' \
