@@ -48,6 +48,15 @@ pub fn queue_with(rt: &Runtime, config: &DbConfig, schema: &str) -> (Db, Queue) 
     (db, queue)
 }
 
+/// The worker's `ack_ride_wait`: `NEO_BENCH_ACK_RIDE_WAIT_MS` when set (0: acks not riding
+/// on claims), else the default.
+pub fn ack_ride_wait_from_env() -> Duration {
+    std::env::var("NEO_BENCH_ACK_RIDE_WAIT_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(WorkerConfig::default().ack_ride_wait, Duration::from_millis)
+}
+
 /// Enqueues `n` jobs in one statement and runs them through a worker pool; returns when all
 /// are acknowledged.
 pub async fn run_batched(db: &Db, queue: &Queue, n: usize) {
@@ -61,6 +70,7 @@ pub async fn run_batched(db: &Db, queue: &Queue, n: usize) {
             concurrency: 1_000,
             claim_batch: 1_000,
             complete_batch: 1_000,
+            ack_ride_wait: ack_ride_wait_from_env(),
             ..WorkerConfig::default()
         },
     )

@@ -184,10 +184,7 @@ async fn neo_drain(db: &neo_db::Db, queue: &neo_queue::Queue, n: usize) -> Durat
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(100),
-            ack_ride_wait: std::env::var("NEO_BENCH_ACK_RIDE_WAIT_MS")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .map_or(WorkerConfig::default().ack_ride_wait, Duration::from_millis),
+            ack_ride_wait: crate::queue::ack_ride_wait_from_env(),
             ..WorkerConfig::default()
         },
     )

@@ -113,19 +113,14 @@ impl PgOrganizationStore {
         after: Option<UserId>,
         limit: u32,
     ) -> Result<Vec<Member>, OrgError> {
-        let scope = self.scope()?;
-        let mut conn = self
-            .connection_on(self.inner.db.read_pool(), &scope)
+        let rows = self
+            .page(
+                |sql| &sql.members,
+                Uuid::from(organization),
+                after.map(Uuid::from),
+                limit,
+            )
             .await?;
-        let rows = sqlx::query(AssertSqlSafe(scope.sql.members.members.clone()))
-            .persistent(self.inner.db.pooler().named_statements())
-            .bind(Uuid::from(organization))
-            .bind(after.map_or(Uuid::nil(), Uuid::from))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.finish().await?;
         rows.iter()
             .map(|row| {
                 Ok(Member {
@@ -145,19 +140,14 @@ impl PgOrganizationStore {
         after: Option<OrganizationId>,
         limit: u32,
     ) -> Result<Vec<UserOrganization>, OrgError> {
-        let scope = self.scope()?;
-        let mut conn = self
-            .connection_on(self.inner.db.read_pool(), &scope)
+        let rows = self
+            .page(
+                |sql| &sql.organizations_of,
+                Uuid::from(user),
+                after.map(Uuid::from),
+                limit,
+            )
             .await?;
-        let rows = sqlx::query(AssertSqlSafe(scope.sql.members.organizations_of.clone()))
-            .persistent(self.inner.db.pooler().named_statements())
-            .bind(Uuid::from(user))
-            .bind(after.map_or(Uuid::nil(), Uuid::from))
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await
-            .map_err(db)?;
-        conn.finish().await?;
         rows.iter()
             .map(|row| {
                 let slug: String = row.try_get(2).map_err(db)?;
@@ -170,6 +160,31 @@ impl PgOrganizationStore {
                 })
             })
             .collect()
+    }
+
+    /// One keyset page of `statement` (of the store's schema) on a read connection acting
+    /// for the store's tenant: rows of `key` after `after` (from the start when `None`).
+    async fn page(
+        &self,
+        statement: impl FnOnce(&MemberSql) -> &String,
+        key: Uuid,
+        after: Option<Uuid>,
+        limit: u32,
+    ) -> Result<Vec<sqlx::postgres::PgRow>, OrgError> {
+        let scope = self.scope()?;
+        let mut conn = self
+            .connection_on(self.inner.db.read_pool(), &scope)
+            .await?;
+        let rows = sqlx::query(AssertSqlSafe(statement(&scope.sql.members).clone()))
+            .persistent(self.inner.db.pooler().named_statements())
+            .bind(key)
+            .bind(after.unwrap_or(Uuid::nil()))
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db)?;
+        conn.finish().await?;
+        Ok(rows)
     }
 
     /// Removes `user` from `organization`; whether they were a member.
