@@ -150,7 +150,9 @@ pub struct WorkerConfig {
     /// one commit per claim rather than for a claim's and an ack batch's. An ack waits at
     /// most this long for a claim, and not at all when none is coming (the queue looked empty
     /// and no claim is in flight); then the completer writes it as before. Nothing is
-    /// acknowledged unless the claim's transaction commits. Zero turns riding off.
+    /// acknowledged unless the claim's transaction commits. Zero (the default) turns riding
+    /// off: in the end-to-end batched bench riding cost about 20 % (docs/PERFORMANCE.md), and
+    /// its gain on a drain is not shown yet; try e.g. `20ms` on a drain-heavy worker.
     #[serde(with = "humantime_serde")]
     pub ack_ride_wait: Duration,
     /// How long `shutdown` waits for running jobs before releasing them back to the queue.
@@ -171,7 +173,7 @@ impl Default for WorkerConfig {
             poll_interval: Duration::from_secs(1),
             complete_batch: 200,
             complete_linger: Duration::from_millis(2),
-            ack_ride_wait: Duration::from_millis(20),
+            ack_ride_wait: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),
             only_known_kinds: false,
         }
