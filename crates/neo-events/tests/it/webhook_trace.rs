@@ -78,12 +78,15 @@ async fn a_published_event_links_its_dispatch_and_deliveries_and_sends_its_trace
     publish(&s, &[by_unnest, untraced]).await;
     let sql = format!("WITH {} SELECT 1", s.outbox.publish_cte(1));
     let (events, channel) = s.outbox.publish_params([&by_cte]);
-    // Unnamed statements: behind PgBouncer the next one may run on another server session.
+    // Unnamed statements in a transaction behind PgBouncer: outside one, sqlx's Parse and
+    // Bind (two Syncs) may reach different server sessions ("unnamed prepared statement
+    // does not exist").
+    let mut conn = s.db.statement_connection().await.unwrap();
     sqlx::query(sqlx::AssertSqlSafe(sql))
         .persistent(false)
         .bind(events)
         .bind(channel)
-        .execute(s.db.pool())
+        .execute(&mut *conn)
         .await
         .unwrap();
     // Stored with the events, in the column outbox migration 3 added.
@@ -94,9 +97,10 @@ async fn a_published_event_links_its_dispatch_and_deliveries_and_sends_its_trace
     .persistent(false)
     .bind(request.traceparent())
     .bind(request.tracestate())
-    .fetch_one(s.db.pool())
+    .fetch_one(&mut *conn)
     .await
     .unwrap();
+    conn.finish().await.unwrap();
     assert_eq!(stored, 2);
 
     // The webhook dispatcher (`Webhooks::dispatch`) and a worker.

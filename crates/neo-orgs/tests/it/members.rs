@@ -73,12 +73,18 @@ async fn can_answers_from_the_cache_and_every_membership_change_invalidates_it(s
             tx.commit().await.unwrap();
             done.rows_affected()
         }
-        None => sqlx::query(sqlx::AssertSqlSafe(raw))
-            .bind(uuid::Uuid::from(alice))
-            .execute(db.pool())
-            .await
-            .unwrap()
-            .rows_affected(),
+        None => {
+            // In a transaction behind PgBouncer (see neo_db::Pooler).
+            let mut conn = db.statement_connection().await.unwrap();
+            let done = sqlx::query(sqlx::AssertSqlSafe(raw))
+                .persistent(false)
+                .bind(uuid::Uuid::from(alice))
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            conn.finish().await.unwrap();
+            done.rows_affected()
+        }
     };
     assert_eq!(changed, 1);
     assert!(

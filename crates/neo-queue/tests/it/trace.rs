@@ -47,9 +47,9 @@ async fn a_job_enqueued_in_a_span_runs_in_a_span_linked_to_it(route: PgRoute) {
             "SELECT payload, trace_context->>'traceparent' FROM {}.jobs ORDER BY payload::text",
             queue.config().schema
         )))
-        // Unnamed: behind PgBouncer the next statement may run on another server session.
+        // Unnamed, in a transaction behind PgBouncer (see neo_db::Pooler).
         .persistent(false)
-        .fetch_all(db.pool())
+        .fetch_all(&mut *db.statement_connection().await.unwrap())
         .await
         .unwrap();
     let by_payload: Vec<(&str, Option<&str>)> = stored
