@@ -231,6 +231,11 @@ impl Queue {
                 30,
                 "vacuum jobs by claimed count",
                 include_str!("../../migrations/30_vacuum_jobs_by_claimed_count.sql"),
+            )
+            .with(
+                31,
+                "no index by kind",
+                include_str!("../../migrations/31_no_index_by_kind.sql"),
             ))
     }
 
