@@ -27,6 +27,7 @@ mod fair;
 mod isolation;
 mod limit;
 mod pause;
+mod periodic;
 mod progress;
 mod queue;
 mod retention;
