@@ -399,6 +399,43 @@ fn an_invalid_cron_is_a_validation_error_naming_the_field() {
     );
 }
 
+#[test]
+fn periodic_config_deserializes_with_durations_and_a_catch_up_policy() {
+    let config: PeriodicConfig = serde_json::from_value(json!({
+        "poll_interval": "2s",
+        "catch_up": "all:12",
+    }))
+    .unwrap();
+    assert_eq!(config.poll_interval, Duration::from_secs(2));
+    assert_eq!(config.catch_up, CatchUp::All { max: 12 });
+    assert_eq!(config.skip_grace, PeriodicConfig::default().skip_grace);
+    assert!(serde_json::from_value::<PeriodicConfig>(json!({"catch_up": "sometimes"})).is_err());
+}
+
+#[cfg(feature = "env")]
+#[test]
+#[allow(clippy::result_large_err, reason = "figment's Jail API")]
+fn periodic_config_loads_from_neo_periodic_variables() {
+    figment::Jail::expect_with(|jail| {
+        jail.set_env("NEO_PERIODIC_POLL_INTERVAL", "250ms");
+        jail.set_env("NEO_PERIODIC_SKIP_GRACE", "10s");
+        jail.set_env("NEO_PERIODIC_CATCH_UP", "once");
+        let config = PeriodicConfig::from_env().unwrap();
+        assert_eq!(
+            (config.poll_interval, config.skip_grace, config.catch_up),
+            (
+                Duration::from_millis(250),
+                Duration::from_secs(10),
+                CatchUp::Once
+            )
+        );
+        jail.set_env("NEO_PERIODIC_CATCH_UP", "all:none");
+        let error = PeriodicConfig::from_env().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Validation);
+        Ok(())
+    });
+}
+
 #[tokio::test]
 async fn a_name_is_registered_once() {
     let (_t, _db, queue) = setup(PgRoute::Direct, |c| c).await;
