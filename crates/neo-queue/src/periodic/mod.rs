@@ -162,7 +162,9 @@ impl Periodic {
     /// The jobs `make` builds for each tick (given the tick): one, several (one per tenant,
     /// say: they are enqueued in the same statement), or none. A job without a unique key gets
     /// `periodic:<name>:<tick>` (`:<index>` appended when there are several), one without a
-    /// `run_at` gets the tick. If `make` fails, the tick is left for the next round.
+    /// `run_at` gets the tick. If `make` fails, the tick is left for the next round. In a
+    /// queue under row-level security the jobs may name different tenants (the round runs on
+    /// the system role); a job without one gets the acting tenant.
     ///
     /// # Errors
     /// [`Error::Invalid`] for an empty name or one longer than [`MAX_PERIODIC_NAME_LEN`].
@@ -429,14 +431,22 @@ impl PeriodicJobs {
     /// and retried at the next wake-up.
     ///
     /// # Errors
-    /// None yet: rounds' errors are logged; fallible so that a later version may refuse to
-    /// start.
+    /// The first round's error when it is not one that passes (not retryable: the
+    /// `periodic_jobs` table missing because the queue was not migrated, a tenant-isolated
+    /// queue without a tenant): the scheduler does not start.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        use neo_core::HasErrorKind;
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut first = true;
         loop {
-            if let Err(error) = self.tick_at(Utc::now()).await {
-                tracing::warn!(%error, "periodic round failed; retried at the next wake-up");
+            match self.tick_at(Utc::now()).await {
+                Err(error) if first && !error.is_retryable() => return Err(error),
+                Err(error) => {
+                    tracing::warn!(%error, "periodic round failed; retried at the next wake-up");
+                }
+                Ok(_) => {}
             }
+            first = false;
             let now = Utc::now();
             let wait = self
                 .next_tick_after(now)

@@ -19,6 +19,7 @@ use super::Queue;
 use super::enqueue::Columns;
 use crate::{Error, NewJob, Result};
 use chrono::{DateTime, Utc};
+use neo_core::TenantId;
 use neo_db::{StatementConnection, TableName};
 use sqlx::{Row, SqlStr};
 
@@ -178,7 +179,7 @@ impl Queue {
         mut jobs: Vec<NewJob>,
     ) -> Result<RoundWritten> {
         let scope = self.system_scope()?;
-        self.stamp_tenant(&mut jobs)?;
+        self.stamp_periodic_tenants(&mut jobs)?;
         let default_attempts = self.config.default_max_attempts;
         let mut columns = Columns::with_capacity(jobs.len());
         for job in &jobs {
@@ -213,6 +214,40 @@ impl Queue {
             paused: row.try_get("paused")?,
             enqueued,
         })
+    }
+
+    /// Gives the round's jobs their tenants. Under row-level security the round runs on the
+    /// system role across tenants, so its jobs may be of several tenants: each keeps the
+    /// tenant it names (a tenant id), one without gets the acting tenant (bound or the
+    /// task's). With a schema per tenant the round writes the acting tenant's table, and its
+    /// jobs are that tenant's, as for an enqueue.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a tenant that is not a tenant id; [`Error::Tenant`] for a job
+    /// without a tenant and no acting tenant.
+    fn stamp_periodic_tenants(&self, jobs: &mut [NewJob]) -> Result<()> {
+        if self.rls_setting().is_none() {
+            self.stamp_tenant(jobs)?;
+            return Ok(());
+        }
+        let acting = self.tenant.or_else(neo_tenant::current);
+        for job in jobs.iter_mut() {
+            match job.tenant.as_deref() {
+                Some(text) => {
+                    TenantId::parse(text).map_err(|e| {
+                        Error::invalid(
+                            "job tenant",
+                            format!("{text:?} in a tenant-isolated queue: {e}"),
+                        )
+                    })?;
+                }
+                None => {
+                    let tenant = acting.ok_or(neo_tenant::Error::NoTenantInScope)?;
+                    job.tenant = Some(tenant.to_string());
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Pauses the periodic job `name` on every instance (persisted): its ticks pass without

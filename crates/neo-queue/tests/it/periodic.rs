@@ -365,6 +365,62 @@ async fn workers_running_the_scheduler_run_each_tick_once(route: PgRoute) {
     );
 }
 
+/// Under row-level security the round runs on the system role: one periodic job may fan out
+/// to several tenants' jobs in its one statement, each job keeping its tenant.
+async fn a_periodic_job_fans_out_to_several_tenants_under_rls(route: PgRoute) {
+    let tenants = [neo_core::TenantId::new(), neo_core::TenantId::new()];
+    let (_t, _db, queue) = crate::isolated(Mode::Rls, route, |c| c, &tenants).await;
+    let periodic = PeriodicJobs::new(queue.clone(), PeriodicConfig::default())
+        .add(
+            Periodic::each_tick("per-tenant", "* * * * *".parse().unwrap(), move |tick| {
+                tenants
+                    .iter()
+                    .map(|t| {
+                        Ok(NewJob::new(
+                            "periodic.test",
+                            &json!({"name": "per-tenant", "tick": tick}),
+                        )?
+                        .tenant_id(*t))
+                    })
+                    .collect()
+            })
+            .unwrap(),
+        )
+        .unwrap();
+    let t0 = minute_ago_hour();
+    periodic.tick_at(t0 + s(1)).await.unwrap();
+    let report = periodic.tick_at(t0 + s(61)).await.unwrap();
+    assert_eq!(report.enqueued, 2, "{report:?}");
+    let claimed = queue.claim("test", 10, None).await.unwrap();
+    let mut got: Vec<_> = claimed.iter().map(|j| j.tenant.clone().unwrap()).collect();
+    let mut want: Vec<_> = tenants.iter().map(ToString::to_string).collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+}
+
+/// A scheduler over a queue that was never migrated refuses to start (the table is missing:
+/// not an error that passes), rather than logging the same failure forever.
+#[tokio::test]
+async fn a_scheduler_over_an_unmigrated_queue_does_not_start() {
+    let (_t, db, _queue) = setup(PgRoute::Direct, |c| c).await;
+    let bare = Queue::new(
+        &db,
+        neo_queue::QueueConfig {
+            schema: "never_migrated".to_owned(),
+            ..neo_queue::QueueConfig::default()
+        },
+    )
+    .unwrap();
+    let periodic = PeriodicJobs::new(bare, PeriodicConfig::default())
+        .add(stamped("x", "* * * * *"))
+        .unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(5), periodic.run(std::future::pending()))
+        .await
+        .expect("returned at once");
+    assert!(matches!(result, Err(Error::Db(_))), "{result:?}");
+}
+
 #[test]
 fn an_invalid_cron_is_a_validation_error_naming_the_field() {
     let error = Schedule::cron("0 25 * * *").unwrap_err();
@@ -476,5 +532,6 @@ mod routes {
         a_tick_of_a_thousand_periodic_jobs_is_one_statement,
         a_scheduler_killed_mid_tick_leaves_the_tick_to_another,
         workers_running_the_scheduler_run_each_tick_once,
+        a_periodic_job_fans_out_to_several_tenants_under_rls,
     );
 }
