@@ -150,7 +150,7 @@ fn periodic_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
     let mut periodic = PeriodicJobs::new(queue.clone(), PeriodicConfig::default());
     let minutely = check(Schedule::cron("* * * * *"));
     for n in 0..PERIODIC_JOBS {
-        periodic = check(periodic.add(check(Periodic::job(
+        periodic = check(periodic.register(check(Periodic::job(
             &format!("bench-{n}"),
             minutely.clone(),
             "noop",
@@ -199,7 +199,7 @@ fn periodic_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
 /// Counts a round and empties the queue's jobs table every [`ROUNDS_PER_TRUNCATE`] rounds.
 async fn truncate_every(db: &Db, queue: &Queue, rounds: &Cell<u32>) {
     rounds.set(rounds.get() + 1);
-    if rounds.get() % ROUNDS_PER_TRUNCATE == 0 {
+    if rounds.get().is_multiple_of(ROUNDS_PER_TRUNCATE) {
         let sql = format!("TRUNCATE {}.jobs", queue.config().schema);
         check(
             sqlx::query(sqlx::AssertSqlSafe(sql))

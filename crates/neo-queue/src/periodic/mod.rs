@@ -249,14 +249,14 @@ pub struct TickReport {
 /// # async fn demo(queue: neo_queue::Queue) -> neo_queue::Result<()> {
 /// use neo_queue::{CatchUp, Periodic, PeriodicConfig, PeriodicJobs, Schedule};
 /// let periodic = PeriodicJobs::new(queue, PeriodicConfig::default())
-///     .add(Periodic::job(
+///     .register(Periodic::job(
 ///         "nightly-report",
 ///         Schedule::cron("0 2 * * *")?.in_time_zone("Europe/Berlin")?,
 ///         "report.build",
 ///         &serde_json::json!({"scope": "all"}),
 ///     )?
 ///     .catch_up(CatchUp::Once))?
-///     .add(Periodic::job("heartbeat", "every 30s".parse()?, "ping", &())?)?;
+///     .register(Periodic::job("heartbeat", "every 30s".parse()?, "ping", &())?)?;
 /// // On every instance; each tick is enqueued once across all of them.
 /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
 /// # drop(stop);
@@ -281,11 +281,11 @@ impl PeriodicJobs {
         }
     }
 
-    /// Adds `periodic`.
+    /// Registers `periodic`.
     ///
     /// # Errors
     /// [`Error::Invalid`] when a periodic job of that name is already registered.
-    pub fn add(mut self, periodic: Periodic) -> Result<Self> {
+    pub fn register(mut self, periodic: Periodic) -> Result<Self> {
         if self.jobs.iter().any(|p| p.name == periodic.name) {
             return Err(Error::invalid(
                 "periodic job name",

@@ -64,9 +64,9 @@ async fn three_schedulers_racing_enqueue_each_tick_once(mode: Mode, route: PgRou
     let (_t, _db, queue) = setup_in(mode, route, |c| c).await;
     let registry = || {
         PeriodicJobs::new(queue.clone(), PeriodicConfig::default())
-            .add(stamped("sec", "* * * * * *"))
+            .register(stamped("sec", "* * * * * *"))
             .unwrap()
-            .add(stamped("two", "every 2s"))
+            .register(stamped("two", "every 2s"))
             .unwrap()
     };
     let schedulers = [registry(), registry(), registry()];
@@ -117,13 +117,13 @@ async fn catch_up_policies_after_a_downtime(route: PgRoute) {
         ..PeriodicConfig::default()
     };
     let periodic = PeriodicJobs::new(queue.clone(), config)
-        .add(stamped("skip", "* * * * *").catch_up(CatchUp::Skip))
+        .register(stamped("skip", "* * * * *").catch_up(CatchUp::Skip))
         .unwrap()
-        .add(stamped("once", "* * * * *").catch_up(CatchUp::Once))
+        .register(stamped("once", "* * * * *").catch_up(CatchUp::Once))
         .unwrap()
-        .add(stamped("all3", "* * * * *").catch_up(CatchUp::All { max: 3 }))
+        .register(stamped("all3", "* * * * *").catch_up(CatchUp::All { max: 3 }))
         .unwrap()
-        .add(stamped("all100", "* * * * *").catch_up(CatchUp::All { max: 100 }))
+        .register(stamped("all100", "* * * * *").catch_up(CatchUp::All { max: 100 }))
         .unwrap();
     let t0 = minute_ago_hour();
     periodic.tick_at(t0 + s(1)).await.unwrap();
@@ -155,9 +155,9 @@ async fn a_paused_periodic_job_enqueues_nothing_until_resumed(route: PgRoute) {
     let (_t, _db, queue) = setup(route, |c| c).await;
     let registry = || {
         PeriodicJobs::new(queue.clone(), PeriodicConfig::default())
-            .add(stamped("p", "* * * * *").catch_up(CatchUp::All { max: 100 }))
+            .register(stamped("p", "* * * * *").catch_up(CatchUp::All { max: 100 }))
             .unwrap()
-            .add(stamped("q", "* * * * *"))
+            .register(stamped("q", "* * * * *"))
             .unwrap()
     };
     let t0 = minute_ago_hour();
@@ -200,7 +200,7 @@ async fn a_tick_of_a_thousand_periodic_jobs_is_one_statement(route: PgRoute) {
     let mut periodic = PeriodicJobs::new(queue.clone(), PeriodicConfig::default());
     for n in 0..1_000 {
         periodic = periodic
-            .add(stamped(&format!("job-{n}"), "* * * * *"))
+            .register(stamped(&format!("job-{n}"), "* * * * *"))
             .unwrap();
     }
     let t0 = minute_ago_hour();
@@ -263,9 +263,9 @@ async fn a_scheduler_killed_mid_tick_leaves_the_tick_to_another(route: PgRoute) 
     let (_t, db, queue) = setup(route, |c| c).await;
     let registry = || {
         PeriodicJobs::new(queue.clone(), PeriodicConfig::default())
-            .add(stamped("a", "* * * * *"))
+            .register(stamped("a", "* * * * *"))
             .unwrap()
-            .add(stamped("b", "every 1m"))
+            .register(stamped("b", "every 1m"))
             .unwrap()
     };
     let (a, b) = (registry(), registry());
@@ -327,7 +327,7 @@ async fn workers_running_the_scheduler_run_each_tick_once(route: PgRoute) {
                 ..PeriodicConfig::default()
             },
         )
-        .add(stamped("sec", "* * * * * *"))
+        .register(stamped("sec", "* * * * * *"))
         .unwrap();
         let seen = Arc::clone(&seen);
         let worker = Worker::new(
@@ -371,7 +371,7 @@ async fn a_periodic_job_fans_out_to_several_tenants_under_rls(route: PgRoute) {
     let tenants = [neo_core::TenantId::new(), neo_core::TenantId::new()];
     let (_t, _db, queue) = crate::isolated(Mode::Rls, route, |c| c, &tenants).await;
     let periodic = PeriodicJobs::new(queue.clone(), PeriodicConfig::default())
-        .add(
+        .register(
             Periodic::each_tick("per-tenant", "* * * * *".parse().unwrap(), move |tick| {
                 tenants
                     .iter()
@@ -413,7 +413,7 @@ async fn a_scheduler_over_an_unmigrated_queue_does_not_start() {
     )
     .unwrap();
     let periodic = PeriodicJobs::new(bare, PeriodicConfig::default())
-        .add(stamped("x", "* * * * *"))
+        .register(stamped("x", "* * * * *"))
         .unwrap();
     let result = tokio::time::timeout(Duration::from_secs(5), periodic.run(std::future::pending()))
         .await
@@ -496,9 +496,9 @@ fn periodic_config_loads_from_neo_periodic_variables() {
 async fn a_name_is_registered_once() {
     let (_t, _db, queue) = setup(PgRoute::Direct, |c| c).await;
     let error = PeriodicJobs::new(queue, PeriodicConfig::default())
-        .add(stamped("x", "* * * * *"))
+        .register(stamped("x", "* * * * *"))
         .unwrap()
-        .add(stamped("x", "every 5s"))
+        .register(stamped("x", "every 5s"))
         .unwrap_err();
     assert!(
         matches!(
