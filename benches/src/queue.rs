@@ -1,10 +1,16 @@
 //! neo-queue end to end: enqueue a batch, let a worker pool claim, run no-op handlers and ack
-//! in batches; next to the unbatched way (one enqueue, one claim, one ack per job).
+//! in batches; next to the unbatched way (one enqueue, one claim, one ack per job). And a
+//! periodic round: one tick of 1,000 periodic jobs, next to the same jobs as one plain batch.
 
 use crate::db::bench_database_url;
 use crate::{Pair, check};
+use chrono::{DateTime, TimeDelta, Utc};
 use neo_db::{Db, DbConfig};
-use neo_queue::{NewJob, OnDuplicate, Queue, QueueConfig, Worker, WorkerConfig};
+use neo_queue::{
+    NewJob, OnDuplicate, Periodic, PeriodicConfig, PeriodicJobs, Queue, QueueConfig, Schedule,
+    Worker, WorkerConfig,
+};
+use std::cell::Cell;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -98,29 +104,110 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
     let rt = Rc::new(crate::runtime());
     let (db, queue) = queue_on(&rt, url, "bench_queue_batched");
     let (raw_db, raw_queue) = queue_on(&rt, url, "bench_queue_single");
+    let periodic = periodic_pair(&rt, url);
     let rt_raw = Rc::clone(&rt);
-    vec![Pair {
-        name: "queue/end_to_end_batched_vs_unbatched",
-        // Reported per job: the batched rate (target ≥ 30k jobs/s) and its ratio to one
-        // enqueue, one claim and one ack per job (measured on fewer jobs: it is slow).
+    vec![
+        periodic,
+        Pair {
+            name: "queue/end_to_end_batched_vs_unbatched",
+            // Reported per job: the batched rate (target ≥ 30k jobs/s) and its ratio to one
+            // enqueue, one claim and one ack per job (measured on fewer jobs: it is slow).
+            target: None,
+            per_iteration: Some(JOBS as u64),
+            raw_per_iteration: Some(UNBATCHED_JOBS as u64),
+            ours: Box::new(move || {
+                rt.block_on(run_batched(&db, &queue, JOBS));
+            }),
+            raw: Box::new(move || {
+                rt_raw.block_on(async {
+                    for job in jobs(UNBATCHED_JOBS) {
+                        check(raw_queue.enqueue(&raw_db, job, OnDuplicate::Skip).await);
+                    }
+                    for _ in 0..UNBATCHED_JOBS {
+                        let claimed = check(raw_queue.claim("single", 1, None).await);
+                        check(raw_queue.ack(claimed[0].receipt()).await);
+                    }
+                });
+            }),
+        },
+    ]
+}
+
+/// Periodic jobs due on every tick of the periodic pair.
+pub const PERIODIC_JOBS: usize = 1_000;
+/// Rounds (or batches) between two truncations of the pair's jobs table, so that the table
+/// does not grow through the run (the truncation is amortised over them, on both sides).
+const ROUNDS_PER_TRUNCATE: u32 = 20;
+
+/// `queue/periodic_round_1000_vs_one_batch`: a scheduler's round in which 1,000 per-minute
+/// periodic jobs are due (their state read, then one statement that advances all 1,000 last
+/// ticks and inserts their jobs), reported per scheduled job, next to the same 1,000 jobs
+/// (unique keys included) enqueued as one plain batch: the ratio is the cost of the
+/// exactly-once bookkeeping.
+fn periodic_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
+    let (db, queue) = queue_on(rt, url, "bench_queue_periodic");
+    let (raw_db, raw_queue) = queue_on(rt, url, "bench_queue_periodic_raw");
+    let mut periodic = PeriodicJobs::new(queue.clone(), PeriodicConfig::default());
+    let minutely = check(Schedule::cron("* * * * *"));
+    for n in 0..PERIODIC_JOBS {
+        periodic = check(periodic.register(check(Periodic::job(
+            &format!("bench-{n}"),
+            minutely.clone(),
+            "noop",
+            &n,
+        ))));
+    }
+    let start = check(DateTime::parse_from_rfc3339("2001-01-01T00:00:00Z")).with_timezone(&Utc);
+    check(rt.block_on(periodic.tick_at(start)));
+    let now = Cell::new(start);
+    let rounds = Cell::new(0u32);
+    let raw_rounds = Cell::new(0u32);
+    let (rt_ours, rt_raw) = (Rc::clone(rt), Rc::clone(rt));
+    Pair {
+        name: "queue/periodic_round_1000_vs_one_batch",
         target: None,
-        per_iteration: Some(JOBS as u64),
-        raw_per_iteration: Some(UNBATCHED_JOBS as u64),
+        per_iteration: Some(PERIODIC_JOBS as u64),
+        raw_per_iteration: None,
         ours: Box::new(move || {
-            rt.block_on(run_batched(&db, &queue, JOBS));
+            now.set(now.get() + TimeDelta::minutes(1));
+            rt_ours.block_on(async {
+                let report = check(periodic.tick_at(now.get()).await);
+                assert_eq!(
+                    report.enqueued as usize, PERIODIC_JOBS,
+                    "every periodic job due"
+                );
+                truncate_every(&db, &queue, &rounds).await;
+            });
         }),
         raw: Box::new(move || {
             rt_raw.block_on(async {
-                for job in jobs(UNBATCHED_JOBS) {
-                    check(raw_queue.enqueue(&raw_db, job, OnDuplicate::Skip).await);
-                }
-                for _ in 0..UNBATCHED_JOBS {
-                    let claimed = check(raw_queue.claim("single", 1, None).await);
-                    check(raw_queue.ack(claimed[0].receipt()).await);
-                }
+                let n = raw_rounds.get();
+                let jobs = (0..PERIODIC_JOBS)
+                    .map(|i| check(NewJob::new("noop", &i)).unique_key(format!("batch:{n}:{i}")))
+                    .collect();
+                check(
+                    raw_queue
+                        .enqueue_many(&raw_db, jobs, OnDuplicate::Skip)
+                        .await,
+                );
+                truncate_every(&raw_db, &raw_queue, &raw_rounds).await;
             });
         }),
-    }]
+    }
+}
+
+/// Counts a round and empties the queue's jobs table every [`ROUNDS_PER_TRUNCATE`] rounds.
+async fn truncate_every(db: &Db, queue: &Queue, rounds: &Cell<u32>) {
+    rounds.set(rounds.get() + 1);
+    if rounds.get().is_multiple_of(ROUNDS_PER_TRUNCATE) {
+        let sql = format!("TRUNCATE {}.jobs", queue.config().schema);
+        check(
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .persistent(false)
+                .execute(db.pool())
+                .await,
+        );
+    }
 }
 
 /// The pairs of this module, on the bench PostgreSQL.
@@ -190,6 +277,12 @@ mod tests {
         let rt2 = crate::runtime();
         let (db, queue) = queue_on(&rt2, test_db.url(), "probe");
         rt2.block_on(run_batched(&db, &queue, 500));
+        let rt3 = Rc::new(crate::runtime());
+        let mut pair = periodic_pair(&rt3, test_db.url());
+        for _ in 0..2 {
+            (pair.ours)();
+            (pair.raw)();
+        }
         let latencies = start_latencies(test_db.url(), 5);
         assert_eq!(latencies.len(), 5);
         assert!(latencies[4] < Duration::from_secs(5), "{latencies:?}");

@@ -23,6 +23,19 @@ pub enum Error {
         ids: Vec<neo_core::JobId>,
     },
 
+    /// A cron expression of a periodic job's [`Schedule`](crate::Schedule) was refused:
+    /// `field` names the part that is wrong.
+    #[error("invalid cron expression {expression:?}, {field} field: {reason}")]
+    Cron {
+        /// The expression as given.
+        expression: String,
+        /// The field at fault ([`CronField::Expression`](crate::CronField::Expression) for
+        /// the expression as a whole).
+        field: crate::CronField,
+        /// What was wrong, as croner says it.
+        reason: String,
+    },
+
     /// A job with the same unique key is already pending or running.
     #[error("a job with unique key {key:?} is already queued")]
     Duplicate {
@@ -59,7 +72,7 @@ impl From<sqlx::Error> for Error {
 impl HasErrorKind for Error {
     fn kind(&self) -> ErrorKind {
         match self {
-            Error::Invalid { .. } => ErrorKind::Validation,
+            Error::Invalid { .. } | Error::Cron { .. } => ErrorKind::Validation,
             Error::LeaseLost { .. } => ErrorKind::Conflict,
             Error::Duplicate { .. } => ErrorKind::AlreadyExists,
             Error::Tenant(e) => e.kind(),

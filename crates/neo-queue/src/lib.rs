@@ -21,6 +21,11 @@
 //!   ([`JobContext::record_progress`]) and read by id ([`Queue::job_output`]); snooze
 //!   ([`JobError::Snooze`]); retention of dead, cancelled and output rows ([`Queue::prune`]);
 //!   a global concurrency limit ([`QueueConfig::max_running`]) enforced in the claim.
+//! - Periodic jobs ([`PeriodicJobs`]): cron expressions in a time zone or fixed intervals
+//!   ([`Schedule`]), enqueued exactly once per tick across every instance that runs the
+//!   scheduler (one statement per round for all due periodic jobs), with a catch-up policy
+//!   after downtime ([`CatchUp`]), listed and pausable per periodic job
+//!   ([`Queue::pause_periodic`]).
 //! - Tenants kept apart ([`Queue::tenant_isolated`]): a `jobs` table per tenant schema, or one
 //!   shared table under row-level security; tenant-scoped calls act for the tenant of
 //!   [`Queue::for_tenant`] or `neo_tenant::current()` and fail closed without one, work across
@@ -36,13 +41,14 @@
 //! # Features
 //! | feature | what it adds |
 //! |---|---|
-//! | `env` | `QueueConfig::from_env()` (reads `NEO_QUEUE_*`) |
+//! | `env` | `QueueConfig::from_env()` (reads `NEO_QUEUE_*`), `PeriodicConfig::from_env()` (`NEO_PERIODIC_*`) |
 
 mod config;
 mod context;
 mod error;
 mod job;
 pub mod metric_names;
+mod periodic;
 mod queue;
 mod riding;
 mod worker;
@@ -51,5 +57,9 @@ pub use config::{QueueConfig, WorkerConfig};
 pub use context::JobContext;
 pub use error::{Error, Result};
 pub use job::{Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Receipt};
-pub use queue::{CancelFilter, Cancelled, JobOutput, PauseStatus, Pruned, Queue};
+pub use periodic::{
+    CatchUp, CronField, MAX_PERIODIC_NAME_LEN, Periodic, PeriodicConfig, PeriodicJobs,
+    PeriodicStatus, Schedule, TickReport,
+};
+pub use queue::{CancelFilter, Cancelled, JobOutput, PauseStatus, PeriodicState, Pruned, Queue};
 pub use worker::{JobError, Worker, WorkerReport};

@@ -111,6 +111,7 @@ pub struct Worker {
     queue: Queue,
     config: WorkerConfig,
     handlers: HashMap<String, Handler>,
+    periodic: Option<crate::PeriodicJobs>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -150,7 +151,17 @@ impl Worker {
             queue,
             config,
             handlers: HashMap::new(),
+            periodic: None,
         }
+    }
+
+    /// Runs the scheduler of `periodic` beside this worker ([`PeriodicJobs::run`](crate::PeriodicJobs::run)),
+    /// from [`run`](Self::run) until it returns. Any number of workers may run the same
+    /// periodic jobs: each tick is enqueued once.
+    #[must_use]
+    pub fn periodic(mut self, periodic: crate::PeriodicJobs) -> Self {
+        self.periodic = Some(periodic);
+        self
     }
 
     /// Runs `handler` for jobs of `kind`.
@@ -199,7 +210,10 @@ impl Worker {
             queue,
             config,
             handlers,
+            periodic,
         } = self;
+        // The periodic scheduler, stopped when `run` returns (a round's statement is atomic).
+        let _periodic = periodic.map(|p| AbortOnDrop(tokio::spawn(p.run(std::future::pending()))));
         let kinds: Arc<[String]> = handlers.keys().cloned().collect();
         let handlers = Arc::new(handlers);
         // None behind a transaction pooler without a listen_url: poll only (neo_db::Pooler).

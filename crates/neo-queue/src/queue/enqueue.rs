@@ -214,20 +214,21 @@ fn duplicate_or(error: sqlx::Error, keys: &[Option<String>]) -> Error {
     }
 }
 
-struct Columns {
-    ids: Vec<JobId>,
-    kinds: Vec<String>,
-    payloads: Vec<serde_json::Value>,
-    priorities: Vec<i16>,
-    run_ats: Vec<Option<DateTime<Utc>>>,
-    max_attempts: Vec<i32>,
-    unique_keys: Vec<Option<String>>,
-    tenants: Vec<Option<String>>,
-    traces: Vec<Option<Json<TraceContext>>>,
+/// Jobs as the insert statements' arrays (also the periodic round's, [`super::periodic`]).
+pub(super) struct Columns {
+    pub(super) ids: Vec<JobId>,
+    pub(super) kinds: Vec<String>,
+    pub(super) payloads: Vec<serde_json::Value>,
+    pub(super) priorities: Vec<i16>,
+    pub(super) run_ats: Vec<Option<DateTime<Utc>>>,
+    pub(super) max_attempts: Vec<i32>,
+    pub(super) unique_keys: Vec<Option<String>>,
+    pub(super) tenants: Vec<Option<String>>,
+    pub(super) traces: Vec<Option<Json<TraceContext>>>,
 }
 
 impl Columns {
-    fn with_capacity(n: usize) -> Self {
+    pub(super) fn with_capacity(n: usize) -> Self {
         Columns {
             ids: Vec::with_capacity(n),
             kinds: Vec::with_capacity(n),
@@ -241,7 +242,7 @@ impl Columns {
         }
     }
 
-    fn push(&mut self, job: &NewJob, default_attempts: i32) {
+    pub(super) fn push(&mut self, job: &NewJob, default_attempts: i32) {
         self.ids.push(job.id);
         self.kinds.push(job.kind.clone());
         self.payloads.push(job.payload.clone());

@@ -12,6 +12,7 @@ mod limit;
 mod maintenance;
 mod offboard;
 mod pause;
+mod periodic;
 mod progress;
 mod receipts;
 mod retention;
@@ -27,6 +28,8 @@ use neo_db::{
     quote_identifier,
 };
 pub use pause::PauseStatus;
+pub(crate) use periodic::Advances;
+pub use periodic::PeriodicState;
 pub use progress::JobOutput;
 pub use retention::Pruned;
 pub(crate) use retention::prune_due;
@@ -226,6 +229,11 @@ impl Queue {
                 12,
                 "job outputs",
                 include_str!("../../migrations/12_job_outputs.sql"),
+            )
+            .with(
+                14,
+                "periodic jobs",
+                include_str!("../../migrations/14_periodic_jobs.sql"),
             )
             .with(
                 30,

@@ -36,6 +36,8 @@ pub(super) struct Statements {
     pub(super) progress: super::progress::ProgressSql,
     /// Retention ([`super::retention`]).
     pub(super) retention: super::retention::RetentionSql,
+    /// Periodic jobs ([`super::periodic`]).
+    pub(super) periodic: super::periodic::PeriodicSql,
 }
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
@@ -155,6 +157,7 @@ impl Statements {
             cancel: super::cancel::CancelSql::new(t),
             progress: super::progress::ProgressSql::new(t),
             retention: super::retention::RetentionSql::new(t),
+            periodic: super::periodic::PeriodicSql::new(t, per_tenant_keys),
         }
     }
 }
