@@ -1,11 +1,16 @@
-//! Reads and actions for an operations console: the dead letters one keyset page at a time
-//! and discarding dead letters. Tenant-scoped like the rest of the maintenance calls: in a
-//! tenant-isolated queue they see and change only the acting tenant's jobs and fail closed
-//! without a tenant.
+//! Reads and actions for an operations console: the dead letters one keyset page at a time,
+//! requeueing and discarding dead letters, and capped counts. Tenant-scoped like the rest of
+//! the maintenance calls: in a tenant-isolated queue they see and change only the acting
+//! tenant's jobs and fail closed without a tenant.
+//!
+//! The `_of` calls take a tenant key as well (the jobs' `tenant`, as
+//! [`NewJob::tenant`](crate::NewJob::tenant) gave it): with `Some(key)` they see and change
+//! only jobs of that key, also in a queue with a fixed schema, where the key is otherwise only
+//! the fairness key. A console mounted for one tenant passes its tenant's key.
 
 use super::Queue;
 use super::tenant_mode::Mode;
-use crate::{JobRecord, Result};
+use crate::{Depth, JobRecord, Result};
 use chrono::{DateTime, Utc};
 use neo_core::{JobId, TenantId};
 use neo_db::TableName;
@@ -33,12 +38,27 @@ impl Queue {
         after: Option<(DateTime<Utc>, JobId)>,
         limit: u32,
     ) -> Result<Vec<JobRecord>> {
+        self.dead_letters_of(None, after, limit).await
+    }
+
+    /// [`dead_letters_after`](Self::dead_letters_after), only of the jobs whose tenant key is
+    /// `tenant` when given (read through `jobs_dead_by_tenant_key`, queue migration 40).
+    ///
+    /// # Errors
+    /// As for [`dead_letters_after`](Self::dead_letters_after).
+    pub async fn dead_letters_of(
+        &self,
+        tenant: Option<&str>,
+        after: Option<(DateTime<Utc>, JobId)>,
+        limit: u32,
+    ) -> Result<Vec<JobRecord>> {
         let scope = self.tenant_scope()?;
         let t = self.console_table(scope.tenant)?;
         let sql = format!(
             "SELECT id, kind, payload, state, attempts, max_attempts, last_error, tenant, dead_at \
              FROM {t} WHERE state = 'dead' \
              AND ($1::timestamptz IS NULL OR (dead_at, id) > ($1, $2)) \
+             AND ($4::text IS NULL OR tenant = $4) \
              ORDER BY dead_at, id LIMIT $3"
         );
         let (at, id) = after.unzip();
@@ -48,6 +68,7 @@ impl Queue {
             .bind(at)
             .bind(id)
             .bind(i64::from(limit))
+            .bind(tenant)
             .fetch_all(&mut *conn)
             .await?;
         conn.finish().await?;
@@ -68,6 +89,73 @@ impl Queue {
         Ok(records)
     }
 
+    /// [`requeue`](Self::requeue), only of the dead letters whose tenant key is `tenant` when
+    /// given; returns those requeued.
+    ///
+    /// # Errors
+    /// As for [`requeue`](Self::requeue).
+    pub async fn requeue_of(&self, tenant: Option<&str>, ids: &[JobId]) -> Result<Vec<JobId>> {
+        let Some(tenant) = tenant else {
+            return self.requeue(ids).await;
+        };
+        let scope = self.tenant_scope()?;
+        let t = self.console_table(scope.tenant)?;
+        let sql = format!(
+            "WITH back AS (UPDATE {t} SET state = 'available', attempts = 0, run_at = now(), dead_at = NULL \
+             WHERE id = ANY($1) AND state = 'dead' AND tenant = $3 RETURNING id) \
+             SELECT back.id FROM back, (SELECT pg_notify($2, '')) AS woken"
+        );
+        let mut conn = self.tenant_connection(&scope).await?;
+        let requeued = sqlx::query_scalar(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(ids)
+            .bind(&self.config.channel)
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.finish().await?;
+        Ok(requeued)
+    }
+
+    /// Jobs per state, each count stopping at `cap` (so it reads at most `cap` index entries
+    /// per state), of the jobs whose tenant key is `tenant`: available ones through
+    /// `jobs_claim_by_tenant`, running ones through the lease index (as many as are running),
+    /// dead ones through `jobs_dead_by_tenant_key`. `cancelled` is not counted.
+    ///
+    /// # Errors
+    /// A database error; [`Error::Tenant`](crate::Error::Tenant) in a tenant-isolated queue
+    /// without a tenant.
+    pub async fn capped_depth_of(&self, tenant: &str, cap: i64) -> Result<Depth> {
+        let scope = self.tenant_scope()?;
+        let t = self.console_table(scope.tenant)?;
+        let count = |state: &str| {
+            format!(
+                "(SELECT count(*) FROM (SELECT 1 FROM {t} WHERE state = '{state}' AND tenant = $1 LIMIT $2) AS c)"
+            )
+        };
+        let sql = format!(
+            "SELECT {} AS available, \
+             (SELECT count(*) FROM (SELECT 1 FROM {t} WHERE state = 'running' AND lease_owner IS NOT NULL \
+              AND tenant = $1 LIMIT $2) AS c) AS running, {} AS dead",
+            count("available"),
+            count("dead")
+        );
+        let mut conn = self.tenant_connection(&scope).await?;
+        let row = sqlx::query(AssertSqlSafe(sql))
+            .persistent(false)
+            .bind(tenant)
+            .bind(cap.max(1))
+            .fetch_one(&mut *conn)
+            .await?;
+        conn.finish().await?;
+        Ok(Depth {
+            available: row.try_get("available")?,
+            running: row.try_get("running")?,
+            dead: row.try_get("dead")?,
+            cancelled: 0,
+        })
+    }
+
     /// Deletes dead letters for good; returns those deleted (only dead ones, never another
     /// tenant's).
     ///
@@ -75,13 +163,26 @@ impl Queue {
     /// A database error; [`Error::Tenant`](crate::Error::Tenant) in a tenant-isolated queue
     /// without a tenant.
     pub async fn discard_dead(&self, ids: &[JobId]) -> Result<Vec<JobId>> {
+        self.discard_dead_of(None, ids).await
+    }
+
+    /// [`discard_dead`](Self::discard_dead), only of the dead letters whose tenant key is
+    /// `tenant` when given.
+    ///
+    /// # Errors
+    /// As for [`discard_dead`](Self::discard_dead).
+    pub async fn discard_dead_of(&self, tenant: Option<&str>, ids: &[JobId]) -> Result<Vec<JobId>> {
         let scope = self.tenant_scope()?;
         let t = self.console_table(scope.tenant)?;
-        let sql = format!("DELETE FROM {t} WHERE id = ANY($1) AND state = 'dead' RETURNING id");
+        let sql = format!(
+            "DELETE FROM {t} WHERE id = ANY($1) AND state = 'dead' \
+             AND ($2::text IS NULL OR tenant = $2) RETURNING id"
+        );
         let mut conn = self.tenant_connection(&scope).await?;
         let gone = sqlx::query_scalar(AssertSqlSafe(sql))
             .persistent(false)
             .bind(ids)
+            .bind(tenant)
             .fetch_all(&mut *conn)
             .await?;
         conn.finish().await?;

@@ -231,6 +231,11 @@ impl Queue {
                 30,
                 "vacuum jobs by claimed count",
                 include_str!("../../migrations/30_vacuum_jobs_by_claimed_count.sql"),
+            )
+            .with(
+                40,
+                "dead letters by tenant key",
+                include_str!("../../migrations/40_dead_letters_by_tenant_key.sql"),
             ))
     }
 
