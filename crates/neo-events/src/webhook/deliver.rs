@@ -3,7 +3,7 @@
 
 use super::http::{parse_retry_after, read_capped, transport_error};
 use super::inline::InlineAttempt;
-use super::rows::{StatusUpdate, Target, write_statuses};
+use super::rows::{AttemptHistory, StatusUpdate, Target, write_statuses};
 use super::store::Webhooks;
 use super::{OperationalEvent, lock};
 use crate::{EventError, WebhookSecret, sign};
@@ -490,7 +490,13 @@ impl Webhooks {
         }
         let advance = async {
             let mut tx = self.inner.system.begin().await?;
-            write_statuses(&mut tx, &self.inner.sql.update_status, &[update]).await?;
+            write_statuses(
+                &mut tx,
+                &self.inner.sql.update_status,
+                AttemptHistory::of(&self.inner.config),
+                &[update],
+            )
+            .await?;
             self.advance_fifo(&mut tx, target.endpoint_id).await?;
             tx.commit().await?;
             Ok::<(), EventError>(())
@@ -507,6 +513,7 @@ impl Webhooks {
             .get_or_try_init(|| async {
                 let db = self.inner.system.clone();
                 let sql = self.inner.sql.update_status.clone();
+                let history = AttemptHistory::of(&self.inner.config);
                 neo_batch::WriteBatcher::new(
                     self.inner.config.status_writes,
                     move |batch: Vec<StatusUpdate>| {
@@ -514,7 +521,7 @@ impl Webhooks {
                         async move {
                             // A transaction behind a transaction pooler (neo_db::Pooler).
                             let mut conn = db.statement_connection().await?;
-                            write_statuses(&mut conn, &sql, &batch).await?;
+                            write_statuses(&mut conn, &sql, history, &batch).await?;
                             conn.finish().await
                         }
                     },

@@ -116,10 +116,28 @@ impl StatusUpdate {
     }
 }
 
-/// Writes a batch of status updates in one statement.
+/// How much of each attempt the status write keeps in the delivery's history
+/// ([`WebhookConfig::attempt_history`](crate::WebhookConfig::attempt_history)).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AttemptHistory {
+    pub(super) kept: i32,
+    pub(super) excerpt_chars: i32,
+}
+
+impl AttemptHistory {
+    pub(super) fn of(config: &crate::WebhookConfig) -> Self {
+        AttemptHistory {
+            kept: i32::try_from(config.attempt_history).unwrap_or(i32::MAX),
+            excerpt_chars: i32::try_from(config.attempt_excerpt_chars).unwrap_or(i32::MAX),
+        }
+    }
+}
+
+/// Writes a batch of status updates, and the attempts they report, in one statement.
 pub(super) async fn write_statuses(
     conn: &mut sqlx::PgConnection,
     sql: &str,
+    history: AttemptHistory,
     batch: &[StatusUpdate],
 ) -> Result<(), neo_db::Error> {
     let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
@@ -132,6 +150,8 @@ pub(super) async fn write_statuses(
         .bind(batch.iter().map(|u| u.duration_ms).collect::<Vec<_>>())
         .bind(column(|u| u.error.clone()))
         .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>())
+        .bind(history.kept)
+        .bind(history.excerpt_chars)
         .execute(&mut *conn)
         .await?;
     Ok(())

@@ -1,0 +1,163 @@
+//! One endpoint's deliveries with every attempt, and recovering the failed ones since a time.
+
+use crate::common::{csrf, get, post, setup};
+use axum::http::StatusCode;
+use neo_events::{DeliveryStatus, NewEndpoint};
+use neo_queue::{Worker, WorkerConfig};
+use neo_testkit::{HttpReceiver, ScriptedResponse};
+use std::time::{Duration, Instant};
+
+async fn until<F: AsyncFnMut() -> bool>(what: &str, mut done: F) {
+    let started = Instant::now();
+    while !done().await {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_endpoint_shows_every_attempt_of_its_deliveries_escaped() {
+    let s = setup().await;
+    let receiver = HttpReceiver::start().await.unwrap();
+    receiver.push(ScriptedResponse::status(503).body("<script>alert('x')</script> overloaded"));
+    receiver.set_default(ScriptedResponse::ok().body("thanks"));
+    let endpoint = s
+        .endpoint(NewEndpoint::new(receiver.url("/hook")).description("attempts"))
+        .await;
+    let worker = s.webhooks.handle(Worker::new(
+        s.queue.clone(),
+        WorkerConfig {
+            poll_interval: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        },
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    s.fan_out(serde_json::json!({ "n": 1 }), None).await;
+    let dead = async || {
+        s.webhooks
+            .deliveries(endpoint.id, Some(DeliveryStatus::Dead), 10)
+            .await
+            .unwrap()
+    };
+    until("the first attempt to fail", async || {
+        dead().await.len() == 1
+    })
+    .await;
+    let delivery = dead().await.remove(0);
+    // Replayed from the console: the second attempt is delivered.
+    let app = s.operator();
+    let page = get(&app, &format!("/ops/webhooks/{}", endpoint.id)).await;
+    let token = csrf(&page.body);
+    let replay = post(
+        &app,
+        &format!("/ops/deliveries/{}/replay", delivery.id),
+        &format!("csrf={token}"),
+    )
+    .await;
+    assert_eq!(replay.status, StatusCode::SEE_OTHER, "{}", replay.body);
+    until("the replay to be delivered", async || {
+        s.webhooks.delivery(delivery.id).await.unwrap().status == DeliveryStatus::Delivered
+    })
+    .await;
+
+    let page = get(&app, &format!("/ops/webhooks/{}", endpoint.id)).await;
+    assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+    assert_eq!(
+        page.body.matches("class=\"attempt\"").count(),
+        2,
+        "{}",
+        page.body
+    );
+    let first = &page.body[page.body.find("data-attempt=\"1\"").unwrap()..];
+    let first = &first[..first.find("</tr>").unwrap()];
+    assert!(
+        first.contains(">dead<") && first.contains(">503<"),
+        "{first}"
+    );
+    assert!(
+        first.contains("&lt;script&gt;alert('x')&lt;/script&gt; overloaded"),
+        "{first}"
+    );
+    let second = &page.body[page.body.find("data-attempt=\"2\"").unwrap()..];
+    let second = &second[..second.find("</tr>").unwrap()];
+    assert!(
+        second.contains(">delivered<") && second.contains(">200<") && second.contains("thanks"),
+        "{second}"
+    );
+    assert!(!page.body.contains("<script"), "unescaped: {}", page.body);
+    // The delivery's own page lists both attempts too.
+    let detail = get(&app, &format!("/ops/deliveries/{}", delivery.id)).await;
+    assert_eq!(detail.body.matches("class=\"attempt\"").count(), 2);
+    assert!(
+        !detail.body.contains("<script"),
+        "unescaped: {}",
+        detail.body
+    );
+
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn recover_sends_again_the_deliveries_dead_since_the_time_given() {
+    let s = setup().await;
+    let endpoint = s
+        .endpoint(NewEndpoint::new("http://127.0.0.1:9/hook"))
+        .await;
+    for n in 0..3 {
+        s.fan_out(serde_json::json!({ "n": n }), None).await;
+    }
+    let ids: Vec<i64> = s
+        .webhooks
+        .deliveries(endpoint.id, None, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(ids.len(), 3);
+    // Two went dead ten minutes ago, one two hours ago.
+    let mut conn = s.db.statement_connection().await.unwrap();
+    sqlx::query(
+        "UPDATE neo_events.webhook_deliveries SET status = 'dead', \
+         updated_at = now() - CASE WHEN id = $1 THEN interval '2 hours' ELSE interval '10 minutes' END",
+    )
+    .persistent(false)
+    .bind(ids[0])
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    conn.finish().await.unwrap();
+
+    let app = s.operator();
+    let page = get(&app, &format!("/ops/webhooks/{}", endpoint.id)).await;
+    assert!(page.body.contains("id=\"recover\""), "{}", page.body);
+    let token = csrf(&page.body);
+    let path = format!("/ops/webhooks/{}/recover", endpoint.id);
+    let bad = post(&app, &path, &format!("csrf={token}&since=yesterday")).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let refused = post(&app, &path, "since=2000-01-01T00:00").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN);
+    let since = (chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M");
+    let recovered = post(&app, &path, &format!("csrf={token}&since={since}")).await;
+    assert_eq!(
+        recovered.status,
+        StatusCode::SEE_OTHER,
+        "{}",
+        recovered.body
+    );
+    let status = async |id| s.webhooks.delivery(id).await.unwrap().status;
+    assert_eq!(
+        status(ids[0]).await,
+        DeliveryStatus::Dead,
+        "older than since"
+    );
+    assert_eq!(status(ids[1]).await, DeliveryStatus::Pending);
+    assert_eq!(status(ids[2]).await, DeliveryStatus::Pending);
+}
