@@ -248,7 +248,8 @@ impl ConsoleBuilder {
         self
     }
 
-    /// Reads queue and outbox gauges, lock waits and pool use through `db`, with `observe`'s
+    /// Reads outbox gauges, statements, lock waits and pool use through `db` (and samples the
+    /// queues' throughput), with `observe`'s
     /// statement timeout and endpoint settings (counts stop at
     /// [`ConsoleConfig::count_cap`]).
     #[must_use]

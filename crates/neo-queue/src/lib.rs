@@ -51,5 +51,5 @@ pub use config::{QueueConfig, WorkerConfig};
 pub use context::JobContext;
 pub use error::{Error, Result};
 pub use job::{Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Receipt};
-pub use queue::{CancelFilter, Cancelled, JobOutput, PauseStatus, Pruned, Queue};
+pub use queue::{CancelFilter, Cancelled, CappedDepth, JobOutput, PauseStatus, Pruned, Queue};
 pub use worker::{JobError, Worker, WorkerReport};

@@ -23,8 +23,8 @@ struct Counts {
     available: i64,
     running: i64,
     dead: i64,
-    /// `None` in a tenant's console (the oldest job may be another tenant's).
-    oldest_pending_seconds: Option<f64>,
+    /// Of the console's tenant's jobs in a tenant's console.
+    oldest_pending_seconds: f64,
     /// `None` in a tenant's console (pausing is the operator's).
     paused: Option<Option<PauseStatus>>,
 }
@@ -45,34 +45,22 @@ fn tenant_key(inner: &Inner) -> Option<String> {
 
 async fn counts(inner: &Inner) -> Result<Vec<Counts>> {
     let mut rows = Vec::new();
-    let cap = inner.config.count_cap;
+    let key = tenant_key(inner);
     for q in &inner.queues {
-        let name = q.config().schema.clone();
-        match (tenant_key(inner), &inner.readings) {
-            (Some(key), _) => {
-                let depth = acting(inner, q).capped_depth_of(&key, cap).await?;
-                rows.push(Counts {
-                    queue: name,
-                    available: depth.available,
-                    running: depth.running,
-                    dead: depth.dead,
-                    oldest_pending_seconds: None,
-                    paused: None,
-                });
-            }
-            (None, Some(r)) => {
-                let reading = r.queue(&name).await?;
-                rows.push(Counts {
-                    queue: name,
-                    available: reading.available,
-                    running: reading.running,
-                    dead: reading.dead,
-                    oldest_pending_seconds: Some(reading.oldest_pending_seconds),
-                    paused: Some(q.pause_status().await?),
-                });
-            }
-            (None, None) => {}
-        }
+        let depth = acting(inner, q)
+            .capped_depth_of(key.as_deref(), inner.config.count_cap)
+            .await?;
+        rows.push(Counts {
+            queue: q.config().schema.clone(),
+            available: depth.available,
+            running: depth.running,
+            dead: depth.dead,
+            oldest_pending_seconds: depth.oldest_due.map_or(0.0, |d| d.as_secs_f64()),
+            paused: match inner.tenant {
+                None => Some(q.pause_status().await?),
+                Some(_) => None,
+            },
+        });
     }
     Ok(rows)
 }
@@ -117,11 +105,10 @@ pub(crate) async fn list(State(inner): State<Arc<Inner>>, authed: Authed) -> Res
         _ => None,
     };
     let body = html! {
-        @if operator && inner.readings.is_none() { p.muted { "No database given: counts are not shown." } }
         table id="queue-counts" {
             tr {
-                th { "queue" } th { "available" } th { "running" } th { "dead" }
-                @if operator { th { "oldest pending" } th { "state" } }
+                th { "queue" } th { "available" } th { "running" } th { "dead" } th { "oldest pending" }
+                @if operator { th { "state" } }
             }
             @for r in &readings {
                 tr.queue data-queue=(r.queue) data-paused=[r.paused.as_ref().map(|p| p.is_some())] {
@@ -129,7 +116,7 @@ pub(crate) async fn list(State(inner): State<Arc<Inner>>, authed: Authed) -> Res
                     td.n { (r.available) @if r.available >= cap { "+" } }
                     td.n { (r.running) @if r.running >= cap { "+" } }
                     td.n.bad[r.dead > 0] { (r.dead) @if r.dead >= cap { "+" } }
-                    @if let Some(oldest) = r.oldest_pending_seconds { td.n { (age(oldest)) } }
+                    td.n { (age(r.oldest_pending_seconds)) }
                     @if let Some(paused) = &r.paused {
                         td {
                             @match paused {

@@ -10,11 +10,25 @@
 
 use super::Queue;
 use super::tenant_mode::Mode;
-use crate::{Depth, JobRecord, Result};
+use crate::{JobRecord, Result};
 use chrono::{DateTime, Utc};
 use neo_core::{JobId, TenantId};
 use neo_db::TableName;
 use sqlx::{AssertSqlSafe, Row};
+
+/// Capped counts per state and the oldest due job ([`Queue::capped_depth_of`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct CappedDepth {
+    /// Waiting (including scheduled), at most the cap.
+    pub available: i64,
+    /// Claimed and not finished, at most the cap.
+    pub running: i64,
+    /// In the dead letters, at most the cap.
+    pub dead: i64,
+    /// How long the oldest job due now has been due (`None` without one).
+    pub oldest_due: Option<std::time::Duration>,
+}
 
 impl Queue {
     /// The `jobs` table the acting tenant's calls read.
@@ -117,42 +131,64 @@ impl Queue {
         Ok(requeued)
     }
 
-    /// Jobs per state, each count stopping at `cap` (so it reads at most `cap` index entries
-    /// per state), of the jobs whose tenant key is `tenant`: available ones through
-    /// `jobs_claim_by_tenant`, running ones through the lease index (as many as are running),
-    /// dead ones through `jobs_dead_by_tenant_key`. `cancelled` is not counted.
+    /// Jobs per state, each count stopping at `cap`, and the age of the oldest due job, in one
+    /// statement; of the jobs whose tenant key is `tenant` when given. Each count walks its
+    /// partial index in the index's order (so it reads at most `cap` entries: index-only once
+    /// vacuum has marked the pages all-visible) instead of leaving the planner a sequential
+    /// scan through the table: available jobs along `jobs_claim` (one tenant's along
+    /// `jobs_claim_by_tenant`), dead ones along `jobs_dead` (`jobs_dead_by_tenant_key`,
+    /// migration 40), running ones along the lease index (as many as are running). At
+    /// 1,000,000 jobs, 10 % dead, the dead count's sequential scan read 1,752 pages through
+    /// the bulk-read ring on every call; along the index it reads the dead entries only.
+    /// The oldest due job skips from one priority to the next (one probe each).
     ///
     /// # Errors
     /// A database error; [`Error::Tenant`](crate::Error::Tenant) in a tenant-isolated queue
     /// without a tenant.
-    pub async fn capped_depth_of(&self, tenant: &str, cap: i64) -> Result<Depth> {
+    pub async fn capped_depth_of(&self, tenant: Option<&str>, cap: i64) -> Result<CappedDepth> {
         let scope = self.tenant_scope()?;
         let t = self.console_table(scope.tenant)?;
-        let count = |state: &str| {
-            format!(
-                "(SELECT count(*) FROM (SELECT 1 FROM {t} WHERE state = '{state}' AND tenant = $1 LIMIT $2) AS c)"
-            )
+        // `$1` the cap, `$2` the tenant key when given.
+        let (of, claim_order, dead_order) = match tenant {
+            Some(_) => (
+                "AND tenant = $2",
+                "tenant, priority DESC, run_at, id",
+                "tenant, dead_at, id",
+            ),
+            None => ("", "priority DESC, run_at", "dead_at, id"),
         };
         let sql = format!(
-            "SELECT {} AS available, \
-             (SELECT count(*) FROM (SELECT 1 FROM {t} WHERE state = 'running' AND lease_owner IS NOT NULL \
-              AND tenant = $1 LIMIT $2) AS c) AS running, {} AS dead",
-            count("available"),
-            count("dead")
+            "WITH RECURSIVE p(priority) AS ( \
+                 (SELECT priority FROM {t} WHERE state = 'available' {of} ORDER BY priority DESC LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT j.priority FROM {t} j WHERE j.state = 'available' {of} AND j.priority < p.priority \
+                         ORDER BY j.priority DESC LIMIT 1) \
+                 FROM p WHERE p.priority IS NOT NULL) \
+             SELECT \
+               (SELECT count(*) FROM (SELECT 1 FROM {t} WHERE state = 'available' {of} ORDER BY {claim_order} LIMIT $1) AS c) AS available, \
+               (SELECT count(*) FROM (SELECT 1 FROM {t} WHERE state = 'running' AND lease_owner IS NOT NULL {of} LIMIT $1) AS c) AS running, \
+               (SELECT count(*) FROM (SELECT 1 FROM {t} WHERE state = 'dead' {of} ORDER BY {dead_order} LIMIT $1) AS c) AS dead, \
+               (SELECT extract(epoch FROM now() - min(( \
+                   SELECT min(j.run_at) FROM {t} j \
+                   WHERE j.state = 'available' {of} AND j.priority = p.priority AND j.run_at <= now()))) \
+                FROM p WHERE p.priority IS NOT NULL)::float8 AS oldest"
         );
         let mut conn = self.tenant_connection(&scope).await?;
-        let row = sqlx::query(AssertSqlSafe(sql))
+        let mut query = sqlx::query(AssertSqlSafe(sql))
             .persistent(false)
-            .bind(tenant)
-            .bind(cap.max(1))
-            .fetch_one(&mut *conn)
-            .await?;
+            .bind(cap.max(1));
+        if let Some(tenant) = tenant {
+            query = query.bind(tenant);
+        }
+        let row = query.fetch_one(&mut *conn).await?;
         conn.finish().await?;
-        Ok(Depth {
+        Ok(CappedDepth {
             available: row.try_get("available")?,
             running: row.try_get("running")?,
             dead: row.try_get("dead")?,
-            cancelled: 0,
+            oldest_due: row
+                .try_get::<Option<f64>, _>("oldest")?
+                .map(|s| std::time::Duration::from_secs_f64(s.max(0.0))),
         })
     }
 

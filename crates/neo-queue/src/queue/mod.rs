@@ -21,6 +21,7 @@ mod tenant_mode;
 use crate::{Error, QueueConfig, Result};
 pub(crate) use cancel::CANCEL_NOTICE;
 pub use cancel::{CancelFilter, Cancelled};
+pub use console_reads::CappedDepth;
 use neo_core::TenantId;
 use neo_db::{
     Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, TenantIsolation,
