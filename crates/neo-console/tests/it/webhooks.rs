@@ -161,3 +161,74 @@ async fn recover_sends_again_the_deliveries_dead_since_the_time_given() {
     assert_eq!(status(ids[1]).await, DeliveryStatus::Pending);
     assert_eq!(status(ids[2]).await, DeliveryStatus::Pending);
 }
+
+/// Delivers one event to a receiver that always fails, replaying it `replays` times, through
+/// webhooks keeping `history` attempts; returns the attempts kept.
+async fn attempts_kept(history: u32, replays: usize) -> Vec<neo_events::DeliveryAttempt> {
+    let s = setup().await;
+    let webhooks = neo_events::Webhooks::new(
+        &s.db,
+        s.queue.clone(),
+        neo_events::WebhookConfig {
+            attempt_history: history,
+            ..crate::common::webhook_config()
+        },
+    )
+    .unwrap();
+    let receiver = HttpReceiver::start().await.unwrap();
+    receiver.set_default(ScriptedResponse::status(500));
+    let endpoint = webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+        .await
+        .unwrap();
+    let worker = webhooks.handle(Worker::new(
+        s.queue.clone(),
+        WorkerConfig {
+            poll_interval: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        },
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let worker = tokio::spawn(worker.run(async move {
+        let _ = stopped.await;
+    }));
+    let event =
+        neo_events::DomainEvent::new("organization.created", "organization", "o", &1).unwrap();
+    webhooks.fan_out(&[event]).await.unwrap();
+    for round in 0..=replays {
+        let attempts = i32::try_from(round + 1).unwrap();
+        until("the attempt to fail", async || {
+            let d = webhooks
+                .deliveries(endpoint.id, None, 1)
+                .await
+                .unwrap()
+                .remove(0);
+            d.status == DeliveryStatus::Dead && d.attempts == attempts
+        })
+        .await;
+        if round < replays {
+            let id = webhooks.deliveries(endpoint.id, None, 1).await.unwrap()[0].id;
+            assert!(webhooks.replay(id).await.unwrap());
+        }
+    }
+    let id = webhooks.deliveries(endpoint.id, None, 1).await.unwrap()[0].id;
+    let kept = webhooks.delivery_attempts(None, &[id]).await.unwrap();
+    let _ = stop.send(());
+    worker.await.unwrap().unwrap();
+    kept
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delivery_keeps_its_latest_attempts_only_and_none_when_told() {
+    let kept = attempts_kept(2, 3).await;
+    let numbers: Vec<i32> = kept.iter().map(|a| a.attempt).collect();
+    assert_eq!(numbers, vec![3, 4], "the latest two of four: {kept:#?}");
+    assert!(
+        kept.iter()
+            .all(|a| a.outcome == "dead" && a.response_status == Some(500))
+    );
+    assert!(
+        attempts_kept(0, 1).await.is_empty(),
+        "attempt_history 0 keeps none"
+    );
+}

@@ -19,6 +19,7 @@ pub(in crate::webhook) struct Sql {
     pub(in crate::webhook) fan_out_targets: String,
     pub(in crate::webhook) load_for_send: String,
     pub(in crate::webhook) update_status: String,
+    pub(in crate::webhook) update_status_with_attempts: String,
     pub(in crate::webhook) delivery: String,
     pub(in crate::webhook) deliveries: String,
     pub(in crate::webhook) replay_one: String,
@@ -142,11 +143,21 @@ impl Sql {
                  FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id \
                  JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = ANY($1)"
             ),
-            // The same statement, one row, inside a FIFO endpoint's transaction. Each update
-            // that reports an attempt also writes the attempt into the delivery's history
-            // (webhooks migration 41), in this statement: slot attempt % $9 (the latest $9
-            // attempts are kept; none when $9 is 0), excerpts of $10 characters.
+            // The same statement, one row, inside a FIFO endpoint's transaction.
             update_status: format!(
+                "UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
+                 response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
+                 next_attempt_at = u.next, updated_at = now(), \
+                 delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE d.delivered_at END \
+                 FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], $7::text[], $8::timestamptz[]) \
+                   AS u(id, status, attempted, code, body, ms, error, next) \
+                 WHERE d.id = u.id"
+            ),
+            // `update_status` that also writes each attempt it reports into the delivery's
+            // history (webhooks migration 41), in the same statement: slot attempt % $9 (the
+            // latest $9 attempts are kept), excerpts of $10 characters. Used when
+            // `attempt_history` is not 0.
+            update_status_with_attempts: format!(
                 "WITH u AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], $7::text[], $8::timestamptz[]) \
                    AS u(id, status, attempted, code, body, ms, error, next)), \
                  done AS (UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
@@ -157,7 +168,7 @@ impl Sql {
                  RETURNING d.id, d.attempts, d.endpoint_id, d.tenant_id, u.attempted, u.status, u.code, u.body, u.ms, u.error) \
                  INSERT INTO {attempts} AS a (delivery_id, slot, attempt, endpoint_id, tenant_id, outcome, response_status, response_excerpt, duration_ms, error) \
                  SELECT DISTINCT ON (id) id, attempts % $9, attempts, endpoint_id, tenant_id, status, code, left(body, $10), ms, left(error, $10) \
-                 FROM done WHERE attempted > 0 AND $9 > 0 ORDER BY id \
+                 FROM done WHERE attempted > 0 ORDER BY id \
                  ON CONFLICT (delivery_id, slot) DO UPDATE SET attempt = EXCLUDED.attempt, outcome = EXCLUDED.outcome, \
                  response_status = EXCLUDED.response_status, response_excerpt = EXCLUDED.response_excerpt, \
                  duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error, created_at = now()"
