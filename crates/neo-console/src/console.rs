@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use axum::routing::{get, post};
 use neo_core::{CursorCodec, TenantId};
 use neo_db::Db;
+use neo_db::diagnostics::QueryBaselines;
 use neo_events::Webhooks;
 use neo_observe::{ObserveConfig, Readings};
 use neo_queue::Queue;
@@ -43,6 +44,10 @@ pub(crate) struct Inner {
     pub(crate) webhooks: Option<Webhooks>,
     pub(crate) outboxes: Vec<String>,
     pub(crate) caches: Vec<CacheProbe>,
+    /// The queues' throughput samples (operator console with a database only).
+    pub(crate) throughput: Option<Arc<crate::throughput::Throughput>>,
+    /// The query baselines and the one the database page compares with.
+    pub(crate) baselines: Option<(QueryBaselines, String)>,
 }
 
 impl Inner {
@@ -140,6 +145,7 @@ pub struct ConsoleBuilder {
     webhooks: Option<Webhooks>,
     outboxes: Vec<String>,
     caches: Vec<CacheProbe>,
+    baselines: Option<(QueryBaselines, String)>,
 }
 
 impl std::fmt::Debug for ConsoleBuilder {
@@ -165,6 +171,7 @@ impl Console {
             webhooks: None,
             outboxes: Vec::new(),
             caches: Vec::new(),
+            baselines: None,
         }
     }
 
@@ -183,6 +190,8 @@ impl Console {
                 "/queues/{queue}/discard",
                 post(crate::pages::queues::discard),
             )
+            .route("/queues/{queue}/pause", post(crate::pages::queues::pause))
+            .route("/queues/{queue}/resume", post(crate::pages::queues::resume))
             .route("/webhooks", get(crate::pages::webhooks::endpoints))
             .route(
                 "/webhooks/{endpoint}",
@@ -195,6 +204,10 @@ impl Console {
             .route(
                 "/webhooks/{endpoint}/rotate",
                 post(crate::pages::webhooks::rotate),
+            )
+            .route(
+                "/webhooks/{endpoint}/recover",
+                post(crate::pages::webhooks::recover),
             )
             .route(
                 "/deliveries/{delivery}",
@@ -226,15 +239,17 @@ impl ConsoleBuilder {
         self
     }
 
-    /// Shows only `tenant`'s webhook endpoints and deliveries, and acts only on them: the
-    /// portal a customer sees. The operator pages (queues, outbox, cache, database) answer 404.
+    /// Shows only `tenant`'s webhook endpoints and deliveries and its queued jobs (counts and
+    /// dead letters, by the jobs' tenant key), and acts only on them: the portal a customer
+    /// sees. The operator pages (outbox, cache, database) and pausing a queue answer 404.
     #[must_use]
     pub fn tenant(mut self, tenant: TenantId) -> Self {
         self.tenant = Some(tenant);
         self
     }
 
-    /// Reads queue and outbox gauges, lock waits and pool use through `db`, with `observe`'s
+    /// Reads outbox gauges, statements, lock waits and pool use through `db` (and samples the
+    /// queues' throughput), with `observe`'s
     /// statement timeout and endpoint settings (counts stop at
     /// [`ConsoleConfig::count_cap`]).
     #[must_use]
@@ -265,6 +280,15 @@ impl ConsoleBuilder {
         self
     }
 
+    /// Lists the database page's top statements beside the baseline `name` of `baselines`
+    /// (the mean since the baseline over its mean, regressions marked); without it they are
+    /// listed by mean time alone.
+    #[must_use]
+    pub fn baselines(mut self, baselines: QueryBaselines, name: impl Into<String>) -> Self {
+        self.baselines = Some((baselines, name.into()));
+        self
+    }
+
     /// Shows `cache`'s counters.
     #[must_use]
     pub fn cache<V>(mut self, cache: neo_cache::HybridCache<V>) -> Self
@@ -288,7 +312,9 @@ impl ConsoleBuilder {
         self
     }
 
-    /// The console.
+    /// The console. Built inside a tokio runtime with a database and queues, the operator
+    /// console starts sampling the queues' throughput (every
+    /// [`ConsoleConfig::throughput_sample`], until the last clone of the console is dropped).
     ///
     /// # Errors
     /// [`Error::Invalid`] for bad settings or a key shorter than 32 bytes.
@@ -312,6 +338,23 @@ impl ConsoleBuilder {
             Some(db) => Some(Readings::new(db, observe)?),
             None => None,
         };
+        let throughput = match &self.db {
+            Some(db) if self.tenant.is_none() && !self.queues.is_empty() => {
+                let every = self.config.throughput_sample;
+                let kept = (self.config.throughput_window.as_secs_f64() / every.as_secs_f64())
+                    .ceil() as usize
+                    + 1;
+                let t = Arc::new(crate::throughput::Throughput::new(
+                    self.queues
+                        .iter()
+                        .map(|q| q.config().schema.clone())
+                        .collect(),
+                    kept,
+                ));
+                crate::throughput::Throughput::spawn(&t, db, every).then_some(t)
+            }
+            _ => None,
+        };
         Ok(Console {
             inner: Arc::new(Inner {
                 config: self.config,
@@ -325,6 +368,8 @@ impl ConsoleBuilder {
                 webhooks: self.webhooks,
                 outboxes: self.outboxes,
                 caches: self.caches,
+                throughput,
+                baselines: self.baselines,
             }),
         })
     }

@@ -39,10 +39,10 @@ pub(crate) fn secure(page: Markup) -> Response {
     response
 }
 
-/// The navigation: every page in the operator console, the webhooks alone in a tenant's.
+/// The navigation: every page in the operator console, the webhooks and queues in a tenant's.
 fn nav(inner: &Inner, here: &str) -> Markup {
     let pages: &[(&str, &str)] = if inner.tenant.is_some() {
-        &[("webhooks", "Webhooks")]
+        &[("webhooks", "Webhooks"), ("queues", "Queues")]
     } else {
         &[
             ("queues", "Queues"),

@@ -3,14 +3,19 @@
 //! outboxes, the caches and the database.
 //!
 //! - **Queues**: capped counts per state and queue, the oldest pending job, dead letters one
-//!   keyset page at a time with their error and attempts; retry or discard one or many.
+//!   keyset page at a time with their error and attempts; retry or discard one or many;
+//!   pause and resume a queue; jobs enqueued and finished per second over the last minutes
+//!   as an inline SVG chart (sampled from PostgreSQL's row counts of the `jobs` table,
+//!   nothing written on the queue's hot path).
 //! - **Webhooks**: endpoints one keyset page at a time with their health over their latest
 //!   deliveries (success rate, p50/p99 duration, pending, dead), disabled reason; one
-//!   endpoint's deliveries (attempts, status, duration, response excerpt); one delivery with
-//!   its payload; replay one; enable or disable; rotate the secret (shown once, in the answer
-//!   to the POST).
+//!   endpoint's deliveries, each with every attempt kept (outcome, status, duration, response
+//!   excerpt); one delivery with its attempts and payload; replay one; recover every delivery
+//!   dead since a time; enable or disable; rotate the secret (shown once, in the answer to the
+//!   POST).
 //! - **Outbox**: lag, pending, last dispatch. **Cache**: hit ratio, entries, evictions, loads.
-//!   **Database**: pool use and the sessions waiting on locks.
+//!   **Database**: pool use, the top statements beside a query baseline
+//!   ([`ConsoleBuilder::baselines`]), and the sessions waiting on locks with who blocks them.
 //!
 //! # Security
 //! Every request goes through the host's [`Authorizer`] ([`BearerToken`] by default: a
@@ -22,7 +27,8 @@
 //!
 //! # Tenants
 //! [`ConsoleBuilder::tenant`] builds the same router for one tenant: only its endpoints and
-//! deliveries are listed, and an id of another tenant's is 404 for every page and action.
+//! deliveries, and its own jobs' counts and dead letters (by the jobs' tenant key), are
+//! listed, and an id of another tenant's is 404 for every page and action.
 //!
 //! # Example
 //! ```no_run
@@ -41,11 +47,13 @@
 //! ```
 
 mod auth;
+mod chart;
 mod config;
 mod console;
 mod error;
 mod html;
 mod pages;
+mod throughput;
 
 pub use auth::{Authorizer, BearerToken, Principal};
 pub use config::ConsoleConfig;

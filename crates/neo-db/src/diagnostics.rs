@@ -4,7 +4,9 @@
 
 mod baseline;
 
-pub use baseline::{BaselineConfig, QueryBaselines, Regression};
+pub use baseline::{
+    BaselineConfig, BaselineFigures, QueryBaselines, Regression, StatementBaseline,
+};
 
 use crate::Result;
 use crate::pool::Db;

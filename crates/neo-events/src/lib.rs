@@ -49,7 +49,7 @@ pub use outbox::{
 pub use ssrf::AddressPolicy;
 #[cfg(feature = "webhooks")]
 pub use webhook::{
-    AtRest, Delivery, DeliveryStatus, Endpoint, EndpointHealth, EndpointStats, EndpointSummary,
+    AtRest, Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, EndpointStats, EndpointSummary,
     EventTypeInfo, FannedOut, MAX_REGION_LEN, NewEndpoint, OperationalEvent, ResealConfig,
     ResealProgress, VERIFICATION_EVENT_TYPE, Verification, WebhookConfig, Webhooks,
     verification_answer,

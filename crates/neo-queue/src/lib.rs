@@ -61,5 +61,7 @@ pub use periodic::{
     CatchUp, CronField, MAX_PERIODIC_NAME_LEN, Periodic, PeriodicConfig, PeriodicJobs,
     PeriodicStatus, Schedule, TickReport,
 };
-pub use queue::{CancelFilter, Cancelled, JobOutput, PauseStatus, PeriodicState, Pruned, Queue};
+pub use queue::{
+    CancelFilter, Cancelled, CappedDepth, JobOutput, PauseStatus, PeriodicState, Pruned, Queue,
+};
 pub use worker::{JobError, Worker, WorkerReport};

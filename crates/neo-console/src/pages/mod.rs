@@ -22,11 +22,11 @@ pub(crate) async fn overview(State(inner): State<Arc<Inner>>, authed: Authed) ->
     }
     let body = html! {
         ul {
-            li { a href=(inner.link("/queues")) { "Queues" } " — " (inner.queues.len()) " queue(s), dead letters, retry and discard" }
-            li { a href=(inner.link("/webhooks")) { "Webhooks" } " — endpoints, health, deliveries, replay" }
+            li { a href=(inner.link("/queues")) { "Queues" } " — " (inner.queues.len()) " queue(s), throughput, dead letters, retry and discard, pause and resume" }
+            li { a href=(inner.link("/webhooks")) { "Webhooks" } " — endpoints, health, deliveries and their attempts, replay, recover" }
             li { a href=(inner.link("/outbox")) { "Outbox" } " — " (inner.outboxes.len()) " outbox(es): lag, pending, last dispatch" }
             li { a href=(inner.link("/cache")) { "Cache" } " — " (inner.caches.len()) " cache(s): hit ratio, sizes, evictions" }
-            li { a href=(inner.link("/database")) { "Database" } " — pool use, lock waits" }
+            li { a href=(inner.link("/database")) { "Database" } " — pool use, top statements beside their baseline, lock waits" }
         }
     };
     Ok(page(&inner, &authed.principal, "", "Overview", &body))

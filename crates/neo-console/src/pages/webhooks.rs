@@ -3,12 +3,12 @@
 //! every id is checked to be the tenant's before anything is read or done with it.
 
 use crate::console::{Action, Authed, Inner};
-use crate::html::{action, csrf_field, excerpt, page, percent, secure};
+use crate::html::{action, age, csrf_field, excerpt, page, percent, secure};
 use crate::{Error, Result};
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, html};
-use neo_events::{Delivery, DeliveryStatus, Endpoint};
+use neo_events::{Delivery, DeliveryAttempt, DeliveryStatus, Endpoint, EndpointStats};
 use std::collections::HashMap;
 use std::sync::Arc;
 use uuid::Uuid;
@@ -59,6 +59,10 @@ async fn owned_delivery(inner: &Inner, id: i64) -> Result<Delivery> {
     Ok(delivery)
 }
 
+fn millis(d: std::time::Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1e3)
+}
+
 fn parse_uuid(what: &'static str, text: &str) -> Result<Uuid> {
     text.parse()
         .map_err(|e: uuid::Error| Error::invalid(what, e.to_string()))
@@ -79,8 +83,13 @@ pub(crate) async fn endpoints(State(inner): State<Arc<Inner>>, authed: Authed) -
         None
     };
     let ids: Vec<Uuid> = list.iter().map(|e| e.id).collect();
-    let health: HashMap<Uuid, neo_events::EndpointHealth> = inner
-        .as_tenant(webhooks.endpoint_health(inner.tenant, &ids, inner.config.health_window))
+    let health: HashMap<Uuid, EndpointStats> = inner
+        .as_tenant(webhooks.endpoints_stats(
+            inner.tenant,
+            &ids,
+            inner.config.health_period,
+            inner.config.health_window,
+        ))
         .await?
         .into_iter()
         .map(|h| (h.endpoint_id, h))
@@ -91,21 +100,22 @@ pub(crate) async fn endpoints(State(inner): State<Arc<Inner>>, authed: Authed) -
         .map(|(id, state)| (id, format!("{state:?}").to_lowercase()))
         .collect();
     let body = html! {
-        p.muted { "Health covers each endpoint's latest " (inner.config.health_window) " deliveries; the breaker is this instance's." }
+        p.muted { "Health covers each endpoint's deliveries of the last " (age(inner.config.health_period.as_secs_f64())) ", the latest " (inner.config.health_window) " of each status; the breaker is this instance's." }
         table id="endpoints" {
             tr { th { "endpoint" } th { "url" } th { "description" } th { "state" } th { "success" } th { "p50" } th { "p99" } th { "pending" } th { "dead" } th { "breaker" } }
             @for e in &list {
-                @let h = health.get(&e.id).copied().unwrap_or_default();
+                @let h = health.get(&e.id);
+                @let success = h.and_then(|h| h.success_rate);
                 tr.endpoint data-endpoint=(e.id) {
                     td { a href=(inner.link(&format!("/webhooks/{}", e.id))) { code { (e.id) } } }
                     td { (e.url) }
                     td.description { (e.description) }
                     td { @if e.enabled { span.ok { "enabled" } } @else { span.bad { "disabled" } " " (e.disabled_reason.as_deref().unwrap_or("")) } }
-                    td.n class=[(h.success_ratio() < 0.9).then_some("bad")] { (percent(h.success_ratio())) }
-                    td.n { @if let Some(ms) = h.p50_ms { (format!("{ms:.0} ms")) } }
-                    td.n { @if let Some(ms) = h.p99_ms { (format!("{ms:.0} ms")) } }
-                    td.n { (h.pending) }
-                    td.n class=[(h.dead > 0).then_some("bad")] { (h.dead) }
+                    td.n.bad[success.is_some_and(|r| r < 0.9)] { @match success { Some(r) => (percent(r)), None => "—" } }
+                    td.n { @if let Some(d) = h.and_then(|h| h.latency_p50) { (millis(d)) } }
+                    td.n { @if let Some(d) = h.and_then(|h| h.latency_p99) { (millis(d)) } }
+                    td.n { (h.map_or(0, |h| h.pending)) }
+                    td.n.bad[h.is_some_and(|h| h.dead > 0)] { (h.map_or(0, |h| h.dead)) }
                     td { (breakers.get(&e.id).map_or("closed", String::as_str)) }
                 }
             }
@@ -144,6 +154,14 @@ pub(crate) async fn endpoint(
     } else {
         None
     };
+    let ids: Vec<i64> = deliveries.iter().map(|d| d.id).collect();
+    let mut attempts: HashMap<i64, Vec<DeliveryAttempt>> = HashMap::new();
+    for a in inner
+        .as_tenant(webhooks.delivery_attempts(inner.tenant, &ids))
+        .await?
+    {
+        attempts.entry(a.delivery_id).or_default().push(a);
+    }
     let principal = &authed.principal;
     let here = inner.link(&format!("/webhooks/{id}"));
     let max = inner.config.excerpt_chars;
@@ -170,6 +188,12 @@ pub(crate) async fn endpoint(
             " "
             (action(&inner, principal, &format!("/webhooks/{id}/rotate"), &[], "Rotate secret"))
         }
+        form.inline id="recover" method="post" action=(format!("{here}/recover")) {
+            (csrf_field(&inner, principal))
+            label { "Send again every delivery that went dead since (UTC) "
+                input type="datetime-local" name="since" required value=((chrono::Utc::now() - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M")); }
+            " " button type="submit" { "Recover failed" }
+        }
         h2 { "Deliveries" }
         p {
             "Show: "
@@ -184,7 +208,7 @@ pub(crate) async fn endpoint(
                 tr.delivery data-delivery=(d.id) data-status=(status_name(d.status)) {
                     td { a href=(inner.link(&format!("/deliveries/{}", d.id))) { (d.id) } }
                     td { (d.event_type) }
-                    td class=[(d.status == DeliveryStatus::Dead).then_some("bad")] { (status_name(d.status)) }
+                    td.bad[d.status == DeliveryStatus::Dead] { (status_name(d.status)) }
                     td.n { (d.attempts) }
                     td.n { @if let Some(s) = d.response_status { (s) } }
                     td.n { @if let Some(ms) = d.duration_ms { (ms) " ms" } }
@@ -195,6 +219,9 @@ pub(crate) async fn endpoint(
                         (action(&inner, principal, &format!("/deliveries/{}/replay", d.id), &[], "Replay"))
                     } }
                 }
+                @for a in attempts.get(&d.id).map_or(&[][..], Vec::as_slice) {
+                    (attempt_row(a, max))
+                }
             }
         }
         @if deliveries.is_empty() { p.muted { "No deliveries." } }
@@ -203,6 +230,24 @@ pub(crate) async fn endpoint(
         }
     };
     Ok(page(&inner, principal, "webhooks", "Endpoint", &body))
+}
+
+/// One attempt as a row under its delivery in the endpoint's table.
+fn attempt_row(a: &DeliveryAttempt, max: usize) -> maud::Markup {
+    html! {
+        tr.attempt data-delivery=(a.delivery_id) data-attempt=(a.attempt) {
+            td.muted { "↳ attempt " (a.attempt) }
+            td {}
+            td.bad[a.outcome == "dead"] { (a.outcome) }
+            td {}
+            td.n { @if let Some(s) = a.response_status { (s) } }
+            td.n { @if let Some(ms) = a.duration_ms { (ms) " ms" } }
+            td { (excerpt(a.error.as_deref().unwrap_or(""), max)) }
+            td { code { (excerpt(a.response_excerpt.as_deref().unwrap_or(""), max)) } }
+            td { (a.created_at.format("%Y-%m-%d %H:%M:%S")) }
+            td {}
+        }
+    }
 }
 
 /// `GET /deliveries/{delivery}`: one delivery with its payload.
@@ -217,6 +262,9 @@ pub(crate) async fn delivery(
         .as_tenant(webhooks.message_payload(inner.tenant, d.message_id))
         .await?
         .unwrap_or_default();
+    let attempts = inner
+        .as_tenant(webhooks.delivery_attempts(inner.tenant, &[id]))
+        .await?;
     let max = inner.config.excerpt_chars;
     let principal = &authed.principal;
     let body = html! {
@@ -236,7 +284,13 @@ pub(crate) async fn delivery(
         @if d.status == DeliveryStatus::Dead {
             p { (action(&inner, principal, &format!("/deliveries/{id}/replay"), &[], "Replay")) }
         }
-        h2 { "Response body" }
+        h2 { "Attempts" }
+        table id="attempts" {
+            tr { th { "attempt" } th {} th { "outcome" } th {} th { "answer" } th { "duration" } th { "error" } th { "response" } th { "at" } th {} }
+            @for a in &attempts { (attempt_row(a, max)) }
+        }
+        @if attempts.is_empty() { p.muted { "No attempt recorded." } }
+        h2 { "Last response body" }
         pre id="response" { (excerpt(d.response_body.as_deref().unwrap_or(""), max)) }
         h2 { "Payload" }
         pre id="payload" { (excerpt(&body_text, max)) }
@@ -305,4 +359,66 @@ pub(crate) async fn rotate(
             }
         }
     }))
+}
+
+/// `POST /webhooks/{endpoint}/recover` with `since` (`YYYY-MM-DDTHH:MM[:SS]`, UTC, or RFC
+/// 3339): sends again every delivery of the endpoint that went dead since then.
+pub(crate) async fn recover(
+    State(inner): State<Arc<Inner>>,
+    Path(id): Path<String>,
+    act: Action,
+) -> Result<Response> {
+    let id = parse_uuid("endpoint id", &id)?;
+    owned_endpoint(&inner, id).await?;
+    let since = parse_since(act.form.get("since").unwrap_or(""))?;
+    let replayed = inner
+        .as_tenant(inner.webhooks()?.replay_since(id, since))
+        .await?;
+    tracing::info!(who = %act.principal.subject, endpoint = %id, %since, replayed, "console recovered failed deliveries");
+    Ok(Redirect::to(&inner.link(&format!("/webhooks/{id}"))).into_response())
+}
+
+fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>> {
+    if let Ok(at) = chrono::DateTime::parse_from_rfc3339(text) {
+        return Ok(at.with_timezone(&chrono::Utc));
+    }
+    ["%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M"]
+        .iter()
+        .find_map(|f| chrono::NaiveDateTime::parse_from_str(text, f).ok())
+        .map(|at| at.and_utc())
+        .ok_or_else(|| {
+            Error::invalid(
+                "since",
+                format!("{text:?} is not a time such as 2026-12-05T14:00 (UTC)"),
+            )
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_since;
+
+    #[test]
+    fn since_reads_the_browsers_local_time_as_utc_and_rfc_3339() {
+        assert_eq!(
+            parse_since("2026-12-05T14:00").unwrap().to_rfc3339(),
+            "2026-12-05T14:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-12-05T14:00:30").unwrap().to_rfc3339(),
+            "2026-12-05T14:00:30+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-12-05T15:00:00+01:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2026-12-05T14:00:00+00:00"
+        );
+        assert!(
+            parse_since("yesterday")
+                .unwrap_err()
+                .to_string()
+                .contains("since")
+        );
+    }
 }

@@ -1,6 +1,6 @@
 //! The console in headless Chromium (Debian's `chromium`, driven through `chromedriver` over
 //! WebDriver): every page against real rows, "Replay" on a dead delivery reaches the test
-//! receiver, "Retry" on a dead job runs it again. Screenshots go to
+//! receiver, "Retry" on a dead job runs it again, "Pause" pauses the queue. Screenshots go to
 //! `target/console-screenshots/`. Without chromium or chromedriver the test fails, saying how
 //! to install them.
 
@@ -291,6 +291,31 @@ async fn pages_replay_and_retry_in_headless_chromium() {
     let after = browser.open(&format!("{base}/queues")).await;
     assert!(after.contains("No dead letters."), "{after}");
     browser.screenshot("queues-after-retry").await;
+
+    // Pause the queue from the queues page: the page shows it paused and claims stop.
+    c.find(Locator::Css("tr.queue[data-queue=neo_queue] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("tr.queue[data-paused=true] .paused"))
+        .await
+        .unwrap();
+    assert!(s.queue.pause_status().await.unwrap().is_some());
+    browser.screenshot("queues-paused").await;
+    c.find(Locator::Css("tr.queue[data-queue=neo_queue] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    c.wait()
+        .for_element(Locator::Css("tr.queue[data-paused=false]"))
+        .await
+        .unwrap();
+    assert!(s.queue.pause_status().await.unwrap().is_none());
 
     browser.client.clone().close().await.unwrap();
     let _ = stop.send(());

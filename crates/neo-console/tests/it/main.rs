@@ -7,3 +7,4 @@ mod pages;
 mod security;
 mod speed;
 mod tenants;
+mod webhooks;

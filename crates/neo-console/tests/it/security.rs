@@ -205,3 +205,90 @@ async fn a_payload_and_a_description_with_script_tags_render_escaped() {
     let again = get(&app, &format!("/ops/webhooks/{}", endpoint.id)).await;
     assert!(!again.body.contains(new_secret.as_str()));
 }
+
+#[tokio::test]
+async fn script_tags_in_jobs_attempts_and_statements_render_escaped_on_the_new_pages() {
+    use neo_queue::{Failure, NewJob, OnDuplicate};
+    let s = setup().await;
+    let tenant = neo_core::TenantId::new();
+    // A dead job whose payload and error carry a script (a kind cannot).
+    let mut uow = s.db.begin().await.unwrap();
+    s.queue
+        .enqueue(
+            &mut *uow,
+            NewJob::new("report.build", &serde_json::json!({ "name": SCRIPT }))
+                .unwrap()
+                .max_attempts(1)
+                .tenant_id(tenant),
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    uow.commit().await.unwrap();
+    let job = s.queue.claim("t", 1, None).await.unwrap().remove(0);
+    s.queue
+        .nack_many(&[Failure::permanent(job.receipt(), SCRIPT)])
+        .await
+        .unwrap();
+    // A delivery with an attempt whose answer and error carry a script.
+    let endpoint = s
+        .endpoint(NewEndpoint::new("http://127.0.0.1:9/hook"))
+        .await;
+    s.fan_out(serde_json::json!({ "n": 1 }), None).await;
+    let delivery = s
+        .webhooks
+        .deliveries(endpoint.id, None, 1)
+        .await
+        .unwrap()
+        .remove(0);
+    let mut conn = s.db.statement_connection().await.unwrap();
+    sqlx::query(
+        "INSERT INTO neo_events.webhook_delivery_attempts \
+         (delivery_id, slot, attempt, endpoint_id, outcome, response_status, response_excerpt, duration_ms, error) \
+         VALUES ($1, 1, 1, $2, 'dead', 500, $3, 12, $3)",
+    )
+    .persistent(false)
+    .bind(delivery.id)
+    .bind(endpoint.id)
+    .bind(SCRIPT)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    // A statement whose text (kept by pg_stat_statements with its comment) carries a script.
+    sqlx::raw_sql("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::raw_sql("SELECT pg_sleep(0.2) /* <script>alert('x')</script> */")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    conn.finish().await.unwrap();
+
+    let app = s.operator();
+    let tenant_app = s.app(&s.builder().tenant(tenant).build().unwrap());
+    let pages = [
+        get(&app, "/ops/queues").await,
+        get(&tenant_app, "/ops/queues").await,
+        get(&app, &format!("/ops/webhooks/{}", endpoint.id)).await,
+        get(&app, &format!("/ops/deliveries/{}", delivery.id)).await,
+        get(&app, "/ops/database").await,
+    ];
+    for page in &pages {
+        assert_eq!(page.status, StatusCode::OK, "{}", page.body);
+        assert!(
+            page.body
+                .contains("&lt;script&gt;alert('x')&lt;/script&gt;"),
+            "{}",
+            page.body
+        );
+        assert!(!page.body.contains("<script"), "unescaped: {}", page.body);
+        let csp = page
+            .headers
+            .get(header::CONTENT_SECURITY_POLICY)
+            .unwrap()
+            .to_str()
+            .unwrap();
+        assert!(csp.contains("default-src 'none'"), "{csp}");
+    }
+}

@@ -78,6 +78,45 @@ pub struct Regression {
     pub rows_per_call: f64,
 }
 
+/// A statement now, beside its baseline ([`QueryBaselines::top`]).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct StatementBaseline {
+    /// `pg_stat_statements.queryid`.
+    pub queryid: i64,
+    /// The normalized statement text (constants replaced by `$n`).
+    pub query: String,
+    /// Calls counted now (summed over roles).
+    pub calls: i64,
+    /// Total execution time counted now.
+    pub total: Duration,
+    /// Mean execution time counted now (`total / calls`).
+    pub mean: Duration,
+    /// Rows per call counted now.
+    pub rows_per_call: f64,
+    /// The baseline's figures, when the statement is in it.
+    pub baseline: Option<BaselineFigures>,
+}
+
+/// A statement's figures in a baseline and since it.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct BaselineFigures {
+    /// Calls in the baseline.
+    pub calls: i64,
+    /// Mean execution time in the baseline.
+    pub mean: Duration,
+    /// Calls since the baseline (all of them after a statistics reset).
+    pub calls_since: i64,
+    /// Mean execution time of the calls since the baseline (`None` without one).
+    pub mean_since: Option<Duration>,
+    /// `mean_since / mean` (`None` without calls since, or a zero baseline mean).
+    pub ratio: Option<f64>,
+    /// Whether it counts as a regression by the [`BaselineConfig`] (what
+    /// [`QueryBaselines::compare`] lists).
+    pub regressed: bool,
+}
+
 /// Captures and compares `pg_stat_statements` baselines (see the [`diagnostics`](crate::diagnostics) module docs).
 #[derive(Debug, Clone)]
 pub struct QueryBaselines {
@@ -247,6 +286,87 @@ impl QueryBaselines {
         regressions.sort_by(|a, b| b.ratio.total_cmp(&a.ratio));
         regressions.truncate(self.config.max_regressions);
         Ok(regressions)
+    }
+
+    /// The `limit` statements with the most total execution time now, each with its figures
+    /// in the baseline `name` and since it (`baseline` is `None` for a statement the baseline
+    /// does not hold; there need not be a baseline of that name at all). For an operations
+    /// page: [`compare`](Self::compare) lists only the regressions.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when `pg_stat_statements` is not usable; a database error.
+    pub async fn top(&self, name: &str, limit: u32) -> Result<Vec<StatementBaseline>> {
+        let mut conn = self.db.statement_connection().await?;
+        self.ensure_available(&mut conn).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT c.queryid, c.query, c.calls, c.total_ms, c.rows, \
+             b.calls AS base_calls, b.total_ms AS base_total_ms \
+             FROM ({CURRENT}) AS c LEFT JOIN {} b ON b.queryid = c.queryid AND b.baseline = $1 \
+             ORDER BY c.total_ms DESC, c.queryid LIMIT $2",
+            self.table
+        )))
+        .persistent(false)
+        .bind(name)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *conn)
+        .await?;
+        conn.finish().await?;
+        let millis = |ms: f64| Duration::from_secs_f64((ms / 1e3).max(0.0));
+        let mut top = Vec::with_capacity(rows.len());
+        for row in rows {
+            let (calls, total, rows_now): (i64, f64, i64) = (
+                row.try_get("calls")?,
+                row.try_get("total_ms")?,
+                row.try_get("rows")?,
+            );
+            let base: (Option<i64>, Option<f64>) =
+                (row.try_get("base_calls")?, row.try_get("base_total_ms")?);
+            let baseline = match base {
+                (Some(base_calls), Some(base_total)) => {
+                    let (calls_since, total_since) = if calls >= base_calls {
+                        (calls - base_calls, total - base_total)
+                    } else {
+                        (calls, total)
+                    };
+                    let base_mean = if base_calls > 0 {
+                        base_total / base_calls as f64
+                    } else {
+                        0.0
+                    };
+                    let mean_since =
+                        (calls_since > 0).then(|| total_since.max(0.0) / calls_since as f64);
+                    let ratio = mean_since
+                        .filter(|_| base_mean > 0.0)
+                        .map(|m| m / base_mean);
+                    let regressed = ratio.is_some_and(|r| r >= self.config.regression_ratio)
+                        && calls_since >= self.config.min_calls.max(1)
+                        && mean_since.is_some_and(|m| millis(m) >= self.config.min_mean);
+                    Some(BaselineFigures {
+                        calls: base_calls,
+                        mean: millis(base_mean),
+                        calls_since,
+                        mean_since: mean_since.map(millis),
+                        ratio,
+                        regressed,
+                    })
+                }
+                _ => None,
+            };
+            top.push(StatementBaseline {
+                queryid: row.try_get("queryid")?,
+                query: row.try_get("query")?,
+                calls,
+                total: millis(total),
+                mean: millis(if calls > 0 { total / calls as f64 } else { 0.0 }),
+                rows_per_call: if calls > 0 {
+                    rows_now as f64 / calls as f64
+                } else {
+                    0.0
+                },
+                baseline,
+            });
+        }
+        Ok(top)
     }
 
     /// Sets the gauges: `neo_db_regressed_queries` (how many), and per regressed statement

@@ -134,6 +134,31 @@ async fn a_query_slowed_by_a_dropped_index_is_listed_and_exported(route: PgRoute
         "count(*) returns one row"
     );
     assert!((slow.baseline_rows_per_call - 1.0).abs() < f64::EPSILON);
+    // `top` lists the statements by total time with the same comparison, regressed or not.
+    let top = baselines.top("v1", 50).await.unwrap();
+    assert!(top.windows(2).all(|w| w[0].total >= w[1].total), "{top:#?}");
+    let lookup = top.iter().find(|t| t.queryid == slow.queryid).unwrap();
+    let figures = lookup.baseline.as_ref().unwrap();
+    assert!(figures.regressed, "{lookup:?}");
+    assert_eq!(figures.calls_since, 20);
+    assert!(
+        (figures.ratio.unwrap() - slow.ratio).abs() < 1e-9,
+        "{lookup:?}"
+    );
+    assert_eq!(figures.mean, slow.baseline_mean);
+    let steady = top
+        .iter()
+        .find(|t| t.query.contains("+ $2") || t.query.contains("::int4 +"))
+        .unwrap_or_else(|| panic!("the steady statement in {top:#?}"));
+    assert!(!steady.baseline.as_ref().unwrap().regressed, "{steady:?}");
+    assert!(
+        baselines
+            .top("never-captured", 5)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.baseline.is_none())
+    );
 
     let gauges = Gauges::default();
     metrics::with_local_recorder(&gauges, || baselines.export(&regressions));

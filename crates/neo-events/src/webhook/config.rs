@@ -95,6 +95,17 @@ pub struct WebhookConfig {
     /// [`endpoint_stats`](crate::Webhooks::endpoint_stats) reads, the most recent first: it
     /// bounds that query however busy the endpoint. At least 1.
     pub stats_max_deliveries: u32,
+    /// Attempts kept per delivery in its attempt history
+    /// ([`delivery_attempts`](crate::Webhooks::delivery_attempts)): each attempt's outcome,
+    /// answer, duration and an excerpt of the response, written in the statement that
+    /// records the attempt. A delivery's latest this many are kept (a ring: attempt `n` takes
+    /// the place of attempt `n - attempt_history`). A delivery that succeeds at its first
+    /// attempt writes no history row (its own row holds that attempt), so the cost falls on
+    /// retries only: a row per failed or later attempt. 0 keeps none, and the status write
+    /// is then the plain update.
+    pub attempt_history: u32,
+    /// Characters of an attempt's response body and error kept in its history.
+    pub attempt_excerpt_chars: u32,
     /// How long the event type schemas a process looked up are used before being read
     /// again: a schema registered by another process is enforced here within this long.
     #[serde(with = "humantime_serde")]
@@ -179,6 +190,8 @@ impl Default for WebhookConfig {
             dispatch_rounds: 4,
             send_trace_context: false,
             stats_max_deliveries: 10_000,
+            attempt_history: 20,
+            attempt_excerpt_chars: 1_024,
             schema_cache_ttl: Duration::from_secs(30),
             require_verification: false,
             verification_ttl: minutes(10),
@@ -216,6 +229,9 @@ impl WebhookConfig {
         }
         if self.stats_max_deliveries == 0 {
             return Err(invalid("stats_max_deliveries must be at least 1"));
+        }
+        if self.attempt_history > 1_000 {
+            return Err(invalid("attempt_history must be at most 1000"));
         }
         if self.max_payload_bytes == 0 {
             return Err(invalid("max_payload_bytes must be at least 1"));

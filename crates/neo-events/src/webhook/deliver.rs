@@ -3,7 +3,7 @@
 
 use super::http::{parse_retry_after, read_capped, transport_error};
 use super::inline::InlineAttempt;
-use super::rows::{StatusUpdate, Target, write_statuses};
+use super::rows::{AttemptHistory, StatusUpdate, Target, write_statuses};
 use super::store::Webhooks;
 use super::{OperationalEvent, lock};
 use crate::{EventError, WebhookSecret, sign};
@@ -482,6 +482,15 @@ impl Webhooks {
         }
     }
 
+    /// The status write's statement and what it keeps of each attempt: with
+    /// [`attempt_history`](crate::WebhookConfig::attempt_history) 0, the plain update.
+    fn status_write(&self) -> (&str, Option<AttemptHistory>) {
+        match AttemptHistory::of(&self.inner.config) {
+            Some(history) => (&self.inner.sql.update_status_with_attempts, Some(history)),
+            None => (&self.inner.sql.update_status, None),
+        }
+    }
+
     /// Writes an update; when a FIFO endpoint's delivery is done, in one transaction with
     /// queueing the endpoint's next delivery, so exactly one is in flight.
     async fn finish(&self, target: &Target, update: StatusUpdate) -> Result<(), JobError> {
@@ -490,7 +499,8 @@ impl Webhooks {
         }
         let advance = async {
             let mut tx = self.inner.system.begin().await?;
-            write_statuses(&mut tx, &self.inner.sql.update_status, &[update]).await?;
+            let (sql, history) = self.status_write();
+            write_statuses(&mut tx, sql, history, &[update]).await?;
             self.advance_fifo(&mut tx, target.endpoint_id).await?;
             tx.commit().await?;
             Ok::<(), EventError>(())
@@ -506,7 +516,8 @@ impl Webhooks {
             .status
             .get_or_try_init(|| async {
                 let db = self.inner.system.clone();
-                let sql = self.inner.sql.update_status.clone();
+                let (sql, history) = self.status_write();
+                let sql = sql.to_owned();
                 neo_batch::WriteBatcher::new(
                     self.inner.config.status_writes,
                     move |batch: Vec<StatusUpdate>| {
@@ -514,7 +525,7 @@ impl Webhooks {
                         async move {
                             // A transaction behind a transaction pooler (neo_db::Pooler).
                             let mut conn = db.statement_connection().await?;
-                            write_statuses(&mut conn, &sql, &batch).await?;
+                            write_statuses(&mut conn, &sql, history, &batch).await?;
                             conn.finish().await
                         }
                     },

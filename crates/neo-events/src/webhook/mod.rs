@@ -16,7 +16,7 @@ mod verify;
 pub use config::{ResealConfig, WebhookConfig};
 pub use regions::MAX_REGION_LEN;
 pub use stats::EndpointStats;
-pub use store::{AtRest, EndpointHealth, EndpointSummary, FannedOut, ResealProgress, Webhooks};
+pub use store::{AtRest, DeliveryAttempt, EndpointSummary, FannedOut, ResealProgress, Webhooks};
 pub use verify::{VERIFICATION_EVENT_TYPE, Verification, verification_answer};
 
 use crate::{EventError, WebhookSecret};

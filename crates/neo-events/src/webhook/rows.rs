@@ -116,14 +116,35 @@ impl StatusUpdate {
     }
 }
 
-/// Writes a batch of status updates in one statement.
+/// How much of each attempt the status write keeps in the delivery's history
+/// ([`WebhookConfig::attempt_history`](crate::WebhookConfig::attempt_history)).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct AttemptHistory {
+    pub(super) kept: i32,
+    pub(super) excerpt_chars: i32,
+}
+
+impl AttemptHistory {
+    /// `None` when no attempt is kept (the status write is then the plain `update_status`).
+    pub(super) fn of(config: &crate::WebhookConfig) -> Option<Self> {
+        (config.attempt_history > 0).then(|| AttemptHistory {
+            kept: i32::try_from(config.attempt_history).unwrap_or(i32::MAX),
+            excerpt_chars: i32::try_from(config.attempt_excerpt_chars).unwrap_or(i32::MAX),
+        })
+    }
+}
+
+/// Writes a batch of status updates in one statement, `sql`: `update_status`, or with
+/// `history` `update_status_with_attempts` (the attempts they report kept in the same
+/// statement).
 pub(super) async fn write_statuses(
     conn: &mut sqlx::PgConnection,
     sql: &str,
+    history: Option<AttemptHistory>,
     batch: &[StatusUpdate],
 ) -> Result<(), neo_db::Error> {
     let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
-    neo_db::planned_per_call(sqlx::AssertSqlSafe(sql.to_owned()))
+    let mut query = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql.to_owned()))
         .bind(batch.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.status).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.attempted).collect::<Vec<_>>())
@@ -131,8 +152,10 @@ pub(super) async fn write_statuses(
         .bind(column(|u| u.response_body.clone()))
         .bind(batch.iter().map(|u| u.duration_ms).collect::<Vec<_>>())
         .bind(column(|u| u.error.clone()))
-        .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>())
-        .execute(&mut *conn)
-        .await?;
+        .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>());
+    if let Some(history) = history {
+        query = query.bind(history.kept).bind(history.excerpt_chars);
+    }
+    query.execute(&mut *conn).await?;
     Ok(())
 }

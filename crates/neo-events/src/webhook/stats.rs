@@ -1,5 +1,6 @@
 //! Endpoint statistics: attempts, success rate and latency percentiles of an endpoint's
-//! deliveries over a window, in one bounded query ([`Webhooks::endpoint_stats`]).
+//! deliveries over a window, in one bounded query ([`Webhooks::endpoint_stats`]; the same
+//! statement serves a console page of endpoints, [`Webhooks::endpoints_stats`]).
 
 use super::store::{Webhooks, db_error, not_found};
 use crate::EventError;
@@ -40,10 +41,12 @@ pub struct EndpointStats {
     pub truncated: bool,
 }
 
-/// The statement: the endpoint (so an unknown one, or another tenant's under row-level
-/// security, is no row) and its deliveries of the window, each status read newest first
-/// along `webhook_deliveries_endpoint (endpoint_id, status, updated_at)` and capped, so the
-/// query reads at most three caps of rows however busy the endpoint is.
+/// The statement, for one endpoint or several (`$1 uuid[]`; the console reads a page of them
+/// at once): each endpoint (so an unknown one, another tenant's under row-level security, or
+/// one not of tenant `$4` when given, is no row) and its deliveries of the window, each
+/// status read newest first along `webhook_deliveries_endpoint (endpoint_id, status,
+/// updated_at)` and capped, so the query reads at most three caps of rows per endpoint
+/// however busy it is.
 pub(in crate::webhook) fn sql(endpoints: &str, deliveries: &str) -> String {
     let part = |status: &str| {
         format!(
@@ -54,7 +57,7 @@ pub(in crate::webhook) fn sql(endpoints: &str, deliveries: &str) -> String {
         )
     };
     format!(
-        "SELECT s.deliveries, s.attempts, s.delivered, s.dead, s.pending, s.p50, s.p99 \
+        "SELECT e.id AS endpoint_id, s.deliveries, s.attempts, s.delivered, s.dead, s.pending, s.p50, s.p99 \
          FROM {endpoints} e CROSS JOIN LATERAL (\
            SELECT count(*) AS deliveries, coalesce(sum(w.attempts), 0)::int8 AS attempts, \
            count(*) FILTER (WHERE w.status = 'delivered') AS delivered, \
@@ -63,11 +66,46 @@ pub(in crate::webhook) fn sql(endpoints: &str, deliveries: &str) -> String {
            percentile_cont(0.5) WITHIN GROUP (ORDER BY w.duration_ms) AS p50, \
            percentile_cont(0.99) WITHIN GROUP (ORDER BY w.duration_ms) AS p99 \
            FROM ({} UNION ALL {} UNION ALL {}) w) s \
-         WHERE e.id = $1",
+         WHERE e.id = ANY($1) AND ($4::uuid IS NULL OR e.tenant_id = $4) ORDER BY e.id",
         part("delivered"),
         part("dead"),
         part("pending"),
     )
+}
+
+/// One row of the statement as [`EndpointStats`].
+fn stats_from_row(
+    row: &sqlx::postgres::PgRow,
+    window: Duration,
+    cap: i64,
+) -> Result<EndpointStats, EventError> {
+    let count = |name: &str| row.try_get::<i64, _>(name).map_err(db_error);
+    let latency = |name: &str| -> Result<Option<Duration>, EventError> {
+        Ok(row
+            .try_get::<Option<f64>, _>(name)
+            .map_err(db_error)?
+            .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3)))
+    };
+    let (delivered, dead, pending, attempts) = (
+        count("delivered")?,
+        count("dead")?,
+        count("pending")?,
+        count("attempts")?,
+    );
+    Ok(EndpointStats {
+        endpoint_id: row.try_get("endpoint_id").map_err(db_error)?,
+        window,
+        deliveries: count("deliveries")?,
+        attempts,
+        delivered,
+        dead,
+        pending,
+        #[allow(clippy::cast_precision_loss, reason = "a rate")]
+        success_rate: (attempts > 0).then(|| delivered as f64 / attempts as f64),
+        latency_p50: latency("p50")?,
+        latency_p99: latency("p99")?,
+        truncated: [delivered, dead, pending].iter().any(|n| *n >= cap),
+    })
 }
 
 impl Webhooks {
@@ -96,44 +134,37 @@ impl Webhooks {
         endpoint: Uuid,
         window: Duration,
     ) -> Result<EndpointStats, EventError> {
-        let cap = i64::from(self.inner.config.stats_max_deliveries);
         let (_, mut conn) = self.acting_connection(None).await?;
-        let row = sqlx::query(AssertSqlSafe(self.inner.sql.endpoint_stats.clone()))
+        let cap = self.inner.config.stats_max_deliveries;
+        let mut rows = self
+            .stats_rows(&mut conn, None, &[endpoint], window, cap)
+            .await?;
+        conn.finish().await?;
+        rows.pop().ok_or_else(|| not_found("endpoint", endpoint))
+    }
+
+    /// The statement's rows for `endpoints` (of `tenant` when given) on `conn`, at most `cap`
+    /// deliveries of each status per endpoint.
+    pub(in crate::webhook) async fn stats_rows(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        tenant: Option<neo_core::TenantId>,
+        endpoints: &[Uuid],
+        window: Duration,
+        cap: u32,
+    ) -> Result<Vec<EndpointStats>, EventError> {
+        let cap = i64::from(cap);
+        let rows = sqlx::query(AssertSqlSafe(self.inner.sql.endpoint_stats.clone()))
             .persistent(self.inner.db.pooler().named_statements())
-            .bind(endpoint)
+            .bind(endpoints)
             .bind(window.as_secs_f64() * 1e3)
             .bind(cap)
-            .fetch_optional(&mut *conn)
+            .bind(tenant)
+            .fetch_all(&mut *conn)
             .await
-            .map_err(db_error)?
-            .ok_or_else(|| not_found("endpoint", endpoint))?;
-        conn.finish().await?;
-        let count = |name: &str| row.try_get::<i64, _>(name).map_err(db_error);
-        let latency = |name: &str| -> Result<Option<Duration>, EventError> {
-            Ok(row
-                .try_get::<Option<f64>, _>(name)
-                .map_err(db_error)?
-                .map(|ms| Duration::from_secs_f64(ms.max(0.0) / 1e3)))
-        };
-        let (delivered, dead, pending, attempts) = (
-            count("delivered")?,
-            count("dead")?,
-            count("pending")?,
-            count("attempts")?,
-        );
-        Ok(EndpointStats {
-            endpoint_id: endpoint,
-            window,
-            deliveries: count("deliveries")?,
-            attempts,
-            delivered,
-            dead,
-            pending,
-            #[allow(clippy::cast_precision_loss, reason = "a rate")]
-            success_rate: (attempts > 0).then(|| delivered as f64 / attempts as f64),
-            latency_p50: latency("p50")?,
-            latency_p99: latency("p99")?,
-            truncated: [delivered, dead, pending].iter().any(|n| *n >= cap),
-        })
+            .map_err(db_error)?;
+        rows.iter()
+            .map(|row| stats_from_row(row, window, cap))
+            .collect()
     }
 }

@@ -22,6 +22,7 @@ mod tenant_mode;
 use crate::{Error, QueueConfig, Result};
 pub(crate) use cancel::CANCEL_NOTICE;
 pub use cancel::{CancelFilter, Cancelled};
+pub use console_reads::CappedDepth;
 use neo_core::TenantId;
 use neo_db::{
     Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, TenantIsolation,
@@ -244,6 +245,11 @@ impl Queue {
                 31,
                 "no index by kind",
                 include_str!("../../migrations/31_no_index_by_kind.sql"),
+            )
+            .with(
+                40,
+                "dead letters by tenant key",
+                include_str!("../../migrations/40_dead_letters_by_tenant_key.sql"),
             ))
     }
 

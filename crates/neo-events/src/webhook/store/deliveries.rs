@@ -120,16 +120,18 @@ impl Webhooks {
         let mut purged = 0;
         loop {
             let mut conn = self.inner.system.statement_connection().await?;
-            let done = sqlx::query(AssertSqlSafe(self.inner.sql.purge_deliveries.clone()))
-                .persistent(self.inner.system.pooler().named_statements())
-                .bind(age_ms)
-                .bind(i64::from(batch))
-                .execute(&mut *conn)
-                .await
-                .map_err(db_error)?;
+            let done: i64 =
+                sqlx::query_scalar(AssertSqlSafe(self.inner.sql.purge_deliveries.clone()))
+                    .persistent(self.inner.system.pooler().named_statements())
+                    .bind(age_ms)
+                    .bind(i64::from(batch))
+                    .fetch_one(&mut *conn)
+                    .await
+                    .map_err(db_error)?;
             conn.finish().await?;
-            purged += done.rows_affected();
-            if done.rows_affected() < u64::from(batch) {
+            let done = u64::try_from(done).unwrap_or(0);
+            purged += done;
+            if done < u64::from(batch) {
                 break;
             }
         }
@@ -145,9 +147,10 @@ impl Webhooks {
     }
 }
 
-/// A delivery row, decoded by column name (`DELIVERY_COLUMNS`).
+/// A delivery row, decoded by column name (`DELIVERY_COLUMNS`): what every read of
+/// deliveries decodes (one delivery, an endpoint's, a console page of them).
 #[derive(sqlx::FromRow)]
-struct DeliveryRow {
+pub(super) struct DeliveryRow {
     id: i64,
     message_id: Uuid,
     endpoint_id: Uuid,
@@ -164,22 +167,29 @@ struct DeliveryRow {
     delivered_at: Option<DateTime<Utc>>,
 }
 
+impl DeliveryRow {
+    pub(super) fn into_delivery(self) -> Result<Delivery, EventError> {
+        Ok(Delivery {
+            id: self.id,
+            message_id: self.message_id,
+            endpoint_id: self.endpoint_id,
+            tenant_id: self.tenant_id,
+            event_type: self.event_type,
+            status: DeliveryStatus::parse(&self.status)?,
+            attempts: self.attempts,
+            response_status: self.response_status,
+            response_body: self.response_body,
+            duration_ms: self.duration_ms,
+            last_error: self.last_error,
+            next_attempt_at: self.next_attempt_at,
+            created_at: self.created_at,
+            delivered_at: self.delivered_at,
+        })
+    }
+}
+
 fn delivery_from_row(row: &PgRow) -> Result<Delivery, EventError> {
-    let row = DeliveryRow::from_row(row).map_err(db_error)?;
-    Ok(Delivery {
-        id: row.id,
-        message_id: row.message_id,
-        endpoint_id: row.endpoint_id,
-        tenant_id: row.tenant_id,
-        event_type: row.event_type,
-        status: DeliveryStatus::parse(&row.status)?,
-        attempts: row.attempts,
-        response_status: row.response_status,
-        response_body: row.response_body,
-        duration_ms: row.duration_ms,
-        last_error: row.last_error,
-        next_attempt_at: row.next_attempt_at,
-        created_at: row.created_at,
-        delivered_at: row.delivered_at,
-    })
+    DeliveryRow::from_row(row)
+        .map_err(db_error)?
+        .into_delivery()
 }

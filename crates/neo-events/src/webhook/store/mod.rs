@@ -20,7 +20,7 @@ use super::rows::{StatusUpdate, Target, target_loader};
 use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
 use crate::tenancy::{Tenancy, policies};
-pub use console_reads::{EndpointHealth, EndpointSummary};
+pub use console_reads::{DeliveryAttempt, EndpointSummary};
 pub use fan_out::FannedOut;
 pub(in crate::webhook) use fan_out::Pending;
 use neo_batch::WriteBatcher;
@@ -262,7 +262,8 @@ impl Webhooks {
     /// deliveries (for offboarding), and on endpoints, subscriptions, messages and deliveries
     /// `ENABLE` and `FORCE ROW LEVEL SECURITY` with a policy comparing `tenant_id` with
     /// `setting`. Rows without a tenant (endpoints receiving every tenant's events, events
-    /// of no tenant) stay for the system `Db` only: no tenant sees them.
+    /// of no tenant) stay for the system `Db` only: no tenant sees them. Migration 42 does
+    /// the same for the delivery attempts (webhooks migration 41).
     ///
     /// # Errors
     /// Never for a valid setting; fallible for symmetry.
@@ -277,7 +278,16 @@ impl Webhooks {
              CREATE INDEX webhook_deliveries_tenant ON webhook_deliveries (tenant_id);\n{}",
             policies(setting, &TENANT_TABLES)?
         );
-        Ok(Self::migrations()?.with_sql(5, "webhooks row-level security", sql))
+        Ok(Self::migrations()?
+            .with_sql(5, "webhooks row-level security", sql)
+            .with_sql(
+                42,
+                "delivery attempts row-level security",
+                format!(
+                    "CREATE INDEX webhook_delivery_attempts_tenant ON webhook_delivery_attempts (tenant_id);\n{}",
+                    policies(setting, &["webhook_delivery_attempts"])?
+                ),
+            ))
     }
 
     /// The webhook tables' migrations.
@@ -335,6 +345,11 @@ impl Webhooks {
                 40,
                 "deliveries by endpoint",
                 include_str!("../../../migrations/webhooks/40_deliveries_by_endpoint.sql"),
+            )
+            .with(
+                41,
+                "delivery attempts",
+                include_str!("../../../migrations/webhooks/41_delivery_attempts.sql"),
             ))
     }
 

@@ -1,5 +1,5 @@
 //! Offboarding ([`neo_tenant::TenantData`]): a tenant's endpoints (with their subscriptions),
-//! its messages and every delivery of its events or to its endpoints. Secrets and header values
+//! its messages and every delivery of its events or to its endpoints, with their attempts. Secrets and header values
 //! are exported as stored (sealed when the store seals them). The delivery jobs are the
 //! queue's: offboard the queue too.
 
@@ -11,7 +11,7 @@ use neo_tenant::{DataFuture, ExportSink, TenantData};
 
 /// Each table with the condition that picks the tenant's rows (`$1` its id); exported in this
 /// order, purged in the reverse one.
-const TABLES: [(&str, &str); 4] = [
+const TABLES: [(&str, &str); 5] = [
     ("webhook_endpoints", "x.tenant_id = $1"),
     (
         "webhook_subscriptions",
@@ -20,6 +20,10 @@ const TABLES: [(&str, &str); 4] = [
     ("webhook_messages", "x.tenant_id = $1"),
     (
         "webhook_deliveries",
+        "x.tenant_id = $1 OR x.endpoint_id IN (SELECT id FROM {endpoints} WHERE tenant_id = $1)",
+    ),
+    (
+        "webhook_delivery_attempts",
         "x.tenant_id = $1 OR x.endpoint_id IN (SELECT id FROM {endpoints} WHERE tenant_id = $1)",
     ),
 ];

@@ -19,6 +19,7 @@ pub(in crate::webhook) struct Sql {
     pub(in crate::webhook) fan_out_targets: String,
     pub(in crate::webhook) load_for_send: String,
     pub(in crate::webhook) update_status: String,
+    pub(in crate::webhook) update_status_with_attempts: String,
     pub(in crate::webhook) delivery: String,
     pub(in crate::webhook) deliveries: String,
     pub(in crate::webhook) replay_one: String,
@@ -39,7 +40,8 @@ pub(in crate::webhook) struct Sql {
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
      rate_limit_per_second, headers, description, created_at, fifo, region";
-const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.endpoint_id, d.tenant_id, m.event_type, d.status, d.attempts, \
+/// The columns [`DeliveryRow`](super::deliveries::DeliveryRow) decodes (`d` deliveries, `m` messages).
+pub(super) const DELIVERY_COLUMNS: &str = "d.id, d.message_id, d.endpoint_id, d.tenant_id, m.event_type, d.status, d.attempts, \
      d.response_status, d.response_body, d.duration_ms, d.last_error, d.next_attempt_at, \
      d.created_at, d.delivered_at";
 
@@ -48,12 +50,13 @@ impl Sql {
         let table = |name: &str| -> Result<String, EventError> {
             Ok(TableName::new(name)?.in_schema(schema).to_string())
         };
-        let (types, endpoints, subs, messages, deliveries) = (
+        let (types, endpoints, subs, messages, deliveries, attempts) = (
             table("webhook_event_types")?,
             table("webhook_endpoints")?,
             table("webhook_subscriptions")?,
             table("webhook_messages")?,
             table("webhook_deliveries")?,
+            table("webhook_delivery_attempts")?,
         );
         Ok(Sql {
             endpoint_stats: crate::webhook::stats::sql(&endpoints, &deliveries),
@@ -93,7 +96,8 @@ impl Sql {
             // Its deliveries go with it (they hold no foreign key: see migration 2).
             delete_endpoint: format!(
                 "WITH gone AS (DELETE FROM {endpoints} WHERE id = $1 RETURNING id), \
-                 deliveries AS (DELETE FROM {deliveries} WHERE endpoint_id IN (SELECT id FROM gone)) \
+                 deliveries AS (DELETE FROM {deliveries} WHERE endpoint_id IN (SELECT id FROM gone)), \
+                 attempts AS (DELETE FROM {attempts} WHERE endpoint_id IN (SELECT id FROM gone)) \
                  SELECT count(*) FROM gone"
             ),
             // One statement per batch: store the messages, then one delivery per matching
@@ -149,6 +153,28 @@ impl Sql {
                    AS u(id, status, attempted, code, body, ms, error, next) \
                  WHERE d.id = u.id"
             ),
+            // `update_status` that also writes each attempt it reports into the delivery's
+            // history (webhooks migration 41), in the same statement: slot attempt % $9 (the
+            // latest $9 attempts are kept), excerpts of $10 characters. Used when
+            // `attempt_history` is not 0. A delivery that succeeds at its first attempt (most
+            // of them) writes no history row: its row already holds that attempt, and
+            // `delivery_attempts` reads it from there.
+            update_status_with_attempts: format!(
+                "WITH u AS (SELECT * FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], $7::text[], $8::timestamptz[]) \
+                   AS u(id, status, attempted, code, body, ms, error, next)), \
+                 done AS (UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
+                 response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
+                 next_attempt_at = u.next, updated_at = now(), \
+                 delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE d.delivered_at END \
+                 FROM u WHERE d.id = u.id \
+                 RETURNING d.id, d.attempts, d.endpoint_id, d.tenant_id, u.attempted, u.status, u.code, u.body, u.ms, u.error) \
+                 INSERT INTO {attempts} AS a (delivery_id, slot, attempt, endpoint_id, tenant_id, outcome, response_status, response_excerpt, duration_ms, error) \
+                 SELECT DISTINCT ON (id) id, attempts % $9, attempts, endpoint_id, tenant_id, status, code, left(body, $10), ms, left(error, $10) \
+                 FROM done WHERE attempted > 0 AND NOT (attempts = 1 AND status = 'delivered') ORDER BY id \
+                 ON CONFLICT (delivery_id, slot) DO UPDATE SET attempt = EXCLUDED.attempt, outcome = EXCLUDED.outcome, \
+                 response_status = EXCLUDED.response_status, response_excerpt = EXCLUDED.response_excerpt, \
+                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error, created_at = now()"
+            ),
             delivery: format!(
                 "SELECT {DELIVERY_COLUMNS} FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id WHERE d.id = $1"
             ),
@@ -171,11 +197,14 @@ impl Sql {
             // Finished deliveries older than the cutoff, and deliveries a fan-out recorded for
             // an endpoint deleted while it ran, in bounded batches; then messages no delivery
             // refers to any more.
+            // Their attempts go with them.
             purge_deliveries: format!(
-                "DELETE FROM {deliveries} WHERE id IN (SELECT id FROM {deliveries} d \
+                "WITH gone AS (DELETE FROM {deliveries} WHERE id IN (SELECT id FROM {deliveries} d \
                  WHERE (d.status IN ('delivered', 'dead') AND d.updated_at < now() - $1 * interval '1 millisecond') \
                  OR NOT EXISTS (SELECT 1 FROM {endpoints} e WHERE e.id = d.endpoint_id) \
-                 LIMIT $2)"
+                 LIMIT $2) RETURNING id), \
+                 attempts AS (DELETE FROM {attempts} WHERE delivery_id IN (SELECT id FROM gone)) \
+                 SELECT count(*) FROM gone"
             ),
             purge_messages: format!(
                 "DELETE FROM {messages} m WHERE m.created_at < now() - $1 * interval '1 millisecond' \
