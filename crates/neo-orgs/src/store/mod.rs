@@ -2,6 +2,7 @@
 //! through, with [`PgOrganizationStore`] (the default) and [`InMemoryOrganizationStore`] (for
 //! users' unit tests), which pass the same contract tests.
 
+mod domain_claim;
 mod invitation;
 mod members_rls;
 mod membership;
@@ -10,6 +11,8 @@ mod offboard;
 mod postgres;
 mod tenant_mode;
 
+pub(crate) use domain_claim::ClaimStatement;
+pub use domain_claim::DomainClaim;
 pub(crate) use invitation::{
     Change as InvitationChange, NewInvitation, Stored as StoredInvitation,
 };
