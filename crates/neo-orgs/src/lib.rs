@@ -25,6 +25,9 @@
 //!   job through a [`DomainResolver`] ([`HickoryResolver`] by default, feature `dns`) with
 //!   retries and an expiry; verified domains can let users with matching e-mail addresses
 //!   join (opt-in).
+//! - [`OrgVerifications`]: verification with documents as a neo-queue job, `submitted` →
+//!   `in_review` → `verified` / `rejected` through a [`DocumentReviewer`] or a person, each
+//!   move checked, audited and published.
 //! - [`http::router`] (feature `http`): the service as JSON endpoints with problem-details
 //!   errors; [`http::members_router`] the memberships and invitations.
 //!
@@ -51,6 +54,7 @@ mod service;
 mod settings;
 pub mod store;
 mod validate;
+mod verifications;
 
 #[cfg(feature = "dns")]
 pub use dns::HickoryResolver;
@@ -72,7 +76,12 @@ pub use settings::{
 };
 pub use store::{
     AuditEntry, DomainClaim, InMemoryOrganizationStore, Invitation, InvitationStatus, Member,
-    OrganizationStore, OrganizationSummary, OrganizationTenantData, PgOrganizationStore,
-    UserOrganization,
+    OrgVerification, OrganizationStore, OrganizationSummary, OrganizationTenantData,
+    PgOrganizationStore, UserOrganization, VerificationDocument, VerificationRecord,
+    VerificationStatus,
 };
 pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};
+pub use verifications::{
+    DocumentReviewer, MAX_VERIFICATION_DOCUMENTS, ManualReview, OrgVerifications, ReviewFuture,
+    VERIFICATION_REVIEW_JOB, Verdict,
+};

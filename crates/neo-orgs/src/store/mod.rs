@@ -10,6 +10,7 @@ mod memory;
 mod offboard;
 mod postgres;
 mod tenant_mode;
+mod verification;
 
 pub(crate) use domain_claim::ClaimStatement;
 pub use domain_claim::DomainClaim;
@@ -21,6 +22,10 @@ pub use membership::{Member, UserOrganization};
 pub use memory::InMemoryOrganizationStore;
 pub use offboard::OrganizationTenantData;
 pub use postgres::PgOrganizationStore;
+pub(crate) use verification::Move;
+pub use verification::{
+    OrgVerification, VerificationDocument, VerificationRecord, VerificationStatus,
+};
 
 use crate::{OrgError, Organization};
 use chrono::{DateTime, Utc};

@@ -146,6 +146,8 @@ pub(super) struct Sql {
     pub(super) invitations: super::invitation::InvitationSql,
     /// The statements of domain claims ([`super::domain_claim`]).
     pub(super) domain_claims: super::domain_claim::ClaimSql,
+    /// The statements of verifications ([`super::verification`]).
+    pub(super) verifications: super::verification::VerificationSql,
 }
 
 impl Sql {
@@ -272,6 +274,7 @@ impl Sql {
             members: super::membership::MemberSql::new(schema)?,
             invitations: super::invitation::InvitationSql::new(schema)?,
             domain_claims: super::domain_claim::ClaimSql::new(schema)?,
+            verifications: super::verification::VerificationSql::new(schema)?,
         })
     }
 }
@@ -431,6 +434,11 @@ impl PgOrganizationStore {
                 14,
                 "domain claims",
                 include_str!("../../migrations/14_domain_claims.sql"),
+            )
+            .with(
+                16,
+                "verifications",
+                include_str!("../../migrations/16_verifications.sql"),
             ))
     }
 

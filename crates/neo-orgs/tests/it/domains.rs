@@ -13,6 +13,8 @@ use neo_orgs::{
     MembershipConfig, NewOrganization, OrgConfig, OrgError, Organization,
 };
 use neo_queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 pg_contract_modes!(
@@ -86,14 +88,27 @@ async fn domain_state(s: &Setup, org: &Organization, name: &str) -> (bool, i64) 
     (held, stored.version())
 }
 
+/// The default resolver, counting its lookups (so a test knows the job has looked).
+struct Counting {
+    inner: neo_orgs::HickoryResolver,
+    lookups: Arc<AtomicUsize>,
+}
+
+impl DomainResolver for Counting {
+    fn txt_records<'a>(&'a self, domain: &'a DomainName) -> neo_orgs::TxtFuture<'a> {
+        self.lookups.fetch_add(1, Ordering::SeqCst);
+        self.inner.txt_records(domain)
+    }
+}
+
 async fn a_published_token_verifies_the_domain_through_the_queue_job(s: Setup) {
     let server = ZoneServer::start().await;
-    let verifier = verification(
-        &s,
-        server.resolver(dns()),
-        DomainVerificationConfig::default(),
-    )
-    .await;
+    let lookups = Arc::new(AtomicUsize::new(0));
+    let resolver = Counting {
+        inner: server.resolver(dns()),
+        lookups: Arc::clone(&lookups),
+    };
+    let verifier = verification(&s, resolver, DomainVerificationConfig::default()).await;
     let acme = org(&s, "acme").await;
     s.published().await;
     let issued = verifier
@@ -125,7 +140,12 @@ async fn a_published_token_verifies_the_domain_through_the_queue_job(s: Setup) {
     let running = tokio::spawn(worker.run(async {
         let _ = stopped.await;
     }));
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The direct check above looked once; wait for the job's first (failing) look.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while lookups.load(Ordering::SeqCst) < 2 {
+        assert!(tokio::time::Instant::now() < deadline, "the job never ran");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     assert!(
         verifier
             .claim_of(acme.id(), &domain("acme.example"))

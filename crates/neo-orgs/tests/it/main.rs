@@ -73,3 +73,4 @@ mod members;
 mod offboard;
 mod replica;
 mod service;
+mod verifications;
