@@ -67,6 +67,8 @@ mod fuzz;
 mod http;
 #[cfg(feature = "http")]
 mod http_members;
+#[cfg(feature = "http")]
+mod http_verification;
 mod invitations;
 mod isolation;
 mod members;
