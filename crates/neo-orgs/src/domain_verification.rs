@@ -361,6 +361,10 @@ impl DomainVerification {
 }
 
 /// A queue failure, as the crate's error.
+#[allow(
+    clippy::needless_pass_by_value,
+    reason = "called as `map_err(queue_error)`"
+)]
 pub(crate) fn queue_error(error: neo_queue::Error) -> OrgError {
     OrgError::Unavailable(format!("job queue: {error}"))
 }

@@ -71,12 +71,9 @@ impl ZoneServer {
     }
 }
 
-pub(crate) fn resolver_at(address: SocketAddr, config: DnsConfig) -> HickoryResolver {
-    HickoryResolver::new(DnsConfig {
-        nameservers: vec![address],
-        ..config
-    })
-    .unwrap()
+pub(crate) fn resolver_at(address: SocketAddr, mut config: DnsConfig) -> HickoryResolver {
+    config.nameservers = vec![address];
+    HickoryResolver::new(config).unwrap()
 }
 
 /// How a raw responder answers.

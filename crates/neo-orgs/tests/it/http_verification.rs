@@ -15,13 +15,13 @@ use serde_json::{Value, json};
 mod postgres {
     #[tokio::test]
     async fn domain_claims_and_verifications_over_http_with_problem_details() {
-        super::over_http(super::Setup::postgres().await).await
+        super::over_http(super::Setup::postgres().await).await;
     }
 }
 mod pgbouncer {
     #[tokio::test]
     async fn domain_claims_and_verifications_over_http_with_problem_details() {
-        super::over_http(super::Setup::pgbouncer().await).await
+        super::over_http(super::Setup::pgbouncer().await).await;
     }
 }
 
