@@ -1,6 +1,8 @@
 //! Prints one line per bench pair: `operation  ours  raw  ratio  target  result`; with
 //! `--markdown PATH`, also measures every figure with a goal (queue and webhook latency,
 //! delivery rate, the organization service) and writes the whole report as a markdown table.
+//! A filter that selects `orgs/members` (e.g. `orgs/`) also measures the memberships' figures
+//! (`can()` cached, the first page of 10,000 members, accepting an invitation).
 //!
 //! `cargo run --release -p neo-benches --bin compare [-- --quick] [--markdown PATH] [FILTER]`
 #![allow(clippy::print_stdout, reason = "a report prints")]
@@ -50,6 +52,15 @@ fn main() {
             rows.push(row);
         }
     }
+    // The memberships' figures (issue 31's goals) with a filter that selects them
+    // (`scripts/bench orgs/`); a markdown run measures them below with every figure.
+    if markdown.is_none() && filter.as_deref().is_some_and(selects_member_figures) {
+        let url = neo_benches::db::bench_database_url();
+        for row in neo_benches::orgs_members::rows(&url) {
+            println!("{}", report::text_line(&row));
+            rows.push(row);
+        }
+    }
     if let Some(path) = markdown {
         let url = neo_benches::db::bench_database_url();
         let figures = [
@@ -94,6 +105,13 @@ fn main() {
         println!("\n{missed} row(s) missed their goal");
         std::process::exit(1);
     }
+}
+
+/// Whether `filter` selects the memberships' figures, named under `orgs/members`: `orgs/`,
+/// `orgs/members` and anything under it.
+fn selects_member_figures(filter: &str) -> bool {
+    const NAME: &str = "orgs/members";
+    NAME.starts_with(filter) || filter.starts_with(NAME)
 }
 
 /// Tenant A's backlog in the fairness rows: `NEO_BENCH_FAIR_BACKLOG` when set, else the

@@ -55,6 +55,22 @@ pub enum OrgError {
     /// revoked, each its own [`InvitationRefusal`].
     #[error("invitation refused: {0}")]
     Invitation(InvitationRefusal),
+    /// A domain's verification was refused or could not finish (nothing was changed):
+    /// expired claim, token not published yet, or a DNS answer that timed out, was too large
+    /// or malformed, each its own [`DomainRefusal`].
+    #[error("domain verification: {0}")]
+    Domain(DomainRefusal),
+    /// An organization verification cannot move from its status to the one asked
+    /// (`submitted` → `in_review` → `verified` / `rejected`).
+    #[error("verification {id} cannot go from {from} to {to}")]
+    VerificationTransition {
+        /// The verification.
+        id: String,
+        /// Its status.
+        from: &'static str,
+        /// The status asked for.
+        to: &'static str,
+    },
     /// A dependency (the tax id check) failed, timed out or is held off by its breaker.
     #[error("{0}")]
     Unavailable(String),
@@ -93,6 +109,34 @@ pub enum InvitationRefusal {
     /// Revoked by the organization.
     #[error("the invitation was revoked")]
     Revoked,
+}
+
+/// Why a domain was not verified.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum DomainRefusal {
+    /// The claim is past its expiry: claim the domain again.
+    #[error("the claim has expired")]
+    Expired,
+    /// None of the domain's TXT records holds the claim's token (yet).
+    #[error("no TXT record of the domain holds the token")]
+    TokenAbsent,
+    /// The DNS lookup did not answer within the configured timeout.
+    #[error("the DNS lookup timed out after {0:?}")]
+    Timeout(std::time::Duration),
+    /// The answer held more TXT records or bytes than the configured limits.
+    #[error("the DNS answer is too large: {0}")]
+    TooLarge(String),
+    /// The answer could not be read as DNS (or the lookup failed otherwise).
+    #[error("the DNS lookup failed: {0}")]
+    Lookup(String),
+}
+
+impl DomainRefusal {
+    /// Whether checking again later may succeed (the verification job retries these).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, DomainRefusal::Expired)
+    }
 }
 
 impl OrgError {
@@ -134,6 +178,12 @@ impl HasErrorKind for OrgError {
             OrgError::AlreadyExists { .. } => ErrorKind::AlreadyExists,
             OrgError::Invitation(InvitationRefusal::Forged) => ErrorKind::Unauthorized,
             OrgError::Invitation(_) => ErrorKind::Conflict,
+            OrgError::Domain(DomainRefusal::Expired | DomainRefusal::TokenAbsent) => {
+                ErrorKind::Conflict
+            }
+            OrgError::Domain(DomainRefusal::Timeout(_)) => ErrorKind::Timeout,
+            OrgError::Domain(_) => ErrorKind::Unavailable,
+            OrgError::VerificationTransition { .. } => ErrorKind::Conflict,
             OrgError::Unavailable(_) => ErrorKind::Unavailable,
             OrgError::Core(e) => e.kind(),
             OrgError::Db(e) => e.kind(),

@@ -13,10 +13,13 @@
 //! | `POST /organizations/{id}/restore` | restore (`{version}`) |
 //!
 //! Memberships and invitations: [`members_router`] (its table is in its module's docs).
+//! Domain claims and organization verifications: [`verification_router`] (likewise).
 
 mod members;
+mod verification;
 
 pub use members::members_router;
+pub use verification::verification_router;
 
 use crate::model::{Branding, Color};
 use crate::{NewOrganization, OrgError, Organization, OrganizationService};

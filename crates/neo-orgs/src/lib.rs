@@ -21,6 +21,13 @@
 //!   permissions ([`MembershipConfig`]), `can()` answered from the cache, members and a
 //!   user's organizations in keyset pages, `max_members` enforced; invitations by e-mail with
 //!   hashed single-use tokens ([`InvitationToken`], refusals in [`InvitationRefusal`]).
+//! - [`DomainVerification`]: domains claimed with a TXT record value, checked by a neo-queue
+//!   job through a [`DomainResolver`] ([`HickoryResolver`] by default, feature `dns`) with
+//!   retries and an expiry; verified domains can let users with matching e-mail addresses
+//!   join (opt-in).
+//! - [`OrgVerifications`]: verification with documents as a neo-queue job, `submitted` →
+//!   `in_review` → `verified` / `rejected` through a [`DocumentReviewer`] or a person, each
+//!   move checked, audited and published.
 //! - [`http::router`] (feature `http`): the service as JSON endpoints with problem-details
 //!   errors; [`http::members_router`] the memberships and invitations.
 //!
@@ -30,7 +37,12 @@
 //! | feature | what it adds |
 //! |---|---|
 //! | `http` | the axum router (`neo_orgs::http::router`) |
+//! | `dns` (default) | [`HickoryResolver`], the default [`DomainResolver`] on hickory-resolver |
 
+#![recursion_limit = "256"]
+
+mod dns;
+mod domain_verification;
 mod error;
 #[cfg(feature = "http")]
 pub mod http;
@@ -42,8 +54,15 @@ mod service;
 mod settings;
 pub mod store;
 mod validate;
+mod verifications;
 
-pub use error::{InvitationRefusal, OrgError};
+#[cfg(feature = "dns")]
+pub use dns::HickoryResolver;
+pub use dns::{DnsConfig, DomainResolver, TxtFuture};
+pub use domain_verification::{
+    DOMAIN_VERIFICATION_JOB, DomainVerification, DomainVerificationConfig, IssuedClaim,
+};
+pub use error::{DomainRefusal, InvitationRefusal, OrgError};
 pub use invitations::InvitationToken;
 pub use members::{ALL_PERMISSIONS, MembershipConfig, Memberships};
 pub use model::{
@@ -56,7 +75,13 @@ pub use settings::{
     ConfiguredSettings, MAX_DOMAINS, OrgSettings, SettingsFuture, SettingsResolver,
 };
 pub use store::{
-    AuditEntry, InMemoryOrganizationStore, Invitation, InvitationStatus, Member, OrganizationStore,
-    OrganizationSummary, OrganizationTenantData, PgOrganizationStore, UserOrganization,
+    AuditEntry, DomainClaim, InMemoryOrganizationStore, Invitation, InvitationStatus, Member,
+    OrgVerification, OrganizationStore, OrganizationSummary, OrganizationTenantData,
+    PgOrganizationStore, UserOrganization, VerificationDocument, VerificationRecord,
+    VerificationStatus,
 };
 pub use validate::{TaxIdFormat, TaxIdFuture, TaxIdValidator};
+pub use verifications::{
+    DocumentReviewer, MAX_VERIFICATION_DOCUMENTS, ManualReview, OrgVerifications, ReviewFuture,
+    VERIFICATION_REVIEW_JOB, Verdict,
+};

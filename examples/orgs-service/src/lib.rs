@@ -1,7 +1,8 @@
 //! The example host service as a library: [`Service::compose`] builds the organizations API
 //! (PostgreSQL, tiered cache on Redis), the outbox dispatcher fanning events out to webhook
 //! endpoints and the neo-queue worker delivering them, and the memberships and invitations
-//! beside the organizations (roles cached on the same Redis), from a [`ServiceConfig`];
+//! beside the organizations (roles cached on the same Redis), domain verification by DNS and
+//! organization verification (their jobs on the same worker), from a [`ServiceConfig`];
 //! [`Service::run`] runs the [`Roles`] asked for until stopped: with them the metrics sampler
 //! (one instance samples at a time) and, given a Prometheus handle, `GET /metrics` beside the
 //! API, and, given a console token, the operations console (neo-console) at `/ops`. The
@@ -15,7 +16,8 @@ use neo_commons::events::{DomainEvent, Outbox, OutboxConfig, WebhookConfig, Webh
 use neo_commons::observe::prometheus::Handle as MetricsHandle;
 use neo_commons::observe::{ObserveConfig, Sampler};
 use neo_commons::orgs::{
-    MembershipConfig, Memberships, OrgConfig, Organization, OrganizationService,
+    DnsConfig, DomainVerification, DomainVerificationConfig, HickoryResolver, ManualReview,
+    MembershipConfig, Memberships, OrgConfig, OrgVerifications, Organization, OrganizationService,
     PgOrganizationStore,
 };
 use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
@@ -50,6 +52,10 @@ pub struct ServiceConfig {
     pub orgs: OrgConfig,
     /// Roles, permissions and invitations.
     pub members: MembershipConfig,
+    /// Domain verification by DNS (claim expiry, job attempts, auto-join role).
+    pub domains: DomainVerificationConfig,
+    /// How domains' TXT records are looked up (the system's resolver by default).
+    pub dns: DnsConfig,
     /// The key member-list cursors are signed with (at least 32 bytes; every instance the
     /// same): `NEO_CURSOR_KEY`, else a random key of this process.
     pub cursor_key: Vec<u8>,
@@ -74,6 +80,8 @@ impl ServiceConfig {
             worker: WorkerConfig::default(),
             orgs: OrgConfig::default(),
             members: MembershipConfig::default(),
+            domains: DomainVerificationConfig::default(),
+            dns: DnsConfig::default(),
             cursor_key: [uuid_bytes(), uuid_bytes()].concat(),
             observe: ObserveConfig::default(),
             console: ConsoleConfig::default(),
@@ -102,6 +110,8 @@ impl ServiceConfig {
         config.worker = from_env("NEO_WORKER_")?;
         config.orgs = from_env("NEO_ORGS_")?;
         config.members = from_env("NEO_MEMBERS_")?;
+        config.domains = from_env("NEO_DOMAINS_")?;
+        config.dns = from_env("NEO_DNS_")?;
         if let Ok(key) = std::env::var("NEO_CURSOR_KEY") {
             config.cursor_key = key.into_bytes();
         }
@@ -173,6 +183,11 @@ pub struct Service {
     pub orgs: OrganizationService,
     /// Their memberships and invitations.
     pub members: Memberships,
+    /// Their domains' verification by DNS (checked by jobs on the worker).
+    pub domains: DomainVerification,
+    /// Their verification with documents (reviewed by jobs on the worker; decided by a
+    /// person through the API).
+    pub verifications: OrgVerifications,
     /// Webhook endpoints and delivery.
     pub webhooks: Webhooks,
     /// The outbox the organization events are written to.
@@ -227,6 +242,13 @@ impl Service {
             config.members,
             CursorCodec::new(config.cursor_key)?,
         )?;
+        let domains = DomainVerification::new(
+            members.clone(),
+            queue.clone(),
+            HickoryResolver::new(config.dns)?,
+            config.domains,
+        )?;
+        let verifications = OrgVerifications::new(members.clone(), queue.clone(), ManualReview);
         orgs.migrate().await?; // the outbox's tables too
         webhooks.migrate().await?;
         let observe = ObserveConfig {
@@ -256,6 +278,8 @@ impl Service {
         Ok(Service {
             orgs,
             members,
+            domains,
+            verifications,
             webhooks,
             outbox,
             queue,
@@ -283,9 +307,15 @@ impl Service {
         let worker = self
             .webhooks
             .handle(Worker::new(self.queue.clone(), self.worker.clone()));
-        let mut api = neo_commons::orgs::http::router(self.orgs.clone()).merge(
-            neo_commons::orgs::http::members_router(self.members.clone()),
-        );
+        let worker = self.verifications.register(self.domains.register(worker));
+        let mut api = neo_commons::orgs::http::router(self.orgs.clone())
+            .merge(neo_commons::orgs::http::members_router(
+                self.members.clone(),
+            ))
+            .merge(neo_commons::orgs::http::verification_router(
+                self.domains.clone(),
+                self.verifications.clone(),
+            ));
         if let Some(console) = &self.console {
             api = api.nest(&console.config().base_path, console.router());
         }

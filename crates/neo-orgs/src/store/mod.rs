@@ -2,6 +2,7 @@
 //! through, with [`PgOrganizationStore`] (the default) and [`InMemoryOrganizationStore`] (for
 //! users' unit tests), which pass the same contract tests.
 
+mod domain_claim;
 mod invitation;
 mod members_rls;
 mod membership;
@@ -9,7 +10,10 @@ mod memory;
 mod offboard;
 mod postgres;
 mod tenant_mode;
+mod verification;
 
+pub(crate) use domain_claim::ClaimStatement;
+pub use domain_claim::DomainClaim;
 pub(crate) use invitation::{
     Change as InvitationChange, NewInvitation, Stored as StoredInvitation,
 };
@@ -18,6 +22,10 @@ pub use membership::{Member, UserOrganization};
 pub use memory::InMemoryOrganizationStore;
 pub use offboard::OrganizationTenantData;
 pub use postgres::PgOrganizationStore;
+pub(crate) use verification::Move;
+pub use verification::{
+    OrgVerification, VerificationDocument, VerificationRecord, VerificationStatus,
+};
 
 use crate::{OrgError, Organization};
 use chrono::{DateTime, Utc};

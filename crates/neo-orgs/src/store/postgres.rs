@@ -144,6 +144,10 @@ pub(super) struct Sql {
     pub(super) members: super::membership::MemberSql,
     /// The statements of invitations ([`super::invitation`]).
     pub(super) invitations: super::invitation::InvitationSql,
+    /// The statements of domain claims ([`super::domain_claim`]).
+    pub(super) domain_claims: super::domain_claim::ClaimSql,
+    /// The statements of verifications ([`super::verification`]).
+    pub(super) verifications: super::verification::VerificationSql,
 }
 
 impl Sql {
@@ -269,6 +273,8 @@ impl Sql {
             ),
             members: super::membership::MemberSql::new(schema)?,
             invitations: super::invitation::InvitationSql::new(schema)?,
+            domain_claims: super::domain_claim::ClaimSql::new(schema)?,
+            verifications: super::verification::VerificationSql::new(schema)?,
         })
     }
 }
@@ -423,6 +429,16 @@ impl PgOrganizationStore {
                 12,
                 "invitations",
                 include_str!("../../migrations/12_invitations.sql"),
+            )
+            .with(
+                14,
+                "domain claims",
+                include_str!("../../migrations/14_domain_claims.sql"),
+            )
+            .with(
+                16,
+                "verifications",
+                include_str!("../../migrations/16_verifications.sql"),
             ))
     }
 

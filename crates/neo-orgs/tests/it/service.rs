@@ -11,9 +11,9 @@ use neo_orgs::{
 use std::sync::{Arc, Mutex};
 
 /// The versions of the organizations' migration set.
-const MIGRATIONS: &[i64] = &[1, 2, 3, 4, 10, 12];
+const MIGRATIONS: &[i64] = &[1, 2, 3, 4, 10, 12, 14, 16];
 /// The versions of the set under row-level security.
-const RLS_MIGRATIONS: &[i64] = &[1, 2, 3, 4, 5, 10, 11, 12, 13];
+const RLS_MIGRATIONS: &[i64] = &[1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16, 17];
 
 /// Where a contract test runs: the PostgreSQL store with the tiered cache (one schema, a
 /// schema per tenant, or row-level security), or the in-memory store with an in-process
@@ -316,7 +316,7 @@ impl Setup {
     }
 
     /// Another service (no cache) on the same data, with `config`.
-    fn service(&self, config: OrgConfig) -> OrganizationService {
+    pub(crate) fn service(&self, config: OrgConfig) -> OrganizationService {
         match &self.backend {
             Backend::Postgres {
                 db,
