@@ -35,11 +35,42 @@ fn key(n: u64) -> String {
 /// neighbours a CPU cache holds (an odd prime, co-prime with every size used).
 const STEP: u64 = 7_919;
 
-/// Nanoseconds per hit and bytes per entry with `entries` in a memory cache.
-fn measure(entries: u64, lookups: usize) -> (f64, f64) {
+/// What one size measured.
+struct Measured {
+    /// Nanoseconds per hit through neo-cache.
+    hit: f64,
+    /// Nanoseconds per hit on raw moka with the same entries and keys.
+    raw_hit: f64,
+    /// Resident bytes grown per entry while filling neo-cache.
+    bytes_per_entry: f64,
+}
+
+/// Median nanoseconds per call of `get` over `probe`, after a warm-up pass.
+fn time_hits(probe: &[String], mut get: impl FnMut(&str) -> bool) -> f64 {
+    let mut samples = Vec::with_capacity(SAMPLES);
+    for round in 0..=SAMPLES {
+        let started = Instant::now();
+        for key in probe {
+            assert!(get(black_box(key)), "every key is cached");
+        }
+        if round > 0 {
+            samples.push(started.elapsed().as_secs_f64() * 1e9 / probe.len() as f64);
+        }
+    }
+    samples.sort_by(f64::total_cmp);
+    samples[samples.len() / 2]
+}
+
+/// Hits and bytes per entry with `entries` in a memory cache. The caches and values are
+/// handed to `keep` (kept until every size is measured): freed memory the next size reused
+/// would not show in the resident set.
+fn measure(entries: u64, lookups: usize, keep: &mut Vec<Box<dyn std::any::Any>>) -> Measured {
     let rt = crate::runtime();
     let _guard = rt.enter();
     let values: Vec<(String, Org)> = (0..entries).map(|n| (key(n), org(n))).collect();
+    let probe: Vec<String> = (0..lookups as u64)
+        .map(|i| key((i * STEP) % entries))
+        .collect();
     let before = resident_bytes();
     let cache = check(HybridCache::<Org>::memory(CacheConfig {
         l1: L1Config {
@@ -53,29 +84,28 @@ fn measure(entries: u64, lookups: usize) -> (f64, f64) {
         check(rt.block_on(cache.set(key, value.clone(), &EntryOptions::default())));
     }
     let after = resident_bytes();
-    let probe: Vec<String> = (0..lookups as u64)
-        .map(|i| key((i * STEP) % entries))
-        .collect();
-    let mut samples = Vec::with_capacity(SAMPLES);
-    for round in 0..=SAMPLES {
-        let started = Instant::now();
-        for key in &probe {
-            let value = check(now_or_never(cache.get(black_box(key))));
-            assert!(value.is_some(), "every key is cached");
-            black_box(value);
-        }
-        // The first round warms up.
-        if round > 0 {
-            samples.push(started.elapsed().as_secs_f64() * 1e9 / lookups as f64);
-        }
+    let raw: moka::sync::Cache<String, Org> = moka::sync::Cache::builder()
+        .max_capacity(entries * 2)
+        .build();
+    for (key, value) in &values {
+        raw.insert(key.clone(), value.clone());
     }
-    samples.sort_by(f64::total_cmp);
-    let per_entry = after.saturating_sub(before) as f64 / entries as f64;
-    drop(values);
-    (samples[samples.len() / 2], per_entry)
+    let hit = time_hits(&probe, |key| {
+        let value = check(now_or_never(cache.get(key)));
+        black_box(value).is_some()
+    });
+    let raw_hit = time_hits(&probe, |key| black_box(raw.get(key)).is_some());
+    keep.push(Box::new((values, cache, raw, rt)));
+    Measured {
+        hit,
+        raw_hit,
+        bytes_per_entry: after.saturating_sub(before) as f64 / entries as f64,
+    }
 }
 
-/// `cache/l1_hit` (nanoseconds per hit, target ≤ 1.3× the hit with 1,000 entries) and
+/// `cache/l1_hit` (nanoseconds per hit, target ≤ 1.3× the hit with 1,000 entries),
+/// `cache/l1_hit_raw_moka` (the same hits on raw moka: how much of the growth is the
+/// hardware's, caches missed on a larger table, rather than neo-cache's) and
 /// `cache/bytes_per_entry` (resident bytes per entry, reported) at 1,000 entries and each of
 /// `options.sizes`.
 pub fn l1_curves(options: &Options) -> Vec<Curve> {
@@ -86,18 +116,27 @@ pub fn l1_curves(options: &Options) -> Vec<Curve> {
         .map_or(BASE_ENTRIES, |&s| s.min(BASE_ENTRIES));
     let mut sizes = vec![base];
     sizes.extend(options.sizes.iter().copied().filter(|&s| s > base));
-    let (mut hits, mut bytes) = (Vec::new(), Vec::new());
+    let (mut hits, mut raw_hits, mut bytes) = (Vec::new(), Vec::new(), Vec::new());
+    let mut keep = Vec::new();
     for size in sizes {
-        let (hit, per_entry) = measure(size, options.lookups);
-        hits.push(Point { size, value: hit });
+        let measured = measure(size, options.lookups, &mut keep);
+        hits.push(Point {
+            size,
+            value: measured.hit,
+        });
+        raw_hits.push(Point {
+            size,
+            value: measured.raw_hit,
+        });
         // The resident set grows by whole pages the allocator may already hold: at 1,000
         // entries the delta says little, and can be 0; a floor of one byte keeps the ratio
         // defined.
         bytes.push(Point {
             size,
-            value: per_entry.max(1.0),
+            value: measured.bytes_per_entry.max(1.0),
         });
     }
+    drop(keep);
     vec![
         Curve {
             name: "cache/l1_hit",
@@ -105,6 +144,13 @@ pub fn l1_curves(options: &Options) -> Vec<Curve> {
             unit: "ns",
             target: Target::RatioAtMost(1.3),
             points: hits,
+        },
+        Curve {
+            name: "cache/l1_hit_raw_moka",
+            size_of: "entries",
+            unit: "ns",
+            target: Target::None,
+            points: raw_hits,
         },
         Curve {
             name: "cache/bytes_per_entry",
