@@ -14,6 +14,7 @@ pub mod cache;
 pub mod cache_cluster;
 pub mod coord;
 pub mod core;
+pub mod curves;
 pub mod db;
 pub mod derived;
 pub mod events;
