@@ -76,6 +76,11 @@ pub struct QueueConfig {
     /// full, it prunes again at its next poll.
     #[serde(with = "humantime_serde")]
     pub prune_interval: Duration,
+    /// What a job that depends on others ([`NewJob::depends_on`](crate::NewJob::depends_on))
+    /// does when one of them dies or is cancelled, unless it says
+    /// ([`NewJob::on_dependency_failure`](crate::NewJob::on_dependency_failure);
+    /// `NEO_QUEUE_ON_DEPENDENCY_FAILURE=cancel|fail|run`). Cancel by default.
+    pub on_dependency_failure: crate::OnDependencyFailure,
 }
 
 impl Default for QueueConfig {
@@ -98,6 +103,7 @@ impl Default for QueueConfig {
             retain_outputs: Some(Duration::from_secs(7 * 24 * 3600)),
             prune_batch: 1_000,
             prune_interval: Duration::from_secs(60),
+            on_dependency_failure: crate::OnDependencyFailure::Cancel,
         }
     }
 }

@@ -43,6 +43,22 @@ pub enum Error {
         key: String,
     },
 
+    /// A job depends on jobs the queue does not hold (never enqueued, another tenant's, or
+    /// already completed and so gone): nothing of the call was enqueued.
+    #[error("unknown dependencies (not queued, or already completed): {ids:?}")]
+    UnknownDependency {
+        /// The dependencies not found.
+        ids: Vec<neo_core::JobId>,
+    },
+
+    /// The jobs of one enqueue depend on each other in a cycle (or a job on itself): none
+    /// of them could ever run, so nothing of the call was enqueued.
+    #[error("dependency cycle among the enqueued jobs: {ids:?}")]
+    DependencyCycle {
+        /// The jobs on the cycle, in dependency order.
+        ids: Vec<neo_core::JobId>,
+    },
+
     /// A tenant-scoped call of a tenant-isolated queue had no tenant to act for (neither
     /// [`Queue::for_tenant`](crate::Queue::for_tenant) nor `neo_tenant::scope`): refused before
     /// any query (fail closed).
@@ -72,7 +88,10 @@ impl From<sqlx::Error> for Error {
 impl HasErrorKind for Error {
     fn kind(&self) -> ErrorKind {
         match self {
-            Error::Invalid { .. } | Error::Cron { .. } => ErrorKind::Validation,
+            Error::Invalid { .. }
+            | Error::Cron { .. }
+            | Error::UnknownDependency { .. }
+            | Error::DependencyCycle { .. } => ErrorKind::Validation,
             Error::LeaseLost { .. } => ErrorKind::Conflict,
             Error::Duplicate { .. } => ErrorKind::AlreadyExists,
             Error::Tenant(e) => e.kind(),

@@ -32,6 +32,10 @@ pub struct NewJob {
     pub(crate) unique_key: Option<String>,
     pub(crate) tenant: Option<String>,
     pub(crate) trace_context: Option<TraceContext>,
+    /// The jobs it waits for ([`depends_on`](Self::depends_on)), without repeats.
+    pub(crate) depends_on: Vec<JobId>,
+    /// What it does when one of them dies or is cancelled; the queue's default when unset.
+    pub(crate) on_dependency_failure: Option<OnDependencyFailure>,
 }
 
 impl NewJob {
@@ -56,6 +60,8 @@ impl NewJob {
             unique_key: None,
             tenant: None,
             trace_context: neo_core::trace::current(),
+            depends_on: Vec::new(),
+            on_dependency_failure: None,
         })
     }
 
@@ -112,6 +118,48 @@ impl NewJob {
         self
     }
 
+    /// Runs only once these jobs completed (were acknowledged): until then it waits in state
+    /// `waiting` and is never claimed; it becomes available in the transaction that
+    /// acknowledges the last of them. Each must be pending, running, waiting, dead or
+    /// cancelled when this job is enqueued, or in the same
+    /// [`enqueue_many`](crate::Queue::enqueue_many) batch: an acknowledged job is gone, so
+    /// a job that already completed counts as unknown ([`Error::UnknownDependency`]).
+    /// Enqueue a workflow in one batch (or in one transaction) to avoid that race. Adds to
+    /// the dependencies given before.
+    ///
+    /// # Example
+    /// ```
+    /// use neo_queue::{NewJob, OnDependencyFailure};
+    /// let fetch = NewJob::new("report.fetch", &serde_json::json!({ "day": 1 }))?;
+    /// let build = NewJob::new("report.build", &serde_json::json!({}))?
+    ///     .depends_on([fetch.id()])
+    ///     .on_dependency_failure(OnDependencyFailure::Fail);
+    /// // queue.enqueue_many(&db, vec![fetch, build], OnDuplicate::Skip).await?;
+    /// # Ok::<(), neo_queue::Error>(())
+    /// ```
+    #[must_use]
+    pub fn depends_on(mut self, jobs: impl IntoIterator<Item = JobId>) -> Self {
+        for id in jobs {
+            if !self.depends_on.contains(&id) {
+                self.depends_on.push(id);
+            }
+        }
+        self
+    }
+
+    /// What this job does when a job it depends on dies (dead letters) or is cancelled
+    /// (default: the queue's [`on_dependency_failure`](crate::QueueConfig::on_dependency_failure)).
+    #[must_use]
+    pub fn on_dependency_failure(mut self, policy: OnDependencyFailure) -> Self {
+        self.on_dependency_failure = Some(policy);
+        self
+    }
+
+    /// The jobs it depends on.
+    pub fn dependencies(&self) -> &[JobId] {
+        &self.depends_on
+    }
+
     /// The id the job will have.
     pub fn id(&self) -> JobId {
         self.id
@@ -131,6 +179,34 @@ pub(crate) fn validate_kind(kind: &str) -> Result<()> {
             "job kind",
             format!("{kind:?}: use 1-{MAX_KIND_LEN} of a-z 0-9 _ . : -"),
         ))
+    }
+}
+
+/// What a waiting job does when a job it depends on ([`NewJob::depends_on`]) goes to the
+/// dead letters or is cancelled. Whatever it does applies in the same transaction, and a
+/// job it cancels or fails passes the failure on to its own dependents, each by its own
+/// policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnDependencyFailure {
+    /// It is cancelled (state `cancelled`) and never runs.
+    #[default]
+    Cancel,
+    /// It goes to the dead letters (state `dead`, `last_error` naming the dependency), from
+    /// where [`Queue::requeue`](crate::Queue::requeue) can still run it.
+    Fail,
+    /// It runs anyway, once its other dependencies finished: the dependency counts as done.
+    Run,
+}
+
+impl OnDependencyFailure {
+    /// As stored in `jobs.on_dependency_failure`.
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            OnDependencyFailure::Cancel => "cancel",
+            OnDependencyFailure::Fail => "fail",
+            OnDependencyFailure::Run => "run",
+        }
     }
 }
 
@@ -274,7 +350,7 @@ pub struct JobRecord {
     pub kind: String,
     /// Its input.
     pub payload: serde_json::Value,
-    /// `available`, `running` or `dead`.
+    /// `available`, `running`, `waiting` (for its dependencies), `dead` or `cancelled`.
     pub state: String,
     /// Attempts made.
     pub attempts: i32,
@@ -317,4 +393,6 @@ pub struct Depth {
     pub dead: i64,
     /// Cancelled ([`Queue::cancel`](crate::Queue::cancel)) and not yet pruned.
     pub cancelled: i64,
+    /// Waiting for the jobs they depend on ([`NewJob::depends_on`]).
+    pub waiting: i64,
 }

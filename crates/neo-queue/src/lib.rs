@@ -21,6 +21,11 @@
 //!   ([`JobContext::record_progress`]) and read by id ([`Queue::job_output`]); snooze
 //!   ([`JobError::Snooze`]); retention of dead, cancelled and output rows ([`Queue::prune`]);
 //!   a global concurrency limit ([`QueueConfig::max_running`]) enforced in the claim.
+//! - Workflows: a job may depend on others ([`NewJob::depends_on`]) and waits until they
+//!   completed (fan-out / fan-in); when one dies or is cancelled it is cancelled, failed or
+//!   still run, per [`OnDependencyFailure`]; a batch with a completion callback
+//!   ([`Queue::enqueue_batch`]). Dependency cycles and unknown dependencies are refused at
+//!   enqueue; jobs without dependents pay nothing for it.
 //! - Periodic jobs ([`PeriodicJobs`]): cron expressions in a time zone or fixed intervals
 //!   ([`Schedule`]), enqueued exactly once per tick across every instance that runs the
 //!   scheduler (one statement per round for all due periodic jobs), with a catch-up policy
@@ -56,7 +61,9 @@ mod worker;
 pub use config::{QueueConfig, WorkerConfig};
 pub use context::JobContext;
 pub use error::{Error, Result};
-pub use job::{Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDuplicate, Receipt};
+pub use job::{
+    Depth, Failure, Job, JobRecord, MAX_KIND_LEN, NewJob, OnDependencyFailure, OnDuplicate, Receipt,
+};
 pub use periodic::{
     CatchUp, CronField, MAX_PERIODIC_NAME_LEN, Periodic, PeriodicConfig, PeriodicJobs,
     PeriodicStatus, Schedule, TickReport,

@@ -12,7 +12,7 @@ use super::Queue;
 use crate::Result;
 use neo_core::JobId;
 use neo_db::TableName;
-use sqlx::{Row, SqlStr};
+use sqlx::{Connection, Row, SqlStr};
 
 /// The notification payload that tells workers some running jobs were cancelled.
 pub(crate) const CANCEL_NOTICE: &str = "cancel";
@@ -34,11 +34,12 @@ impl CancelSql {
         let cancel = |filter: &str, channel: u8| {
             super::statements::sql(format!(
                 "WITH target AS (SELECT id, state FROM {t} \
-                   WHERE state IN ('available', 'running') AND {filter} FOR UPDATE), \
+                   WHERE state IN ('available', 'running', 'waiting') AND {filter} FOR UPDATE), \
                  gone AS (UPDATE {t} AS j SET state = 'cancelled', cancelled_at = now(), \
                    lease_owner = NULL, lease_expires_at = NULL \
-                   FROM target WHERE j.id = target.id RETURNING j.id, target.state AS was) \
-                 SELECT gone.id, gone.was FROM gone \
+                   FROM target WHERE j.id = target.id \
+                   RETURNING j.id, target.state AS was, j.has_dependents IS TRUE AS has_dependents) \
+                 SELECT gone.id, gone.was, gone.has_dependents FROM gone \
                  WHERE (SELECT count(pg_notify(${channel}, '{CANCEL_NOTICE}')) \
                         FROM (SELECT FROM gone WHERE was = 'running' LIMIT 1) AS woken) >= 0"
             ))
@@ -55,7 +56,9 @@ impl CancelSql {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Cancelled {
-    /// Jobs that were waiting (or scheduled) and will not run.
+    /// Jobs that were pending (available, scheduled, or waiting for their dependencies) and
+    /// will not run. Their own dependents follow their
+    /// [`OnDependencyFailure`](crate::OnDependencyFailure), in the same transaction.
     pub pending: Vec<JobId>,
     /// Jobs that were running: their handlers' cancellation tokens fire, and their acks and
     /// nacks are refused.
@@ -189,10 +192,27 @@ impl Queue {
         let query = sqlx::query(statement(&scope.sql.cancel).clone())
             .persistent(self.db.pooler().named_statements());
         let mut conn = self.tenant_connection(&scope).await?;
+        // One transaction: a cancelled job with dependents moves them on with it.
+        let mut tx = conn.begin().await?;
         let rows = bind(query)
             .bind(self.config.channel.clone())
-            .fetch_all(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?;
+        let mut orphaned = Vec::new();
+        for row in &rows {
+            if row.try_get::<bool, _>("has_dependents")? {
+                orphaned.push(row.try_get::<JobId, _>("id")?);
+            }
+        }
+        super::workflow::resolve(
+            &mut tx,
+            &scope.sql,
+            orphaned,
+            super::workflow::Outcome::Cancelled,
+            &self.config.channel,
+        )
+        .await?;
+        tx.commit().await?;
         conn.finish().await?;
         let mut cancelled = Cancelled::default();
         for row in &rows {

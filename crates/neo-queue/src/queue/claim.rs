@@ -3,7 +3,7 @@
 //! cap of running jobs when it has one.
 
 use super::Queue;
-use super::receipts::run_receipts_on;
+use super::workflow::ack_on;
 use crate::{Error, Job, Receipt, Result};
 use neo_core::TraceContext;
 use sqlx::postgres::PgRow;
@@ -95,7 +95,7 @@ impl Queue {
                 // the previous claim committed.
                 let mut tx = self.system.begin().await?;
                 if !acks.is_empty() {
-                    refused = run_receipts_on(&mut tx, &sql.ack, acks, |q| q).await?;
+                    refused = ack_on(&mut tx, sql, acks, &self.config.channel).await?;
                 }
                 sqlx::query(sql.claim_lock.clone())
                     .persistent(self.system.pooler().named_statements())
@@ -143,7 +143,7 @@ impl Queue {
                     // The acks first: their rows are this worker's running jobs, which the
                     // claim, taking available ones, never touches.
                     let mut tx = self.system.begin().await?;
-                    refused = run_receipts_on(&mut tx, &sql.ack, acks, |q| q).await?;
+                    refused = ack_on(&mut tx, sql, acks, &self.config.channel).await?;
                     let rows = self
                         .run_claim(&mut tx, statement, n, worker, kinds, None, fair)
                         .await?;

@@ -137,6 +137,10 @@ impl Queue {
         jobs: Vec<NewJob>,
         on_duplicate: OnDuplicate,
     ) -> Result<Vec<Option<JobId>>> {
+        let workflow = jobs.iter().any(|j| !j.depends_on.is_empty());
+        if workflow {
+            super::workflow::check(&jobs)?;
+        }
         let default_attempts = self.config.default_max_attempts;
         let mut columns = Columns::with_capacity(jobs.len());
         for job in &jobs {
@@ -144,6 +148,17 @@ impl Queue {
                 return Err(Error::invalid("max_attempts", "must be at least 1"));
             }
             columns.push(job, default_attempts);
+        }
+        if workflow {
+            let inserted = self
+                .enqueue_workflow_on(conn, &scope.sql, &jobs, &columns, on_duplicate)
+                .await?;
+            metrics::counter!(crate::metric_names::ENQUEUED_TOTAL).increment(inserted.len() as u64);
+            let inserted: HashSet<JobId> = inserted.into_iter().collect();
+            return Ok(jobs
+                .iter()
+                .map(|j| inserted.contains(&j.id).then_some(j.id))
+                .collect());
         }
         let statement = match on_duplicate {
             OnDuplicate::Skip => &scope.sql.insert_skip,
@@ -185,7 +200,7 @@ pub(crate) fn one_tenant<'a>(
 /// in the error's detail, except on a table under row-level security, where it leaves the
 /// detail out (it could show another tenant's row); there the key is the call's one unique
 /// key, or `one of: k1, k2` when the call had several.
-fn duplicate_or(error: sqlx::Error, keys: &[Option<String>]) -> Error {
+pub(super) fn duplicate_or(error: sqlx::Error, keys: &[Option<String>]) -> Error {
     let key = error.as_database_error().and_then(|db| {
         if db.code().as_deref() != Some("23505") {
             return None;

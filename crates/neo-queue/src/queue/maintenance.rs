@@ -8,7 +8,7 @@
 use super::Queue;
 use crate::{Depth, Error, JobRecord, Result};
 use neo_core::JobId;
-use sqlx::Row;
+use sqlx::{Connection, Row};
 
 impl Queue {
     /// Returns jobs whose lease expired to the queue (or to the dead letters after their last
@@ -19,19 +19,34 @@ impl Queue {
     pub async fn rescue_expired(&self) -> Result<u64> {
         let scope = self.system_scope()?;
         let mut conn = self.system_connection().await?;
-        let done = sqlx::query(scope.sql.rescue.clone())
+        // One transaction: a job that died here with dependents moves them on with it.
+        let mut tx = conn.begin().await?;
+        let rows = sqlx::query(scope.sql.rescue.clone())
             .persistent(self.system.pooler().named_statements())
-            .execute(&mut *conn)
+            .fetch_all(&mut *tx)
             .await?;
-        conn.finish().await?;
-        if done.rows_affected() > 0 {
-            tracing::warn!(
-                jobs = done.rows_affected(),
-                "rescued jobs whose lease expired"
-            );
-            metrics::counter!(crate::metric_names::RESCUED_TOTAL).increment(done.rows_affected());
+        let mut orphaned = Vec::new();
+        for row in &rows {
+            if row.try_get::<bool, _>("orphaned")? {
+                orphaned.push(row.try_get::<JobId, _>("id")?);
+            }
         }
-        Ok(done.rows_affected())
+        super::workflow::resolve(
+            &mut tx,
+            &scope.sql,
+            orphaned,
+            super::workflow::Outcome::Dead,
+            &self.config.channel,
+        )
+        .await?;
+        tx.commit().await?;
+        conn.finish().await?;
+        let rescued = rows.len() as u64;
+        if rescued > 0 {
+            tracing::warn!(jobs = rescued, "rescued jobs whose lease expired");
+            metrics::counter!(crate::metric_names::RESCUED_TOTAL).increment(rescued);
+        }
+        Ok(rescued)
     }
 
     /// The oldest dead letters.
@@ -109,6 +124,7 @@ impl Queue {
                 "running" => depth.running = count,
                 "dead" => depth.dead = count,
                 "cancelled" => depth.cancelled = count,
+                "waiting" => depth.waiting = count,
                 _ => {}
             }
             if scope.tenant.is_none() {

@@ -18,6 +18,7 @@ mod receipts;
 mod retention;
 mod statements;
 mod tenant_mode;
+mod workflow;
 
 use crate::{Error, QueueConfig, Result};
 pub(crate) use cancel::CANCEL_NOTICE;
@@ -235,6 +236,11 @@ impl Queue {
                 14,
                 "periodic jobs",
                 include_str!("../../migrations/14_periodic_jobs.sql"),
+            )
+            .with(
+                15,
+                "job dependencies",
+                include_str!("../../migrations/15_job_dependencies.sql"),
             )
             .with(
                 30,

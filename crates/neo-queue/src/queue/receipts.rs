@@ -16,7 +16,7 @@ use neo_core::JobId;
 use neo_db::planned_per_call;
 use sqlx::postgres::{PgArguments, PgRow};
 use sqlx::query::Query;
-use sqlx::{Postgres, Row, SqlStr};
+use sqlx::{Connection, Postgres, Row, SqlStr};
 use std::collections::HashSet;
 
 impl Queue {
@@ -38,8 +38,14 @@ impl Queue {
     /// # Errors
     /// A database error.
     pub async fn ack_many(&self, receipts: &[Receipt]) -> Result<Vec<Receipt>> {
+        if receipts.is_empty() {
+            return Ok(Vec::new());
+        }
         let scope = self.system_scope()?;
-        let refused = self.run_receipts(&scope.sql.ack, receipts, |q| q).await?;
+        let mut conn = self.system_connection().await?;
+        let refused =
+            super::workflow::ack_on(&mut conn, &scope.sql, receipts, &self.config.channel).await?;
+        conn.finish().await?;
         metrics::counter!(crate::metric_names::ACKED_TOTAL)
             .increment((receipts.len() - refused.len()) as u64);
         Ok(refused)
@@ -63,6 +69,56 @@ impl Queue {
         if failures.is_empty() {
             return Ok(Vec::new());
         }
+        let scope = self.system_scope()?;
+        let mut conn = self.system_connection().await?;
+        let mut done = self.nack_on(&mut conn, &scope.sql.nack, failures).await?;
+        if done.len() < failures.len() {
+            // What the plain nack left: jobs with dependents (a dead one moves them on, in
+            // the same transaction) and lost leases ([`super::workflow`]).
+            let finished: HashSet<JobId> = done.iter().map(|(id, _)| *id).collect();
+            let left: Vec<Failure> = failures
+                .iter()
+                .filter(|f| !finished.contains(&f.receipt.id))
+                .cloned()
+                .collect();
+            let mut tx = conn.begin().await?;
+            let more = self
+                .nack_on(&mut tx, &scope.sql.workflow.nack, &left)
+                .await?;
+            let dead: Vec<JobId> = more
+                .iter()
+                .filter(|(_, state)| state == "dead")
+                .map(|(id, _)| *id)
+                .collect();
+            super::workflow::resolve(
+                &mut tx,
+                &scope.sql,
+                dead,
+                super::workflow::Outcome::Dead,
+                &self.config.channel,
+            )
+            .await?;
+            tx.commit().await?;
+            done.extend(more);
+        }
+        conn.finish().await?;
+        let dead = done.iter().filter(|(_, state)| state == "dead").count() as u64;
+        metrics::counter!(crate::metric_names::NACKED_TOTAL).increment(done.len() as u64);
+        metrics::counter!(crate::metric_names::RETRIES_TOTAL).increment(done.len() as u64 - dead);
+        metrics::counter!(crate::metric_names::DEAD_LETTERED_TOTAL).increment(dead);
+        let done: Vec<JobId> = done.into_iter().map(|(id, _)| id).collect();
+        let receipts: Vec<Receipt> = failures.iter().map(|f| f.receipt).collect();
+        Ok(refused(&receipts, &done))
+    }
+
+    /// Runs a nack `statement` over `failures` on `conn`; returns the jobs it changed and
+    /// their new state.
+    async fn nack_on(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        statement: &SqlStr,
+        failures: &[Failure],
+    ) -> Result<Vec<(JobId, String)>> {
         let ids: Vec<JobId> = failures.iter().map(|f| f.receipt.id).collect();
         let fences: Vec<i64> = failures.iter().map(|f| f.receipt.fence).collect();
         let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
@@ -72,9 +128,7 @@ impl Queue {
             .map(|f| f.retry_in.map(|d| d.as_secs_f64() * 1e3))
             .collect();
         let snooze: Vec<bool> = failures.iter().map(|f| f.snooze).collect();
-        let scope = self.system_scope()?;
-        let mut conn = self.system_connection().await?;
-        let rows = planned_per_call(scope.sql.nack.clone())
+        let rows = planned_per_call(statement.clone())
             .bind(&ids)
             .bind(&fences)
             .bind(self.config.retry_initial.as_secs_f64() * 1e3)
@@ -84,20 +138,12 @@ impl Queue {
             .bind(&permanent)
             .bind(&retry_in)
             .bind(&snooze)
-            .fetch_all(&mut *conn)
+            .fetch_all(conn)
             .await?;
-        conn.finish().await?;
-        let done = rows
+        Ok(rows
             .iter()
             .map(|row| Ok((row.try_get("id")?, row.try_get("state")?)))
-            .collect::<Result<Vec<(JobId, String)>, sqlx::Error>>()?;
-        let dead = done.iter().filter(|(_, state)| state == "dead").count() as u64;
-        metrics::counter!(crate::metric_names::NACKED_TOTAL).increment(done.len() as u64);
-        metrics::counter!(crate::metric_names::RETRIES_TOTAL).increment(done.len() as u64 - dead);
-        metrics::counter!(crate::metric_names::DEAD_LETTERED_TOTAL).increment(dead);
-        let done: Vec<JobId> = done.into_iter().map(|(id, _)| id).collect();
-        let receipts: Vec<Receipt> = failures.iter().map(|f| f.receipt).collect();
-        Ok(refused(&receipts, &done))
+            .collect::<Result<Vec<(JobId, String)>, sqlx::Error>>()?)
     }
 
     /// Hands claims back without counting the attempt (shutdown).
