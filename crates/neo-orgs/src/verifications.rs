@@ -3,13 +3,18 @@
 //! `submitted` to `in_review` and asks the host's [`DocumentReviewer`]; its verdict, or a
 //! person's through [`OrgVerifications::decide`], ends it `verified` or `rejected`. Every
 //! move is checked ([`OrgError::VerificationTransition`] otherwise), audited and published
-//! (`organization.verification_<status>`) in one transaction.
+//! (`organization.verification_<status>`) in one transaction. A move to `verified` verifies
+//! the organization too ([`Organization::verify`] with the documents' ids: its row, its
+//! audit record `verify` and its `organization.verified` event) in that same transaction;
+//! `rejected` leaves the organization as it is.
 
 use crate::members::{Memberships, within};
+use crate::model::now;
 use crate::store::{
-    Move, OrgVerification, VerificationDocument, VerificationRecord, VerificationStatus,
+    Move, OrgVerification, OrganizationChange, VerificationDocument, VerificationRecord,
+    VerificationStatus,
 };
-use crate::{OrgError, OrganizationStore};
+use crate::{OrgError, Organization, OrganizationStore};
 use neo_core::{OrganizationId, TenantId};
 use neo_events::DomainEvent;
 use neo_queue::{Job, JobError, NewJob, OnDuplicate, Queue, Worker};
@@ -178,12 +183,16 @@ impl OrgVerifications {
             .await
     }
 
-    /// Ends a verification `in_review` with `verdict`.
+    /// Ends a verification `in_review` with `verdict`. [`Verdict::Verified`] verifies the
+    /// organization in the same transaction ([`Organization::verify`] with the documents'
+    /// ids, audited as `verify`, its events published); a rejection leaves it unverified.
     ///
     /// # Errors
     /// [`OrgError::VerificationTransition`] from another status; [`OrgError::Invalid`] for
-    /// a rejection without a reason (or over 1000 characters); [`OrgError::NotFound`]; a
-    /// database error.
+    /// a rejection without a reason (or over 1000 characters); [`OrgError::NotFound`] for
+    /// the verification, or for its organization deleted meanwhile;
+    /// [`OrgError::Transition`] for a verdict `verified` on an organization that cannot be
+    /// verified (suspended, archived); a database error. Nothing is written then.
     pub async fn decide(
         &self,
         actor: &str,
@@ -259,13 +268,32 @@ impl OrgVerifications {
         to: VerificationStatus,
         reason: Option<&str>,
     ) -> Result<OrgVerification, OrgError> {
-        let store = &self.inner.members.inner.store;
+        let members = &self.inner.members.inner;
+        let (store, orgs) = (&members.store, &members.orgs);
         let tenant = store.tenant()?;
-        store
-            .move_verification(id, Move { actor, to, reason }, |v, from| {
-                event(v, from, tenant)
-            })
-            .await
+        // A verified verification verifies its organization, with its documents, in the
+        // move's transaction (the service's events for it, as a save publishes them).
+        let verify = |org: &mut Organization, v: &OrgVerification| {
+            org.verify(v.documents.iter().map(|d| d.id.clone()).collect())?;
+            let events = orgs.notifications(org);
+            org.updated_at = now();
+            Ok(events)
+        };
+        let verifies = to == VerificationStatus::Verified;
+        let change = Move {
+            actor,
+            to,
+            reason,
+            organization: verifies.then_some(&verify as &OrganizationChange<'_>),
+        };
+        let moved = store
+            .move_verification(id, change, |v, from| event(v, from, tenant))
+            .await?;
+        if verifies {
+            orgs.forget(&[moved.organization]).await;
+            orgs.wrote().await;
+        }
+        Ok(moved)
     }
 }
 

@@ -272,7 +272,7 @@ impl OrganizationService {
     /// tenant, each names that tenant rather than the organization: offboarding the tenant
     /// finds them in a shared outbox, and an outbox under row-level security accepts them
     /// from the tenant's transaction.
-    fn notifications(&self, org: &mut Organization) -> Vec<DomainEvent> {
+    pub(crate) fn notifications(&self, org: &mut Organization) -> Vec<DomainEvent> {
         let events = org.take_events();
         let events = self.inner.notifier.notifications(org, events);
         match self.inner.store.tenant() {
@@ -281,7 +281,7 @@ impl OrganizationService {
         }
     }
 
-    async fn forget(&self, ids: &[OrganizationId]) {
+    pub(crate) async fn forget(&self, ids: &[OrganizationId]) {
         if let Some(cache) = &self.inner.cache
             && !ids.is_empty()
         {

@@ -210,7 +210,7 @@ impl OrganizationService {
     /// Lets the store record a write's position for the caller's read-your-writes. The
     /// write has happened: a failure here only costs the caller that guarantee until the
     /// replica catches up, so it is logged, not returned.
-    pub(super) async fn wrote(&self) {
+    pub(crate) async fn wrote(&self) {
         if let Err(error) = self.inner.store.wrote().await {
             tracing::warn!(%error, "could not record a write's position for read-your-writes");
         }

@@ -22,7 +22,7 @@ pub use membership::{Member, UserOrganization};
 pub use memory::InMemoryOrganizationStore;
 pub use offboard::OrganizationTenantData;
 pub use postgres::PgOrganizationStore;
-pub(crate) use verification::Move;
+pub(crate) use verification::{Move, OrganizationChange};
 pub use verification::{
     OrgVerification, VerificationDocument, VerificationRecord, VerificationStatus,
 };
@@ -44,7 +44,8 @@ pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, OrgError>> +
 pub struct AuditEntry {
     /// Who.
     pub actor: String,
-    /// What (`create`, `update`, `delete`, `restore`).
+    /// What (`create`, `update`, `delete`, `restore`, `verify` by a verified
+    /// [`OrgVerification`]).
     pub action: String,
     /// The stored organization before, as JSON (`None` for a creation). The PostgreSQL store
     /// keeps only `after` in each record and reads `before` from the previous record of the

@@ -1,32 +1,56 @@
-//! Offboarding ([`neo_tenant::TenantData`]) in schema-per-tenant mode: every row of the
-//! organization tables in the tenant's schema is the tenant's.
+//! Offboarding ([`neo_tenant::TenantData`]) of every organization table (organizations,
+//! domains and domain claims, members, invitations, verifications and their audit, the
+//! organizations' audit), in both isolation modes:
 //!
-//! The tenant → schema mapping is a parameter ([`neo_db::SchemaFor`], e.g.
-//! [`neo_db::schema_per_tenant`]), the same one the tenant migrator uses, so a host can plug in
-//! its own resolver. The schema itself stays (drop it with neo-db's `TenantMigrator`, added
-//! after this store in the offboarding).
+//! - a schema per tenant: every row of the tables in the tenant's schema is the tenant's. The
+//!   tenant → schema mapping is a parameter ([`neo_db::SchemaFor`], e.g.
+//!   [`neo_db::schema_per_tenant`]), the same one the tenant migrator uses, so a host can
+//!   plug in its own resolver. The schema itself stays (drop it with neo-db's
+//!   `TenantMigrator`, added after this store in the offboarding).
+//! - shared tables under row-level security: the tenant's rows (`tenant_id`), read and
+//!   deleted in transactions acting for the tenant (its setting in force, so the policies
+//!   admit them) and filtered by `tenant_id` as well (so a role exempt from the policies
+//!   still touches no other tenant's rows).
 
 use crate::OrgError;
 use futures_util::TryStreamExt;
 use neo_core::{HasErrorKind, TenantId};
-use neo_db::{Db, Schema, SchemaFor, TableName};
+use neo_db::{Db, Schema, SchemaFor, StatementConnection, TableName, TenantIsolation};
 use neo_tenant::{DataFuture, ExportSink, TenantData, store_error};
 use sqlx::AssertSqlSafe;
 use std::fmt;
+use std::sync::Arc;
 
 /// The organization tables, parents first (exported in this order, purged in the reverse).
-const TABLES: [&str; 4] = [
+/// Every table of the migration set: a table added there is added here.
+const TABLES: [&str; 8] = [
     "organizations",
     "organization_domains",
+    "organization_domain_claims",
     "organization_members",
+    "organization_invitations",
+    "organization_verifications",
+    "organization_verification_audit",
     "organization_audit",
 ];
 
-/// The organization tables of every tenant's schema, as one [`TenantData`].
+/// The organization tables of every tenant, as one [`TenantData`].
 #[derive(Clone)]
 pub struct OrganizationTenantData {
     db: Db,
-    schema_for: SchemaFor,
+    place: Place,
+}
+
+/// Where a tenant's rows are.
+#[derive(Clone)]
+enum Place {
+    /// All the rows of the tables in the tenant's schema.
+    Schemas(SchemaFor),
+    /// The tenant's rows of the shared tables in `schema`, under row-level security.
+    Shared {
+        schema: Schema,
+        isolation: TenantIsolation,
+    },
 }
 
 impl fmt::Debug for OrganizationTenantData {
@@ -41,13 +65,76 @@ impl OrganizationTenantData {
     pub fn new(db: &Db, schema_for: SchemaFor) -> Self {
         OrganizationTenantData {
             db: db.clone(),
-            schema_for,
+            place: Place::Schemas(schema_for),
         }
+    }
+
+    /// Over `db`, for a store built with the same arguments
+    /// ([`PgOrganizationStore::tenant_isolated`](crate::PgOrganizationStore::tenant_isolated),
+    /// or `OrgConfig::schema` and `OrgConfig::tenancy`): a schema per tenant (its resolver
+    /// names it; `schema` is not used), or the shared tables in `schema` under row-level
+    /// security. Run it as a role the tables' policies bind or as their owner; either way
+    /// only the tenant's rows are read and deleted.
+    ///
+    /// # Errors
+    /// [`OrgError::Db`] for a bad schema name.
+    pub fn tenant_isolated(
+        db: &Db,
+        schema: &str,
+        isolation: TenantIsolation,
+    ) -> Result<Self, OrgError> {
+        let place = match isolation {
+            TenantIsolation::SchemaPerTenant(resolver) => {
+                Place::Schemas(Arc::new(move |tenant| resolver.schema(tenant)))
+            }
+            isolation => Place::Shared {
+                schema: Schema::new(schema)?,
+                isolation,
+            },
+        };
+        Ok(OrganizationTenantData {
+            db: db.clone(),
+            place,
+        })
+    }
+
+    /// The schema of the tenant's tables.
+    fn schema(&self, tenant: TenantId) -> Result<Schema, OrgError> {
+        Ok(match &self.place {
+            Place::Schemas(schema_for) => schema_for(tenant)?,
+            Place::Shared { schema, .. } => schema.clone(),
+        })
+    }
+
+    /// A connection for reading the tenant's rows: under row-level security a transaction
+    /// with the tenant in force.
+    async fn connection(&self, tenant: TenantId) -> Result<StatementConnection, OrgError> {
+        Ok(match &self.place {
+            Place::Schemas(_) => self.db.statement_connection().await?,
+            Place::Shared { isolation, .. } => {
+                isolation
+                    .statement_connection_on(&self.db, self.db.pool(), tenant)
+                    .await?
+            }
+        })
+    }
+
+    /// The statement `sql` on `table`, for the tenant's rows only: all of them in its own
+    /// schema, those with its `tenant_id` in shared tables.
+    fn of_tenant(&self, sql: &str, table: &str) -> String {
+        match self.place {
+            Place::Schemas(_) => format!("{sql} {table} AS x"),
+            Place::Shared { .. } => format!("{sql} {table} AS x WHERE x.tenant_id = $1"),
+        }
+    }
+
+    fn binds_tenant(&self) -> bool {
+        matches!(self.place, Place::Shared { .. })
     }
 
     /// The tenant's tables that exist (none once its schema is dropped).
     async fn tables(&self, tenant: TenantId) -> Result<Vec<(&'static str, String)>, OrgError> {
-        let schema: Schema = (self.schema_for)(tenant)?;
+        let schema = self.schema(tenant)?;
         let mut conn = self.db.statement_connection().await?;
         let mut found = Vec::new();
         for name in TABLES {
@@ -73,15 +160,14 @@ impl OrganizationTenantData {
     ) -> Result<u64, Failure> {
         let mut n = 0;
         for (name, table) in self.tables(tenant).await? {
-            let mut conn = self
-                .db
-                .statement_connection()
-                .await
-                .map_err(OrgError::from)?;
-            let select = format!("SELECT to_jsonb(x) FROM {table} AS x");
-            let mut rows = sqlx::query_scalar::<_, serde_json::Value>(AssertSqlSafe(select))
-                .persistent(false)
-                .fetch(&mut *conn);
+            let mut conn = self.connection(tenant).await?;
+            let select = self.of_tenant("SELECT to_jsonb(x) FROM", &table);
+            let mut query =
+                sqlx::query_scalar::<_, serde_json::Value>(AssertSqlSafe(select)).persistent(false);
+            if self.binds_tenant() {
+                query = query.bind(tenant.as_uuid());
+            }
+            let mut rows = query.fetch(&mut *conn);
             while let Some(row) = rows
                 .try_next()
                 .await
@@ -98,11 +184,18 @@ impl OrganizationTenantData {
 
     async fn purge_rows(&self, tenant: TenantId) -> Result<u64, OrgError> {
         let tables = self.tables(tenant).await?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = match &self.place {
+            Place::Schemas(_) => self.db.begin().await?,
+            Place::Shared { isolation, .. } => isolation.begin(&self.db, tenant).await?,
+        };
         let mut n = 0;
         for (_, table) in tables.iter().rev() {
-            n += sqlx::query(AssertSqlSafe(format!("DELETE FROM {table}")))
-                .persistent(false)
+            let mut delete =
+                sqlx::query(AssertSqlSafe(self.of_tenant("DELETE FROM", table))).persistent(false);
+            if self.binds_tenant() {
+                delete = delete.bind(tenant.as_uuid());
+            }
+            n += delete
                 .execute(&mut **tx)
                 .await
                 .map_err(neo_db::Error::from)?
@@ -144,5 +237,28 @@ impl TenantData for OrganizationTenantData {
                 .await
                 .map_err(|e| store_error("orgs", e.kind(), &e))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every table the migrations create is offboarded.
+    #[test]
+    fn every_migrated_table_is_offboarded() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations");
+        let mut created = Vec::new();
+        for file in std::fs::read_dir(dir).unwrap() {
+            let sql = std::fs::read_to_string(file.unwrap().path()).unwrap();
+            for line in sql.lines() {
+                if let Some(rest) = line.trim().strip_prefix("CREATE TABLE ") {
+                    let name = rest.split_whitespace().next().unwrap();
+                    created.push(name.trim_matches('(').to_owned());
+                }
+            }
+        }
+        created.sort();
+        let mut offboarded: Vec<String> = super::TABLES.iter().map(|t| (*t).to_owned()).collect();
+        offboarded.sort();
+        assert_eq!(created, offboarded);
     }
 }

@@ -442,11 +442,8 @@ impl PgOrganizationStore {
             ))
     }
 
-    async fn update_rows(
-        &self,
-        writes: &[Write<'_>],
-    ) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
-        let scope = self.scope()?;
+    /// The update statement of `writes` (see `Sql::update`).
+    fn update_arguments(&self, writes: &[Write<'_>]) -> Result<PgArguments, OrgError> {
         let orgs: Vec<&Organization> = writes.iter().map(|w| w.organization).collect();
         let (events, channel) = self
             .inner
@@ -463,54 +460,91 @@ impl PgOrganizationStore {
         )?;
         add(&mut args, events)?;
         add(&mut args, channel)?;
-        let statement = sqlx::query_with(AssertSqlSafe(scope.sql.update.clone()), args)
-            .persistent(self.inner.db.pooler().named_statements());
+        Ok(args)
+    }
+
+    async fn update_rows(
+        &self,
+        writes: &[Write<'_>],
+    ) -> Result<Vec<Result<i64, OrgError>>, OrgError> {
+        let scope = self.scope()?;
         let rows = if writes.iter().any(Write::domains_changed) {
             // The rows and the domains they now claim, in one transaction.
             let mut tx = self.begin(&scope).await?;
-            let rows = outcomes_of(&statement.fetch_all(&mut **tx).await.map_err(db)?)?;
-            let updated: std::collections::HashSet<Uuid> = rows
-                .iter()
-                .filter_map(|(id, _, new)| new.map(|_| *id))
-                .collect();
-            let rewritten: Vec<&Organization> = orgs
-                .iter()
-                .copied()
-                .filter(|o| o.changed.domains && updated.contains(&Uuid::from(o.id)))
-                .collect();
-            if !rewritten.is_empty() {
-                self.replace_domains(&mut tx, &scope, &rewritten).await?;
-            }
+            let rows = self.update_in(&mut tx, &scope, writes).await?;
             tx.commit().await?;
             rows
         } else {
+            let statement = sqlx::query_with(
+                AssertSqlSafe(scope.sql.update.clone()),
+                self.update_arguments(writes)?,
+            )
+            .persistent(self.inner.db.pooler().named_statements());
             let mut conn = self.connection_on(self.inner.db.pool(), &scope).await?;
             let rows = statement.fetch_all(&mut *conn).await.map_err(db)?;
             conn.finish().await?;
             outcomes_of(&rows)?
         };
-        let outcomes: std::collections::HashMap<Uuid, (Option<i64>, Option<i64>)> = rows
-            .into_iter()
-            .map(|(id, stored, new)| (id, (stored, new)))
-            .collect();
-        Ok(orgs
+        Ok(results_of(writes, rows))
+    }
+
+    /// Runs the update of `writes` (rows, audit records, events, and the domains of those
+    /// whose domains changed) in `tx`; the outcomes per row, for [`results_of`].
+    pub(super) async fn update_in(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        scope: &Scoped,
+        writes: &[Write<'_>],
+    ) -> Result<Vec<Outcome>, OrgError> {
+        let statement = sqlx::query_with(
+            AssertSqlSafe(scope.sql.update.clone()),
+            self.update_arguments(writes)?,
+        )
+        .persistent(self.inner.db.pooler().named_statements());
+        let rows = outcomes_of(&statement.fetch_all(&mut ***tx).await.map_err(db)?)?;
+        let updated: std::collections::HashSet<Uuid> = rows
             .iter()
-            .map(|org| {
-                let (stored, new) = outcomes
-                    .get(&Uuid::from(org.id))
-                    .copied()
-                    .unwrap_or((None, None));
-                match (stored, new) {
-                    (_, Some(new)) => Ok(new),
-                    (Some(stored), None) => Err(OrgError::Conflict {
-                        id: org.id.to_string(),
-                        expected: org.version,
-                        actual: stored,
-                    }),
-                    (None, None) => Err(OrgError::not_found("organization", org.id)),
-                }
-            })
-            .collect())
+            .filter_map(|(id, _, new)| new.map(|_| *id))
+            .collect();
+        let rewritten: Vec<&Organization> = writes
+            .iter()
+            .map(|w| w.organization)
+            .filter(|o| o.changed.domains && updated.contains(&Uuid::from(o.id)))
+            .collect();
+        if !rewritten.is_empty() {
+            self.replace_domains(tx, scope, &rewritten).await?;
+        }
+        Ok(rows)
+    }
+
+    /// The live organization `id`, locked in `tx` until it ends; `None` when there is none
+    /// (or it is deleted).
+    pub(super) async fn lock_organization(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        scope: &Scoped,
+        id: OrganizationId,
+    ) -> Result<Option<Organization>, OrgError> {
+        let named = self.inner.db.pooler().named_statements();
+        let locked = sqlx::query(AssertSqlSafe(scope.sql.lock_org.clone()))
+            .persistent(named)
+            .bind(Uuid::from(id))
+            .fetch_optional(&mut ***tx)
+            .await
+            .map_err(db)?;
+        if locked.is_none() {
+            return Ok(None);
+        }
+        let row = sqlx::query(AssertSqlSafe(scope.sql.by_id.clone()))
+            .persistent(named)
+            .bind(Uuid::from(id))
+            .bind(false)
+            .fetch_optional(&mut ***tx)
+            .await
+            .map_err(db)?;
+        row.as_ref()
+            .map(|row| from_row(row, &ReadColumns::of(row)?))
+            .transpose()
     }
 
     async fn replace_domains(
@@ -862,9 +896,37 @@ impl OrganizationStore for PgOrganizationStore {
 
 /// The update statement's answer for one input: its id, the stored version (`None`:
 /// missing) and the saved one (`None`: stale).
-type Outcome = (Uuid, Option<i64>, Option<i64>);
+pub(super) type Outcome = (Uuid, Option<i64>, Option<i64>);
 
 /// The update statement's answers, decoded by column name.
+/// Per write, its new version, or why it has none: [`OrgError::Conflict`] for a stale
+/// version, [`OrgError::NotFound`] for a missing organization.
+pub(super) fn results_of(writes: &[Write<'_>], rows: Vec<Outcome>) -> Vec<Result<i64, OrgError>> {
+    let outcomes: std::collections::HashMap<Uuid, (Option<i64>, Option<i64>)> = rows
+        .into_iter()
+        .map(|(id, stored, new)| (id, (stored, new)))
+        .collect();
+    writes
+        .iter()
+        .map(|w| {
+            let org = w.organization;
+            let (stored, new) = outcomes
+                .get(&Uuid::from(org.id))
+                .copied()
+                .unwrap_or((None, None));
+            match (stored, new) {
+                (_, Some(new)) => Ok(new),
+                (Some(stored), None) => Err(OrgError::Conflict {
+                    id: org.id.to_string(),
+                    expected: org.version,
+                    actual: stored,
+                }),
+                (None, None) => Err(OrgError::not_found("organization", org.id)),
+            }
+        })
+        .collect()
+}
+
 fn outcomes_of(rows: &[PgRow]) -> Result<Vec<Outcome>, OrgError> {
     rows.iter()
         .map(|row| {

@@ -2,8 +2,9 @@
 //! each submission and each status move one transaction with its audit record and its event
 //! through the outbox; a refused move changes nothing.
 
-use super::postgres::{PgOrganizationStore, db};
-use crate::OrgError;
+use super::Write;
+use super::postgres::{PgOrganizationStore, db, results_of};
+use crate::{OrgError, Organization};
 use chrono::{DateTime, Utc};
 use neo_core::OrganizationId;
 use neo_db::{Schema, TableName};
@@ -191,11 +192,20 @@ fn verification_of(row: &PgRow) -> Result<OrgVerification, OrgError> {
     })
 }
 
+/// What a move to `verified` does to the organization, in the move's transaction: changes
+/// it (`Organization::verify`) and returns the events to publish with it.
+pub(crate) type OrganizationChange<'a> = dyn Fn(&mut Organization, &OrgVerification) -> Result<Vec<DomainEvent>, OrgError>
+    + Send
+    + Sync
+    + 'a;
+
 /// A status move for [`PgOrganizationStore::move_verification`].
 pub(crate) struct Move<'a> {
     pub(crate) actor: &'a str,
     pub(crate) to: VerificationStatus,
     pub(crate) reason: Option<&'a str>,
+    /// The organization's own change, saved (row, audit record, events) with the move.
+    pub(crate) organization: Option<&'a OrganizationChange<'a>>,
 }
 
 impl PgOrganizationStore {
@@ -253,7 +263,10 @@ impl PgOrganizationStore {
 
     /// Locks verification `id`, refuses a move its status does not allow
     /// ([`OrgError::VerificationTransition`]), moves it with its audit record and its event,
-    /// in one transaction; nothing changes when anything fails.
+    /// and, with `change.organization`, locks the organization, changes it and saves it
+    /// (row, audit record `verify`, events), in one transaction; nothing changes when
+    /// anything fails ([`OrgError::NotFound`] for an organization deleted meanwhile, the
+    /// change's own error, e.g. [`OrgError::Transition`] for a suspended one).
     pub(crate) async fn move_verification(
         &self,
         id: Uuid,
@@ -300,6 +313,19 @@ impl PgOrganizationStore {
             .execute(&mut **tx)
             .await
             .map_err(db)?;
+        if let Some(organization_change) = change.organization {
+            let id = verification.organization;
+            let mut org = self
+                .lock_organization(&mut tx, &scope, id)
+                .await?
+                .ok_or_else(|| OrgError::not_found("organization", id))?;
+            let events = organization_change(&mut org, &verification)?;
+            let write = [Write::new(change.actor, "verify", &org, &events)];
+            let rows = self.update_in(&mut tx, &scope, &write).await?;
+            for outcome in results_of(&write, rows) {
+                outcome?;
+            }
+        }
         self.inner
             .outbox
             .publish(&mut **tx, &event(&verification, Some(from))?)

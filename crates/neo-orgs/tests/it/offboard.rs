@@ -2,7 +2,10 @@
 //! tenant, the schema dropped at the end), its jobs, outbox events (the organizations' own
 //! events among them, which name the tenant the service acts for), webhook endpoints, messages
 //! and deliveries in shared tables, its cache entries in Redis; another tenant untouched; an
-//! offboarding interrupted by a failing store resumes and finishes.
+//! offboarding interrupted by a failing store resumes and finishes. And, in each isolation
+//! mode (a schema per tenant, row-level security, direct and through PgBouncer), the
+//! organization store's offboarding exports and erases every organization table: members,
+//! invitations, domain claims, verifications and their history with the rest.
 
 use neo_cache::{Cache, CacheConfig, EntryOptions, HybridCache};
 use neo_core::{Slug, TenantId};
@@ -324,4 +327,241 @@ async fn offboarding_removes_a_tenant_everywhere_resumes_and_leaves_the_other() 
             .all(|r| r.row["tenant"] == a.to_string())
     );
     assert_eq!(report.exported.values().sum::<u64>(), rows.len() as u64);
+}
+
+/// The tenant-isolated offboarding test once per isolation mode and route, with two fresh
+/// tenants (A is offboarded, B stays), run as the service's application role (which
+/// row-level security binds) or as the superuser (which it does not).
+macro_rules! isolated_offboarding {
+    ($($module:ident: $isolation:ident, $route:ident, $runner:ident;)*) => {
+        $(mod $module {
+            #[tokio::test]
+            async fn every_organization_table_is_exported_and_erased_for_one_tenant_only() {
+                let (a, b) = (neo_core::TenantId::new(), neo_core::TenantId::new());
+                let s = crate::service::Setup::isolated(
+                    crate::service::Isolation::$isolation,
+                    neo_testkit::PgRoute::$route,
+                    &[a, b],
+                )
+                .await;
+                super::every_organization_table_is_exported_and_erased_for_one_tenant_only(
+                    s,
+                    crate::service::Isolation::$isolation,
+                    super::Runner::$runner,
+                    a,
+                    b,
+                )
+                .await
+            }
+        })*
+    };
+}
+
+isolated_offboarding! {
+    schema_per_tenant: Schemas, Direct, App;
+    schema_per_tenant_pgbouncer: Schemas, PgBouncer, App;
+    rls: Rls, Direct, App;
+    rls_pgbouncer: Rls, PgBouncer, App;
+    rls_as_superuser: Rls, Direct, Superuser;
+}
+
+/// Who runs the offboarding.
+#[derive(Debug, Clone, Copy)]
+enum Runner {
+    /// The application role the service runs as.
+    App,
+    /// The superuser, which row-level security does not bind: only the offboarding's own
+    /// `tenant_id` filter keeps it to the tenant.
+    Superuser,
+}
+
+/// Every organization table, as the offboarding names them.
+const ORG_TABLES: [&str; 8] = [
+    "organizations",
+    "organization_domains",
+    "organization_domain_claims",
+    "organization_members",
+    "organization_invitations",
+    "organization_verifications",
+    "organization_verification_audit",
+    "organization_audit",
+];
+
+/// A resolver that finds no record (the claims stay pending).
+struct NoRecords;
+
+impl neo_orgs::DomainResolver for NoRecords {
+    fn txt_records<'a>(&'a self, _domain: &'a neo_core::DomainName) -> neo_orgs::TxtFuture<'a> {
+        Box::pin(async { Ok(Vec::new()) })
+    }
+}
+
+/// Gives `tenant` a row in every organization table: an organization (its audit), a member,
+/// an invitation, a claimed domain (and its claim), a verification moved to review (its
+/// history).
+async fn seed_every_table(s: &crate::service::Setup, tenant: TenantId, label: &str) {
+    use neo_orgs::{
+        DomainVerification, DomainVerificationConfig, ManualReview, MembershipConfig,
+        OrgVerifications, VerificationDocument,
+    };
+    let members = s.memberships(MembershipConfig::default(), OrgConfig::default());
+    let queue = crate::domains::queue(s).await;
+    let domains = DomainVerification::new(
+        members.clone(),
+        queue.clone(),
+        NoRecords,
+        DomainVerificationConfig::default(),
+    )
+    .unwrap();
+    let verifications = OrgVerifications::new(members.clone(), queue, ManualReview);
+    neo_tenant::scope(tenant, async {
+        let org = s
+            .orgs
+            .create(
+                "seed",
+                NewOrganization::new(label, Slug::parse(label).unwrap()),
+            )
+            .await
+            .unwrap();
+        members
+            .add(org.id(), neo_core::UserId::new(), "admin")
+            .await
+            .unwrap();
+        members
+            .invite(
+                "seed",
+                org.id(),
+                &neo_core::EmailAddress::parse(&format!("bob@{label}.example")).unwrap(),
+                "member",
+            )
+            .await
+            .unwrap();
+        domains
+            .claim(
+                "seed",
+                org.id(),
+                neo_core::DomainName::parse(&format!("{label}.example")).unwrap(),
+            )
+            .await
+            .unwrap();
+        let submitted = verifications
+            .submit(
+                "seed",
+                org.id(),
+                vec![VerificationDocument::new("doc-1", "registry_extract")],
+            )
+            .await
+            .unwrap();
+        verifications
+            .start_review("seed", submitted.id)
+            .await
+            .unwrap();
+    })
+    .await;
+}
+
+/// How many rows of `tenant` each organization table holds, read as the superuser (which
+/// row-level security does not bind): its schema's rows, or its `tenant_id`'s rows of the
+/// shared tables; -1 for a table that does not exist.
+async fn rows_of(
+    s: &crate::service::Setup,
+    isolation: crate::service::Isolation,
+    tenant: TenantId,
+) -> BTreeMap<&'static str, i64> {
+    let db = Db::connect(&DbConfig::with_url(s.superuser_url()))
+        .await
+        .unwrap();
+    let own_schema = isolation.of().schema_of(tenant).unwrap();
+    let schema = own_schema
+        .clone()
+        .unwrap_or_else(|| neo_db::Schema::new(&OrgConfig::default().schema).unwrap());
+    let mut rows = BTreeMap::new();
+    for table in ORG_TABLES {
+        let name = format!("{schema}.{table}");
+        let exists: Option<String> = sqlx::query_scalar("SELECT to_regclass($1)::text")
+            .bind(&name)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+        let n = match (exists, &own_schema) {
+            (None, _) => -1,
+            (Some(_), Some(_)) => {
+                sqlx::query_scalar(sqlx::AssertSqlSafe(format!("SELECT count(*) FROM {name}")))
+                    .fetch_one(db.pool())
+                    .await
+                    .unwrap()
+            }
+            (Some(_), None) => sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM {name} WHERE tenant_id = $1"
+            )))
+            .bind(tenant.as_uuid())
+            .fetch_one(db.pool())
+            .await
+            .unwrap(),
+        };
+        rows.insert(table, n);
+    }
+    rows
+}
+
+async fn every_organization_table_is_exported_and_erased_for_one_tenant_only(
+    s: crate::service::Setup,
+    isolation: crate::service::Isolation,
+    runner: Runner,
+    a: TenantId,
+    b: TenantId,
+) {
+    seed_every_table(&s, a, "alpha").await;
+    seed_every_table(&s, b, "bravo").await;
+    let a_before = rows_of(&s, isolation, a).await;
+    let b_before = rows_of(&s, isolation, b).await;
+    assert!(a_before.values().all(|n| *n > 0), "{a_before:?}");
+    assert!(b_before.values().all(|n| *n > 0), "{b_before:?}");
+
+    let db = match runner {
+        Runner::App => s.pg_parts().0.clone(),
+        Runner::Superuser => Db::connect(&DbConfig::with_url(s.superuser_url()))
+            .await
+            .unwrap(),
+    };
+    let data =
+        OrganizationTenantData::tenant_isolated(&db, &OrgConfig::default().schema, isolation.of())
+            .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let report = Offboarding::new(OffboardConfig::in_dir(dir.path()))
+        .with(data)
+        .run(a)
+        .await
+        .unwrap();
+
+    // A's archive holds every row A had, table by table.
+    let archived = read_archive(&report.archive).unwrap();
+    let mut exported: BTreeMap<&'static str, i64> = ORG_TABLES.iter().map(|t| (*t, 0)).collect();
+    for row in &archived {
+        assert_eq!(row.store, "orgs");
+        let table = ORG_TABLES
+            .iter()
+            .find(|t| **t == row.table)
+            .unwrap_or_else(|| panic!("an unexpected table {}", row.table));
+        *exported.get_mut(table).unwrap() += 1;
+        if let Some(owner) = row.row.get("tenant_id") {
+            assert_eq!(owner.as_str(), Some(a.to_string().as_str()), "{row:?}");
+        }
+    }
+    assert_eq!(exported, a_before, "the export is A's rows, all of them");
+    assert_eq!(
+        report.purged.get("orgs").copied(),
+        Some(a_before.values().sum::<i64>() as u64)
+    );
+    let names: Vec<&str> = archived
+        .iter()
+        .filter(|r| r.table == "organizations")
+        .map(|r| r.row["slug"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["alpha"]);
+
+    // A has nothing left; B has all it had.
+    let a_after = rows_of(&s, isolation, a).await;
+    assert!(a_after.values().all(|n| *n == 0), "{a_after:?}");
+    assert_eq!(rows_of(&s, isolation, b).await, b_before, "B is untouched");
 }

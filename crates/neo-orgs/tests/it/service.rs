@@ -39,7 +39,7 @@ pub(crate) enum Isolation {
 }
 
 impl Isolation {
-    fn of(self) -> TenantIsolation {
+    pub(crate) fn of(self) -> TenantIsolation {
         match self {
             Isolation::Schemas => TenantIsolation::schema_per_tenant("tenant_").unwrap(),
             Isolation::Rls => TenantIsolation::row_level_security(),
@@ -269,10 +269,6 @@ impl Setup {
     }
 
     /// The PostgreSQL parts (for checks that read the tables).
-    #[cfg_attr(
-        not(feature = "http"),
-        allow(dead_code, reason = "used by the HTTP sweep")
-    )]
     pub(crate) fn pg_parts(&self) -> (&Db, &Outbox) {
         match &self.backend {
             Backend::Postgres { db, outbox, .. } => (db, outbox),
@@ -280,28 +276,33 @@ impl Setup {
         }
     }
 
-    /// Memberships of this setup's organizations (PostgreSQL only), with a tiered role
-    /// cache on the setup's Redis and `config`, their limits from `orgs`' settings.
-    pub(crate) fn memberships(&self, config: MembershipConfig, orgs: OrgConfig) -> Memberships {
-        let (
-            Backend::Postgres {
-                db,
-                outbox,
-                isolation,
-            },
-            Some((_, redis)),
-        ) = (&self.backend, &self._servers)
+    /// A PostgreSQL store on this setup's tables (the service's isolation, no cache).
+    pub(crate) fn pg_store(&self) -> PgOrganizationStore {
+        let Backend::Postgres {
+            db,
+            outbox,
+            isolation,
+        } = &self.backend
         else {
-            panic!("memberships need a PostgreSQL setup");
+            panic!("not a PostgreSQL setup");
         };
         let schema = OrgConfig::default().schema;
-        let store = match isolation {
+        match isolation {
             None => PgOrganizationStore::new(db, outbox.clone(), &schema).unwrap(),
             Some(isolation) => {
                 PgOrganizationStore::tenant_isolated(db, outbox.clone(), &schema, isolation.clone())
                     .unwrap()
             }
+        }
+    }
+
+    /// Memberships of this setup's organizations (PostgreSQL only), with a tiered role
+    /// cache on the setup's Redis and `config`, their limits from `orgs`' settings.
+    pub(crate) fn memberships(&self, config: MembershipConfig, orgs: OrgConfig) -> Memberships {
+        let (Backend::Postgres { .. }, Some((_, redis))) = (&self.backend, &self._servers) else {
+            panic!("memberships need a PostgreSQL setup");
         };
+        let store = self.pg_store();
         let cache = HybridCache::<String>::tiered(
             CacheConfig {
                 key_prefix: redis.key_prefix().to_owned(),
