@@ -197,22 +197,10 @@ async fn demo() -> Result<(), BoxError> {
     let verifier = Verifier::new(vec![endpoint.secret().clone()]);
     let expected = 5; // created, verified, renamed, branding updated, suspended
     for _ in 0..expected {
-        let (headers, body) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
-            .await
-            .map_err(|_| "a webhook did not arrive within 10 s")?
-            .ok_or("the receiver stopped")?;
-        let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
-        verifier.verify_headers(
-            header("webhook-id"),
-            header("webhook-timestamp"),
-            header("webhook-signature"),
-            body.as_bytes(),
-        )?;
-        let event: Value = serde_json::from_str(&body)?;
+        let (event, webhook_id) = next_webhook(&mut deliveries, &verifier).await?;
         println!(
-            "webhook   {:<36} signature verified (webhook-id {})",
-            event["type"],
-            header("webhook-id").unwrap_or_default()
+            "webhook   {:<36} signature verified (webhook-id {webhook_id})",
+            event["type"]
         );
     }
 
@@ -255,12 +243,215 @@ async fn demo() -> Result<(), BoxError> {
         .error_for_status()?
         .json()
         .await?;
-    println!("can       members:invite → {}", can["allowed"]);
+    println!("can       jane members:invite → {}", can["allowed"]);
+    // A member added directly with a role, and what each role may do.
+    let john = neo_commons::core::UserId::new();
+    http.put(format!("{base}/organizations/{id}/members/{john}"))
+        .json(&json!({ "role": "member" }))
+        .send()
+        .await?
+        .error_for_status()?;
+    let page: Value = http
+        .get(format!("{base}/organizations/{id}/members"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let roles: Vec<String> = page["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .map(|m| {
+                    let who = if m["user"] == json!(jane.to_string()) {
+                        "jane"
+                    } else {
+                        "john"
+                    };
+                    format!("{who} ({})", m["role"].as_str().unwrap_or_default())
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    println!("members   {}", roles.join(", "));
+    let can: Value = http
+        .get(format!(
+            "{base}/organizations/{id}/members/{john}/can/members:invite"
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("can       john members:invite → {}", can["allowed"]);
+
+    // 6. A new organization proves who it is: a domain claimed by DNS, documents reviewed.
+    let globex_slug = format!("globex-{}", std::process::id());
+    let globex: Value = http
+        .post(format!("{base}/organizations"))
+        .header("x-actor", "demo")
+        .json(&json!({ "name": "Globex Corporation", "slug": globex_slug }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let globex_id = globex["id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "
+created   {} {} (status {})",
+        globex_id, globex["slug"], globex["status"]
+    );
+    let domain = format!("{globex_slug}.example");
+    let issued: Value = http
+        .post(format!("{base}/organizations/{globex_id}/domain-claims"))
+        .header("x-actor", "demo")
+        .json(&json!({ "domain": domain }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!(
+        "claimed   {domain}: publish TXT {:?} there",
+        issued["txt_record"].as_str().unwrap_or_default()
+    );
+    let checked = http
+        .post(format!(
+            "{base}/organizations/{globex_id}/domain-claims/{domain}/check"
+        ))
+        .send()
+        .await?;
+    let problem: Value = checked.json().await?;
+    let claim: Value = http
+        .get(format!(
+            "{base}/organizations/{globex_id}/domain-claims/{domain}"
+        ))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("check     {} {}", problem["status"], problem["detail"]);
+    println!(
+        "pending   verified_at {}, expires {}: the demo cannot publish DNS; the verification \
+         job keeps checking until the claim expires",
+        claim["verified_at"], claim["expires_at"]
+    );
+    let submitted: Value = http
+        .post(format!("{base}/organizations/{globex_id}/verifications"))
+        .header("x-actor", "demo")
+        .json(&json!({ "documents": [
+            { "id": "doc-registry-0042", "kind": "registry_extract" },
+            { "id": "doc-id-0007", "kind": "id_card" },
+        ] }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    let verification = submitted["id"].as_str().unwrap_or_default().to_owned();
+    println!(
+        "submitted verification {verification} with {} documents",
+        submitted["documents"].as_array().map_or(0, Vec::len)
+    );
+    // The review: a person starts it, unless the review job (manual review: it only moves
+    // the submission to `in_review`) already has.
+    let review = http
+        .post(format!("{base}/verifications/{verification}/review"))
+        .header("x-actor", "reviewer@demo")
+        .send()
+        .await?;
+    if review.status() == StatusCode::CONFLICT {
+        println!("review    already started by the review job");
+    } else {
+        review.error_for_status()?;
+    }
+    let decided: Value = http
+        .post(format!("{base}/verifications/{verification}/decision"))
+        .header("x-actor", "reviewer@demo")
+        .json(&json!({ "verdict": "verified" }))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!("decided   {}", decided["status"]);
+    let record: Value = http
+        .get(format!("{base}/verifications/{verification}"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    for step in record["history"].as_array().into_iter().flatten() {
+        println!(
+            "  history {:>11} → {:<10} by {}",
+            step["from"].as_str().unwrap_or("-"),
+            step["to"].as_str().unwrap_or_default(),
+            step["actor"].as_str().unwrap_or_default()
+        );
+    }
+    let now_verified: Value = http
+        .get(format!("{base}/organizations/{globex_id}"))
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?;
+    println!(
+        "verified  {} status {}, verified_at {}, documents {}, version {}",
+        now_verified["slug"],
+        now_verified["status"],
+        now_verified["verification"]["verified_at"],
+        now_verified["verification"]["documents"],
+        now_verified["version"]
+    );
+    // Its events reach the webhook endpoint like the others (deliveries run concurrently, so
+    // in any order): wait for both of the decision's.
+    let mut seen: Vec<String> = Vec::new();
+    while ![
+        "organization.verified",
+        "organization.verification_verified",
+    ]
+    .iter()
+    .all(|wanted| seen.iter().any(|t| t == wanted))
+    {
+        let (event, _) = next_webhook(&mut deliveries, &verifier).await?;
+        seen.push(event["type"].as_str().unwrap_or_default().to_owned());
+    }
+    println!(
+        "webhooks  {} more, signatures verified: {}",
+        seen.len(),
+        seen.join(", ")
+    );
 
     let _ = stop.send(true);
     running.await??;
     println!("\ndone: the service stopped cleanly");
     Ok(())
+}
+
+/// The next delivery to the demo's receiver (within 10 s), its signature checked as a
+/// receiver would: the event and its `webhook-id`.
+async fn next_webhook(
+    deliveries: &mut mpsc::UnboundedReceiver<(HeaderMap, String)>,
+    verifier: &Verifier,
+) -> Result<(Value, String), BoxError> {
+    let (headers, body) = tokio::time::timeout(Duration::from_secs(10), deliveries.recv())
+        .await
+        .map_err(|_| "a webhook did not arrive within 10 s")?
+        .ok_or("the receiver stopped")?;
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    verifier.verify_headers(
+        header("webhook-id"),
+        header("webhook-timestamp"),
+        header("webhook-signature"),
+        body.as_bytes(),
+    )?;
+    let event: Value = serde_json::from_str(&body)?;
+    Ok((event, header("webhook-id").unwrap_or_default().to_owned()))
 }
 
 /// Nanoseconds of the clock, to make the demo's console token unguessable enough for a demo.
