@@ -1,14 +1,16 @@
 //! neo-queue end to end: enqueue a batch, let a worker pool claim, run no-op handlers and ack
-//! in batches; next to the unbatched way (one enqueue, one claim, one ack per job). And a
+//! in batches; next to the unbatched way (one enqueue, one claim, one ack per job). A
 //! periodic round: one tick of 1,000 periodic jobs, next to the same jobs as one plain batch.
+//! And claims under a global concurrency limit or a rate limit that never binds, next to
+//! the same claims without.
 
 use crate::db::bench_database_url;
 use crate::{Pair, check};
 use chrono::{DateTime, TimeDelta, Utc};
 use neo_db::{Db, DbConfig};
 use neo_queue::{
-    NewJob, OnDuplicate, Periodic, PeriodicConfig, PeriodicJobs, Queue, QueueConfig, Schedule,
-    Worker, WorkerConfig,
+    NewJob, OnDuplicate, Periodic, PeriodicConfig, PeriodicJobs, Queue, QueueConfig, RateLimit,
+    Schedule, Worker, WorkerConfig,
 };
 use std::cell::Cell;
 use std::rc::Rc;
@@ -41,14 +43,24 @@ pub fn queue_on(rt: &Runtime, url: &str, schema: &str) -> (Db, Queue) {
 
 /// A queue in its own schema on a pool built from `config`, migrated.
 pub fn queue_with(rt: &Runtime, config: &DbConfig, schema: &str) -> (Db, Queue) {
+    configured_queue(rt, config, schema, |c| c)
+}
+
+/// [`queue_with`] with its queue's configuration changed by `configure`.
+fn configured_queue(
+    rt: &Runtime,
+    config: &DbConfig,
+    schema: &str,
+    configure: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> (Db, Queue) {
     let db = check(rt.block_on(Db::connect(config)));
     let queue = check(Queue::new(
         &db,
-        QueueConfig {
+        configure(QueueConfig {
             schema: schema.to_owned(),
             channel: format!("{schema}_jobs"),
             ..QueueConfig::default()
-        },
+        }),
     ));
     check(rt.block_on(queue.migrate()));
     (db, queue)
@@ -105,9 +117,32 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
     let (db, queue) = queue_on(&rt, url, "bench_queue_batched");
     let (raw_db, raw_queue) = queue_on(&rt, url, "bench_queue_single");
     let periodic = periodic_pair(&rt, url);
+    let max_running = limited_claims_pair(
+        &rt,
+        url,
+        "queue/claims_max_running_vs_unlimited",
+        // Issue 30: claims with a global concurrency limit at ≥ 0.7× the unlimited rate.
+        Some(1.0 / 0.7),
+        |c| QueueConfig {
+            max_running: Some(1_000_000_000),
+            ..c
+        },
+    );
+    let rate_limited = limited_claims_pair(
+        &rt,
+        url,
+        "queue/claims_rate_limited_vs_unlimited",
+        None,
+        |c| QueueConfig {
+            rate_limit: Some(RateLimit::new(1_000_000_000, Duration::from_secs(1))),
+            ..c
+        },
+    );
     let rt_raw = Rc::clone(&rt);
     vec![
         periodic,
+        max_running,
+        rate_limited,
         Pair {
             name: "queue/end_to_end_batched_vs_unbatched",
             // Reported per job: the batched rate (target ≥ 30k jobs/s) and its ratio to one
@@ -196,17 +231,83 @@ fn periodic_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
     }
 }
 
+/// Jobs claimed and acknowledged per iteration of the limited-claims pairs...
+const LIMITED_CLAIMS: usize = 1_000;
+/// ...in claims of this many, each acknowledged in one batch...
+const CLAIM_BATCH: usize = 100;
+/// ...from a backlog of this many, enqueued (after emptying the table) when the next
+/// iteration would run out: the enqueue is amortised over the iterations, on both sides.
+const CLAIM_BACKLOG: usize = 20_000;
+
+/// `name`: claims of [`CLAIM_BATCH`] due jobs from a [`CLAIM_BACKLOG`] backlog, each
+/// followed by the ack of its jobs, on a queue configured by `limit` (a limit that never
+/// binds: both sides claim the same jobs), next to the same on a queue without it. Reported
+/// per job; the ratio is the limit's cost: the claim's transaction, its advisory lock and the
+/// statement's count of leases or of the window's starts.
+fn limited_claims_pair(
+    rt: &Rc<Runtime>,
+    url: &str,
+    name: &'static str,
+    target: Option<f64>,
+    limit: impl FnOnce(QueueConfig) -> QueueConfig,
+) -> Pair {
+    let pool = DbConfig {
+        max_connections: 16,
+        ..DbConfig::with_url(url)
+    };
+    let schema = name.replace(['/', '-'], "_");
+    let (db, queue) = configured_queue(rt, &pool, &format!("bench_{schema}"), limit);
+    let (raw_db, raw_queue) = configured_queue(rt, &pool, &format!("bench_{schema}_raw"), |c| c);
+    let (left, raw_left) = (Cell::new(0), Cell::new(0));
+    let (rt_ours, rt_raw) = (Rc::clone(rt), Rc::clone(rt));
+    Pair {
+        name,
+        target,
+        per_iteration: Some(LIMITED_CLAIMS as u64),
+        raw_per_iteration: None,
+        ours: Box::new(move || rt_ours.block_on(claim_and_ack(&db, &queue, &left))),
+        raw: Box::new(move || rt_raw.block_on(claim_and_ack(&raw_db, &raw_queue, &raw_left))),
+    }
+}
+
+/// One iteration of a limited-claims pair: [`LIMITED_CLAIMS`] jobs claimed and acknowledged,
+/// `left` the backlog's jobs not claimed yet.
+async fn claim_and_ack(db: &Db, queue: &Queue, left: &Cell<usize>) {
+    if left.get() < LIMITED_CLAIMS {
+        truncate(db, queue).await;
+        for _ in 0..CLAIM_BACKLOG / 5_000 {
+            check(queue.enqueue_many(db, jobs(5_000), OnDuplicate::Skip).await);
+        }
+        left.set(CLAIM_BACKLOG);
+    }
+    let mut claimed = 0;
+    while claimed < LIMITED_CLAIMS {
+        let batch = check(queue.claim("bench", CLAIM_BATCH, None).await);
+        assert_eq!(batch.len(), CLAIM_BATCH, "the limit never binds");
+        claimed += batch.len();
+        let receipts: Vec<_> = batch.iter().map(|j| j.receipt()).collect();
+        let refused = check(queue.ack_many(&receipts).await);
+        assert!(refused.is_empty(), "every ack lands");
+    }
+    left.set(left.get() - claimed);
+}
+
+/// Empties the queue's jobs table.
+async fn truncate(db: &Db, queue: &Queue) {
+    let sql = format!("TRUNCATE {}.jobs", queue.config().schema);
+    check(
+        sqlx::query(sqlx::AssertSqlSafe(sql))
+            .persistent(false)
+            .execute(db.pool())
+            .await,
+    );
+}
+
 /// Counts a round and empties the queue's jobs table every [`ROUNDS_PER_TRUNCATE`] rounds.
 async fn truncate_every(db: &Db, queue: &Queue, rounds: &Cell<u32>) {
     rounds.set(rounds.get() + 1);
     if rounds.get().is_multiple_of(ROUNDS_PER_TRUNCATE) {
-        let sql = format!("TRUNCATE {}.jobs", queue.config().schema);
-        check(
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .persistent(false)
-                .execute(db.pool())
-                .await,
-        );
+        truncate(db, queue).await;
     }
 }
 

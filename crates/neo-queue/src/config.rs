@@ -46,6 +46,16 @@ pub struct QueueConfig {
     /// through an advisory lock, as with [`max_running_per_tenant`](Self::max_running_per_tenant).
     /// None (no limit) by default.
     pub max_running: Option<u32>,
+    /// At most [`allowed`](RateLimit::allowed) jobs started in any
+    /// [`period`](RateLimit::period), per queue, per tenant or per kind
+    /// ([`partition`](RateLimit::partition)), across every worker
+    /// (`NEO_QUEUE_RATE_LIMIT__ALLOWED=100`, `NEO_QUEUE_RATE_LIMIT__PERIOD=1m`,
+    /// `NEO_QUEUE_RATE_LIMIT__PARTITION=tenant`): for a downstream API's "100 calls a
+    /// minute". Enforced in the claim statement, which takes at most what each partition has
+    /// left in the window; jobs over the limit stay available and are claimed once the window
+    /// has room, by a later poll. Claims of a rate-limited queue take turns through an
+    /// advisory lock, as with [`max_running`](Self::max_running). None by default.
+    pub rate_limit: Option<RateLimit>,
     /// Weights of tenants in fair claims (`NEO_QUEUE_TENANT_WEIGHTS='{acme=3}'`), keyed by
     /// the tenant as jobs store it (a [`TenantId`](neo_core::TenantId)'s hyphenated text for
     /// [`NewJob::tenant_id`](crate::NewJob::tenant_id)): in each turn a tenant of weight `w`
@@ -96,6 +106,7 @@ impl Default for QueueConfig {
             fair_claims: true,
             max_running_per_tenant: None,
             max_running: None,
+            rate_limit: None,
             tenant_weights: BTreeMap::new(),
             max_output_bytes: 64 * 1024,
             retain_dead: None,
@@ -120,6 +131,76 @@ impl QueueConfig {
     }
 }
 
+/// A queue's rate limit ([`QueueConfig::rate_limit`]): at most `allowed` jobs of one
+/// partition started in any window of `period`, a sliding window, not a fixed one: there is
+/// no boundary at which twice the budget can start.
+///
+/// A job counts as started when it is claimed (a worker of a rate-limited queue claims only
+/// for free slots, without prefetching), even if its worker hands it back unstarted or dies;
+/// its start frees the budget one period later, give or take a sixteenth of the period (the
+/// windows are kept in sixteenths, rounded up, so that the limit is never exceeded).
+///
+/// # Example
+/// ```
+/// use neo_queue::{QueueConfig, RateLimit, RatePartition};
+/// use std::time::Duration;
+/// let config = QueueConfig {
+///     rate_limit: Some(RateLimit::new(100, Duration::from_secs(60)).partition(RatePartition::Tenant)),
+///     ..QueueConfig::default()
+/// };
+/// # let _ = config;
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct RateLimit {
+    /// Jobs of one partition started in any window of `period`; at least 1.
+    pub allowed: u32,
+    /// The window; at least a millisecond.
+    #[serde(with = "humantime_serde")]
+    pub period: Duration,
+    /// What the limit is counted per; the whole queue by default.
+    #[serde(default)]
+    pub partition: RatePartition,
+}
+
+impl RateLimit {
+    /// At most `allowed` jobs of the queue started in any window of `period`.
+    #[must_use]
+    pub fn new(allowed: u32, period: Duration) -> Self {
+        RateLimit {
+            allowed,
+            period,
+            partition: RatePartition::Queue,
+        }
+    }
+
+    /// The same limit counted per `partition`.
+    #[must_use]
+    pub fn partition(self, partition: RatePartition) -> Self {
+        RateLimit { partition, ..self }
+    }
+}
+
+/// What a [`RateLimit`] is counted per (`queue`, `tenant` or `kind` in configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum RatePartition {
+    /// One budget for every job of the queue.
+    #[default]
+    Queue,
+    /// A budget per tenant ([`NewJob::tenant`](crate::NewJob::tenant)); the jobs without a
+    /// tenant share one more. A tenant at its limit does not hold back the others' jobs:
+    /// claims take turns across tenants (as with [`fair_claims`](QueueConfig::fair_claims)),
+    /// and a tenant at its limit is left out before its jobs are read. In a
+    /// schema-per-tenant queue each tenant has its own table, so every limit is per tenant
+    /// already.
+    Tenant,
+    /// A budget per job kind: e.g. `email.send` at most 10 a second, whatever else runs.
+    /// Jobs are not indexed by kind, so while a kind is at its limit each claim reads past its
+    /// due jobs: give a kind with a large backlog its own queue.
+    Kind,
+}
+
 /// How a [`Worker`](crate::Worker) runs jobs.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(default)]
@@ -139,7 +220,8 @@ pub struct WorkerConfig {
     /// jobs are claimed like running ones (lease, fencing token, the tenant's cap), their
     /// leases are extended by the worker's heartbeat, a buffered job whose lease was lost is
     /// dropped unstarted ([`WorkerReport::expired_before_start`](crate::WorkerReport)), and the
-    /// buffer is handed back at shutdown. 0 claims only as many jobs as there are free slots.
+    /// buffer is handed back at shutdown. 0 claims only as many jobs as there are free slots,
+    /// as every worker of a queue with a [`rate_limit`](QueueConfig::rate_limit) does.
     pub prefetch: usize,
     /// Check for jobs this often when no notification arrives (scheduled jobs, missed
     /// notifications).

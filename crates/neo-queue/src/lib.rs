@@ -58,7 +58,7 @@ mod queue;
 mod riding;
 mod worker;
 
-pub use config::{QueueConfig, WorkerConfig};
+pub use config::{QueueConfig, RateLimit, RatePartition, WorkerConfig};
 pub use context::JobContext;
 pub use error::{Error, Result};
 pub use job::{

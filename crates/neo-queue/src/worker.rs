@@ -307,7 +307,14 @@ impl Worker {
             // Jobs held beyond the slots: only as many as the slots start within about two
             // claims' time, so that slow jobs are not held back from other workers and other
             // tenants' jobs do not queue behind a buffer of them.
-            let ahead = pace.ahead(config.concurrency, config.prefetch);
+            // A rate-limited queue's claims count as starts: none are held in a buffer, so
+            // that a job starts when it is claimed ([`QueueConfig::rate_limit`]).
+            let prefetch = if queue.config().rate_limit.is_some() {
+                0
+            } else {
+                config.prefetch
+            };
+            let ahead = pace.ahead(config.concurrency, prefetch);
             let most = config.concurrency + ahead;
             let worth_a_claim = (ahead / 2).max(1);
             while more && claims.len() < CLAIMS_IN_FLIGHT {

@@ -83,9 +83,11 @@ impl Queue {
         kinds: Option<&[String]>,
     ) -> Result<(Vec<Job>, Vec<Receipt>)> {
         let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
-        // A global limit serialises claims as the per-tenant cap does ([`super::limit`]).
-        let serialised =
-            self.config.max_running_per_tenant.is_some() || self.config.max_running.is_some();
+        // A global limit and a rate limit serialise claims as the per-tenant cap does
+        // ([`super::limit`], [`super::rate`]).
+        let serialised = self.config.max_running_per_tenant.is_some()
+            || self.config.max_running.is_some()
+            || self.config.rate_limit.is_some();
         let mut refused = Vec::new();
         let rows = match self.config.max_running_per_tenant {
             cap if serialised => {
@@ -101,7 +103,12 @@ impl Queue {
                     .persistent(self.system.pooler().named_statements())
                     .execute(&mut **tx)
                     .await?;
-                let fair = cap.is_some() || self.config.fair_claims;
+                // A rate limit per tenant takes turns across tenants too ([`super::rate`]).
+                let per_tenant_rate = self
+                    .config
+                    .rate_limit
+                    .is_some_and(|r| r.partition == crate::RatePartition::Tenant);
+                let fair = cap.is_some() || self.config.fair_claims || per_tenant_rate;
                 let statement = match (cap, fair, kinds) {
                     (Some(_), _, None) => &sql.claim_capped,
                     (Some(_), _, Some(_)) => &sql.claim_capped_kinds,

@@ -14,6 +14,7 @@ mod offboard;
 mod pause;
 mod periodic;
 mod progress;
+mod rate;
 mod receipts;
 mod retention;
 mod statements;
@@ -91,12 +92,7 @@ impl Queue {
         let schema = Schema::new(&config.schema)?;
         Self::check(&config)?;
         let t = TableName::new("jobs")?.in_schema(&schema);
-        let sql = Arc::new(Statements::new(
-            &t,
-            false,
-            !config.tenant_weights.is_empty(),
-            config.max_running,
-        ));
+        let sql = Arc::new(Statements::new(&t, false, &config));
         Ok(Queue {
             db: db.clone(),
             system: db.clone(),
@@ -139,12 +135,7 @@ impl Queue {
         Ok(Queue {
             db: db.clone(),
             system: system.clone(),
-            mode: Arc::new(Mode::new(
-                schema,
-                isolation,
-                !config.tenant_weights.is_empty(),
-                config.max_running,
-            )?),
+            mode: Arc::new(Mode::new(schema, isolation, &config)?),
             config: Arc::new(config),
             tenant: None,
         })
@@ -191,6 +182,24 @@ impl Queue {
                 "max_running",
                 "0 would never run a job: use at least 1, or none for no limit",
             ));
+        }
+        if let Some(rate) = &config.rate_limit {
+            if rate.allowed == 0 || i32::try_from(rate.allowed).is_err() {
+                return Err(Error::invalid(
+                    "rate_limit.allowed",
+                    format!(
+                        "{} jobs per period: use 1 to {}, or no rate limit",
+                        rate.allowed,
+                        i32::MAX
+                    ),
+                ));
+            }
+            if rate.period < Duration::from_millis(1) {
+                return Err(Error::invalid(
+                    "rate_limit.period",
+                    format!("{:?}: use at least 1 ms", rate.period),
+                ));
+            }
         }
         Ok(())
     }
@@ -243,6 +252,11 @@ impl Queue {
                 include_str!("../../migrations/15_job_dependencies.sql"),
             )
             .with(
+                16,
+                "rate limit starts",
+                include_str!("../../migrations/16_rate_limit_starts.sql"),
+            )
+            .with(
                 30,
                 "vacuum jobs by claimed count",
                 include_str!("../../migrations/30_vacuum_jobs_by_claimed_count.sql"),
@@ -260,9 +274,11 @@ impl Queue {
     }
 
     /// The migrations of the shared table under row-level security on `setting`:
-    /// [`migrations`](Self::migrations) and two more: 4 makes every job's tenant
+    /// [`migrations`](Self::migrations) and three more: 4 makes every job's tenant
     /// required, adds `tenant_id uuid` generated from it, makes unique keys unique per
-    /// tenant, and enables and forces the policy; 13 does the same for `job_outputs`.
+    /// tenant, and enables and forces the policy; 13 does the same for `job_outputs`; 17
+    /// forces row-level security without a policy on `rate_limit_starts`, so that only the
+    /// `BYPASSRLS` system role that claims sees the rate limit's counts.
     ///
     /// # Errors
     /// Never; fallible for symmetry with [`migrations`](Self::migrations).
@@ -277,6 +293,11 @@ impl Queue {
                 13,
                 "job outputs row-level security",
                 progress::rls_migration(setting)?,
+            )
+            .with(
+                17,
+                "rate limit starts row-level security",
+                rate::RLS_MIGRATION,
             ))
     }
 

@@ -1,6 +1,9 @@
 //! Offboarding ([`neo_tenant::TenantData`]): a tenant's jobs (every state: available,
 //! running, dead) are those whose `tenant` is its id as [`NewJob::tenant_id`](crate::NewJob::tenant_id)
-//! writes it; the export hands them over page by page, the purge deletes them. In a
+//! writes it, and the outputs their handlers recorded (`job_outputs`, kept after the job);
+//! the export hands both over page by page (tables `jobs`, then `job_outputs`), the purge
+//! deletes them. The rate limit's counts ([`super::rate`]) are not the tenant's data (a
+//! number of starts per slot) and expire within one period. In a
 //! tenant-isolated queue both act for that tenant: on its schema's table, or on the shared
 //! table with its row-level-security setting in force.
 
@@ -19,12 +22,29 @@ impl Queue {
         Ok(TableName::new("jobs")?.in_schema(&self.schema_of(Some(tenant))?))
     }
 
-    async fn export_jobs(
+    /// The tenant's jobs (table `jobs`), then the outputs its handlers recorded (table
+    /// `job_outputs`, which outlive their jobs).
+    async fn export_all(
         &self,
         tenant: TenantId,
         sink: &mut dyn ExportSink,
     ) -> Result<u64, ExportError> {
         let t = self.jobs_table(tenant)?;
+        let o = super::pause::sibling(&t, "job_outputs");
+        let mut rows = 0;
+        for (name, table) in [("jobs", t), ("job_outputs", o)] {
+            rows += self.export_table(tenant, name, &table, sink).await?;
+        }
+        Ok(rows)
+    }
+
+    async fn export_table(
+        &self,
+        tenant: TenantId,
+        name: &str,
+        t: &TableName,
+        sink: &mut dyn ExportSink,
+    ) -> Result<u64, ExportError> {
         let scope = self.scope_of(Some(tenant))?;
         let select = format!(
             "SELECT j.id, to_jsonb(j) FROM {t} AS j WHERE j.tenant = $1 AND j.id > $2 ORDER BY j.id LIMIT $3"
@@ -49,7 +69,7 @@ impl Queue {
             conn.finish().await.map_err(Error::from)?;
             let full = page.len() as i64 == PAGE;
             for (id, row) in page {
-                sink.row("jobs", row).map_err(ExportError::Sink)?;
+                sink.row(name, row).map_err(ExportError::Sink)?;
                 after = id;
                 rows += 1;
             }
@@ -121,7 +141,7 @@ impl TenantData for Queue {
     }
 
     fn export<'a>(&'a self, tenant: TenantId, sink: &'a mut dyn ExportSink) -> DataFuture<'a, u64> {
-        Box::pin(async move { Ok(self.export_jobs(tenant, sink).await?) })
+        Box::pin(async move { Ok(self.export_all(tenant, sink).await?) })
     }
 
     fn purge(&self, tenant: TenantId) -> DataFuture<'_, u64> {

@@ -9,6 +9,9 @@
 //! [`prune_interval`](crate::QueueConfig::prune_interval), and again at its next poll while a
 //! batch came back full.
 //!
+//! It also deletes the rate limit's expired slots ([`super::rate`]) that no claim came back
+//! for: older than the period, or than a day when the queue has no rate limit (any more).
+//!
 //! Pruning spans tenants: it runs on the [system `Db`](Queue::system_db).
 
 use super::Queue;
@@ -23,6 +26,7 @@ pub(super) struct RetentionSql {
     dead: SqlStr,
     cancelled: SqlStr,
     outputs: SqlStr,
+    rate_windows: SqlStr,
 }
 
 impl RetentionSql {
@@ -34,7 +38,12 @@ impl RetentionSql {
                  AND {at} < now() - $1 * interval '1 millisecond' ORDER BY {at}, id LIMIT $2))"
             ))
         };
+        let r = super::pause::sibling(t, "rate_limit_starts");
         RetentionSql {
+            rate_windows: super::statements::sql(format!(
+                "DELETE FROM {r} WHERE (partition, slot) IN (SELECT partition, slot FROM {r} \
+                 WHERE slot <= now() - $1 * interval '1 millisecond' LIMIT $2)"
+            )),
             dead: jobs("dead", "dead_at"),
             cancelled: jobs("cancelled", "cancelled_at"),
             outputs: super::statements::sql(format!(
@@ -57,6 +66,8 @@ pub struct Pruned {
     pub cancelled: u64,
     /// Outputs older than `retain_outputs`.
     pub outputs: u64,
+    /// The rate limit's slots older than its period.
+    pub rate_windows: u64,
     /// Whether a batch came back full (more may be due: prune again).
     pub more: bool,
 }
@@ -90,6 +101,15 @@ impl Queue {
                 &mut pruned.cancelled,
             ),
             (config.retain_outputs, &sql.outputs, &mut pruned.outputs),
+            (
+                Some(
+                    config
+                        .rate_limit
+                        .map_or(Duration::from_secs(24 * 3600), |r| r.period),
+                ),
+                &sql.rate_windows,
+                &mut pruned.rate_windows,
+            ),
         ] {
             let Some(retain) = retain else { continue };
             let mut conn = self.system_connection().await?;
@@ -103,7 +123,7 @@ impl Queue {
             *count = done.rows_affected();
             pruned.more |= done.rows_affected() >= batch as u64;
         }
-        if pruned.dead + pruned.cancelled + pruned.outputs > 0 {
+        if pruned.dead + pruned.cancelled + pruned.outputs + pruned.rate_windows > 0 {
             tracing::debug!(?pruned, "pruned finished jobs past their retention");
         }
         Ok(pruned)

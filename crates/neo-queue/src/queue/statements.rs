@@ -51,14 +51,17 @@ impl Statements {
     /// ([`tenant_weights`](crate::QueueConfig::tenant_weights)): its fair claims take the
     /// weights as two more parameters, after the kinds and the cap.
     ///
-    /// `max_running` bounds every claim by the queue's global concurrency limit
-    /// ([`super::limit`]).
-    pub(super) fn new(
-        t: &TableName,
-        per_tenant_keys: bool,
-        weighted: bool,
-        max_running: Option<u32>,
-    ) -> Self {
+    /// `config.max_running` bounds every claim by the queue's global concurrency limit
+    /// ([`super::limit`]); `config.rate_limit` bounds each partition's starts in a window
+    /// ([`super::rate`]).
+    pub(super) fn new(t: &TableName, per_tenant_keys: bool, config: &crate::QueueConfig) -> Self {
+        let weighted = !config.tenant_weights.is_empty();
+        let max_running = config.max_running;
+        let rate = config
+            .rate_limit
+            .as_ref()
+            .map(|limit| super::rate::Rate::new(t, limit));
+        let rate = rate.as_ref();
         let lim = |claim: String| super::limit::limited(claim, t, max_running);
         // Workers are woken (one NOTIFY, sent at commit) only when a job is due now: a job
         // scheduled for later is found by their poll. The condition is a subquery without
@@ -66,6 +69,9 @@ impl Statements {
         let insert = |on_conflict: &str| insert_sql(t, on_conflict, false);
         let paused = super::pause::claim_filter(t);
         let claim = |filter: &str| {
+            if let Some(rate) = rate {
+                return rated_claim(t, filter, rate);
+            }
             format!(
                 "WITH next AS (SELECT id FROM {t} WHERE state = 'available' AND run_at <= now() {paused} {filter} \
                  ORDER BY priority DESC, run_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
@@ -88,10 +94,28 @@ impl Statements {
             insert_strict: sql(insert("")),
             claim: sql(lim(claim(""))),
             claim_kinds: sql(lim(claim("AND kind = ANY($4)"))),
-            claim_fair: sql(lim(fair_claim(t, None, None, weighted.then_some(4)))),
-            claim_fair_kinds: sql(lim(fair_claim(t, Some(4), None, weighted.then_some(5)))),
-            claim_capped: sql(lim(fair_claim(t, None, Some(4), weighted.then_some(5)))),
-            claim_capped_kinds: sql(lim(fair_claim(t, Some(4), Some(5), weighted.then_some(6)))),
+            claim_fair: sql(lim(fair_claim(t, None, None, weighted.then_some(4), rate))),
+            claim_fair_kinds: sql(lim(fair_claim(
+                t,
+                Some(4),
+                None,
+                weighted.then_some(5),
+                rate,
+            ))),
+            claim_capped: sql(lim(fair_claim(
+                t,
+                None,
+                Some(4),
+                weighted.then_some(5),
+                rate,
+            ))),
+            claim_capped_kinds: sql(lim(fair_claim(
+                t,
+                Some(4),
+                Some(5),
+                weighted.then_some(6),
+                rate,
+            ))),
             claim_lock: sql(format!(
                 "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
             )),
@@ -235,7 +259,18 @@ const OWNED: &str = "j.state = 'running' AND j.lease_expires_at > now()";
 ///
 /// The claim's update, lease and fencing token are the plain claim's; the jobs come back in
 /// the order they were chosen.
-fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option<u8>) -> String {
+///
+/// With a rate limit ([`super::rate`]), `rate_used` counts each partition's starts in the
+/// window, the scans leave out the partitions at their limit, each candidate carries its
+/// partition (`part`) and the starts it would make (`spent`), candidates past the limit are
+/// left out like those past the cap, and the claimed jobs' starts are counted.
+fn fair_claim(
+    t: &TableName,
+    kinds: Option<u8>,
+    cap: Option<u8>,
+    weights: Option<u8>,
+    rate: Option<&super::rate::Rate>,
+) -> String {
     let kinds = kinds.map_or(String::new(), |p| format!("AND j.kind = ANY(${p})"));
     let (running_cte, running_join, running_col, null_running, load, capped) = match cap {
         None => (String::new(), "", "", "", "", String::new()),
@@ -251,6 +286,39 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
             format!("WHERE tenant IS NULL OR load <= ${p}"),
         ),
     };
+    let (rate_cte, part, spent, rate_within, rate_record) = match rate {
+        None => (
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+            String::new(),
+        ),
+        Some(rate) => (
+            rate.used_cte(),
+            format!(", {} AS part", rate.key("j")),
+            format!(", {}", rate.spent()),
+            rate.within(),
+            rate.record(),
+        ),
+    };
+    // Partitions at their limit are left out of the scans: per tenant before a tenant's jobs
+    // are read (the tenant, and the null tenant's constant key, are known per scan), per
+    // kind or queue in the scans' filter.
+    let (rate_open, null_open, tenant_open) = match rate {
+        None => (String::new(), String::new(), String::new()),
+        Some(rate) if rate.per_tenant() => (
+            String::new(),
+            format!(" {}", rate.open_key("''::text")),
+            format!(" {}", rate.open_key("t.tenant")),
+        ),
+        Some(rate) => (rate.open("j"), String::new(), String::new()),
+    };
+    let capped = match (capped.strip_prefix("WHERE "), rate_within.is_empty()) {
+        (_, true) => capped,
+        (None, false) => format!("WHERE {rate_within}"),
+        (Some(cap), false) => format!("WHERE ({cap}) AND {rate_within}"),
+    };
     let (weights_cte, per_turn) = match weights {
         None => (String::new(), String::new()),
         Some(p) => (
@@ -263,7 +331,11 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
         ),
     };
     let paused = super::pause::claim_filter(t);
-    let due = format!("j.state = 'available' AND j.run_at <= now() {paused} {kinds}");
+    let due = if rate.is_some() {
+        format!("j.state = 'available' AND j.run_at <= now() {paused} {kinds} {rate_open}")
+    } else {
+        format!("j.state = 'available' AND j.run_at <= now() {paused} {kinds}")
+    };
     let order = "ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1";
     // The same order for the jobs without a tenant, led by the (null) tenant: `tenant IS NULL`
     // does not tell the planner that the index's first column is constant, so without it the
@@ -278,18 +350,18 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
            SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
                    ORDER BY j.tenant DESC LIMIT 1) \
            FROM tenants AS s WHERE s.tenant IS NOT NULL), \
-         {running_cte}{weights_cte}\
+         {running_cte}{weights_cte}{rate_cte}\
          candidates AS ( \
            SELECT c.id, c.tenant, c.priority, c.run_at, \
-             (row_number() OVER (PARTITION BY c.tenant, c.priority ORDER BY c.run_at, c.id){per_turn}) AS turn {load} \
+             (row_number() OVER (PARTITION BY c.tenant, c.priority ORDER BY c.run_at, c.id){per_turn}) AS turn {load}{spent} \
            FROM ( \
              SELECT c.* {running_col} FROM tenants AS t {running_join} CROSS JOIN LATERAL ( \
-               SELECT j.id, j.tenant, j.priority, j.run_at FROM {t} AS j \
+               SELECT j.id, j.tenant, j.priority, j.run_at{part} FROM {t} AS j \
                WHERE {due} AND j.tenant = t.tenant {order}) AS c \
-             WHERE t.tenant IS NOT NULL \
+             WHERE t.tenant IS NOT NULL{tenant_open} \
              UNION ALL \
-             (SELECT j.id, j.tenant, j.priority, j.run_at {null_running} FROM {t} AS j \
-              WHERE {due} AND j.tenant IS NULL {null_order})) AS c), \
+             (SELECT j.id, j.tenant, j.priority, j.run_at{part} {null_running} FROM {t} AS j \
+              WHERE {due}{null_open} AND j.tenant IS NULL {null_order})) AS c), \
          next AS ( \
            SELECT l.id, c.claim_order FROM ( \
              SELECT id, row_number() OVER (ORDER BY priority DESC, turn, run_at, id) AS claim_order \
@@ -300,7 +372,42 @@ fn fair_claim(t: &TableName, kinds: Option<u8>, cap: Option<u8>, weights: Option
          claimed AS ( \
            UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
            lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
-           FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, next.claim_order) \
+           FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, next.claim_order){rate_record} \
+         SELECT * FROM claimed ORDER BY claim_order"
+    )
+}
+
+/// The plain claim (highest priority, then oldest) under a rate limit ([`super::rate`]),
+/// only the jobs that match `filter` (unqualified): the first `$1` due jobs of partitions
+/// with room left, of which each partition keeps what it has left, each locked with
+/// `SKIP LOCKED`, and their starts counted. A partition nearly at its limit can fill a
+/// claim's candidates with jobs it has no room for; the claim then takes fewer jobs, and the
+/// next one leaves that partition out.
+fn rated_claim(t: &TableName, filter: &str, rate: &super::rate::Rate) -> String {
+    let paused = super::pause::claim_filter(t);
+    let (used, open, key, spent, within, record) = (
+        rate.used_cte(),
+        rate.open("j"),
+        rate.key("j"),
+        rate.spent(),
+        rate.within(),
+        rate.record(),
+    );
+    format!(
+        "WITH {used}candidates AS (SELECT j.id, j.priority, j.run_at, {key} AS part FROM {t} AS j \
+         WHERE j.state = 'available' AND j.run_at <= now() {paused} {filter} {open} \
+         ORDER BY j.priority DESC, j.run_at LIMIT $1), \
+         next AS ( \
+           SELECT l.id, c.claim_order FROM ( \
+             SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS claim_order \
+             FROM (SELECT c.*, {spent} FROM candidates AS c) AS c WHERE {within} ORDER BY claim_order) AS c \
+           CROSS JOIN LATERAL (SELECT j.id FROM {t} AS j WHERE j.id = c.id AND j.state = 'available' \
+                               FOR UPDATE SKIP LOCKED) AS l \
+           LIMIT $1), \
+         claimed AS ( \
+           UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
+           lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
+           FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, next.claim_order){record} \
          SELECT * FROM claimed ORDER BY claim_order"
     )
 }

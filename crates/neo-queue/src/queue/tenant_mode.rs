@@ -50,8 +50,7 @@ impl Mode {
     pub(super) fn new(
         schema: Schema,
         isolation: TenantIsolation,
-        weighted: bool,
-        max_running: Option<u32>,
+        config: &crate::QueueConfig,
     ) -> Result<Self> {
         Ok(match isolation {
             TenantIsolation::SchemaPerTenant(resolver) => Mode::Schemas {
@@ -59,12 +58,7 @@ impl Mode {
                 built: Mutex::new(HashMap::new()),
             },
             TenantIsolation::RowLevelSecurity(ref setting) => Mode::Rls {
-                sql: Arc::new(Statements::new(
-                    &jobs_in(&schema)?,
-                    true,
-                    weighted,
-                    max_running,
-                )),
+                sql: Arc::new(Statements::new(&jobs_in(&schema)?, true, config)),
                 setting: setting.clone(),
                 schema,
                 isolation,
@@ -127,13 +121,7 @@ impl Queue {
                 if let Some(sql) = built.get(&schema) {
                     Arc::clone(sql)
                 } else {
-                    let weighted = !self.config.tenant_weights.is_empty();
-                    let sql = Arc::new(Statements::new(
-                        &jobs_in(&schema)?,
-                        false,
-                        weighted,
-                        self.config.max_running,
-                    ));
+                    let sql = Arc::new(Statements::new(&jobs_in(&schema)?, false, &self.config));
                     if built.len() >= KEPT_SCHEMAS {
                         built.clear();
                     }

@@ -293,6 +293,9 @@ impl Queue {
                 .copied()
                 .collect();
             if !unknown.is_empty() {
+                // Rolled back now, not when the connection is next used: the mark above
+                // locked the known dependencies' rows, which claims would skip meanwhile.
+                tx.rollback().await?;
                 return Err(Error::UnknownDependency { ids: unknown });
             }
         }

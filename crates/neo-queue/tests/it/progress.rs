@@ -208,7 +208,73 @@ async fn a_retry_after_a_worker_died_reads_the_progress_it_left(mode: Mode, rout
     );
 }
 
+/// An export sink that keeps each row with its table.
+struct Tables(Vec<(String, serde_json::Value)>);
+
+impl neo_tenant::ExportSink for Tables {
+    fn row(&mut self, table: &str, row: serde_json::Value) -> Result<(), neo_tenant::Error> {
+        self.0.push((table.to_owned(), row));
+        Ok(())
+    }
+}
+
+/// Offboarding: a tenant's export hands over the outputs its handlers recorded (table
+/// `job_outputs`) beside its jobs, also once the job was acknowledged, and nothing of another
+/// tenant's; the purge deletes them.
+async fn the_tenant_export_carries_its_outputs(mode: Mode, route: PgRoute) {
+    use neo_tenant::TenantData;
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
+    let tenant = queue.tenant().unwrap_or_else(neo_core::TenantId::new);
+    let ids: Vec<_> = (0..2)
+        .map(|n| NewJob::new("report", &n).unwrap().tenant_id(tenant))
+        .collect();
+    queue
+        .enqueue_many(&db, ids, OnDuplicate::Error)
+        .await
+        .unwrap();
+    let jobs = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(jobs.len(), 2);
+    for (n, job) in jobs.iter().enumerate() {
+        queue
+            .record_progress(job.receipt(), Some(100.0), Some(&json!({ "n": n })))
+            .await
+            .unwrap();
+    }
+    // One job finished (acked: its row is gone, its output stays), one still running.
+    queue.ack(jobs[0].receipt()).await.unwrap();
+    let mut sink = Tables(Vec::new());
+    assert_eq!(queue.export(tenant, &mut sink).await.unwrap(), 3);
+    let outputs: Vec<_> = sink
+        .0
+        .iter()
+        .filter(|(table, _)| table == "job_outputs")
+        .map(|(_, row)| row["id"].as_str().unwrap().to_owned())
+        .collect();
+    let mut expected: Vec<_> = jobs.iter().map(|j| j.id.to_string()).collect();
+    expected.sort();
+    let mut outputs = outputs;
+    outputs.sort();
+    assert_eq!(outputs, expected, "{:?}", sink.0);
+    assert_eq!(
+        sink.0.iter().filter(|(table, _)| table == "jobs").count(),
+        1,
+        "the running job"
+    );
+    let mut other = Tables(Vec::new());
+    assert_eq!(
+        queue
+            .export(neo_core::TenantId::new(), &mut other)
+            .await
+            .unwrap(),
+        0,
+        "another tenant has nothing"
+    );
+    queue.purge(tenant).await.unwrap();
+    assert_eq!(queue.job_output(jobs[0].id).await.unwrap(), None);
+}
+
 over_modes!(
+    the_tenant_export_carries_its_outputs,
     a_handler_records_progress_and_output_readable_by_id_after_the_ack,
     progress_is_fenced_and_bad_values_are_refused,
     a_retry_after_a_worker_died_reads_the_progress_it_left,

@@ -258,7 +258,7 @@ async fn a_cycle_is_refused_and_nothing_is_stored(mode: Mode, route: PgRoute) {
     let mut expected = vec![xi, yi, zi];
     expected.sort();
     assert_eq!(on_cycle, expected, "{err}");
-    assert_eq!(err.to_string().contains("cycle"), true);
+    assert!(err.to_string().contains("cycle"), "{err}");
 
     let me = job("me");
     let me_id = me.id();
