@@ -23,7 +23,9 @@
 use super::Queue;
 use super::enqueue::Columns;
 use super::receipts::run_receipts_on;
-use super::statements::{Statements, ack_sql, insert_sql, nack_sql, skip_duplicates, sql};
+use super::statements::{
+    Statements, ack_sql, insert_sql, nack_sql, owned_receipt, skip_duplicates, sql,
+};
 use crate::{Error, NewJob, OnDependencyFailure, OnDuplicate, Receipt, Result};
 use neo_core::JobId;
 use neo_db::TableName;
@@ -51,6 +53,7 @@ pub(crate) struct WorkflowSql {
 impl WorkflowSql {
     pub(super) fn new(t: &TableName, per_tenant_keys: bool) -> Self {
         let with_dependents = "j.has_dependents IS TRUE";
+        let owned = owned_receipt(&format!(" AND {with_dependents}"));
         // A failed dependency ($2 is not `completed`) applies the dependent's policy; a
         // completed one, or a failed one under `run`, only leaves its `depends_on`.
         let failed = "$2::text <> 'completed'";
@@ -81,8 +84,8 @@ impl WorkflowSql {
                  WHERE (SELECT count(pg_notify($3, '')) \
                         FROM (SELECT FROM moved WHERE state = 'available' LIMIT 1) AS woken) >= 0"
             )),
-            ack: sql(ack_sql(t, with_dependents)),
-            nack: sql(nack_sql(t, with_dependents)),
+            ack: sql(ack_sql(t, &owned)),
+            nack: sql(nack_sql(t, &owned)),
         }
     }
 }
