@@ -16,6 +16,7 @@ mod periodic;
 mod progress;
 mod rate;
 mod receipts;
+mod reschedule;
 mod retention;
 mod statements;
 mod tenant_mode;

@@ -31,6 +31,7 @@ mod periodic;
 mod progress;
 mod queue;
 mod rate;
+mod reschedule;
 mod retention;
 mod ride;
 mod spans;

@@ -1,0 +1,63 @@
+//! Moving pending jobs to another time ([`Queue::reschedule`]): earlier, when what the job
+//! waits for came sooner than planned, or later. Only jobs not yet claimed move; the workers
+//! are woken (one NOTIFY, at commit) when a job moved is due now.
+//!
+//! Rescheduling is tenant-scoped: in a tenant-isolated queue it sees and moves only the
+//! acting tenant's jobs.
+
+use super::Queue;
+use crate::Result;
+use chrono::{DateTime, Utc};
+use neo_core::JobId;
+use neo_db::TableName;
+use sqlx::{Row, SqlStr};
+
+/// The reschedule statement over one `jobs` table: `$1` the ids, `$2` their new times, `$3`
+/// the channel.
+pub(super) fn reschedule_sql(t: &TableName) -> SqlStr {
+    super::statements::sql(format!(
+        "WITH moved AS (UPDATE {t} AS j SET run_at = u.run_at \
+           FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, run_at) \
+           WHERE j.id = u.id AND j.state = 'available' RETURNING j.id, j.run_at) \
+         SELECT moved.id FROM moved \
+         WHERE (SELECT count(pg_notify($3, '')) \
+                FROM (SELECT FROM moved WHERE run_at <= now() LIMIT 1) AS due) >= 0"
+    ))
+}
+
+impl Queue {
+    /// Moves pending jobs to run at new times and returns the ids it moved. A job already
+    /// claimed, finished, cancelled, dead, waiting for its dependencies or unknown is left as
+    /// it is (and not returned): only a job no worker holds can move, so a move never races
+    /// a running attempt. The attempt count does not change.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(queue: neo_queue::Queue, job: neo_core::JobId) -> neo_queue::Result<()> {
+    /// let soon = chrono::Utc::now() + chrono::Duration::seconds(2);
+    /// let moved = queue.reschedule(&[(job, soon)]).await?;
+    /// assert!(moved.len() <= 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Tenant`](crate::Error::Tenant) when a tenant-isolated queue has no acting
+    /// tenant; a database error.
+    pub async fn reschedule(&self, jobs: &[(JobId, DateTime<Utc>)]) -> Result<Vec<JobId>> {
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (ids, times): (Vec<JobId>, Vec<DateTime<Utc>>) = jobs.iter().copied().unzip();
+        let scope = self.tenant_scope()?;
+        let mut conn = self.tenant_connection(&scope).await?;
+        let rows = sqlx::query(scope.sql.reschedule.clone())
+            .persistent(self.db.pooler().named_statements())
+            .bind(&ids)
+            .bind(&times)
+            .bind(&self.config.channel)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.finish().await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+}

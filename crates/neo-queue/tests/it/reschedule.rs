@@ -1,0 +1,54 @@
+//! Moving pending jobs in every mode: a job scheduled for later runs at its new time; a
+//! claimed, finished or unknown job does not move.
+
+use crate::{Mode, setup_in};
+use chrono::{Duration as Span, Utc};
+use neo_core::JobId;
+use neo_queue::{NewJob, OnDuplicate};
+use neo_testkit::PgRoute;
+use serde_json::json;
+
+async fn pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
+    let later = Utc::now() + Span::hours(1);
+    let jobs = vec![
+        NewJob::new("a", &json!({})).unwrap().run_at(later),
+        NewJob::new("b", &json!({})).unwrap(),
+    ];
+    let ids: Vec<JobId> = queue
+        .enqueue_many(&db, jobs, OnDuplicate::Error)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    // Only `b` is due; claim it, so it is running.
+    let claimed = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[1]]
+    );
+
+    let now = Utc::now();
+    let moved = queue
+        .reschedule(&[
+            (ids[0], now),
+            (ids[1], now + Span::hours(2)),
+            (JobId::new(), now),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(moved, vec![ids[0]], "only the pending job moves");
+    // The running one kept its claim: its fenced ack still holds.
+    queue.ack(claimed[0].receipt()).await.unwrap();
+    // The moved one is due now, with its attempts untouched.
+    let taken = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[0]]);
+    assert_eq!(taken[0].attempts, 1);
+    // Finished (acknowledged) jobs are gone: nothing moves.
+    queue.ack(taken[0].receipt()).await.unwrap();
+    assert!(queue.reschedule(&[(ids[0], now)]).await.unwrap().is_empty());
+    assert!(queue.reschedule(&[]).await.unwrap().is_empty());
+}
+
+over_modes!(pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not);
