@@ -78,9 +78,10 @@ pub struct WebhookConfig {
     /// path (one event per transaction) then crosses one wake-up instead of two. A fan-out
     /// goes inline only when all its non-FIFO deliveries fit the free slots (a backlog takes
     /// the worker path). Each inline delivery's job is still enqueued in the fan-out's
-    /// transaction, due after [`inline_backstop`](Self::inline_backstop): it finds the
-    /// delivery done, or makes the next attempt (the retry of a failed inline attempt, or
-    /// the first one if this process died). 0 (the default) turns it off.
+    /// transaction, due after [`inline_backstop`](Self::inline_backstop) (the first one if
+    /// this process died); a failed inline attempt moves it to its retry's time (the retry
+    /// schedule, or the receiver's `Retry-After`), so retries keep their timing. 32 by
+    /// default; 0 turns it off (every first attempt goes through a worker's claim).
     pub inline_attempts: usize,
     /// Rounds [`Webhooks::dispatch`](crate::Webhooks::dispatch) keeps in flight: a round
     /// woken while others commit claims the events they skip (`SKIP LOCKED`), so an event
@@ -186,7 +187,7 @@ impl Default for WebhookConfig {
             pool_max_idle_per_host: 1_024,
             require_sealed: false,
             reseal: ResealConfig::default(),
-            inline_attempts: 0,
+            inline_attempts: 32,
             dispatch_rounds: 4,
             send_trace_context: false,
             stats_max_deliveries: 10_000,

@@ -8,7 +8,7 @@ use super::store::Webhooks;
 use super::{OperationalEvent, lock};
 use crate::{EventError, WebhookSecret, sign};
 use chrono::Utc;
-use neo_core::TraceContext;
+use neo_core::{JobId, TraceContext};
 use neo_queue::{Job, JobError, Worker};
 use neo_resilience::{BreakerState, CircuitBreaker, RateLimitConfig, RateLimiter};
 use sqlx::AssertSqlSafe;
@@ -229,27 +229,28 @@ impl Webhooks {
         }
         metrics::histogram!(crate::metric_names::WEBHOOK_ATTEMPT_SECONDS)
             .record(answer.took.as_secs_f64());
-        let inline_due = match inline.as_mut() {
+        let inline_job = match inline.as_mut() {
             Some(inline) => {
                 if !inline.committed().await {
                     // Sent, but its delivery was rolled back: the event is handed over again.
                     tracing::debug!(delivery = id, "inline attempt sent, fan-out rolled back");
                     return Ok(());
                 }
-                Some(inline.job_due)
+                Some((inline.job, inline.job_due))
             }
             None => None,
         };
-        self.conclude(id, attempt, inline_due, &target, answer)
+        self.conclude(id, attempt, inline_job, &target, answer)
             .await
     }
 
-    /// Records the attempt and decides the job's fate.
+    /// Records the attempt and decides the job's fate; `inline_job` is the job (and the time
+    /// it is due) of an attempt made inline, which makes the retry.
     async fn conclude(
         &self,
         id: i64,
         attempt: i32,
-        inline_due: Option<chrono::DateTime<Utc>>,
+        inline_job: Option<(JobId, chrono::DateTime<Utc>)>,
         target: &Target,
         answer: Answer,
     ) -> Result<(), JobError> {
@@ -316,16 +317,38 @@ impl Webhooks {
             }
             _ => scheduled,
         };
-        update.next_attempt_at = match inline_due {
-            // Its job, already enqueued, makes the retry.
-            Some(due) => Some(due),
-            None => chrono::Duration::from_std(delay)
-                .ok()
-                .map(|d| Utc::now() + d),
+        let retry_at = chrono::Duration::from_std(delay)
+            .ok()
+            .map(|d| Utc::now() + d);
+        update.next_attempt_at = match inline_job {
+            // Its job, already enqueued, makes the retry: moved from its backstop time to the
+            // retry's, unless a worker holds it already.
+            Some((job, due)) => Some(match retry_at {
+                Some(at) if at < due => self.move_inline_job(job, at).await.unwrap_or(due),
+                _ => due,
+            }),
+            None => retry_at,
         };
         self.record(update).await?;
         metrics::counter!(crate::metric_names::WEBHOOK_RETRIES_TOTAL).increment(1);
         Err(JobError::RetryIn(reason, delay))
+    }
+
+    /// Moves an inline attempt's job to `at`; the time it is due then, `None` when it did
+    /// not move (a worker claimed it, or the move failed: it keeps its backstop time).
+    async fn move_inline_job(
+        &self,
+        job: JobId,
+        at: chrono::DateTime<Utc>,
+    ) -> Option<chrono::DateTime<Utc>> {
+        match self.inner.queue.reschedule(&[(job, at)]).await {
+            Ok(moved) if moved.contains(&job) => Some(at),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%job, %error, "inline attempt's retry left at its backstop time");
+                None
+            }
+        }
     }
 
     async fn target(&self, id: i64) -> Result<Option<Target>, EventError> {

@@ -2,7 +2,7 @@
 //! tenant's deliveries. Delivery jobs name their tenant, so the queue's fair claims (and its
 //! cap on one tenant's running jobs) decide whose delivery runs next.
 
-use crate::webhooks::{Setup, event, setup_with};
+use crate::webhooks::{Setup, event, setup_with, worker_path};
 use neo_core::TenantId;
 use neo_events::{DomainEvent, NewEndpoint};
 use neo_queue::{QueueConfig, Worker, WorkerConfig};
@@ -76,7 +76,7 @@ async fn b_behind_a(s: &Setup) -> (Option<Duration>, usize) {
 #[tokio::test]
 async fn a_tenants_fan_out_to_a_slow_endpoint_does_not_delay_another_tenant() {
     // Fair claims alone: B's job is claimed as soon as one of A's deliveries frees a slot.
-    let s = setup_with(crate::webhooks::config(&[100]), |q| q).await;
+    let s = setup_with(worker_path(crate::webhooks::config(&[100])), |q| q).await;
     let (took, a_done) = b_behind_a(&s).await;
     let took = took.expect("B's delivery within 1.5 s");
     assert!(took < Duration::from_millis(1_000), "{took:?}");
@@ -89,9 +89,11 @@ async fn a_tenants_fan_out_to_a_slow_endpoint_does_not_delay_another_tenant() {
 #[tokio::test]
 async fn a_cap_on_running_deliveries_keeps_slots_free_for_other_tenants() {
     // With at most four of A's deliveries running, B's takes a free slot at once.
-    let s = setup_with(crate::webhooks::config(&[100]), |q| QueueConfig {
-        max_running_per_tenant: Some(4),
-        ..q
+    let s = setup_with(worker_path(crate::webhooks::config(&[100])), |q| {
+        QueueConfig {
+            max_running_per_tenant: Some(4),
+            ..q
+        }
     })
     .await;
     let (took, a_done) = b_behind_a(&s).await;
@@ -106,9 +108,11 @@ async fn a_cap_on_running_deliveries_keeps_slots_free_for_other_tenants() {
 #[tokio::test]
 async fn without_fair_claims_another_tenant_waits_behind_the_backlog() {
     // The control: claims that ignore tenants serve A's older deliveries first.
-    let s = setup_with(crate::webhooks::config(&[100]), |q| QueueConfig {
-        fair_claims: false,
-        ..q
+    let s = setup_with(worker_path(crate::webhooks::config(&[100])), |q| {
+        QueueConfig {
+            fair_claims: false,
+            ..q
+        }
     })
     .await;
     let (took, _) = b_behind_a(&s).await;

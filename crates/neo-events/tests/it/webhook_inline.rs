@@ -1,7 +1,7 @@
 //! First attempts made inline by fan-out (`WebhookConfig::inline_attempts`): a lone event is
 //! sent without a worker, its job is still enqueued (the backstop that makes the retry, or
-//! the first attempt after a crash) and counts the inline attempt; a batch larger than the
-//! free slots takes the worker path.
+//! the first attempt after a crash) and counts the inline attempt, moved to the retry's time
+//! when the attempt fails; a batch larger than the free slots takes the worker path.
 
 use crate::webhooks::{
     Running, config, delivery_in, event, finish, publish, receiver_and_endpoint, setup,
@@ -56,14 +56,16 @@ async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered(route: neo_
     finish(running, &s, receiver).await;
 }
 
-async fn a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first(
+async fn a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as_the_first(
     route: neo_testkit::PgRoute,
 ) {
-    // Two attempts in all: the inline one and the job's.
+    // Two attempts in all: the inline one and the job's. The backstop (request timeout 5 s +
+    // first retry 100 ms) is far off: the failed attempt moves its job to the retry's time.
     let s = setup(
         route,
         neo_events::WebhookConfig {
             inline_attempts: 4,
+            request_timeout: Duration::from_secs(5),
             ..config(&[100])
         },
     )
@@ -83,7 +85,11 @@ async fn a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first(
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     assert_eq!(pending.response_status, Some(500));
-    assert!(pending.next_attempt_at.is_some(), "{pending:?}");
+    let next = pending.next_attempt_at.expect("a retry time");
+    assert!(
+        next < chrono::Utc::now() + chrono::Duration::seconds(1),
+        "the retry is due on schedule, not at the backstop: {pending:?}"
+    );
     running.worker(&s);
     let dead = delivery_in(&s, endpoint.id, DeliveryStatus::Dead).await;
     assert_eq!(
@@ -93,16 +99,16 @@ async fn a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first(
     assert_eq!(dead.response_status, Some(503));
     let requests = receiver.requests();
     assert_eq!(requests.len(), 2);
-    // The retry came from the job, due after the backstop (500 ms timeout + 100 ms).
-    assert!(
-        requests[1].at.duration_since(published) >= Duration::from_millis(600),
-        "{:?}",
-        requests[1].at.duration_since(published)
-    );
+    // The retry came from the job, moved to the schedule's 100 ms: not sooner, and well
+    // before the 5.1 s backstop.
+    let gap = requests[1].at.duration_since(requests[0].at);
+    assert!(gap >= Duration::from_millis(100), "{gap:?}");
+    let since = requests[1].at.duration_since(published);
+    assert!(since < Duration::from_secs(4), "{since:?}");
     finish(running, &s, receiver).await;
 }
 
 neo_testkit::over_routes!(
     a_lone_event_goes_out_inline_and_its_job_finds_it_delivered,
-    a_failed_inline_attempt_is_retried_by_its_job_and_counts_as_the_first,
+    a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as_the_first,
 );

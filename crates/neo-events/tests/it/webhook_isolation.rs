@@ -492,6 +492,8 @@ async fn schema_per_tenant_stores_never_reach_each_others_rows(route: PgRoute) {
             neo_events::WebhookConfig {
                 schema: schema.clone(),
                 job_kind: format!("{schema}.deliver"),
+                // The test reads the delivery pending before a worker runs.
+                inline_attempts: 0,
                 ..config(&[])
             },
         )

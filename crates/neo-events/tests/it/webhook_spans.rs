@@ -1,6 +1,6 @@
 //! The dispatch, fan-out and delivery spans name the tenant of the work they cover.
 
-use crate::webhooks::{Running, config, event, publish, setup};
+use crate::webhooks::{Running, config, event, publish, setup, worker_path};
 use neo_core::TenantId;
 use neo_events::{DomainEvent, NewEndpoint};
 use neo_testkit::{HttpReceiver, PgRoute};
@@ -70,7 +70,7 @@ async fn dispatch_fan_out_and_delivery_spans_carry_the_tenant() {
     let spans = Spans::default();
     let _guard =
         tracing::subscriber::set_default(tracing_subscriber::registry().with(spans.clone()));
-    let s = setup(PgRoute::Direct, config(&[50])).await;
+    let s = setup(PgRoute::Direct, worker_path(config(&[50]))).await;
     let receiver = HttpReceiver::start().await.unwrap();
     let (a, b) = (TenantId::new(), TenantId::new());
     s.webhooks

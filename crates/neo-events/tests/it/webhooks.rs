@@ -25,6 +25,15 @@ pub(crate) struct Setup {
     pub(crate) webhooks: Webhooks,
 }
 
+/// `config` with every first attempt on the worker path (no inline attempts): for tests
+/// whose subject is the delivery job (its claim, fairness, spans, timing).
+pub(crate) fn worker_path(config: WebhookConfig) -> WebhookConfig {
+    WebhookConfig {
+        inline_attempts: 0,
+        ..config
+    }
+}
+
 /// A config for loopback receivers, with a fast retry schedule.
 pub(crate) fn config(schedule_ms: &[u64]) -> WebhookConfig {
     WebhookConfig {
@@ -1162,7 +1171,7 @@ async fn job_tenants(s: &Setup) -> HashMap<i64, Option<neo_core::TenantId>> {
 
 async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay(mode: Mode) {
     // One attempt: a failing delivery is dead at once.
-    let s = setup_in(mode, config(&[])).await;
+    let s = setup_in(mode, worker_path(config(&[]))).await;
     let receiver = HttpReceiver::start().await.unwrap();
     receiver.set_default(ScriptedResponse::status(500));
     let tenant = neo_core::TenantId::new();

@@ -172,7 +172,7 @@ impl Webhooks {
             .collect::<Result<Vec<_>, _>>()
             .map_err(db_error)?;
         let (commit, committed) = watch::channel(false);
-        let due = match self.inline_slots(&created) {
+        let jobs = match self.inline_slots(&created) {
             Some(slots) => {
                 let targets = if read_targets {
                     rows.iter()
@@ -185,13 +185,16 @@ impl Webhooks {
                 let backstop = chrono::Duration::from_std(self.inner.config.inline_backstop())
                     .unwrap_or(chrono::Duration::days(1));
                 let due = Utc::now() + backstop;
+                // Built before the attempts start, which are told their jobs' ids: a failed
+                // attempt moves its job to its retry's time.
+                let jobs = self.delivery_jobs(&queued(&created), Some(due))?;
                 // Sent now, while the jobs are enqueued and the transaction commits.
-                self.attempt_inline(&created, targets, slots, due, &committed);
-                Some(due)
+                self.attempt_inline(&created, targets, slots, due, &jobs, &committed);
+                Some(jobs)
             }
             None => None,
         };
-        self.enqueue_created_due(tx, &created, due).await?;
+        self.enqueue_created_with(tx, &created, jobs).await?;
         Ok(FannedOut {
             created: created.len(),
             commit: Some(commit),
@@ -213,20 +216,22 @@ impl Webhooks {
     }
 
     /// Makes the first attempt of each queued delivery in a task of its own, now, recording
-    /// it once `committed` says the deliveries exist; their jobs (due at `job_due`) finish
-    /// what these leave.
+    /// it once `committed` says the deliveries exist; their `jobs` (due at `job_due`, one per
+    /// queued delivery in order) finish what these leave.
     fn attempt_inline(
         &self,
         rows: &[Pending],
         targets: Vec<Option<Target>>,
         slots: Vec<OwnedSemaphorePermit>,
         job_due: DateTime<Utc>,
+        jobs: &[NewJob],
         committed: &watch::Receiver<bool>,
     ) {
         let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
-        for ((row, target), slot) in queued.zip(slots) {
+        for (((row, target), slot), job) in queued.zip(slots).zip(jobs) {
             let (webhooks, id, trace) = (self.clone(), row.id, row.trace_context.clone());
             let inline = InlineAttempt {
+                job: job.id(),
                 job_due,
                 committed: committed.clone(),
             };
@@ -247,23 +252,22 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         rows: &[Pending],
     ) -> Result<(), EventError> {
-        self.enqueue_created_due(tx, rows, None).await
+        self.enqueue_created_with(tx, rows, None).await
     }
 
-    /// [`enqueue_created`](Self::enqueue_created); with `inline`, the queued ones' jobs are
-    /// due then and count the inline first attempt as their first.
-    async fn enqueue_created_due(
+    /// [`enqueue_created`](Self::enqueue_created), with the queued ones' `jobs` when they
+    /// were built already (for inline attempts, [`delivery_jobs`](Self::delivery_jobs)).
+    async fn enqueue_created_with(
         &self,
         tx: &mut neo_db::UnitOfWork,
         rows: &[Pending],
-        inline: Option<DateTime<Utc>>,
+        jobs: Option<Vec<NewJob>>,
     ) -> Result<(), EventError> {
-        let queued: Vec<Queued> = rows
-            .iter()
-            .filter(|r| r.queued)
-            .map(|r| (r.id, r.tenant_id, r.trace_context.clone(), r.region.clone()))
-            .collect();
-        self.enqueue_jobs(tx, &queued, inline).await?;
+        let jobs = match jobs {
+            Some(jobs) => jobs,
+            None => self.delivery_jobs(&queued(rows), None)?,
+        };
+        self.enqueue_jobs(tx, jobs).await?;
         let mut fifo: Vec<Uuid> = rows
             .iter()
             .filter(|r| !r.queued)
@@ -307,26 +311,18 @@ impl Webhooks {
             .into_iter()
             .map(|(id, tenant, trace, region)| (id, tenant, trace.map(|json| json.0), region))
             .collect();
-        self.enqueue(tx, &head).await
+        let jobs = self.delivery_jobs(&head, None)?;
+        self.enqueue_jobs(tx, jobs).await
     }
 
-    /// One job per delivery, naming the delivery's tenant and carrying its trace context.
-    async fn enqueue(
+    /// One job per delivery, naming the delivery's tenant and carrying its trace context;
+    /// with `inline`, jobs due then whose payload says their delivery's first attempt is
+    /// made inline (the job's attempt 1 is the delivery's 2nd).
+    fn delivery_jobs(
         &self,
-        tx: &mut neo_db::UnitOfWork,
-        deliveries: &[Queued],
-    ) -> Result<(), EventError> {
-        self.enqueue_jobs(tx, deliveries, None).await
-    }
-
-    /// [`enqueue`](Self::enqueue); with `inline`, jobs due then whose payload says their
-    /// delivery's first attempt is made inline (the job's attempt 1 is the delivery's 2nd).
-    async fn enqueue_jobs(
-        &self,
-        tx: &mut neo_db::UnitOfWork,
         deliveries: &[Queued],
         inline: Option<DateTime<Utc>>,
-    ) -> Result<(), EventError> {
+    ) -> Result<Vec<NewJob>, EventError> {
         let attempts = self.inner.config.max_attempts();
         let jobs = deliveries
             .iter()
@@ -352,12 +348,30 @@ impl Webhooks {
                 })
             })
             .collect::<Result<Vec<_>, neo_queue::Error>>()?;
+        Ok(jobs)
+    }
+
+    /// Enqueues delivery `jobs` in `tx`.
+    async fn enqueue_jobs(
+        &self,
+        tx: &mut neo_db::UnitOfWork,
+        jobs: Vec<NewJob>,
+    ) -> Result<(), EventError> {
         self.inner
             .queue
             .enqueue_many(&mut ***tx, jobs, OnDuplicate::Skip)
             .await?;
         Ok(())
     }
+}
+
+/// The queued deliveries among `rows` (FIFO ones wait for their turn), as jobs are made for
+/// them.
+fn queued(rows: &[Pending]) -> Vec<Queued> {
+    rows.iter()
+        .filter(|r| r.queued)
+        .map(|r| (r.id, r.tenant_id, r.trace_context.clone(), r.region.clone()))
+        .collect()
 }
 
 /// The messages of a fan-out, as the statement binds them.
