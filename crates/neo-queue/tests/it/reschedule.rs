@@ -44,7 +44,7 @@ async fn pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not(mode: Mod
     // The moved one is due now, with its attempts untouched.
     let taken = queue.claim("w", 10, None).await.unwrap();
     assert_eq!(taken.iter().map(|j| j.id).collect::<Vec<_>>(), vec![ids[0]]);
-    assert_eq!(taken[0].attempts, 1);
+    assert_eq!(taken[0].attempt, 1);
     // Finished (acknowledged) jobs are gone: nothing moves.
     queue.ack(taken[0].receipt()).await.unwrap();
     assert!(queue.reschedule(&[(ids[0], now)]).await.unwrap().is_empty());
