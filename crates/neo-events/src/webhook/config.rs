@@ -77,7 +77,9 @@ pub struct WebhookConfig {
     /// its commit, instead of waiting for a worker to be woken and claim the job: the idle
     /// path (one event per transaction) then crosses one wake-up instead of two. A fan-out
     /// goes inline only when all its non-FIFO deliveries fit the free slots (a backlog takes
-    /// the worker path). Each inline delivery's job is still enqueued in the fan-out's
+    /// the worker path; so does a delivery to an endpoint with a
+    /// [region](crate::NewEndpoint::region), which only its region's workers send). Each
+    /// inline delivery's job is still enqueued in the fan-out's
     /// transaction, due after [`inline_backstop`](Self::inline_backstop) (the first one if
     /// this process died); a failed inline attempt moves it to its retry's time (the retry
     /// schedule, or the receiver's `Retry-After`), so retries keep their timing. 32 by

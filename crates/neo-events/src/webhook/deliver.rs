@@ -322,10 +322,11 @@ impl Webhooks {
             .map(|d| Utc::now() + d);
         update.next_attempt_at = match inline_job {
             // Its job, already enqueued, makes the retry: moved from its backstop time to the
-            // retry's, unless a worker holds it already.
+            // retry's (sooner by the schedule, or later by a `Retry-After`), unless a worker
+            // holds it already.
             Some((job, due)) => Some(match retry_at {
-                Some(at) if at < due => self.move_inline_job(job, at).await.unwrap_or(due),
-                _ => due,
+                Some(at) => self.move_inline_job(job, at).await.unwrap_or(due),
+                None => due,
             }),
             None => retry_at,
         };

@@ -201,8 +201,12 @@ impl Webhooks {
         })
     }
 
-    /// One inline slot per queued (non-FIFO) delivery, when all of them fit.
+    /// One inline slot per queued (non-FIFO) delivery, when all of them fit and none is to
+    /// an endpoint with a region (only that region's workers send those).
     fn inline_slots(&self, rows: &[Pending]) -> Option<Vec<OwnedSemaphorePermit>> {
+        if rows.iter().any(|r| r.queued && r.region.is_some()) {
+            return None;
+        }
         let wanted = rows.iter().filter(|r| r.queued).count();
         if wanted == 0 || wanted > self.inner.config.inline_attempts {
             return None;
