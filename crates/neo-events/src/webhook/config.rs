@@ -82,8 +82,8 @@ pub struct WebhookConfig {
     /// inline delivery's job is still enqueued in the fan-out's
     /// transaction, due after [`inline_backstop`](Self::inline_backstop) (the first one if
     /// this process died); a failed inline attempt moves it to its retry's time (the retry
-    /// schedule, or the receiver's `Retry-After`), so retries keep their timing. 32 by
-    /// default; 0 turns it off (every first attempt goes through a worker's claim).
+    /// schedule, or the receiver's `Retry-After`), so retries keep their timing. 0 (the
+    /// default) turns it off: every first attempt goes through a worker's claim.
     pub inline_attempts: usize,
     /// Rounds [`Webhooks::dispatch`](crate::Webhooks::dispatch) keeps in flight: a round
     /// woken while others commit claims the events they skip (`SKIP LOCKED`), so an event
@@ -189,7 +189,7 @@ impl Default for WebhookConfig {
             pool_max_idle_per_host: 1_024,
             require_sealed: false,
             reseal: ResealConfig::default(),
-            inline_attempts: 32,
+            inline_attempts: 0,
             dispatch_rounds: 4,
             send_trace_context: false,
             stats_max_deliveries: 10_000,

@@ -40,9 +40,8 @@ impl ZoneServer {
         let zone = Arc::new(zone);
         let mut catalog = Catalog::new();
         catalog.upsert(LowerName::new(&origin), vec![zone.clone()]);
-        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (udp, tcp) = udp_and_tcp_on_one_port().await;
         let address = udp.local_addr().unwrap();
-        let tcp = tokio::net::TcpListener::bind(address).await.unwrap();
         let mut server = Server::new(catalog);
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 64 * 1024);
@@ -104,4 +103,18 @@ pub(crate) async fn misbehaving(how: Misbehaving) -> SocketAddr {
         }
     });
     address
+}
+
+/// A UDP socket and a TCP listener on the same free loopback port: the UDP port is free,
+/// but another process may hold its number in TCP, so a few fresh ports are tried.
+async fn udp_and_tcp_on_one_port() -> (tokio::net::UdpSocket, tokio::net::TcpListener) {
+    let mut last = None;
+    for _ in 0..20 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        match tokio::net::TcpListener::bind(udp.local_addr().unwrap()).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(error) => last = Some(error),
+        }
+    }
+    panic!("no loopback port was free in both UDP and TCP: {last:?}");
 }
