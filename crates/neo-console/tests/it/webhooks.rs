@@ -217,6 +217,14 @@ async fn attempts_kept(
         })
         .await;
         if round < replays {
+            // The job that finished the delivery is acknowledged after its outcome is
+            // written; a replay before that ack enqueues nothing (the delivery's job key is
+            // still held), so wait for it.
+            until("the delivery's job to be acknowledged", async || {
+                let depth = s.queue.depth().await.unwrap();
+                depth.running == 0 && depth.available == 0
+            })
+            .await;
             let id = webhooks.deliveries(endpoint.id, None, 1).await.unwrap()[0].id;
             assert!(webhooks.replay(id).await.unwrap());
         }
