@@ -235,6 +235,26 @@ pub(super) fn nack_sql(t: &TableName, owned: &str) -> String {
     )
 }
 
+/// The end both claims share: `next` locks the candidates `ordered` lists (`id`,
+/// `claim_order`) in that order, skipping locked or taken ones, at most `$1`; `claimed` gives
+/// them to worker `$2` under a lease of `$3` ms with a fresh fence, then `after` (more CTEs,
+/// e.g. the rate limit's record of starts); the statement returns them in claim order.
+fn take_in_order(t: &TableName, ordered: &str, after: &str) -> String {
+    let lock = lock_candidate(t);
+    format!(
+        "next AS ( \
+           SELECT l.id, c.claim_order FROM ( \
+             {ordered}) AS c \
+           CROSS JOIN LATERAL ({lock}) AS l \
+           LIMIT $1), \
+         claimed AS ( \
+           UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
+           lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
+           FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, next.claim_order){after} \
+         SELECT * FROM claimed ORDER BY claim_order"
+    )
+}
+
 /// Locks the candidate `c` by id if it is still available (`FOR UPDATE SKIP LOCKED`).
 ///
 /// The state test is written so that it does not imply the claim indexes' predicate
@@ -373,7 +393,14 @@ fn fair_claim(
     // planner read every due job without a tenant and sorted them for each claim (45 ms per
     // claim at 50,000 pending); with it, it reads the index in order and stops at `$1`.
     let null_order = "ORDER BY j.tenant, j.priority DESC, j.run_at, j.id LIMIT $1";
-    let lock = lock_candidate(t);
+    let take = take_in_order(
+        t,
+        &format!(
+            "SELECT id, row_number() OVER (ORDER BY priority DESC, turn, run_at, id) AS claim_order \
+             FROM candidates {capped} ORDER BY claim_order"
+        ),
+        &rate_record,
+    );
     format!(
         "WITH RECURSIVE tenants(tenant) AS ( \
            (SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
@@ -394,17 +421,7 @@ fn fair_claim(
              UNION ALL \
              (SELECT j.id, j.tenant, j.priority, j.run_at{part} {null_running} FROM {t} AS j \
               WHERE {due}{null_open} AND j.tenant IS NULL {null_order})) AS c), \
-         next AS ( \
-           SELECT l.id, c.claim_order FROM ( \
-             SELECT id, row_number() OVER (ORDER BY priority DESC, turn, run_at, id) AS claim_order \
-             FROM candidates {capped} ORDER BY claim_order) AS c \
-           CROSS JOIN LATERAL ({lock}) AS l \
-           LIMIT $1), \
-         claimed AS ( \
-           UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
-           lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
-           FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, next.claim_order){rate_record} \
-         SELECT * FROM claimed ORDER BY claim_order"
+         {take}"
     )
 }
 
@@ -424,22 +441,19 @@ fn rated_claim(t: &TableName, filter: &str, rate: &super::rate::Rate) -> String 
         rate.within(),
         rate.record(),
     );
-    let lock = lock_candidate(t);
+    let take = take_in_order(
+        t,
+        &format!(
+            "SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS claim_order \
+             FROM (SELECT c.*, {spent} FROM candidates AS c) AS c WHERE {within} ORDER BY claim_order"
+        ),
+        &record,
+    );
     format!(
         "WITH {used}candidates AS (SELECT j.id, j.priority, j.run_at, {key} AS part FROM {t} AS j \
          WHERE j.state = 'available' AND j.run_at <= now() {paused} {filter} {open} \
          ORDER BY j.priority DESC, j.run_at LIMIT $1), \
-         next AS ( \
-           SELECT l.id, c.claim_order FROM ( \
-             SELECT id, row_number() OVER (ORDER BY priority DESC, run_at, id) AS claim_order \
-             FROM (SELECT c.*, {spent} FROM candidates AS c) AS c WHERE {within} ORDER BY claim_order) AS c \
-           CROSS JOIN LATERAL ({lock}) AS l \
-           LIMIT $1), \
-         claimed AS ( \
-           UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
-           lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
-           FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, next.claim_order){record} \
-         SELECT * FROM claimed ORDER BY claim_order"
+         {take}"
     )
 }
 
