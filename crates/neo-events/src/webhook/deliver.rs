@@ -320,34 +320,36 @@ impl Webhooks {
         let retry_at = chrono::Duration::from_std(delay)
             .ok()
             .map(|d| Utc::now() + d);
-        update.next_attempt_at = match inline_job {
-            // Its job, already enqueued, makes the retry: moved from its backstop time to the
-            // retry's (sooner by the schedule, or later by a `Retry-After`), unless a worker
-            // holds it already.
-            Some((job, due)) => Some(match retry_at {
-                Some(at) => self.move_inline_job(job, at).await.unwrap_or(due),
-                None => due,
-            }),
-            None => retry_at,
+        // An inline attempt's job, already enqueued, makes the retry: moved from its backstop
+        // time to the retry's (sooner by the schedule, or later by a `Retry-After`) once the
+        // attempt is recorded, so that the retry cannot run before this record and have its
+        // outcome overwritten by it.
+        let (next, move_job) = match (inline_job, retry_at) {
+            (Some((job, _)), Some(at)) => (Some(at), Some((job, at))),
+            (Some((_, due)), None) => (Some(due), None),
+            (None, at) => (at, None),
         };
+        update.next_attempt_at = next;
         self.record(update).await?;
+        if let Some((job, at)) = move_job {
+            self.move_inline_job(job, at).await;
+        }
         metrics::counter!(crate::metric_names::WEBHOOK_RETRIES_TOTAL).increment(1);
         Err(JobError::RetryIn(reason, delay))
     }
 
-    /// Moves an inline attempt's job to `at`; the time it is due then, `None` when it did
-    /// not move (a worker claimed it, or the move failed: it keeps its backstop time).
-    async fn move_inline_job(
+    /// Moves an inline attempt's job to `at`; whether it moved (it does not when a worker
+    /// claimed it already, or the move failed: then it keeps its backstop time).
+    pub(in crate::webhook) async fn move_inline_job(
         &self,
         job: JobId,
         at: chrono::DateTime<Utc>,
-    ) -> Option<chrono::DateTime<Utc>> {
+    ) -> bool {
         match self.inner.queue.reschedule(&[(job, at)]).await {
-            Ok(moved) if moved.contains(&job) => Some(at),
-            Ok(_) => None,
+            Ok(moved) => moved.contains(&job),
             Err(error) => {
                 tracing::warn!(%job, %error, "inline attempt's retry left at its backstop time");
-                None
+                false
             }
         }
     }

@@ -127,6 +127,7 @@ contract!(
     ]
     endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug,
     failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id,
+    a_replay_made_before_the_dead_jobs_ack_is_delivered,
     retry_after_is_honoured_and_gone_disables_the_endpoint,
     the_ssrf_guard_refuses_names_that_resolve_to_loopback,
     a_rotated_secret_signs_next_to_the_old_one_during_the_overlap,
@@ -220,7 +221,7 @@ pub(crate) async fn setup_in_with(
     let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
     assert_eq!(
         webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 40, 41]
+        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 13, 40, 41]
     );
     Setup {
         _test_db: Some(test_db),
@@ -284,7 +285,7 @@ pub(crate) async fn rls_setup(
     .unwrap();
     assert_eq!(
         owner_webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 40, 41, 42]
+        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 40, 41, 42]
     );
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])
@@ -355,6 +356,11 @@ impl Running {
     }
 
     pub(crate) fn worker(&mut self, s: &Setup) {
+        self.worker_with(s, WorkerConfig::default());
+    }
+
+    /// A delivery worker with `config`, polling and shutting down as the tests' workers do.
+    pub(crate) fn worker_with(&mut self, s: &Setup, config: WorkerConfig) {
         let (stop, stopped) = oneshot::channel::<()>();
         let worker = s.webhooks.handle(Worker::new(
             s.queue.clone(),
@@ -362,7 +368,7 @@ impl Running {
                 concurrency: 64,
                 poll_interval: Duration::from_millis(50),
                 shutdown_grace: Duration::from_millis(100),
-                ..WorkerConfig::default()
+                ..config
             },
         ));
         self.stop.push(stop);
@@ -810,6 +816,69 @@ async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webh
     )
     .await;
     finish(running, &s, receiver).await;
+}
+
+/// Acks are batched: the job whose last attempt let a delivery die is acknowledged a while
+/// later, and still holds its unique key meanwhile. A replay in that window must be sent all
+/// the same, to a plain endpoint and as a FIFO endpoint's head.
+async fn a_replay_made_before_the_dead_jobs_ack_is_delivered(mode: Mode) {
+    let s = setup_in(mode, worker_path(config(&[]))).await;
+    let linger = Duration::from_secs(3);
+    let mut running = Running::default();
+    running.dispatcher(&s);
+    running.worker_with(
+        &s,
+        WorkerConfig {
+            complete_batch: 10_000,
+            complete_linger: linger,
+            ..WorkerConfig::default()
+        },
+    );
+    for fifo in [false, true] {
+        let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e.fifo(fifo)).await;
+        receiver.push(ScriptedResponse::status(500));
+        publish(&s, &[event("organization.created", u32::from(fifo))]).await;
+        let dead = loop {
+            let dead = s
+                .webhooks
+                .deliveries(endpoint.id, Some(DeliveryStatus::Dead), 10)
+                .await
+                .unwrap();
+            if let Some(dead) = dead.into_iter().next() {
+                break dead;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        };
+        let died = Instant::now();
+        assert!(s.webhooks.replay(dead.id).await.unwrap(), "fifo: {fifo}");
+        assert!(
+            died.elapsed() < linger,
+            "the replay came after the ack it is to race (fifo: {fifo})"
+        );
+        wait_until(
+            "the replay made before the ack to be delivered",
+            Duration::from_secs(10),
+            || async {
+                s.webhooks.delivery(dead.id).await.unwrap().status == DeliveryStatus::Delivered
+            },
+        )
+        .await;
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 2, "fifo: {fifo}");
+        let ids: HashSet<&str> = requests
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "the replay keeps the webhook-id (fifo: {fifo})"
+        );
+        assert!(s.webhooks.delete_endpoint(endpoint.id).await.unwrap());
+        receiver.shutdown().await;
+    }
+    running.stop().await;
+    s.webhooks.shutdown().await;
 }
 
 async fn retry_after_is_honoured_and_gone_disables_the_endpoint(mode: Mode) {

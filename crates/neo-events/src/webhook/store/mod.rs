@@ -342,6 +342,11 @@ impl Webhooks {
                 include_str!("../../../migrations/webhooks/12_endpoint_regions.sql"),
             )
             .with(
+                13,
+                "deliveries count their replays",
+                include_str!("../../../migrations/webhooks/13_deliveries_count_their_replays.sql"),
+            )
+            .with(
                 40,
                 "deliveries by endpoint",
                 include_str!("../../../migrations/webhooks/40_deliveries_by_endpoint.sql"),
