@@ -267,6 +267,7 @@ impl Webhooks {
         if answer.delivered() {
             update.status = "delivered";
             self.finish(target, update).await?;
+            self.retire_inline_job(inline_job).await;
             metrics::counter!(crate::metric_names::WEBHOOK_DELIVERED_TOTAL).increment(1);
             return Ok(());
         }
@@ -291,6 +292,7 @@ impl Webhooks {
             update.status = "dead";
             update.error = Some(why.to_owned());
             self.finish(target, update).await?;
+            self.retire_inline_job(inline_job).await;
             self.announce(OperationalEvent::EndpointDisabled {
                 endpoint_id: target.endpoint_id,
                 reason: why.to_owned(),
@@ -301,6 +303,7 @@ impl Webhooks {
             update.status = "dead";
             update.error = Some(reason.clone());
             self.finish(target, update).await?;
+            self.retire_inline_job(inline_job).await;
             metrics::counter!(crate::metric_names::WEBHOOK_DEAD_TOTAL).increment(1);
             self.announce(OperationalEvent::DeliveryExhausted {
                 delivery_id: id,
@@ -336,6 +339,18 @@ impl Webhooks {
         }
         metrics::counter!(crate::metric_names::WEBHOOK_RETRIES_TOTAL).increment(1);
         Err(JobError::RetryIn(reason, delay))
+    }
+
+    /// Cancels the job of an inline attempt that settled its delivery (delivered, or dead):
+    /// nothing is left for it to do. Best effort: a job left behind finds its delivery
+    /// settled when it runs, and does nothing.
+    async fn retire_inline_job(&self, inline_job: Option<(JobId, chrono::DateTime<Utc>)>) {
+        let Some((job, _)) = inline_job else {
+            return;
+        };
+        if let Err(error) = self.inner.queue.cancel(&[job]).await {
+            tracing::debug!(%job, %error, "a settled inline attempt's job is left to run");
+        }
     }
 
     /// Moves an inline attempt's job to `at`; whether it moved (it does not when a worker

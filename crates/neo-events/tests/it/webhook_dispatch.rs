@@ -5,6 +5,7 @@
 
 use crate::webhooks::{
     Running, Setup, config, delivery_in, event, finish, publish, receiver_and_endpoint, setup,
+    wait_until,
 };
 use neo_events::{DeliveryStatus, NewEndpoint, WebhookConfig};
 use neo_testkit::{HttpReceiver, PgRoute};
@@ -61,8 +62,16 @@ async fn one_transaction_per_round_sends_inline_and_a_worker_takes_the_rest(rout
         0,
         "the event was marked processed"
     );
-    // Its job waits as the backstop.
-    assert_eq!(s.queue.depth().await.unwrap().available, 1);
+    // Its job, enqueued as the backstop, is cancelled once the attempt is recorded.
+    wait_until(
+        "the settled attempt's job to be cancelled",
+        Duration::from_secs(5),
+        || async {
+            let depth = s.queue.depth().await.unwrap();
+            depth.available == 0 && depth.cancelled == 1
+        },
+    )
+    .await;
 
     // A batch larger than the free slots takes the worker path.
     publish(
@@ -76,7 +85,7 @@ async fn one_transaction_per_round_sends_inline_and_a_worker_takes_the_rest(rout
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(receiver.requests().len(), 1, "a batch took the worker path");
-    assert_eq!(s.queue.depth().await.unwrap().available, 4);
+    assert_eq!(s.queue.depth().await.unwrap().available, 3);
     let mut running = Running::default();
     running.worker(&s);
     assert_eq!(receiver.wait_for(4, Duration::from_secs(5)).await.len(), 4);
