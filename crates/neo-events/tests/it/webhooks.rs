@@ -249,9 +249,9 @@ fn webhooks_on(db: &Db, queue: &Queue, config: WebhookConfig, sealing: Sealing) 
     }
 }
 
-/// Queue, outbox and webhooks under row-level security: migrated and granted by the owner,
-/// the queue, dispatch and delivery on the system role, the outbox's `publish` and the
-/// webhooks' tenant-scoped calls on the application role.
+/// Queue, outbox and webhooks under row-level security: migrated and granted by the owner;
+/// dispatch, delivery and the queue's claims on the system role; the outbox's `publish`, the
+/// webhooks' and the delivery queue's tenant-scoped calls on the application role.
 pub(crate) async fn rls_setup(
     mode: Mode,
     config: WebhookConfig,
@@ -263,7 +263,8 @@ pub(crate) async fn rls_setup(
         lease: Duration::from_secs(2),
         ..QueueConfig::default()
     });
-    Queue::new(&split.owner, queue_config.clone())
+    let rls = || neo_db::TenantIsolation::RowLevelSecurity(setting.clone());
+    Queue::tenant_isolated(&split.owner, &split.owner, queue_config.clone(), rls())
         .unwrap()
         .migrate()
         .await
@@ -290,7 +291,8 @@ pub(crate) async fn rls_setup(
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])
         .await;
-    let queue = Queue::new(&split.system, queue_config).unwrap();
+    // The delivery queue is tenant-isolated too: its jobs are under the same policy.
+    let queue = Queue::tenant_isolated(&split.app, &split.system, queue_config, rls()).unwrap();
     let outbox = Outbox::new(&split.app, OutboxConfig::default())
         .unwrap()
         .with_row_level_security(&split.system, setting.clone());

@@ -3,7 +3,7 @@
 //! A delivery and its job name the tenant of the event that caused them.
 
 use super::{Webhooks, db_error};
-use crate::webhook::inline::InlineAttempt;
+use crate::webhook::inline::{InlineAttempt, InlineJob};
 use crate::webhook::rows::Target;
 use crate::{DomainEvent, EventError};
 use chrono::{DateTime, Utc};
@@ -236,12 +236,16 @@ impl Webhooks {
         let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
         for (((row, target), slot), job) in queued.zip(slots).zip(jobs) {
             let (webhooks, id, trace) = (self.clone(), row.id, row.trace_context.clone());
+            let job = InlineJob {
+                id: job.id(),
+                due: job_due,
+                tenant: row.tenant_id,
+            };
             let inline = InlineAttempt {
-                job: job.id(),
-                job_due,
+                job,
                 committed: committed.clone(),
             };
-            let (job, mut committed) = (job.id(), committed.clone());
+            let mut committed = committed.clone();
             tokio::spawn(async move {
                 let _slot = slot;
                 match webhooks.attempt(id, 1, Some(inline), target, trace).await {
@@ -251,7 +255,7 @@ impl Webhooks {
                         let at = Utc::now()
                             + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
                         if committed.wait_for(|done| *done).await.is_ok() {
-                            webhooks.move_inline_job(job, at).await;
+                            webhooks.move_inline_job(&job, at).await;
                         }
                     }
                     // Failed and recorded (its job was moved to the retry's time), or not
@@ -375,9 +379,11 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         jobs: Vec<NewJob>,
     ) -> Result<(), EventError> {
+        // Each job names its delivery's tenant: in one call they may be several tenants'
+        // (fan-out spans tenants), which a queue under row-level security takes this way.
         self.inner
             .queue
-            .enqueue_many(&mut ***tx, jobs, OnDuplicate::Skip)
+            .enqueue_across_tenants(&mut ***tx, jobs, OnDuplicate::Skip)
             .await?;
         Ok(())
     }
