@@ -4,8 +4,8 @@
 //! no delivery and the event pending; the next round sends it again and records it once.
 
 use crate::webhooks::{
-    Running, Setup, config, delivery_in, event, finish, publish, receiver_and_endpoint, setup,
-    wait_until,
+    Running, Setup, config, delivery_in, event, finish, only_job_cancelled, publish,
+    receiver_and_endpoint, setup,
 };
 use neo_events::{DeliveryStatus, NewEndpoint, WebhookConfig};
 use neo_testkit::{HttpReceiver, PgRoute};
@@ -63,15 +63,7 @@ async fn one_transaction_per_round_sends_inline_and_a_worker_takes_the_rest(rout
         "the event was marked processed"
     );
     // Its job, enqueued as the backstop, is cancelled once the attempt is recorded.
-    wait_until(
-        "the settled attempt's job to be cancelled",
-        Duration::from_secs(5),
-        || async {
-            let depth = s.queue.depth().await.unwrap();
-            depth.available == 0 && depth.cancelled == 1
-        },
-    )
-    .await;
+    only_job_cancelled(&s).await;
 
     // A batch larger than the free slots takes the worker path.
     publish(

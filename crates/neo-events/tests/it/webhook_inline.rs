@@ -4,7 +4,8 @@
 //! when the attempt fails and cancelled when it settled the delivery; a batch larger than the free slots takes the worker path.
 
 use crate::webhooks::{
-    Running, config, delivery_in, event, finish, publish, receiver_and_endpoint, setup, wait_until,
+    Running, config, delivery_in, event, finish, only_job_cancelled, publish,
+    receiver_and_endpoint, setup,
 };
 use neo_events::DeliveryStatus;
 use neo_testkit::ScriptedResponse;
@@ -31,15 +32,7 @@ async fn a_lone_event_goes_out_inline_and_its_job_is_cancelled(route: neo_testki
     let delivered = delivery_in(&s, endpoint.id, DeliveryStatus::Delivered).await;
     assert_eq!(delivered.attempts, 1);
     // Its job, enqueued as the backstop, is cancelled once the attempt is recorded.
-    wait_until(
-        "the settled attempt's job to be cancelled",
-        Duration::from_secs(5),
-        || async {
-            let depth = s.queue.depth().await.unwrap();
-            depth.available == 0 && depth.cancelled == 1
-        },
-    )
-    .await;
+    only_job_cancelled(&s).await;
 
     // Three events at once do not fit two slots: they wait for a worker.
     publish(

@@ -478,7 +478,7 @@ fn headers(request: &ReceivedRequest) -> SignedHeaders {
     }
 }
 
-pub(crate) async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -840,31 +840,16 @@ async fn a_replay_made_before_the_dead_jobs_ack_is_delivered(mode: Mode) {
         let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e.fifo(fifo)).await;
         receiver.push(ScriptedResponse::status(500));
         publish(&s, &[event("organization.created", u32::from(fifo))]).await;
-        let dead = loop {
-            let dead = s
-                .webhooks
-                .deliveries(endpoint.id, Some(DeliveryStatus::Dead), 10)
-                .await
-                .unwrap();
-            if let Some(dead) = dead.into_iter().next() {
-                break dead;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
+        let dead = delivery_in(&s, endpoint.id, DeliveryStatus::Dead).await;
         let died = Instant::now();
         assert!(s.webhooks.replay(dead.id).await.unwrap(), "fifo: {fifo}");
         assert!(
             died.elapsed() < linger,
             "the replay came after the ack it is to race (fifo: {fifo})"
         );
-        wait_until(
-            "the replay made before the ack to be delivered",
-            Duration::from_secs(10),
-            || async {
-                s.webhooks.delivery(dead.id).await.unwrap().status == DeliveryStatus::Delivered
-            },
-        )
-        .await;
+        // The delivery made before the ack is delivered.
+        let delivered = delivery_in(&s, endpoint.id, DeliveryStatus::Delivered).await;
+        assert_eq!(delivered.id, dead.id);
         let requests = receiver.requests();
         assert_eq!(requests.len(), 2, "fifo: {fifo}");
         let ids: HashSet<&str> = requests
@@ -1322,6 +1307,20 @@ async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay
 }
 
 /// Waits until the endpoint's only delivery has `status`; returns it.
+/// Waits until the queue's one job is cancelled and none is available (an inline attempt
+/// settled its delivery).
+pub(crate) async fn only_job_cancelled(s: &Setup) {
+    wait_until(
+        "the settled attempt's job to be cancelled",
+        Duration::from_secs(5),
+        || async {
+            let depth = s.queue.depth().await.unwrap();
+            depth.available == 0 && depth.cancelled == 1
+        },
+    )
+    .await;
+}
+
 pub(crate) async fn delivery_in(
     s: &Setup,
     endpoint: uuid::Uuid,
