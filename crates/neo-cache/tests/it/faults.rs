@@ -106,7 +106,7 @@ async fn callers_keep_getting_values_while_redis_is_down_and_it_resumes_when_bac
     let started = Instant::now();
     while b.get("org:9").await.unwrap() != Some(renamed.clone()) {
         assert!(
-            started.elapsed() < Duration::from_millis(500),
+            started.elapsed() < Duration::from_secs(2),
             "b kept the old value"
         );
         tokio::time::sleep(Duration::from_millis(5)).await;

@@ -117,7 +117,7 @@ async fn invalidate_tenant_drops_exactly_one_tenant_on_every_instance() {
         let started = Instant::now();
         while other.for_tenant(&a).get("org:1").await.unwrap().is_some() {
             assert!(
-                started.elapsed() < Duration::from_millis(500),
+                started.elapsed() < Duration::from_secs(2),
                 "{deployment:?}: the other instance's L1 still holds tenant a"
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
