@@ -11,4 +11,5 @@ mod one_tenant;
 mod primary_failover;
 mod sentinel_failover;
 mod service_under_faults;
+mod soak;
 mod worker_example;

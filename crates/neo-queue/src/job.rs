@@ -376,9 +376,22 @@ impl JobRecord {
 }
 
 fn typed_tenant(tenant: Option<&str>) -> Result<Option<TenantId>> {
-    tenant
-        .map(|text| TenantId::parse(text).map_err(|e| Error::invalid("job tenant", e.to_string())))
-        .transpose()
+    tenant.map(|text| parse_job_tenant(text, "")).transpose()
+}
+
+/// A job's tenant text as a tenant id; `context` ends the error's message (what needed one).
+///
+/// # Errors
+/// [`Error::Invalid`] (`job tenant`) for text that is not a tenant id.
+pub(crate) fn parse_job_tenant(text: &str, context: &str) -> Result<TenantId> {
+    TenantId::parse(text).map_err(|e| {
+        let reason = if context.is_empty() {
+            e.to_string()
+        } else {
+            format!("{text:?} {context}: {e}")
+        };
+        Error::invalid("job tenant", reason)
+    })
 }
 
 /// Jobs per state.

@@ -5,8 +5,10 @@
 //! organization verification (their jobs on the same worker), from a [`ServiceConfig`];
 //! [`Service::run`] runs the [`Roles`] asked for until stopped: with them the metrics sampler
 //! (one instance samples at a time) and, given a Prometheus handle, `GET /metrics` beside the
-//! API, and, given a console token, the operations console (neo-console) at `/ops`. The
-//! `orgs-service` binary and the scenario suite (`tests/`) both use it.
+//! API, and, given a console token, the operations console (neo-console) at `/ops`; with them
+//! too the retention that keeps the outbox, the deliveries and the queue from growing without
+//! bound ([`RetentionConfig`]). The `orgs-service` binary and the scenario suite (`tests/`)
+//! both use it.
 
 use neo_commons::cache::{CacheConfig, HybridCache};
 use neo_commons::console::{BearerToken, Console, ConsoleConfig};
@@ -21,6 +23,8 @@ use neo_commons::orgs::{
     PgOrganizationStore,
 };
 use neo_commons::queue::{Queue, QueueConfig, Worker, WorkerConfig};
+use serde::Deserialize;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Errors of composing and running the service.
@@ -66,6 +70,48 @@ pub struct ServiceConfig {
     /// The console's bearer token (`NEO_CONSOLE_TOKEN`, at least 16 characters); no console
     /// without one.
     pub console_token: Option<SecretString>,
+    /// What the retention role removes, and how often (`NEO_RETENTION_`).
+    pub retention: RetentionConfig,
+}
+
+/// What the retention role ([`Roles::retain`]) removes, and how often. Every instance that
+/// runs the role does the same work: each step deletes in bounded batches and finds nothing
+/// left to do once another instance has done it.
+///
+/// ```
+/// let retention: orgs_service::RetentionConfig =
+///     serde_json::from_str(r#"{ "finished_deliveries": "1h" }"#).unwrap();
+/// assert_eq!(retention.finished_deliveries, std::time::Duration::from_secs(3600));
+/// assert_eq!(retention.interval, std::time::Duration::from_secs(60)); // the default
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct RetentionConfig {
+    /// Time between two rounds. Default 1 minute.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Outbox events processed longer ago than this move to the outbox's archive table.
+    /// Default 1 hour.
+    #[serde(with = "humantime_serde")]
+    pub processed_events: Duration,
+    /// Delivered and dead webhook deliveries last changed longer ago than this are deleted
+    /// (dead ones stay replayable until then). Default 7 days.
+    #[serde(with = "humantime_serde")]
+    pub finished_deliveries: Duration,
+    /// Deliveries deleted per statement. Default 1,000.
+    pub batch: u32,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            interval: Duration::from_secs(60),
+            processed_events: Duration::from_secs(60 * 60),
+            finished_deliveries: Duration::from_secs(7 * 24 * 60 * 60),
+            batch: 1_000,
+        }
+    }
 }
 
 impl ServiceConfig {
@@ -86,12 +132,13 @@ impl ServiceConfig {
             observe: ObserveConfig::default(),
             console: ConsoleConfig::default(),
             console_token: None,
+            retention: RetentionConfig::default(),
         }
     }
 
     /// From the environment: `NEO_DATABASE_URL`, `NEO_REDIS_URL`, and the parts' settings
     /// under `NEO_CACHE_`, `NEO_WEBHOOKS_`, `NEO_QUEUE_`, `NEO_WORKER_`, `NEO_ORGS_` and
-    /// `NEO_CONSOLE_` (nested fields with `__`, e.g.
+    /// `NEO_CONSOLE_`, `NEO_RETENTION_` (nested fields with `__`, e.g.
     /// `NEO_WEBHOOKS_ADDRESSES__ALLOW_LOOPBACK=true`); the console's token in
     /// `NEO_CONSOLE_TOKEN`.
     ///
@@ -120,6 +167,7 @@ impl ServiceConfig {
         config.console_token = std::env::var("NEO_CONSOLE_TOKEN")
             .ok()
             .map(SecretString::from);
+        config.retention = from_env("NEO_RETENTION_")?;
         Ok(config)
     }
 }
@@ -127,6 +175,18 @@ impl ServiceConfig {
 /// 16 random bytes (a version-4 UUID's).
 fn uuid_bytes() -> Vec<u8> {
     uuid::Uuid::new_v4().as_bytes().to_vec()
+}
+
+/// What one retention round ([`Service::retain`]) removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Retained {
+    /// Processed outbox events moved to the archive.
+    pub events: u64,
+    /// Finished webhook deliveries deleted.
+    pub deliveries: u64,
+    /// Queue rows pruned: dead letters, cancelled jobs and job outputs past their retention.
+    pub jobs: u64,
 }
 
 /// What one process of the service runs.
@@ -141,6 +201,9 @@ pub struct Roles {
     pub deliver: bool,
     /// Run the metrics sampler (it samples the database only while it holds the lease).
     pub sample: bool,
+    /// Run retention ([`RetentionConfig`]): archive processed outbox events, delete finished
+    /// deliveries, prune the queue's dead, cancelled and expired rows.
+    pub retain: bool,
     /// Serve `GET /metrics` from this recorder beside the API.
     pub metrics: Option<MetricsHandle>,
 }
@@ -153,6 +216,7 @@ impl Roles {
             dispatch: true,
             deliver: true,
             sample: true,
+            retain: true,
             metrics: None,
         }
     }
@@ -163,13 +227,14 @@ impl Roles {
         self
     }
 
-    /// Only these background roles, no API.
+    /// Only these background roles, no API; retention runs beside the dispatcher.
     pub fn background(dispatch: bool, deliver: bool) -> Self {
         Roles {
             api: None,
             dispatch,
             deliver,
             sample: false,
+            retain: dispatch,
             metrics: None,
         }
     }
@@ -200,6 +265,7 @@ pub struct Service {
     cache: HybridCache<Organization>,
     observe: ObserveConfig,
     console: Option<Console>,
+    retention: RetentionConfig,
 }
 
 impl std::fmt::Debug for Service {
@@ -218,6 +284,9 @@ impl Service {
     /// # Errors
     /// A server that cannot be reached, a failed migration, a bad setting.
     pub async fn compose(config: ServiceConfig) -> Result<Service, BoxError> {
+        if config.retention.interval.is_zero() || config.retention.batch == 0 {
+            return Err("retention: the interval and the batch must not be zero".into());
+        }
         let db = Db::connect(&DbConfig::with_url(config.database_url)).await?;
         let queue = Queue::new(&db, config.queue)?;
         queue.migrate().await?;
@@ -288,7 +357,47 @@ impl Service {
             cache,
             observe,
             console,
+            retention: config.retention,
         })
+    }
+
+    /// One retention round ([`RetentionConfig`]): what each step removed.
+    ///
+    /// # Errors
+    /// The first step that failed (what earlier steps removed stays removed).
+    pub async fn retain(&self) -> Result<Retained, BoxError> {
+        let mut retained = Retained {
+            events: self.outbox.archive(self.retention.processed_events).await?,
+            deliveries: self
+                .webhooks
+                .purge(self.retention.finished_deliveries, self.retention.batch)
+                .await?,
+            jobs: 0,
+        };
+        loop {
+            let pruned = self.queue.prune().await?;
+            retained.jobs += pruned.dead + pruned.cancelled + pruned.outputs;
+            if !pruned.more {
+                return Ok(retained);
+            }
+        }
+    }
+
+    /// Retention rounds every `interval` until `stop`; a failed round is logged and the
+    /// next one tries again.
+    async fn retain_until(&self, mut stop: watch::Receiver<bool>) {
+        let mut rounds = tokio::time::interval(self.retention.interval);
+        rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = rounds.tick() => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            match self.retain().await {
+                Ok(retained) => tracing::debug!(?retained, "retention round"),
+                Err(error) => tracing::warn!(%error, "retention round failed; retrying next round"),
+            }
+        }
     }
 
     /// Runs `roles` until `stop` turns true, then finishes what is in flight.
@@ -330,7 +439,7 @@ impl Service {
         } else {
             None
         };
-        let (dispatched, delivered, served) = tokio::join!(
+        let (dispatched, delivered, served, ()) = tokio::join!(
             async {
                 if roles.dispatch {
                     self.outbox.run(fan_out, stopped(stop.clone())).await?;
@@ -350,6 +459,11 @@ impl Service {
                         .await?;
                 }
                 Ok::<(), BoxError>(())
+            },
+            async {
+                if roles.retain {
+                    Box::pin(self.retain_until(stop.clone())).await;
+                }
             },
         );
         if let Some(sampler) = sampler {

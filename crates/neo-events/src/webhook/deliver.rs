@@ -341,14 +341,14 @@ impl Webhooks {
         Err(JobError::RetryIn(reason, delay))
     }
 
-    /// Cancels the job of an inline attempt that settled its delivery (delivered, or dead):
-    /// nothing is left for it to do. Best effort: a job left behind finds its delivery
+    /// Withdraws the job of an inline attempt that settled its delivery (delivered, or dead):
+    /// nothing is left for it to do, and nothing of it is kept. Best effort: a job left behind finds its delivery
     /// settled when it runs, and does nothing.
     async fn retire_inline_job(&self, inline_job: Option<&InlineJob>) {
         let Some(job) = inline_job else {
             return;
         };
-        if let Err(error) = job.queue(&self.inner.queue).cancel(&[job.id]).await {
+        if let Err(error) = job.queue(&self.inner.queue).withdraw(&[job.id]).await {
             tracing::debug!(job = %job.id, %error, "a settled inline attempt's job is left to run");
         }
     }

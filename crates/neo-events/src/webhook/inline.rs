@@ -4,7 +4,7 @@
 use chrono::Utc;
 
 /// The job of a first attempt made inline: due at `due` (the backstop), of the delivery's
-/// `tenant` (whose queue view moves or cancels it: a tenant-isolated queue acts for one).
+/// `tenant` (whose queue view moves or withdraws it: a tenant-isolated queue acts for one).
 #[derive(Debug, Clone, Copy)]
 pub(in crate::webhook) struct InlineJob {
     pub(in crate::webhook) id: neo_core::JobId,
@@ -23,7 +23,7 @@ impl InlineJob {
 }
 
 /// A first attempt made by fan-out itself: its `job` makes the retry (moved to the retry's
-/// time when the attempt fails) and is cancelled when the attempt settles the delivery;
+/// time when the attempt fails) and is withdrawn when the attempt settles the delivery;
 /// `committed` turns true once the deliveries' transaction committed, and closes without
 /// turning true when it did not (nothing may be recorded then).
 pub(in crate::webhook) struct InlineAttempt {

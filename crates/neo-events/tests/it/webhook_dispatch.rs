@@ -4,7 +4,7 @@
 //! no delivery and the event pending; the next round sends it again and records it once.
 
 use crate::webhooks::{
-    Running, Setup, config, delivery_in, event, finish, only_job_cancelled, publish,
+    Running, Setup, config, delivery_in, event, finish, no_job_left, publish,
     receiver_and_endpoint, setup,
 };
 use neo_events::{DeliveryStatus, NewEndpoint, WebhookConfig};
@@ -63,7 +63,7 @@ async fn one_transaction_per_round_sends_inline_and_a_worker_takes_the_rest(rout
         "the event was marked processed"
     );
     // Its job, enqueued as the backstop, is cancelled once the attempt is recorded.
-    only_job_cancelled(&s).await;
+    no_job_left(&s).await;
 
     // A batch larger than the free slots takes the worker path.
     publish(

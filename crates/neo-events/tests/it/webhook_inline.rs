@@ -4,14 +4,13 @@
 //! when the attempt fails and cancelled when it settled the delivery; a batch larger than the free slots takes the worker path.
 
 use crate::webhooks::{
-    Running, config, delivery_in, event, finish, only_job_cancelled, publish,
-    receiver_and_endpoint, setup,
+    Running, config, delivery_in, event, finish, no_job_left, publish, receiver_and_endpoint, setup,
 };
 use neo_events::DeliveryStatus;
 use neo_testkit::ScriptedResponse;
 use std::time::{Duration, Instant};
 
-async fn a_lone_event_goes_out_inline_and_its_job_is_cancelled(route: neo_testkit::PgRoute) {
+async fn a_lone_event_goes_out_inline_and_its_job_is_withdrawn(route: neo_testkit::PgRoute) {
     let s = setup(
         route,
         neo_events::WebhookConfig {
@@ -32,7 +31,7 @@ async fn a_lone_event_goes_out_inline_and_its_job_is_cancelled(route: neo_testki
     let delivered = delivery_in(&s, endpoint.id, DeliveryStatus::Delivered).await;
     assert_eq!(delivered.attempts, 1);
     // Its job, enqueued as the backstop, is cancelled once the attempt is recorded.
-    only_job_cancelled(&s).await;
+    no_job_left(&s).await;
 
     // Three events at once do not fit two slots: they wait for a worker.
     publish(
@@ -111,6 +110,6 @@ async fn a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as
 }
 
 neo_testkit::over_routes!(
-    a_lone_event_goes_out_inline_and_its_job_is_cancelled,
+    a_lone_event_goes_out_inline_and_its_job_is_withdrawn,
     a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as_the_first,
 );

@@ -1306,21 +1306,21 @@ async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay
     receiver.shutdown().await;
 }
 
-/// Waits until the endpoint's only delivery has `status`; returns it.
-/// Waits until the queue's one job is cancelled and none is available (an inline attempt
-/// settled its delivery).
-pub(crate) async fn only_job_cancelled(s: &Setup) {
+/// Waits until the queue holds no job (an inline attempt settled its delivery and withdrew
+/// the job enqueued as its backstop: nothing is kept, not even a cancelled row).
+pub(crate) async fn no_job_left(s: &Setup) {
     wait_until(
-        "the settled attempt's job to be cancelled",
+        "the settled attempt's job to be withdrawn",
         Duration::from_secs(5),
         || async {
             let depth = s.queue.depth().await.unwrap();
-            depth.available == 0 && depth.cancelled == 1
+            depth == neo_queue::Depth::default()
         },
     )
     .await;
 }
 
+/// Waits until the endpoint's only delivery has `status`; returns it.
 pub(crate) async fn delivery_in(
     s: &Setup,
     endpoint: uuid::Uuid,

@@ -147,13 +147,10 @@ impl Queue {
             return Ok(Vec::new());
         }
         for job in &jobs {
-            let text = job.tenant.as_deref().unwrap_or_default();
-            TenantId::parse(text).map_err(|e| {
-                Error::invalid(
-                    "job tenant",
-                    format!("{text:?} under row-level security needs a tenant id: {e}"),
-                )
-            })?;
+            crate::job::parse_job_tenant(
+                job.tenant.as_deref().unwrap_or_default(),
+                "under row-level security needs a tenant id",
+            )?;
         }
         let scope = self.scope_of(None)?;
         let mut tx = exec.begin().await?;

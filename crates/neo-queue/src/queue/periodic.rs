@@ -19,7 +19,6 @@ use super::Queue;
 use super::enqueue::Columns;
 use crate::{Error, NewJob, Result};
 use chrono::{DateTime, Utc};
-use neo_core::TenantId;
 use neo_db::{StatementConnection, TableName};
 use sqlx::{Row, SqlStr};
 
@@ -234,12 +233,7 @@ impl Queue {
         for job in jobs.iter_mut() {
             match job.tenant.as_deref() {
                 Some(text) => {
-                    TenantId::parse(text).map_err(|e| {
-                        Error::invalid(
-                            "job tenant",
-                            format!("{text:?} in a tenant-isolated queue: {e}"),
-                        )
-                    })?;
+                    crate::job::parse_job_tenant(text, super::tenant_mode::ISOLATED)?;
                 }
                 None => {
                     let tenant = acting.ok_or(neo_tenant::Error::NoTenantInScope)?;

@@ -1,9 +1,10 @@
 //! Moving pending jobs to another time ([`Queue::reschedule`]): earlier, when what the job
-//! waits for came sooner than planned, or later. Only jobs not yet claimed move; the workers
-//! are woken (one NOTIFY, at commit) when a job moved is due now.
+//! waits for came sooner than planned, or later; and withdrawing them ([`Queue::withdraw`])
+//! when their work got done elsewhere. Only jobs not yet claimed move or go; the workers are
+//! woken (one NOTIFY, at commit) when a job moved is due now.
 //!
-//! Rescheduling is tenant-scoped: in a tenant-isolated queue it sees and moves only the
-//! acting tenant's jobs.
+//! Both are tenant-scoped: in a tenant-isolated queue they see and change only the acting
+//! tenant's jobs.
 
 use super::Queue;
 use crate::Result;
@@ -22,6 +23,15 @@ pub(super) fn reschedule_sql(t: &TableName) -> SqlStr {
          SELECT moved.id FROM moved \
          WHERE (SELECT count(pg_notify($3, '')) \
                 FROM (SELECT FROM moved WHERE run_at <= now() LIMIT 1) AS due) >= 0"
+    ))
+}
+
+/// The withdraw statement over one `jobs` table: `$1` the ids. A job others depend on stays
+/// (its dependents wait for it to complete or fail).
+pub(super) fn withdraw_sql(t: &TableName) -> SqlStr {
+    super::statements::sql(format!(
+        "DELETE FROM {t} WHERE id = ANY($1) AND state = 'available' \
+         AND has_dependents IS NOT TRUE RETURNING id"
     ))
 }
 
@@ -55,6 +65,42 @@ impl Queue {
             .bind(&ids)
             .bind(&times)
             .bind(&self.config.channel)
+            .fetch_all(&mut *conn)
+            .await?;
+        conn.finish().await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+
+    /// Removes pending jobs whose work got done elsewhere, as a completed job is removed, and
+    /// returns the ids it removed; their unique keys are free afterwards. Unlike
+    /// [`cancel`](Self::cancel) nothing is kept (no `cancelled` row for retention to prune).
+    /// A job already claimed (its handler runs and should find the work done), finished,
+    /// waiting for its dependencies, one that others depend on, or unknown is left as it is
+    /// (and not returned).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(queue: neo_queue::Queue, job: neo_core::JobId) -> neo_queue::Result<()> {
+    /// // The work was done inline; the job enqueued as its backstop is not needed.
+    /// let removed = queue.withdraw(&[job]).await?;
+    /// if removed.is_empty() {
+    ///     println!("a worker holds it already: its handler finds the work done");
+    /// }
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Tenant`](crate::Error::Tenant) when a tenant-isolated queue has no acting
+    /// tenant; a database error.
+    pub async fn withdraw(&self, ids: &[JobId]) -> Result<Vec<JobId>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let scope = self.tenant_scope()?;
+        let mut conn = self.tenant_connection(&scope).await?;
+        let rows = sqlx::query(scope.sql.withdraw.clone())
+            .persistent(self.db.pooler().named_statements())
+            .bind(ids)
             .fetch_all(&mut *conn)
             .await?;
         conn.finish().await?;

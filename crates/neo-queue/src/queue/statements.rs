@@ -34,6 +34,8 @@ pub(super) struct Statements {
     pub(super) cancel: super::cancel::CancelSql,
     /// Moving pending jobs ([`super::reschedule`]).
     pub(super) reschedule: SqlStr,
+    /// Removing pending jobs whose work got done elsewhere ([`super::Queue::withdraw`]).
+    pub(super) withdraw: SqlStr,
     /// Progress and output ([`super::progress`]).
     pub(super) progress: super::progress::ProgressSql,
     /// Retention ([`super::retention`]).
@@ -155,6 +157,7 @@ impl Statements {
             pause: super::pause::PauseSql::new(t),
             cancel: super::cancel::CancelSql::new(t),
             reschedule: super::reschedule::reschedule_sql(t),
+            withdraw: super::reschedule::withdraw_sql(t),
             progress: super::progress::ProgressSql::new(t),
             retention: super::retention::RetentionSql::new(t),
             periodic: super::periodic::PeriodicSql::new(t, per_tenant_keys),

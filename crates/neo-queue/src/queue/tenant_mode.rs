@@ -20,6 +20,9 @@ use neo_db::{
 };
 use std::sync::Arc;
 
+/// What a job's tenant text must be in a tenant-isolated queue (the end of its error).
+pub(super) const ISOLATED: &str = "in a tenant-isolated queue";
+
 /// The queue's isolation and the statements of each `jobs` table ([`neo_db::StoreTenancy`]).
 pub(super) type Mode = StoreTenancy<Statements, Error>;
 
@@ -109,12 +112,7 @@ impl Queue {
             let Some(text) = job.tenant.as_deref() else {
                 continue;
             };
-            let named = TenantId::parse(text).map_err(|e| {
-                Error::invalid(
-                    "job tenant",
-                    format!("{text:?} in a tenant-isolated queue: {e}"),
-                )
-            })?;
+            let named = crate::job::parse_job_tenant(text, ISOLATED)?;
             match acting {
                 None => acting = Some(named),
                 Some(tenant) if tenant == named => {}

@@ -51,4 +51,58 @@ async fn pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not(mode: Mod
     assert!(queue.reschedule(&[]).await.unwrap().is_empty());
 }
 
-over_modes!(pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not);
+async fn withdrawn_pending_jobs_leave_no_row_and_others_stay(mode: Mode, route: PgRoute) {
+    let (_t, db, queue) = setup_in(mode, route, |c| c).await;
+    let later = Utc::now() + Span::hours(1);
+    let jobs = vec![
+        NewJob::new("a", &json!({}))
+            .unwrap()
+            .run_at(later)
+            .unique_key("withdrawn-a"),
+        NewJob::new("b", &json!({})).unwrap(),
+        NewJob::new("c", &json!({})).unwrap().run_at(later),
+    ];
+    let ids: Vec<JobId> = queue
+        .enqueue_many(&db, jobs, OnDuplicate::Error)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect();
+    // `b` is running: it stays, and its fenced ack still holds.
+    let claimed = queue.claim("w", 10, None).await.unwrap();
+    assert_eq!(claimed[0].id, ids[1]);
+    let gone = queue
+        .withdraw(&[ids[0], ids[1], JobId::new()])
+        .await
+        .unwrap();
+    assert_eq!(gone, vec![ids[0]], "only the pending job goes");
+    assert!(queue.get(ids[0]).await.unwrap().is_none(), "no row is kept");
+    queue.ack(claimed[0].receipt()).await.unwrap();
+    let depth = queue.depth().await.unwrap();
+    assert_eq!(
+        (depth.available, depth.running, depth.cancelled),
+        (1, 0, 0),
+        "only `c` is left"
+    );
+    // Its unique key is free again.
+    let again = queue
+        .enqueue_many(
+            &db,
+            vec![
+                NewJob::new("a", &json!({}))
+                    .unwrap()
+                    .unique_key("withdrawn-a"),
+            ],
+            OnDuplicate::Skip,
+        )
+        .await
+        .unwrap();
+    assert!(again[0].is_some(), "the key was freed");
+    assert!(queue.withdraw(&[]).await.unwrap().is_empty());
+}
+
+over_modes!(
+    pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not,
+    withdrawn_pending_jobs_leave_no_row_and_others_stay,
+);
