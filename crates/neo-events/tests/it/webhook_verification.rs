@@ -59,7 +59,7 @@ async fn an_endpoint_gets_deliveries_only_once_its_receiver_answered_the_challen
         mode,
         WebhookConfig {
             require_verification: true,
-            verification_ttl: Duration::from_millis(400),
+            verification_ttl: Duration::from_millis(1_000),
             ..config(&[100])
         },
     )
@@ -122,7 +122,7 @@ async fn an_endpoint_gets_deliveries_only_once_its_receiver_answered_the_challen
     assert_eq!(refused.kind(), ErrorKind::Validation);
     assert!(refused.to_string().contains("does not match"), "{refused}");
     // It expires.
-    tokio::time::sleep(Duration::from_millis(450)).await;
+    tokio::time::sleep(Duration::from_millis(1_050)).await;
     let expired = w
         .confirm_verification(endpoint.id, &challenge)
         .await
