@@ -24,13 +24,7 @@ async fn pending_jobs_are_cancelled_by_id_unique_key_and_query(mode: Mode, route
         NewJob::new("r", &json!({ "acct": 1, "x": 2 })).unwrap(),
         NewJob::new("r", &json!({ "acct": 2 })).unwrap(),
     ];
-    let ids: Vec<_> = queue
-        .enqueue_many(&db, jobs, OnDuplicate::Error)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Option::unwrap)
-        .collect();
+    let ids = crate::enqueue_all(&queue, &db, jobs).await;
 
     let by_id = queue.cancel(&[ids[0]]).await.unwrap();
     assert_eq!((by_id.pending, by_id.running.len()), (vec![ids[0]], 0));

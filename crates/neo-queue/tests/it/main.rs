@@ -126,6 +126,21 @@ pub(crate) async fn setup(
     (servers, db, queue)
 }
 
+/// Enqueues `jobs` (duplicates are an error) and returns their ids.
+pub(crate) async fn enqueue_all(
+    queue: &Queue,
+    db: &Db,
+    jobs: Vec<neo_queue::NewJob>,
+) -> Vec<neo_core::JobId> {
+    queue
+        .enqueue_many(db, jobs, neo_queue::OnDuplicate::Error)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
 /// [`setup`] in `mode`: for a tenant-isolated queue, the queue acts for a fresh tenant
 /// ([`Queue::for_tenant`]), so the contract tests run unchanged in every mode.
 pub(crate) async fn setup_in(

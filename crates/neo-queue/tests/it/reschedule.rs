@@ -15,13 +15,7 @@ async fn pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not(mode: Mod
         NewJob::new("a", &json!({})).unwrap().run_at(later),
         NewJob::new("b", &json!({})).unwrap(),
     ];
-    let ids: Vec<JobId> = queue
-        .enqueue_many(&db, jobs, OnDuplicate::Error)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Option::unwrap)
-        .collect();
+    let ids = crate::enqueue_all(&queue, &db, jobs).await;
     // Only `b` is due; claim it, so it is running.
     let claimed = queue.claim("w", 10, None).await.unwrap();
     assert_eq!(
@@ -62,13 +56,7 @@ async fn withdrawn_pending_jobs_leave_no_row_and_others_stay(mode: Mode, route: 
         NewJob::new("b", &json!({})).unwrap(),
         NewJob::new("c", &json!({})).unwrap().run_at(later),
     ];
-    let ids: Vec<JobId> = queue
-        .enqueue_many(&db, jobs, OnDuplicate::Error)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(Option::unwrap)
-        .collect();
+    let ids = crate::enqueue_all(&queue, &db, jobs).await;
     // `b` is running: it stays, and its fenced ack still holds.
     let claimed = queue.claim("w", 10, None).await.unwrap();
     assert_eq!(claimed[0].id, ids[1]);
