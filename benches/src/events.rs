@@ -269,6 +269,54 @@ fn publish_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
     }
 }
 
+/// Events per iteration of the tenant-carrying publish pair.
+const TENANT_EVENTS: usize = 100;
+
+/// `events/publish_100_tenant_vs_plain`: 100 events that each carry their tenant
+/// (`DomainEvent::tenant`) published in one statement and committed, next to the same events
+/// without one: the ratio is what carrying the tenant costs a publish (issue 34: at most 2 %).
+fn publish_tenant_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
+    let db = rt.block_on(async { check(Db::connect(&DbConfig::with_url(url)).await) });
+    // The outbox made by `publish_pair`, which runs first.
+    let outbox = publish_outbox(&db);
+    let tenant = neo_core::TenantId::new();
+    let events = move |tenant: Option<neo_core::TenantId>| -> Vec<DomainEvent> {
+        (0..TENANT_EVENTS)
+            .map(|i| {
+                let event = check(DomainEvent::new(
+                    "organization.created",
+                    "organization",
+                    &format!("org_{i}"),
+                    &serde_json::json!({ "name": "Acme", "plan": "growth" }),
+                ));
+                match tenant {
+                    Some(tenant) => event.tenant(tenant),
+                    None => event,
+                }
+            })
+            .collect()
+    };
+    let publish = move |db: Db, outbox: Outbox, events: Vec<DomainEvent>| async move {
+        let mut uow = check(db.begin().await);
+        check(outbox.publish_many(&mut *uow, &events).await);
+        check(uow.commit().await);
+    };
+    let (rt_ours, rt_raw, raw_db, raw_outbox) =
+        (Rc::clone(rt), Rc::clone(rt), db.clone(), outbox.clone());
+    Pair {
+        name: "events/publish_100_tenant_vs_plain",
+        target: Some(1.02),
+        per_iteration: Some(TENANT_EVENTS as u64),
+        raw_per_iteration: None,
+        ours: Box::new(move || {
+            rt_ours.block_on(publish(db.clone(), outbox.clone(), events(Some(tenant))));
+        }),
+        raw: Box::new(move || {
+            rt_raw.block_on(publish(raw_db.clone(), raw_outbox.clone(), events(None)));
+        }),
+    }
+}
+
 /// The outbox both publish pairs write to (in its own schema and channel).
 fn publish_outbox(db: &Db) -> Outbox {
     check(Outbox::new(
@@ -415,6 +463,7 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
     vec![
         publish_pair(&rt, url),
         publish_cte_pair(&rt, url),
+        publish_tenant_pair(&rt, url),
         delivery_pair(&rt, url),
     ]
 }

@@ -2,7 +2,8 @@
 //! in batches; next to the unbatched way (one enqueue, one claim, one ack per job). A
 //! periodic round: one tick of 1,000 periodic jobs, next to the same jobs as one plain batch.
 //! And claims under a global concurrency limit or a rate limit that never binds, next to
-//! the same claims without.
+//! the same claims without; and an enqueue of jobs carrying their tenant, next to the same
+//! jobs without one.
 
 use crate::db::bench_database_url;
 use crate::{Pair, check};
@@ -138,11 +139,13 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
             ..c
         },
     );
+    let tenant_carrying = tenant_carrying_pair(&rt, url);
     let rt_raw = Rc::clone(&rt);
     vec![
         periodic,
         max_running,
         rate_limited,
+        tenant_carrying,
         Pair {
             name: "queue/end_to_end_batched_vs_unbatched",
             // Reported per job: the batched rate (target ≥ 30k jobs/s) and its ratio to one
@@ -223,6 +226,46 @@ fn periodic_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
                 check(
                     raw_queue
                         .enqueue_many(&raw_db, jobs, OnDuplicate::Skip)
+                        .await,
+                );
+                truncate_every(&raw_db, &raw_queue, &raw_rounds).await;
+            });
+        }),
+    }
+}
+
+/// Jobs per iteration of the tenant-carrying pair.
+const TENANT_JOBS: usize = 1_000;
+
+/// `queue/enqueue_1000_tenant_vs_plain`: 1,000 jobs that each carry their tenant
+/// (`NewJob::tenant_id`) enqueued in one batch, next to the same jobs without one, each side
+/// on its own queue: the ratio is what carrying the tenant costs an enqueue (issue 34: at
+/// most 2 %).
+fn tenant_carrying_pair(rt: &Rc<Runtime>, url: &str) -> Pair {
+    let (db, queue) = queue_on(rt, url, "bench_queue_tenant");
+    let (raw_db, raw_queue) = queue_on(rt, url, "bench_queue_tenant_raw");
+    let tenant = neo_core::TenantId::new();
+    let (rounds, raw_rounds) = (Cell::new(0u32), Cell::new(0u32));
+    let (rt_ours, rt_raw) = (Rc::clone(rt), Rc::clone(rt));
+    Pair {
+        name: "queue/enqueue_1000_tenant_vs_plain",
+        target: Some(1.02),
+        per_iteration: Some(TENANT_JOBS as u64),
+        raw_per_iteration: None,
+        ours: Box::new(move || {
+            rt_ours.block_on(async {
+                let jobs = (0..TENANT_JOBS)
+                    .map(|i| check(NewJob::new("noop", &i)).tenant_id(tenant))
+                    .collect();
+                check(queue.enqueue_many(&db, jobs, OnDuplicate::Error).await);
+                truncate_every(&db, &queue, &rounds).await;
+            });
+        }),
+        raw: Box::new(move || {
+            rt_raw.block_on(async {
+                check(
+                    raw_queue
+                        .enqueue_many(&raw_db, jobs(TENANT_JOBS), OnDuplicate::Error)
                         .await,
                 );
                 truncate_every(&raw_db, &raw_queue, &raw_rounds).await;
