@@ -1,11 +1,12 @@
 //! Tenant isolation: what row-level security costs a batch write against a schema per tenant.
 //!
-//! Both sides write 100 rows through neo-db's `save_batch` as an application role that is
-//! neither the tables' owner nor `BYPASSRLS` (the owner role creates them): row-level
-//! security opens a transaction, sets the tenant with `set_config(..., true)` and writes into
-//! a shared table under a forced policy; schema per tenant writes into the tenant's own
-//! table, named with its schema, in one autocommit statement — what each mode's store does
-//! per write.
+//! Both sides write 100 rows through neo-db's batch repository as an application role that
+//! is neither the tables' owner nor `BYPASSRLS` (the owner role creates them): row-level
+//! security through `save_batch_for`, what a store acting for a tenant calls — one
+//! autocommit statement that sets the tenant with `set_config(..., true)` in a materialized
+//! CTE joined into the rows it writes into a shared table under a forced policy; schema per
+//! tenant through `save_batch` on the repository of the tenant's own table, named with its
+//! schema, in one autocommit statement.
 
 use crate::db::Item;
 use crate::{Pair, check};
@@ -113,14 +114,13 @@ pub fn pairs_on(url: &str) -> Vec<Pair> {
         raw_per_iteration: None,
         ours: Box::new(move || {
             let rows = crate::db::items(100);
-            black_box(check(rt.block_on(async {
-                let mut tx = rls.begin(&app, tenant).await?;
-                let written = rls_repo
-                    .save_batch(&mut *tx, &rows, OnConflict::Error)
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, neo_db::Error>(written)
-            })));
+            black_box(check(rt.block_on(rls_repo.save_batch_for(
+                &app,
+                &rls,
+                tenant,
+                &rows,
+                OnConflict::Error,
+            ))));
         }),
         raw: Box::new(move || {
             let rows = crate::db::items(100);

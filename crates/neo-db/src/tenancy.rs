@@ -12,6 +12,10 @@
 //!   Every tenant-scoped statement runs in a transaction that first sets it with
 //!   `select set_config('neo.tenant_id', $1, true)`: undone at commit or rollback, so it is
 //!   safe behind PgBouncer in transaction mode and never leaks to the connection's next user.
+//!   A batch write needs no transaction of its own:
+//!   [`BatchRepository::save_batch_for`](crate::BatchRepository::save_batch_for) sends one
+//!   autocommit `INSERT` that sets the tenant itself, in a materialized CTE joined into its
+//!   rows (one round trip; the setting ends with the statement's implicit transaction).
 //!   A connection that did not set it sees no rows and can write none. The application role
 //!   must be neither the tables' owner nor `BYPASSRLS` (a superuser bypasses every policy):
 //!   migrate as the owner, then [`grant_app_role`] the application role its rows.

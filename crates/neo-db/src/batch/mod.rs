@@ -24,7 +24,7 @@ use crate::{Error, ItemError, Result};
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 /// What `save_batch` does when a row conflicts with an existing one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -88,6 +88,10 @@ pub struct BatchRepository<T: Record> {
     pub(crate) id_column: Ident,
     pub(crate) max_rows: usize,
     pub(crate) shared: Arc<Shared>,
+    /// The statements of the same table in tenants' schemas ([`Self::save_batch_for`] under
+    /// schema per tenant), built on a schema's first use; at most
+    /// [`KEPT_SCHEMAS`](crate::StoreTenancy::KEPT_SCHEMAS), then the set starts again.
+    per_schema: Arc<Mutex<HashMap<Schema, Arc<Statements>>>>,
     _row: PhantomData<fn() -> T>,
 }
 
@@ -101,6 +105,7 @@ impl<T: Record> Clone for BatchRepository<T> {
             id_column: self.id_column.clone(),
             max_rows: self.max_rows,
             shared: Arc::clone(&self.shared),
+            per_schema: Arc::clone(&self.per_schema),
             _row: PhantomData,
         }
     }
@@ -162,8 +167,32 @@ impl<T: Record> BatchRepository<T> {
             id_column,
             max_rows: max_rows.max(1),
             shared,
+            per_schema: Arc::default(),
             _row: PhantomData,
         })
+    }
+
+    /// [`in_schema`](Self::in_schema) with the statements kept per schema, for the calls
+    /// acting for a tenant under schema per tenant.
+    pub(crate) fn in_tenant_schema(&self, schema: &Schema) -> Result<Self> {
+        let table = self.table.in_schema(schema);
+        let mut kept = neo_core::sync::lock(&self.per_schema);
+        let sql = match kept.get(schema) {
+            Some(sql) => Arc::clone(sql),
+            None => {
+                let sql = Arc::new(Statements::build::<T>(&table, &self.conflict_target)?);
+                if kept.len() >= crate::StoreTenancy::<(), ()>::KEPT_SCHEMAS {
+                    kept.clear();
+                }
+                kept.insert(schema.clone(), Arc::clone(&sql));
+                sql
+            }
+        };
+        drop(kept);
+        let mut repo = self.clone();
+        repo.table = table;
+        repo.sql = sql;
+        Ok(repo)
     }
 
     /// The same repository for the table in a tenant's `schema` (qualified names; no

@@ -12,6 +12,10 @@ use std::fmt::Write as _;
 pub(super) struct Statements {
     pub(super) insert: [SqlStr; 3],
     pub(super) insert_returning: [SqlStr; 3],
+    /// [`insert`](Self::insert) carrying a tenant's row-level-security setting: the
+    /// columns' arrays, then the setting's name and the tenant (text) as the last two
+    /// parameters (see [`TENANT_CTE`]).
+    pub(super) insert_for_tenant: [SqlStr; 3],
     pub(super) select_by_ids: SqlStr,
     pub(super) exists_by_ids: SqlStr,
     pub(super) delete_by_ids: SqlStr,
@@ -73,6 +77,13 @@ impl Statements {
             &update_clause,
         ];
         let insert = suffixes.map(|s| sql(format!("{insert_base}{s}")));
+        let (setting, tenant) = (columns.len() + 1, columns.len() + 2);
+        let insert_for_tenant = suffixes.map(|s| {
+            sql(format!(
+                "WITH {TENANT_CTE} AS MATERIALIZED (SELECT set_config(${setting}, ${tenant}, true) AS tenant) \
+                 {insert_base} CROSS JOIN {TENANT_CTE}{s}"
+            ))
+        });
         let insert_returning = suffixes.map(|s| sql(format!("{insert_base}{s} RETURNING _t.*")));
 
         let mut assignments: Vec<String> = columns
@@ -100,6 +111,7 @@ impl Statements {
         Ok(Statements {
             insert,
             insert_returning,
+            insert_for_tenant,
             select_by_ids: sql(format!("SELECT * FROM {table} WHERE {id} = ANY($1)")),
             exists_by_ids: sql(format!("SELECT {id} FROM {table} WHERE {id} = ANY($1)")),
             delete_by_ids: sql(format!(
@@ -109,6 +121,14 @@ impl Statements {
         })
     }
 }
+
+/// The name of the materialized CTE that puts a tenant's row-level-security setting in force
+/// inside the statement itself, joined (`CROSS JOIN`) into the rows an `INSERT` writes: no
+/// row reaches the table before the CTE ran, so every per-row check (the policy's
+/// `WITH CHECK`, an `ON CONFLICT` target's `USING`, a column default reading the setting)
+/// sees the tenant; anything evaluated before it (a statement-level `BEFORE` trigger) sees no
+/// tenant, which fails closed.
+pub(super) const TENANT_CTE: &str = "_neo_tenant";
 
 /// A cast target: a validated type name, optionally an array (`text[]`).
 fn cast_type(sql_type: &str) -> Result<String> {

@@ -18,6 +18,7 @@ mod replica;
 mod seal;
 #[cfg(feature = "seal")]
 mod seal_rotation;
+mod tenant_writes;
 mod tenants;
 mod tls;
 
