@@ -78,7 +78,7 @@ async fn setup(mode: Mode) -> Env {
             .with_row_level_security(&split.owner, RlsSetting::default());
         assert_eq!(
             owner_outbox.migrate().await.unwrap().applied,
-            vec![1, 2, 3, 10, 11]
+            vec![1, 2, 3, 10, 11, 20]
         );
         split.grant(&[&config.schema]).await;
         let outbox = Outbox::new(&split.app, config)
@@ -108,7 +108,7 @@ async fn setup(mode: Mode) -> Env {
     .await
     .unwrap();
     let outbox = Outbox::new(&db, config).unwrap();
-    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3, 10]);
+    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3, 10, 20]);
     Env {
         owner: db.clone(),
         system: db.clone(),

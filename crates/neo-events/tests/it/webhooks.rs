@@ -220,7 +220,7 @@ pub(crate) async fn setup_in_with(
     let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
     assert_eq!(
         webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 40, 41]
+        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 20, 40, 41]
     );
     Setup {
         _test_db: Some(test_db),
@@ -272,7 +272,7 @@ pub(crate) async fn rls_setup(
         .with_row_level_security(&split.owner, setting.clone());
     assert_eq!(
         owner_outbox.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 10, 11]
+        vec![1, 2, 3, 10, 11, 20]
     );
     let owner_webhooks = Webhooks::new(
         &split.owner,
@@ -284,7 +284,7 @@ pub(crate) async fn rls_setup(
     .unwrap();
     assert_eq!(
         owner_webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 40, 41, 42]
+        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 20, 40, 41, 42]
     );
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])

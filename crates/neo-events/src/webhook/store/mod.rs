@@ -10,6 +10,7 @@ mod deliveries;
 mod endpoints;
 mod fan_out;
 mod offboard;
+mod partitions;
 mod reseal;
 mod sealing;
 mod sql;
@@ -350,6 +351,15 @@ impl Webhooks {
                 41,
                 "delivery attempts",
                 include_str!("../../../migrations/webhooks/41_delivery_attempts.sql"),
+            )
+            .with_sql(
+                20,
+                "deliveries partitioned by time",
+                crate::partition::migration(
+                    "webhook_deliveries",
+                    "created_at",
+                    &["message_id, endpoint_id"],
+                ),
             ))
     }
 
@@ -368,6 +378,7 @@ impl Webhooks {
         let report = set
             .run_in_schema(&self.inner.db, &self.inner.schema)
             .await?;
+        self.ensure_partitions().await?;
         if self.inner.config.require_sealed {
             self.ensure_sealed().await?;
         }

@@ -36,7 +36,15 @@ pub(in crate::webhook) struct Sql {
     pub(in crate::webhook) rows_by_key: String,
     pub(in crate::webhook) endpoint_stats: String,
     pub(in crate::webhook) verification: crate::webhook::verify::VerifySql,
+    pub(in crate::webhook) partitioned: crate::partition::Partitioned,
 }
+
+/// The fan-out's messages (`messages` the table): stored once per event, returning each with
+/// its `created_at` — the first handover's on a conflict (the no-op update returns the row;
+/// `DO NOTHING` would return nothing), which its deliveries take as their own.
+const MESSAGES_CTE: &str = "msg AS (INSERT INTO {messages} AS m (id, event_type, tenant_id, body) \
+     SELECT DISTINCT ON (id) id, event_type, tenant_id, body FROM ev \
+     ON CONFLICT (id) DO UPDATE SET created_at = m.created_at RETURNING m.id, m.created_at)";
 
 const ENDPOINT_COLUMNS: &str = "id, tenant_id, url, secrets, enabled, disabled_reason, \
      rate_limit_per_second, headers, description, created_at, fifo, region";
@@ -58,9 +66,21 @@ impl Sql {
             table("webhook_deliveries")?,
             table("webhook_delivery_attempts")?,
         );
+        let messages_cte = MESSAGES_CTE.replace("{messages}", &messages);
         Ok(Sql {
             endpoint_stats: crate::webhook::stats::sql(&endpoints, &deliveries),
             verification: crate::webhook::verify::VerifySql::new(&endpoints, &deliveries),
+            partitioned: crate::partition::Partitioned::new(
+                "webhooks",
+                schema,
+                "webhook_deliveries",
+                "created_at",
+                "status = 'pending'",
+                Some(crate::partition::Companion {
+                    name: "webhook_delivery_attempts",
+                    column: "delivery_id",
+                }),
+            )?,
             upsert_event_type: format!(
                 "INSERT INTO {types} (name, description, schema) VALUES ($1, $2, $3) \
                  ON CONFLICT (name) DO UPDATE SET description = EXCLUDED.description, schema = EXCLUDED.schema"
@@ -104,32 +124,35 @@ impl Sql {
             // enabled endpoint (its tenant's events, or every event for an endpoint without
             // one), numbered in event order (FIFO endpoints deliver in that order), each naming
             // its event's tenant and trace context (returned for the delivery's job). A batch handed over twice
-            // creates nothing twice.
+            // creates nothing twice: each delivery takes its message's `created_at` (the
+            // partition key, webhooks migration 20), the first handover's, which the message
+            // insert returns on a conflict too, so the unique key (message, endpoint,
+            // created_at) finds the first delivery.
             fan_out: format!(
                 "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, trace_context, ord)), \
-                 msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
-                         ON CONFLICT (id) DO NOTHING) \
-                 INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context, region) \
-                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo AND en.verification IS NULL, ev.tenant_id, ev.trace_context, en.region FROM ev \
+                 {messages_cte} \
+                 INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context, region, created_at) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo AND en.verification IS NULL, ev.tenant_id, ev.trace_context, en.region, msg.created_at \
+                 FROM ev JOIN msg ON msg.id = ev.id \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region"
+                 ON CONFLICT (message_id, endpoint_id, created_at) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region"
             ),
             // `fan_out`, returning with each new delivery what sending it reads (the columns
             // of `load_for_send`), for the first attempts fan-out makes inline.
             fan_out_targets: format!(
                 "WITH ev AS (SELECT * FROM UNNEST($1::uuid[], $2::text[], $3::uuid[], $4::text[], $5::jsonb[]) WITH ORDINALITY AS e(id, event_type, tenant_id, body, trace_context, ord)), \
-                 msg AS (INSERT INTO {messages} (id, event_type, tenant_id, body) SELECT id, event_type, tenant_id, body FROM ev \
-                         ON CONFLICT (id) DO NOTHING), \
-                 ins AS (INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context, region) \
-                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo AND en.verification IS NULL, ev.tenant_id, ev.trace_context, en.region FROM ev \
+                 {messages_cte}, \
+                 ins AS (INSERT INTO {deliveries} (message_id, endpoint_id, queued, tenant_id, trace_context, region, created_at) \
+                 SELECT DISTINCT ON (ev.ord, en.id) ev.id, en.id, NOT en.fifo AND en.verification IS NULL, ev.tenant_id, ev.trace_context, en.region, msg.created_at \
+                 FROM ev JOIN msg ON msg.id = ev.id \
                  JOIN {endpoints} en ON en.enabled AND (en.tenant_id IS NULL OR en.tenant_id = ev.tenant_id) \
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, message_id) \
+                 ON CONFLICT (message_id, endpoint_id, created_at) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, message_id) \
                  SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.trace_context, ins.region, ins.id AS delivery_id, 'pending' AS status, \
                  ins.message_id, b.body, e.url, e.secrets, coalesce(e.secrets_overlap_until > now(), false) AS overlapping, \
                  e.enabled, e.rate_limit_per_second AS rate, e.headers, e.fifo, e.verification IS NULL AS verified \
@@ -198,11 +221,15 @@ impl Sql {
             // an endpoint deleted while it ran, in bounded batches; then messages no delivery
             // refers to any more.
             // Their attempts go with them.
+            // Rows found again by `(tableoid, ctid)`: the table is partitioned (webhooks
+            // migration 20), where an id alone would probe every partition.
             purge_deliveries: format!(
-                "WITH gone AS (DELETE FROM {deliveries} WHERE id IN (SELECT id FROM {deliveries} d \
+                "WITH picked AS (SELECT d.tableoid AS part, d.ctid AS row_id FROM {deliveries} d \
                  WHERE (d.status IN ('delivered', 'dead') AND d.updated_at < now() - $1 * interval '1 millisecond') \
                  OR NOT EXISTS (SELECT 1 FROM {endpoints} e WHERE e.id = d.endpoint_id) \
-                 LIMIT $2) RETURNING id), \
+                 LIMIT $2), \
+                 gone AS (DELETE FROM {deliveries} AS o USING picked WHERE o.tableoid = picked.part AND o.ctid = picked.row_id \
+                 RETURNING o.id), \
                  attempts AS (DELETE FROM {attempts} WHERE delivery_id IN (SELECT id FROM gone)) \
                  SELECT count(*) FROM gone"
             ),
