@@ -15,8 +15,10 @@
 //!    while, one partition covers the gap up to the current period;
 //! 2. retire every partition whose range ends at least [`retention`](PartitionConfig::retention)
 //!    ago: unless it still holds pending work (unprocessed events, pending deliveries; it is
-//!    then kept and reported, and retired by a later run), detach it (`CONCURRENTLY` on a
-//!    direct connection, which takes only a `SHARE UPDATE EXCLUSIVE` lock on the table), check
+//!    then kept and reported, and retired by a later run), detach it (a catalogue change
+//!    under a brief `ACCESS EXCLUSIVE` lock bounded by
+//!    [`lock_timeout`](PartitionConfig::lock_timeout); `CONCURRENTLY` where PostgreSQL allows
+//!    it, see [`detach_concurrently`](PartitionConfig::detach_concurrently)), check
 //!    again that no pending row arrived meanwhile (it is attached again if one did), hand its
 //!    rows to the [`PartitionArchive`] when one is given (attaching it again if that fails),
 //!    and drop it.
@@ -76,10 +78,13 @@ pub struct PartitionConfig {
     /// times out fails and is retried by the next one. Default 5 s.
     #[serde(with = "humantime_serde")]
     pub lock_timeout: Duration,
-    /// Detach with `DETACH PARTITION ... CONCURRENTLY` (a `SHARE UPDATE EXCLUSIVE` lock:
-    /// reads and writes go on). Behind a transaction pooler, or when false, partitions are
-    /// detached in a transaction, which holds an `ACCESS EXCLUSIVE` lock on the table for the
-    /// (short) statement. Default true.
+    /// Detach with `DETACH PARTITION ... CONCURRENTLY` where PostgreSQL allows it (a
+    /// `SHARE UPDATE EXCLUSIVE` lock: reads and writes go on): on a direct connection, and
+    /// only when the table has no DEFAULT partition (PostgreSQL refuses it otherwise; the
+    /// migration makes one, drop it to detach concurrently, at the price of inserts failing
+    /// when maintenance falls more than `premake` periods behind). Otherwise a partition is
+    /// detached by a plain `DETACH PARTITION`, which takes an `ACCESS EXCLUSIVE` lock on the
+    /// table for a catalogue change (waiting at most `lock_timeout`). Default true.
     pub detach_concurrently: bool,
 }
 
@@ -606,6 +611,7 @@ impl Partitioned {
             .checked_sub_signed(retention)
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let mut report = PartitionReport::default();
+        let has_default = listed.iter().any(|p| p.is_default);
         for listed in &listed {
             if listed.detach_pending {
                 // A `DETACH ... CONCURRENTLY` that was interrupted: finish it, then attach the
@@ -636,7 +642,8 @@ impl Partitioned {
                 report.kept_pending.push(partition);
                 continue;
             }
-            let concurrently = if matches!(session, Session::Plain(_)) {
+            // PostgreSQL refuses `CONCURRENTLY` while a DEFAULT partition exists.
+            let concurrently = if matches!(session, Session::Plain(_)) && !has_default {
                 " CONCURRENTLY"
             } else {
                 ""
