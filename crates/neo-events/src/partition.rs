@@ -75,7 +75,8 @@ pub struct PartitionConfig {
     #[serde(with = "humantime_serde")]
     pub retention: Duration,
     /// Longest wait for a lock by partition DDL (`lock_timeout`); a maintenance run that
-    /// times out fails and is retried by the next one. Default 5 s.
+    /// times out fails and is retried by the next one. Kept short because statements on the
+    /// table queue behind a DDL statement waiting for its lock. Default 1 s.
     #[serde(with = "humantime_serde")]
     pub lock_timeout: Duration,
     /// Detach with `DETACH PARTITION ... CONCURRENTLY` where PostgreSQL allows it (a
@@ -95,7 +96,7 @@ impl Default for PartitionConfig {
             width: day,
             premake: 3,
             retention: 7 * day,
-            lock_timeout: Duration::from_secs(5),
+            lock_timeout: Duration::from_secs(1),
             detach_concurrently: true,
         }
     }

@@ -867,3 +867,56 @@ async fn migrating_to_partitions_keeps_existing_events() {
         .unwrap();
     assert_eq!(archived, 4);
 }
+
+/// Where each event is: the name of the partition holding it.
+async fn homes(db: &Db) -> Vec<(String, uuid::Uuid)> {
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::query_as(
+        "SELECT c.relname::text, o.id FROM neo_events.outbox o \
+         JOIN pg_class c ON c.oid = o.tableoid ORDER BY o.id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// Maintenance fell behind: events go to the DEFAULT partition (an insert never fails), and
+/// the next maintenance moves them into the partition it makes for their time.
+#[tokio::test]
+async fn events_beyond_the_partitions_made_go_to_the_default_and_move_when_maintenance_catches_up()
+{
+    let test_db = PgRoute::Direct.database().await;
+    let db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let outbox = Outbox::new(
+        &db,
+        OutboxConfig {
+            partitions: neo_events::PartitionConfig {
+                width: Duration::from_secs(1),
+                premake: 0,
+                ..neo_events::PartitionConfig::default()
+            },
+            ..OutboxConfig::default()
+        },
+    )
+    .unwrap();
+    outbox.migrate().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let late = event(1);
+    let mut uow = db.begin().await.unwrap();
+    outbox.publish(&mut *uow, &late).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(homes(&db).await[0].0, "outbox_default");
+
+    let made = outbox.ensure_partitions().await.unwrap();
+    assert!(!made.is_empty());
+    let home = homes(&db).await[0].0.clone();
+    assert!(made.iter().any(|p| p.table == home), "{home} in {made:?}");
+    // Contiguous ranges from the migration's bound on: no gap, no overlap.
+    let partitions = outbox.partitions().await.unwrap();
+    for pair in partitions.windows(2) {
+        assert_eq!(Some(pair[0].to), pair[1].from, "{partitions:?}");
+    }
+    assert_eq!(dispatched(&outbox).await[0].id(), late.id());
+}
