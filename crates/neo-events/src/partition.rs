@@ -25,7 +25,11 @@
 //!
 //! Partition DDL runs as the tables' owner: on the `Db` the store was built with, the one
 //! `migrate` runs on (under row-level security, a store built on the owner's `Db`, as for
-//! `migrate`).
+//! `migrate`). What spans tenants in rows still runs on the store's system `Db`: with the
+//! webhooks, the delivery attempts that go with a retired partition and the messages left
+//! without deliveries (under row-level security build the maintaining `Webhooks` on the
+//! owner's `Db` with `with_row_level_security(&system, ..)`, the system `Db` a `BYPASSRLS`
+//! role: the attempts table's policy is forced on its owner too).
 //!
 //! # Row-level security
 //! The parent's policies apply to every query through the parent. Partitions read directly

@@ -724,6 +724,25 @@ async fn retention_archives_and_drops_old_partitions_and_keeps_pending_work(mode
         "one transaction, one recorded_at"
     );
     assert_ne!(old, pending, "published a second apart");
+    if env.tenant.is_some() {
+        // Through the parent the policy shows the tenant its event; the partition read
+        // directly (security on, no policy) shows the application role nothing.
+        let env = &env;
+        let count = |table: String| async move {
+            let mut uow = env.begin().await;
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM neo_events.{table}"
+            )))
+            .persistent(false)
+            .fetch_one(&mut **uow)
+            .await
+            .unwrap();
+            uow.commit().await.unwrap();
+            n
+        };
+        assert_eq!(count("outbox".to_owned()).await, 3);
+        assert_eq!(count(format!("\"{pending}\"")).await, 0);
+    }
 
     // Both partitions end more than the retention ago.
     tokio::time::sleep(Duration::from_millis(2_200)).await;
