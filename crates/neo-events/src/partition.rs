@@ -150,7 +150,7 @@ pub struct PartitionReport {
     pub kept_pending: Vec<Partition>,
 }
 
-/// Where retention writes a partition's rows before dropping it: [`ZstdJsonLines`] (feature
+/// Where retention writes a partition's rows before dropping it: `ZstdJsonLines` (feature
 /// `archive`), or your own (object storage, another database, ...).
 ///
 /// # Example
