@@ -295,9 +295,37 @@ async fn deliveries_written_before_partitioning_stay_readable_and_deliverable() 
         .unwrap();
         ids.push(id);
     }
+    // A column a later migration added (as webhooks migration 13 adds `replays`): migration
+    // 20 copies the columns it finds, values and default with them.
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "ALTER TABLE neo_events.webhook_deliveries ADD COLUMN added_later text NOT NULL DEFAULT 'default'; \
+         UPDATE neo_events.webhook_deliveries SET added_later = 'set' WHERE id = {}",
+        ids[0]
+    )))
+    .execute(&mut *conn)
+    .await
+    .unwrap();
     drop(conn);
 
     assert_eq!(webhooks.migrate().await.unwrap().applied, vec![20]);
+    let mut conn = db.acquire().await.unwrap();
+    let added: Vec<String> = sqlx::query_scalar(
+        "SELECT added_later FROM neo_events.webhook_deliveries WHERE id = ANY($1) ORDER BY id",
+    )
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(added, ["set", "default"]);
+    let default: Option<String> = sqlx::query_scalar(
+        "SELECT column_default FROM information_schema.columns \
+         WHERE table_schema = 'neo_events' AND table_name = 'webhook_deliveries' AND column_name = 'added_later'",
+    )
+    .fetch_one(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(default.as_deref(), Some("'default'::text"));
+    drop(conn);
     let partitions = webhooks.partitions().await.unwrap();
     assert_eq!(partitions[0].table, "webhook_deliveries_unpartitioned");
     let (dead, delivered) = (
