@@ -25,6 +25,8 @@ async fn service() -> (neo_testkit::TestDatabase, neo_testkit::TestRedis, Servic
         allow_private: false,
     };
     config.webhooks.require_https = false;
+    // Nor does fan-out make first attempts inline: every delivery's job waits, due now.
+    config.webhooks.inline_attempts = 0;
     let service = Service::compose(config).await.unwrap();
     (pg, redis, service)
 }

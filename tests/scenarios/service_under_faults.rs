@@ -41,6 +41,9 @@ fn config(pg: &PgServer, redis: &RedisServer) -> ServiceConfig {
         .map(Duration::from_millis)
         .to_vec();
     config.webhooks.breaker.open_for = Duration::from_millis(500);
+    // The receiver answers in at most 300 ms. A first attempt made inline by a process that
+    // dies meanwhile is made again by its job, due `request_timeout` + 1 s after fan-out.
+    config.webhooks.request_timeout = Duration::from_secs(5);
     config.queue.lease = Duration::from_secs(2);
     config.worker.poll_interval = Duration::from_millis(200);
     config
@@ -386,6 +389,7 @@ fn worker_process(world: &World) -> std::process::Child {
             "[\"100ms\", \"200ms\", \"400ms\", \"800ms\", \"1600ms\"]",
         )
         .env("NEO_WEBHOOKS_BREAKER__OPEN_FOR", "500ms")
+        .env("NEO_WEBHOOKS_REQUEST_TIMEOUT", "5s")
         .env("NEO_QUEUE_LEASE", "2s")
         .env("NEO_WORKER_POLL_INTERVAL", "200ms")
         .spawn()

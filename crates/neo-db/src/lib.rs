@@ -15,7 +15,8 @@
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too.
 //! - [`tenancy`]: one store value for every tenant, isolated by a schema per tenant
 //!   ([`TenantSchemaResolver`]) or by row-level security on a transaction-local setting
-//!   ([`TenantIsolation`]).
+//!   ([`TenantIsolation`]); [`StoreTenancy`] is a store's tenancy in one value (the mode, each
+//!   call's tenant and statements, a connection with the tenant in force).
 //! - [`MigrationSet`]: per-owner migrations, per tenant schema too; [`TenantMigrator`]
 //!   provisions tenants and migrates every tenant's schema in parallel, resumably.
 //! - [`planned_per_call`]: a statement planned with each call's parameters instead of
@@ -145,7 +146,8 @@ pub use table::__private;
 pub use table::{RecordColumn, Table, TableSchema};
 pub use telemetry::{ACQUIRE_WAIT_BUCKETS, PoolStats};
 pub use tenancy::{
-    PrefixedSchemas, RlsSetting, TenancyConfig, TenancyMode, TenantIsolation, TenantSchemaResolver,
+    PrefixedSchemas, RlsSetting, StoreScope, StoreTenancy, TenancyConfig, TenancyMode,
+    TenantIsolation, TenantSchemaResolver,
 };
 pub use tenants::{
     SchemaFor, TenantFailure, TenantMigrated, TenantMigrationConfig, TenantMigrator,

@@ -19,6 +19,11 @@
 //!   outbox dispatcher, a delivery worker, retention — runs on a second `Db` whose role is
 //!   `BYPASSRLS` but neither owner nor superuser (granted like the application role), so the
 //!   application role's connections stay bound by the policies.
+//!
+//! A store built on either mode (or on one fixed schema, without tenants) keeps its tenancy in
+//! a [`StoreTenancy`]: the acting tenant of each call, failing closed; the statements of the
+//! call's schema, built by the store and kept per schema; and a connection or unit of work
+//! with the tenant in force.
 
 use crate::ident::{Ident, Schema, TableName};
 use crate::pool::{Db, UnitOfWork};
@@ -30,7 +35,9 @@ use std::fmt;
 use std::sync::Arc;
 
 mod config;
+mod store;
 pub use config::{TenancyConfig, TenancyMode};
+pub use store::{StoreScope, StoreTenancy};
 
 /// Names the schema that holds a tenant's tables (schema-per-tenant mode).
 ///

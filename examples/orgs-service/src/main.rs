@@ -112,15 +112,12 @@ async fn demo() -> Result<(), BoxError> {
     // 3. The scenario, over HTTP.
     let http = reqwest::Client::new();
     let slug = format!("acme-{}", std::process::id());
-    let created: Value = http
-        .post(format!("{base}/organizations"))
-        .header("x-actor", "demo")
-        .json(&json!({ "name": "Acme Widgets", "slug": slug, "country": "DE" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let created: Value = ok_json(
+        http.post(format!("{base}/organizations"))
+            .header("x-actor", "demo")
+            .json(&json!({ "name": "Acme Widgets", "slug": slug, "country": "DE" })),
+    )
+    .await?;
     let id = created["id"].as_str().unwrap_or_default().to_owned();
     println!(
         "created   {} {} (status {}, version {})",
@@ -142,52 +139,38 @@ async fn demo() -> Result<(), BoxError> {
             stats.l1_hits, stats.l1_misses, stats.l2_hits
         );
     }
-    let found: Value = http
-        .get(format!("{base}/organizations?q=widgets&count=true"))
-        .send()
-        .await?
-        .json()
-        .await?;
+    let found: Value =
+        ok_json(http.get(format!("{base}/organizations?q=widgets&count=true"))).await?;
     println!("search    \"widgets\" → {} match(es)", found["total"]);
-    let verified: Value = http
-        .post(format!("{base}/organizations/{id}/verify"))
-        .json(&json!({ "version": 1, "documents": ["kyc-0001"] }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let verified: Value = ok_json(
+        http.post(format!("{base}/organizations/{id}/verify"))
+            .json(&json!({ "version": 1, "documents": ["kyc-0001"] })),
+    )
+    .await?;
     println!(
         "verified  status {}, version {}",
         verified["status"], verified["version"]
     );
-    let updated: Value = http
-        .patch(format!("{base}/organizations/{id}"))
-        .json(&json!({ "version": 2, "name": "Acme Widgets GmbH", "primary_color": "#0055ff" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
+    let updated: Value =
+        ok_json(http.patch(format!("{base}/organizations/{id}")).json(
+            &json!({ "version": 2, "name": "Acme Widgets GmbH", "primary_color": "#0055ff" }),
+        ))
         .await?;
     println!(
         "updated   name {}, version {}",
         updated["name"], updated["version"]
     );
-    let stale = http
-        .patch(format!("{base}/organizations/{id}"))
-        .json(&json!({ "version": 2, "name": "Too Late" }))
-        .send()
-        .await?;
-    let problem: Value = stale.json().await?;
+    let problem = problem_json(
+        http.patch(format!("{base}/organizations/{id}"))
+            .json(&json!({ "version": 2, "name": "Too Late" })),
+    )
+    .await?;
     println!("stale     {} {}", problem["status"], problem["detail"]);
-    let suspended: Value = http
-        .post(format!("{base}/organizations/{id}/suspend"))
-        .json(&json!({ "version": 3, "reason": "unpaid invoices" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let suspended: Value = ok_json(
+        http.post(format!("{base}/organizations/{id}/suspend"))
+            .json(&json!({ "version": 3, "reason": "unpaid invoices" })),
+    )
+    .await?;
     println!(
         "suspended status {}, version {}\n",
         suspended["status"], suspended["version"]
@@ -205,44 +188,32 @@ async fn demo() -> Result<(), BoxError> {
     }
 
     // 5. Members: invite by e-mail, accept with the token, check a permission (cached).
-    let invited: Value = http
-        .post(format!("{base}/organizations/{id}/invitations"))
-        .header("x-actor", "demo")
-        .json(&json!({ "email": "jane@acme.example", "role": "admin" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let invited: Value = ok_json(
+        http.post(format!("{base}/organizations/{id}/invitations"))
+            .header("x-actor", "demo")
+            .json(&json!({ "email": "jane@acme.example", "role": "admin" })),
+    )
+    .await?;
     let jane = neo_commons::core::UserId::new();
-    let accepted: Value = http
-        .post(format!("{base}/invitations/accept"))
-        .json(&json!({ "token": invited["token"], "user": jane.to_string() }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let accepted: Value = ok_json(
+        http.post(format!("{base}/invitations/accept"))
+            .json(&json!({ "token": invited["token"], "user": jane.to_string() })),
+    )
+    .await?;
     println!(
         "\ninvited   {} as {} → {}",
         accepted["email"], accepted["role"], accepted["status"]
     );
-    let again = http
-        .post(format!("{base}/invitations/accept"))
-        .json(&json!({ "token": invited["token"], "user": jane.to_string() }))
-        .send()
-        .await?;
-    let problem: Value = again.json().await?;
+    let problem = problem_json(
+        http.post(format!("{base}/invitations/accept"))
+            .json(&json!({ "token": invited["token"], "user": jane.to_string() })),
+    )
+    .await?;
     println!("reused    {} {}", problem["status"], problem["detail"]);
-    let can: Value = http
-        .get(format!(
-            "{base}/organizations/{id}/members/{jane}/can/members:invite"
-        ))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let can: Value = ok_json(http.get(format!(
+        "{base}/organizations/{id}/members/{jane}/can/members:invite"
+    )))
+    .await?;
     println!("can       jane members:invite → {}", can["allowed"]);
     // A member added directly with a role, and what each role may do.
     let john = neo_commons::core::UserId::new();
@@ -251,13 +222,7 @@ async fn demo() -> Result<(), BoxError> {
         .send()
         .await?
         .error_for_status()?;
-    let page: Value = http
-        .get(format!("{base}/organizations/{id}/members"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let page: Value = ok_json(http.get(format!("{base}/organizations/{id}/members"))).await?;
     let roles: Vec<String> = page["items"]
         .as_array()
         .map(|items| {
@@ -275,28 +240,20 @@ async fn demo() -> Result<(), BoxError> {
         })
         .unwrap_or_default();
     println!("members   {}", roles.join(", "));
-    let can: Value = http
-        .get(format!(
-            "{base}/organizations/{id}/members/{john}/can/members:invite"
-        ))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let can: Value = ok_json(http.get(format!(
+        "{base}/organizations/{id}/members/{john}/can/members:invite"
+    )))
+    .await?;
     println!("can       john members:invite → {}", can["allowed"]);
 
     // 6. A new organization proves who it is: a domain claimed by DNS, documents reviewed.
     let globex_slug = format!("globex-{}", std::process::id());
-    let globex: Value = http
-        .post(format!("{base}/organizations"))
-        .header("x-actor", "demo")
-        .json(&json!({ "name": "Globex Corporation", "slug": globex_slug }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let globex: Value = ok_json(
+        http.post(format!("{base}/organizations"))
+            .header("x-actor", "demo")
+            .json(&json!({ "name": "Globex Corporation", "slug": globex_slug })),
+    )
+    .await?;
     let globex_id = globex["id"].as_str().unwrap_or_default().to_owned();
     println!(
         "
@@ -304,53 +261,39 @@ created   {} {} (status {})",
         globex_id, globex["slug"], globex["status"]
     );
     let domain = format!("{globex_slug}.example");
-    let issued: Value = http
-        .post(format!("{base}/organizations/{globex_id}/domain-claims"))
-        .header("x-actor", "demo")
-        .json(&json!({ "domain": domain }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let issued: Value = ok_json(
+        http.post(format!("{base}/organizations/{globex_id}/domain-claims"))
+            .header("x-actor", "demo")
+            .json(&json!({ "domain": domain })),
+    )
+    .await?;
     println!(
         "claimed   {domain}: publish TXT {:?} there",
         issued["txt_record"].as_str().unwrap_or_default()
     );
-    let checked = http
-        .post(format!(
-            "{base}/organizations/{globex_id}/domain-claims/{domain}/check"
-        ))
-        .send()
-        .await?;
-    let problem: Value = checked.json().await?;
-    let claim: Value = http
-        .get(format!(
-            "{base}/organizations/{globex_id}/domain-claims/{domain}"
-        ))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let problem = problem_json(http.post(format!(
+        "{base}/organizations/{globex_id}/domain-claims/{domain}/check"
+    )))
+    .await?;
+    let claim: Value = ok_json(http.get(format!(
+        "{base}/organizations/{globex_id}/domain-claims/{domain}"
+    )))
+    .await?;
     println!("check     {} {}", problem["status"], problem["detail"]);
     println!(
         "pending   verified_at {}, expires {}: the demo cannot publish DNS; the verification \
          job keeps checking until the claim expires",
         claim["verified_at"], claim["expires_at"]
     );
-    let submitted: Value = http
-        .post(format!("{base}/organizations/{globex_id}/verifications"))
-        .header("x-actor", "demo")
-        .json(&json!({ "documents": [
+    let submitted: Value = ok_json(
+        http.post(format!("{base}/organizations/{globex_id}/verifications"))
+            .header("x-actor", "demo")
+            .json(&json!({ "documents": [
             { "id": "doc-registry-0042", "kind": "registry_extract" },
             { "id": "doc-id-0007", "kind": "id_card" },
-        ] }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+        ] })),
+    )
+    .await?;
     let verification = submitted["id"].as_str().unwrap_or_default().to_owned();
     println!(
         "submitted verification {verification} with {} documents",
@@ -368,23 +311,14 @@ created   {} {} (status {})",
     } else {
         review.error_for_status()?;
     }
-    let decided: Value = http
-        .post(format!("{base}/verifications/{verification}/decision"))
-        .header("x-actor", "reviewer@demo")
-        .json(&json!({ "verdict": "verified" }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let decided: Value = ok_json(
+        http.post(format!("{base}/verifications/{verification}/decision"))
+            .header("x-actor", "reviewer@demo")
+            .json(&json!({ "verdict": "verified" })),
+    )
+    .await?;
     println!("decided   {}", decided["status"]);
-    let record: Value = http
-        .get(format!("{base}/verifications/{verification}"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let record: Value = ok_json(http.get(format!("{base}/verifications/{verification}"))).await?;
     for step in record["history"].as_array().into_iter().flatten() {
         println!(
             "  history {:>11} → {:<10} by {}",
@@ -393,13 +327,8 @@ created   {} {} (status {})",
             step["actor"].as_str().unwrap_or_default()
         );
     }
-    let now_verified: Value = http
-        .get(format!("{base}/organizations/{globex_id}"))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
+    let now_verified: Value =
+        ok_json(http.get(format!("{base}/organizations/{globex_id}"))).await?;
     println!(
         "verified  {} status {}, verified_at {}, documents {}, version {}",
         now_verified["slug"],
@@ -431,6 +360,16 @@ created   {} {} (status {})",
     running.await??;
     println!("\ndone: the service stopped cleanly");
     Ok(())
+}
+
+/// Sends `request` and decodes its JSON answer, which must be a success.
+async fn ok_json(request: reqwest::RequestBuilder) -> Result<Value, BoxError> {
+    Ok(request.send().await?.error_for_status()?.json().await?)
+}
+
+/// Sends `request`, which is to be refused, and decodes its problem document.
+async fn problem_json(request: reqwest::RequestBuilder) -> Result<Value, BoxError> {
+    Ok(request.send().await?.json().await?)
 }
 
 /// The next delivery to the demo's receiver (within 10 s), its signature checked as a

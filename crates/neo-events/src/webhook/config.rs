@@ -82,9 +82,16 @@ pub struct WebhookConfig {
     /// inline delivery's job is still enqueued in the fan-out's
     /// transaction, due after [`inline_backstop`](Self::inline_backstop) (the first one if
     /// this process died); a failed inline attempt moves it to its retry's time (the retry
-    /// schedule, or the receiver's `Retry-After`), so retries keep their timing. 0 (the
-    /// default) turns it off: every first attempt goes through a worker's claim.
+    /// schedule, or the receiver's `Retry-After`), so retries keep their timing, and one that
+    /// delivered (or found the delivery dead) cancels it. 32 by default; 0 turns it off: every
+    /// first attempt goes through a worker's claim. From the environment:
+    /// `..._INLINE_ATTEMPTS=0`.
     pub inline_attempts: usize,
+    /// How long after the longest possible inline attempt (`request_timeout`) its job is due,
+    /// for the attempt's record to be written (1 s by default): the time a delivery whose
+    /// inline attempt was cut off by a crash waits for its job.
+    #[serde(with = "humantime_serde")]
+    pub inline_backstop_margin: Duration,
     /// Rounds [`Webhooks::dispatch`](crate::Webhooks::dispatch) keeps in flight: a round
     /// woken while others commit claims the events they skip (`SKIP LOCKED`), so an event
     /// does not wait behind another round's commit flush. At least 1.
@@ -193,7 +200,8 @@ impl Default for WebhookConfig {
             pool_max_idle_per_host: 1_024,
             require_sealed: false,
             reseal: ResealConfig::default(),
-            inline_attempts: 0,
+            inline_attempts: 32,
+            inline_backstop_margin: Duration::from_secs(1),
             dispatch_rounds: 4,
             send_trace_context: false,
             stats_max_deliveries: 10_000,
@@ -267,14 +275,10 @@ impl WebhookConfig {
 
     /// How long after an inline first attempt its job is due: longer than any attempt can
     /// take (`request_timeout`), so the job never sends while the inline attempt still may,
-    /// plus the first retry delay (1 s without retries).
+    /// plus [`inline_backstop_margin`](Self::inline_backstop_margin). A failed attempt moves
+    /// the job to its retry's time, so this matters only when the process died meanwhile.
     pub fn inline_backstop(&self) -> Duration {
-        self.request_timeout
-            + self
-                .retry_schedule
-                .first()
-                .copied()
-                .unwrap_or(Duration::from_secs(1))
+        self.request_timeout + self.inline_backstop_margin
     }
 
     /// The delay after failed attempt number `attempt` (1-based), jittered; `None` when it was

@@ -2,13 +2,13 @@
 //! and what its answer means for the delivery, the endpoint and the job.
 
 use super::http::{parse_retry_after, read_capped, transport_error};
-use super::inline::InlineAttempt;
+use super::inline::{InlineAttempt, InlineJob};
 use super::rows::{AttemptHistory, StatusUpdate, Target, write_statuses};
 use super::store::Webhooks;
 use super::{OperationalEvent, lock};
 use crate::{EventError, WebhookSecret, sign};
 use chrono::Utc;
-use neo_core::{JobId, TraceContext};
+use neo_core::TraceContext;
 use neo_queue::{Job, JobError, Worker};
 use neo_resilience::{BreakerState, CircuitBreaker, RateLimitConfig, RateLimiter};
 use sqlx::AssertSqlSafe;
@@ -236,7 +236,7 @@ impl Webhooks {
                     tracing::debug!(delivery = id, "inline attempt sent, fan-out rolled back");
                     return Ok(());
                 }
-                Some((inline.job, inline.job_due))
+                Some(inline.job)
             }
             None => None,
         };
@@ -250,7 +250,7 @@ impl Webhooks {
         &self,
         id: i64,
         attempt: i32,
-        inline_job: Option<(JobId, chrono::DateTime<Utc>)>,
+        inline_job: Option<InlineJob>,
         target: &Target,
         answer: Answer,
     ) -> Result<(), JobError> {
@@ -267,6 +267,7 @@ impl Webhooks {
         if answer.delivered() {
             update.status = "delivered";
             self.finish(target, update).await?;
+            self.retire_inline_job(inline_job.as_ref()).await;
             metrics::counter!(crate::metric_names::WEBHOOK_DELIVERED_TOTAL).increment(1);
             return Ok(());
         }
@@ -291,6 +292,7 @@ impl Webhooks {
             update.status = "dead";
             update.error = Some(why.to_owned());
             self.finish(target, update).await?;
+            self.retire_inline_job(inline_job.as_ref()).await;
             self.announce(OperationalEvent::EndpointDisabled {
                 endpoint_id: target.endpoint_id,
                 reason: why.to_owned(),
@@ -301,6 +303,7 @@ impl Webhooks {
             update.status = "dead";
             update.error = Some(reason.clone());
             self.finish(target, update).await?;
+            self.retire_inline_job(inline_job.as_ref()).await;
             metrics::counter!(crate::metric_names::WEBHOOK_DEAD_TOTAL).increment(1);
             self.announce(OperationalEvent::DeliveryExhausted {
                 delivery_id: id,
@@ -320,34 +323,52 @@ impl Webhooks {
         let retry_at = chrono::Duration::from_std(delay)
             .ok()
             .map(|d| Utc::now() + d);
-        update.next_attempt_at = match inline_job {
-            // Its job, already enqueued, makes the retry: moved from its backstop time to the
-            // retry's (sooner by the schedule, or later by a `Retry-After`), unless a worker
-            // holds it already.
-            Some((job, due)) => Some(match retry_at {
-                Some(at) => self.move_inline_job(job, at).await.unwrap_or(due),
-                None => due,
-            }),
-            None => retry_at,
+        // An inline attempt's job, already enqueued, makes the retry: moved from its backstop
+        // time to the retry's (sooner by the schedule, or later by a `Retry-After`) once the
+        // attempt is recorded, so that the retry cannot run before this record and have its
+        // outcome overwritten by it.
+        let (next, move_job) = match (inline_job, retry_at) {
+            (Some(job), Some(at)) => (Some(at), Some((job, at))),
+            (Some(job), None) => (Some(job.due), None),
+            (None, at) => (at, None),
         };
+        update.next_attempt_at = next;
         self.record(update).await?;
+        if let Some((job, at)) = move_job {
+            self.move_inline_job(&job, at).await;
+        }
         metrics::counter!(crate::metric_names::WEBHOOK_RETRIES_TOTAL).increment(1);
         Err(JobError::RetryIn(reason, delay))
     }
 
-    /// Moves an inline attempt's job to `at`; the time it is due then, `None` when it did
-    /// not move (a worker claimed it, or the move failed: it keeps its backstop time).
-    async fn move_inline_job(
+    /// Cancels the job of an inline attempt that settled its delivery (delivered, or dead):
+    /// nothing is left for it to do. Best effort: a job left behind finds its delivery
+    /// settled when it runs, and does nothing.
+    async fn retire_inline_job(&self, inline_job: Option<&InlineJob>) {
+        let Some(job) = inline_job else {
+            return;
+        };
+        if let Err(error) = job.queue(&self.inner.queue).cancel(&[job.id]).await {
+            tracing::debug!(job = %job.id, %error, "a settled inline attempt's job is left to run");
+        }
+    }
+
+    /// Moves an inline attempt's job to `at`; whether it moved (it does not when a worker
+    /// claimed it already, or the move failed: then it keeps its backstop time).
+    pub(in crate::webhook) async fn move_inline_job(
         &self,
-        job: JobId,
+        job: &InlineJob,
         at: chrono::DateTime<Utc>,
-    ) -> Option<chrono::DateTime<Utc>> {
-        match self.inner.queue.reschedule(&[(job, at)]).await {
-            Ok(moved) if moved.contains(&job) => Some(at),
-            Ok(_) => None,
+    ) -> bool {
+        match job
+            .queue(&self.inner.queue)
+            .reschedule(&[(job.id, at)])
+            .await
+        {
+            Ok(moved) => moved.contains(&job.id),
             Err(error) => {
-                tracing::warn!(%job, %error, "inline attempt's retry left at its backstop time");
-                None
+                tracing::warn!(job = %job.id, %error, "inline attempt's retry left at its backstop time");
+                false
             }
         }
     }

@@ -3,12 +3,31 @@
 
 use chrono::Utc;
 
-/// A first attempt made by fan-out itself: its job `job` is due at `job_due` (and makes the
-/// retry, moved to the retry's time when the attempt fails); `committed` turns true once the deliveries' transaction committed, and closes
-/// without turning true when it did not (nothing may be recorded then).
+/// The job of a first attempt made inline: due at `due` (the backstop), of the delivery's
+/// `tenant` (whose queue view moves or cancels it: a tenant-isolated queue acts for one).
+#[derive(Debug, Clone, Copy)]
+pub(in crate::webhook) struct InlineJob {
+    pub(in crate::webhook) id: neo_core::JobId,
+    pub(in crate::webhook) due: chrono::DateTime<Utc>,
+    pub(in crate::webhook) tenant: Option<neo_core::TenantId>,
+}
+
+impl InlineJob {
+    /// `queue` acting for the job's tenant, when it has one.
+    pub(in crate::webhook) fn queue(&self, queue: &neo_queue::Queue) -> neo_queue::Queue {
+        match self.tenant {
+            Some(tenant) => queue.for_tenant(tenant),
+            None => queue.clone(),
+        }
+    }
+}
+
+/// A first attempt made by fan-out itself: its `job` makes the retry (moved to the retry's
+/// time when the attempt fails) and is cancelled when the attempt settles the delivery;
+/// `committed` turns true once the deliveries' transaction committed, and closes without
+/// turning true when it did not (nothing may be recorded then).
 pub(in crate::webhook) struct InlineAttempt {
-    pub(in crate::webhook) job: neo_core::JobId,
-    pub(in crate::webhook) job_due: chrono::DateTime<Utc>,
+    pub(in crate::webhook) job: InlineJob,
     pub(in crate::webhook) committed: tokio::sync::watch::Receiver<bool>,
 }
 

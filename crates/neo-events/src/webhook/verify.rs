@@ -69,7 +69,7 @@ impl VerifySql {
             ),
             release: format!(
                 "UPDATE {deliveries} SET queued = true WHERE endpoint_id = $1 AND status = 'pending' \
-                 AND NOT queued RETURNING id, queued, endpoint_id, tenant_id, trace_context, region"
+                 AND NOT queued RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, replays"
             ),
             repoint: format!(
                 "UPDATE {endpoints} SET url = $2, verification = CASE WHEN $3 THEN '{PENDING}' ELSE verification END, \

@@ -1,16 +1,17 @@
 //! First attempts made inline by fan-out (`WebhookConfig::inline_attempts`): a lone event is
 //! sent without a worker, its job is still enqueued (the backstop that makes the retry, or
 //! the first attempt after a crash) and counts the inline attempt, moved to the retry's time
-//! when the attempt fails; a batch larger than the free slots takes the worker path.
+//! when the attempt fails and cancelled when it settled the delivery; a batch larger than the free slots takes the worker path.
 
 use crate::webhooks::{
-    Running, config, delivery_in, event, finish, publish, receiver_and_endpoint, setup,
+    Running, config, delivery_in, event, finish, only_job_cancelled, publish,
+    receiver_and_endpoint, setup,
 };
 use neo_events::DeliveryStatus;
 use neo_testkit::ScriptedResponse;
 use std::time::{Duration, Instant};
 
-async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered(route: neo_testkit::PgRoute) {
+async fn a_lone_event_goes_out_inline_and_its_job_is_cancelled(route: neo_testkit::PgRoute) {
     let s = setup(
         route,
         neo_events::WebhookConfig {
@@ -30,8 +31,8 @@ async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered(route: neo_
     );
     let delivered = delivery_in(&s, endpoint.id, DeliveryStatus::Delivered).await;
     assert_eq!(delivered.attempts, 1);
-    // Its job waits as the backstop.
-    assert_eq!(s.queue.depth().await.unwrap().available, 1);
+    // Its job, enqueued as the backstop, is cancelled once the attempt is recorded.
+    only_job_cancelled(&s).await;
 
     // Three events at once do not fit two slots: they wait for a worker.
     publish(
@@ -41,12 +42,13 @@ async fn a_lone_event_goes_out_inline_and_its_job_finds_it_delivered(route: neo_
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(receiver.requests().len(), 1, "a batch took the worker path");
-    assert_eq!(s.queue.depth().await.unwrap().available, 4);
+    assert_eq!(s.queue.depth().await.unwrap().available, 3);
 
     running.worker(&s);
     assert_eq!(receiver.wait_for(4, Duration::from_secs(5)).await.len(), 4);
-    // The backstop (request timeout 500 ms + first retry 100 ms) passes: its job acks the
-    // delivered one without sending it again.
+    // The worker acks the three; the backstop (request timeout 500 ms + 1 s) passes with
+    // nothing sent again.
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
     let deadline = Instant::now() + Duration::from_secs(5);
     while s.queue.depth().await.unwrap().available + s.queue.depth().await.unwrap().running > 0 {
         assert!(Instant::now() < deadline, "jobs left");
@@ -109,6 +111,6 @@ async fn a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as
 }
 
 neo_testkit::over_routes!(
-    a_lone_event_goes_out_inline_and_its_job_finds_it_delivered,
+    a_lone_event_goes_out_inline_and_its_job_is_cancelled,
     a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as_the_first,
 );

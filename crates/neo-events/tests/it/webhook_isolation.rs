@@ -14,8 +14,8 @@ use neo_testkit::{HttpReceiver, PgRoute, ScriptedResponse};
 use std::collections::HashMap;
 use std::time::Duration;
 
-/// Every table holding tenant rows.
-const TABLES: [&str; 7] = [
+/// Every table holding tenant rows, the delivery queue's jobs too.
+const TABLES: [&str; 8] = [
     "neo_events.outbox",
     "neo_events.outbox_archive",
     "neo_events.webhook_endpoints",
@@ -23,6 +23,7 @@ const TABLES: [&str; 7] = [
     "neo_events.webhook_messages",
     "neo_events.webhook_deliveries",
     "neo_events.outbox_idempotency",
+    "neo_queue.jobs",
 ];
 
 /// The idempotency key every tenant publishes its second event under: keys are per tenant.
@@ -416,7 +417,7 @@ async fn offboarding_exports_and_purges_one_tenant_only(route: PgRoute) {
     assert_eq!(s.webhooks.dispatch_once(&s.outbox).await.unwrap(), 4);
     let before = counts(&s.system, None).await;
 
-    for store in [&s.outbox as &dyn TenantData, &s.webhooks] {
+    for store in [&s.outbox as &dyn TenantData, &s.webhooks, &s.queue] {
         let mut rows = Rows::default();
         let n = store.export(a, &mut rows).await.unwrap();
         assert!(n > 0, "{} exported nothing", store.name());
@@ -438,9 +439,10 @@ async fn offboarding_exports_and_purges_one_tenant_only(route: PgRoute) {
     }
     let after = counts(&s.system, None).await;
     // outbox: A's 2 of 4 gone; archive empty; endpoints, subscriptions: A's 1 of 2;
-    // messages and deliveries: A's 2 of 4; idempotency keys: A's 1 of 2.
-    assert_eq!(before, vec![4, 0, 2, 2, 4, 4, 2]);
-    assert_eq!(after, vec![2, 0, 1, 1, 2, 2, 1]);
+    // messages and deliveries: A's 2 of 4; idempotency keys: A's 1 of 2; the deliveries'
+    // jobs: A's 2 of 4.
+    assert_eq!(before, vec![4, 0, 2, 2, 4, 4, 2, 4]);
+    assert_eq!(after, vec![2, 0, 1, 1, 2, 2, 1, 2]);
     neo_tenant::scope(b, async {
         assert_eq!(s.webhooks.endpoints(None).await.unwrap().len(), 1);
         assert_eq!(

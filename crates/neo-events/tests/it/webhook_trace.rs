@@ -3,7 +3,9 @@
 //! and each delivery span link to it; a delivery sends it as `traceparent`/`tracestate` only
 //! when `send_trace_context` is on.
 
-use crate::webhooks::{Running, config, event, finish, publish, receiver_and_endpoint, setup};
+use crate::webhooks::{
+    Running, config, event, finish, publish, receiver_and_endpoint, setup, worker_path,
+};
 use neo_core::TraceContext;
 use neo_events::WebhookConfig;
 use neo_testkit::{PgRoute, TraceCapture};
@@ -53,12 +55,13 @@ async fn a_published_event_links_its_dispatch_and_deliveries_and_sends_its_trace
     route: PgRoute,
 ) {
     let capture = TraceCapture::install();
+    // Through the delivery jobs, whose spans are checked (the inline path is the test below).
     let s = setup(
         route,
-        WebhookConfig {
+        worker_path(WebhookConfig {
             send_trace_context: true,
             ..config(&[100])
-        },
+        }),
     )
     .await;
     let (receiver, _endpoint) = receiver_and_endpoint(&s, |e| e).await;

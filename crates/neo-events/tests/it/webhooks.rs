@@ -127,6 +127,7 @@ contract!(
     ]
     endpoints_refuse_bad_input_and_keep_their_secret_out_of_debug,
     failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webhook_id,
+    a_replay_made_before_the_dead_jobs_ack_is_delivered,
     retry_after_is_honoured_and_gone_disables_the_endpoint,
     the_ssrf_guard_refuses_names_that_resolve_to_loopback,
     a_rotated_secret_signs_next_to_the_old_one_during_the_overlap,
@@ -220,7 +221,7 @@ pub(crate) async fn setup_in_with(
     let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
     assert_eq!(
         webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 20, 40, 41]
+        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 13, 20, 40, 41]
     );
     Setup {
         _test_db: Some(test_db),
@@ -248,9 +249,9 @@ fn webhooks_on(db: &Db, queue: &Queue, config: WebhookConfig, sealing: Sealing) 
     }
 }
 
-/// Queue, outbox and webhooks under row-level security: migrated and granted by the owner,
-/// the queue, dispatch and delivery on the system role, the outbox's `publish` and the
-/// webhooks' tenant-scoped calls on the application role.
+/// Queue, outbox and webhooks under row-level security: migrated and granted by the owner;
+/// dispatch, delivery and the queue's claims on the system role; the outbox's `publish`, the
+/// webhooks' and the delivery queue's tenant-scoped calls on the application role.
 pub(crate) async fn rls_setup(
     mode: Mode,
     config: WebhookConfig,
@@ -262,7 +263,8 @@ pub(crate) async fn rls_setup(
         lease: Duration::from_secs(2),
         ..QueueConfig::default()
     });
-    Queue::new(&split.owner, queue_config.clone())
+    let rls = || neo_db::TenantIsolation::RowLevelSecurity(setting.clone());
+    Queue::tenant_isolated(&split.owner, &split.owner, queue_config.clone(), rls())
         .unwrap()
         .migrate()
         .await
@@ -284,12 +286,13 @@ pub(crate) async fn rls_setup(
     .unwrap();
     assert_eq!(
         owner_webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 20, 40, 41, 42]
+        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 20, 40, 41, 42]
     );
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])
         .await;
-    let queue = Queue::new(&split.system, queue_config).unwrap();
+    // The delivery queue is tenant-isolated too: its jobs are under the same policy.
+    let queue = Queue::tenant_isolated(&split.app, &split.system, queue_config, rls()).unwrap();
     let outbox = Outbox::new(&split.app, OutboxConfig::default())
         .unwrap()
         .with_row_level_security(&split.system, setting.clone());
@@ -355,6 +358,11 @@ impl Running {
     }
 
     pub(crate) fn worker(&mut self, s: &Setup) {
+        self.worker_with(s, WorkerConfig::default());
+    }
+
+    /// A delivery worker with `config`, polling and shutting down as the tests' workers do.
+    pub(crate) fn worker_with(&mut self, s: &Setup, config: WorkerConfig) {
         let (stop, stopped) = oneshot::channel::<()>();
         let worker = s.webhooks.handle(Worker::new(
             s.queue.clone(),
@@ -362,7 +370,7 @@ impl Running {
                 concurrency: 64,
                 poll_interval: Duration::from_millis(50),
                 shutdown_grace: Duration::from_millis(100),
-                ..WorkerConfig::default()
+                ..config
             },
         ));
         self.stop.push(stop);
@@ -812,6 +820,54 @@ async fn failures_follow_the_schedule_then_dead_letter_and_replay_keeps_the_webh
     finish(running, &s, receiver).await;
 }
 
+/// Acks are batched: the job whose last attempt let a delivery die is acknowledged a while
+/// later, and still holds its unique key meanwhile. A replay in that window must be sent all
+/// the same, to a plain endpoint and as a FIFO endpoint's head.
+async fn a_replay_made_before_the_dead_jobs_ack_is_delivered(mode: Mode) {
+    let s = setup_in(mode, worker_path(config(&[]))).await;
+    let linger = Duration::from_secs(3);
+    let mut running = Running::default();
+    running.dispatcher(&s);
+    running.worker_with(
+        &s,
+        WorkerConfig {
+            complete_batch: 10_000,
+            complete_linger: linger,
+            ..WorkerConfig::default()
+        },
+    );
+    for fifo in [false, true] {
+        let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e.fifo(fifo)).await;
+        receiver.push(ScriptedResponse::status(500));
+        publish(&s, &[event("organization.created", u32::from(fifo))]).await;
+        let dead = delivery_in(&s, endpoint.id, DeliveryStatus::Dead).await;
+        let died = Instant::now();
+        assert!(s.webhooks.replay(dead.id).await.unwrap(), "fifo: {fifo}");
+        assert!(
+            died.elapsed() < linger,
+            "the replay came after the ack it is to race (fifo: {fifo})"
+        );
+        // The delivery made before the ack is delivered.
+        let delivered = delivery_in(&s, endpoint.id, DeliveryStatus::Delivered).await;
+        assert_eq!(delivered.id, dead.id);
+        let requests = receiver.requests();
+        assert_eq!(requests.len(), 2, "fifo: {fifo}");
+        let ids: HashSet<&str> = requests
+            .iter()
+            .map(|r| r.header("webhook-id").unwrap())
+            .collect();
+        assert_eq!(
+            ids.len(),
+            1,
+            "the replay keeps the webhook-id (fifo: {fifo})"
+        );
+        assert!(s.webhooks.delete_endpoint(endpoint.id).await.unwrap());
+        receiver.shutdown().await;
+    }
+    running.stop().await;
+    s.webhooks.shutdown().await;
+}
+
 async fn retry_after_is_honoured_and_gone_disables_the_endpoint(mode: Mode) {
     let s = setup_in(mode, config(&[50, 50])).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
@@ -1251,6 +1307,20 @@ async fn delivery_jobs_name_their_events_tenant_on_fan_out_fifo_turns_and_replay
 }
 
 /// Waits until the endpoint's only delivery has `status`; returns it.
+/// Waits until the queue's one job is cancelled and none is available (an inline attempt
+/// settled its delivery).
+pub(crate) async fn only_job_cancelled(s: &Setup) {
+    wait_until(
+        "the settled attempt's job to be cancelled",
+        Duration::from_secs(5),
+        || async {
+            let depth = s.queue.depth().await.unwrap();
+            depth.available == 0 && depth.cancelled == 1
+        },
+    )
+    .await;
+}
+
 pub(crate) async fn delivery_in(
     s: &Setup,
     endpoint: uuid::Uuid,

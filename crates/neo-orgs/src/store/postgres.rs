@@ -151,6 +151,14 @@ pub(super) struct Sql {
 }
 
 impl Sql {
+    /// Builds the statements of a schema's tables, publishing through `outbox`.
+    fn builder(
+        outbox: &Outbox,
+    ) -> impl Fn(&Schema) -> Result<Self, OrgError> + Send + Sync + 'static {
+        let outbox = outbox.clone();
+        move |schema| Sql::new(schema, &outbox)
+    }
+
     pub(super) fn new(schema: &Schema, outbox: &Outbox) -> Result<Self, OrgError> {
         let table = |name: &str| -> Result<String, OrgError> {
             Ok(TableName::new(name)?.in_schema(schema).to_string())
@@ -325,13 +333,12 @@ impl PgOrganizationStore {
     /// # Errors
     /// [`OrgError::Core`] for a bad schema name.
     pub fn new(db: &Db, outbox: Outbox, schema: &str) -> Result<Self, OrgError> {
-        let schema = Schema::new(schema)?;
-        let sql = std::sync::Arc::new(Sql::new(&schema, &outbox)?);
+        let mode = Mode::fixed(Schema::new(schema)?, Sql::builder(&outbox))?;
         Ok(PgOrganizationStore {
             inner: std::sync::Arc::new(Inner {
                 db: db.clone(),
                 outbox,
-                mode: Mode::Fixed { schema, sql },
+                mode,
             }),
             tenant: None,
         })
@@ -355,7 +362,7 @@ impl PgOrganizationStore {
         schema: &str,
         isolation: TenantIsolation,
     ) -> Result<Self, OrgError> {
-        let mode = Mode::new(Schema::new(schema)?, isolation, &outbox)?;
+        let mode = Mode::isolated(Schema::new(schema)?, isolation, Sql::builder(&outbox))?;
         Ok(PgOrganizationStore {
             inner: std::sync::Arc::new(Inner {
                 db: db.clone(),

@@ -9,7 +9,6 @@
 //! the fairness key. A console mounted for one tenant passes its tenant's key.
 
 use super::Queue;
-use super::tenant_mode::Mode;
 use crate::{JobRecord, Result};
 use chrono::{DateTime, Utc};
 use neo_core::{JobId, TenantId};
@@ -33,12 +32,7 @@ pub struct CappedDepth {
 impl Queue {
     /// The `jobs` table the acting tenant's calls read.
     fn console_table(&self, tenant: Option<TenantId>) -> Result<TableName> {
-        let schema = match (&*self.mode, tenant) {
-            (Mode::Fixed { schema, .. } | Mode::Rls { schema, .. }, _) => schema.clone(),
-            (Mode::Schemas { resolver, .. }, Some(tenant)) => resolver.schema(tenant)?,
-            (Mode::Schemas { .. }, None) => return Err(neo_tenant::Error::NoTenantInScope.into()),
-        };
-        Ok(TableName::new("jobs")?.in_schema(&schema))
+        Ok(TableName::new("jobs")?.in_schema(&self.schema_of(tenant)?))
     }
 
     /// One keyset page of dead letters, oldest first: those after `after` (the `dead_at` and

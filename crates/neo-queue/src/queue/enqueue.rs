@@ -101,6 +101,67 @@ impl Queue {
         }
     }
 
+    /// Enqueues jobs of several tenants in one statement, in `exec`, for work that spans
+    /// tenants by design (a webhook fan-out, a scheduler): what
+    /// [`enqueue_many`](Self::enqueue_many) does in a queue with a fixed schema. Under
+    /// row-level security every job must name its tenant (a [`TenantId`]); nothing checks or
+    /// sets the transaction's tenant, so `exec` should be on the system role (`BYPASSRLS`), or
+    /// act for the one tenant all the jobs name (the policy refuses any other row).
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(queue: neo_queue::Queue, system: neo_db::Db) -> neo_queue::Result<()> {
+    /// use neo_core::TenantId;
+    /// use neo_queue::{NewJob, OnDuplicate};
+    /// let jobs = [TenantId::new(), TenantId::new()]
+    ///     .map(|tenant| NewJob::new("report.build", &serde_json::json!({})).map(|j| j.tenant_id(tenant)));
+    /// let jobs = jobs.into_iter().collect::<Result<Vec<_>, _>>()?;
+    /// queue.enqueue_across_tenants(system.pool(), jobs, OnDuplicate::Skip).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Invalid`], before anything is written, for a job without a tenant id under
+    /// row-level security, and for a queue with a schema per tenant (each tenant's jobs are in
+    /// its own table: enqueue them per tenant); otherwise as [`enqueue_many`](Self::enqueue_many).
+    pub async fn enqueue_across_tenants<'c, A>(
+        &self,
+        exec: A,
+        jobs: Vec<NewJob>,
+        on_duplicate: OnDuplicate,
+    ) -> Result<Vec<Option<JobId>>>
+    where
+        A: Acquire<'c, Database = Postgres> + Send,
+    {
+        if !self.is_tenant_isolated() {
+            return self.enqueue_many(exec, jobs, on_duplicate).await;
+        }
+        if self.rls_setting().is_none() {
+            return Err(Error::invalid(
+                "enqueue across tenants",
+                "a queue with a schema per tenant keeps each tenant's jobs in its own table: \
+                 enqueue them per tenant",
+            ));
+        }
+        if jobs.is_empty() {
+            return Ok(Vec::new());
+        }
+        for job in &jobs {
+            let text = job.tenant.as_deref().unwrap_or_default();
+            TenantId::parse(text).map_err(|e| {
+                Error::invalid(
+                    "job tenant",
+                    format!("{text:?} under row-level security needs a tenant id: {e}"),
+                )
+            })?;
+        }
+        let scope = self.scope_of(None)?;
+        let mut tx = exec.begin().await?;
+        let ids = self.enqueue_on(&mut tx, &scope, jobs, on_duplicate).await?;
+        tx.commit().await?;
+        Ok(ids)
+    }
+
     /// Puts `tenant`'s row-level-security setting in force in the open transaction, unless it
     /// is already (the caller's transaction entered it).
     ///

@@ -28,8 +28,7 @@ pub use cancel::{CancelFilter, Cancelled};
 pub use console_reads::CappedDepth;
 use neo_core::TenantId;
 use neo_db::{
-    Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, TenantIsolation,
-    quote_identifier,
+    Db, MigrationReport, MigrationSet, RlsSetting, Schema, TenantIsolation, quote_identifier,
 };
 pub use pause::PauseStatus;
 pub(crate) use periodic::Advances;
@@ -37,7 +36,6 @@ pub use periodic::PeriodicState;
 pub use progress::JobOutput;
 pub use retention::Pruned;
 pub(crate) use retention::prune_due;
-use statements::Statements;
 use std::sync::Arc;
 use std::time::Duration;
 use tenant_mode::Mode;
@@ -92,13 +90,13 @@ impl Queue {
     pub fn new(db: &Db, config: QueueConfig) -> Result<Self> {
         let schema = Schema::new(&config.schema)?;
         Self::check(&config)?;
-        let t = TableName::new("jobs")?.in_schema(&schema);
-        let sql = Arc::new(Statements::new(&t, false, &config));
+        let config = Arc::new(config);
+        let mode = Mode::fixed(schema, tenant_mode::statements(&config, false))?;
         Ok(Queue {
             db: db.clone(),
             system: db.clone(),
-            config: Arc::new(config),
-            mode: Arc::new(Mode::Fixed { schema, sql }),
+            config,
+            mode: Arc::new(mode),
             tenant: None,
         })
     }
@@ -133,11 +131,14 @@ impl Queue {
     ) -> Result<Self> {
         let schema = Schema::new(&config.schema)?;
         Self::check(&config)?;
+        let config = Arc::new(config);
+        let statements = tenant_mode::statements(&config, isolation.is_row_level_security());
+        let mode = Mode::isolated(schema, isolation, statements)?;
         Ok(Queue {
             db: db.clone(),
             system: system.clone(),
-            mode: Arc::new(Mode::new(schema, isolation, &config)?),
-            config: Arc::new(config),
+            config,
+            mode: Arc::new(mode),
             tenant: None,
         })
     }

@@ -12,135 +12,61 @@
 
 use super::Queue;
 use super::statements::Statements;
-use crate::{Error, NewJob, Result};
+use crate::{Error, NewJob, QueueConfig, Result};
 use neo_core::TenantId;
 use neo_db::{
-    Ident, MigrationSet, RlsSetting, Schema, StatementConnection, TableName, TenantIsolation,
-    TenantSchemaResolver,
+    Ident, MigrationSet, RlsSetting, Schema, StatementConnection, StoreScope, StoreTenancy,
+    TableName, TenancyMode,
 };
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-/// Most tenant schemas whose statements are kept built; past it the set starts again.
-const KEPT_SCHEMAS: usize = 1_024;
-
-/// The queue's isolation.
-#[derive(Debug)]
-pub(super) enum Mode {
-    /// One schema; `tenant` is a fairness key and nothing more (`Queue::new`).
-    Fixed {
-        schema: Schema,
-        sql: Arc<Statements>,
-    },
-    /// A `jobs` table in each tenant's schema; statements built per schema and kept.
-    Schemas {
-        resolver: Arc<dyn TenantSchemaResolver>,
-        built: Mutex<HashMap<Schema, Arc<Statements>>>,
-    },
-    /// One shared `jobs` table in `schema` under row-level security.
-    Rls {
-        schema: Schema,
-        isolation: TenantIsolation,
-        setting: RlsSetting,
-        sql: Arc<Statements>,
-    },
-}
-
-impl Mode {
-    pub(super) fn new(
-        schema: Schema,
-        isolation: TenantIsolation,
-        config: &crate::QueueConfig,
-    ) -> Result<Self> {
-        Ok(match isolation {
-            TenantIsolation::SchemaPerTenant(resolver) => Mode::Schemas {
-                resolver,
-                built: Mutex::new(HashMap::new()),
-            },
-            TenantIsolation::RowLevelSecurity(ref setting) => Mode::Rls {
-                sql: Arc::new(Statements::new(&jobs_in(&schema)?, true, config)),
-                setting: setting.clone(),
-                schema,
-                isolation,
-            },
-            other => {
-                return Err(Error::invalid(
-                    "tenant isolation",
-                    format!("{other:?} is not supported by the queue"),
-                ));
-            }
-        })
-    }
-}
-
-fn jobs_in(schema: &Schema) -> Result<TableName> {
-    Ok(TableName::new("jobs")?.in_schema(schema))
-}
+/// The queue's isolation and the statements of each `jobs` table ([`neo_db::StoreTenancy`]).
+pub(super) type Mode = StoreTenancy<Statements, Error>;
 
 /// What one call acts on: the statements of its table and its tenant (`None` in a queue with
 /// a fixed schema, and for the cross-tenant work of a row-level-security queue).
-pub(super) struct Scoped {
-    pub(super) sql: Arc<Statements>,
-    pub(super) tenant: Option<TenantId>,
+pub(super) type Scoped = StoreScope<Statements>;
+
+/// Builds the statements of the `jobs` table in a schema; `per_tenant_keys` under row-level
+/// security (unique keys are unique per tenant there).
+pub(super) fn statements(
+    config: &Arc<QueueConfig>,
+    per_tenant_keys: bool,
+) -> impl Fn(&Schema) -> Result<Statements> + Send + Sync + 'static {
+    let config = Arc::clone(config);
+    move |schema| {
+        let jobs = TableName::new("jobs")?.in_schema(schema);
+        Ok(Statements::new(&jobs, per_tenant_keys, &config))
+    }
 }
 
 impl Queue {
     /// Whether the queue keeps tenants apart (schema per tenant or row-level security).
     pub fn is_tenant_isolated(&self) -> bool {
-        !matches!(*self.mode, Mode::Fixed { .. })
+        self.mode.is_isolated()
     }
 
-    /// The tenant a tenant-scoped call acts for: the bound one, else the task's; `None` in a
-    /// queue with a fixed schema.
+    /// The statements and tenant of a tenant-scoped call, acting for the bound tenant, else
+    /// the task's (`None` in a queue with a fixed schema).
     ///
     /// # Errors
     /// [`Error::Tenant`] in a tenant-isolated queue without either (fail closed).
-    pub(super) fn acting_tenant(&self) -> Result<Option<TenantId>> {
-        match *self.mode {
-            Mode::Fixed { .. } => Ok(None),
-            Mode::Schemas { .. } | Mode::Rls { .. } => match self.tenant {
-                Some(tenant) => Ok(Some(tenant)),
-                None => Ok(Some(neo_tenant::require()?)),
-            },
-        }
-    }
-
-    /// The statements and tenant of a tenant-scoped call; fails closed without a tenant.
     pub(super) fn tenant_scope(&self) -> Result<Scoped> {
-        let tenant = self.acting_tenant()?;
-        self.scope_of(tenant)
+        self.mode.scope(self.tenant)
     }
 
     /// The statements of `tenant`'s table (the shared one outside schema-per-tenant mode).
     pub(super) fn scope_of(&self, tenant: Option<TenantId>) -> Result<Scoped> {
-        let sql = match (&*self.mode, tenant) {
-            (Mode::Fixed { sql, .. } | Mode::Rls { sql, .. }, _) => Arc::clone(sql),
-            (Mode::Schemas { resolver, built }, Some(tenant)) => {
-                let schema = resolver.schema(tenant)?;
-                let mut built = neo_core::sync::lock(built);
-                if let Some(sql) = built.get(&schema) {
-                    Arc::clone(sql)
-                } else {
-                    let sql = Arc::new(Statements::new(&jobs_in(&schema)?, false, &self.config));
-                    if built.len() >= KEPT_SCHEMAS {
-                        built.clear();
-                    }
-                    built.insert(schema, Arc::clone(&sql));
-                    sql
-                }
-            }
-            (Mode::Schemas { .. }, None) => return Err(neo_tenant::Error::NoTenantInScope.into()),
-        };
-        Ok(Scoped { sql, tenant })
+        self.mode.scope_of(tenant)
     }
 
     /// The statements of work that spans tenants (claims, receipts, rescue): the shared
     /// table's, with no tenant; in schema-per-tenant mode the acting tenant's table (a
     /// worker serves one tenant's schema), failing closed without one.
     pub(super) fn system_scope(&self) -> Result<Scoped> {
-        match *self.mode {
-            Mode::Fixed { .. } | Mode::Rls { .. } => self.scope_of(None),
-            Mode::Schemas { .. } => self.tenant_scope(),
+        match self.mode.mode() {
+            TenancyMode::SchemaPerTenant => self.tenant_scope(),
+            _ => self.scope_of(None),
         }
     }
 
@@ -148,13 +74,9 @@ impl Queue {
     /// row-level security a transaction whose `BEGIN` sets the tenant in the same round
     /// trip; otherwise the plain statement connection.
     pub(super) async fn tenant_connection(&self, scope: &Scoped) -> Result<StatementConnection> {
-        match (&*self.mode, scope.tenant) {
-            (Mode::Rls { isolation, .. }, Some(tenant)) => Ok(isolation
-                .statement_connection_on(&self.db, self.db.pool(), tenant)
-                .await?),
-            (Mode::Rls { .. }, None) => Err(neo_tenant::Error::NoTenantInScope.into()),
-            _ => Ok(self.db.statement_connection().await?),
-        }
+        self.mode
+            .connection_on(&self.db, self.db.pool(), scope)
+            .await
     }
 
     /// A connection on the system `Db` for work that spans tenants.
@@ -164,10 +86,7 @@ impl Queue {
 
     /// The row-level-security setting, in that mode.
     pub(super) fn rls_setting(&self) -> Option<&RlsSetting> {
-        match &*self.mode {
-            Mode::Rls { setting, .. } => Some(setting),
-            _ => None,
-        }
+        self.mode.rls_setting()
     }
 
     /// Gives every job of a tenant-isolated queue its tenant and returns the one tenant the
@@ -179,7 +98,7 @@ impl Queue {
     /// [`Error::Tenant`] when no job names a tenant and none is in scope; [`Error::Invalid`]
     /// for a tenant that is not a tenant id, or jobs of several tenants in one call.
     pub(super) fn stamp_tenant(&self, jobs: &mut [NewJob]) -> Result<Option<TenantId>> {
-        if matches!(*self.mode, Mode::Fixed { .. }) {
+        if !self.mode.is_isolated() {
             return Ok(None);
         }
         let mut acting = match self.tenant {
@@ -221,28 +140,16 @@ impl Queue {
     /// (schema per tenant, so it needs a tenant); the shared schema's set with the
     /// row-level-security migration.
     pub(super) fn migrations_here(&self) -> Result<(MigrationSet, Schema)> {
-        match &*self.mode {
-            Mode::Fixed { schema, .. } => Ok((Self::migrations()?, schema.clone())),
-            Mode::Schemas { resolver, .. } => {
-                let tenant = match self.tenant {
-                    Some(tenant) => tenant,
-                    None => neo_tenant::require()?,
-                };
-                Ok((Self::migrations()?, resolver.schema(tenant)?))
-            }
-            Mode::Rls {
-                schema, setting, ..
-            } => Ok((Self::rls_migrations(setting)?, schema.clone())),
-        }
+        let set = match self.mode.rls_setting() {
+            Some(setting) => Self::rls_migrations(setting)?,
+            None => Self::migrations()?,
+        };
+        Ok((set, self.mode.migration_schema(self.tenant)?))
     }
 
     /// The schema of the `jobs` table `tenant`'s jobs are in.
     pub(super) fn schema_of(&self, tenant: Option<TenantId>) -> Result<Schema> {
-        match (&*self.mode, tenant) {
-            (Mode::Fixed { schema, .. } | Mode::Rls { schema, .. }, _) => Ok(schema.clone()),
-            (Mode::Schemas { resolver, .. }, Some(tenant)) => Ok(resolver.schema(tenant)?),
-            (Mode::Schemas { .. }, None) => Err(neo_tenant::Error::NoTenantInScope.into()),
-        }
+        self.mode.schema_of(tenant)
     }
 }
 

@@ -33,6 +33,7 @@ isolation!(
     tenant_a_never_reads_counts_or_changes_tenant_b,
     calls_without_a_tenant_fail_closed,
     enqueue_in_a_callers_transaction_acts_for_its_tenant_only,
+    enqueue_across_tenants_needs_each_jobs_tenant_and_shared_tables,
 );
 
 fn job(kind: &str, n: i64) -> NewJob {
@@ -284,6 +285,61 @@ async fn enqueue_in_a_callers_transaction_acts_for_its_tenant_only(mode: Mode, r
         assert_eq!(queue.for_tenant(b).depth().await.unwrap().available, 0);
     }
     assert_eq!(qa.depth().await.unwrap().available, 1);
+}
+
+/// Work that spans tenants (a webhook fan-out) enqueues several tenants' jobs in one statement
+/// on the system role: under row-level security each job must name its tenant, and each
+/// tenant then sees its own; a schema per tenant refuses it (one table per tenant). A refused
+/// call writes nothing.
+async fn enqueue_across_tenants_needs_each_jobs_tenant_and_shared_tables(
+    mode: Mode,
+    route: PgRoute,
+) {
+    let (a, b) = (TenantId::new(), TenantId::new());
+    let (_s, _db, queue) = isolated(mode, route, |c| c, &[a, b]).await;
+    let system = queue.system_db().clone();
+    let both = || vec![job("a", 1).tenant_id(a), job("b", 1).tenant_id(b)];
+    if mode == Mode::Schemas {
+        let refused = queue
+            .enqueue_across_tenants(system.pool(), both(), OnDuplicate::Skip)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Validation, "{refused}");
+        assert!(refused.to_string().contains("per tenant"), "{refused}");
+        return;
+    }
+    // No tenant in scope: the jobs name theirs.
+    let mut tx = system.begin().await.unwrap();
+    let ids = queue
+        .enqueue_across_tenants(&mut *tx, both(), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let (ida, idb) = (ids[0].unwrap(), ids[1].unwrap());
+    let (qa, qb) = (queue.for_tenant(a), queue.for_tenant(b));
+    assert_eq!(
+        qa.get(ida).await.unwrap().unwrap().tenant_id().unwrap(),
+        Some(a)
+    );
+    assert_eq!(
+        qb.get(idb).await.unwrap().unwrap().tenant_id().unwrap(),
+        Some(b)
+    );
+    assert_eq!(qa.get(idb).await.unwrap(), None, "A does not see B's job");
+    assert_eq!(qb.get(ida).await.unwrap(), None, "B does not see A's job");
+    // A job without a tenant id is refused, and its neighbours are not written.
+    for refused in [
+        vec![job("a", 2).tenant_id(a), job("x", 1)],
+        vec![job("a", 3).tenant_id(a), job("x", 2).tenant("eu-west/acme")],
+    ] {
+        let error = queue
+            .enqueue_across_tenants(system.pool(), refused, OnDuplicate::Skip)
+            .await
+            .unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Validation, "{error}");
+    }
+    assert_eq!(qa.depth().await.unwrap().available, 1);
+    assert_eq!(qb.depth().await.unwrap().available, 1);
 }
 
 /// Raw SQL on the application role (never the owner, never a superuser): without the tenant

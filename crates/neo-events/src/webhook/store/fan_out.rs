@@ -3,20 +3,20 @@
 //! A delivery and its job name the tenant of the event that caused them.
 
 use super::{Webhooks, db_error};
-use crate::webhook::inline::InlineAttempt;
+use crate::webhook::inline::{InlineAttempt, InlineJob};
 use crate::webhook::rows::Target;
 use crate::{DomainEvent, EventError};
 use chrono::{DateTime, Utc};
 use neo_core::{TenantId, TraceContext};
-use neo_queue::{NewJob, OnDuplicate};
+use neo_queue::{JobError, NewJob, OnDuplicate};
 use sqlx::types::Json;
 use sqlx::{AssertSqlSafe, FromRow};
 use std::sync::Arc;
 use tokio::sync::{OwnedSemaphorePermit, watch};
 use uuid::Uuid;
 
-/// A delivery just made pending (by fan-out or replay):
-/// `RETURNING id, queued, endpoint_id, tenant_id, trace_context`.
+/// A delivery just made pending (by fan-out, replay, verification or its FIFO turn):
+/// `RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, replays`.
 #[derive(Debug, sqlx::FromRow)]
 pub(in crate::webhook) struct Pending {
     /// The delivery.
@@ -32,18 +32,20 @@ pub(in crate::webhook) struct Pending {
     pub(super) trace_context: Option<TraceContext>,
     /// Its endpoint's region, whose job kind its job is of.
     pub(super) region: Option<String>,
+    /// How often it was replayed: part of its job's unique key (see [`delivery_job_key`]).
+    pub(super) replays: i32,
 }
 
-/// A FIFO head as `fifo_head` returns it: id, tenant, trace context (JSON), region.
-type HeadRow = (
-    i64,
-    Option<TenantId>,
-    Option<Json<TraceContext>>,
-    Option<String>,
-);
-
-/// A delivery to enqueue a job for: its id, tenant, trace context and region.
-type Queued = (i64, Option<TenantId>, Option<TraceContext>, Option<String>);
+/// The unique key of a delivery's job: one job per delivery and life. A replay starts a new
+/// life with a key of its own, so a replay made while the job that let the delivery die is
+/// still unacknowledged (acks are batched) is not skipped as that job's duplicate.
+fn delivery_job_key(delivery: i64, replays: i32) -> String {
+    if replays == 0 {
+        format!("webhook-delivery:{delivery}")
+    } else {
+        format!("webhook-delivery:{delivery}:replay-{replays}")
+    }
+}
 
 impl Webhooks {
     /// Checks an event before it is published, as fan-out will: its message must fit
@@ -187,7 +189,7 @@ impl Webhooks {
                 let due = Utc::now() + backstop;
                 // Built before the attempts start, which are told their jobs' ids: a failed
                 // attempt moves its job to its retry's time.
-                let jobs = self.delivery_jobs(&queued(&created), Some(due))?;
+                let jobs = self.delivery_jobs(&created, Some(due))?;
                 // Sent now, while the jobs are enqueued and the transaction commits.
                 self.attempt_inline(&created, targets, slots, due, &jobs, &committed);
                 Some(jobs)
@@ -234,16 +236,34 @@ impl Webhooks {
         let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
         for (((row, target), slot), job) in queued.zip(slots).zip(jobs) {
             let (webhooks, id, trace) = (self.clone(), row.id, row.trace_context.clone());
+            let job = InlineJob {
+                id: job.id(),
+                due: job_due,
+                tenant: row.tenant_id,
+            };
             let inline = InlineAttempt {
-                job: job.id(),
-                job_due,
+                job,
                 committed: committed.clone(),
             };
+            let mut committed = committed.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                if let Err(error) = webhooks.attempt(id, 1, Some(inline), target, trace).await {
-                    // Not sent (gates refused) or not recorded: the job does it.
-                    tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
+                match webhooks.attempt(id, 1, Some(inline), target, trace).await {
+                    // Not sent: the endpoint's rate limit or breaker said when to come back,
+                    // which its job does rather than wait out its backstop time.
+                    Err(JobError::Snooze(wait)) => {
+                        let at = Utc::now()
+                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+                        if committed.wait_for(|done| *done).await.is_ok() {
+                            webhooks.move_inline_job(&job, at).await;
+                        }
+                    }
+                    // Failed and recorded (its job was moved to the retry's time), or not
+                    // recorded: the job does it.
+                    Err(error) => {
+                        tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
+                    }
+                    Ok(()) => {}
                 }
             });
         }
@@ -269,7 +289,7 @@ impl Webhooks {
     ) -> Result<(), EventError> {
         let jobs = match jobs {
             Some(jobs) => jobs,
-            None => self.delivery_jobs(&queued(rows), None)?,
+            None => self.delivery_jobs(rows, None)?,
         };
         self.enqueue_jobs(tx, jobs).await?;
         let mut fifo: Vec<Uuid> = rows
@@ -305,34 +325,32 @@ impl Webhooks {
             .execute(&mut ***tx)
             .await
             .map_err(db_error)?;
-        let head: Vec<HeadRow> = sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
+        let head: Vec<Pending> = sqlx::query_as(AssertSqlSafe(self.inner.sql.fifo_head.clone()))
             .persistent(self.named_on_either())
             .bind(endpoint)
             .fetch_all(&mut ***tx)
             .await
             .map_err(db_error)?;
-        let head: Vec<Queued> = head
-            .into_iter()
-            .map(|(id, tenant, trace, region)| (id, tenant, trace.map(|json| json.0), region))
-            .collect();
         let jobs = self.delivery_jobs(&head, None)?;
         self.enqueue_jobs(tx, jobs).await
     }
 
-    /// One job per delivery, naming the delivery's tenant and carrying its trace context;
-    /// with `inline`, jobs due then whose payload says their delivery's first attempt is
-    /// made inline (the job's attempt 1 is the delivery's 2nd).
+    /// One job per queued delivery (FIFO ones wait for their turn), naming the delivery's
+    /// tenant and carrying its trace context; with `inline`, jobs due then whose payload says
+    /// their delivery's first attempt is made inline (the job's attempt 1 is the delivery's
+    /// 2nd).
     fn delivery_jobs(
         &self,
-        deliveries: &[Queued],
+        deliveries: &[Pending],
         inline: Option<DateTime<Utc>>,
     ) -> Result<Vec<NewJob>, EventError> {
         let attempts = self.inner.config.max_attempts();
         let jobs = deliveries
             .iter()
-            .map(|(id, tenant, trace, region)| {
-                let (id, tenant) = (*id, *tenant);
-                let kind = self.job_kind(region.as_deref());
+            .filter(|delivery| delivery.queued)
+            .map(|delivery| {
+                let (id, tenant) = (delivery.id, delivery.tenant_id);
+                let kind = self.job_kind(delivery.region.as_deref());
                 let job = match inline {
                     None => NewJob::new(&kind, &serde_json::json!({ "delivery": id }))?
                         .max_attempts(attempts),
@@ -343,9 +361,9 @@ impl Webhooks {
                     .max_attempts((attempts - 1).max(1))
                     .run_at(due),
                 }
-                .unique_key(format!("webhook-delivery:{id}"))
+                .unique_key(delivery_job_key(id, delivery.replays))
                 // The event's context, not the dispatch round's the job was made in.
-                .trace_context(trace.clone());
+                .trace_context(delivery.trace_context.clone());
                 Ok(match tenant {
                     Some(tenant) => job.tenant_id(tenant),
                     None => job,
@@ -361,21 +379,14 @@ impl Webhooks {
         tx: &mut neo_db::UnitOfWork,
         jobs: Vec<NewJob>,
     ) -> Result<(), EventError> {
+        // Each job names its delivery's tenant: in one call they may be several tenants'
+        // (fan-out spans tenants), which a queue under row-level security takes this way.
         self.inner
             .queue
-            .enqueue_many(&mut ***tx, jobs, OnDuplicate::Skip)
+            .enqueue_across_tenants(&mut ***tx, jobs, OnDuplicate::Skip)
             .await?;
         Ok(())
     }
-}
-
-/// The queued deliveries among `rows` (FIFO ones wait for their turn), as jobs are made for
-/// them.
-fn queued(rows: &[Pending]) -> Vec<Queued> {
-    rows.iter()
-        .filter(|r| r.queued)
-        .map(|r| (r.id, r.tenant_id, r.trace_context.clone(), r.region.clone()))
-        .collect()
 }
 
 /// The messages of a fan-out, as the statement binds them.

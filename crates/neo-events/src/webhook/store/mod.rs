@@ -230,7 +230,12 @@ impl Webhooks {
     /// role that is neither the tables' owner nor `BYPASSRLS`), cross-tenant work on `system`
     /// (a `BYPASSRLS` role). Call it on the value `new` or `sealed` returned, before cloning
     /// it. Migrate with [`rls_migrations`](Self::rls_migrations) as the owner, then grant
-    /// both roles the tables ([`neo_db::tenancy::grant_app_role`]).
+    /// both roles the tables ([`neo_db::tenancy::grant_app_role`]). The delivery queue may
+    /// be one of a fixed schema, or tenant-isolated under row-level security too
+    /// ([`Queue::tenant_isolated`](neo_queue::Queue::tenant_isolated) on the same two roles),
+    /// which puts every delivery job under the policy: fan-out enqueues them with
+    /// [`Queue::enqueue_across_tenants`](neo_queue::Queue::enqueue_across_tenants). A queue
+    /// with a schema per tenant cannot take one fan-out's several tenants' jobs.
     ///
     /// # Errors
     /// [`EventError::Invalid`] when this value was cloned already.
@@ -341,6 +346,11 @@ impl Webhooks {
                 12,
                 "endpoint regions",
                 include_str!("../../../migrations/webhooks/12_endpoint_regions.sql"),
+            )
+            .with(
+                13,
+                "deliveries count their replays",
+                include_str!("../../../migrations/webhooks/13_deliveries_count_their_replays.sql"),
             )
             .with(
                 40,

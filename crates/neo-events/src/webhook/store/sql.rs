@@ -138,7 +138,7 @@ impl Sql {
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id, created_at) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region"
+                 ON CONFLICT (message_id, endpoint_id, created_at) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, replays"
             ),
             // `fan_out`, returning with each new delivery what sending it reads (the columns
             // of `load_for_send`), for the first attempts fan-out makes inline.
@@ -152,8 +152,8 @@ impl Sql {
                  JOIN {subs} s ON s.endpoint_id = en.id AND (s.filter = '*' OR s.filter = ev.event_type \
                       OR (right(s.filter, 2) = '.*' AND starts_with(ev.event_type, left(s.filter, -1)))) \
                  ORDER BY ev.ord, en.id \
-                 ON CONFLICT (message_id, endpoint_id, created_at) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, message_id) \
-                 SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.trace_context, ins.region, ins.id AS delivery_id, 'pending' AS status, \
+                 ON CONFLICT (message_id, endpoint_id, created_at) DO NOTHING RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, replays, message_id) \
+                 SELECT ins.id, ins.queued, ins.endpoint_id, ins.tenant_id, ins.trace_context, ins.region, ins.replays, ins.id AS delivery_id, 'pending' AS status, \
                  ins.message_id, b.body, e.url, e.secrets, coalesce(e.secrets_overlap_until > now(), false) AS overlapping, \
                  e.enabled, e.rate_limit_per_second AS rate, e.headers, e.fifo, e.verification IS NULL AS verified \
                  FROM ins JOIN (SELECT DISTINCT ON (id) id, body FROM ev) b ON b.id = ins.message_id \
@@ -207,15 +207,15 @@ impl Sql {
             ),
             replay_one: format!(
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
-                 queued = NOT e.fifo AND e.verification IS NULL FROM {endpoints} e \
+                 replays = d.replays + 1, queued = NOT e.fifo AND e.verification IS NULL FROM {endpoints} e \
                  WHERE d.id = $1 AND d.status = 'dead' AND e.id = d.endpoint_id \
-                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context, d.region"
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context, d.region, d.replays"
             ),
             replay_since: format!(
                 "UPDATE {deliveries} d SET status = 'pending', next_attempt_at = NULL, updated_at = now(), \
-                 queued = NOT e.fifo AND e.verification IS NULL FROM {endpoints} e \
+                 replays = d.replays + 1, queued = NOT e.fifo AND e.verification IS NULL FROM {endpoints} e \
                  WHERE d.endpoint_id = $1 AND d.status = 'dead' AND d.updated_at >= $2 AND e.id = d.endpoint_id \
-                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context, d.region"
+                 RETURNING d.id, d.queued, d.endpoint_id, d.tenant_id, d.trace_context, d.region, d.replays"
             ),
             // Finished deliveries older than the cutoff, and deliveries a fan-out recorded for
             // an endpoint deleted while it ran, in bounded batches; then messages no delivery
@@ -263,7 +263,7 @@ impl Sql {
                 "UPDATE {deliveries} SET queued = true WHERE id = \
                  (SELECT id FROM {deliveries} WHERE endpoint_id = $1 AND status = 'pending' ORDER BY id LIMIT 1) \
                  AND NOT queued AND EXISTS (SELECT 1 FROM {endpoints} WHERE id = $1 AND verification IS NULL) \
-                 RETURNING id, tenant_id, trace_context, region"
+                 RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, replays"
             ),
         })
     }
