@@ -4,7 +4,7 @@
 
 use crate::webhooks::{
     Isolation, Mode, Running, Sealing, config, event, finish, publish, receiver_and_endpoint,
-    setup_in, wait_until,
+    setup_in, wait_until, worker_path,
 };
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_db::{Db, DbConfig};
@@ -71,7 +71,8 @@ async fn retention_archives_deliveries_with_their_attempts_and_keeps_pending_one
         retention: Duration::from_secs(1),
         ..PartitionConfig::default()
     };
-    let s = setup_in(mode, cfg).await;
+    // Deliveries through the worker (none runs for the second): no inline first attempts.
+    let s = setup_in(mode, worker_path(cfg)).await;
     let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
     // The first delivery fails once, then succeeds: two attempts in its history.
     receiver.push(ScriptedResponse::status(500));
