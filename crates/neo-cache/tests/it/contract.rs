@@ -258,23 +258,32 @@ async fn a_load_outlives_the_caller_that_stopped_waiting_for_it() {
         let h = Harness::new(kind, |c| c).await;
         let calls = Arc::new(AtomicUsize::new(0));
         let counted = Arc::clone(&calls);
-        let gave_up = tokio::time::timeout(
-            Duration::from_millis(20),
-            h.cache.get_or_load("org:1", move || async move {
-                tokio::time::sleep(Duration::from_millis(150)).await;
-                counted.fetch_add(1, Ordering::SeqCst);
-                Ok::<_, std::io::Error>(Some(org(1)))
-            }),
-        )
-        .await;
-        assert!(gave_up.is_err(), "{kind:?}: the caller stopped waiting");
-        tokio::time::sleep(Duration::from_millis(400)).await;
+        let (started, loader_started) = tokio::sync::oneshot::channel::<()>();
+        let load = h.cache.get_or_load("org:1", move || async move {
+            let _ = started.send(());
+            tokio::time::sleep(Duration::from_millis(150)).await;
+            counted.fetch_add(1, Ordering::SeqCst);
+            Ok::<_, std::io::Error>(Some(org(1)))
+        });
+        // The caller stops waiting once its load is under way (not before: a
+        // caller that gives up during the L2 read never starts a load at all).
+        tokio::select! {
+            _ = load => panic!("{kind:?}: the load finished before its caller stopped waiting"),
+            started = loader_started => started.expect("the loader started"),
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while calls.load(Ordering::SeqCst) == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
         assert_eq!(calls.load(Ordering::SeqCst), 1, "{kind:?}: the load ran on");
-        assert_eq!(
-            h.cache.get("org:1").await.unwrap(),
-            Some(org(1)),
-            "{kind:?}: and stored its value"
-        );
+        let mut stored = None;
+        while stored.is_none() && tokio::time::Instant::now() < deadline {
+            stored = h.cache.get("org:1").await.unwrap();
+            if stored.is_none() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert_eq!(stored, Some(org(1)), "{kind:?}: and stored its value");
     }
 }
 

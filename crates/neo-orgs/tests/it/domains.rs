@@ -88,7 +88,9 @@ async fn domain_state(s: &Setup, org: &Organization, name: &str) -> (bool, i64) 
     (held, stored.version())
 }
 
-/// The default resolver, counting its lookups (so a test knows the job has looked).
+/// The default resolver, counting its answered lookups (so a test knows the job has looked,
+/// and what it saw: counted once the answer is in, a record added after the count cannot
+/// reach that lookup).
 struct Counting {
     inner: neo_orgs::HickoryResolver,
     lookups: Arc<AtomicUsize>,
@@ -96,8 +98,11 @@ struct Counting {
 
 impl DomainResolver for Counting {
     fn txt_records<'a>(&'a self, domain: &'a DomainName) -> neo_orgs::TxtFuture<'a> {
-        self.lookups.fetch_add(1, Ordering::SeqCst);
-        self.inner.txt_records(domain)
+        Box::pin(async move {
+            let answer = self.inner.txt_records(domain).await;
+            self.lookups.fetch_add(1, Ordering::SeqCst);
+            answer
+        })
     }
 }
 
