@@ -270,10 +270,11 @@ async fn deliveries_written_before_partitioning_stay_readable_and_deliverable() 
         .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
         .await
         .unwrap();
-    // A dead delivery and a delivered one, as the unpartitioned table held them.
+    // A dead delivery, a delivered one and a pending one, as the unpartitioned table held
+    // them.
     let mut conn = db.acquire().await.unwrap();
     let mut ids = Vec::new();
-    for (n, status) in [(1, "dead"), (2, "delivered")] {
+    for (n, status) in [(1, "dead"), (2, "delivered"), (3, "pending")] {
         let message = uuid::Uuid::now_v7();
         sqlx::query(
             "INSERT INTO neo_events.webhook_messages (id, event_type, body) \
@@ -317,7 +318,7 @@ async fn deliveries_written_before_partitioning_stay_readable_and_deliverable() 
     .fetch_all(&mut *conn)
     .await
     .unwrap();
-    assert_eq!(added, ["set", "default"]);
+    assert_eq!(added, ["set", "default", "default"]);
     let default: Option<String> = sqlx::query_scalar(
         "SELECT column_default FROM information_schema.columns \
          WHERE table_schema = 'neo_events' AND table_name = 'webhook_deliveries' AND column_name = 'added_later'",
@@ -367,6 +368,32 @@ async fn deliveries_written_before_partitioning_stay_readable_and_deliverable() 
         || async { webhooks.delivery(ids[0]).await.unwrap().status == DeliveryStatus::Delivered },
     )
     .await;
+    // A job enqueued before jobs carried their delivery's `created_at` names the id alone:
+    // its delivery is found by id (every partition probed), sent and its status written.
+    receiver.push(ScriptedResponse::ok());
+    queue
+        .enqueue(
+            db.pool(),
+            neo_queue::NewJob::new(
+                &webhooks.config().job_kind,
+                &serde_json::json!({ "delivery": ids[2] }),
+            )
+            .unwrap(),
+            neo_queue::OnDuplicate::Error,
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    let sent = receiver.wait_for(2, Duration::from_secs(10)).await;
+    assert_eq!(sent[1].body.as_ref(), b"{\"n\":3}");
+    wait_until(
+        "the old job's delivery delivered",
+        Duration::from_secs(5),
+        || async { webhooks.delivery(ids[2]).await.unwrap().status == DeliveryStatus::Delivered },
+    )
+    .await;
+    let old_job = webhooks.delivery(ids[2]).await.unwrap();
+    assert_eq!(old_job.attempts, 4, "the old job's attempt recorded");
     let homes = deliveries_by_partition(&db, &ids).await;
     assert!(
         homes

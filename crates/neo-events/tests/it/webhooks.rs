@@ -1214,11 +1214,15 @@ async fn job_tenants(s: &Setup) -> HashMap<i64, Option<neo_core::TenantId>> {
     for job in jobs {
         let delivery = job.payload["delivery"].as_i64().unwrap();
         let tenant = job.tenant_id().unwrap();
+        let row = s.webhooks.delivery(delivery).await.unwrap();
         assert_eq!(
-            s.webhooks.delivery(delivery).await.unwrap().tenant_id,
-            tenant,
+            row.tenant_id, tenant,
             "the job and its delivery name the same tenant"
         );
+        // And its partition key, which the delivery's lookups name.
+        let created_at: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(job.payload["created_at"].clone()).unwrap();
+        assert_eq!(created_at, row.created_at);
         tenants.insert(delivery, tenant);
         assert_eq!(s.queue.release(&[job.receipt()]).await.unwrap(), vec![]);
     }
