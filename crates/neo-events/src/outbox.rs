@@ -157,11 +157,15 @@ impl Outbox {
             // empty finds the rows by scanning the whole table, and keeps doing so as it grows
             // (`auto_explain` caught a 500-event claim taking 112 ms that way, reading 20,350
             // rows).
+            // The partition key (`recorded_at`) joined too: each picked row's update then runs
+            // in its own partition alone (pruned as the join runs) instead of a TID scan of
+            // every partition per row (at 16 partitions, 100 events: 2.1 ms against 1.0-1.5).
             claim: format!(
-                "WITH picked AS (SELECT tableoid AS part, ctid AS row_id FROM {t} WHERE processed_at IS NULL \
+                "WITH picked AS (SELECT tableoid AS part, ctid AS row_id, recorded_at AS at FROM {t} WHERE processed_at IS NULL \
                  ORDER BY recorded_at, id LIMIT $1 FOR UPDATE SKIP LOCKED), \
                  claimed AS (UPDATE {t} AS o SET processed_at = now() FROM picked \
-                 WHERE o.tableoid = picked.part AND o.ctid = picked.row_id RETURNING {COLUMNS}, recorded_at) \
+                 WHERE o.tableoid = picked.part AND o.ctid = picked.row_id AND o.recorded_at = picked.at \
+                 RETURNING {COLUMNS}, recorded_at) \
                  SELECT {COLUMNS} FROM claimed ORDER BY recorded_at, id"
             ),
             archive: format!(
