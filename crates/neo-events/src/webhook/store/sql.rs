@@ -166,13 +166,18 @@ impl Sql {
                  JOIN {endpoints} e ON e.id = ins.endpoint_id ORDER BY ins.id"
             ),
             // What sending reads, for the deliveries named by id ($1) and `created_at` ($2),
-            // the partition key: planned per call, the plan reads only the partitions holding
-            // these `created_at` values (one, mostly). A delivery of $1 whose own `created_at`
-            // is in $2 is the one asked for (ids are unique).
+            // the partition key: planned per call, `d.created_at = ANY($2)` leaves the plan only
+            // the partitions holding these values (one, mostly). Each delivery is looked up by
+            // its whole primary key in a lateral subquery (`LIMIT 1` keeps the planner from
+            // flattening it into a join): a partition without statistics yet (today's, in its
+            // first minute) otherwise gets a hash join over a scan of the whole partition, as
+            // the id alone is not unique there (measured: 4.3 ms per read against main's 0.46).
             load_for_send: format!(
-                "SELECT {TARGET_COLUMNS} \
-                 FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id \
-                 JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = ANY($1) AND d.created_at = ANY($2)"
+                "SELECT {TARGET_COLUMNS} FROM UNNEST($1::int8[], $2::timestamptz[]) AS k(id, created_at) \
+                 CROSS JOIN LATERAL (SELECT * FROM {deliveries} d WHERE d.id = k.id AND d.created_at = k.created_at \
+                   AND d.created_at = ANY($2) LIMIT 1) d \
+                 JOIN {messages} m ON m.id = d.message_id \
+                 JOIN {endpoints} e ON e.id = d.endpoint_id"
             ),
             // The same by id alone, for jobs enqueued before they carried `created_at`: it
             // probes every partition's primary key.
