@@ -32,6 +32,7 @@ mod error;
 mod event;
 pub mod metric_names;
 mod outbox;
+pub mod partition;
 mod signature;
 #[cfg(feature = "webhooks")]
 mod ssrf;
@@ -44,6 +45,11 @@ pub use error::EventError;
 pub use event::{DomainEvent, MAX_TYPE_LEN};
 pub use outbox::{
     EventBus, MAX_IDEMPOTENCY_KEY_LEN, Outbox, OutboxConfig, PublishCheck, Published,
+};
+#[cfg(feature = "archive")]
+pub use partition::ZstdJsonLines;
+pub use partition::{
+    Partition, PartitionArchive, PartitionConfig, PartitionReport, PartitionWriter,
 };
 #[cfg(feature = "webhooks")]
 pub use ssrf::AddressPolicy;

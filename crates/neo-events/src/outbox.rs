@@ -7,8 +7,11 @@ mod offboard;
 pub use check::PublishCheck;
 pub use idempotent::{MAX_IDEMPOTENCY_KEY_LEN, Published};
 
+use crate::partition::Partitioned;
 use crate::tenancy::{Tenancy, policies};
-use crate::{DomainEvent, EventError};
+use crate::{
+    DomainEvent, EventError, Partition, PartitionArchive, PartitionConfig, PartitionReport,
+};
 use neo_db::{Db, MigrationReport, MigrationSet, RlsSetting, Schema, TableName, quote_identifier};
 use serde::Deserialize;
 use sqlx::{Acquire, AssertSqlSafe, Postgres};
@@ -37,6 +40,10 @@ pub struct OutboxConfig {
     /// it publishes nothing and answers the first event's id.
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// How the events are partitioned by `recorded_at` and retired
+    /// ([`maintain_partitions`](Outbox::maintain_partitions)); from the environment as
+    /// `NEO_EVENTS_OUTBOX_PARTITIONS__WIDTH` etc.
+    pub partitions: PartitionConfig,
 }
 
 impl Default for OutboxConfig {
@@ -48,6 +55,7 @@ impl Default for OutboxConfig {
             poll_interval: Duration::from_secs(1),
             archive_batch: 1_000,
             idempotency_window: Duration::from_secs(24 * 60 * 60),
+            partitions: PartitionConfig::default(),
         }
     }
 }
@@ -62,6 +70,7 @@ struct Sql {
     archive: String,
     pending: String,
     idempotency: idempotent::IdempotencySql,
+    partitioned: Partitioned,
 }
 
 /// Writes events in the caller's transaction and dispatches them after commit; cheap to
@@ -129,6 +138,7 @@ impl Outbox {
                 reason: "batch_size and archive_batch must be at least 1".into(),
             });
         }
+        config.partitions.validate()?;
         let t = TableName::new("outbox")?.in_schema(&schema);
         let archive = TableName::new("outbox_archive")?.in_schema(&schema);
         let sql = Sql {
@@ -139,25 +149,43 @@ impl Outbox {
                  RETURNING id) SELECT count(*) FROM ins, (SELECT pg_notify($12, '')) AS woken"
             ),
             // The pending rows are locked (skipping those another dispatcher holds) and
-            // marked in the same statement, found again by `ctid`. Measured against a locking
+            // marked in the same statement, found again by `(tableoid, ctid)` (the table is
+            // partitioned, migration 20: a `ctid` alone names a row only within its
+            // partition; the join is a TID scan per partition). Measured against a locking
             // SELECT followed by an UPDATE of the same ids: one round trip and one lookup per
             // event less. Planned per call: a generic plan made while the table was nearly
             // empty finds the rows by scanning the whole table, and keeps doing so as it grows
             // (`auto_explain` caught a 500-event claim taking 112 ms that way, reading 20,350
             // rows).
+            // The partition key (`recorded_at`) joined too: each picked row's update then runs
+            // in its own partition alone (pruned as the join runs) instead of a TID scan of
+            // every partition per row (at 16 partitions, 100 events: 2.1 ms against 1.0-1.5).
             claim: format!(
-                "WITH claimed AS (UPDATE {t} SET processed_at = now() WHERE ctid = ANY(ARRAY(\
-                 SELECT ctid FROM {t} WHERE processed_at IS NULL ORDER BY recorded_at, id \
-                 LIMIT $1 FOR UPDATE SKIP LOCKED)) RETURNING {COLUMNS}, recorded_at) \
+                "WITH picked AS (SELECT tableoid AS part, ctid AS row_id, recorded_at AS at FROM {t} WHERE processed_at IS NULL \
+                 ORDER BY recorded_at, id LIMIT $1 FOR UPDATE SKIP LOCKED), \
+                 claimed AS (UPDATE {t} AS o SET processed_at = now() FROM picked \
+                 WHERE o.tableoid = picked.part AND o.ctid = picked.row_id AND o.recorded_at = picked.at \
+                 RETURNING {COLUMNS}, recorded_at) \
                  SELECT {COLUMNS} FROM claimed ORDER BY recorded_at, id"
             ),
             archive: format!(
-                "WITH moved AS (DELETE FROM {t} WHERE id IN (SELECT id FROM {t} WHERE processed_at < now() - $1 * interval '1 millisecond' \
-                 ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED) RETURNING *) \
+                "WITH picked AS (SELECT tableoid AS part, ctid AS row_id FROM {t} \
+                 WHERE processed_at < now() - $1 * interval '1 millisecond' \
+                 ORDER BY processed_at LIMIT $2 FOR UPDATE SKIP LOCKED), \
+                 moved AS (DELETE FROM {t} AS o USING picked WHERE o.tableoid = picked.part AND o.ctid = picked.row_id \
+                 RETURNING o.*) \
                  INSERT INTO {archive} SELECT * FROM moved"
             ),
             pending: format!("SELECT count(*) FROM {t} WHERE processed_at IS NULL"),
             idempotency: idempotent::IdempotencySql::new(&schema)?,
+            partitioned: Partitioned::new(
+                "outbox",
+                &schema,
+                "outbox",
+                "recorded_at",
+                "processed_at IS NULL",
+                None,
+            )?,
         };
         Ok(Outbox {
             db: db.clone(),
@@ -234,6 +262,11 @@ impl Outbox {
                 10,
                 "idempotency keys",
                 include_str!("../migrations/outbox/10_idempotency_keys.sql"),
+            )
+            .with_sql(
+                20,
+                "outbox partitioned by time",
+                crate::partition::migration("outbox", "recorded_at", &[]),
             ))
     }
 
@@ -246,7 +279,62 @@ impl Outbox {
             None => Self::migrations()?,
             Some(setting) => Self::rls_migrations(setting)?,
         };
-        Ok(set.run_in_schema(&self.db, &self.schema).await?)
+        let report = set.run_in_schema(&self.db, &self.schema).await?;
+        self.ensure_partitions().await?;
+        Ok(report)
+    }
+
+    /// Creates the partitions of the current period and
+    /// [`premake`](PartitionConfig::premake) ahead ([`migrate`](Self::migrate) and
+    /// [`maintain_partitions`](Self::maintain_partitions) call it); returns those created. DDL:
+    /// run it on an outbox whose `Db` owns the tables (see [`crate::partition`]).
+    ///
+    /// # Errors
+    /// A database error (e.g. `lock_timeout`); rows keep going to the `DEFAULT` partition.
+    pub async fn ensure_partitions(&self) -> Result<Vec<Partition>, EventError> {
+        self.sql
+            .partitioned
+            .ensure(&self.db, &self.config.partitions)
+            .await
+    }
+
+    /// Partition maintenance, for a periodic job: [`ensure_partitions`](Self::ensure_partitions),
+    /// then retires each partition wholly older than the
+    /// [`retention`](PartitionConfig::retention) that holds no unprocessed event: detached,
+    /// handed to `archive` when given, dropped (see [`crate::partition`]). Constant time per
+    /// partition, unlike [`archive`](Self::archive), which moves rows one by one into
+    /// `outbox_archive` and stays for installs that want that table.
+    ///
+    /// # Example
+    /// ```no_run
+    /// # async fn demo(outbox: neo_events::Outbox) -> Result<(), neo_events::EventError> {
+    /// let report = outbox.maintain_partitions(None).await?;
+    /// println!("{} created, {} dropped", report.created.len(), report.dropped.len());
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// A database error, or the archive's (the partition is then attached again).
+    pub async fn maintain_partitions(
+        &self,
+        archive: Option<&dyn PartitionArchive>,
+    ) -> Result<PartitionReport, EventError> {
+        let created = self.ensure_partitions().await?;
+        let mut report = self
+            .sql
+            .partitioned
+            .retire(&self.db, self.system(), &self.config.partitions, archive)
+            .await?;
+        report.created = created;
+        Ok(report)
+    }
+
+    /// The outbox's partitions with a range, oldest first (the `DEFAULT` one is not listed).
+    ///
+    /// # Errors
+    /// A database error.
+    pub async fn partitions(&self) -> Result<Vec<Partition>, EventError> {
+        self.sql.partitioned.partitions(&self.db).await
     }
 
     /// Records one event; pass `&mut *uow` so it exists only if the transaction commits.
@@ -592,7 +680,9 @@ impl Outbox {
     }
 
     /// Moves events processed more than `older_than` ago to the archive table, in statements
-    /// of `archive_batch` rows; returns how many moved.
+    /// of `archive_batch` rows; returns how many moved. Row by row (a `DELETE` and an
+    /// `INSERT` per event): for installs that keep `outbox_archive`; partition retention
+    /// ([`maintain_partitions`](Self::maintain_partitions)) drops whole partitions instead.
     ///
     /// # Errors
     /// A database error (rows moved by earlier statements stay moved).

@@ -47,5 +47,7 @@ pub use data::{DataFuture, ExportSink, TenantData, store_error};
 pub use error::Error;
 pub use neo_core::TenantId;
 #[cfg(feature = "offboard")]
-pub use offboard::{ArchivedRow, OffboardConfig, OffboardReport, Offboarding, read_archive};
+pub use offboard::{
+    ArchiveWriter, ArchivedRow, OffboardConfig, OffboardReport, Offboarding, read_archive,
+};
 pub use scope::{TenantScope, current, require, scope, sync_scope};

@@ -216,15 +216,9 @@ impl Offboarding {
         tenant: TenantId,
         archive: &Path,
     ) -> Result<BTreeMap<String, u64>, Error> {
-        let partial = archive.with_extension("zst.partial");
-        let file = File::create(&partial).map_err(|e| archive_error(&partial, &e))?;
-        let encoder = zstd::Encoder::new(file, self.config.zstd_level)
-            .map_err(|e| archive_error(&partial, &e))?;
         let mut sink = ArchiveSink {
-            path: partial.clone(),
             store: String::new(),
-            out: BufWriter::new(encoder),
-            line: Vec::new(),
+            writer: ArchiveWriter::create(archive, self.config.zstd_level)?,
         };
         let mut exported = BTreeMap::new();
         for store in &self.stores {
@@ -233,26 +227,74 @@ impl Offboarding {
             tracing::info!(tenant = %tenant, store = store.name(), rows, "tenant data exported");
             exported.insert(store.name().to_owned(), rows);
         }
-        let encoder = sink
-            .out
-            .into_inner()
-            .map_err(|e| archive_error(&partial, e.error()))?;
-        let file = encoder.finish().map_err(|e| archive_error(&partial, &e))?;
-        file.sync_all().map_err(|e| archive_error(&partial, &e))?;
-        std::fs::rename(&partial, archive).map_err(|e| archive_error(archive, &e))?;
+        sink.writer.finish()?;
         Ok(exported)
     }
 }
 
-struct ArchiveSink {
+/// Writes an archive in the format [`read_archive`] reads: zstd-compressed JSON lines, one
+/// [`ArchivedRow`] each. What [`Offboarding`] writes, and what other archivers (neo-events'
+/// partition retention) write so that one reader serves them all.
+///
+/// The rows go to `{path}.partial` (with `.partial` appended to the file name);
+/// [`finish`](Self::finish) flushes, syncs and renames it to `path`, so `path` exists only
+/// complete. A writer dropped without `finish` leaves the partial file.
+///
+/// # Example
+/// ```
+/// # fn demo(dir: &std::path::Path) -> Result<(), neo_tenant::Error> {
+/// use neo_tenant::{ArchiveWriter, read_archive};
+/// let path = dir.join("rows.jsonl.zst");
+/// let mut writer = ArchiveWriter::create(&path, 3)?;
+/// writer.row("outbox", "outbox", serde_json::json!({"id": 1}))?;
+/// writer.finish()?;
+/// let rows = read_archive(&path)?;
+/// assert_eq!(rows[0].row, serde_json::json!({"id": 1}));
+/// # Ok(()) }
+/// # demo(&std::env::temp_dir()).unwrap();
+/// ```
+pub struct ArchiveWriter {
     path: PathBuf,
-    store: String,
+    partial: PathBuf,
     out: BufWriter<zstd::Encoder<'static, File>>,
     line: Vec<u8>,
+    rows: u64,
 }
 
-impl ExportSink for ArchiveSink {
-    fn row(&mut self, table: &str, row: serde_json::Value) -> Result<(), Error> {
+impl std::fmt::Debug for ArchiveWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ArchiveWriter")
+            .field("path", &self.path)
+            .field("rows", &self.rows)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ArchiveWriter {
+    /// Starts the archive `path` at zstd `level` (1 fast to 22 small).
+    ///
+    /// # Errors
+    /// [`Error::Archive`] when the partial file cannot be created.
+    pub fn create(path: &Path, level: i32) -> Result<Self, Error> {
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".partial");
+        let partial = path.with_file_name(name);
+        let file = File::create(&partial).map_err(|e| archive_error(&partial, &e))?;
+        let encoder = zstd::Encoder::new(file, level).map_err(|e| archive_error(&partial, &e))?;
+        Ok(ArchiveWriter {
+            path: path.to_owned(),
+            partial,
+            out: BufWriter::new(encoder),
+            line: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    /// Appends one row of `store`'s `table`.
+    ///
+    /// # Errors
+    /// [`Error::Archive`] when it cannot be written.
+    pub fn row(&mut self, store: &str, table: &str, row: serde_json::Value) -> Result<(), Error> {
         #[derive(Serialize)]
         struct Line<'a> {
             store: &'a str,
@@ -260,19 +302,47 @@ impl ExportSink for ArchiveSink {
             row: serde_json::Value,
         }
         self.line.clear();
-        serde_json::to_writer(
-            &mut self.line,
-            &Line {
-                store: &self.store,
-                table,
-                row,
-            },
-        )
-        .map_err(|e| archive_error(&self.path, &e))?;
+        serde_json::to_writer(&mut self.line, &Line { store, table, row })
+            .map_err(|e| archive_error(&self.partial, &e))?;
         self.line.push(b'\n');
         self.out
             .write_all(&self.line)
-            .map_err(|e| archive_error(&self.path, &e))
+            .map_err(|e| archive_error(&self.partial, &e))?;
+        self.rows += 1;
+        Ok(())
+    }
+
+    /// Rows written so far.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Ends the compressed stream, syncs the file and renames it to the archive's path;
+    /// returns that path.
+    ///
+    /// # Errors
+    /// [`Error::Archive`] when any of that fails (the partial file may be left).
+    pub fn finish(self) -> Result<PathBuf, Error> {
+        let partial = self.partial;
+        let encoder = self
+            .out
+            .into_inner()
+            .map_err(|e| archive_error(&partial, e.error()))?;
+        let file = encoder.finish().map_err(|e| archive_error(&partial, &e))?;
+        file.sync_all().map_err(|e| archive_error(&partial, &e))?;
+        std::fs::rename(&partial, &self.path).map_err(|e| archive_error(&self.path, &e))?;
+        Ok(self.path)
+    }
+}
+
+struct ArchiveSink {
+    store: String,
+    writer: ArchiveWriter,
+}
+
+impl ExportSink for ArchiveSink {
+    fn row(&mut self, table: &str, row: serde_json::Value) -> Result<(), Error> {
+        self.writer.row(&self.store, table, row)
     }
 }
 

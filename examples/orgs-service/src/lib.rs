@@ -181,6 +181,9 @@ fn uuid_bytes() -> Vec<u8> {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Retained {
+    /// Outbox and delivery partitions dropped whole (older than their
+    /// [`PartitionConfig::retention`](neo_commons::events::PartitionConfig)).
+    pub partitions_dropped: u64,
     /// Processed outbox events moved to the archive.
     pub events: u64,
     /// Finished webhook deliveries deleted.
@@ -201,8 +204,9 @@ pub struct Roles {
     pub deliver: bool,
     /// Run the metrics sampler (it samples the database only while it holds the lease).
     pub sample: bool,
-    /// Run retention ([`RetentionConfig`]): archive processed outbox events, delete finished
-    /// deliveries, prune the queue's dead, cancelled and expired rows.
+    /// Run retention ([`RetentionConfig`]): maintain the outbox's and the deliveries'
+    /// partitions, archive processed outbox events, delete finished deliveries, prune the
+    /// queue's dead, cancelled and expired rows.
     pub retain: bool,
     /// Serve `GET /metrics` from this recorder beside the API.
     pub metrics: Option<MetricsHandle>,
@@ -366,7 +370,12 @@ impl Service {
     /// # Errors
     /// The first step that failed (what earlier steps removed stays removed).
     pub async fn retain(&self) -> Result<Retained, BoxError> {
+        // Partitions: the coming periods created ahead, wholly old ones dropped (constant
+        // time); then the row-by-row steps for what is younger than a partition's retention.
+        let outbox = self.outbox.maintain_partitions(None).await?;
+        let deliveries = self.webhooks.maintain_partitions(None).await?;
         let mut retained = Retained {
+            partitions_dropped: (outbox.dropped.len() + deliveries.dropped.len()) as u64,
             events: self.outbox.archive(self.retention.processed_events).await?,
             deliveries: self
                 .webhooks

@@ -127,6 +127,10 @@ pub struct WebhookConfig {
     /// How long a verification challenge can be answered.
     #[serde(with = "humantime_serde")]
     pub verification_ttl: Duration,
+    /// How the deliveries are partitioned by `created_at` and retired
+    /// ([`maintain_partitions`](crate::Webhooks::maintain_partitions)); from the environment
+    /// as `NEO_EVENTS_WEBHOOKS_PARTITIONS__RETENTION` etc.
+    pub partitions: crate::PartitionConfig,
 }
 
 /// How a re-seal pass runs: bounded batches, each in its own short transaction, with a pause
@@ -206,6 +210,7 @@ impl Default for WebhookConfig {
             schema_cache_ttl: Duration::from_secs(30),
             require_verification: false,
             verification_ttl: minutes(10),
+            partitions: crate::PartitionConfig::default(),
         }
     }
 }
@@ -235,6 +240,7 @@ impl WebhookConfig {
         if self.dispatch_rounds == 0 {
             return Err(invalid("dispatch_rounds must be at least 1"));
         }
+        self.partitions.validate()?;
         if !(0.0..1.0).contains(&self.retry_jitter) {
             return Err(invalid("retry_jitter must be in [0, 1)"));
         }

@@ -3,7 +3,8 @@
 
 use super::http::{parse_retry_after, read_capped, transport_error};
 use super::inline::{InlineAttempt, InlineJob};
-use super::rows::{AttemptHistory, StatusUpdate, Target, write_statuses};
+use super::rows::{AttemptHistory, DeliveryKey, StatusUpdate, Target, write_statuses};
+use super::store::DeliveryJob;
 use super::store::Webhooks;
 use super::{OperationalEvent, lock};
 use crate::{EventError, WebhookSecret, sign};
@@ -103,16 +104,12 @@ impl Webhooks {
     }
 
     async fn deliver_job(&self, job: Job) -> Result<(), JobError> {
-        let id = job
-            .payload
-            .get("delivery")
-            .and_then(serde_json::Value::as_i64)
+        let payload = DeliveryJob::decode(&job.payload)
             .ok_or_else(|| JobError::permanent("the job names no delivery"))?;
         // A delivery whose first attempt fan-out made inline: this job's attempts come after.
-        let inline = job.payload.get("inline") == Some(&serde_json::Value::Bool(true));
         self.attempt(
-            id,
-            job.attempt + i32::from(inline),
+            payload.key(),
+            job.attempt + i32::from(payload.inline()),
             None,
             None,
             job.trace_context,
@@ -120,7 +117,8 @@ impl Webhooks {
         .await
     }
 
-    /// Attempt number `attempt` of delivery `id`. `inline` is set for an inline first
+    /// Attempt number `attempt` of the delivery `key` names (with its `created_at`, its rows
+    /// are read and written in its partition alone). `inline` is set for an inline first
     /// attempt: it may be sent before its delivery committed, and records nothing unless it
     /// did; when it fails with retries left, the retry is its job. `read` is its rows when
     /// the caller read them already (fan-out, in the statement that made it). `trace` is the
@@ -129,7 +127,7 @@ impl Webhooks {
     /// `tracestate`) with [`send_trace_context`](crate::WebhookConfig::send_trace_context).
     pub(in crate::webhook) async fn attempt(
         &self,
-        id: i64,
+        key: DeliveryKey,
         attempt: i32,
         inline: Option<InlineAttempt>,
         read: Option<Target>,
@@ -137,7 +135,7 @@ impl Webhooks {
     ) -> Result<(), JobError> {
         let span = tracing::info_span!(
             "neo_events.webhook.delivery",
-            delivery.id = id,
+            delivery.id = key.id,
             delivery.attempt = attempt,
             link.traceparent = tracing::field::Empty,
         );
@@ -149,7 +147,7 @@ impl Webhooks {
             span.record("link.traceparent", tracing::field::display(context));
             span.in_scope(|| neo_core::trace::link_current(context));
         }
-        self.attempt_in_span(id, attempt, inline, read, trace.as_ref())
+        self.attempt_in_span(key, attempt, inline, read, trace.as_ref())
             .instrument(span)
             .await
     }
@@ -157,7 +155,7 @@ impl Webhooks {
     /// [`attempt`](Self::attempt), inside its span.
     async fn attempt_in_span(
         &self,
-        id: i64,
+        key: DeliveryKey,
         attempt: i32,
         mut inline: Option<InlineAttempt>,
         read: Option<Target>,
@@ -172,7 +170,7 @@ impl Webhooks {
         }
         let target = match read {
             Some(target) => target,
-            None => match self.target(id).await.map_err(JobError::retry)? {
+            None => match self.target(key).await.map_err(JobError::retry)? {
                 Some(target) => target,
                 // The endpoint (and its deliveries) were deleted.
                 None => return Ok(()),
@@ -190,7 +188,7 @@ impl Webhooks {
             return self
                 .finish(
                     &target,
-                    StatusUpdate::dead(id, 0, "the endpoint is disabled"),
+                    StatusUpdate::dead(&target, 0, "the endpoint is disabled"),
                 )
                 .await;
         }
@@ -198,7 +196,7 @@ impl Webhooks {
             // Re-pointed after this job was made: the delivery waits for the verification,
             // which gives it a job again.
             return self
-                .wait_for_verification(id)
+                .wait_for_verification(target.delivery_id, target.created_at)
                 .await
                 .map_err(JobError::retry);
         }
@@ -233,29 +231,32 @@ impl Webhooks {
             Some(inline) => {
                 if !inline.committed().await {
                     // Sent, but its delivery was rolled back: the event is handed over again.
-                    tracing::debug!(delivery = id, "inline attempt sent, fan-out rolled back");
+                    tracing::debug!(
+                        delivery = target.delivery_id,
+                        "inline attempt sent, fan-out rolled back"
+                    );
                     return Ok(());
                 }
                 Some(inline.job)
             }
             None => None,
         };
-        self.conclude(id, attempt, inline_job, &target, answer)
-            .await
+        self.conclude(attempt, inline_job, &target, answer).await
     }
 
     /// Records the attempt and decides the job's fate; `inline_job` is the job (and the time
     /// it is due) of an attempt made inline, which makes the retry.
     async fn conclude(
         &self,
-        id: i64,
         attempt: i32,
         inline_job: Option<InlineJob>,
         target: &Target,
         answer: Answer,
     ) -> Result<(), JobError> {
+        let id = target.delivery_id;
         let mut update = StatusUpdate {
             id,
+            created_at: target.created_at,
             status: "pending",
             attempted: 1,
             response_status: answer.status.map(i32::from),
@@ -373,10 +374,10 @@ impl Webhooks {
         }
     }
 
-    async fn target(&self, id: i64) -> Result<Option<Target>, EventError> {
+    async fn target(&self, key: DeliveryKey) -> Result<Option<Target>, EventError> {
         self.inner
             .targets
-            .load(id)
+            .load(key)
             .await
             .map_err(|e| EventError::Handler(e.to_string()))
     }

@@ -9,11 +9,33 @@ use sqlx::FromRow;
 use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
+/// A delivery as the delivery path looks it up: its id and, when known, its `created_at`,
+/// the deliveries' partition key (webhooks migration 20), with which a lookup reads one
+/// partition instead of probing every partition's primary key. Jobs enqueued before the key
+/// was carried name the id alone (`created_at` `None`): their lookup probes every partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(super) struct DeliveryKey {
+    pub(super) id: i64,
+    pub(super) created_at: Option<DateTime<Utc>>,
+}
+
+impl DeliveryKey {
+    /// The key of a delivery whose `created_at` is known.
+    pub(super) fn new(id: i64, created_at: DateTime<Utc>) -> Self {
+        DeliveryKey {
+            id,
+            created_at: Some(created_at),
+        }
+    }
+}
+
 /// What the delivery needs from its rows (decoded by column name from `load_for_send`).
 /// `Debug` shows neither the stored secrets nor header values (plain text without a sealer).
 #[derive(Clone, sqlx::FromRow)]
 pub(super) struct Target {
     pub(super) delivery_id: i64,
+    /// The delivery's partition key, which its status writes name.
+    pub(super) created_at: DateTime<Utc>,
     pub(super) status: String,
     pub(super) message_id: Uuid,
     pub(super) body: String,
@@ -34,6 +56,7 @@ impl std::fmt::Debug for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Target")
             .field("delivery_id", &self.delivery_id)
+            .field("created_at", &self.created_at)
             .field("status", &self.status)
             .field("message_id", &self.message_id)
             .field("endpoint_id", &self.endpoint_id)
@@ -53,30 +76,67 @@ impl std::fmt::Debug for Target {
 }
 
 /// Reads the rows of the deliveries starting together in one query (no cache: a status
-/// read must be current).
+/// read must be current): `sql` (`load_for_send`) for the keys naming their `created_at`,
+/// which reads only the partitions holding them; `by_id` (`load_for_send_by_id`) for those
+/// that do not (jobs enqueued before the key was carried), which probes every partition.
 pub(super) fn target_loader(
     db: &neo_db::Db,
     sql: String,
+    by_id: String,
     config: &WebhookConfig,
-) -> Result<neo_batch::DataLoader<i64, Target>, EventError> {
+) -> Result<neo_batch::DataLoader<DeliveryKey, Target>, EventError> {
     let db = db.clone();
     let loader_config = neo_batch::LoaderConfig {
         cache: false,
         ..config.target_reads
     };
-    neo_batch::DataLoader::new(loader_config, move |ids: Vec<i64>| {
-        let (db, sql) = (db.clone(), sql.clone());
+    neo_batch::DataLoader::new(loader_config, move |keys: Vec<DeliveryKey>| {
+        let (db, sql, by_id) = (db.clone(), sql.clone(), by_id.clone());
         async move {
+            let (mut ids, mut created, mut unkeyed) = (Vec::new(), Vec::new(), Vec::new());
+            for key in &keys {
+                match key.created_at {
+                    Some(at) => {
+                        ids.push(key.id);
+                        created.push(at);
+                    }
+                    None => unkeyed.push(key.id),
+                }
+            }
+            let mut targets = HashMap::with_capacity(keys.len());
             let mut conn = db.statement_connection().await?;
-            let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql))
-                .bind(&ids)
-                .fetch_all(&mut *conn)
-                .await?;
+            if !ids.is_empty() {
+                // Planned per call, with the batch's `created_at` values: the plan names
+                // only the partitions holding them.
+                let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql))
+                    .bind(&ids)
+                    .bind(&created)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                for row in &rows {
+                    let target = Target::from_row(row).map_err(neo_db::Error::from)?;
+                    targets.insert(
+                        DeliveryKey::new(target.delivery_id, target.created_at),
+                        target,
+                    );
+                }
+            }
+            if !unkeyed.is_empty() {
+                let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(by_id))
+                    .bind(&unkeyed)
+                    .fetch_all(&mut *conn)
+                    .await?;
+                for row in &rows {
+                    let target = Target::from_row(row).map_err(neo_db::Error::from)?;
+                    let key = DeliveryKey {
+                        id: target.delivery_id,
+                        created_at: None,
+                    };
+                    targets.insert(key, target);
+                }
+            }
             conn.finish().await?;
-            rows.iter()
-                .map(|row| Target::from_row(row).map(|target| (target.delivery_id, target)))
-                .collect::<Result<HashMap<i64, Target>, sqlx::Error>>()
-                .map_err(neo_db::Error::from)
+            Ok::<_, neo_db::Error>(targets)
         }
     })
     .map_err(|e| EventError::Invalid {
@@ -89,6 +149,9 @@ pub(super) fn target_loader(
 #[derive(Debug, Clone)]
 pub(super) struct StatusUpdate {
     pub(super) id: i64,
+    /// The delivery's partition key: the write reads only the partitions holding the
+    /// batch's deliveries.
+    pub(super) created_at: DateTime<Utc>,
     pub(super) status: &'static str,
     /// 1 when this update reports an attempt, 0 when it only changes the status.
     pub(super) attempted: i32,
@@ -102,9 +165,10 @@ pub(super) struct StatusUpdate {
 impl StatusUpdate {
     /// The delivery goes to the dead letters without an attempt being recorded when
     /// `attempted` is 0.
-    pub(super) fn dead(id: i64, attempted: i32, why: &str) -> Self {
+    pub(super) fn dead(target: &Target, attempted: i32, why: &str) -> Self {
         StatusUpdate {
-            id,
+            id: target.delivery_id,
+            created_at: target.created_at,
             status: "dead",
             attempted,
             response_status: None,
@@ -136,7 +200,8 @@ impl AttemptHistory {
 
 /// Writes a batch of status updates in one statement, `sql`: `update_status`, or with
 /// `history` `update_status_with_attempts` (the attempts they report kept in the same
-/// statement).
+/// statement). Planned per call, with the batch's `created_at` values: the plan updates only
+/// the partitions holding them.
 pub(super) async fn write_statuses(
     conn: &mut sqlx::PgConnection,
     sql: &str,
@@ -152,7 +217,8 @@ pub(super) async fn write_statuses(
         .bind(column(|u| u.response_body.clone()))
         .bind(batch.iter().map(|u| u.duration_ms).collect::<Vec<_>>())
         .bind(column(|u| u.error.clone()))
-        .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>());
+        .bind(batch.iter().map(|u| u.next_attempt_at).collect::<Vec<_>>())
+        .bind(batch.iter().map(|u| u.created_at).collect::<Vec<_>>());
     if let Some(history) = history {
         query = query.bind(history.kept).bind(history.excerpt_chars);
     }

@@ -69,14 +69,17 @@ impl VerifySql {
             ),
             release: format!(
                 "UPDATE {deliveries} SET queued = true WHERE endpoint_id = $1 AND status = 'pending' \
-                 AND NOT queued RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, replays"
+                 AND NOT queued RETURNING id, created_at, queued, endpoint_id, tenant_id, trace_context, region, replays"
             ),
             repoint: format!(
                 "UPDATE {endpoints} SET url = $2, verification = CASE WHEN $3 THEN '{PENDING}' ELSE verification END, \
                  verification_challenge = NULL, verification_expires_at = NULL, updated_at = now() \
                  WHERE id = $1"
             ),
-            unqueue: format!("UPDATE {deliveries} SET queued = false WHERE id = $1"),
+            // By id and `created_at`, the partition key: one partition read.
+            unqueue: format!(
+                "UPDATE {deliveries} SET queued = false WHERE id = $1 AND created_at = $2"
+            ),
         }
     }
 }
@@ -342,12 +345,14 @@ impl Webhooks {
     pub(in crate::webhook) async fn wait_for_verification(
         &self,
         delivery: i64,
+        created_at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(), EventError> {
         let system = &self.inner.system;
         let mut conn = system.statement_connection().await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.verification.unqueue.clone()))
             .persistent(system.pooler().named_statements())
             .bind(delivery)
+            .bind(created_at)
             .execute(&mut *conn)
             .await
             .map_err(db_error)?;

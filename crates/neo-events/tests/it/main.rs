@@ -14,6 +14,8 @@ mod webhook_faults;
 mod webhook_inline;
 #[cfg(feature = "webhooks")]
 mod webhook_isolation;
+#[cfg(all(feature = "webhooks", feature = "archive"))]
+mod webhook_partitions;
 #[cfg(feature = "webhooks")]
 mod webhook_regions;
 #[cfg(feature = "webhooks")]

@@ -67,10 +67,18 @@ struct Env {
 /// the direct URL for LISTEN) and a migrated outbox on it, under row-level security when
 /// `mode.rls`.
 async fn setup(mode: Mode) -> Env {
-    let config = OutboxConfig {
-        batch_size: 50,
-        ..OutboxConfig::default()
-    };
+    setup_with(
+        mode,
+        OutboxConfig {
+            batch_size: 50,
+            ..OutboxConfig::default()
+        },
+    )
+    .await
+}
+
+/// [`setup`] with `config`.
+async fn setup_with(mode: Mode, config: OutboxConfig) -> Env {
     if mode.rls {
         let split = crate::tenancy::split_dbs(mode.route).await;
         let owner_outbox = Outbox::new(&split.owner, config.clone())
@@ -78,7 +86,7 @@ async fn setup(mode: Mode) -> Env {
             .with_row_level_security(&split.owner, RlsSetting::default());
         assert_eq!(
             owner_outbox.migrate().await.unwrap().applied,
-            vec![1, 2, 3, 10, 11]
+            vec![1, 2, 3, 10, 11, 20]
         );
         split.grant(&[&config.schema]).await;
         let outbox = Outbox::new(&split.app, config)
@@ -108,7 +116,7 @@ async fn setup(mode: Mode) -> Env {
     .await
     .unwrap();
     let outbox = Outbox::new(&db, config).unwrap();
-    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3, 10]);
+    assert_eq!(outbox.migrate().await.unwrap().applied, vec![1, 3, 10, 20]);
     Env {
         owner: db.clone(),
         system: db.clone(),
@@ -642,3 +650,295 @@ over_modes!(
     the_publish_cte_records_events_in_the_business_statement,
     conditional_publish_ctes_record_only_what_their_condition_allows,
 );
+
+#[cfg(feature = "archive")]
+over_modes!(retention_archives_and_drops_old_partitions_and_keeps_pending_work);
+
+/// Partitions one second wide, made 20 ahead, retired one second after they end.
+#[cfg(feature = "archive")]
+fn second_partitions() -> neo_events::PartitionConfig {
+    neo_events::PartitionConfig {
+        width: Duration::from_secs(1),
+        premake: 20,
+        retention: Duration::from_secs(1),
+        ..neo_events::PartitionConfig::default()
+    }
+}
+
+#[cfg(feature = "archive")]
+impl Env {
+    /// The partition holding each of `ids` and each row as `to_jsonb` gives it, read on the
+    /// system `Db` (every tenant's rows).
+    async fn rows_by_partition(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Vec<(String, uuid::Uuid, serde_json::Value)> {
+        let mut conn = self.system.statement_connection().await.unwrap();
+        let rows: Vec<(String, uuid::Uuid, serde_json::Value)> = sqlx::query_as(
+            "SELECT c.relname::text, o.id, to_jsonb(o) FROM neo_events.outbox o \
+             JOIN pg_class c ON c.oid = o.tableoid WHERE o.id = ANY($1) ORDER BY o.id",
+        )
+        .persistent(false)
+        .bind(ids)
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap();
+        conn.finish().await.unwrap();
+        rows
+    }
+}
+
+#[cfg(feature = "archive")]
+async fn retention_archives_and_drops_old_partitions_and_keeps_pending_work(mode: Mode) {
+    let config = OutboxConfig {
+        batch_size: 50,
+        partitions: second_partitions(),
+        ..OutboxConfig::default()
+    };
+    let env = setup_with(mode, config.clone()).await;
+    // Partition DDL runs as the tables' owner.
+    let maintainer = Outbox::new(&env.owner, config).unwrap();
+    let made = maintainer.partitions().await.unwrap();
+    assert_eq!(made[0].table, "outbox_unpartitioned");
+    assert_eq!(made[0].from, None);
+    assert!(
+        made.len() >= 21,
+        "the current second and 20 ahead: {made:?}"
+    );
+
+    let (e1, e2) = (env.event(1), env.event(2));
+    env.publish_now(&env.outbox, &[e1.clone(), e2.clone()])
+        .await;
+    assert_eq!(dispatched(&env.outbox).await.len(), 2);
+    // Across a partition boundary: the next second's partition.
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let e3 = env.event(3);
+    env.publish_now(&env.outbox, std::slice::from_ref(&e3))
+        .await;
+    let before = env
+        .rows_by_partition(&[*e1.id().as_uuid(), *e2.id().as_uuid(), *e3.id().as_uuid()])
+        .await;
+    assert_eq!(before.len(), 3);
+    let part = |id: uuid::Uuid| before.iter().find(|r| r.1 == id).unwrap().0.clone();
+    let (old, pending) = (part(*e1.id().as_uuid()), part(*e3.id().as_uuid()));
+    assert_eq!(
+        part(*e2.id().as_uuid()),
+        old,
+        "one transaction, one recorded_at"
+    );
+    assert_ne!(old, pending, "published a second apart");
+    if env.tenant.is_some() {
+        // Through the parent the policy shows the tenant its event; the partition read
+        // directly (security on, no policy) shows the application role nothing.
+        let env = &env;
+        let count = |table: String| async move {
+            let mut uow = env.begin().await;
+            let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                "SELECT count(*) FROM neo_events.{table}"
+            )))
+            .persistent(false)
+            .fetch_one(&mut **uow)
+            .await
+            .unwrap();
+            uow.commit().await.unwrap();
+            n
+        };
+        assert_eq!(count("outbox".to_owned()).await, 3);
+        assert_eq!(count(format!("\"{pending}\"")).await, 0);
+    }
+
+    // Both partitions end more than the retention ago.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let dir = tempfile::tempdir().unwrap();
+    let archive = neo_events::ZstdJsonLines::new(dir.path());
+    let report = maintainer
+        .maintain_partitions(Some(&archive))
+        .await
+        .unwrap();
+    let dropped: Vec<&str> = report.dropped.iter().map(|p| p.table.as_str()).collect();
+    assert!(dropped.contains(&old.as_str()), "{report:?}");
+    assert!(!dropped.contains(&pending.as_str()), "{report:?}");
+    assert!(
+        report.kept_pending.iter().any(|p| p.table == pending),
+        "{report:?}"
+    );
+    assert!(
+        dropped.contains(&"outbox_unpartitioned"),
+        "empty, and ends at the migration: {report:?}"
+    );
+
+    // The archive holds exactly the processed rows of the dropped partition.
+    let retired = report.dropped.iter().find(|p| p.table == old).unwrap();
+    let mut archived: Vec<serde_json::Value> = neo_tenant::read_archive(&archive.path(retired))
+        .unwrap()
+        .into_iter()
+        .map(|line| {
+            assert_eq!(
+                (line.store.as_str(), line.table.as_str()),
+                ("outbox", "outbox")
+            );
+            line.row
+        })
+        .collect();
+    archived.sort_by_key(|row| row["id"].as_str().unwrap().to_owned());
+    let expected: Vec<serde_json::Value> = before
+        .iter()
+        .filter(|r| r.0 == old)
+        .map(|r| r.2.clone())
+        .collect();
+    assert_eq!(archived, expected);
+    assert!(expected.iter().all(|row| !row["processed_at"].is_null()));
+
+    // The pending event is still there and is dispatched; then its partition goes too.
+    assert_eq!(
+        env.rows_by_partition(&[*e1.id().as_uuid(), *e2.id().as_uuid()])
+            .await
+            .len(),
+        0
+    );
+    assert_eq!(env.outbox.pending().await.unwrap(), 1);
+    let got = dispatched(&env.outbox).await;
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].id(), e3.id());
+    let report = maintainer.maintain_partitions(None).await.unwrap();
+    assert!(
+        report.dropped.iter().any(|p| p.table == pending),
+        "{report:?}"
+    );
+    assert!(report.kept_pending.is_empty(), "{report:?}");
+    assert_eq!(env.rows_by_partition(&[*e3.id().as_uuid()]).await.len(), 0);
+    // Partitions ahead were made again for the time that passed; nothing ahead was dropped.
+    let left = maintainer.partitions().await.unwrap();
+    assert!(
+        left.iter()
+            .all(|p| p.to > chrono::Utc::now() - chrono::TimeDelta::seconds(3))
+    );
+}
+
+/// Rows written before migration 20 stay readable, dispatchable and archivable after it.
+#[tokio::test]
+async fn migrating_to_partitions_keeps_existing_events() {
+    let test_db = PgRoute::Direct.database().await;
+    let db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let config = OutboxConfig {
+        batch_size: 1,
+        ..OutboxConfig::default()
+    };
+    // The outbox as it was before migration 20.
+    let before = neo_db::MigrationSet::new("neo_events")
+        .unwrap()
+        .with(
+            1,
+            "outbox",
+            include_str!("../../migrations/outbox/1_outbox.sql"),
+        )
+        .with(
+            3,
+            "events carry trace context",
+            include_str!("../../migrations/outbox/3_events_carry_trace_context.sql"),
+        )
+        .with(
+            10,
+            "idempotency keys",
+            include_str!("../../migrations/outbox/10_idempotency_keys.sql"),
+        );
+    let schema = neo_db::Schema::new(&config.schema).unwrap();
+    before.run_in_schema(&db, &schema).await.unwrap();
+    let outbox = Outbox::new(&db, config).unwrap();
+    let events: Vec<DomainEvent> = (1..=3).map(event).collect();
+    let mut uow = db.begin().await.unwrap();
+    outbox.publish_many(&mut *uow, &events).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(dispatched(&outbox).await[0].id(), events[0].id());
+
+    assert_eq!(outbox.migrate().await.unwrap().applied, vec![20]);
+    let partitions = outbox.partitions().await.unwrap();
+    assert_eq!(partitions[0].table, "outbox_unpartitioned");
+    assert!(partitions.len() >= 5, "{partitions:?}");
+    assert_eq!(outbox.pending().await.unwrap(), 2);
+    assert_eq!(dispatched(&outbox).await[0].id(), events[1].id());
+    // New events go to the new partitions, next to the old ones.
+    let late = event(4);
+    let mut uow = db.begin().await.unwrap();
+    outbox.publish(&mut *uow, &late).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(dispatched(&outbox).await[0].id(), events[2].id());
+    assert_eq!(dispatched(&outbox).await[0].id(), late.id());
+    let mut conn = db.acquire().await.unwrap();
+    let homes: Vec<(String, uuid::Uuid)> = sqlx::query_as(
+        "SELECT c.relname::text, o.id FROM neo_events.outbox o JOIN pg_class c ON c.oid = o.tableoid",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap();
+    assert_eq!(homes.len(), 4);
+    for (home, id) in &homes {
+        if *id == *late.id().as_uuid() {
+            assert!(home.starts_with("outbox_p"), "{home}");
+        } else {
+            assert_eq!(home, "outbox_unpartitioned");
+        }
+    }
+    // The row-wise archive still moves processed events out of the partitioned table.
+    assert_eq!(outbox.archive(Duration::ZERO).await.unwrap(), 4);
+    let archived: i64 = sqlx::query_scalar("SELECT count(*) FROM neo_events.outbox_archive")
+        .fetch_one(&mut *conn)
+        .await
+        .unwrap();
+    assert_eq!(archived, 4);
+}
+
+/// Where each event is: the name of the partition holding it.
+async fn homes(db: &Db) -> Vec<(String, uuid::Uuid)> {
+    let mut conn = db.acquire().await.unwrap();
+    sqlx::query_as(
+        "SELECT c.relname::text, o.id FROM neo_events.outbox o \
+         JOIN pg_class c ON c.oid = o.tableoid ORDER BY o.id",
+    )
+    .fetch_all(&mut *conn)
+    .await
+    .unwrap()
+}
+
+/// Maintenance fell behind: events go to the DEFAULT partition (an insert never fails), and
+/// the next maintenance moves them into the partition it makes for their time.
+#[tokio::test]
+async fn events_beyond_the_partitions_made_go_to_the_default_and_move_when_maintenance_catches_up()
+{
+    let test_db = PgRoute::Direct.database().await;
+    let db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let outbox = Outbox::new(
+        &db,
+        OutboxConfig {
+            partitions: neo_events::PartitionConfig {
+                width: Duration::from_secs(1),
+                premake: 0,
+                ..neo_events::PartitionConfig::default()
+            },
+            ..OutboxConfig::default()
+        },
+    )
+    .unwrap();
+    outbox.migrate().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let late = event(1);
+    let mut uow = db.begin().await.unwrap();
+    outbox.publish(&mut *uow, &late).await.unwrap();
+    uow.commit().await.unwrap();
+    assert_eq!(homes(&db).await[0].0, "outbox_default");
+
+    let made = outbox.ensure_partitions().await.unwrap();
+    assert!(!made.is_empty());
+    let home = homes(&db).await[0].0.clone();
+    assert!(made.iter().any(|p| p.table == home), "{home} in {made:?}");
+    // Contiguous ranges from the migration's bound on: no gap, no overlap.
+    let partitions = outbox.partitions().await.unwrap();
+    for pair in partitions.windows(2) {
+        assert_eq!(Some(pair[0].to), pair[1].from, "{partitions:?}");
+    }
+    assert_eq!(dispatched(&outbox).await[0].id(), late.id());
+}

@@ -221,7 +221,7 @@ pub(crate) async fn setup_in_with(
     let webhooks = webhooks_on(&db, &queue, config, mode.sealing);
     assert_eq!(
         webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 13, 40, 41]
+        vec![1, 2, 3, 4, 6, 7, 10, 11, 12, 13, 20, 40, 41]
     );
     Setup {
         _test_db: Some(test_db),
@@ -274,7 +274,7 @@ pub(crate) async fn rls_setup(
         .with_row_level_security(&split.owner, setting.clone());
     assert_eq!(
         owner_outbox.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 10, 11]
+        vec![1, 2, 3, 10, 11, 20]
     );
     let owner_webhooks = Webhooks::new(
         &split.owner,
@@ -286,7 +286,7 @@ pub(crate) async fn rls_setup(
     .unwrap();
     assert_eq!(
         owner_webhooks.migrate().await.unwrap().applied,
-        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 40, 41, 42]
+        vec![1, 2, 3, 4, 5, 6, 7, 10, 11, 12, 13, 20, 40, 41, 42]
     );
     split
         .grant(&[&queue_config.schema, &OutboxConfig::default().schema])
@@ -478,7 +478,7 @@ fn headers(request: &ReceivedRequest) -> SignedHeaders {
     }
 }
 
-async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
+pub(crate) async fn wait_until<F, Fut>(what: &str, timeout: Duration, mut check: F)
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
@@ -1214,11 +1214,15 @@ async fn job_tenants(s: &Setup) -> HashMap<i64, Option<neo_core::TenantId>> {
     for job in jobs {
         let delivery = job.payload["delivery"].as_i64().unwrap();
         let tenant = job.tenant_id().unwrap();
+        let row = s.webhooks.delivery(delivery).await.unwrap();
         assert_eq!(
-            s.webhooks.delivery(delivery).await.unwrap().tenant_id,
-            tenant,
+            row.tenant_id, tenant,
             "the job and its delivery name the same tenant"
         );
+        // And its partition key, which the delivery's lookups name.
+        let created_at: chrono::DateTime<chrono::Utc> =
+            serde_json::from_value(job.payload["created_at"].clone()).unwrap();
+        assert_eq!(created_at, row.created_at);
         tenants.insert(delivery, tenant);
         assert_eq!(s.queue.release(&[job.receipt()]).await.unwrap(), vec![]);
     }

@@ -4,7 +4,7 @@
 
 use super::{Webhooks, db_error};
 use crate::webhook::inline::{InlineAttempt, InlineJob};
-use crate::webhook::rows::Target;
+use crate::webhook::rows::{DeliveryKey, Target};
 use crate::{DomainEvent, EventError};
 use chrono::{DateTime, Utc};
 use neo_core::{TenantId, TraceContext};
@@ -16,11 +16,13 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use uuid::Uuid;
 
 /// A delivery just made pending (by fan-out, replay, verification or its FIFO turn):
-/// `RETURNING id, queued, endpoint_id, tenant_id, trace_context, region, replays`.
+/// `RETURNING id, created_at, queued, endpoint_id, tenant_id, trace_context, region, replays`.
 #[derive(Debug, sqlx::FromRow)]
 pub(in crate::webhook) struct Pending {
     /// The delivery.
     pub(super) id: i64,
+    /// Its partition key, which its job carries with the id (see [`DeliveryKey`]).
+    pub(super) created_at: DateTime<Utc>,
     /// Whether it gets its job now (FIFO endpoints' deliveries wait for their turn).
     pub(super) queued: bool,
     /// Its endpoint.
@@ -235,7 +237,11 @@ impl Webhooks {
     ) {
         let queued = rows.iter().zip(targets).filter(|(r, _)| r.queued);
         for (((row, target), slot), job) in queued.zip(slots).zip(jobs) {
-            let (webhooks, id, trace) = (self.clone(), row.id, row.trace_context.clone());
+            let (webhooks, key, trace) = (
+                self.clone(),
+                DeliveryKey::new(row.id, row.created_at),
+                row.trace_context.clone(),
+            );
             let job = InlineJob {
                 id: job.id(),
                 due: job_due,
@@ -248,7 +254,7 @@ impl Webhooks {
             let mut committed = committed.clone();
             tokio::spawn(async move {
                 let _slot = slot;
-                match webhooks.attempt(id, 1, Some(inline), target, trace).await {
+                match webhooks.attempt(key, 1, Some(inline), target, trace).await {
                     // Not sent: the endpoint's rate limit or breaker said when to come back,
                     // which its job does rather than wait out its backstop time.
                     Err(JobError::Snooze(wait)) => {
@@ -261,7 +267,11 @@ impl Webhooks {
                     // Failed and recorded (its job was moved to the retry's time), or not
                     // recorded: the job does it.
                     Err(error) => {
-                        tracing::debug!(delivery = id, ?error, "inline attempt left to its job");
+                        tracing::debug!(
+                            delivery = key.id,
+                            ?error,
+                            "inline attempt left to its job"
+                        );
                     }
                     Ok(()) => {}
                 }
@@ -352,14 +362,11 @@ impl Webhooks {
                 let (id, tenant) = (delivery.id, delivery.tenant_id);
                 let kind = self.job_kind(delivery.region.as_deref());
                 let job = match inline {
-                    None => NewJob::new(&kind, &serde_json::json!({ "delivery": id }))?
+                    None => NewJob::new(&kind, &DeliveryJob::new(delivery, false))?
                         .max_attempts(attempts),
-                    Some(due) => NewJob::new(
-                        &kind,
-                        &serde_json::json!({ "delivery": id, "inline": true }),
-                    )?
-                    .max_attempts((attempts - 1).max(1))
-                    .run_at(due),
+                    Some(due) => NewJob::new(&kind, &DeliveryJob::new(delivery, true))?
+                        .max_attempts((attempts - 1).max(1))
+                        .run_at(due),
                 }
                 .unique_key(delivery_job_key(id, delivery.replays))
                 // The event's context, not the dispatch round's the job was made in.
@@ -386,6 +393,56 @@ impl Webhooks {
             .enqueue_across_tenants(&mut ***tx, jobs, OnDuplicate::Skip)
             .await?;
         Ok(())
+    }
+}
+
+/// A delivery job's payload: the delivery's id and its `created_at`, the partition key its
+/// lookups name (jobs enqueued before it was carried have none: see
+/// [`DeliveryJob::key`]); `inline` when the delivery's first attempt is made inline (the
+/// job's attempt 1 is the delivery's 2nd).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub(in crate::webhook) struct DeliveryJob {
+    delivery: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    inline: bool,
+}
+
+impl DeliveryJob {
+    fn new(delivery: &Pending, inline: bool) -> Self {
+        DeliveryJob {
+            delivery: delivery.id,
+            created_at: Some(delivery.created_at),
+            inline,
+        }
+    }
+
+    /// Decodes a job's payload; `None` when it names no delivery.
+    pub(in crate::webhook) fn decode(payload: &serde_json::Value) -> Option<Self> {
+        let delivery = payload.get("delivery")?.as_i64()?;
+        Some(DeliveryJob {
+            delivery,
+            // Absent in the jobs enqueued before the key was carried; unreadable counts as
+            // absent (the lookup by id alone still finds the delivery).
+            created_at: payload
+                .get("created_at")
+                .and_then(|at| serde_json::from_value(at.clone()).ok()),
+            inline: payload.get("inline") == Some(&serde_json::Value::Bool(true)),
+        })
+    }
+
+    /// The delivery's key.
+    pub(in crate::webhook) fn key(&self) -> DeliveryKey {
+        DeliveryKey {
+            id: self.delivery,
+            created_at: self.created_at,
+        }
+    }
+
+    /// Whether the delivery's first attempt was made inline.
+    pub(in crate::webhook) fn inline(&self) -> bool {
+        self.inline
     }
 }
 

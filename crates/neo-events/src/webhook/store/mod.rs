@@ -10,19 +10,20 @@ mod deliveries;
 mod endpoints;
 mod fan_out;
 mod offboard;
+mod partitions;
 mod reseal;
 mod sealing;
 mod sql;
 mod subscriptions;
 
 use super::http::build_client;
-use super::rows::{StatusUpdate, Target, target_loader};
+use super::rows::{DeliveryKey, StatusUpdate, Target, target_loader};
 use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
 use crate::tenancy::{Tenancy, policies};
 pub use console_reads::{DeliveryAttempt, EndpointSummary};
 pub use fan_out::FannedOut;
-pub(in crate::webhook) use fan_out::Pending;
+pub(in crate::webhook) use fan_out::{DeliveryJob, Pending};
 use neo_batch::WriteBatcher;
 use neo_db::{Db, MigrationReport, MigrationSet, RlsSetting, Schema};
 use neo_queue::Queue;
@@ -49,7 +50,7 @@ pub(in crate::webhook) struct Inner {
     pub(in crate::webhook) limiters: Mutex<HashMap<Uuid, (u32, RateLimiter)>>,
     pub(in crate::webhook) operational: broadcast::Sender<OperationalEvent>,
     pub(in crate::webhook) status: OnceCell<WriteBatcher<StatusUpdate>>,
-    pub(in crate::webhook) targets: neo_batch::DataLoader<i64, Target>,
+    pub(in crate::webhook) targets: neo_batch::DataLoader<DeliveryKey, Target>,
     pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
     /// Slots for first attempts made inline by fan-out (`config.inline_attempts`).
     pub(in crate::webhook) inline: Arc<tokio::sync::Semaphore>,
@@ -201,7 +202,12 @@ impl Webhooks {
         let sql = Sql::new(&schema)?;
         let schemas = super::schemas::SchemaCache::new(&schema, config.schema_cache_ttl)?;
         let client = build_client(&config)?;
-        let targets = target_loader(db, sql.load_for_send.clone(), &config)?;
+        let targets = target_loader(
+            db,
+            sql.load_for_send.clone(),
+            sql.load_for_send_by_id.clone(),
+            &config,
+        )?;
         Ok(Webhooks {
             inner: Arc::new(Inner {
                 db: db.clone(),
@@ -251,7 +257,12 @@ impl Webhooks {
                         .into(),
             });
         };
-        inner.targets = target_loader(system, inner.sql.load_for_send.clone(), &inner.config)?;
+        inner.targets = target_loader(
+            system,
+            inner.sql.load_for_send.clone(),
+            inner.sql.load_for_send_by_id.clone(),
+            &inner.config,
+        )?;
         inner.system = system.clone();
         inner.tenancy = Tenancy::rls(system, setting);
         Ok(self)
@@ -360,6 +371,15 @@ impl Webhooks {
                 41,
                 "delivery attempts",
                 include_str!("../../../migrations/webhooks/41_delivery_attempts.sql"),
+            )
+            .with_sql(
+                20,
+                "deliveries partitioned by time",
+                crate::partition::migration(
+                    "webhook_deliveries",
+                    "created_at",
+                    &["message_id, endpoint_id"],
+                ),
             ))
     }
 
@@ -378,6 +398,7 @@ impl Webhooks {
         let report = set
             .run_in_schema(&self.inner.db, &self.inner.schema)
             .await?;
+        self.ensure_partitions().await?;
         if self.inner.config.require_sealed {
             self.ensure_sealed().await?;
         }
