@@ -6,7 +6,9 @@
 //! per tenant, each tenant's stores reach only their own schema.
 
 use crate::tenancy::role_facts;
-use crate::webhooks::{Isolation, Mode, Running, Sealing, Setup, config, event, publish, setup_in};
+use crate::webhooks::{
+    Isolation, Mode, Running, Sealing, Setup, config, event, publish, setup_in, wait_until,
+};
 use neo_core::{ErrorKind, HasErrorKind, TenantId};
 use neo_events::{DeliveryStatus, Endpoint, EventError, NewEndpoint};
 use neo_tenant::{ExportSink, TenantData};
@@ -325,6 +327,7 @@ async fn the_app_role_without_the_setting_sees_and_writes_no_row(route: PgRoute)
     let tenant = TenantId::new();
     let endpoint = tenant_with_dead_deliveries(&s, &receiver, tenant).await;
     assert_eq!(s.webhooks.dispatch_once(&s.outbox).await.unwrap(), 2);
+    replayed_into_jobs(&s, tenant, &endpoint).await;
     // One more event, left pending, and one archived.
     let mut tx = tenant_tx(&s, tenant).await;
     s.outbox
@@ -400,6 +403,43 @@ async fn the_app_role_without_the_setting_sees_and_writes_no_row(route: PgRoute)
     let _ = endpoint;
 }
 
+/// Waits until `tenant`'s two deliveries to `endpoint` died (their inline first attempts
+/// failed) and those attempts' jobs were withdrawn, then replays both: each replay enqueues a
+/// job that stays in the queue (no worker runs here), so the tenant has rows in
+/// `neo_queue.jobs` too.
+async fn replayed_into_jobs(s: &Setup, tenant: TenantId, endpoint: &Endpoint) {
+    neo_tenant::scope(tenant, async {
+        wait_until(
+            "both deliveries dead and their inline jobs withdrawn",
+            Duration::from_secs(10),
+            || async {
+                let dead = s
+                    .webhooks
+                    .deliveries(endpoint.id, Some(DeliveryStatus::Dead), 10)
+                    .await
+                    .unwrap()
+                    .len();
+                let mut tx = s.system.begin().await.unwrap();
+                let jobs: i64 =
+                    sqlx::query_scalar("SELECT count(*) FROM neo_queue.jobs WHERE tenant = $1")
+                        .bind(tenant.to_string())
+                        .persistent(false)
+                        .fetch_one(&mut **tx)
+                        .await
+                        .unwrap();
+                dead == 2 && jobs == 0
+            },
+        )
+        .await;
+        let since = chrono::Utc::now() - chrono::Duration::hours(1);
+        assert_eq!(
+            s.webhooks.replay_since(endpoint.id, since).await.unwrap(),
+            2
+        );
+    })
+    .await;
+}
+
 async fn tenant_tx(s: &Setup, tenant: TenantId) -> neo_db::UnitOfWork {
     neo_db::TenantIsolation::row_level_security()
         .begin(&s.db, tenant)
@@ -415,6 +455,8 @@ async fn offboarding_exports_and_purges_one_tenant_only(route: PgRoute) {
     let ea = tenant_with_dead_deliveries(&s, &receiver, a).await;
     let eb = tenant_with_dead_deliveries(&s, &receiver, b).await;
     assert_eq!(s.webhooks.dispatch_once(&s.outbox).await.unwrap(), 4);
+    replayed_into_jobs(&s, a, &ea).await;
+    replayed_into_jobs(&s, b, &eb).await;
     let before = counts(&s.system, None).await;
 
     for store in [&s.outbox as &dyn TenantData, &s.webhooks, &s.queue] {
@@ -439,8 +481,8 @@ async fn offboarding_exports_and_purges_one_tenant_only(route: PgRoute) {
     }
     let after = counts(&s.system, None).await;
     // outbox: A's 2 of 4 gone; archive empty; endpoints, subscriptions: A's 1 of 2;
-    // messages and deliveries: A's 2 of 4; idempotency keys: A's 1 of 2; the deliveries'
-    // jobs: A's 2 of 4.
+    // messages and deliveries: A's 2 of 4; idempotency keys: A's 1 of 2; the replayed
+    // deliveries' jobs: A's 2 of 4.
     assert_eq!(before, vec![4, 0, 2, 2, 4, 4, 2, 4]);
     assert_eq!(after, vec![2, 0, 1, 1, 2, 2, 1, 2]);
     neo_tenant::scope(b, async {
