@@ -329,10 +329,28 @@ async fn endpoint_health_and_dead_deliveries_read_indexes_not_the_table() {
     let sampling = Db::connect(&DbConfig::with_url(s.test_db.url()))
         .await
         .unwrap();
-    let before = (
-        delivery_scans(&s.db, "webhook_deliveries_updated").await,
-        delivery_scans(&s.db, "webhook_deliveries_dead").await,
-    );
+    // The setup's connections closed first: a backend reports its scans when it exits (an
+    // idle one up to seconds later), and the migration's `ATTACH PARTITION` scanned the
+    // partition these rows went to, to check its bound. Counts read once they stay put.
+    s.db.close().await;
+    let reader = Db::connect(&DbConfig::with_url(s.test_db.url()))
+        .await
+        .unwrap();
+    let read = async || {
+        (
+            delivery_scans(&reader, "webhook_deliveries_updated").await,
+            delivery_scans(&reader, "webhook_deliveries_dead").await,
+        )
+    };
+    let mut before = read().await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let again = read().await;
+        if again == before {
+            break;
+        }
+        before = again;
+    }
     let sample = Sampler::new(&sampling, ObserveConfig::default(), "plans")
         .unwrap()
         .sample()
@@ -350,8 +368,8 @@ async fn endpoint_health_and_dead_deliveries_read_indexes_not_the_table() {
     let mut after = (before.0, before.1);
     for _ in 0..50 {
         after = (
-            delivery_scans(&s.db, "webhook_deliveries_updated").await,
-            delivery_scans(&s.db, "webhook_deliveries_dead").await,
+            delivery_scans(&reader, "webhook_deliveries_updated").await,
+            delivery_scans(&reader, "webhook_deliveries_dead").await,
         );
         if after.0.1 > before.0.1 && after.1.1 > before.1.1 {
             break;
