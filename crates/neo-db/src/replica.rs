@@ -68,9 +68,11 @@ pub struct ReplicaStatus {
     pub healthy: bool,
     /// Its replay position at the last refresh.
     pub replayed: Option<Lsn>,
-    /// How far behind its replay was: the age of the last transaction it replayed while it
-    /// has received more than it replayed or its replay is paused (unbounded when it has
-    /// replayed no transaction since it started but has WAL waiting); 0 otherwise.
+    /// How far behind its replay was: 0 while it has replayed all it received and its replay
+    /// is not paused; otherwise the age of the last transaction it replayed, but no more than
+    /// the time since a refresh last found it caught up (after an idle spell the first new
+    /// WAL is not the idle spell's length behind). Unbounded when it has replayed no
+    /// transaction since it started, has WAL waiting, and was never seen caught up.
     pub lag: Duration,
     /// Whether reads may go to it (healthy and within `max_lag`).
     pub serving: bool,
@@ -103,6 +105,9 @@ struct Replica {
     lag_micros: AtomicU64,
     /// Nanoseconds since `Replicas::epoch` of the last refresh's start (0: never).
     refreshed_at: AtomicU64,
+    /// Nanoseconds since `Replicas::epoch` of the start of the last refresh that found the
+    /// replica caught up (0: never): its lag cannot exceed the time since.
+    caught_up_at: AtomicU64,
     refreshing: AtomicBool,
 }
 
@@ -192,6 +197,7 @@ impl Replicas {
                 replayed: AtomicU64::new(0),
                 lag_micros: AtomicU64::new(0),
                 refreshed_at: AtomicU64::new(0),
+                caught_up_at: AtomicU64::new(0),
                 refreshing: AtomicBool::new(false),
             }));
         }
@@ -233,7 +239,7 @@ impl Replicas {
                     "a read replica cannot be reached; reads go to the primary until it answers"
                 ),
             }
-            Self::refresh(self.max_lag, Arc::clone(replica)).await;
+            self.refresh(Arc::clone(replica)).await;
         }
         Ok(())
     }
@@ -286,64 +292,15 @@ impl Replicas {
             return;
         };
         let replica = Arc::clone(replica);
-        let max_lag = self.max_lag;
+        let (max_lag, epoch) = (self.max_lag, self.epoch);
         runtime.spawn(async move {
-            Self::refresh(max_lag, Arc::clone(&replica)).await;
+            refresh(max_lag, epoch, Arc::clone(&replica)).await;
             replica.refreshing.store(false, Ordering::Release);
         });
     }
 
-    /// Reads a replica's replay position and lag (one query) into the cache.
-    async fn refresh(max_lag: Duration, replica: Arc<Replica>) {
-        let answer = sqlx::raw_sql(
-            "SELECT pg_last_wal_replay_lsn()::text, \
-             CASE WHEN pg_is_wal_replay_paused() \
-                    OR pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
-                  THEN COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, \
-                         CASE WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
-                              THEN 1e9 ELSE 0 END) \
-                  ELSE 0 END",
-        )
-        .fetch_one(&replica.pool)
-        .await
-        .and_then(|row| {
-            Ok((
-                row.try_get::<Option<String>, _>(0)?,
-                row.try_get::<Option<f64>, _>(1)?,
-            ))
-        });
-        match answer {
-            Ok((Some(lsn), lag)) => {
-                let lag = Duration::from_secs_f64(lag.unwrap_or(0.0).max(0.0));
-                if let Ok(lsn) = lsn.parse::<Lsn>() {
-                    replica.replayed.fetch_max(lsn.0, Ordering::AcqRel);
-                }
-                replica.lag_micros.store(
-                    u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
-                    Ordering::Release,
-                );
-                let was = replica.healthy.swap(true, Ordering::AcqRel);
-                if !was {
-                    tracing::info!(replica = %replica.name, "read replica serving");
-                }
-                metrics::gauge!(crate::metric_names::REPLICA_LAG_SECONDS, "replica" => replica.name.clone())
-                    .set(lag.as_secs_f64());
-                if lag > max_lag {
-                    tracing::debug!(replica = %replica.name, ?lag, "read replica lagging; skipped");
-                }
-            }
-            Ok((None, _)) => {
-                // Not (or no longer) a standby: promoted, or misconfigured.
-                if replica.healthy.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(replica = %replica.name, "read replica is not in recovery; skipped");
-                }
-            }
-            Err(e) => {
-                if replica.healthy.swap(false, Ordering::AcqRel) {
-                    tracing::warn!(replica = %replica.name, error = %e, "read replica unreachable; skipped");
-                }
-            }
-        }
+    async fn refresh(&self, replica: Arc<Replica>) {
+        refresh(self.max_lag, self.epoch, replica).await;
     }
 
     pub(crate) fn status(&self) -> Vec<ReplicaStatus> {
@@ -466,5 +423,75 @@ impl crate::Db {
     /// `neo_db_replica_skipped_reads_total{reason}`).
     pub fn replica_skipped_reads(&self) -> u64 {
         self.shared().replicas.as_ref().map_or(0, Replicas::skipped)
+    }
+}
+
+/// Reads a replica's replay position and lag (one query) into the cache; `epoch` is
+/// `Replicas::epoch`.
+async fn refresh(max_lag: Duration, epoch: Instant, replica: Arc<Replica>) {
+    let sent = u64::try_from(epoch.elapsed().as_nanos())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    let answer = sqlx::raw_sql(
+        "SELECT pg_last_wal_replay_lsn()::text, \
+         pg_is_wal_replay_paused() OR pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), \
+         CASE WHEN pg_is_wal_replay_paused() \
+                OR pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
+              THEN COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, \
+                     CASE WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
+                          THEN 1e9 ELSE 0 END) \
+              ELSE 0 END",
+    )
+    .fetch_one(&replica.pool)
+    .await
+    .and_then(|row| {
+        Ok((
+            row.try_get::<Option<String>, _>(0)?,
+            row.try_get::<Option<bool>, _>(1)?,
+            row.try_get::<Option<f64>, _>(2)?,
+        ))
+    });
+    match answer {
+        Ok((Some(lsn), behind, age)) => {
+            let mut lag = Duration::from_secs_f64(age.unwrap_or(0.0).max(0.0));
+            if behind == Some(true) {
+                // Behind now, but not for longer than since it was last seen caught up: the
+                // last replayed transaction's age alone reads an idle spell as lag.
+                let caught_up = replica.caught_up_at.load(Ordering::Acquire);
+                if caught_up != 0 {
+                    let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                    lag = lag.min(Duration::from_nanos(now.saturating_sub(caught_up)));
+                }
+            } else {
+                replica.caught_up_at.fetch_max(sent, Ordering::AcqRel);
+            }
+            if let Ok(lsn) = lsn.parse::<Lsn>() {
+                replica.replayed.fetch_max(lsn.0, Ordering::AcqRel);
+            }
+            replica.lag_micros.store(
+                u64::try_from(lag.as_micros()).unwrap_or(u64::MAX),
+                Ordering::Release,
+            );
+            let was = replica.healthy.swap(true, Ordering::AcqRel);
+            if !was {
+                tracing::info!(replica = %replica.name, "read replica serving");
+            }
+            metrics::gauge!(crate::metric_names::REPLICA_LAG_SECONDS, "replica" => replica.name.clone())
+                .set(lag.as_secs_f64());
+            if lag > max_lag {
+                tracing::debug!(replica = %replica.name, ?lag, "read replica lagging; skipped");
+            }
+        }
+        Ok((None, _, _)) => {
+            // Not (or no longer) a standby: promoted, or misconfigured.
+            if replica.healthy.swap(false, Ordering::AcqRel) {
+                tracing::warn!(replica = %replica.name, "read replica is not in recovery; skipped");
+            }
+        }
+        Err(e) => {
+            if replica.healthy.swap(false, Ordering::AcqRel) {
+                tracing::warn!(replica = %replica.name, error = %e, "read replica unreachable; skipped");
+            }
+        }
     }
 }
