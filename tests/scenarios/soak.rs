@@ -100,16 +100,12 @@ async fn client(
             first_error.get_or_insert(what);
         };
         let slug = format!("soak-{n}-{round}");
-        let created = http
+        let create = http
             .post(format!("{base}/organizations"))
-            .json(&json!({ "name": format!("Soak {n} {round}"), "slug": slug }))
-            .send()
-            .await;
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        match created {
-            Ok(response) if response.status() == 201 => {
+            .json(&json!({ "name": format!("Soak {n} {round}"), "slug": slug }));
+        match call(&counters, "create", create, 201).await {
+            Ok(body) => {
                 counters.events.fetch_add(1, Ordering::Relaxed);
-                let body: Value = response.json().await.unwrap_or_default();
                 let id = body["id"].as_str().unwrap_or_default().to_owned();
                 let version = body["version"].as_i64().unwrap_or_default();
                 if own.len() < 64 {
@@ -120,53 +116,57 @@ async fn client(
                     own_slugs[(round % 64) as usize] = slug;
                 }
             }
-            Ok(response) => fail(format!("create answered {}", response.status())),
-            Err(e) => fail(format!("create failed: {e}")),
+            Err(what) => fail(what),
         }
         if own.is_empty() {
             continue;
         }
         for k in 0..4 {
             let (id, _) = &own[(round as usize * 7 + k) % own.len()];
-            let read = http.get(format!("{base}/organizations/{id}")).send().await;
-            counters.requests.fetch_add(1, Ordering::Relaxed);
-            match read {
-                Ok(response) if response.status() == 200 => {}
-                Ok(response) => fail(format!("get answered {}", response.status())),
-                Err(e) => fail(format!("get failed: {e}")),
+            let get = http.get(format!("{base}/organizations/{id}"));
+            if let Err(what) = call(&counters, "get", get, 200).await {
+                fail(what);
             }
         }
         let pick = round as usize % own.len();
         let (id, version) = own[pick].clone();
-        let updated = http
+        let update = http
             .patch(format!("{base}/organizations/{id}"))
-            .json(&json!({ "version": version, "display_name": format!("Soak {n} {round} v{}", version + 1) }))
-            .send()
-            .await;
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        match updated {
-            Ok(response) if response.status() == 200 => {
+            .json(&json!({ "version": version, "display_name": format!("Soak {n} {round} v{}", version + 1) }));
+        match call(&counters, "update", update, 200).await {
+            Ok(body) => {
                 counters.events.fetch_add(1, Ordering::Relaxed);
-                let body: Value = response.json().await.unwrap_or_default();
                 own[pick].1 = body["version"].as_i64().unwrap_or(version + 1);
             }
-            Ok(response) => fail(format!("update answered {}", response.status())),
-            Err(e) => fail(format!("update failed: {e}")),
+            Err(what) => fail(what),
         }
         // A selective search, as users type: one of its organizations' slugs.
         let slug = own_slugs[(round as usize * 3) % own_slugs.len()].clone();
-        let found = http
-            .get(format!("{base}/organizations?q={slug}&limit=20"))
-            .send()
-            .await;
-        counters.requests.fetch_add(1, Ordering::Relaxed);
-        match found {
-            Ok(response) if response.status() == 200 => {}
-            Ok(response) => fail(format!("search answered {}", response.status())),
-            Err(e) => fail(format!("search failed: {e}")),
+        let search = http.get(format!("{base}/organizations?q={slug}&limit=20"));
+        if let Err(what) = call(&counters, "search", search, 200).await {
+            fail(what);
         }
     }
     first_error
+}
+
+/// Sends `request` and counts it; its JSON body (`Null` when it has none) if it answered
+/// `expected`, else what went wrong, naming the call `what`.
+async fn call(
+    counters: &Counters,
+    what: &str,
+    request: reqwest::RequestBuilder,
+    expected: u16,
+) -> Result<Value, String> {
+    let response = request.send().await;
+    counters.requests.fetch_add(1, Ordering::Relaxed);
+    match response {
+        Ok(response) if response.status() == expected => {
+            Ok(response.json().await.unwrap_or_default())
+        }
+        Ok(response) => Err(format!("{what} answered {}", response.status())),
+        Err(e) => Err(format!("{what} failed: {e}")),
+    }
 }
 
 /// A webhook receiver that answers 200 and counts (it keeps nothing, so it adds no memory).

@@ -319,14 +319,10 @@ impl Outbox {
         &self,
         archive: Option<&dyn PartitionArchive>,
     ) -> Result<PartitionReport, EventError> {
-        let created = self.ensure_partitions().await?;
-        let mut report = self
-            .sql
+        self.sql
             .partitioned
-            .retire(&self.db, self.system(), &self.config.partitions, archive)
-            .await?;
-        report.created = created;
-        Ok(report)
+            .maintain(&self.db, self.system(), &self.config.partitions, archive)
+            .await
     }
 
     /// The outbox's partitions with a range, oldest first (the `DEFAULT` one is not listed).

@@ -564,10 +564,25 @@ impl Partitioned {
         })
     }
 
+    /// Maintenance: [`ensure`](Self::ensure), then [`retire`](Self::retire); the report
+    /// lists both.
+    pub(crate) async fn maintain(
+        &self,
+        owner: &Db,
+        system: &Db,
+        config: &PartitionConfig,
+        archive: Option<&dyn PartitionArchive>,
+    ) -> Result<PartitionReport, EventError> {
+        let created = self.ensure(owner, config).await?;
+        let mut report = self.retire(owner, system, config, archive).await?;
+        report.created = created;
+        Ok(report)
+    }
+
     /// Retires the partitions wholly older than the retention (see the module
     /// documentation). Partition DDL and reads run on `owner`, the companion's rows on
     /// `system`.
-    pub(crate) async fn retire(
+    async fn retire(
         &self,
         owner: &Db,
         system: &Db,

@@ -114,6 +114,33 @@ impl Default for RetentionConfig {
     }
 }
 
+impl RetentionConfig {
+    /// Refuses a zero `interval` or `batch` (a busy loop, or a round that deletes nothing),
+    /// naming the field.
+    ///
+    /// ```
+    /// let mut retention = orgs_service::RetentionConfig::default();
+    /// assert!(retention.validate().is_ok());
+    /// retention.batch = 0;
+    /// let refused = retention.validate().unwrap_err().to_string();
+    /// assert!(refused.contains("retention.batch"), "{refused}");
+    /// ```
+    ///
+    /// # Errors
+    /// The first field that is zero.
+    pub fn validate(&self) -> Result<(), BoxError> {
+        if self.interval.is_zero() {
+            return Err(
+                "retention.interval must be longer than zero (NEO_RETENTION_INTERVAL)".into(),
+            );
+        }
+        if self.batch == 0 {
+            return Err("retention.batch must be at least 1 (NEO_RETENTION_BATCH)".into());
+        }
+        Ok(())
+    }
+}
+
 impl ServiceConfig {
     /// Defaults on these servers.
     pub fn new(database_url: impl Into<String>, redis_url: impl Into<String>) -> Self {
@@ -168,6 +195,7 @@ impl ServiceConfig {
             .ok()
             .map(SecretString::from);
         config.retention = from_env("NEO_RETENTION_")?;
+        config.retention.validate()?;
         Ok(config)
     }
 }
@@ -288,9 +316,7 @@ impl Service {
     /// # Errors
     /// A server that cannot be reached, a failed migration, a bad setting.
     pub async fn compose(config: ServiceConfig) -> Result<Service, BoxError> {
-        if config.retention.interval.is_zero() || config.retention.batch == 0 {
-            return Err("retention: the interval and the batch must not be zero".into());
-        }
+        config.retention.validate()?;
         let db = Db::connect(&DbConfig::with_url(config.database_url)).await?;
         let queue = Queue::new(&db, config.queue)?;
         queue.migrate().await?;

@@ -321,9 +321,7 @@ impl Webhooks {
             }
             _ => scheduled,
         };
-        let retry_at = chrono::Duration::from_std(delay)
-            .ok()
-            .map(|d| Utc::now() + d);
+        let retry_at = super::from_now(delay);
         // An inline attempt's job, already enqueued, makes the retry: moved from its backstop
         // time to the retry's (sooner by the schedule, or later by a `Retry-After`) once the
         // attempt is recorded, so that the retry cannot run before this record and have its

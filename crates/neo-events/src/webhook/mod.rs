@@ -337,3 +337,8 @@ pub enum OperationalEvent {
         last_error: String,
     },
 }
+
+/// The time `wait` from now; `None` past what a timestamp holds.
+pub(crate) fn from_now(wait: std::time::Duration) -> Option<DateTime<Utc>> {
+    Utc::now().checked_add_signed(chrono::TimeDelta::from_std(wait).ok()?)
+}

@@ -1,3 +1,5 @@
+#[cfg(feature = "archive")]
+use crate::rows_by_partition;
 use neo_core::TenantId;
 use neo_core::{ErrorKind, HasErrorKind};
 use neo_db::{Db, DbConfig, RlsSetting};
@@ -666,29 +668,6 @@ fn second_partitions() -> neo_events::PartitionConfig {
 }
 
 #[cfg(feature = "archive")]
-impl Env {
-    /// The partition holding each of `ids` and each row as `to_jsonb` gives it, read on the
-    /// system `Db` (every tenant's rows).
-    async fn rows_by_partition(
-        &self,
-        ids: &[uuid::Uuid],
-    ) -> Vec<(String, uuid::Uuid, serde_json::Value)> {
-        let mut conn = self.system.statement_connection().await.unwrap();
-        let rows: Vec<(String, uuid::Uuid, serde_json::Value)> = sqlx::query_as(
-            "SELECT c.relname::text, o.id, to_jsonb(o) FROM neo_events.outbox o \
-             JOIN pg_class c ON c.oid = o.tableoid WHERE o.id = ANY($1) ORDER BY o.id",
-        )
-        .persistent(false)
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await
-        .unwrap();
-        conn.finish().await.unwrap();
-        rows
-    }
-}
-
-#[cfg(feature = "archive")]
 async fn retention_archives_and_drops_old_partitions_and_keeps_pending_work(mode: Mode) {
     let config = OutboxConfig {
         batch_size: 50,
@@ -715,11 +694,13 @@ async fn retention_archives_and_drops_old_partitions_and_keeps_pending_work(mode
     let e3 = env.event(3);
     env.publish_now(&env.outbox, std::slice::from_ref(&e3))
         .await;
-    let before = env
-        .rows_by_partition(&[*e1.id().as_uuid(), *e2.id().as_uuid(), *e3.id().as_uuid()])
-        .await;
+    let ids = [*e1.id().as_uuid(), *e2.id().as_uuid(), *e3.id().as_uuid()];
+    let before = rows_by_partition(&env.system, "outbox", ids.to_vec()).await;
     assert_eq!(before.len(), 3);
-    let part = |id: uuid::Uuid| before.iter().find(|r| r.1 == id).unwrap().0.clone();
+    let part = |id: uuid::Uuid| {
+        let id = id.to_string();
+        before.iter().find(|r| r.1["id"] == id).unwrap().0.clone()
+    };
     let (old, pending) = (part(*e1.id().as_uuid()), part(*e3.id().as_uuid()));
     assert_eq!(
         part(*e2.id().as_uuid()),
@@ -784,14 +765,14 @@ async fn retention_archives_and_drops_old_partitions_and_keeps_pending_work(mode
     let expected: Vec<serde_json::Value> = before
         .iter()
         .filter(|r| r.0 == old)
-        .map(|r| r.2.clone())
+        .map(|r| r.1.clone())
         .collect();
     assert_eq!(archived, expected);
     assert!(expected.iter().all(|row| !row["processed_at"].is_null()));
 
     // The pending event is still there and is dispatched; then its partition goes too.
     assert_eq!(
-        env.rows_by_partition(&[*e1.id().as_uuid(), *e2.id().as_uuid()])
+        rows_by_partition(&env.system, "outbox", ids[..2].to_vec())
             .await
             .len(),
         0
@@ -806,7 +787,12 @@ async fn retention_archives_and_drops_old_partitions_and_keeps_pending_work(mode
         "{report:?}"
     );
     assert!(report.kept_pending.is_empty(), "{report:?}");
-    assert_eq!(env.rows_by_partition(&[*e3.id().as_uuid()]).await.len(), 0);
+    assert_eq!(
+        rows_by_partition(&env.system, "outbox", vec![ids[2]])
+            .await
+            .len(),
+        0
+    );
     // Partitions ahead were made again for the time that passed; nothing ahead was dropped.
     let left = maintainer.partitions().await.unwrap();
     assert!(

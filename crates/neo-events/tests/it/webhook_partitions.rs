@@ -2,6 +2,7 @@
 //! whole partitions with their attempts and never touches pending deliveries; deliveries
 //! written before the migration stay readable and deliverable.
 
+use crate::rows_by_partition;
 use crate::webhooks::{
     Isolation, Mode, Running, Sealing, config, event, finish, publish, receiver_and_endpoint,
     setup_in, wait_until, worker_path,
@@ -24,22 +25,6 @@ async fn retention_archives_deliveries_with_their_attempts_and_keeps_pending_one
 async fn retention_archives_deliveries_with_their_attempts_and_keeps_pending_ones_pgbouncer() {
     retention_archives_deliveries_with_their_attempts_and_keeps_pending_ones(PgRoute::PgBouncer)
         .await;
-}
-
-/// Each delivery of `ids` with the partition holding it, as `to_jsonb` gives the row.
-async fn deliveries_by_partition(db: &Db, ids: &[i64]) -> Vec<(String, serde_json::Value)> {
-    let mut conn = db.statement_connection().await.unwrap();
-    let rows = sqlx::query_as(
-        "SELECT c.relname::text, to_jsonb(d) FROM neo_events.webhook_deliveries d \
-         JOIN pg_class c ON c.oid = d.tableoid WHERE d.id = ANY($1) ORDER BY d.id",
-    )
-    .persistent(false)
-    .bind(ids)
-    .fetch_all(&mut *conn)
-    .await
-    .unwrap();
-    conn.finish().await.unwrap();
-    rows
 }
 
 /// The attempt history rows of `delivery`, as `to_jsonb` gives them, by slot.
@@ -112,7 +97,7 @@ async fn retention_archives_deliveries_with_their_attempts_and_keeps_pending_one
     let both = s.webhooks.deliveries(endpoint.id, None, 10).await.unwrap();
     let (first, second) = (both[0].id, both[1].id);
     assert_eq!(both[1].status, DeliveryStatus::Pending);
-    let before = deliveries_by_partition(&s.system, &[first, second]).await;
+    let before = rows_by_partition(&s.system, "webhook_deliveries", vec![first, second]).await;
     let (old, pending) = (before[0].0.clone(), before[1].0.clone());
     assert_ne!(old, pending, "created a second apart");
     let attempts = attempts_of(&s.system, first).await;
@@ -410,7 +395,7 @@ async fn deliveries_written_before_partitioning_stay_readable_and_deliverable() 
     .await;
     let old_job = webhooks.delivery(ids[2]).await.unwrap();
     assert_eq!(old_job.attempts, 4, "the old job's attempt recorded");
-    let homes = deliveries_by_partition(&db, &ids).await;
+    let homes = rows_by_partition(&db, "webhook_deliveries", ids.clone()).await;
     assert!(
         homes
             .iter()

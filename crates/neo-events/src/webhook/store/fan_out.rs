@@ -186,9 +186,8 @@ impl Webhooks {
                 } else {
                     vec![None; created.len()]
                 };
-                let backstop = chrono::Duration::from_std(self.inner.config.inline_backstop())
-                    .unwrap_or(chrono::Duration::days(1));
-                let due = Utc::now() + backstop;
+                let due = crate::webhook::from_now(self.inner.config.inline_backstop())
+                    .unwrap_or_else(|| Utc::now() + chrono::TimeDelta::days(1));
                 // Built before the attempts start, which are told their jobs' ids: a failed
                 // attempt moves its job to its retry's time.
                 let jobs = self.delivery_jobs(&created, Some(due))?;
@@ -258,8 +257,7 @@ impl Webhooks {
                     // Not sent: the endpoint's rate limit or breaker said when to come back,
                     // which its job does rather than wait out its backstop time.
                     Err(JobError::Snooze(wait)) => {
-                        let at = Utc::now()
-                            + chrono::Duration::from_std(wait).unwrap_or(chrono::Duration::zero());
+                        let at = crate::webhook::from_now(wait).unwrap_or_else(Utc::now);
                         if committed.wait_for(|done| *done).await.is_ok() {
                             webhooks.move_inline_job(&job, at).await;
                         }

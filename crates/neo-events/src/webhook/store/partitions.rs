@@ -47,15 +47,13 @@ impl Webhooks {
         &self,
         archive: Option<&dyn PartitionArchive>,
     ) -> Result<PartitionReport, EventError> {
-        let created = self.ensure_partitions().await?;
         let config = &self.inner.config.partitions;
-        let mut report = self
+        let report = self
             .inner
             .sql
             .partitioned
-            .retire(&self.inner.db, &self.inner.system, config, archive)
+            .maintain(&self.inner.db, &self.inner.system, config, archive)
             .await?;
-        report.created = created;
         let mut conn = self.inner.system.statement_connection().await?;
         sqlx::query(AssertSqlSafe(self.inner.sql.purge_messages.clone()))
             .persistent(self.inner.system.pooler().named_statements())
