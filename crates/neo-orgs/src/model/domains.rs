@@ -6,6 +6,7 @@ use neo_core::DomainName;
 
 impl Organization {
     /// Claims a domain; returns the token to publish for its verification.
+    /// [`domains`](Organization::domains) stay sorted by name.
     ///
     /// # Errors
     /// [`OrgError::Invalid`] when already claimed here or over [`MAX_DOMAINS`](crate::MAX_DOMAINS) domains;
@@ -29,11 +30,18 @@ impl Organization {
         }
         let token = format!("neo-verify={}", uuid::Uuid::new_v4().simple());
         let payload = serde_json::json!({ "domain": domain });
-        self.domains.push(OrgDomain {
-            domain,
-            verification_token: token.clone(),
-            verified_at: None,
-        });
+        // Kept in byte order of the name, as every read from the database returns them.
+        let at = self
+            .domains
+            .partition_point(|d| d.domain.as_str() < domain.as_str());
+        self.domains.insert(
+            at,
+            OrgDomain {
+                domain,
+                verification_token: token.clone(),
+                verified_at: None,
+            },
+        );
         self.changed.domains = true;
         self.record("organization.domain_added", &payload)?;
         Ok(token)

@@ -212,7 +212,7 @@ impl Organization {
     pub fn website(&self) -> Option<&HttpsUrl> {
         self.website.as_ref()
     }
-    /// Its domains.
+    /// Its domains, sorted by name.
     pub fn domains(&self) -> &[OrgDomain] {
         &self.domains
     }

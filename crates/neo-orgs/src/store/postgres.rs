@@ -179,14 +179,22 @@ impl Sql {
             format!("ROW({})::{image_type}", fields.join(", "))
         };
         // Every read brings the domains along in the same query (no N+1).
+        let columns = "o.id, o.name, o.slug, o.display_name, o.description, o.status, \
+             o.suspension_reason, o.verification, o.primary_contact, o.legal, o.branding, o.website, \
+             o.metadata, o.created_at, o.updated_at, o.deleted_at, o.version";
+        let domains_json = "jsonb_agg(jsonb_build_object('domain', d.domain, 'verification_token', \
+             d.verification_token, 'verified_at', d.verified_at) ORDER BY d.domain COLLATE \"C\")";
         let select = format!(
-            "SELECT o.id, o.name, o.slug, o.display_name, o.description, o.status, o.suspension_reason, \
-             o.verification, o.primary_contact, o.legal, o.branding, o.website, o.metadata, o.created_at, \
-             o.updated_at, o.deleted_at, o.version, \
-             COALESCE((SELECT jsonb_agg(jsonb_build_object('domain', d.domain, 'verification_token', \
-                 d.verification_token, 'verified_at', d.verified_at) ORDER BY d.domain) \
-                 FROM {domains} d WHERE d.organization_id = o.id), '[]') AS domains \
-             FROM {orgs} o"
+            "SELECT {columns}, COALESCE((SELECT {domains_json} FROM {domains} d \
+             WHERE d.organization_id = o.id), '[]') AS domains FROM {orgs} o"
+        );
+        // Many by id (`$1`): the domains of all of them in one grouped scan, joined in, instead
+        // of a subquery per row (about a third of a 1,000-id read's server time).
+        let select_ids = format!(
+            "SELECT {columns}, COALESCE(g.domains, '[]') AS domains FROM {orgs} o \
+             LEFT JOIN (SELECT d.organization_id, {domains_json} AS domains FROM {domains} d \
+               WHERE d.organization_id = ANY($1) GROUP BY d.organization_id) g \
+             ON g.organization_id = o.id"
         );
         // Trigram match on name and slug (GIN index), or an exact claimed domain: two indexed
         // lookups, never an OR the planner cannot split.
@@ -208,7 +216,7 @@ impl Sql {
                 published = outbox.publish_cte(19)
             ),
             by_id: format!("{select} WHERE o.id = $1 AND (o.deleted_at IS NULL OR $2)"),
-            by_ids: format!("{select} WHERE o.id = ANY($1) AND o.deleted_at IS NULL"),
+            by_ids: format!("{select_ids} WHERE o.id = ANY($1) AND o.deleted_at IS NULL"),
             by_slug: format!("{select} WHERE o.slug = $1 AND o.deleted_at IS NULL"),
             // One statement for any number of writes: lock the rows (in id order, so batches
             // never deadlock), update those whose version is the caller's, audit each change
@@ -267,7 +275,7 @@ impl Sql {
                 "SELECT s.*, \
                  (SELECT count(*) FROM {domains} d WHERE d.organization_id = s.id) AS domain_count, \
                  (SELECT count(*) FROM {members} m WHERE m.organization_id = s.id) AS member_count \
-                 FROM ({select} WHERE o.id = ANY($1) AND o.deleted_at IS NULL) s"
+                 FROM ({select_ids} WHERE o.id = ANY($1) AND o.deleted_at IS NULL) s"
             ),
             lock_org: format!(
                 "SELECT id FROM {orgs} WHERE id = $1 AND deleted_at IS NULL FOR UPDATE"

@@ -623,8 +623,19 @@ async fn many_reads_and_writes_take_one_query_not_one_per_organization(s: Setup)
     let news: Vec<NewOrganization> = (0..50)
         .map(|n| new_org(&format!("Batch Org {n:02}")))
         .collect();
-    let created = s.orgs.batch_create("loader", news).await.unwrap();
+    let mut created = s.orgs.batch_create("loader", news).await.unwrap();
     assert_eq!(created.len(), 50);
+    // Two of them with domains, which many-id reads bring along in the same query, sorted.
+    for (at, names) in [
+        (1, &["b.example", "a.example"][..]),
+        (2, &["c.example"][..]),
+    ] {
+        let mut org = created[at].clone();
+        for name in names {
+            org.add_domain(DomainName::parse(name).unwrap()).unwrap();
+        }
+        created[at] = s.orgs.save("loader", org).await.unwrap();
+    }
     let mut ids: Vec<_> = created.iter().map(Organization::id).collect();
     ids.push(neo_core::OrganizationId::new()); // missing
     let got = s.orgs.get_many(&ids).await.unwrap();
@@ -649,12 +660,21 @@ async fn many_reads_and_writes_take_one_query_not_one_per_organization(s: Setup)
         .add_member(created[0].id(), UserId::new(), "admin")
         .await
         .unwrap();
-    let summaries = s.orgs.summaries(&ids[..2]).await.unwrap();
-    let first = summaries
-        .iter()
-        .find(|x| x.organization.id() == created[0].id())
-        .unwrap();
-    assert_eq!((first.domains, first.members), (0, 2));
+    let summaries = s.orgs.summaries(&ids[..3]).await.unwrap();
+    let of = |at: usize| {
+        summaries
+            .iter()
+            .find(|x| x.organization.id() == created[at].id())
+            .unwrap()
+    };
+    assert_eq!((of(0).domains, of(0).members), (0, 2));
+    let domains = |org: &Organization| -> Vec<String> {
+        org.domains().iter().map(|d| d.domain.to_string()).collect()
+    };
+    assert_eq!(of(1).domains, 2);
+    assert_eq!(domains(&of(1).organization), ["a.example", "b.example"]);
+    assert_eq!(domains(&of(2).organization), ["c.example"]);
+    assert_eq!(of(2).organization, created[2]);
     assert_eq!(
         s.orgs
             .add_member(neo_core::OrganizationId::new(), UserId::new(), "owner")
