@@ -897,3 +897,27 @@ async fn notification(
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_counts_on_the_held_jobs_its_slots_finish_before_it_returns() {
+        let pace = Pace::default();
+        assert_eq!(pace.finishing(32, 100), 0, "nothing timed yet");
+        pace.ran(Duration::from_millis(1));
+        pace.claimed(Duration::from_millis(5));
+        // 32 slots run five 1 ms jobs each within a 5 ms claim: 160, at most what is held.
+        assert_eq!(pace.finishing(32, 1_000), 160);
+        assert_eq!(pace.finishing(32, 100), 100);
+        let slow = Pace::default();
+        slow.ran(Duration::from_secs(1));
+        slow.claimed(Duration::from_millis(5));
+        assert_eq!(
+            slow.finishing(32, 100),
+            0,
+            "slow jobs free no room meanwhile"
+        );
+    }
+}
