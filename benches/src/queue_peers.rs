@@ -8,10 +8,14 @@
 //!   apalis-postgres 1.0's `push_tasks` (one UNNEST insert per batch, as its README shows);
 //! - idle enqueue → start latency, one job at a time, neo against graphile (local queue).
 //!
-//! For exploring settings, `NEO_BENCH_PREFETCH` / `NEO_BENCH_CLAIM_BATCH` (neo's worker, 100
-//! each by default), `NEO_BENCH_GRAPHILE_SIZE` (graphile's local queue, its default 100) and
+//! For exploring settings, `NEO_BENCH_PREFETCH` / `NEO_BENCH_CLAIM_BATCH` /
+//! `NEO_BENCH_COMPLETE_BATCH` (neo's worker, [`WorkerConfig`]'s defaults unless set),
+//! `NEO_BENCH_GRAPHILE_SIZE` (graphile's local queue, its default 100) and
 //! `NEO_BENCH_DRAIN_ONLY` (skip the enqueue and latency rows) override the defaults;
 //! `NEO_BENCH_ACK_RIDE_WAIT_MS` sets neo's `ack_ride_wait` (0: acks not riding on claims).
+//! `NEO_BENCH_DRAIN_STATS=1` prints, after each drain, what the server did for it: commits
+//! (`pg_stat_database.xact_commit`) and statements (`pg_stat_statements`) per job, and each
+//! statement's calls, rows per call and mean execution time.
 //!
 //! The times are taken inside each run (the enqueue of a drain and the workers' start-up and
 //! shutdown are not counted), so these are figures rather than [`crate::Pair`]s.
@@ -172,20 +176,22 @@ async fn neo_drain(db: &neo_db::Db, queue: &neo_queue::Queue, n: usize) -> Durat
     progress.expect(n);
     let reached = progress.reached.notified();
     let tick = progress.clone();
+    let defaults = WorkerConfig::default();
+    let env_or = |var: &str, default: usize| {
+        std::env::var(var)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
     let worker = Worker::new(
         queue.clone(),
         WorkerConfig {
             concurrency: CONCURRENCY,
-            prefetch: std::env::var("NEO_BENCH_PREFETCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100),
-            claim_batch: std::env::var("NEO_BENCH_CLAIM_BATCH")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(100),
+            prefetch: env_or("NEO_BENCH_PREFETCH", defaults.prefetch),
+            claim_batch: env_or("NEO_BENCH_CLAIM_BATCH", defaults.claim_batch),
+            complete_batch: env_or("NEO_BENCH_COMPLETE_BATCH", defaults.complete_batch),
             ack_ride_wait: crate::queue::ack_ride_wait_from_env(),
-            ..WorkerConfig::default()
+            ..defaults
         },
     )
     .handle("noop", move |_job| {
@@ -225,15 +231,126 @@ fn rate_row(operation: &str, ours: f64, peer: f64, goal: Option<f64>) -> Row {
     }
 }
 
+/// What the server did during one drain: its commits and statements, read before and after.
+struct ServerCounts {
+    pool: sqlx::PgPool,
+    commits: i64,
+}
+
+impl ServerCounts {
+    /// Resets `pg_stat_statements` and reads the commit count; `None` unless
+    /// `NEO_BENCH_DRAIN_STATS` is set.
+    async fn start(url: &str) -> Option<Self> {
+        std::env::var_os("NEO_BENCH_DRAIN_STATS")?;
+        let pool = check(
+            sqlx::postgres::PgPoolOptions::new()
+                .max_connections(1)
+                .connect(url)
+                .await,
+        );
+        check(
+            sqlx::query("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+                .execute(&pool)
+                .await,
+        );
+        // Backends flush their counts at most once a second while idle.
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        check(
+            sqlx::query("SELECT pg_stat_statements_reset()")
+                .execute(&pool)
+                .await,
+        );
+        let commits = Self::commits(&pool).await;
+        Some(ServerCounts { pool, commits })
+    }
+
+    async fn commits(pool: &sqlx::PgPool) -> i64 {
+        let mut conn = check(pool.acquire().await);
+        check(
+            sqlx::query("SELECT pg_stat_clear_snapshot()")
+                .execute(&mut *conn)
+                .await,
+        );
+        check(
+            sqlx::query_scalar(
+                "SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()",
+            )
+            .fetch_one(&mut *conn)
+            .await,
+        )
+    }
+
+    /// Prints the drain's commits and statements per job, and its statements.
+    #[allow(clippy::print_stdout, reason = "asked for with NEO_BENCH_DRAIN_STATS")]
+    async fn report(self, side: &str, n: usize) {
+        tokio::time::sleep(Duration::from_millis(2_000)).await;
+        let commits = Self::commits(&self.pool).await - self.commits;
+        let rows: Vec<(String, i64, i64, f64)> = check(
+            sqlx::query_as(
+                "SELECT query, calls, rows, mean_exec_time FROM pg_stat_statements \
+                 WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                 AND query NOT LIKE '%pg_stat%' ORDER BY calls DESC",
+            )
+            .fetch_all(&self.pool)
+            .await,
+        );
+        let statements: i64 = rows.iter().map(|r| r.1).sum();
+        let per_job = |x: i64| x as f64 / n as f64;
+        println!(
+            "{side}: {commits} commits ({:.4}/job), {statements} statements ({:.4}/job)",
+            per_job(commits),
+            per_job(statements)
+        );
+        for (query, calls, rows, mean) in rows.iter().filter(|r| r.1 > 2) {
+            let query: String = query.split_whitespace().collect::<Vec<_>>().join(" ");
+            let query: String = query.chars().take(90).collect();
+            println!(
+                "  {calls:>6} calls {:>7.1} rows/call {mean:>7.3} ms  {query}",
+                *rows as f64 / *calls as f64
+            );
+        }
+        self.pool.close().await;
+    }
+}
+
+/// [`neo_drain`] with its [`ServerCounts`] printed when asked.
+async fn neo_drain_counted(
+    url: &str,
+    db: &neo_db::Db,
+    queue: &neo_queue::Queue,
+    n: usize,
+) -> Duration {
+    let counts = ServerCounts::start(url).await;
+    let took = neo_drain(db, queue, n).await;
+    if let Some(counts) = counts {
+        counts.report("neo", n).await;
+    }
+    took
+}
+
+/// [`graphile_drain`] with its [`ServerCounts`] printed when asked.
+async fn graphile_drain_counted(url: &str, n: usize) -> Duration {
+    let counts = ServerCounts::start(url).await;
+    let took = graphile_drain(url, n).await;
+    if let Some(counts) = counts {
+        counts.report("graphile", n).await;
+    }
+    took
+}
+
 /// `queue/drain_vs_graphile`: jobs/s of each over `runs` alternating drains of `n` jobs
-/// (medians), and neo/graphile (goal ≥ 1.5).
+/// (medians), and neo/graphile (goal ≥ 1.5); each pair's rates are printed as they come.
+#[allow(
+    clippy::print_stdout,
+    reason = "each pair's figures, beside the medians"
+)]
 pub fn drain_rows(url: &str, n: usize, runs: usize) -> Vec<Row> {
     let rt = crate::runtime();
     let (db, queue) = queue_on(&rt, url, "bench_queue_drain");
     let (mut ours, mut peer) = (Vec::new(), Vec::new());
     for run in 0..runs {
-        let neo = || rt.block_on(neo_drain(&db, &queue, n));
-        let graphile = || rt.block_on(graphile_drain(url, n));
+        let neo = || rt.block_on(neo_drain_counted(url, &db, &queue, n));
+        let graphile = || rt.block_on(graphile_drain_counted(url, n));
         let (a, b) = if run % 2 == 0 {
             let a = neo();
             (a, graphile())
@@ -241,8 +358,17 @@ pub fn drain_rows(url: &str, n: usize, runs: usize) -> Vec<Row> {
             let b = graphile();
             (neo(), b)
         };
-        ours.push(n as f64 / a.as_secs_f64());
-        peer.push(n as f64 / b.as_secs_f64());
+        let (a, b) = (n as f64 / a.as_secs_f64(), n as f64 / b.as_secs_f64());
+        println!(
+            "drain pair {}: neo {a:.0} jobs/s, graphile {b:.0} jobs/s, {:.3}x (load {})",
+            run + 1,
+            a / b,
+            std::fs::read_to_string("/proc/loadavg")
+                .unwrap_or_default()
+                .trim()
+        );
+        ours.push(a);
+        peer.push(b);
     }
     vec![rate_row(
         &format!("queue/drain_vs_graphile ({n} pending, concurrency {CONCURRENCY}, no-op)"),

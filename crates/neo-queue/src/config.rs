@@ -209,7 +209,11 @@ pub struct WorkerConfig {
     pub name: String,
     /// Jobs running at once.
     pub concurrency: usize,
-    /// Most jobs claimed per round trip.
+    /// Most jobs claimed per round trip; 500 by default. Each claim waits for one commit, so
+    /// short jobs drain at about this many per claim round trip: with claims of 100 the
+    /// worker drained no-op jobs at 1.0× graphile_worker's rate, with 500 at 2.1–3.1×
+    /// (docs/PERFORMANCE.md). Slow jobs are not claimed in such numbers: the worker holds
+    /// only what its slots start within about two claims' time ([`prefetch`](Self::prefetch)).
     pub claim_batch: usize,
     /// At most this many jobs claimed ahead of free slots and held in a local buffer, so that
     /// a slot that frees starts its next job without a round trip and claims come in large
@@ -221,13 +225,14 @@ pub struct WorkerConfig {
     /// leases are extended by the worker's heartbeat, a buffered job whose lease was lost is
     /// dropped unstarted ([`WorkerReport::expired_before_start`](crate::WorkerReport)), and the
     /// buffer is handed back at shutdown. 0 claims only as many jobs as there are free slots,
-    /// as every worker of a queue with a [`rate_limit`](QueueConfig::rate_limit) does.
+    /// as every worker of a queue with a [`rate_limit`](QueueConfig::rate_limit) does. 500
+    /// by default, reached only by short jobs.
     pub prefetch: usize,
     /// Check for jobs this often when no notification arrives (scheduled jobs, missed
     /// notifications).
     #[serde(with = "humantime_serde")]
     pub poll_interval: Duration,
-    /// Acks and nacks are written in batches of up to this many...
+    /// Acks and nacks are written in batches of up to this many (500 by default)...
     pub complete_batch: usize,
     /// ...or after this long.
     #[serde(with = "humantime_serde")]
@@ -256,10 +261,10 @@ impl Default for WorkerConfig {
         WorkerConfig {
             name: "worker".to_owned(),
             concurrency: 16,
-            claim_batch: 100,
-            prefetch: 100,
+            claim_batch: 500,
+            prefetch: 500,
             poll_interval: Duration::from_secs(1),
-            complete_batch: 200,
+            complete_batch: 500,
             complete_linger: Duration::from_millis(2),
             ack_ride_wait: Duration::ZERO,
             shutdown_grace: Duration::from_secs(30),

@@ -117,15 +117,19 @@ impl JobContext {
     }
 }
 
-/// The cancellation signals of a worker's running jobs, by job id.
+/// The cancellation signals of a worker's running jobs, by job id, each with its claim's
+/// fencing token.
 #[derive(Debug, Default, Clone)]
-pub(crate) struct Cancels(Arc<Mutex<HashMap<JobId, watch::Sender<bool>>>>);
+pub(crate) struct Cancels(Arc<Mutex<HashMap<JobId, Signal>>>);
+
+/// A running claim's fencing token and its cancellation signal.
+type Signal = (i64, watch::Sender<bool>);
 
 impl Cancels {
     /// A context for the job of `receipt`, registered until [`finished`](Self::finished).
     pub(crate) fn context(&self, queue: &Queue, receipt: Receipt) -> JobContext {
         let (tx, rx) = watch::channel(false);
-        neo_core::sync::lock(&self.0).insert(receipt.id, tx);
+        neo_core::sync::lock(&self.0).insert(receipt.id, (receipt.fence, tx));
         JobContext {
             queue: queue.clone(),
             receipt,
@@ -133,16 +137,23 @@ impl Cancels {
         }
     }
 
-    /// The job's handler returned.
-    pub(crate) fn finished(&self, id: JobId) {
-        neo_core::sync::lock(&self.0).remove(&id);
+    /// The handler of the claim `receipt` returned: its signal goes, not that of a later
+    /// claim of the same job.
+    pub(crate) fn finished(&self, receipt: Receipt) {
+        let mut running = neo_core::sync::lock(&self.0);
+        if running
+            .get(&receipt.id)
+            .is_some_and(|(fence, _)| *fence == receipt.fence)
+        {
+            running.remove(&receipt.id);
+        }
     }
 
     /// Fires the tokens of these jobs (those of this worker's running jobs among them).
     pub(crate) fn cancel(&self, ids: impl IntoIterator<Item = JobId>) {
         let running = neo_core::sync::lock(&self.0);
         for id in ids {
-            if let Some(tx) = running.get(&id) {
+            if let Some((_, tx)) = running.get(&id) {
                 tx.send_replace(true);
             }
         }

@@ -197,10 +197,12 @@ impl Worker {
     /// the rest.
     ///
     /// A claim runs beside the jobs: meanwhile, slots that free start jobs
-    /// from the local buffer ([`WorkerConfig::prefetch`]). A claim is sent when the worker has
-    /// room for at least half of what it may hold, or at once when a slot is free and nothing
-    /// is buffered or being claimed; after a claim that came back short, only a notification
-    /// or the poll interval sends the next.
+    /// from the local buffer ([`WorkerConfig::prefetch`]). A claim is sent when the worker will
+    /// have room for at least half of what it may hold by the time the claim comes back
+    /// (counting the held jobs that its slots finish meanwhile, at the measured pace), and asks
+    /// for that room, so that short jobs are claimed in full batches back to back; or at once
+    /// when a slot is free and nothing is buffered or being claimed. After a claim that came
+    /// back short, only a notification or the poll interval sends the next.
     ///
     /// # Errors
     /// A database error that prevents listening; errors of single claims or acks are logged
@@ -319,13 +321,22 @@ impl Worker {
             let worth_a_claim = (ahead / 2).max(1);
             while more && claims.len() < CLAIMS_IN_FLIGHT {
                 let free = slots.available_permits();
-                let holding = buffer.len() + (config.concurrency - free) + claiming;
-                let room = most.saturating_sub(holding);
+                let held_now = buffer.len() + (config.concurrency - free);
+                let room = most.saturating_sub(held_now + claiming);
+                // What the claim finds room for when it comes back: the jobs held now that
+                // finish meanwhile will have freed theirs. Counted only with a buffer: a
+                // worker that may not hold jobs ahead claims for free slots alone.
+                let finishing = if ahead > 0 {
+                    pace.finishing(config.concurrency, held_now)
+                } else {
+                    0
+                };
+                let room_then = most.saturating_sub(held_now - finishing + claiming);
                 let idle = free > 0 && buffer.is_empty() && claims.is_empty();
-                if room < worth_a_claim && !(room > 0 && idle) {
+                if room_then < worth_a_claim && !(room > 0 && idle) {
                     break;
                 }
-                let asked = room.min(config.claim_batch);
+                let asked = room_then.min(config.claim_batch);
                 claiming += asked;
                 let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(&kinds));
                 let only = config.only_known_kinds;
@@ -366,6 +377,7 @@ impl Worker {
                             if jobs.len() < asked && epoch == wakes {
                                 more = false;
                             }
+                            supersede(&held, &cancels, &jobs);
                             let at = hold(&held, &jobs, lease(&queue), sent);
                             buffer.extend(jobs.into_iter().map(|job| (job, at)));
                         }
@@ -421,6 +433,7 @@ impl Worker {
                 },
             )) = claimed
             {
+                supersede(&held, &cancels, &jobs);
                 let at = hold(&held, &jobs, lease(&queue), sent);
                 buffer.extend(jobs.into_iter().map(|job| (job, at)));
             }
@@ -460,6 +473,34 @@ fn hold(held: &Held, jobs: &[Job], lease: Duration, sent: Instant) -> Instant {
         held.insert(job.receipt(), sent + lease);
     }
     Instant::now()
+}
+
+/// Stops holding the older claims of `jobs` that this worker still holds: a job rescued
+/// after its lease was lost and claimed again by this same worker (a new fencing token). A
+/// buffered one is then dropped unstarted, as any buffered job whose lease was lost; a
+/// running one's cancellation token fires, as a refused heartbeat fires it. The worker
+/// never holds two claims of one job, so that a receipt answered by job id (heartbeats,
+/// acks) stands for one claim.
+fn supersede(held: &Held, cancels: &Cancels, jobs: &[Job]) {
+    let claimed: HashMap<neo_core::JobId, i64> = jobs.iter().map(|j| (j.id, j.fence)).collect();
+    let mut lost = Vec::new();
+    lock(held).retain(|receipt, _| {
+        let older = claimed
+            .get(&receipt.id)
+            .is_some_and(|fence| *fence != receipt.fence);
+        if older {
+            lost.push(receipt.id);
+        }
+        !older
+    });
+    if !lost.is_empty() {
+        tracing::warn!(
+            lost = lost.len(),
+            "claimed again jobs whose earlier claims were lost"
+        );
+        // The new claims are not running yet: only the lost claims' tokens fire.
+        cancels.cancel(lost);
+    }
 }
 
 /// Whether the claim `receipt` is known to be leased for at least `margin` more.
@@ -578,7 +619,7 @@ async fn run_job(
         ))),
     };
     pace.ran(started.elapsed());
-    cancels.finished(receipt.id);
+    cancels.finished(receipt);
     // Before the slot frees: the claim that the free slot sends takes this ack along.
     let done_now = match (outcome, riding) {
         (Ok(()), Some(riding)) => {
@@ -656,6 +697,20 @@ impl Pace {
         }
         let started = (2 * concurrency as u64).saturating_mul(claim) / run;
         usize::try_from(started).unwrap_or(usize::MAX).min(prefetch)
+    }
+
+    /// Of the `held` jobs (buffered and running), how many `concurrency` slots finish within
+    /// one claim's time; none until a job and a claim have been timed.
+    fn finishing(&self, concurrency: usize, held: usize) -> usize {
+        let (run, claim) = (
+            self.run_ns.load(Ordering::Relaxed),
+            self.claim_ns.load(Ordering::Relaxed),
+        );
+        if run == 0 || claim == 0 {
+            return 0;
+        }
+        let finished = (concurrency as u64).saturating_mul(claim) / run;
+        usize::try_from(finished).unwrap_or(usize::MAX).min(held)
     }
 }
 
@@ -840,5 +895,29 @@ async fn notification(
     match listener {
         Some(listener) => listener.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_claim_counts_on_the_held_jobs_its_slots_finish_before_it_returns() {
+        let pace = Pace::default();
+        assert_eq!(pace.finishing(32, 100), 0, "nothing timed yet");
+        pace.ran(Duration::from_millis(1));
+        pace.claimed(Duration::from_millis(5));
+        // 32 slots run five 1 ms jobs each within a 5 ms claim: 160, at most what is held.
+        assert_eq!(pace.finishing(32, 1_000), 160);
+        assert_eq!(pace.finishing(32, 100), 100);
+        let slow = Pace::default();
+        slow.ran(Duration::from_secs(1));
+        slow.claimed(Duration::from_millis(5));
+        assert_eq!(
+            slow.finishing(32, 100),
+            0,
+            "slow jobs free no room meanwhile"
+        );
     }
 }
