@@ -59,24 +59,42 @@ async fn wait_serving(db: &Db) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_writer_reads_its_write_on_the_primary_while_replay_is_paused_and_others_read_the_replica()
- {
+/// A pair of its own with a `notes` table on the primary, and a `Db` with the lag bound
+/// `max_lag` whose eventual reads go to the replica (caught up and serving).
+async fn notes_pair(max_lag: Duration) -> (PgReplicaPair, Db) {
     let pair = start_pair(false).await;
-    let db = Db::connect(&replicated_config(&pair, Duration::from_secs(60)))
+    let db = Db::connect(&replicated_config(&pair, max_lag))
         .await
         .unwrap();
     sqlx::query("CREATE TABLE notes (id int PRIMARY KEY)")
         .execute(db.pool())
         .await
         .unwrap();
-    let pair = tokio::task::spawn_blocking(move || {
+    let pair = on_pair(pair, |pair| {
         pair.wait_caught_up(Duration::from_secs(10)).unwrap();
+    })
+    .await;
+    wait_serving(&db).await;
+    (pair, db)
+}
+
+/// Runs `step` on the pair off the runtime (pausing, resuming and waiting block).
+async fn on_pair(
+    pair: PgReplicaPair,
+    step: impl FnOnce(&PgReplicaPair) + Send + 'static,
+) -> PgReplicaPair {
+    tokio::task::spawn_blocking(move || {
+        step(&pair);
         pair
     })
     .await
-    .unwrap();
-    wait_serving(&db).await;
+    .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_reads_its_write_on_the_primary_while_replay_is_paused_and_others_read_the_replica()
+ {
+    let (pair, db) = notes_pair(Duration::from_secs(60)).await;
     // Reads without a session, before any write, go to the replica.
     let replica_count = {
         let pool = db.read_pool();
@@ -85,11 +103,7 @@ async fn a_writer_reads_its_write_on_the_primary_while_replay_is_paused_and_othe
     };
     assert_eq!(replica_count, 0);
 
-    let paused = tokio::task::spawn_blocking(move || {
-        pair.pause_replay().unwrap();
-        pair
-    });
-    let pair = paused.await.unwrap();
+    let pair = on_pair(pair, |pair| pair.pause_replay().unwrap()).await;
 
     let writer = ReadSession::new();
     let other = ReadSession::new();
@@ -126,13 +140,11 @@ async fn a_writer_reads_its_write_on_the_primary_while_replay_is_paused_and_othe
     assert!(!on_replica(pool).await);
 
     // ...until the replica replays past the write: then its reads go to the replica again.
-    let pair = tokio::task::spawn_blocking(move || {
+    let pair = on_pair(pair, |pair| {
         pair.resume_replay().unwrap();
         pair.wait_caught_up(Duration::from_secs(10)).unwrap();
-        pair
     })
-    .await
-    .unwrap();
+    .await;
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let pool = next_request.scope(async { db.read_pool() }).await;
@@ -157,22 +169,8 @@ async fn a_replica_behind_the_lag_bound_is_skipped_and_reported() {
     let recorder = DebuggingRecorder::new();
     let snapshotter = recorder.snapshotter();
     metrics::set_global_recorder(recorder).unwrap();
-    let pair = start_pair(false).await;
-    let db = Db::connect(&replicated_config(&pair, Duration::from_millis(500)))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE notes (id int PRIMARY KEY)")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    wait_serving(&db).await;
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.wait_caught_up(Duration::from_secs(10)).unwrap();
-        pair.pause_replay().unwrap();
-        pair
-    })
-    .await
-    .unwrap();
+    let (pair, db) = notes_pair(Duration::from_millis(500)).await;
+    let pair = on_pair(pair, |pair| pair.pause_replay().unwrap()).await;
     // Writes keep arriving while replay is paused: the replica falls behind.
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut id = 0;
@@ -241,12 +239,7 @@ async fn a_replica_behind_the_lag_bound_is_skipped_and_reported() {
         i64::from(id)
     );
 
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.resume_replay().unwrap();
-        pair
-    })
-    .await
-    .unwrap();
+    let pair = on_pair(pair, |pair| pair.resume_replay().unwrap()).await;
     wait_serving(&db).await;
     db.close().await;
     drop(pair);
@@ -258,34 +251,15 @@ async fn a_replica_behind_the_lag_bound_is_skipped_and_reported() {
 /// the age of its last replayed transaction alone would read the idle spell as lag.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_spell_is_not_read_as_lag_when_writes_resume() {
-    let pair = start_pair(false).await;
     let max_lag = Duration::from_secs(2);
-    let db = Db::connect(&replicated_config(&pair, max_lag))
-        .await
-        .unwrap();
-    sqlx::query("CREATE TABLE notes (id int PRIMARY KEY)")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.wait_caught_up(Duration::from_secs(10)).unwrap();
-        pair
-    })
-    .await
-    .unwrap();
-    wait_serving(&db).await;
+    let (pair, db) = notes_pair(max_lag).await;
     // Idle for longer than the bound; reads keep the cached position fresh.
     let idle_until = Instant::now() + max_lag + Duration::from_secs(1);
     while Instant::now() < idle_until {
         let _ = on_replica(db.read_pool_for(Consistency::Eventual)).await;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.pause_replay().unwrap();
-        pair
-    })
-    .await
-    .unwrap();
+    let pair = on_pair(pair, |pair| pair.pause_replay().unwrap()).await;
     sqlx::query("INSERT INTO notes VALUES (1)")
         .execute(db.pool())
         .await
@@ -308,12 +282,7 @@ async fn an_idle_spell_is_not_read_as_lag_when_writes_resume() {
         status.serving && status.lag < max_lag,
         "the idle spell was read as lag: {status:?}"
     );
-    let pair = tokio::task::spawn_blocking(move || {
-        pair.resume_replay().unwrap();
-        pair
-    })
-    .await
-    .unwrap();
+    let pair = on_pair(pair, |pair| pair.resume_replay().unwrap()).await;
     db.close().await;
     drop(pair);
 }
