@@ -199,14 +199,19 @@ fn resident_kb() -> u64 {
         .expect("VmRSS in /proc/self/status")
 }
 
-/// Size in bytes (with indexes and TOAST) and dead tuples of each hot table.
+/// Size in bytes (with indexes and TOAST) and dead tuples of each hot table, summed over its
+/// partitions.
 async fn table_stats(service: &Service) -> BTreeMap<String, (i64, i64)> {
     let mut stats = BTreeMap::new();
     for (schema, table) in HOT_TABLES {
         let row = sqlx::query(
-            "SELECT pg_total_relation_size(c.oid), coalesce(s.n_dead_tup, 0) \
+            // A partitioned table's own size is 0: its partitions (all levels) hold the rows;
+            // a plain table is not in any partition tree and counts alone.
+            "SELECT coalesce(sum(pg_total_relation_size(t.relid)), 0)::bigint, \
+                    coalesce(sum(s.n_dead_tup), 0)::bigint \
              FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-             LEFT JOIN pg_stat_user_tables s ON s.relid = c.oid \
+             CROSS JOIN LATERAL (SELECT relid FROM pg_partition_tree(c.oid) UNION SELECT c.oid) t \
+             LEFT JOIN pg_stat_user_tables s ON s.relid = t.relid \
              WHERE n.nspname = $1 AND c.relname = $2",
         )
         .bind(schema)
