@@ -688,20 +688,21 @@ impl Pace {
     /// Jobs to hold beyond `concurrency` slots: what they start within two claims' time,
     /// at most `prefetch`; none until a job and a claim have been timed.
     fn ahead(&self, concurrency: usize, prefetch: usize) -> usize {
-        let (run, claim) = (
-            self.run_ns.load(Ordering::Relaxed),
-            self.claim_ns.load(Ordering::Relaxed),
-        );
-        if run == 0 || claim == 0 || prefetch == 0 {
+        if prefetch == 0 {
             return 0;
         }
-        let started = (2 * concurrency as u64).saturating_mul(claim) / run;
-        usize::try_from(started).unwrap_or(usize::MAX).min(prefetch)
+        self.run_within_claims(concurrency, 2).min(prefetch)
     }
 
     /// Of the `held` jobs (buffered and running), how many `concurrency` slots finish within
     /// one claim's time; none until a job and a claim have been timed.
     fn finishing(&self, concurrency: usize, held: usize) -> usize {
+        self.run_within_claims(concurrency, 1).min(held)
+    }
+
+    /// How many jobs `slots` slots run in the time of `claims` claims, at the measured pace;
+    /// 0 until a job and a claim have been timed.
+    fn run_within_claims(&self, slots: usize, claims: u64) -> usize {
         let (run, claim) = (
             self.run_ns.load(Ordering::Relaxed),
             self.claim_ns.load(Ordering::Relaxed),
@@ -709,8 +710,8 @@ impl Pace {
         if run == 0 || claim == 0 {
             return 0;
         }
-        let finished = (concurrency as u64).saturating_mul(claim) / run;
-        usize::try_from(finished).unwrap_or(usize::MAX).min(held)
+        let jobs = (claims * slots as u64).saturating_mul(claim) / run;
+        usize::try_from(jobs).unwrap_or(usize::MAX)
     }
 }
 
