@@ -433,38 +433,38 @@ async fn refresh(max_lag: Duration, epoch: Instant, replica: Arc<Replica>) {
         .unwrap_or(u64::MAX)
         .max(1);
     let answer = sqlx::raw_sql(
-        "SELECT pg_last_wal_replay_lsn()::text, \
-         pg_is_wal_replay_paused() OR pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), \
-         CASE WHEN pg_is_wal_replay_paused() \
-                OR pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
-              THEN COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8, \
-                     CASE WHEN pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn() \
-                          THEN 1e9 ELSE 0 END) \
-              ELSE 0 END",
+        "SELECT pg_last_wal_replay_lsn()::text, pg_is_wal_replay_paused(), \
+         pg_last_wal_receive_lsn() > pg_last_wal_replay_lsn(), \
+         EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float8",
     )
     .fetch_one(&replica.pool)
     .await
     .and_then(|row| {
         Ok((
             row.try_get::<Option<String>, _>(0)?,
-            row.try_get::<Option<bool>, _>(1)?,
-            row.try_get::<Option<f64>, _>(2)?,
+            row.try_get::<Option<bool>, _>(1)? == Some(true),
+            row.try_get::<Option<bool>, _>(2)? == Some(true),
+            row.try_get::<Option<f64>, _>(3)?,
         ))
     });
     match answer {
-        Ok((Some(lsn), behind, age)) => {
-            let mut lag = Duration::from_secs_f64(age.unwrap_or(0.0).max(0.0));
-            if behind == Some(true) {
-                // Behind now, but not for longer than since it was last seen caught up: the
-                // last replayed transaction's age alone reads an idle spell as lag.
+        Ok((Some(lsn), paused, waiting, age)) => {
+            let lag = if paused || waiting {
+                // Behind: the age of the last replayed transaction (unbounded when none was
+                // replayed and WAL waits), but not longer than since it was last seen caught
+                // up; that age alone reads an idle spell as lag.
+                let age = age.unwrap_or(if waiting { 1e9 } else { 0.0 });
+                let mut lag = Duration::from_secs_f64(age.max(0.0));
                 let caught_up = replica.caught_up_at.load(Ordering::Acquire);
                 if caught_up != 0 {
                     let now = u64::try_from(epoch.elapsed().as_nanos()).unwrap_or(u64::MAX);
                     lag = lag.min(Duration::from_nanos(now.saturating_sub(caught_up)));
                 }
+                lag
             } else {
                 replica.caught_up_at.fetch_max(sent, Ordering::AcqRel);
-            }
+                Duration::ZERO
+            };
             if let Ok(lsn) = lsn.parse::<Lsn>() {
                 replica.replayed.fetch_max(lsn.0, Ordering::AcqRel);
             }
@@ -482,7 +482,7 @@ async fn refresh(max_lag: Duration, epoch: Instant, replica: Arc<Replica>) {
                 tracing::debug!(replica = %replica.name, ?lag, "read replica lagging; skipped");
             }
         }
-        Ok((None, _, _)) => {
+        Ok((None, ..)) => {
             // Not (or no longer) a standby: promoted, or misconfigured.
             if replica.healthy.swap(false, Ordering::AcqRel) {
                 tracing::warn!(replica = %replica.name, "read replica is not in recovery; skipped");
