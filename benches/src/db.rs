@@ -191,6 +191,30 @@ pub async fn drop_schemas(db: &neo_db::Db, schemas: &[&str]) {
     }
 }
 
+/// Waits until the server at `url` has no background work left from earlier benches: a
+/// `CHECKPOINT` writes their dirty pages now, and the wait lasts until no autovacuum worker runs
+/// (at most `within`). Latency probes call it first, so that an idle-path figure is not taken
+/// while the server flushes or vacuums what a bulk bench just wrote.
+pub async fn settle(url: &str, within: std::time::Duration) {
+    let db = connect(url, 1).await;
+    crate::check(sqlx::raw_sql("CHECKPOINT").execute(db.pool()).await);
+    let until = std::time::Instant::now() + within;
+    while std::time::Instant::now() < until {
+        let vacuuming: i64 = crate::check(
+            sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'autovacuum worker'",
+            )
+            .fetch_one(db.pool())
+            .await,
+        );
+        if vacuuming == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    db.pool().close().await;
+}
+
 /// `max_wal_size` of the throwaway bench server, in megabytes. At the default 1 GB, the seeding
 /// of 100,000 organizations and the webhook run forced a checkpoint every 15 to 21 s
 /// (PostgreSQL logged "checkpoints are occurring too frequently"), so the write figures after

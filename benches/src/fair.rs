@@ -67,13 +67,20 @@ pub struct Figures {
     pub rate_ratio: f64,
 }
 
-/// The worker of every run: a pool of the size a service would run, claiming 100 at a time.
+/// Overrides the worker's `claim_batch` for a run of the fairness bench (to compare sizes).
+pub const CLAIM_BATCH_VAR: &str = "NEO_BENCH_FAIR_CLAIM_BATCH";
+
+/// The worker of every run: a pool of the size a service would run, otherwise the defaults
+/// (claims of 500, express claims of 8); `claim_batch` from [`CLAIM_BATCH_VAR`] when set.
 fn worker_config() -> WorkerConfig {
+    let defaults = WorkerConfig::default();
     WorkerConfig {
         concurrency: 200,
-        claim_batch: 100,
-        complete_batch: 500,
-        ..WorkerConfig::default()
+        claim_batch: std::env::var(CLAIM_BATCH_VAR)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(defaults.claim_batch),
+        ..defaults
     }
 }
 

@@ -473,11 +473,27 @@ pub fn graphile_start_latencies(url: &str, samples: usize) -> Vec<Duration> {
     })
 }
 
-/// Idle enqueue → start p50 and p99 of neo and graphile (local queue), measured one after
-/// the other over `samples` jobs each.
+/// Blocks the idle-latency samples are taken in, alternating neo and graphile.
+const LATENCY_BLOCKS: usize = 5;
+
+/// Idle enqueue → start p50 and p99 of neo and graphile (local queue) over `samples` jobs
+/// each, taken in [`LATENCY_BLOCKS`] alternating blocks once the server has settled (no
+/// checkpoint or autovacuum left from the drains before), so drift falls on both alike.
 pub fn latency_rows(url: &str, samples: usize) -> Vec<Row> {
-    let ours = crate::queue::start_latencies(url, samples);
-    let peer = graphile_start_latencies(url, samples);
+    crate::runtime().block_on(crate::db::settle(url, Duration::from_secs(60)));
+    let block = samples.div_ceil(LATENCY_BLOCKS).max(1);
+    let (mut ours, mut peer) = (Vec::new(), Vec::new());
+    for i in 0..LATENCY_BLOCKS {
+        if i % 2 == 0 {
+            ours.extend(crate::queue::start_latencies(url, block));
+            peer.extend(graphile_start_latencies(url, block));
+        } else {
+            peer.extend(graphile_start_latencies(url, block));
+            ours.extend(crate::queue::start_latencies(url, block));
+        }
+    }
+    ours.sort();
+    peer.sort();
     let at = |l: &[Duration], q: f64| l[((l.len() as f64 * q) as usize).min(l.len() - 1)];
     let ms = |d: Duration| d.as_secs_f64() * 1e3;
     [(0.5, "p50", None), (0.99, "p99", Some(4.0))]

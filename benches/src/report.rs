@@ -162,6 +162,7 @@ fn quantile(sorted: &[Duration], q: f64) -> Duration {
 
 /// Enqueue → handler start of neo-queue (LISTEN/NOTIFY), over `samples` jobs.
 pub fn queue_rows(url: &str, samples: usize) -> Vec<Row> {
+    crate::runtime().block_on(crate::db::settle(url, Duration::from_secs(60)));
     let latencies = crate::queue::start_latencies(url, samples);
     let p50 = quantile(&latencies, 0.5);
     vec![

@@ -48,6 +48,7 @@
 //! |---|---|
 //! | `env` | `QueueConfig::from_env()` (reads `NEO_QUEUE_*`), `PeriodicConfig::from_env()` (`NEO_PERIODIC_*`) |
 
+mod buffer;
 mod config;
 mod context;
 mod error;

@@ -1,12 +1,13 @@
 //! The worker pool: claims jobs, runs a handler per kind with bounded concurrency, and
 //! acknowledges in batches.
 
+use crate::buffer::Buffer;
 use crate::context::{Cancels, JobContext};
 use crate::queue::{CANCEL_NOTICE, Queue, channel, lease};
 use crate::riding::{Riding, RidingAcks};
 use crate::{Failure, Job, Receipt};
 use crate::{Result, WorkerConfig};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -246,19 +247,38 @@ impl Worker {
             cancels.clone(),
             Arc::clone(&beat_now),
         )));
+        // Expired leases are rescued and finished jobs pruned before the first claim; after
+        // that beside the claims, so that a slow round never holds up a claim or a start. A
+        // rescue that freed jobs wakes the loop to claim them.
+        let next_prune = maintenance_round(&queue, tokio::time::Instant::now())
+            .await
+            .1;
+        let rescued = Arc::new(tokio::sync::Notify::new());
+        let _maintenance = AbortOnDrop(tokio::spawn(maintain(
+            queue.clone(),
+            config.poll_interval,
+            next_prune,
+            Arc::clone(&rescued),
+        )));
         // Acks written with claims: counted here, added to the completer's report.
         let mut rode = WorkerReport::default();
         // The acks each claim in flight took, by its task.
         let mut claim_acks: HashMap<tokio::task::Id, Vec<Riding>> = HashMap::new();
         let mut tasks = JoinSet::new();
         let mut shutdown = std::pin::pin!(shutdown);
-        let mut next_rescue = Instant::now();
-        let mut next_prune = Instant::now();
         // Claimed jobs not yet started, with the time they were claimed.
-        let mut buffer: VecDeque<(Job, Instant)> = VecDeque::new();
-        // Claims in flight (at most `CLAIMS_IN_FLIGHT`), and the jobs they asked for.
+        let mut buffer = Buffer::new(queue.claims_take_turns());
+        // Claims in flight (at most `CLAIMS_IN_FLIGHT`, and an express claim), and the jobs
+        // they asked for.
         let mut claims: JoinSet<Claimed> = JoinSet::new();
-        let mut claiming = 0;
+        // The jobs each claim in flight asked for, by its task.
+        let mut asked_by: HashMap<tokio::task::Id, usize> = HashMap::new();
+        // Express claims ([`WorkerConfig::express_claim`]): whether this queue's claims allow
+        // them, whether a job was enqueued while a claim was in flight, and the one in flight.
+        let express =
+            config.express_claim > 0 && queue.claims_take_turns() && !queue.claims_serialised();
+        let mut express_wanted = false;
+        let mut express_task: Option<tokio::task::Id> = None;
         // Wake-ups (notifications, polls) so far: a short claim sent before the last one does
         // not mean the queue is empty.
         let mut wakes = 0_u64;
@@ -271,18 +291,11 @@ impl Worker {
         let margin = lease(&queue) / 4;
 
         loop {
-            if Instant::now() >= next_rescue {
-                if let Err(error) = queue.rescue_expired().await {
-                    tracing::warn!(%error, "rescuing expired leases failed");
-                }
-                next_rescue = Instant::now() + config.poll_interval;
-                next_prune = crate::queue::prune_due(&queue, next_prune).await;
-            }
             while !buffer.is_empty() {
                 let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
                     break;
                 };
-                let Some((job, claimed_at)) = buffer.pop_front() else {
+                let Some((job, claimed_at)) = buffer.pop() else {
                     break;
                 };
                 let receipt = job.receipt();
@@ -319,7 +332,8 @@ impl Worker {
             let ahead = pace.ahead(config.concurrency, prefetch);
             let most = config.concurrency + ahead;
             let worth_a_claim = (ahead / 2).max(1);
-            while more && claims.len() < CLAIMS_IN_FLIGHT {
+            while more && claims.len() - usize::from(express_task.is_some()) < CLAIMS_IN_FLIGHT {
+                let claiming: usize = asked_by.values().sum();
                 let free = slots.available_permits();
                 let held_now = buffer.len() + (config.concurrency - free);
                 let room = most.saturating_sub(held_now + claiming);
@@ -337,25 +351,21 @@ impl Worker {
                     break;
                 }
                 let asked = room_then.min(config.claim_batch);
-                claiming += asked;
-                let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(&kinds));
-                let only = config.only_known_kinds;
-                let epoch = wakes;
                 let acks = riding.as_ref().map(|r| r.take()).unwrap_or_default();
-                let receipts = crate::riding::receipts(&acks);
-                let task = claims.spawn(async move {
-                    let sent = Instant::now();
-                    let only = only.then_some(&kinds[..]);
-                    let jobs = queue.ack_and_claim(&receipts, &name, asked, only).await;
-                    Claimed {
-                        asked,
-                        sent,
-                        epoch,
-                        jobs,
-                    }
-                });
-                claim_acks.insert(task.id(), acks);
+                let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &acks, wakes);
+                claim_acks.insert(task, acks);
+                asked_by.insert(task, asked);
             }
+            // A job enqueued while a claim is in flight, on a queue whose claims take turns
+            // across tenants: a small claim now takes it (another tenant's job is chosen
+            // first), rather than the claim after the one in flight.
+            if express_wanted && express_task.is_none() && !claims.is_empty() {
+                let asked = config.express_claim;
+                let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &[], wakes);
+                asked_by.insert(task, asked);
+                express_task = Some(task);
+            }
+            express_wanted = false;
             if let Some(riding) = &riding {
                 riding.set_claim_coming(more || !claims.is_empty());
             }
@@ -364,6 +374,12 @@ impl Worker {
                 biased;
                 () = &mut shutdown => break,
                 Some(claimed) = claims.join_next_with_id(), if !claims.is_empty() => {
+                    let id = claimed.as_ref().map_or_else(tokio::task::JoinError::id, |(id, _)| *id);
+                    asked_by.remove(&id);
+                    let was_express = express_task == Some(id);
+                    if was_express {
+                        express_task = None;
+                    }
                     let written = settle_acks(&claimed, &mut claim_acks, &held, &mut rode);
                     if let (Some(acks), Some(riding)) = (written, &riding) {
                         riding.put_back(acks);
@@ -371,24 +387,26 @@ impl Worker {
                     }
                     match claimed.map(|(_, claimed)| claimed) {
                         Ok(Claimed { asked, sent, epoch, jobs: Ok((jobs, _)) }) => {
-                            claiming -= asked;
-                            pace.claimed(sent.elapsed());
-                            // Short: none left when it ran, unless a wake-up came since.
-                            if jobs.len() < asked && epoch == wakes {
-                                more = false;
+                            // An express claim is small and comes back short by design (the
+                            // claim in flight holds the busy tenant's next jobs): it neither
+                            // paces the claims nor says the queue is empty.
+                            if !was_express {
+                                pace.claimed(sent.elapsed());
+                                // Short: none left when it ran, unless a wake-up came since.
+                                if jobs.len() < asked && epoch == wakes {
+                                    more = false;
+                                }
                             }
                             supersede(&held, &cancels, &jobs);
                             let at = hold(&held, &jobs, lease(&queue), sent);
-                            buffer.extend(jobs.into_iter().map(|job| (job, at)));
+                            buffer.extend(jobs, at);
                         }
-                        Ok(Claimed { asked, jobs: Err(error), .. }) => {
-                            claiming -= asked;
+                        Ok(Claimed { jobs: Err(error), .. }) => {
                             tracing::warn!(%error, "claiming jobs failed; retrying");
                             more = false;
                         }
                         Err(error) => {
                             // Its task panicked; what it asked for is no longer coming.
-                            claiming = 0;
                             tracing::warn!(%error, "a claim's task failed; retrying");
                             more = false;
                         }
@@ -398,6 +416,8 @@ impl Worker {
                 notified = notification(listener.as_mut()) => {
                     if notified.as_ref().is_ok_and(|n| n.payload() == CANCEL_NOTICE) {
                         beat_now.notify_one();
+                    } else if express && notified.is_ok() && !claims.is_empty() {
+                        express_wanted = true;
                     }
                     more = true;
                     wakes += 1;
@@ -405,6 +425,10 @@ impl Worker {
                         // The listener reconnects on its next call; do not spin meanwhile.
                         tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))).await;
                     }
+                }
+                () = rescued.notified() => {
+                    more = true;
+                    wakes += 1;
                 }
                 () = tokio::time::sleep(config.poll_interval) => {
                     more = true;
@@ -435,12 +459,11 @@ impl Worker {
             {
                 supersede(&held, &cancels, &jobs);
                 let at = hold(&held, &jobs, lease(&queue), sent);
-                buffer.extend(jobs.into_iter().map(|job| (job, at)));
+                buffer.extend(jobs, at);
             }
         }
         let mut released = 0;
-        let unstarted: Vec<Receipt> = buffer.drain(..).map(|(job, _)| job.receipt()).collect();
-        released += hand_back(&queue, &held, unstarted).await;
+        released += hand_back(&queue, &held, buffer.drain()).await;
         let grace = tokio::time::timeout(config.shutdown_grace, async {
             while tasks.join_next().await.is_some() {}
         })
@@ -534,6 +557,35 @@ async fn hand_back(queue: &Queue, held: &Held, receipts: Vec<Receipt>) -> u64 {
 /// choose the same candidates, the second skips them all (SKIP LOCKED) and comes back short,
 /// which stops claiming until the next poll (measured: 173 jobs/s in a drain).
 const CLAIMS_IN_FLIGHT: usize = 1;
+
+/// Sends a claim of `asked` jobs carrying `acks` (wake-ups so far: `wakes`) as a task of
+/// `claims`; returns the task's id.
+fn send_claim(
+    claims: &mut JoinSet<Claimed>,
+    queue: &Queue,
+    config: &WorkerConfig,
+    kinds: &Arc<[String]>,
+    asked: usize,
+    acks: &[Riding],
+    wakes: u64,
+) -> tokio::task::Id {
+    let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(kinds));
+    let only = config.only_known_kinds;
+    let receipts = crate::riding::receipts(acks);
+    claims
+        .spawn(async move {
+            let sent = Instant::now();
+            let only = only.then_some(&kinds[..]);
+            let jobs = queue.ack_and_claim(&receipts, &name, asked, only).await;
+            Claimed {
+                asked,
+                sent,
+                epoch: wakes,
+                jobs,
+            }
+        })
+        .id()
+}
 
 /// What a claim's task returns: how many jobs it asked for, when it was sent, the wake-ups
 /// counted when it was sent, the jobs and the acks it carried that were refused (lease lost).
@@ -885,6 +937,36 @@ async fn heartbeat(queue: Queue, held: Held, cancels: Cancels, now: Arc<tokio::s
             }
         }
     }
+}
+
+/// A [`maintenance_round`] every `every`, starting one interval from now; notifies `rescued`
+/// when a round returned jobs to the queue.
+async fn maintain(
+    queue: Queue,
+    every: Duration,
+    mut next_prune: Instant,
+    rescued: Arc<tokio::sync::Notify>,
+) {
+    let mut rounds = tokio::time::interval_at(Instant::now() + every, every);
+    rounds.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        rounds.tick().await;
+        let (freed, next) = maintenance_round(&queue, next_prune).await;
+        next_prune = next;
+        if freed > 0 {
+            rescued.notify_one();
+        }
+    }
+}
+
+/// Returns jobs whose lease expired to the queue, and prunes finished jobs when `next_prune`
+/// has come: the jobs rescued, and when to prune next.
+async fn maintenance_round(queue: &Queue, next_prune: Instant) -> (u64, Instant) {
+    let freed = queue.rescue_expired().await.unwrap_or_else(|error| {
+        tracing::warn!(%error, "rescuing expired leases failed");
+        0
+    });
+    (freed, crate::queue::prune_due(queue, next_prune).await)
 }
 
 use neo_core::sync::lock;

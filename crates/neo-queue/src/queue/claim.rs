@@ -74,6 +74,24 @@ impl Queue {
         Ok((jobs, refused))
     }
 
+    /// Whether claims take turns across tenants: with [`fair_claims`](crate::QueueConfig::fair_claims),
+    /// a cap of running jobs per tenant, or a rate limit per tenant.
+    pub(crate) fn claims_take_turns(&self) -> bool {
+        self.config.fair_claims
+            || self.config.max_running_per_tenant.is_some()
+            || self
+                .config
+                .rate_limit
+                .is_some_and(|r| r.partition == crate::RatePartition::Tenant)
+    }
+
+    /// Whether claims take turns under a lock (a limit that counts running jobs or starts).
+    pub(crate) fn claims_serialised(&self) -> bool {
+        self.config.max_running_per_tenant.is_some()
+            || self.config.max_running.is_some()
+            || self.config.rate_limit.is_some()
+    }
+
     async fn claim_in(
         &self,
         sql: &super::statements::Statements,
@@ -85,9 +103,7 @@ impl Queue {
         let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
         // A global limit and a rate limit serialise claims as the per-tenant cap does
         // ([`super::limit`], [`super::rate`]).
-        let serialised = self.config.max_running_per_tenant.is_some()
-            || self.config.max_running.is_some()
-            || self.config.rate_limit.is_some();
+        let serialised = self.claims_serialised();
         let mut refused = Vec::new();
         let rows = match self.config.max_running_per_tenant {
             cap if serialised => {
@@ -104,11 +120,7 @@ impl Queue {
                     .execute(&mut **tx)
                     .await?;
                 // A rate limit per tenant takes turns across tenants too ([`super::rate`]).
-                let per_tenant_rate = self
-                    .config
-                    .rate_limit
-                    .is_some_and(|r| r.partition == crate::RatePartition::Tenant);
-                let fair = cap.is_some() || self.config.fair_claims || per_tenant_rate;
+                let fair = self.claims_take_turns();
                 let statement = match (cap, fair, kinds) {
                     (Some(_), _, None) => &sql.claim_capped,
                     (Some(_), _, Some(_)) => &sql.claim_capped_kinds,

@@ -258,7 +258,7 @@ pub(crate) fn one_tenant<'a>(
 /// in the error's detail, except on a table under row-level security, where it leaves the
 /// detail out (it could show another tenant's row); there the key is the call's one unique
 /// key, or `one of: k1, k2` when the call had several.
-pub(super) fn duplicate_or(error: sqlx::Error, keys: &[Option<String>]) -> Error {
+pub(super) fn duplicate_or(error: sqlx::Error, keys: &[Option<&str>]) -> Error {
     let key = error.as_database_error().and_then(|db| {
         if db.code().as_deref() != Some("23505") {
             return None;
@@ -274,7 +274,7 @@ pub(super) fn duplicate_or(error: sqlx::Error, keys: &[Option<String>]) -> Error
         if db.constraint() != Some("jobs_unique_key") {
             return None;
         }
-        let keys: Vec<&str> = keys.iter().flatten().map(String::as_str).collect();
+        let keys: Vec<&str> = keys.iter().flatten().copied().collect();
         match keys.as_slice() {
             [] => None,
             [key] => Some((*key).to_owned()),
@@ -288,19 +288,21 @@ pub(super) fn duplicate_or(error: sqlx::Error, keys: &[Option<String>]) -> Error
 }
 
 /// Jobs as the insert statements' arrays (also the periodic round's, [`super::periodic`]).
-pub(super) struct Columns {
+/// The columns borrow the jobs' text and payloads: an enqueue copies each only into the
+/// statement's buffer.
+pub(super) struct Columns<'a> {
     pub(super) ids: Vec<JobId>,
-    pub(super) kinds: Vec<String>,
-    pub(super) payloads: Vec<serde_json::Value>,
+    pub(super) kinds: Vec<&'a str>,
+    pub(super) payloads: Vec<&'a serde_json::Value>,
     pub(super) priorities: Vec<i16>,
     pub(super) run_ats: Vec<Option<DateTime<Utc>>>,
     pub(super) max_attempts: Vec<i32>,
-    pub(super) unique_keys: Vec<Option<String>>,
-    pub(super) tenants: Vec<Option<String>>,
-    pub(super) traces: Vec<Option<Json<TraceContext>>>,
+    pub(super) unique_keys: Vec<Option<&'a str>>,
+    pub(super) tenants: Vec<Option<&'a str>>,
+    pub(super) traces: Vec<Option<Json<&'a TraceContext>>>,
 }
 
-impl Columns {
+impl<'a> Columns<'a> {
     pub(super) fn with_capacity(n: usize) -> Self {
         Columns {
             ids: Vec::with_capacity(n),
@@ -315,16 +317,16 @@ impl Columns {
         }
     }
 
-    pub(super) fn push(&mut self, job: &NewJob, default_attempts: i32) {
+    pub(super) fn push(&mut self, job: &'a NewJob, default_attempts: i32) {
         self.ids.push(job.id);
-        self.kinds.push(job.kind.clone());
-        self.payloads.push(job.payload.clone());
+        self.kinds.push(&job.kind);
+        self.payloads.push(&job.payload);
         self.priorities.push(job.priority);
         self.run_ats.push(job.run_at);
         self.max_attempts
             .push(job.max_attempts.unwrap_or(default_attempts));
-        self.unique_keys.push(job.unique_key.clone());
-        self.tenants.push(job.tenant.clone());
-        self.traces.push(job.trace_context.clone().map(Json));
+        self.unique_keys.push(job.unique_key.as_deref());
+        self.tenants.push(job.tenant.as_deref());
+        self.traces.push(job.trace_context.as_ref().map(Json));
     }
 }

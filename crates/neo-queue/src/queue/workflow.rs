@@ -259,7 +259,7 @@ impl Queue {
         conn: &mut PgConnection,
         sql: &Statements,
         jobs: &[NewJob],
-        columns: &Columns,
+        columns: &Columns<'_>,
         on_duplicate: OnDuplicate,
     ) -> Result<Vec<JobId>> {
         let in_batch: HashSet<JobId> = jobs.iter().map(|j| j.id).collect();
