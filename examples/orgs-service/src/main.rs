@@ -27,7 +27,8 @@ async fn main() -> Result<(), BoxError> {
         )
         .init();
     match std::env::args().nth(1).as_deref() {
-        Some("demo") => demo().await,
+        // Boxed: the scenario holds the composed service, a future too large for the stack.
+        Some("demo") => Box::pin(demo()).await,
         Some("serve") | None => serve().await,
         Some(other) => Err(format!("unknown command {other:?}: use serve or demo").into()),
     }
