@@ -11,7 +11,8 @@
 //! For exploring settings, `NEO_BENCH_PREFETCH` / `NEO_BENCH_CLAIM_BATCH` /
 //! `NEO_BENCH_COMPLETE_BATCH` (neo's worker, [`WorkerConfig`]'s defaults unless set),
 //! `NEO_BENCH_GRAPHILE_SIZE` (graphile's local queue, its default 100) and
-//! `NEO_BENCH_DRAIN_ONLY` (skip the enqueue and latency rows) override the defaults;
+//! `NEO_BENCH_DRAIN_ONLY` (skip the enqueue and latency rows), `NEO_BENCH_LATENCY_ONLY` (only
+//! the idle-latency rows) override the defaults;
 //! `NEO_BENCH_ACK_RIDE_WAIT_MS` sets neo's `ack_ride_wait` (0: acks not riding on claims).
 //! `NEO_BENCH_DRAIN_STATS=1` prints, after each drain, what the server did for it: commits
 //! (`pg_stat_database.xact_commit`) and statements (`pg_stat_statements`) per job, and each
@@ -521,6 +522,9 @@ pub fn rows(url: &str, quick: bool) -> Vec<Row> {
     } else {
         (DRAIN_JOBS, 3, 500)
     };
+    if std::env::var_os("NEO_BENCH_LATENCY_ONLY").is_some() {
+        return latency_rows(url, samples);
+    }
     let mut rows = drain_rows(url, n, runs);
     if std::env::var_os("NEO_BENCH_DRAIN_ONLY").is_some() {
         return rows;
