@@ -478,7 +478,7 @@ pub fn graphile_start_latencies(url: &str, samples: usize) -> Vec<Duration> {
 const LATENCY_BLOCKS: usize = 5;
 
 /// Idle enqueue → start p50 and p99 of neo and graphile (local queue) over `samples` jobs
-/// each, taken in [`LATENCY_BLOCKS`] alternating blocks once the server has settled (no
+/// each, taken in `LATENCY_BLOCKS` alternating blocks once the server has settled (no
 /// checkpoint or autovacuum left from the drains before), so drift falls on both alike.
 pub fn latency_rows(url: &str, samples: usize) -> Vec<Row> {
     crate::runtime().block_on(crate::db::settle(url, Duration::from_secs(60)));
