@@ -168,7 +168,8 @@ impl Outbox {
             // 2 ms (`auto_explain`: every claim of a 20,000-event drain planned so). The
             // statement runs between `SET LOCAL`s that leave the planner only the nested loop
             // of TID scans and the index scan in order, in the same round trip (a simple-query
-            // batch, so the batch size is written into it), and then restore the settings.
+            // batch, so the batch size is written into it), and then set them back to their
+            // defaults for the rest of the caller's transaction.
             claim: format!(
                 "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_bitmapscan = off; \
                  WITH picked AS (SELECT tableoid AS part, ctid AS row_id, recorded_at AS at FROM {t} WHERE processed_at IS NULL \
@@ -606,7 +607,9 @@ impl Outbox {
     /// that write in the claiming transaction (as
     /// [`Webhooks::dispatch`](crate::Webhooks::dispatch) does: one transaction per round
     /// instead of two). Under row-level security `tx` must be the system `Db`'s (an
-    /// application-role transaction sees only its tenant's events, or none).
+    /// application-role transaction sees only its tenant's events, or none). The claim sets
+    /// `enable_hashjoin`, `enable_mergejoin` and `enable_bitmapscan` off for its own
+    /// statement (`SET LOCAL`) and leaves them at their defaults in `tx` afterwards.
     ///
     /// # Errors
     /// A database error.
