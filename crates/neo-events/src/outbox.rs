@@ -165,7 +165,7 @@ impl Outbox {
             // whole partition for the update, and a bitmap scan of every entry of the pending
             // index, dead ones included (bitmap scans never mark them dead), for the pick:
             // both grow with the partition, 60 ms per claim of 250 at 20,000 rows against
-            // 2 ms (`auto_explain`: every claim of a 20,000-event drain planned so). The
+            // 5-6 ms (`auto_explain`: every claim of a 20,000-event drain planned so). The
             // statement runs between `SET LOCAL`s that leave the planner only the nested loop
             // of TID scans and the index scan in order, in the same round trip (a simple-query
             // batch, so the batch size is written into it), and then set them back to their
