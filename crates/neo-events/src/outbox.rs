@@ -65,7 +65,8 @@ struct Sql {
     insert: String,
     /// `{table} ({COLUMNS})`, for the publish CTE.
     table: String,
-    /// Locks the oldest pending events and marks them processed, in one statement.
+    /// Locks the oldest pending events and marks them processed, in one statement (between
+    /// the planner settings that keep its plan, in one simple-query batch).
     claim: String,
     archive: String,
     pending: String,
@@ -151,22 +152,34 @@ impl Outbox {
             // The pending rows are locked (skipping those another dispatcher holds) and
             // marked in the same statement, found again by `(tableoid, ctid)` (the table is
             // partitioned, migration 20: a `ctid` alone names a row only within its
-            // partition; the join is a TID scan per partition). Measured against a locking
-            // SELECT followed by an UPDATE of the same ids: one round trip and one lookup per
-            // event less. Planned per call: a generic plan made while the table was nearly
-            // empty finds the rows by scanning the whole table, and keeps doing so as it grows
-            // (`auto_explain` caught a 500-event claim taking 112 ms that way, reading 20,350
-            // rows).
-            // The partition key (`recorded_at`) joined too: each picked row's update then runs
-            // in its own partition alone (pruned as the join runs) instead of a TID scan of
-            // every partition per row (at 16 partitions, 100 events: 2.1 ms against 1.0-1.5).
+            // partition). Measured against a locking SELECT followed by an UPDATE of the same
+            // ids: one round trip and one lookup per event less. Planned per call (sent as a
+            // simple query): a generic plan made while the table was nearly empty finds the
+            // rows by scanning the whole table, and keeps doing so as it grows (`auto_explain`
+            // caught a 500-event claim taking 112 ms that way, reading 20,350 rows).
+            // The partition key (`recorded_at`) joined too: each picked row's update runs in
+            // its own partition alone (pruned as the join runs), a TID scan by the picked
+            // row's `ctid` (at 16 partitions, 100 events: 1.0-1.5 ms).
+            // That plan is not left to the statistics: a partition without them (each new
+            // one, until autovacuum analyses it) got a hash join over a sequential scan of the
+            // whole partition for the update, and a bitmap scan of every entry of the pending
+            // index, dead ones included (bitmap scans never mark them dead), for the pick:
+            // both grow with the partition, 60 ms per claim of 250 at 20,000 rows against
+            // 5-6 ms (`auto_explain`: every claim of a 20,000-event drain planned so). The
+            // statement runs between `SET LOCAL`s that leave the planner only the nested loop
+            // of TID scans and the index scan in order, in the same round trip (a simple-query
+            // batch, so the batch size is written into it), and then set them back to their
+            // defaults for the rest of the caller's transaction.
             claim: format!(
-                "WITH picked AS (SELECT tableoid AS part, ctid AS row_id, recorded_at AS at FROM {t} WHERE processed_at IS NULL \
-                 ORDER BY recorded_at, id LIMIT $1 FOR UPDATE SKIP LOCKED), \
+                "SET LOCAL enable_hashjoin = off; SET LOCAL enable_mergejoin = off; SET LOCAL enable_bitmapscan = off; \
+                 WITH picked AS (SELECT tableoid AS part, ctid AS row_id, recorded_at AS at FROM {t} WHERE processed_at IS NULL \
+                 ORDER BY recorded_at, id LIMIT {limit} FOR UPDATE SKIP LOCKED), \
                  claimed AS (UPDATE {t} AS o SET processed_at = now() FROM picked \
                  WHERE o.tableoid = picked.part AND o.ctid = picked.row_id AND o.recorded_at = picked.at \
                  RETURNING {COLUMNS}, recorded_at) \
-                 SELECT {COLUMNS} FROM claimed ORDER BY recorded_at, id"
+                 SELECT {COLUMNS} FROM claimed ORDER BY recorded_at, id; \
+                 SET LOCAL enable_hashjoin TO DEFAULT; SET LOCAL enable_mergejoin TO DEFAULT; SET LOCAL enable_bitmapscan TO DEFAULT",
+                limit = config.batch_size
             ),
             archive: format!(
                 "WITH picked AS (SELECT tableoid AS part, ctid AS row_id FROM {t} \
@@ -594,13 +607,14 @@ impl Outbox {
     /// that write in the claiming transaction (as
     /// [`Webhooks::dispatch`](crate::Webhooks::dispatch) does: one transaction per round
     /// instead of two). Under row-level security `tx` must be the system `Db`'s (an
-    /// application-role transaction sees only its tenant's events, or none).
+    /// application-role transaction sees only its tenant's events, or none). The claim sets
+    /// `enable_hashjoin`, `enable_mergejoin` and `enable_bitmapscan` off for its own
+    /// statement (`SET LOCAL`) and leaves them at their defaults in `tx` afterwards.
     ///
     /// # Errors
     /// A database error.
     pub async fn claim(&self, tx: &mut neo_db::UnitOfWork) -> Result<Vec<DomainEvent>, EventError> {
-        let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(self.sql.claim.clone()))
-            .bind(i64::try_from(self.config.batch_size).unwrap_or(i64::MAX))
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(self.sql.claim.clone()))
             .fetch_all(&mut ***tx)
             .await
             .map_err(neo_db::Error::from)?;

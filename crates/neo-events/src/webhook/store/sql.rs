@@ -190,7 +190,12 @@ impl Sql {
             // found by id and `created_at` ($9), and `d.created_at = ANY($9)` lets the plan
             // (made per call, with the values) update only the partitions holding them: the
             // join condition alone prunes only at run time, after planning and setting up
-            // every partition.
+            // every partition. The join is written `d.id = ANY(ARRAY[u.id])` (and so for
+            // `created_at`), which neither a hash nor a merge join can take: the plan is a
+            // probe of the primary key per update. With `d.id = u.id`, a partition without
+            // statistics (each new one, until autovacuum analyses it) got a hash join over a
+            // sequential scan of the whole partition: in a 20,000-delivery drain 88 of 375
+            // writes, 9.2 ms each against 1.1 ms for the probes (`auto_explain`).
             update_status: format!(
                 "UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
                  response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
@@ -198,7 +203,7 @@ impl Sql {
                  delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE d.delivered_at END \
                  FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], $7::text[], $8::timestamptz[], $9::timestamptz[]) \
                    AS u(id, status, attempted, code, body, ms, error, next, created_at) \
-                 WHERE d.id = u.id AND d.created_at = u.created_at AND d.created_at = ANY($9)"
+                 WHERE d.id = ANY(ARRAY[u.id]) AND d.created_at = ANY(ARRAY[u.created_at]) AND d.created_at = ANY($9)"
             ),
             // `update_status` that also writes each attempt it reports into the delivery's
             // history (webhooks migration 41), in the same statement: slot attempt % $10 (the
@@ -213,7 +218,7 @@ impl Sql {
                  response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
                  next_attempt_at = u.next, updated_at = now(), \
                  delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE d.delivered_at END \
-                 FROM u WHERE d.id = u.id AND d.created_at = u.created_at AND d.created_at = ANY($9) \
+                 FROM u WHERE d.id = ANY(ARRAY[u.id]) AND d.created_at = ANY(ARRAY[u.created_at]) AND d.created_at = ANY($9) \
                  RETURNING d.id, d.attempts, d.endpoint_id, d.tenant_id, u.attempted, u.status, u.code, u.body, u.ms, u.error) \
                  INSERT INTO {attempts} AS a (delivery_id, slot, attempt, endpoint_id, tenant_id, outcome, response_status, response_excerpt, duration_ms, error) \
                  SELECT DISTINCT ON (id) id, attempts % $10, attempts, endpoint_id, tenant_id, status, code, left(body, $11), ms, left(error, $11) \
