@@ -764,6 +764,14 @@ async fn soft_delete_hides_and_restore_brings_back(s: Setup) {
         s.orgs.get(acme.id()).await.unwrap_err().kind(),
         ErrorKind::NotFound
     );
+    // Many-id reads leave it out too (the statement reads it; decoding drops it).
+    let kept = s.orgs.create("alice", new_org("Kept Here")).await.unwrap();
+    for service in [&s.orgs, &s.service(OrgConfig::default())] {
+        assert_eq!(
+            service.get_many(&[acme.id(), kept.id()]).await.unwrap(),
+            [None, Some(kept.clone())]
+        );
+    }
     assert!(
         s.orgs
             .search(Some("gone"), 10, None, false)
@@ -789,6 +797,10 @@ async fn soft_delete_hides_and_restore_brings_back(s: Setup) {
     assert_eq!(
         s.orgs.get(acme.id()).await.unwrap().version(),
         restored.version()
+    );
+    assert_eq!(
+        s.orgs.get_many(&[acme.id(), kept.id()]).await.unwrap(),
+        [Some(restored.clone()), Some(kept)]
     );
     let actions: Vec<String> = s
         .orgs
