@@ -4,8 +4,8 @@
 //! the values are then decoded without sqlx's per-value type check (`Row::try_get` compares
 //! the column's type with the Rust type's for each of the 18 values of each row, a thousand
 //! rows in a `get_many`), timestamps straight from their 8 bytes and JSON documents straight
-//! from theirs. What is decoded, and every error for a value that does not fit, is as
-//! before.
+//! from theirs. The values are the same as sqlx's decoding gives; a column of another type
+//! fails the whole read with a database error, as a value that does not decode does.
 
 use super::postgres::db;
 use crate::OrgError;
