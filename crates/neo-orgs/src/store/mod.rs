@@ -9,6 +9,7 @@ mod membership;
 mod memory;
 mod offboard;
 mod postgres;
+mod read_row;
 mod tenant_mode;
 mod verification;
 
