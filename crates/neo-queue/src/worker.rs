@@ -412,7 +412,6 @@ impl Worker {
                         }
                     }
                 }
-                _ = tasks.join_next(), if !tasks.is_empty() => {}
                 notified = notification(listener.as_mut()) => {
                     if notified.as_ref().is_ok_and(|n| n.payload() == CANCEL_NOTICE) {
                         beat_now.notify_one();
@@ -426,6 +425,10 @@ impl Worker {
                         tokio::time::sleep(config.poll_interval.min(Duration::from_secs(1))).await;
                     }
                 }
+                // After the notifications: with many short jobs one finishes at almost every
+                // turn, and a notification (another tenant's job, for an express claim) would
+                // wait behind them.
+                _ = tasks.join_next(), if !tasks.is_empty() => {}
                 () = rescued.notified() => {
                     more = true;
                     wakes += 1;
