@@ -28,6 +28,11 @@ pub struct Run {
     pub b_latencies: Vec<Duration>,
     /// B's jobs that had not started when the run ended.
     pub b_unstarted: usize,
+    /// How long B's enqueue calls took (to their commit), sorted.
+    pub b_enqueue: Vec<Duration>,
+    /// B's latencies from the enqueue call's return to the start, of the jobs that started,
+    /// sorted: the worker's part of [`b_latencies`](Self::b_latencies).
+    pub b_after_enqueue: Vec<Duration>,
     /// Jobs (of both tenants) run per second over the run (the median over rounds).
     pub jobs_per_second: f64,
 }
@@ -39,17 +44,32 @@ impl Run {
         let mut b_latencies: Vec<Duration> =
             runs.iter().flat_map(|r| r.b_latencies.clone()).collect();
         b_latencies.sort();
+        let merged = |part: fn(&Run) -> &Vec<Duration>| {
+            let mut all: Vec<Duration> = runs.iter().flat_map(|r| part(r).clone()).collect();
+            all.sort();
+            all
+        };
         Run {
             b_latencies,
             b_unstarted: runs.iter().map(|r| r.b_unstarted).sum(),
+            b_enqueue: merged(|r| &r.b_enqueue),
+            b_after_enqueue: merged(|r| &r.b_after_enqueue),
             jobs_per_second,
         }
     }
 
     /// The `q` quantile of B's latencies.
     pub fn b_quantile(&self, q: f64) -> Duration {
-        self.b_latencies[((self.b_latencies.len() as f64 - 1.0) * q).round() as usize]
+        quantile(&self.b_latencies, q)
     }
+}
+
+/// The `q` quantile of sorted `values` (zero when there are none).
+pub fn quantile(values: &[Duration], q: f64) -> Duration {
+    if values.is_empty() {
+        return Duration::ZERO;
+    }
+    values[((values.len() as f64 - 1.0) * q).round() as usize]
 }
 
 /// The three runs the fairness rows compare.
@@ -132,6 +152,7 @@ async fn top_up(db: &Db, schema: &str, backlog: usize) {
 async fn run(db: &Db, queue: &Queue, length: Duration) -> Run {
     // Per B job (by its number): when it was enqueued and when its handler started.
     let enqueued: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let mut enqueue_returned: Vec<Instant> = Vec::new();
     let started: Arc<Mutex<Vec<Option<Instant>>>> = Arc::default();
     let ran = Arc::new(AtomicU64::new(0));
     let (s, r) = (Arc::clone(&started), Arc::clone(&ran));
@@ -167,6 +188,7 @@ async fn run(db: &Db, queue: &Queue, length: Duration) -> Run {
         let job = check(NewJob::new("noop", &n)).tenant(B);
         neo_core::sync::lock(&enqueued).push(Instant::now());
         check(queue.enqueue(db, job, OnDuplicate::Skip).await);
+        enqueue_returned.push(Instant::now());
         n += 1;
     }
     // B's last job gets the time any other had to start.
@@ -192,9 +214,26 @@ async fn run(db: &Db, queue: &Queue, length: Duration) -> Run {
         )
         .collect();
     b_latencies.sort();
+    let mut b_enqueue: Vec<Duration> = enqueued
+        .iter()
+        .zip(&enqueue_returned)
+        .map(|(at, returned)| returned.saturating_duration_since(*at))
+        .collect();
+    b_enqueue.sort();
+    let mut b_after_enqueue: Vec<Duration> = enqueue_returned
+        .iter()
+        .enumerate()
+        .filter_map(|(i, returned)| {
+            let start = started.get(i).copied().flatten().filter(|s| *s <= ended)?;
+            Some(start.saturating_duration_since(*returned))
+        })
+        .collect();
+    b_after_enqueue.sort();
     Run {
         b_latencies,
         b_unstarted,
+        b_enqueue,
+        b_after_enqueue,
         jobs_per_second: ran_during as f64 / ended.duration_since(began).as_secs_f64(),
     }
 }

@@ -211,6 +211,14 @@ pub fn fair_rows(url: &str, backlog: usize) -> Vec<Row> {
             passed: Some(rate_ratio >= 0.8),
         },
         Row::reference(
+            "queue tenant B enqueue call p50 / p99, idle | fair",
+            split(&f.idle.b_enqueue, &f.fair.b_enqueue),
+        ),
+        Row::reference(
+            "queue tenant B enqueue returned → start p50 / p99, idle | fair",
+            split(&f.idle.b_after_enqueue, &f.fair.b_after_enqueue),
+        ),
+        Row::reference(
             "queue tenant B p99, claims ignoring tenants",
             format!(
                 "{}{:.0} ms ({} of {} not started)",
@@ -221,6 +229,18 @@ pub fn fair_rows(url: &str, backlog: usize) -> Vec<Row> {
             ),
         ),
     ]
+}
+
+/// The p50 / p99 of one part of B's latency idle and with A's backlog (fair claims).
+fn split(idle: &[Duration], fair: &[Duration]) -> String {
+    let q = crate::fair::quantile;
+    format!(
+        "{:.2} / {:.2} ms | {:.2} / {:.2} ms",
+        ms(q(idle, 0.5)),
+        ms(q(idle, 0.99)),
+        ms(q(fair, 0.5)),
+        ms(q(fair, 0.99))
+    )
 }
 
 /// Webhook commit → delivered to a local receiver (p50, p99 over `samples`) and the

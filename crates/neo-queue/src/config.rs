@@ -230,8 +230,9 @@ pub struct WorkerConfig {
     pub prefetch: usize,
     /// On a queue whose claims take turns across tenants
     /// ([`fair_claims`](QueueConfig::fair_claims), without a limit that makes claims take a
-    /// lock), a job enqueued while a claim is in flight is taken by a second, small claim of
-    /// up to this many jobs, sent at once, instead of by the claim after the one in flight. The
+    /// lock), a job enqueued while a claim is in flight, or while the buffer is full and no
+    /// claim is due, is taken by a small claim of up to this many jobs, sent at once, instead
+    /// of by the next regular claim. The
     /// express claim chooses another tenant's job first (the claim in flight holds the busy
     /// tenant's next jobs), and that job starts ahead of the buffered jobs of a tenant that
     /// has some waiting, so a quiet tenant's job does not wait for the claim in flight and the

@@ -355,11 +355,14 @@ impl Worker {
                 let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &acks, wakes);
                 claim_acks.insert(task, acks);
                 asked_by.insert(task, asked);
+                // Sent after the notification: it finds the new job itself.
+                express_wanted = false;
             }
-            // A job enqueued while a claim is in flight, on a queue whose claims take turns
-            // across tenants: a small claim now takes it (another tenant's job is chosen
-            // first), rather than the claim after the one in flight.
-            if express_wanted && express_task.is_none() && !claims.is_empty() {
+            // A job enqueued while no claim sent since can take it (one in flight, or none
+            // because the buffer is full), on a queue whose claims take turns across tenants:
+            // a small claim now takes it (another tenant's job is chosen first, and starts
+            // first from the buffer), rather than the claim after those.
+            if express_wanted && express_task.is_none() {
                 let asked = config.express_claim;
                 let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &[], wakes);
                 asked_by.insert(task, asked);
@@ -415,7 +418,7 @@ impl Worker {
                 notified = notification(listener.as_mut()) => {
                     if notified.as_ref().is_ok_and(|n| n.payload() == CANCEL_NOTICE) {
                         beat_now.notify_one();
-                    } else if express && notified.is_ok() && !claims.is_empty() {
+                    } else if express && notified.is_ok() {
                         express_wanted = true;
                     }
                     more = true;
