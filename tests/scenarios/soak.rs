@@ -1,5 +1,6 @@
 //! A soak: the example service (`examples/orgs-service`) under a steady mixed load through
-//! its HTTP API — creates, updates, gets and searches from closed-loop clients — while it
+//! its HTTP API — creates, deletes, updates, gets and searches from closed-loop clients, each
+//! keeping a fixed number of live organizations — while it
 //! dispatches every organization event to a webhook receiver through the outbox and the
 //! queue, and its retention role archives, purges and prunes.
 //!
@@ -76,8 +77,12 @@ struct Counters {
     received: AtomicU64,
 }
 
-/// One client: a create, then four gets, an update and a search, over and over; returns the
-/// first error's description when it saw one.
+/// The organizations each client keeps; a create past this many deletes the oldest.
+const OWN: usize = 64;
+
+/// One client: a create (and, once it holds [`OWN`], the delete of its oldest organization),
+/// then four gets, an update and a search, over and over; returns the first error's
+/// description when it saw one.
 async fn client(
     base: String,
     n: usize,
@@ -108,12 +113,25 @@ async fn client(
                 counters.events.fetch_add(1, Ordering::Relaxed);
                 let id = body["id"].as_str().unwrap_or_default().to_owned();
                 let version = body["version"].as_i64().unwrap_or_default();
-                if own.len() < 64 {
+                if own.len() < OWN {
                     own.push((id, version));
                     own_slugs.push(slug);
                 } else {
-                    own[(round % 64) as usize] = (id, version);
-                    own_slugs[(round % 64) as usize] = slug;
+                    // The organization leaving the ring is deleted, so the live data stays
+                    // the same size however long the run: the soak measures the service,
+                    // not a table that grows with it.
+                    let at = round as usize % OWN;
+                    let (gone, gone_version) = std::mem::replace(&mut own[at], (id, version));
+                    own_slugs[at] = slug;
+                    let delete = http.delete(format!(
+                        "{base}/organizations/{gone}?version={gone_version}"
+                    ));
+                    match call(&counters, "delete", delete, 204).await {
+                        Ok(_) => {
+                            counters.events.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(what) => fail(what),
+                    }
                 }
             }
             Err(what) => fail(what),
