@@ -361,9 +361,15 @@ impl Worker {
             // A job enqueued while no claim sent since can take it (one in flight, or none
             // because the buffer is full), on a queue whose claims take turns across tenants:
             // a small claim now takes it (another tenant's job is chosen first, and starts
-            // first from the buffer), rather than the claim after those.
-            if express_wanted && express_task.is_none() {
-                let asked = config.express_claim;
+            // first from the buffer), rather than the claim after those. It takes at most one
+            // express claim's jobs beyond what the worker may hold, and none beyond its free
+            // slots where it may hold none ahead (slow jobs, `prefetch` 0), so that busy slots
+            // do not gather a buffer one notification at a time.
+            let held_now = buffer.len() + (config.concurrency - slots.available_permits());
+            let beyond = if ahead > 0 { config.express_claim } else { 0 };
+            let express_room = (most + beyond).saturating_sub(held_now);
+            if express_wanted && express_task.is_none() && express_room > 0 {
+                let asked = config.express_claim.min(express_room);
                 let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &[], wakes);
                 asked_by.insert(task, asked);
                 express_task = Some(task);

@@ -309,7 +309,74 @@ async fn weighted_tenants_get_their_weight_in_jobs_per_turn(route: PgRoute) {
     assert!(zero.to_string().contains("tenant weight"), "{zero}");
 }
 
+/// A worker whose every slot runs a slow job claims nothing more, however many jobs are
+/// enqueued one by one (each a notification): express claims take only what the worker may
+/// hold, and it may hold none ahead of slow jobs. Once the slot frees, every job runs.
+async fn busy_slots_gather_no_jobs_from_notifications(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
+    let release = Arc::new(Notify::new());
+    let ran = Arc::new(AtomicUsize::new(0));
+    let (wait, count) = (Arc::clone(&release), Arc::clone(&ran));
+    let worker = Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 1,
+            express_claim: 4,
+            poll_interval: Duration::from_millis(50),
+            ..WorkerConfig::default()
+        },
+    )
+    .handle("t", move |_job| {
+        let (wait, count) = (Arc::clone(&wait), Arc::clone(&count));
+        async move {
+            if count.fetch_add(1, Ordering::SeqCst) == 0 {
+                wait.notified().await;
+            }
+            Ok(())
+        }
+    });
+    let (stop, stopped) = oneshot::channel::<()>();
+    let run = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    queue
+        .enqueue(&db, job(Some("a"), 0), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ran.load(Ordering::SeqCst) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first job never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Other tenants' jobs, one transaction (and one notification) each.
+    for n in 1..=20 {
+        let tenant = format!("t{n}");
+        queue
+            .enqueue(&db, job(Some(&tenant), n), OnDuplicate::Skip)
+            .await
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let depth = queue.depth().await.unwrap();
+    assert_eq!((depth.running, depth.available), (1, 20), "{depth:?}");
+    release.notify_one();
+    while ran.load(Ordering::SeqCst) < 21 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} ran",
+            ran.load(Ordering::SeqCst)
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    stop.send(()).unwrap();
+    assert_eq!(run.await.unwrap().unwrap().succeeded, 21);
+}
+
 neo_testkit::over_routes!(
+    busy_slots_gather_no_jobs_from_notifications,
     weighted_tenants_get_their_weight_in_jobs_per_turn,
     another_tenants_jobs_are_claimed_next_despite_a_big_backlog,
     unfair_claims_serve_the_oldest_whatever_the_tenant,
