@@ -48,7 +48,7 @@ where
             Some(ttl) => fresh_until.min(now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             None => fresh_until,
         };
-        l1.insert(
+        let evicts = l1.insert(
             key.to_owned(),
             Entry {
                 value,
@@ -58,7 +58,12 @@ where
                 tags,
                 epoch: self.inner.epoch.load(Ordering::Relaxed),
             },
+            self.inner.config.l1.capacity,
         );
+        if evicts {
+            self.inner.stats.eviction();
+        }
+        self.inner.upkeep.filled();
     }
 
     pub(super) fn ttl_for(&self, value_present: bool, options: &EntryOptions) -> Duration {
@@ -196,5 +201,96 @@ where
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::l1::L1;
+    use crate::{Cache, CacheConfig, EntryOptions, HybridCache, L1Config};
+
+    fn cache(capacity: u64) -> HybridCache<u32> {
+        HybridCache::memory(CacheConfig {
+            l1: L1Config {
+                capacity,
+                ..L1Config::default()
+            },
+            ..CacheConfig::named("upkeep")
+        })
+        .expect("a cache")
+    }
+
+    /// Entries moka has applied (its count as of its last housekeeping), without running it.
+    fn applied(cache: &HybridCache<u32>) -> u64 {
+        match &cache.inner.l1 {
+            Some(L1::Moka(moka)) => moka.entry_count(),
+            _ => panic!("a moka L1"),
+        }
+    }
+
+    async fn set(cache: &HybridCache<u32>, key: &str) {
+        cache
+            .set(key, 1, &EntryOptions::default())
+            .await
+            .expect("set");
+    }
+
+    /// Lets the housekeeping task run (it yields once before it works).
+    async fn settle() {
+        for _ in 0..4 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    #[tokio::test]
+    async fn l1_housekeeping_runs_in_a_task_not_in_the_fill() {
+        let cache = cache(1_000);
+        // 32 fills: below moka's own threshold (64), so nothing runs it inline.
+        for i in 0..32 {
+            set(&cache, &format!("k{i}")).await;
+        }
+        assert_eq!(cache.inner.upkeep.fills(), 32);
+        assert_eq!(applied(&cache), 0, "the fills ran no housekeeping");
+        settle().await;
+        assert_eq!(applied(&cache), 32, "the task applied the fills");
+    }
+
+    #[tokio::test]
+    async fn evictions_count_new_keys_written_at_capacity_and_not_updates() {
+        let capacity = 50;
+        let cache = cache(capacity);
+        for i in 0..200 {
+            set(&cache, &format!("k{i}")).await;
+            settle().await;
+        }
+        let held = cache.l1_entries();
+        let dropped = 200 - held;
+        let counted = cache.stats().evictions;
+        // Counted from moka's entry count as of its last housekeeping, which trails the
+        // writes by at most one upkeep period.
+        assert!(
+            counted <= dropped && counted + 32 >= dropped,
+            "counted {counted}, dropped {dropped}"
+        );
+
+        // Writing keys L1 holds replaces them: no eviction.
+        let mut rewritten = 0;
+        for i in 0..200 {
+            let key = format!("k{i}");
+            if cache.get(&key).await.expect("get").is_some() {
+                set(&cache, &key).await;
+                rewritten += 1;
+            }
+        }
+        assert!(rewritten > 0);
+        assert_eq!(cache.stats().evictions, counted);
+
+        // After a clear (applied by the housekeeping it wakes), L1 has room again.
+        cache.clear().await.expect("clear");
+        settle().await;
+        for i in 0..10 {
+            set(&cache, &format!("n{i}")).await;
+        }
+        assert_eq!(cache.stats().evictions, counted);
     }
 }
