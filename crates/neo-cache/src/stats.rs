@@ -41,7 +41,7 @@ pub struct CacheStats {
     /// Total time spent in loaders.
     pub load_time: Duration,
     /// Entries evicted from L1 for capacity: writes of keys L1 did not hold while it was full
-    /// (approximate: moka's entry count trails the writes by a few dozen at most).
+    /// (approximate: moka's entry count trails the writes by at most 64).
     pub evictions: u64,
     /// Invalidations applied (removes, tags, patterns, clears), local and from the backplane.
     pub invalidations: u64,

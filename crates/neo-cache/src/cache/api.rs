@@ -4,7 +4,7 @@
 use super::backplane;
 use super::get::GetFuture;
 use super::hybrid::{HybridCache, Inner};
-use super::l1::{L1, Upkeep, lock};
+use super::l1::{L1, lock};
 use super::l2::RedisTier;
 use super::options::{EntryOptions, WarmReport};
 use super::validate::{validate_config, validate_key, validate_name};
@@ -183,7 +183,6 @@ where
                     .build_with_hasher(foldhash::fast::RandomState::default()),
             )),
         };
-        let upkeep = Upkeep::start(l1.as_ref());
         let (shutdown, _) = watch::channel(false);
         let (backplane_connected, _) = watch::channel(0);
         let backplane_subscribers =
@@ -192,7 +191,6 @@ where
             namespace,
             channel,
             l1,
-            upkeep,
             l2,
             codec: Arc::new(MessagePackCodec),
             clock,

@@ -162,10 +162,7 @@ where
                 let pattern = text().into_owned();
                 l1.remove_if(move |k, _| glob_match(&pattern, k));
             }
-            b"c" => {
-                l1.clear();
-                self.inner.upkeep.wake();
-            }
+            b"c" => l1.clear(),
             other => {
                 tracing::warn!(cache = %self.inner.config.name, kind = %String::from_utf8_lossy(other), "unknown backplane message");
                 return;

@@ -3,7 +3,7 @@
 //! The engine's behaviour is spread over the sibling modules by concern.
 
 use super::clock::{clock_now_ms, system_now_ms};
-use super::l1::{L1, Upkeep, lock};
+use super::l1::{L1, lock};
 use super::l2::RedisTier;
 use crate::codec::Codec;
 use crate::config::CacheConfig;
@@ -27,8 +27,6 @@ pub(super) struct Inner<V> {
     pub(super) namespace: String,
     pub(super) channel: String,
     pub(super) l1: Option<L1<V>>,
-    /// L1's housekeeping in the background.
-    pub(super) upkeep: Upkeep,
     pub(super) l2: Option<RedisTier>,
     pub(super) codec: Arc<dyn Codec<V>>,
     pub(super) clock: Option<Arc<dyn Clock>>,

@@ -114,7 +114,6 @@ where
     pub(super) async fn remove_all(&self) -> Result<u64> {
         if let Some(l1) = &self.inner.l1 {
             l1.clear();
-            self.inner.upkeep.wake();
         }
         self.inner.stats.invalidation(false);
         let mut removed = 0;

@@ -3,10 +3,7 @@
 use moka::Equivalent;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use tokio::sync::Notify;
-use tokio::task::JoinHandle;
 
 /// An entry's tags, behind one thin pointer (see [`Entry`]).
 pub(super) type Tags = Arc<Box<[String]>>;
@@ -248,7 +245,12 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
 
     pub(super) fn clear(&self) {
         match self {
-            L1::Moka(cache) => cache.invalidate_all(),
+            L1::Moka(cache) => {
+                cache.invalidate_all();
+                // Applies the removals now, so that moka's entry count (which the eviction
+                // count reads, see `insert`) drops at once; a clear is rare and costly anyway.
+                cache.run_pending_tasks();
+            }
             L1::Manual(map) => lock(map).clear(),
         }
     }
@@ -264,90 +266,6 @@ fn manual_get<V: Clone>(map: &Mutex<HashMap<String, Entry<V>>>, key: &str) -> Op
 }
 
 pub(super) use neo_core::sync::lock;
-
-/// Fills between two runs of L1's housekeeping in the background (see [`Upkeep`]); below
-/// moka's own threshold (64 recorded writes), so the inline run rarely comes first.
-const FILLS_PER_UPKEEP: usize = 32;
-
-/// L1's housekeeping off the callers' path. moka applies its recorded writes (and evicts
-/// over capacity) inline, on whichever call records the 64th write: one L1 fill in about
-/// fifty paid 15-35 µs (a probe of moka 0.12 at 10,000 entries, evicting), which was most
-/// of an L2 hit's p99. Here every [`FILLS_PER_UPKEEP`]-th fill wakes a task of the runtime
-/// the cache was built in, and that task runs the housekeeping, so a caller only records
-/// its write. Without a runtime (a `memory` cache built outside one) moka keeps running it
-/// inline, as before.
-pub(super) struct Upkeep {
-    fills: AtomicUsize,
-    wake: Option<Arc<Notify>>,
-    task: Mutex<Option<JoinHandle<()>>>,
-}
-
-impl Upkeep {
-    /// No background housekeeping (no moka L1, or no runtime).
-    pub(super) fn none() -> Self {
-        Upkeep {
-            fills: AtomicUsize::new(0),
-            wake: None,
-            task: Mutex::new(None),
-        }
-    }
-
-    /// Housekeeping for `l1` in a task of the current runtime, if there is one.
-    pub(super) fn start<V: Clone + Send + Sync + 'static>(l1: Option<&L1<V>>) -> Self {
-        let (Some(L1::Moka(cache)), Ok(runtime)) = (l1, tokio::runtime::Handle::try_current())
-        else {
-            return Self::none();
-        };
-        let wake = Arc::new(Notify::new());
-        let (cache, woken) = (cache.clone(), Arc::clone(&wake));
-        let task = runtime.spawn(async move {
-            loop {
-                woken.notified().await;
-                // Work already queued goes first (the fill's caller has usually queued its
-                // next request by now): the housekeeping then overlaps that request's wait
-                // instead of delaying it.
-                tokio::task::yield_now().await;
-                cache.run_pending_tasks();
-            }
-        });
-        Upkeep {
-            fills: AtomicUsize::new(0),
-            wake: Some(wake),
-            task: Mutex::new(Some(task)),
-        }
-    }
-
-    /// Counts one L1 fill; every [`FILLS_PER_UPKEEP`]-th wakes the housekeeping.
-    #[inline]
-    pub(super) fn filled(&self) {
-        if let Some(wake) = &self.wake
-            && self.fills.fetch_add(1, Ordering::Relaxed) % FILLS_PER_UPKEEP == FILLS_PER_UPKEEP - 1
-        {
-            wake.notify_one();
-        }
-    }
-
-    /// Wakes the housekeeping now (after a clear, whose removals moka applies there).
-    pub(super) fn wake(&self) {
-        if let Some(wake) = &self.wake {
-            wake.notify_one();
-        }
-    }
-
-    /// Fills counted so far.
-    #[cfg(test)]
-    pub(super) fn fills(&self) -> usize {
-        self.fills.load(Ordering::Relaxed)
-    }
-}
-
-impl Drop for Upkeep {
-    fn drop(&mut self) {
-        if let Some(task) = lock(&self.task).take() {
-            task.abort();
-        }
-    }
-}
 
 #[cfg(test)]
 thread_local! {
