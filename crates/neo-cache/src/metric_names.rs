@@ -18,7 +18,8 @@ pub const LOADS_TOTAL: &str = "neo_cache_loads_total";
 pub const LOAD_SECONDS: &str = "neo_cache_load_seconds";
 /// Redis errors put aside.
 pub const L2_ERRORS_TOTAL: &str = "neo_cache_l2_errors_total";
-/// L1 entries evicted for size.
+/// L1 entries evicted for size, counted as writes of new keys while L1 is full (approximate:
+/// see `docs/METRICS.md`).
 pub const EVICTIONS_TOTAL: &str = "neo_cache_evictions_total";
 /// Invalidations, by origin (`local`, `remote`).
 pub const INVALIDATIONS_TOTAL: &str = "neo_cache_invalidations_total";
@@ -71,7 +72,7 @@ pub const CATALOGUE: &[MetricDef] = &[
         EVICTIONS_TOTAL,
         "total",
         &["cache"],
-        "L1 entries evicted for size.",
+        "L1 entries evicted for size, counted as writes of new keys while L1 is full (approximate; see below).",
     ),
     MetricDef::counter(
         INVALIDATIONS_TOTAL,

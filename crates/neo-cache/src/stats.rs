@@ -40,7 +40,8 @@ pub struct CacheStats {
     pub load_errors: u64,
     /// Total time spent in loaders.
     pub load_time: Duration,
-    /// Entries evicted from L1 for capacity.
+    /// Entries evicted from L1 for capacity: writes of keys L1 did not hold while it was full
+    /// (approximate: moka's entry count trails the writes by at most 64).
     pub evictions: u64,
     /// Invalidations applied (removes, tags, patterns, clears), local and from the backplane.
     pub invalidations: u64,

@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -171,53 +171,39 @@ where
         let stats = Stats::new(&config.name);
         let namespace = format!("{}{}:", config.key_prefix, config.name);
         let channel = format!("{}{}#invalidations", config.key_prefix, config.name);
+        // No moka TTL: each entry's own freshness and hard limit are checked on read (one
+        // clock read instead of two on the hit path), and `l1.capacity` bounds what lingers.
+        // No eviction listener either (see `L1::insert`).
         let l1 = match (with_l1, &clock) {
             (false, _) => None,
             (true, Some(_)) => Some(L1::Manual(Mutex::new(HashMap::new()))),
-            (true, None) => None, // built below, once the eviction listener can reach the stats
+            (true, None) => Some(L1::Moka(
+                moka::sync::Cache::builder()
+                    .max_capacity(config.l1.capacity)
+                    .build_with_hasher(foldhash::fast::RandomState::default()),
+            )),
         };
         let (shutdown, _) = watch::channel(false);
         let (backplane_connected, _) = watch::channel(0);
         let backplane_subscribers =
             subscribers.filter(|_| with_l1 && config.backplane.enabled && l2.is_some());
-        // No moka TTL: each entry's own freshness and hard limit are checked on read (one
-        // clock read instead of two on the hit path), and `l1.capacity` bounds what lingers.
-        let inner = Arc::new_cyclic(|weak: &Weak<Inner<V>>| {
-            let l1 = l1.or_else(|| {
-                with_l1.then(|| {
-                    let listener_cache = weak.clone();
-                    L1::Moka(
-                        moka::sync::Cache::builder()
-                            .max_capacity(config.l1.capacity)
-                            .eviction_listener(move |_key, _value, cause| {
-                                if cause == moka::notification::RemovalCause::Size
-                                    && let Some(inner) = listener_cache.upgrade()
-                                {
-                                    inner.stats.eviction();
-                                }
-                            })
-                            .build_with_hasher(foldhash::fast::RandomState::default()),
-                    )
-                })
-            });
-            Inner {
-                namespace,
-                channel,
-                l1,
-                l2,
-                codec: Arc::new(MessagePackCodec),
-                clock,
-                flights: Mutex::new(HashMap::new()),
-                stats,
-                epoch: AtomicU64::new(0),
-                l2_down_until_ms: AtomicU64::new(0),
-                instance: uuid::Uuid::now_v7().to_string(),
-                own_in_flight: AtomicU64::new(0),
-                shutdown,
-                backplane: Mutex::new(None),
-                backplane_connected,
-                config,
-            }
+        let inner = Arc::new(Inner {
+            namespace,
+            channel,
+            l1,
+            l2,
+            codec: Arc::new(MessagePackCodec),
+            clock,
+            flights: Mutex::new(HashMap::new()),
+            stats,
+            epoch: AtomicU64::new(0),
+            l2_down_until_ms: AtomicU64::new(0),
+            instance: uuid::Uuid::now_v7().to_string(),
+            own_in_flight: AtomicU64::new(0),
+            shutdown,
+            backplane: Mutex::new(None),
+            backplane_connected,
+            config,
         });
         if let Some(subscribers) = backplane_subscribers {
             backplane::start(&inner, subscribers)?;

@@ -197,11 +197,21 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
         }
     }
 
-    pub(super) fn insert(&self, key: String, entry: Entry<V>) {
+    /// Stores `entry` under `key`; returns whether the write is counted as an eviction: a key
+    /// L1 did not hold, written while L1 holds `capacity` entries (as of moka's last
+    /// housekeeping), makes moka drop one entry for size, this one or another. No eviction
+    /// listener: with one, moka takes a per-key lock on every write (measured: about 2,400
+    /// more instructions per L2 hit, with its evictions' notifications).
+    pub(super) fn insert(&self, key: String, entry: Entry<V>, capacity: u64) -> bool {
         match self {
-            L1::Moka(cache) => cache.insert(L1Key(key), entry),
+            L1::Moka(cache) => {
+                let evicts = cache.entry_count() >= capacity && !cache.contains_key(&Plain(&key));
+                cache.insert(L1Key(key), entry);
+                evicts
+            }
             L1::Manual(map) => {
                 lock(map).insert(key, entry);
+                false
             }
         }
     }
@@ -235,7 +245,12 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
 
     pub(super) fn clear(&self) {
         match self {
-            L1::Moka(cache) => cache.invalidate_all(),
+            L1::Moka(cache) => {
+                cache.invalidate_all();
+                // Applies the removals now, so that moka's entry count (which the eviction
+                // count reads, see `insert`) drops at once; a clear is rare and costly anyway.
+                cache.run_pending_tasks();
+            }
             L1::Manual(map) => lock(map).clear(),
         }
     }
@@ -315,7 +330,7 @@ mod tests {
             tags: None,
             epoch: 0,
         };
-        l1.insert(full.clone(), entry);
+        l1.insert(full.clone(), entry, 100);
         let lookup = TenantLookup {
             prefix: &prefix,
             digest: prefix_digest(&prefix),

@@ -48,7 +48,7 @@ where
             Some(ttl) => fresh_until.min(now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             None => fresh_until,
         };
-        l1.insert(
+        let evicts = l1.insert(
             key.to_owned(),
             Entry {
                 value,
@@ -58,7 +58,11 @@ where
                 tags,
                 epoch: self.inner.epoch.load(Ordering::Relaxed),
             },
+            self.inner.config.l1.capacity,
         );
+        if evicts {
+            self.inner.stats.eviction();
+        }
     }
 
     pub(super) fn ttl_for(&self, value_present: bool, options: &EntryOptions) -> Duration {
@@ -196,5 +200,60 @@ where
             }
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::{Cache, CacheConfig, EntryOptions, HybridCache, L1Config};
+
+    async fn set(cache: &HybridCache<u32>, key: &str, value: u32) {
+        cache
+            .set(key, value, &EntryOptions::default())
+            .await
+            .expect("set");
+    }
+
+    #[tokio::test]
+    async fn evictions_count_new_keys_written_at_capacity_and_not_updates() {
+        let cache = HybridCache::<u32>::memory(CacheConfig {
+            l1: L1Config {
+                capacity: 50,
+                ..L1Config::default()
+            },
+            ..CacheConfig::named("evictions")
+        })
+        .expect("a cache");
+        for i in 0..200 {
+            set(&cache, &format!("k{i}"), 1).await;
+        }
+        let held = cache.l1_entries();
+        let dropped = 200 - held;
+        let counted = cache.stats().evictions;
+        // Counted from moka's entry count as of its last housekeeping, which trails the
+        // writes by at most the 64 writes moka records between two runs.
+        assert!(
+            counted <= dropped && counted + 64 >= dropped && counted > 0,
+            "counted {counted}, dropped {dropped}"
+        );
+
+        // Writing keys L1 holds replaces them: no eviction.
+        let mut rewritten = 0;
+        for i in 0..200 {
+            let key = format!("k{i}");
+            if cache.get(&key).await.expect("get").is_some() {
+                set(&cache, &key, 2).await;
+                rewritten += 1;
+            }
+        }
+        assert!(rewritten > 0);
+        assert_eq!(cache.stats().evictions, counted);
+
+        // After a clear L1 has room again at once.
+        cache.clear().await.expect("clear");
+        for i in 0..10 {
+            set(&cache, &format!("n{i}"), 1).await;
+        }
+        assert_eq!(cache.stats().evictions, counted);
     }
 }
