@@ -41,16 +41,13 @@ impl Run {
     /// The runs of several rounds as one: all of B's latencies, the median rate.
     fn merge(runs: &[Run]) -> Run {
         let jobs_per_second = median(runs.iter().map(|r| r.jobs_per_second).collect());
-        let mut b_latencies: Vec<Duration> =
-            runs.iter().flat_map(|r| r.b_latencies.clone()).collect();
-        b_latencies.sort();
         let merged = |part: fn(&Run) -> &Vec<Duration>| {
             let mut all: Vec<Duration> = runs.iter().flat_map(|r| part(r).clone()).collect();
             all.sort();
             all
         };
         Run {
-            b_latencies,
+            b_latencies: merged(|r| &r.b_latencies),
             b_unstarted: runs.iter().map(|r| r.b_unstarted).sum(),
             b_enqueue: merged(|r| &r.b_enqueue),
             b_after_enqueue: merged(|r| &r.b_after_enqueue),
@@ -60,16 +57,8 @@ impl Run {
 
     /// The `q` quantile of B's latencies.
     pub fn b_quantile(&self, q: f64) -> Duration {
-        quantile(&self.b_latencies, q)
+        crate::report::quantile(&self.b_latencies, q)
     }
-}
-
-/// The `q` quantile of sorted `values` (zero when there are none).
-pub fn quantile(values: &[Duration], q: f64) -> Duration {
-    if values.is_empty() {
-        return Duration::ZERO;
-    }
-    values[((values.len() as f64 - 1.0) * q).round() as usize]
 }
 
 /// The three runs the fairness rows compare.
@@ -199,19 +188,19 @@ async fn run(db: &Db, queue: &Queue, length: Duration) -> Run {
     check(check(worker.await));
     let enqueued = neo_core::sync::lock(&enqueued).clone();
     let started = neo_core::sync::lock(&started).clone();
+    // When B's job `i` started, if it did before the run ended.
+    let start_of = |i: usize| started.get(i).copied().flatten().filter(|s| *s <= ended);
     let mut b_unstarted = 0;
     let mut b_latencies: Vec<Duration> = enqueued
         .iter()
         .enumerate()
-        .map(
-            |(i, at)| match started.get(i).copied().flatten().filter(|s| *s <= ended) {
-                Some(start) => start.saturating_duration_since(*at),
-                None => {
-                    b_unstarted += 1;
-                    ended.saturating_duration_since(*at)
-                }
-            },
-        )
+        .map(|(i, at)| match start_of(i) {
+            Some(start) => start.saturating_duration_since(*at),
+            None => {
+                b_unstarted += 1;
+                ended.saturating_duration_since(*at)
+            }
+        })
         .collect();
     b_latencies.sort();
     let mut b_enqueue: Vec<Duration> = enqueued
@@ -223,10 +212,7 @@ async fn run(db: &Db, queue: &Queue, length: Duration) -> Run {
     let mut b_after_enqueue: Vec<Duration> = enqueue_returned
         .iter()
         .enumerate()
-        .filter_map(|(i, returned)| {
-            let start = started.get(i).copied().flatten().filter(|s| *s <= ended)?;
-            Some(start.saturating_duration_since(*returned))
-        })
+        .filter_map(|(i, returned)| Some(start_of(i)?.saturating_duration_since(*returned)))
         .collect();
     b_after_enqueue.sort();
     Run {

@@ -156,7 +156,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// The `q` quantile of sorted samples.
-fn quantile(sorted: &[Duration], q: f64) -> Duration {
+pub(crate) fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 - 1.0) * q).round() as usize]
 }
 
@@ -231,16 +231,18 @@ pub fn fair_rows(url: &str, backlog: usize) -> Vec<Row> {
     ]
 }
 
-/// The p50 / p99 of one part of B's latency idle and with A's backlog (fair claims).
+/// The p50 / p99 of one part of B's latency idle and with A's backlog (fair claims); `-`
+/// for a side without samples (no job of B started).
 fn split(idle: &[Duration], fair: &[Duration]) -> String {
-    let q = crate::fair::quantile;
-    format!(
-        "{:.2} / {:.2} ms | {:.2} / {:.2} ms",
-        ms(q(idle, 0.5)),
-        ms(q(idle, 0.99)),
-        ms(q(fair, 0.5)),
-        ms(q(fair, 0.99))
-    )
+    let side = |sorted: &[Duration]| match sorted {
+        [] => "-".to_owned(),
+        _ => format!(
+            "{:.2} / {:.2} ms",
+            ms(quantile(sorted, 0.5)),
+            ms(quantile(sorted, 0.99))
+        ),
+    };
+    format!("{} | {}", side(idle), side(fair))
 }
 
 /// Webhook commit → delivered to a local receiver (p50, p99 over `samples`) and the

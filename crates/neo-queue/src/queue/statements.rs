@@ -246,11 +246,11 @@ pub(super) fn nack_sql(t: &TableName, owned: &str) -> String {
 /// `tid` is the candidate's `ctid`, read in the same statement: the lock and the update find
 /// the row by it (a TID scan, one heap page) instead of descending the primary key twice per
 /// job (a fair claim of 500 at a 1,000,000-job backlog: 7.8 ms by id, 6.2 ms by `ctid`,
-/// means of 10; 6.9 and 6.5 ms, medians of 30, in a second run; docs/PERFORMANCE.md). A row another claim updated meanwhile is no longer at that `ctid`
-/// in a version the lock accepts (the lock rechecks the newest version, and its `ctid`
-/// differs), so it is skipped as a locked one is; the row cannot move while this statement
-/// holds its lock, and the version the statement read cannot be pruned while the statement's
-/// snapshot sees it.
+/// means of 10; 6.9 and 6.5 ms, medians of 30, in a second run; docs/PERFORMANCE.md). A row
+/// another claim updated meanwhile is no longer at that `ctid` in a version the lock accepts
+/// (the lock rechecks the newest version, and its `ctid` differs), so it is skipped as a
+/// locked one is; the row cannot move while this statement holds its lock, and the version
+/// the statement read cannot be pruned while the statement's snapshot sees it.
 fn take_in_order(t: &TableName, ordered: &str, after: &str) -> String {
     let lock = lock_candidate(t);
     format!(
