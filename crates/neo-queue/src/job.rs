@@ -5,6 +5,8 @@ use crate::{Error, Result};
 use chrono::{DateTime, Utc};
 use neo_core::{JobId, TenantId, TraceContext};
 use serde::Serialize;
+use std::borrow::Cow;
+use std::fmt;
 use std::time::Duration;
 
 /// Longest job kind, in bytes.
@@ -30,7 +32,7 @@ pub struct NewJob {
     pub(crate) run_at: Option<DateTime<Utc>>,
     pub(crate) max_attempts: Option<i32>,
     pub(crate) unique_key: Option<String>,
-    pub(crate) tenant: Option<String>,
+    pub(crate) tenant: Option<JobTenant>,
     pub(crate) trace_context: Option<TraceContext>,
     /// The jobs it waits for ([`depends_on`](Self::depends_on)), without repeats.
     pub(crate) depends_on: Vec<JobId>,
@@ -98,15 +100,16 @@ impl NewJob {
     /// use [`tenant_id`](Self::tenant_id), which [`Job::tenant_id`] reads back.
     #[must_use]
     pub fn tenant(mut self, tenant: impl Into<String>) -> Self {
-        self.tenant = Some(tenant.into());
+        self.tenant = Some(JobTenant::Text(tenant.into()));
         self
     }
 
     /// The tenant the job belongs to, as a [`TenantId`] (stored as its hyphenated text, read
     /// back typed by [`Job::tenant_id`] and [`JobRecord::tenant_id`]).
     #[must_use]
-    pub fn tenant_id(self, tenant: TenantId) -> Self {
-        self.tenant(tenant.to_string())
+    pub fn tenant_id(mut self, tenant: TenantId) -> Self {
+        self.tenant = Some(JobTenant::Id(tenant));
+        self
     }
 
     /// The W3C trace context the job carries (stored with it, handed to its run as
@@ -392,6 +395,44 @@ pub(crate) fn parse_job_tenant(text: &str, context: &str) -> Result<TenantId> {
         };
         Error::invalid("job tenant", reason)
     })
+}
+
+/// A job's tenant as it was given. A [`TenantId`] stays typed until the enqueue writes it:
+/// a batch whose jobs all name one tenant writes its text once, not once per job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum JobTenant {
+    /// Given as a [`TenantId`] ([`NewJob::tenant_id`]).
+    Id(TenantId),
+    /// Given as text ([`NewJob::tenant`]).
+    Text(String),
+}
+
+impl JobTenant {
+    /// The tenant as a tenant id; text is parsed, and `context` ends the error's message as
+    /// for [`parse_job_tenant`].
+    pub(crate) fn id(&self, context: &str) -> Result<TenantId> {
+        match self {
+            JobTenant::Id(tenant) => Ok(*tenant),
+            JobTenant::Text(text) => parse_job_tenant(text, context),
+        }
+    }
+
+    /// The text the `tenant` column stores.
+    pub(crate) fn text(&self) -> Cow<'_, str> {
+        match self {
+            JobTenant::Id(tenant) => Cow::Owned(tenant.to_string()),
+            JobTenant::Text(text) => Cow::Borrowed(text),
+        }
+    }
+}
+
+impl fmt::Display for JobTenant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobTenant::Id(tenant) => tenant.fmt(f),
+            JobTenant::Text(text) => f.write_str(text),
+        }
+    }
 }
 
 /// Jobs per state.

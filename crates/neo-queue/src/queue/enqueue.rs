@@ -3,12 +3,14 @@
 
 use super::Queue;
 use super::tenant_mode::Scoped;
+use crate::job::JobTenant;
 use crate::{Error, NewJob, OnDuplicate, Result};
 use chrono::{DateTime, Utc};
 use neo_core::{JobId, TenantId, TraceContext};
 use neo_db::RlsSetting;
 use sqlx::types::Json;
 use sqlx::{Acquire, Postgres};
+use std::borrow::Cow;
 use std::collections::HashSet;
 use tracing::Instrument;
 
@@ -74,8 +76,8 @@ impl Queue {
                 jobs = jobs.len(),
                 tenant = tracing::field::Empty
             );
-            if let Some(tenant) = one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
-                span.record("tenant", tenant);
+            if let Some(tenant) = one_tenant(jobs.iter().map(|j| j.tenant.as_ref())) {
+                span.record("tenant", tracing::field::display(tenant));
             }
             async move {
                 if let (Some(setting), Some(tenant)) = (self.rls_setting(), tenant) {
@@ -146,11 +148,12 @@ impl Queue {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
+        const NEEDS_ID: &str = "under row-level security needs a tenant id";
         for job in &jobs {
-            crate::job::parse_job_tenant(
-                job.tenant.as_deref().unwrap_or_default(),
-                "under row-level security needs a tenant id",
-            )?;
+            match &job.tenant {
+                Some(tenant) => tenant.id(NEEDS_ID)?,
+                None => crate::job::parse_job_tenant("", NEEDS_ID)?,
+            };
         }
         let scope = self.scope_of(None)?;
         let mut tx = exec.begin().await?;
@@ -199,14 +202,7 @@ impl Queue {
         if workflow {
             super::workflow::check(&jobs)?;
         }
-        let default_attempts = self.config.default_max_attempts;
-        let mut columns = Columns::with_capacity(jobs.len());
-        for job in &jobs {
-            if job.max_attempts.is_some_and(|a| a < 1) {
-                return Err(Error::invalid("max_attempts", "must be at least 1"));
-            }
-            columns.push(job, default_attempts);
-        }
+        let columns = Columns::of(&jobs, self.config.default_max_attempts)?;
         if workflow {
             let inserted = self
                 .enqueue_workflow_on(conn, &scope.sql, &jobs, &columns, on_duplicate)
@@ -234,6 +230,7 @@ impl Queue {
             .bind(&columns.tenants)
             .bind(&self.config.channel)
             .bind(&columns.traces)
+            .bind(&columns.tenant)
             .fetch_all(&mut *conn)
             .await
             .map_err(|e| duplicate_or(e, &columns.unique_keys))?;
@@ -247,9 +244,9 @@ impl Queue {
 }
 
 /// The tenant every one of `tenants` names, if they all name the same one.
-pub(crate) fn one_tenant<'a>(
-    mut tenants: impl Iterator<Item = Option<&'a str>>,
-) -> Option<&'a str> {
+pub(crate) fn one_tenant<'a, T: PartialEq + ?Sized + 'a>(
+    mut tenants: impl Iterator<Item = Option<&'a T>>,
+) -> Option<&'a T> {
     let first = tenants.next()??;
     tenants.all(|t| t == Some(first)).then_some(first)
 }
@@ -290,6 +287,11 @@ pub(super) fn duplicate_or(error: sqlx::Error, keys: &[Option<&str>]) -> Error {
 /// Jobs as the insert statements' arrays (also the periodic round's, [`super::periodic`]).
 /// The columns borrow the jobs' text and payloads: an enqueue copies each only into the
 /// statement's buffer.
+///
+/// The tenants travel as one value when every job names the same one (or none): `tenants`
+/// is then empty, UNNEST pads it with NULLs, and the statement takes `tenant` for each row
+/// (`coalesce(u.tenant, $n)`), so a batch of one tenant sends and parses its text once.
+/// Otherwise `tenants` has each job's and `tenant` is NULL.
 pub(super) struct Columns<'a> {
     pub(super) ids: Vec<JobId>,
     pub(super) kinds: Vec<&'a str>,
@@ -298,13 +300,19 @@ pub(super) struct Columns<'a> {
     pub(super) run_ats: Vec<Option<DateTime<Utc>>>,
     pub(super) max_attempts: Vec<i32>,
     pub(super) unique_keys: Vec<Option<&'a str>>,
-    pub(super) tenants: Vec<Option<&'a str>>,
+    pub(super) tenants: Vec<Option<Cow<'a, str>>>,
+    pub(super) tenant: Option<Cow<'a, str>>,
     pub(super) traces: Vec<Option<Json<&'a TraceContext>>>,
 }
 
 impl<'a> Columns<'a> {
-    pub(super) fn with_capacity(n: usize) -> Self {
-        Columns {
+    /// The columns of `jobs`; a job without `max_attempts` gets `default_attempts`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] for a job whose `max_attempts` is below 1.
+    pub(super) fn of(jobs: &'a [NewJob], default_attempts: i32) -> Result<Self> {
+        let n = jobs.len();
+        let mut columns = Columns {
             ids: Vec::with_capacity(n),
             kinds: Vec::with_capacity(n),
             payloads: Vec::with_capacity(n),
@@ -312,21 +320,34 @@ impl<'a> Columns<'a> {
             run_ats: Vec::with_capacity(n),
             max_attempts: Vec::with_capacity(n),
             unique_keys: Vec::with_capacity(n),
-            tenants: Vec::with_capacity(n),
+            tenants: Vec::new(),
+            tenant: None,
             traces: Vec::with_capacity(n),
+        };
+        for job in jobs {
+            if job.max_attempts.is_some_and(|a| a < 1) {
+                return Err(Error::invalid("max_attempts", "must be at least 1"));
+            }
+            columns.ids.push(job.id);
+            columns.kinds.push(&job.kind);
+            columns.payloads.push(&job.payload);
+            columns.priorities.push(job.priority);
+            columns.run_ats.push(job.run_at);
+            columns
+                .max_attempts
+                .push(job.max_attempts.unwrap_or(default_attempts));
+            columns.unique_keys.push(job.unique_key.as_deref());
+            columns.traces.push(job.trace_context.as_ref().map(Json));
         }
-    }
-
-    pub(super) fn push(&mut self, job: &'a NewJob, default_attempts: i32) {
-        self.ids.push(job.id);
-        self.kinds.push(&job.kind);
-        self.payloads.push(&job.payload);
-        self.priorities.push(job.priority);
-        self.run_ats.push(job.run_at);
-        self.max_attempts
-            .push(job.max_attempts.unwrap_or(default_attempts));
-        self.unique_keys.push(job.unique_key.as_deref());
-        self.tenants.push(job.tenant.as_deref());
-        self.traces.push(job.trace_context.as_ref().map(Json));
+        let first = jobs.first().and_then(|j| j.tenant.as_ref());
+        if jobs.iter().all(|j| j.tenant.as_ref() == first) {
+            columns.tenant = first.map(JobTenant::text);
+        } else {
+            columns.tenants = jobs
+                .iter()
+                .map(|j| j.tenant.as_ref().map(JobTenant::text))
+                .collect();
+        }
+        Ok(columns)
     }
 }

@@ -17,6 +17,7 @@
 
 use super::Queue;
 use super::enqueue::Columns;
+use crate::job::JobTenant;
 use crate::{Error, NewJob, Result};
 use chrono::{DateTime, Utc};
 use neo_db::{StatementConnection, TableName};
@@ -53,7 +54,8 @@ impl PeriodicSql {
                  UNION ALL SELECT name, last_tick, paused_at IS NOT NULL FROM added"
             )),
             // $1..$10 as the queue's insert; $11 each job's periodic job; $12..$14 each due
-            // periodic job's name, the last tick read and the new last tick. A paused
+            // periodic job's name, the last tick read and the new last tick; $15 the tenant
+            // of every job when `$8` is empty (`Columns`). A paused
             // periodic job advances (its ticks are skipped) and enqueues nothing.
             round: sql(format!(
                 "WITH advanced AS (UPDATE {p} AS p SET last_tick = a.tick, updated_at = now() \
@@ -61,7 +63,7 @@ impl PeriodicSql {
                  WHERE p.name = a.name AND p.last_tick = a.prev \
                  RETURNING p.name, p.paused_at IS NULL AS active), \
                  ins AS (INSERT INTO {jobs} (id, kind, payload, priority, run_at, max_attempts, unique_key, tenant, trace_context) \
-                 SELECT u.id, u.kind, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.unique_key, u.tenant, u.trace_context \
+                 SELECT u.id, u.kind, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.unique_key, coalesce(u.tenant, $15::text), u.trace_context \
                  FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[], $10::jsonb[], $11::text[]) \
                  AS u(id, kind, payload, priority, run_at, max_attempts, unique_key, tenant, trace_context, periodic) \
                  WHERE u.periodic IN (SELECT name FROM advanced WHERE active) \
@@ -179,14 +181,7 @@ impl Queue {
     ) -> Result<RoundWritten> {
         let scope = self.system_scope()?;
         self.stamp_periodic_tenants(&mut jobs)?;
-        let default_attempts = self.config.default_max_attempts;
-        let mut columns = Columns::with_capacity(jobs.len());
-        for job in &jobs {
-            if job.max_attempts.is_some_and(|a| a < 1) {
-                return Err(Error::invalid("max_attempts", "must be at least 1"));
-            }
-            columns.push(job, default_attempts);
-        }
+        let columns = Columns::of(&jobs, self.config.default_max_attempts)?;
         let row = sqlx::query(scope.sql.periodic.round.clone())
             .persistent(self.system.pooler().named_statements())
             .bind(&columns.ids)
@@ -203,6 +198,7 @@ impl Queue {
             .bind(&advances.names)
             .bind(&advances.prev)
             .bind(&advances.ticks)
+            .bind(&columns.tenant)
             .fetch_one(conn)
             .await?;
         let enqueued: i64 = row.try_get("enqueued")?;
@@ -231,13 +227,13 @@ impl Queue {
         }
         let acting = self.tenant.or_else(neo_tenant::current);
         for job in jobs.iter_mut() {
-            match job.tenant.as_deref() {
-                Some(text) => {
-                    crate::job::parse_job_tenant(text, super::tenant_mode::ISOLATED)?;
+            match &job.tenant {
+                Some(named) => {
+                    named.id(super::tenant_mode::ISOLATED)?;
                 }
                 None => {
                     let tenant = acting.ok_or(neo_tenant::Error::NoTenantInScope)?;
-                    job.tenant = Some(tenant.to_string());
+                    job.tenant = Some(JobTenant::Id(tenant));
                 }
             }
         }

@@ -180,13 +180,15 @@ pub(super) fn skip_duplicates(per_tenant_keys: bool) -> String {
 
 /// The batched insert, `on_conflict` after it; `workflow` adds the columns of jobs that
 /// depend on others as `$11` (state), `$12` (the ids each depends on, comma-separated),
-/// `$13` (the policy) and `$14` (whether others in the batch depend on it).
+/// `$13` (the policy) and `$14` (whether others in the batch depend on it). The last
+/// parameter (`$11`, or `$15` with `workflow`) is the tenant of every job when `$8` is empty
+/// ([`Columns`](super::enqueue::Columns)).
 ///
 /// Workers are woken (one NOTIFY, sent at commit) only when a job is due now: a job
 /// scheduled for later is found by their poll. The condition is a subquery without
 /// correlation, evaluated once per statement.
 pub(super) fn insert_sql(t: &TableName, on_conflict: &str, workflow: bool) -> String {
-    let (cols, vals, arrays, names, ret, due) = if workflow {
+    let (cols, vals, arrays, names, ret, due, tenant) = if workflow {
         (
             ", state, depends_on, on_dependency_failure, has_dependents",
             ", u.state, string_to_array(u.depends_on, ',')::uuid[], u.on_dependency_failure, u.has_dependents",
@@ -194,13 +196,14 @@ pub(super) fn insert_sql(t: &TableName, on_conflict: &str, workflow: bool) -> St
             ", state, depends_on, on_dependency_failure, has_dependents",
             ", state",
             " AND state = 'available'",
+            15,
         )
     } else {
-        ("", "", "", "", "", "")
+        ("", "", "", "", "", "", 11)
     };
     format!(
         "WITH ins AS (INSERT INTO {t} (id, kind, payload, priority, run_at, max_attempts, unique_key, tenant, trace_context{cols}) \
-         SELECT u.id, u.kind, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.unique_key, u.tenant, u.trace_context{vals} \
+         SELECT u.id, u.kind, u.payload, u.priority, coalesce(u.run_at, now()), u.max_attempts, u.unique_key, coalesce(u.tenant, ${tenant}::text), u.trace_context{vals} \
          FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[], $10::jsonb[]{arrays}) \
          AS u(id, kind, payload, priority, run_at, max_attempts, unique_key, tenant, trace_context{names}) {on_conflict} RETURNING id, run_at{ret}) \
          SELECT ins.id FROM ins \

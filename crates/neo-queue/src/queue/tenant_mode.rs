@@ -12,6 +12,7 @@
 
 use super::Queue;
 use super::statements::Statements;
+use crate::job::JobTenant;
 use crate::{Error, NewJob, QueueConfig, Result};
 use neo_core::TenantId;
 use neo_db::{
@@ -109,10 +110,10 @@ impl Queue {
             None => neo_tenant::current(),
         };
         for job in jobs.iter() {
-            let Some(text) = job.tenant.as_deref() else {
+            let Some(named) = &job.tenant else {
                 continue;
             };
-            let named = crate::job::parse_job_tenant(text, ISOLATED)?;
+            let named = named.id(ISOLATED)?;
             match acting {
                 None => acting = Some(named),
                 Some(tenant) if tenant == named => {}
@@ -127,9 +128,8 @@ impl Queue {
             }
         }
         let tenant = acting.ok_or(neo_tenant::Error::NoTenantInScope)?;
-        let text = tenant.to_string();
         for job in jobs.iter_mut() {
-            job.tenant = Some(text.clone());
+            job.tenant = Some(JobTenant::Id(tenant));
         }
         Ok(Some(tenant))
     }

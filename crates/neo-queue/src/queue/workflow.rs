@@ -356,6 +356,7 @@ impl Queue {
             .bind(&depends)
             .bind(&policies)
             .bind(&has_dependents)
+            .bind(&columns.tenant)
             .fetch_all(&mut *tx)
             .await
             .map_err(|e| super::enqueue::duplicate_or(e, &columns.unique_keys))?;

@@ -329,6 +329,39 @@ async fn a_typed_tenant_is_stored_as_text_and_read_back_typed(route: PgRoute) {
     assert_eq!(untyped.kind(), ErrorKind::Validation);
     assert!(untyped.to_string().contains("job tenant"), "{untyped}");
     assert_eq!(claimed[2].tenant.as_deref(), Some("eu-west/acme"));
+
+    // A batch whose jobs name one tenant (or none) sends it once; each job still has it.
+    let typed = tenant.to_string();
+    for (batch, expected) in [
+        (
+            vec![job("t", 4).tenant_id(tenant), job("t", 5).tenant_id(tenant)],
+            Some(typed.as_str()),
+        ),
+        (
+            vec![
+                job("t", 6).tenant("eu-west/acme"),
+                job("t", 7).tenant("eu-west/acme"),
+            ],
+            Some("eu-west/acme"),
+        ),
+        (vec![job("t", 8), job("t", 9)], None),
+        (
+            vec![
+                job("t", 10).tenant(typed.clone()),
+                job("t", 11).tenant_id(tenant),
+            ],
+            Some(typed.as_str()),
+        ),
+    ] {
+        let ids = queue
+            .enqueue_many(&db, batch, OnDuplicate::Skip)
+            .await
+            .unwrap();
+        for id in ids {
+            let stored = queue.get(id.unwrap()).await.unwrap().unwrap();
+            assert_eq!(stored.tenant.as_deref(), expected);
+        }
+    }
 }
 
 async fn only_jobs_due_now_wake_the_workers(mode: Mode, route: PgRoute) {
