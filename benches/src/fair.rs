@@ -79,16 +79,20 @@ pub struct Figures {
 /// Overrides the worker's `claim_batch` for a run of the fairness bench (to compare sizes).
 pub const CLAIM_BATCH_VAR: &str = "NEO_BENCH_FAIR_CLAIM_BATCH";
 
+/// Overrides the worker's `express_claim` for a run of the fairness bench (0 turns express
+/// claims off, to see what they cost the fair rate and give B's latency).
+pub const EXPRESS_CLAIM_VAR: &str = "NEO_BENCH_FAIR_EXPRESS_CLAIM";
+
 /// The worker of every run: a pool of the size a service would run, otherwise the defaults
-/// (claims of 500, express claims of 8); `claim_batch` from [`CLAIM_BATCH_VAR`] when set.
+/// (claims of 500, express claims of 8); `claim_batch` from [`CLAIM_BATCH_VAR`] and
+/// `express_claim` from [`EXPRESS_CLAIM_VAR`] when set.
 fn worker_config() -> WorkerConfig {
     let defaults = WorkerConfig::default();
+    let from_env = |var: &str| std::env::var(var).ok().and_then(|v| v.parse().ok());
     WorkerConfig {
         concurrency: 200,
-        claim_batch: std::env::var(CLAIM_BATCH_VAR)
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(defaults.claim_batch),
+        claim_batch: from_env(CLAIM_BATCH_VAR).unwrap_or(defaults.claim_batch),
+        express_claim: from_env(EXPRESS_CLAIM_VAR).unwrap_or(defaults.express_claim),
         ..defaults
     }
 }
