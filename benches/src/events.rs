@@ -50,6 +50,8 @@ pub struct Pipeline {
     /// The receiver every delivery goes to.
     pub receiver: HttpReceiver,
     stop: Vec<oneshot::Sender<()>>,
+    /// The dispatcher's and the worker's tasks, which [`stop`](Pipeline::stop) waits for.
+    running: tokio::task::JoinSet<()>,
 }
 
 /// Drops the schemas of an earlier run named `prefix` (the webhooks') and `prefix_q` (the
@@ -131,10 +133,11 @@ impl Pipeline {
                 .await,
         );
         let mut stop = Vec::new();
+        let mut running = tokio::task::JoinSet::new();
         let (stop_dispatcher, stopped) = oneshot::channel::<()>();
         stop.push(stop_dispatcher);
         let (o, w) = (outbox.clone(), webhooks.clone());
-        tokio::spawn(async move {
+        running.spawn(async move {
             let stopped = async {
                 let _ = stopped.await;
             };
@@ -159,7 +162,7 @@ impl Pipeline {
         ));
         let (stop_worker, stopped) = oneshot::channel::<()>();
         stop.push(stop_worker);
-        tokio::spawn(async move {
+        running.spawn(async move {
             check(
                 worker
                     .run(async {
@@ -174,6 +177,7 @@ impl Pipeline {
             webhooks,
             receiver,
             stop,
+            running,
         }
     }
 
@@ -196,10 +200,15 @@ impl Pipeline {
         assert!(got.len() >= before + n, "deliveries did not arrive in time");
     }
 
-    /// Stops the dispatcher and the worker.
-    pub async fn stop(self) {
+    /// Stops the dispatcher and the worker, and waits until both have returned: a claim
+    /// still in flight would otherwise hold the queue's locks while the next run drops its
+    /// schema (the `curves` run's webhook points deadlocked on that).
+    pub async fn stop(mut self) {
         for stop in self.stop {
             let _ = stop.send(());
+        }
+        while let Some(done) = self.running.join_next().await {
+            check(done);
         }
         self.webhooks.shutdown().await;
     }
