@@ -235,6 +235,7 @@ pub(super) fn from_rows(rows: &[PgRow], skip_deleted: bool) -> Result<Vec<Organi
 
 /// [`from_row`] given its `deleted_at`, read already, and the documents of the row decoded
 /// before it with their organization; returns the row's documents too.
+#[inline]
 fn from_row_after<'r>(
     row: &'r PgRow,
     at: &ReadColumns,
