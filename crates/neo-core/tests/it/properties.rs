@@ -36,6 +36,22 @@ proptest! {
     }
 
     #[test]
+    fn slug_accepts_exactly_what_its_rules_describe(
+        text in "[a-z0-9\\- Aé_]{0,6}|[a-z0-9\\-]{0,70}|[a-z0-9\\-]{2,66}[ Aé_]?"
+    ) {
+        // The rules spelled out char by char, independently of the parser's byte scan.
+        let chars: Vec<char> = text.chars().collect();
+        let well_formed = (Slug::MIN_LEN..=Slug::MAX_LEN).contains(&text.len())
+            && chars.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '-')
+            && chars.first() != Some(&'-')
+            && chars.last() != Some(&'-')
+            && !text.contains("--");
+        let reserved = Slug::RESERVED.contains(&text.as_str());
+        prop_assert_eq!(Slug::parse(&text).is_ok(), well_formed && !reserved, "{:?}", text);
+        prop_assert_eq!(Slug::parse_with_reserved(&text, &[]).is_ok(), well_formed, "{:?}", text);
+    }
+
+    #[test]
     fn slugify_output_is_a_valid_slug(text in any::<String>()) {
         if let Ok(slug) = Slug::slugify(&text) {
             prop_assert_eq!(Slug::parse(slug.as_str()).unwrap(), slug);

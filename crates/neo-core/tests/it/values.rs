@@ -30,6 +30,13 @@ fn slug_accepts_valid_and_says_what_is_wrong() {
     assert!(Slug::parse(&"a".repeat(65)).is_err());
     assert!(Slug::parse_with_reserved("admin", &["billing"]).is_ok());
     assert!(Slug::parse_with_reserved("billing", &["billing"]).is_err());
+    for word in Slug::RESERVED {
+        assert!(Slug::parse(word).is_err(), "{word}");
+    }
+    // A host's reserved word longer than any default one is still refused.
+    let long = "our-very-own-reserved-route";
+    assert!(Slug::parse(long).is_ok());
+    assert!(Slug::parse_with_reserved(long, &["billing", long]).is_err());
 }
 
 #[test]

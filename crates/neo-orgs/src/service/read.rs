@@ -109,6 +109,11 @@ impl OrganizationService {
 /// and places): no hashing of 2,000 ids and no moving of organizations into a map and out
 /// again for a 1,000-id read.
 fn aligned(ids: &[OrganizationId], found: Vec<Organization>) -> Vec<Option<Organization>> {
+    // Already in place (the ids asked in id order, as an `= ANY` index scan returns them, all
+    // found): wrapped where they are, without moving each organization out and in again.
+    if found.len() == ids.len() && found.iter().zip(ids).all(|(org, id)| org.id == *id) {
+        return found.into_iter().map(Some).collect();
+    }
     let mut index: Vec<(OrganizationId, usize)> = found
         .iter()
         .enumerate()
@@ -141,8 +146,14 @@ mod tests {
         let ids = [c.id(), missing, a.id(), c.id(), b.id()];
         // Found in another order than asked; `b` not found.
         let got = aligned(&ids, vec![a.clone(), c.clone()]);
-        assert_eq!(got, [Some(c), None, Some(a), None, None]);
+        assert_eq!(got, [Some(c.clone()), None, Some(a.clone()), None, None]);
         assert!(aligned(&ids, Vec::new()).iter().all(Option::is_none));
-        assert!(aligned(&[], vec![b]).is_empty());
+        assert!(aligned(&[], vec![b.clone()]).is_empty());
+        // All found, in the order asked (kept where they are) and in another one.
+        let all = vec![a.clone(), b.clone(), c.clone()];
+        let got = aligned(&[a.id(), b.id(), c.id()], all.clone());
+        assert_eq!(got, [Some(a.clone()), Some(b.clone()), Some(c.clone())]);
+        let got = aligned(&[b.id(), c.id(), a.id()], all);
+        assert_eq!(got, [Some(b), Some(c), Some(a)]);
     }
 }

@@ -15,7 +15,7 @@
 //! statement. What fits is used: `Schema`/`TableName`, migration sets and the repository's
 //! shape (one array parameter per column, expanded by `UNNEST`).
 
-use super::read_row::{ReadColumns, from_row, from_row_after};
+use super::read_row::{ReadColumns, from_row, from_rows};
 use super::tenant_mode::{Mode, Scoped};
 use super::{AuditEntry, OrganizationSummary, SearchQuery, StoreFuture, Write};
 use crate::model::{Changed, OrgDomain, Organization};
@@ -653,23 +653,7 @@ impl PgOrganizationStore {
         let mut conn = self.connection_on(self.reader(), scope).await?;
         let rows = query.fetch_all(&mut *conn).await.map_err(db)?;
         conn.finish().await?;
-        let Some(first) = rows.first() else {
-            return Ok(Vec::new());
-        };
-        let at = ReadColumns::of(first)?;
-        let mut orgs: Vec<Organization> = Vec::with_capacity(rows.len());
-        // The row the last organization was decoded from: its documents are cloned where
-        // the next row's bytes are the same.
-        let mut previous: Option<&PgRow> = None;
-        for row in &rows {
-            if skip_deleted && at.deleted(row)? {
-                continue;
-            }
-            let org = from_row_after(row, &at, previous.zip(orgs.last()))?;
-            orgs.push(org);
-            previous = Some(row);
-        }
-        Ok(orgs)
+        from_rows(&rows, skip_deleted)
     }
 
     async fn fetch_optional(

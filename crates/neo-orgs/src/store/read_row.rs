@@ -85,15 +85,6 @@ impl ReadColumns {
             domains: at("domains", jsonb)?,
         })
     }
-
-    /// Whether the organization of `row` is deleted (read before anything else, so reads
-    /// that skip deleted ones decode nothing more of them).
-    ///
-    /// # Errors
-    /// A database error for a value that is not a timestamp.
-    pub(super) fn deleted(&self, row: &PgRow) -> Result<bool, OrgError> {
-        Ok(timestamp(row, self.deleted_at)?.is_some())
-    }
 }
 
 /// Only `jsonb` (every document column, and the `jsonb_agg` of the domains), whose binary
@@ -103,6 +94,7 @@ fn jsonb(ty: &PgTypeInfo) -> bool {
 }
 
 /// The value at `index`, or `None` for NULL.
+#[inline]
 fn value(row: &PgRow, index: usize) -> Result<Option<PgValueRef<'_>>, OrgError> {
     let value = row.try_get_raw(index).map_err(db)?;
     Ok((!value.is_null()).then_some(value))
@@ -122,6 +114,7 @@ fn null(index: usize) -> OrgError {
 }
 
 /// A value of a type [`ReadColumns::of`] checked, decoded without a second check.
+#[inline]
 fn get<'r, T: sqlx::Decode<'r, Postgres>>(row: &'r PgRow, index: usize) -> Result<T, OrgError> {
     row.try_get_unchecked(index).map_err(db)
 }
@@ -131,6 +124,7 @@ const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
 
 /// A `timestamptz` (checked by [`ReadColumns::of`]): in binary, microseconds since
 /// PostgreSQL's epoch, turned into the instant without going through a calendar date.
+#[inline]
 fn timestamp(row: &PgRow, index: usize) -> Result<Option<DateTime<Utc>>, OrgError> {
     let Some(value) = value(row, index)? else {
         return Ok(None);
@@ -149,26 +143,42 @@ fn timestamp(row: &PgRow, index: usize) -> Result<Option<DateTime<Utc>>, OrgErro
 }
 
 /// A `timestamptz` that is never NULL.
+#[inline]
 fn required_timestamp(row: &PgRow, index: usize) -> Result<DateTime<Utc>, OrgError> {
     timestamp(row, index)?.ok_or_else(|| null(index))
 }
 
 /// The bytes of a value at `index`.
+#[inline]
 fn bytes<'r>(value: &PgValueRef<'r>, index: usize) -> Result<&'r [u8], OrgError> {
     value.as_bytes().map_err(|e| decode_error(index, e))
 }
 
-/// A `jsonb` document (checked by [`ReadColumns::of`]) straight into `T`: the version byte,
-/// then the JSON text.
-fn json<T: DeserializeOwned>(row: &PgRow, index: usize) -> Result<T, OrgError> {
+/// The bytes of a `jsonb` value (checked by [`ReadColumns::of`]) in binary, the version byte
+/// first; `None` for one sent as text (which [`json`] leaves to sqlx). NULL is an error.
+#[inline]
+fn json_bytes(row: &PgRow, index: usize) -> Result<Option<&[u8]>, OrgError> {
     let Some(value) = value(row, index)? else {
         return Err(null(index));
     };
     if value.format() != PgValueFormat::Binary {
+        return Ok(None);
+    }
+    bytes(&value, index).map(Some)
+}
+
+/// A `jsonb` document straight into `T`: from `binary`, its bytes as [`json_bytes`] read
+/// them (the version byte, then the JSON text), or else through sqlx's decoding.
+fn json<T: DeserializeOwned>(
+    row: &PgRow,
+    index: usize,
+    binary: Option<&[u8]>,
+) -> Result<T, OrgError> {
+    let Some(binary) = binary else {
         let Json(document) = get::<Json<T>>(row, index)?;
         return Ok(document);
-    }
-    match bytes(&value, index)?.split_first() {
+    };
+    match binary.split_first() {
         Some((1, text)) => serde_json::from_slice(text).map_err(|e| decode_error(index, e.into())),
         _ => Err(decode_error(
             index,
@@ -177,44 +187,104 @@ fn json<T: DeserializeOwned>(row: &PgRow, index: usize) -> Result<T, OrgError> {
     }
 }
 
+/// The bytes of the JSON documents of a decoded row, kept to compare the next row's with:
+/// its verification, legal identity, branding, domains and metadata, in this order (`None`:
+/// sent as text, compared with nothing).
+type Documents<'r> = [Option<&'r [u8]>; 5];
+
 /// An organization from a row of the reads' `SELECT`, its columns where `at` found them.
 ///
 /// # Errors
 /// A database error for a value that does not decode; the organization's for one that is
 /// not valid (a slug, a status, a URL or an id).
 pub(super) fn from_row(row: &PgRow, at: &ReadColumns) -> Result<Organization, OrgError> {
-    from_row_after(row, at, None)
+    let deleted_at = timestamp(row, at.deleted_at)?;
+    Ok(from_row_after(row, at, deleted_at, None)?.0)
 }
 
-/// [`from_row`], given the row before it in the same result and the organization decoded
-/// from it: each JSON document whose bytes are the same as that row's is cloned from that
-/// organization instead of parsed again. Organizations that never set their legal identity,
-/// branding, verification, metadata or domains store the same default documents, and
-/// parsing the five documents was 40% of decoding a row; a document that differs costs one
-/// comparison of its bytes.
+/// The organizations of `rows` (one result of the reads' `SELECT`) in their order; without
+/// the deleted ones when `skip_deleted` (decoded no further than their `deleted_at`).
+///
+/// Each JSON document whose bytes are the same as in the row decoded before is cloned from
+/// that organization instead of parsed again. Organizations that never set their legal
+/// identity, branding, verification, metadata or domains store the same default documents,
+/// and parsing the five documents was 40% of decoding a row; a document that differs costs
+/// one comparison of its bytes. Each value is fetched from its row once.
 ///
 /// # Errors
 /// As [`from_row`].
-pub(super) fn from_row_after(
-    row: &PgRow,
+pub(super) fn from_rows(rows: &[PgRow], skip_deleted: bool) -> Result<Vec<Organization>, OrgError> {
+    let Some(first) = rows.first() else {
+        return Ok(Vec::new());
+    };
+    let at = ReadColumns::of(first)?;
+    let mut orgs: Vec<Organization> = Vec::with_capacity(rows.len());
+    let mut previous: Option<Documents<'_>> = None;
+    for row in rows {
+        let deleted_at = timestamp(row, at.deleted_at)?;
+        if skip_deleted && deleted_at.is_some() {
+            continue;
+        }
+        let before = previous.zip(orgs.last());
+        let (org, documents) = from_row_after(row, &at, deleted_at, before)?;
+        orgs.push(org);
+        previous = Some(documents);
+    }
+    Ok(orgs)
+}
+
+/// [`from_row`] given its `deleted_at`, read already, and the documents of the row decoded
+/// before it with their organization; returns the row's documents too.
+#[inline]
+fn from_row_after<'r>(
+    row: &'r PgRow,
     at: &ReadColumns,
-    previous: Option<(&PgRow, &Organization)>,
-) -> Result<Organization, OrgError> {
+    deleted_at: Option<DateTime<Utc>>,
+    before: Option<(Documents<'_>, &Organization)>,
+) -> Result<(Organization, Documents<'r>), OrgError> {
     let id: Uuid = get(row, at.id)?;
     let slug: &str = get(row, at.slug)?;
     let status: &str = get(row, at.status)?;
     let contact: Option<Uuid> = get(row, at.primary_contact)?;
     let website: Option<&str> = get(row, at.website)?;
-    // jsonb straight into the typed parts, without an intermediate `serde_json::Value`.
-    let verification = document(row, at.verification, previous, |o| &o.verification)?;
-    let legal = document(row, at.legal, previous, |o| &o.legal)?;
-    let branding = document(row, at.branding, previous, |o| &o.branding)?;
-    let domains = document(row, at.domains, previous, |o| &o.domains)?;
-    let metadata = match previous {
-        Some((before, org)) if same_bytes(before, row, at.metadata)? => org.metadata.clone(),
-        _ => crate::model::metadata_from_storage(json(row, at.metadata)?)?,
+    let documents: Documents<'r> = [
+        json_bytes(row, at.verification)?,
+        json_bytes(row, at.legal)?,
+        json_bytes(row, at.branding)?,
+        json_bytes(row, at.domains)?,
+        json_bytes(row, at.metadata)?,
+    ];
+    let [verification, legal, branding, domains, metadata] = documents;
+    // Cloned from the organization before where the bytes are the same, else parsed
+    // straight into the typed parts, without an intermediate `serde_json::Value`.
+    let same = |document: usize| {
+        before
+            .filter(|(previous, _)| {
+                previous[document].is_some() && previous[document] == documents[document]
+            })
+            .map(|(_, org)| org)
     };
-    Ok(Organization {
+    let verification = match same(0) {
+        Some(org) => org.verification.clone(),
+        None => json(row, at.verification, verification)?,
+    };
+    let legal = match same(1) {
+        Some(org) => org.legal.clone(),
+        None => json(row, at.legal, legal)?,
+    };
+    let branding = match same(2) {
+        Some(org) => org.branding.clone(),
+        None => json(row, at.branding, branding)?,
+    };
+    let domains = match same(3) {
+        Some(org) => org.domains.clone(),
+        None => json(row, at.domains, domains)?,
+    };
+    let metadata = match same(4) {
+        Some(org) => org.metadata.clone(),
+        None => crate::model::metadata_from_storage(json(row, at.metadata, metadata)?)?,
+    };
+    let org = Organization {
         id: OrganizationId::from_uuid(id)?,
         name: get(row, at.name)?,
         slug: Slug::parse(slug)?,
@@ -231,37 +301,10 @@ pub(super) fn from_row_after(
         metadata,
         created_at: required_timestamp(row, at.created_at)?,
         updated_at: required_timestamp(row, at.updated_at)?,
-        deleted_at: timestamp(row, at.deleted_at)?,
+        deleted_at,
         version: get(row, at.version)?,
         events: Vec::new(),
         changed: Changed::default(),
-    })
-}
-
-/// The JSON document at `index`: cloned from the previous organization when its row held the
-/// same bytes there, else parsed.
-fn document<T: DeserializeOwned + Clone>(
-    row: &PgRow,
-    index: usize,
-    previous: Option<(&PgRow, &Organization)>,
-    field: impl Fn(&Organization) -> &T,
-) -> Result<T, OrgError> {
-    if let Some((before, org)) = previous
-        && same_bytes(before, row, index)?
-    {
-        return Ok(field(org).clone());
-    }
-    json(row, index)
-}
-
-/// Whether two rows of one result hold the same bytes at `index` (both not NULL, both in
-/// binary).
-fn same_bytes(a: &PgRow, b: &PgRow, index: usize) -> Result<bool, OrgError> {
-    let (Some(a), Some(b)) = (value(a, index)?, value(b, index)?) else {
-        return Ok(false);
     };
-    if a.format() != PgValueFormat::Binary || b.format() != PgValueFormat::Binary {
-        return Ok(false);
-    }
-    Ok(bytes(&a, index)? == bytes(&b, index)?)
+    Ok((org, documents))
 }

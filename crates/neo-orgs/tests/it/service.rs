@@ -1410,6 +1410,55 @@ async fn migration_2_keeps_the_audit_records_written_before_it() {
     );
 }
 
+/// A slug edited by hand in storage into one that is not a slug (or a reserved word) fails
+/// the reads that decode it, one organization or many, instead of giving an invalid `Slug`.
+#[tokio::test]
+async fn a_stored_slug_edited_into_no_slug_fails_the_read() {
+    let s = Setup::postgres().await;
+    let Backend::Postgres { db, .. } = &s.backend else {
+        unreachable!("a PostgreSQL setup")
+    };
+    let uncached = s.service(OrgConfig::default());
+    let before = s
+        .orgs
+        .create("alice", new_org("Widgets Before"))
+        .await
+        .unwrap();
+    let edited = s
+        .orgs
+        .create("alice", new_org("Widgets Edited"))
+        .await
+        .unwrap();
+    let ids = [before.id(), edited.id()];
+    for slug in [
+        "Widgets-Edited",
+        "widgets--edited",
+        "widgets-edited-",
+        " widgets",
+        "admin",
+    ] {
+        sqlx::query("UPDATE neo_orgs.organizations SET slug = $2 WHERE id = $1")
+            .bind(edited.id())
+            .bind(slug)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let refused = uncached.get_many(&ids).await.unwrap_err();
+        assert!(refused.to_string().contains("slug"), "{slug:?}: {refused}");
+        let refused = uncached.get(edited.id()).await.unwrap_err();
+        assert!(refused.to_string().contains("slug"), "{slug:?}: {refused}");
+    }
+    sqlx::query("UPDATE neo_orgs.organizations SET slug = 'widgets-edited' WHERE id = $1")
+        .bind(edited.id())
+        .execute(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(
+        uncached.get_many(&ids).await.unwrap(),
+        [Some(before), Some(edited)]
+    );
+}
+
 /// Records written before migration 4 (JSON in `after`) and the images written after it read
 /// back as one trail: the first image's `before` is the last JSON record's `after`, and images
 /// read as the same JSON the JSON records hold.
