@@ -187,6 +187,22 @@ fn json<T: DeserializeOwned>(
     }
 }
 
+/// The document at `index` (its bytes `binary`, as [`json_bytes`] read them): `field` of
+/// `same`, the organization of the row before, when that row had the same bytes; else parsed.
+#[inline]
+fn document<T: Clone + DeserializeOwned>(
+    row: &PgRow,
+    index: usize,
+    binary: Option<&[u8]>,
+    same: Option<&Organization>,
+    field: impl FnOnce(&Organization) -> &T,
+) -> Result<T, OrgError> {
+    match same {
+        Some(org) => Ok(field(org).clone()),
+        None => json(row, index, binary),
+    }
+}
+
 /// The bytes of the JSON documents of a decoded row, kept to compare the next row's with:
 /// its verification, legal identity, branding, domains and metadata, in this order (`None`:
 /// sent as text, compared with nothing).
@@ -264,22 +280,12 @@ fn from_row_after<'r>(
             })
             .map(|(_, org)| org)
     };
-    let verification = match same(0) {
-        Some(org) => org.verification.clone(),
-        None => json(row, at.verification, verification)?,
-    };
-    let legal = match same(1) {
-        Some(org) => org.legal.clone(),
-        None => json(row, at.legal, legal)?,
-    };
-    let branding = match same(2) {
-        Some(org) => org.branding.clone(),
-        None => json(row, at.branding, branding)?,
-    };
-    let domains = match same(3) {
-        Some(org) => org.domains.clone(),
-        None => json(row, at.domains, domains)?,
-    };
+    let verification = document(row, at.verification, verification, same(0), |o| {
+        &o.verification
+    })?;
+    let legal = document(row, at.legal, legal, same(1), |o| &o.legal)?;
+    let branding = document(row, at.branding, branding, same(2), |o| &o.branding)?;
+    let domains = document(row, at.domains, domains, same(3), |o| &o.domains)?;
     let metadata = match same(4) {
         Some(org) => org.metadata.clone(),
         None => crate::model::metadata_from_storage(json(row, at.metadata, metadata)?)?,
