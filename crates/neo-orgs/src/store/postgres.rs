@@ -207,11 +207,13 @@ impl Sql {
         // thousands of rows: 16.5 ms against 0.9 ms at 1,000,000 organizations. The rarest term
         // is the one found least often in the planner's own sample of names and slugs
         // (`pg_stats`, the histogram and common values ANALYZE keeps); with no sample (a new
-        // table, or row-level security hiding it) it is the longest word.
+        // table, or row-level security hiding it) it is the longest word. A text of one term
+        // (one word) skips the sample.
         let matching = |terms: &str| {
             format!(
                 "SELECT m.id FROM {orgs} m WHERE m.deleted_at IS NULL \
-                   AND (m.name || ' ' || m.slug) ILIKE ({rarest}) \
+                   AND (m.name || ' ' || m.slug) ILIKE (CASE WHEN cardinality({terms}::text[]) = 1 \
+                     THEN '%' || $1 || '%' ELSE ({rarest}) END) \
                    AND (m.name || ' ' || m.slug) ILIKE '%' || $1 || '%' \
                  UNION SELECT d.organization_id FROM {domains} d JOIN {orgs} x ON x.id = d.organization_id \
                    WHERE d.domain = lower($1) AND x.deleted_at IS NULL",

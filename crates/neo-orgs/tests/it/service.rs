@@ -742,6 +742,22 @@ async fn search_pages_by_name_with_keyset_cursors_and_finds_domains(s: Setup) {
         offset = page.next_offset;
     }
     assert_eq!(by_offset, expected);
+    // Several words: the text as a whole decides, whichever word the index is asked for first.
+    for (text, found) in [
+        ("searchable 1", 10..20),
+        ("ABLE 2", 20..25),
+        ("searchable searchable", 0..0),
+    ] {
+        let page = s.orgs.search(Some(text), 30, None, true).await.unwrap();
+        let names: Vec<&str> = page.items.iter().map(|o| o.name()).collect();
+        let expected: Vec<String> = found.map(|n| format!("Searchable {n:02}")).collect();
+        assert_eq!(names, expected, "{text}");
+        assert_eq!(
+            page.total,
+            Some(i64::try_from(names.len()).unwrap()),
+            "{text}"
+        );
+    }
     // Wildcards are literal.
     assert!(
         s.orgs
@@ -1457,6 +1473,45 @@ async fn a_stored_slug_edited_into_no_slug_fails_the_read() {
         uncached.get_many(&ids).await.unwrap(),
         [Some(before), Some(edited)]
     );
+}
+
+/// With the table analysed, a text search weighs its words against PostgreSQL's sample of the
+/// names (`pg_stats`), quotes and commas in the sampled names included, and finds the same
+/// organizations as the text as a whole.
+#[tokio::test]
+async fn a_search_after_analyze_finds_what_the_whole_text_matches() {
+    let s = Setup::postgres().await;
+    let Backend::Postgres { db, .. } = &s.backend else {
+        unreachable!("a PostgreSQL setup")
+    };
+    let mut news: Vec<NewOrganization> = (0..200)
+        .map(|n| new_org(&format!("Common Word {n}")))
+        .collect();
+    news.extend((0..20).map(|n| new_org(&format!("Odd, \"Quoted\" {{Name}} {n}"))));
+    s.orgs.batch_create("seed", news).await.unwrap();
+    sqlx::query("ANALYZE neo_orgs.organizations")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let (sampled,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM pg_stats WHERE schemaname = 'neo_orgs' \
+         AND tablename = 'organizations' AND attname = 'name' AND histogram_bounds IS NOT NULL",
+    )
+    .fetch_one(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(sampled, 1, "ANALYZE kept a sample of the names");
+    for (text, expected) in [
+        ("word 199", vec!["Common Word 199"]),
+        ("common word 42", vec!["Common Word 42"]),
+        ("\"quoted\" {name} 7", vec!["Odd, \"Quoted\" {Name} 7"]),
+        ("17 word", vec![]),
+    ] {
+        let page = s.orgs.search(Some(text), 30, None, true).await.unwrap();
+        let names: Vec<&str> = page.items.iter().map(|o| o.name()).collect();
+        assert_eq!(names, expected, "{text}");
+        assert_eq!(page.total, Some(i64::try_from(expected.len()).unwrap()));
+    }
 }
 
 /// Records written before migration 4 (JSON in `after`) and the images written after it read
