@@ -91,6 +91,17 @@ pub struct QueueConfig {
     /// ([`NewJob::on_dependency_failure`](crate::NewJob::on_dependency_failure);
     /// `NEO_QUEUE_ON_DEPENDENCY_FAILURE=cancel|fail|run`). Cancel by default.
     pub on_dependency_failure: crate::OnDependencyFailure,
+    /// A claim that takes longer than this on the server (`NEO_QUEUE_REPLAN_CLAIMS_AFTER`)
+    /// makes the queue's claims be prepared and planned again, on every connection, for the
+    /// table as it is then. A prepared claim switches to a generic plan while the jobs table
+    /// is small (sequential scans, the cheapest there) and PostgreSQL keeps that plan when a
+    /// burst fills the table, until its next analyze: measured, claims of 16 took 120-154 ms
+    /// each once 1,000,000 jobs arrived, against 1.5-3.6 ms when planned for the table as it
+    /// was (docs/PERFORMANCE.md). 30 ms by default, above a busy drain's claims of 500 (9-11
+    /// ms, at most 20 ms measured) and below such a plan's on a large table; zero never
+    /// replans.
+    #[serde(with = "humantime_serde")]
+    pub replan_claims_after: Duration,
 }
 
 impl Default for QueueConfig {
@@ -115,6 +126,7 @@ impl Default for QueueConfig {
             prune_batch: 1_000,
             prune_interval: Duration::from_secs(60),
             on_dependency_failure: crate::OnDependencyFailure::Cancel,
+            replan_claims_after: Duration::from_millis(30),
         }
     }
 }

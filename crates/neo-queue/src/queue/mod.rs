@@ -80,6 +80,8 @@ pub struct Queue {
     mode: Arc<Mode>,
     /// The tenant every tenant-scoped call acts for ([`for_tenant`](Self::for_tenant)).
     tenant: Option<TenantId>,
+    /// Which text the claims are prepared under ([`claim::ClaimPlans`]).
+    claim_plans: Arc<claim::ClaimPlans>,
 }
 
 impl Queue {
@@ -98,6 +100,7 @@ impl Queue {
             config,
             mode: Arc::new(mode),
             tenant: None,
+            claim_plans: Arc::default(),
         })
     }
 
@@ -140,6 +143,7 @@ impl Queue {
             config,
             mode: Arc::new(mode),
             tenant: None,
+            claim_plans: Arc::default(),
         })
     }
 

@@ -47,6 +47,11 @@ pub(super) struct Statements {
 }
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
+/// A claim's own time on the server so far, in milliseconds, returned with each claimed job:
+/// the worker's measure of a claim, free of the time the claim waited to be polled (see
+/// [`QueueConfig::replan_claims_after`](crate::QueueConfig::replan_claims_after)).
+pub(super) const SERVER_MS: &str =
+    "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 * 1000 AS server_ms";
 
 impl Statements {
     /// The statements over `t`; `per_tenant_keys` for the table under row-level security,
@@ -81,7 +86,7 @@ impl Statements {
                  ORDER BY priority DESC, run_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
                  UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
                  lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
-                 FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}"
+                 FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, {SERVER_MS}"
             )
         };
         let owned = owned_receipt("");
@@ -266,7 +271,7 @@ fn take_in_order(t: &TableName, ordered: &str, after: &str) -> String {
            UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
            lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
            FROM next WHERE j.ctid = next.tid RETURNING {JOB_COLUMNS}, next.claim_order){after} \
-         SELECT * FROM claimed ORDER BY claim_order"
+         SELECT *, {SERVER_MS} FROM claimed ORDER BY claim_order"
     )
 }
 

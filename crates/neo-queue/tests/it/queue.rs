@@ -409,3 +409,62 @@ mod fixed_only {
     use super::a_typed_tenant_is_stored_as_text_and_read_back_typed;
     neo_testkit::over_routes!(a_typed_tenant_is_stored_as_text_and_read_back_typed);
 }
+
+/// A prepared claim switches to a generic plan while the jobs table is small (sequential
+/// scans), and PostgreSQL keeps it when a burst fills the table, until the next analyze. A
+/// claim that runs longer than `replan_claims_after` makes the claims be prepared again, so
+/// the next ones are planned for the table as it is.
+#[tokio::test]
+async fn claims_are_planned_again_once_a_burst_fills_a_small_table() {
+    let test_db = PgRoute::Direct.database().await;
+    // One connection, so that every claim reuses one prepared statement.
+    let db = neo_db::Db::connect(&neo_db::DbConfig {
+        max_connections: 1,
+        ..neo_db::DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
+    let queue = neo_queue::Queue::new(&db, QueueConfig::default()).unwrap();
+    queue.migrate().await.unwrap();
+    // No analyze during the test: it would replan the claims itself.
+    sqlx::query("ALTER TABLE neo_queue.jobs SET (autovacuum_enabled = false)")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let small: Vec<NewJob> = (0..20).map(|n| job("noop", n)).collect();
+    queue
+        .enqueue_many(&db, small, OnDuplicate::Error)
+        .await
+        .unwrap();
+    // Claims of 16 (a worker's free slots), more than the five custom plans after which
+    // PostgreSQL weighs the generic one: on 20 jobs it is the cheaper. They take the 20 and
+    // then find none.
+    let mut claimed = 0;
+    for _ in 0..10 {
+        claimed += queue.claim("w", 16, None).await.unwrap().len();
+    }
+    assert_eq!(claimed, 20);
+    // The burst, written by the server itself (as other processes' enqueues would be), with
+    // version-7 ids: 48 bits of milliseconds, the version, random bits, the variant.
+    sqlx::query(
+        "INSERT INTO neo_queue.jobs (id, kind, payload, max_attempts) \
+         SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') \
+                 || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid, \
+                'noop', '{}', 3 \
+         FROM generate_series(1, 1000000) AS g",
+    )
+    .execute(db.pool())
+    .await
+    .unwrap();
+    let mut took = Vec::new();
+    for _ in 0..4 {
+        let started = std::time::Instant::now();
+        assert_eq!(queue.claim("w", 16, None).await.unwrap().len(), 16);
+        took.push(started.elapsed());
+    }
+    // The first claim ran on the plan made for 20 jobs; the last on one made for 1,000,000.
+    assert!(
+        took[3] * 5 < took[0],
+        "the claims after the burst took {took:?}: still on the plan made for the small table"
+    );
+}
