@@ -51,6 +51,7 @@ mod redis_cluster;
 mod redis_sentinel;
 mod redis_tls;
 mod roles;
+mod sql;
 mod tls;
 mod trace_capture;
 
@@ -74,6 +75,7 @@ pub use redis_sentinel::{
 };
 pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
 pub use roles::{RoleFacts, SplitRoles};
+pub use sql::uuid_v7_sql;
 pub use tls::TestCertificates;
 pub use trace_capture::{CapturedSpan, TraceCapture};
 

@@ -13,10 +13,6 @@ use std::time::{Duration, Instant};
 
 const ROWS: i64 = 1_000_000;
 
-/// A version-7 UUID for row `i` (SQL): the time in milliseconds, version 7, variant 8.
-const UUID_V7: &str = "(lpad(to_hex((extract(epoch FROM now()) * 1000)::bigint + i), 12, '0') \
-     || '7' || substr(md5(i::text), 1, 3) || '8' || substr(md5(i::text), 4, 15))::uuid";
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_page_with_a_million_jobs_and_a_million_deliveries() {
     let s = setup().await;
@@ -39,9 +35,10 @@ async fn every_page_with_a_million_jobs_and_a_million_deliveries() {
         .await
         .unwrap();
     // Jobs: 90% available (scheduled over the last day), 10% dead.
+    let id = neo_testkit::uuid_v7_sql("i");
     sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO neo_queue.jobs (id, kind, payload, state, attempts, max_attempts, run_at, last_error, dead_at) \
-         SELECT {UUID_V7}, 'kind.' || (i % 20), jsonb_build_object('i', i), \
+         SELECT {id}, 'kind.' || (i % 20), jsonb_build_object('i', i), \
                 CASE WHEN i % 10 = 0 THEN 'dead' ELSE 'available' END, \
                 CASE WHEN i % 10 = 0 THEN 5 ELSE 0 END, 5, now() - (i % 86400) * interval '1 second', \
                 CASE WHEN i % 10 = 0 THEN 'failed: row ' || i END, \

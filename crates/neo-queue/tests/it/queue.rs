@@ -444,15 +444,12 @@ async fn claims_are_planned_again_once_a_burst_fills_a_small_table() {
         claimed += queue.claim("w", 16, None).await.unwrap().len();
     }
     assert_eq!(claimed, 20);
-    // The burst, written by the server itself (as other processes' enqueues would be), with
-    // version-7 ids: 48 bits of milliseconds, the version, random bits, the variant.
-    sqlx::query(
+    // The burst, written by the server itself (as other processes' enqueues would be).
+    sqlx::query(sqlx::AssertSqlSafe(format!(
         "INSERT INTO neo_queue.jobs (id, kind, payload, max_attempts) \
-         SELECT (lpad(to_hex((extract(epoch FROM clock_timestamp()) * 1000)::bigint), 12, '0') \
-                 || '7' || substr(md5(g::text), 1, 3) || '8' || substr(md5(g::text), 4, 15))::uuid, \
-                'noop', '{}', 3 \
-         FROM generate_series(1, 1000000) AS g",
-    )
+         SELECT {}, 'noop', '{{}}', 3 FROM generate_series(1, 1000000) AS g",
+        neo_testkit::uuid_v7_sql("g")
+    )))
     .execute(db.pool())
     .await
     .unwrap();
