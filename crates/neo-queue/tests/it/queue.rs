@@ -412,56 +412,65 @@ mod fixed_only {
 
 /// A prepared claim switches to a generic plan while the jobs table is small (sequential
 /// scans), and PostgreSQL keeps it when a burst fills the table, until the next analyze. A
-/// claim that runs longer than `replan_claims_after` makes the claims be prepared again, so
-/// the next ones are planned for the table as it is.
+/// claim that runs longer on the server than `replan_claims_after` makes the claims be
+/// prepared again under a new text, so the next ones are planned for the table as it is;
+/// claims that run within it keep their text. (How long a stale plan takes after a burst
+/// depends on the planner's choice, measured in docs/PERFORMANCE.md; here the bound is set
+/// so that the test decides which claims ran long.)
 #[tokio::test]
-async fn claims_are_planned_again_once_a_burst_fills_a_small_table() {
+async fn a_claim_that_ran_long_on_the_server_makes_the_claims_be_prepared_again() {
     let test_db = PgRoute::Direct.database().await;
-    // One connection, so that every claim reuses one prepared statement.
+    // One connection, so that its prepared statements are the ones every claim used.
     let db = neo_db::Db::connect(&neo_db::DbConfig {
         max_connections: 1,
         ..neo_db::DbConfig::with_url(test_db.url())
     })
     .await
     .unwrap();
+    let prepared_claims = async |db: &neo_db::Db| -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT coalesce(substring(statement FROM 'neo_queue plan [0-9]+'), 'base') \
+             FROM pg_prepared_statements WHERE statement LIKE '%FOR UPDATE SKIP LOCKED%' \
+             AND statement NOT LIKE '%pg_prepared_statements%' \
+             ORDER BY prepare_time",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap()
+    };
+    let jobs = |n: i64| (0..n).map(|n| job("noop", n)).collect::<Vec<_>>();
+
+    // Within the bound (the default, 30 ms, far above a claim of one on a small table).
     let queue = neo_queue::Queue::new(&db, QueueConfig::default()).unwrap();
     queue.migrate().await.unwrap();
-    // No analyze during the test: it would replan the claims itself.
-    sqlx::query("ALTER TABLE neo_queue.jobs SET (autovacuum_enabled = false)")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    let small: Vec<NewJob> = (0..20).map(|n| job("noop", n)).collect();
     queue
-        .enqueue_many(&db, small, OnDuplicate::Error)
+        .enqueue_many(&db, jobs(6), OnDuplicate::Error)
         .await
         .unwrap();
-    // Claims of 16 (a worker's free slots), more than the five custom plans after which
-    // PostgreSQL weighs the generic one: on 20 jobs it is the cheaper. They take the 20 and
-    // then find none.
-    let mut claimed = 0;
-    for _ in 0..10 {
-        claimed += queue.claim("w", 16, None).await.unwrap().len();
+    for _ in 0..3 {
+        assert_eq!(queue.claim("w", 1, None).await.unwrap().len(), 1);
     }
-    assert_eq!(claimed, 20);
-    // The burst, written by the server itself (as other processes' enqueues would be).
-    sqlx::query(sqlx::AssertSqlSafe(format!(
-        "INSERT INTO neo_queue.jobs (id, kind, payload, max_attempts) \
-         SELECT {}, 'noop', '{{}}', 3 FROM generate_series(1, 1000000) AS g",
-        neo_testkit::uuid_v7_sql("g")
-    )))
-    .execute(db.pool())
-    .await
+    assert_eq!(prepared_claims(&db).await, ["base"]);
+
+    // Past the bound (one microsecond: every claim that took a job ran long): each claim is
+    // prepared under the next text, and every job is still claimed once.
+    let queue = neo_queue::Queue::new(
+        &db,
+        QueueConfig {
+            replan_claims_after: Duration::from_micros(1),
+            ..QueueConfig::default()
+        },
+    )
     .unwrap();
-    let mut took = Vec::new();
-    for _ in 0..4 {
-        let started = std::time::Instant::now();
-        assert_eq!(queue.claim("w", 16, None).await.unwrap().len(), 16);
-        took.push(started.elapsed());
+    let mut claimed = Vec::new();
+    for _ in 0..3 {
+        claimed.extend(queue.claim("w", 1, None).await.unwrap());
     }
-    // The first claim ran on the plan made for 20 jobs; the last on one made for 1,000,000.
-    assert!(
-        took[3] * 5 < took[0],
-        "the claims after the burst took {took:?}: still on the plan made for the small table"
+    assert_eq!(
+        prepared_claims(&db).await,
+        ["base", "neo_queue plan 1", "neo_queue plan 2"]
     );
+    assert!(queue.claim("w", 1, None).await.unwrap().is_empty());
+    let ids: std::collections::BTreeSet<_> = claimed.iter().map(|job| job.id).collect();
+    assert_eq!(ids.len(), 3, "each remaining job claimed once");
 }
