@@ -113,6 +113,8 @@ impl CacheConfig {
 pub struct L1Config {
     /// Most entries kept; the least useful are evicted beyond it. Expired entries are not
     /// swept on a timer: they stay (unserved past their hard limit) until evicted or replaced.
+    /// Once L1 is full, a key read from Redis enters it on its second read within about
+    /// `capacity` other keys' first reads (values written or loaded here enter at once).
     pub capacity: u64,
     /// Freshness in L1 when shorter than the entry's TTL (`None`: the entry's TTL), so
     /// instances re-read Redis sooner than Redis expires.

@@ -15,6 +15,8 @@
 //!   `max_stale_age` past its expiry; after `soft_timeout` a slow load returns the stale
 //!   value and finishes in the background; `hard_timeout` bounds every load.
 //! - `get_or_load_many`: L1, then one MGET, then one batch loader call for the rest.
+//! - A value read from Redis fills L1; once L1 is full, only on the key's second read, so
+//!   keys read once do not churn it (moka's admission would refuse most of them anyway).
 //! - Tags, SCAN-based pattern invalidation, `clear()` per named cache.
 //! - Values are encoded with MessagePack by default (JSON or your own [`Codec`] on request),
 //!   framed with a version byte and compressed (lz4; zstd with the feature) above a

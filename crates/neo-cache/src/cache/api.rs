@@ -1,6 +1,7 @@
 //! The public face: the [`Cache`] contract, [`HybridCache`]'s constructors and its
 //! implementation of the contract, which hands each call to the module of its concern.
 
+use super::admission::Doorkeeper;
 use super::backplane;
 use super::get::GetFuture;
 use super::hybrid::{HybridCache, Inner};
@@ -187,10 +188,13 @@ where
         let (backplane_connected, _) = watch::channel(0);
         let backplane_subscribers =
             subscribers.filter(|_| with_l1 && config.backplane.enabled && l2.is_some());
+        let doorkeeper =
+            matches!(l1, Some(L1::Moka(_))).then(|| Doorkeeper::new(config.l1.capacity));
         let inner = Arc::new(Inner {
             namespace,
             channel,
             l1,
+            doorkeeper,
             l2,
             codec: Arc::new(MessagePackCodec),
             clock,

@@ -2,6 +2,7 @@
 //! of the engine uses (the time, whether Redis is usable, key names, backplane messages).
 //! The engine's behaviour is spread over the sibling modules by concern.
 
+use super::admission::Doorkeeper;
 use super::clock::{clock_now_ms, system_now_ms};
 use super::l1::{L1, lock};
 use super::l2::RedisTier;
@@ -27,6 +28,8 @@ pub(super) struct Inner<V> {
     pub(super) namespace: String,
     pub(super) channel: String,
     pub(super) l1: Option<L1<V>>,
+    /// Which keys read from Redis enter L1 once it is full (with a moka L1).
+    pub(super) doorkeeper: Option<Doorkeeper>,
     pub(super) l2: Option<RedisTier>,
     pub(super) codec: Arc<dyn Codec<V>>,
     pub(super) clock: Option<Arc<dyn Clock>>,

@@ -1,5 +1,6 @@
 //! L1, the in-process tier: moka (or a plain map under a test clock) of [`Entry`]s.
 
+use super::admission::Doorkeeper;
 use moka::Equivalent;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash, Hasher};
@@ -194,6 +195,20 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
         match self {
             L1::Moka(cache) => cache.get(key),
             L1::Manual(map) => manual_get(map, &key.text()),
+        }
+    }
+
+    /// Whether a value of `key` just read from Redis enters L1: always while L1 holds fewer
+    /// than `capacity` entries (as of moka's last housekeeping) or holds `key` (an update),
+    /// otherwise on the key's second read ([`Doorkeeper`]).
+    pub(super) fn admits(&self, key: &str, capacity: u64, doorkeeper: &Doorkeeper) -> bool {
+        match self {
+            L1::Moka(cache) => {
+                cache.entry_count() < capacity
+                    || cache.contains_key(&Plain(key))
+                    || doorkeeper.seen_before(key)
+            }
+            L1::Manual(_) => true,
         }
     }
 

@@ -13,10 +13,12 @@
 //! | `tenant` | [`TenantCache`], one tenant's view (keys `t:{tenant}:{key}`), `invalidate_tenant` |
 //! | `backplane` | the pub/sub task that applies other instances' invalidations |
 //! | `l1`, `l2` | the two tiers: moka entries, and Redis calls |
+//! | `admission` | which keys read from Redis enter a full L1 (seen before) |
 //! | `sticky` | one server's connections: a call keeps to the previous call's while it is idle |
 //! | `cluster` | L2 on a Redis Cluster: calls split by hash slot, one pipeline per node |
 //! | `clock`, `options`, `validate` | the time freshness reads, per-write options, input checks |
 
+mod admission;
 mod api;
 mod backplane;
 mod clock;

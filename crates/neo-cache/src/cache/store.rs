@@ -30,9 +30,14 @@ where
 
     /// [`fill_l1`](Self::fill_l1) with a copy of `value`, made only when there is an L1.
     pub(super) fn fill_l1_from(&self, key: &str, value: &Option<V>, fresh_until: u64, now: u64) {
-        if self.inner.l1.is_some() {
-            self.fill_l1(key, value.clone(), fresh_until, now, None);
+        let Some(l1) = &self.inner.l1 else { return };
+        let capacity = self.inner.config.l1.capacity;
+        if let Some(doorkeeper) = &self.inner.doorkeeper
+            && !l1.admits(key, capacity, doorkeeper)
+        {
+            return;
         }
+        self.fill_l1(key, value.clone(), fresh_until, now, None);
     }
 
     pub(super) fn fill_l1(

@@ -3,7 +3,7 @@
 use crate::{DEPLOYMENTS, Deployment, Harness, Kind, Org, org};
 use neo_cache::{
     BackplaneConfig, Cache, CacheConfig, Compression, DistributedLockConfig, EntryOptions, Error,
-    HybridCache,
+    HybridCache, L1Config,
 };
 use neo_core::{Clock, ErrorKind, HasErrorKind, ManualClock};
 use std::sync::Arc;
@@ -28,6 +28,52 @@ async fn an_l1_miss_is_one_l2_hit_then_l1_hits() {
         (1, 1, 1),
         "{stats:?}"
     );
+}
+
+/// A full L1 takes a key read from Redis on its second read, not its first: moka's own
+/// admission refuses most keys seen once, and recording each of them made most of an L2
+/// hit's tail. While L1 has room, the first read fills it.
+#[tokio::test]
+async fn a_full_l1_takes_a_key_read_from_redis_on_its_second_read() {
+    let h = Harness::new(Kind::Tiered(Deployment::Standalone), |c| CacheConfig {
+        l1: L1Config {
+            capacity: 4,
+            ..L1Config::default()
+        },
+        ..c
+    })
+    .await;
+    for i in 0..6 {
+        h.cache
+            .set(&format!("org:{i}"), org(i), &EntryOptions::default())
+            .await
+            .unwrap();
+    }
+    // After the writes, so that their backplane evictions cannot reach this L1.
+    let other = h.sibling().await;
+    let read = async |key: &str| assert!(other.get(key).await.unwrap().is_some(), "{key}");
+    for i in 0..4 {
+        read(&format!("org:{i}")).await;
+    }
+    assert_eq!(
+        other.l1_entries(),
+        4,
+        "with room, each first read filled L1"
+    );
+    for i in 0..4 {
+        read(&format!("org:{i}")).await;
+    }
+    assert_eq!((other.stats().l1_hits, other.stats().l2_hits), (4, 4));
+
+    // Full: the first read of a new key leaves L1 alone, so the next read goes to Redis
+    // again; that second read offers it to L1 (a write of a new key at capacity, counted as
+    // an eviction).
+    read("org:4").await;
+    assert_eq!(other.stats().evictions, 0, "not offered on its first read");
+    read("org:4").await;
+    let stats = other.stats();
+    assert_eq!((stats.l1_hits, stats.l2_hits), (4, 6), "{stats:?}");
+    assert_eq!(stats.evictions, 1, "offered on its second read: {stats:?}");
 }
 
 #[tokio::test]
