@@ -28,7 +28,8 @@ where
         }
     }
 
-    /// [`fill_l1`](Self::fill_l1) with a copy of `value`, made only when there is an L1.
+    /// [`fill_l1`](Self::fill_l1) with a copy of `value` read from Redis, made only when there
+    /// is an L1 and it admits `key` (a full L1 on the key's second read: [`super::admission`]).
     pub(super) fn fill_l1_from(&self, key: &str, value: &Option<V>, fresh_until: u64, now: u64) {
         let Some(l1) = &self.inner.l1 else { return };
         let capacity = self.inner.config.l1.capacity;
