@@ -270,15 +270,17 @@ impl Queue {
         }
         let rows = query.fetch_all(conn).await?;
         let limit = self.config.replan_claims_after;
-        // The server's own time, not the wall time here, which in a busy worker includes the
-        // wait to be polled (measured: with it, a drain's claims of 500 passed 50 ms and were
-        // replanned again and again). A claim that found nothing says nothing.
-        let took = rows
-            .iter()
-            .filter_map(|row| row.try_get::<f64, _>("server_ms").ok())
-            .fold(0.0, f64::max);
-        if !limit.is_zero() && took > limit.as_secs_f64() * 1000.0 {
-            self.claim_plans.ran_long(generation, took);
+        if !limit.is_zero() {
+            // The server's own time, not the wall time here, which in a busy worker includes
+            // the wait to be polled (measured: with it, a drain's claims of 500 passed 50 ms
+            // and were replanned again and again). A claim that found nothing says nothing.
+            let took = rows
+                .iter()
+                .filter_map(|row| row.try_get::<f64, _>("server_ms").ok())
+                .fold(0.0, f64::max);
+            if took > limit.as_secs_f64() * 1000.0 {
+                self.claim_plans.ran_long(generation, took);
+            }
         }
         Ok(rows)
     }
