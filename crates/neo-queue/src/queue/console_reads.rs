@@ -9,6 +9,7 @@
 //! the fairness key. A console mounted for one tenant passes its tenant's key.
 
 use super::Queue;
+use super::reschedule::STILL_DEAD;
 use crate::{JobRecord, Result};
 use chrono::{DateTime, Utc};
 use neo_core::{JobId, TenantId};
@@ -109,8 +110,8 @@ impl Queue {
         let scope = self.tenant_scope()?;
         let t = self.console_table(scope.tenant)?;
         let sql = format!(
-            "WITH back AS (UPDATE {t} SET state = 'available', attempts = 0, run_at = now(), dead_at = NULL \
-             WHERE id = ANY($1) AND state = 'dead' AND tenant = $3 RETURNING id) \
+            "WITH back AS (UPDATE {t} AS j SET state = 'available', attempts = 0, run_at = now(), dead_at = NULL \
+             WHERE j.id = ANY($1) AND {STILL_DEAD} AND j.tenant = $3 RETURNING j.id) \
              SELECT back.id FROM back, (SELECT pg_notify($2, '')) AS woken"
         );
         let mut conn = self.tenant_connection(&scope).await?;
@@ -205,8 +206,8 @@ impl Queue {
         let scope = self.tenant_scope()?;
         let t = self.console_table(scope.tenant)?;
         let sql = format!(
-            "DELETE FROM {t} WHERE id = ANY($1) AND state = 'dead' \
-             AND ($2::text IS NULL OR tenant = $2) RETURNING id"
+            "DELETE FROM {t} AS j WHERE j.id = ANY($1) AND {STILL_DEAD} \
+             AND ($2::text IS NULL OR j.tenant = $2) RETURNING j.id"
         );
         let mut conn = self.tenant_connection(&scope).await?;
         let gone = sqlx::query_scalar(AssertSqlSafe(sql))

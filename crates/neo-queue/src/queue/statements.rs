@@ -1,5 +1,6 @@
 //! The queue's SQL, built once per queue for its schema's `jobs` table.
 
+use super::reschedule::STILL_DEAD;
 use neo_db::TableName;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 use std::sync::Arc;
@@ -151,8 +152,8 @@ impl Statements {
                  FROM {t} WHERE state = 'dead' ORDER BY dead_at, id LIMIT $1"
             )),
             requeue: sql(format!(
-                "WITH back AS (UPDATE {t} SET state = 'available', attempts = 0, run_at = now(), dead_at = NULL \
-                 WHERE id = ANY($1) AND state = 'dead' RETURNING id) \
+                "WITH back AS (UPDATE {t} AS j SET state = 'available', attempts = 0, run_at = now(), dead_at = NULL \
+                 WHERE j.id = ANY($1) AND {STILL_DEAD} RETURNING j.id) \
                  SELECT back.id FROM back, (SELECT pg_notify($2, '')) AS woken"
             )),
             get: sql(format!(

@@ -94,3 +94,80 @@ over_modes!(
     pending_jobs_move_and_claimed_finished_or_unknown_ones_do_not,
     withdrawn_pending_jobs_leave_no_row_and_others_stay,
 );
+
+/// Jobs taken by id (withdrawn, moved, dead letters requeued or discarded) are read by the
+/// primary key whatever the statistics say. The table is analysed while every job is running
+/// (the statistics see none available), then fills with jobs scheduled for later; the
+/// generic plans of the withdraw and reschedule statements, read back from the one
+/// connection's prepared statements, must find the ids in `jobs_pkey`. Written with
+/// `state = 'available'`, they read every available job out of a claim index instead.
+#[tokio::test]
+async fn jobs_taken_by_id_are_read_by_the_primary_key_whatever_the_statistics_say() {
+    let test_db = PgRoute::Direct.database().await;
+    // One connection, so that its prepared statements are the ones the calls used.
+    let db = neo_db::Db::connect(&neo_db::DbConfig {
+        max_connections: 1,
+        ..neo_db::DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
+    let queue = neo_queue::Queue::new(&db, neo_queue::QueueConfig::default()).unwrap();
+    queue.migrate().await.unwrap();
+    let running = (0..50)
+        .map(|n| NewJob::new("a", &json!({ "n": n })).unwrap())
+        .collect();
+    crate::enqueue_all(&queue, &db, running).await;
+    assert_eq!(queue.claim("w", 50, None).await.unwrap().len(), 50);
+    let schema = &queue.config().schema;
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE \"{schema}\".jobs")))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let later = Utc::now() + Span::hours(1);
+    let pending = (0..5_000)
+        .map(|n| NewJob::new("b", &json!({ "n": n })).unwrap().run_at(later))
+        .collect();
+    let ids = crate::enqueue_all(&queue, &db, pending).await;
+
+    assert_eq!(queue.withdraw(&[ids[0]]).await.unwrap(), vec![ids[0]]);
+    let moved = queue
+        .reschedule(&[(ids[1], later + Span::hours(1))])
+        .await
+        .unwrap();
+    assert_eq!(moved, vec![ids[1]]);
+
+    sqlx::query("SET plan_cache_mode = force_generic_plan")
+        .execute(db.pool())
+        .await
+        .unwrap();
+    let prepared: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, statement FROM pg_prepared_statements \
+         WHERE statement LIKE 'DELETE FROM%has_dependents%' OR statement LIKE 'WITH moved AS (UPDATE%'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert_eq!(
+        prepared.len(),
+        2,
+        "the withdraw and the reschedule: {prepared:?}"
+    );
+    for (name, statement) in prepared {
+        let arguments = if statement.starts_with("DELETE") {
+            format!("'{{{}}}'", ids[2])
+        } else {
+            format!("'{{{}}}', '{{{later}}}', 'channel'", ids[3])
+        };
+        let plan: (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+            "EXPLAIN (FORMAT JSON) EXECUTE {name}({arguments})"
+        )))
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        let plan = plan.0.to_string();
+        assert!(
+            plan.contains("jobs_pkey") && !plan.contains("jobs_claim"),
+            "{statement}\n{plan}"
+        );
+    }
+}
