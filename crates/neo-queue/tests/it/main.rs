@@ -126,6 +126,17 @@ pub(crate) async fn setup(
     (servers, db, queue)
 }
 
+/// A pool of one connection to `test_db`, so that the statements a test reads back from
+/// `pg_prepared_statements` are the ones its calls used.
+pub(crate) async fn one_connection(test_db: &TestDatabase) -> Db {
+    Db::connect(&DbConfig {
+        max_connections: 1,
+        ..DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap()
+}
+
 /// Enqueues `jobs` (duplicates are an error) and returns their ids.
 pub(crate) async fn enqueue_all(
     queue: &Queue,

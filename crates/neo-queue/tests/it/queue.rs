@@ -420,13 +420,7 @@ mod fixed_only {
 #[tokio::test]
 async fn a_claim_that_ran_long_on_the_server_makes_the_claims_be_prepared_again() {
     let test_db = PgRoute::Direct.database().await;
-    // One connection, so that its prepared statements are the ones every claim used.
-    let db = neo_db::Db::connect(&neo_db::DbConfig {
-        max_connections: 1,
-        ..neo_db::DbConfig::with_url(test_db.url())
-    })
-    .await
-    .unwrap();
+    let db = crate::one_connection(&test_db).await;
     let prepared_claims = async |db: &neo_db::Db| -> Vec<String> {
         sqlx::query_scalar(
             "SELECT coalesce(substring(statement FROM 'neo_queue plan [0-9]+'), 'base') \

@@ -104,13 +104,7 @@ over_modes!(
 #[tokio::test]
 async fn jobs_taken_by_id_are_read_by_the_primary_key_whatever_the_statistics_say() {
     let test_db = PgRoute::Direct.database().await;
-    // One connection, so that its prepared statements are the ones the calls used.
-    let db = neo_db::Db::connect(&neo_db::DbConfig {
-        max_connections: 1,
-        ..neo_db::DbConfig::with_url(test_db.url())
-    })
-    .await
-    .unwrap();
+    let db = crate::one_connection(&test_db).await;
     let queue = neo_queue::Queue::new(&db, neo_queue::QueueConfig::default()).unwrap();
     queue.migrate().await.unwrap();
     let running = (0..50)
