@@ -3,7 +3,7 @@
 //! within `max_members` inside a caller's transaction (an accepted invitation). Every call
 //! acts for the store's tenant, as the organization calls do.
 
-use super::postgres::{PgOrganizationStore, db};
+use super::postgres::{PgOrganizationStore, db, not_deleted};
 use super::tenant_mode::Scoped;
 use crate::OrgError;
 use chrono::{DateTime, Utc};
@@ -36,8 +36,9 @@ impl MemberSql {
             members: format!(
                 "SELECT m.user_id, m.role, m.created_at FROM {members} m \
                  WHERE m.organization_id = $1 AND m.user_id > $2 \
-                   AND EXISTS (SELECT 1 FROM {orgs} o WHERE o.id = $1 AND o.deleted_at IS NULL) \
-                 ORDER BY m.user_id LIMIT $3"
+                   AND EXISTS (SELECT 1 FROM {orgs} o WHERE o.id = $1 AND {live}) \
+                 ORDER BY m.user_id LIMIT $3",
+                live = not_deleted("o")
             ),
             // The `organization_members_user` range (migration 10), each organization
             // joined by its primary key.

@@ -73,6 +73,7 @@ mod invitations;
 mod isolation;
 mod members;
 mod offboard;
+mod plans;
 mod replica;
 mod service;
 mod verifications;
