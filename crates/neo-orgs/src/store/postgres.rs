@@ -43,8 +43,6 @@ const COLUMNS_AS_READ: &str = "id, name, slug, display_name, description, status
      verification, primary_contact, legal, branding, website, metadata, created_at, updated_at, \
      deleted_at, expected";
 
-/// `UNNEST` of the 17 organization arrays that [`organization_arguments`] binds as `$1` to
-/// `$17`, then `more` (the statement's own arrays, from `$18`).
 /// The test that organization `alias` is not deleted, for the statements that take
 /// organizations by id. Written so that it does not imply the predicate of the partial
 /// indexes (`deleted_at IS NULL`), which leaves the primary key as the only index the
@@ -56,6 +54,8 @@ pub(super) fn not_deleted(alias: &str) -> String {
     format!("num_nulls({alias}.deleted_at) = 1")
 }
 
+/// `UNNEST` of the 17 organization arrays that [`organization_arguments`] binds as `$1` to
+/// `$17`, then `more` (the statement's own arrays, from `$18`).
 fn unnest_organizations(more: &str) -> String {
     let more = if more.is_empty() {
         String::new()
