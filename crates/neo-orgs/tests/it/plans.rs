@@ -61,32 +61,18 @@ async fn organizations_taken_by_id_are_read_by_the_primary_key_whatever_the_stat
         .unwrap();
     assert_eq!(store.summaries(&[id]).await.unwrap().len(), 1);
 
-    run("SET plan_cache_mode = force_generic_plan".to_owned()).await;
-    let prepared: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, statement FROM pg_prepared_statements \
-         WHERE statement LIKE '%FOR UPDATE' OR statement LIKE 'SELECT s.*%'",
-    )
-    .fetch_all(db.pool())
-    .await
-    .unwrap();
-    assert_eq!(
-        prepared.len(),
-        2,
-        "the row lock and the summaries: {prepared:?}"
-    );
-    for (name, statement) in prepared {
-        let argument = if statement.ends_with("FOR UPDATE") {
-            format!("'{other}'")
-        } else {
-            format!("'{{{other}}}'")
-        };
-        let plan: (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN (FORMAT JSON) EXECUTE {name}({argument})"
-        )))
-        .fetch_one(db.pool())
+    let plans =
+        neo_testkit::generic_plans(db.pool(), &["%FOR UPDATE", "SELECT s.*%"], |statement| {
+            if statement.ends_with("FOR UPDATE") {
+                format!("'{other}'")
+            } else {
+                format!("'{{{other}}}'")
+            }
+        })
         .await
         .unwrap();
-        let plan = plan.0.to_string();
+    assert_eq!(plans.len(), 2, "the row lock and the summaries: {plans:?}");
+    for (statement, plan) in plans {
         assert!(
             plan.contains("organizations_pkey") && !plan.contains("organizations_name_id"),
             "{statement}\n{plan}"

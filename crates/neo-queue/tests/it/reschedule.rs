@@ -130,35 +130,21 @@ async fn jobs_taken_by_id_are_read_by_the_primary_key_whatever_the_statistics_sa
         .unwrap();
     assert_eq!(moved, vec![ids[1]]);
 
-    sqlx::query("SET plan_cache_mode = force_generic_plan")
-        .execute(db.pool())
-        .await
-        .unwrap();
-    let prepared: Vec<(String, String)> = sqlx::query_as(
-        "SELECT name, statement FROM pg_prepared_statements \
-         WHERE statement LIKE 'DELETE FROM%has_dependents%' OR statement LIKE 'WITH moved AS (UPDATE%'",
+    let plans = neo_testkit::generic_plans(
+        db.pool(),
+        &["DELETE FROM%has_dependents%", "WITH moved AS (UPDATE%"],
+        |statement| {
+            if statement.starts_with("DELETE") {
+                format!("'{{{}}}'", ids[2])
+            } else {
+                format!("'{{{}}}', '{{{later}}}', 'channel'", ids[3])
+            }
+        },
     )
-    .fetch_all(db.pool())
     .await
     .unwrap();
-    assert_eq!(
-        prepared.len(),
-        2,
-        "the withdraw and the reschedule: {prepared:?}"
-    );
-    for (name, statement) in prepared {
-        let arguments = if statement.starts_with("DELETE") {
-            format!("'{{{}}}'", ids[2])
-        } else {
-            format!("'{{{}}}', '{{{later}}}', 'channel'", ids[3])
-        };
-        let plan: (serde_json::Value,) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-            "EXPLAIN (FORMAT JSON) EXECUTE {name}({arguments})"
-        )))
-        .fetch_one(db.pool())
-        .await
-        .unwrap();
-        let plan = plan.0.to_string();
+    assert_eq!(plans.len(), 2, "the withdraw and the reschedule: {plans:?}");
+    for (statement, plan) in plans {
         assert!(
             plan.contains("jobs_pkey") && !plan.contains("jobs_claim"),
             "{statement}\n{plan}"
