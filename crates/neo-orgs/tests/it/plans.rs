@@ -27,6 +27,9 @@ async fn organizations_taken_by_id_are_read_by_the_primary_key_whatever_the_stat
     outbox.migrate().await.unwrap();
     let schema = "orgs_plans";
     let store = PgOrganizationStore::new(&db, outbox, schema).unwrap();
+    let table = neo_db::TableName::new("organizations")
+        .unwrap()
+        .in_schema(&neo_db::Schema::new(schema).unwrap());
     store.migrate().await.unwrap();
     let organizations = |first: usize, n: usize| -> Vec<Organization> {
         (first..first + n)
@@ -46,11 +49,8 @@ async fn organizations_taken_by_id_are_read_by_the_primary_key_whatever_the_stat
         .insert("seed", &organizations(0, 50), &[])
         .await
         .unwrap();
-    run(format!(
-        "UPDATE {schema}.organizations SET deleted_at = now()"
-    ))
-    .await;
-    run(format!("ANALYZE {schema}.organizations")).await;
+    run(format!("UPDATE {table} SET deleted_at = now()")).await;
+    run(format!("ANALYZE {table}")).await;
     let live = organizations(50, 5_000);
     store.insert("seed", &live, &[]).await.unwrap();
     let (id, other) = (live[0].id(), live[1].id());
