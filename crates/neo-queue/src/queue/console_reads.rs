@@ -9,7 +9,7 @@
 //! the fairness key. A console mounted for one tenant passes its tenant's key.
 
 use super::Queue;
-use super::reschedule::STILL_DEAD;
+use super::statements::STILL_DEAD;
 use crate::{JobRecord, Result};
 use chrono::{DateTime, Utc};
 use neo_core::{JobId, TenantId};

@@ -7,6 +7,7 @@
 //! tenant's jobs.
 
 use super::Queue;
+use super::statements::STILL_AVAILABLE;
 use crate::Result;
 use chrono::{DateTime, Utc};
 use neo_core::JobId;
@@ -36,21 +37,6 @@ pub(super) fn withdraw_sql(t: &TableName) -> SqlStr {
          AND j.has_dependents IS NOT TRUE RETURNING j.id"
     ))
 }
-
-/// The state test of the statements that take jobs by id (`j`, the jobs table): a job not
-/// yet claimed. Written so that it does not imply the predicate of the claim indexes
-/// (`state = 'available'`; `state` is NOT NULL, so `coalesce` changes nothing else), which
-/// leaves the primary key as the only index the statement can use. Written `j.state =
-/// 'available'`, a plan made while the statistics said no job was available (the table
-/// analysed while its jobs were all running, or empty) read the ids out of a claim index,
-/// where `id` is the last column or absent, scanning every available job per call: 3.0 to
-/// 5.7 ms per withdrawn job in a webhook drain whose first attempts were made inline, against
-/// 0.03 ms by the primary key (docs/PERFORMANCE.md).
-pub(super) const STILL_AVAILABLE: &str = "coalesce(j.state, '') = 'available'";
-
-/// [`STILL_AVAILABLE`] for a dead job: not implying the dead-letter indexes' predicate
-/// (`state = 'dead'`), for the statements that take dead jobs by id.
-pub(super) const STILL_DEAD: &str = "coalesce(j.state, '') = 'dead'";
 
 impl Queue {
     /// Moves pending jobs to run at new times and returns the ids it moved. A job already
