@@ -198,35 +198,34 @@ impl<V: Clone + Send + Sync + 'static> L1<V> {
         }
     }
 
-    /// Whether a value of `key` just read from Redis enters L1: always while L1 holds fewer
-    /// than `capacity` entries (as of moka's last housekeeping) or holds `key` (an update),
-    /// otherwise on the key's second read ([`Doorkeeper`]).
-    pub(super) fn admits(&self, key: &str, capacity: u64, doorkeeper: &Doorkeeper) -> bool {
-        match self {
-            L1::Moka(cache) => {
-                cache.entry_count() < capacity
-                    || cache.contains_key(&Plain(key))
-                    || doorkeeper.seen_before(key)
-            }
-            L1::Manual(_) => true,
-        }
-    }
-
-    /// Stores `entry` under `key`; returns whether the write is counted as an eviction: a key
-    /// L1 did not hold, written while L1 holds `capacity` entries (as of moka's last
-    /// housekeeping), makes moka drop one entry for size, this one or another. No eviction
+    /// Stores the entry `entry` makes under `key`; returns whether the write is counted as an
+    /// eviction: a key L1 did not hold, written while L1 holds `capacity` entries (as of moka's
+    /// last housekeeping), makes moka drop one entry for size, this one or another. No eviction
     /// listener: with one, moka takes a per-key lock on every write (measured: about 2,400
     /// more instructions per L2 hit, with its evictions' notifications).
-    pub(super) fn insert(&self, key: String, entry: Entry<V>, capacity: u64) -> bool {
+    ///
+    /// With a `doorkeeper` (a value just read from Redis), such a write of a new key into a
+    /// full L1 is made only on the key's second read ([`Doorkeeper`]); `None` when it is not
+    /// made (`entry` is not called).
+    pub(super) fn insert(
+        &self,
+        key: &str,
+        capacity: u64,
+        doorkeeper: Option<&Doorkeeper>,
+        entry: impl FnOnce() -> Entry<V>,
+    ) -> Option<bool> {
         match self {
             L1::Moka(cache) => {
-                let evicts = cache.entry_count() >= capacity && !cache.contains_key(&Plain(&key));
-                cache.insert(L1Key(key), entry);
-                evicts
+                let evicts = cache.entry_count() >= capacity && !cache.contains_key(&Plain(key));
+                if evicts && doorkeeper.is_some_and(|d| !d.seen_before(key)) {
+                    return None;
+                }
+                cache.insert(L1Key(key.to_owned()), entry());
+                Some(evicts)
             }
             L1::Manual(map) => {
-                lock(map).insert(key, entry);
-                false
+                lock(map).insert(key.to_owned(), entry());
+                Some(false)
             }
         }
     }
@@ -345,7 +344,7 @@ mod tests {
             tags: None,
             epoch: 0,
         };
-        l1.insert(full.clone(), entry, 100);
+        l1.insert(&full, 100, None, || entry);
         let lookup = TenantLookup {
             prefix: &prefix,
             digest: prefix_digest(&prefix),

@@ -1,5 +1,6 @@
 //! Writes: encoding and framing for Redis, TTLs with jitter, fail-safe lifetimes, filling L1.
 
+use super::admission::Doorkeeper;
 use super::hybrid::HybridCache;
 use super::l1::{Entry, Tags};
 use super::l2::{RedisTier, Write};
@@ -31,14 +32,13 @@ where
     /// [`fill_l1`](Self::fill_l1) with a copy of `value` read from Redis, made only when there
     /// is an L1 and it admits `key` (a full L1 on the key's second read: [`super::admission`]).
     pub(super) fn fill_l1_from(&self, key: &str, value: &Option<V>, fresh_until: u64, now: u64) {
-        let Some(l1) = &self.inner.l1 else { return };
-        let capacity = self.inner.config.l1.capacity;
-        if let Some(doorkeeper) = &self.inner.doorkeeper
-            && !l1.admits(key, capacity, doorkeeper)
-        {
-            return;
-        }
-        self.fill_l1(key, value.clone(), fresh_until, now, None);
+        self.fill_l1_with(
+            key,
+            fresh_until,
+            now,
+            self.inner.doorkeeper.as_ref(),
+            || (value.clone(), None),
+        );
     }
 
     pub(super) fn fill_l1(
@@ -49,13 +49,26 @@ where
         now: u64,
         tags: Option<Tags>,
     ) {
+        self.fill_l1_with(key, fresh_until, now, None, || (value, tags));
+    }
+
+    /// Writes the value and tags `contents` gives to L1 (see [`L1::insert`](super::l1::L1::insert) for `doorkeeper`),
+    /// counting an eviction when the write makes one.
+    fn fill_l1_with(
+        &self,
+        key: &str,
+        fresh_until: u64,
+        now: u64,
+        doorkeeper: Option<&Doorkeeper>,
+        contents: impl FnOnce() -> (Option<V>, Option<Tags>),
+    ) {
         let Some(l1) = &self.inner.l1 else { return };
         let l1_fresh = match self.inner.config.l1.ttl {
             Some(ttl) => fresh_until.min(now + u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)),
             None => fresh_until,
         };
-        let evicts = l1.insert(
-            key.to_owned(),
+        let evicts = l1.insert(key, self.inner.config.l1.capacity, doorkeeper, || {
+            let (value, tags) = contents();
             Entry {
                 value,
                 fresh_until_ms: l1_fresh,
@@ -63,10 +76,9 @@ where
                 ttl_ms: l1_fresh.saturating_sub(now).max(1),
                 tags,
                 epoch: self.inner.epoch.load(Ordering::Relaxed),
-            },
-            self.inner.config.l1.capacity,
-        );
-        if evicts {
+            }
+        });
+        if evicts == Some(true) {
             self.inner.stats.eviction();
         }
     }
