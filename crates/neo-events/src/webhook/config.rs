@@ -58,7 +58,9 @@ pub struct WebhookConfig {
     /// schedule, as Svix does; a receiver that is down fails them all and is paused.
     /// From the environment: `..._DOWN_FAILURE_RATE=0.9`.
     pub down_failure_rate: f64,
-    /// Delivery status updates are written in batches.
+    /// Delivery status updates are written in batches; so are the withdrawals of the jobs of
+    /// inline attempts that settled their deliveries (a writer of their own, with these
+    /// settings).
     pub status_writes: BatcherConfig,
     /// Deliveries starting together are read in one query (`cache` is always off).
     pub target_reads: LoaderConfig,

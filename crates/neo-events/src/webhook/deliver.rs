@@ -341,13 +341,33 @@ impl Webhooks {
     }
 
     /// Withdraws the job of an inline attempt that settled its delivery (delivered, or dead):
-    /// nothing is left for it to do, and nothing of it is kept. Best effort: a job left behind finds its delivery
-    /// settled when it runs, and does nothing.
+    /// nothing is left for it to do, and nothing of it is kept. Withdrawals go in batches
+    /// (one statement, and one commit, for the jobs of the attempts settling together, per
+    /// tenant), with the status writes' batching. Best effort: a job left behind finds its
+    /// delivery settled when it runs, and does nothing.
     async fn retire_inline_job(&self, inline_job: Option<&InlineJob>) {
         let Some(job) = inline_job else {
             return;
         };
-        if let Err(error) = job.queue(&self.inner.queue).withdraw(&[job.id]).await {
+        let writer = self
+            .inner
+            .withdrawals
+            .get_or_try_init(|| async {
+                let queue = self.inner.queue.clone();
+                neo_batch::WriteBatcher::new(
+                    self.inner.config.status_writes,
+                    move |batch: Vec<InlineJob>| {
+                        let queue = queue.clone();
+                        async move { super::inline::withdraw(&queue, &batch).await }
+                    },
+                )
+            })
+            .await;
+        let withdrawn = match writer {
+            Ok(writer) => writer.submit(*job).await.map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        };
+        if let Err(error) = withdrawn {
             tracing::debug!(job = %job.id, %error, "a settled inline attempt's job is left to run");
         }
     }

@@ -22,6 +22,30 @@ impl InlineJob {
     }
 }
 
+/// Withdraws `jobs` (inline attempts' jobs whose deliveries settled): one statement per
+/// tenant among them, on `queue` acting for it.
+pub(in crate::webhook) async fn withdraw(
+    queue: &neo_queue::Queue,
+    jobs: &[InlineJob],
+) -> Result<(), neo_queue::Error> {
+    let mut tenants: Vec<Option<neo_core::TenantId>> = jobs.iter().map(|j| j.tenant).collect();
+    tenants.sort_unstable();
+    tenants.dedup();
+    for tenant in tenants {
+        let ids: Vec<neo_core::JobId> = jobs
+            .iter()
+            .filter(|j| j.tenant == tenant)
+            .map(|j| j.id)
+            .collect();
+        let queue = match tenant {
+            Some(tenant) => queue.for_tenant(tenant),
+            None => queue.clone(),
+        };
+        queue.withdraw(&ids).await?;
+    }
+    Ok(())
+}
+
 /// A first attempt made by fan-out itself: its `job` makes the retry (moved to the retry's
 /// time when the attempt fails) and is withdrawn when the attempt settles the delivery;
 /// `committed` turns true once the deliveries' transaction committed, and closes without

@@ -109,7 +109,50 @@ async fn a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as
     finish(running, &s, receiver).await;
 }
 
+/// Attempts that settle together have their jobs withdrawn together (in batches, with the
+/// status writes' batching): every one of them goes.
+async fn inline_attempts_settling_together_withdraw_every_job(route: neo_testkit::PgRoute) {
+    let s = setup(
+        route,
+        neo_events::WebhookConfig {
+            inline_attempts: 8,
+            ..config(&[100])
+        },
+    )
+    .await;
+    let (receiver, endpoint) = receiver_and_endpoint(&s, |e| e).await;
+    let mut running = Running::default();
+    running.dispatcher(&s); // no worker: only inline attempts send
+    publish(
+        &s,
+        &[1, 2, 3, 4, 5].map(|n| event("organization.created", n)),
+    )
+    .await;
+    assert_eq!(
+        receiver.wait_for(5, Duration::from_secs(5)).await.len(),
+        5,
+        "five deliveries fit eight slots: all sent inline"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let delivered = s
+            .webhooks
+            .deliveries(endpoint.id, Some(DeliveryStatus::Delivered), 10)
+            .await
+            .unwrap();
+        if delivered.len() == 5 {
+            assert!(delivered.iter().all(|d| d.attempts == 1), "{delivered:?}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "delivered: {delivered:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    no_job_left(&s).await;
+    finish(running, &s, receiver).await;
+}
+
 neo_testkit::over_routes!(
     a_lone_event_goes_out_inline_and_its_job_is_withdrawn,
+    inline_attempts_settling_together_withdraw_every_job,
     a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as_the_first,
 );

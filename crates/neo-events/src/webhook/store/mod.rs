@@ -17,6 +17,7 @@ mod sql;
 mod subscriptions;
 
 use super::http::build_client;
+use super::inline::InlineJob;
 use super::rows::{DeliveryKey, StatusUpdate, Target, target_loader};
 use super::{OperationalEvent, WebhookConfig};
 use crate::EventError;
@@ -50,6 +51,8 @@ pub(in crate::webhook) struct Inner {
     pub(in crate::webhook) limiters: Mutex<HashMap<Uuid, (u32, RateLimiter)>>,
     pub(in crate::webhook) operational: broadcast::Sender<OperationalEvent>,
     pub(in crate::webhook) status: OnceCell<WriteBatcher<StatusUpdate>>,
+    /// The jobs of inline attempts that settled their deliveries, withdrawn in batches.
+    pub(in crate::webhook) withdrawals: OnceCell<WriteBatcher<InlineJob>>,
     pub(in crate::webhook) targets: neo_batch::DataLoader<DeliveryKey, Target>,
     pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
     /// Slots for first attempts made inline by fan-out (`config.inline_attempts`).
@@ -220,6 +223,7 @@ impl Webhooks {
                 limiters: Mutex::new(HashMap::new()),
                 operational: broadcast::channel(1024).0,
                 status: OnceCell::new(),
+                withdrawals: OnceCell::new(),
                 targets,
                 sealer,
                 inline: Arc::new(tokio::sync::Semaphore::new(config.inline_attempts)),
@@ -428,9 +432,13 @@ impl Webhooks {
         let _ = self.inner.operational.send(event);
     }
 
-    /// Writes the pending delivery status updates and stops the status writer.
+    /// Writes the pending delivery status updates and withdrawals of settled inline
+    /// attempts' jobs, and stops their writers.
     pub async fn shutdown(&self) {
         if let Some(writer) = self.inner.status.get() {
+            writer.shutdown().await;
+        }
+        if let Some(writer) = self.inner.withdrawals.get() {
             writer.shutdown().await;
         }
     }
