@@ -58,10 +58,13 @@ pub struct WebhookConfig {
     /// schedule, as Svix does; a receiver that is down fails them all and is paused.
     /// From the environment: `..._DOWN_FAILURE_RATE=0.9`.
     pub down_failure_rate: f64,
-    /// Delivery status updates are written in batches; so are the withdrawals of the jobs of
-    /// inline attempts that settled their deliveries (a writer of their own, with these
-    /// settings).
+    /// Delivery status updates are written in batches.
     pub status_writes: BatcherConfig,
+    /// The jobs of inline attempts that settled their deliveries are withdrawn in batches:
+    /// one statement, and one commit, for the attempts settling together. No linger by
+    /// default: an attempt alone is withdrawn at once, and batches grow while a flush is in
+    /// flight.
+    pub withdrawals: BatcherConfig,
     /// Deliveries starting together are read in one query (`cache` is always off).
     pub target_reads: LoaderConfig,
     /// Most idle connections kept per endpoint host. The pool never holds more than were in
@@ -192,6 +195,11 @@ impl Default for WebhookConfig {
             status_writes: BatcherConfig {
                 max_batch: 500,
                 linger: Duration::from_millis(2),
+                ..BatcherConfig::default()
+            },
+            withdrawals: BatcherConfig {
+                max_batch: 500,
+                linger: Duration::ZERO,
                 ..BatcherConfig::default()
             },
             target_reads: LoaderConfig {

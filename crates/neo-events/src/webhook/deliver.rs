@@ -342,8 +342,8 @@ impl Webhooks {
 
     /// Withdraws the job of an inline attempt that settled its delivery (delivered, or dead):
     /// nothing is left for it to do, and nothing of it is kept. Withdrawals go in batches
-    /// (one statement, and one commit, for the jobs of the attempts settling together, per
-    /// tenant), with the status writes' batching. Best effort: a job left behind finds its
+    /// ([`withdrawals`](crate::WebhookConfig::withdrawals): one statement, and one commit, per
+    /// tenant for the attempts settling together). Best effort: a job left behind finds its
     /// delivery settled when it runs, and does nothing.
     async fn retire_inline_job(&self, inline_job: Option<&InlineJob>) {
         let Some(job) = inline_job else {
@@ -355,7 +355,7 @@ impl Webhooks {
             .get_or_try_init(|| async {
                 let queue = self.inner.queue.clone();
                 neo_batch::WriteBatcher::new(
-                    self.inner.config.status_writes,
+                    self.inner.config.withdrawals,
                     move |batch: Vec<InlineJob>| {
                         let queue = queue.clone();
                         async move { super::inline::withdraw(&queue, &batch).await }

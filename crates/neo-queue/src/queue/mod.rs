@@ -276,6 +276,11 @@ impl Queue {
                 40,
                 "dead letters by tenant key",
                 include_str!("../../migrations/40_dead_letters_by_tenant_key.sql"),
+            )
+            .with(
+                41,
+                "claim index of the jobs without a tenant",
+                include_str!("../../migrations/41_claim_untenanted_index.sql"),
             ))
     }
 

@@ -422,13 +422,12 @@ fn fair_claim(
     let scan =
         format!("SELECT j.id, j.ctid AS tid, j.tenant, j.priority, j.run_at{part} FROM {t} AS j");
     // A tenant's scan reads `jobs_claim_by_tenant` in this order (its first column is the
-    // scan's one tenant), and numbers the jobs in it.
+    // scan's one tenant), and numbers the jobs in it; the scan of the jobs without a tenant
+    // reads `jobs_claim_untenanted` (queue migration 41), whose order it is. Read out of
+    // `jobs_claim_by_tenant`, led by their null tenant, the planner sorted every due job
+    // without a tenant on each claim instead (14.5 ms against 11.6 ms for a claim of 1,000
+    // at 10,000 jobs, generic plans).
     let order = "j.priority DESC, j.run_at, j.id";
-    // The same order for the jobs without a tenant, led by the (null) tenant: `tenant IS NULL`
-    // does not tell the planner that the index's first column is constant, so without it the
-    // planner read every due job without a tenant and sorted them for each claim (45 ms per
-    // claim at 50,000 pending); with it, it reads the index in order and stops at `$1`.
-    let null_order = "j.tenant, j.priority DESC, j.run_at, j.id";
     let numbered = |order: &str, first_of_priority: &str, load: &str, from: String| {
         format!(
             "SELECT j.*, (row_number() OVER turns - rank() OVER (ORDER BY {first_of_priority})){per_turn} AS turn{load} \
@@ -442,8 +441,8 @@ fn fair_claim(
         format!("{scan} WHERE {due} AND j.tenant = t.tenant"),
     );
     let null_jobs = numbered(
-        null_order,
-        "j.tenant, j.priority DESC",
+        order,
+        "j.priority DESC",
         null_load,
         format!("{scan} WHERE {due}{null_open} AND j.tenant IS NULL"),
     );

@@ -46,9 +46,11 @@ use neo_testkit::{PgRoute, SplitRoles, TestDatabase};
 use std::time::Duration;
 
 /// The queue's migrations, as a fresh database applies them.
-pub(crate) const APPLIED: &[i64] = &[1, 2, 3, 5, 10, 11, 12, 14, 15, 16, 30, 31, 40];
+pub(crate) const APPLIED: &[i64] = &[1, 2, 3, 5, 10, 11, 12, 14, 15, 16, 30, 31, 40, 41];
 /// The same under row-level security (with migration 4, the policy).
-pub(crate) const APPLIED_RLS: &[i64] = &[1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16, 17, 30, 31, 40];
+pub(crate) const APPLIED_RLS: &[i64] = &[
+    1, 2, 3, 4, 5, 10, 11, 12, 13, 14, 15, 16, 17, 30, 31, 40, 41,
+];
 
 /// How the queue under test keeps tenants apart. The contract tests run in each
 /// ([`over_modes`]).

@@ -468,3 +468,43 @@ async fn a_claim_that_ran_long_on_the_server_makes_the_claims_be_prepared_again(
     let ids: std::collections::BTreeSet<_> = claimed.iter().map(|job| job.id).collect();
     assert_eq!(ids.len(), 3, "each remaining job claimed once");
 }
+
+/// A fair claim reads the due jobs without a tenant from `jobs_claim_untenanted`, in claim
+/// order, and stops at its limit: it does not sort every due job without a tenant, as it did
+/// when it read them through `jobs_claim_by_tenant`, led by their null tenant. The plan is
+/// read as PostgreSQL keeps it for the prepared claim (generic), for a table analysed while
+/// it held 50 jobs and holding 5,050 when the claim was planned.
+#[tokio::test]
+async fn a_fair_claim_reads_the_jobs_without_a_tenant_in_claim_order() {
+    let test_db = PgRoute::Direct.database().await;
+    let db = crate::one_connection(&test_db).await;
+    let queue = neo_queue::Queue::new(&db, QueueConfig::default()).unwrap();
+    assert!(queue.config().fair_claims, "claims are fair by default");
+    queue.migrate().await.unwrap();
+    let jobs = |n: i64| (0..n).map(|n| job("noop", n)).collect::<Vec<_>>();
+    crate::enqueue_all(&queue, &db, jobs(50)).await;
+    let table = neo_db::TableName::new("jobs")
+        .unwrap()
+        .in_schema(&neo_db::Schema::new(&queue.config().schema).unwrap());
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
+        .execute(db.pool())
+        .await
+        .unwrap();
+    crate::enqueue_all(&queue, &db, jobs(5_000)).await;
+    assert_eq!(queue.claim("w", 100, None).await.unwrap().len(), 100);
+    let plans = neo_testkit::generic_plans(
+        db.pool(),
+        &["WITH RECURSIVE tenants%FOR UPDATE SKIP LOCKED%"],
+        |_| "100, 'w', 60000".to_owned(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(plans.len(), 1, "the fair claim: {plans:?}");
+    let (statement, plan) = &plans[0];
+    // The plan's sorts are the candidates' (by turn) and the result's (by claim order), not
+    // one of the jobs read from the table.
+    assert!(
+        plan.contains("jobs_claim_untenanted") && !plan.contains("Sort Key: j"),
+        "{statement}\n{plan}"
+    );
+}
