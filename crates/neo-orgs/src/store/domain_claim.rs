@@ -3,7 +3,7 @@
 //! when it was verified and whether its verified domain lets users with matching e-mail
 //! addresses join. The domain and its token are the organization's (`organization_domains`).
 
-use super::postgres::{PgOrganizationStore, db};
+use super::postgres::{PgOrganizationStore, db, not_deleted};
 use crate::OrgError;
 use chrono::{DateTime, Utc};
 use neo_core::{DomainName, OrganizationId};
@@ -56,9 +56,10 @@ impl ClaimSql {
             ),
             joinable: format!(
                 "SELECT c.organization_id FROM {claims} c JOIN {orgs} o \
-                 ON o.id = c.organization_id AND o.deleted_at IS NULL \
+                 ON o.id = c.organization_id AND {live} \
                  WHERE c.domain = $1 AND c.auto_join AND c.verified_at IS NOT NULL \
-                 ORDER BY c.organization_id LIMIT $2"
+                 ORDER BY c.organization_id LIMIT $2",
+                live = not_deleted("o")
             ),
         })
     }

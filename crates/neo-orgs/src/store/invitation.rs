@@ -3,7 +3,7 @@
 //! (accepting also adds the member, within `max_members`) and publishes its event through
 //! the outbox; a refused check changes nothing.
 
-use super::postgres::{PgOrganizationStore, db};
+use super::postgres::{PgOrganizationStore, db, not_deleted};
 use crate::OrgError;
 use chrono::{DateTime, Utc};
 use neo_core::{EmailAddress, OrganizationId, UserId};
@@ -37,7 +37,8 @@ impl InvitationSql {
         let (orgs, invitations) = (table("organizations")?, table("organization_invitations")?);
         let select = format!(
             "SELECT {COLUMNS} FROM {invitations} i JOIN {orgs} o \
-             ON o.id = i.organization_id AND o.deleted_at IS NULL WHERE i.id = $1"
+             ON o.id = i.organization_id AND {live} WHERE i.id = $1",
+            live = not_deleted("o")
         );
         let returning = format!("RETURNING {}", COLUMNS.replace("i.", ""));
         Ok(InvitationSql {

@@ -28,9 +28,12 @@ impl MemberSql {
         };
         let (orgs, members) = (table("organizations")?, table("organization_members")?);
         Ok(MemberSql {
+            // Organizations are read by their primary key (`not_deleted`, as in every
+            // statement here that takes organizations by id).
             role_of: format!(
                 "SELECT m.role FROM {members} m JOIN {orgs} o ON o.id = m.organization_id \
-                 WHERE m.organization_id = $1 AND m.user_id = $2 AND o.deleted_at IS NULL"
+                 WHERE m.organization_id = $1 AND m.user_id = $2 AND {live}",
+                live = not_deleted("o")
             ),
             // The primary key's range; the organization checked once (an init plan).
             members: format!(
@@ -45,13 +48,15 @@ impl MemberSql {
             organizations_of: format!(
                 "SELECT o.id, o.name, o.slug, m.role, m.created_at FROM {members} m \
                  JOIN {orgs} o ON o.id = m.organization_id \
-                 WHERE m.user_id = $1 AND m.organization_id > $2 AND o.deleted_at IS NULL \
-                 ORDER BY m.organization_id LIMIT $3"
+                 WHERE m.user_id = $1 AND m.organization_id > $2 AND {live} \
+                 ORDER BY m.organization_id LIMIT $3",
+                live = not_deleted("o")
             ),
             remove: format!(
                 "DELETE FROM {members} m USING {orgs} o \
                  WHERE m.organization_id = $1 AND m.user_id = $2 \
-                   AND o.id = m.organization_id AND o.deleted_at IS NULL"
+                   AND o.id = m.organization_id AND {live}",
+                live = not_deleted("o")
             ),
         })
     }

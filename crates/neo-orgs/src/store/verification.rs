@@ -3,7 +3,7 @@
 //! through the outbox; a refused move changes nothing.
 
 use super::Write;
-use super::postgres::{PgOrganizationStore, db, results_of};
+use super::postgres::{PgOrganizationStore, db, not_deleted, results_of};
 use crate::{OrgError, Organization};
 use chrono::{DateTime, Utc};
 use neo_core::OrganizationId;
@@ -40,7 +40,8 @@ impl VerificationSql {
             table("organization_verification_audit")?,
         );
         let live = format!(
-            "EXISTS (SELECT 1 FROM {orgs} o WHERE o.id = organization_id AND o.deleted_at IS NULL)"
+            "EXISTS (SELECT 1 FROM {orgs} o WHERE o.id = organization_id AND {})",
+            not_deleted("o")
         );
         Ok(VerificationSql {
             insert: format!(
