@@ -109,8 +109,8 @@ async fn a_failed_inline_attempt_is_retried_by_its_job_on_schedule_and_counts_as
     finish(running, &s, receiver).await;
 }
 
-/// Attempts that settle together have their jobs withdrawn together (in batches, with the
-/// status writes' batching): every one of them goes.
+/// Attempts that settle together have their jobs withdrawn together (in batches,
+/// `WebhookConfig::withdrawals`): every one of them goes.
 async fn inline_attempts_settling_together_withdraw_every_job(route: neo_testkit::PgRoute) {
     let s = setup(
         route,

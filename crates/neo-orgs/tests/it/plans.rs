@@ -12,7 +12,7 @@ use neo_testkit::{PgRoute, TestDatabase};
 
 /// A store in `schema` on one connection (so that its prepared statements are the ones the
 /// calls used), whose table was analysed while every organization was deleted (the
-/// statistics see no live one) and then got 5,000 live ones, returned.
+/// statistics see no live one) and then got 5,000 live ones (`live`, their ids).
 struct Analysed {
     _test_db: TestDatabase,
     db: Db,
