@@ -30,7 +30,10 @@ fn jobs(n: usize) -> Vec<NewJob> {
     (0..n).map(|i| check(NewJob::new("noop", &i))).collect()
 }
 
-/// A queue in its own schema on the server at `url`, migrated.
+/// A queue in its own schema on the server at `url`, migrated, from empty tables: a schema
+/// an earlier run left is dropped first (on a server kept between runs,
+/// `NEO_BENCH_DATABASE_URL`, the batched pair's table otherwise carried the dead rows of the
+/// runs before it: 1,034,033 dead rows after seven runs).
 pub fn queue_on(rt: &Runtime, url: &str, schema: &str) -> (Db, Queue) {
     queue_with(
         rt,
@@ -55,6 +58,7 @@ fn configured_queue(
     configure: impl FnOnce(QueueConfig) -> QueueConfig,
 ) -> (Db, Queue) {
     let db = check(rt.block_on(Db::connect(config)));
+    rt.block_on(crate::db::drop_schemas(&db, &[schema]));
     let queue = check(Queue::new(
         &db,
         configure(QueueConfig {
