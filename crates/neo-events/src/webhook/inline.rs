@@ -23,25 +23,16 @@ impl InlineJob {
 }
 
 /// Withdraws `jobs` (inline attempts' jobs whose deliveries settled): one statement per
-/// tenant among them, on `queue` acting for it.
+/// tenant among them, on `queue` acting for it ([`InlineJob::queue`]).
 pub(in crate::webhook) async fn withdraw(
     queue: &neo_queue::Queue,
     jobs: &[InlineJob],
 ) -> Result<(), neo_queue::Error> {
-    let mut tenants: Vec<Option<neo_core::TenantId>> = jobs.iter().map(|j| j.tenant).collect();
-    tenants.sort_unstable();
-    tenants.dedup();
-    for tenant in tenants {
-        let ids: Vec<neo_core::JobId> = jobs
-            .iter()
-            .filter(|j| j.tenant == tenant)
-            .map(|j| j.id)
-            .collect();
-        let queue = match tenant {
-            Some(tenant) => queue.for_tenant(tenant),
-            None => queue.clone(),
-        };
-        queue.withdraw(&ids).await?;
+    let mut jobs = jobs.to_vec();
+    jobs.sort_unstable_by_key(|job| job.tenant);
+    for same_tenant in jobs.chunk_by(|a, b| a.tenant == b.tenant) {
+        let ids: Vec<neo_core::JobId> = same_tenant.iter().map(|job| job.id).collect();
+        same_tenant[0].queue(queue).withdraw(&ids).await?;
     }
     Ok(())
 }

@@ -139,6 +139,17 @@ pub(crate) async fn one_connection(test_db: &TestDatabase) -> Db {
     .unwrap()
 }
 
+/// `ANALYZE`s `queue`'s jobs table, so its statistics see the table as it is now.
+pub(crate) async fn analyze_jobs(queue: &Queue, db: &Db) {
+    let table = neo_db::TableName::new("jobs")
+        .unwrap()
+        .in_schema(&Schema::new(&queue.config().schema).unwrap());
+    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
+        .execute(db.pool())
+        .await
+        .unwrap();
+}
+
 /// Enqueues `jobs` (duplicates are an error) and returns their ids.
 pub(crate) async fn enqueue_all(
     queue: &Queue,

@@ -483,13 +483,7 @@ async fn a_fair_claim_reads_the_jobs_without_a_tenant_in_claim_order() {
     queue.migrate().await.unwrap();
     let jobs = |n: i64| (0..n).map(|n| job("noop", n)).collect::<Vec<_>>();
     crate::enqueue_all(&queue, &db, jobs(50)).await;
-    let table = neo_db::TableName::new("jobs")
-        .unwrap()
-        .in_schema(&neo_db::Schema::new(&queue.config().schema).unwrap());
-    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {table}")))
-        .execute(db.pool())
-        .await
-        .unwrap();
+    crate::analyze_jobs(&queue, &db).await;
     crate::enqueue_all(&queue, &db, jobs(5_000)).await;
     assert_eq!(queue.claim("w", 100, None).await.unwrap().len(), 100);
     let plans = neo_testkit::generic_plans(

@@ -112,13 +112,7 @@ async fn jobs_taken_by_id_are_read_by_the_primary_key_whatever_the_statistics_sa
         .collect();
     crate::enqueue_all(&queue, &db, running).await;
     assert_eq!(queue.claim("w", 50, None).await.unwrap().len(), 50);
-    let jobs = neo_db::TableName::new("jobs")
-        .unwrap()
-        .in_schema(&neo_db::Schema::new(&queue.config().schema).unwrap());
-    sqlx::query(sqlx::AssertSqlSafe(format!("ANALYZE {jobs}")))
-        .execute(db.pool())
-        .await
-        .unwrap();
+    crate::analyze_jobs(&queue, &db).await;
     let later = Utc::now() + Span::hours(1);
     let pending = (0..5_000)
         .map(|n| NewJob::new("b", &json!({ "n": n })).unwrap().run_at(later))
