@@ -75,7 +75,7 @@ pub use redis_sentinel::{
 };
 pub use redis_tls::{REDIS_TLS_CERTS_VAR, REDIS_TLS_URL_VAR, TestRedisTls};
 pub use roles::{RoleFacts, SplitRoles};
-pub use sql::{generic_plans, uuid_v7_sql};
+pub use sql::{custom_plan_of_last, generic_plans, uuid_v7_sql};
 pub use tls::TestCertificates;
 pub use trace_capture::{CapturedSpan, TraceCapture};
 

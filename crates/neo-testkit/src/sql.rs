@@ -73,3 +73,60 @@ pub async fn generic_plans(
         .await?;
     Ok(plans)
 }
+
+/// The plan PostgreSQL makes, with the values `arguments` (SQL literals, comma-separated),
+/// of the statement an idle connection to the database at `url` ran last whose text matches
+/// the `LIKE` pattern `like` (`pg_stat_activity`'s `query`), for tests of statements that
+/// are planned per call (an unnamed statement is planned with its call's values): the text
+/// is prepared on a connection of its own and explained as `EXECUTE` under
+/// `plan_cache_mode = force_custom_plan`. Returns the statement and the top node of
+/// `EXPLAIN (FORMAT JSON)` (`"Node Type"`, `"Plans"`, ...).
+///
+/// ```no_run
+/// # async fn demo(url: &str) -> sqlx::Result<()> {
+/// // After the call under test ran on a connection that is now idle:
+/// let (statement, plan) =
+///     neo_testkit::custom_plan_of_last(url, "DELETE FROM%", "'{}'::uuid[]").await?;
+/// assert_eq!(plan["Node Type"], "ModifyTable", "{statement}");
+/// # Ok(()) }
+/// ```
+///
+/// # Errors
+/// [`sqlx::Error::RowNotFound`] when no idle connection last ran such a statement; a
+/// database error (e.g. `arguments` that do not fit, or a text `pg_stat_activity` cut at
+/// `track_activity_query_size`).
+pub async fn custom_plan_of_last(
+    url: &str,
+    like: &str,
+    arguments: &str,
+) -> sqlx::Result<(String, serde_json::Value)> {
+    use sqlx::{Connection, Row};
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let statement: String = sqlx::query_scalar(
+        "SELECT query FROM pg_stat_activity WHERE datname = current_database() \
+         AND pid <> pg_backend_pid() AND state = 'idle' AND query LIKE $1 \
+         ORDER BY state_change DESC LIMIT 1",
+    )
+    .bind(like)
+    .fetch_one(&mut conn)
+    .await?;
+    sqlx::query("SET plan_cache_mode = force_custom_plan")
+        .execute(&mut conn)
+        .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "PREPARE neo_testkit_last AS {statement}"
+    )))
+    .execute(&mut conn)
+    .await?;
+    let row = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "EXPLAIN (FORMAT JSON) EXECUTE neo_testkit_last({arguments})"
+    )))
+    .fetch_one(&mut conn)
+    .await?;
+    // `json` is sent as its text.
+    let text: String = row.try_get_unchecked(0)?;
+    conn.close().await?;
+    let mut plans: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok((statement, plans[0]["Plan"].take()))
+}

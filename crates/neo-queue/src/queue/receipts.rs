@@ -3,8 +3,8 @@
 //!
 //! All four are planned per call ([`neo_db::planned_per_call`]), not prepared: a generic
 //! plan made while the jobs table was small joins the receipts to a sequential scan of it,
-//! and keeps doing so as it grows; planned per call, they probe the primary key once per
-//! receipt.
+//! and keeps doing so as it grows. The ack, heartbeat and release also probe the primary key
+//! once per receipt whatever the statistics say (`held_receipts` in `statements.rs`).
 //!
 //! In a tenant-isolated queue they span tenants: they run on the
 //! [system `Db`](Queue::system_db), on the shared table (row-level security) or the acting
@@ -181,8 +181,12 @@ pub(super) async fn run_receipts_on(
     receipts: &[Receipt],
     extra: impl FnOnce(Query<'_, Postgres, PgArguments>) -> Query<'_, Postgres, PgArguments>,
 ) -> Result<Vec<Receipt>> {
-    let ids: Vec<JobId> = receipts.iter().map(|r| r.id).collect();
-    let fences: Vec<i64> = receipts.iter().map(|r| r.fence).collect();
+    // In id order, the order every statement over receipts locks its jobs in, so that two
+    // of them over the same jobs (a heartbeat and an ack) wait for each other rather than
+    // deadlock.
+    let mut pairs: Vec<(JobId, i64)> = receipts.iter().map(|r| (r.id, r.fence)).collect();
+    pairs.sort_unstable();
+    let (ids, fences): (Vec<JobId>, Vec<i64>) = pairs.into_iter().unzip();
     let query = planned_per_call(statement.clone()).bind(ids).bind(fences);
     let rows = extra(query).fetch_all(conn).await?;
     let done = rows

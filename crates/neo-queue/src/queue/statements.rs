@@ -89,10 +89,10 @@ impl Statements {
                  FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, {SERVER_MS}"
             )
         };
-        let owned = owned_receipt("");
+        let held = held_receipts(t, "");
         // A job others depend on is left to the workflow's ack and nack ([`super::workflow`]),
         // which also move its dependents on; every other job costs one null test.
-        let alone = owned_receipt(" AND j.has_dependents IS NULL");
+        let alone = " AND j.has_dependents IS NULL";
         Statements {
             insert_skip: sql(insert(&skip_duplicates(per_tenant_keys))),
             insert_strict: sql(insert("")),
@@ -124,17 +124,15 @@ impl Statements {
                 "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
             )),
             heartbeat: sql(format!(
-                "UPDATE {t} AS j SET lease_expires_at = now() + $3 * interval '1 millisecond' \
-                 FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
-                 WHERE {owned} RETURNING j.id"
+                "WITH {held} UPDATE {t} AS j SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+                 WHERE {HELD} RETURNING j.id"
             )),
-            ack: sql(ack_sql(t, &alone)),
-            nack: sql(nack_sql(t, &alone)),
+            ack: sql(ack_sql(t, alone)),
+            nack: sql(nack_sql(t, &owned_receipt(alone))),
             release: sql(format!(
-                "UPDATE {t} AS j SET state = 'available', attempts = j.attempts - 1, run_at = now(), \
+                "WITH {held} UPDATE {t} AS j SET state = 'available', attempts = j.attempts - 1, run_at = now(), \
                  lease_owner = NULL, lease_expires_at = NULL \
-                 FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
-                 WHERE {owned} RETURNING j.id"
+                 WHERE {HELD} RETURNING j.id"
             )),
             // `orphaned`: a job that died with dependents, which the rescue moves on
             // ([`super::workflow`]).
@@ -216,13 +214,11 @@ pub(super) fn insert_sql(t: &TableName, on_conflict: &str, workflow: bool) -> St
     )
 }
 
-/// The batched ack of `(id, fence)` pairs still owned: `owned` is
-/// [`owned_receipt`] with the jobs it takes.
-pub(super) fn ack_sql(t: &TableName, owned: &str) -> String {
-    format!(
-        "DELETE FROM {t} AS j USING UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
-         WHERE {owned} RETURNING j.id"
-    )
+/// The batched ack of `(id, fence)` pairs still owned ([`held_receipts`], narrowed by
+/// `which`).
+pub(super) fn ack_sql(t: &TableName, which: &str) -> String {
+    let held = held_receipts(t, which);
+    format!("WITH {held} DELETE FROM {t} AS j WHERE {HELD} RETURNING j.id")
 }
 
 /// The batched nack of `(id, fence)` pairs still owned (`owned`, as for [`ack_sql`]): a
@@ -300,9 +296,39 @@ fn lock_candidate(t: &TableName) -> String {
     )
 }
 
+/// [`STILL_AVAILABLE`] for a claimed job, for the statements that take running jobs by id:
+/// not implying the lease index's predicate (`state = 'running'`).
+const STILL_RUNNING: &str = "coalesce(j.state, '') = 'running'";
+
+/// The CTE `held`: the ids of the jobs whose claims the receipts (`$1` ids, `$2` fences, in
+/// id order: [`super::receipts`]) still hold (running, lease not expired, same fence, and
+/// `which`, e.g. `" AND j.has_dependents IS NULL"`), each found by its own probe of the
+/// primary key and locked (`FOR UPDATE`) until the statement ends. The statement then
+/// takes the jobs `WHERE` [`HELD`].
+///
+/// PostgreSQL has no plan hints: the shape keeps the plan. A `LATERAL` subquery that locks
+/// its rows is never flattened into a join, so each receipt is one primary-key probe
+/// whatever the statistics say, and the statement's own scan has only `id = ANY(..)` to
+/// answer. Joining the receipts to the jobs let the planner choose the join's order: with
+/// the table last analysed nearly empty (between two bursts) it expected one job and
+/// rescanned every receipt once per job, 95 to 220 ms per ack of 1,000 instead of 2 ms
+/// (docs/PERFORMANCE.md). The lock is the fence: a job re-claimed between the statement's
+/// snapshot and its write has a new fence, which the lock's recheck of the newest version
+/// refuses; a heartbeat meanwhile changes only the lease, and the ack still takes the job.
+pub(super) fn held_receipts(t: &TableName, which: &str) -> String {
+    format!(
+        "held AS (SELECT h.id FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
+         CROSS JOIN LATERAL (SELECT j.id FROM {t} AS j WHERE j.id = u.id AND j.fence = u.fence \
+           AND {STILL_RUNNING} AND j.lease_expires_at > now(){which} FOR UPDATE) AS h)"
+    )
+}
+
+/// The jobs [`held_receipts`] locked, as the condition of the statement's own scan.
+const HELD: &str = "j.id = ANY(ARRAY(SELECT id FROM held))";
+
 /// The jobs `j` whose claims the receipts `u` (`UNNEST($1::uuid[], $2::int8[]) AS u(id,
-/// fence)`) still hold: running, lease not expired, same fence; `which` narrows them
-/// (e.g. `" AND j.has_dependents IS NULL"`).
+/// fence)`) still hold, for the nack, which joins them to set each job from its own
+/// failure: running, lease not expired, same fence; `which` narrows them.
 ///
 /// The only filter of the jobs scan is `j.id = ANY($1)`, which the primary key answers
 /// whatever the statistics say; everything else is one join clause with the receipt (its
@@ -310,8 +336,9 @@ fn lock_candidate(t: &TableName) -> String {
 /// tests down into the scan). As scan filters, a table last analysed while no job was
 /// running (a fresh backlog) made the planner expect one running row and join it against
 /// every receipt in a nested loop: 0.4 to 2.5 s per ack of 1,000 jobs at an 80,000-job
-/// backlog instead of ~2 ms (hash join of the receipts with the jobs read by id).
-/// PostgreSQL has no plan hints: the statement's shape keeps the plan.
+/// backlog instead of ~2 ms (hash join of the receipts with the jobs read by id). The join's
+/// order is still the planner's: the statements without per-job values use
+/// [`held_receipts`].
 pub(super) fn owned_receipt(which: &str) -> String {
     format!(
         "j.id = ANY($1::uuid[]) AND j.id = u.id AND j.fence = u.fence \
