@@ -3,8 +3,9 @@
 //!
 //! All four are planned per call ([`neo_db::planned_per_call`]), not prepared: a generic
 //! plan made while the jobs table was small joins the receipts to a sequential scan of it,
-//! and keeps doing so as it grows. The ack, heartbeat and release also probe the primary key
-//! once per receipt whatever the statistics say (`held_receipts` in `statements.rs`).
+//! and keeps doing so as it grows. None of them joins the receipts to the jobs: each job
+//! finds its receipt by a binary search of the ids, sent in id order (`owned_receipt` in
+//! `statements.rs`).
 //!
 //! In a tenant-isolated queue they span tenants: they run on the
 //! [system `Db`](Queue::system_db), on the shared table (row-level security) or the acting
@@ -119,6 +120,9 @@ impl Queue {
         statement: &SqlStr,
         failures: &[Failure],
     ) -> Result<Vec<(JobId, String)>> {
+        // In id order, as for every statement over receipts ([`run_receipts_on`]).
+        let mut failures: Vec<&Failure> = failures.iter().collect();
+        failures.sort_unstable_by_key(|f| (f.receipt.id, f.receipt.fence));
         let ids: Vec<JobId> = failures.iter().map(|f| f.receipt.id).collect();
         let fences: Vec<i64> = failures.iter().map(|f| f.receipt.fence).collect();
         let errors: Vec<&str> = failures.iter().map(|f| f.error.as_str()).collect();
@@ -181,9 +185,9 @@ pub(super) async fn run_receipts_on(
     receipts: &[Receipt],
     extra: impl FnOnce(Query<'_, Postgres, PgArguments>) -> Query<'_, Postgres, PgArguments>,
 ) -> Result<Vec<Receipt>> {
-    // In id order, the order every statement over receipts locks its jobs in, so that two
-    // of them over the same jobs (a heartbeat and an ack) wait for each other rather than
-    // deadlock.
+    // In id order: each job finds its receipt by a binary search of the ids
+    // (`owned_receipt` in `statements.rs`), which lands on the last of a job's receipts, here
+    // the one with the highest fence (its newest claim).
     let mut pairs: Vec<(JobId, i64)> = receipts.iter().map(|r| (r.id, r.fence)).collect();
     pairs.sort_unstable();
     let (ids, fences): (Vec<JobId>, Vec<i64>) = pairs.into_iter().unzip();

@@ -89,10 +89,10 @@ impl Statements {
                  FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, {SERVER_MS}"
             )
         };
-        let held = held_receipts(t, "");
+        let owned = owned_receipt("");
         // A job others depend on is left to the workflow's ack and nack ([`super::workflow`]),
         // which also move its dependents on; every other job costs one null test.
-        let alone = " AND j.has_dependents IS NULL";
+        let alone = owned_receipt(" AND j.has_dependents IS NULL");
         Statements {
             insert_skip: sql(insert(&skip_duplicates(per_tenant_keys))),
             insert_strict: sql(insert("")),
@@ -124,15 +124,15 @@ impl Statements {
                 "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
             )),
             heartbeat: sql(format!(
-                "WITH {held} UPDATE {t} AS j SET lease_expires_at = now() + $3 * interval '1 millisecond' \
-                 WHERE {HELD} RETURNING j.id"
+                "UPDATE {t} AS j SET lease_expires_at = now() + $3 * interval '1 millisecond' \
+                 WHERE {owned} RETURNING j.id"
             )),
-            ack: sql(ack_sql(t, alone)),
-            nack: sql(nack_sql(t, &owned_receipt(alone))),
+            ack: sql(ack_sql(t, &alone)),
+            nack: sql(nack_sql(t, &alone)),
             release: sql(format!(
-                "WITH {held} UPDATE {t} AS j SET state = 'available', attempts = j.attempts - 1, run_at = now(), \
+                "UPDATE {t} AS j SET state = 'available', attempts = j.attempts - 1, run_at = now(), \
                  lease_owner = NULL, lease_expires_at = NULL \
-                 WHERE {HELD} RETURNING j.id"
+                 WHERE {owned} RETURNING j.id"
             )),
             // `orphaned`: a job that died with dependents, which the rescue moves on
             // ([`super::workflow`]).
@@ -214,30 +214,34 @@ pub(super) fn insert_sql(t: &TableName, on_conflict: &str, workflow: bool) -> St
     )
 }
 
-/// The batched ack of `(id, fence)` pairs still owned ([`held_receipts`], narrowed by
-/// `which`).
-pub(super) fn ack_sql(t: &TableName, which: &str) -> String {
-    let held = held_receipts(t, which);
-    format!("WITH {held} DELETE FROM {t} AS j WHERE {HELD} RETURNING j.id")
+/// The batched ack of `(id, fence)` pairs still owned: `owned` is [`owned_receipt`] with the
+/// jobs it takes.
+pub(super) fn ack_sql(t: &TableName, owned: &str) -> String {
+    format!("DELETE FROM {t} AS j WHERE {owned} RETURNING j.id")
 }
 
 /// The batched nack of `(id, fence)` pairs still owned (`owned`, as for [`ack_sql`]): a
 /// snooze hands the claim back without spending the attempt; an explicit retry delay
 /// (Retry-After, a handler's own schedule) replaces the backoff.
 pub(super) fn nack_sql(t: &TableName, owned: &str) -> String {
+    let snooze = receipt_value(9, "bool");
+    let dies = format!(
+        "NOT {snooze} AND ({} OR j.attempts >= j.max_attempts)",
+        receipt_value(7, "bool")
+    );
+    let retry_in_ms = receipt_value(8, "float8");
+    let error = receipt_value(6, "text");
     format!(
         "UPDATE {t} AS j SET \
-         attempts = CASE WHEN u.snooze THEN j.attempts - 1 ELSE j.attempts END, \
-         state = CASE WHEN NOT u.snooze AND (u.permanent OR j.attempts >= j.max_attempts) THEN 'dead' ELSE 'available' END, \
-         dead_at = CASE WHEN NOT u.snooze AND (u.permanent OR j.attempts >= j.max_attempts) THEN now() END, \
-         run_at = CASE WHEN NOT u.snooze AND (u.permanent OR j.attempts >= j.max_attempts) THEN j.run_at \
-           WHEN u.retry_in_ms IS NOT NULL THEN now() + u.retry_in_ms * interval '1 millisecond' \
+         attempts = CASE WHEN {snooze} THEN j.attempts - 1 ELSE j.attempts END, \
+         state = CASE WHEN {dies} THEN 'dead' ELSE 'available' END, \
+         dead_at = CASE WHEN {dies} THEN now() END, \
+         run_at = CASE WHEN {dies} THEN j.run_at \
+           WHEN {retry_in_ms} IS NOT NULL THEN now() + {retry_in_ms} * interval '1 millisecond' \
            ELSE now() + least($5::float8, $3::float8 * power($4::float8, j.attempts - 1)) \
                 * (0.5 + random()) * interval '1 millisecond' END, \
          lease_owner = NULL, lease_expires_at = NULL, \
-         last_error = CASE WHEN u.snooze THEN j.last_error ELSE u.error END \
-         FROM UNNEST($1::uuid[], $2::int8[], $6::text[], $7::bool[], $8::float8[], $9::bool[]) \
-           AS u(id, fence, error, permanent, retry_in_ms, snooze) \
+         last_error = CASE WHEN {snooze} THEN j.last_error ELSE {error} END \
          WHERE {owned} RETURNING j.id, j.state"
     )
 }
@@ -300,49 +304,37 @@ fn lock_candidate(t: &TableName) -> String {
 /// not implying the lease index's predicate (`state = 'running'`).
 const STILL_RUNNING: &str = "coalesce(j.state, '') = 'running'";
 
-/// The CTE `held`: the ids of the jobs whose claims the receipts (`$1` ids, `$2` fences, in
-/// id order: [`super::receipts`]) still hold (running, lease not expired, same fence, and
-/// `which`, e.g. `" AND j.has_dependents IS NULL"`), each found by its own probe of the
-/// primary key and locked (`FOR UPDATE`) until the statement ends. The statement then
-/// takes the jobs `WHERE` [`HELD`].
-///
-/// PostgreSQL has no plan hints: the shape keeps the plan. A `LATERAL` subquery that locks
-/// its rows is never flattened into a join, so each receipt is one primary-key probe
-/// whatever the statistics say, and the statement's own scan has only `id = ANY(..)` to
-/// answer. Joining the receipts to the jobs let the planner choose the join's order: with
-/// the table last analysed nearly empty (between two bursts) it expected one job and
-/// rescanned every receipt once per job, 95 to 220 ms per ack of 1,000 instead of 2 ms
-/// (docs/PERFORMANCE.md). The lock is the fence: a job re-claimed between the statement's
-/// snapshot and its write has a new fence, which the lock's recheck of the newest version
-/// refuses; a heartbeat meanwhile changes only the lease, and the ack still takes the job.
-pub(super) fn held_receipts(t: &TableName, which: &str) -> String {
-    format!(
-        "held AS (SELECT h.id FROM UNNEST($1::uuid[], $2::int8[]) AS u(id, fence) \
-         CROSS JOIN LATERAL (SELECT j.id FROM {t} AS j WHERE j.id = u.id AND j.fence = u.fence \
-           AND {STILL_RUNNING} AND j.lease_expires_at > now(){which} FOR UPDATE) AS h)"
-    )
+/// Where the receipt of the job `j` is in the receipts' arrays (`$1` the ids, `$2` the fences,
+/// and any others of the statement, element for element): a binary search of `$1`, which is
+/// sent in id order (`run_receipts_on` and the nack in `receipts.rs`; a `JobId` orders as its
+/// UUID's bytes, as PostgreSQL's `uuid` does).
+const RECEIPT: &str = "width_bucket(j.id, $1::uuid[])";
+
+/// The element of the receipts' array `$param` (of `ty`) for the job `j` ([`RECEIPT`]).
+fn receipt_value(param: u8, ty: &str) -> String {
+    format!("(${param}::{ty}[])[{RECEIPT}]")
 }
 
-/// The jobs [`held_receipts`] locked, as the condition of the statement's own scan.
-const HELD: &str = "j.id = ANY(ARRAY(SELECT id FROM held))";
-
-/// The jobs `j` whose claims the receipts `u` (`UNNEST($1::uuid[], $2::int8[]) AS u(id,
-/// fence)`) still hold, for the nack, which joins them to set each job from its own
-/// failure: running, lease not expired, same fence; `which` narrows them.
+/// The jobs `j` whose claims the receipts (`$1` ids in id order, `$2` fences) still hold:
+/// running, lease not expired, the receipt's fence; `which` narrows them (e.g.
+/// `" AND j.has_dependents IS NULL"`).
 ///
-/// The only filter of the jobs scan is `j.id = ANY($1)`, which the primary key answers
-/// whatever the statistics say; everything else is one join clause with the receipt (its
-/// `OR u.fence IS NULL` arm is never true: it is there so the planner cannot push the state
-/// tests down into the scan). As scan filters, a table last analysed while no job was
-/// running (a fresh backlog) made the planner expect one running row and join it against
-/// every receipt in a nested loop: 0.4 to 2.5 s per ack of 1,000 jobs at an 80,000-job
-/// backlog instead of ~2 ms (hash join of the receipts with the jobs read by id). The join's
-/// order is still the planner's: the statements without per-job values use
-/// [`held_receipts`].
+/// PostgreSQL has no plan hints: the shape keeps the plan. There is no join: each job finds
+/// its receipt by [`RECEIPT`], so no statistics can make the planner rescan the receipts
+/// once per job, as a join with `UNNEST($1, $2)` let it do when the table was last analysed
+/// nearly empty (between two bursts): 95 to 220 ms per ack of 1,000 instead of 2 ms, and
+/// the heartbeat hashed a scan of the whole table (docs/PERFORMANCE.md). The jobs are read
+/// by `id = ANY(..)` over the ids as a subquery's array, whose length the planner does not
+/// know, so it reads the primary key: with the 1,000 ids in sight and statistics that call
+/// the table empty it chose a sequential scan (12.5 ms against 4.5 ms at 80,000 jobs).
+/// Every test is a filter of the job's own row, so a job another statement changed
+/// meanwhile is tested again as it is now (a claim taken again has a new fence, and is
+/// refused; a heartbeat changes only the lease).
 pub(super) fn owned_receipt(which: &str) -> String {
     format!(
-        "j.id = ANY($1::uuid[]) AND j.id = u.id AND j.fence = u.fence \
-         AND ((j.state = 'running' AND j.lease_expires_at > now(){which}) OR u.fence IS NULL)"
+        "j.id = ANY(ARRAY(SELECT unnest($1::uuid[]))) AND j.fence = {} \
+         AND {STILL_RUNNING} AND j.lease_expires_at > now(){which}",
+        receipt_value(2, "int8")
     )
 }
 

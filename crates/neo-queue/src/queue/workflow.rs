@@ -53,7 +53,7 @@ pub(crate) struct WorkflowSql {
 impl WorkflowSql {
     pub(super) fn new(t: &TableName, per_tenant_keys: bool) -> Self {
         let with_dependents = "j.has_dependents IS TRUE";
-        let which = format!(" AND {with_dependents}");
+        let owned = owned_receipt(&format!(" AND {with_dependents}"));
         // A failed dependency ($2 is not `completed`) applies the dependent's policy; a
         // completed one, or a failed one under `run`, only leaves its `depends_on`.
         let failed = "$2::text <> 'completed'";
@@ -84,8 +84,8 @@ impl WorkflowSql {
                  WHERE (SELECT count(pg_notify($3, '')) \
                         FROM (SELECT FROM moved WHERE state = 'available' LIMIT 1) AS woken) >= 0"
             )),
-            ack: sql(ack_sql(t, &which)),
-            nack: sql(nack_sql(t, &owned_receipt(&which))),
+            ack: sql(ack_sql(t, &owned)),
+            nack: sql(nack_sql(t, &owned)),
         }
     }
 }

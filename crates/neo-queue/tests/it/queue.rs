@@ -503,12 +503,13 @@ async fn a_fair_claim_reads_the_jobs_without_a_tenant_in_claim_order() {
     );
 }
 
-/// The ack, heartbeat and release probe the primary key once per receipt and never rescan
-/// the receipts, whatever the statistics say: here the table was last analysed after a
+/// The ack, heartbeat and release read the jobs by primary key and never rescan the
+/// receipts, whatever the statistics say: here the table was last analysed after a
 /// drain (its pages, no job) and holds 20,000 jobs when 1,000 claims are reported. Joined to
 /// the jobs, the receipts were rescanned once per job under such statistics (95 to 220 ms
 /// per ack of 1,000 in the batched bench instead of 2 ms). Each plan is PostgreSQL's for
-/// the statement as the call ran it (planned per call, with its values).
+/// the statement as the call ran it (planned per call, with its values). The nack has the
+/// same filter and nothing to join either; its text is longer than `pg_stat_activity` keeps.
 #[tokio::test]
 async fn receipts_are_probed_by_primary_key_whatever_the_statistics_say() {
     let test_db = PgRoute::Direct.database().await;
@@ -597,4 +598,113 @@ fn assert_probes_by_primary_key(statement: &str, plan: &serde_json::Value) {
             );
         }
     }
+}
+
+/// A batch of receipts in any order is matched job by job: with stale receipts (fence 1) for
+/// half the jobs and current ones (fence 2) for the other half, mixed, the heartbeat, ack and
+/// nack refuse exactly the stale ones. Each job finds its receipt by a binary search of the
+/// ids, which the queue sends in id order; in any other order a stale receipt could be
+/// checked against another receipt's fence.
+#[tokio::test]
+async fn receipts_in_any_order_refuse_exactly_the_stale_ones() {
+    let (_t, db, short) = crate::setup(PgRoute::Direct, |c| QueueConfig {
+        lease: Duration::from_millis(200),
+        ..c
+    })
+    .await;
+    let queue = neo_queue::Queue::new(
+        &db,
+        QueueConfig {
+            lease: Duration::from_secs(60),
+            ..short.config().clone()
+        },
+    )
+    .unwrap();
+    crate::enqueue_all(&queue, &db, (0..40).map(|n| job("a", n)).collect()).await;
+    let first = short.claim("w", 40, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(queue.rescue_expired().await.unwrap(), 40);
+    let second = queue.claim("w", 40, None).await.unwrap();
+    assert!(second.iter().all(|j| j.fence == 2));
+
+    // Stale receipts for the first 20 jobs of the second claim, current ones for the rest,
+    // interleaved.
+    let (stale_half, fresh_half) = second.split_at(20);
+    let stale: Vec<neo_queue::Receipt> = stale_half
+        .iter()
+        .map(|j| first.iter().find(|f| f.id == j.id).unwrap().receipt())
+        .collect();
+    let fresh: Vec<neo_queue::Receipt> = fresh_half.iter().map(neo_queue::Job::receipt).collect();
+    let mixed: Vec<neo_queue::Receipt> = stale
+        .iter()
+        .zip(&fresh)
+        .flat_map(|(s, f)| [*f, *s])
+        .rev()
+        .collect();
+    let ids = |receipts: &[neo_queue::Receipt]| {
+        receipts
+            .iter()
+            .map(|r| r.id)
+            .collect::<std::collections::BTreeSet<_>>()
+    };
+
+    match queue.heartbeat(&mixed).await {
+        Err(Error::LeaseLost { ids: lost }) => {
+            assert_eq!(
+                lost.into_iter().collect::<std::collections::BTreeSet<_>>(),
+                ids(&stale)
+            );
+        }
+        other => panic!("the stale receipts refused: {other:?}"),
+    }
+    assert_eq!(ids(&queue.ack_many(&mixed).await.unwrap()), ids(&stale));
+    // The jobs of the stale receipts are still held by their current ones. A nack of stale
+    // receipts for ten of them and current ones for the other ten, and for one of these its
+    // stale receipt too (a job's newest claim has the highest fence, and is the one matched):
+    // the first ten are refused, the others nacked.
+    let current = |j: &neo_queue::Job| j.receipt();
+    let failures: Vec<Failure> = stale[..10]
+        .iter()
+        .copied()
+        .chain(stale_half[10..].iter().map(current))
+        .chain([stale[10]])
+        .map(|r| Failure::retry(r, "failed"))
+        .rev()
+        .collect();
+    assert_eq!(
+        ids(&queue.nack_many(&failures).await.unwrap()),
+        ids(&stale[..10])
+    );
+    for j in fresh_half {
+        assert!(queue.get(j.id).await.unwrap().is_none(), "acked");
+    }
+    for (n, j) in stale_half.iter().enumerate() {
+        let job = queue.get(j.id).await.unwrap().unwrap();
+        let expected = if n < 10 {
+            (
+                "running",
+                Some("lease expired: the worker stopped without finishing the job"),
+            )
+        } else {
+            ("available", Some("failed"))
+        };
+        assert_eq!((job.state.as_str(), job.last_error.as_deref()), expected);
+    }
+}
+
+/// The order the queue sends receipts in (a `JobId`'s, its UUID's bytes) is PostgreSQL's
+/// order of `uuid`, which the receipts' binary search relies on.
+#[tokio::test]
+async fn job_ids_order_as_postgresql_orders_uuids() {
+    let test_db = PgRoute::Direct.database().await;
+    let db = crate::one_connection(&test_db).await;
+    let mut ids: Vec<neo_core::JobId> = (0..2_000).map(|_| neo_core::JobId::new()).collect();
+    let sorted_by_postgres: Vec<neo_core::JobId> =
+        sqlx::query_scalar("SELECT array_agg(u ORDER BY u) FROM unnest($1::uuid[]) AS u")
+            .bind(&ids)
+            .fetch_one(db.pool())
+            .await
+            .unwrap();
+    ids.sort_unstable();
+    assert_eq!(ids, sorted_by_postgres);
 }
