@@ -7,21 +7,21 @@
 //! tenant's jobs.
 
 use super::Queue;
-use super::statements::STILL_AVAILABLE;
+use super::statements::{BY_IDS, STILL_AVAILABLE, for_job};
 use crate::Result;
 use chrono::{DateTime, Utc};
 use neo_core::JobId;
 use neo_db::TableName;
 use sqlx::{Row, SqlStr};
 
-/// The reschedule statement over one `jobs` table: `$1` the ids, `$2` their new times, `$3`
-/// the channel. The jobs are found by `j.id = ANY($1)`, which only the primary key answers,
-/// and their state is tested as [`STILL_AVAILABLE`] (see there).
+/// The reschedule statement over one `jobs` table: `$1` the ids (in id order), `$2` their new
+/// times, `$3` the channel. The jobs are read [`BY_IDS`], each finds its time [`for_job`]
+/// (nothing is joined), and their state is tested as [`STILL_AVAILABLE`] (see there).
 pub(super) fn reschedule_sql(t: &TableName) -> SqlStr {
+    let run_at = for_job(2, "timestamptz");
     super::statements::sql(format!(
-        "WITH moved AS (UPDATE {t} AS j SET run_at = u.run_at \
-           FROM UNNEST($1::uuid[], $2::timestamptz[]) AS u(id, run_at) \
-           WHERE j.id = ANY($1) AND j.id = u.id AND {STILL_AVAILABLE} RETURNING j.id, j.run_at) \
+        "WITH moved AS (UPDATE {t} AS j SET run_at = {run_at} \
+           WHERE {BY_IDS} AND {STILL_AVAILABLE} RETURNING j.id, j.run_at) \
          SELECT moved.id FROM moved \
          WHERE (SELECT count(pg_notify($3, '')) \
                 FROM (SELECT FROM moved WHERE run_at <= now() LIMIT 1) AS due) >= 0"
@@ -42,7 +42,8 @@ impl Queue {
     /// Moves pending jobs to run at new times and returns the ids it moved. A job already
     /// claimed, finished, cancelled, dead, waiting for its dependencies or unknown is left as
     /// it is (and not returned): only a job no worker holds can move, so a move never races
-    /// a running attempt. The attempt count does not change.
+    /// a running attempt. The attempt count does not change. A job given twice moves to the
+    /// later of its times.
     ///
     /// # Example
     /// ```no_run
@@ -60,7 +61,11 @@ impl Queue {
         if jobs.is_empty() {
             return Ok(Vec::new());
         }
-        let (ids, times): (Vec<JobId>, Vec<DateTime<Utc>>) = jobs.iter().copied().unzip();
+        // In id order, as the statement finds each job's time ([`for_job`]); of a job given
+        // twice, the later time.
+        let mut jobs = jobs.to_vec();
+        jobs.sort_unstable();
+        let (ids, times): (Vec<JobId>, Vec<DateTime<Utc>>) = jobs.into_iter().unzip();
         let scope = self.tenant_scope()?;
         let mut conn = self.tenant_connection(&scope).await?;
         let rows = sqlx::query(scope.sql.reschedule.clone())

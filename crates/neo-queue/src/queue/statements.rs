@@ -224,13 +224,13 @@ pub(super) fn ack_sql(t: &TableName, owned: &str) -> String {
 /// snooze hands the claim back without spending the attempt; an explicit retry delay
 /// (Retry-After, a handler's own schedule) replaces the backoff.
 pub(super) fn nack_sql(t: &TableName, owned: &str) -> String {
-    let snooze = receipt_value(9, "bool");
+    let snooze = for_job(9, "bool");
     let dies = format!(
         "NOT {snooze} AND ({} OR j.attempts >= j.max_attempts)",
-        receipt_value(7, "bool")
+        for_job(7, "bool")
     );
-    let retry_in_ms = receipt_value(8, "float8");
-    let error = receipt_value(6, "text");
+    let retry_in_ms = for_job(8, "float8");
+    let error = for_job(6, "text");
     format!(
         "UPDATE {t} AS j SET \
          attempts = CASE WHEN {snooze} THEN j.attempts - 1 ELSE j.attempts END, \
@@ -304,37 +304,39 @@ fn lock_candidate(t: &TableName) -> String {
 /// not implying the lease index's predicate (`state = 'running'`).
 const STILL_RUNNING: &str = "coalesce(j.state, '') = 'running'";
 
-/// Where the receipt of the job `j` is in the receipts' arrays (`$1` the ids, `$2` the fences,
-/// and any others of the statement, element for element): a binary search of `$1`, which is
-/// sent in id order (`run_receipts_on` and the nack in `receipts.rs`; a `JobId` orders as its
-/// UUID's bytes, as PostgreSQL's `uuid` does).
-const RECEIPT: &str = "width_bucket(j.id, $1::uuid[])";
+/// The jobs `j` given by id in `$1`, read by `id = ANY(..)` over the ids as a subquery's
+/// array: its length is unknown to the planner, which then reads the primary key. With the
+/// ids in sight (a literal array, as a statement planned per call gets) and statistics that
+/// called a table of 80,000 jobs empty, it chose a sequential scan: 12.5 ms against 4.5 ms
+/// for 1,000 ids (docs/PERFORMANCE.md).
+pub(super) const BY_IDS: &str = "j.id = ANY(ARRAY(SELECT unnest($1::uuid[])))";
 
-/// The element of the receipts' array `$param` (of `ty`) for the job `j` ([`RECEIPT`]).
-fn receipt_value(param: u8, ty: &str) -> String {
-    format!("(${param}::{ty}[])[{RECEIPT}]")
+/// The element of the array `$param` (of `ty`) that goes with the job `j` in a statement over
+/// jobs given by id (`$1`, element for element with the other arrays): a binary search of
+/// the ids, which are sent in id order (a `JobId` orders as its UUID's bytes, as
+/// PostgreSQL's `uuid` does). Of a job's several elements it finds the last. Nothing is
+/// joined, so the planner cannot rescan the arrays once per job.
+pub(super) fn for_job(param: u8, ty: &str) -> String {
+    format!("(${param}::{ty}[])[width_bucket(j.id, $1::uuid[])]")
 }
 
-/// The jobs `j` whose claims the receipts (`$1` ids in id order, `$2` fences) still hold:
+/// The jobs `j` whose claims the receipts (`$1` ids, `$2` fences) still hold:
 /// running, lease not expired, the receipt's fence; `which` narrows them (e.g.
 /// `" AND j.has_dependents IS NULL"`).
 ///
-/// PostgreSQL has no plan hints: the shape keeps the plan. There is no join: each job finds
-/// its receipt by [`RECEIPT`], so no statistics can make the planner rescan the receipts
-/// once per job, as a join with `UNNEST($1, $2)` let it do when the table was last analysed
-/// nearly empty (between two bursts): 95 to 220 ms per ack of 1,000 instead of 2 ms, and
-/// the heartbeat hashed a scan of the whole table (docs/PERFORMANCE.md). The jobs are read
-/// by `id = ANY(..)` over the ids as a subquery's array, whose length the planner does not
-/// know, so it reads the primary key: with the 1,000 ids in sight and statistics that call
-/// the table empty it chose a sequential scan (12.5 ms against 4.5 ms at 80,000 jobs).
-/// Every test is a filter of the job's own row, so a job another statement changed
-/// meanwhile is tested again as it is now (a claim taken again has a new fence, and is
-/// refused; a heartbeat changes only the lease).
+/// PostgreSQL has no plan hints: the shape keeps the plan. The jobs are read [`BY_IDS`] and
+/// each finds its receipt's fence [`for_job`], so no statistics can make the planner rescan
+/// the receipts once per job, as a join with `UNNEST($1, $2)` let it do when the table was
+/// last analysed nearly empty (between two bursts): 95 to 220 ms per ack of 1,000 instead of
+/// 2 ms, and the heartbeat hashed a scan of the whole table (docs/PERFORMANCE.md). Every test
+/// is a filter of the job's own row, so a job another statement changed meanwhile is tested
+/// again as it is now (a claim taken again has a new fence, and is refused; a heartbeat
+/// changes only the lease). Of a job's several receipts the one with the highest fence is
+/// tested (they are sent in `(id, fence)` order).
 pub(super) fn owned_receipt(which: &str) -> String {
     format!(
-        "j.id = ANY(ARRAY(SELECT unnest($1::uuid[]))) AND j.fence = {} \
-         AND {STILL_RUNNING} AND j.lease_expires_at > now(){which}",
-        receipt_value(2, "int8")
+        "{BY_IDS} AND j.fence = {} AND {STILL_RUNNING} AND j.lease_expires_at > now(){which}",
+        for_job(2, "int8")
     )
 }
 

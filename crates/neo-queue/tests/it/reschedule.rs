@@ -147,3 +147,57 @@ async fn jobs_taken_by_id_are_read_by_the_primary_key_whatever_the_statistics_sa
         );
     }
 }
+
+/// Each job moves to its own time whatever the order the jobs are given in: of 40 pending
+/// jobs given in no order, those given now are due and the others wait. The statement finds
+/// each job's time by a binary search of the ids, which the queue sorts first; a job given
+/// twice moves to the later time.
+#[tokio::test]
+async fn each_job_moves_to_its_own_time_whatever_the_order_given() {
+    let (_t, db, queue) = crate::setup(PgRoute::Direct, |c| c).await;
+    let later = Utc::now() + Span::hours(1);
+    let jobs = (0..40)
+        .map(|n| NewJob::new("a", &json!({ "n": n })).unwrap().run_at(later))
+        .collect();
+    let ids = crate::enqueue_all(&queue, &db, jobs).await;
+    let now = Utc::now();
+    // Every third job now, the others two hours later, given from the last to the first; the
+    // first job twice, now and later.
+    let mut moves: Vec<(JobId, chrono::DateTime<Utc>)> = ids
+        .iter()
+        .enumerate()
+        .map(|(n, id)| {
+            (
+                *id,
+                if n % 3 == 0 {
+                    now
+                } else {
+                    later + Span::hours(1)
+                },
+            )
+        })
+        .rev()
+        .collect();
+    moves.push((ids[0], later));
+    assert_eq!(
+        queue.reschedule(&moves).await.unwrap().len(),
+        40,
+        "each job once"
+    );
+    let mut due: Vec<JobId> = queue
+        .claim("w", 100, None)
+        .await
+        .unwrap()
+        .iter()
+        .map(|j| j.id)
+        .collect();
+    due.sort_unstable();
+    let mut expected: Vec<JobId> = ids
+        .iter()
+        .enumerate()
+        .filter(|(n, _)| n % 3 == 0 && *n != 0)
+        .map(|(_, id)| *id)
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(due, expected);
+}
