@@ -708,3 +708,42 @@ async fn job_ids_order_as_postgresql_orders_uuids() {
     ids.sort_unstable();
     assert_eq!(ids, sorted_by_postgres);
 }
+
+/// An ack that meets heartbeats of the same claims still takes every job: the heartbeat
+/// changes only the lease, and each job's row is tested again as it is when the ack reaches
+/// it (fence, state, lease), so a concurrent heartbeat never makes the ack refuse a claim.
+#[tokio::test]
+async fn an_ack_racing_heartbeats_of_the_same_claims_takes_every_job() {
+    let (_t, db, queue) = crate::setup(PgRoute::Direct, |c| c).await;
+    for round in 0..5 {
+        crate::enqueue_all(&queue, &db, (0..300).map(|n| job("a", n)).collect()).await;
+        let receipts: Vec<neo_queue::Receipt> = queue
+            .claim("w", 300, None)
+            .await
+            .unwrap()
+            .iter()
+            .map(neo_queue::Job::receipt)
+            .collect();
+        assert_eq!(receipts.len(), 300);
+        let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let beating = {
+            let (queue, receipts, done) = (queue.clone(), receipts.clone(), done.clone());
+            tokio::spawn(async move {
+                let mut beats = 0;
+                while !done.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Refused once the ack has taken the jobs; only the race matters here.
+                    let _ = queue.heartbeat(&receipts).await;
+                    beats += 1;
+                }
+                beats
+            })
+        };
+        // Let the heartbeats run before the ack meets them.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let refused = queue.ack_many(&receipts).await.unwrap();
+        done.store(true, std::sync::atomic::Ordering::Relaxed);
+        let beats = beating.await.unwrap();
+        assert!(beats > 0, "round {round}: the heartbeats ran");
+        assert!(refused.is_empty(), "round {round}: refused {refused:?}");
+    }
+}
