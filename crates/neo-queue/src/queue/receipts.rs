@@ -1,11 +1,11 @@
 //! Receipts: the statements over a batch of claims (ack, nack, heartbeat, release). Each
 //! matches `(id, fence)` and an unexpired lease, so a worker that lost its claim is refused.
 //!
-//! All four are planned per call ([`neo_db::planned_per_call`]), not prepared: a generic
-//! plan made while the jobs table was small joins the receipts to a sequential scan of it,
-//! and keeps doing so as it grows. None of them joins the receipts to the jobs: each job
-//! finds its receipt by a binary search of the ids, sent in id order (`owned_receipt` in
-//! `statements.rs`).
+//! None of them joins the receipts to the jobs: each job finds its receipt by a binary
+//! search of the ids, sent in id order (`owned_receipt` in `statements.rs`). All four are
+//! planned per call ([`neo_db::planned_per_call`]), not prepared: a generic plan is made for
+//! the table as it was then (when these statements still joined the receipts, one made while
+//! the table was small read it by a sequential scan, and kept doing so as it grew).
 //!
 //! In a tenant-isolated queue they span tenants: they run on the
 //! [system `Db`](Queue::system_db), on the shared table (row-level security) or the acting
