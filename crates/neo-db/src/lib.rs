@@ -135,7 +135,7 @@ pub use ident::{Ident, MAX_IDENTIFIER_LEN, Schema, TableName, quote_identifier};
 pub use lock_resolver::{LockResolver, LockResolverConfig, ResolvedChain, ResolverAction};
 pub use migrate::{MigrationReport, MigrationSet};
 pub use page::{KeysetPosition, Sort, SortOrder};
-pub use planned::planned_per_call;
+pub use planned::{Replanning, SERVER_MS, planned_per_call};
 pub use pool::{Db, DbConnection, Health, UnitOfWork};
 pub use pooler::{Pooler, StatementConnection};
 pub use replica::{ReplicaConfig, ReplicaStatus};

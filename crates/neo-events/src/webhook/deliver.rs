@@ -13,6 +13,8 @@ use neo_core::TraceContext;
 use neo_queue::{Job, JobError, Worker};
 use neo_resilience::{BreakerState, CircuitBreaker, RateLimitConfig, RateLimiter};
 use sqlx::AssertSqlSafe;
+use sqlx::SqlSafeStr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::Instrument;
 use uuid::Uuid;
@@ -564,7 +566,10 @@ impl Webhooks {
         let advance = async {
             let mut tx = self.inner.system.begin().await?;
             let (sql, history) = self.status_write();
-            write_statuses(&mut tx, sql, history, &[update]).await?;
+            let sql = sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str();
+            let named = self.inner.system.pooler().named_statements();
+            let statement = (&sql, &*self.inner.replan, named);
+            write_statuses(&mut tx, statement, history, &[update]).await?;
             self.advance_fifo(&mut tx, target.endpoint_id).await?;
             tx.commit().await?;
             Ok::<(), EventError>(())
@@ -581,15 +586,18 @@ impl Webhooks {
             .get_or_try_init(|| async {
                 let db = self.inner.system.clone();
                 let (sql, history) = self.status_write();
-                let sql = sql.to_owned();
+                let sql = sqlx::AssertSqlSafe(sql.to_owned()).into_sql_str();
+                let replan = Arc::clone(&self.inner.replan);
                 neo_batch::WriteBatcher::new(
                     self.inner.config.status_writes,
                     move |batch: Vec<StatusUpdate>| {
-                        let (db, sql) = (db.clone(), sql.clone());
+                        let (db, sql, replan) = (db.clone(), sql.clone(), Arc::clone(&replan));
                         async move {
                             // A transaction behind a transaction pooler (neo_db::Pooler).
                             let mut conn = db.statement_connection().await?;
-                            write_statuses(&mut conn, &sql, history, &batch).await?;
+                            let named = db.pooler().named_statements();
+                            let statement = (&sql, &*replan, named);
+                            write_statuses(&mut conn, statement, history, &batch).await?;
                             conn.finish().await
                         }
                     },

@@ -5,8 +5,9 @@
 use super::WebhookConfig;
 use crate::EventError;
 use chrono::{DateTime, Utc};
-use sqlx::FromRow;
+use sqlx::{FromRow, Row, SqlSafeStr, SqlStr};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// A delivery as the delivery path looks it up: its id and, when known, its `created_at`,
@@ -76,22 +77,24 @@ impl std::fmt::Debug for Target {
 }
 
 /// Reads the rows of the deliveries starting together in one query (no cache: a status
-/// read must be current): `sql` (`load_for_send`) for the keys naming their `created_at`,
-/// which reads only the partitions holding them; `by_id` (`load_for_send_by_id`) for those
-/// that do not (jobs enqueued before the key was carried), which probes every partition.
+/// read must be current): `sql` (`load_for_send`, prepared under `plans`) for the keys
+/// naming their `created_at`, each probing only the partition holding it; `by_id`
+/// (`load_for_send_by_id`) for those that do not (jobs enqueued before the key was
+/// carried), which probes every partition.
 pub(super) fn target_loader(
     db: &neo_db::Db,
-    sql: String,
-    by_id: String,
+    (sql, by_id): (String, String),
+    plans: Arc<neo_db::Replanning>,
     config: &WebhookConfig,
 ) -> Result<neo_batch::DataLoader<DeliveryKey, Target>, EventError> {
     let db = db.clone();
+    let sql = sqlx::AssertSqlSafe(sql).into_sql_str();
     let loader_config = neo_batch::LoaderConfig {
         cache: false,
         ..config.target_reads
     };
     neo_batch::DataLoader::new(loader_config, move |keys: Vec<DeliveryKey>| {
-        let (db, sql, by_id) = (db.clone(), sql.clone(), by_id.clone());
+        let (db, sql, by_id, plans) = (db.clone(), sql.clone(), by_id.clone(), plans.clone());
         async move {
             let (mut ids, mut created, mut unkeyed) = (Vec::new(), Vec::new(), Vec::new());
             for key in &keys {
@@ -106,13 +109,17 @@ pub(super) fn target_loader(
             let mut targets = HashMap::with_capacity(keys.len());
             let mut conn = db.statement_connection().await?;
             if !ids.is_empty() {
-                // Planned per call, with the batch's `created_at` values: the plan names
-                // only the partitions holding them.
-                let rows = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql))
+                let (generation, text) = plans.text(&sql);
+                let rows = sqlx::query(text)
+                    .persistent(db.pooler().named_statements())
                     .bind(&ids)
                     .bind(&created)
                     .fetch_all(&mut *conn)
                     .await?;
+                // The last row's time is the read's own on the server.
+                if let Some(row) = rows.last() {
+                    plans.ran(generation, row.try_get("server_ms")?);
+                }
                 for row in &rows {
                     let target = Target::from_row(row).map_err(neo_db::Error::from)?;
                     targets.insert(
@@ -200,16 +207,19 @@ impl AttemptHistory {
 
 /// Writes a batch of status updates in one statement, `sql`: `update_status`, or with
 /// `history` `update_status_with_attempts` (the attempts they report kept in the same
-/// statement). Planned per call, with the batch's `created_at` values: the plan updates only
-/// the partitions holding them.
+/// statement), prepared under `plans` (on a connection that may name its statements: see
+/// [`neo_db::Pooler::named_statements`]); each row's probe prunes the partitions by its own
+/// `created_at`, so one plan serves every batch.
 pub(super) async fn write_statuses(
     conn: &mut sqlx::PgConnection,
-    sql: &str,
+    (sql, plans, named): (&SqlStr, &neo_db::Replanning, bool),
     history: Option<AttemptHistory>,
     batch: &[StatusUpdate],
 ) -> Result<(), neo_db::Error> {
     let column = |f: fn(&StatusUpdate) -> Option<String>| batch.iter().map(f).collect::<Vec<_>>();
-    let mut query = neo_db::planned_per_call(sqlx::AssertSqlSafe(sql.to_owned()))
+    let (generation, text) = plans.text(sql);
+    let mut query = sqlx::query(text)
+        .persistent(named)
         .bind(batch.iter().map(|u| u.id).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.status).collect::<Vec<_>>())
         .bind(batch.iter().map(|u| u.attempted).collect::<Vec<_>>())
@@ -222,6 +232,7 @@ pub(super) async fn write_statuses(
     if let Some(history) = history {
         query = query.bind(history.kept).bind(history.excerpt_chars);
     }
-    query.execute(&mut *conn).await?;
+    let took: f64 = query.fetch_one(&mut *conn).await?.try_get("server_ms")?;
+    plans.ran(generation, took);
     Ok(())
 }

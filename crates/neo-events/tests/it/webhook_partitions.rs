@@ -622,3 +622,153 @@ async fn retention_cost() {
         );
     }
 }
+
+/// The delivery read and the status write are prepared, their plan reused (planned per call
+/// they spent about as long planning as running), and prepared again once one runs long. A
+/// generic plan made while today's partition was nearly empty reads the partition whole for
+/// each delivery; here the partition then gains 300,000 rows without being analysed, the
+/// next read runs long, and both statements are prepared under the next text, whose plan
+/// probes each delivery's partition by its primary key.
+#[tokio::test]
+async fn a_delivery_read_that_runs_long_is_planned_again_for_the_partitions_as_they_are() {
+    let test_db = PgRoute::Direct.database().await;
+    // The webhooks' own statements on one connection, where the ones under test are
+    // prepared; the queue's on a pool of their own.
+    let db = Db::connect(&DbConfig {
+        max_connections: 1,
+        ..DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
+    let queue_db = Db::connect(&DbConfig::with_url(test_db.url()))
+        .await
+        .unwrap();
+    let queue = Queue::new(&queue_db, QueueConfig::default()).unwrap();
+    queue.migrate().await.unwrap();
+    let cfg = worker_path(config(&[100]));
+    assert_eq!(cfg.replan_after, Duration::from_millis(30));
+    let webhooks = Webhooks::new(&db, queue.clone(), cfg).unwrap();
+    webhooks.migrate().await.unwrap();
+    let receiver = HttpReceiver::start().await.unwrap();
+    let endpoint = webhooks
+        .create_endpoint(NewEndpoint::new(receiver.url("/hook")).subscribe("*"))
+        .await
+        .unwrap();
+    // Statistics of empty partitions, and no autovacuum to renew them during the test.
+    let partitions: Vec<String> = sqlx::query_scalar(
+        "SELECT c.oid::regclass::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         WHERE i.inhparent = 'neo_events.webhook_deliveries'::regclass",
+    )
+    .fetch_all(queue_db.pool())
+    .await
+    .unwrap();
+    for partition in &partitions {
+        sqlx::query(sqlx::AssertSqlSafe(format!(
+            "ALTER TABLE {partition} SET (autovacuum_enabled = false)"
+        )))
+        .execute(queue_db.pool())
+        .await
+        .unwrap();
+    }
+    sqlx::query("ANALYZE neo_events.webhook_deliveries")
+        .execute(queue_db.pool())
+        .await
+        .unwrap();
+
+    let worker = webhooks.handle(Worker::new(
+        queue.clone(),
+        WorkerConfig {
+            concurrency: 4,
+            poll_interval: Duration::from_millis(20),
+            shutdown_grace: Duration::from_millis(100),
+            ..WorkerConfig::default()
+        },
+    ));
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(worker.run(async {
+        let _ = stopped.await;
+    }));
+    let mut sent = 0;
+    let mut deliver = async |n: u32| {
+        let events: Vec<_> = (sent..sent + n)
+            .map(|n| event("organization.created", n))
+            .collect();
+        sent += n;
+        assert_eq!(webhooks.fan_out(&events).await.unwrap(), n as usize);
+        wait_until(
+            "every delivery delivered",
+            Duration::from_secs(30),
+            || async {
+                let delivered = webhooks
+                    .deliveries(endpoint.id, Some(DeliveryStatus::Delivered), 1_000)
+                    .await
+                    .unwrap();
+                delivered.len() == sent as usize
+            },
+        )
+        .await;
+    };
+    // More reads than PostgreSQL plans for the values before it settles on a generic plan.
+    for _ in 0..10 {
+        deliver(2).await;
+    }
+    sqlx::query(
+        "INSERT INTO neo_events.webhook_deliveries (message_id, endpoint_id, status, created_at) \
+         SELECT gen_random_uuid(), gen_random_uuid(), 'delivered', now() \
+         FROM generate_series(1, 300000)",
+    )
+    .execute(queue_db.pool())
+    .await
+    .unwrap();
+    deliver(20).await;
+    let _ = stop.send(());
+    running.await.unwrap().unwrap();
+    webhooks.shutdown().await;
+    assert_eq!(receiver.requests().len(), 40);
+    receiver.shutdown().await;
+
+    // The partition the deliveries went to (today's); the others are empty.
+    let filled: String = sqlx::query_scalar(
+        "SELECT DISTINCT c.relname::text FROM neo_events.webhook_deliveries d \
+         JOIN pg_class c ON c.oid = d.tableoid",
+    )
+    .fetch_one(queue_db.pool())
+    .await
+    .unwrap();
+    let reads = neo_testkit::generic_plans(db.pool(), &["SELECT d.id AS delivery_id%"], |_| {
+        "'{1}', '{2026-12-07 00:00:00+00}'".to_owned()
+    })
+    .await
+    .unwrap();
+    let (first, stale) = &reads[0];
+    assert!(
+        stale.contains(&format!("Seq Scan on {filled} ")),
+        "the plan made while {filled} was nearly empty: {first}\n{stale}"
+    );
+    let (statement, plan) = reads
+        .iter()
+        .find(|(statement, _)| statement.ends_with("/* neo_webhooks plan 1 */"))
+        .unwrap_or_else(|| panic!("the read prepared again: {reads:?}"));
+    let scans: Vec<&str> = plan
+        .lines()
+        .filter(|line| line.contains("Scan") && line.contains(&filled))
+        .collect();
+    assert!(!scans.is_empty(), "{statement}\n{plan}");
+    for scan in scans {
+        let by_primary_key =
+            scan.contains("Bitmap Heap Scan") || (scan.contains("Index") && scan.contains("_pkey"));
+        assert!(by_primary_key, "{scan}\n{statement}\n{plan}");
+    }
+    let writes: Vec<String> = sqlx::query_scalar(
+        "SELECT statement FROM pg_prepared_statements WHERE statement LIKE 'WITH u AS%'",
+    )
+    .fetch_all(db.pool())
+    .await
+    .unwrap();
+    assert!(
+        writes
+            .iter()
+            .any(|w| w.ends_with("/* neo_webhooks plan 1 */")),
+        "the status write prepared again too: {writes:?}"
+    );
+}

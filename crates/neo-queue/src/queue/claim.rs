@@ -7,58 +7,8 @@ use super::workflow::ack_on;
 use crate::{Error, Job, Receipt, Result};
 use neo_core::TraceContext;
 use sqlx::postgres::PgRow;
-use sqlx::{AssertSqlSafe, PgConnection, Row, SqlSafeStr, SqlStr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use sqlx::{PgConnection, Row, SqlStr};
 use tracing::Instrument;
-
-/// Which text a queue's claims are prepared under. A prepared claim switches to a generic
-/// plan while the jobs table is small and keeps it when a burst fills the table, until the
-/// next analyze (see [`QueueConfig::replan_claims_after`](crate::QueueConfig::replan_claims_after)).
-/// A claim that ran longer than that moves the queue to the next text, a comment apart, which
-/// every connection then prepares and plans for the table as it is. The texts cycle through
-/// [`PLAN_TEXTS`] so that a connection's statement cache holds a bounded number of them.
-#[derive(Debug, Default)]
-pub(crate) struct ClaimPlans {
-    generation: AtomicU64,
-}
-
-/// Distinct claim texts a queue cycles through (see [`ClaimPlans`]).
-const PLAN_TEXTS: u64 = 16;
-
-impl ClaimPlans {
-    /// The current generation and the text of `statement` under it.
-    fn text(&self, statement: &SqlStr) -> (u64, SqlStr) {
-        let generation = self.generation.load(Ordering::Relaxed);
-        match generation % PLAN_TEXTS {
-            0 => (generation, statement.clone()),
-            n => (
-                generation,
-                AssertSqlSafe(format!("{} /* neo_queue plan {n} */", statement.as_str()))
-                    .into_sql_str(),
-            ),
-        }
-    }
-
-    /// Moves to the next text after a claim under `generation` that took `took_ms` on the
-    /// server; once per generation, however many of its claims ran long.
-    fn ran_long(&self, generation: u64, took_ms: f64) {
-        if self
-            .generation
-            .compare_exchange(
-                generation,
-                generation + 1,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
-            tracing::debug!(
-                took_ms,
-                "a claim ran long; claims are prepared again for the table as it is now"
-            );
-        }
-    }
-}
 
 impl Queue {
     /// Claims up to `n` due jobs for `worker`, with a lease of `config.lease`; only `kinds`
@@ -269,19 +219,14 @@ impl Queue {
             query = query.bind(tenants).bind(weights);
         }
         let rows = query.fetch_all(conn).await?;
-        let limit = self.config.replan_claims_after;
-        if !limit.is_zero() {
-            // The server's own time, not the wall time here, which in a busy worker includes
-            // the wait to be polled (measured: with it, a drain's claims of 500 passed 50 ms
-            // and were replanned again and again). A claim that found nothing says nothing.
-            let took = rows
-                .iter()
-                .filter_map(|row| row.try_get::<f64, _>("server_ms").ok())
-                .fold(0.0, f64::max);
-            if took > limit.as_secs_f64() * 1000.0 {
-                self.claim_plans.ran_long(generation, took);
-            }
-        }
+        // The server's own time, not the wall time here, which in a busy worker includes the
+        // wait to be polled (measured: with it, a drain's claims of 500 passed 50 ms and were
+        // replanned again and again). A claim that found nothing says nothing.
+        let took = rows
+            .iter()
+            .filter_map(|row| row.try_get::<f64, _>("server_ms").ok())
+            .fold(0.0, f64::max);
+        self.claim_plans.ran(generation, took);
         Ok(rows)
     }
 }

@@ -80,8 +80,9 @@ pub struct Queue {
     mode: Arc<Mode>,
     /// The tenant every tenant-scoped call acts for ([`for_tenant`](Self::for_tenant)).
     tenant: Option<TenantId>,
-    /// Which text the claims are prepared under ([`claim::ClaimPlans`]).
-    claim_plans: Arc<claim::ClaimPlans>,
+    /// Which text the claims are prepared under: planned again after a claim longer than
+    /// [`replan_claims_after`](crate::QueueConfig::replan_claims_after).
+    claim_plans: Arc<neo_db::Replanning>,
 }
 
 impl Queue {
@@ -92,6 +93,10 @@ impl Queue {
     pub fn new(db: &Db, config: QueueConfig) -> Result<Self> {
         let schema = Schema::new(&config.schema)?;
         Self::check(&config)?;
+        let claim_plans = Arc::new(neo_db::Replanning::new(
+            "neo_queue",
+            config.replan_claims_after,
+        ));
         let config = Arc::new(config);
         let mode = Mode::fixed(schema, tenant_mode::statements(&config, false))?;
         Ok(Queue {
@@ -100,7 +105,7 @@ impl Queue {
             config,
             mode: Arc::new(mode),
             tenant: None,
-            claim_plans: Arc::default(),
+            claim_plans,
         })
     }
 
@@ -134,6 +139,10 @@ impl Queue {
     ) -> Result<Self> {
         let schema = Schema::new(&config.schema)?;
         Self::check(&config)?;
+        let claim_plans = Arc::new(neo_db::Replanning::new(
+            "neo_queue",
+            config.replan_claims_after,
+        ));
         let config = Arc::new(config);
         let statements = tenant_mode::statements(&config, isolation.is_row_level_security());
         let mode = Mode::isolated(schema, isolation, statements)?;
@@ -143,7 +152,7 @@ impl Queue {
             config,
             mode: Arc::new(mode),
             tenant: None,
-            claim_plans: Arc::default(),
+            claim_plans,
         })
     }
 

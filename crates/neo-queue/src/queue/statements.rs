@@ -47,11 +47,9 @@ pub(super) struct Statements {
 }
 
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
-/// A claim's own time on the server so far, in milliseconds, returned with each claimed job:
-/// the worker's measure of a claim, free of the time the claim waited to be polled (see
-/// [`QueueConfig::replan_claims_after`](crate::QueueConfig::replan_claims_after)).
-pub(super) const SERVER_MS: &str =
-    "extract(epoch FROM clock_timestamp() - statement_timestamp())::float8 * 1000 AS server_ms";
+/// A claim's own time on the server so far, returned with each claimed job: the worker's
+/// measure of a claim (see [`QueueConfig::replan_claims_after`](crate::QueueConfig::replan_claims_after)).
+pub(super) const SERVER_MS: &str = neo_db::SERVER_MS;
 
 impl Statements {
     /// The statements over `t`; `per_tenant_keys` for the table under row-level security,

@@ -54,6 +54,9 @@ pub(in crate::webhook) struct Inner {
     /// The jobs of inline attempts that settled their deliveries, withdrawn in batches.
     pub(in crate::webhook) withdrawals: OnceCell<WriteBatcher<InlineJob>>,
     pub(in crate::webhook) targets: neo_batch::DataLoader<DeliveryKey, Target>,
+    /// Which text the delivery read and the status write are prepared under: planned again
+    /// after one ran longer than `config.replan_after` (see `Sql::load_for_send`).
+    pub(in crate::webhook) replan: Arc<neo_db::Replanning>,
     pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
     /// Slots for first attempts made inline by fan-out (`config.inline_attempts`).
     pub(in crate::webhook) inline: Arc<tokio::sync::Semaphore>,
@@ -205,10 +208,11 @@ impl Webhooks {
         let sql = Sql::new(&schema)?;
         let schemas = super::schemas::SchemaCache::new(&schema, config.schema_cache_ttl)?;
         let client = build_client(&config)?;
+        let replan = Arc::new(neo_db::Replanning::new("neo_webhooks", config.replan_after));
         let targets = target_loader(
             db,
-            sql.load_for_send.clone(),
-            sql.load_for_send_by_id.clone(),
+            (sql.load_for_send.clone(), sql.load_for_send_by_id.clone()),
+            Arc::clone(&replan),
             &config,
         )?;
         Ok(Webhooks {
@@ -225,6 +229,7 @@ impl Webhooks {
                 status: OnceCell::new(),
                 withdrawals: OnceCell::new(),
                 targets,
+                replan,
                 sealer,
                 inline: Arc::new(tokio::sync::Semaphore::new(config.inline_attempts)),
                 schemas,
@@ -263,8 +268,11 @@ impl Webhooks {
         };
         inner.targets = target_loader(
             system,
-            inner.sql.load_for_send.clone(),
-            inner.sql.load_for_send_by_id.clone(),
+            (
+                inner.sql.load_for_send.clone(),
+                inner.sql.load_for_send_by_id.clone(),
+            ),
+            Arc::clone(&inner.replan),
             &inner.config,
         )?;
         inner.system = system.clone();

@@ -1,7 +1,7 @@
 //! The statements of the webhook tables, built once per schema.
 
 use crate::EventError;
-use neo_db::{Schema, TableName};
+use neo_db::{SERVER_MS, Schema, TableName};
 
 #[derive(Debug)]
 pub(in crate::webhook) struct Sql {
@@ -166,16 +166,19 @@ impl Sql {
                  JOIN {endpoints} e ON e.id = ins.endpoint_id ORDER BY ins.id"
             ),
             // What sending reads, for the deliveries named by id ($1) and `created_at` ($2),
-            // the partition key: planned per call, `d.created_at = ANY($2)` leaves the plan only
-            // the partitions holding these values (one, mostly). Each delivery is looked up by
-            // its whole primary key in a lateral subquery (`LIMIT 1` keeps the planner from
-            // flattening it into a join): a partition without statistics yet (today's, in its
-            // first minute) otherwise gets a hash join over a scan of the whole partition, as
-            // the id alone is not unique there (measured: 4.3 ms per read against main's 0.46).
+            // the partition key. Each delivery is looked up by its whole primary key in a
+            // lateral subquery (`LIMIT 1` keeps the planner from flattening it into a join): a
+            // partition without statistics yet (today's, in its first minute) otherwise gets a
+            // hash join over a scan of the whole partition, as the id alone is not unique there
+            // (measured: 4.3 ms per read against main's 0.46). Each probe prunes the partitions
+            // by its own `created_at` as it runs, so the statement is prepared and its plan
+            // reused (`Webhooks::replan`); planned per call, with the values so that the plan
+            // named only their partitions, it spent 0.3–0.4 ms planning per read of ~34
+            // deliveries, as long as running it.
             load_for_send: format!(
-                "SELECT {TARGET_COLUMNS} FROM UNNEST($1::int8[], $2::timestamptz[]) AS k(id, created_at) \
+                "SELECT {TARGET_COLUMNS}, {SERVER_MS} FROM UNNEST($1::int8[], $2::timestamptz[]) AS k(id, created_at) \
                  CROSS JOIN LATERAL (SELECT * FROM {deliveries} d WHERE d.id = k.id AND d.created_at = k.created_at \
-                   AND d.created_at = ANY($2) LIMIT 1) d \
+                   LIMIT 1) d \
                  JOIN {messages} m ON m.id = d.message_id \
                  JOIN {endpoints} e ON e.id = d.endpoint_id"
             ),
@@ -187,23 +190,25 @@ impl Sql {
                  JOIN {endpoints} e ON e.id = d.endpoint_id WHERE d.id = ANY($1)"
             ),
             // The same statement, one row, inside a FIFO endpoint's transaction. Each row is
-            // found by id and `created_at` ($9), and `d.created_at = ANY($9)` lets the plan
-            // (made per call, with the values) update only the partitions holding them: the
-            // join condition alone prunes only at run time, after planning and setting up
-            // every partition. The join is written `d.id = ANY(ARRAY[u.id])` (and so for
-            // `created_at`), which neither a hash nor a merge join can take: the plan is a
-            // probe of the primary key per update. With `d.id = u.id`, a partition without
-            // statistics (each new one, until autovacuum analyses it) got a hash join over a
-            // sequential scan of the whole partition: in a 20,000-delivery drain 88 of 375
-            // writes, 9.2 ms each against 1.1 ms for the probes (`auto_explain`).
+            // found by id and `created_at` ($9), the partition key, which prunes the partitions
+            // per row as the statement runs, so the statement is prepared and its plan reused
+            // (`Webhooks::replan`; planned per call, with `d.created_at = ANY($9)` to name only
+            // the partitions holding the values, it spent about 0.33 ms planning per write).
+            // The join is written `d.id = ANY(ARRAY[u.id])` (and so for `created_at`), which
+            // neither a hash nor a merge join can take: the plan is a probe of the primary key
+            // per update. With `d.id = u.id`, a partition without statistics (each new one,
+            // until autovacuum analyses it) got a hash join over a sequential scan of the whole
+            // partition: in a 20,000-delivery drain 88 of 375 writes, 9.2 ms each against
+            // 1.1 ms for the probes (`auto_explain`). It returns one row, its time on the server.
             update_status: format!(
-                "UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
+                "WITH done AS (UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
                  response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
                  next_attempt_at = u.next, updated_at = now(), \
                  delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE d.delivered_at END \
                  FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], $7::text[], $8::timestamptz[], $9::timestamptz[]) \
                    AS u(id, status, attempted, code, body, ms, error, next, created_at) \
-                 WHERE d.id = ANY(ARRAY[u.id]) AND d.created_at = ANY(ARRAY[u.created_at]) AND d.created_at = ANY($9)"
+                 WHERE d.id = ANY(ARRAY[u.id]) AND d.created_at = ANY(ARRAY[u.created_at]) RETURNING 1) \
+                 SELECT {SERVER_MS}"
             ),
             // `update_status` that also writes each attempt it reports into the delivery's
             // history (webhooks migration 41), in the same statement: slot attempt % $10 (the
@@ -218,14 +223,15 @@ impl Sql {
                  response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
                  next_attempt_at = u.next, updated_at = now(), \
                  delivered_at = CASE WHEN u.status = 'delivered' THEN now() ELSE d.delivered_at END \
-                 FROM u WHERE d.id = ANY(ARRAY[u.id]) AND d.created_at = ANY(ARRAY[u.created_at]) AND d.created_at = ANY($9) \
-                 RETURNING d.id, d.attempts, d.endpoint_id, d.tenant_id, u.attempted, u.status, u.code, u.body, u.ms, u.error) \
-                 INSERT INTO {attempts} AS a (delivery_id, slot, attempt, endpoint_id, tenant_id, outcome, response_status, response_excerpt, duration_ms, error) \
+                 FROM u WHERE d.id = ANY(ARRAY[u.id]) AND d.created_at = ANY(ARRAY[u.created_at]) \
+                 RETURNING d.id, d.attempts, d.endpoint_id, d.tenant_id, u.attempted, u.status, u.code, u.body, u.ms, u.error), \
+                 kept AS (INSERT INTO {attempts} AS a (delivery_id, slot, attempt, endpoint_id, tenant_id, outcome, response_status, response_excerpt, duration_ms, error) \
                  SELECT DISTINCT ON (id) id, attempts % $10, attempts, endpoint_id, tenant_id, status, code, left(body, $11), ms, left(error, $11) \
                  FROM done WHERE attempted > 0 AND NOT (attempts = 1 AND status = 'delivered') ORDER BY id \
                  ON CONFLICT (delivery_id, slot) DO UPDATE SET attempt = EXCLUDED.attempt, outcome = EXCLUDED.outcome, \
                  response_status = EXCLUDED.response_status, response_excerpt = EXCLUDED.response_excerpt, \
-                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error, created_at = now()"
+                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error, created_at = now()) \
+                 SELECT {SERVER_MS}"
             ),
             delivery: format!(
                 "SELECT {DELIVERY_COLUMNS} FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id WHERE d.id = $1"
