@@ -116,9 +116,11 @@ pub(super) fn target_loader(
                     .bind(&created)
                     .fetch_all(&mut *conn)
                     .await?;
-                // The last row's time is the read's own on the server.
+                // The last row's time is the read's own on the server; the bound is per
+                // delivery.
                 if let Some(row) = rows.last() {
-                    plans.ran(generation, row.try_get("server_ms")?);
+                    let took: f64 = row.try_get("server_ms")?;
+                    plans.ran(generation, took / rows.len() as f64);
                 }
                 for row in &rows {
                     let target = Target::from_row(row).map_err(neo_db::Error::from)?;
@@ -233,6 +235,7 @@ pub(super) async fn write_statuses(
         query = query.bind(history.kept).bind(history.excerpt_chars);
     }
     let took: f64 = query.fetch_one(&mut *conn).await?.try_get("server_ms")?;
-    plans.ran(generation, took);
+    // The bound is per delivery.
+    plans.ran(generation, took / batch.len().max(1) as f64);
     Ok(())
 }

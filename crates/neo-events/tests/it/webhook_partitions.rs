@@ -646,7 +646,7 @@ async fn a_delivery_read_that_runs_long_is_planned_again_for_the_partitions_as_t
     let queue = Queue::new(&queue_db, QueueConfig::default()).unwrap();
     queue.migrate().await.unwrap();
     let cfg = worker_path(config(&[100]));
-    assert_eq!(cfg.replan_after, Duration::from_millis(30));
+    assert_eq!(cfg.replan_after_per_delivery, Duration::from_millis(1));
     let webhooks = Webhooks::new(&db, queue.clone(), cfg).unwrap();
     webhooks.migrate().await.unwrap();
     let receiver = HttpReceiver::start().await.unwrap();

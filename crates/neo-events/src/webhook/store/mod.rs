@@ -55,7 +55,9 @@ pub(in crate::webhook) struct Inner {
     pub(in crate::webhook) withdrawals: OnceCell<WriteBatcher<InlineJob>>,
     pub(in crate::webhook) targets: neo_batch::DataLoader<DeliveryKey, Target>,
     /// Which text the delivery read and the status write are prepared under: planned again
-    /// after one ran longer than `config.replan_after` (see `Sql::load_for_send`).
+    /// after one ran longer than `config.replan_after_per_delivery` per delivery (see
+    /// `Sql::load_for_send`). Its bound is per delivery: callers pass a call's server time
+    /// divided by its deliveries.
     pub(in crate::webhook) replan: Arc<neo_db::Replanning>,
     pub(in crate::webhook) sealer: Option<neo_db::seal::Sealer>,
     /// Slots for first attempts made inline by fan-out (`config.inline_attempts`).
@@ -208,7 +210,10 @@ impl Webhooks {
         let sql = Sql::new(&schema)?;
         let schemas = super::schemas::SchemaCache::new(&schema, config.schema_cache_ttl)?;
         let client = build_client(&config)?;
-        let replan = Arc::new(neo_db::Replanning::new("neo_webhooks", config.replan_after));
+        let replan = Arc::new(neo_db::Replanning::new(
+            "neo_webhooks",
+            config.replan_after_per_delivery,
+        ));
         let targets = target_loader(
             db,
             (sql.load_for_send.clone(), sql.load_for_send_by_id.clone()),
