@@ -65,7 +65,7 @@ pub const SERVER_MS: &str =
 /// # Example
 /// ```no_run
 /// # async fn demo(db: neo_db::Db, ids: Vec<i64>) -> Result<(), sqlx::Error> {
-/// use sqlx::Row;
+/// use sqlx::{Row, SqlSafeStr};
 /// use std::time::Duration;
 /// let plans = neo_db::Replanning::new("orders", Duration::from_millis(30));
 /// let statement = format!("SELECT id, {} FROM orders WHERE id = ANY($1)", neo_db::SERVER_MS);
