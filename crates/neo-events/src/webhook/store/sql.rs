@@ -172,7 +172,7 @@ impl Sql {
             // hash join over a scan of the whole partition, as the id alone is not unique there
             // (measured: 4.3 ms per read against main's 0.46). Each probe prunes the partitions
             // by its own `created_at` as it runs, so the statement is prepared and its plan
-            // reused (`Webhooks::replan`); planned per call, with the values so that the plan
+            // reused (`Inner::replan`); planned per call, with the values so that the plan
             // named only their partitions, it spent 0.3–0.4 ms planning per read of ~34
             // deliveries, as long as running it.
             load_for_send: format!(
@@ -192,14 +192,16 @@ impl Sql {
             // The same statement, one row, inside a FIFO endpoint's transaction. Each row is
             // found by id and `created_at` ($9), the partition key, which prunes the partitions
             // per row as the statement runs, so the statement is prepared and its plan reused
-            // (`Webhooks::replan`; planned per call, with `d.created_at = ANY($9)` to name only
+            // (`Inner::replan`; planned per call, with `d.created_at = ANY($9)` to name only
             // the partitions holding the values, it spent about 0.33 ms planning per write).
             // The join is written `d.id = ANY(ARRAY[u.id])` (and so for `created_at`), which
             // neither a hash nor a merge join can take: the plan is a probe of the primary key
             // per update. With `d.id = u.id`, a partition without statistics (each new one,
             // until autovacuum analyses it) got a hash join over a sequential scan of the whole
             // partition: in a 20,000-delivery drain 88 of 375 writes, 9.2 ms each against
-            // 1.1 ms for the probes (`auto_explain`). It returns one row, its time on the server.
+            // 1.1 ms for the probes (`auto_explain`). It returns one row, its time on the server
+            // once the update ran (read after the rows it updated are counted: a data-modifying
+            // `WITH` the query does not read runs after the query).
             update_status: format!(
                 "WITH done AS (UPDATE {deliveries} AS d SET status = u.status, attempts = d.attempts + u.attempted, \
                  response_status = u.code, response_body = u.body, duration_ms = u.ms, last_error = u.error, \
@@ -208,7 +210,7 @@ impl Sql {
                  FROM UNNEST($1::int8[], $2::text[], $3::int4[], $4::int4[], $5::text[], $6::int4[], $7::text[], $8::timestamptz[], $9::timestamptz[]) \
                    AS u(id, status, attempted, code, body, ms, error, next, created_at) \
                  WHERE d.id = ANY(ARRAY[u.id]) AND d.created_at = ANY(ARRAY[u.created_at]) RETURNING 1) \
-                 SELECT {SERVER_MS}"
+                 SELECT {SERVER_MS} FROM (SELECT count(*) FROM done) AS n"
             ),
             // `update_status` that also writes each attempt it reports into the delivery's
             // history (webhooks migration 41), in the same statement: slot attempt % $10 (the
@@ -230,8 +232,8 @@ impl Sql {
                  FROM done WHERE attempted > 0 AND NOT (attempts = 1 AND status = 'delivered') ORDER BY id \
                  ON CONFLICT (delivery_id, slot) DO UPDATE SET attempt = EXCLUDED.attempt, outcome = EXCLUDED.outcome, \
                  response_status = EXCLUDED.response_status, response_excerpt = EXCLUDED.response_excerpt, \
-                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error, created_at = now()) \
-                 SELECT {SERVER_MS}"
+                 duration_ms = EXCLUDED.duration_ms, error = EXCLUDED.error, created_at = now() RETURNING 1) \
+                 SELECT {SERVER_MS} FROM (SELECT count(*) FROM kept) AS n"
             ),
             delivery: format!(
                 "SELECT {DELIVERY_COLUMNS} FROM {deliveries} d JOIN {messages} m ON m.id = d.message_id WHERE d.id = $1"
