@@ -242,14 +242,16 @@ pub struct WorkerConfig {
     pub prefetch: usize,
     /// On a queue whose claims take turns across tenants
     /// ([`fair_claims`](QueueConfig::fair_claims), without a limit that makes claims take a
-    /// lock), a job enqueued while a claim is in flight, or while the buffer is full and no
-    /// claim is due, is taken by a small claim of up to this many jobs, sent at once, instead
-    /// of by the next regular claim. The
-    /// express claim chooses another tenant's job first (the claim in flight holds the busy
-    /// tenant's next jobs), and that job starts ahead of the buffered jobs of a tenant that
-    /// has some waiting, so a quiet tenant's job does not wait for the claim in flight and the
-    /// next behind a busy tenant's backlog (at concurrency 32 behind a 100,000-job backlog:
-    /// p50 7–13 ms instead of 35–39 ms, docs/PERFORMANCE.md). An express claim takes at most
+    /// lock), a job enqueued while the worker is busy is taken by a small claim of up to this
+    /// many jobs, sent at once, instead of by the next regular claim. An enqueue of one
+    /// tenant's jobs names the tenant in its notification, and the express claim takes only
+    /// the named tenants' next jobs ([`Queue::claim_for_tenants`](crate::Queue::claim_for_tenants)),
+    /// reading none of a busy tenant's backlog; after other enqueues it is a fair claim, which
+    /// chooses another tenant's job first (the claim in flight holds the busy tenant's next
+    /// jobs). Either way the job starts ahead of the buffered jobs of a tenant that has some
+    /// waiting, so a quiet tenant's job does not wait for the claim in flight and the next
+    /// behind a busy tenant's backlog (at concurrency 32 behind a 100,000-job backlog: p50
+    /// 7–13 ms instead of 35–39 ms with fair express claims, docs/PERFORMANCE.md). An express claim takes at most
     /// this many jobs beyond what the worker may hold ([`prefetch`](Self::prefetch)), and none
     /// beyond its free slots while it may hold none ahead (slow jobs, or `prefetch` 0). 8 by
     /// default; 0 turns it off.

@@ -3,7 +3,7 @@
 
 use crate::buffer::Buffer;
 use crate::context::{Cancels, JobContext};
-use crate::queue::{CANCEL_NOTICE, Queue, channel, lease};
+use crate::queue::{CANCEL_NOTICE, Queue, TENANT_NOTICE, channel, lease};
 use crate::riding::{Riding, RidingAcks};
 use crate::{Failure, Job, Receipt};
 use crate::{Result, WorkerConfig};
@@ -277,7 +277,7 @@ impl Worker {
         // them, whether a job was enqueued while a claim was in flight, and the one in flight.
         let express =
             config.express_claim > 0 && queue.claims_take_turns() && !queue.claims_serialised();
-        let mut express_wanted = false;
+        let mut express_wanted = Express::default();
         let mut express_task: Option<tokio::task::Id> = None;
         // Wake-ups (notifications, polls) so far: a short claim sent before the last one does
         // not mean the queue is empty.
@@ -355,8 +355,11 @@ impl Worker {
                 let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &acks, wakes);
                 claim_acks.insert(task, acks);
                 asked_by.insert(task, asked);
-                // Sent after the notification: it finds the new job itself.
-                express_wanted = false;
+                // Sent after the notification by a worker with nothing to do: it finds the
+                // new job itself as soon as an express claim would.
+                if idle {
+                    express_wanted = Express::default();
+                }
             }
             // A job enqueued while no claim sent since can take it (one in flight, or none
             // because the buffer is full), on a queue whose claims take turns across tenants:
@@ -368,13 +371,18 @@ impl Worker {
             let held_now = buffer.len() + (config.concurrency - slots.available_permits());
             let beyond = if ahead > 0 { config.express_claim } else { 0 };
             let express_room = (most + beyond).saturating_sub(held_now);
-            if express_wanted && express_task.is_none() && express_room > 0 {
+            if express_wanted.is_wanted() && express_task.is_none() && express_room > 0 {
                 let asked = config.express_claim.min(express_room);
-                let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &[], wakes);
+                let wanted = std::mem::take(&mut express_wanted);
+                let task = match wanted.tenants {
+                    Some(tenants) if !tenants.is_empty() => {
+                        send_listed_claim(&mut claims, &queue, &config, &kinds, asked, tenants)
+                    }
+                    _ => send_claim(&mut claims, &queue, &config, &kinds, asked, &[], wakes),
+                };
                 asked_by.insert(task, asked);
                 express_task = Some(task);
             }
-            express_wanted = false;
             if let Some(riding) = &riding {
                 riding.set_claim_coming(more || !claims.is_empty());
             }
@@ -424,8 +432,8 @@ impl Worker {
                 notified = notification(listener.as_mut()) => {
                     if notified.as_ref().is_ok_and(|n| n.payload() == CANCEL_NOTICE) {
                         beat_now.notify_one();
-                    } else if express && notified.is_ok() {
-                        express_wanted = true;
+                    } else if let (true, Ok(notice)) = (express, &notified) {
+                        express_wanted.add(notice.payload(), config.express_claim);
                     }
                     more = true;
                     wakes += 1;
@@ -597,6 +605,66 @@ fn send_claim(
             }
         })
         .id()
+}
+
+/// Sends an express claim of up to `asked` jobs of `tenants` ([`Queue::claim_for_tenants`]).
+fn send_listed_claim(
+    claims: &mut JoinSet<Claimed>,
+    queue: &Queue,
+    config: &WorkerConfig,
+    kinds: &Arc<[String]>,
+    asked: usize,
+    tenants: Vec<String>,
+) -> tokio::task::Id {
+    let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(kinds));
+    let only = config.only_known_kinds;
+    claims
+        .spawn(async move {
+            let sent = Instant::now();
+            let only = only.then_some(&kinds[..]);
+            let jobs = queue.claim_for_tenants(&name, asked, only, &tenants).await;
+            Claimed {
+                asked,
+                sent,
+                // An express claim never says the queue is empty.
+                epoch: 0,
+                jobs: jobs.map(|jobs| (jobs, Vec::new())),
+            }
+        })
+        .id()
+}
+
+/// What the notifications since the last express claim ask of the next one
+/// ([`WorkerConfig::express_claim`]): the tenants they named, or any jobs (`tenants` is
+/// `None`) once one named none (jobs without a tenant, of several tenants, requeued) or more
+/// tenants than one express claim takes.
+#[derive(Debug, Default)]
+struct Express {
+    wanted: bool,
+    tenants: Option<Vec<String>>,
+}
+
+impl Express {
+    /// Adds a notification's `payload`; at most `most` tenants are listed.
+    fn add(&mut self, payload: &str, most: usize) {
+        let listed = match (self.wanted, &mut self.tenants) {
+            (false, _) => self.tenants.insert(Vec::new()),
+            (true, Some(listed)) => listed,
+            // Already any jobs.
+            (true, None) => return,
+        };
+        self.wanted = true;
+        match payload.strip_prefix(TENANT_NOTICE) {
+            Some(tenant) if listed.iter().any(|t| t == tenant) => {}
+            Some(tenant) if listed.len() < most => listed.push(tenant.to_owned()),
+            _ => self.tenants = None,
+        }
+    }
+
+    /// Whether an express claim is wanted.
+    fn is_wanted(&self) -> bool {
+        self.wanted
+    }
 }
 
 /// What a claim's task returns: how many jobs it asked for, when it was sent, the wake-ups
@@ -996,6 +1064,34 @@ async fn notification(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn express_claims_list_the_tenants_named_until_one_names_none_or_too_many() {
+        let mut wanted = Express::default();
+        assert!(!wanted.is_wanted());
+        wanted.add("tenant:b", 2);
+        wanted.add("tenant:b", 2);
+        wanted.add("tenant:c", 2);
+        assert!(wanted.is_wanted());
+        assert_eq!(
+            wanted.tenants.as_deref(),
+            Some(&["b".into(), "c".into()][..])
+        );
+        // A third tenant is more than one claim lists: any jobs.
+        wanted.add("tenant:d", 2);
+        assert_eq!(wanted.tenants, None);
+        wanted.add("tenant:e", 2);
+        assert!(wanted.is_wanted() && wanted.tenants.is_none());
+        // A notification that names no tenant (jobs without one, of several, requeued).
+        let mut any = Express::default();
+        any.add("tenant:b", 8);
+        any.add("", 8);
+        assert!(any.is_wanted() && any.tenants.is_none());
+        let mut first = Express::default();
+        first.add("", 8);
+        first.add("tenant:b", 8);
+        assert!(first.is_wanted() && first.tenants.is_none());
+    }
 
     #[test]
     fn a_claim_counts_on_the_held_jobs_its_slots_finish_before_it_returns() {

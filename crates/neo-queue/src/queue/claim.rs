@@ -74,6 +74,82 @@ impl Queue {
         Ok((jobs, refused))
     }
 
+    /// Claims up to `n` due jobs of `tenants` only for `worker`, as [`claim`](Self::claim)
+    /// does (lease, fencing token, priority first), the listed tenants taking turns within a
+    /// priority whether or not the queue's claims are [fair](crate::QueueConfig::fair_claims);
+    /// jobs without a tenant are not taken. It reads those tenants' jobs alone, however many
+    /// other tenants' wait: a worker's express claim
+    /// ([`WorkerConfig::express_claim`](crate::WorkerConfig::express_claim)) takes the jobs of
+    /// the tenants whose enqueues just woke it this way, and a service can keep workers for
+    /// some tenants.
+    ///
+    /// Neither the queue's cap on running jobs per tenant nor its global limit or rate limit
+    /// applies: on a queue with any of them, use [`claim`](Self::claim).
+    ///
+    /// # Errors
+    /// A database error; [`Error::Tenant`] in schema-per-tenant mode without a tenant;
+    /// [`Error::Invalid`] on a queue with a limit that this claim would not keep.
+    pub async fn claim_for_tenants(
+        &self,
+        worker: &str,
+        n: usize,
+        kinds: Option<&[String]>,
+        tenants: &[String],
+    ) -> Result<Vec<Job>> {
+        if self.claims_serialised() {
+            return Err(Error::invalid(
+                "claim_for_tenants",
+                "the queue limits running jobs or starts, which only `claim` keeps",
+            ));
+        }
+        let scope = self.system_scope()?;
+        let span = tracing::debug_span!(
+            "neo_queue.claim",
+            worker,
+            asked = n,
+            acks = 0,
+            claimed = tracing::field::Empty,
+            tenant = tracing::field::Empty
+        );
+        if let Some(tenant) = scope.tenant {
+            span.record("tenant", tracing::field::display(tenant));
+        }
+        let statement = match kinds {
+            None => &scope.sql.claim_listed,
+            Some(_) => &scope.sql.claim_listed_kinds,
+        };
+        let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
+        let rows = async {
+            let mut conn = self.system_connection().await?;
+            let rows = self
+                .run_claim(
+                    &mut conn,
+                    statement,
+                    n,
+                    worker,
+                    kinds,
+                    None,
+                    Listed::Tenants(tenants),
+                )
+                .await?;
+            conn.finish().await?;
+            Ok::<_, Error>(rows)
+        }
+        .instrument(span.clone())
+        .await?;
+        span.record("claimed", rows.len());
+        metrics::counter!(crate::metric_names::CLAIMED_TOTAL).increment(rows.len() as u64);
+        let jobs = rows
+            .iter()
+            .map(job)
+            .collect::<Result<Vec<_>, sqlx::Error>>()
+            .map_err(Error::from)?;
+        if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
+            span.record("tenant", tenant);
+        }
+        Ok(jobs)
+    }
+
     /// Whether claims take turns across tenants: with [`fair_claims`](crate::QueueConfig::fair_claims),
     /// a cap of running jobs per tenant, or a rate limit per tenant.
     pub(crate) fn claims_take_turns(&self) -> bool {
@@ -137,7 +213,7 @@ impl Queue {
                         worker,
                         kinds,
                         cap.map(i64::from),
-                        fair,
+                        Listed::weights_if(fair),
                     )
                     .await?;
                 tx.commit().await?;
@@ -154,7 +230,15 @@ impl Queue {
                 if acks.is_empty() {
                     let mut conn = self.system_connection().await?;
                     let rows = self
-                        .run_claim(&mut conn, statement, n, worker, kinds, None, fair)
+                        .run_claim(
+                            &mut conn,
+                            statement,
+                            n,
+                            worker,
+                            kinds,
+                            None,
+                            Listed::weights_if(fair),
+                        )
                         .await?;
                     conn.finish().await?;
                     rows
@@ -164,7 +248,15 @@ impl Queue {
                     let mut tx = self.system.begin().await?;
                     refused = ack_on(&mut tx, sql, acks, &self.config.channel).await?;
                     let rows = self
-                        .run_claim(&mut tx, statement, n, worker, kinds, None, fair)
+                        .run_claim(
+                            &mut tx,
+                            statement,
+                            n,
+                            worker,
+                            kinds,
+                            None,
+                            Listed::weights_if(fair),
+                        )
                         .await?;
                     tx.commit().await?;
                     rows
@@ -181,8 +273,8 @@ impl Queue {
     }
 
     /// Runs a claim statement: `$1` jobs, worker `$2`, lease `$3` ms, then the kinds and the
-    /// cap, each when given, then the tenant weights when the queue has them and the
-    /// statement is a `fair` one, in that order.
+    /// cap, each when given, then what `last` binds: the tenant weights when the queue has
+    /// them and the statement is a fair one, or the tenants of a listed claim.
     #[allow(
         clippy::too_many_arguments,
         reason = "the statement's parameters, in order"
@@ -195,7 +287,7 @@ impl Queue {
         worker: &str,
         kinds: Option<&[String]>,
         cap: Option<i64>,
-        fair: bool,
+        last: Listed<'_>,
     ) -> Result<Vec<PgRow>> {
         let (generation, text) = self.claim_plans.text(statement);
         let mut query = sqlx::query(text)
@@ -210,7 +302,9 @@ impl Queue {
             query = query.bind(cap);
         }
         let weights = &self.config.tenant_weights;
-        if fair && !weights.is_empty() {
+        if let Listed::Tenants(tenants) = last {
+            query = query.bind(tenants);
+        } else if matches!(last, Listed::Weights) && !weights.is_empty() {
             let tenants: Vec<&str> = weights.keys().map(String::as_str).collect();
             let weights: Vec<i32> = weights
                 .values()
@@ -228,6 +322,27 @@ impl Queue {
             .fold(0.0, f64::max);
         self.claim_plans.ran(generation, took);
         Ok(rows)
+    }
+}
+
+/// What a claim statement takes after its kinds and cap ([`Queue::run_claim`]).
+#[derive(Clone, Copy)]
+enum Listed<'a> {
+    /// Nothing (a claim that ignores tenants).
+    Nothing,
+    /// The queue's tenant weights, when it has any (a fair claim).
+    Weights,
+    /// The tenants whose jobs it takes (a listed claim).
+    Tenants(&'a [String]),
+}
+
+impl Listed<'_> {
+    fn weights_if(fair: bool) -> Self {
+        if fair {
+            Listed::Weights
+        } else {
+            Listed::Nothing
+        }
     }
 }
 

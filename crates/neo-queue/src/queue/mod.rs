@@ -36,6 +36,7 @@ pub use periodic::PeriodicState;
 pub use progress::JobOutput;
 pub use retention::Pruned;
 pub(crate) use retention::prune_due;
+pub(crate) use statements::TENANT_NOTICE;
 use std::sync::Arc;
 use std::time::Duration;
 use tenant_mode::Mode;

@@ -15,6 +15,11 @@ pub(super) struct Statements {
     /// [`fair_claim`] without and with the kinds filter, uncapped and capped.
     pub(super) claim_fair: SqlStr,
     pub(super) claim_fair_kinds: SqlStr,
+    /// The fair claim over the tenants listed in its last parameter only, without weights,
+    /// cap or rate limit: the worker's express claim for tenants that just enqueued
+    /// ([`WorkerConfig::express_claim`](crate::WorkerConfig::express_claim)).
+    pub(super) claim_listed: SqlStr,
+    pub(super) claim_listed_kinds: SqlStr,
     pub(super) claim_capped: SqlStr,
     pub(super) claim_capped_kinds: SqlStr,
     /// Serialises capped claims: `pg_advisory_xact_lock` on a key of this table.
@@ -96,13 +101,21 @@ impl Statements {
             insert_strict: sql(insert("")),
             claim: sql(lim(claim(""))),
             claim_kinds: sql(lim(claim("AND kind = ANY($4)"))),
-            claim_fair: sql(lim(fair_claim(t, None, None, weighted.then_some(4), rate))),
+            claim_fair: sql(lim(fair_claim(
+                t,
+                None,
+                None,
+                weighted.then_some(4),
+                rate,
+                None,
+            ))),
             claim_fair_kinds: sql(lim(fair_claim(
                 t,
                 Some(4),
                 None,
                 weighted.then_some(5),
                 rate,
+                None,
             ))),
             claim_capped: sql(lim(fair_claim(
                 t,
@@ -110,6 +123,7 @@ impl Statements {
                 Some(4),
                 weighted.then_some(5),
                 rate,
+                None,
             ))),
             claim_capped_kinds: sql(lim(fair_claim(
                 t,
@@ -117,7 +131,10 @@ impl Statements {
                 Some(5),
                 weighted.then_some(6),
                 rate,
+                None,
             ))),
+            claim_listed: sql(fair_claim(t, None, None, None, None, Some(4))),
+            claim_listed_kinds: sql(fair_claim(t, Some(4), None, None, None, Some(5))),
             claim_lock: sql(format!(
                 "SELECT pg_advisory_xact_lock(hashtextextended('neo_queue claim ' || '{t}', 0))"
             )),
@@ -208,9 +225,30 @@ pub(super) fn insert_sql(t: &TableName, on_conflict: &str, workflow: bool) -> St
          FROM UNNEST($1::uuid[], $2::text[], $3::jsonb[], $4::int2[], $5::timestamptz[], $6::int4[], $7::text[], $8::text[], $10::jsonb[]{arrays}) \
          AS u(id, kind, payload, priority, run_at, max_attempts, unique_key, tenant, trace_context{names}) {on_conflict} RETURNING id, run_at{ret}) \
          SELECT ins.id FROM ins \
-         WHERE (SELECT count(pg_notify($9, '')) FROM (SELECT FROM ins WHERE run_at <= now(){due} LIMIT 1) AS due) >= 0"
+         WHERE (SELECT count(pg_notify($9, {notice})) FROM (SELECT FROM ins WHERE run_at <= now(){due} LIMIT 1) AS due) >= 0",
+        notice = tenant_notice(&format!("${tenant}::text")),
     )
 }
+
+/// The payload that wakes workers for jobs of one tenant, `tenant` (an SQL text expression;
+/// NULL for jobs of several tenants or none): the tenant after [`TENANT_NOTICE`], so that a
+/// worker can claim that tenant's next jobs at once ([`WorkerConfig::express_claim`]); empty
+/// (any jobs) for NULL or a tenant too long for a notification's payload.
+///
+/// [`WorkerConfig::express_claim`]: crate::WorkerConfig::express_claim
+fn tenant_notice(tenant: &str) -> String {
+    format!(
+        "CASE WHEN octet_length({tenant}) <= {MAX_NOTICE_TENANT} THEN '{TENANT_NOTICE}' || {tenant} ELSE '' END"
+    )
+}
+
+/// What a notification's payload starts with when it names the one tenant whose jobs woke
+/// the workers ([`tenant_notice`]).
+pub(crate) const TENANT_NOTICE: &str = "tenant:";
+
+/// The longest tenant (in bytes) a notification names; PostgreSQL refuses payloads of 8,000
+/// bytes or more, and a worker remembers the tenants it was told of until its express claim.
+const MAX_NOTICE_TENANT: usize = 256;
 
 /// The batched ack of `(id, fence)` pairs still owned: `owned` is [`owned_receipt`] with the
 /// jobs it takes.
@@ -348,6 +386,8 @@ pub(super) fn owned_receipt(which: &str) -> String {
 ///    so that it lands on each tenant's newest entry: the oldest are where claims leave dead
 ///    entries until vacuum, and a forward scan walked all of them (at a 1,000,000-job backlog
 ///    that doubled the claim's cost once a few hundred thousand jobs had been claimed).
+///    With `listed`, the tenants in that parameter instead, and no jobs without a tenant
+///    ([`Queue::claim_for_tenants`](super::Queue::claim_for_tenants)).
 /// 2. `candidates`: each tenant's next `$1` due jobs (highest priority, then oldest), and as
 ///    many of the jobs without a tenant, which take their turns as one more tenant. `turn` is
 ///    a job's place among its tenant's jobs of its priority, counted from 0; with a cap,
@@ -374,6 +414,7 @@ fn fair_claim(
     cap: Option<u8>,
     weights: Option<u8>,
     rate: Option<&super::rate::Rate>,
+    listed: Option<u8>,
 ) -> String {
     let kinds = kinds.map_or(String::new(), |p| format!("AND j.kind = ANY(${p})"));
     let (running_cte, running_join, load, null_load, capped) = match cap {
@@ -465,10 +506,15 @@ fn fair_claim(
         null_load,
         format!("{scan} WHERE {due}{null_open} AND j.tenant IS NULL"),
     );
+    // Listed tenants take turns among themselves; the jobs without a tenant are not theirs.
+    let null_jobs = if listed.is_some() {
+        String::new()
+    } else {
+        format!("UNION ALL ({null_jobs})")
+    };
     let candidates = format!(
         "SELECT c.* FROM tenants AS t {running_join} CROSS JOIN LATERAL ({tenant_jobs}) AS c \
-         WHERE t.tenant IS NOT NULL{tenant_open} \
-         UNION ALL ({null_jobs})"
+         WHERE t.tenant IS NOT NULL{tenant_open} {null_jobs}"
     );
     let candidates = if spent.is_empty() {
         candidates
@@ -484,14 +530,19 @@ fn fair_claim(
         ),
         &rate_record,
     );
+    let tenants = match listed {
+        Some(p) => format!("SELECT DISTINCT unnest(${p}::text[])"),
+        None => format!(
+            "(SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
+              ORDER BY tenant DESC LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
+                     ORDER BY j.tenant DESC LIMIT 1) \
+             FROM tenants AS s WHERE s.tenant IS NOT NULL"
+        ),
+    };
     format!(
-        "WITH RECURSIVE tenants(tenant) AS ( \
-           (SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
-            ORDER BY tenant DESC LIMIT 1) \
-           UNION ALL \
-           SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
-                   ORDER BY j.tenant DESC LIMIT 1) \
-           FROM tenants AS s WHERE s.tenant IS NOT NULL), \
+        "WITH RECURSIVE tenants(tenant) AS ({tenants}), \
          {running_cte}{weights_cte}{rate_cte}\
          candidates AS ({candidates}), \
          {take}"

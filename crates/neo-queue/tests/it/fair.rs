@@ -375,7 +375,143 @@ async fn busy_slots_gather_no_jobs_from_notifications(route: PgRoute) {
     assert_eq!(run.await.unwrap().unwrap().succeeded, 21);
 }
 
+/// The payload of the next notification on the queue's channel, or `None` within 300 ms.
+async fn next_notice(listener: &mut sqlx::postgres::PgListener) -> Option<String> {
+    tokio::time::timeout(Duration::from_millis(300), listener.recv())
+        .await
+        .ok()
+        .map(|n| n.unwrap().payload().to_owned())
+}
+
+/// An enqueue of one tenant's due jobs names the tenant in its notification (what a
+/// worker's express claim takes); any other enqueue wakes the workers for any jobs.
+async fn an_enqueue_of_one_tenant_names_it_when_it_wakes_the_workers(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
+    let mut listener = db.listener().await.unwrap().expect("a listener");
+    listener.listen(&queue.config().channel).await.unwrap();
+    let many = |tenant: Option<&str>, n: usize| (0..n).map(|i| job(tenant, i)).collect::<Vec<_>>();
+
+    queue
+        .enqueue_many(&db, many(Some("b"), 3), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    assert_eq!(
+        next_notice(&mut listener).await.as_deref(),
+        Some("tenant:b")
+    );
+    let mixed = vec![job(Some("a"), 0), job(Some("b"), 1)];
+    queue
+        .enqueue_many(&db, mixed, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    assert_eq!(next_notice(&mut listener).await.as_deref(), Some(""));
+    queue
+        .enqueue_many(&db, many(None, 2), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    assert_eq!(next_notice(&mut listener).await.as_deref(), Some(""));
+    // A tenant too long to name in a payload wakes them for any jobs; its jobs are stored.
+    let long = "t".repeat(300);
+    queue
+        .enqueue(&db, job(Some(&long), 0), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    assert_eq!(next_notice(&mut listener).await.as_deref(), Some(""));
+    // A job due later wakes nobody.
+    let later = job(Some("b"), 9).run_at(chrono::Utc::now() + chrono::Duration::hours(1));
+    queue.enqueue(&db, later, OnDuplicate::Skip).await.unwrap();
+    assert_eq!(next_notice(&mut listener).await, None);
+    assert_eq!(queue.depth().await.unwrap().available, 3 + 2 + 2 + 1 + 1);
+}
+
+/// A claim for some tenants takes only their due jobs, in turns, highest priority first,
+/// however many older jobs other tenants have waiting; never jobs without a tenant.
+async fn a_claim_for_tenants_takes_only_their_jobs_in_turns(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
+    backlog(&db, &queue).await;
+    let later = job(Some("b"), 9).run_at(chrono::Utc::now() + chrono::Duration::hours(1));
+    queue.enqueue(&db, later, OnDuplicate::Skip).await.unwrap();
+    let tenants = |names: &[&str]| names.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+    let numbers = |jobs: &[Job]| {
+        jobs.iter()
+            .map(|j| (j.tenant.clone().unwrap(), j.payload["n"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+
+    let b = queue
+        .claim_for_tenants("w", 10, None, &tenants(&["b", "c"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(&b),
+        [("b".into(), 0), ("b".into(), 1), ("b".into(), 2)]
+    );
+    assert!(b.iter().all(|j| j.fence == 1 && j.attempt == 1));
+    // Only known kinds, when asked.
+    let none = queue
+        .claim_for_tenants("w", 10, Some(&tenants(&["other"])), &tenants(&["a"]))
+        .await
+        .unwrap();
+    assert!(none.is_empty(), "{none:?}");
+    // Turns between the listed tenants, priority first.
+    let more = vec![
+        job(Some("b"), 10),
+        job(Some("b"), 11),
+        job(Some("a"), 12).priority(3),
+    ];
+    queue
+        .enqueue_many(&db, more, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let ab = queue
+        .claim_for_tenants("w", 5, None, &tenants(&["a", "b"]))
+        .await
+        .unwrap();
+    assert_eq!(
+        numbers(&ab),
+        [
+            ("a".into(), 12),
+            ("a".into(), 0),
+            ("b".into(), 10),
+            ("a".into(), 1),
+            ("b".into(), 11),
+        ]
+    );
+    let depth = queue.depth().await.unwrap();
+    // A's 2,000 less 2 of them, the 2 without a tenant and B's job due later wait.
+    assert_eq!((depth.available, depth.running), (1_998 + 2 + 1, 8));
+    assert!(
+        queue
+            .claim_for_tenants("w", 5, None, &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// A queue that limits running jobs refuses a claim that would not keep the limit.
+async fn a_claim_for_tenants_is_refused_where_it_would_pass_a_limit(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| QueueConfig {
+        max_running_per_tenant: Some(1),
+        ..c
+    })
+    .await;
+    backlog(&db, &queue).await;
+    let refused = queue
+        .claim_for_tenants("w", 5, None, &["a".to_owned()])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, neo_queue::Error::Invalid { .. }),
+        "{refused}"
+    );
+    assert_eq!(queue.depth().await.unwrap().running, 0);
+}
+
 neo_testkit::over_routes!(
+    an_enqueue_of_one_tenant_names_it_when_it_wakes_the_workers,
+    a_claim_for_tenants_takes_only_their_jobs_in_turns,
+    a_claim_for_tenants_is_refused_where_it_would_pass_a_limit,
     busy_slots_gather_no_jobs_from_notifications,
     weighted_tenants_get_their_weight_in_jobs_per_turn,
     another_tenants_jobs_are_claimed_next_despite_a_big_backlog,
