@@ -55,6 +55,20 @@ pub(crate) struct Shared {
     pub(crate) _watcher: Option<failover::Watcher>,
 }
 
+/// Whether a pooled connection idle for `idle_for` may be handed out: pinged first when it
+/// was idle at least `ping_after` ([`DbConfig::test_idle_after`]). One that fails its ping is
+/// closed, and the pool hands out another or opens one (a server restart killed it).
+pub(crate) async fn alive(
+    conn: &mut PgConnection,
+    idle_for: Duration,
+    ping_after: Option<Duration>,
+) -> bool {
+    match ping_after {
+        Some(after) if idle_for >= after => sqlx::Connection::ping(conn).await.is_ok(),
+        _ => true,
+    }
+}
+
 /// What [`Db::options`] builds from a configuration.
 struct Built {
     pool: PgPoolOptions,
@@ -218,7 +232,8 @@ impl Db {
             .acquire_timeout(config.acquire_timeout)
             .idle_timeout(config.idle_timeout)
             .max_lifetime(config.max_lifetime)
-            .test_before_acquire(config.test_before_acquire);
+            // Pinged (or not) by the hook below, by how long the connection was idle.
+            .test_before_acquire(false);
         let hosts = (hosts.len() > 1 || split.target == Target::ReadWrite)
             .then(|| Arc::new(Hosts::new(hosts, split.target, config.failover)));
         let read_write = hosts
@@ -247,11 +262,12 @@ impl Db {
                 })
             });
         }
-        if preload {
+        let ping_idle = config.test_before_acquire.then_some(config.test_idle_after);
+        if preload || ping_idle.is_some() {
             let types_changed = Arc::clone(&types_changed);
-            options = options.before_acquire(move |_, meta| {
-                let stale = types_changed.is_stale(meta.age);
-                Box::pin(async move { Ok(!stale) })
+            options = options.before_acquire(move |conn, meta| {
+                let stale = preload && types_changed.is_stale(meta.age);
+                Box::pin(async move { Ok(!stale && alive(conn, meta.idle_for, ping_idle).await) })
             });
         }
         Ok(Built {

@@ -183,7 +183,15 @@ impl Replicas {
                 .acquire_timeout(config.acquire_timeout)
                 .idle_timeout(config.idle_timeout)
                 .max_lifetime(config.max_lifetime)
-                .test_before_acquire(config.test_before_acquire);
+                .test_before_acquire(false);
+            // As on the primary (crate::pool::alive).
+            if let Some(after) = config.test_before_acquire.then_some(config.test_idle_after) {
+                options = options.before_acquire(move |conn, meta| {
+                    Box::pin(async move {
+                        Ok(crate::pool::alive(conn, meta.idle_for, Some(after)).await)
+                    })
+                });
+            }
             if config.pooler.needs_transaction() {
                 // As on the primary (crate::custom_types).
                 options =

@@ -27,6 +27,9 @@ async fn on_own_server(
     };
     let db = Db::connect(&DbConfig {
         test_before_acquire,
+        // Every connection pinged, however recently used: a restart is faster than the
+        // default window (see `only_connections_idle_past_the_window_are_pinged`).
+        test_idle_after: Duration::ZERO,
         acquire_timeout: Duration::from_secs(10),
         max_connections: 4,
         ..config
@@ -159,6 +162,50 @@ async fn a_server_killed_mid_query_gives_unavailable_not_a_hang(route: PgRoute) 
     assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
     let _server = restart(server).await;
     assert!(db.health().await.is_ok());
+}
+
+/// Connections of `db` (by its application name) killed from another session.
+async fn terminate_connections(admin: &mut sqlx::PgConnection, application_name: &str) {
+    let killed: i64 = sqlx::query_scalar(
+        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = $1",
+    )
+    .bind(application_name)
+    .fetch_one(admin)
+    .await
+    .unwrap();
+    assert_eq!(killed, 1);
+}
+
+/// With `test_before_acquire`, a connection used within `test_idle_after` is handed out
+/// without a ping (no round trip on a busy pool), so a connection killed in that window
+/// fails the call that takes it, as a retryable `Unavailable`; one idle longer is pinged
+/// and replaced, and the call succeeds.
+#[tokio::test]
+async fn only_connections_idle_past_the_window_are_pinged() {
+    let test_db = neo_testkit::postgres().await;
+    let application_name = format!("ping_window_{}", uuid::Uuid::now_v7().simple());
+    let db = Db::connect(&DbConfig {
+        max_connections: 1,
+        test_idle_after: Duration::from_millis(300),
+        application_name: application_name.clone(),
+        ..DbConfig::with_url(test_db.url())
+    })
+    .await
+    .unwrap();
+    let mut admin = <sqlx::PgConnection as sqlx::Connection>::connect(test_db.url())
+        .await
+        .unwrap();
+    db.health().await.unwrap();
+
+    terminate_connections(&mut admin, &application_name).await;
+    let err = db.health().await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unavailable, "{err}");
+    assert!(err.is_retryable());
+    db.health().await.unwrap();
+
+    terminate_connections(&mut admin, &application_name).await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    db.health().await.unwrap();
 }
 
 neo_testkit::over_routes!(

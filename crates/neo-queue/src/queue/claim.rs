@@ -114,23 +114,17 @@ impl Queue {
         if let Some(tenant) = scope.tenant {
             span.record("tenant", tracing::field::display(tenant));
         }
-        let statement = match kinds {
-            None => &scope.sql.claim_listed,
-            Some(_) => &scope.sql.claim_listed_kinds,
+        let (statement, last) = match (kinds, tenants) {
+            (None, [one]) => (&scope.sql.claim_tenant, Listed::Tenant(one)),
+            (Some(_), [one]) => (&scope.sql.claim_tenant_kinds, Listed::Tenant(one)),
+            (None, _) => (&scope.sql.claim_listed, Listed::Tenants(tenants)),
+            (Some(_), _) => (&scope.sql.claim_listed_kinds, Listed::Tenants(tenants)),
         };
         let n = i64::try_from(n.max(1)).unwrap_or(i64::MAX);
         let rows = async {
             let mut conn = self.system_connection().await?;
             let rows = self
-                .run_claim(
-                    &mut conn,
-                    statement,
-                    n,
-                    worker,
-                    kinds,
-                    None,
-                    Listed::Tenants(tenants),
-                )
+                .run_claim(&mut conn, statement, n, worker, kinds, None, last)
                 .await?;
             conn.finish().await?;
             Ok::<_, Error>(rows)
@@ -304,6 +298,8 @@ impl Queue {
         let weights = &self.config.tenant_weights;
         if let Listed::Tenants(tenants) = last {
             query = query.bind(tenants);
+        } else if let Listed::Tenant(tenant) = last {
+            query = query.bind(tenant);
         } else if matches!(last, Listed::Weights) && !weights.is_empty() {
             let tenants: Vec<&str> = weights.keys().map(String::as_str).collect();
             let weights: Vec<i32> = weights
@@ -334,6 +330,8 @@ enum Listed<'a> {
     Weights,
     /// The tenants whose jobs it takes (a listed claim).
     Tenants(&'a [String]),
+    /// The one tenant whose jobs it takes (a listed claim of one tenant).
+    Tenant(&'a str),
 }
 
 impl Listed<'_> {
