@@ -424,6 +424,56 @@ async fn an_enqueue_of_one_tenant_names_it_when_it_wakes_the_workers(route: PgRo
     assert_eq!(queue.depth().await.unwrap().available, 3 + 2 + 2 + 1 + 1);
 }
 
+/// While one party has jobs (one tenant, or only jobs without a tenant) a fair claim takes
+/// them as the plain claim does, highest priority then oldest; once another party has jobs,
+/// its first job is taken in the next claim's first turn.
+async fn one_partys_jobs_are_taken_in_order_until_another_party_turns_up(route: PgRoute) {
+    let (_t, db, queue) = setup(route, |c| c).await;
+    let numbers = |jobs: &[Job]| {
+        jobs.iter()
+            .map(|j| (j.tenant.clone(), j.payload["n"].as_u64().unwrap()))
+            .collect::<Vec<_>>()
+    };
+    let a = |n: usize| (Some("a".to_owned()), n as u64);
+    let mut jobs: Vec<NewJob> = (0..10).map(|n| job(Some("a"), n)).collect();
+    jobs.push(job(Some("a"), 10).priority(5));
+    queue
+        .enqueue_many(&db, jobs, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let first = queue.claim("w", 3, None).await.unwrap();
+    assert_eq!(numbers(&first), [a(10), a(0), a(1)]);
+
+    let others = vec![job(None, 20), job(Some("b"), 21)];
+    queue
+        .enqueue_many(&db, others, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let second = queue.claim("w", 4, None).await.unwrap();
+    assert_eq!(
+        numbers(&second),
+        [a(2), (None, 20), (Some("b".to_owned()), 21), a(3)]
+    );
+    // Jobs without a tenant alone are one party too.
+    let rest = queue.claim("w", 100, None).await.unwrap();
+    assert_eq!(numbers(&rest), (4..10).map(a).collect::<Vec<_>>());
+    let untenanted = (30..33).map(|n| job(None, n)).collect();
+    queue
+        .enqueue_many(&db, untenanted, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let last = queue.claim("w", 2, None).await.unwrap();
+    assert_eq!(numbers(&last), [(None, 30), (None, 31)]);
+    assert!(
+        first
+            .iter()
+            .chain(&second)
+            .chain(&rest)
+            .chain(&last)
+            .all(|j| j.fence == 1)
+    );
+}
+
 /// A claim for some tenants takes only their due jobs, in turns, highest priority first,
 /// however many older jobs other tenants have waiting; never jobs without a tenant.
 async fn a_claim_for_tenants_takes_only_their_jobs_in_turns(route: PgRoute) {
@@ -515,6 +565,7 @@ async fn a_claim_for_tenants_is_refused_where_it_would_pass_a_limit(route: PgRou
 }
 
 neo_testkit::over_routes!(
+    one_partys_jobs_are_taken_in_order_until_another_party_turns_up,
     an_enqueue_of_one_tenant_names_it_when_it_wakes_the_workers,
     a_claim_for_tenants_takes_only_their_jobs_in_turns,
     a_claim_for_tenants_is_refused_where_it_would_pass_a_limit,
