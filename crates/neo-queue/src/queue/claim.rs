@@ -96,6 +96,9 @@ impl Queue {
         kinds: Option<&[String]>,
         tenants: &[String],
     ) -> Result<Vec<Job>> {
+        if tenants.is_empty() {
+            return Ok(Vec::new());
+        }
         if self.claims_serialised() {
             return Err(Error::invalid(
                 "claim_for_tenants",

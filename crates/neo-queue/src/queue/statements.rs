@@ -308,9 +308,10 @@ pub(super) fn nack_sql(t: &TableName, owned: &str) -> String {
 /// locked one is; the row cannot move while this statement holds its lock, and the version
 /// the statement read cannot be pruned while the statement's snapshot sees it.
 ///
-/// With `alone` (a plain claim's `due` filter of `j`, and the name of a one-row CTE whose
-/// `sole` says whether to use it), `next` instead locks the first `$1` due jobs in the plain
-/// claim's order, as it scans them, when `sole` holds; only one of the two is executed.
+/// With `alone` (a plain claim's `due` filter of `j`; the statement then defines a one-row
+/// CTE `sole` whose column `sole` says which path to take), `next` instead locks the first
+/// `$1` due jobs in the plain claim's order, as it scans them, when `sole` holds; only one of
+/// the two paths is executed.
 fn take_in_order(t: &TableName, ordered: &str, after: &str, alone: Option<&str>) -> String {
     let lock = lock_candidate(t);
     let (chosen, plain) = match alone {
@@ -428,7 +429,10 @@ pub(super) fn owned_receipt(which: &str) -> String {
 ///    at a 1,000,000-job backlog: 5.9 ms before, 5.45 ms after, pgbench means of 300).
 /// 3. `next`: the candidates in order of priority, then turn, then age (so the first job of
 ///    every tenant comes before the second of any), each locked with `SKIP LOCKED` until `$1`
-///    are held; a job another claim took meanwhile is skipped, as in the plain claim.
+///    are held; a job another claim took meanwhile is skipped, as in the plain claim. With
+///    `one_party` (and no cap, rate limit or listed tenants), when `sole` finds one party with
+///    available jobs (one tenant, or only jobs without a tenant), `next` is instead the plain
+///    claim's locking scan, which takes them in the same order ([`take_in_order`]).
 ///
 /// The claim's update, lease and fencing token are the plain claim's; the jobs come back in
 /// the order they were chosen.
@@ -444,7 +448,7 @@ fn fair_claim(
     weights: Option<u8>,
     rate: Option<&super::rate::Rate>,
     listed: Option<u8>,
-    sole: bool,
+    one_party: bool,
 ) -> String {
     let kinds = kinds.map_or(String::new(), |p| format!("AND j.kind = ANY(${p})"));
     let (running_cte, running_join, load, null_load, capped) = match cap {
@@ -557,7 +561,8 @@ fn fair_claim(
     // at a 1,000,000-job backlog of one tenant: 4.6–5.1 ms against 5.3–5.6 ms, pgbench).
     // Not with a cap, a rate limit or a global limit (each bounds the last `LIMIT $1`), nor
     // for listed tenants.
-    let alone = (sole && cap.is_none() && rate.is_none() && listed.is_none()).then(|| due.clone());
+    let alone =
+        (one_party && cap.is_none() && rate.is_none() && listed.is_none()).then(|| due.clone());
     let sole_cte = if alone.is_some() {
         format!(
             "sole AS MATERIALIZED (SELECT (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) \
