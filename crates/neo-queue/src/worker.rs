@@ -352,7 +352,8 @@ impl Worker {
                 }
                 let asked = room_then.min(config.claim_batch);
                 let acks = riding.as_ref().map(|r| r.take()).unwrap_or_default();
-                let task = send_claim(&mut claims, &queue, &config, &kinds, asked, &acks, wakes);
+                let of = ClaimOf::Any(&acks);
+                let task = send_claim(&mut claims, &queue, &config, &kinds, asked, of, wakes);
                 claim_acks.insert(task, acks);
                 asked_by.insert(task, asked);
                 // Sent after the notification by a worker with nothing to do: it finds the
@@ -374,12 +375,11 @@ impl Worker {
             if express_wanted.is_wanted() && express_task.is_none() && express_room > 0 {
                 let asked = config.express_claim.min(express_room);
                 let wanted = std::mem::take(&mut express_wanted);
-                let task = match wanted.tenants {
-                    Some(tenants) if !tenants.is_empty() => {
-                        send_listed_claim(&mut claims, &queue, &config, &kinds, asked, tenants)
-                    }
-                    _ => send_claim(&mut claims, &queue, &config, &kinds, asked, &[], wakes),
+                let of = match wanted.tenants {
+                    Some(tenants) if !tenants.is_empty() => ClaimOf::Tenants(tenants),
+                    _ => ClaimOf::Any(&[]),
                 };
+                let task = send_claim(&mut claims, &queue, &config, &kinds, asked, of, wakes);
                 asked_by.insert(task, asked);
                 express_task = Some(task);
             }
@@ -578,57 +578,52 @@ async fn hand_back(queue: &Queue, held: &Held, receipts: Vec<Receipt>) -> u64 {
 /// which stops claiming until the next poll (measured: 173 jobs/s in a drain).
 const CLAIMS_IN_FLIGHT: usize = 1;
 
-/// Sends a claim of `asked` jobs carrying `acks` (wake-ups so far: `wakes`) as a task of
-/// `claims`; returns the task's id.
+/// What a claim takes: any due jobs, carrying acks; or the listed tenants' jobs alone (an
+/// express claim, [`Queue::claim_for_tenants`]).
+enum ClaimOf<'a> {
+    Any(&'a [Riding]),
+    Tenants(Vec<String>),
+}
+
+/// [`ClaimOf`] as a claim's task owns it.
+enum Claiming {
+    Any(Vec<Receipt>),
+    Tenants(Vec<String>),
+}
+
+/// Sends a claim of `asked` jobs (wake-ups so far: `wakes`) as a task of `claims`; returns
+/// the task's id.
 fn send_claim(
     claims: &mut JoinSet<Claimed>,
     queue: &Queue,
     config: &WorkerConfig,
     kinds: &Arc<[String]>,
     asked: usize,
-    acks: &[Riding],
+    of: ClaimOf<'_>,
     wakes: u64,
 ) -> tokio::task::Id {
     let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(kinds));
     let only = config.only_known_kinds;
-    let receipts = crate::riding::receipts(acks);
+    let of = match of {
+        ClaimOf::Any(acks) => Claiming::Any(crate::riding::receipts(acks)),
+        ClaimOf::Tenants(tenants) => Claiming::Tenants(tenants),
+    };
     claims
         .spawn(async move {
             let sent = Instant::now();
             let only = only.then_some(&kinds[..]);
-            let jobs = queue.ack_and_claim(&receipts, &name, asked, only).await;
+            let jobs = match &of {
+                Claiming::Any(receipts) => queue.ack_and_claim(receipts, &name, asked, only).await,
+                Claiming::Tenants(tenants) => queue
+                    .claim_for_tenants(&name, asked, only, tenants)
+                    .await
+                    .map(|jobs| (jobs, Vec::new())),
+            };
             Claimed {
                 asked,
                 sent,
                 epoch: wakes,
                 jobs,
-            }
-        })
-        .id()
-}
-
-/// Sends an express claim of up to `asked` jobs of `tenants` ([`Queue::claim_for_tenants`]).
-fn send_listed_claim(
-    claims: &mut JoinSet<Claimed>,
-    queue: &Queue,
-    config: &WorkerConfig,
-    kinds: &Arc<[String]>,
-    asked: usize,
-    tenants: Vec<String>,
-) -> tokio::task::Id {
-    let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(kinds));
-    let only = config.only_known_kinds;
-    claims
-        .spawn(async move {
-            let sent = Instant::now();
-            let only = only.then_some(&kinds[..]);
-            let jobs = queue.claim_for_tenants(&name, asked, only, &tenants).await;
-            Claimed {
-                asked,
-                sent,
-                // An express claim never says the queue is empty.
-                epoch: 0,
-                jobs: jobs.map(|jobs| (jobs, Vec::new())),
             }
         })
         .id()

@@ -135,12 +135,7 @@ impl Queue {
         .instrument(span.clone())
         .await?;
         span.record("claimed", rows.len());
-        metrics::counter!(crate::metric_names::CLAIMED_TOTAL).increment(rows.len() as u64);
-        let jobs = rows
-            .iter()
-            .map(job)
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(Error::from)?;
+        let jobs = claimed(&rows)?;
         if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
             span.record("tenant", tenant);
         }
@@ -260,13 +255,7 @@ impl Queue {
                 }
             }
         };
-        metrics::counter!(crate::metric_names::CLAIMED_TOTAL).increment(rows.len() as u64);
-        let jobs = rows
-            .iter()
-            .map(job)
-            .collect::<Result<Vec<_>, sqlx::Error>>()
-            .map_err(Error::from)?;
-        Ok((jobs, refused))
+        Ok((claimed(&rows)?, refused))
     }
 
     /// Runs a claim statement: `$1` jobs, worker `$2`, lease `$3` ms, then the kinds and the
@@ -345,6 +334,15 @@ impl Listed<'_> {
             Listed::Nothing
         }
     }
+}
+
+/// The jobs a claim statement returned, counted as claimed.
+fn claimed(rows: &[PgRow]) -> Result<Vec<Job>> {
+    metrics::counter!(crate::metric_names::CLAIMED_TOTAL).increment(rows.len() as u64);
+    rows.iter()
+        .map(job)
+        .collect::<Result<Vec<_>, sqlx::Error>>()
+        .map_err(Error::from)
 }
 
 fn job(r: &PgRow) -> Result<Job, sqlx::Error> {

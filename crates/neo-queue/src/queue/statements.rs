@@ -78,9 +78,6 @@ impl Statements {
             .map(|limit| super::rate::Rate::new(t, limit));
         let rate = rate.as_ref();
         let lim = |claim: String| super::limit::limited(claim, t, max_running);
-        // A fair claim takes the plain claim's path when one party has jobs ([`fair_claim`]),
-        // except under a global limit, which bounds only its last `LIMIT $1`.
-        let one_party = max_running.is_none();
         // Workers are woken (one NOTIFY, sent at commit) only when a job is due now: a job
         // scheduled for later is found by their poll. The condition is a subquery without
         // correlation, evaluated once per statement.
@@ -114,7 +111,6 @@ impl Statements {
                 weighted.then_some(4),
                 rate,
                 None,
-                one_party,
             ))),
             claim_fair_kinds: sql(lim(fair_claim(
                 t,
@@ -123,7 +119,6 @@ impl Statements {
                 weighted.then_some(5),
                 rate,
                 None,
-                one_party,
             ))),
             claim_capped: sql(lim(fair_claim(
                 t,
@@ -132,7 +127,6 @@ impl Statements {
                 weighted.then_some(5),
                 rate,
                 None,
-                one_party,
             ))),
             claim_capped_kinds: sql(lim(fair_claim(
                 t,
@@ -141,10 +135,9 @@ impl Statements {
                 weighted.then_some(6),
                 rate,
                 None,
-                one_party,
             ))),
-            claim_listed: sql(fair_claim(t, None, None, None, None, Some(4), false)),
-            claim_listed_kinds: sql(fair_claim(t, Some(4), None, None, None, Some(5), false)),
+            claim_listed: sql(fair_claim(t, None, None, None, None, Some(4))),
+            claim_listed_kinds: sql(fair_claim(t, Some(4), None, None, None, Some(5))),
             claim_tenant: sql(tenant_claim(t, "AND j.tenant = $4")),
             claim_tenant_kinds: sql(tenant_claim(t, "AND j.kind = ANY($4) AND j.tenant = $5")),
             claim_lock: sql(format!(
@@ -307,32 +300,14 @@ pub(super) fn nack_sql(t: &TableName, owned: &str) -> String {
 /// (the lock rechecks the newest version, and its `ctid` differs), so it is skipped as a
 /// locked one is; the row cannot move while this statement holds its lock, and the version
 /// the statement read cannot be pruned while the statement's snapshot sees it.
-///
-/// With `alone` (a plain claim's `due` filter of `j`; the statement then defines a one-row
-/// CTE `sole` whose column `sole` says which path to take), `next` instead locks the first
-/// `$1` due jobs in the plain claim's order, as it scans them, when `sole` holds; only one of
-/// the two paths is executed.
-fn take_in_order(t: &TableName, ordered: &str, after: &str, alone: Option<&str>) -> String {
+fn take_in_order(t: &TableName, ordered: &str, after: &str) -> String {
     let lock = lock_candidate(t);
-    let (chosen, plain) = match alone {
-        None => ("", String::new()),
-        Some(due) => (
-            "WHERE NOT (SELECT sole FROM sole) ",
-            format!(
-                " UNION ALL ( \
-                   SELECT p.id, p.tid, row_number() OVER () AS claim_order FROM ( \
-                     SELECT j.id, j.ctid AS tid FROM {t} AS j WHERE {due} \
-                     ORDER BY j.priority DESC, j.run_at LIMIT $1 FOR UPDATE SKIP LOCKED) AS p \
-                   WHERE (SELECT sole FROM sole))"
-            ),
-        ),
-    };
     format!(
-        "next AS (( \
+        "next AS ( \
            SELECT l.id, c.tid, c.claim_order FROM ( \
              {ordered}) AS c \
            CROSS JOIN LATERAL ({lock}) AS l \
-           {chosen}LIMIT $1){plain}), \
+           LIMIT $1), \
          claimed AS ( \
            UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
            lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
@@ -429,10 +404,7 @@ pub(super) fn owned_receipt(which: &str) -> String {
 ///    at a 1,000,000-job backlog: 5.9 ms before, 5.45 ms after, pgbench means of 300).
 /// 3. `next`: the candidates in order of priority, then turn, then age (so the first job of
 ///    every tenant comes before the second of any), each locked with `SKIP LOCKED` until `$1`
-///    are held; a job another claim took meanwhile is skipped, as in the plain claim. With
-///    `one_party` (and no cap, rate limit or listed tenants), when `sole` finds one party with
-///    available jobs (one tenant, or only jobs without a tenant), `next` is instead the plain
-///    claim's locking scan, which takes them in the same order ([`take_in_order`]).
+///    are held; a job another claim took meanwhile is skipped, as in the plain claim.
 ///
 /// The claim's update, lease and fencing token are the plain claim's; the jobs come back in
 /// the order they were chosen.
@@ -448,7 +420,6 @@ fn fair_claim(
     weights: Option<u8>,
     rate: Option<&super::rate::Rate>,
     listed: Option<u8>,
-    one_party: bool,
 ) -> String {
     let kinds = kinds.map_or(String::new(), |p| format!("AND j.kind = ANY(${p})"));
     let (running_cte, running_join, load, null_load, capped) = match cap {
@@ -555,23 +526,6 @@ fn fair_claim(
     } else {
         format!("SELECT c.*{spent} FROM ({candidates}) AS c")
     };
-    // With one party (one tenant, or only jobs without a tenant) taking turns changes
-    // nothing: the plain claim's scan takes the jobs in the same order, without the per-party
-    // scans, their windows, the sort and the lock of each candidate by `ctid` (a claim of 500
-    // at a 1,000,000-job backlog of one tenant: 4.6–5.1 ms against 5.3–5.6 ms, pgbench).
-    // Not with a cap, a rate limit or a global limit (each bounds the last `LIMIT $1`), nor
-    // for listed tenants.
-    let alone =
-        (one_party && cap.is_none() && rate.is_none() && listed.is_none()).then(|| due.clone());
-    let sole_cte = if alone.is_some() {
-        format!(
-            "sole AS MATERIALIZED (SELECT (SELECT count(*) FROM tenants WHERE tenant IS NOT NULL) \
-             + (SELECT count(*) FROM (SELECT FROM {t} WHERE state = 'available' AND tenant IS NULL LIMIT 1) AS u) \
-             <= 1 AS sole), "
-        )
-    } else {
-        String::new()
-    };
     // Ordered by the window's own keys, so its sort is the statement's only one.
     let take = take_in_order(
         t,
@@ -580,7 +534,6 @@ fn fair_claim(
              FROM candidates {capped} ORDER BY priority DESC, turn, run_at, id"
         ),
         &rate_record,
-        alone.as_deref(),
     );
     let tenants = match listed {
         Some(p) => format!("SELECT DISTINCT unnest(${p}::text[])"),
@@ -596,7 +549,7 @@ fn fair_claim(
     format!(
         "WITH RECURSIVE tenants(tenant) AS ({tenants}), \
          {running_cte}{weights_cte}{rate_cte}\
-         candidates AS ({candidates}), {sole_cte}\
+         candidates AS ({candidates}), \
          {take}"
     )
 }
@@ -640,7 +593,6 @@ fn rated_claim(t: &TableName, filter: &str, rate: &super::rate::Rate) -> String 
              FROM (SELECT c.*, {spent} FROM candidates AS c) AS c WHERE {within} ORDER BY claim_order"
         ),
         &record,
-        None,
     );
     format!(
         "WITH {used}candidates AS (SELECT j.id, j.ctid AS tid, j.priority, j.run_at, {key} AS part FROM {t} AS j \
