@@ -251,10 +251,10 @@ pub struct WorkerConfig {
     /// jobs). Either way the job starts ahead of the buffered jobs of a tenant that has some
     /// waiting, so a quiet tenant's job does not wait for the claim in flight and the next
     /// behind a busy tenant's backlog (at concurrency 32 behind a 100,000-job backlog: p50
-    /// 7–13 ms instead of 35–39 ms with fair express claims, docs/PERFORMANCE.md). An express claim takes at most
-    /// this many jobs beyond what the worker may hold ([`prefetch`](Self::prefetch)), and none
-    /// beyond its free slots while it may hold none ahead (slow jobs, or `prefetch` 0). 8 by
-    /// default; 0 turns it off.
+    /// 7–13 ms instead of 35–39 ms with fair express claims, docs/PERFORMANCE.md). An express
+    /// claim takes at most this many jobs beyond what the worker may hold
+    /// ([`prefetch`](Self::prefetch)), and none beyond its free slots while it may hold none
+    /// ahead (slow jobs, or `prefetch` 0). 8 by default; 0 turns it off.
     pub express_claim: usize,
     /// Check for jobs this often when no notification arrives (scheduled jobs, missed
     /// notifications).
