@@ -352,7 +352,7 @@ impl Worker {
                 }
                 let asked = room_then.min(config.claim_batch);
                 let acks = riding.as_ref().map(|r| r.take()).unwrap_or_default();
-                let of = ClaimOf::Any(&acks);
+                let of = ClaimOf::Any(crate::riding::receipts(&acks));
                 let task = send_claim(&mut claims, &queue, &config, &kinds, asked, of, wakes);
                 claim_acks.insert(task, acks);
                 asked_by.insert(task, asked);
@@ -375,9 +375,9 @@ impl Worker {
             if express_wanted.is_wanted() && express_task.is_none() && express_room > 0 {
                 let asked = config.express_claim.min(express_room);
                 let wanted = std::mem::take(&mut express_wanted);
-                let of = match wanted.tenants {
-                    Some(tenants) if !tenants.is_empty() => ClaimOf::Tenants(tenants),
-                    _ => ClaimOf::Any(&[]),
+                let of = match wanted {
+                    Express::Tenants(tenants) => ClaimOf::Tenants(tenants),
+                    _ => ClaimOf::Any(Vec::new()),
                 };
                 let task = send_claim(&mut claims, &queue, &config, &kinds, asked, of, wakes);
                 asked_by.insert(task, asked);
@@ -578,15 +578,9 @@ async fn hand_back(queue: &Queue, held: &Held, receipts: Vec<Receipt>) -> u64 {
 /// which stops claiming until the next poll (measured: 173 jobs/s in a drain).
 const CLAIMS_IN_FLIGHT: usize = 1;
 
-/// What a claim takes: any due jobs, carrying acks; or the listed tenants' jobs alone (an
-/// express claim, [`Queue::claim_for_tenants`]).
-enum ClaimOf<'a> {
-    Any(&'a [Riding]),
-    Tenants(Vec<String>),
-}
-
-/// [`ClaimOf`] as a claim's task owns it.
-enum Claiming {
+/// What a claim takes: any due jobs, carrying the receipts of acks; or the listed tenants'
+/// jobs alone (an express claim, [`Queue::claim_for_tenants`]).
+enum ClaimOf {
     Any(Vec<Receipt>),
     Tenants(Vec<String>),
 }
@@ -599,22 +593,18 @@ fn send_claim(
     config: &WorkerConfig,
     kinds: &Arc<[String]>,
     asked: usize,
-    of: ClaimOf<'_>,
+    of: ClaimOf,
     wakes: u64,
 ) -> tokio::task::Id {
     let (queue, name, kinds) = (queue.clone(), config.name.clone(), Arc::clone(kinds));
     let only = config.only_known_kinds;
-    let of = match of {
-        ClaimOf::Any(acks) => Claiming::Any(crate::riding::receipts(acks)),
-        ClaimOf::Tenants(tenants) => Claiming::Tenants(tenants),
-    };
     claims
         .spawn(async move {
             let sent = Instant::now();
             let only = only.then_some(&kinds[..]);
             let jobs = match &of {
-                Claiming::Any(receipts) => queue.ack_and_claim(receipts, &name, asked, only).await,
-                Claiming::Tenants(tenants) => queue
+                ClaimOf::Any(receipts) => queue.ack_and_claim(receipts, &name, asked, only).await,
+                ClaimOf::Tenants(tenants) => queue
                     .claim_for_tenants(&name, asked, only, tenants)
                     .await
                     .map(|jobs| (jobs, Vec::new())),
@@ -630,35 +620,37 @@ fn send_claim(
 }
 
 /// What the notifications since the last express claim ask of the next one
-/// ([`WorkerConfig::express_claim`]): the tenants they named, or any jobs (`tenants` is
-/// `None`) once one named none (jobs without a tenant, of several tenants, requeued) or more
-/// tenants than one express claim takes.
-#[derive(Debug, Default)]
-struct Express {
-    wanted: bool,
-    tenants: Option<Vec<String>>,
+/// ([`WorkerConfig::express_claim`]): nothing, the tenants they named, or any jobs once one
+/// named none (jobs without a tenant, of several tenants, requeued) or more tenants than one
+/// express claim takes.
+#[derive(Debug, Default, PartialEq)]
+enum Express {
+    #[default]
+    Unwanted,
+    Tenants(Vec<String>),
+    Any,
 }
 
 impl Express {
     /// Adds a notification's `payload`; at most `most` tenants are listed.
     fn add(&mut self, payload: &str, most: usize) {
-        let listed = match (self.wanted, &mut self.tenants) {
-            (false, _) => self.tenants.insert(Vec::new()),
-            (true, Some(listed)) => listed,
-            // Already any jobs.
-            (true, None) => return,
-        };
-        self.wanted = true;
-        match payload.strip_prefix(TENANT_NOTICE) {
-            Some(tenant) if listed.iter().any(|t| t == tenant) => {}
-            Some(tenant) if listed.len() < most => listed.push(tenant.to_owned()),
-            _ => self.tenants = None,
+        let tenant = payload.strip_prefix(TENANT_NOTICE);
+        match (&mut *self, tenant) {
+            (Express::Any, _) => {}
+            (Express::Unwanted, Some(tenant)) if most > 0 => {
+                *self = Express::Tenants(vec![tenant.to_owned()]);
+            }
+            (Express::Tenants(listed), Some(tenant)) if listed.iter().any(|t| t == tenant) => {}
+            (Express::Tenants(listed), Some(tenant)) if listed.len() < most => {
+                listed.push(tenant.to_owned());
+            }
+            _ => *self = Express::Any,
         }
     }
 
     /// Whether an express claim is wanted.
     fn is_wanted(&self) -> bool {
-        self.wanted
+        *self != Express::Unwanted
     }
 }
 
@@ -1068,24 +1060,21 @@ mod tests {
         wanted.add("tenant:b", 2);
         wanted.add("tenant:c", 2);
         assert!(wanted.is_wanted());
-        assert_eq!(
-            wanted.tenants.as_deref(),
-            Some(&["b".into(), "c".into()][..])
-        );
+        assert_eq!(wanted, Express::Tenants(vec!["b".into(), "c".into()]));
         // A third tenant is more than one claim lists: any jobs.
         wanted.add("tenant:d", 2);
-        assert_eq!(wanted.tenants, None);
+        assert_eq!(wanted, Express::Any);
         wanted.add("tenant:e", 2);
-        assert!(wanted.is_wanted() && wanted.tenants.is_none());
+        assert!(wanted.is_wanted() && wanted == Express::Any);
         // A notification that names no tenant (jobs without one, of several, requeued).
         let mut any = Express::default();
         any.add("tenant:b", 8);
         any.add("", 8);
-        assert!(any.is_wanted() && any.tenants.is_none());
+        assert!(any.is_wanted() && any == Express::Any);
         let mut first = Express::default();
         first.add("", 8);
         first.add("tenant:b", 8);
-        assert!(first.is_wanted() && first.tenants.is_none());
+        assert!(first.is_wanted() && first == Express::Any);
     }
 
     #[test]

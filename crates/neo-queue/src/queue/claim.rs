@@ -50,25 +50,12 @@ impl Queue {
         kinds: Option<&[String]>,
     ) -> Result<(Vec<Job>, Vec<Receipt>)> {
         let scope = self.system_scope()?;
-        let span = tracing::debug_span!(
-            "neo_queue.claim",
-            worker,
-            asked = n,
-            acks = acks.len(),
-            claimed = tracing::field::Empty,
-            tenant = tracing::field::Empty
-        );
-        if let Some(tenant) = scope.tenant {
-            span.record("tenant", tracing::field::display(tenant));
-        }
+        let span = claim_span(worker, n, acks.len(), &scope);
         let (jobs, refused) = self
             .claim_in(&scope.sql, acks, worker, n, kinds)
             .instrument(span.clone())
             .await?;
-        span.record("claimed", jobs.len());
-        if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
-            span.record("tenant", tenant);
-        }
+        record_claimed(&span, &jobs);
         metrics::counter!(crate::metric_names::ACKED_TOTAL)
             .increment((acks.len() - refused.len()) as u64);
         Ok((jobs, refused))
@@ -106,17 +93,7 @@ impl Queue {
             ));
         }
         let scope = self.system_scope()?;
-        let span = tracing::debug_span!(
-            "neo_queue.claim",
-            worker,
-            asked = n,
-            acks = 0,
-            claimed = tracing::field::Empty,
-            tenant = tracing::field::Empty
-        );
-        if let Some(tenant) = scope.tenant {
-            span.record("tenant", tracing::field::display(tenant));
-        }
+        let span = claim_span(worker, n, 0, &scope);
         let (statement, last) = match (kinds, tenants) {
             (None, [one]) => (&scope.sql.claim_tenant, Listed::Tenant(one)),
             (Some(_), [one]) => (&scope.sql.claim_tenant_kinds, Listed::Tenant(one)),
@@ -134,11 +111,8 @@ impl Queue {
         }
         .instrument(span.clone())
         .await?;
-        span.record("claimed", rows.len());
         let jobs = claimed(&rows)?;
-        if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
-            span.record("tenant", tenant);
-        }
+        record_claimed(&span, &jobs);
         Ok(jobs)
     }
 
@@ -288,17 +262,18 @@ impl Queue {
             query = query.bind(cap);
         }
         let weights = &self.config.tenant_weights;
-        if let Listed::Tenants(tenants) = last {
-            query = query.bind(tenants);
-        } else if let Listed::Tenant(tenant) = last {
-            query = query.bind(tenant);
-        } else if matches!(last, Listed::Weights) && !weights.is_empty() {
-            let tenants: Vec<&str> = weights.keys().map(String::as_str).collect();
-            let weights: Vec<i32> = weights
-                .values()
-                .map(|w| i32::try_from(*w).unwrap_or(i32::MAX))
-                .collect();
-            query = query.bind(tenants).bind(weights);
+        match last {
+            Listed::Tenants(tenants) => query = query.bind(tenants),
+            Listed::Tenant(tenant) => query = query.bind(tenant),
+            Listed::Weights if !weights.is_empty() => {
+                let tenants: Vec<&str> = weights.keys().map(String::as_str).collect();
+                let weights: Vec<i32> = weights
+                    .values()
+                    .map(|w| i32::try_from(*w).unwrap_or(i32::MAX))
+                    .collect();
+                query = query.bind(tenants).bind(weights);
+            }
+            Listed::Weights | Listed::Nothing => {}
         }
         let rows = query.fetch_all(conn).await?;
         // The server's own time, not the wall time here, which in a busy worker includes the
@@ -333,6 +308,35 @@ impl Listed<'_> {
         } else {
             Listed::Nothing
         }
+    }
+}
+
+/// The span of a claim asking for `asked` jobs with `acks` acks, in `scope`.
+fn claim_span(
+    worker: &str,
+    asked: usize,
+    acks: usize,
+    scope: &super::tenant_mode::Scoped,
+) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "neo_queue.claim",
+        worker,
+        asked,
+        acks,
+        claimed = tracing::field::Empty,
+        tenant = tracing::field::Empty
+    );
+    if let Some(tenant) = scope.tenant {
+        span.record("tenant", tracing::field::display(tenant));
+    }
+    span
+}
+
+/// Records on a claim's `span` how many `jobs` it took, and their tenant when they share one.
+fn record_claimed(span: &tracing::Span, jobs: &[Job]) {
+    span.record("claimed", jobs.len());
+    if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
+        span.record("tenant", tenant);
     }
 }
 

@@ -54,6 +54,10 @@ pub(super) struct Statements {
     pub(super) workflow: super::workflow::WorkflowSql,
 }
 
+/// What every claim sets on the jobs it takes (`j`): running, one attempt more, leased to
+/// worker `$2` for `$3` ms, under a fresh fencing token.
+const TAKE: &str = "state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
+     lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1";
 const JOB_COLUMNS: &str = "j.id, j.kind, j.payload, j.priority, j.attempts, j.max_attempts, j.tenant, j.last_error, j.created_at, j.fence, j.trace_context";
 /// A claim's own time on the server so far, returned with each claimed job: the worker's
 /// measure of a claim (see [`QueueConfig::replan_claims_after`](crate::QueueConfig::replan_claims_after)).
@@ -90,9 +94,7 @@ impl Statements {
             format!(
                 "WITH next AS (SELECT id FROM {t} WHERE state = 'available' AND run_at <= now() {paused} {filter} \
                  ORDER BY priority DESC, run_at LIMIT $1 FOR UPDATE SKIP LOCKED) \
-                 UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
-                 lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
-                 FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, {SERVER_MS}"
+                 UPDATE {t} AS j SET {TAKE} FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, {SERVER_MS}"
             )
         };
         let owned = owned_receipt("");
@@ -309,9 +311,7 @@ fn take_in_order(t: &TableName, ordered: &str, after: &str) -> String {
            CROSS JOIN LATERAL ({lock}) AS l \
            LIMIT $1), \
          claimed AS ( \
-           UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
-           lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
-           FROM next WHERE j.ctid = next.tid RETURNING {JOB_COLUMNS}, next.claim_order){after} \
+           UPDATE {t} AS j SET {TAKE} FROM next WHERE j.ctid = next.tid RETURNING {JOB_COLUMNS}, next.claim_order){after} \
          SELECT *, {SERVER_MS} FROM claimed ORDER BY claim_order"
     )
 }
@@ -563,9 +563,7 @@ fn tenant_claim(t: &TableName, filter: &str) -> String {
     format!(
         "WITH next AS (SELECT j.id FROM {t} AS j WHERE j.state = 'available' AND j.run_at <= now() {paused} {filter} \
          ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1 FOR UPDATE SKIP LOCKED), \
-         claimed AS (UPDATE {t} AS j SET state = 'running', attempts = j.attempts + 1, lease_owner = $2, \
-         lease_expires_at = now() + $3 * interval '1 millisecond', fence = j.fence + 1 \
-         FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, j.run_at) \
+         claimed AS (UPDATE {t} AS j SET {TAKE} FROM next WHERE j.id = next.id RETURNING {JOB_COLUMNS}, j.run_at) \
          SELECT *, {SERVER_MS} FROM claimed ORDER BY priority DESC, run_at, id"
     )
 }
