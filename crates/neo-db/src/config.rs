@@ -187,6 +187,12 @@ impl DbConfig {
         }
     }
 
+    /// How long a pooled connection must have been idle to be pinged before it is handed
+    /// out; `None` without `test_before_acquire`.
+    pub(crate) fn ping_after(&self) -> Option<Duration> {
+        self.test_before_acquire.then_some(self.test_idle_after)
+    }
+
     /// Loads the configuration from `NEO_DB_*` environment variables over the defaults.
     ///
     /// # Errors

@@ -262,7 +262,7 @@ impl Db {
                 })
             });
         }
-        let ping_idle = config.test_before_acquire.then_some(config.test_idle_after);
+        let ping_idle = config.ping_after();
         if preload || ping_idle.is_some() {
             let types_changed = Arc::clone(&types_changed);
             options = options.before_acquire(move |conn, meta| {

@@ -185,7 +185,7 @@ impl Replicas {
                 .max_lifetime(config.max_lifetime)
                 .test_before_acquire(false);
             // As on the primary (crate::pool::alive).
-            if let Some(after) = config.test_before_acquire.then_some(config.test_idle_after) {
+            if let Some(after) = config.ping_after() {
                 options = options.before_acquire(move |conn, meta| {
                     Box::pin(async move {
                         Ok(crate::pool::alive(conn, meta.idle_for, Some(after)).await)
