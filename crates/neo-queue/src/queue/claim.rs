@@ -8,6 +8,7 @@ use crate::{Error, Job, Receipt, Result};
 use neo_core::TraceContext;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row, SqlStr};
+use std::sync::atomic::Ordering;
 use tracing::Instrument;
 
 impl Queue {
@@ -186,14 +187,20 @@ impl Queue {
                 rows
             }
             _ => {
-                let statement = match (self.config.fair_claims, kinds) {
-                    (false, None) => &sql.claim,
-                    (false, Some(_)) => &sql.claim_kinds,
-                    (true, None) => &sql.claim_fair,
-                    (true, Some(_)) => &sql.claim_fair_kinds,
-                };
+                // While one party has due jobs, a fair queue claims as the plain claim does
+                // and learns when a second party has some ([`one_party`]).
                 let fair = self.config.fair_claims;
-                if acks.is_empty() {
+                let sole = fair && sql.one_party.load(Ordering::Relaxed);
+                let statement = match (fair, sole, kinds) {
+                    (false, _, None) => &sql.claim,
+                    (false, _, Some(_)) => &sql.claim_kinds,
+                    (true, true, None) => &sql.claim_sole,
+                    (true, true, Some(_)) => &sql.claim_sole_kinds,
+                    (true, false, None) => &sql.claim_fair,
+                    (true, false, Some(_)) => &sql.claim_fair_kinds,
+                };
+                let fair = fair && !sole;
+                let rows = if acks.is_empty() {
                     let mut conn = self.system_connection().await?;
                     let rows = self
                         .run_claim(
@@ -226,7 +233,12 @@ impl Queue {
                         .await?;
                     tx.commit().await?;
                     rows
+                };
+                if self.config.fair_claims {
+                    sql.one_party
+                        .store(one_party(sole, &rows)?, Ordering::Relaxed);
                 }
+                rows
             }
         };
         Ok((claimed(&rows)?, refused))
@@ -338,6 +350,32 @@ fn record_claimed(span: &tracing::Span, jobs: &[Job]) {
     if let Some(tenant) = super::enqueue::one_tenant(jobs.iter().map(|j| j.tenant.as_deref())) {
         span.record("tenant", tenant);
     }
+}
+
+/// Whether a fair queue's next claim may be a sole claim, after a claim that returned `rows`:
+/// a sole claim (`sole`) says how many parties had due jobs; a fair claim that took the jobs
+/// of one party only (one tenant, or none) shows that no other had any it could take, since
+/// every party's first job comes before any party's second. A claim that took nothing tells
+/// nothing new, so the answer stays what it was.
+///
+/// The price: a party whose first due jobs appear while the worker claims this way waits at
+/// most one more claim for its turn (the claim that reports it; the worker's express claim
+/// takes the jobs of a tenant whose enqueue woke it at once).
+fn one_party(sole: bool, rows: &[PgRow]) -> Result<bool> {
+    let Some(first) = rows.first() else {
+        return Ok(sole);
+    };
+    if sole {
+        return Ok(first.try_get::<i64, _>("parties")? < 2);
+    }
+    let tenant = |row: &PgRow| row.try_get::<Option<String>, _>("tenant");
+    let first = tenant(first)?;
+    for row in &rows[1..] {
+        if tenant(row)? != first {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// The jobs a claim statement returned, counted as claimed.

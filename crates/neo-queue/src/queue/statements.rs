@@ -3,6 +3,7 @@
 use neo_db::TableName;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 /// Every statement the queue runs, with the table name in place. Each is shared text, so a
 /// call clones a pointer rather than the statement.
@@ -25,6 +26,13 @@ pub(super) struct Statements {
     pub(super) claim_tenant_kinds: SqlStr,
     pub(super) claim_capped: SqlStr,
     pub(super) claim_capped_kinds: SqlStr,
+    /// [`sole_claim`] without and with the kinds filter: a fair queue's claim while one party
+    /// has due jobs.
+    pub(super) claim_sole: SqlStr,
+    pub(super) claim_sole_kinds: SqlStr,
+    /// Whether the last claim of this table that could tell saw due jobs of one party only:
+    /// the next fair claim is then a [`sole_claim`] ([`super::claim`]).
+    pub(super) one_party: AtomicBool,
     /// Serialises capped claims: `pg_advisory_xact_lock` on a key of this table.
     pub(super) claim_lock: SqlStr,
     pub(super) heartbeat: SqlStr,
@@ -138,6 +146,9 @@ impl Statements {
                 rate,
                 None,
             ))),
+            claim_sole: sql(sole_claim(t, "")),
+            claim_sole_kinds: sql(sole_claim(t, "AND j.kind = ANY($4)")),
+            one_party: AtomicBool::new(false),
             claim_listed: sql(fair_claim(t, None, None, None, None, Some(4))),
             claim_listed_kinds: sql(fair_claim(t, Some(4), None, None, None, Some(5))),
             claim_tenant: sql(tenant_claim(t, "AND j.tenant = $4")),
@@ -537,20 +548,63 @@ fn fair_claim(
     );
     let tenants = match listed {
         Some(p) => format!("SELECT DISTINCT unnest(${p}::text[])"),
-        None => format!(
-            "(SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
-              ORDER BY tenant DESC LIMIT 1) \
-             UNION ALL \
-             SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
-                     ORDER BY j.tenant DESC LIMIT 1) \
-             FROM tenants AS s WHERE s.tenant IS NOT NULL"
-        ),
+        None => tenants_with_jobs(t),
     };
     format!(
         "WITH RECURSIVE tenants(tenant) AS ({tenants}), \
          {running_cte}{weights_cte}{rate_cte}\
          candidates AS ({candidates}), \
          {take}"
+    )
+}
+
+/// The body of the recursive CTE `tenants(tenant)`: every tenant with available jobs, one
+/// index descent each (a loose scan of `jobs_claim_by_tenant`, backwards: see
+/// [`fair_claim`]), then a NULL that ends the recursion.
+fn tenants_with_jobs(t: &TableName) -> String {
+    format!(
+        "(SELECT tenant FROM {t} WHERE state = 'available' AND tenant IS NOT NULL \
+          ORDER BY tenant DESC LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT j.tenant FROM {t} AS j WHERE j.state = 'available' AND j.tenant < s.tenant \
+                 ORDER BY j.tenant DESC LIMIT 1) \
+         FROM tenants AS s WHERE s.tenant IS NOT NULL"
+    )
+}
+
+/// The claim of a fair queue while one party (one tenant, or the jobs without a tenant) has
+/// due jobs: taking turns changes nothing then, so this is the plain claim's scan (only the
+/// jobs that match `filter`, on `j`), without the fair claim's per-party scans, windows,
+/// sort and per-candidate locks. Each claimed job carries `parties`: how many parties had
+/// due jobs in the statement's snapshot (at most 3), so that the worker's next claim takes
+/// turns again once a second party has some ([`super::claim`]).
+///
+/// The jobs are locked as the scan reads them and updated by the `ctid` the lock returned,
+/// the newest version's (the lock keeps the row where it is), as an array: a TID scan,
+/// where a join with the locked rows hashed a scan of the whole table (22 ms against 16 ms
+/// for a claim of 1,000 at 10,000 jobs, `EXPLAIN ANALYZE`). They come back in claim order.
+///
+/// Each party's due jobs are looked for from its newest entry backwards (lowest priority,
+/// latest `run_at`), away from the oldest entries, where claims leave dead ones until
+/// vacuum; a scalar subquery, since PostgreSQL drops the order of an `EXISTS`.
+fn sole_claim(t: &TableName, filter: &str) -> String {
+    let paused = super::pause::claim_filter(t);
+    let due = format!("j.state = 'available' AND j.run_at <= now() {paused} {filter}");
+    let newest = "ORDER BY j.priority, j.run_at DESC, j.id DESC LIMIT 1";
+    format!(
+        "WITH RECURSIVE tenants(tenant) AS ({tenants}), \
+         parties AS (SELECT count(*) AS n FROM ( \
+           (SELECT 1 FROM tenants AS s WHERE s.tenant IS NOT NULL \
+              AND (SELECT 1 FROM {t} AS j WHERE {due} AND j.tenant = s.tenant {newest}) IS NOT NULL LIMIT 2) \
+           UNION ALL \
+           SELECT 1 WHERE (SELECT 1 FROM {t} AS j WHERE {due} AND j.tenant IS NULL {newest}) IS NOT NULL) AS p), \
+         next AS (SELECT j.ctid AS tid FROM {t} AS j WHERE {due} \
+           ORDER BY j.priority DESC, j.run_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+         claimed AS (UPDATE {t} AS j SET {TAKE} WHERE j.ctid = ANY(ARRAY(SELECT tid FROM next)) \
+           RETURNING {JOB_COLUMNS}, j.run_at) \
+         SELECT *, {SERVER_MS}, (SELECT n FROM parties) AS parties FROM claimed \
+         ORDER BY priority DESC, run_at",
+        tenants = tenants_with_jobs(t),
     )
 }
 

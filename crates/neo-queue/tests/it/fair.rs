@@ -424,9 +424,10 @@ async fn an_enqueue_of_one_tenant_names_it_when_it_wakes_the_workers(route: PgRo
     assert_eq!(queue.depth().await.unwrap().available, 3 + 2 + 2 + 1 + 1);
 }
 
-/// While one party has jobs (one tenant, or only jobs without a tenant) a fair claim takes
-/// them as the plain claim does, highest priority then oldest; once another party has jobs,
-/// its first job is taken in the next claim's first turn.
+/// While one party has jobs (one tenant, or only jobs without a tenant) a fair queue claims
+/// them as the plain claim does, highest priority then oldest. The claim that first sees
+/// another party's jobs is still such a claim and reports them; from the next one on the
+/// parties take turns, until a claim takes one party's jobs only.
 async fn one_partys_jobs_are_taken_in_order_until_another_party_turns_up(route: PgRoute) {
     let (_t, db, queue) = setup(route, |c| c).await;
     let numbers = |jobs: &[Job]| {
@@ -435,28 +436,30 @@ async fn one_partys_jobs_are_taken_in_order_until_another_party_turns_up(route: 
             .collect::<Vec<_>>()
     };
     let a = |n: usize| (Some("a".to_owned()), n as u64);
-    let mut jobs: Vec<NewJob> = (0..10).map(|n| job(Some("a"), n)).collect();
-    jobs.push(job(Some("a"), 10).priority(5));
+    let mut jobs: Vec<NewJob> = (0..12).map(|n| job(Some("a"), n)).collect();
+    jobs.push(job(Some("a"), 12).priority(5));
     queue
         .enqueue_many(&db, jobs, OnDuplicate::Skip)
         .await
         .unwrap();
     let first = queue.claim("w", 3, None).await.unwrap();
-    assert_eq!(numbers(&first), [a(10), a(0), a(1)]);
+    assert_eq!(numbers(&first), [a(12), a(0), a(1)]);
 
     let others = vec![job(None, 20), job(Some("b"), 21)];
     queue
         .enqueue_many(&db, others, OnDuplicate::Skip)
         .await
         .unwrap();
-    let second = queue.claim("w", 4, None).await.unwrap();
+    let sees_them = queue.claim("w", 2, None).await.unwrap();
+    assert_eq!(numbers(&sees_them), [a(2), a(3)]);
+    let turns = queue.claim("w", 4, None).await.unwrap();
     assert_eq!(
-        numbers(&second),
-        [a(2), (None, 20), (Some("b".to_owned()), 21), a(3)]
+        numbers(&turns),
+        [a(4), (None, 20), (Some("b".to_owned()), 21), a(5)]
     );
     // Jobs without a tenant alone are one party too.
     let rest = queue.claim("w", 100, None).await.unwrap();
-    assert_eq!(numbers(&rest), (4..10).map(a).collect::<Vec<_>>());
+    assert_eq!(numbers(&rest), (6..12).map(a).collect::<Vec<_>>());
     let untenanted = (30..33).map(|n| job(None, n)).collect();
     queue
         .enqueue_many(&db, untenanted, OnDuplicate::Skip)
@@ -464,12 +467,38 @@ async fn one_partys_jobs_are_taken_in_order_until_another_party_turns_up(route: 
         .unwrap();
     let last = queue.claim("w", 2, None).await.unwrap();
     assert_eq!(numbers(&last), [(None, 30), (None, 31)]);
+    // A job due later is no party's until it is due: the claims go on in order until a
+    // tenant with a due job turns up.
+    let later = job(Some("b"), 40).run_at(chrono::Utc::now() + chrono::Duration::hours(1));
+    queue.enqueue(&db, later, OnDuplicate::Skip).await.unwrap();
+    let untenanted = (41..44).map(|n| job(None, n)).collect();
+    queue
+        .enqueue_many(&db, untenanted, OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let plain = queue.claim("w", 1, None).await.unwrap();
+    assert_eq!(numbers(&plain), [(None, 32)]);
+    queue
+        .enqueue(&db, job(Some("c"), 50), OnDuplicate::Skip)
+        .await
+        .unwrap();
+    let still_plain = queue.claim("w", 2, None).await.unwrap();
+    assert_eq!(numbers(&still_plain), [(None, 41), (None, 42)]);
+    let turns_again = queue.claim("w", 2, None).await.unwrap();
+    assert_eq!(
+        numbers(&turns_again),
+        [(None, 43), (Some("c".to_owned()), 50)]
+    );
     assert!(
         first
             .iter()
-            .chain(&second)
+            .chain(&sees_them)
+            .chain(&turns)
             .chain(&rest)
             .chain(&last)
+            .chain(&plain)
+            .chain(&still_plain)
+            .chain(&turns_again)
             .all(|j| j.fence == 1)
     );
 }
