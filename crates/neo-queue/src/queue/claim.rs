@@ -8,7 +8,6 @@ use crate::{Error, Job, Receipt, Result};
 use neo_core::TraceContext;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row, SqlStr};
-use std::sync::atomic::Ordering;
 use tracing::Instrument;
 
 impl Queue {
@@ -147,101 +146,95 @@ impl Queue {
         // A global limit and a rate limit serialise claims as the per-tenant cap does
         // ([`super::limit`], [`super::rate`]).
         let serialised = self.claims_serialised();
-        let mut refused = Vec::new();
-        let rows = match self.config.max_running_per_tenant {
-            cap if serialised => {
-                // The statement counts each tenant's running jobs in its snapshot, so two
-                // claims at once could both see room for the same tenant. The lock makes them
-                // take turns, and the claim's snapshot, taken after the lock, sees the jobs
-                // the previous claim committed.
-                let mut tx = self.system.begin().await?;
-                if !acks.is_empty() {
-                    refused = ack_on(&mut tx, sql, acks, &self.config.channel).await?;
-                }
-                sqlx::query(sql.claim_lock.clone())
-                    .persistent(self.system.pooler().named_statements())
-                    .execute(&mut **tx)
-                    .await?;
-                // A rate limit per tenant takes turns across tenants too ([`super::rate`]).
-                let fair = self.claims_take_turns();
-                let statement = match (cap, fair, kinds) {
-                    (Some(_), _, None) => &sql.claim_capped,
-                    (Some(_), _, Some(_)) => &sql.claim_capped_kinds,
-                    (None, true, None) => &sql.claim_fair,
-                    (None, true, Some(_)) => &sql.claim_fair_kinds,
-                    (None, false, None) => &sql.claim,
-                    (None, false, Some(_)) => &sql.claim_kinds,
-                };
-                let rows = self
-                    .run_claim(
-                        &mut tx,
-                        statement,
-                        n,
-                        worker,
-                        kinds,
-                        cap.map(i64::from),
-                        Listed::weights_if(fair),
-                    )
-                    .await?;
-                tx.commit().await?;
-                rows
-            }
-            _ => {
-                // While one party has due jobs, a fair queue claims as the plain claim does
-                // and learns when a second party has some ([`one_party`]).
-                let fair = self.config.fair_claims;
-                let sole = fair && sql.one_party.load(Ordering::Relaxed);
-                let statement = match (fair, sole, kinds) {
-                    (false, _, None) => &sql.claim,
-                    (false, _, Some(_)) => &sql.claim_kinds,
-                    (true, true, None) => &sql.claim_sole,
-                    (true, true, Some(_)) => &sql.claim_sole_kinds,
-                    (true, false, None) => &sql.claim_fair,
-                    (true, false, Some(_)) => &sql.claim_fair_kinds,
-                };
-                let fair = fair && !sole;
-                let rows = if acks.is_empty() {
-                    let mut conn = self.system_connection().await?;
-                    let rows = self
-                        .run_claim(
-                            &mut conn,
-                            statement,
-                            n,
-                            worker,
-                            kinds,
-                            None,
-                            Listed::weights_if(fair),
-                        )
-                        .await?;
-                    conn.finish().await?;
-                    rows
-                } else {
-                    // The acks first: their rows are this worker's running jobs, which the
-                    // claim, taking available ones, never touches.
-                    let mut tx = self.system.begin().await?;
-                    refused = ack_on(&mut tx, sql, acks, &self.config.channel).await?;
-                    let rows = self
-                        .run_claim(
-                            &mut tx,
-                            statement,
-                            n,
-                            worker,
-                            kinds,
-                            None,
-                            Listed::weights_if(fair),
-                        )
-                        .await?;
-                    tx.commit().await?;
-                    rows
-                };
-                if self.config.fair_claims {
-                    sql.one_party
-                        .store(one_party(sole, &rows)?, Ordering::Relaxed);
-                }
-                rows
-            }
+        // While one party has due jobs, a fair queue without a per-tenant cap or rate limit
+        // claims that party's jobs as the plain claim does and learns when a second party has
+        // some ([`next_sole_party`]).
+        let may_be_sole = self.config.fair_claims
+            && self.config.max_running_per_tenant.is_none()
+            && self.config.rate_limit.is_none();
+        let sole = if may_be_sole {
+            sql.sole_party.get()
+        } else {
+            None
         };
+        let sole = sole.as_ref().map(Option::as_deref);
+        let mut refused = Vec::new();
+        let rows = if serialised {
+            // The statement counts each tenant's running jobs in its snapshot, so two claims
+            // at once could both see room for the same tenant. The lock makes them take
+            // turns, and the claim's snapshot, taken after the lock, sees the jobs the
+            // previous claim committed.
+            let mut tx = self.system.begin().await?;
+            if !acks.is_empty() {
+                refused = ack_on(&mut tx, sql, acks, &self.config.channel).await?;
+            }
+            sqlx::query(sql.claim_lock.clone())
+                .persistent(self.system.pooler().named_statements())
+                .execute(&mut **tx)
+                .await?;
+            let rows = self
+                .claim_rows(&mut tx, sql, sole, n, worker, kinds)
+                .await?;
+            tx.commit().await?;
+            rows
+        } else if acks.is_empty() {
+            let mut conn = self.system_connection().await?;
+            let rows = self
+                .claim_rows(&mut conn, sql, sole, n, worker, kinds)
+                .await?;
+            conn.finish().await?;
+            rows
+        } else {
+            // The acks first: their rows are this worker's running jobs, which the claim,
+            // taking available ones, never touches.
+            let mut tx = self.system.begin().await?;
+            refused = ack_on(&mut tx, sql, acks, &self.config.channel).await?;
+            let rows = self
+                .claim_rows(&mut tx, sql, sole, n, worker, kinds)
+                .await?;
+            tx.commit().await?;
+            rows
+        };
+        if may_be_sole {
+            sql.sole_party.set(next_sole_party(&rows)?);
+        }
         Ok((claimed(&rows)?, refused))
+    }
+
+    /// Claims on `conn` with the queue's claim statement: the [sole claim](super::statements::Statements::sole_claim)
+    /// of `sole` when given, and the queue's fair, capped or plain claim when not or when
+    /// that party has no due job left (so that a claim finds whatever is due).
+    async fn claim_rows(
+        &self,
+        conn: &mut PgConnection,
+        sql: &super::statements::Statements,
+        sole: Option<Option<&str>>,
+        n: i64,
+        worker: &str,
+        kinds: Option<&[String]>,
+    ) -> Result<Vec<PgRow>> {
+        if let Some(party) = sole {
+            let statement = sql.sole_claim(party, kinds.is_some());
+            let last = party.map_or(Listed::Nothing, Listed::Tenant);
+            let rows = self
+                .run_claim(conn, statement, n, worker, kinds, None, last)
+                .await?;
+            if !rows.is_empty() {
+                return Ok(rows);
+            }
+        }
+        let fair = self.claims_take_turns();
+        let (statement, last) = match (self.config.max_running_per_tenant, kinds) {
+            (Some(_), None) => (&sql.claim_capped, Listed::Weights),
+            (Some(_), Some(_)) => (&sql.claim_capped_kinds, Listed::Weights),
+            (None, None) if fair => (&sql.claim_fair, Listed::Weights),
+            (None, Some(_)) if fair => (&sql.claim_fair_kinds, Listed::Weights),
+            (None, None) => (&sql.claim, Listed::Nothing),
+            (None, Some(_)) => (&sql.claim_kinds, Listed::Nothing),
+        };
+        let cap = self.config.max_running_per_tenant.map(i64::from);
+        self.run_claim(conn, statement, n, worker, kinds, cap, last)
+            .await
     }
 
     /// Runs a claim statement: `$1` jobs, worker `$2`, lease `$3` ms, then the kinds and the
@@ -313,16 +306,6 @@ enum Listed<'a> {
     Tenant(&'a str),
 }
 
-impl Listed<'_> {
-    fn weights_if(fair: bool) -> Self {
-        if fair {
-            Listed::Weights
-        } else {
-            Listed::Nothing
-        }
-    }
-}
-
 /// The span of a claim asking for `asked` jobs with `acks` acks, in `scope`.
 fn claim_span(
     worker: &str,
@@ -352,30 +335,35 @@ fn record_claimed(span: &tracing::Span, jobs: &[Job]) {
     }
 }
 
-/// Whether a fair queue's next claim may be a sole claim, after a claim that returned `rows`:
-/// a sole claim (`sole`) says how many parties had due jobs; a fair claim that took the jobs
-/// of one party only (one tenant, or none) shows that no other had any it could take, since
-/// every party's first job comes before any party's second. A claim that took nothing tells
-/// nothing new, so the answer stays what it was.
+/// The party whose jobs alone a fair queue's next claim takes ([`SoleParty`]), after a claim
+/// that returned `rows`. A sole claim says how many parties had due jobs (its `parties`); a fair claim that took one party's jobs only (one tenant, or none) shows that no
+/// other had any it could take, since every party's first job comes before any party's
+/// second. A claim that took nothing leaves the next one to the fair claim, which sees every
+/// party.
 ///
 /// The price: a party whose first due jobs appear while the worker claims this way waits at
 /// most one more claim for its turn (the claim that reports it; the worker's express claim
 /// takes the jobs of a tenant whose enqueue woke it at once).
-fn one_party(sole: bool, rows: &[PgRow]) -> Result<bool> {
+///
+/// [`SoleParty`]: super::statements::SoleParty
+fn next_sole_party(rows: &[PgRow]) -> Result<Option<Option<String>>> {
     let Some(first) = rows.first() else {
-        return Ok(sole);
+        return Ok(None);
     };
-    if sole {
-        return Ok(first.try_get::<i64, _>("parties")? < 2);
+    let sole = first.try_column("parties").is_ok();
+    if sole && first.try_get::<i64, _>("parties")? >= 2 {
+        return Ok(None);
     }
     let tenant = |row: &PgRow| row.try_get::<Option<String>, _>("tenant");
-    let first = tenant(first)?;
-    for row in &rows[1..] {
-        if tenant(row)? != first {
-            return Ok(false);
+    let party = tenant(first)?;
+    if !sole {
+        for row in &rows[1..] {
+            if tenant(row)? != party {
+                return Ok(None);
+            }
         }
     }
-    Ok(true)
+    Ok(Some(party))
 }
 
 /// The jobs a claim statement returned, counted as claimed.

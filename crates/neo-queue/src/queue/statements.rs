@@ -3,7 +3,6 @@
 use neo_db::TableName;
 use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 
 /// Every statement the queue runs, with the table name in place. Each is shared text, so a
 /// call clones a pointer rather than the statement.
@@ -26,13 +25,15 @@ pub(super) struct Statements {
     pub(super) claim_tenant_kinds: SqlStr,
     pub(super) claim_capped: SqlStr,
     pub(super) claim_capped_kinds: SqlStr,
-    /// [`sole_claim`] without and with the kinds filter: a fair queue's claim while one party
-    /// has due jobs.
-    pub(super) claim_sole: SqlStr,
-    pub(super) claim_sole_kinds: SqlStr,
-    /// Whether the last claim of this table that could tell saw due jobs of one party only:
-    /// the next fair claim is then a [`sole_claim`] ([`super::claim`]).
-    pub(super) one_party: AtomicBool,
+    /// [`sole_claim`] of the jobs without a tenant and of one tenant's (the last parameter),
+    /// each without and with the kinds filter, within the global limit: a fair queue's claim
+    /// while one party has due jobs (not with a per-tenant cap or rate limit).
+    claim_sole_untenanted: SqlStr,
+    claim_sole_untenanted_kinds: SqlStr,
+    claim_sole_tenant: SqlStr,
+    claim_sole_tenant_kinds: SqlStr,
+    /// The party whose due jobs alone this table's last fair claim saw.
+    pub(super) sole_party: SoleParty,
     /// Serialises capped claims: `pg_advisory_xact_lock` on a key of this table.
     pub(super) claim_lock: SqlStr,
     pub(super) heartbeat: SqlStr,
@@ -146,9 +147,19 @@ impl Statements {
                 rate,
                 None,
             ))),
-            claim_sole: sql(sole_claim(t, "")),
-            claim_sole_kinds: sql(sole_claim(t, "AND j.kind = ANY($4)")),
-            one_party: AtomicBool::new(false),
+            claim_sole_untenanted: sql(lim(sole_claim(t, "", "j.tenant IS NULL"))),
+            claim_sole_untenanted_kinds: sql(lim(sole_claim(
+                t,
+                "AND j.kind = ANY($4)",
+                "j.tenant IS NULL",
+            ))),
+            claim_sole_tenant: sql(lim(sole_claim(t, "", "j.tenant = $4"))),
+            claim_sole_tenant_kinds: sql(lim(sole_claim(
+                t,
+                "AND j.kind = ANY($4)",
+                "j.tenant = $5",
+            ))),
+            sole_party: SoleParty::default(),
             claim_listed: sql(fair_claim(t, None, None, None, None, Some(4))),
             claim_listed_kinds: sql(fair_claim(t, Some(4), None, None, None, Some(5))),
             claim_tenant: sql(tenant_claim(t, "AND j.tenant = $4")),
@@ -199,6 +210,36 @@ impl Statements {
             periodic: super::periodic::PeriodicSql::new(t, per_tenant_keys),
             workflow: super::workflow::WorkflowSql::new(t, per_tenant_keys),
         }
+    }
+}
+
+impl Statements {
+    /// The [`sole_claim`] of `party` (`None`: the jobs without a tenant), with the kinds
+    /// filter when `kinds`; the tenant is its last parameter.
+    pub(super) fn sole_claim(&self, party: Option<&str>, kinds: bool) -> &SqlStr {
+        match (party, kinds) {
+            (None, false) => &self.claim_sole_untenanted,
+            (None, true) => &self.claim_sole_untenanted_kinds,
+            (Some(_), false) => &self.claim_sole_tenant,
+            (Some(_), true) => &self.claim_sole_tenant_kinds,
+        }
+    }
+}
+
+/// The one party (`Some(None)`: the jobs without a tenant; `Some(Some(tenant))`) whose due
+/// jobs a table's last fair claim saw, whose jobs alone its next claim takes; `None` when it
+/// saw several or none ([`super::claim`]). A hint shared by the queue's workers: two claims
+/// at once may both act on the older answer.
+#[derive(Debug, Default)]
+pub(super) struct SoleParty(std::sync::Mutex<Option<Option<String>>>);
+
+impl SoleParty {
+    pub(super) fn get(&self) -> Option<Option<String>> {
+        neo_core::sync::lock(&self.0).clone()
+    }
+
+    pub(super) fn set(&self, party: Option<Option<String>>) {
+        *neo_core::sync::lock(&self.0) = party;
     }
 }
 
@@ -573,9 +614,12 @@ fn tenants_with_jobs(t: &TableName) -> String {
 }
 
 /// The claim of a fair queue while one party (one tenant, or the jobs without a tenant) has
-/// due jobs: taking turns changes nothing then, so this is the plain claim's scan (only the
-/// jobs that match `filter`, on `j`), without the fair claim's per-party scans, windows,
-/// sort and per-candidate locks. Each claimed job carries `parties`: how many parties had
+/// due jobs: taking turns changes nothing then, so this is one scan of that party's due jobs
+/// (`party`, a condition on `j`; `kinds`, the kinds filter or nothing) in claim order, read from its own
+/// index (`jobs_claim_by_tenant` or `jobs_claim_untenanted`, whose order the scan's is, as in
+/// the fair claim: through `jobs_claim`, with statistics taken while the table was nearly
+/// empty, the planner sorted every due job on each claim), without the fair claim's per-party
+/// scans, windows, sort and per-candidate locks. Each claimed job carries `parties`: how many parties had
 /// due jobs in the statement's snapshot (at most 3), so that the worker's next claim takes
 /// turns again once a second party has some ([`super::claim`]).
 ///
@@ -587,9 +631,9 @@ fn tenants_with_jobs(t: &TableName) -> String {
 /// Each party's due jobs are looked for from its newest entry backwards (lowest priority,
 /// latest `run_at`), away from the oldest entries, where claims leave dead ones until
 /// vacuum; a scalar subquery, since PostgreSQL drops the order of an `EXISTS`.
-fn sole_claim(t: &TableName, filter: &str) -> String {
+fn sole_claim(t: &TableName, kinds: &str, party: &str) -> String {
     let paused = super::pause::claim_filter(t);
-    let due = format!("j.state = 'available' AND j.run_at <= now() {paused} {filter}");
+    let due = format!("j.state = 'available' AND j.run_at <= now() {paused} {kinds}");
     let newest = "ORDER BY j.priority, j.run_at DESC, j.id DESC LIMIT 1";
     format!(
         "WITH RECURSIVE tenants(tenant) AS ({tenants}), \
@@ -598,12 +642,12 @@ fn sole_claim(t: &TableName, filter: &str) -> String {
               AND (SELECT 1 FROM {t} AS j WHERE {due} AND j.tenant = s.tenant {newest}) IS NOT NULL LIMIT 2) \
            UNION ALL \
            SELECT 1 WHERE (SELECT 1 FROM {t} AS j WHERE {due} AND j.tenant IS NULL {newest}) IS NOT NULL) AS p), \
-         next AS (SELECT j.ctid AS tid FROM {t} AS j WHERE {due} \
-           ORDER BY j.priority DESC, j.run_at LIMIT $1 FOR UPDATE SKIP LOCKED), \
+         next AS (SELECT j.ctid AS tid FROM {t} AS j WHERE {due} AND {party} \
+           ORDER BY j.priority DESC, j.run_at, j.id LIMIT $1 FOR UPDATE SKIP LOCKED), \
          claimed AS (UPDATE {t} AS j SET {TAKE} WHERE j.ctid = ANY(ARRAY(SELECT tid FROM next)) \
            RETURNING {JOB_COLUMNS}, j.run_at) \
          SELECT *, {SERVER_MS}, (SELECT n FROM parties) AS parties FROM claimed \
-         ORDER BY priority DESC, run_at",
+         ORDER BY priority DESC, run_at, id",
         tenants = tenants_with_jobs(t),
     )
 }

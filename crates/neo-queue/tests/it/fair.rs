@@ -457,7 +457,8 @@ async fn one_partys_jobs_are_taken_in_order_until_another_party_turns_up(route: 
         numbers(&turns),
         [a(4), (None, 20), (Some("b".to_owned()), 21), a(5)]
     );
-    // Jobs without a tenant alone are one party too.
+    // Jobs without a tenant alone are one party too; a claim finds them at once when the
+    // party it took alone has none left.
     let rest = queue.claim("w", 100, None).await.unwrap();
     assert_eq!(numbers(&rest), (6..12).map(a).collect::<Vec<_>>());
     let untenanted = (30..33).map(|n| job(None, n)).collect();
