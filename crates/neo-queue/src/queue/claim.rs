@@ -201,8 +201,8 @@ impl Queue {
         Ok((claimed(&rows)?, refused))
     }
 
-    /// Claims on `conn` with the queue's claim statement: the [sole claim](super::statements::Statements::sole_claim)
-    /// of `sole` when given, and the queue's fair, capped or plain claim when not or when
+    /// Claims on `conn`: the [sole claim](super::statements::Statements::sole_claim) of the
+    /// party `sole` when given, and the queue's fair, capped or plain claim when not or when
     /// that party has no due job left (so that a claim finds whatever is due).
     async fn claim_rows(
         &self,
@@ -336,10 +336,10 @@ fn record_claimed(span: &tracing::Span, jobs: &[Job]) {
 }
 
 /// The party whose jobs alone a fair queue's next claim takes ([`SoleParty`]), after a claim
-/// that returned `rows`. A sole claim says how many parties had due jobs (its `parties`); a fair claim that took one party's jobs only (one tenant, or none) shows that no
-/// other had any it could take, since every party's first job comes before any party's
-/// second. A claim that took nothing leaves the next one to the fair claim, which sees every
-/// party.
+/// that returned `rows`. A sole claim says how many parties had due jobs (its `parties`); a
+/// fair claim that took one party's jobs only (one tenant, or none) shows that no other had
+/// any it could take, since every party's first job comes before any party's second. A claim
+/// that took nothing leaves the next one to the fair claim, which sees every party.
 ///
 /// The price: a party whose first due jobs appear while the worker claims this way waits at
 /// most one more claim for its turn (the claim that reports it; the worker's express claim
