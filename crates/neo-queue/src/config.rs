@@ -29,9 +29,9 @@ pub struct QueueConfig {
     /// Claims take turns across tenants within a priority (`NEO_QUEUE_FAIR_CLAIMS`): each
     /// tenant with due jobs (and the jobs without a tenant, as one more tenant) gets its
     /// oldest job into a claim before any tenant gets its second, so one tenant's backlog
-    /// cannot starve the others. While one party has due jobs the claims are plain ones that
-    /// count the parties, so a party's first due job waits at most one claim more for its turn
-    /// (a tenant whose enqueue woke the worker: none, see
+    /// cannot starve the others. While one party has due jobs the claims read its jobs alone
+    /// and count the parties, so a party's first due job waits at most one claim more for its
+    /// turn (a tenant whose enqueue woke the worker: none, see
     /// [`WorkerConfig::express_claim`](crate::WorkerConfig::express_claim)). Off, a claim
     /// takes the oldest jobs of the highest priority whatever their tenant. On by default: it
     /// costs little and bounds the wait of a quiet tenant behind a noisy one (figures in

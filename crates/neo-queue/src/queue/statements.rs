@@ -615,13 +615,14 @@ fn tenants_with_jobs(t: &TableName) -> String {
 
 /// The claim of a fair queue while one party (one tenant, or the jobs without a tenant) has
 /// due jobs: taking turns changes nothing then, so this is one scan of that party's due jobs
-/// (`party`, a condition on `j`; `kinds`, the kinds filter or nothing) in claim order, read from its own
-/// index (`jobs_claim_by_tenant` or `jobs_claim_untenanted`, whose order the scan's is, as in
-/// the fair claim: through `jobs_claim`, with statistics taken while the table was nearly
-/// empty, the planner sorted every due job on each claim), without the fair claim's per-party
-/// scans, windows, sort and per-candidate locks. Each claimed job carries `parties`: how many parties had
-/// due jobs in the statement's snapshot (at most 3), so that the worker's next claim takes
-/// turns again once a second party has some ([`super::claim`]).
+/// (`party`, a condition on `j`; `kinds`, the kinds filter or nothing) in claim order, read
+/// from its own index (`jobs_claim_by_tenant` or `jobs_claim_untenanted`, whose order the
+/// scan's is, as in the fair claim: through `jobs_claim`, with statistics taken while the
+/// table was nearly empty, the planner sorted every due job on each claim), without the fair
+/// claim's per-party scans, windows, sort and per-candidate locks. Each claimed job carries
+/// `parties`: how many parties had due jobs in the statement's snapshot (at most 3), so that
+/// the worker's next claim takes turns again once a second party has some
+/// ([`super::claim`]).
 ///
 /// The jobs are locked as the scan reads them and updated by the `ctid` the lock returned,
 /// the newest version's (the lock keeps the row where it is), as an array: a TID scan,
